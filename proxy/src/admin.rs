@@ -1,0 +1,58 @@
+//! The admin listener: readiness, Prometheus metrics, and reloads on request.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /ready` | `200` once the proxy serves |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /version` | the config version serving now |
+//! | `POST /reload` | re-reads the config and plugins; `200` with the new version, or `409` with why it was rejected (the old version keeps serving) |
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::Body;
+use crate::state::State;
+
+pub async fn serve(socket: TcpListener, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stream = tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(state.clone(), req));
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let (status, content_type, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/ready") => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+        (&Method::GET, "/metrics") => {
+            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.encode())
+        }
+        (&Method::GET, "/version") => (StatusCode::OK, "text/plain", format!("{}\n", state.current().version)),
+        (&Method::POST, "/reload") => match state.reload("admin").await {
+            Ok(version) => (StatusCode::OK, "text/plain", format!("reloaded: config version {version}\n")),
+            Err(e) => (StatusCode::CONFLICT, "text/plain", format!("reload rejected, old config kept:\n{e}\n")),
+        },
+        _ => (StatusCode::NOT_FOUND, "text/plain", "unknown admin path; try /ready /metrics /version /reload\n".to_owned()),
+    };
+    let mut resp = Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    Ok(resp)
+}

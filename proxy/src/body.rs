@@ -1,0 +1,87 @@
+//! The one body type that flows through the proxy.
+//!
+//! An enum rather than a `BoxBody`: the common cases (streaming a peer's body through,
+//! answering with a small buffer, answering with nothing) cost no allocation per request.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+/// Errors a body can produce while streaming.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project_lite::pin_project! {
+    /// A request or response body: streamed from a peer, or buffered in memory.
+    #[project = BodyProj]
+    pub enum Body {
+        /// Streamed as it arrives from the downstream client or the upstream server.
+        Incoming { #[pin] inner: hyper::body::Incoming },
+        /// Fully buffered (a direct answer, or a body a filter asked to see).
+        Full { data: Option<Bytes> },
+        /// Any other streaming body (kept boxed; used off the hot path only).
+        Boxed { #[pin] inner: Pin<Box<dyn HttpBody<Data = Bytes, Error = BodyError> + Send + Sync>> },
+    }
+}
+
+impl Body {
+    /// A body with no bytes.
+    pub const fn empty() -> Self {
+        Body::Full { data: None }
+    }
+
+    /// A buffered body.
+    pub fn full(data: impl Into<Bytes>) -> Self {
+        let data = data.into();
+        Body::Full { data: (!data.is_empty()).then_some(data) }
+    }
+
+    /// Wraps any other streaming body.
+    pub fn boxed<B>(body: B) -> Self
+    where
+        B: HttpBody<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BodyError>,
+    {
+        use http_body_util::BodyExt;
+        Body::Boxed { inner: Box::pin(body.map_err(Into::into)) }
+    }
+}
+
+impl From<hyper::body::Incoming> for Body {
+    fn from(inner: hyper::body::Incoming) -> Self {
+        Body::Incoming { inner }
+    }
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.project() {
+            BodyProj::Incoming { inner } => inner.poll_frame(cx).map_err(Into::into),
+            BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            BodyProj::Boxed { inner } => inner.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Incoming { inner } => inner.is_end_stream(),
+            Body::Full { data } => data.is_none(),
+            Body::Boxed { inner } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Incoming { inner } => inner.size_hint(),
+            Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Body::Boxed { inner } => inner.size_hint(),
+        }
+    }
+}

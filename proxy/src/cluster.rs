@@ -1,0 +1,138 @@
+//! Clusters: named groups of upstream endpoints, a load balancer over them, and the
+//! connection pool that reaches them.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::Body;
+use crate::config::{ClusterConfig, Source, UpstreamProtocol};
+use crate::config::ConfigError;
+
+/// The clusters of one config version, by name.
+pub type Clusters = HashMap<Arc<str>, Arc<Cluster>>;
+
+/// One upstream address.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    authority: Authority,
+}
+
+/// A named group of endpoints and the pool of connections to them.
+pub struct Cluster {
+    pub name: Arc<str>,
+    pub protocol: UpstreamProtocol,
+    endpoints: Vec<Endpoint>,
+    next: AtomicUsize,
+    client: Client<HttpConnector, Body>,
+}
+
+/// Why an upstream exchange failed; `respond` turns it into 502 or 504.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to {endpoint}: {reason}")]
+    Connect { endpoint: SocketAddr, reason: String },
+    #[error("exchange with {endpoint} failed: {reason}")]
+    Exchange { endpoint: SocketAddr, reason: String },
+    #[error("no response head from {endpoint} within {timeout:?}")]
+    Timeout { endpoint: SocketAddr, timeout: Duration },
+    #[error("the request cannot be sent upstream: {0}")]
+    BadRequest(String),
+}
+
+impl Cluster {
+    pub fn build(spanned: &toml::Spanned<ClusterConfig>, src: &Source) -> Result<Cluster, ConfigError> {
+        let config = spanned.get_ref();
+        let mut endpoints = Vec::with_capacity(config.endpoints.len());
+        for endpoint in &config.endpoints {
+            let text = endpoint.get_ref();
+            let addr = text
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| src.error_at(endpoint.span(), format!("endpoint {text:?} is not a resolvable host:port")))?;
+            let authority = Authority::try_from(addr.to_string())
+                .map_err(|e| src.error_at(endpoint.span(), format!("endpoint {text:?}: {e}")))?;
+            endpoints.push(Endpoint { addr, authority });
+        }
+
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.enforce_http(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.idle_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_endpoint)
+            // The proxy sets Host itself: the client's, or the route's rewrite.
+            .set_host(false);
+        if config.protocol == UpstreamProtocol::Http2 {
+            builder.http2_only(true);
+        }
+        Ok(Cluster {
+            name: config.name.as_str().into(),
+            protocol: config.protocol,
+            endpoints,
+            next: AtomicUsize::new(0),
+            client: builder.build(connector),
+        })
+    }
+
+    /// Round-robin choice of the next endpoint.
+    pub fn pick(&self) -> &Endpoint {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        &self.endpoints[i]
+    }
+
+    /// Sends `req` (whose URI holds only path and query) to the next endpoint and waits
+    /// at most `timeout` for the response head.
+    pub async fn send(
+        &self,
+        mut req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let endpoint = self.pick();
+        let path = req.uri_mut().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(endpoint.authority.clone());
+        parts.path_and_query = Some(path);
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
+
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout { endpoint: endpoint.addr, timeout }),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => {
+                Err(UpstreamError::Connect { endpoint: endpoint.addr, reason: error_chain(&e) })
+            }
+            Ok(Err(e)) => Err(UpstreamError::Exchange { endpoint: endpoint.addr, reason: error_chain(&e) }),
+        }
+    }
+}
+
+/// An error and its sources on one line, for logs and error bodies.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,427 @@
+//! The TOML configuration: serde types, parsed once and validated with errors that point
+//! at the offending line. Building the running state from it is `runtime`'s job.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use crate::filter::FailureMode;
+
+/// A configuration file, parsed and validated.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    pub admin: Option<AdminConfig>,
+    #[serde(default)]
+    pub wasm: WasmConfig,
+    #[serde(default)]
+    pub listeners: Vec<Spanned<ListenerConfig>>,
+    #[serde(default)]
+    pub clusters: Vec<Spanned<ClusterConfig>>,
+    #[serde(default)]
+    pub filters: Vec<Spanned<FilterConfig>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteConfig>>,
+    /// Where the config came from and its text, to point errors found later at a line.
+    #[serde(skip)]
+    pub source: Source,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads; defaults to the number of cores.
+    pub workers: Option<usize>,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[serde(default = "defaults::drain_timeout", deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+    /// Reload when the config file or a plugin file changes.
+    #[serde(default = "defaults::yes")]
+    pub watch: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { workers: None, drain_timeout: defaults::drain_timeout(), watch: true }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmConfig {
+    /// Where compiled plugins are cached by content hash; off when unset.
+    pub cache_dir: Option<PathBuf>,
+}
+
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    /// Keep the X-Forwarded-* and Forwarded headers a client sends (behind a trusted load
+    /// balancer); otherwise they are replaced, so a client cannot spoof its address.
+    #[serde(default)]
+    pub trust_forwarded: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c).
+    Http2,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub name: String,
+    /// `host:port` of each endpoint; names are resolved when the config is loaded.
+    pub endpoints: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    #[serde(default = "defaults::connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    #[serde(default = "defaults::idle_timeout", deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    #[serde(default = "defaults::max_idle")]
+    pub max_idle_per_endpoint: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    pub name: String,
+    /// A Wasm component implementing the `weft:filter` world.
+    pub wasm: Option<PathBuf>,
+    /// A filter built into the proxy (`headers`).
+    pub native: Option<String>,
+    /// Handed to the filter's `init` (as JSON for Wasm filters).
+    #[serde(default = "defaults::empty_table")]
+    pub config: toml::Value,
+    #[serde(default)]
+    pub on_error: FailureMode,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Sandbox limits of a Wasm filter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Linear memory cap, in bytes.
+    #[serde(default = "defaults::memory")]
+    pub memory: usize,
+    /// CPU time a filter may use in one phase of one request.
+    #[serde(default = "defaults::cpu", deserialize_with = "duration")]
+    pub cpu: Duration,
+    /// Largest body the filter may ask to see buffered, in bytes.
+    #[serde(default = "defaults::body")]
+    pub body: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { memory: defaults::memory(), cpu: defaults::cpu(), body: defaults::body() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: Option<String>,
+    #[serde(rename = "match", default)]
+    pub matches: MatchConfig,
+    pub cluster: Spanned<String>,
+    /// Time allowed for the upstream's response head; 504 after it.
+    #[serde(default = "defaults::route_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Send this Host upstream instead of the client's.
+    pub host_rewrite: Option<String>,
+    #[serde(default)]
+    pub filters: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// `example.com`, or `*.example.com` for any subdomain.
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub path_exact: Option<String>,
+    pub path_regex: Option<Spanned<String>>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub headers: Vec<ValueMatchConfig>,
+    #[serde(default)]
+    pub query: Vec<ValueMatchConfig>,
+}
+
+/// A header or query parameter condition: exactly one of `exact`, `regex`, `present`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueMatchConfig {
+    pub name: String,
+    pub exact: Option<String>,
+    pub regex: Option<Spanned<String>>,
+    pub present: Option<bool>,
+}
+
+mod defaults {
+    use std::time::Duration;
+    pub fn drain_timeout() -> Duration {
+        Duration::from_secs(15)
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_idle() -> usize {
+        256
+    }
+    pub fn route_timeout() -> Duration {
+        Duration::from_secs(15)
+    }
+    pub fn memory() -> usize {
+        16 << 20
+    }
+    pub fn cpu() -> Duration {
+        Duration::from_millis(50)
+    }
+    pub fn body() -> usize {
+        1 << 20
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn empty_table() -> toml::Value {
+        toml::Value::Table(toml::Table::new())
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. \"250ms\" or \"15s\"")))
+}
+
+/// The text a config was read from, kept to point errors at lines.
+#[derive(Debug, Default, Clone)]
+pub struct Source {
+    pub origin: String,
+    pub text: String,
+}
+
+/// A config error, located in the file when it can be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub origin: String,
+    /// 1-based line and column.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+    snippet: Option<String>,
+}
+
+impl std::error::Error for ConfigError {}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.origin, self.message)?,
+            None => write!(f, "{}: {}", self.origin, self.message)?,
+        }
+        if let Some(snippet) = &self.snippet {
+            write!(f, "\n{snippet}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Source {
+    /// An error at `span` (byte offsets into the text), with the line shown and marked.
+    pub fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        let start = span.start.min(self.text.len());
+        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[start..].find('\n').map_or(self.text.len(), |i| start + i);
+        let line_no = self.text[..start].matches('\n').count() + 1;
+        let col = self.text[line_start..start].chars().count() + 1;
+        let line = &self.text[line_start..line_end];
+        let width = span.end.min(line_end).saturating_sub(start).max(1);
+        let gutter = " ".repeat(line_no.to_string().len());
+        let snippet = format!(
+            "{gutter} |\n{line_no} | {line}\n{gutter} | {}{}",
+            " ".repeat(col - 1),
+            "^".repeat(width)
+        );
+        ConfigError {
+            origin: self.origin.clone(),
+            position: Some((line_no, col)),
+            message: message.into(),
+            snippet: Some(snippet),
+        }
+    }
+
+    /// An error about the file as a whole.
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError { origin: self.origin.clone(), position: None, message: message.into(), snippet: None }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            position: None,
+            message: format!("cannot read the config file: {e}"),
+            snippet: None,
+        })?;
+        let mut config = Config::parse(&origin, &text)?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        Ok(config)
+    }
+
+    /// Parses and validates config text. `origin` names it in errors.
+    pub fn parse(origin: &str, text: &str) -> Result<Config, ConfigError> {
+        let source = Source { origin: origin.to_owned(), text: text.to_owned() };
+        let mut config: Config = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => source.error_at(span, e.message().to_owned()),
+            None => source.error(e.message().to_owned()),
+        })?;
+        config.source = source;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Plugin paths in a file are relative to that file, like `include` in nginx.
+    fn resolve_paths(&mut self, base: &Path) {
+        for filter in &mut self.filters {
+            if let Some(path) = filter.get_mut().wasm.as_mut().filter(|p| p.is_relative()) {
+                *path = base.join(&*path);
+            }
+        }
+        if let Some(dir) = self.wasm.cache_dir.as_mut().filter(|p| p.is_relative()) {
+            *dir = base.join(&*dir);
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let src = &self.source;
+        if self.listeners.is_empty() {
+            return Err(src.error("no [[listeners]]: the proxy would accept no connections"));
+        }
+        unique_names(src, &self.listeners, "listener", |l| &l.name)?;
+        unique_names(src, &self.clusters, "cluster", |c| &c.name)?;
+        unique_names(src, &self.filters, "filter", |f| &f.name)?;
+
+        let mut addresses = HashSet::new();
+        for listener in &self.listeners {
+            if !addresses.insert(listener.get_ref().address) {
+                return Err(src.error_at(
+                    listener.span(),
+                    format!("listener address {} is used twice", listener.get_ref().address),
+                ));
+            }
+        }
+        for cluster in &self.clusters {
+            if cluster.get_ref().endpoints.is_empty() {
+                return Err(src.error_at(cluster.span(), format!("cluster {:?} has no endpoints", cluster.get_ref().name)));
+            }
+        }
+        for filter in &self.filters {
+            let f = filter.get_ref();
+            match (&f.wasm, &f.native) {
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => {
+                    return Err(src.error_at(
+                        filter.span(),
+                        format!("filter {:?} needs exactly one of `wasm = \"file.wasm\"` or `native = \"name\"`", f.name),
+                    ));
+                }
+            }
+        }
+        let clusters: Vec<&str> = self.clusters.iter().map(|c| c.get_ref().name.as_str()).collect();
+        let filters: Vec<&str> = self.filters.iter().map(|f| f.get_ref().name.as_str()).collect();
+        for route in &self.routes {
+            let r = route.get_ref();
+            if !clusters.contains(&r.cluster.get_ref().as_str()) {
+                return Err(src.error_at(
+                    r.cluster.span(),
+                    format!("unknown cluster {:?} (defined: {})", r.cluster.get_ref(), list(&clusters)),
+                ));
+            }
+            for name in &r.filters {
+                if !filters.contains(&name.get_ref().as_str()) {
+                    return Err(src.error_at(
+                        name.span(),
+                        format!("unknown filter {:?} (defined: {})", name.get_ref(), list(&filters)),
+                    ));
+                }
+            }
+            let paths = [r.matches.path_prefix.is_some(), r.matches.path_exact.is_some(), r.matches.path_regex.is_some()];
+            if paths.iter().filter(|p| **p).count() > 1 {
+                return Err(src.error_at(
+                    route.span(),
+                    "a route matches at most one of path_prefix, path_exact, path_regex",
+                ));
+            }
+            for m in r.matches.headers.iter().chain(&r.matches.query) {
+                let kinds = [m.exact.is_some(), m.regex.is_some(), m.present.is_some()];
+                if kinds.iter().filter(|k| **k).count() != 1 {
+                    return Err(src.error_at(
+                        route.span(),
+                        format!("the condition on {:?} needs exactly one of exact, regex, present", m.name),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+}
+
+fn unique_names<T>(
+    src: &Source,
+    items: &[Spanned<T>],
+    what: &str,
+    name: impl Fn(&T) -> &String,
+) -> Result<(), ConfigError> {
+    let mut seen = HashSet::new();
+    for item in items {
+        let n = name(item.get_ref());
+        if n.is_empty() {
+            return Err(src.error_at(item.span(), format!("a {what} needs a non-empty name")));
+        }
+        if !seen.insert(n.as_str()) {
+            return Err(src.error_at(item.span(), format!("{what} name {n:?} is used twice")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

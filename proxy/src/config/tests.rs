@@ -1,0 +1,112 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[[listeners]]
+name = "main"
+address = "127.0.0.1:8080"
+
+[[clusters]]
+name = "web"
+endpoints = ["127.0.0.1:3000"]
+
+[[routes]]
+match = { path_prefix = "/" }
+cluster = "web"
+"#;
+
+fn error(text: &str) -> ConfigError {
+    match Config::parse("test.toml", text) {
+        Ok(_) => panic!("config should be rejected:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn minimal_config_parses_with_defaults() {
+    let config = Config::parse("test.toml", MINIMAL).expect("valid");
+    assert_eq!(config.listeners.len(), 1);
+    let route = config.routes[0].get_ref();
+    assert_eq!(route.timeout, Duration::from_secs(15));
+    let cluster = config.clusters[0].get_ref();
+    assert_eq!(cluster.connect_timeout, Duration::from_secs(2));
+    assert_eq!(cluster.protocol, UpstreamProtocol::Http1);
+    assert!(config.runtime.watch);
+}
+
+#[test]
+fn unknown_cluster_is_located_and_lists_the_known_ones() {
+    let text = MINIMAL.replace("cluster = \"web\"", "cluster = \"api\"");
+    let e = error(&text);
+    assert_eq!(e.position, Some((12, 11)));
+    let shown = e.to_string();
+    assert!(shown.contains("unknown cluster \"api\" (defined: web)"), "{shown}");
+    assert!(shown.contains("12 | cluster = \"api\""), "{shown}");
+    assert!(shown.contains("^^^^^"), "{shown}");
+}
+
+#[test]
+fn unknown_field_names_the_field_and_line() {
+    let text = MINIMAL.replace("cluster = \"web\"", "cluster = \"web\"\ntimout = \"1s\"");
+    let e = error(&text);
+    assert!(e.message.contains("unknown field `timout`"), "{}", e.message);
+    assert_eq!(e.position.map(|p| p.0), Some(13));
+}
+
+#[test]
+fn bad_duration_says_how_to_write_one() {
+    let text = MINIMAL.replace("cluster = \"web\"", "cluster = \"web\"\ntimeout = \"fast\"");
+    let e = error(&text);
+    assert!(e.message.contains("invalid duration \"fast\""), "{}", e.message);
+}
+
+#[test]
+fn duplicate_names_and_addresses_are_rejected() {
+    let twice = MINIMAL.replace(
+        "[[routes]]",
+        "[[clusters]]\nname = \"web\"\nendpoints = [\"127.0.0.1:1\"]\n\n[[routes]]",
+    );
+    assert!(error(&twice).message.contains("cluster name \"web\" is used twice"));
+    let same_port = MINIMAL.replace(
+        "[[clusters]]",
+        "[[listeners]]\nname = \"other\"\naddress = \"127.0.0.1:8080\"\n\n[[clusters]]",
+    );
+    assert!(error(&same_port).message.contains("127.0.0.1:8080 is used twice"));
+}
+
+#[test]
+fn route_conditions_must_be_unambiguous() {
+    let two_paths = MINIMAL.replace("{ path_prefix = \"/\" }", "{ path_prefix = \"/\", path_exact = \"/x\" }");
+    assert!(error(&two_paths).message.contains("at most one of path_prefix"));
+    let vague = MINIMAL.replace("{ path_prefix = \"/\" }", "{ headers = [{ name = \"x\" }] }");
+    assert!(error(&vague).message.contains("exactly one of exact, regex, present"));
+}
+
+#[test]
+fn filters_need_one_kind_and_routes_need_known_filters() {
+    let no_kind = MINIMAL.replace("[[routes]]", "[[filters]]\nname = \"f\"\n\n[[routes]]");
+    assert!(error(&no_kind).message.contains("exactly one of `wasm"));
+    let unknown = MINIMAL.replace("cluster = \"web\"", "cluster = \"web\"\nfilters = [\"auth\"]");
+    let e = error(&unknown);
+    assert!(e.message.contains("unknown filter \"auth\" (defined: none)"), "{}", e.message);
+}
+
+#[test]
+fn no_listeners_is_an_error() {
+    assert!(error("").message.contains("no [[listeners]]"));
+}
+
+#[test]
+fn syntax_errors_point_at_the_line() {
+    let e = error("[[listeners]]\nname = \"a\"\naddress = 127.0.0.1:80\n");
+    assert_eq!(e.position.map(|p| p.0), Some(3));
+}
+
+#[test]
+fn plugin_paths_are_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = MINIMAL.replace("[[routes]]", "[[filters]]\nname = \"f\"\nwasm = \"plugins/f.wasm\"\n\n[[routes]]");
+    let path = dir.path().join("weft.toml");
+    std::fs::write(&path, text).expect("write");
+    let config = Config::load(&path).expect("valid");
+    assert_eq!(config.filters[0].get_ref().wasm.as_deref(), Some(dir.path().join("plugins/f.wasm").as_path()));
+}

@@ -1,0 +1,71 @@
+//! Config sources that trigger reloads: the config file and the plugin files, watched on
+//! disk. (The admin API's `POST /reload` is the other trigger.)
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+
+use crate::state::{ConfigSource, State};
+
+/// Editors and `cp` write a file in several steps; one reload after the burst settles.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Watches the files the running config depends on and reloads when one changes.
+pub fn spawn(state: Arc<State>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && (event.kind.is_create() || event.kind.is_modify() || event.kind.is_remove())
+        {
+            let _ = tx.send(event.paths);
+        }
+    })?;
+    tokio::spawn(async move {
+        let mut files = watched_files(&state);
+        let mut dirs = HashSet::new();
+        watch_dirs(&mut watcher, &files, &mut dirs);
+        loop {
+            let paths = tokio::select! {
+                paths = rx.recv() => match paths { Some(p) => p, None => return },
+                _ = shutdown.changed() => return,
+            };
+            if !paths.iter().any(|p| files.contains(&absolute(p))) {
+                continue;
+            }
+            tokio::time::sleep(SETTLE).await;
+            while rx.try_recv().is_ok() {}
+            // The result is logged and counted by `reload`; a rejected change keeps the old config.
+            let _ = state.reload("watch").await;
+            files = watched_files(&state);
+            watch_dirs(&mut watcher, &files, &mut dirs);
+        }
+    });
+    Ok(())
+}
+
+fn watched_files(state: &State) -> HashSet<PathBuf> {
+    let mut files: HashSet<PathBuf> = state.current().plugin_files.iter().map(|p| absolute(p)).collect();
+    if let ConfigSource::File(path) = &state.source {
+        files.insert(absolute(path));
+    }
+    files
+}
+
+/// Directories rather than files: a file replaced by rename keeps being watched.
+fn watch_dirs(watcher: &mut notify::RecommendedWatcher, files: &HashSet<PathBuf>, dirs: &mut HashSet<PathBuf>) {
+    for dir in files.iter().filter_map(|f| f.parent()) {
+        if dirs.insert(dir.to_path_buf())
+            && let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for changes");
+        }
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_path_buf())
+}

@@ -1,0 +1,162 @@
+//! The filter API inside the proxy: one trait, one method per phase, shared by native
+//! filters and Wasm filters (see `wasm`). Its phases mirror the WIT world `weft:filter/filter`.
+//!
+//! A route's chain runs the request phase in config order and the response phase in
+//! reverse order. Each phase returns a [`Decision`]; an `Err` fails the request unless the
+//! chain entry is configured to fail open.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Response, request, response};
+
+use crate::body::Body;
+
+pub mod headers;
+
+/// What a filter decided in a phase.
+#[non_exhaustive]
+pub enum Decision {
+    /// Go on to the next filter (and then upstream, or back to the client).
+    Continue,
+    /// Stop the chain and answer the client with this response.
+    Respond(Response<Body>),
+    /// Send the request to this cluster instead of the route's (request phase only).
+    Reroute(Arc<str>),
+}
+
+/// The request as filters see it: the head, and the body when a filter of the chain
+/// asked for it to be buffered.
+pub struct FilterRequest {
+    pub head: request::Parts,
+    /// `Some` only when some filter's [`Filter::request_body_limit`] made the chain buffer it.
+    pub body: Option<Bytes>,
+}
+
+/// The upstream's response as filters see it.
+pub struct FilterResponse {
+    pub head: response::Parts,
+    /// `Some` only when some filter's [`Filter::response_body_limit`] made the chain buffer it.
+    pub body: Option<Bytes>,
+}
+
+/// Facts about the request that no filter can change, and per-request scratch state.
+pub struct RequestCtx {
+    pub client_addr: SocketAddr,
+    pub listener: Arc<str>,
+    pub route: Arc<str>,
+    /// `"http"` or `"https"`.
+    pub scheme: &'static str,
+    /// Identity of a verified TLS client certificate, when there is one.
+    pub peer_identity: Option<Arc<str>>,
+    /// Values a filter keeps between its request and response phases (or hands to a later
+    /// filter). Allocated only when first used.
+    vars: Option<Box<HashMap<String, String>>>,
+}
+
+impl RequestCtx {
+    pub fn new(
+        client_addr: SocketAddr,
+        listener: Arc<str>,
+        route: Arc<str>,
+        scheme: &'static str,
+    ) -> Self {
+        RequestCtx { client_addr, listener, route, scheme, peer_identity: None, vars: None }
+    }
+
+    pub fn var(&self, key: &str) -> Option<&str> {
+        self.vars.as_ref()?.get(key).map(String::as_str)
+    }
+
+    pub fn set_var(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.vars.get_or_insert_default().insert(key.into(), value.into());
+    }
+}
+
+/// Why a filter failed. The request fails (or, for fail-open entries, skips the filter).
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("filter trapped: {0}")]
+    Trap(String),
+    #[error("filter exceeded its {0} limit")]
+    LimitExceeded(&'static str),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl FilterError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FilterError::Trap(_) => "trap",
+            FilterError::LimitExceeded(what) => what,
+            FilterError::Other(_) => "error",
+        }
+    }
+}
+
+/// A boxed phase future: filters that do I/O (Wasm callouts) need `async`, and the chain
+/// holds filters of different types behind `dyn`.
+pub type PhaseFuture<'a> = Pin<Box<dyn Future<Output = Result<Decision, FilterError>> + Send + 'a>>;
+
+/// One filter. Implement only the phases you need; the defaults continue.
+pub trait Filter: Send + Sync + 'static {
+    /// The name used in logs and metrics (the config's filter name).
+    fn name(&self) -> &str;
+
+    /// Runs after routing, before the upstream request is sent. May change the request
+    /// head (and the body when buffered), answer directly, or reroute to another cluster.
+    fn on_request<'a>(
+        &'a self,
+        req: &'a mut FilterRequest,
+        ctx: &'a mut RequestCtx,
+    ) -> PhaseFuture<'a> {
+        let _ = (req, ctx);
+        Box::pin(std::future::ready(Ok(Decision::Continue)))
+    }
+
+    /// Runs when the upstream's response head has arrived (or a filter answered directly).
+    /// May change the response head (and the body when buffered) or replace the response.
+    /// `Reroute` is not valid here and fails the request.
+    fn on_response<'a>(
+        &'a self,
+        resp: &'a mut FilterResponse,
+        ctx: &'a mut RequestCtx,
+    ) -> PhaseFuture<'a> {
+        let _ = (resp, ctx);
+        Box::pin(std::future::ready(Ok(Decision::Continue)))
+    }
+
+    /// The largest request body this filter wants to see buffered; `None` streams it.
+    fn request_body_limit(&self) -> Option<usize> {
+        None
+    }
+
+    /// The largest response body this filter wants to see buffered; `None` streams it.
+    fn response_body_limit(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// What happens to a request when one of its filters fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Answer 500 with a generic body (the default: a broken auth filter must not let
+    /// requests through).
+    #[default]
+    Closed,
+    /// Log, count, and carry on as if the filter had continued.
+    Open,
+}
+
+/// A filter as placed in a route's chain.
+#[derive(Clone)]
+pub struct ChainEntry {
+    pub filter: Arc<dyn Filter>,
+    pub on_error: FailureMode,
+}

@@ -1,0 +1,174 @@
+//! What a proxy must do to the message heads it passes on (RFC 9110 §7.6): drop
+//! hop-by-hop headers, say who forwarded (`Via`, `X-Forwarded-*`, `Forwarded`), and keep
+//! or rewrite `Host`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Version, request, response};
+
+/// Facts of one downstream connection, computed once per connection rather than per request.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub listener: Arc<str>,
+    pub scheme: &'static str,
+    pub trust_forwarded: bool,
+    xff: HeaderValue,
+    forwarded: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, listener: Arc<str>, scheme: &'static str, trust_forwarded: bool) -> ConnInfo {
+        let ip = peer.ip();
+        // RFC 7239 §6: an IPv6 node is quoted and bracketed.
+        let node = if ip.is_ipv6() { format!("\"[{ip}]\"") } else { ip.to_string() };
+        let forwarded = format!("for={node};proto={scheme}");
+        ConnInfo {
+            peer,
+            listener,
+            scheme,
+            trust_forwarded,
+            xff: HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static("unknown")),
+            forwarded: HeaderValue::try_from(forwarded).unwrap_or(HeaderValue::from_static("for=unknown")),
+        }
+    }
+}
+
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Whether the request asks to switch protocols (WebSocket and the like). Only HTTP/1.1
+/// carries `Upgrade`; HTTP/2's extended CONNECT is not supported.
+pub fn is_upgrade(head: &request::Parts) -> bool {
+    head.version == Version::HTTP_11
+        && head.headers.contains_key(header::UPGRADE)
+        && connection_has(&head.headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes the hop-by-hop headers: those named by `Connection`, and the fixed list.
+/// `keep_upgrade` keeps `Upgrade` and a `Connection: upgrade` for a protocol switch.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        headers.remove(header::CONNECTION);
+        for name in named {
+            if !(keep_upgrade && name == header::UPGRADE) {
+                headers.remove(name);
+            }
+        }
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::PROXY_AUTHENTICATE);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+fn via(version: Version) -> HeaderValue {
+    HeaderValue::from_static(match version {
+        Version::HTTP_10 => "1.0 weft",
+        Version::HTTP_2 => "2.0 weft",
+        Version::HTTP_3 => "3.0 weft",
+        _ => "1.1 weft",
+    })
+}
+
+/// Prepares a downstream request head to be sent upstream.
+pub fn upstream_request(
+    head: &mut request::Parts,
+    conn: &ConnInfo,
+    upgrade: bool,
+    host_rewrite: Option<&HeaderValue>,
+    upstream_version: Version,
+) {
+    let headers = &mut head.headers;
+    // TE is hop-by-hop, but "trailers" states that the end client accepts trailers, which
+    // gRPC and trailer-forwarding need end to end.
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    strip_hop_by_hop(headers, upgrade);
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    // This hop answered `100 Continue` itself when it began reading the body.
+    headers.remove(header::EXPECT);
+
+    if conn.trust_forwarded {
+        append_list(headers, &X_FORWARDED_FOR, &conn.xff);
+        append_list(headers, &FORWARDED, &conn.forwarded);
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(conn.scheme));
+        }
+    } else {
+        headers.insert(X_FORWARDED_FOR.clone(), conn.xff.clone());
+        headers.insert(FORWARDED.clone(), conn.forwarded.clone());
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(conn.scheme));
+    }
+    append_list(headers, &header::VIA, &via(head.version));
+
+    if let Some(host) = host_rewrite {
+        headers.insert(header::HOST, host.clone());
+    } else if !headers.contains_key(header::HOST) {
+        // HTTP/2 clients send :authority instead of Host; an HTTP/1.1 upstream needs Host.
+        if let Some(authority) = head.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            headers.insert(header::HOST, authority);
+        }
+    }
+    head.version = upstream_version;
+}
+
+/// Prepares an upstream response head to be sent downstream.
+pub fn downstream_response(head: &mut response::Parts, upgraded: bool) {
+    strip_hop_by_hop(&mut head.headers, upgraded);
+    append_list(&mut head.headers, &header::VIA, &via(head.version));
+}
+
+/// Appends `value` to a comma-separated list header, keeping one header line.
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
+    match headers.get(name).map(HeaderValue::as_bytes) {
+        None => {
+            headers.insert(name.clone(), value.clone());
+        }
+        Some(existing) => {
+            let mut joined = Vec::with_capacity(existing.len() + 2 + value.len());
+            joined.extend_from_slice(existing);
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(value.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                headers.insert(name.clone(), v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

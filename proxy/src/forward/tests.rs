@@ -1,0 +1,113 @@
+use super::*;
+
+fn conn(trust: bool) -> ConnInfo {
+    ConnInfo::new("10.1.2.3:5555".parse().expect("addr"), "main".into(), "http", trust)
+}
+
+fn head(headers: &[(&str, &str)]) -> request::Parts {
+    let mut b = http::Request::builder().uri("/x").version(Version::HTTP_11);
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    b.body(()).expect("request").into_parts().0
+}
+
+#[test]
+fn hop_by_hop_headers_are_removed() {
+    let mut h = head(&[
+        ("host", "example.com"),
+        ("connection", "keep-alive, x-secret"),
+        ("x-secret", "1"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-authorization", "Basic x"),
+        ("proxy-connection", "keep-alive"),
+        ("te", "gzip"),
+        ("upgrade", "websocket"),
+        ("expect", "100-continue"),
+        ("x-kept", "yes"),
+    ]);
+    upstream_request(&mut h, &conn(false), false, None, Version::HTTP_11);
+    for gone in ["connection", "x-secret", "keep-alive", "proxy-authorization", "proxy-connection", "te", "upgrade", "expect"] {
+        assert!(!h.headers.contains_key(gone), "{gone} should be removed");
+    }
+    assert_eq!(h.headers["x-kept"], "yes");
+    assert_eq!(h.headers["host"], "example.com");
+}
+
+#[test]
+fn te_trailers_survives_and_upgrades_keep_upgrade() {
+    let mut h = head(&[("te", "trailers, gzip")]);
+    upstream_request(&mut h, &conn(false), false, None, Version::HTTP_11);
+    assert_eq!(h.headers["te"], "trailers");
+
+    let mut h = head(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+    assert!(is_upgrade(&h));
+    upstream_request(&mut h, &conn(false), true, None, Version::HTTP_11);
+    assert_eq!(h.headers["upgrade"], "websocket");
+    assert_eq!(h.headers["connection"], "upgrade");
+}
+
+#[test]
+fn forwarded_headers_replaced_unless_trusted() {
+    let spoofed = [("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=6.6.6.6"), ("x-forwarded-proto", "https")];
+    let mut h = head(&spoofed);
+    upstream_request(&mut h, &conn(false), false, None, Version::HTTP_11);
+    assert_eq!(h.headers["x-forwarded-for"], "10.1.2.3");
+    assert_eq!(h.headers["forwarded"], "for=10.1.2.3;proto=http");
+    assert_eq!(h.headers["x-forwarded-proto"], "http");
+
+    let mut h = head(&spoofed);
+    upstream_request(&mut h, &conn(true), false, None, Version::HTTP_11);
+    assert_eq!(h.headers["x-forwarded-for"], "6.6.6.6, 10.1.2.3");
+    assert_eq!(h.headers["forwarded"], "for=6.6.6.6, for=10.1.2.3;proto=http");
+    assert_eq!(h.headers["x-forwarded-proto"], "https");
+}
+
+#[test]
+fn ipv6_clients_are_quoted_in_forwarded() {
+    let c = ConnInfo::new("[::1]:1".parse().expect("addr"), "l".into(), "http", false);
+    let mut h = head(&[]);
+    upstream_request(&mut h, &c, false, None, Version::HTTP_11);
+    assert_eq!(h.headers["forwarded"], "for=\"[::1]\";proto=http");
+    assert_eq!(h.headers["x-forwarded-for"], "::1");
+}
+
+#[test]
+fn via_is_appended_and_host_rewritten_or_taken_from_authority() {
+    let mut h = head(&[("via", "1.1 edge")]);
+    let rewrite = HeaderValue::from_static("internal.svc");
+    upstream_request(&mut h, &conn(false), false, Some(&rewrite), Version::HTTP_11);
+    assert_eq!(h.headers["via"], "1.1 edge, 1.1 weft");
+    assert_eq!(h.headers["host"], "internal.svc");
+
+    let mut h2 = http::Request::builder()
+        .uri("http://api.example.com/x")
+        .version(Version::HTTP_2)
+        .body(())
+        .expect("request")
+        .into_parts()
+        .0;
+    upstream_request(&mut h2, &conn(false), false, None, Version::HTTP_11);
+    assert_eq!(h2.headers["host"], "api.example.com");
+    assert_eq!(h2.headers["via"], "2.0 weft");
+    assert_eq!(h2.version, Version::HTTP_11);
+}
+
+#[test]
+fn response_hop_by_hop_removed_and_via_added() {
+    let mut resp = http::Response::builder()
+        .header("connection", "close, x-internal")
+        .header("x-internal", "1")
+        .header("transfer-encoding", "chunked")
+        .header("upgrade", "h2c")
+        .body(())
+        .expect("response")
+        .into_parts()
+        .0;
+    downstream_response(&mut resp, false);
+    assert!(!resp.headers.contains_key("connection"));
+    assert!(!resp.headers.contains_key("x-internal"));
+    assert!(!resp.headers.contains_key("transfer-encoding"));
+    assert!(!resp.headers.contains_key("upgrade"));
+    assert_eq!(resp.headers["via"], "1.1 weft");
+}

@@ -1,0 +1,22 @@
+//! Weft: a WebAssembly-extensible programmable proxy.
+//!
+//! A request's path is `listener` → `proxy` (route, filter chain, cluster) → upstream and
+//! back; `proxy.rs` reads top-down. Everything configurable is built into an immutable
+//! `state::Runtime` per config version and swapped atomically on reload.
+
+pub mod admin;
+pub mod body;
+pub mod cluster;
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod filter;
+pub mod forward;
+pub mod listener;
+pub mod log;
+pub mod metrics;
+pub mod proxy;
+pub mod respond;
+pub mod route;
+pub mod server;
+pub mod state;

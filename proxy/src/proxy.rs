@@ -1,0 +1,203 @@
+//! One request's path: route, request phase of the filter chain, upstream, response
+//! phase in reverse order. Read this file top-down to learn what Weft does to a request.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use crate::body::Body;
+use crate::config::UpstreamProtocol;
+use crate::filter::{Decision, FailureMode, FilterRequest, FilterResponse, RequestCtx};
+use crate::forward::{self, ConnInfo};
+use crate::respond::{ProxyError, error_response};
+use crate::route::{Route, request_host};
+use crate::state::State;
+
+/// Serves one downstream request. Never fails: every error becomes an answer here.
+pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    // The request keeps this config version, and the filter versions in it, to the end.
+    let runtime = state.current();
+    let (head, body) = req.into_parts();
+    let Some(route) = runtime.router.find(&head) else {
+        let err = ProxyError::NoRoute {
+            method: head.method.clone(),
+            host: request_host(&head).to_owned(),
+            path: head.uri.path().to_owned(),
+        };
+        return Ok(error_response(&err, "-"));
+    };
+    let resp = match proxy(&runtime, route, &conn, head, body).await {
+        Ok(resp) => resp,
+        Err(err) => error_response(&err, &route.name),
+    };
+    route.counters.record(resp.status());
+    Ok(resp)
+}
+
+async fn proxy(
+    runtime: &crate::state::Runtime,
+    route: &Route,
+    conn: &ConnInfo,
+    mut head: http::request::Parts,
+    body: Incoming,
+) -> Result<Response<Body>, ProxyError> {
+    let upgrade = forward::is_upgrade(&head);
+    let on_upgrade = if upgrade { head.extensions.remove::<OnUpgrade>() } else { None };
+
+    if route.filters.is_empty() {
+        return forward(route, &route.cluster, conn, head, Body::from(body), upgrade, on_upgrade).await;
+    }
+
+    let mut ctx = RequestCtx::new(conn.peer, conn.listener.clone(), route.name.clone(), conn.scheme);
+    let (buffered, streamed) = match route.request_body_limit {
+        Some(limit) => (Some(read_body(body, limit, "request").await?), None),
+        None => (None, Some(body)),
+    };
+    let mut req = FilterRequest { head, body: buffered };
+    let mut cluster = &route.cluster;
+
+    // Request phase, in config order.
+    let mut ran = 0;
+    let mut answer = None;
+    for entry in &route.filters {
+        ran += 1;
+        match entry.filter.on_request(&mut req, &mut ctx).await {
+            Ok(Decision::Continue) => {}
+            Ok(Decision::Respond(resp)) => {
+                // The filter that answered has had its say; the ones before it see the answer.
+                ran -= 1;
+                answer = Some(resp);
+                break;
+            }
+            Ok(Decision::Reroute(name)) => {
+                cluster = runtime.clusters.get(&name).ok_or_else(|| ProxyError::UnknownCluster {
+                    filter: entry.filter.name().to_owned(),
+                    cluster: name.to_string(),
+                })?;
+            }
+            Err(error) => {
+                runtime.metrics.filter_error(entry.filter.name(), error.kind());
+                if entry.on_error == FailureMode::Closed {
+                    return Err(ProxyError::Filter { filter: entry.filter.name().to_owned(), error });
+                }
+                tracing::warn!(filter = entry.filter.name(), %error, "filter failed; continuing (fail-open)");
+            }
+        }
+    }
+
+    let resp = match answer {
+        Some(resp) => resp,
+        None => {
+            let body = match (req.body, streamed) {
+                (Some(bytes), _) => Body::full(bytes),
+                (None, Some(stream)) => Body::from(stream),
+                (None, None) => Body::empty(),
+            };
+            forward(route, cluster, conn, req.head, body, upgrade, on_upgrade).await?
+        }
+    };
+
+    // Response phase, in reverse order, over the filters that ran.
+    let (head, body) = resp.into_parts();
+    let (buffered, streamed) = match route.response_body_limit {
+        Some(limit) => (Some(read_body(body, limit, "response").await?), None),
+        None => (None, Some(body)),
+    };
+    let mut resp = FilterResponse { head, body: buffered };
+    for entry in route.filters[..ran].iter().rev() {
+        match entry.filter.on_response(&mut resp, &mut ctx).await {
+            Ok(Decision::Continue) => {}
+            Ok(Decision::Respond(replacement)) => {
+                let (head, body) = replacement.into_parts();
+                return Ok(Response::from_parts(head, body));
+            }
+            Ok(Decision::Reroute(_)) => {
+                return Err(ProxyError::RerouteInResponse { filter: entry.filter.name().to_owned() });
+            }
+            Err(error) => {
+                runtime.metrics.filter_error(entry.filter.name(), error.kind());
+                if entry.on_error == FailureMode::Closed {
+                    return Err(ProxyError::Filter { filter: entry.filter.name().to_owned(), error });
+                }
+                tracing::warn!(filter = entry.filter.name(), %error, "filter failed; continuing (fail-open)");
+            }
+        }
+    }
+    let body = match (resp.body, streamed) {
+        (Some(bytes), _) => {
+            // A filter may have changed the body: the length is the buffer's now.
+            resp.head.headers.insert(http::header::CONTENT_LENGTH, bytes.len().into());
+            resp.head.headers.remove(http::header::TRANSFER_ENCODING);
+            Body::full(bytes)
+        }
+        (None, Some(stream)) => stream,
+        (None, None) => Body::empty(),
+    };
+    Ok(Response::from_parts(resp.head, body))
+}
+
+/// Sends the request to the cluster and prepares the response for downstream.
+async fn forward(
+    route: &Route,
+    cluster: &crate::cluster::Cluster,
+    conn: &ConnInfo,
+    mut head: http::request::Parts,
+    body: Body,
+    upgrade: bool,
+    on_upgrade: Option<OnUpgrade>,
+) -> Result<Response<Body>, ProxyError> {
+    let version = match cluster.protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::Http2 => Version::HTTP_2,
+    };
+    forward::upstream_request(&mut head, conn, upgrade, route.host_rewrite.as_ref(), version);
+    let mut resp = cluster.send(Request::from_parts(head, body), route.timeout).await?;
+
+    let switched = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    if let (true, Some(downstream)) = (switched, on_upgrade) {
+        let upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(splice(downstream, upstream));
+    }
+    let (mut head, body) = resp.into_parts();
+    forward::downstream_response(&mut head, switched);
+    Ok(Response::from_parts(head, Body::from(body)))
+}
+
+/// After a `101 Switching Protocols`, the two connections carry bytes both ways until
+/// either side closes.
+async fn splice(downstream: OnUpgrade, upstream: OnUpgrade) {
+    let (down, up) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "protocol upgrade did not complete");
+            return;
+        }
+    };
+    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+/// Buffers a body for the filters that asked to see it, refusing more than `limit` bytes.
+async fn read_body<B>(body: B, limit: usize, side: &'static str) -> Result<Bytes, ProxyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(if side == "request" {
+            ProxyError::RequestBodyTooLarge { limit }
+        } else {
+            ProxyError::ResponseBodyTooLarge { limit }
+        }),
+        Err(e) => Err(ProxyError::Body { side, reason: e.to_string() }),
+    }
+}

@@ -1,0 +1,84 @@
+//! The one place where a failed request becomes an HTTP answer and a log line.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::Body;
+use crate::cluster::UpstreamError;
+use crate::filter::FilterError;
+
+/// Everything that can stop a request before the upstream's response reaches the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches {method} {host}{path}")]
+    NoRoute { method: http::Method, host: String, path: String },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("filter {filter:?} failed: {error}")]
+    Filter { filter: String, error: FilterError },
+    #[error("filter {filter:?} rerouted to unknown cluster {cluster:?}")]
+    UnknownCluster { filter: String, cluster: String },
+    #[error("filter {filter:?} tried to reroute in the response phase")]
+    RerouteInResponse { filter: String },
+    #[error("request body larger than the {limit} bytes a filter may buffer")]
+    RequestBodyTooLarge { limit: usize },
+    #[error("response body larger than the {limit} bytes a filter may buffer")]
+    ResponseBodyTooLarge { limit: usize },
+    #[error("reading the {side} body failed: {reason}")]
+    Body { side: &'static str, reason: String },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::BadRequest(_)) => StatusCode::BAD_REQUEST,
+            ProxyError::Upstream(_) | ProxyError::ResponseBodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::RequestBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Body { side: "request", .. } => StatusCode::BAD_REQUEST,
+            ProxyError::Body { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Filter { .. } | ProxyError::UnknownCluster { .. } | ProxyError::RerouteInResponse { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// What the client reads. Short, and never the internals of a failed filter: those go
+    /// to the log, where the operator looks.
+    fn public_text(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute { .. } => "no route for this request\n",
+            ProxyError::Upstream(UpstreamError::Timeout { .. }) => "upstream timed out\n",
+            ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream unreachable\n",
+            ProxyError::Upstream(UpstreamError::BadRequest(_)) => "bad request\n",
+            ProxyError::Upstream(UpstreamError::Exchange { .. }) => "upstream connection failed\n",
+            ProxyError::RequestBodyTooLarge { .. } => "request body too large\n",
+            ProxyError::ResponseBodyTooLarge { .. } => "upstream response too large\n",
+            ProxyError::Body { side: "request", .. } => "request body could not be read\n",
+            ProxyError::Body { .. } => "upstream response could not be read\n",
+            ProxyError::Filter { .. } | ProxyError::UnknownCluster { .. } | ProxyError::RerouteInResponse { .. } => {
+                "internal error\n"
+            }
+        }
+    }
+}
+
+/// Logs why the request failed and builds the answer.
+pub fn error_response(err: &ProxyError, route: &str) -> Response<Body> {
+    let status = err.status();
+    if status.is_server_error() {
+        tracing::warn!(route, status = status.as_u16(), error = %err, "request failed");
+    } else {
+        tracing::debug!(route, status = status.as_u16(), error = %err, "request refused");
+    }
+    text(status, err.public_text())
+}
+
+/// A plain-text answer.
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    resp
+}

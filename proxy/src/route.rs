@@ -1,0 +1,213 @@
+//! The route table: precompiled matchers, evaluated in config order; the first route whose
+//! every condition holds wins.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{HeaderName, Method};
+use regex::Regex;
+
+use crate::cluster::Cluster;
+use crate::config::{ConfigError, MatchConfig, Source, ValueMatchConfig};
+use crate::filter::ChainEntry;
+use crate::metrics::RouteCounters;
+
+/// A route of one config version.
+pub struct Route {
+    pub name: Arc<str>,
+    matcher: Matcher,
+    pub cluster: Arc<Cluster>,
+    pub timeout: Duration,
+    pub host_rewrite: Option<http::HeaderValue>,
+    pub filters: Vec<ChainEntry>,
+    pub counters: RouteCounters,
+    /// Largest body any filter of the chain wants buffered (`None`: stream).
+    pub request_body_limit: Option<usize>,
+    pub response_body_limit: Option<usize>,
+}
+
+impl Route {
+    pub fn new(
+        name: Arc<str>,
+        matcher: Matcher,
+        cluster: Arc<Cluster>,
+        timeout: Duration,
+        host_rewrite: Option<http::HeaderValue>,
+        filters: Vec<ChainEntry>,
+        counters: RouteCounters,
+    ) -> Route {
+        let request_body_limit = filters.iter().filter_map(|f| f.filter.request_body_limit()).max();
+        let response_body_limit = filters.iter().filter_map(|f| f.filter.response_body_limit()).max();
+        Route { name, matcher, cluster, timeout, host_rewrite, filters, counters, request_body_limit, response_body_limit }
+    }
+}
+
+/// Routes in config order.
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    pub fn new(routes: Vec<Route>) -> Router {
+        Router { routes }
+    }
+
+    /// The first route matching the request, if any.
+    pub fn find(&self, req: &Parts) -> Option<&Route> {
+        let host = request_host(req);
+        self.routes.iter().find(|r| r.matcher.matches(req, host))
+    }
+}
+
+/// The host the client asked for, without a port: `:authority` (HTTP/2) or `Host`.
+pub fn request_host(req: &Parts) -> &str {
+    let raw = req
+        .uri
+        .host()
+        .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
+    strip_port(raw)
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // IPv6 literal: keep the brackets, drop what follows them.
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+}
+
+enum HostMatch {
+    Exact(String),
+    /// `*.example.com`: stored as `.example.com`.
+    Suffix(String),
+}
+
+enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    Regex(Regex),
+}
+
+enum ValueMatch {
+    Exact(String),
+    Regex(Regex),
+    Present(bool),
+}
+
+/// All conditions of one route.
+pub struct Matcher {
+    host: Option<HostMatch>,
+    path: PathMatch,
+    methods: Vec<Method>,
+    headers: Vec<(HeaderName, ValueMatch)>,
+    query: Vec<(String, ValueMatch)>,
+}
+
+impl Matcher {
+    pub fn build(m: &MatchConfig, src: &Source, route_span: std::ops::Range<usize>) -> Result<Matcher, ConfigError> {
+        let host = m.host.as_ref().map(|h| {
+            let h = h.to_ascii_lowercase();
+            match h.strip_prefix('*') {
+                Some(suffix) => HostMatch::Suffix(suffix.to_owned()),
+                None => HostMatch::Exact(h),
+            }
+        });
+        let path = if let Some(p) = &m.path_exact {
+            PathMatch::Exact(p.clone())
+        } else if let Some(re) = &m.path_regex {
+            PathMatch::Regex(anchored(re, src)?)
+        } else {
+            PathMatch::Prefix(m.path_prefix.clone().unwrap_or_else(|| "/".to_owned()))
+        };
+        let methods = m
+            .methods
+            .iter()
+            .map(|name| {
+                Method::from_bytes(name.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| src.error_at(route_span.clone(), format!("invalid method {name:?}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let headers = m
+            .headers
+            .iter()
+            .map(|h| {
+                let name = HeaderName::from_bytes(h.name.as_bytes())
+                    .map_err(|_| src.error_at(route_span.clone(), format!("invalid header name {:?}", h.name)))?;
+                Ok((name, ValueMatch::build(h, src)?))
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        let query = m
+            .query
+            .iter()
+            .map(|q| Ok((q.name.clone(), ValueMatch::build(q, src)?)))
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(Matcher { host, path, methods, headers, query })
+    }
+
+    fn matches(&self, req: &Parts, host: &str) -> bool {
+        let host_ok = match &self.host {
+            None => true,
+            Some(HostMatch::Exact(h)) => host.eq_ignore_ascii_case(h),
+            Some(HostMatch::Suffix(s)) => {
+                host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+            }
+        };
+        let path = req.uri.path();
+        let path_ok = match &self.path {
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Regex(re) => re.is_match(path),
+        };
+        host_ok
+            && path_ok
+            && (self.methods.is_empty() || self.methods.contains(&req.method))
+            && self.headers.iter().all(|(name, cond)| {
+                cond.check_any(req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()))
+            })
+            && self.query.iter().all(|(name, cond)| {
+                let query = req.uri.query().unwrap_or("");
+                cond.check_any(query_values(query, name))
+            })
+    }
+}
+
+impl ValueMatch {
+    fn build(c: &ValueMatchConfig, src: &Source) -> Result<ValueMatch, ConfigError> {
+        Ok(match (&c.exact, &c.regex, c.present) {
+            (Some(v), _, _) => ValueMatch::Exact(v.clone()),
+            (_, Some(re), _) => ValueMatch::Regex(anchored(re, src)?),
+            (_, _, Some(p)) => ValueMatch::Present(p),
+            // Config validation guarantees one of the three.
+            _ => ValueMatch::Present(true),
+        })
+    }
+
+    fn check_any<'a>(&self, mut values: impl Iterator<Item = &'a str>) -> bool {
+        match self {
+            ValueMatch::Present(want) => values.next().is_some() == *want,
+            ValueMatch::Exact(v) => values.any(|x| x == v),
+            ValueMatch::Regex(re) => values.any(|x| re.is_match(x)),
+        }
+    }
+}
+
+/// Regexes match the whole value, as in Envoy's `safe_regex`; a partial match would make
+/// `/api` match `/not-api/x`.
+fn anchored(re: &toml::Spanned<String>, src: &Source) -> Result<Regex, ConfigError> {
+    Regex::new(&format!("^(?:{})$", re.get_ref()))
+        .map_err(|e| src.error_at(re.span(), format!("invalid regex: {e}")))
+}
+
+/// Values of `name` in a query string, percent-decoding not applied (names and values
+/// are compared as sent).
+fn query_values<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    query.split('&').filter_map(move |pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,84 @@
+use super::*;
+use crate::config::Config;
+
+fn matcher(conditions: &str) -> Matcher {
+    let text = format!(
+        "[[listeners]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n[[clusters]]\nname = \"c\"\nendpoints = [\"127.0.0.1:2\"]\n\
+         [[routes]]\ncluster = \"c\"\nmatch = {conditions}\n"
+    );
+    let config = Config::parse("t.toml", &text).expect("valid config");
+    let route = &config.routes[0];
+    Matcher::build(&route.get_ref().matches, &config.source, route.span()).expect("valid matcher")
+}
+
+fn request(method: &str, uri: &str, headers: &[(&str, &str)]) -> Parts {
+    let mut builder = http::Request::builder().method(method).uri(uri);
+    for (n, v) in headers {
+        builder = builder.header(*n, *v);
+    }
+    builder.body(()).expect("request").into_parts().0
+}
+
+fn hits(m: &Matcher, req: &Parts) -> bool {
+    m.matches(req, request_host(req))
+}
+
+#[test]
+fn path_prefix_exact_and_regex() {
+    let prefix = matcher("{ path_prefix = \"/api\" }");
+    assert!(hits(&prefix, &request("GET", "/api/users", &[])));
+    assert!(!hits(&prefix, &request("GET", "/ap", &[])));
+    let exact = matcher("{ path_exact = \"/health\" }");
+    assert!(hits(&exact, &request("GET", "/health?x=1", &[])));
+    assert!(!hits(&exact, &request("GET", "/health/x", &[])));
+    let regex = matcher("{ path_regex = \"/users/[0-9]+\" }");
+    assert!(hits(&regex, &request("GET", "/users/42", &[])));
+    assert!(!hits(&regex, &request("GET", "/users/42/posts", &[])), "regex must match the whole path");
+}
+
+#[test]
+fn host_exact_wildcard_and_port() {
+    let exact = matcher("{ host = \"api.example.com\" }");
+    assert!(hits(&exact, &request("GET", "/", &[("host", "API.example.com:8080")])));
+    assert!(hits(&exact, &request("GET", "http://api.example.com/", &[])), "HTTP/2 :authority");
+    assert!(!hits(&exact, &request("GET", "/", &[("host", "example.com")])));
+    let wildcard = matcher("{ host = \"*.example.com\" }");
+    assert!(hits(&wildcard, &request("GET", "/", &[("host", "a.b.example.com")])));
+    assert!(!hits(&wildcard, &request("GET", "/", &[("host", "example.com")])));
+    assert!(!hits(&wildcard, &request("GET", "/", &[("host", "badexample.com")])));
+}
+
+#[test]
+fn strip_port_handles_ipv6() {
+    assert_eq!(strip_port("[::1]:8080"), "[::1]");
+    assert_eq!(strip_port("example.com:80"), "example.com");
+    assert_eq!(strip_port("example.com"), "example.com");
+}
+
+#[test]
+fn methods_headers_and_query() {
+    let m = matcher(
+        "{ methods = [\"post\", \"PUT\"], headers = [{ name = \"x-env\", exact = \"prod\" }, \
+         { name = \"x-trace\", present = true }, { name = \"x-debug\", present = false }], \
+         query = [{ name = \"v\", regex = \"[12]\" }] }",
+    );
+    let ok = [("x-env", "prod"), ("x-trace", "1")];
+    assert!(hits(&m, &request("POST", "/?a=b&v=2", &ok)));
+    assert!(!hits(&m, &request("GET", "/?v=2", &ok)), "method");
+    assert!(!hits(&m, &request("PUT", "/?v=3", &ok)), "query regex");
+    assert!(!hits(&m, &request("PUT", "/?version=2", &ok)), "query name must be exact");
+    assert!(!hits(&m, &request("PUT", "/?v=2", &[("x-env", "dev"), ("x-trace", "1")])), "header exact");
+    assert!(!hits(&m, &request("PUT", "/?v=2", &[("x-env", "prod")])), "header present");
+    assert!(!hits(&m, &request("PUT", "/?v=2", &[("x-env", "prod"), ("x-trace", "1"), ("x-debug", "1")])));
+}
+
+#[test]
+fn invalid_regex_is_a_located_config_error() {
+    let text = "[[listeners]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n[[clusters]]\nname = \"c\"\n\
+                endpoints = [\"127.0.0.1:2\"]\n[[routes]]\ncluster = \"c\"\nmatch = { path_regex = \"(\" }\n";
+    let config = Config::parse("t.toml", text).expect("parses");
+    let route = &config.routes[0];
+    let err = Matcher::build(&route.get_ref().matches, &config.source, route.span()).err().expect("rejected");
+    assert!(err.message.contains("invalid regex"), "{}", err.message);
+    assert_eq!(err.position.map(|p| p.0), Some(9));
+}

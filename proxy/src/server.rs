@@ -1,0 +1,73 @@
+//! Starting and stopping: bind the listeners, serve, and drain on SIGTERM/SIGINT.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::listener::Listener;
+use crate::state::{ConfigSource, State};
+
+/// Serves `config` until SIGTERM or SIGINT, then lets in-flight requests finish for up to
+/// the configured drain timeout.
+pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
+    let state = State::new(&config, source).await?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (drained_tx, mut drained) = mpsc::channel::<()>(1);
+
+    // Bind everything before serving anything: a port in use fails the start, not half of it.
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        let l = l.get_ref();
+        listeners.push(Listener::bind(&l.name, l.address, l.trust_forwarded).await?);
+    }
+    let admin = match &config.admin {
+        Some(admin) => Some(
+            tokio::net::TcpListener::bind(admin.address)
+                .await
+                .map_err(|e| anyhow::anyhow!("admin listener cannot bind {}: {e}", admin.address))?,
+        ),
+        None => None,
+    };
+
+    for listener in listeners {
+        tracing::info!(listener = %listener.name, address = %listener.socket.local_addr()?, "listening");
+        tokio::spawn(listener.serve(state.clone(), shutdown.clone(), drained_tx.clone()));
+    }
+    if let Some(socket) = admin {
+        tracing::info!(address = %socket.local_addr()?, "admin listening");
+        tokio::spawn(crate::admin::serve(socket, state.clone(), shutdown.clone()));
+    }
+    if config.runtime.watch {
+        crate::control::spawn(state.clone(), shutdown.clone())?;
+    }
+
+    let signal = wait_for_signal().await?;
+    tracing::info!(signal, drain_timeout = ?config.runtime.drain_timeout, "shutting down: draining in-flight requests");
+    let _ = shutdown_tx.send(true);
+    drop(drained_tx);
+    match tokio::time::timeout(config.runtime.drain_timeout, drained.recv()).await {
+        Ok(_) => tracing::info!("drained; bye"),
+        Err(_) => tracing::warn!("drain timeout reached with requests still in flight; closing them"),
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// A tokio runtime with the configured number of workers.
+pub fn tokio_runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    Ok(builder.enable_all().thread_keep_alive(Duration::from_secs(60)).build()?)
+}

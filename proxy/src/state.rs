@@ -1,0 +1,203 @@
+//! The running state: the config version serving now, how it is built from a `Config`,
+//! and how a new version replaces it atomically (or is rejected, leaving the old one).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+
+use crate::cluster::{Cluster, Clusters};
+use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::filter::headers::HeadersFilter;
+use crate::filter::{ChainEntry, Filter};
+use crate::metrics::{Metrics, RouteCounters};
+use crate::route::{Matcher, Route, Router};
+use crate::wasm::WasmHost;
+
+/// One immutable config version, built once and shared by every request that starts
+/// while it is current.
+pub struct Runtime {
+    pub version: u64,
+    pub router: Router,
+    pub clusters: Arc<Clusters>,
+    pub metrics: Arc<Metrics>,
+    /// The listeners this version was built for; a reload may not change them.
+    pub listeners: Vec<(String, std::net::SocketAddr, bool)>,
+    /// Plugin files, watched for hot reload.
+    pub plugin_files: Vec<PathBuf>,
+}
+
+/// Where the config comes from.
+pub enum ConfigSource {
+    File(PathBuf),
+    /// Built in (`weft demo`): reloads re-read the same text.
+    Embedded { origin: String, text: String },
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match self {
+            ConfigSource::File(path) => Config::load(path),
+            ConfigSource::Embedded { origin, text } => Config::parse(origin, text),
+        }
+    }
+}
+
+/// The process-wide state shared by listeners, the admin API and the watcher.
+pub struct State {
+    current: ArcSwap<Runtime>,
+    pub metrics: Arc<Metrics>,
+    pub wasm: WasmHost,
+    pub source: ConfigSource,
+    next_version: AtomicU64,
+    /// Serialises reloads; never taken on the request path.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl State {
+    pub async fn new(config: &Config, source: ConfigSource) -> anyhow::Result<Arc<State>> {
+        let metrics = Arc::new(Metrics::default());
+        let wasm = WasmHost::new(&config.wasm, metrics.clone())?;
+        let runtime = build(config, 1, &metrics, &wasm).await?;
+        Ok(Arc::new(State {
+            current: ArcSwap::from_pointee(runtime),
+            metrics,
+            wasm,
+            source,
+            next_version: AtomicU64::new(2),
+            reloading: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The version serving now.
+    pub fn current(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the config and every plugin, builds a new version off the request path and
+    /// swaps it in. On any error the running version stays and the error says why.
+    pub async fn reload(&self, cause: &str) -> Result<u64, ConfigError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let result = self.try_reload().await;
+        match &result {
+            Ok(version) => {
+                self.metrics.reload(cause, "ok");
+                tracing::info!(version, cause, "config reloaded");
+            }
+            Err(e) => {
+                self.metrics.reload(cause, "rejected");
+                tracing::error!(cause, error = %e, "reload rejected; the running config stays");
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&self) -> Result<u64, ConfigError> {
+        let config = self.source.load()?;
+        let running = self.current();
+        let wanted = listener_specs(&config);
+        if wanted != running.listeners {
+            return Err(config.source.error(
+                "listeners differ from the running ones (name, address, trust_forwarded): \
+                 changing listeners needs a restart",
+            ));
+        }
+        let version = self.next_version.fetch_add(1, Ordering::Relaxed);
+        let runtime = build(&config, version, &self.metrics, &self.wasm).await?;
+        self.current.store(Arc::new(runtime));
+        Ok(version)
+    }
+}
+
+fn listener_specs(config: &Config) -> Vec<(String, std::net::SocketAddr, bool)> {
+    config.listeners.iter().map(|l| spec(l.get_ref())).collect()
+}
+
+fn spec(l: &ListenerConfig) -> (String, std::net::SocketAddr, bool) {
+    (l.name.clone(), l.address, l.trust_forwarded)
+}
+
+/// Builds a config version: clusters, then filters (compiling and initialising Wasm
+/// plugins), then routes over them.
+pub async fn build(config: &Config, version: u64, metrics: &Arc<Metrics>, wasm: &WasmHost) -> Result<Runtime, ConfigError> {
+    let src = &config.source;
+    let mut clusters = Clusters::new();
+    for c in &config.clusters {
+        let cluster = Cluster::build(c, src)?;
+        clusters.insert(cluster.name.clone(), Arc::new(cluster));
+    }
+    let clusters = Arc::new(clusters);
+
+    let mut filters: Vec<(&str, ChainEntry)> = Vec::new();
+    let mut plugin_files = Vec::new();
+    for spanned in &config.filters {
+        let f = spanned.get_ref();
+        let fail = |e: String| src.error_at(spanned.span(), format!("filter {:?}: {e}", f.name));
+        let filter: Arc<dyn Filter> = match (&f.wasm, f.native.as_deref()) {
+            (Some(path), _) => {
+                let json = serde_json::to_string(&f.config).map_err(|e| fail(e.to_string()))?;
+                plugin_files.push(path.clone());
+                wasm.load_filter(&f.name, path, &json, &f.limits, clusters.clone())
+                    .await
+                    .map_err(|e| fail(format!("{e:#}")))?
+            }
+            (None, Some("headers")) => Arc::new(HeadersFilter::new(&f.name, f.config.clone()).map_err(fail)?),
+            (None, Some(other)) => return Err(fail(format!("unknown native filter {other:?} (known: headers)"))),
+            (None, None) => return Err(fail("needs `wasm` or `native`".to_owned())),
+        };
+        filters.push((&f.name, ChainEntry { filter, on_error: f.on_error }));
+    }
+
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for (i, spanned) in config.routes.iter().enumerate() {
+        let r = spanned.get_ref();
+        let name: Arc<str> = r.name.clone().unwrap_or_else(|| format!("route-{i}")).into();
+        let matcher = Matcher::build(&r.matches, src, spanned.span())?;
+        let cluster = clusters
+            .get(r.cluster.get_ref().as_str())
+            .cloned()
+            .ok_or_else(|| src.error_at(r.cluster.span(), format!("unknown cluster {:?}", r.cluster.get_ref())))?;
+        let host_rewrite = r
+            .host_rewrite
+            .as_deref()
+            .map(HeaderValue::from_str)
+            .transpose()
+            .map_err(|_| src.error_at(spanned.span(), "host_rewrite is not a valid header value"))?;
+        let mut chain = Vec::with_capacity(r.filters.len());
+        for wanted in &r.filters {
+            let (_, entry) = filters
+                .iter()
+                .find(|(n, _)| *n == wanted.get_ref())
+                .ok_or_else(|| src.error_at(wanted.span(), format!("unknown filter {:?}", wanted.get_ref())))?;
+            chain.push(entry.clone());
+        }
+        let counters = RouteCounters::new(metrics, &name);
+        routes.push(Route::new(name, matcher, cluster, r.timeout, host_rewrite, chain, counters));
+    }
+
+    Ok(Runtime {
+        version,
+        router: Router::new(routes),
+        clusters,
+        metrics: metrics.clone(),
+        listeners: listener_specs(config),
+        plugin_files,
+    })
+}
+
+/// Builds a config version without serving it (`weft check`): every plugin is compiled and
+/// initialised, so what passes here loads at `run`.
+pub async fn check(config: &Config) -> anyhow::Result<String> {
+    let metrics = Arc::new(Metrics::default());
+    let wasm = WasmHost::new(&config.wasm, metrics.clone())?;
+    build(config, 0, &metrics, &wasm).await?;
+    Ok(format!(
+        "{} listeners, {} clusters, {} filters, {} routes",
+        config.listeners.len(),
+        config.clusters.len(),
+        config.filters.len(),
+        config.routes.len()
+    ))
+}
