@@ -1,0 +1,159 @@
+//! Exercises every host interface, each driven by a request header so a test can poke
+//! one capability at a time. Results come back as request headers (which an echo
+//! upstream reflects) or as direct replies.
+//!
+//! Request phase, in this order:
+//! - `x-cap-log: <text>`            log at info
+//! - `x-cap-metric: <name>`         counter +1, gauge = 7, histogram observe 0.5
+//! - `x-cap-metadata: 1`            sets `x-meta-{client,listener,route,scheme,peer}`
+//! - `x-cap-kv-set: <key>=<value>`  `x-cap-kv-ttl-ms` optional; sets `x-kv-set: ok|<err>`
+//! - `x-cap-kv-get: <key>`          sets `x-kv-value` (or `x-kv-missing: 1`)
+//! - `x-cap-kv-delete: <key>`       sets `x-kv-deleted: true|false`
+//! - `x-cap-kv-incr: <key>`         `x-cap-kv-ttl-ms` optional; sets `x-kv-count`
+//! - `x-cap-callout: <cluster>`     `x-cap-callout-path`, `x-cap-callout-timeout-ms`
+//!   optional; replies 200 with `x-callout-status` and the callout's body, or 502 with the error
+//! - `x-cap-body: 1`                sets `x-body-len` (or `x-body: none`)
+//! - `x-cap-set-body: <text>`       replaces the body; sets `x-set-body: ok|<err>`
+//! - `x-cap-set-path: <path>`       rewrites the path
+//! - `x-cap-remove: <name>`         removes a header
+//! - `x-cap-reroute: <cluster>`     reroutes
+//! - `x-cap-respond: <status>`      replies with that status, `x-responded-by: capabilities`
+//!
+//! Response phase: adds `x-cap-response: seen`, and `x-resp-body-len` when bodies are
+//! buffered; a response header `x-cap-replace: <status>` makes it reply with that status.
+//!
+//! Config: `request_body`, `response_body` (buffer bodies), `refuse` (init fails with
+//! this message).
+
+use std::time::Duration;
+
+use weft_sdk::callout::Callout;
+use weft_sdk::{Decision, Filter, Options, Reply, Request, Response, kv, log, metadata, metrics};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    request_body: bool,
+    #[serde(default)]
+    response_body: bool,
+    refuse: Option<String>,
+}
+
+struct Capabilities {
+    options: Options,
+}
+
+fn ttl(request: &Request<'_>) -> Option<Duration> {
+    request.header("x-cap-kv-ttl-ms")?.parse().ok().map(Duration::from_millis)
+}
+
+fn outcome(result: Result<(), String>) -> String {
+    result.map_or_else(|e| e, |()| "ok".to_owned())
+}
+
+impl Filter for Capabilities {
+    type Config = Config;
+
+    fn init(config: Config) -> Result<Self, String> {
+        if let Some(reason) = config.refuse {
+            return Err(reason);
+        }
+        log::debug("capabilities filter initialised");
+        Ok(Capabilities {
+            options: Options { request_body: config.request_body, response_body: config.response_body },
+        })
+    }
+
+    fn options(&self) -> Options {
+        self.options
+    }
+
+    fn on_request(&self, req: &mut Request<'_>) -> Decision {
+        if let Some(text) = req.header("x-cap-log") {
+            log::info(&text);
+        }
+        if let Some(name) = req.header("x-cap-metric") {
+            metrics::counter_add(&name, 1);
+            metrics::gauge_set(&name, 7);
+            metrics::histogram_observe(&name, 0.5);
+        }
+        if req.header("x-cap-metadata").is_some() {
+            let _ = req.set_header("x-meta-client", &metadata::client_address());
+            let _ = req.set_header("x-meta-listener", &metadata::listener());
+            let _ = req.set_header("x-meta-route", &metadata::route());
+            let _ = req.set_header("x-meta-scheme", &metadata::scheme());
+            let _ = req.set_header("x-meta-peer", &metadata::peer_identity().unwrap_or_else(|| "none".into()));
+        }
+        if let Some(pair) = req.header("x-cap-kv-set") {
+            let (key, value) = pair.split_once('=').unwrap_or((&pair, ""));
+            let result = kv::set(key, value.as_bytes(), ttl(req));
+            let _ = req.set_header("x-kv-set", &outcome(result));
+        }
+        if let Some(key) = req.header("x-cap-kv-get") {
+            match kv::get_string(&key) {
+                Ok(Some(value)) => drop(req.set_header("x-kv-value", &value)),
+                Ok(None) => drop(req.set_header("x-kv-missing", "1")),
+                Err(e) => drop(req.set_header("x-kv-error", &e)),
+            }
+        }
+        if let Some(key) = req.header("x-cap-kv-delete") {
+            let text = kv::delete(&key).map_or_else(|e| e, |existed| existed.to_string());
+            let _ = req.set_header("x-kv-deleted", &text);
+        }
+        if let Some(key) = req.header("x-cap-kv-incr") {
+            let text = kv::incr(&key, 1, ttl(req)).map_or_else(|e| e, |n| n.to_string());
+            let _ = req.set_header("x-kv-count", &text);
+        }
+        if let Some(cluster) = req.header("x-cap-callout") {
+            let path = req.header("x-cap-callout-path").unwrap_or_else(|| "/callout".into());
+            let timeout = req.header("x-cap-callout-timeout-ms").and_then(|t| t.parse().ok()).unwrap_or(1000);
+            let answer = Callout::new("POST", path)
+                .header("x-from", "capabilities")
+                .body("ping")
+                .timeout(Duration::from_millis(timeout))
+                .send(&cluster);
+            return match answer {
+                Ok(r) => Reply::new(200).header("x-callout-status", r.status.to_string()).body(r.body).into(),
+                Err(e) => Reply::new(502).header("x-callout-error", "1").body(e).into(),
+            };
+        }
+        if req.header("x-cap-body").is_some() {
+            match req.body() {
+                Some(body) => drop(req.set_header("x-body-len", &body.len().to_string())),
+                None => drop(req.set_header("x-body", "none")),
+            }
+        }
+        if let Some(text) = req.header("x-cap-set-body") {
+            let result = req.set_body(text.as_bytes());
+            let _ = req.set_header("x-set-body", &outcome(result));
+        }
+        if let Some(path) = req.header("x-cap-set-path") {
+            let result = req.set_path(&path);
+            let _ = req.set_header("x-set-path", &outcome(result));
+        }
+        if let Some(name) = req.header("x-cap-remove") {
+            req.remove_header(&name);
+        }
+        if let Some(cluster) = req.header("x-cap-reroute") {
+            return Decision::Reroute(cluster);
+        }
+        if let Some(status) = req.header("x-cap-respond").and_then(|s| s.parse().ok()) {
+            return Reply::new(status).header("x-responded-by", "capabilities").body("responded").into();
+        }
+        Decision::Continue
+    }
+
+    fn on_response(&self, resp: &mut Response<'_>) -> Decision {
+        let _ = resp.set_header("x-cap-response", "seen");
+        if let Some(body) = resp.body() {
+            let _ = resp.set_header("x-resp-body-len", &body.len().to_string());
+        }
+        if let Some(status) = resp.header("x-cap-replace").and_then(|s| s.parse().ok()) {
+            return Reply::new(status).body("replaced").into();
+        }
+        Decision::Continue
+    }
+}
+
+weft_sdk::export!(Capabilities);

@@ -1,0 +1,145 @@
+//! HTTP requests from a filter to a cluster of the proxy's configuration (an auth
+//! service, a feature-flag store...). The phase waits for the answer; the time spent
+//! waiting does not count against the filter's CPU budget.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use weft_sdk::callout::Callout;
+//!
+//! let answer = Callout::get("/check?user=alice")
+//!     .header("accept", "application/json")
+//!     .timeout(Duration::from_millis(200))
+//!     .send("auth");
+//! let allowed = matches!(answer, Ok(r) if r.status == 200);
+//! ```
+
+use std::time::Duration;
+
+use crate::bindings::weft::filter::callout as wit;
+
+/// An outgoing request, built then [`sent`](Callout::send).
+///
+/// ```no_run
+/// let r = weft_sdk::callout::Callout::new("POST", "/events").body(b"{}".to_vec()).send("events");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Callout {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    timeout: Duration,
+}
+
+/// The answer to a [`Callout`], fully read.
+///
+/// ```no_run
+/// # let response: weft_sdk::callout::CalloutResponse = unimplemented!();
+/// if response.status == 200 {
+///     let text = response.text();
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct CalloutResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header names and values, one entry per value.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Callout {
+    /// The timeout when none is set.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// A request with this method and path (and query).
+    ///
+    /// ```
+    /// let c = weft_sdk::callout::Callout::new("DELETE", "/session/1");
+    /// ```
+    pub fn new(method: impl Into<String>, path: impl Into<String>) -> Self {
+        Callout {
+            method: method.into(),
+            path: path.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// A `GET` request.
+    ///
+    /// ```
+    /// let c = weft_sdk::callout::Callout::get("/flags");
+    /// ```
+    pub fn get(path: impl Into<String>) -> Self {
+        Self::new("GET", path)
+    }
+
+    /// Adds a header.
+    ///
+    /// ```
+    /// let c = weft_sdk::callout::Callout::get("/").header("x-from", "filter");
+    /// ```
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body.
+    ///
+    /// ```
+    /// let c = weft_sdk::callout::Callout::new("POST", "/").body("hello");
+    /// ```
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// How long to wait for the whole response (default one second).
+    ///
+    /// ```
+    /// let c = weft_sdk::callout::Callout::get("/").timeout(std::time::Duration::from_millis(50));
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends the request to an endpoint of `cluster` and waits for the response. Errors
+    /// say what failed (unknown cluster, connection, timeout).
+    ///
+    /// ```no_run
+    /// let status = weft_sdk::callout::Callout::get("/health").send("backend").map(|r| r.status);
+    /// ```
+    pub fn send(self, cluster: &str) -> Result<CalloutResponse, String> {
+        let timeout_ms = u32::try_from(self.timeout.as_millis()).unwrap_or(u32::MAX);
+        let request =
+            wit::CalloutRequest { method: self.method, path: self.path, headers: self.headers, body: self.body };
+        let response = wit::send(cluster, &request, timeout_ms)?;
+        Ok(CalloutResponse { status: response.status, headers: response.headers, body: response.body })
+    }
+}
+
+impl CalloutResponse {
+    /// The first value of a header (case-insensitive name).
+    ///
+    /// ```no_run
+    /// # let response: weft_sdk::callout::CalloutResponse = unimplemented!();
+    /// let kind = response.header("content-type");
+    /// ```
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as UTF-8 text (lossily converted).
+    ///
+    /// ```no_run
+    /// # let response: weft_sdk::callout::CalloutResponse = unimplemented!();
+    /// println!("{}", response.text());
+    /// ```
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
