@@ -33,7 +33,9 @@ pub async fn serve(socket: TcpListener, state: Arc<State>, mut shutdown: watch::
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| answer(state.clone(), req));
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -41,18 +43,33 @@ pub async fn serve(socket: TcpListener, state: Arc<State>, mut shutdown: watch::
 async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/ready") => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
-        (&Method::GET, "/metrics") => {
-            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.encode())
-        }
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state.metrics.encode(),
+        ),
         (&Method::GET, "/version") => (StatusCode::OK, "text/plain", format!("{}\n", state.current().version)),
         (&Method::POST, "/reload") => match state.reload("admin").await {
-            Ok(version) => (StatusCode::OK, "text/plain", format!("reloaded: config version {version}\n")),
-            Err(e) => (StatusCode::CONFLICT, "text/plain", format!("reload rejected, old config kept:\n{e}\n")),
+            Ok(version) => (
+                StatusCode::OK,
+                "text/plain",
+                format!("reloaded: config version {version}\n"),
+            ),
+            Err(e) => (
+                StatusCode::CONFLICT,
+                "text/plain",
+                format!("reload rejected, old config kept:\n{e}\n"),
+            ),
         },
-        _ => (StatusCode::NOT_FOUND, "text/plain", "unknown admin path; try /ready /metrics /version /reload\n".to_owned()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "unknown admin path; try /ready /metrics /version /reload\n".to_owned(),
+        ),
     };
     let mut resp = Response::new(Body::full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     Ok(resp)
 }

@@ -34,7 +34,9 @@ impl Body {
     /// A buffered body.
     pub fn full(data: impl Into<Bytes>) -> Self {
         let data = data.into();
-        Body::Full { data: (!data.is_empty()).then_some(data) }
+        Body::Full {
+            data: (!data.is_empty()).then_some(data),
+        }
     }
 
     /// Wraps any other streaming body.
@@ -44,7 +46,9 @@ impl Body {
         B::Error: Into<BodyError>,
     {
         use http_body_util::BodyExt;
-        Body::Boxed { inner: Box::pin(body.map_err(Into::into)) }
+        Body::Boxed {
+            inner: Box::pin(body.map_err(Into::into)),
+        }
     }
 }
 
@@ -58,10 +62,7 @@ impl HttpBody for Body {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
             BodyProj::Incoming { inner } => inner.poll_frame(cx).map_err(Into::into),
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),

@@ -15,8 +15,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
-use crate::config::{ClusterConfig, Source, UpstreamProtocol};
 use crate::config::ConfigError;
+use crate::config::{ClusterConfig, Source, UpstreamProtocol};
 
 /// The clusters of one config version, by name.
 pub type Clusters = HashMap<Arc<str>, Arc<Cluster>>;
@@ -60,7 +60,12 @@ impl Cluster {
                 .to_socket_addrs()
                 .ok()
                 .and_then(|mut addrs| addrs.next())
-                .ok_or_else(|| src.error_at(endpoint.span(), format!("endpoint {text:?} is not a resolvable host:port")))?;
+                .ok_or_else(|| {
+                    src.error_at(
+                        endpoint.span(),
+                        format!("endpoint {text:?} is not a resolvable host:port"),
+                    )
+                })?;
             let authority = Authority::try_from(addr.to_string())
                 .map_err(|e| src.error_at(endpoint.span(), format!("endpoint {text:?}: {e}")))?;
             endpoints.push(Endpoint { addr, authority });
@@ -98,13 +103,13 @@ impl Cluster {
 
     /// Sends `req` (whose URI holds only path and query) to the next endpoint and waits
     /// at most `timeout` for the response head.
-    pub async fn send(
-        &self,
-        mut req: Request<Body>,
-        timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(&self, mut req: Request<Body>, timeout: Duration) -> Result<Response<Incoming>, UpstreamError> {
         let endpoint = self.pick();
-        let path = req.uri_mut().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let path = req
+            .uri_mut()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(endpoint.authority.clone());
@@ -112,12 +117,19 @@ impl Cluster {
         *req.uri_mut() = Uri::from_parts(parts).map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
 
         match tokio::time::timeout(timeout, self.client.request(req)).await {
-            Err(_) => Err(UpstreamError::Timeout { endpoint: endpoint.addr, timeout }),
+            Err(_) => Err(UpstreamError::Timeout {
+                endpoint: endpoint.addr,
+                timeout,
+            }),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => {
-                Err(UpstreamError::Connect { endpoint: endpoint.addr, reason: error_chain(&e) })
-            }
-            Ok(Err(e)) => Err(UpstreamError::Exchange { endpoint: endpoint.addr, reason: error_chain(&e) }),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect {
+                endpoint: endpoint.addr,
+                reason: error_chain(&e),
+            }),
+            Ok(Err(e)) => Err(UpstreamError::Exchange {
+                endpoint: endpoint.addr,
+                reason: error_chain(&e),
+            }),
         }
     }
 }

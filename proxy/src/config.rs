@@ -50,7 +50,11 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { workers: None, drain_timeout: defaults::drain_timeout(), watch: true }
+        RuntimeConfig {
+            workers: None,
+            drain_timeout: defaults::drain_timeout(),
+            watch: true,
+        }
     }
 }
 
@@ -66,7 +70,6 @@ pub struct WasmConfig {
     /// Where compiled plugins are cached by content hash; off when unset.
     pub cache_dir: Option<PathBuf>,
 }
-
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,7 +142,11 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { memory: defaults::memory(), cpu: defaults::cpu(), body: defaults::body() }
+        LimitsConfig {
+            memory: defaults::memory(),
+            cpu: defaults::cpu(),
+            body: defaults::body(),
+        }
     }
 }
 
@@ -221,8 +228,11 @@ mod defaults {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. \"250ms\" or \"15s\"")))
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?} ({e}); write e.g. \"250ms\" or \"15s\""
+        ))
+    })
 }
 
 /// The text a config was read from, kept to point errors at lines.
@@ -283,7 +293,12 @@ impl Source {
 
     /// An error about the file as a whole.
     pub fn error(&self, message: impl Into<String>) -> ConfigError {
-        ConfigError { origin: self.origin.clone(), position: None, message: message.into(), snippet: None }
+        ConfigError {
+            origin: self.origin.clone(),
+            position: None,
+            message: message.into(),
+            snippet: None,
+        }
     }
 }
 
@@ -304,7 +319,10 @@ impl Config {
 
     /// Parses and validates config text. `origin` names it in errors.
     pub fn parse(origin: &str, text: &str) -> Result<Config, ConfigError> {
-        let source = Source { origin: origin.to_owned(), text: text.to_owned() };
+        let source = Source {
+            origin: origin.to_owned(),
+            text: text.to_owned(),
+        };
         let mut config: Config = toml::from_str(text).map_err(|e| match e.span() {
             Some(span) => source.error_at(span, e.message().to_owned()),
             None => source.error(e.message().to_owned()),
@@ -346,7 +364,10 @@ impl Config {
         }
         for cluster in &self.clusters {
             if cluster.get_ref().endpoints.is_empty() {
-                return Err(src.error_at(cluster.span(), format!("cluster {:?} has no endpoints", cluster.get_ref().name)));
+                return Err(src.error_at(
+                    cluster.span(),
+                    format!("cluster {:?} has no endpoints", cluster.get_ref().name),
+                ));
             }
         }
         for filter in &self.filters {
@@ -356,7 +377,10 @@ impl Config {
                 _ => {
                     return Err(src.error_at(
                         filter.span(),
-                        format!("filter {:?} needs exactly one of `wasm = \"file.wasm\"` or `native = \"name\"`", f.name),
+                        format!(
+                            "filter {:?} needs exactly one of `wasm = \"file.wasm\"` or `native = \"name\"`",
+                            f.name
+                        ),
                     ));
                 }
             }
@@ -368,7 +392,11 @@ impl Config {
             if !clusters.contains(&r.cluster.get_ref().as_str()) {
                 return Err(src.error_at(
                     r.cluster.span(),
-                    format!("unknown cluster {:?} (defined: {})", r.cluster.get_ref(), list(&clusters)),
+                    format!(
+                        "unknown cluster {:?} (defined: {})",
+                        r.cluster.get_ref(),
+                        list(&clusters)
+                    ),
                 ));
             }
             for name in &r.filters {
@@ -379,7 +407,11 @@ impl Config {
                     ));
                 }
             }
-            let paths = [r.matches.path_prefix.is_some(), r.matches.path_exact.is_some(), r.matches.path_regex.is_some()];
+            let paths = [
+                r.matches.path_prefix.is_some(),
+                r.matches.path_exact.is_some(),
+                r.matches.path_regex.is_some(),
+            ];
             if paths.iter().filter(|p| **p).count() > 1 {
                 return Err(src.error_at(
                     route.span(),
@@ -391,7 +423,10 @@ impl Config {
                 if kinds.iter().filter(|k| **k).count() != 1 {
                     return Err(src.error_at(
                         route.span(),
-                        format!("the condition on {:?} needs exactly one of exact, regex, present", m.name),
+                        format!(
+                            "the condition on {:?} needs exactly one of exact, regex, present",
+                            m.name
+                        ),
                     ));
                 }
             }
@@ -401,7 +436,11 @@ impl Config {
 }
 
 fn list(names: &[&str]) -> String {
-    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
 
 fn unique_names<T>(

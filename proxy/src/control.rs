@@ -67,5 +67,7 @@ fn watch_dirs(watcher: &mut notify::RecommendedWatcher, files: &HashSet<PathBuf>
 }
 
 fn absolute(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_path_buf())
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
 }

@@ -36,7 +36,9 @@ pub async fn start_echo_upstream() -> anyhow::Result<SocketAddr> {
         while let Ok((stream, _)) = socket.accept().await {
             tokio::spawn(async move {
                 let service = service_fn(echo);
-                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -61,6 +63,7 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     });
     let text = serde_json::to_string_pretty(&seen).unwrap_or_default() + "\n";
     let mut resp = Response::new(Body::full(text));
-    resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     Ok(resp)
 }

@@ -59,13 +59,15 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new(
-        client_addr: SocketAddr,
-        listener: Arc<str>,
-        route: Arc<str>,
-        scheme: &'static str,
-    ) -> Self {
-        RequestCtx { client_addr, listener, route, scheme, peer_identity: None, vars: None }
+    pub fn new(client_addr: SocketAddr, listener: Arc<str>, route: Arc<str>, scheme: &'static str) -> Self {
+        RequestCtx {
+            client_addr,
+            listener,
+            route,
+            scheme,
+            peer_identity: None,
+            vars: None,
+        }
     }
 
     pub fn var(&self, key: &str) -> Option<&str> {
@@ -110,11 +112,7 @@ pub trait Filter: Send + Sync + 'static {
 
     /// Runs after routing, before the upstream request is sent. May change the request
     /// head (and the body when buffered), answer directly, or reroute to another cluster.
-    fn on_request<'a>(
-        &'a self,
-        req: &'a mut FilterRequest,
-        ctx: &'a mut RequestCtx,
-    ) -> PhaseFuture<'a> {
+    fn on_request<'a>(&'a self, req: &'a mut FilterRequest, ctx: &'a mut RequestCtx) -> PhaseFuture<'a> {
         let _ = (req, ctx);
         Box::pin(std::future::ready(Ok(Decision::Continue)))
     }
@@ -122,11 +120,7 @@ pub trait Filter: Send + Sync + 'static {
     /// Runs when the upstream's response head has arrived (or a filter answered directly).
     /// May change the response head (and the body when buffered) or replace the response.
     /// `Reroute` is not valid here and fails the request.
-    fn on_response<'a>(
-        &'a self,
-        resp: &'a mut FilterResponse,
-        ctx: &'a mut RequestCtx,
-    ) -> PhaseFuture<'a> {
+    fn on_response<'a>(&'a self, resp: &'a mut FilterResponse, ctx: &'a mut RequestCtx) -> PhaseFuture<'a> {
         let _ = (resp, ctx);
         Box::pin(std::future::ready(Ok(Decision::Continue)))
     }

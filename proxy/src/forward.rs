@@ -22,7 +22,11 @@ impl ConnInfo {
     pub fn new(peer: SocketAddr, listener: Arc<str>, scheme: &'static str, trust_forwarded: bool) -> ConnInfo {
         let ip = peer.ip();
         // RFC 7239 §6: an IPv6 node is quoted and bracketed.
-        let node = if ip.is_ipv6() { format!("\"[{ip}]\"") } else { ip.to_string() };
+        let node = if ip.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.to_string()
+        };
         let forwarded = format!("for={node};proto={scheme}");
         ConnInfo {
             peer,
@@ -139,7 +143,11 @@ pub fn upstream_request(
         headers.insert(header::HOST, host.clone());
     } else if !headers.contains_key(header::HOST) {
         // HTTP/2 clients send :authority instead of Host; an HTTP/1.1 upstream needs Host.
-        if let Some(authority) = head.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        if let Some(authority) = head
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
             headers.insert(header::HOST, authority);
         }
     }

@@ -24,7 +24,11 @@ impl Listener {
         let socket = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("listener {name:?} cannot bind {addr}: {e}"))?;
-        Ok(Listener { name: name.into(), socket, trust_forwarded })
+        Ok(Listener {
+            name: name.into(),
+            socket,
+            trust_forwarded,
+        })
     }
 
     /// Accepts until `shutdown` fires; then each connection finishes its in-flight

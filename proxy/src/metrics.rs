@@ -35,7 +35,9 @@ pub struct ReloadLabels {
 }
 
 fn guest_histogram() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 16))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 16,
+    ))
 }
 
 /// All of the proxy's metrics. One per process; survives config reloads.
@@ -64,16 +66,32 @@ impl Default for Metrics {
         let guest_histograms =
             Family::<GuestLabels, Histogram, fn() -> Histogram>::new_with_constructor(guest_histogram);
         registry.register("responses", "Responses sent downstream", responses.clone());
-        registry.register("filter_errors", "Filter failures (trap, limit, error)", filter_errors.clone());
+        registry.register(
+            "filter_errors",
+            "Filter failures (trap, limit, error)",
+            filter_errors.clone(),
+        );
         registry.register("reloads", "Config and plugin reloads", reloads.clone());
-        registry.register("filter_counter", "Counters defined by Wasm filters", guest_counters.clone());
+        registry.register(
+            "filter_counter",
+            "Counters defined by Wasm filters",
+            guest_counters.clone(),
+        );
         registry.register("filter_gauge", "Gauges defined by Wasm filters", guest_gauges.clone());
         registry.register(
             "filter_histogram",
             "Histograms defined by Wasm filters",
             guest_histograms.clone(),
         );
-        Metrics { registry, responses, filter_errors, reloads, guest_counters, guest_gauges, guest_histograms }
+        Metrics {
+            registry,
+            responses,
+            filter_errors,
+            reloads,
+            guest_counters,
+            guest_gauges,
+            guest_histograms,
+        }
     }
 }
 
@@ -87,12 +105,20 @@ impl Metrics {
     }
 
     pub fn reload(&self, what: &str, outcome: &'static str) {
-        self.reloads.get_or_create(&ReloadLabels { what: what.to_owned(), outcome }).inc();
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                what: what.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 
     pub fn filter_error(&self, filter: &str, kind: &str) {
         self.filter_errors
-            .get_or_create(&FilterLabels { filter: filter.to_owned(), kind: kind.to_owned() })
+            .get_or_create(&FilterLabels {
+                filter: filter.to_owned(),
+                kind: kind.to_owned(),
+            })
             .inc();
     }
 }
@@ -105,8 +131,18 @@ pub struct RouteCounters {
 
 impl RouteCounters {
     pub fn new(metrics: &Metrics, route: &str) -> Self {
-        let make = |class| metrics.responses.get_or_create(&RouteLabels { route: route.to_owned(), class }).clone();
-        RouteCounters { by_class: [make("1xx"), make("2xx"), make("3xx"), make("4xx"), make("5xx")] }
+        let make = |class| {
+            metrics
+                .responses
+                .get_or_create(&RouteLabels {
+                    route: route.to_owned(),
+                    class,
+                })
+                .clone()
+        };
+        RouteCounters {
+            by_class: [make("1xx"), make("2xx"), make("3xx"), make("4xx"), make("5xx")],
+        }
     }
 
     pub fn record(&self, status: http::StatusCode) {

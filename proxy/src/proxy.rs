@@ -20,7 +20,11 @@ use crate::route::{Route, request_host};
 use crate::state::State;
 
 /// Serves one downstream request. Never fails: every error becomes an answer here.
-pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    state: Arc<State>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     // The request keeps this config version, and the filter versions in it, to the end.
     let runtime = state.current();
     let (head, body) = req.into_parts();
@@ -48,7 +52,11 @@ async fn proxy(
     body: Incoming,
 ) -> Result<Response<Body>, ProxyError> {
     let upgrade = forward::is_upgrade(&head);
-    let on_upgrade = if upgrade { head.extensions.remove::<OnUpgrade>() } else { None };
+    let on_upgrade = if upgrade {
+        head.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
 
     if route.filters.is_empty() {
         return forward(route, &route.cluster, conn, head, Body::from(body), upgrade, on_upgrade).await;
@@ -84,7 +92,10 @@ async fn proxy(
             Err(error) => {
                 runtime.metrics.filter_error(entry.filter.name(), error.kind());
                 if entry.on_error == FailureMode::Closed {
-                    return Err(ProxyError::Filter { filter: entry.filter.name().to_owned(), error });
+                    return Err(ProxyError::Filter {
+                        filter: entry.filter.name().to_owned(),
+                        error,
+                    });
                 }
                 tracing::warn!(filter = entry.filter.name(), %error, "filter failed; continuing (fail-open)");
             }
@@ -118,12 +129,17 @@ async fn proxy(
                 return Ok(Response::from_parts(head, body));
             }
             Ok(Decision::Reroute(_)) => {
-                return Err(ProxyError::RerouteInResponse { filter: entry.filter.name().to_owned() });
+                return Err(ProxyError::RerouteInResponse {
+                    filter: entry.filter.name().to_owned(),
+                });
             }
             Err(error) => {
                 runtime.metrics.filter_error(entry.filter.name(), error.kind());
                 if entry.on_error == FailureMode::Closed {
-                    return Err(ProxyError::Filter { filter: entry.filter.name().to_owned(), error });
+                    return Err(ProxyError::Filter {
+                        filter: entry.filter.name().to_owned(),
+                        error,
+                    });
                 }
                 tracing::warn!(filter = entry.filter.name(), %error, "filter failed; continuing (fail-open)");
             }
@@ -132,7 +148,9 @@ async fn proxy(
     let body = match (resp.body, streamed) {
         (Some(bytes), _) => {
             // A filter may have changed the body: the length is the buffer's now.
-            resp.head.headers.insert(http::header::CONTENT_LENGTH, bytes.len().into());
+            resp.head
+                .headers
+                .insert(http::header::CONTENT_LENGTH, bytes.len().into());
             resp.head.headers.remove(http::header::TRANSFER_ENCODING);
             Body::full(bytes)
         }
@@ -198,6 +216,9 @@ where
         } else {
             ProxyError::ResponseBodyTooLarge { limit }
         }),
-        Err(e) => Err(ProxyError::Body { side, reason: e.to_string() }),
+        Err(e) => Err(ProxyError::Body {
+            side,
+            reason: e.to_string(),
+        }),
     }
 }

@@ -10,7 +10,11 @@ use crate::filter::FilterError;
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("no route matches {method} {host}{path}")]
-    NoRoute { method: http::Method, host: String, path: String },
+    NoRoute {
+        method: http::Method,
+        host: String,
+        path: String,
+    },
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error("filter {filter:?} failed: {error}")]
@@ -78,7 +82,11 @@ pub fn error_response(err: &ProxyError, route: &str) -> Response<Body> {
 pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(Body::full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     resp
 }

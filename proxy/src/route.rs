@@ -39,7 +39,17 @@ impl Route {
     ) -> Route {
         let request_body_limit = filters.iter().filter_map(|f| f.filter.request_body_limit()).max();
         let response_body_limit = filters.iter().filter_map(|f| f.filter.response_body_limit()).max();
-        Route { name, matcher, cluster, timeout, host_rewrite, filters, counters, request_body_limit, response_body_limit }
+        Route {
+            name,
+            matcher,
+            cluster,
+            timeout,
+            host_rewrite,
+            filters,
+            counters,
+            request_body_limit,
+            response_body_limit,
+        }
     }
 }
 
@@ -75,7 +85,13 @@ fn strip_port(host: &str) -> &str {
         // IPv6 literal: keep the brackets, drop what follows them.
         return host.find(']').map_or(host, |end| &host[..=end]);
     }
-    host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+    host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    })
 }
 
 enum HostMatch {
@@ -143,16 +159,20 @@ impl Matcher {
             .iter()
             .map(|q| Ok((q.name.clone(), ValueMatch::build(q, src)?)))
             .collect::<Result<_, ConfigError>>()?;
-        Ok(Matcher { host, path, methods, headers, query })
+        Ok(Matcher {
+            host,
+            path,
+            methods,
+            headers,
+            query,
+        })
     }
 
     fn matches(&self, req: &Parts, host: &str) -> bool {
         let host_ok = match &self.host {
             None => true,
             Some(HostMatch::Exact(h)) => host.eq_ignore_ascii_case(h),
-            Some(HostMatch::Suffix(s)) => {
-                host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
-            }
+            Some(HostMatch::Suffix(s)) => host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s),
         };
         let path = req.uri.path();
         let path_ok = match &self.path {
@@ -163,9 +183,10 @@ impl Matcher {
         host_ok
             && path_ok
             && (self.methods.is_empty() || self.methods.contains(&req.method))
-            && self.headers.iter().all(|(name, cond)| {
-                cond.check_any(req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()))
-            })
+            && self
+                .headers
+                .iter()
+                .all(|(name, cond)| cond.check_any(req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok())))
             && self.query.iter().all(|(name, cond)| {
                 let query = req.uri.query().unwrap_or("");
                 cond.check_any(query_values(query, name))
@@ -196,8 +217,7 @@ impl ValueMatch {
 /// Regexes match the whole value, as in Envoy's `safe_regex`; a partial match would make
 /// `/api` match `/not-api/x`.
 fn anchored(re: &toml::Spanned<String>, src: &Source) -> Result<Regex, ConfigError> {
-    Regex::new(&format!("^(?:{})$", re.get_ref()))
-        .map_err(|e| src.error_at(re.span(), format!("invalid regex: {e}")))
+    Regex::new(&format!("^(?:{})$", re.get_ref())).map_err(|e| src.error_at(re.span(), format!("invalid regex: {e}")))
 }
 
 /// Values of `name` in a query string, percent-decoding not applied (names and values

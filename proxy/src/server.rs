@@ -69,5 +69,8 @@ pub fn tokio_runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::R
     if let Some(n) = workers {
         builder.worker_threads(n.max(1));
     }
-    Ok(builder.enable_all().thread_keep_alive(Duration::from_secs(60)).build()?)
+    Ok(builder
+        .enable_all()
+        .thread_keep_alive(Duration::from_secs(60))
+        .build()?)
 }

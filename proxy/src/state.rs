@@ -33,7 +33,10 @@ pub struct Runtime {
 pub enum ConfigSource {
     File(PathBuf),
     /// Built in (`weft demo`): reloads re-read the same text.
-    Embedded { origin: String, text: String },
+    Embedded {
+        origin: String,
+        text: String,
+    },
 }
 
 impl ConfigSource {
@@ -121,7 +124,12 @@ fn spec(l: &ListenerConfig) -> (String, std::net::SocketAddr, bool) {
 
 /// Builds a config version: clusters, then filters (compiling and initialising Wasm
 /// plugins), then routes over them.
-pub async fn build(config: &Config, version: u64, metrics: &Arc<Metrics>, wasm: &WasmHost) -> Result<Runtime, ConfigError> {
+pub async fn build(
+    config: &Config,
+    version: u64,
+    metrics: &Arc<Metrics>,
+    wasm: &WasmHost,
+) -> Result<Runtime, ConfigError> {
     let src = &config.source;
     let mut clusters = Clusters::new();
     for c in &config.clusters {
@@ -147,7 +155,13 @@ pub async fn build(config: &Config, version: u64, metrics: &Arc<Metrics>, wasm: 
             (None, Some(other)) => return Err(fail(format!("unknown native filter {other:?} (known: headers)"))),
             (None, None) => return Err(fail("needs `wasm` or `native`".to_owned())),
         };
-        filters.push((&f.name, ChainEntry { filter, on_error: f.on_error }));
+        filters.push((
+            &f.name,
+            ChainEntry {
+                filter,
+                on_error: f.on_error,
+            },
+        ));
     }
 
     let mut routes = Vec::with_capacity(config.routes.len());
@@ -174,7 +188,15 @@ pub async fn build(config: &Config, version: u64, metrics: &Arc<Metrics>, wasm: 
             chain.push(entry.clone());
         }
         let counters = RouteCounters::new(metrics, &name);
-        routes.push(Route::new(name, matcher, cluster, r.timeout, host_rewrite, chain, counters));
+        routes.push(Route::new(
+            name,
+            matcher,
+            cluster,
+            r.timeout,
+            host_rewrite,
+            chain,
+            counters,
+        ));
     }
 
     Ok(Runtime {

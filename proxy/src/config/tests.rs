@@ -75,7 +75,10 @@ fn duplicate_names_and_addresses_are_rejected() {
 
 #[test]
 fn route_conditions_must_be_unambiguous() {
-    let two_paths = MINIMAL.replace("{ path_prefix = \"/\" }", "{ path_prefix = \"/\", path_exact = \"/x\" }");
+    let two_paths = MINIMAL.replace(
+        "{ path_prefix = \"/\" }",
+        "{ path_prefix = \"/\", path_exact = \"/x\" }",
+    );
     assert!(error(&two_paths).message.contains("at most one of path_prefix"));
     let vague = MINIMAL.replace("{ path_prefix = \"/\" }", "{ headers = [{ name = \"x\" }] }");
     assert!(error(&vague).message.contains("exactly one of exact, regex, present"));
@@ -87,7 +90,11 @@ fn filters_need_one_kind_and_routes_need_known_filters() {
     assert!(error(&no_kind).message.contains("exactly one of `wasm"));
     let unknown = MINIMAL.replace("cluster = \"web\"", "cluster = \"web\"\nfilters = [\"auth\"]");
     let e = error(&unknown);
-    assert!(e.message.contains("unknown filter \"auth\" (defined: none)"), "{}", e.message);
+    assert!(
+        e.message.contains("unknown filter \"auth\" (defined: none)"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
@@ -104,9 +111,15 @@ fn syntax_errors_point_at_the_line() {
 #[test]
 fn plugin_paths_are_relative_to_the_config_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = MINIMAL.replace("[[routes]]", "[[filters]]\nname = \"f\"\nwasm = \"plugins/f.wasm\"\n\n[[routes]]");
+    let text = MINIMAL.replace(
+        "[[routes]]",
+        "[[filters]]\nname = \"f\"\nwasm = \"plugins/f.wasm\"\n\n[[routes]]",
+    );
     let path = dir.path().join("weft.toml");
     std::fs::write(&path, text).expect("write");
     let config = Config::load(&path).expect("valid");
-    assert_eq!(config.filters[0].get_ref().wasm.as_deref(), Some(dir.path().join("plugins/f.wasm").as_path()));
+    assert_eq!(
+        config.filters[0].get_ref().wasm.as_deref(),
+        Some(dir.path().join("plugins/f.wasm").as_path())
+    );
 }

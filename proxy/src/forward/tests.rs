@@ -27,7 +27,16 @@ fn hop_by_hop_headers_are_removed() {
         ("x-kept", "yes"),
     ]);
     upstream_request(&mut h, &conn(false), false, None, Version::HTTP_11);
-    for gone in ["connection", "x-secret", "keep-alive", "proxy-authorization", "proxy-connection", "te", "upgrade", "expect"] {
+    for gone in [
+        "connection",
+        "x-secret",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "upgrade",
+        "expect",
+    ] {
         assert!(!h.headers.contains_key(gone), "{gone} should be removed");
     }
     assert_eq!(h.headers["x-kept"], "yes");
@@ -49,7 +58,11 @@ fn te_trailers_survives_and_upgrades_keep_upgrade() {
 
 #[test]
 fn forwarded_headers_replaced_unless_trusted() {
-    let spoofed = [("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=6.6.6.6"), ("x-forwarded-proto", "https")];
+    let spoofed = [
+        ("x-forwarded-for", "6.6.6.6"),
+        ("forwarded", "for=6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+    ];
     let mut h = head(&spoofed);
     upstream_request(&mut h, &conn(false), false, None, Version::HTTP_11);
     assert_eq!(h.headers["x-forwarded-for"], "10.1.2.3");

@@ -33,14 +33,20 @@ fn path_prefix_exact_and_regex() {
     assert!(!hits(&exact, &request("GET", "/health/x", &[])));
     let regex = matcher("{ path_regex = \"/users/[0-9]+\" }");
     assert!(hits(&regex, &request("GET", "/users/42", &[])));
-    assert!(!hits(&regex, &request("GET", "/users/42/posts", &[])), "regex must match the whole path");
+    assert!(
+        !hits(&regex, &request("GET", "/users/42/posts", &[])),
+        "regex must match the whole path"
+    );
 }
 
 #[test]
 fn host_exact_wildcard_and_port() {
     let exact = matcher("{ host = \"api.example.com\" }");
     assert!(hits(&exact, &request("GET", "/", &[("host", "API.example.com:8080")])));
-    assert!(hits(&exact, &request("GET", "http://api.example.com/", &[])), "HTTP/2 :authority");
+    assert!(
+        hits(&exact, &request("GET", "http://api.example.com/", &[])),
+        "HTTP/2 :authority"
+    );
     assert!(!hits(&exact, &request("GET", "/", &[("host", "example.com")])));
     let wildcard = matcher("{ host = \"*.example.com\" }");
     assert!(hits(&wildcard, &request("GET", "/", &[("host", "a.b.example.com")])));
@@ -66,10 +72,22 @@ fn methods_headers_and_query() {
     assert!(hits(&m, &request("POST", "/?a=b&v=2", &ok)));
     assert!(!hits(&m, &request("GET", "/?v=2", &ok)), "method");
     assert!(!hits(&m, &request("PUT", "/?v=3", &ok)), "query regex");
-    assert!(!hits(&m, &request("PUT", "/?version=2", &ok)), "query name must be exact");
-    assert!(!hits(&m, &request("PUT", "/?v=2", &[("x-env", "dev"), ("x-trace", "1")])), "header exact");
-    assert!(!hits(&m, &request("PUT", "/?v=2", &[("x-env", "prod")])), "header present");
-    assert!(!hits(&m, &request("PUT", "/?v=2", &[("x-env", "prod"), ("x-trace", "1"), ("x-debug", "1")])));
+    assert!(
+        !hits(&m, &request("PUT", "/?version=2", &ok)),
+        "query name must be exact"
+    );
+    assert!(
+        !hits(&m, &request("PUT", "/?v=2", &[("x-env", "dev"), ("x-trace", "1")])),
+        "header exact"
+    );
+    assert!(
+        !hits(&m, &request("PUT", "/?v=2", &[("x-env", "prod")])),
+        "header present"
+    );
+    assert!(!hits(
+        &m,
+        &request("PUT", "/?v=2", &[("x-env", "prod"), ("x-trace", "1"), ("x-debug", "1")])
+    ));
 }
 
 #[test]
@@ -78,7 +96,9 @@ fn invalid_regex_is_a_located_config_error() {
                 endpoints = [\"127.0.0.1:2\"]\n[[routes]]\ncluster = \"c\"\nmatch = { path_regex = \"(\" }\n";
     let config = Config::parse("t.toml", text).expect("parses");
     let route = &config.routes[0];
-    let err = Matcher::build(&route.get_ref().matches, &config.source, route.span()).err().expect("rejected");
+    let err = Matcher::build(&route.get_ref().matches, &config.source, route.span())
+        .err()
+        .expect("rejected");
     assert!(err.message.contains("invalid regex"), "{}", err.message);
     assert_eq!(err.position.map(|p| p.0), Some(9));
 }

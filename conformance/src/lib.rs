@@ -1,0 +1,345 @@
+//! The conformance harness: starts the real `weft` binary with a config a test writes,
+//! real upstreams (small hyper servers), and gives the test real clients.
+//!
+//! Configs are TOML text in which `{listen}` and `{admin}` stand for free loopback
+//! addresses the harness picks, and `{up:NAME}` for the address of an upstream started by
+//! the test (see [`Weft::start`]).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// The `weft` binary under test: `$WEFT_BIN`, or the one cargo built beside this test.
+pub fn weft_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("WEFT_BIN") {
+        return bin.into();
+    }
+    // Test executables live in target/<profile>/deps/; the binary in target/<profile>/.
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("weft");
+    assert!(
+        bin.exists(),
+        "{} not found: build it with `cargo build -p weft` (or set WEFT_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free port on 127.0.0.1 (bound then released; good enough on a test machine).
+pub fn free_addr() -> SocketAddr {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    socket.local_addr().expect("addr")
+}
+
+/// A running `weft` process; killed when dropped.
+pub struct Weft {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+}
+
+impl Weft {
+    /// Writes `config` (placeholders filled) to a temp dir, starts `weft run`, and waits
+    /// until the first listener accepts. Panics with the proxy's log if it does not.
+    pub async fn start(config: &str) -> Weft {
+        Weft::start_with(config, &[]).await
+    }
+
+    /// Like [`Weft::start`], with extra command-line arguments before `run`.
+    pub async fn start_with(config: &str, global_args: &[&str]) -> Weft {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = free_addr();
+        let admin = free_addr();
+        let config_path = dir.path().join("weft.toml");
+        std::fs::write(&config_path, fill(config, addr, admin)).expect("write config");
+        let log_path = dir.path().join("weft.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(weft_bin())
+            .args(global_args)
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start weft");
+        let mut weft = Weft {
+            child: Some(child),
+            addr,
+            admin,
+            dir,
+            config_path,
+            log_path,
+        };
+        weft.wait_ready().await;
+        weft
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("weft exited early ({status}):\n{}", self.log());
+            }
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("weft did not listen on {} within 60s:\n{}", self.addr, self.log());
+    }
+
+    /// What the proxy logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `http://<listener><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Rewrites the config file (placeholders filled with this proxy's addresses).
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(&self.config_path, fill(config, self.addr, self.admin)).expect("write config");
+    }
+
+    /// An admin request; returns status and body.
+    pub async fn admin(&self, method: &str, path: &str) -> (u16, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.admin))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = http1_client().request(req).await.expect("admin request");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("admin body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        }
+    }
+
+    /// Waits for the process to exit (after [`Weft::terminate`]); returns whether it exited 0.
+    pub async fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return status.success();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("weft did not exit within {within:?}:\n{}", self.log());
+    }
+}
+
+impl Drop for Weft {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn fill(config: &str, addr: SocketAddr, admin: SocketAddr) -> String {
+    config
+        .replace("{listen}", &addr.to_string())
+        .replace("{admin}", &admin.to_string())
+}
+
+/// A plain HTTP/1.1 client (keep-alive pool).
+pub fn http1_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An HTTP/2 client with prior knowledge (h2c).
+pub fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+}
+
+/// A response read whole.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub version: http::Version,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON (the echo upstream's answer).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends a request with the given client and reads the whole answer.
+pub async fn send(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full<Bytes>>) -> Reply {
+    let resp = client.request(req).await.expect("request through weft");
+    let (head, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: head.status.as_u16(),
+        headers: head.headers,
+        body,
+        version: head.version,
+    }
+}
+
+/// `GET url` over HTTP/1.1.
+pub async fn get(url: &str) -> Reply {
+    send(
+        &http1_client(),
+        Request::get(url).body(Full::new(Bytes::new())).expect("request"),
+    )
+    .await
+}
+
+/// A real HTTP server on 127.0.0.1 (HTTP/1.1 and h2c), answering with a handler.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+type Handler =
+    Arc<dyn Fn(Request<Incoming>) -> std::pin::Pin<Box<dyn Future<Output = Response<UpBody>> + Send>> + Send + Sync>;
+
+/// The body an upstream handler answers with.
+pub type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A whole body for an upstream answer.
+pub fn full(data: impl Into<Bytes>) -> UpBody {
+    Full::new(data.into()).boxed()
+}
+
+impl Upstream {
+    /// Starts a server whose every request is answered by `handler`.
+    pub async fn start<F, Fut>(handler: F) -> Upstream
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<UpBody>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
+        let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = socket.local_addr().expect("addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (h, c) = (hits.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = socket.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let (handler, hits) = (handler.clone(), h.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        let fut = handler(req);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            hits,
+            connections,
+            task,
+        }
+    }
+
+    /// Answers with JSON describing the request it received: method, uri, version,
+    /// headers (name → list of values), body (as text) and the upstream's own `name`.
+    pub async fn echo(name: &'static str) -> Upstream {
+        Upstream::start(move |req| async move { echo_reply(name, req).await }).await
+    }
+
+    /// Requests served so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The echo upstream's answer for one request.
+pub async fn echo_reply(name: &str, req: Request<Incoming>) -> Response<UpBody> {
+    let (head, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let mut headers = serde_json::Map::new();
+    for (n, v) in &head.headers {
+        let entry = headers
+            .entry(n.as_str())
+            .or_insert_with(|| serde_json::Value::Array(vec![]));
+        if let serde_json::Value::Array(values) = entry {
+            values.push(String::from_utf8_lossy(v.as_bytes()).into_owned().into());
+        }
+    }
+    let seen = serde_json::json!({
+        "upstream": name,
+        "method": head.method.as_str(),
+        "uri": head.uri.to_string(),
+        "version": format!("{:?}", head.version),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+        "body_len": body.len(),
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(full(seen.to_string()))
+        .expect("response")
+}
+
+/// The first value of a header in an echo answer.
+pub fn seen_header<'a>(echo: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    echo["headers"][name].get(0).and_then(|v| v.as_str())
+}
