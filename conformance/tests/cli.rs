@@ -1,0 +1,105 @@
+//! The command line a platform engineer uses: `weft check` explains a broken config,
+//! `weft run` refuses to start on one, logs can be JSON.
+
+use std::process::Command;
+
+use weft_conformance::*;
+
+fn check(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("weft.toml");
+    std::fs::write(&path, config).expect("write");
+    let out = Command::new(weft_bin()).arg("check").arg("--config").arg(&path).output().expect("run weft check");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text.replace(&path.display().to_string(), "weft.toml"))
+}
+
+const GOOD: &str = r#"[[listeners]]
+name = "main"
+address = "127.0.0.1:8080"
+
+[[clusters]]
+name = "web"
+endpoints = ["127.0.0.1:3000"]
+
+[[routes]]
+match = { path_prefix = "/" }
+cluster = "web"
+"#;
+
+#[test]
+fn check_accepts_a_good_config_and_summarises_it() {
+    let (ok, text) = check(GOOD);
+    assert!(ok, "{text}");
+    assert!(text.contains("weft.toml: OK (1 listeners, 1 clusters, 0 filters, 1 routes)"), "{text}");
+}
+
+#[test]
+fn check_explains_an_unknown_cluster_with_its_location() {
+    let (ok, text) = check(&GOOD.replace("cluster = \"web\"", "cluster = \"api\""));
+    assert!(!ok);
+    assert!(text.contains("weft.toml:11:11: unknown cluster \"api\" (defined: web)"), "{text}");
+    assert!(text.contains("11 | cluster = \"api\""), "{text}");
+}
+
+#[test]
+fn check_explains_type_errors_and_unknown_fields() {
+    let (ok, text) = check(&GOOD.replace("address = \"127.0.0.1:8080\"", "address = \"localhost\""));
+    assert!(!ok);
+    assert!(text.contains("weft.toml:3:"), "{text}");
+    let (ok, text) = check(&GOOD.replace("[[routes]]", "[[routes]]\nretries = 3"));
+    assert!(!ok);
+    assert!(text.contains("unknown field `retries`"), "{text}");
+}
+
+#[test]
+fn check_rejects_an_unresolvable_endpoint() {
+    let (ok, text) = check(&GOOD.replace("127.0.0.1:3000", "no-such-host.invalid:80"));
+    assert!(!ok);
+    assert!(text.contains("endpoint \"no-such-host.invalid:80\" is not a resolvable host:port"), "{text}");
+}
+
+#[test]
+fn check_reports_a_missing_file() {
+    let out = Command::new(weft_bin()).args(["check", "--config", "/nonexistent/weft.toml"]).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config file"));
+}
+
+#[test]
+fn run_refuses_to_start_on_a_bad_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("weft.toml");
+    std::fs::write(&path, GOOD.replace("cluster = \"web\"", "cluster = \"nope\"")).expect("write");
+    let out = Command::new(weft_bin()).arg("run").arg("--config").arg(&path).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown cluster \"nope\""));
+}
+
+#[test]
+fn run_reports_a_port_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("weft.toml");
+    std::fs::write(&path, GOOD.replace("127.0.0.1:8080", &addr.to_string())).expect("write");
+    let out = Command::new(weft_bin()).arg("run").arg("--config").arg(&path).output().expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("listener \"main\" cannot bind {addr}")), "{err}");
+}
+
+#[tokio::test]
+async fn json_logs_on_request() {
+    let up = Upstream::echo("a").await;
+    let config = format!(
+        "[[listeners]]\nname = \"main\"\naddress = \"{{listen}}\"\n[[clusters]]\nname = \"up\"\nendpoints = [\"{}\"]\n[[routes]]\ncluster = \"up\"\n",
+        up.addr
+    );
+    let weft = Weft::start_with(&config, &["--log-format", "json"]).await;
+    let log = weft.log();
+    let first = log.lines().next().expect("a log line");
+    let line: serde_json::Value = serde_json::from_str(first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["message"], "listening");
+}
