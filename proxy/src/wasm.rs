@@ -1,0 +1,150 @@
+//! Wasm filters: components implementing the `weft:filter` world (see `wit/`), compiled
+//! once per content hash, run in pooled, sandboxed instances behind the native
+//! [`Filter`] trait. `wasm/DESIGN.md` explains the choices and their measured costs.
+//!
+//! One concern per file: `engine` (engine, epoch ticker, compile cache), `version` (WIT
+//! version check), `bindings` (generated), `state` (store data), `limits` (memory, CPU,
+//! error classification), `pool` (instance reuse), `filter` (the `Filter` impl), and one
+//! file per host interface: `http`, `log`, `metrics`, `metadata`, `kv`, `callout`, plus
+//! `stdio` for the guest's output streams.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+use crate::cluster::Clusters;
+use crate::config::{LimitsConfig, WasmConfig};
+use crate::filter::Filter;
+use crate::metrics::Metrics;
+
+mod bindings;
+mod callout;
+mod engine;
+mod filter;
+mod http;
+mod kv;
+mod limits;
+mod log;
+mod metadata;
+mod metrics;
+mod pool;
+mod state;
+mod stdio;
+mod version;
+
+pub use kv::{KvFuture, KvStore, LocalKv};
+pub use pool::InstanceReuse;
+pub use version::WIT_VERSION;
+
+use pool::{CreateError, Pool};
+use state::FilterShared;
+
+/// Keys the in-process KV store holds at most, across all filters.
+const KV_MAX_ENTRIES: usize = 1_000_000;
+
+/// The Wasm runtime of the process: one engine, the compiled-component cache and the
+/// shared KV store. Create one at start-up; it survives config reloads.
+pub struct WasmHost {
+    runtime: engine::Runtime,
+    metrics: Arc<Metrics>,
+    kv: Arc<dyn KvStore>,
+}
+
+impl WasmHost {
+    /// A host with the in-process KV store.
+    pub fn new(config: &WasmConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        Self::with_kv(config, metrics, LocalKv::new(KV_MAX_ENTRIES))
+    }
+
+    /// A host whose filters share `kv` (e.g. a store shared by several proxies).
+    pub fn with_kv(config: &WasmConfig, metrics: Arc<Metrics>, kv: Arc<dyn KvStore>) -> anyhow::Result<Self> {
+        Ok(WasmHost {
+            runtime: engine::Runtime::new(config)?,
+            metrics,
+            kv,
+        })
+    }
+
+    /// Compiles (or reuses the compilation of identical bytes), checks the WIT version,
+    /// instantiates and runs `init(config_json)`. The instance is kept for the filter's
+    /// first request. Call it off the request path: compiling takes tens of milliseconds.
+    pub async fn load_filter(
+        &self,
+        name: &str,
+        path: &Path,
+        config_json: &str,
+        limits: &LimitsConfig,
+        clusters: Arc<Clusters>,
+    ) -> anyhow::Result<Arc<dyn Filter>> {
+        self.load_filter_with(name, path, config_json, limits, clusters, InstanceReuse::Pooled)
+            .await
+    }
+
+    /// [`load_filter`](Self::load_filter) with an explicit instance policy.
+    pub async fn load_filter_with(
+        &self,
+        name: &str,
+        path: &Path,
+        config_json: &str,
+        limits: &LimitsConfig,
+        clusters: Arc<Clusters>,
+        reuse: InstanceReuse,
+    ) -> anyhow::Result<Arc<dyn Filter>> {
+        if limits.memory > engine::MAX_MEMORY {
+            bail!(
+                "limits.memory of {} bytes is over the host's maximum of {} bytes",
+                limits.memory,
+                engine::MAX_MEMORY
+            );
+        }
+        if limits.cpu.is_zero() {
+            bail!("limits.cpu must be more than zero");
+        }
+        let started = Instant::now();
+        let compiled = self.runtime.compile(path).await?;
+        let shared = Arc::new(FilterShared {
+            name: name.into(),
+            metrics: self.metrics.clone(),
+            kv: self.kv.clone(),
+            clusters: clusters.clone(),
+            body_limit: limits.body,
+        });
+        let pool = Pool::new(
+            compiled.clone(),
+            shared.clone(),
+            config_json,
+            limits.memory,
+            limits.cpu,
+            reuse,
+        );
+        let (first, options) = match pool.create().await {
+            Ok(ready) => ready,
+            Err(CreateError::Refused(message)) => bail!("init refused the config: {message}"),
+            Err(CreateError::Failed(e)) => {
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("plugin {} failed to start", path.display()));
+            }
+        };
+        pool.release(first);
+        tracing::info!(
+            filter = name,
+            plugin = %path.display(),
+            wit = %compiled.version,
+            ms = started.elapsed().as_millis() as u64,
+            request_body = options.request_body,
+            response_body = options.response_body,
+            "loaded wasm filter"
+        );
+        Ok(Arc::new(filter::WasmFilter {
+            name: shared.name.clone(),
+            pool,
+            options,
+            body_limit: limits.body,
+            cpu: limits.cpu,
+            metrics: self.metrics.clone(),
+            clusters,
+        }))
+    }
+}

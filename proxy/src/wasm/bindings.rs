@@ -1,0 +1,29 @@
+//! Host bindings generated from `wit/filter.wit`, quarantined here; the rest of `wasm`
+//! uses the re-exports below.
+
+// Generated code: its `unsafe` blocks are wasmtime's typed-function plumbing.
+#![allow(unsafe_code, missing_docs)]
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "filter",
+    imports: {
+        // KV (a Redis backend later) and callouts do network I/O: they are `async` so a
+        // waiting guest parks its task instead of a worker thread.
+        "weft:filter/kv": async | trappable,
+        "weft:filter/callout": async | trappable,
+        // Trappable so a host function can fail the phase (a body over the limit).
+        default: trappable,
+    },
+    exports: { default: async },
+    with: {
+        "weft:filter/types.request": super::http::RequestHandle,
+        "weft:filter/types.response": super::http::ResponseHandle,
+    },
+});
+
+pub use exports::weft::filter::hooks::Options;
+pub use weft::filter::callout::{CalloutRequest, CalloutResponse};
+pub use weft::filter::log::Level;
+pub use weft::filter::types::{Decision, Reply};
+pub use weft::filter::{callout, kv, log, metadata, metrics, types};

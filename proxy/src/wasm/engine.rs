@@ -1,0 +1,178 @@
+//! The one `Engine` of the process, its epoch ticker, the linker, and the cache of
+//! compiled components by content hash.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use anyhow::{Context, anyhow, bail};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::{Filter as FilterWorld, FilterPre};
+use super::limits::TICK;
+use super::state::HostState;
+use super::version;
+use crate::config::WasmConfig;
+
+/// Pool sizes. Virtual address space is reserved up front (about 4 GiB per memory slot
+/// so bounds checks can be elided); physical memory is only what guests touch.
+pub(crate) const MAX_INSTANCES: u32 = 1000;
+/// The largest `limits.memory` a filter may ask for.
+pub(crate) const MAX_MEMORY: usize = 1 << 30;
+
+/// A compiled component, linked and ready to instantiate.
+pub(crate) struct Compiled {
+    pub pre: FilterPre<HostState>,
+    /// The `weft:filter` version the guest targets.
+    pub version: String,
+}
+
+/// Compiled components kept for reloads: enough for every filter of a large config.
+const CACHE_ENTRIES: usize = 256;
+
+pub(crate) struct Runtime {
+    pub engine: Engine,
+    linker: Linker<HostState>,
+    cache: Mutex<HashMap<[u8; 32], (Arc<Compiled>, Instant)>>,
+}
+
+fn wasmtime_error(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::Error::from_boxed(e.into())
+}
+
+fn engine_config(config: &WasmConfig, pooling: bool) -> anyhow::Result<Config> {
+    let mut c = Config::new();
+    c.epoch_interruption(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(MAX_INSTANCES)
+            .total_core_instances(MAX_INSTANCES * 8)
+            .max_core_instances_per_component(32)
+            .total_memories(MAX_INSTANCES * 2)
+            .max_memories_per_component(4)
+            .total_tables(MAX_INSTANCES * 8)
+            .max_tables_per_component(16)
+            .total_stacks(MAX_INSTANCES)
+            .max_memory_size(MAX_MEMORY);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    if let Some(dir) = &config.cache_dir {
+        let mut cache = wasmtime::CacheConfig::new();
+        cache.with_directory(dir);
+        let cache = wasmtime::Cache::new(cache)
+            .map_err(wasmtime_error)
+            .with_context(|| format!("cannot use {} as the Wasm compilation cache", dir.display()))?;
+        c.cache(Some(cache));
+    }
+    Ok(c)
+}
+
+impl Runtime {
+    pub fn new(config: &WasmConfig) -> anyhow::Result<Self> {
+        let engine = match Engine::new(&engine_config(config, true)?) {
+            Ok(engine) => engine,
+            Err(e) => {
+                // The pooling allocator reserves address space up front; where that is
+                // refused (a low `ulimit -v`), run with on-demand allocation instead.
+                tracing::warn!(error = %e, "the pooling allocator is unavailable; allocating instances on demand");
+                Engine::new(&engine_config(config, false)?).map_err(wasmtime_error)?
+            }
+        };
+        spawn_ticker(&engine)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasmtime_error)?;
+        FilterWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s).map_err(wasmtime_error)?;
+        Ok(Runtime {
+            engine,
+            linker,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Compiles (or finds in the cache) the component at `path`, checks its WIT version
+    /// and links it.
+    pub async fn compile(&self, path: &Path) -> anyhow::Result<Arc<Compiled>> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .with_context(|| format!("cannot read plugin {}", path.display()))?;
+        check_header(&bytes, path)?;
+        let hash: [u8; 32] = Sha256::digest(&bytes).into();
+        if let Some((compiled, used)) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&hash) {
+            *used = Instant::now();
+            return Ok(compiled.clone());
+        }
+
+        let engine = self.engine.clone();
+        let started = Instant::now();
+        // Compiling takes tens of milliseconds of CPU: keep it off the async workers.
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .context("the compile task failed")?
+            .map_err(wasmtime_error)
+            .with_context(|| format!("{} is not a valid Wasm component", path.display()))?;
+        tracing::debug!(plugin = %path.display(), ms = started.elapsed().as_millis() as u64, "compiled plugin");
+
+        let version = version::check(&component, &self.engine).with_context(|| format!("plugin {}", path.display()))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wasmtime_error)
+            .with_context(|| format!("plugin {} needs something this host does not provide", path.display()))?;
+        let pre = FilterPre::new(pre)
+            .map_err(wasmtime_error)
+            .with_context(|| format!("plugin {} does not export the weft:filter hooks", path.display()))?;
+        let compiled = Arc::new(Compiled { pre, version });
+
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHE_ENTRIES {
+            let oldest = cache.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                cache.remove(&oldest);
+            }
+        }
+        cache.insert(hash, (compiled.clone(), Instant::now()));
+        Ok(compiled)
+    }
+}
+
+/// Rejects what is not a component before handing it to the compiler, whose messages
+/// for these cases are less direct.
+fn check_header(bytes: &[u8], path: &Path) -> anyhow::Result<()> {
+    let file = path.display();
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        bail!("{file} is not a WebAssembly file (no `\\0asm` header); expected a component built for wasm32-wasip2");
+    }
+    // Bytes 4..8: version 1 is a core module; components use a layer byte of 1.
+    if bytes[4..8] == [1, 0, 0, 0] {
+        bail!(
+            "{file} is a core Wasm module, not a component: build it for wasm32-wasip2 (`cargo plugins`) \
+             or wrap it with `wasm-tools component new`"
+        );
+    }
+    if bytes[6..8] != [1, 0] {
+        return Err(anyhow!(
+            "{file} has an unknown Wasm encoding (header {:02x?})",
+            &bytes[4..8]
+        ));
+    }
+    Ok(())
+}
+
+/// Advances the engine's epoch every [`TICK`]; exits when the engine is dropped.
+fn spawn_ticker(engine: &Engine) -> anyhow::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("weft-wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })
+        .context("cannot start the Wasm epoch thread")?;
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! Host side of `weft:filter/log`: guest messages become `tracing` events tagged with
+//! the filter's name.
+
+use super::bindings::Level;
+use super::bindings::log::Host;
+use super::state::HostState;
+
+/// A guest message longer than this is cut: a log line, not a data channel.
+const MAX_MESSAGE: usize = 8 * 1024;
+
+impl Host for HostState {
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let mut message = message.as_str();
+        if message.len() > MAX_MESSAGE {
+            let mut end = MAX_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message = &message[..end];
+        }
+        let filter = &*self.shared.name;
+        // `tracing` levels are static per call site, hence one arm per level.
+        match level {
+            Level::Trace => tracing::trace!(target: "weft::filter", filter, "{message}"),
+            Level::Debug => tracing::debug!(target: "weft::filter", filter, "{message}"),
+            Level::Info => tracing::info!(target: "weft::filter", filter, "{message}"),
+            Level::Warn => tracing::warn!(target: "weft::filter", filter, "{message}"),
+            Level::Error => tracing::error!(target: "weft::filter", filter, "{message}"),
+        }
+        Ok(())
+    }
+}

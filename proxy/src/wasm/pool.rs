@@ -1,0 +1,120 @@
+//! Instances of one loaded filter: created from the `InstancePre`, initialised with the
+//! filter's config, kept for reuse after a clean call, dropped after a failed one.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use wasmtime::Store;
+
+use super::bindings::{Filter as FilterWorld, Options};
+use super::engine::Compiled;
+use super::limits;
+use super::state::{FilterShared, HostState};
+use crate::filter::FilterError;
+
+/// Whether instances outlive a request. See `DESIGN.md` for the measurements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InstanceReuse {
+    /// Keep an instance after a call that did not fail, for the next request. Guest
+    /// globals persist between requests of the same filter (never across filters).
+    #[default]
+    Pooled,
+    /// A new instance (and `init`) for every phase: no state survives a call.
+    Fresh,
+}
+
+/// A live instance and its store.
+pub(crate) struct Instance {
+    pub store: Store<HostState>,
+    pub world: FilterWorld,
+}
+
+/// Why an instance could not be made ready.
+pub(crate) enum CreateError {
+    /// `init` returned an error: the guest refused its config.
+    Refused(String),
+    /// Instantiation or `init` trapped or hit a limit.
+    Failed(FilterError),
+}
+
+/// Idle instances kept per filter. More concurrent requests create more instances; the
+/// surplus is dropped when they finish, so a burst does not pin memory forever.
+const MAX_IDLE: usize = 32;
+
+pub(crate) struct Pool {
+    compiled: Arc<Compiled>,
+    shared: Arc<FilterShared>,
+    config_json: Box<str>,
+    memory: usize,
+    /// `init` may parse config and build tables: it gets a more generous budget than a
+    /// phase, but still one, so a guest cannot hang a reload.
+    init_budget: Duration,
+    reuse: InstanceReuse,
+    idle: Mutex<Vec<Instance>>,
+}
+
+impl Pool {
+    pub fn new(
+        compiled: Arc<Compiled>,
+        shared: Arc<FilterShared>,
+        config_json: &str,
+        memory: usize,
+        cpu: Duration,
+        reuse: InstanceReuse,
+    ) -> Self {
+        Pool {
+            compiled,
+            shared,
+            config_json: config_json.into(),
+            memory,
+            init_budget: (cpu * 10).max(Duration::from_secs(1)),
+            reuse,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A new instance with `init` run, and the options `init` returned.
+    pub async fn create(&self) -> Result<(Instance, Options), CreateError> {
+        let engine = self.compiled.pre.engine();
+        let mut store = Store::new(engine, HostState::new(self.shared.clone(), self.memory));
+        limits::install(&mut store);
+        // Instantiation runs the guest's start-up code: it is budgeted like `init`.
+        limits::start_call(&mut store, self.init_budget);
+        let world = match self.compiled.pre.instantiate_async(&mut store).await {
+            Ok(world) => world,
+            Err(e) => return Err(CreateError::Failed(limits::classify(&e, store.data_mut()))),
+        };
+        limits::start_call(&mut store, self.init_budget);
+        match world.weft_filter_hooks().call_init(&mut store, &self.config_json).await {
+            Ok(Ok(options)) => Ok((Instance { store, world }, options)),
+            Ok(Err(message)) => Err(CreateError::Refused(message)),
+            Err(e) => Err(CreateError::Failed(limits::classify(&e, store.data_mut()))),
+        }
+    }
+
+    /// An idle instance, or a new one.
+    pub async fn acquire(&self) -> Result<Instance, FilterError> {
+        if let Some(instance) = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop() {
+            return Ok(instance);
+        }
+        match self.create().await {
+            Ok((instance, _)) => Ok(instance),
+            // `init` accepted this config at load time; refusing it now is a guest bug.
+            Err(CreateError::Refused(message)) => {
+                Err(FilterError::Other(format!("init refused the config: {message}")))
+            }
+            Err(CreateError::Failed(e)) => Err(e),
+        }
+    }
+
+    /// Returns an instance after a call that succeeded.
+    pub fn release(&self, instance: Instance) {
+        if self.reuse == InstanceReuse::Fresh {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push(instance);
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The data of one instance's `Store`: what its host functions reach.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{request, response};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::kv::KvStore;
+use super::limits::{Budget, Limiter};
+use super::metrics::MetricCache;
+use super::stdio::GuestOutput;
+use crate::cluster::Clusters;
+use crate::filter::RequestCtx;
+use crate::metrics::Metrics;
+
+/// What every instance of one loaded filter shares.
+pub(crate) struct FilterShared {
+    pub name: Arc<str>,
+    pub metrics: Arc<Metrics>,
+    pub kv: Arc<dyn KvStore>,
+    /// Clusters of the config version this filter was loaded with, for callouts.
+    pub clusters: Arc<Clusters>,
+    /// `limits.body`: the largest body the guest may see or set.
+    pub body_limit: usize,
+}
+
+/// The request or response of the phase in progress. Moved into the store for the
+/// call (host state must be `'static`) and moved back afterwards: swapping two
+/// `Parts` copies a few hundred bytes and allocates nothing.
+pub(crate) struct Phase {
+    pub req_head: request::Parts,
+    pub req_body: Option<Bytes>,
+    pub resp_head: response::Parts,
+    pub resp_body: Option<Bytes>,
+}
+
+impl Phase {
+    fn empty() -> Self {
+        // `Request::new`/`Response::new` with a unit body allocate nothing.
+        Phase {
+            req_head: http::Request::new(()).into_parts().0,
+            req_body: None,
+            resp_head: http::Response::new(()).into_parts().0,
+            resp_body: None,
+        }
+    }
+}
+
+/// The request facts the `metadata` interface answers with, copied from `RequestCtx`
+/// (cheap: `Arc` clones and a `Copy` address).
+#[derive(Default)]
+pub(crate) struct Meta {
+    pub client: Option<SocketAddr>,
+    pub listener: Option<Arc<str>>,
+    pub route: Option<Arc<str>>,
+    pub scheme: &'static str,
+    pub peer: Option<Arc<str>>,
+}
+
+impl Meta {
+    pub fn set(&mut self, ctx: &RequestCtx) {
+        self.client = Some(ctx.client_addr);
+        self.listener = Some(ctx.listener.clone());
+        self.route = Some(ctx.route.clone());
+        self.scheme = ctx.scheme;
+        self.peer = ctx.peer_identity.clone();
+    }
+}
+
+/// One instance's store data.
+pub(crate) struct HostState {
+    pub shared: Arc<FilterShared>,
+    pub phase: Phase,
+    pub meta: Meta,
+    pub limiter: Limiter,
+    pub budget: Budget,
+    pub metric_cache: MetricCache,
+    pub stderr: GuestOutput,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl HostState {
+    pub fn new(shared: Arc<FilterShared>, memory_limit: usize) -> Self {
+        let stdout = GuestOutput::new(shared.name.clone(), "stdout");
+        let stderr = GuestOutput::new(shared.name.clone(), "stderr");
+        // No preopened directories, no sockets allowed, no environment, no args: the
+        // guest gets clocks, randomness and the two output streams (which go to our log).
+        let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr.clone()).build();
+        HostState {
+            shared,
+            phase: Phase::empty(),
+            meta: Meta::default(),
+            limiter: Limiter::new(memory_limit),
+            budget: Budget::default(),
+            metric_cache: MetricCache::default(),
+            stderr,
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
