@@ -20,3 +20,4 @@ pub mod respond;
 pub mod route;
 pub mod server;
 pub mod state;
+pub mod wasm;
