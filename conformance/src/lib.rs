@@ -5,6 +5,8 @@
 //! addresses the harness picks, and `{up:NAME}` for the address of an upstream started by
 //! the test (see [`Weft::start`]).
 
+pub mod plugins;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,19 @@
+//! Paths of the Wasm plugins built by `build.rs` (`cargo plugins`), for tests to load.
+//! Each is a real crate: `conformance/plugins/<name>/` or `examples/hello-filter/`.
+
+/// Continues in every phase: the boundary's baseline cost.
+pub const NOOP: &str = env!("WEFT_PLUGIN_NOOP");
+/// Spins forever on `/loop`: the CPU budget must stop it.
+pub const INFINITE_LOOP: &str = env!("WEFT_PLUGIN_INFINITE_LOOP");
+/// Allocates without bound on `/alloc`: the memory limit must stop it.
+pub const ALLOC_FOREVER: &str = env!("WEFT_PLUGIN_ALLOC_FOREVER");
+/// Executes `unreachable` on `/trap`.
+pub const TRAP: &str = env!("WEFT_PLUGIN_TRAP");
+/// Panics on `/panic`.
+pub const PANIC: &str = env!("WEFT_PLUGIN_PANIC");
+/// Targets `weft:filter@0.2.0`: must be refused with both versions named.
+pub const WRONG_VERSION: &str = env!("WEFT_PLUGIN_WRONG_VERSION");
+/// Exercises every host interface, driven by `x-cap-*` request headers (see its docs).
+pub const CAPABILITIES: &str = env!("WEFT_PLUGIN_CAPABILITIES");
+/// The example filter a newcomer copies.
+pub const HELLO_FILTER: &str = env!("WEFT_PLUGIN_HELLO_FILTER");

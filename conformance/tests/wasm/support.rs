@@ -1,0 +1,129 @@
+//! Shared set-up: one host for the whole test binary, requests, contexts, clusters.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use weft::cluster::{Cluster, Clusters};
+use weft::config::{Config, LimitsConfig, WasmConfig};
+use weft::filter::{Decision, Filter, FilterError, FilterRequest, FilterResponse, RequestCtx};
+use weft::metrics::Metrics;
+use weft::wasm::WasmHost;
+
+/// One engine per process, as in the proxy: its pooling allocator reserves address space
+/// for a thousand instances, which a test per engine would multiply.
+pub fn host() -> &'static (WasmHost, Arc<Metrics>) {
+    static HOST: OnceLock<(WasmHost, Arc<Metrics>)> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let metrics = Arc::new(Metrics::default());
+        let host = WasmHost::new(&WasmConfig::default(), metrics.clone()).expect("wasm host");
+        (host, metrics)
+    })
+}
+
+pub fn metrics() -> &'static Metrics {
+    &host().1
+}
+
+pub fn limits(memory: usize, cpu: Duration, body: usize) -> LimitsConfig {
+    LimitsConfig { memory, cpu, body }
+}
+
+pub fn default_limits() -> LimitsConfig {
+    LimitsConfig::default()
+}
+
+/// Clusters named `name` → `addr`, built by the proxy's own config code.
+pub fn clusters(list: &[(&str, SocketAddr)]) -> Arc<Clusters> {
+    let mut text = String::from("[[listeners]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n");
+    for (name, addr) in list {
+        text.push_str(&format!("[[clusters]]\nname = \"{name}\"\nendpoints = [\"{addr}\"]\n"));
+    }
+    let config = Config::parse("test", &text).expect("valid cluster config");
+    let mut clusters = Clusters::new();
+    for c in &config.clusters {
+        let cluster = Cluster::build(c, &config.source).expect("cluster");
+        clusters.insert(cluster.name.clone(), Arc::new(cluster));
+    }
+    Arc::new(clusters)
+}
+
+pub async fn load(name: &str, plugin: &str, config: &str) -> anyhow::Result<Arc<dyn Filter>> {
+    load_with(name, plugin, config, &default_limits(), clusters(&[])).await
+}
+
+pub async fn load_with(
+    name: &str,
+    plugin: &str,
+    config: &str,
+    limits: &LimitsConfig,
+    clusters: Arc<Clusters>,
+) -> anyhow::Result<Arc<dyn Filter>> {
+    host().0.load_filter(name, Path::new(plugin), config, limits, clusters).await
+}
+
+pub fn request(path: &str, headers: &[(&str, &str)]) -> FilterRequest {
+    let mut builder = http::Request::builder().uri(path);
+    for (n, v) in headers {
+        builder = builder.header(*n, *v);
+    }
+    let head = builder.body(()).expect("request").into_parts().0;
+    FilterRequest { head, body: None }
+}
+
+pub fn response(status: u16, headers: &[(&str, &str)]) -> FilterResponse {
+    let mut builder = http::Response::builder().status(status);
+    for (n, v) in headers {
+        builder = builder.header(*n, *v);
+    }
+    FilterResponse { head: builder.body(()).expect("response").into_parts().0, body: None }
+}
+
+pub fn ctx() -> RequestCtx {
+    let addr: SocketAddr = "192.0.2.7:4242".parse().expect("addr");
+    RequestCtx::new(addr, "public".into(), "api".into(), "http")
+}
+
+/// Runs the request phase on `req`.
+pub async fn on_request(filter: &dyn Filter, req: &mut FilterRequest) -> Result<Decision, FilterError> {
+    filter.on_request(req, &mut ctx()).await
+}
+
+/// Runs the request phase on a fresh request to `path` with `headers`, returning the
+/// request as the filter left it.
+pub async fn run(filter: &dyn Filter, path: &str, headers: &[(&str, &str)]) -> (Result<Decision, FilterError>, FilterRequest) {
+    let mut req = request(path, headers);
+    let result = on_request(filter, &mut req).await;
+    (result, req)
+}
+
+pub fn header<'a>(req: &'a FilterRequest, name: &str) -> Option<&'a str> {
+    req.head.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+pub fn is_continue(d: &Result<Decision, FilterError>) -> bool {
+    matches!(d, Ok(Decision::Continue))
+}
+
+/// The status and body of a `Respond` decision.
+pub async fn responded(d: Result<Decision, FilterError>) -> (u16, String) {
+    use http_body_util::BodyExt;
+    match d {
+        Ok(Decision::Respond(resp)) => {
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+        Ok(Decision::Continue) => panic!("expected a direct response, got Continue"),
+        Ok(Decision::Reroute(c)) => panic!("expected a direct response, got Reroute({c})"),
+        Ok(_) => panic!("expected a direct response"),
+        Err(e) => panic!("expected a direct response, got error {e}"),
+    }
+}
+
+/// The value of a sample in the Prometheus exposition, e.g.
+/// `weft_filter_counter_total{filter="x",name="y"}`.
+pub fn sample(series: &str) -> Option<f64> {
+    metrics().encode().lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
