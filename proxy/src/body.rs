@@ -21,7 +21,7 @@ pin_project_lite::pin_project! {
         /// Fully buffered (a direct answer, or a body a filter asked to see).
         Full { data: Option<Bytes> },
         /// Any other streaming body (kept boxed; used off the hot path only).
-        Boxed { #[pin] inner: Pin<Box<dyn HttpBody<Data = Bytes, Error = BodyError> + Send + Sync>> },
+        Boxed { #[pin] inner: Pin<Box<dyn HttpBody<Data = Bytes, Error = BodyError> + Send>> },
     }
 }
 
@@ -42,7 +42,7 @@ impl Body {
     /// Wraps any other streaming body.
     pub fn boxed<B>(body: B) -> Self
     where
-        B: HttpBody<Data = Bytes> + Send + Sync + 'static,
+        B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<BodyError>,
     {
         use http_body_util::BodyExt;

@@ -10,9 +10,11 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
+use hyper_rustls::{DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
 
 use crate::body::Body;
 use crate::config::ConfigError;
@@ -34,7 +36,13 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     endpoints: Vec<Endpoint>,
     next: AtomicUsize,
-    client: Client<HttpConnector, Body>,
+    client: UpstreamClient,
+}
+
+/// Plain and TLS clients are different types; an enum keeps the plain path free of TLS.
+enum UpstreamClient {
+    Plain(Client<HttpConnector, Body>),
+    Tls(Client<HttpsConnector<HttpConnector>, Body>),
 }
 
 /// Why an upstream exchange failed; `respond` turns it into 502 or 504.
@@ -74,7 +82,7 @@ impl Cluster {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.enforce_http(true);
+        connector.enforce_http(config.tls.is_none());
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
@@ -86,12 +94,27 @@ impl Cluster {
         if config.protocol == UpstreamProtocol::Http2 {
             builder.http2_only(true);
         }
+        let client = match &config.tls {
+            None => UpstreamClient::Plain(builder.build(connector)),
+            Some(tls) => {
+                let fail = |e: String| src.error_at(spanned.span(), format!("cluster {:?}: {e}", config.name));
+                let client_config =
+                    crate::tls::client_config(tls, config.protocol == UpstreamProtocol::Http2).map_err(fail)?;
+                let resolver: Arc<dyn ResolveServerName + Send + Sync> = match &tls.server_name {
+                    Some(name) => Arc::new(FixedServerNameResolver::new(
+                        ServerName::try_from(name.clone()).map_err(|e| fail(format!("server_name {name:?}: {e}")))?,
+                    )),
+                    None => Arc::new(DefaultServerNameResolver::default()),
+                };
+                UpstreamClient::Tls(builder.build(HttpsConnector::new(connector, client_config, true, resolver)))
+            }
+        };
         Ok(Cluster {
             name: config.name.as_str().into(),
             protocol: config.protocol,
             endpoints,
             next: AtomicUsize::new(0),
-            client: builder.build(connector),
+            client,
         })
     }
 
@@ -111,12 +134,19 @@ impl Cluster {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(match self.client {
+            UpstreamClient::Plain(_) => Scheme::HTTP,
+            UpstreamClient::Tls(_) => Scheme::HTTPS,
+        });
         parts.authority = Some(endpoint.authority.clone());
         parts.path_and_query = Some(path);
         *req.uri_mut() = Uri::from_parts(parts).map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
 
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        let exchange = match &self.client {
+            UpstreamClient::Plain(client) => client.request(req),
+            UpstreamClient::Tls(client) => client.request(req),
+        };
+        match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(UpstreamError::Timeout {
                 endpoint: endpoint.addr,
                 timeout,

@@ -71,7 +71,7 @@ pub struct WasmConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     pub name: String,
@@ -80,6 +80,62 @@ pub struct ListenerConfig {
     /// balancer); otherwise they are replaced, so a client cannot spoof its address.
     #[serde(default)]
     pub trust_forwarded: bool,
+    /// Serve TLS (HTTP/1.1 and HTTP/2 by ALPN) instead of cleartext.
+    pub tls: Option<ListenerTlsConfig>,
+    /// Also serve HTTP/3 on the same port number over UDP (needs `tls`); TCP answers
+    /// advertise it with `Alt-Svc`.
+    #[serde(default)]
+    pub http3: bool,
+    /// Send the verified client certificate's details upstream in
+    /// `x-forwarded-client-cert` (Envoy's format). A client's own such header is always
+    /// removed on TLS listeners.
+    #[serde(default)]
+    pub forward_client_cert: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// Certificate chains with their keys; chosen by SNI against each certificate's names,
+    /// the first one when nothing matches.
+    pub certificates: Vec<CertKeyConfig>,
+    /// Verify client certificates against this CA bundle (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: `required` (the default) refuses clients without a certificate,
+    /// `optional` lets them in without an identity.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Oldest TLS version accepted: "1.2" (the default) or "1.3".
+    #[serde(default = "defaults::tls_min")]
+    pub min_version: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertKeyConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Required,
+    Optional,
+}
+
+/// TLS to a cluster's endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// CA bundle the upstream's certificate must chain to.
+    pub ca: PathBuf,
+    /// Name sent as SNI and verified against the certificate (default: the endpoint host).
+    pub server_name: Option<String>,
+    /// The proxy's own certificate and key, for upstreams that require mutual TLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -106,6 +162,8 @@ pub struct ClusterConfig {
     pub idle_timeout: Duration,
     #[serde(default = "defaults::max_idle")]
     pub max_idle_per_endpoint: usize,
+    /// Reach the endpoints over TLS (HTTP/2 negotiated by ALPN when `protocol = "http2"`).
+    pub tls: Option<UpstreamTlsConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +238,17 @@ pub struct MatchConfig {
     pub headers: Vec<ValueMatchConfig>,
     #[serde(default)]
     pub query: Vec<ValueMatchConfig>,
+    /// The client's verified certificate identity (SPIFFE URI, else DNS name, else subject).
+    pub identity: Option<PatternConfig>,
+}
+
+/// A condition on one value: exactly one of `exact`, `regex`, `present`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatternConfig {
+    pub exact: Option<String>,
+    pub regex: Option<Spanned<String>>,
+    pub present: Option<bool>,
 }
 
 /// A header or query parameter condition: exactly one of `exact`, `regex`, `present`.
@@ -220,6 +289,9 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn tls_min() -> String {
+        "1.2".to_owned()
     }
     pub fn empty_table() -> toml::Value {
         toml::Value::Table(toml::Table::new())
@@ -339,8 +411,21 @@ impl Config {
                 *path = base.join(&*path);
             }
         }
-        if let Some(dir) = self.wasm.cache_dir.as_mut().filter(|p| p.is_relative()) {
-            *dir = base.join(&*dir);
+        let mut paths: Vec<&mut PathBuf> = self.wasm.cache_dir.iter_mut().collect();
+        for listener in &mut self.listeners {
+            if let Some(tls) = &mut listener.get_mut().tls {
+                paths.extend(tls.certificates.iter_mut().flat_map(|c| [&mut c.cert, &mut c.key]));
+                paths.extend(tls.client_ca.iter_mut());
+            }
+        }
+        for cluster in &mut self.clusters {
+            if let Some(tls) = &mut cluster.get_mut().tls {
+                paths.push(&mut tls.ca);
+                paths.extend(tls.cert.iter_mut().chain(tls.key.iter_mut()));
+            }
+        }
+        for path in paths.into_iter().filter(|p| p.is_relative()) {
+            *path = base.join(&*path);
         }
     }
 
@@ -362,7 +447,33 @@ impl Config {
                 ));
             }
         }
+        for listener in &self.listeners {
+            let l = listener.get_ref();
+            let problem = match &l.tls {
+                None if l.http3 => Some("http3 needs tls (QUIC is always encrypted)"),
+                None if l.forward_client_cert => Some("forward_client_cert needs tls with a client_ca"),
+                Some(tls) if tls.certificates.is_empty() => Some("tls needs at least one certificate"),
+                Some(tls) if !matches!(tls.min_version.as_str(), "1.2" | "1.3") => {
+                    Some("tls.min_version is \"1.2\" or \"1.3\"")
+                }
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                return Err(src.error_at(listener.span(), format!("listener {:?}: {problem}", l.name)));
+            }
+        }
         for cluster in &self.clusters {
+            if let Some(tls) = &cluster.get_ref().tls
+                && tls.cert.is_some() != tls.key.is_some()
+            {
+                return Err(src.error_at(
+                    cluster.span(),
+                    format!(
+                        "cluster {:?}: tls needs both cert and key, or neither",
+                        cluster.get_ref().name
+                    ),
+                ));
+            }
             if cluster.get_ref().endpoints.is_empty() {
                 return Err(src.error_at(
                     cluster.span(),

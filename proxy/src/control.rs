@@ -48,7 +48,7 @@ pub fn spawn(state: Arc<State>, mut shutdown: watch::Receiver<bool>) -> anyhow::
 }
 
 fn watched_files(state: &State) -> HashSet<PathBuf> {
-    let mut files: HashSet<PathBuf> = state.current().plugin_files.iter().map(|p| absolute(p)).collect();
+    let mut files: HashSet<PathBuf> = state.current().files.iter().map(|p| absolute(p)).collect();
     if let ConfigSource::File(path) = &state.source {
         files.insert(absolute(path));
     }

@@ -17,6 +17,7 @@ use http::{Response, request, response};
 use crate::body::Body;
 
 pub mod headers;
+pub mod identity;
 
 /// What a filter decided in a phase.
 #[non_exhaustive]

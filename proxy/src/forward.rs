@@ -8,17 +8,41 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Version, request, response};
 
+use crate::tls::PeerIdentity;
+
 /// Facts of one downstream connection, computed once per connection rather than per request.
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub listener: Arc<str>,
     pub scheme: &'static str,
     pub trust_forwarded: bool,
+    /// The verified client certificate's identity (mutual TLS).
+    pub identity: Option<Arc<str>>,
+    /// `x-forwarded-client-cert` to send upstream, when the listener forwards it.
+    xfcc: Option<HeaderValue>,
+    /// `Alt-Svc` advertising HTTP/3 on this listener's port.
+    pub alt_svc: Option<HeaderValue>,
     xff: HeaderValue,
     forwarded: HeaderValue,
 }
 
 impl ConnInfo {
+    /// Adds what TLS told about the client: its identity, and the XFCC element to forward.
+    pub fn with_peer(mut self, peer: Option<&PeerIdentity>, forward_client_cert: bool) -> ConnInfo {
+        if let Some(id) = peer {
+            self.identity = Some(id.primary().into());
+            if forward_client_cert {
+                self.xfcc = HeaderValue::try_from(id.xfcc()).ok();
+            }
+        }
+        self
+    }
+
+    pub fn with_alt_svc(mut self, alt_svc: Option<HeaderValue>) -> ConnInfo {
+        self.alt_svc = alt_svc;
+        self
+    }
+
     pub fn new(peer: SocketAddr, listener: Arc<str>, scheme: &'static str, trust_forwarded: bool) -> ConnInfo {
         let ip = peer.ip();
         // RFC 7239 §6: an IPv6 node is quoted and bracketed.
@@ -33,6 +57,9 @@ impl ConnInfo {
             listener,
             scheme,
             trust_forwarded,
+            identity: None,
+            xfcc: None,
+            alt_svc: None,
             xff: HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static("unknown")),
             forwarded: HeaderValue::try_from(forwarded).unwrap_or(HeaderValue::from_static("for=unknown")),
         }
@@ -44,6 +71,7 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// Whether the request asks to switch protocols (WebSocket and the like). Only HTTP/1.1
 /// carries `Upgrade`; HTTP/2's extended CONNECT is not supported.
@@ -138,6 +166,14 @@ pub fn upstream_request(
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(conn.scheme));
     }
     append_list(headers, &header::VIA, &via(head.version));
+    // Only this hop can vouch for a client certificate: a client's own claim is dropped
+    // unless the listener trusts what is in front of it.
+    if !conn.trust_forwarded {
+        headers.remove(&XFCC);
+    }
+    if let Some(xfcc) = &conn.xfcc {
+        append_list(headers, &XFCC, xfcc);
+    }
 
     if let Some(host) = host_rewrite {
         headers.insert(header::HOST, host.clone());

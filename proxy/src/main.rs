@@ -31,6 +31,19 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Write a development CA with server and client certificates (for tests and demos,
+    /// not production): ca.pem, server.pem, client.pem and their keys.
+    Cert {
+        /// Where to write the files.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Names (DNS or IP) the server certificate is for.
+        #[arg(long = "host", default_values = ["localhost", "127.0.0.1", "::1"])]
+        hosts: Vec<String>,
+        /// The client certificate's SPIFFE ID.
+        #[arg(long, default_value = "spiffe://weft.local/ns/default/sa/client")]
+        client_id: String,
+    },
     /// Serve the embedded demo: a built-in upstream behind the example plugin.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -67,6 +80,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             let rt = weft::server::tokio_runtime(Some(1))?;
             let summary = rt.block_on(weft::state::check(&parsed))?;
             println!("{}: OK ({summary})", config.display());
+            Ok(())
+        }
+        Command::Cert { out, hosts, client_id } => {
+            let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+            weft::tls::devcert::write_bundle(&out, &hosts, &client_id)?;
+            println!(
+                "wrote ca.pem, server.pem, client.pem and their keys to {}",
+                out.display()
+            );
             Ok(())
         }
         Command::Demo { listen, admin, plugins } => {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Request, Response, Version};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -20,15 +19,11 @@ use crate::route::{Route, request_host};
 use crate::state::State;
 
 /// Serves one downstream request. Never fails: every error becomes an answer here.
-pub async fn handle(
-    state: Arc<State>,
-    conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) -> Result<Response<Body>, Infallible> {
     // The request keeps this config version, and the filter versions in it, to the end.
     let runtime = state.current();
     let (head, body) = req.into_parts();
-    let Some(route) = runtime.router.find(&head) else {
+    let Some(route) = runtime.router.find(&head, conn.identity.as_deref()) else {
         let err = ProxyError::NoRoute {
             method: head.method.clone(),
             host: request_host(&head).to_owned(),
@@ -36,11 +31,14 @@ pub async fn handle(
         };
         return Ok(error_response(&err, "-"));
     };
-    let resp = match proxy(&runtime, route, &conn, head, body).await {
+    let mut resp = match proxy(&runtime, route, &conn, head, body).await {
         Ok(resp) => resp,
         Err(err) => error_response(&err, &route.name),
     };
     route.counters.record(resp.status());
+    if let Some(alt_svc) = &conn.alt_svc {
+        resp.headers_mut().insert(http::header::ALT_SVC, alt_svc.clone());
+    }
     Ok(resp)
 }
 
@@ -49,7 +47,7 @@ async fn proxy(
     route: &Route,
     conn: &ConnInfo,
     mut head: http::request::Parts,
-    body: Incoming,
+    body: Body,
 ) -> Result<Response<Body>, ProxyError> {
     let upgrade = forward::is_upgrade(&head);
     let on_upgrade = if upgrade {
@@ -59,10 +57,11 @@ async fn proxy(
     };
 
     if route.filters.is_empty() {
-        return forward(route, &route.cluster, conn, head, Body::from(body), upgrade, on_upgrade).await;
+        return forward(route, &route.cluster, conn, head, body, upgrade, on_upgrade).await;
     }
 
     let mut ctx = RequestCtx::new(conn.peer, conn.listener.clone(), route.name.clone(), conn.scheme);
+    ctx.peer_identity = conn.identity.clone();
     let (buffered, streamed) = match route.request_body_limit {
         Some(limit) => (Some(read_body(body, limit, "request").await?), None),
         None => (None, Some(body)),
@@ -107,7 +106,7 @@ async fn proxy(
         None => {
             let body = match (req.body, streamed) {
                 (Some(bytes), _) => Body::full(bytes),
-                (None, Some(stream)) => Body::from(stream),
+                (None, Some(stream)) => stream,
                 (None, None) => Body::empty(),
             };
             forward(route, cluster, conn, req.head, body, upgrade, on_upgrade).await?

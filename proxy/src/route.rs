@@ -9,7 +9,7 @@ use http::{HeaderName, Method};
 use regex::Regex;
 
 use crate::cluster::Cluster;
-use crate::config::{ConfigError, MatchConfig, Source, ValueMatchConfig};
+use crate::config::{ConfigError, MatchConfig, Source};
 use crate::filter::ChainEntry;
 use crate::metrics::RouteCounters;
 
@@ -63,10 +63,11 @@ impl Router {
         Router { routes }
     }
 
-    /// The first route matching the request, if any.
-    pub fn find(&self, req: &Parts) -> Option<&Route> {
+    /// The first route matching the request, if any. `identity` is the client's verified
+    /// certificate identity.
+    pub fn find(&self, req: &Parts, identity: Option<&str>) -> Option<&Route> {
         let host = request_host(req);
-        self.routes.iter().find(|r| r.matcher.matches(req, host))
+        self.routes.iter().find(|r| r.matcher.matches(req, host, identity))
     }
 }
 
@@ -119,6 +120,7 @@ pub struct Matcher {
     methods: Vec<Method>,
     headers: Vec<(HeaderName, ValueMatch)>,
     query: Vec<(String, ValueMatch)>,
+    identity: Option<ValueMatch>,
 }
 
 impl Matcher {
@@ -151,24 +153,30 @@ impl Matcher {
             .map(|h| {
                 let name = HeaderName::from_bytes(h.name.as_bytes())
                     .map_err(|_| src.error_at(route_span.clone(), format!("invalid header name {:?}", h.name)))?;
-                Ok((name, ValueMatch::build(h, src)?))
+                Ok((name, ValueMatch::build(&h.exact, &h.regex, h.present, src)?))
             })
             .collect::<Result<_, ConfigError>>()?;
         let query = m
             .query
             .iter()
-            .map(|q| Ok((q.name.clone(), ValueMatch::build(q, src)?)))
+            .map(|q| Ok((q.name.clone(), ValueMatch::build(&q.exact, &q.regex, q.present, src)?)))
             .collect::<Result<_, ConfigError>>()?;
+        let identity = m
+            .identity
+            .as_ref()
+            .map(|p| ValueMatch::build(&p.exact, &p.regex, p.present, src))
+            .transpose()?;
         Ok(Matcher {
             host,
             path,
             methods,
             headers,
             query,
+            identity,
         })
     }
 
-    fn matches(&self, req: &Parts, host: &str) -> bool {
+    fn matches(&self, req: &Parts, host: &str, identity: Option<&str>) -> bool {
         let host_ok = match &self.host {
             None => true,
             Some(HostMatch::Exact(h)) => host.eq_ignore_ascii_case(h),
@@ -191,12 +199,21 @@ impl Matcher {
                 let query = req.uri.query().unwrap_or("");
                 cond.check_any(query_values(query, name))
             })
+            && self
+                .identity
+                .as_ref()
+                .is_none_or(|cond| cond.check_any(identity.into_iter()))
     }
 }
 
 impl ValueMatch {
-    fn build(c: &ValueMatchConfig, src: &Source) -> Result<ValueMatch, ConfigError> {
-        Ok(match (&c.exact, &c.regex, c.present) {
+    fn build(
+        exact: &Option<String>,
+        regex: &Option<toml::Spanned<String>>,
+        present: Option<bool>,
+        src: &Source,
+    ) -> Result<ValueMatch, ConfigError> {
+        Ok(match (exact, regex, present) {
             (Some(v), _, _) => ValueMatch::Exact(v.clone()),
             (_, Some(re), _) => ValueMatch::Regex(anchored(re, src)?),
             (_, _, Some(p)) => ValueMatch::Present(p),

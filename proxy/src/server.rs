@@ -18,8 +18,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     // Bind everything before serving anything: a port in use fails the start, not half of it.
     let mut listeners = Vec::new();
     for l in &config.listeners {
-        let l = l.get_ref();
-        listeners.push(Listener::bind(&l.name, l.address, l.trust_forwarded).await?);
+        listeners.push(Listener::bind(l.get_ref()).await?);
     }
     let admin = match &config.admin {
         Some(admin) => Some(
@@ -30,9 +29,29 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         None => None,
     };
 
+    let mut quic = Vec::new();
+    for l in config.listeners.iter().map(|l| l.get_ref()).filter(|l| l.http3) {
+        let server = state.current().quic.get(&l.name).cloned();
+        let server = server.ok_or_else(|| anyhow::anyhow!("listener {:?}: no QUIC config", l.name))?;
+        quic.push((l.clone(), crate::quic::bind(l, server)?));
+    }
+
     for listener in listeners {
         tracing::info!(listener = %listener.name, address = %listener.socket.local_addr()?, "listening");
         tokio::spawn(listener.serve(state.clone(), shutdown.clone(), drained_tx.clone()));
+    }
+    for (l, endpoint) in quic {
+        tracing::info!(listener = %l.name, address = %l.address, "listening for HTTP/3 (UDP)");
+        if let Ok(mut endpoints) = state.quic_endpoints.lock() {
+            endpoints.insert(l.name.clone(), endpoint.clone());
+        }
+        tokio::spawn(crate::quic::serve(
+            l,
+            endpoint,
+            state.clone(),
+            shutdown.clone(),
+            drained_tx.clone(),
+        ));
     }
     if let Some(socket) = admin {
         tracing::info!(address = %socket.local_addr()?, "admin listening");

@@ -1,6 +1,7 @@
 //! The running state: the config version serving now, how it is built from a `Config`,
 //! and how a new version replaces it atomically (or is rejected, leaving the old one).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,7 @@ use http::HeaderValue;
 use crate::cluster::{Cluster, Clusters};
 use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::filter::headers::HeadersFilter;
+use crate::filter::identity::IdentityFilter;
 use crate::filter::{ChainEntry, Filter};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::route::{Matcher, Route, Router};
@@ -24,9 +26,24 @@ pub struct Runtime {
     pub clusters: Arc<Clusters>,
     pub metrics: Arc<Metrics>,
     /// The listeners this version was built for; a reload may not change them.
-    pub listeners: Vec<(String, std::net::SocketAddr, bool)>,
-    /// Plugin files, watched for hot reload.
-    pub plugin_files: Vec<PathBuf>,
+    pub listeners: Vec<ListenerSpec>,
+    /// TLS server configs by listener name (ALPN h2, http/1.1).
+    pub tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    /// QUIC server configs by listener name, for listeners with `http3`.
+    pub quic: HashMap<String, quinn::ServerConfig>,
+    /// Files this version was built from (plugins, certificates, keys), watched for reloads.
+    pub files: Vec<PathBuf>,
+}
+
+/// What identifies a listener's socket and behaviour; fixed for the life of the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    name: String,
+    address: std::net::SocketAddr,
+    trust_forwarded: bool,
+    tls: bool,
+    http3: bool,
+    forward_client_cert: bool,
 }
 
 /// Where the config comes from.
@@ -57,6 +74,8 @@ pub struct State {
     next_version: AtomicU64,
     /// Serialises reloads; never taken on the request path.
     reloading: tokio::sync::Mutex<()>,
+    /// HTTP/3 endpoints by listener name, handed new TLS configs on reload.
+    pub quic_endpoints: std::sync::Mutex<HashMap<String, quinn::Endpoint>>,
 }
 
 impl State {
@@ -71,6 +90,7 @@ impl State {
             source,
             next_version: AtomicU64::new(2),
             reloading: tokio::sync::Mutex::new(()),
+            quic_endpoints: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -103,23 +123,40 @@ impl State {
         let wanted = listener_specs(&config);
         if wanted != running.listeners {
             return Err(config.source.error(
-                "listeners differ from the running ones (name, address, trust_forwarded): \
-                 changing listeners needs a restart",
+                "listeners differ from the running ones (name, address, trust_forwarded, tls on/off, \
+                 http3, forward_client_cert): changing listeners needs a restart",
             ));
         }
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
         let runtime = build(&config, version, &self.metrics, &self.wasm).await?;
+        for (name, endpoint) in self
+            .quic_endpoints
+            .lock()
+            .map_err(|_| config.source.error("QUIC state poisoned"))?
+            .iter()
+        {
+            if let Some(quic) = runtime.quic.get(name) {
+                endpoint.set_server_config(Some(quic.clone()));
+            }
+        }
         self.current.store(Arc::new(runtime));
         Ok(version)
     }
 }
 
-fn listener_specs(config: &Config) -> Vec<(String, std::net::SocketAddr, bool)> {
+fn listener_specs(config: &Config) -> Vec<ListenerSpec> {
     config.listeners.iter().map(|l| spec(l.get_ref())).collect()
 }
 
-fn spec(l: &ListenerConfig) -> (String, std::net::SocketAddr, bool) {
-    (l.name.clone(), l.address, l.trust_forwarded)
+fn spec(l: &ListenerConfig) -> ListenerSpec {
+    ListenerSpec {
+        name: l.name.clone(),
+        address: l.address,
+        trust_forwarded: l.trust_forwarded,
+        tls: l.tls.is_some(),
+        http3: l.http3,
+        forward_client_cert: l.forward_client_cert,
+    }
 }
 
 /// Builds a config version: clusters, then filters (compiling and initialising Wasm
@@ -131,28 +168,60 @@ pub async fn build(
     wasm: &WasmHost,
 ) -> Result<Runtime, ConfigError> {
     let src = &config.source;
+    let mut files = Vec::new();
     let mut clusters = Clusters::new();
     for c in &config.clusters {
+        if let Some(t) = &c.get_ref().tls {
+            files.extend(
+                [Some(t.ca.clone()), t.cert.clone(), t.key.clone()]
+                    .into_iter()
+                    .flatten(),
+            );
+        }
         let cluster = Cluster::build(c, src)?;
         clusters.insert(cluster.name.clone(), Arc::new(cluster));
     }
     let clusters = Arc::new(clusters);
 
+    let mut tls = HashMap::new();
+    let mut quic = HashMap::new();
+    for spanned in &config.listeners {
+        let l = spanned.get_ref();
+        let Some(settings) = &l.tls else { continue };
+        let fail = |e: String| src.error_at(spanned.span(), format!("listener {:?}: {e}", l.name));
+        files.extend(
+            settings
+                .certificates
+                .iter()
+                .flat_map(|c| [c.cert.clone(), c.key.clone()]),
+        );
+        files.extend(settings.client_ca.iter().cloned());
+        let server = crate::tls::server_config(settings, &[b"h2", b"http/1.1"], false).map_err(fail)?;
+        tls.insert(l.name.clone(), Arc::new(server));
+        if l.http3 {
+            quic.insert(l.name.clone(), crate::quic::server_config(settings).map_err(fail)?);
+        }
+    }
+
     let mut filters: Vec<(&str, ChainEntry)> = Vec::new();
-    let mut plugin_files = Vec::new();
     for spanned in &config.filters {
         let f = spanned.get_ref();
         let fail = |e: String| src.error_at(spanned.span(), format!("filter {:?}: {e}", f.name));
         let filter: Arc<dyn Filter> = match (&f.wasm, f.native.as_deref()) {
             (Some(path), _) => {
                 let json = serde_json::to_string(&f.config).map_err(|e| fail(e.to_string()))?;
-                plugin_files.push(path.clone());
+                files.push(path.clone());
                 wasm.load_filter(&f.name, path, &json, &f.limits, clusters.clone())
                     .await
                     .map_err(|e| fail(format!("{e:#}")))?
             }
             (None, Some("headers")) => Arc::new(HeadersFilter::new(&f.name, f.config.clone()).map_err(fail)?),
-            (None, Some(other)) => return Err(fail(format!("unknown native filter {other:?} (known: headers)"))),
+            (None, Some("identity")) => Arc::new(IdentityFilter::new(&f.name, f.config.clone()).map_err(fail)?),
+            (None, Some(other)) => {
+                return Err(fail(format!(
+                    "unknown native filter {other:?} (known: headers, identity)"
+                )));
+            }
             (None, None) => return Err(fail("needs `wasm` or `native`".to_owned())),
         };
         filters.push((
@@ -205,7 +274,9 @@ pub async fn build(
         clusters,
         metrics: metrics.clone(),
         listeners: listener_specs(config),
-        plugin_files,
+        tls,
+        quic,
+        files,
     })
 }
 

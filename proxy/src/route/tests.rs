@@ -20,7 +20,7 @@ fn request(method: &str, uri: &str, headers: &[(&str, &str)]) -> Parts {
 }
 
 fn hits(m: &Matcher, req: &Parts) -> bool {
-    m.matches(req, request_host(req))
+    m.matches(req, request_host(req), None)
 }
 
 #[test]
@@ -101,4 +101,16 @@ fn invalid_regex_is_a_located_config_error() {
         .expect("rejected");
     assert!(err.message.contains("invalid regex"), "{}", err.message);
     assert_eq!(err.position.map(|p| p.0), Some(9));
+}
+
+#[test]
+fn client_identity() {
+    let m = matcher("{ identity = { regex = \"spiffe://example.org/ns/prod/.*\" } }");
+    let req = request("GET", "/", &[]);
+    assert!(m.matches(&req, "", Some("spiffe://example.org/ns/prod/sa/web")));
+    assert!(!m.matches(&req, "", Some("spiffe://example.org/ns/dev/sa/web")));
+    assert!(!m.matches(&req, "", None), "no certificate, no identity");
+    let anyone = matcher("{ identity = { present = true } }");
+    assert!(anyone.matches(&req, "", Some("CN=x")));
+    assert!(!anyone.matches(&req, "", None));
 }

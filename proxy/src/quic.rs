@@ -1,0 +1,164 @@
+//! HTTP/3: QUIC (quinn) with h3 on a TLS listener's port number over UDP, feeding the same
+//! request path (`proxy::handle`) as HTTP/1.1 and HTTP/2.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::Request;
+use http_body::{Body as _, Frame};
+use tokio::sync::{mpsc, watch};
+
+use crate::body::{Body, BodyError};
+use crate::config::{ListenerConfig, ListenerTlsConfig};
+use crate::forward::ConnInfo;
+use crate::state::State;
+use crate::tls::PeerIdentity;
+
+/// QUIC needs TLS 1.3 and the `h3` ALPN; otherwise the listener's TLS settings apply.
+pub fn server_config(tls: &ListenerTlsConfig) -> Result<quinn::ServerConfig, String> {
+    let rustls = crate::tls::server_config(tls, &[b"h3"], true)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls).map_err(|e| e.to_string())?;
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+}
+
+/// Binds the UDP side of an `http3` listener.
+pub fn bind(config: &ListenerConfig, server: quinn::ServerConfig) -> anyhow::Result<quinn::Endpoint> {
+    quinn::Endpoint::server(server, config.address).map_err(|e| {
+        anyhow::anyhow!(
+            "listener {:?} cannot bind UDP {} for HTTP/3: {e}",
+            config.name,
+            config.address
+        )
+    })
+}
+
+/// Accepts QUIC connections until shutdown.
+pub async fn serve(
+    config: ListenerConfig,
+    endpoint: quinn::Endpoint,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+    drained: mpsc::Sender<()>,
+) {
+    let name: Arc<str> = config.name.as_str().into();
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => match incoming { Some(i) => i, None => break },
+            _ = shutdown.changed() => break,
+        };
+        let (name, state, shutdown, drained) = (name.clone(), state.clone(), shutdown.clone(), drained.clone());
+        let (trust, forward_cert) = (config.trust_forwarded, config.forward_client_cert);
+        tokio::spawn(async move {
+            let connection = match incoming.await {
+                Ok(c) => c,
+                Err(e) => return tracing::info!(listener = %name, error = %e, "QUIC handshake failed"),
+            };
+            let peer = connection.remote_address();
+            let identity = connection
+                .peer_identity()
+                .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+                .and_then(|certs| certs.first().and_then(PeerIdentity::from_der));
+            let conn = ConnInfo::new(peer, name, "https", trust).with_peer(identity.as_ref(), forward_cert);
+            if let Err(e) = serve_connection(connection, Arc::new(conn), state, shutdown, drained).await {
+                tracing::debug!(%peer, error = %e, "HTTP/3 connection ended with an error");
+            }
+        });
+    }
+    tracing::info!(listener = %name, "stopped accepting HTTP/3");
+}
+
+async fn serve_connection(
+    connection: quinn::Connection,
+    conn: Arc<ConnInfo>,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+    drained: mpsc::Sender<()>,
+) -> Result<(), h3::error::ConnectionError> {
+    let mut h3 = h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(connection)).await?;
+    let mut draining = false;
+    loop {
+        let resolver = tokio::select! {
+            accepted = h3.accept() => match accepted? { Some(r) => r, None => return Ok(()) },
+            _ = shutdown.changed(), if !draining => {
+                // GOAWAY: requests already accepted finish, new ones go elsewhere.
+                draining = true;
+                h3.shutdown(0).await?;
+                continue;
+            }
+        };
+        let (conn, state, drained) = (conn.clone(), state.clone(), drained.clone());
+        tokio::spawn(async move {
+            match resolver.resolve_request().await {
+                Ok((req, stream)) => {
+                    if let Err(e) = answer(req, stream, conn.peer, &conn, state).await {
+                        tracing::debug!(peer = %conn.peer, error = %e, "HTTP/3 stream failed");
+                    }
+                }
+                Err(e) => tracing::debug!(peer = %conn.peer, error = %e, "HTTP/3 request unreadable"),
+            }
+            drop(drained);
+        });
+    }
+}
+
+type Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+async fn answer(
+    req: Request<()>,
+    stream: Stream,
+    _peer: SocketAddr,
+    conn: &Arc<ConnInfo>,
+    state: Arc<State>,
+) -> Result<(), BodyError> {
+    let (mut send, recv) = stream.split();
+    let req = req.map(|()| Body::boxed(RequestBody { recv, data_done: false }));
+    let Ok(resp) = crate::proxy::handle(state, conn.clone(), req).await;
+    let (head, mut body) = resp.into_parts();
+    send.send_response(http::Response::from_parts(head, ())).await?;
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame?;
+        if frame.is_data() {
+            if let Ok(data) = frame.into_data() {
+                send.send_data(data).await?;
+            }
+        } else if let Ok(trailers) = frame.into_trailers() {
+            send.send_trailers(trailers).await?;
+        }
+    }
+    send.finish().await?;
+    Ok(())
+}
+
+/// The request body of an HTTP/3 stream, as an `http_body::Body`.
+struct RequestBody {
+    recv: h3::server::RequestStream<h3_quinn::RecvStream, Bytes>,
+    data_done: bool,
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = h3::error::StreamError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if !self.data_done {
+            match self.recv.poll_recv_data(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Ok(Some(mut buf))) => {
+                    let bytes = buf.copy_to_bytes(buf.remaining());
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                Poll::Ready(Ok(None)) => self.data_done = true,
+            }
+        }
+        match self.recv.poll_recv_trailers(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+        }
+    }
+}
