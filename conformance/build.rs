@@ -10,8 +10,18 @@ use std::process::Command;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest.parent().expect("conformance/ is inside the workspace").to_path_buf();
-    for dir in ["wit", "sdk/src", "sdk/Cargo.toml", "examples/hello-filter", "conformance/plugins", ".cargo/config.toml"] {
+    let root = manifest
+        .parent()
+        .expect("conformance/ is inside the workspace")
+        .to_path_buf();
+    for dir in [
+        "wit",
+        "sdk/src",
+        "sdk/Cargo.toml",
+        "examples/hello-filter",
+        "conformance/plugins",
+        ".cargo/config.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
 
@@ -39,13 +49,24 @@ fn main() {
     for entry in std::fs::read_dir(root.join("conformance/plugins")).expect("conformance/plugins exists") {
         let dir = entry.expect("readable plugins dir").path();
         if dir.join("Cargo.toml").exists() {
-            let name = dir.file_name().and_then(|n| n.to_str()).expect("UTF-8 plugin dir name").to_owned();
-            crates.push((name.clone(), out.join(format!("plugin_{}.wasm", name.replace('-', "_")))));
+            let name = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("UTF-8 plugin dir name")
+                .to_owned();
+            crates.push((
+                name.clone(),
+                out.join(format!("plugin_{}.wasm", name.replace('-', "_"))),
+            ));
         }
     }
     crates.push(("hello-filter".to_owned(), out.join("hello_filter.wasm")));
     for (name, artifact) in crates {
-        assert!(exists(&artifact), "`cargo plugins` did not produce {}", artifact.display());
+        assert!(
+            exists(&artifact),
+            "`cargo plugins` did not produce {}",
+            artifact.display()
+        );
         let var = format!("WEFT_PLUGIN_{}", name.replace('-', "_").to_uppercase());
         println!("cargo:rustc-env={var}={}", artifact.display());
     }

@@ -32,7 +32,13 @@ fn ctx() -> RequestCtx {
     RequestCtx::new(addr, "public".into(), "api".into(), "http")
 }
 
-fn load(rt: &tokio::runtime::Runtime, host: &WasmHost, plugin: &str, config: &str, reuse: InstanceReuse) -> Arc<dyn Filter> {
+fn load(
+    rt: &tokio::runtime::Runtime,
+    host: &WasmHost,
+    plugin: &str,
+    config: &str,
+    reuse: InstanceReuse,
+) -> Arc<dyn Filter> {
     let limits = LimitsConfig::default();
     let clusters = Arc::new(Clusters::new());
     rt.block_on(host.load_filter_with("bench", Path::new(plugin), config, &limits, clusters, reuse))
@@ -40,14 +46,22 @@ fn load(rt: &tokio::runtime::Runtime, host: &WasmHost, plugin: &str, config: &st
 }
 
 fn phases(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
     let host = WasmHost::new(&WasmConfig::default(), Arc::new(Metrics::default())).unwrap_or_else(|e| panic!("{e:#}"));
 
     let mut group = c.benchmark_group("request_phase");
     for (name, plugin, config, reuse) in [
         ("noop/pooled", plugins::NOOP, "{}", InstanceReuse::Pooled),
         ("noop/fresh_instance", plugins::NOOP, "{}", InstanceReuse::Fresh),
-        ("hello/pooled", plugins::HELLO_FILTER, r#"{"deny_prefix": "/private"}"#, InstanceReuse::Pooled),
+        (
+            "hello/pooled",
+            plugins::HELLO_FILTER,
+            r#"{"deny_prefix": "/private"}"#,
+            InstanceReuse::Pooled,
+        ),
     ] {
         let filter = load(&rt, &host, plugin, config, reuse);
         let mut req = request();
@@ -63,11 +77,13 @@ fn phases(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("load");
     group.sample_size(10);
-    group.bench_function("cached", |b| b.iter(|| load(&rt, &host, plugins::HELLO_FILTER, "{}", InstanceReuse::Pooled)));
+    group.bench_function("cached", |b| {
+        b.iter(|| load(&rt, &host, plugins::HELLO_FILTER, "{}", InstanceReuse::Pooled))
+    });
     group.bench_function("compile/new_host", |b| {
         b.iter(|| {
-            let host = WasmHost::new(&WasmConfig::default(), Arc::new(Metrics::default()))
-                .unwrap_or_else(|e| panic!("{e:#}"));
+            let host =
+                WasmHost::new(&WasmConfig::default(), Arc::new(Metrics::default())).unwrap_or_else(|e| panic!("{e:#}"));
             load(&rt, &host, plugins::HELLO_FILTER, "{}", InstanceReuse::Pooled)
         })
     });

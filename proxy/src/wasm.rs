@@ -143,7 +143,6 @@ impl WasmHost {
             options,
             body_limit: limits.body,
             cpu: limits.cpu,
-            metrics: self.metrics.clone(),
             clusters,
         }))
     }

@@ -29,19 +29,24 @@ pub fn init<F: Filter>(config: &str) -> Result<WitOptions, String> {
     let filter = F::init(config)?;
     let options = filter.options();
     FILTER.with(|slot| *slot.borrow_mut() = Some(Box::new(filter)));
-    Ok(WitOptions { request_body: options.request_body, response_body: options.response_body })
+    Ok(WitOptions {
+        request_body: options.request_body,
+        response_body: options.response_body,
+    })
 }
 
 fn with_filter<F: Filter>(run: impl FnOnce(&F) -> Decision) -> WitDecision {
-    FILTER.with(|slot| match slot.borrow().as_ref().and_then(|f| f.downcast_ref::<F>()) {
-        Some(filter) => lower(run(filter)),
-        // The host always calls `init` first; answer rather than trap if it did not.
-        None => WitDecision::Respond(wit::Reply {
-            status: 500,
-            headers: Vec::new(),
-            body: b"filter used before init".to_vec(),
-        }),
-    })
+    FILTER.with(
+        |slot| match slot.borrow().as_ref().and_then(|f| f.downcast_ref::<F>()) {
+            Some(filter) => lower(run(filter)),
+            // The host always calls `init` first; answer rather than trap if it did not.
+            None => WitDecision::Respond(wit::Reply {
+                status: 500,
+                headers: Vec::new(),
+                body: b"filter used before init".to_vec(),
+            }),
+        },
+    )
 }
 
 pub fn on_request<F: Filter>(request: WitRequestRef<'_>) -> WitDecision {
@@ -55,9 +60,11 @@ pub fn on_response<F: Filter>(response: WitResponseRef<'_>) -> WitDecision {
 fn lower(decision: Decision) -> WitDecision {
     match decision {
         Decision::Continue => WitDecision::Continue,
-        Decision::Respond(reply) => {
-            WitDecision::Respond(wit::Reply { status: reply.status, headers: reply.headers, body: reply.body })
-        }
+        Decision::Respond(reply) => WitDecision::Respond(wit::Reply {
+            status: reply.status,
+            headers: reply.headers,
+            body: reply.body,
+        }),
         Decision::Reroute(cluster) => WitDecision::Reroute(cluster),
     }
 }

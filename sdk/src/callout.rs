@@ -115,10 +115,18 @@ impl Callout {
     /// ```
     pub fn send(self, cluster: &str) -> Result<CalloutResponse, String> {
         let timeout_ms = u32::try_from(self.timeout.as_millis()).unwrap_or(u32::MAX);
-        let request =
-            wit::CalloutRequest { method: self.method, path: self.path, headers: self.headers, body: self.body };
+        let request = wit::CalloutRequest {
+            method: self.method,
+            path: self.path,
+            headers: self.headers,
+            body: self.body,
+        };
         let response = wit::send(cluster, &request, timeout_ms)?;
-        Ok(CalloutResponse { status: response.status, headers: response.headers, body: response.body })
+        Ok(CalloutResponse {
+            status: response.status,
+            headers: response.headers,
+            body: response.body,
+        })
     }
 }
 
@@ -130,7 +138,10 @@ impl CalloutResponse {
     /// let kind = response.header("content-type");
     /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as UTF-8 text (lossily converted).

@@ -9,7 +9,9 @@ use weft_conformance::{Upstream, full, plugins};
 use super::support::*;
 
 async fn caps(name: &str) -> Arc<dyn Filter> {
-    load(name, plugins::CAPABILITIES, "{}").await.expect("load capabilities")
+    load(name, plugins::CAPABILITIES, "{}")
+        .await
+        .expect("load capabilities")
 }
 
 #[tokio::test]
@@ -33,9 +35,16 @@ async fn metadata_describes_the_request() {
 #[tokio::test]
 async fn headers_path_and_direct_replies() {
     let filter = caps("cap-http").await;
-    let (decision, req) =
-        run(&*filter, "/old?q=1", &[("x-cap-set-path", "/new?q=2"), ("x-cap-remove", "x-secret"), ("x-secret", "s")])
-            .await;
+    let (decision, req) = run(
+        &*filter,
+        "/old?q=1",
+        &[
+            ("x-cap-set-path", "/new?q=2"),
+            ("x-cap-remove", "x-secret"),
+            ("x-secret", "s"),
+        ],
+    )
+    .await;
     assert!(is_continue(&decision));
     assert_eq!(req.head.uri, "/new?q=2");
     assert_eq!(header(&req, "x-set-path"), Some("ok"));
@@ -51,9 +60,15 @@ async fn headers_path_and_direct_replies() {
 #[tokio::test]
 async fn reroute_names_a_cluster_of_the_config() {
     let up = Upstream::echo("canary").await;
-    let filter = load_with("cap-reroute", plugins::CAPABILITIES, "{}", &default_limits(), clusters(&[("canary", up.addr)]))
-        .await
-        .expect("load");
+    let filter = load_with(
+        "cap-reroute",
+        plugins::CAPABILITIES,
+        "{}",
+        &default_limits(),
+        clusters(&[("canary", up.addr)]),
+    )
+    .await
+    .expect("load");
     match run(&*filter, "/", &[("x-cap-reroute", "canary")]).await.0 {
         Ok(Decision::Reroute(cluster)) => assert_eq!(&*cluster, "canary"),
         other => panic!("expected a reroute, got {:?}", other.err()),
@@ -66,14 +81,26 @@ async fn reroute_names_a_cluster_of_the_config() {
 
 #[tokio::test]
 async fn response_phase_sees_and_changes_the_response() {
-    let filter = load("cap-resp", plugins::CAPABILITIES, r#"{"response_body": true}"#).await.expect("load");
+    let filter = load("cap-resp", plugins::CAPABILITIES, r#"{"response_body": true}"#)
+        .await
+        .expect("load");
     assert_eq!(filter.response_body_limit(), Some(default_limits().body));
     let mut resp = response(200, &[]);
     resp.body = Some("twelve bytes".into());
     assert!(is_continue(&filter.on_response(&mut resp, &mut ctx()).await));
-    assert_eq!(resp.head.headers.get("x-cap-response").map(|v| v.as_bytes()), Some(&b"seen"[..]));
-    assert_eq!(resp.head.headers.get("x-resp-body-len").map(|v| v.as_bytes()), Some(&b"12"[..]));
-    assert_eq!(resp.body.as_deref(), Some(&b"twelve bytes"[..]), "the body is handed back");
+    assert_eq!(
+        resp.head.headers.get("x-cap-response").map(|v| v.as_bytes()),
+        Some(&b"seen"[..])
+    );
+    assert_eq!(
+        resp.head.headers.get("x-resp-body-len").map(|v| v.as_bytes()),
+        Some(&b"12"[..])
+    );
+    assert_eq!(
+        resp.body.as_deref(),
+        Some(&b"twelve bytes"[..]),
+        "the body is handed back"
+    );
 
     let mut resp = response(200, &[("x-cap-replace", "503")]);
     let decision = filter.on_response(&mut resp, &mut ctx()).await;
@@ -82,13 +109,27 @@ async fn response_phase_sees_and_changes_the_response() {
 
 #[tokio::test]
 async fn request_bodies_are_visible_and_replaceable_only_when_asked_for() {
-    let filter = load("cap-body", plugins::CAPABILITIES, r#"{"request_body": true}"#).await.expect("load");
-    let mut req = request("/", &[("x-cap-body", "1"), ("x-cap-set-body", "replaced")]);
+    let filter = load("cap-body", plugins::CAPABILITIES, r#"{"request_body": true}"#)
+        .await
+        .expect("load");
+    let mut req = request(
+        "/",
+        &[
+            ("x-cap-body", "1"),
+            ("x-cap-set-body", "replaced!"),
+            ("content-length", "8"),
+        ],
+    );
     req.body = Some("original".into());
     assert!(is_continue(&on_request(&*filter, &mut req).await));
     assert_eq!(header(&req, "x-body-len"), Some("8"));
+    assert_eq!(
+        header(&req, "content-length"),
+        Some("9"),
+        "the length follows the new body"
+    );
     assert_eq!(header(&req, "x-set-body"), Some("ok"));
-    assert_eq!(req.body.as_deref(), Some(&b"replaced"[..]));
+    assert_eq!(req.body.as_deref(), Some(&b"replaced!"[..]));
 
     let streaming = caps("cap-nobody").await;
     assert_eq!(streaming.request_body_limit(), None);
@@ -104,15 +145,38 @@ async fn kv_counts_atomically_expires_and_is_private_to_each_filter() {
     let incr = [("x-cap-kv-incr", "hits"), ("x-cap-kv-ttl-ms", "150")];
     assert_eq!(header(&run(&*a, "/", &incr).await.1, "x-kv-count"), Some("1"));
     assert_eq!(header(&run(&*a, "/", &incr).await.1, "x-kv-count"), Some("2"));
-    assert_eq!(header(&run(&*b, "/", &incr).await.1, "x-kv-count"), Some("1"), "filter b has its own keys");
+    assert_eq!(
+        header(&run(&*b, "/", &incr).await.1, "x-kv-count"),
+        Some("1"),
+        "filter b has its own keys"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(header(&run(&*a, "/", &incr).await.1, "x-kv-count"), Some("1"), "the window expired");
+    assert_eq!(
+        header(&run(&*a, "/", &incr).await.1, "x-kv-count"),
+        Some("1"),
+        "the window expired"
+    );
 
-    assert_eq!(header(&run(&*a, "/", &[("x-cap-kv-set", "mode=dark")]).await.1, "x-kv-set"), Some("ok"));
-    assert_eq!(header(&run(&*a, "/", &[("x-cap-kv-get", "mode")]).await.1, "x-kv-value"), Some("dark"));
-    assert_eq!(header(&run(&*b, "/", &[("x-cap-kv-get", "mode")]).await.1, "x-kv-missing"), Some("1"));
-    assert_eq!(header(&run(&*a, "/", &[("x-cap-kv-delete", "mode")]).await.1, "x-kv-deleted"), Some("true"));
-    assert_eq!(header(&run(&*a, "/", &[("x-cap-kv-delete", "mode")]).await.1, "x-kv-deleted"), Some("false"));
+    assert_eq!(
+        header(&run(&*a, "/", &[("x-cap-kv-set", "mode=dark")]).await.1, "x-kv-set"),
+        Some("ok")
+    );
+    assert_eq!(
+        header(&run(&*a, "/", &[("x-cap-kv-get", "mode")]).await.1, "x-kv-value"),
+        Some("dark")
+    );
+    assert_eq!(
+        header(&run(&*b, "/", &[("x-cap-kv-get", "mode")]).await.1, "x-kv-missing"),
+        Some("1")
+    );
+    assert_eq!(
+        header(&run(&*a, "/", &[("x-cap-kv-delete", "mode")]).await.1, "x-kv-deleted"),
+        Some("true")
+    );
+    assert_eq!(
+        header(&run(&*a, "/", &[("x-cap-kv-delete", "mode")]).await.1, "x-kv-deleted"),
+        Some("false")
+    );
     let (_, req) = run(&*a, "/", &[("x-cap-kv-set", "word=abc"), ("x-cap-kv-incr", "word")]).await;
     assert!(header(&req, "x-kv-count").is_some_and(|e| e.contains("not an integer")));
 }
@@ -121,12 +185,26 @@ async fn kv_counts_atomically_expires_and_is_private_to_each_filter() {
 async fn metrics_and_logs_reach_the_host() {
     let filter = caps("cap-metrics").await;
     for _ in 0..3 {
-        let (decision, _) = run(&*filter, "/", &[("x-cap-metric", "seen"), ("x-cap-log", "hello from the guest")]).await;
+        let (decision, _) = run(
+            &*filter,
+            "/",
+            &[("x-cap-metric", "seen"), ("x-cap-log", "hello from the guest")],
+        )
+        .await;
         assert!(is_continue(&decision));
     }
-    assert_eq!(sample(r#"weft_filter_counter_total{filter="cap-metrics",name="seen"}"#), Some(3.0));
-    assert_eq!(sample(r#"weft_filter_gauge{filter="cap-metrics",name="seen"}"#), Some(7.0));
-    assert_eq!(sample(r#"weft_filter_histogram_count{filter="cap-metrics",name="seen"}"#), Some(3.0));
+    assert_eq!(
+        sample(r#"weft_filter_counter_total{filter="cap-metrics",name="seen"}"#),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(r#"weft_filter_gauge{filter="cap-metrics",name="seen"}"#),
+        Some(7.0)
+    );
+    assert_eq!(
+        sample(r#"weft_filter_histogram_count{filter="cap-metrics",name="seen"}"#),
+        Some(3.0)
+    );
 }
 
 #[tokio::test]
@@ -136,40 +214,86 @@ async fn callouts_reach_a_cluster_and_waiting_is_not_cpu_time() {
         if slow {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        let from = req.headers().get("x-from").and_then(|v| v.to_str().ok()).unwrap_or("?").to_owned();
-        http::Response::builder().status(201).body(full(format!("hello {from}"))).expect("response")
+        let from = req
+            .headers()
+            .get("x-from")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_owned();
+        http::Response::builder()
+            .status(201)
+            .body(full(format!("hello {from}")))
+            .expect("response")
     })
     .await;
     // A 50 ms CPU budget, and a callout that waits 300 ms: waiting must not count.
     let limits = limits(16 << 20, Duration::from_millis(50), 1 << 20);
-    let filter = load_with("cap-callout", plugins::CAPABILITIES, "{}", &limits, clusters(&[("auth", up.addr)]))
-        .await
-        .expect("load");
+    let filter = load_with(
+        "cap-callout",
+        plugins::CAPABILITIES,
+        "{}",
+        &limits,
+        clusters(&[("auth", up.addr)]),
+    )
+    .await
+    .expect("load");
 
-    let (decision, _) = run(&*filter, "/", &[("x-cap-callout", "auth"), ("x-cap-callout-path", "/slow")]).await;
+    let (decision, _) = run(
+        &*filter,
+        "/",
+        &[("x-cap-callout", "auth"), ("x-cap-callout-path", "/slow")],
+    )
+    .await;
     let (status, body) = responded(decision).await;
-    assert_eq!((status, body.as_str()), (200, "hello capabilities"), "the guest replies with the callout's body");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "hello capabilities"),
+        "the guest replies with the callout's body"
+    );
 
     let (decision, _) = run(&*filter, "/", &[("x-cap-callout", "nowhere")]).await;
     let (status, body) = responded(decision).await;
     assert_eq!(status, 502);
-    assert!(body.contains("unknown cluster \"nowhere\"") && body.contains("auth"), "{body}");
+    assert!(
+        body.contains("unknown cluster \"nowhere\"") && body.contains("auth"),
+        "{body}"
+    );
 
     let started = Instant::now();
-    let slow = [("x-cap-callout", "auth"), ("x-cap-callout-path", "/slow"), ("x-cap-callout-timeout-ms", "80")];
+    let slow = [
+        ("x-cap-callout", "auth"),
+        ("x-cap-callout-path", "/slow"),
+        ("x-cap-callout-timeout-ms", "80"),
+    ];
     let (status, body) = responded(run(&*filter, "/", &slow).await.0).await;
     assert_eq!(status, 502);
     assert!(body.contains("80ms"), "the timeout is named: {body}");
-    assert!(started.elapsed() < Duration::from_millis(280), "gave up after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(280),
+        "gave up after {:?}",
+        started.elapsed()
+    );
 
     // Concurrent phases suspended in callouts each hold their own instance.
     let calls = (0..8).map(|_| {
         let filter = filter.clone();
-        async move { run(&*filter, "/", &[("x-cap-callout", "auth"), ("x-cap-callout-path", "/slow")]).await.0 }
+        async move {
+            run(
+                &*filter,
+                "/",
+                &[("x-cap-callout", "auth"), ("x-cap-callout-path", "/slow")],
+            )
+            .await
+            .0
+        }
     });
     let started = Instant::now();
     for decision in futures_util::future::join_all(calls).await {
         assert_eq!(responded(decision).await.0, 200);
     }
-    assert!(started.elapsed() < Duration::from_millis(1200), "callouts ran concurrently: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "callouts ran concurrently: {:?}",
+        started.elapsed()
+    );
 }

@@ -39,28 +39,53 @@ async fn hello_filter_denies_its_prefix_stamps_responses_and_counts() {
 
     let mut resp = response(200, &[]);
     assert!(is_continue(&filter.on_response(&mut resp, &mut ctx()).await));
-    assert_eq!(resp.head.headers.get("x-greeting").map(|v| v.as_bytes()), Some(&b"hi"[..]));
+    assert_eq!(
+        resp.head.headers.get("x-greeting").map(|v| v.as_bytes()),
+        Some(&b"hi"[..])
+    );
 
-    assert_eq!(sample(r#"weft_filter_counter_total{filter="hello",name="requests"}"#), Some(2.0));
-    assert_eq!(sample(r#"weft_filter_counter_total{filter="hello",name="denied"}"#), Some(1.0));
+    assert_eq!(
+        sample(r#"weft_filter_counter_total{filter="hello",name="requests"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(r#"weft_filter_counter_total{filter="hello",name="denied"}"#),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
 async fn a_config_the_sdk_cannot_parse_is_refused_with_serdes_message() {
     let text = error_text(load("hello-typo", plugins::HELLO_FILTER, r#"{"deny_prefx": "/x"}"#).await);
-    assert!(text.contains("init refused the config") && text.contains("unknown field `deny_prefx`"), "{text}");
+    assert!(
+        text.contains("init refused the config") && text.contains("unknown field `deny_prefx`"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn init_refusal_carries_the_guests_message() {
-    let text = error_text(load("refuser", plugins::CAPABILITIES, r#"{"refuse": "no upstream key configured"}"#).await);
-    assert!(text.contains("init refused the config: no upstream key configured"), "{text}");
+    let text = error_text(
+        load(
+            "refuser",
+            plugins::CAPABILITIES,
+            r#"{"refuse": "no upstream key configured"}"#,
+        )
+        .await,
+    );
+    assert!(
+        text.contains("init refused the config: no upstream key configured"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn a_plugin_for_another_wit_version_is_refused_naming_both_versions() {
     let text = error_text(load("future", plugins::WRONG_VERSION, "{}").await);
-    assert!(text.contains("weft:filter@0.2.0") && text.contains("weft:filter@0.1.0"), "{text}");
+    assert!(
+        text.contains("weft:filter@0.2.0") && text.contains("weft:filter@0.1.0"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -68,7 +93,10 @@ async fn files_that_are_not_components_are_refused_with_what_they_are() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("missing.wasm");
     let text = error_text(load("missing", missing.to_str().expect("utf-8"), "{}").await);
-    assert!(text.contains("cannot read plugin") && text.contains("missing.wasm"), "{text}");
+    assert!(
+        text.contains("cannot read plugin") && text.contains("missing.wasm"),
+        "{text}"
+    );
 
     let not_wasm = dir.path().join("notes.wasm");
     std::fs::write(&not_wasm, "just text").expect("write");
@@ -109,11 +137,18 @@ async fn reloading_an_unchanged_file_reuses_the_compiled_component() {
     std::fs::write(&changed_path, &changed).expect("write");
 
     let started = Instant::now();
-    load("cache-a", changed_path.to_str().expect("utf-8"), "{}").await.expect("first load");
+    load("cache-a", changed_path.to_str().expect("utf-8"), "{}")
+        .await
+        .expect("first load");
     let cold = started.elapsed();
     let started = Instant::now();
-    load("cache-b", changed_path.to_str().expect("utf-8"), "{}").await.expect("second load");
+    load("cache-b", changed_path.to_str().expect("utf-8"), "{}")
+        .await
+        .expect("second load");
     let warm = started.elapsed();
     eprintln!("load: cold {cold:?}, cached {warm:?}");
-    assert!(warm * 5 < cold, "a cached load ({warm:?}) should be far cheaper than compiling ({cold:?})");
+    assert!(
+        warm * 5 < cold,
+        "a cached load ({warm:?}) should be far cheaper than compiling ({cold:?})"
+    );
 }

@@ -60,7 +60,10 @@ pub async fn load_with(
     limits: &LimitsConfig,
     clusters: Arc<Clusters>,
 ) -> anyhow::Result<Arc<dyn Filter>> {
-    host().0.load_filter(name, Path::new(plugin), config, limits, clusters).await
+    host()
+        .0
+        .load_filter(name, Path::new(plugin), config, limits, clusters)
+        .await
 }
 
 pub fn request(path: &str, headers: &[(&str, &str)]) -> FilterRequest {
@@ -77,7 +80,10 @@ pub fn response(status: u16, headers: &[(&str, &str)]) -> FilterResponse {
     for (n, v) in headers {
         builder = builder.header(*n, *v);
     }
-    FilterResponse { head: builder.body(()).expect("response").into_parts().0, body: None }
+    FilterResponse {
+        head: builder.body(()).expect("response").into_parts().0,
+        body: None,
+    }
 }
 
 pub fn ctx() -> RequestCtx {
@@ -92,7 +98,11 @@ pub async fn on_request(filter: &dyn Filter, req: &mut FilterRequest) -> Result<
 
 /// Runs the request phase on a fresh request to `path` with `headers`, returning the
 /// request as the filter left it.
-pub async fn run(filter: &dyn Filter, path: &str, headers: &[(&str, &str)]) -> (Result<Decision, FilterError>, FilterRequest) {
+pub async fn run(
+    filter: &dyn Filter,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (Result<Decision, FilterError>, FilterRequest) {
     let mut req = request(path, headers);
     let result = on_request(filter, &mut req).await;
     (result, req)
@@ -112,7 +122,12 @@ pub async fn responded(d: Result<Decision, FilterError>) -> (u16, String) {
     match d {
         Ok(Decision::Respond(resp)) => {
             let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             (status, String::from_utf8_lossy(&body).into_owned())
         }
         Ok(Decision::Continue) => panic!("expected a direct response, got Continue"),
@@ -125,5 +140,8 @@ pub async fn responded(d: Result<Decision, FilterError>) -> (u16, String) {
 /// The value of a sample in the Prometheus exposition, e.g.
 /// `weft_filter_counter_total{filter="x",name="y"}`.
 pub fn sample(series: &str) -> Option<f64> {
-    metrics().encode().lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    metrics()
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }

@@ -12,7 +12,6 @@ use super::pool::Pool;
 use crate::body::Body;
 use crate::cluster::Clusters;
 use crate::filter::{Decision, Filter, FilterError, FilterRequest, FilterResponse, PhaseFuture, RequestCtx};
-use crate::metrics::Metrics;
 
 pub(crate) struct WasmFilter {
     pub name: Arc<str>,
@@ -20,15 +19,15 @@ pub(crate) struct WasmFilter {
     pub options: Options,
     pub body_limit: usize,
     pub cpu: Duration,
-    pub metrics: Arc<Metrics>,
     pub clusters: Arc<Clusters>,
 }
 
 impl WasmFilter {
-    /// Logs and counts a failure, then hands it to the chain.
+    /// Logs a failure with what only the host knows (phase, trap text), then hands it to
+    /// the chain, which counts it in `weft_filter_errors_total` (for every filter kind,
+    /// so it is not counted here too) and applies the entry's failure mode.
     fn fail(&self, phase: &'static str, err: FilterError) -> FilterError {
         tracing::warn!(filter = %self.name, phase, kind = err.kind(), error = %err, "wasm filter failed");
-        self.metrics.filter_error(&self.name, err.kind());
         err
     }
 

@@ -6,7 +6,7 @@
 //! in [`Phase`](super::state::Phase).
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use wasmtime::component::Resource;
 
@@ -62,10 +62,12 @@ fn remove_header(map: &mut HeaderMap, name: &str) {
     }
 }
 
-/// Replaces a buffered body. Over the limit is a limit hit (the phase fails), not an
-/// error the guest may ignore: a filter must not push more than `limits.body` through.
+/// Replaces a buffered body, and the `content-length` that described the old one. Over
+/// the limit is a limit hit (the phase fails), not an error the guest may ignore: a filter
+/// must not push more than `limits.body` through.
 fn set_body(
     slot: &mut Option<Bytes>,
+    headers: &mut HeaderMap,
     body: Vec<u8>,
     limit: usize,
     hit: &mut LimitHit,
@@ -81,6 +83,9 @@ fn set_body(
             "body of {} bytes is over the filter's limit of {limit}",
             body.len()
         )));
+    }
+    if headers.contains_key(CONTENT_LENGTH) {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
     *slot = Some(Bytes::from(body));
     Ok(Ok(()))
@@ -155,8 +160,10 @@ impl HostRequest for HostState {
     }
 
     fn set_body(&mut self, _: Resource<RequestHandle>, body: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        let phase = &mut self.phase;
         set_body(
-            &mut self.phase.req_body,
+            &mut phase.req_body,
+            &mut phase.req_head.headers,
             body,
             self.shared.body_limit,
             &mut self.limiter.hit,
@@ -220,8 +227,10 @@ impl HostResponse for HostState {
     }
 
     fn set_body(&mut self, _: Resource<ResponseHandle>, body: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        let phase = &mut self.phase;
         set_body(
-            &mut self.phase.resp_body,
+            &mut phase.resp_body,
+            &mut phase.resp_head.headers,
             body,
             self.shared.body_limit,
             &mut self.limiter.hit,

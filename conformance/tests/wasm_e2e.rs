@@ -1,0 +1,196 @@
+//! Wasm filters through the real `weft` binary: what a user configures, sends and sees.
+//! The host-level details (each capability, each limit) are in `tests/wasm/`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use weft_conformance::*;
+
+/// A config with one route through `filters` to the echo upstream `up`, and a second
+/// cluster `canary` for reroutes. `{filters}` is the `[[filters]]` tables.
+fn config(up: &Upstream, canary: &Upstream, filters: &str, chain: &str) -> String {
+    format!(
+        r#"
+[admin]
+address = "{{admin}}"
+
+[[listeners]]
+name = "main"
+address = "{{listen}}"
+
+[[clusters]]
+name = "web"
+endpoints = ["{up}"]
+
+[[clusters]]
+name = "canary"
+endpoints = ["{canary}"]
+
+{filters}
+
+[[routes]]
+name = "all"
+match = {{ path_prefix = "/" }}
+cluster = "web"
+filters = [{chain}]
+"#,
+        up = up.addr,
+        canary = canary.addr,
+    )
+}
+
+fn filter(name: &str, wasm: &str, extra: &str) -> String {
+    format!("[[filters]]\nname = \"{name}\"\nwasm = \"{wasm}\"\n{extra}\n")
+}
+
+async fn metric(weft: &Weft, series: &str) -> Option<f64> {
+    let (_, text) = weft.admin("GET", "/metrics").await;
+    text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+async fn request(weft: &Weft, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut builder = Request::builder().method(method).uri(weft.url(path));
+    for (n, v) in headers {
+        builder = builder.header(*n, *v);
+    }
+    let req = builder.body(Full::new(Bytes::from(body.to_owned()))).expect("request");
+    send(&http1_client(), req).await
+}
+
+#[tokio::test]
+async fn the_example_filter_denies_stamps_and_counts() {
+    let (up, canary) = (Upstream::echo("web").await, Upstream::echo("canary").await);
+    let hello = filter(
+        "hello",
+        plugins::HELLO_FILTER,
+        r#"config = { header_name = "x-hello", header_value = "world", deny_prefix = "/private" }"#,
+    );
+    let weft = Weft::start(&config(&up, &canary, &hello, r#""hello""#)).await;
+
+    let denied = get(&weft.url("/private/x")).await;
+    assert_eq!((denied.status, denied.text().as_str()), (403, "forbidden\n"));
+    assert_eq!(up.hits(), 0, "a denied request never reaches the upstream");
+
+    let ok = get(&weft.url("/public")).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.header("x-hello"), Some("world"));
+    assert_eq!(ok.json()["uri"], "/public");
+    assert_eq!(
+        metric(&weft, r#"weft_filter_counter_total{filter="hello",name="requests"}"#).await,
+        Some(2.0)
+    );
+}
+
+#[tokio::test]
+async fn a_runaway_filter_fails_closed_within_its_budget_and_open_when_configured() {
+    let (up, canary) = (Upstream::echo("web").await, Upstream::echo("canary").await);
+    let filters = filter("spin", plugins::INFINITE_LOOP, r#"limits = { cpu = "50ms" }"#)
+        + &filter(
+            "spin-open",
+            plugins::INFINITE_LOOP,
+            "on_error = \"open\"\nlimits = { cpu = \"50ms\" }",
+        );
+    let weft = Weft::start(&config(&up, &canary, &filters, r#""spin""#)).await;
+    let started = Instant::now();
+    let reply = get(&weft.url("/loop")).await;
+    assert_eq!(reply.status, 500);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(get(&weft.url("/fine")).await.status, 200, "the filter keeps serving");
+    assert_eq!(
+        metric(&weft, r#"weft_filter_errors_total{filter="spin",kind="cpu"}"#).await,
+        Some(1.0)
+    );
+    assert!(weft.log().contains("cpu"), "the failure is logged:\n{}", weft.log());
+
+    let open = Weft::start(&config(&up, &canary, &filters, r#""spin-open""#)).await;
+    let reply = get(&open.url("/loop")).await;
+    assert_eq!(reply.status, 200, "fail-open: the request goes on without the filter");
+}
+
+#[tokio::test]
+async fn capabilities_work_through_the_proxy() {
+    let (up, canary) = (Upstream::echo("web").await, Upstream::echo("canary").await);
+    let caps = filter("caps", plugins::CAPABILITIES, "config = { request_body = true }");
+    let weft = Weft::start(&config(&up, &canary, &caps, r#""caps""#)).await;
+
+    let rerouted = request(&weft, "GET", "/", &[("x-cap-reroute", "canary")], "").await;
+    assert_eq!(rerouted.json()["upstream"], "canary");
+
+    let meta = request(&weft, "GET", "/", &[("x-cap-metadata", "1")], "").await.json();
+    assert_eq!(seen_header(&meta, "x-meta-route"), Some("all"));
+    assert_eq!(seen_header(&meta, "x-meta-listener"), Some("main"));
+    assert!(seen_header(&meta, "x-meta-client").is_some_and(|c| c.starts_with("127.0.0.1:")));
+
+    let body = request(
+        &weft,
+        "POST",
+        "/",
+        &[("x-cap-body", "1"), ("x-cap-set-body", "rewritten")],
+        "original",
+    )
+    .await;
+    let seen = body.json();
+    assert_eq!(seen_header(&seen, "x-body-len"), Some("8"));
+    assert_eq!(seen["body"], "rewritten", "the upstream receives the filter's body");
+
+    let callout = request(
+        &weft,
+        "GET",
+        "/",
+        &[("x-cap-callout", "canary"), ("x-cap-callout-path", "/check")],
+        "",
+    )
+    .await;
+    assert_eq!(callout.status, 200);
+    let answer: serde_json::Value = serde_json::from_slice(&callout.body).expect("echo JSON");
+    assert_eq!(
+        (answer["upstream"].as_str(), answer["uri"].as_str()),
+        (Some("canary"), Some("/check"))
+    );
+
+    let counted = request(&weft, "GET", "/", &[("x-cap-kv-incr", "n")], "").await.json();
+    assert_eq!(seen_header(&counted, "x-kv-count"), Some("1"));
+    let counted = request(&weft, "GET", "/", &[("x-cap-kv-incr", "n")], "").await.json();
+    assert_eq!(seen_header(&counted, "x-kv-count"), Some("2"));
+
+    let replied = request(&weft, "GET", "/", &[("x-cap-respond", "429")], "").await;
+    assert_eq!(
+        (replied.status, replied.header("x-responded-by")),
+        (429, Some("capabilities"))
+    );
+    assert_eq!(
+        replied.header("x-cap-response"),
+        None,
+        "a filter that answered does not see its answer"
+    );
+}
+
+#[test]
+fn a_plugin_for_another_wit_version_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("weft.toml");
+    let text = format!(
+        "[[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:0\"\n[[clusters]]\nname = \"web\"\nendpoints = [\"127.0.0.1:9\"]\n\
+         {}[[routes]]\ncluster = \"web\"\nfilters = [\"future\"]\n",
+        filter("future", plugins::WRONG_VERSION, "")
+    );
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(weft_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run weft check");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("weft:filter@0.2.0") && stderr.contains("weft:filter@0.1.0"),
+        "{stderr}"
+    );
+}
