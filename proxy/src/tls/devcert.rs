@@ -50,6 +50,28 @@ impl Authority {
     /// Issues a certificate for `dns` names (IP addresses are accepted too) and `uris`
     /// (e.g. SPIFFE IDs), valid from now for a year.
     pub fn issue(&self, common_name: &str, dns: &[&str], uris: &[&str], usage: Usage) -> Result<Issued, rcgen::Error> {
+        let now = time::OffsetDateTime::now_utc();
+        self.issue_between(
+            common_name,
+            dns,
+            uris,
+            usage,
+            now - time::Duration::minutes(5),
+            now + time::Duration::days(365),
+        )
+    }
+
+    /// Like [`Authority::issue`], valid between the given instants (tests use this for
+    /// expired and not-yet-valid certificates).
+    pub fn issue_between(
+        &self,
+        common_name: &str,
+        dns: &[&str],
+        uris: &[&str],
+        usage: Usage,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> Result<Issued, rcgen::Error> {
         let mut params = CertificateParams::default();
         params.distinguished_name = name(common_name);
         for d in dns {
@@ -66,9 +88,8 @@ impl Authority {
             Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
         }];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::minutes(5);
-        params.not_after = now + time::Duration::days(365);
+        params.not_before = not_before;
+        params.not_after = not_after;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
