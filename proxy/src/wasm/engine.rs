@@ -33,10 +33,13 @@ pub(crate) struct Compiled {
 /// Compiled components kept for reloads: enough for every filter of a large config.
 const CACHE_ENTRIES: usize = 256;
 
+/// Compiled components by sha256 of their bytes, with when each was last used.
+type Cache = HashMap<[u8; 32], (Arc<Compiled>, Instant)>;
+
 pub(crate) struct Runtime {
     pub engine: Engine,
     linker: Linker<HostState>,
-    cache: Mutex<HashMap<[u8; 32], (Arc<Compiled>, Instant)>>,
+    cache: Mutex<Cache>,
 }
 
 fn wasmtime_error(e: wasmtime::Error) -> anyhow::Error {
