@@ -20,6 +20,7 @@ fn main() {
         "sdk/Cargo.toml",
         "examples/hello-filter",
         "conformance/plugins",
+        "plugins",
         ".cargo/config.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
@@ -45,19 +46,17 @@ fn main() {
     }
 
     let out = root.join("target/wasm/wasm32-wasip2/release");
+    // Test plugins are `plugin-<dir>` crates; first-party plugins keep their crate name.
     let mut crates: Vec<(String, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(root.join("conformance/plugins")).expect("conformance/plugins exists") {
-        let dir = entry.expect("readable plugins dir").path();
-        if dir.join("Cargo.toml").exists() {
-            let name = dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .expect("UTF-8 plugin dir name")
-                .to_owned();
-            crates.push((
-                name.clone(),
-                out.join(format!("plugin_{}.wasm", name.replace('-', "_"))),
-            ));
+    for (folder, prefix) in [("conformance/plugins", "plugin_"), ("plugins", "")] {
+        let Ok(entries) = std::fs::read_dir(root.join(folder)) else { continue };
+        for entry in entries {
+            let dir = entry.expect("readable plugins dir").path();
+            if dir.join("Cargo.toml").exists() {
+                let name = dir.file_name().and_then(|n| n.to_str()).expect("UTF-8 plugin dir name").to_owned();
+                let file = format!("{prefix}{}.wasm", name.replace('-', "_"));
+                crates.push((name, out.join(file)));
+            }
         }
     }
     crates.push(("hello-filter".to_owned(), out.join("hello_filter.wasm")));
