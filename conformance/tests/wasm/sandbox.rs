@@ -23,6 +23,7 @@ async fn an_infinite_loop_is_stopped_at_the_cpu_budget_and_the_filter_recovers()
     let started = Instant::now();
     let (decision, _) = run(&*filter, "/loop", &[]).await;
     let took = started.elapsed();
+    eprintln!("infinite loop stopped after {took:?} (budget {budget:?})");
     assert!(
         matches!(decision, Err(FilterError::LimitExceeded("cpu"))),
         "{:?}",
