@@ -80,6 +80,15 @@ async fn init_refusal_carries_the_guests_message() {
 }
 
 #[tokio::test]
+async fn a_trap_in_init_fails_the_load_with_the_panic_message() {
+    let text = error_text(load("init-panic", plugins::CAPABILITIES, r#"{"panic_in_init": true}"#).await);
+    assert!(
+        text.contains("failed to start") && text.contains("capabilities was told to panic in init"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn a_plugin_for_another_wit_version_is_refused_naming_both_versions() {
     let text = error_text(load("future", plugins::WRONG_VERSION, "{}").await);
     assert!(

@@ -23,7 +23,7 @@
 //! buffered; a response header `x-cap-replace: <status>` makes it reply with that status.
 //!
 //! Config: `request_body`, `response_body` (buffer bodies), `refuse` (init fails with
-//! this message).
+//! this message), `panic_in_init`.
 
 use std::time::Duration;
 
@@ -38,6 +38,8 @@ struct Config {
     #[serde(default)]
     response_body: bool,
     refuse: Option<String>,
+    #[serde(default)]
+    panic_in_init: bool,
 }
 
 struct Capabilities {
@@ -45,7 +47,11 @@ struct Capabilities {
 }
 
 fn ttl(request: &Request<'_>) -> Option<Duration> {
-    request.header("x-cap-kv-ttl-ms")?.parse().ok().map(Duration::from_millis)
+    request
+        .header("x-cap-kv-ttl-ms")?
+        .parse()
+        .ok()
+        .map(Duration::from_millis)
 }
 
 fn outcome(result: Result<(), String>) -> String {
@@ -59,9 +65,15 @@ impl Filter for Capabilities {
         if let Some(reason) = config.refuse {
             return Err(reason);
         }
+        if config.panic_in_init {
+            panic!("capabilities was told to panic in init");
+        }
         log::debug("capabilities filter initialised");
         Ok(Capabilities {
-            options: Options { request_body: config.request_body, response_body: config.response_body },
+            options: Options {
+                request_body: config.request_body,
+                response_body: config.response_body,
+            },
         })
     }
 
@@ -83,7 +95,10 @@ impl Filter for Capabilities {
             let _ = req.set_header("x-meta-listener", &metadata::listener());
             let _ = req.set_header("x-meta-route", &metadata::route());
             let _ = req.set_header("x-meta-scheme", &metadata::scheme());
-            let _ = req.set_header("x-meta-peer", &metadata::peer_identity().unwrap_or_else(|| "none".into()));
+            let _ = req.set_header(
+                "x-meta-peer",
+                &metadata::peer_identity().unwrap_or_else(|| "none".into()),
+            );
         }
         if let Some(pair) = req.header("x-cap-kv-set") {
             let (key, value) = pair.split_once('=').unwrap_or((&pair, ""));
@@ -107,14 +122,20 @@ impl Filter for Capabilities {
         }
         if let Some(cluster) = req.header("x-cap-callout") {
             let path = req.header("x-cap-callout-path").unwrap_or_else(|| "/callout".into());
-            let timeout = req.header("x-cap-callout-timeout-ms").and_then(|t| t.parse().ok()).unwrap_or(1000);
+            let timeout = req
+                .header("x-cap-callout-timeout-ms")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(1000);
             let answer = Callout::new("POST", path)
                 .header("x-from", "capabilities")
                 .body("ping")
                 .timeout(Duration::from_millis(timeout))
                 .send(&cluster);
             return match answer {
-                Ok(r) => Reply::new(200).header("x-callout-status", r.status.to_string()).body(r.body).into(),
+                Ok(r) => Reply::new(200)
+                    .header("x-callout-status", r.status.to_string())
+                    .body(r.body)
+                    .into(),
                 Err(e) => Reply::new(502).header("x-callout-error", "1").body(e).into(),
             };
         }
@@ -139,7 +160,10 @@ impl Filter for Capabilities {
             return Decision::Reroute(cluster);
         }
         if let Some(status) = req.header("x-cap-respond").and_then(|s| s.parse().ok()) {
-            return Reply::new(status).header("x-responded-by", "capabilities").body("responded").into();
+            return Reply::new(status)
+                .header("x-responded-by", "capabilities")
+                .body("responded")
+                .into();
         }
         Decision::Continue
     }
