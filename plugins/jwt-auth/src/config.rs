@@ -1,0 +1,208 @@
+//! The filter's config (the `config` table of its `[[filters]]` entry) and its checks.
+//! Everything that can be wrong is refused here, at load time, with the field named.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+use crate::duration;
+use crate::keys::{self, Key, KeyConfig, parse_alg};
+use crate::scope::Scope;
+use crate::token::Source;
+use crate::verify::Policy;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    keys: Vec<KeyConfig>,
+    jwks: Option<JwksConfig>,
+    /// Algorithms tokens may use; empty: every algorithm some key allows.
+    #[serde(default)]
+    algorithms: Vec<String>,
+    issuer: Option<OneOrMany>,
+    audience: Option<OneOrMany>,
+    #[serde(default = "default_required")]
+    required_claims: Vec<String>,
+    #[serde(default = "default_leeway")]
+    leeway: String,
+    #[serde(default = "default_sources")]
+    token_sources: Vec<String>,
+    /// Claim name → request header sent upstream.
+    #[serde(default)]
+    claims_to_headers: BTreeMap<String, String>,
+    /// Remove the token (header, cookie or query parameter) before going upstream.
+    #[serde(default)]
+    remove_token: bool,
+    #[serde(default = "default_realm")]
+    realm: String,
+    #[serde(default)]
+    anonymous_paths: Vec<String>,
+    #[serde(default)]
+    methods: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksConfig {
+    pub cluster: String,
+    pub path: String,
+    #[serde(default = "default_refresh")]
+    refresh: String,
+    #[serde(default = "default_min_refetch")]
+    min_refetch: String,
+    #[serde(default = "default_timeout")]
+    timeout: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn set(self) -> HashSet<String> {
+        match self {
+            OneOrMany::One(s) => HashSet::from([s]),
+            OneOrMany::Many(v) => v.into_iter().collect(),
+        }
+    }
+}
+
+fn default_required() -> Vec<String> {
+    vec!["exp".to_owned()]
+}
+fn default_leeway() -> String {
+    "30s".to_owned()
+}
+fn default_sources() -> Vec<String> {
+    vec!["bearer".to_owned()]
+}
+fn default_realm() -> String {
+    "weft".to_owned()
+}
+fn default_refresh() -> String {
+    "5m".to_owned()
+}
+fn default_min_refetch() -> String {
+    "30s".to_owned()
+}
+fn default_timeout() -> String {
+    "1s".to_owned()
+}
+
+pub struct Jwks {
+    pub cluster: String,
+    pub path: String,
+    pub timeout: Duration,
+    pub refresh: Duration,
+    pub min_refetch: Duration,
+}
+
+/// The checked config.
+pub struct Settings {
+    pub scope: Scope,
+    pub sources: Vec<Source>,
+    pub keys: Vec<Key>,
+    pub jwks: Option<Jwks>,
+    pub allowed: Vec<Algorithm>,
+    pub policy: Policy,
+    pub claims_to_headers: Vec<(String, String)>,
+    pub remove_token: bool,
+    pub realm: String,
+}
+
+impl Config {
+    pub fn check(self) -> Result<Settings, String> {
+        let allowed = self
+            .algorithms
+            .iter()
+            .map(|a| parse_alg(a).map_err(|e| format!("algorithms: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| keys::from_config(i, k, &allowed))
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() && self.jwks.is_none() {
+            return Err("no keys: give `keys` or `jwks`".to_owned());
+        }
+        // With no explicit list, a token may use any algorithm one of the keys allows;
+        // JWKS keys can be of any asymmetric type, HMAC is never fetched.
+        let token_algs = if !allowed.is_empty() {
+            allowed.clone()
+        } else {
+            let mut algs: Vec<Algorithm> = keys.iter().flat_map(|k| k.algorithms.iter().copied()).collect();
+            if self.jwks.is_some() {
+                algs.extend(jsonwebtoken::AlgorithmFamily::Rsa.algorithms());
+                algs.extend([Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA]);
+            }
+            algs
+        };
+        let jwks = self
+            .jwks
+            .map(|j| {
+                if j.cluster.is_empty() {
+                    return Err("jwks.cluster must not be empty".to_owned());
+                }
+                if !j.path.starts_with('/') {
+                    return Err(format!("jwks.path {:?} must start with '/'", j.path));
+                }
+                Ok(Jwks {
+                    timeout: duration::parse("jwks.timeout", &j.timeout)?,
+                    refresh: duration::parse("jwks.refresh", &j.refresh)?,
+                    min_refetch: duration::parse("jwks.min_refetch", &j.min_refetch)?,
+                    cluster: j.cluster,
+                    path: j.path,
+                })
+            })
+            .transpose()?;
+        let sources = self
+            .token_sources
+            .iter()
+            .map(|s| Source::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        if sources.is_empty() {
+            return Err("token_sources must not be empty".to_owned());
+        }
+        for header in self.claims_to_headers.values() {
+            if header.is_empty()
+                || !header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!("claims_to_headers: {header:?} is not a header name"));
+            }
+        }
+        if self.realm.contains('"') || self.realm.contains('\\') {
+            return Err("realm must not contain quotes or backslashes".to_owned());
+        }
+        let leeway = duration::parse("leeway", &self.leeway)?;
+        Ok(Settings {
+            scope: Scope::new(self.anonymous_paths, self.methods)?,
+            sources,
+            keys,
+            jwks,
+            allowed,
+            policy: Policy {
+                algorithms: token_algs,
+                issuers: self.issuer.map(OneOrMany::set),
+                audiences: self.audience.map(OneOrMany::set),
+                required: self.required_claims,
+                leeway_secs: leeway.as_secs(),
+            },
+            claims_to_headers: self
+                .claims_to_headers
+                .into_iter()
+                .map(|(claim, header)| (claim, header.to_ascii_lowercase()))
+                .collect(),
+            remove_token: self.remove_token,
+            realm: self.realm,
+        })
+    }
+}

@@ -1,0 +1,230 @@
+//! JWT authentication for Weft: validates a token (HS256/384/512, RS256/384/512,
+//! PS256/384/512, ES256/384, EdDSA) against inline keys or a JWKS fetched from a cluster,
+//! checks `exp`/`nbf` (with leeway), `iss`, `aud` and required claims, forwards chosen
+//! claims upstream as headers, and answers 401 with `WWW-Authenticate: Bearer` otherwise.
+//! The README's "First-party plugins" section documents the config.
+//!
+//! Signatures and registered claims are checked by `jsonwebtoken` (RustCrypto backend);
+//! this crate only decides which key may check which token.
+
+mod config;
+mod duration;
+mod jwks;
+mod keys;
+mod scope;
+mod token;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use weft_sdk::callout::Callout;
+use weft_sdk::{Decision, Filter, Reply, Request, kv, log, metrics};
+
+use config::{Config, Jwks, Settings};
+use token::Source;
+use verify::{Claims, Failure};
+
+struct JwtAuth {
+    settings: Settings,
+    /// The instance's JWKS copy; instances are single-threaded, one request at a time.
+    jwks: Option<RefCell<jwks::Cache>>,
+}
+
+/// The host side of the JWKS cache: callouts, the shared KV and the wall clock.
+struct Host<'a> {
+    jwks: &'a Jwks,
+}
+
+const SHARED_KEY: &str = "jwks";
+const REFETCH_KEY: &str = "jwks-refetch";
+
+impl jwks::Env for Host<'_> {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn fetch(&self) -> Result<Vec<u8>, String> {
+        metrics::counter_add("jwks_fetches", 1);
+        let response = Callout::get(self.jwks.path.clone())
+            .header("accept", "application/json")
+            .timeout(self.jwks.timeout)
+            .send(&self.jwks.cluster)?;
+        if response.status != 200 {
+            return Err(format!("{} answered {}", self.jwks.cluster, response.status));
+        }
+        Ok(response.body)
+    }
+
+    fn shared_get(&self) -> Option<Vec<u8>> {
+        kv::get(SHARED_KEY).ok().flatten()
+    }
+
+    fn shared_put(&self, value: &[u8]) {
+        // Kept twice the refresh interval: it carries its own fetch time, so readers
+        // judge its age themselves; the TTL only bounds a dead entry's life.
+        if let Err(e) = kv::set(SHARED_KEY, value, Some(self.jwks.refresh.saturating_mul(2))) {
+            log::warn(&format!("cannot share the JWKS in the KV: {e}"));
+        }
+    }
+
+    fn refetch_permit(&self, window: Duration) -> bool {
+        // The first caller in each window creates the key and gets 1. If the KV fails,
+        // the instance's own rate limit still holds.
+        kv::incr(REFETCH_KEY, 1, Some(window.max(Duration::from_millis(1)))).map_or(true, |n| n == 1)
+    }
+
+    fn log_error(&self, message: &str) {
+        metrics::counter_add("jwks_fetch_errors", 1);
+        log::error(message);
+    }
+}
+
+impl JwtAuth {
+    fn unauthorized(&self, failure: Option<&str>) -> Decision {
+        metrics::counter_add("denied", 1);
+        let challenge = match failure {
+            // RFC 6750 3.1: no error code when the request had no token at all.
+            None => format!("Bearer realm=\"{}\"", self.settings.realm),
+            Some(text) => format!(
+                "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{}\"",
+                self.settings.realm,
+                text.replace(['"', '\\'], "'")
+            ),
+        };
+        Reply::new(401)
+            .header("www-authenticate", challenge)
+            .header("content-type", "text/plain")
+            .body("unauthorized\n")
+            .into()
+    }
+
+    fn find_token(&self, request: &Request<'_>, path: &str) -> Option<(usize, String)> {
+        self.settings.sources.iter().enumerate().find_map(|(i, source)| {
+            let header = source.header_name().and_then(|h| request.header(h));
+            source.find(header.as_deref(), path).map(|t| (i, t))
+        })
+    }
+
+    fn check(&self, token: &str) -> Result<Claims, Failure> {
+        let policy = &self.settings.policy;
+        let (alg, kid) = verify::header(token, policy)?;
+        let Some(cell) = &self.jwks else {
+            return verify::verify(token, alg, kid.as_deref(), self.settings.keys.iter(), policy);
+        };
+        let host = Host {
+            jwks: self
+                .settings
+                .jwks
+                .as_ref()
+                .ok_or_else(|| Failure::Invalid("no JWKS".into()))?,
+        };
+        let mut cache = cell.borrow_mut();
+        if let Err(e) = cache.ensure_fresh(&host) {
+            // Inline keys may still verify the token.
+            log::warn(&e);
+        }
+        let first = verify::verify(
+            token,
+            alg,
+            kid.as_deref(),
+            self.settings.keys.iter().chain(cache.keys()),
+            policy,
+        );
+        match first {
+            Err(Failure::UnknownKid(_)) if cache.refetch_for_unknown_kid(&host) => verify::verify(
+                token,
+                alg,
+                kid.as_deref(),
+                self.settings.keys.iter().chain(cache.keys()),
+                policy,
+            ),
+            other => other,
+        }
+    }
+
+    fn remove_token(&self, request: &mut Request<'_>, source: &Source, path: &str) {
+        match source {
+            Source::Bearer | Source::Header(_) => {
+                if let Some(name) = source.header_name() {
+                    request.remove_header(name);
+                }
+            }
+            Source::Cookie(name) => match request.header("cookie").and_then(|c| token::cookie_without(&c, name)) {
+                Some(rest) => {
+                    let _ = request.set_header("cookie", &rest);
+                }
+                None => request.remove_header("cookie"),
+            },
+            Source::Query(name) => {
+                if let Err(e) = request.set_path(&token::path_without_param(path, name)) {
+                    log::warn(&format!("cannot strip the token from the query: {e}"));
+                }
+            }
+        }
+    }
+}
+
+fn claim_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Filter for JwtAuth {
+    type Config = Config;
+
+    fn init(config: Config) -> Result<Self, String> {
+        let settings = config.check()?;
+        let jwks = settings.jwks.as_ref().map(|j| {
+            RefCell::new(jwks::Cache::new(jwks::Policy {
+                refresh: j.refresh,
+                min_refetch: j.min_refetch,
+                allowed: settings.allowed.clone(),
+            }))
+        });
+        Ok(JwtAuth { settings, jwks })
+    }
+
+    fn on_request(&self, request: &mut Request<'_>) -> Decision {
+        // Claim headers come from a verified token only: a client's own copies go, on
+        // every request, anonymous ones included.
+        for (_, header) in &self.settings.claims_to_headers {
+            request.remove_header(header);
+        }
+        let path = request.path();
+        if !self.settings.scope.protects(&request.method(), &path) {
+            return Decision::Continue;
+        }
+        let Some((source, token)) = self.find_token(request, &path) else {
+            return self.unauthorized(None);
+        };
+        let claims = match self.check(&token) {
+            Ok(claims) => claims,
+            Err(failure) => return self.unauthorized(Some(&failure.description())),
+        };
+        for (claim, header) in &self.settings.claims_to_headers {
+            if let Some(value) = claims.get(claim)
+                && let Err(e) = request.set_header(header, &claim_text(value))
+            {
+                log::warn(&format!("claim {claim:?} cannot go in header {header}: {e}"));
+            }
+        }
+        if self.settings.remove_token
+            && let Some(source) = self.settings.sources.get(source)
+        {
+            self.remove_token(request, source, &path);
+        }
+        metrics::counter_add("allowed", 1);
+        Decision::Continue
+    }
+}
+
+weft_sdk::export!(JwtAuth);
