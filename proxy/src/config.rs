@@ -22,6 +22,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     #[serde(default)]
     pub wasm: WasmConfig,
+    /// The store behind filters' `kv` interface; in-process when absent.
+    pub kv: Option<Spanned<KvConfig>>,
     #[serde(default)]
     pub listeners: Vec<Spanned<ListenerConfig>>,
     #[serde(default)]
@@ -69,6 +71,29 @@ pub struct AdminConfig {
 pub struct WasmConfig {
     /// Where compiled plugins are cached by content hash; off when unset.
     pub cache_dir: Option<PathBuf>,
+}
+
+/// `[kv]`: where filters' shared key-value store lives.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvConfig {
+    #[serde(default)]
+    pub backend: KvBackend,
+    /// `redis://[user:password@]host:port[/db]`, for `backend = "redis"`.
+    pub url: Option<String>,
+    /// Longest a store operation may take before the filter gets an error.
+    #[serde(default = "defaults::kv_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvBackend {
+    /// In this process: counters are per proxy.
+    #[default]
+    Local,
+    /// In Redis: every proxy using the same server shares counters.
+    Redis,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -290,6 +315,9 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
+    pub fn kv_timeout() -> Duration {
+        Duration::from_millis(50)
+    }
     pub fn tls_min() -> String {
         "1.2".to_owned()
     }
@@ -437,6 +465,19 @@ impl Config {
         unique_names(src, &self.listeners, "listener", |l| &l.name)?;
         unique_names(src, &self.clusters, "cluster", |c| &c.name)?;
         unique_names(src, &self.filters, "filter", |f| &f.name)?;
+        if let Some(kv) = &self.kv {
+            let k = kv.get_ref();
+            let problem = match (k.backend, &k.url) {
+                (KvBackend::Redis, None) => Some("backend = \"redis\" needs url = \"redis://host:port\"".to_owned()),
+                (KvBackend::Redis, Some(url)) => crate::wasm::check_redis_url(url).err(),
+                (KvBackend::Local, Some(_)) => Some("url is only for backend = \"redis\"".to_owned()),
+                (KvBackend::Local, None) => None,
+            };
+            let problem = problem.or_else(|| k.timeout.is_zero().then(|| "timeout must be more than zero".to_owned()));
+            if let Some(problem) = problem {
+                return Err(src.error_at(kv.span(), format!("[kv]: {problem}")));
+            }
+        }
 
         let mut addresses = HashSet::new();
         for listener in &self.listeners {

@@ -34,6 +34,11 @@ pub struct ReloadLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KvLabels {
+    pub backend: &'static str,
+}
+
 fn guest_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
         0.001, 2.0, 16,
@@ -53,6 +58,8 @@ pub struct Metrics {
     pub guest_counters: Family<GuestLabels, Counter>,
     pub guest_gauges: Family<GuestLabels, Gauge>,
     pub guest_histograms: Family<GuestLabels, Histogram, fn() -> Histogram>,
+    /// Failed operations of the filters' shared KV store, by backend.
+    pub kv_errors: Family<KvLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -83,6 +90,8 @@ impl Default for Metrics {
             "Histograms defined by Wasm filters",
             guest_histograms.clone(),
         );
+        let kv_errors = Family::<KvLabels, Counter>::default();
+        registry.register("kv_errors", "Failed KV store operations by backend", kv_errors.clone());
         Metrics {
             registry,
             responses,
@@ -91,6 +100,7 @@ impl Default for Metrics {
             guest_counters,
             guest_gauges,
             guest_histograms,
+            kv_errors,
         }
     }
 }

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 use crate::cluster::{Cluster, Clusters};
-use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::config::{Config, ConfigError, KvConfig, ListenerConfig};
 use crate::filter::headers::HeadersFilter;
 use crate::filter::identity::IdentityFilter;
 use crate::filter::{ChainEntry, Filter};
@@ -70,6 +70,8 @@ pub struct State {
     current: ArcSwap<Runtime>,
     pub metrics: Arc<Metrics>,
     pub wasm: WasmHost,
+    /// The `[kv]` the host's store was made from: changing it needs a restart.
+    kv: Option<KvConfig>,
     pub source: ConfigSource,
     next_version: AtomicU64,
     /// Serialises reloads; never taken on the request path.
@@ -81,12 +83,15 @@ pub struct State {
 impl State {
     pub async fn new(config: &Config, source: ConfigSource) -> anyhow::Result<Arc<State>> {
         let metrics = Arc::new(Metrics::default());
-        let wasm = WasmHost::new(&config.wasm, metrics.clone())?;
+        let kv = config.kv.as_ref().map(|k| k.get_ref().clone());
+        let store = crate::wasm::kv_store(kv.as_ref(), &metrics)?;
+        let wasm = WasmHost::with_kv(&config.wasm, metrics.clone(), store)?;
         let runtime = build(config, 1, &metrics, &wasm).await?;
         Ok(Arc::new(State {
             current: ArcSwap::from_pointee(runtime),
             metrics,
             wasm,
+            kv,
             source,
             next_version: AtomicU64::new(2),
             reloading: tokio::sync::Mutex::new(()),
@@ -126,6 +131,11 @@ impl State {
                 "listeners differ from the running ones (name, address, trust_forwarded, tls on/off, \
                  http3, forward_client_cert): changing listeners needs a restart",
             ));
+        }
+        if config.kv.as_ref().map(|k| k.get_ref()) != self.kv.as_ref() {
+            return Err(config
+                .source
+                .error("[kv] differs from the running one: changing the KV store needs a restart"));
         }
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
         let runtime = build(&config, version, &self.metrics, &self.wasm).await?;

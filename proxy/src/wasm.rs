@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 
 use crate::cluster::Clusters;
-use crate::config::{LimitsConfig, WasmConfig};
+use crate::config::{KvBackend, KvConfig, LimitsConfig, WasmConfig};
 use crate::filter::Filter;
 use crate::metrics::Metrics;
 
@@ -30,10 +30,12 @@ mod log;
 mod metadata;
 mod metrics;
 mod pool;
+mod redis;
 mod state;
 mod stdio;
 mod version;
 
+pub use self::redis::{RedisKv, check_url as check_redis_url};
 pub use kv::{KvFuture, KvStore, LocalKv};
 pub use pool::InstanceReuse;
 pub use version::WIT_VERSION;
@@ -43,6 +45,24 @@ use state::FilterShared;
 
 /// Keys the in-process KV store holds at most, across all filters.
 const KV_MAX_ENTRIES: usize = 1_000_000;
+
+/// The store a `[kv]` table asks for: in-process by default, or Redis (connected
+/// lazily, so the proxy starts while Redis is down).
+pub fn kv_store(config: Option<&KvConfig>, metrics: &Metrics) -> anyhow::Result<Arc<dyn KvStore>> {
+    match config {
+        Some(KvConfig {
+            backend: KvBackend::Redis,
+            url: Some(url),
+            timeout,
+        }) => Ok(RedisKv::new(url, *timeout, metrics)?),
+        Some(KvConfig {
+            backend: KvBackend::Redis,
+            url: None,
+            ..
+        }) => bail!("[kv] backend = \"redis\" needs a url"),
+        _ => Ok(LocalKv::new(KV_MAX_ENTRIES)),
+    }
+}
 
 /// The Wasm runtime of the process: one engine, the compiled-component cache and the
 /// shared KV store. Create one at start-up; it survives config reloads.

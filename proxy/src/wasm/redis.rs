@@ -1,0 +1,192 @@
+//! [`RedisKv`]: the `weft:filter/kv` store in Redis, so several proxies share counters
+//! (global rate limits). The guest sees the same interface as with [`LocalKv`].
+//!
+//! The connection is a redis-rs `ConnectionManager` created lazily: the proxy starts
+//! while Redis is down, and the manager reconnects in the background when it comes back.
+//! Every operation is bounded by `timeout`, so a dead or slow Redis costs a request at
+//! most that long; the error goes to the guest (which decides: fail open or closed), is
+//! counted in `weft_kv_errors_total{backend="redis"}` and logged at most once a second.
+//!
+//! [`LocalKv`]: super::LocalKv
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use prometheus_client::metrics::counter::Counter;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, FromRedisValue, IntoConnectionInfo};
+
+use super::kv::{KvFuture, KvStore};
+use crate::metrics::{KvLabels, Metrics};
+
+/// Checks a `redis://` URL the way [`RedisKv::new`] will use it (for config validation).
+pub fn check_url(url: &str) -> Result<(), String> {
+    if !url.starts_with("redis://") {
+        return Err(format!(
+            "kv.url {url:?} must start with redis:// (TLS and unix sockets are not supported)"
+        ));
+    }
+    url.into_connection_info()
+        .map(|_| ())
+        .map_err(|e| format!("kv.url {url:?} is not a valid Redis URL: {e}"))
+}
+
+/// Allows one log line per interval and counts the ones it held back, so a Redis outage
+/// under load produces a line a second instead of one per request.
+struct LogGate {
+    start: Instant,
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+impl LogGate {
+    fn new() -> Self {
+        LogGate {
+            start: Instant::now(),
+            // "Never logged": the first error logs at once.
+            last_ms: AtomicU64::new(u64::MAX),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(suppressed since the last line)` when this call may log.
+    fn allow(&self) -> Option<u64> {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == u64::MAX || now.saturating_sub(last) >= LOG_EVERY.as_millis() as u64;
+        // The CAS makes exactly one of the racing callers the logger.
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// A KV store in Redis, shared by every proxy pointed at the same server.
+pub struct RedisKv {
+    conn: ConnectionManager,
+    timeout: Duration,
+    errors: Counter,
+    log: LogGate,
+}
+
+impl RedisKv {
+    /// A store for `url` (no connection yet: it is made on first use and remade after
+    /// failures). Needs a Tokio runtime (the manager spawns its reconnect task).
+    pub fn new(url: &str, timeout: Duration, metrics: &Metrics) -> anyhow::Result<Arc<Self>> {
+        let client = Client::open(url).with_context(|| format!("invalid Redis URL {url:?}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // Reconnect attempts are short and few: operations fail fast while Redis is
+            // down (each one triggers a new attempt), instead of queueing behind retries.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .context("cannot create the Redis connection manager")?;
+        let errors = metrics.kv_errors.get_or_create(&KvLabels { backend: "redis" }).clone();
+        Ok(Arc::new(RedisKv {
+            conn,
+            timeout,
+            errors,
+            log: LogGate::new(),
+        }))
+    }
+
+    /// Runs `cmd` (a command or a MULTI pipeline) within the timeout; failures become
+    /// the guest's error message, counted and (rate-limited) logged.
+    async fn run<T: FromRedisValue>(&self, op: &'static str, key: &str, query: Query) -> Result<T, String> {
+        let mut conn = self.conn.clone();
+        let fut = async {
+            match &query {
+                Query::Cmd(cmd) => cmd.query_async::<T>(&mut conn).await,
+                Query::Pipe(pipe) => pipe.query_async::<T>(&mut conn).await,
+            }
+        };
+        let error = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => format!("redis {op}: {e}"),
+            Err(_) => format!("redis {op}: no answer within {:?}", self.timeout),
+        };
+        self.errors.inc();
+        if let Some(suppressed) = self.log.allow() {
+            tracing::warn!(op, key, error = %error, suppressed, "kv backend failed (fail-open/closed is the filter's choice)");
+        }
+        Err(error)
+    }
+}
+
+enum Query {
+    Cmd(redis::Cmd),
+    Pipe(redis::Pipeline),
+}
+
+fn millis(ttl: Duration) -> u64 {
+    // Redis refuses PX 0; the guest API already rounds up to 1 ms.
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl KvStore for RedisKv {
+    fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<Vec<u8>>> {
+        Box::pin(self.run("GET", key, Query::Cmd(redis::cmd("GET").arg(key).clone())))
+    }
+
+    fn set<'a>(&'a self, key: &'a str, value: Vec<u8>, ttl: Option<Duration>) -> KvFuture<'a, ()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        if let Some(ttl) = ttl {
+            cmd.arg("PX").arg(millis(ttl));
+        }
+        Box::pin(self.run("SET", key, Query::Cmd(cmd)))
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, bool> {
+        Box::pin(async move {
+            let removed: i64 = self
+                .run("DEL", key, Query::Cmd(redis::cmd("DEL").arg(key).clone()))
+                .await?;
+            Ok(removed > 0)
+        })
+    }
+
+    fn incr<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> KvFuture<'a, i64> {
+        let Some(ttl) = ttl else {
+            return Box::pin(self.run(
+                "INCRBY",
+                key,
+                Query::Cmd(redis::cmd("INCRBY").arg(key).arg(delta).clone()),
+            ));
+        };
+        // TTL-on-create in one atomic round trip: `SET key 0 PX ttl NX` creates the key
+        // with its expiry only when it is missing, and `INCRBY` keeps an existing TTL.
+        // MULTI/EXEC rather than a Lua script: no script cache to reload after a Redis
+        // restart (EVALSHA's NOSCRIPT round trip), and it works where EVAL is disabled.
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(key)
+            .arg(0)
+            .arg("PX")
+            .arg(millis(ttl))
+            .arg("NX")
+            .ignore()
+            .cmd("INCRBY")
+            .arg(key)
+            .arg(delta);
+        Box::pin(async move {
+            let (value,): (i64,) = self.run("INCRBY", key, Query::Pipe(pipe)).await?;
+            Ok(value)
+        })
+    }
+}
