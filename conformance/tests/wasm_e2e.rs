@@ -160,6 +160,11 @@ async fn capabilities_work_through_the_proxy() {
     let counted = request(&weft, "GET", "/", &[("x-cap-kv-incr", "n")], "").await.json();
     assert_eq!(seen_header(&counted, "x-kv-count"), Some("2"));
 
+    request(&weft, "GET", "/", &[("x-cap-log", "guest says hello")], "").await;
+    let log = weft.log();
+    let line = log.lines().find(|l| l.contains("guest says hello")).unwrap_or_else(|| panic!("not logged:\n{log}"));
+    assert!(line.contains("caps"), "the line names the filter: {line}");
+
     let replied = request(&weft, "GET", "/", &[("x-cap-respond", "429")], "").await;
     assert_eq!(
         (replied.status, replied.header("x-responded-by")),
