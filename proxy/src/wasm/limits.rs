@@ -109,7 +109,8 @@ pub(crate) fn classify(err: &wasmtime::Error, state: &mut HostState) -> FilterEr
     let what = match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => return FilterError::LimitExceeded("cpu"),
         Some(trap) => trap.to_string(),
-        None => format!("{err:#}"),
+        // Not the guest's doing (e.g. the instance pool is exhausted): say so, not "trap".
+        None => return FilterError::Other(format!("{err:#}")),
     };
     if stderr.is_empty() {
         FilterError::Trap(what)
