@@ -1,0 +1,317 @@
+//! `rate-limit`: token bucket, fixed window and sliding window limits for Weft, kept in
+//! the host's shared KV store: per proxy with the default in-process store, across
+//! proxies with `[kv] backend = "redis"`. Each limit counts per descriptor (client
+//! address, header, route, path...); a request must pass every limit of the filter.
+//! Denials answer `429` with `Retry-After` and `RateLimit-*`/`X-RateLimit-*` headers;
+//! allowed responses carry the headers too. See the README's "First-party plugins".
+//!
+//! Atomicity with the KV interface (get, set, delete, incr-with-TTL-on-create):
+//! - windows are one `incr` per request (plus a `get` of the previous window for the
+//!   sliding one); a denied request refunds what it took (`incr` by minus one), so denied
+//!   traffic does not eat quota, and racing requests can only be denied too eagerly,
+//!   never admitted over the limit;
+//! - the token bucket (GCRA) reads its state, then `incr`s it when the bucket is in use
+//!   (re-checking the result, so racing takes cannot overdraw) or `set`s it when the
+//!   bucket was full. Two requests racing on a *full* bucket both `set` the same value,
+//!   so one of them is not counted: a bounded over-admission that a compare-and-swap in
+//!   the KV interface would remove.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use weft_sdk::{Decision, Filter, Reply, Request, Response, kv, log, metadata, metrics};
+
+pub mod algo;
+pub mod config;
+
+use algo::{Verdict, secs};
+use config::{Config, Kind, Limit, OnStoreError, Part};
+
+struct RateLimit {
+    limits: Vec<Limit>,
+    on_store_error: OnStoreError,
+    response_headers: bool,
+}
+
+/// A store write to undo when the request is denied after all.
+struct Taken {
+    key: String,
+    amount: i64,
+}
+
+/// How long the numbers for the response phase are kept: longer than any upstream answer
+/// takes (the entry is overwritten by the connection's next request anyway).
+const HANDOFF_TTL: Duration = Duration::from_secs(120);
+/// Extra life of window counters past their window, for clock skew between proxies.
+const SLACK_MS: u64 = 1000;
+/// Keys longer than this are hashed (the host refuses keys over 512 bytes).
+const MAX_KEY: usize = 256;
+
+impl Filter for RateLimit {
+    type Config = Config;
+
+    fn init(config: Config) -> Result<Self, String> {
+        Ok(RateLimit {
+            limits: config.limits()?,
+            on_store_error: config.on_store_error,
+            response_headers: config.response_headers,
+        })
+    }
+
+    fn on_request(&self, request: &mut Request<'_>) -> Decision {
+        match self.check(request) {
+            Ok(Some(v)) if !v.allowed => {
+                // No hand-off: this filter answered, so its response phase does not run.
+                metrics::counter_add("limited", 1);
+                let mut reply = Reply::new(429)
+                    .header("retry-after", secs(v.retry_after_ms).max(1).to_string())
+                    .header("content-type", "text/plain")
+                    .body("rate limit exceeded\n");
+                for (name, value) in headers(&v) {
+                    reply = reply.header(name, value);
+                }
+                reply.into()
+            }
+            Ok(v) => {
+                metrics::counter_add("allowed", 1);
+                self.handoff(v.as_ref());
+                Decision::Continue
+            }
+            Err(e) => {
+                metrics::counter_add("store_errors", 1);
+                log_limited(&format!("rate-limit store failed ({:?}): {e}", self.on_store_error));
+                match self.on_store_error {
+                    OnStoreError::Allow => {
+                        self.handoff(None);
+                        Decision::Continue
+                    }
+                    OnStoreError::Deny => Reply::new(503)
+                        .header("retry-after", "1")
+                        .header("content-type", "text/plain")
+                        .body("rate limit unavailable\n")
+                        .into(),
+                }
+            }
+        }
+    }
+
+    fn on_response(&self, response: &mut Response<'_>) -> Decision {
+        if !self.response_headers {
+            return Decision::Continue;
+        }
+        // The request phase may have run on another instance: the numbers come through
+        // the store, keyed by the connection (see `handoff_key`).
+        let Ok(Some(saved)) = kv::get_string(&handoff_key()) else {
+            return Decision::Continue;
+        };
+        let mut numbers = saved.split(' ').map(str::parse::<u64>);
+        if let (Some(Ok(limit)), Some(Ok(remaining)), Some(Ok(reset_ms))) =
+            (numbers.next(), numbers.next(), numbers.next())
+        {
+            let v = Verdict {
+                allowed: true,
+                limit,
+                remaining,
+                reset_ms,
+                retry_after_ms: 0,
+            };
+            for (name, value) in headers(&v) {
+                // Names and digits are always valid header text.
+                let _ = response.set_header(name, &value);
+            }
+        }
+        Decision::Continue
+    }
+}
+
+impl RateLimit {
+    /// Applies every limit; `Ok(None)` when none applies to this request. On a denial,
+    /// refunds what the request took from the limits.
+    fn check(&self, request: &Request<'_>) -> Result<Option<Verdict>, String> {
+        let mut verdicts = Vec::with_capacity(self.limits.len());
+        let mut taken = Vec::new();
+        let mut failed = None;
+        for limit in &self.limits {
+            let Some(key) = descriptor(limit, request) else {
+                continue;
+            };
+            match apply(limit, &key, &mut taken) {
+                Ok(v) => verdicts.push(v),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let denied = failed.is_some() || verdicts.iter().any(|v| !v.allowed);
+        if denied {
+            for t in &taken {
+                // Best effort: a failed refund only makes the limit stricter for a while.
+                let _ = kv::incr(&t.key, -t.amount, None);
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(algo::strictest(&verdicts)),
+        }
+    }
+
+    /// Leaves the numbers for this connection's response phase (or clears stale ones).
+    fn handoff(&self, verdict: Option<&Verdict>) {
+        if !self.response_headers {
+            return;
+        }
+        let text = verdict
+            .map(|v| format!("{} {} {}", v.limit, v.remaining, v.reset_ms))
+            .unwrap_or_default();
+        // A failure only costs the headers of this response.
+        let _ = kv::set(&handoff_key(), text.as_bytes(), Some(HANDOFF_TTL));
+    }
+}
+
+/// Per connection: HTTP/1.1 runs one request at a time on it. Concurrent HTTP/2 streams
+/// of one connection share the entry, so one may show a sibling's numbers (same client,
+/// same route). A per-request variable in the WIT would make this exact.
+fn handoff_key() -> String {
+    format!(
+        "handoff:{}:{}:{}",
+        metadata::listener(),
+        metadata::client_address(),
+        metadata::route()
+    )
+}
+
+/// The store key of `limit` for this request; `None` when a part is missing (the limit
+/// does not apply, as in Envoy: no `x-user` header, no per-user limit).
+fn descriptor(limit: &Limit, request: &Request<'_>) -> Option<String> {
+    let mut key = format!("rl:{}", limit.id);
+    for part in &limit.parts {
+        let value = match part {
+            Part::ClientIp => {
+                let addr = metadata::client_address();
+                // `ip:port` or `[v6]:port`: the port changes per connection.
+                let ip = addr.rsplit_once(':').map_or(addr.as_str(), |(ip, _)| ip);
+                ip.trim_start_matches('[').trim_end_matches(']').to_owned()
+            }
+            Part::Route => metadata::route(),
+            Part::Path => {
+                let path = request.path();
+                path.split('?').next().unwrap_or_default().to_owned()
+            }
+            Part::Method => request.method(),
+            Part::Identity => metadata::peer_identity()?,
+            Part::Header(name) => request.header(name)?,
+        };
+        // Length-prefixed, so no value can spell two parts.
+        key.push_str(&format!(":{}:{value}", value.len()));
+    }
+    if key.len() > MAX_KEY {
+        let digest = Sha256::digest(key.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        key = format!("rl:{}:sha256:{hex}", limit.id);
+    }
+    Some(key)
+}
+
+fn now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+fn parse(value: Option<Vec<u8>>) -> Option<i64> {
+    std::str::from_utf8(&value?).ok()?.parse().ok()
+}
+
+/// One limit against the store.
+fn apply(limit: &Limit, key: &str, taken: &mut Vec<Taken>) -> Result<Verdict, String> {
+    let now = now();
+    match limit.kind {
+        Kind::FixedWindow { limit, per_ms } => {
+            let now_ms = now.as_millis() as u64;
+            let (w, elapsed) = algo::window(now_ms, per_ms);
+            let key = format!("{key}:{w}");
+            let ttl = Duration::from_millis(per_ms - elapsed + SLACK_MS);
+            let count = kv::incr(&key, 1, Some(ttl))?;
+            taken.push(Taken { key, amount: 1 });
+            Ok(algo::fixed_window(count, limit, per_ms, now_ms))
+        }
+        Kind::SlidingWindow { limit, per_ms } => {
+            let now_ms = now.as_millis() as u64;
+            let (w, elapsed) = algo::window(now_ms, per_ms);
+            let cur_key = format!("{key}:{w}");
+            // Alive through the next window, where it is the previous one.
+            let ttl = Duration::from_millis(2 * per_ms - elapsed + SLACK_MS);
+            let cur = kv::incr(&cur_key, 1, Some(ttl))?;
+            taken.push(Taken {
+                key: cur_key,
+                amount: 1,
+            });
+            let prev = parse(kv::get(&format!("{key}:{}", w.wrapping_sub(1)))?).unwrap_or(0);
+            Ok(algo::sliding_window(prev, cur, limit, per_ms, now_ms))
+        }
+        Kind::TokenBucket(bucket) => {
+            let now_us = now.as_micros() as u64;
+            // Long enough that a bucket in steady use keeps its state; renewed by every
+            // `set` (each time the bucket was full).
+            let ttl = Duration::from_micros(bucket.interval_us.saturating_mul(bucket.burst))
+                .saturating_mul(10)
+                .max(Duration::from_secs(1));
+            let stored = parse(kv::get(key)?).and_then(|t| u64::try_from(t).ok());
+            let (verdict, next) = bucket.take(stored, now_us);
+            if !verdict.allowed {
+                return Ok(verdict);
+            }
+            let step = i64::try_from(bucket.interval_us).map_err(|e| e.to_string())?;
+            let in_use = stored.is_some_and(|t| t > now_us);
+            let after = if in_use {
+                // Others may have taken tokens since the read: the increment is the
+                // truth, re-judged below.
+                u64::try_from(kv::incr(key, step, Some(ttl))?).unwrap_or(0)
+            } else {
+                let value = i64::try_from(next).map_err(|e| e.to_string())?;
+                kv::set(key, value.to_string().as_bytes(), Some(ttl))?;
+                next
+            };
+            if after <= now_us {
+                // The key expired between the read and the increment: start it afresh.
+                let value = i64::try_from(next).map_err(|e| e.to_string())?;
+                kv::set(key, value.to_string().as_bytes(), Some(ttl))?;
+            }
+            taken.push(Taken {
+                key: key.to_owned(),
+                amount: step,
+            });
+            let (verdict, _) = bucket.judge(after.max(next), now_us);
+            Ok(verdict)
+        }
+    }
+}
+
+/// The IETF draft's `RateLimit-*` headers and the older `X-RateLimit-*` ones.
+fn headers(v: &Verdict) -> [(&'static str, String); 6] {
+    let (limit, remaining, reset) = (
+        v.limit.to_string(),
+        v.remaining.to_string(),
+        secs(v.reset_ms).to_string(),
+    );
+    [
+        ("ratelimit-limit", limit.clone()),
+        ("ratelimit-remaining", remaining.clone()),
+        ("ratelimit-reset", reset.clone()),
+        ("x-ratelimit-limit", limit),
+        ("x-ratelimit-remaining", remaining),
+        ("x-ratelimit-reset", reset),
+    ]
+}
+
+/// Logs at most once a second per instance: a store outage under load would otherwise
+/// log every request (the host also logs, rate-limited, with its own view of the error).
+fn log_limited(message: &str) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = now().as_secs();
+    if LAST.swap(now, Ordering::Relaxed) != now {
+        log::warn(message);
+    }
+}
+
+weft_sdk::export!(RateLimit);
