@@ -17,3 +17,5 @@ pub const WRONG_VERSION: &str = env!("WEFT_PLUGIN_WRONG_VERSION");
 pub const CAPABILITIES: &str = env!("WEFT_PLUGIN_CAPABILITIES");
 /// The example filter a newcomer copies.
 pub const HELLO_FILTER: &str = env!("WEFT_PLUGIN_HELLO_FILTER");
+/// First-party JWT authentication (`plugins/jwt-auth`).
+pub const JWT_AUTH: &str = env!("WEFT_PLUGIN_JWT_AUTH");

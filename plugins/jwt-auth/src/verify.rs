@@ -59,16 +59,17 @@ pub fn header(token: &str, policy: &Policy) -> Result<(Algorithm, Option<String>
         .get("alg")
         .and_then(Value::as_str)
         .ok_or_else(|| invalid("token header has no alg"))?;
-    let alg = parse_alg(alg).map_err(|_| invalid(format!("algorithm {alg:?} is not accepted")))?;
-    if !policy.algorithms.contains(&alg) {
-        return Err(invalid(format!("algorithm {alg:?} is not accepted")));
+    let refused = || invalid(format!("algorithm {alg:?} is not accepted"));
+    let parsed = parse_alg(alg).map_err(|_| refused())?;
+    if !policy.algorithms.contains(&parsed) {
+        return Err(refused());
     }
     if head.get("crit").is_some() {
         // RFC 7515 4.1.11: extensions we do not understand must not be ignored.
         return Err(invalid("critical header extensions are not supported"));
     }
     let kid = head.get("kid").and_then(Value::as_str).map(str::to_owned);
-    Ok((alg, kid))
+    Ok((parsed, kid))
 }
 
 /// Verifies the token with the first fitting key whose signature matches, then checks

@@ -1,0 +1,150 @@
+//! The first-party authentication plugins (`plugins/jwt-auth`, `api-key`, `basic-auth`,
+//! `ext-authz`) through the real `weft` binary. Tokens, keys and password hashes are made
+//! by independent libraries (Python's PyJWT + cryptography, bcrypt; see `auth/mint.py`),
+//! never by the plugins' own code.
+
+// A test crate root resolves modules beside it, hence the paths.
+#[path = "auth/jwks.rs"]
+mod jwks;
+#[path = "auth/jwt.rs"]
+mod jwt;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use weft_conformance::*;
+
+/// Runs `auth/mint.py` with `spec` on stdin (asynchronously: a blocking wait would starve
+/// the in-process upstreams) and returns its JSON answer.
+pub async fn mint(spec: Value) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/auth/mint.py");
+    let mut child = tokio::process::Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/setup installs PyJWT and cryptography)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(spec.to_string().as_bytes()).await.expect("write spec");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("mint.py");
+    assert!(
+        out.status.success(),
+        "mint.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("mint.py answers JSON")
+}
+
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
+}
+
+/// A JSON value as a TOML value (inline tables), for filter configs.
+pub fn toml(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let fields: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{} = {}", Value::String(k.clone()), toml(v)))
+                .collect();
+            format!("{{ {} }}", fields.join(", "))
+        }
+        Value::Array(items) => format!("[{}]", items.iter().map(toml).collect::<Vec<_>>().join(", ")),
+        // JSON string escapes (\n, \", \\, \uXXXX) are valid in TOML basic strings.
+        other => other.to_string(),
+    }
+}
+
+/// A config: the echo upstream `web`, extra clusters, filters `(name, wasm, config)` and
+/// routes `(path prefix, filters)` to `web`, in order.
+pub fn config(
+    web: &Upstream,
+    clusters: &[(&str, SocketAddr)],
+    filters: &[(&str, &str, Value)],
+    routes: &[(&str, &[&str])],
+) -> String {
+    let mut text = format!(
+        "[admin]\naddress = \"{{admin}}\"\n\n[[listeners]]\nname = \"main\"\naddress = \"{{listen}}\"\n\n\
+         [[clusters]]\nname = \"web\"\nendpoints = [\"{}\"]\n",
+        web.addr
+    );
+    for (name, addr) in clusters {
+        text += &format!("\n[[clusters]]\nname = \"{name}\"\nendpoints = [\"{addr}\"]\n");
+    }
+    for (name, wasm, config) in filters {
+        text += &format!(
+            "\n[[filters]]\nname = \"{name}\"\nwasm = \"{wasm}\"\nconfig = {}\n",
+            toml(config)
+        );
+    }
+    for (i, (prefix, chain)) in routes.iter().enumerate() {
+        let chain: Vec<String> = chain.iter().map(|f| format!("\"{f}\"")).collect();
+        text += &format!(
+            "\n[[routes]]\nname = \"r{i}\"\nmatch = {{ path_prefix = \"{prefix}\" }}\ncluster = \"web\"\nfilters = [{}]\n",
+            chain.join(", ")
+        );
+    }
+    text
+}
+
+/// A request through the proxy with these headers.
+pub async fn call(weft: &Weft, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut builder = Request::builder().method(method).uri(weft.url(path));
+    for (n, v) in headers {
+        builder = builder.header(*n, *v);
+    }
+    send(&http1_client(), builder.body(Full::new(Bytes::new())).expect("request")).await
+}
+
+/// `GET path` with `Authorization: Bearer <token>`.
+pub async fn bearer(weft: &Weft, path: &str, token: &str) -> Reply {
+    call(weft, "GET", path, &[("authorization", &format!("Bearer {token}"))]).await
+}
+
+/// The `error_description` of a 401's `WWW-Authenticate`, asserting the challenge's shape.
+pub fn refusal(reply: &Reply) -> String {
+    assert_eq!(
+        reply.status,
+        401,
+        "expected a refusal, got {}: {}",
+        reply.status,
+        reply.text()
+    );
+    let challenge = reply.header("www-authenticate").expect("WWW-Authenticate").to_owned();
+    assert!(
+        challenge.starts_with("Bearer realm=\"") && challenge.contains("error=\"invalid_token\""),
+        "{challenge}"
+    );
+    let start = challenge.find("error_description=\"").expect("error_description") + 19;
+    challenge[start..].trim_end_matches('"').to_owned()
+}
+
+/// Runs `weft check` on a config; returns success and output.
+pub async fn weft_check(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("weft.toml");
+    std::fs::write(
+        &path,
+        config
+            .replace("{admin}", "127.0.0.1:1")
+            .replace("{listen}", "127.0.0.1:2"),
+    )
+    .expect("write");
+    let out = tokio::process::Command::new(weft_bin())
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .await
+        .expect("weft check");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
