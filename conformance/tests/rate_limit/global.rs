@@ -1,0 +1,189 @@
+//! Global mode: counters in a real `redis-server` started here (installed by
+//! `scripts/setup`), shared by two proxies; and what happens when Redis is down.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use super::*;
+
+/// A `redis-server` on a loopback port, without persistence; killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    async fn start(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server not found: run scripts/setup (it installs the redis-server package)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Redis { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+fn kv_table(url: &str) -> String {
+    format!("[kv]\nbackend = \"redis\"\nurl = \"{url}\"\ntimeout = \"100ms\"\n")
+}
+
+#[tokio::test]
+async fn two_proxies_sharing_redis_hold_one_combined_limit() {
+    let redis = Redis::start(free_addr().port()).await;
+    let up = Upstream::echo("up").await;
+    let limits = r#"limits = [{ name = "win", key = ["client_ip"], rate = 7, per = "2s" },
+                              { name = "bucket", key = ["header:x-user"], rate = 2, per = "1s", algorithm = "token_bucket", burst = 4 }]"#;
+    let kv = kv_table(&redis.url());
+    let a = Weft::start(&config(&up, &kv, limits)).await;
+    let b = Weft::start(&config(&up, &kv, limits)).await;
+    let client = http1_client();
+
+    // The fixed window: 7 between both proxies, whichever gets them.
+    next_window(2000).await;
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let proxy = if i % 2 == 0 { &a } else { &b };
+        let r = hit(&client, proxy.addr, &[]).await;
+        if r.status == 200 {
+            assert_eq!(
+                rate_headers(&r).1,
+                7 - 1 - i,
+                "request {i}: remaining counts both proxies"
+            );
+        }
+        statuses.push(r.status);
+    }
+    let per_request = started.elapsed() / 12;
+    assert_eq!(statuses, [[200; 7].as_slice(), &[429; 5]].concat(), "{statuses:?}");
+    assert_eq!(up.hits(), 7);
+    eprintln!("through Redis: {per_request:?} per request (incr + hand-off set/get)");
+
+    // The token bucket (keyed by user; the window above is spent for this address, so
+    // use other addresses): a burst of 4 shared by both proxies, then 2 per second.
+    let from = |n| client_from(Ipv4Addr::new(127, 0, 0, n));
+    let mut allowed = 0;
+    for i in 0..6u8 {
+        let proxy = if i % 2 == 0 { &a } else { &b };
+        let r = hit(&from(10 + i), proxy.addr, &[("x-user", "carol")]).await;
+        allowed += usize::from(r.status == 200);
+    }
+    assert_eq!(allowed, 4, "one burst of 4 across both proxies");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = hit(&from(20), b.addr, &[("x-user", "carol")]).await;
+    assert_eq!(r.status, 200, "one token back after 500 ms");
+    assert_eq!(hit(&from(21), a.addr, &[("x-user", "carol")]).await.status, 429);
+    redis.stop().await;
+}
+
+#[tokio::test]
+async fn redis_down_fails_open_or_closed_as_configured_counts_and_recovers() {
+    let port = free_addr().port();
+    let up = Upstream::echo("up").await;
+    // Nothing listens on `port` yet: the proxy must start anyway.
+    let text = format!(
+        r#"
+{kv}
+[admin]
+address = "{{admin}}"
+
+[[listeners]]
+name = "main"
+address = "{{listen}}"
+
+[[clusters]]
+name = "web"
+endpoints = ["{up}"]
+
+[[filters]]
+name = "rl-open"
+wasm = "{PLUGIN}"
+config = {{ limits = [{{ key = ["client_ip"], rate = 100, per = "1s" }}], on_store_error = "allow" }}
+
+[[filters]]
+name = "rl-closed"
+wasm = "{PLUGIN}"
+config = {{ limits = [{{ key = ["client_ip"], rate = 100, per = "1s" }}], on_store_error = "deny" }}
+
+[[routes]]
+name = "open"
+match = {{ path_prefix = "/open" }}
+cluster = "web"
+filters = ["rl-open"]
+
+[[routes]]
+name = "closed"
+match = {{ path_prefix = "/closed" }}
+cluster = "web"
+filters = ["rl-closed"]
+"#,
+        kv = kv_table(&format!("redis://127.0.0.1:{port}")),
+        up = up.addr,
+    );
+    let weft = Weft::start(&text).await;
+
+    let started = Instant::now();
+    let open = get(&weft.url("/open")).await;
+    assert_eq!(open.status, 200, "fail-open lets the request through: {}", open.text());
+    assert!(open.header("ratelimit-limit").is_none(), "no numbers without the store");
+    let closed = get(&weft.url("/closed")).await;
+    assert_eq!(closed.status, 503, "fail-closed: {}", closed.text());
+    assert_eq!(closed.header("retry-after"), Some("1"));
+    let both = started.elapsed();
+    eprintln!("two requests with Redis down: {both:?}");
+    assert!(both < Duration::from_secs(2), "store errors fail fast ({both:?})");
+
+    let kv_errors = metric(&weft, r#"weft_kv_errors_total{backend="redis"}"#).await;
+    assert!(kv_errors >= 2.0, "host counts store errors: {kv_errors}");
+    let series = |f: &str| format!(r#"weft_filter_counter_total{{filter="{f}",name="store_errors"}}"#);
+    assert_eq!(metric(&weft, &series("rl-open")).await, 1.0);
+    assert_eq!(metric(&weft, &series("rl-closed")).await, 1.0);
+    assert!(
+        weft.log().contains("kv backend failed"),
+        "the host logs it:\n{}",
+        weft.log()
+    );
+
+    // Redis comes up: the proxy reconnects by itself.
+    let redis = Redis::start(port).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&weft.url("/closed")).await;
+        if r.status == 200 {
+            assert_eq!(rate_headers(&r).0, 100);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {} {}", r.status, r.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And goes down again: fail-closed again, fast.
+    redis.stop().await;
+    let r = get(&weft.url("/closed")).await;
+    assert_eq!(r.status, 503);
+}
