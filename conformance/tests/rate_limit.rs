@@ -217,7 +217,7 @@ async fn the_strictest_of_several_limits_wins_and_denials_take_nothing() {
     let weft = Weft::start(&config(
         &up,
         "",
-        r#"limits = [{ name = "wide", key = ["client_ip"], rate = 10, per = "4s" },
+        r#"limits = [{ name = "wide", key = ["client_ip"], rate = 8, per = "4s" },
                      { name = "route", key = ["route", "path"], rate = 3, per = "4s", algorithm = "sliding_window" }]"#,
     ))
     .await;
@@ -239,7 +239,8 @@ async fn the_strictest_of_several_limits_wins_and_denials_take_nothing() {
         let retry = num(&r, "retry-after").expect("Retry-After");
         assert!((5..=6).contains(&retry), "Retry-After {retry}");
     }
-    // The 4 denials did not consume the wide limit: 10 - 3 = 7 left there.
+    // The 4 denials did not consume the wide limit (8 - 3 - 1 = 4 left there after the
+    // next request; had they, it would be at 0 and its limit of 8 would show).
     let other_path = {
         let req = Request::get(format!("http://{}/other", weft.addr))
             .body(Full::new(Bytes::new()))
