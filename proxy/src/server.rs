@@ -82,14 +82,18 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
     })
 }
 
-/// A tokio runtime with the configured number of workers.
+/// A tokio runtime with the configured number of workers. One worker gets tokio's
+/// current-thread scheduler: no work-stealing queues or cross-thread wakeups on the request
+/// path, which is what a proxy pinned to one core wants.
 pub fn tokio_runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        builder.worker_threads(n.max(1));
-    }
-    Ok(builder
-        .enable_all()
-        .thread_keep_alive(Duration::from_secs(60))
-        .build()?)
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    Ok(builder.enable_all().thread_keep_alive(Duration::from_secs(60)).build()?)
 }
