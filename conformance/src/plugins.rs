@@ -19,3 +19,9 @@ pub const CAPABILITIES: &str = env!("WEFT_PLUGIN_CAPABILITIES");
 pub const HELLO_FILTER: &str = env!("WEFT_PLUGIN_HELLO_FILTER");
 /// First-party JWT authentication (`plugins/jwt-auth`).
 pub const JWT_AUTH: &str = env!("WEFT_PLUGIN_JWT_AUTH");
+/// First-party API-key authentication (`plugins/api-key`).
+pub const API_KEY: &str = env!("WEFT_PLUGIN_API_KEY");
+/// First-party HTTP Basic authentication (`plugins/basic-auth`).
+pub const BASIC_AUTH: &str = env!("WEFT_PLUGIN_BASIC_AUTH");
+/// First-party external authorization (`plugins/ext-authz`).
+pub const EXT_AUTHZ: &str = env!("WEFT_PLUGIN_EXT_AUTHZ");

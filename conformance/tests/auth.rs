@@ -4,10 +4,14 @@
 //! never by the plugins' own code.
 
 // A test crate root resolves modules beside it, hence the paths.
+#[path = "auth/ext_authz.rs"]
+mod ext_authz;
 #[path = "auth/jwks.rs"]
 mod jwks;
 #[path = "auth/jwt.rs"]
 mod jwt;
+#[path = "auth/keys.rs"]
+mod keys;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -93,6 +97,12 @@ pub fn config(
         );
     }
     text
+}
+
+/// Gives filter `name` of a [`config`] this CPU budget (`limits.cpu`).
+pub fn with_cpu_limit(config: String, name: &str, cpu: &str) -> String {
+    let entry = format!("[[filters]]\nname = \"{name}\"\n");
+    config.replace(&entry, &format!("{entry}limits = {{ cpu = \"{cpu}\" }}\n"))
 }
 
 /// A request through the proxy with these headers.

@@ -7,7 +7,10 @@ stdin: {"tokens": {NAME: {"alg": ALG, "key": KEY, "claims": {...}, "headers": {.
   ALG "none" makes an unsigned token; ALG "HS256-with-public-pem" HMAC-signs with the
   PEM text of KEY's *public* key as the secret (the HS/RS confusion attack), by hand,
   since PyJWT rightly refuses to.
-stdout: {"keys": {NAME: {"public_pem": ..., "jwk": {...}}}, "tokens": {NAME: TOKEN}}
+      {"sha256": {NAME: TEXT}, "bcrypt": {NAME: [PASSWORD, COST]}}
+stdout: {"keys": {NAME: {"public_pem": ..., "jwk": {...}}}, "tokens": {NAME: TOKEN},
+         "sha256": {NAME: HEX}, "bcrypt": {NAME: HASH}}
+Keys are generated only when tokens are asked for.
 """
 import base64
 import hashlib
@@ -15,6 +18,7 @@ import hmac
 import json
 import sys
 
+import bcrypt
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -27,6 +31,18 @@ def b64(data):
 
 def main():
     spec = json.load(sys.stdin)
+    out = {
+        "sha256": {n: hashlib.sha256(t.encode()).hexdigest() for n, t in spec.get("sha256", {}).items()},
+        "bcrypt": {
+            n: bcrypt.hashpw(p.encode(), bcrypt.gensalt(cost)).decode() for n, (p, cost) in spec.get("bcrypt", {}).items()
+        },
+    }
+    if "tokens" in spec:
+        out.update(sign(spec["tokens"]))
+    json.dump(out, sys.stdout)
+
+
+def sign(jobs):
     private = {
         "rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048),
         "rsa2": rsa.generate_private_key(public_exponent=65537, key_size=2048),
@@ -45,7 +61,7 @@ def main():
             "jwk": json.loads(to_jwk[name].to_jwk(public)),
         }
     tokens = {}
-    for name, job in spec.get("tokens", {}).items():
+    for name, job in jobs.items():
         alg, claims, headers = job["alg"], job.get("claims", {}), job.get("headers") or None
         key = job.get("key")
         if alg == "HS256-with-public-pem":
@@ -60,7 +76,7 @@ def main():
             continue
         signing = key["secret"] if isinstance(key, dict) else private[key]
         tokens[name] = jwt.encode(claims, signing, algorithm=alg, headers=headers)
-    json.dump({"keys": keys, "tokens": tokens}, sys.stdout)
+    return {"keys": keys, "tokens": tokens}
 
 
 main()
