@@ -8,10 +8,13 @@ use weft_conformance::*;
 
 use super::*;
 
+/// What the authorization service was asked: method, path and query, headers.
+type Asked = Arc<Mutex<Vec<(String, String, Vec<(String, String)>)>>>;
+
 #[tokio::test]
 async fn ext_authz_allows_denies_and_handles_timeouts() {
     // The authorization service: records what it was asked, answers by path.
-    let asked: Arc<Mutex<Vec<(String, String, Vec<(String, String)>)>>> = Arc::default();
+    let asked: Asked = Arc::default();
     let log = asked.clone();
     let authz = Upstream::start(move |req| {
         let headers = req

@@ -206,6 +206,7 @@ impl Filter for ApiKey {
 weft_sdk::export!(ApiKey);
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

@@ -212,6 +212,7 @@ impl Filter for BasicAuth {
 weft_sdk::export!(BasicAuth);
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

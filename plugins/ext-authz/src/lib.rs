@@ -194,6 +194,7 @@ impl Filter for ExtAuthz {
 weft_sdk::export!(ExtAuthz);
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

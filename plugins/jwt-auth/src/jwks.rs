@@ -160,5 +160,6 @@ fn decode_shared(value: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 #[path = "jwks_tests.rs"]
 mod tests;

@@ -16,6 +16,7 @@ mod token;
 mod verify;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests;
 
 use std::cell::RefCell;
