@@ -49,11 +49,17 @@ fn main() {
     // Test plugins are `plugin-<dir>` crates; first-party plugins keep their crate name.
     let mut crates: Vec<(String, PathBuf)> = Vec::new();
     for (folder, prefix) in [("conformance/plugins", "plugin_"), ("plugins", "")] {
-        let Ok(entries) = std::fs::read_dir(root.join(folder)) else { continue };
+        let Ok(entries) = std::fs::read_dir(root.join(folder)) else {
+            continue;
+        };
         for entry in entries {
             let dir = entry.expect("readable plugins dir").path();
             if dir.join("Cargo.toml").exists() {
-                let name = dir.file_name().and_then(|n| n.to_str()).expect("UTF-8 plugin dir name").to_owned();
+                let name = dir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .expect("UTF-8 plugin dir name")
+                    .to_owned();
                 let file = format!("{prefix}{}.wasm", name.replace('-', "_"));
                 crates.push((name, out.join(file)));
             }

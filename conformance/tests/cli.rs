@@ -9,9 +9,17 @@ fn check(config: &str) -> (bool, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("weft.toml");
     std::fs::write(&path, config).expect("write");
-    let out = Command::new(weft_bin()).arg("check").arg("--config").arg(&path).output().expect("run weft check");
+    let out = Command::new(weft_bin())
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run weft check");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text.replace(&path.display().to_string(), "weft.toml"))
+    (
+        out.status.success(),
+        text.replace(&path.display().to_string(), "weft.toml"),
+    )
 }
 
 const GOOD: &str = r#"[[listeners]]
@@ -31,14 +39,20 @@ cluster = "web"
 fn check_accepts_a_good_config_and_summarises_it() {
     let (ok, text) = check(GOOD);
     assert!(ok, "{text}");
-    assert!(text.contains("weft.toml: OK (1 listeners, 1 clusters, 0 filters, 1 routes)"), "{text}");
+    assert!(
+        text.contains("weft.toml: OK (1 listeners, 1 clusters, 0 filters, 1 routes)"),
+        "{text}"
+    );
 }
 
 #[test]
 fn check_explains_an_unknown_cluster_with_its_location() {
     let (ok, text) = check(&GOOD.replace("cluster = \"web\"", "cluster = \"api\""));
     assert!(!ok);
-    assert!(text.contains("weft.toml:11:11: unknown cluster \"api\" (defined: web)"), "{text}");
+    assert!(
+        text.contains("weft.toml:11:11: unknown cluster \"api\" (defined: web)"),
+        "{text}"
+    );
     assert!(text.contains("11 | cluster = \"api\""), "{text}");
 }
 
@@ -56,12 +70,18 @@ fn check_explains_type_errors_and_unknown_fields() {
 fn check_rejects_an_unresolvable_endpoint() {
     let (ok, text) = check(&GOOD.replace("127.0.0.1:3000", "no-such-host.invalid:80"));
     assert!(!ok);
-    assert!(text.contains("endpoint \"no-such-host.invalid:80\" is not a resolvable host:port"), "{text}");
+    assert!(
+        text.contains("endpoint \"no-such-host.invalid:80\" is not a resolvable host:port"),
+        "{text}"
+    );
 }
 
 #[test]
 fn check_reports_a_missing_file() {
-    let out = Command::new(weft_bin()).args(["check", "--config", "/nonexistent/weft.toml"]).output().expect("run");
+    let out = Command::new(weft_bin())
+        .args(["check", "--config", "/nonexistent/weft.toml"])
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config file"));
 }
@@ -71,7 +91,12 @@ fn run_refuses_to_start_on_a_bad_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("weft.toml");
     std::fs::write(&path, GOOD.replace("cluster = \"web\"", "cluster = \"nope\"")).expect("write");
-    let out = Command::new(weft_bin()).arg("run").arg("--config").arg(&path).output().expect("run");
+    let out = Command::new(weft_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown cluster \"nope\""));
 }
@@ -83,7 +108,12 @@ fn run_reports_a_port_in_use() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("weft.toml");
     std::fs::write(&path, GOOD.replace("127.0.0.1:8080", &addr.to_string())).expect("write");
-    let out = Command::new(weft_bin()).arg("run").arg("--config").arg(&path).output().expect("run");
+    let out = Command::new(weft_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("listener \"main\" cannot bind {addr}")), "{err}");

@@ -43,12 +43,22 @@ async fn admin_reload_swaps_in_a_good_config_and_rejects_a_bad_one() {
     let (status, body) = weft.admin("POST", "/reload").await;
     assert_eq!(status, 409);
     assert!(body.contains("unknown cluster \"gone\""), "{body}");
-    assert_eq!(get(&weft.url("/v2/x")).await.status, 200, "the old config keeps serving");
+    assert_eq!(
+        get(&weft.url("/v2/x")).await.status,
+        200,
+        "the old config keeps serving"
+    );
     assert_eq!(weft.admin("GET", "/version").await, (200, "2\n".to_owned()));
 
     let metrics = weft.admin("GET", "/metrics").await.1;
-    assert!(metrics.contains("weft_reloads_total{what=\"admin\",outcome=\"ok\"} 1"), "{metrics}");
-    assert!(metrics.contains("weft_reloads_total{what=\"admin\",outcome=\"rejected\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("weft_reloads_total{what=\"admin\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weft_reloads_total{what=\"admin\",outcome=\"rejected\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -77,7 +87,11 @@ async fn a_changed_config_file_is_picked_up_by_the_watcher() {
     weft.write_config("this is not toml [");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !weft.log().contains("reload rejected") {
-        assert!(Instant::now() < deadline, "the broken edit was not reported:\n{}", weft.log());
+        assert!(
+            Instant::now() < deadline,
+            "the broken edit was not reported:\n{}",
+            weft.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(get(&weft.url("/new")).await.status, 200);

@@ -162,7 +162,10 @@ async fn capabilities_work_through_the_proxy() {
 
     request(&weft, "GET", "/", &[("x-cap-log", "guest says hello")], "").await;
     let log = weft.log();
-    let line = log.lines().find(|l| l.contains("guest says hello")).unwrap_or_else(|| panic!("not logged:\n{log}"));
+    let line = log
+        .lines()
+        .find(|l| l.contains("guest says hello"))
+        .unwrap_or_else(|| panic!("not logged:\n{log}"));
     assert!(line.contains("caps"), "the line names the filter: {line}");
 
     let replied = request(&weft, "GET", "/", &[("x-cap-respond", "429")], "").await;

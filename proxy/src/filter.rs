@@ -55,8 +55,8 @@ pub struct RequestCtx {
     /// Identity of a verified TLS client certificate, when there is one.
     pub peer_identity: Option<Arc<str>>,
     /// Values a filter keeps between its request and response phases (or hands to a later
-    /// filter). Allocated only when first used.
-    vars: Option<Box<HashMap<String, String>>>,
+    /// filter). An empty map allocates nothing.
+    vars: HashMap<String, String>,
 }
 
 impl RequestCtx {
@@ -67,16 +67,16 @@ impl RequestCtx {
             route,
             scheme,
             peer_identity: None,
-            vars: None,
+            vars: HashMap::new(),
         }
     }
 
     pub fn var(&self, key: &str) -> Option<&str> {
-        self.vars.as_ref()?.get(key).map(String::as_str)
+        self.vars.get(key).map(String::as_str)
     }
 
     pub fn set_var(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        self.vars.get_or_insert_default().insert(key.into(), value.into());
+        self.vars.insert(key.into(), value.into());
     }
 }
 

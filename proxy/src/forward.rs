@@ -233,7 +233,11 @@ pub fn upstream_request(
         headers.insert(header::HOST, host.clone());
     } else if !seen.host {
         // HTTP/2 clients send :authority instead of Host; an HTTP/1.1 upstream needs Host.
-        if let Some(authority) = head.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        if let Some(authority) = head
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
             headers.insert(header::HOST, authority);
         }
     }

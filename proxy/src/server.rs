@@ -95,5 +95,8 @@ pub fn tokio_runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::R
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    Ok(builder.enable_all().thread_keep_alive(Duration::from_secs(60)).build()?)
+    Ok(builder
+        .enable_all()
+        .thread_keep_alive(Duration::from_secs(60))
+        .build()?)
 }

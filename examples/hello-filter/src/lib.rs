@@ -57,7 +57,10 @@ impl Filter for Hello {
             && request.path().starts_with(prefix.as_str())
         {
             metrics::counter_add("denied", 1);
-            return Reply::new(403).header("content-type", "text/plain").body("forbidden\n").into();
+            return Reply::new(403)
+                .header("content-type", "text/plain")
+                .body("forbidden\n")
+                .into();
         }
         Decision::Continue
     }

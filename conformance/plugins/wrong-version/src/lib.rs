@@ -14,7 +14,10 @@ struct Future;
 
 impl Guest for Future {
     fn init(_config: String) -> Result<Options, String> {
-        Ok(Options { request_body: false, response_body: false })
+        Ok(Options {
+            request_body: false,
+            response_body: false,
+        })
     }
 
     fn on_request(_request: &Request) -> Decision {
