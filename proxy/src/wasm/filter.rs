@@ -71,9 +71,9 @@ impl WasmFilter {
         state.meta.set(ctx);
         limits::start_call(&mut instance.store, self.cpu);
         let hooks = instance.world.weft_filter_hooks();
-        let result = hooks
-            .call_on_request(&mut instance.store, Resource::new_borrow(0))
-            .await;
+        let clock = instance.store.data().budget.slices.clone();
+        let call = hooks.call_on_request(&mut instance.store, Resource::new_borrow(0));
+        let result = limits::sliced(clock, call).await;
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.req_head, &mut req.head);
         req.body = state.phase.req_body.take();
@@ -94,9 +94,9 @@ impl WasmFilter {
         state.meta.set(ctx);
         limits::start_call(&mut instance.store, self.cpu);
         let hooks = instance.world.weft_filter_hooks();
-        let result = hooks
-            .call_on_response(&mut instance.store, Resource::new_borrow(0))
-            .await;
+        let clock = instance.store.data().budget.slices.clone();
+        let call = hooks.call_on_response(&mut instance.store, Resource::new_borrow(0));
+        let result = limits::sliced(clock, call).await;
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.resp_head, &mut resp.head);
         resp.body = state.phase.resp_body.take();

@@ -1,6 +1,9 @@
 //! The sandbox's limits: linear memory (a `ResourceLimiter`), CPU time per phase (epoch
 //! interruption), and how a failed call becomes a [`FilterError`].
 
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::{ResourceLimiter, Store, StoreContextMut, Trap, UpdateDeadline};
@@ -50,41 +53,101 @@ impl ResourceLimiter for Limiter {
 }
 
 /// CPU accounting of the phase in progress. Wall time since the call started, minus the
-/// time spent waiting in async host calls (callouts, KV): a guest waiting on the network
-/// is not burning CPU, and its callout has its own timeout.
+/// time spent waiting in async host calls (callouts, KV) — a guest waiting on the network
+/// is not burning CPU, and its callout has its own timeout — and minus the time it spent
+/// yielded to other tasks between slices (see [`sliced`]).
 #[derive(Default)]
 pub(crate) struct Budget {
     started: Option<Instant>,
     allowed: Duration,
     pub waited: Duration,
+    pub slices: Arc<SliceClock>,
 }
 
 impl Budget {
     fn used(&self) -> Duration {
-        self.started
-            .map_or(Duration::ZERO, |s| s.elapsed().saturating_sub(self.waited))
+        self.started.map_or(Duration::ZERO, |s| {
+            s.elapsed()
+                .saturating_sub(self.waited)
+                .saturating_sub(self.slices.yielded())
+        })
     }
 }
 
-fn ticks(d: Duration) -> u64 {
-    // Round up, and at least one tick, so a deadline is never already in the past.
-    (d.as_micros().div_ceil(TICK.as_micros()) as u64).max(1)
+/// When the guest yielded at the end of a slice, and how long it has spent yielded in the
+/// current call. Written by the epoch callback (on yield) and by [`sliced`] (on resume),
+/// which run on the same task one after the other; atomics only make it `Sync`.
+pub(crate) struct SliceClock {
+    base: Instant,
+    /// Nanoseconds after `base` at which the guest yielded, plus one; 0 while it runs.
+    yielded_at: AtomicU64,
+    yielded_total: AtomicU64,
+}
+
+impl Default for SliceClock {
+    fn default() -> Self {
+        SliceClock {
+            base: Instant::now(),
+            yielded_at: AtomicU64::new(0),
+            yielded_total: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SliceClock {
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64 + 1
+    }
+
+    fn reset(&self) {
+        self.yielded_at.store(0, Ordering::Relaxed);
+        self.yielded_total.store(0, Ordering::Relaxed);
+    }
+
+    fn yielding(&self) {
+        self.yielded_at.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn resumed(&self) {
+        let at = self.yielded_at.swap(0, Ordering::Relaxed);
+        if at != 0 {
+            self.yielded_total
+                .fetch_add(self.now().saturating_sub(at), Ordering::Relaxed);
+        }
+    }
+
+    fn yielded(&self) -> Duration {
+        Duration::from_nanos(self.yielded_total.load(Ordering::Relaxed))
+    }
+}
+
+/// Runs a call into the guest so that the time between its slices — when it has yielded
+/// and other requests run on the worker thread — is not charged to its CPU budget.
+pub(crate) async fn sliced<F: Future>(clock: Arc<SliceClock>, call: F) -> F::Output {
+    let mut call = std::pin::pin!(call);
+    std::future::poll_fn(|cx| {
+        clock.resumed();
+        call.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// Arms the CPU budget for one call into the guest.
 pub(crate) fn start_call(store: &mut Store<HostState>, allowed: Duration) {
     let data = store.data_mut();
-    data.budget = Budget {
-        started: Some(Instant::now()),
-        allowed,
-        waited: Duration::ZERO,
-    };
+    data.budget.slices.reset();
+    data.budget.started = Some(Instant::now());
+    data.budget.allowed = allowed;
+    data.budget.waited = Duration::ZERO;
     data.limiter.hit = None;
-    store.set_epoch_deadline(ticks(allowed));
+    // One tick per slice: the guest yields its worker thread every tick until the budget is
+    // spent, so a filter spinning for its whole budget delays no other request by more
+    // than a tick (Envoy's Wasm filters hold the worker instead).
+    store.set_epoch_deadline(1);
 }
 
-/// Installed once per store: runs when the epoch deadline passes, and either extends it
-/// (time spent waiting did not count) or stops the guest.
+/// Installed once per store: runs at the end of every slice, and either yields to the
+/// executor for another slice or, with the budget spent, stops the guest.
 pub(crate) fn install(store: &mut Store<HostState>) {
     store.limiter(|state| &mut state.limiter);
     store.epoch_deadline_callback(|mut ctx: StoreContextMut<'_, HostState>| {
@@ -94,7 +157,8 @@ pub(crate) fn install(store: &mut Store<HostState>) {
             data.limiter.hit = Some("cpu");
             return Ok(UpdateDeadline::Interrupt);
         }
-        Ok(UpdateDeadline::Continue(ticks(data.budget.allowed - used)))
+        data.budget.slices.yielding();
+        Ok(UpdateDeadline::Yield(1))
     });
 }
 

@@ -80,12 +80,18 @@ impl Pool {
         limits::install(&mut store);
         // Instantiation runs the guest's start-up code: it is budgeted like `init`.
         limits::start_call(&mut store, self.init_budget);
-        let world = match self.compiled.pre.instantiate_async(&mut store).await {
+        let clock = store.data().budget.slices.clone();
+        let world = match limits::sliced(clock.clone(), self.compiled.pre.instantiate_async(&mut store)).await {
             Ok(world) => world,
             Err(e) => return Err(CreateError::Failed(limits::classify(&e, store.data_mut()))),
         };
         limits::start_call(&mut store, self.init_budget);
-        match world.weft_filter_hooks().call_init(&mut store, &self.config_json).await {
+        match limits::sliced(
+            clock,
+            world.weft_filter_hooks().call_init(&mut store, &self.config_json),
+        )
+        .await
+        {
             Ok(Ok(options)) => Ok((Instance { store, world }, options)),
             Ok(Err(message)) => Err(CreateError::Refused(message)),
             Err(e) => Err(CreateError::Failed(limits::classify(&e, store.data_mut()))),

@@ -1,0 +1,189 @@
+//! Plugins replaced while traffic flows: the new version takes over with no failed
+//! request, a broken replacement is rejected and the old version keeps serving, and a
+//! misbehaving filter hurts only the requests that run it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use weft_conformance::plugins::{HELLO_FILTER, INFINITE_LOOP, NOOP};
+use weft_conformance::*;
+
+fn config(up: &Upstream, plugin: &std::path::Path) -> String {
+    format!(
+        r#"
+[admin]
+address = "{{admin}}"
+[[listeners]]
+name = "main"
+address = "{{listen}}"
+[[clusters]]
+name = "web"
+endpoints = ["{}"]
+[[filters]]
+name = "hot"
+wasm = "{}"
+config = {{}}
+[[routes]]
+match = {{ path_prefix = "/" }}
+cluster = "web"
+filters = ["hot"]
+"#,
+        up.addr,
+        plugin.display()
+    )
+}
+
+/// Replaces `path` atomically (write aside, rename), as a deploy tool would.
+fn replace(path: &std::path::Path, with: &[u8]) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, with).expect("write");
+    std::fs::rename(&aside, path).expect("rename");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_swapped_under_load_fails_no_request() {
+    let up = Upstream::echo("web").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = dir.path().join("filter.wasm");
+    std::fs::copy(HELLO_FILTER, &plugin).expect("copy");
+    let weft = Weft::start(&config(&up, &plugin)).await;
+    assert_eq!(
+        get(&weft.url("/")).await.header("x-hello"),
+        Some("world"),
+        "the first version serves"
+    );
+
+    // Load: 4 clients in a loop until told to stop, recording every answer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (stop, url) = (stop.clone(), weft.url("/load"));
+        clients.push(tokio::spawn(async move {
+            let client = http1_client();
+            let (mut ok, mut stamped, mut plain, mut failures) = (0u32, 0u32, 0u32, Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let req = http::Request::get(&url)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .expect("req");
+                match client.request(req).await {
+                    Ok(resp) if resp.status() == 200 => {
+                        ok += 1;
+                        if resp.headers().contains_key("x-hello") {
+                            stamped += 1
+                        } else {
+                            plain += 1
+                        }
+                        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                    }
+                    Ok(resp) => failures.push(format!("status {}", resp.status())),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (ok, stamped, plain, failures)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // v2: a different component (noop: no header). The watcher reloads it.
+    replace(&plugin, &std::fs::read(NOOP).expect("noop"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get(&weft.url("/")).await.header("x-hello").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the new plugin was not picked up:\n{}",
+            weft.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // v3: not a component. Rejected; v2 keeps serving.
+    replace(&plugin, b"\0asm garbage");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !weft.log().contains("reload rejected") {
+        assert!(
+            Instant::now() < deadline,
+            "the broken plugin was not reported:\n{}",
+            weft.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+
+    let (mut ok, mut stamped, mut plain) = (0, 0, 0);
+    for client in clients {
+        let (o, s, p, failures) = client.await.expect("client task");
+        assert!(failures.is_empty(), "requests failed during the reloads: {failures:?}");
+        (ok, stamped, plain) = (ok + o, stamped + s, plain + p);
+    }
+    assert!(
+        stamped > 0 && plain > 0,
+        "load saw both versions ({stamped} old, {plain} new, {ok} in all)"
+    );
+    assert_eq!(
+        get(&weft.url("/")).await.status,
+        200,
+        "v2 still serves after the rejected v3"
+    );
+    assert!(get(&weft.url("/")).await.header("x-hello").is_none());
+    let (status, body) = weft.admin("POST", "/reload").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("filter \"hot\""),
+        "the admin answer names the filter: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_stuck_in_a_loop_does_not_hold_up_other_requests() {
+    let up = Upstream::echo("web").await;
+    let config = format!(
+        r#"
+[[listeners]]
+name = "main"
+address = "{{listen}}"
+[runtime]
+workers = 2
+[[clusters]]
+name = "web"
+endpoints = ["{}"]
+[[filters]]
+name = "spin"
+wasm = "{INFINITE_LOOP}"
+limits = {{ cpu = "300ms" }}
+[[routes]]
+match = {{ path_prefix = "/loop" }}
+cluster = "web"
+filters = ["spin"]
+[[routes]]
+match = {{ path_prefix = "/" }}
+cluster = "web"
+"#,
+        up.addr
+    );
+    let weft = Weft::start(&config).await;
+    let url = weft.url("/loop");
+    let stuck: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn({
+                let url = url.clone();
+                async move { get(&url).await.status }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // While both loops spin, plain requests are answered promptly.
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert_eq!(get(&weft.url("/plain")).await.status, 200);
+        assert!(
+            started.elapsed() < Duration::from_millis(250),
+            "a plain request waited {:?}",
+            started.elapsed()
+        );
+    }
+    for s in stuck {
+        assert_eq!(s.await.expect("task"), 500, "the looping filter fails its own request");
+    }
+}
