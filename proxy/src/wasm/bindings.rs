@@ -22,8 +22,10 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use exports::weft::filter::hooks::Options;
-pub use weft::filter::callout::{CalloutRequest, CalloutResponse};
-pub use weft::filter::log::Level;
-pub use weft::filter::types::{Decision, Reply};
-pub use weft::filter::{callout, kv, log, metadata, metrics, types};
+// `self::`: the generated module is named `weft`, like this crate, which rustdoc's
+// doctests would otherwise resolve to.
+pub use self::exports::weft::filter::hooks::Options;
+pub use self::weft::filter::callout::{CalloutRequest, CalloutResponse};
+pub use self::weft::filter::log::Level;
+pub use self::weft::filter::types::{Decision, Reply};
+pub use self::weft::filter::{callout, kv, log, metadata, metrics, types};
