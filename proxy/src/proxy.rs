@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::body::Body;
 use crate::config::UpstreamProtocol;
-use crate::filter::{Decision, FailureMode, FilterRequest, FilterResponse, RequestCtx};
+use crate::filter::{ChainEntry, Decision, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx};
 use crate::forward::{self, ConnInfo};
 use crate::respond::{ProxyError, error_response};
 use crate::route::{Route, request_host};
@@ -88,16 +88,7 @@ async fn proxy(
                     cluster: name.to_string(),
                 })?;
             }
-            Err(error) => {
-                runtime.metrics.filter_error(entry.filter.name(), error.kind());
-                if entry.on_error == FailureMode::Closed {
-                    return Err(ProxyError::Filter {
-                        filter: entry.filter.name().to_owned(),
-                        error,
-                    });
-                }
-                tracing::warn!(filter = entry.filter.name(), %error, "filter failed; continuing (fail-open)");
-            }
+            Err(error) => filter_failed(runtime, entry, error)?,
         }
     }
 
@@ -132,16 +123,7 @@ async fn proxy(
                     filter: entry.filter.name().to_owned(),
                 });
             }
-            Err(error) => {
-                runtime.metrics.filter_error(entry.filter.name(), error.kind());
-                if entry.on_error == FailureMode::Closed {
-                    return Err(ProxyError::Filter {
-                        filter: entry.filter.name().to_owned(),
-                        error,
-                    });
-                }
-                tracing::warn!(filter = entry.filter.name(), %error, "filter failed; continuing (fail-open)");
-            }
+            Err(error) => filter_failed(runtime, entry, error)?,
         }
     }
     let body = match (resp.body, streamed) {
@@ -157,6 +139,20 @@ async fn proxy(
         (None, None) => Body::empty(),
     };
     Ok(Response::from_parts(resp.head, body))
+}
+
+/// A filter failed: counted, then fatal for the request (fail-closed) or logged and
+/// skipped (fail-open), in either phase.
+fn filter_failed(runtime: &crate::state::Runtime, entry: &ChainEntry, error: FilterError) -> Result<(), ProxyError> {
+    runtime.metrics.filter_error(entry.filter.name(), error.kind());
+    if entry.on_error == FailureMode::Closed {
+        return Err(ProxyError::Filter {
+            filter: entry.filter.name().to_owned(),
+            error,
+        });
+    }
+    tracing::warn!(filter = entry.filter.name(), %error, "filter failed; continuing (fail-open)");
+    Ok(())
 }
 
 /// Sends the request to the cluster and prepares the response for downstream.
