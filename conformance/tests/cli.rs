@@ -5,21 +5,25 @@ use std::process::Command;
 
 use weft_conformance::*;
 
-fn check(config: &str) -> (bool, String) {
+/// Writes `config` to a temp file and runs `weft <command> --config <file>` to its end;
+/// returns whether it succeeded, its stdout and its stderr, the temp path shown as `weft.toml`.
+fn weft(command: &str, config: &str) -> (bool, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("weft.toml");
     std::fs::write(&path, config).expect("write");
     let out = Command::new(weft_bin())
-        .arg("check")
+        .arg(command)
         .arg("--config")
         .arg(&path)
         .output()
-        .expect("run weft check");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (
-        out.status.success(),
-        text.replace(&path.display().to_string(), "weft.toml"),
-    )
+        .expect("run weft");
+    let shown = |bytes: &[u8]| String::from_utf8_lossy(bytes).replace(&path.display().to_string(), "weft.toml");
+    (out.status.success(), shown(&out.stdout), shown(&out.stderr))
+}
+
+fn check(config: &str) -> (bool, String) {
+    let (ok, stdout, stderr) = weft("check", config);
+    (ok, stdout + &stderr)
 }
 
 const GOOD: &str = r#"[[listeners]]
@@ -88,35 +92,21 @@ fn check_reports_a_missing_file() {
 
 #[test]
 fn run_refuses_to_start_on_a_bad_config() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("weft.toml");
-    std::fs::write(&path, GOOD.replace("cluster = \"web\"", "cluster = \"nope\"")).expect("write");
-    let out = Command::new(weft_bin())
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown cluster \"nope\""));
+    let (ok, _, stderr) = weft("run", &GOOD.replace("cluster = \"web\"", "cluster = \"nope\""));
+    assert!(!ok);
+    assert!(stderr.contains("unknown cluster \"nope\""), "{stderr}");
 }
 
 #[test]
 fn run_reports_a_port_in_use() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("weft.toml");
-    std::fs::write(&path, GOOD.replace("127.0.0.1:8080", &addr.to_string())).expect("write");
-    let out = Command::new(weft_bin())
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("listener \"main\" cannot bind {addr}")), "{err}");
+    let (ok, _, stderr) = weft("run", &GOOD.replace("127.0.0.1:8080", &addr.to_string()));
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("listener \"main\" cannot bind {addr}")),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
