@@ -5,7 +5,11 @@
 //! addresses the harness picks, and `{up:NAME}` for the address of an upstream started by
 //! the test (see [`Weft::start`]).
 
+mod config;
 pub mod plugins;
+pub mod raw;
+
+pub use config::Config;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -139,6 +143,15 @@ impl Weft {
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.expect("admin body").to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The value of one series in `/metrics` (0 when absent), e.g.
+    /// `weft_connections_rejected_total{listener="main",reason="max_connections"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.admin("GET", "/metrics").await.1;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or(0.0)
     }
 
     /// Sends SIGTERM.

@@ -19,26 +19,26 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::Body;
+use crate::listen::{Gate, accept_loop};
 use crate::state::State;
 
-pub async fn serve(socket: TcpListener, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let stream = tokio::select! {
-            accepted = socket.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-            _ = shutdown.changed() => return,
-        };
+pub async fn serve(socket: TcpListener, gate: Arc<Gate>, state: Arc<State>, shutdown: watch::Receiver<bool>) {
+    accept_loop(socket, gate, shutdown, move |stream, _peer, pass| {
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| answer(state.clone(), req));
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let http = auto::Builder::new(TokioExecutor::new());
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            // An admin client gets the same patience as any other: no connection is held forever.
+            let _ = tokio::time::timeout(ADMIN_CONNECTION_LIFETIME, connection).await;
+            drop(pass);
         });
-    }
+    })
+    .await;
 }
+
+/// Longest an admin connection stays open (a reload of a large config included).
+const ADMIN_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
 
 async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {

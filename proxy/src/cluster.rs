@@ -56,6 +56,9 @@ pub enum UpstreamError {
     Timeout { endpoint: SocketAddr, timeout: Duration },
     #[error("the request cannot be sent upstream: {0}")]
     BadRequest(String),
+    /// The exchange failed because the client's body did (too large, too slow, malformed).
+    #[error("the client's request body failed: {0}")]
+    ClientBody(crate::front::ClientBodyFault),
 }
 
 impl Cluster {
@@ -152,6 +155,9 @@ impl Cluster {
                 timeout,
             }),
             Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if let Some(fault) = crate::front::ClientBodyFault::find(Some(&e)) => {
+                Err(UpstreamError::ClientBody(fault))
+            }
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect {
                 endpoint: endpoint.addr,
                 reason: error_chain(&e),

@@ -116,6 +116,93 @@ pub struct ListenerConfig {
     /// removed on TLS listeners.
     #[serde(default)]
     pub forward_client_cert: bool,
+    /// Collapse `//` in request paths before routing (dot segments and encoded unreserved
+    /// characters are always resolved).
+    #[serde(default = "defaults::yes")]
+    pub merge_slashes: bool,
+    /// Refuse paths with an encoded `/` or `\` (`%2F`, `%5C`) with 400; when off they are
+    /// passed on still encoded.
+    #[serde(default = "defaults::yes")]
+    pub reject_encoded_slashes: bool,
+    #[serde(default)]
+    pub limits: ListenerLimits,
+    #[serde(default)]
+    pub timeouts: ListenerTimeouts,
+}
+
+/// `[listeners.limits]`: what one client may make the proxy hold. Each refusal has its
+/// status and a `weft_downstream_refused_total{listener,reason}` count.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerLimits {
+    /// Request target (path and query) length; 414 past it.
+    pub max_uri_bytes: usize,
+    /// All request header lines together (HTTP/2 and HTTP/3: the header list); 431.
+    pub max_header_bytes: usize,
+    /// Number of request header lines; 431.
+    pub max_headers: usize,
+    /// Request body size; 413.
+    pub max_request_body_bytes: u64,
+    /// Open connections on this listener; more are closed at accept.
+    pub max_connections: usize,
+    /// Open connections from one client address; more are closed at accept.
+    pub max_connections_per_client: usize,
+    /// Concurrent streams on one HTTP/2 or HTTP/3 connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            max_uri_bytes: 8 << 10,
+            max_header_bytes: 64 << 10,
+            max_headers: 100,
+            max_request_body_bytes: 100 << 20,
+            max_connections: 10_000,
+            max_connections_per_client: 1_000,
+            max_concurrent_streams: 100,
+        }
+    }
+}
+
+/// `[listeners.timeouts]`: how long a client may keep the proxy waiting.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerTimeouts {
+    /// TLS handshake.
+    #[serde(deserialize_with = "duration")]
+    pub handshake: Duration,
+    /// From accept (or the end of the previous request) to a complete request head.
+    #[serde(deserialize_with = "duration")]
+    pub header_read: Duration,
+    /// A connection with no request in flight is closed after this long (HTTP/2: GOAWAY).
+    #[serde(deserialize_with = "duration")]
+    pub idle: Duration,
+    /// Longest gap between two pieces of a request body; 408 past it.
+    #[serde(deserialize_with = "duration")]
+    pub body_idle: Duration,
+    /// Longest a write to the client may stay blocked (a client that stops reading).
+    #[serde(deserialize_with = "duration")]
+    pub send_idle: Duration,
+    /// HTTP/2 PING interval on a connection; one unanswered for `keepalive_timeout` closes it.
+    #[serde(deserialize_with = "duration")]
+    pub keepalive_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ListenerTimeouts {
+    fn default() -> Self {
+        ListenerTimeouts {
+            handshake: Duration::from_secs(10),
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            body_idle: Duration::from_secs(30),
+            send_idle: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -501,6 +588,36 @@ impl Config {
             };
             if let Some(problem) = problem {
                 return Err(src.error_at(listener.span(), format!("listener {:?}: {problem}", l.name)));
+            }
+        }
+        for listener in &self.listeners {
+            let l = listener.get_ref();
+            let (limits, t) = (&l.limits, &l.timeouts);
+            let zero = [
+                ("limits.max_uri_bytes", limits.max_uri_bytes == 0),
+                ("limits.max_header_bytes", limits.max_header_bytes < 1024),
+                ("limits.max_headers", limits.max_headers == 0),
+                ("limits.max_connections", limits.max_connections == 0),
+                (
+                    "limits.max_connections_per_client",
+                    limits.max_connections_per_client == 0,
+                ),
+                ("limits.max_concurrent_streams", limits.max_concurrent_streams == 0),
+                ("timeouts.handshake", t.handshake.is_zero()),
+                ("timeouts.header_read", t.header_read.is_zero()),
+                ("timeouts.idle", t.idle.is_zero()),
+                ("timeouts.body_idle", t.body_idle.is_zero()),
+                ("timeouts.send_idle", t.send_idle.is_zero()),
+                ("timeouts.keepalive_interval", t.keepalive_interval.is_zero()),
+                ("timeouts.keepalive_timeout", t.keepalive_timeout.is_zero()),
+            ];
+            if let Some((key, _)) = zero.iter().find(|(_, bad)| *bad) {
+                let least = if *key == "limits.max_header_bytes" {
+                    "at least 1024"
+                } else {
+                    "more than zero"
+                };
+                return Err(src.error_at(listener.span(), format!("listener {:?}: {key} must be {least}", l.name)));
             }
         }
         for cluster in &self.clusters {

@@ -35,6 +35,17 @@ pub struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerReasonLabels {
+    pub listener: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KvLabels {
     pub backend: &'static str,
 }
@@ -60,6 +71,14 @@ pub struct Metrics {
     pub guest_histograms: Family<GuestLabels, Histogram, fn() -> Histogram>,
     /// Failed operations of the filters' shared KV store, by backend.
     pub kv_errors: Family<KvLabels, Counter>,
+    /// Downstream connections open now, by listener.
+    connections_open: Family<ListenerLabels, Gauge>,
+    /// Connections closed at accept by a cap, by listener and cap.
+    connections_rejected: Family<ListenerReasonLabels, Counter>,
+    /// Connections closed by a timeout, by listener and timeout.
+    connections_closed: Family<ListenerReasonLabels, Counter>,
+    /// Requests the front door refused (limits, malformed), by listener and reason.
+    downstream_refused: Family<ListenerReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -92,6 +111,30 @@ impl Default for Metrics {
         );
         let kv_errors = Family::<KvLabels, Counter>::default();
         registry.register("kv_errors", "Failed KV store operations by backend", kv_errors.clone());
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        let connections_rejected = Family::<ListenerReasonLabels, Counter>::default();
+        let connections_closed = Family::<ListenerReasonLabels, Counter>::default();
+        let downstream_refused = Family::<ListenerReasonLabels, Counter>::default();
+        registry.register(
+            "connections_open",
+            "Downstream connections open",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Downstream connections closed at accept by a connection cap",
+            connections_rejected.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Downstream connections closed by a timeout",
+            connections_closed.clone(),
+        );
+        registry.register(
+            "downstream_refused",
+            "Requests refused by the front door (limits, malformed input)",
+            downstream_refused.clone(),
+        );
         Metrics {
             registry,
             responses,
@@ -101,6 +144,10 @@ impl Default for Metrics {
             guest_gauges,
             guest_histograms,
             kv_errors,
+            connections_open,
+            connections_rejected,
+            connections_closed,
+            downstream_refused,
         }
     }
 }
@@ -121,6 +168,39 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// The open-connections gauge of a listener (resolved once, at bind).
+    pub fn connections_open(&self, listener: &str) -> Gauge {
+        self.connections_open
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_owned(),
+            })
+            .clone()
+    }
+
+    pub fn connection_rejected(&self, listener: &str, reason: &'static str) {
+        let labels = ListenerReasonLabels {
+            listener: listener.to_owned(),
+            reason,
+        };
+        self.connections_rejected.get_or_create(&labels).inc();
+    }
+
+    pub fn connection_closed(&self, listener: &str, reason: &'static str) {
+        let labels = ListenerReasonLabels {
+            listener: listener.to_owned(),
+            reason,
+        };
+        self.connections_closed.get_or_create(&labels).inc();
+    }
+
+    pub fn downstream_refused(&self, listener: &str, reason: &'static str) {
+        let labels = ListenerReasonLabels {
+            listener: listener.to_owned(),
+            reason,
+        };
+        self.downstream_refused.get_or_create(&labels).inc();
     }
 
     pub fn filter_error(&self, filter: &str, kind: &str) {

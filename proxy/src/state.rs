@@ -44,6 +44,9 @@ pub struct ListenerSpec {
     tls: bool,
     http3: bool,
     forward_client_cert: bool,
+    front: crate::front::FrontDoor,
+    limits: crate::config::ListenerLimits,
+    timeouts: crate::config::ListenerTimeouts,
 }
 
 /// Where the config comes from.
@@ -129,7 +132,7 @@ impl State {
         if wanted != running.listeners {
             return Err(config.source.error(
                 "listeners differ from the running ones (name, address, trust_forwarded, tls on/off, \
-                 http3, forward_client_cert): changing listeners needs a restart",
+                 http3, forward_client_cert, path handling, limits, timeouts): changing listeners needs a restart",
             ));
         }
         if config.kv.as_ref().map(|k| k.get_ref()) != self.kv.as_ref() {
@@ -166,6 +169,9 @@ fn spec(l: &ListenerConfig) -> ListenerSpec {
         tls: l.tls.is_some(),
         http3: l.http3,
         forward_client_cert: l.forward_client_cert,
+        front: crate::front::FrontDoor::new(l),
+        limits: l.limits.clone(),
+        timeouts: l.timeouts.clone(),
     }
 }
 
@@ -209,7 +215,10 @@ pub async fn build(
         let server = crate::tls::server_config(settings, &[b"h2", b"http/1.1"], false).map_err(fail)?;
         tls.insert(l.name.clone(), Arc::new(server));
         if l.http3 {
-            quic.insert(l.name.clone(), crate::quic::server_config(settings).map_err(fail)?);
+            quic.insert(
+                l.name.clone(),
+                crate::listen::quic::server_config(l, settings).map_err(fail)?,
+            );
         }
     }
 
