@@ -6,6 +6,7 @@
 //! the test (see [`Weft::start`]).
 
 mod config;
+pub mod h2raw;
 pub mod plugins;
 pub mod raw;
 
