@@ -118,6 +118,11 @@ impl Weft {
         panic!("weft did not listen on {} within 60s:\n{}", self.addr, self.log());
     }
 
+    /// The proxy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// What the proxy logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
