@@ -208,3 +208,22 @@ async fn a_slow_body_gets_408_within_its_timeout() {
     assert_eq!(status(&answer), Some(408), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn http2_takes_the_same_front_door() {
+    let (weft, admin, _public) = protected("").await;
+    let h2 = h2c_client();
+    let request = |path: &str, host: Option<&str>| {
+        let mut b = http::Request::get(weft.url(path));
+        if let Some(host) = host {
+            b = b.header("host", host);
+        }
+        b.body(http_body_util::Full::new(bytes::Bytes::new())).expect("request")
+    };
+    let reply = send(&h2, request("/x/../%61dmin", None)).await;
+    assert_eq!(reply.status, 401, "the api-key filter runs over HTTP/2 as well");
+    // :authority says one host, a host header another: refused, never guessed.
+    let reply = send(&h2, request("/", Some("admin.example"))).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert_eq!(admin.hits(), 0);
+}
