@@ -227,3 +227,42 @@ async fn http2_takes_the_same_front_door() {
     assert_eq!(reply.status, 400, "{}", reply.text());
     assert_eq!(admin.hits(), 0);
 }
+
+#[tokio::test]
+async fn ambiguous_framing_never_reaches_the_upstream_ambiguous() {
+    let up = Upstream::echo("up").await;
+    let config = Config::new()
+        .cluster("up", &[up.addr])
+        .route("all", "path_prefix = \"/\"", "up", &[], "");
+    let weft = Weft::start(&config.to_string()).await;
+    // Content-Length and chunked together (RFC 9112 §6.3): chunked wins, the length is
+    // dropped, and the upstream gets one unambiguous message.
+    for both in [
+        &b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"[..],
+        b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 50\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    ] {
+        let answer = exchange(weft.addr, both).await;
+        assert_eq!(status(&answer), Some(200), "{answer}");
+        assert!(answer.contains("\"body\":\"abc\""), "{answer}");
+        assert!(!answer.contains("\"content-length\":[\"50\"]"), "{answer}");
+    }
+    for refused in [
+        // A transfer coding that does not end in chunked has no length at all.
+        &b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabc"[..],
+        // Conflicting lengths.
+        b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        // Whitespace before the colon (RFC 9112 §5.1).
+        b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        // Transfer-Encoding on HTTP/1.0.
+        b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let answer = exchange(weft.addr, refused).await;
+        assert_eq!(
+            status(&answer),
+            Some(400),
+            "{}\n{answer}",
+            String::from_utf8_lossy(refused)
+        );
+    }
+    assert_eq!(up.hits(), 2, "only the two well-resolved requests reached the upstream");
+}
