@@ -266,3 +266,30 @@ async fn ambiguous_framing_never_reaches_the_upstream_ambiguous() {
     }
     assert_eq!(up.hits(), 2, "only the two well-resolved requests reached the upstream");
 }
+
+#[tokio::test]
+async fn a_trailing_dot_cannot_skip_a_host_route() {
+    let admin = Upstream::echo("admin").await;
+    let public = Upstream::echo("public").await;
+    let config = Config::new()
+        .cluster("admin", &[admin.addr])
+        .cluster("public", &[public.addr])
+        .wasm_filter(
+            "keys",
+            plugins::API_KEY,
+            &format!("keys = [{{ id = \"ops\", sha256 = \"{ADMIN_KEY_SHA256}\" }}]"),
+            "",
+        )
+        .route("admin", "host = \"admin.example\"", "admin", &["keys"], "")
+        .route("public", "path_prefix = \"/\"", "public", &[], "");
+    let weft = Weft::start(&config.to_string()).await;
+    for host in ["admin.example", "ADMIN.example.", "admin.example.:80"] {
+        let answer = exchange(
+            weft.addr,
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(status(&answer), Some(401), "Host: {host}\n{answer}");
+    }
+    assert_eq!(admin.hits() + public.hits(), 0);
+}

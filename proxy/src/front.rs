@@ -196,6 +196,40 @@ fn one_host(head: &mut request::Parts) -> Result<(), Refusal> {
         }
         (None, _) => {}
     }
+    drop_root_dot(head)
+}
+
+/// `admin.example.com.` names the same host as `admin.example.com` (the DNS root label),
+/// and an upstream's virtual hosts treat them alike: so must the route table, or a
+/// trailing dot walks around a host-matched route.
+fn drop_root_dot(head: &mut request::Parts) -> Result<(), Refusal> {
+    let fix = |authority: &Authority| -> Result<Option<String>, Refusal> {
+        let host = authority.host();
+        if !host.ends_with('.') {
+            return Ok(None);
+        }
+        let bare = host.trim_end_matches('.');
+        if bare.is_empty() {
+            return Err(Refusal::Host("empty host"));
+        }
+        Ok(Some(match authority.port_u16() {
+            Some(port) => format!("{bare}:{port}"),
+            None => bare.to_owned(),
+        }))
+    };
+    if let Some(fixed) = head.uri.authority().map(fix).transpose()?.flatten() {
+        let mut parts = std::mem::take(&mut head.uri).into_parts();
+        parts.authority = Some(fixed.parse().map_err(|_| Refusal::Host("invalid authority"))?);
+        head.uri = Uri::from_parts(parts).map_err(|_| Refusal::Host("invalid authority"))?;
+    }
+    let header = head
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok()?.parse::<Authority>().ok());
+    if let Some(fixed) = header.as_ref().map(fix).transpose()?.flatten() {
+        let value = HeaderValue::from_str(&fixed).map_err(|_| Refusal::Host("invalid Host header"))?;
+        head.headers.insert(header::HOST, value);
+    }
     Ok(())
 }
 

@@ -101,3 +101,13 @@ fn connection_cannot_name_what_filters_will_set() {
     );
     assert!(!h.headers.contains_key("connection"));
 }
+
+#[test]
+fn a_trailing_dot_names_the_same_host() {
+    let h = admit_h1("/", &[("host", "Admin.example.com.:8080")]).expect("admitted");
+    assert_eq!(h.headers[header::HOST], "Admin.example.com:8080");
+    let mut h2 = head(Version::HTTP_2, "http://admin.example.com./x", &[]);
+    admit(&mut h2, &door()).expect("admitted");
+    assert_eq!(h2.uri.host(), Some("admin.example.com"));
+    assert!(admit_h1("/", &[("host", ".")]).is_err());
+}
