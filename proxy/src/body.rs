@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+use crate::cluster::PooledBody;
 use crate::front::{ClientBody, FrontDoor};
 
 /// Errors a body can produce while streaming.
@@ -19,7 +20,7 @@ pin_project_lite::pin_project! {
     #[project = BodyProj]
     pub enum Body {
         /// Streamed as it arrives from the upstream server.
-        Incoming { #[pin] inner: hyper::body::Incoming },
+        Upstream { #[pin] inner: PooledBody },
         /// Streamed as it arrives from the downstream client, under the listener's limits.
         Client { #[pin] inner: ClientBody<hyper::body::Incoming> },
         /// Fully buffered (a direct answer, or a body a filter asked to see).
@@ -65,9 +66,9 @@ impl Body {
     }
 }
 
-impl From<hyper::body::Incoming> for Body {
-    fn from(inner: hyper::body::Incoming) -> Self {
-        Body::Incoming { inner }
+impl From<PooledBody> for Body {
+    fn from(inner: PooledBody) -> Self {
+        Body::Upstream { inner }
     }
 }
 
@@ -77,7 +78,7 @@ impl HttpBody for Body {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
-            BodyProj::Incoming { inner } => inner.poll_frame(cx).map_err(Into::into),
+            BodyProj::Upstream { inner } => inner.poll_frame(cx).map_err(Into::into),
             BodyProj::Client { inner } => inner.poll_frame(cx).map_err(Into::into),
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             BodyProj::Boxed { inner } => inner.poll_frame(cx),
@@ -86,7 +87,7 @@ impl HttpBody for Body {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Incoming { inner } => inner.is_end_stream(),
+            Body::Upstream { inner } => inner.is_end_stream(),
             Body::Client { inner } => inner.is_end_stream(),
             Body::Full { data } => data.is_none(),
             Body::Boxed { inner } => inner.is_end_stream(),
@@ -95,7 +96,7 @@ impl HttpBody for Body {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Incoming { inner } => inner.size_hint(),
+            Body::Upstream { inner } => inner.size_hint(),
             Body::Client { inner } => inner.size_hint(),
             Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Boxed { inner } => inner.size_hint(),

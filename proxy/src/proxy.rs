@@ -186,6 +186,10 @@ async fn forward(
     let mut resp = cluster.send(Request::from_parts(head, body), route.timeout).await?;
 
     let switched = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    if switched {
+        // The connection now belongs to the upgraded stream, not to the pool.
+        resp.body_mut().detach();
+    }
     if let (true, Some(downstream)) = (switched, on_upgrade) {
         let upstream = hyper::upgrade::on(&mut resp);
         tokio::spawn(splice(downstream, upstream));
