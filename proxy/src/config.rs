@@ -221,6 +221,13 @@ pub struct LimitsConfig {
     /// Largest body the filter may ask to see buffered, in bytes.
     #[serde(default = "defaults::body")]
     pub body: usize,
+    /// Log lines a second the filter may write (the `log` interface, stdout and stderr
+    /// together, across all its instances); lines over it are dropped and counted.
+    #[serde(default = "defaults::log_rate")]
+    pub log_rate: u32,
+    /// Lines the filter may write at once, above `log_rate`, after a quiet spell.
+    #[serde(default = "defaults::log_burst")]
+    pub log_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -229,6 +236,8 @@ impl Default for LimitsConfig {
             memory: defaults::memory(),
             cpu: defaults::cpu(),
             body: defaults::body(),
+            log_rate: defaults::log_rate(),
+            log_burst: defaults::log_burst(),
         }
     }
 }
@@ -311,6 +320,12 @@ mod defaults {
     }
     pub fn body() -> usize {
         1 << 20
+    }
+    pub fn log_rate() -> u32 {
+        100
+    }
+    pub fn log_burst() -> u32 {
+        200
     }
     pub fn yes() -> bool {
         true
