@@ -13,6 +13,10 @@ use toml::Spanned;
 
 use crate::filter::FailureMode;
 
+mod redact;
+
+pub use redact::urls as redact_urls;
+
 /// A configuration file, parsed and validated.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -390,7 +394,7 @@ impl Source {
         let line_end = self.text[start..].find('\n').map_or(self.text.len(), |i| start + i);
         let line_no = self.text[..start].matches('\n').count() + 1;
         let col = self.text[line_start..start].chars().count() + 1;
-        let line = &self.text[line_start..line_end];
+        let line = redact::line(&self.text[line_start..line_end]);
         let width = span.end.min(line_end).saturating_sub(start).max(1);
         let gutter = " ".repeat(line_no.to_string().len());
         let snippet = format!(
@@ -401,7 +405,7 @@ impl Source {
         ConfigError {
             origin: self.origin.clone(),
             position: Some((line_no, col)),
-            message: message.into(),
+            message: redact::urls(&message.into()).into_owned(),
             snippet: Some(snippet),
         }
     }
@@ -411,7 +415,7 @@ impl Source {
         ConfigError {
             origin: self.origin.clone(),
             position: None,
-            message: message.into(),
+            message: redact::urls(&message.into()).into_owned(),
             snippet: None,
         }
     }
