@@ -13,8 +13,10 @@ use toml::Spanned;
 
 use crate::filter::FailureMode;
 
+mod admin;
 mod redact;
 
+pub use admin::{AdminConfig, MIN_TOKEN_LEN, Secret};
 pub use redact::urls as redact_urls;
 
 /// A configuration file, parsed and validated.
@@ -62,12 +64,6 @@ impl Default for RuntimeConfig {
             watch: true,
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    pub address: SocketAddr,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -459,6 +455,7 @@ impl Config {
             }
         }
         let mut paths: Vec<&mut PathBuf> = self.wasm.cache_dir.iter_mut().collect();
+        paths.extend(self.admin.iter_mut().filter_map(|a| a.token_file.as_mut()));
         for listener in &mut self.listeners {
             if let Some(tls) = &mut listener.get_mut().tls {
                 paths.extend(tls.certificates.iter_mut().flat_map(|c| [&mut c.cert, &mut c.key]));
@@ -484,6 +481,9 @@ impl Config {
         unique_names(src, &self.listeners, "listener", |l| &l.name)?;
         unique_names(src, &self.clusters, "cluster", |c| &c.name)?;
         unique_names(src, &self.filters, "filter", |f| &f.name)?;
+        if let Some(admin) = &self.admin {
+            admin.check().map_err(|problem| src.error(problem))?;
+        }
         if let Some(kv) = &self.kv {
             let k = kv.get_ref();
             let problem = match (k.backend, &k.url) {
