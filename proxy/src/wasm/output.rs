@@ -108,10 +108,12 @@ impl LogBudget {
         }
         if self.unreported.load(Ordering::Relaxed) > 0 && self.report.take() {
             let n = self.unreported.swap(0, Ordering::Relaxed);
+            // The name is the operator's, but a newline in it would still split this line.
+            let name = escape_controls(filter);
             tracing::warn!(
                 filter,
                 dropped = n,
-                "filter {filter}: {n} log lines dropped (over its rate of {} lines/s, burst {})",
+                "filter {name}: {n} log lines dropped (over its rate of {} lines/s, burst {})",
                 self.rate,
                 self.burst
             );
