@@ -26,7 +26,7 @@ use crate::state::State;
 
 mod access;
 
-pub use access::{Access, PROOF_HEADER, Refusal};
+pub use access::Access;
 
 pub async fn serve(socket: TcpListener, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
     loop {
@@ -54,11 +54,7 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         .map(|a| a.as_str())
         .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
     if let Err(refusal) = state.admin.check(req.method(), req.uri().path(), host, req.headers()) {
-        let status = match refusal.challenge() {
-            Some(_) => StatusCode::UNAUTHORIZED,
-            None => StatusCode::FORBIDDEN,
-        };
-        let mut resp = text(status, "text/plain", refusal.message().to_owned());
+        let mut resp = text(refusal.status(), "text/plain", refusal.message().to_owned());
         if let Some(challenge) = refusal.challenge() {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static(challenge));

@@ -9,7 +9,7 @@
 //!   address or `localhost`, which a DNS-rebinding page (whose host is its own name) cannot
 //!   fake.
 
-use http::{HeaderMap, Method, header};
+use http::{HeaderMap, Method, StatusCode, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -32,6 +32,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// `401` when credentials are missing or wrong (RFC 9110 15.5.2), `403` otherwise.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::MissingToken | Refusal::WrongToken => StatusCode::UNAUTHORIZED,
+            Refusal::ForeignHost | Refusal::NoProof => StatusCode::FORBIDDEN,
+        }
+    }
+
     pub fn message(self) -> &'static str {
         match self {
             Refusal::MissingToken => "the admin API needs `Authorization: Bearer <token>` (the [admin] token)\n",
