@@ -138,17 +138,22 @@ impl Weft {
         std::fs::write(&self.config_path, fill(config, self.addr, self.admin)).expect("write config");
     }
 
-    /// An admin request; returns status and body.
+    /// An admin request as a script sends it, with `X-Weft-Admin: 1` (which `POST /reload`
+    /// requires, as proof it is no cross-site form post); returns status and body.
     pub async fn admin(&self, method: &str, path: &str) -> (u16, String) {
-        let req = Request::builder()
+        let reply = self.admin_request(method, path, &[("x-weft-admin", "1")]).await;
+        (reply.status, reply.text())
+    }
+
+    /// An admin request with exactly `headers`, nothing added.
+    pub async fn admin_request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.admin))
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        let resp = http1_client().request(req).await.expect("admin request");
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.expect("admin body").to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+            .uri(format!("http://{}{path}", self.admin));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        send(&http1_client(), req.body(Full::new(Bytes::new())).expect("request")).await
     }
 
     /// The value of one series in `/metrics` (0 when absent), e.g.

@@ -13,6 +13,12 @@ use toml::Spanned;
 
 use crate::filter::FailureMode;
 
+mod admin;
+mod redact;
+
+pub use admin::{AdminConfig, MIN_TOKEN_LEN, Secret};
+pub use redact::urls as redact_urls;
+
 /// A configuration file, parsed and validated.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,12 +64,6 @@ impl Default for RuntimeConfig {
             watch: true,
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    pub address: SocketAddr,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -308,6 +308,13 @@ pub struct LimitsConfig {
     /// Largest body the filter may ask to see buffered, in bytes.
     #[serde(default = "defaults::body")]
     pub body: usize,
+    /// Log lines a second the filter may write (the `log` interface, stdout and stderr
+    /// together, across all its instances); lines over it are dropped and counted.
+    #[serde(default = "defaults::log_rate")]
+    pub log_rate: u32,
+    /// Lines the filter may write at once, above `log_rate`, after a quiet spell.
+    #[serde(default = "defaults::log_burst")]
+    pub log_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -316,6 +323,8 @@ impl Default for LimitsConfig {
             memory: defaults::memory(),
             cpu: defaults::cpu(),
             body: defaults::body(),
+            log_rate: defaults::log_rate(),
+            log_burst: defaults::log_burst(),
         }
     }
 }
@@ -399,6 +408,12 @@ mod defaults {
     pub fn body() -> usize {
         1 << 20
     }
+    pub fn log_rate() -> u32 {
+        100
+    }
+    pub fn log_burst() -> u32 {
+        200
+    }
     pub fn yes() -> bool {
         true
     }
@@ -462,7 +477,7 @@ impl Source {
         let line_end = self.text[start..].find('\n').map_or(self.text.len(), |i| start + i);
         let line_no = self.text[..start].matches('\n').count() + 1;
         let col = self.text[line_start..start].chars().count() + 1;
-        let line = &self.text[line_start..line_end];
+        let line = redact::line(&self.text[line_start..line_end]);
         let width = span.end.min(line_end).saturating_sub(start).max(1);
         let gutter = " ".repeat(line_no.to_string().len());
         let snippet = format!(
@@ -473,7 +488,7 @@ impl Source {
         ConfigError {
             origin: self.origin.clone(),
             position: Some((line_no, col)),
-            message: message.into(),
+            message: redact::urls(&message.into()).into_owned(),
             snippet: Some(snippet),
         }
     }
@@ -483,7 +498,7 @@ impl Source {
         ConfigError {
             origin: self.origin.clone(),
             position: None,
-            message: message.into(),
+            message: redact::urls(&message.into()).into_owned(),
             snippet: None,
         }
     }
@@ -527,6 +542,7 @@ impl Config {
             }
         }
         let mut paths: Vec<&mut PathBuf> = self.wasm.cache_dir.iter_mut().collect();
+        paths.extend(self.admin.iter_mut().filter_map(|a| a.token_file.as_mut()));
         for listener in &mut self.listeners {
             if let Some(tls) = &mut listener.get_mut().tls {
                 paths.extend(tls.certificates.iter_mut().flat_map(|c| [&mut c.cert, &mut c.key]));
@@ -552,6 +568,9 @@ impl Config {
         unique_names(src, &self.listeners, "listener", |l| &l.name)?;
         unique_names(src, &self.clusters, "cluster", |c| &c.name)?;
         unique_names(src, &self.filters, "filter", |f| &f.name)?;
+        if let Some(admin) = &self.admin {
+            admin.check().map_err(|problem| src.error(problem))?;
+        }
         if let Some(kv) = &self.kv {
             let k = kv.get_ref();
             let problem = match (k.backend, &k.url) {

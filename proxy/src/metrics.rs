@@ -3,34 +3,82 @@
 //! The request path never looks a metric up by label: routes and filters hold their
 //! counters, created when the config is built, so counting is one atomic add.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// A label value from config or a plugin, escaped when encoded. prometheus-client 0.24
+/// writes label values verbatim, so a `"`, `\` or newline in a filter or route name would
+/// end the value early and let the rest forge series or break every scraper's parse.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct LabelText(pub Box<str>);
+
+impl From<&str> for LabelText {
+    fn from(text: &str) -> Self {
+        LabelText(text.into())
+    }
+}
+
+impl EncodeLabelValue for LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        escape_label_value(&self.0, encoder)
+    }
+}
+
+/// Writes `text` as the exposition formats (Prometheus text 0.0.4 and OpenMetrics 1.0)
+/// escape a label value: `\` as `\\`, `"` as `\"`, newline as `\n`.
+pub fn escape_label_value(text: &str, out: &mut impl Write) -> std::fmt::Result {
+    let mut rest = text;
+    while let Some(i) = rest.find(['\\', '"', '\n']) {
+        out.write_str(&rest[..i])?;
+        out.write_str(match rest.as_bytes()[i] {
+            b'\\' => "\\\\",
+            b'"' => "\\\"",
+            _ => "\\n",
+        })?;
+        rest = &rest[i + 1..];
+    }
+    out.write_str(rest)
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: LabelText,
     pub class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FilterLabels {
-    pub filter: String,
-    pub kind: String,
+    pub filter: LabelText,
+    pub kind: LabelText,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GuestLabels {
-    pub filter: String,
-    pub name: String,
+    pub filter: LabelText,
+    /// Checked against the metric-name grammar before it gets here; escaped anyway.
+    pub name: LabelText,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FilterOnlyLabels {
+    pub filter: LabelText,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub filter: LabelText,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
-    pub what: String,
+    pub what: LabelText,
     pub outcome: &'static str,
 }
 
@@ -79,6 +127,10 @@ pub struct Metrics {
     connections_closed: Family<ListenerReasonLabels, Counter>,
     /// Requests the front door refused (limits, malformed), by listener and reason.
     downstream_refused: Family<ListenerReasonLabels, Counter>,
+    /// Metric names a filter used that were refused (invalid, too long, too many).
+    pub filter_metric_rejected: Family<RejectLabels, Counter>,
+    /// Guest log lines dropped by a filter's log rate limit.
+    pub filter_log_dropped: Family<FilterOnlyLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -135,6 +187,18 @@ impl Default for Metrics {
             "Requests refused by the front door (limits, malformed input)",
             downstream_refused.clone(),
         );
+        let filter_metric_rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "filter_metric_rejected",
+            "Metric names used by Wasm filters and refused, by reason",
+            filter_metric_rejected.clone(),
+        );
+        let filter_log_dropped = Family::<FilterOnlyLabels, Counter>::default();
+        registry.register(
+            "filter_log_dropped",
+            "Wasm filter log lines dropped by the per-filter log rate limit",
+            filter_log_dropped.clone(),
+        );
         Metrics {
             registry,
             responses,
@@ -148,6 +212,8 @@ impl Default for Metrics {
             connections_rejected,
             connections_closed,
             downstream_refused,
+            filter_metric_rejected,
+            filter_log_dropped,
         }
     }
 }
@@ -164,7 +230,7 @@ impl Metrics {
     pub fn reload(&self, what: &str, outcome: &'static str) {
         self.reloads
             .get_or_create(&ReloadLabels {
-                what: what.to_owned(),
+                what: what.into(),
                 outcome,
             })
             .inc();
@@ -206,8 +272,8 @@ impl Metrics {
     pub fn filter_error(&self, filter: &str, kind: &str) {
         self.filter_errors
             .get_or_create(&FilterLabels {
-                filter: filter.to_owned(),
-                kind: kind.to_owned(),
+                filter: filter.into(),
+                kind: kind.into(),
             })
             .inc();
     }
@@ -225,7 +291,7 @@ impl RouteCounters {
             metrics
                 .responses
                 .get_or_create(&RouteLabels {
-                    route: route.to_owned(),
+                    route: route.into(),
                     class,
                 })
                 .clone()
@@ -238,5 +304,22 @@ impl RouteCounters {
     pub fn record(&self, status: http::StatusCode) {
         let idx = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         self.by_class[idx].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_from_config_are_escaped_in_the_exposition() {
+        let metrics = Metrics::default();
+        metrics.filter_error("evil\"} 1\nweft_fake 2\\", "trap");
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"weft_filter_errors_total{filter="evil\"} 1\nweft_fake 2\\",kind="trap"} 1"#),
+            "{text}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("weft_fake")), "{text}");
     }
 }

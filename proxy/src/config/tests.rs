@@ -124,6 +124,20 @@ fn plugin_paths_are_relative_to_the_config_file() {
     );
 }
 
+#[test]
+fn errors_do_not_show_passwords_or_secret_values() {
+    let text = format!(
+        "{MINIMAL}\n[kv]\nbackend = \"redis\"\nurl = \"rediss://weft:hunter2hunter2@cache:6379\"\n\n\
+         [[filters]]\nname = \"jwt\"\nnative = \"headers\"\nconfig = {{ hmac_secret = \"s3cr3t-value\", bogus = }}\n"
+    );
+    let e = error(&text).to_string();
+    assert!(e.contains("bogus = }"), "{e}");
+    assert!(!e.contains("s3cr3t-value"), "{e}");
+    let e = error(&text.replace("bogus = ", "")).to_string();
+    assert!(e.contains("must start with redis://"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+}
+
 mod properties {
     use proptest::prelude::*;
 
