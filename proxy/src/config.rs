@@ -112,8 +112,8 @@ pub struct ListenerConfig {
     #[serde(default)]
     pub http3: bool,
     /// Send the verified client certificate's details upstream in
-    /// `x-forwarded-client-cert` (Envoy's format). A client's own such header is always
-    /// removed on TLS listeners.
+    /// `x-forwarded-client-cert` (Envoy's format). A client's own such header is removed
+    /// unless `trust_forwarded` is set.
     #[serde(default)]
     pub forward_client_cert: bool,
     /// Collapse `//` in request paths before routing (dot segments and encoded unreserved

@@ -67,6 +67,7 @@ pub async fn serve(
     let name: Arc<str> = config.name.as_str().into();
     let door = Arc::new(FrontDoor::new(&config));
     let max_field_section = config.limits.max_header_bytes as u64;
+    let handshake = config.timeouts.handshake;
     let stop = shutdown.clone();
     accept_loop(endpoint, gate, stop, move |incoming, _peer, pass| {
         let (name, state, shutdown, drained, door) = (
@@ -79,9 +80,10 @@ pub async fn serve(
         let (trust, forward_cert) = (config.trust_forwarded, config.forward_client_cert);
         tokio::spawn(async move {
             let _pass = pass;
-            let connection = match incoming.await {
-                Ok(c) => c,
-                Err(e) => return tracing::info!(listener = %name, error = %e, "QUIC handshake failed"),
+            let connection = match tokio::time::timeout(handshake, incoming).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return tracing::info!(listener = %name, error = %e, "QUIC handshake failed"),
+                Err(_) => return tracing::info!(listener = %name, "QUIC handshake timed out"),
             };
             let peer = connection.remote_address();
             let identity = connection
