@@ -94,7 +94,10 @@ impl EndpointPool {
             let idle = if replayed { None } else { self.checkout() };
             let (mut sender, reused) = match idle {
                 Some(sender) => (sender, true),
-                None => (self.connect_http1(connector).await?, false),
+                // Boxed: connecting (TCP, TLS, handshake) is the cold path and its state
+                // is large; unboxed, every request's future — and the per-connection
+                // buffer hyper keeps for it — would carry it.
+                None => (Box::pin(self.connect_http1(connector)).await?, false),
             };
             if sender.ready().await.is_err() {
                 if reused {
@@ -157,6 +160,11 @@ impl EndpointPool {
         {
             return Ok(sender.clone());
         }
+        // Boxed for the same reason as the HTTP/1.1 connect.
+        Box::pin(self.connect_http2(connector)).await
+    }
+
+    async fn connect_http2(&self, connector: &Connector) -> Result<http2::SendRequest<Body>, PoolError> {
         let _one = self.connecting.lock().await;
         // Someone else may have connected while we waited.
         if let Some(sender) = self.http2.load().as_deref()
@@ -164,8 +172,7 @@ impl EndpointPool {
         {
             return Ok(sender.clone());
         }
-        let io = self.open(connector).await?;
-        let sender = match io {
+        let sender = match self.open(connector).await? {
             Io::Plain(tcp) => handshake_http2(tcp).await?,
             Io::Tls(tls) => handshake_http2(*tls).await?,
         };
