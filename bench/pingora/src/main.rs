@@ -55,6 +55,10 @@ fn main() {
         pid_file: format!("{dir}/pingora.pid"),
         upgrade_sock: format!("{dir}/pingora-upgrade.sock"),
         upstream_keepalive_pool_size: 128,
+        // bench/run stops it with SIGTERM: exit at once rather than after pingora's
+        // graceful-shutdown defaults (5 min grace period).
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
