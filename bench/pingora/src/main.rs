@@ -26,7 +26,9 @@ impl ProxyHttp for Bench {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: pingora-bench --listen ADDR --origin ADDR [--threads N] [--h2c] [--cert PEM --key PEM] [--dir DIR]");
+    eprintln!(
+        "usage: pingora-bench --listen ADDR --origin ADDR [--threads N] [--h2c] [--cert PEM --key PEM] [--dir DIR]"
+    );
     std::process::exit(2)
 }
 
@@ -47,7 +49,9 @@ fn main() {
             _ => usage(),
         }
     }
-    let (Some(listen), Some(origin)) = (listen, origin) else { usage() };
+    let (Some(listen), Some(origin)) = (listen, origin) else {
+        usage()
+    };
 
     let conf = ServerConf {
         threads,
