@@ -10,7 +10,10 @@ half only connect (and finish the TLS handshake for https) and never send a requ
 After SETTLE seconds it reads the memory again, checks how many connections the proxy
 still holds open, closes them all and prints one line:
 
-    rest_kib loaded_kib opened still_open processes elapsed_s
+    rest_kib half_kib loaded_kib opened first_half still_open processes elapsed_s
+
+half_kib: the memory once the first half (those that sent a request) is open, read
+SETTLE seconds after them, so that the two halves can be told apart.
 
 opened < N when connecting failed (a limit: file descriptors, the proxy's own cap); the
 reason goes to stderr.
@@ -96,7 +99,11 @@ def main():
     start = time.monotonic()
     socks, err = [], None
     request = f"GET / HTTP/1.1\r\nHost: {addr[0]}:{addr[1]}\r\n\r\n".encode()
+    half = None
     for i in range(n):
+        if i == n // 2:
+            time.sleep(settle)
+            half, _ = rss_kib(roots)
         try:
             s = socket.create_connection(addr, timeout=10)
             if ctx is not None:
@@ -130,7 +137,9 @@ def main():
             pass
     if err:
         print(f"idle: {err}", file=sys.stderr)
-    print(rest, loaded, len(socks), still, nproc, f"{elapsed:.1f}")
+    if half is None:  # stopped within the first half
+        half = loaded
+    print(rest, half, loaded, len(socks), n // 2, still, nproc, f"{elapsed:.1f}")
 
 
 if __name__ == "__main__":
