@@ -13,6 +13,9 @@ use toml::Spanned;
 
 use crate::filter::FailureMode;
 
+mod limits;
+pub use limits::LimitsConfig;
+
 /// A configuration file, parsed and validated.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,11 +69,25 @@ pub struct AdminConfig {
     pub address: SocketAddr,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WasmConfig {
     /// Where compiled plugins are cached by content hash; off when unset.
     pub cache_dir: Option<PathBuf>,
+    /// Instances of all filters together that the engine's pool holds (in use or idle).
+    /// Each reserves virtual address space only (see `wasm/DESIGN.md`); a request that
+    /// needs an instance when all are taken fails with a 5xx, never skipping its filter.
+    #[serde(default = "defaults::max_instances")]
+    pub max_instances: u32,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        WasmConfig {
+            cache_dir: None,
+            max_instances: defaults::max_instances(),
+        }
+    }
 }
 
 /// `[kv]`: where filters' shared key-value store lives.
@@ -208,31 +225,6 @@ pub struct FilterConfig {
     pub limits: LimitsConfig,
 }
 
-/// Sandbox limits of a Wasm filter.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Linear memory cap, in bytes.
-    #[serde(default = "defaults::memory")]
-    pub memory: usize,
-    /// CPU time a filter may use in one phase of one request.
-    #[serde(default = "defaults::cpu", deserialize_with = "duration")]
-    pub cpu: Duration,
-    /// Largest body the filter may ask to see buffered, in bytes.
-    #[serde(default = "defaults::body")]
-    pub body: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            memory: defaults::memory(),
-            cpu: defaults::cpu(),
-            body: defaults::body(),
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
@@ -303,14 +295,8 @@ mod defaults {
     pub fn route_timeout() -> Duration {
         Duration::from_secs(15)
     }
-    pub fn memory() -> usize {
-        16 << 20
-    }
-    pub fn cpu() -> Duration {
-        Duration::from_millis(50)
-    }
-    pub fn body() -> usize {
-        1 << 20
+    pub fn max_instances() -> u32 {
+        1000
     }
     pub fn yes() -> bool {
         true
@@ -465,6 +451,9 @@ impl Config {
         unique_names(src, &self.listeners, "listener", |l| &l.name)?;
         unique_names(src, &self.clusters, "cluster", |c| &c.name)?;
         unique_names(src, &self.filters, "filter", |f| &f.name)?;
+        if self.wasm.max_instances == 0 {
+            return Err(src.error("[wasm] max_instances must be more than zero"));
+        }
         if let Some(kv) = &self.kv {
             let k = kv.get_ref();
             let problem = match (k.backend, &k.url) {
@@ -524,6 +513,9 @@ impl Config {
         }
         for filter in &self.filters {
             let f = filter.get_ref();
+            if let Err(problem) = f.limits.check() {
+                return Err(src.error_at(filter.span(), format!("filter {:?}: {problem}", f.name)));
+            }
             match (&f.wasm, &f.native) {
                 (Some(_), None) | (None, Some(_)) => {}
                 _ => {

@@ -27,7 +27,12 @@ pub fn metrics() -> &'static Metrics {
 }
 
 pub fn limits(memory: usize, cpu: Duration, body: usize) -> LimitsConfig {
-    LimitsConfig { memory, cpu, body }
+    LimitsConfig {
+        memory,
+        cpu,
+        body,
+        ..LimitsConfig::default()
+    }
 }
 
 pub fn default_limits() -> LimitsConfig {
