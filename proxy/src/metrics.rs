@@ -23,6 +23,17 @@ pub struct FilterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FilterNameLabels {
+    pub filter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub filter: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GuestLabels {
     pub filter: String,
     pub name: String,
@@ -60,6 +71,11 @@ pub struct Metrics {
     pub guest_histograms: Family<GuestLabels, Histogram, fn() -> Histogram>,
     /// Failed operations of the filters' shared KV store, by backend.
     pub kv_errors: Family<KvLabels, Counter>,
+    /// Live keys a filter's local KV writes evicted from its own full space.
+    pub kv_evictions: Family<FilterNameLabels, Counter>,
+    /// Requests answered 503 because a filter was at its concurrency limit, by reason
+    /// (`queue_full`, `queue_timeout`).
+    pub filter_rejected: Family<RejectLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -92,6 +108,18 @@ impl Default for Metrics {
         );
         let kv_errors = Family::<KvLabels, Counter>::default();
         registry.register("kv_errors", "Failed KV store operations by backend", kv_errors.clone());
+        let kv_evictions = Family::<FilterNameLabels, Counter>::default();
+        registry.register(
+            "kv_evictions",
+            "Live KV keys evicted from a filter's full space by its own writes",
+            kv_evictions.clone(),
+        );
+        let filter_rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "filter_rejected",
+            "Requests refused with 503 because a filter was at its concurrency limit",
+            filter_rejected.clone(),
+        );
         Metrics {
             registry,
             responses,
@@ -101,6 +129,8 @@ impl Default for Metrics {
             guest_gauges,
             guest_histograms,
             kv_errors,
+            kv_evictions,
+            filter_rejected,
         }
     }
 }
@@ -130,6 +160,27 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
             .inc();
+    }
+}
+
+impl Metrics {
+    /// The eviction counter of one filter's KV space, resolved once at load.
+    pub fn kv_evictions(&self, filter: &str) -> Counter {
+        self.kv_evictions
+            .get_or_create(&FilterNameLabels {
+                filter: filter.to_owned(),
+            })
+            .clone()
+    }
+
+    /// The rejection counter of one filter for one reason, resolved once at load.
+    pub fn filter_rejected(&self, filter: &str, reason: &'static str) -> Counter {
+        self.filter_rejected
+            .get_or_create(&RejectLabels {
+                filter: filter.to_owned(),
+                reason,
+            })
+            .clone()
     }
 }
 
