@@ -160,3 +160,6 @@ impl Filter for WasmFilter {
         self.options.response_body.then_some(self.body_limit)
     }
 }
+
+#[cfg(test)]
+mod tests;
