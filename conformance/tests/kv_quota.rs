@@ -184,3 +184,85 @@ async fn a_filter_flooding_its_kv_space_evicts_its_own_keys_and_never_loosens_an
         "the oldest flood key was evicted"
     );
 }
+
+/// The rate limiter's own space full (more live counters than `kv_keys`): evicting a
+/// counter resets that descriptor's window — one more `rate`, then the limit holds again
+/// — and the store never fails, so `on_store_error = "allow"` never turns the limit off.
+/// Alice's limit has a 2 s window and the others' an hour, so her counter is the one
+/// nearest to expiring: the eviction order makes it the one to go.
+#[tokio::test]
+async fn when_the_rate_limiters_own_space_is_full_an_eviction_resets_one_window_and_no_more() {
+    let up = Upstream::echo("web").await;
+    let weft = Weft::start(&format!(
+        r#"
+[admin]
+address = "{{admin}}"
+
+[[listeners]]
+name = "main"
+address = "{{listen}}"
+
+[[clusters]]
+name = "web"
+endpoints = ["{up}"]
+
+[[filters]]
+name = "rl"
+wasm = "{RATE_LIMIT}"
+limits = {{ kv_keys = 4 }}
+
+[filters.config]
+response_headers = false
+limits = [
+    {{ name = "alice", key = ["header:x-alice"], rate = 3, per = "2s" }},
+    {{ name = "users", key = ["header:x-user"], rate = 3, per = "1h" }},
+]
+
+[[routes]]
+match = {{ path_prefix = "/" }}
+cluster = "web"
+filters = ["rl"]
+"#,
+        up = up.addr,
+    ))
+    .await;
+    let client = http1_client();
+    let hit = |header: &'static str, value: String| {
+        let (client, url) = (&client, weft.url("/x"));
+        async move {
+            let req = Request::get(url)
+                .header(header, value)
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            send(client, req).await.status
+        }
+    };
+    // Not in the last seconds of the hour, where the users' counters would expire first.
+    let hour = 3_600_000;
+    if hour - now_ms() % hour < 10_000 {
+        tokio::time::sleep(Duration::from_secs(11)).await;
+    }
+    let wait = 2000 - now_ms() % 2000 + 30;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+
+    let mut alice = Vec::new();
+    for _ in 0..4 {
+        alice.push(hit("x-alice", "a".into()).await);
+    }
+    assert_eq!(alice, [200, 200, 200, 429]);
+    // Four users fill the space of four keys: the fourth evicts alice's counter.
+    for i in 0..4 {
+        assert_eq!(hit("x-user", format!("user{i}")).await, 200);
+    }
+    assert_eq!(metric(&weft, "weft_kv_evictions_total{filter=\"rl\"}").await, 1.0);
+    // Her window restarts: one more quota, and the limit holds again after it.
+    let mut again = Vec::new();
+    for _ in 0..5 {
+        again.push(hit("x-alice", "a".into()).await);
+    }
+    assert_eq!(again, [200, 200, 200, 429, 429]);
+    assert_eq!(
+        metric(&weft, "weft_filter_counter_total{filter=\"rl\",name=\"store_errors\"}").await,
+        0.0
+    );
+}
