@@ -51,15 +51,19 @@ impl Admission {
         }
     }
 
-    /// A turn at the filter, held for one phase.
-    pub async fn enter(&self) -> Result<SemaphorePermit<'_>, FilterError> {
+    /// A turn at the filter, held for one phase. `admitted`: the request already had a
+    /// turn in its request phase (this is its response phase) and the upstream has
+    /// answered; it waits without the queue bound, so a burst of new requests cannot
+    /// throw away exchanges the upstream has already carried out (a client would retry a
+    /// request that had taken effect). It still waits at most `queue_timeout`.
+    pub async fn enter(&self, admitted: bool) -> Result<SemaphorePermit<'_>, FilterError> {
         if let Ok(permit) = self.permits.try_acquire() {
             return Ok(permit);
         }
         // Counted in before the check, so two arrivals cannot both take the last place.
         let ahead = self.waiting.fetch_add(1, Ordering::AcqRel);
         let _waiting = Waiting(&self.waiting);
-        if ahead >= self.max_queue {
+        if ahead >= self.max_queue && !admitted {
             self.queue_full.inc();
             return Err(FilterError::Overloaded(Overload::QueueFull));
         }
@@ -93,19 +97,19 @@ mod tests {
     #[tokio::test]
     async fn past_the_limit_requests_wait_then_time_out_or_are_refused() {
         let (a, metrics) = admission(1, 1, 50);
-        let held = a.enter().await.expect("first turn");
+        let held = a.enter(false).await.expect("first turn");
         // One waits (and times out, the turn is never freed)...
-        let waiter = a.enter();
+        let waiter = a.enter(false);
         // ...while a third finds the queue full at once.
         let (waited, refused) = tokio::join!(waiter, async {
             tokio::task::yield_now().await;
-            a.enter().await
+            a.enter(false).await
         });
         assert!(matches!(waited, Err(FilterError::Overloaded(Overload::QueueTimeout))));
         assert!(matches!(refused, Err(FilterError::Overloaded(Overload::QueueFull))));
         assert_eq!(a.waiting.load(Ordering::Relaxed), 0, "the queue is left on every path");
         drop(held);
-        assert!(a.enter().await.is_ok(), "a freed turn is taken");
+        assert!(a.enter(false).await.is_ok(), "a freed turn is taken");
         let text = metrics.encode();
         assert!(
             text.contains(r#"weft_filter_rejected_total{filter="f",reason="queue_full"} 1"#),
@@ -120,8 +124,8 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_gets_the_turn_a_finishing_phase_frees() {
         let (a, _) = admission(1, 4, 5_000);
-        let held = a.enter().await.expect("first turn");
-        let (turn, ()) = tokio::join!(a.enter(), async {
+        let held = a.enter(false).await.expect("first turn");
+        let (turn, ()) = tokio::join!(a.enter(false), async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             drop(held);
         });
@@ -131,9 +135,9 @@ mod tests {
     #[tokio::test]
     async fn no_queue_refuses_at_once() {
         let (a, _) = admission(1, 0, 5_000);
-        let _held = a.enter().await.expect("first turn");
+        let _held = a.enter(false).await.expect("first turn");
         assert!(matches!(
-            a.enter().await,
+            a.enter(false).await,
             Err(FilterError::Overloaded(Overload::QueueFull))
         ));
     }

@@ -87,7 +87,7 @@ impl WasmFilter {
 
     async fn request_phase(&self, req: &mut FilterRequest, ctx: &mut RequestCtx) -> Result<Decision, FilterError> {
         // Held until the instance is back in the pool (or dropped).
-        let _turn = self.admission.enter().await?;
+        let _turn = self.admission.enter(false).await?;
         let mut instance = self.pool.acquire().await?;
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.req_head, &mut req.head);
@@ -111,7 +111,7 @@ impl WasmFilter {
     }
 
     async fn response_phase(&self, resp: &mut FilterResponse, ctx: &mut RequestCtx) -> Result<Decision, FilterError> {
-        let _turn = self.admission.enter().await?;
+        let _turn = self.admission.enter(true).await?;
         let mut instance = self.pool.acquire().await?;
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.resp_head, &mut resp.head);
