@@ -5,7 +5,12 @@
 //! addresses the harness picks, and `{up:NAME}` for the address of an upstream started by
 //! the test (see [`Weft::start`]).
 
+mod config;
+pub mod h2raw;
 pub mod plugins;
+pub mod raw;
+
+pub use config::Config;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -113,6 +118,11 @@ impl Weft {
         panic!("weft did not listen on {} within 60s:\n{}", self.addr, self.log());
     }
 
+    /// The proxy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// What the proxy logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -128,17 +138,31 @@ impl Weft {
         std::fs::write(&self.config_path, fill(config, self.addr, self.admin)).expect("write config");
     }
 
-    /// An admin request; returns status and body.
+    /// An admin request as a script sends it, with `X-Weft-Admin: 1` (which `POST /reload`
+    /// requires, as proof it is no cross-site form post); returns status and body.
     pub async fn admin(&self, method: &str, path: &str) -> (u16, String) {
-        let req = Request::builder()
+        let reply = self.admin_request(method, path, &[("x-weft-admin", "1")]).await;
+        (reply.status, reply.text())
+    }
+
+    /// An admin request with exactly `headers`, nothing added.
+    pub async fn admin_request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.admin))
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        let resp = http1_client().request(req).await.expect("admin request");
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.expect("admin body").to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+            .uri(format!("http://{}{path}", self.admin));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        send(&http1_client(), req.body(Full::new(Bytes::new())).expect("request")).await
+    }
+
+    /// The value of one series in `/metrics` (0 when absent), e.g.
+    /// `weft_connections_rejected_total{listener="main",reason="max_connections"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.admin("GET", "/metrics").await.1;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or(0.0)
     }
 
     /// Sends SIGTERM.

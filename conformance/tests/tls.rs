@@ -582,4 +582,12 @@ async fn http3_on_the_same_port_through_the_same_routes_and_filters() {
     assert_eq!(seen_header(&echo, "via"), Some("3.0 weft"));
     assert_eq!(seen_header(&echo, "x-tagged"), Some("yes"));
     assert_eq!(seen_header(&echo, "x-forwarded-proto"), Some("https"));
+
+    // The same front door as TCP: one normal path, and the same refusals.
+    let (status, _, body) = h3_get(weft.addr, &pki.path("ca.pem"), "/x/..//%6Fver-h3?q=2").await;
+    assert_eq!(status, 200);
+    let echo: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(echo["uri"], "/over-h3?q=2");
+    let (status, _, _) = h3_get(weft.addr, &pki.path("ca.pem"), "/a%2Fb").await;
+    assert_eq!(status, 400, "an encoded slash is refused over HTTP/3 too");
 }

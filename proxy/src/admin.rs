@@ -6,6 +6,9 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /version` | the config version serving now |
 //! | `POST /reload` | re-reads the config and plugins; `200` with the new version, or `409` with why it was rejected (the old version keeps serving) |
+//!
+//! Who may ask is `access`'s concern: a bearer token when `[admin] token` is set; without
+//! one, `POST /reload` needs `X-Weft-Admin: 1`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,28 +22,45 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::Body;
+use crate::listen::{Gate, accept_loop};
 use crate::state::State;
 
-pub async fn serve(socket: TcpListener, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let stream = tokio::select! {
-            accepted = socket.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-            _ = shutdown.changed() => return,
-        };
+mod access;
+
+pub use access::Access;
+
+pub async fn serve(socket: TcpListener, gate: Arc<Gate>, state: Arc<State>, shutdown: watch::Receiver<bool>) {
+    accept_loop(socket, gate, shutdown, move |stream, _peer, pass| {
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| answer(state.clone(), req));
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let http = auto::Builder::new(TokioExecutor::new());
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            // An admin client gets the same patience as any other: no connection is held forever.
+            let _ = tokio::time::timeout(ADMIN_CONNECTION_LIFETIME, connection).await;
+            drop(pass);
         });
-    }
+    })
+    .await;
 }
 
+/// Longest an admin connection stays open (a reload of a large config included).
+const ADMIN_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
+
 async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
+    if let Err(refusal) = state.admin.check(req.method(), req.uri().path(), host, req.headers()) {
+        let mut resp = text(refusal.status(), "text/plain", refusal.message().to_owned());
+        if let Some(challenge) = refusal.challenge() {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static(challenge));
+        }
+        return Ok(resp);
+    }
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/ready") => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
         (&Method::GET, "/metrics") => (
@@ -55,6 +75,7 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 "text/plain",
                 format!("reloaded: config version {version}\n"),
             ),
+            // Config errors mask URL passwords and secret-named values (config::redact).
             Err(e) => (
                 StatusCode::CONFLICT,
                 "text/plain",
@@ -67,9 +88,13 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             "unknown admin path; try /ready /metrics /version /reload\n".to_owned(),
         ),
     };
+    Ok(text(status, content_type, body))
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut resp = Response::new(Body::full(body));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
-    Ok(resp)
+    resp
 }

@@ -9,6 +9,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+use crate::cluster::PooledBody;
+use crate::front::{ClientBody, FrontDoor};
+
 /// Errors a body can produce while streaming.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -16,8 +19,10 @@ pin_project_lite::pin_project! {
     /// A request or response body: streamed from a peer, or buffered in memory.
     #[project = BodyProj]
     pub enum Body {
-        /// Streamed as it arrives from the downstream client or the upstream server.
-        Incoming { #[pin] inner: hyper::body::Incoming },
+        /// Streamed as it arrives from the upstream server.
+        Upstream { #[pin] inner: PooledBody },
+        /// Streamed as it arrives from the downstream client, under the listener's limits.
+        Client { #[pin] inner: ClientBody<hyper::body::Incoming> },
         /// Fully buffered (a direct answer, or a body a filter asked to see).
         Full { data: Option<Bytes> },
         /// Any other streaming body (kept boxed; used off the hot path only).
@@ -52,9 +57,18 @@ impl Body {
     }
 }
 
-impl From<hyper::body::Incoming> for Body {
-    fn from(inner: hyper::body::Incoming) -> Self {
-        Body::Incoming { inner }
+impl Body {
+    /// A downstream request's body, bounded by the listener's size and idle limits.
+    pub fn from_client(inner: hyper::body::Incoming, door: &FrontDoor) -> Self {
+        Body::Client {
+            inner: ClientBody::new(inner, door.max_body_bytes, door.body_idle),
+        }
+    }
+}
+
+impl From<PooledBody> for Body {
+    fn from(inner: PooledBody) -> Self {
+        Body::Upstream { inner }
     }
 }
 
@@ -64,7 +78,8 @@ impl HttpBody for Body {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
-            BodyProj::Incoming { inner } => inner.poll_frame(cx).map_err(Into::into),
+            BodyProj::Upstream { inner } => inner.poll_frame(cx).map_err(Into::into),
+            BodyProj::Client { inner } => inner.poll_frame(cx).map_err(Into::into),
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             BodyProj::Boxed { inner } => inner.poll_frame(cx),
         }
@@ -72,7 +87,8 @@ impl HttpBody for Body {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Incoming { inner } => inner.is_end_stream(),
+            Body::Upstream { inner } => inner.is_end_stream(),
+            Body::Client { inner } => inner.is_end_stream(),
             Body::Full { data } => data.is_none(),
             Body::Boxed { inner } => inner.is_end_stream(),
         }
@@ -80,7 +96,8 @@ impl HttpBody for Body {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Incoming { inner } => inner.size_hint(),
+            Body::Upstream { inner } => inner.size_hint(),
+            Body::Client { inner } => inner.size_hint(),
             Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Boxed { inner } => inner.size_hint(),
         }

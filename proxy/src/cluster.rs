@@ -9,40 +9,34 @@ use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper_rustls::{DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
 
 use crate::body::Body;
 use crate::config::ConfigError;
 use crate::config::{ClusterConfig, Source, UpstreamProtocol};
 
+mod pool;
+
+pub use pool::PooledBody;
+use pool::{Connector, EndpointPool, PoolError};
+
 /// The clusters of one config version, by name.
 pub type Clusters = HashMap<Arc<str>, Arc<Cluster>>;
 
-/// One upstream address.
-#[derive(Debug)]
+/// One upstream address and its connections.
 pub struct Endpoint {
     pub addr: SocketAddr,
     authority: Authority,
+    pool: Arc<EndpointPool>,
 }
 
-/// A named group of endpoints and the pool of connections to them.
+/// A named group of endpoints and the pools of connections to them.
 pub struct Cluster {
     pub name: Arc<str>,
     pub protocol: UpstreamProtocol,
     endpoints: Vec<Endpoint>,
     next: AtomicUsize,
-    client: UpstreamClient,
-}
-
-/// Plain and TLS clients are different types; an enum keeps the plain path free of TLS.
-enum UpstreamClient {
-    Plain(Client<HttpConnector, Body>),
-    Tls(Client<HttpsConnector<HttpConnector>, Body>),
+    connector: Connector,
 }
 
 /// Why an upstream exchange failed; `respond` turns it into 502 or 504.
@@ -56,6 +50,9 @@ pub enum UpstreamError {
     Timeout { endpoint: SocketAddr, timeout: Duration },
     #[error("the request cannot be sent upstream: {0}")]
     BadRequest(String),
+    /// The exchange failed because the client's body did (too large, too slow, malformed).
+    #[error("the client's request body failed: {0}")]
+    ClientBody(crate::front::ClientBodyFault),
 }
 
 impl Cluster {
@@ -76,37 +73,23 @@ impl Cluster {
                 })?;
             let authority = Authority::try_from(addr.to_string())
                 .map_err(|e| src.error_at(endpoint.span(), format!("endpoint {text:?}: {e}")))?;
-            endpoints.push(Endpoint { addr, authority });
+            let pool = EndpointPool::new(addr, config.max_idle_per_endpoint, config.idle_timeout);
+            endpoints.push(Endpoint { addr, authority, pool });
         }
 
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.enforce_http(config.tls.is_none());
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_endpoint)
-            // The proxy sets Host itself: the client's, or the route's rewrite.
-            .set_host(false);
-        if config.protocol == UpstreamProtocol::Http2 {
-            builder.http2_only(true);
-        }
-        let client = match &config.tls {
-            None => UpstreamClient::Plain(builder.build(connector)),
+        let http2 = config.protocol == UpstreamProtocol::Http2;
+        let tls = match &config.tls {
+            None => None,
             Some(tls) => {
                 let fail = |e: String| src.error_at(spanned.span(), format!("cluster {:?}: {e}", config.name));
-                let client_config =
-                    crate::tls::client_config(tls, config.protocol == UpstreamProtocol::Http2).map_err(fail)?;
-                let resolver: Arc<dyn ResolveServerName + Send + Sync> = match &tls.server_name {
-                    Some(name) => Arc::new(FixedServerNameResolver::new(
+                let client_config = crate::tls::client_config(tls, http2).map_err(fail)?;
+                let name = match &tls.server_name {
+                    Some(name) => Some(
                         ServerName::try_from(name.clone()).map_err(|e| fail(format!("server_name {name:?}: {e}")))?,
-                    )),
-                    None => Arc::new(DefaultServerNameResolver::default()),
+                    ),
+                    None => None,
                 };
-                UpstreamClient::Tls(builder.build(HttpsConnector::new(connector, client_config, true, resolver)))
+                Some((tokio_rustls::TlsConnector::from(Arc::new(client_config)), name))
             }
         };
         Ok(Cluster {
@@ -114,7 +97,11 @@ impl Cluster {
             protocol: config.protocol,
             endpoints,
             next: AtomicUsize::new(0),
-            client,
+            connector: Connector {
+                connect_timeout: config.connect_timeout,
+                http2,
+                tls,
+            },
         })
     }
 
@@ -124,42 +111,53 @@ impl Cluster {
         &self.endpoints[i]
     }
 
-    /// Sends `req` (whose URI holds only path and query) to the next endpoint and waits
-    /// at most `timeout` for the response head.
-    pub async fn send(&self, mut req: Request<Body>, timeout: Duration) -> Result<Response<Incoming>, UpstreamError> {
+    /// Sends `req` to the next endpoint and waits at most `timeout` for the response head.
+    pub async fn send(&self, mut req: Request<Body>, timeout: Duration) -> Result<Response<PooledBody>, UpstreamError> {
         let endpoint = self.pick();
-        let path = req
-            .uri_mut()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(match self.client {
-            UpstreamClient::Plain(_) => Scheme::HTTP,
-            UpstreamClient::Tls(_) => Scheme::HTTPS,
-        });
-        parts.authority = Some(endpoint.authority.clone());
-        parts.path_and_query = Some(path);
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
+        if self.connector.http2 {
+            // HTTP/2 carries the target as :scheme and :authority.
+            let path = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(if self.connector.tls.is_some() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            });
+            parts.authority = Some(endpoint.authority.clone());
+            parts.path_and_query = Some(path);
+            *req.uri_mut() = Uri::from_parts(parts).map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
+        } else if req.uri().authority().is_some() {
+            // HTTP/1.1 to an origin: origin-form (the Host header names the host).
+            let path = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(path);
+        }
 
-        let exchange = match &self.client {
-            UpstreamClient::Plain(client) => client.request(req),
-            UpstreamClient::Tls(client) => client.request(req),
-        };
+        let exchange = endpoint.pool.send(&self.connector, req);
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(UpstreamError::Timeout {
                 endpoint: endpoint.addr,
                 timeout,
             }),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect {
+            Ok(Err(PoolError::Connect(reason))) => Err(UpstreamError::Connect {
                 endpoint: endpoint.addr,
-                reason: error_chain(&e),
+                reason,
             }),
-            Ok(Err(e)) => Err(UpstreamError::Exchange {
-                endpoint: endpoint.addr,
-                reason: error_chain(&e),
-            }),
+            Ok(Err(PoolError::Exchange(e))) => match crate::front::ClientBodyFault::find(Some(&e)) {
+                Some(fault) => Err(UpstreamError::ClientBody(fault)),
+                None => Err(UpstreamError::Exchange {
+                    endpoint: endpoint.addr,
+                    reason: error_chain(&e),
+                }),
+            },
         }
     }
 }

@@ -13,8 +13,13 @@ use toml::Spanned;
 
 use crate::filter::FailureMode;
 
+mod admin;
 mod limits;
+mod redact;
+
+pub use admin::{AdminConfig, MIN_TOKEN_LEN, Secret};
 pub use limits::LimitsConfig;
+pub use redact::urls as redact_urls;
 
 /// A configuration file, parsed and validated.
 #[derive(Debug, Deserialize)]
@@ -61,12 +66,6 @@ impl Default for RuntimeConfig {
             watch: true,
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    pub address: SocketAddr,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,10 +128,97 @@ pub struct ListenerConfig {
     #[serde(default)]
     pub http3: bool,
     /// Send the verified client certificate's details upstream in
-    /// `x-forwarded-client-cert` (Envoy's format). A client's own such header is always
-    /// removed on TLS listeners.
+    /// `x-forwarded-client-cert` (Envoy's format). A client's own such header is removed
+    /// unless `trust_forwarded` is set.
     #[serde(default)]
     pub forward_client_cert: bool,
+    /// Collapse `//` in request paths before routing (dot segments and encoded unreserved
+    /// characters are always resolved).
+    #[serde(default = "defaults::yes")]
+    pub merge_slashes: bool,
+    /// Refuse paths with an encoded `/` or `\` (`%2F`, `%5C`) with 400; when off they are
+    /// passed on still encoded.
+    #[serde(default = "defaults::yes")]
+    pub reject_encoded_slashes: bool,
+    #[serde(default)]
+    pub limits: ListenerLimits,
+    #[serde(default)]
+    pub timeouts: ListenerTimeouts,
+}
+
+/// `[listeners.limits]`: what one client may make the proxy hold. Each refusal has its
+/// status and a `weft_downstream_refused_total{listener,reason}` count.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerLimits {
+    /// Request target (path and query) length; 414 past it.
+    pub max_uri_bytes: usize,
+    /// All request header lines together (HTTP/2 and HTTP/3: the header list); 431.
+    pub max_header_bytes: usize,
+    /// Number of request header lines; 431.
+    pub max_headers: usize,
+    /// Request body size; 413.
+    pub max_request_body_bytes: u64,
+    /// Open connections on this listener; more are closed at accept.
+    pub max_connections: usize,
+    /// Open connections from one client address; more are closed at accept.
+    pub max_connections_per_client: usize,
+    /// Concurrent streams on one HTTP/2 or HTTP/3 connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            max_uri_bytes: 8 << 10,
+            max_header_bytes: 64 << 10,
+            max_headers: 100,
+            max_request_body_bytes: 100 << 20,
+            max_connections: 10_000,
+            max_connections_per_client: 1_000,
+            max_concurrent_streams: 100,
+        }
+    }
+}
+
+/// `[listeners.timeouts]`: how long a client may keep the proxy waiting.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerTimeouts {
+    /// TLS handshake.
+    #[serde(deserialize_with = "duration")]
+    pub handshake: Duration,
+    /// From accept (or the end of the previous request) to a complete request head.
+    #[serde(deserialize_with = "duration")]
+    pub header_read: Duration,
+    /// A connection with no request in flight is closed after this long (HTTP/2: GOAWAY).
+    #[serde(deserialize_with = "duration")]
+    pub idle: Duration,
+    /// Longest gap between two pieces of a request body; 408 past it.
+    #[serde(deserialize_with = "duration")]
+    pub body_idle: Duration,
+    /// Longest a write to the client may stay blocked (a client that stops reading).
+    #[serde(deserialize_with = "duration")]
+    pub send_idle: Duration,
+    /// HTTP/2 PING interval on a connection; one unanswered for `keepalive_timeout` closes it.
+    #[serde(deserialize_with = "duration")]
+    pub keepalive_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ListenerTimeouts {
+    fn default() -> Self {
+        ListenerTimeouts {
+            handshake: Duration::from_secs(10),
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            body_idle: Duration::from_secs(30),
+            send_idle: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -361,7 +447,7 @@ impl Source {
         let line_end = self.text[start..].find('\n').map_or(self.text.len(), |i| start + i);
         let line_no = self.text[..start].matches('\n').count() + 1;
         let col = self.text[line_start..start].chars().count() + 1;
-        let line = &self.text[line_start..line_end];
+        let line = redact::line(&self.text[line_start..line_end]);
         let width = span.end.min(line_end).saturating_sub(start).max(1);
         let gutter = " ".repeat(line_no.to_string().len());
         let snippet = format!(
@@ -372,7 +458,7 @@ impl Source {
         ConfigError {
             origin: self.origin.clone(),
             position: Some((line_no, col)),
-            message: message.into(),
+            message: redact::urls(&message.into()).into_owned(),
             snippet: Some(snippet),
         }
     }
@@ -382,7 +468,7 @@ impl Source {
         ConfigError {
             origin: self.origin.clone(),
             position: None,
-            message: message.into(),
+            message: redact::urls(&message.into()).into_owned(),
             snippet: None,
         }
     }
@@ -426,6 +512,7 @@ impl Config {
             }
         }
         let mut paths: Vec<&mut PathBuf> = self.wasm.cache_dir.iter_mut().collect();
+        paths.extend(self.admin.iter_mut().filter_map(|a| a.token_file.as_mut()));
         for listener in &mut self.listeners {
             if let Some(tls) = &mut listener.get_mut().tls {
                 paths.extend(tls.certificates.iter_mut().flat_map(|c| [&mut c.cert, &mut c.key]));
@@ -453,6 +540,9 @@ impl Config {
         unique_names(src, &self.filters, "filter", |f| &f.name)?;
         if self.wasm.max_instances == 0 {
             return Err(src.error("[wasm] max_instances must be more than zero"));
+        }
+        if let Some(admin) = &self.admin {
+            admin.check().map_err(|problem| src.error(problem))?;
         }
         if let Some(kv) = &self.kv {
             let k = kv.get_ref();
@@ -490,6 +580,36 @@ impl Config {
             };
             if let Some(problem) = problem {
                 return Err(src.error_at(listener.span(), format!("listener {:?}: {problem}", l.name)));
+            }
+        }
+        for listener in &self.listeners {
+            let l = listener.get_ref();
+            let (limits, t) = (&l.limits, &l.timeouts);
+            let zero = [
+                ("limits.max_uri_bytes", limits.max_uri_bytes == 0),
+                ("limits.max_header_bytes", limits.max_header_bytes < 1024),
+                ("limits.max_headers", limits.max_headers == 0),
+                ("limits.max_connections", limits.max_connections == 0),
+                (
+                    "limits.max_connections_per_client",
+                    limits.max_connections_per_client == 0,
+                ),
+                ("limits.max_concurrent_streams", limits.max_concurrent_streams == 0),
+                ("timeouts.handshake", t.handshake.is_zero()),
+                ("timeouts.header_read", t.header_read.is_zero()),
+                ("timeouts.idle", t.idle.is_zero()),
+                ("timeouts.body_idle", t.body_idle.is_zero()),
+                ("timeouts.send_idle", t.send_idle.is_zero()),
+                ("timeouts.keepalive_interval", t.keepalive_interval.is_zero()),
+                ("timeouts.keepalive_timeout", t.keepalive_timeout.is_zero()),
+            ];
+            if let Some((key, _)) = zero.iter().find(|(_, bad)| *bad) {
+                let least = if *key == "limits.max_header_bytes" {
+                    "at least 1024"
+                } else {
+                    "more than zero"
+                };
+                return Err(src.error_at(listener.span(), format!("listener {:?}: {key} must be {least}", l.name)));
             }
         }
         for cluster in &self.clusters {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Version, request, response};
 
+use crate::front::FrontDoor;
 use crate::tls::PeerIdentity;
 
 /// Facts of one downstream connection, computed once per connection rather than per request.
@@ -24,6 +25,8 @@ pub struct ConnInfo {
     pub alt_svc: Option<HeaderValue>,
     xff: HeaderValue,
     forwarded: HeaderValue,
+    /// The listener's front-door policy (limits, path normalisation).
+    pub door: Arc<FrontDoor>,
 }
 
 impl ConnInfo {
@@ -43,7 +46,13 @@ impl ConnInfo {
         self
     }
 
-    pub fn new(peer: SocketAddr, listener: Arc<str>, scheme: &'static str, trust_forwarded: bool) -> ConnInfo {
+    pub fn new(
+        peer: SocketAddr,
+        listener: Arc<str>,
+        scheme: &'static str,
+        trust_forwarded: bool,
+        door: Arc<FrontDoor>,
+    ) -> ConnInfo {
         let ip = peer.ip();
         // RFC 7239 §6: an IPv6 node is quoted and bracketed.
         let node = if ip.is_ipv6() {
@@ -62,6 +71,7 @@ impl ConnInfo {
             alt_svc: None,
             xff: HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static("unknown")),
             forwarded: HeaderValue::try_from(forwarded).unwrap_or(HeaderValue::from_static("for=unknown")),
+            door,
         }
     }
 }
@@ -174,14 +184,12 @@ fn via(version: Version) -> HeaderValue {
     })
 }
 
-/// Prepares a downstream request head to be sent upstream.
-pub fn upstream_request(
-    head: &mut request::Parts,
-    conn: &ConnInfo,
-    upgrade: bool,
-    host_rewrite: Option<&HeaderValue>,
-    upstream_version: Version,
-) {
+/// Strips what belongs to the client's hop from a request that just arrived, before any
+/// filter sees it: hop-by-hop headers (those `Connection` names and the fixed list), `TE`
+/// but for `trailers`, and `Expect` (this hop answered `100 Continue` itself). Returns
+/// whether the request asks to switch protocols; its `Upgrade` is then kept.
+pub fn arriving_request(head: &mut request::Parts) -> bool {
+    let upgrade = is_upgrade(head);
     let headers = &mut head.headers;
     let seen = Seen::scan(headers);
     if seen.te {
@@ -200,10 +208,22 @@ pub fn upstream_request(
     }
     strip_hop_by_hop(headers, &seen, upgrade);
     if seen.expect {
-        // This hop answered `100 Continue` itself when it began reading the body.
         headers.remove(header::EXPECT);
     }
+    upgrade
+}
 
+/// Prepares a request head, as the filters left it, to be sent upstream: who forwarded
+/// it, and its Host. Hop-by-hop headers were stripped on arrival ([`arriving_request`]),
+/// so whatever a filter set goes through.
+pub fn upstream_request(
+    head: &mut request::Parts,
+    conn: &ConnInfo,
+    host_rewrite: Option<&HeaderValue>,
+    upstream_version: Version,
+) {
+    let headers = &mut head.headers;
+    let seen = Seen::scan(headers);
     if conn.trust_forwarded {
         append_list(headers, &X_FORWARDED_FOR, &conn.xff);
         append_list(headers, &FORWARDED, &conn.forwarded);

@@ -3,46 +3,94 @@
 //! The request path never looks a metric up by label: routes and filters hold their
 //! counters, created when the config is built, so counting is one atomic add.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// A label value from config or a plugin, escaped when encoded. prometheus-client 0.24
+/// writes label values verbatim, so a `"`, `\` or newline in a filter or route name would
+/// end the value early and let the rest forge series or break every scraper's parse.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct LabelText(pub Box<str>);
+
+impl From<&str> for LabelText {
+    fn from(text: &str) -> Self {
+        LabelText(text.into())
+    }
+}
+
+impl EncodeLabelValue for LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        escape_label_value(&self.0, encoder)
+    }
+}
+
+/// Writes `text` as the exposition formats (Prometheus text 0.0.4 and OpenMetrics 1.0)
+/// escape a label value: `\` as `\\`, `"` as `\"`, newline as `\n`.
+pub fn escape_label_value(text: &str, out: &mut impl Write) -> std::fmt::Result {
+    let mut rest = text;
+    while let Some(i) = rest.find(['\\', '"', '\n']) {
+        out.write_str(&rest[..i])?;
+        out.write_str(match rest.as_bytes()[i] {
+            b'\\' => "\\\\",
+            b'"' => "\\\"",
+            _ => "\\n",
+        })?;
+        rest = &rest[i + 1..];
+    }
+    out.write_str(rest)
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: LabelText,
     pub class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FilterLabels {
-    pub filter: String,
-    pub kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FilterNameLabels {
-    pub filter: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RejectLabels {
-    pub filter: String,
-    pub reason: &'static str,
+    pub filter: LabelText,
+    pub kind: LabelText,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GuestLabels {
-    pub filter: String,
-    pub name: String,
+    pub filter: LabelText,
+    /// Checked against the metric-name grammar before it gets here; escaped anyway.
+    pub name: LabelText,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FilterOnlyLabels {
+    pub filter: LabelText,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub filter: LabelText,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
-    pub what: String,
+    pub what: LabelText,
     pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerReasonLabels {
+    pub listener: String,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,8 +119,20 @@ pub struct Metrics {
     pub guest_histograms: Family<GuestLabels, Histogram, fn() -> Histogram>,
     /// Failed operations of the filters' shared KV store, by backend.
     pub kv_errors: Family<KvLabels, Counter>,
+    /// Downstream connections open now, by listener.
+    connections_open: Family<ListenerLabels, Gauge>,
+    /// Connections closed at accept by a cap, by listener and cap.
+    connections_rejected: Family<ListenerReasonLabels, Counter>,
+    /// Connections closed by a timeout, by listener and timeout.
+    connections_closed: Family<ListenerReasonLabels, Counter>,
+    /// Requests the front door refused (limits, malformed), by listener and reason.
+    downstream_refused: Family<ListenerReasonLabels, Counter>,
+    /// Metric names a filter used that were refused (invalid, too long, too many).
+    pub filter_metric_rejected: Family<RejectLabels, Counter>,
+    /// Guest log lines dropped by a filter's log rate limit.
+    pub filter_log_dropped: Family<FilterOnlyLabels, Counter>,
     /// Live keys a filter's local KV writes evicted from its own full space.
-    pub kv_evictions: Family<FilterNameLabels, Counter>,
+    pub kv_evictions: Family<FilterOnlyLabels, Counter>,
     /// Requests answered 503 because a filter was at its concurrency limit, by reason
     /// (`queue_full`, `queue_timeout`).
     pub filter_rejected: Family<RejectLabels, Counter>,
@@ -108,7 +168,43 @@ impl Default for Metrics {
         );
         let kv_errors = Family::<KvLabels, Counter>::default();
         registry.register("kv_errors", "Failed KV store operations by backend", kv_errors.clone());
-        let kv_evictions = Family::<FilterNameLabels, Counter>::default();
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        let connections_rejected = Family::<ListenerReasonLabels, Counter>::default();
+        let connections_closed = Family::<ListenerReasonLabels, Counter>::default();
+        let downstream_refused = Family::<ListenerReasonLabels, Counter>::default();
+        registry.register(
+            "connections_open",
+            "Downstream connections open",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Downstream connections closed at accept by a connection cap",
+            connections_rejected.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Downstream connections closed by a timeout",
+            connections_closed.clone(),
+        );
+        registry.register(
+            "downstream_refused",
+            "Requests refused by the front door (limits, malformed input)",
+            downstream_refused.clone(),
+        );
+        let filter_metric_rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "filter_metric_rejected",
+            "Metric names used by Wasm filters and refused, by reason",
+            filter_metric_rejected.clone(),
+        );
+        let filter_log_dropped = Family::<FilterOnlyLabels, Counter>::default();
+        registry.register(
+            "filter_log_dropped",
+            "Wasm filter log lines dropped by the per-filter log rate limit",
+            filter_log_dropped.clone(),
+        );
+        let kv_evictions = Family::<FilterOnlyLabels, Counter>::default();
         registry.register(
             "kv_evictions",
             "Live KV keys evicted from a filter's full space by its own writes",
@@ -129,6 +225,12 @@ impl Default for Metrics {
             guest_gauges,
             guest_histograms,
             kv_errors,
+            connections_open,
+            connections_rejected,
+            connections_closed,
+            downstream_refused,
+            filter_metric_rejected,
+            filter_log_dropped,
             kv_evictions,
             filter_rejected,
         }
@@ -147,17 +249,50 @@ impl Metrics {
     pub fn reload(&self, what: &str, outcome: &'static str) {
         self.reloads
             .get_or_create(&ReloadLabels {
-                what: what.to_owned(),
+                what: what.into(),
                 outcome,
             })
             .inc();
     }
 
+    /// The open-connections gauge of a listener (resolved once, at bind).
+    pub fn connections_open(&self, listener: &str) -> Gauge {
+        self.connections_open
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_owned(),
+            })
+            .clone()
+    }
+
+    pub fn connection_rejected(&self, listener: &str, reason: &'static str) {
+        let labels = ListenerReasonLabels {
+            listener: listener.to_owned(),
+            reason,
+        };
+        self.connections_rejected.get_or_create(&labels).inc();
+    }
+
+    pub fn connection_closed(&self, listener: &str, reason: &'static str) {
+        let labels = ListenerReasonLabels {
+            listener: listener.to_owned(),
+            reason,
+        };
+        self.connections_closed.get_or_create(&labels).inc();
+    }
+
+    pub fn downstream_refused(&self, listener: &str, reason: &'static str) {
+        let labels = ListenerReasonLabels {
+            listener: listener.to_owned(),
+            reason,
+        };
+        self.downstream_refused.get_or_create(&labels).inc();
+    }
+
     pub fn filter_error(&self, filter: &str, kind: &str) {
         self.filter_errors
             .get_or_create(&FilterLabels {
-                filter: filter.to_owned(),
-                kind: kind.to_owned(),
+                filter: filter.into(),
+                kind: kind.into(),
             })
             .inc();
     }
@@ -167,9 +302,7 @@ impl Metrics {
     /// The eviction counter of one filter's KV space, resolved once at load.
     pub fn kv_evictions(&self, filter: &str) -> Counter {
         self.kv_evictions
-            .get_or_create(&FilterNameLabels {
-                filter: filter.to_owned(),
-            })
+            .get_or_create(&FilterOnlyLabels { filter: filter.into() })
             .clone()
     }
 
@@ -177,7 +310,7 @@ impl Metrics {
     pub fn filter_rejected(&self, filter: &str, reason: &'static str) -> Counter {
         self.filter_rejected
             .get_or_create(&RejectLabels {
-                filter: filter.to_owned(),
+                filter: filter.into(),
                 reason,
             })
             .clone()
@@ -196,7 +329,7 @@ impl RouteCounters {
             metrics
                 .responses
                 .get_or_create(&RouteLabels {
-                    route: route.to_owned(),
+                    route: route.into(),
                     class,
                 })
                 .clone()
@@ -209,5 +342,22 @@ impl RouteCounters {
     pub fn record(&self, status: http::StatusCode) {
         let idx = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         self.by_class[idx].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_from_config_are_escaped_in_the_exposition() {
+        let metrics = Metrics::default();
+        metrics.filter_error("evil\"} 1\nweft_fake 2\\", "trap");
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"weft_filter_errors_total{filter="evil\"} 1\nweft_fake 2\\",kind="trap"} 1"#),
+            "{text}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("weft_fake")), "{text}");
     }
 }

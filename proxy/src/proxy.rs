@@ -14,6 +14,7 @@ use crate::body::Body;
 use crate::config::UpstreamProtocol;
 use crate::filter::{ChainEntry, Decision, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx};
 use crate::forward::{self, ConnInfo};
+use crate::front::{self, ClientBodyFault};
 use crate::respond::{ProxyError, error_response};
 use crate::route::{Route, request_host};
 use crate::state::State;
@@ -22,7 +23,15 @@ use crate::state::State;
 pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) -> Result<Response<Body>, Infallible> {
     // The request keeps this config version, and the filter versions in it, to the end.
     let runtime = state.current();
-    let (head, body) = req.into_parts();
+    let (mut head, body) = req.into_parts();
+    // Before routing: routes, filters and the upstream must all see the same request.
+    let upgrade = match front::admit(&mut head, &conn.door) {
+        Ok(admitted) => admitted.upgrade,
+        Err(refusal) => {
+            runtime.metrics.downstream_refused(&conn.listener, refusal.reason());
+            return Ok(error_response(&ProxyError::Refused(refusal), "-"));
+        }
+    };
     let Some(route) = runtime.router.find(&head, conn.identity.as_deref()) else {
         let err = ProxyError::NoRoute {
             method: head.method.clone(),
@@ -31,9 +40,14 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
         };
         return Ok(error_response(&err, "-"));
     };
-    let mut resp = match proxy(&runtime, route, &conn, head, body).await {
+    let mut resp = match proxy(&runtime, route, &conn, head, body, upgrade).await {
         Ok(resp) => resp,
-        Err(err) => error_response(&err, &route.name),
+        Err(err) => {
+            if let Some(reason) = err.client_fault() {
+                runtime.metrics.downstream_refused(&conn.listener, reason);
+            }
+            error_response(&err, &route.name)
+        }
     };
     route.counters.record(resp.status());
     if let Some(alt_svc) = &conn.alt_svc {
@@ -48,8 +62,8 @@ async fn proxy(
     conn: &ConnInfo,
     mut head: http::request::Parts,
     body: Body,
+    upgrade: bool,
 ) -> Result<Response<Body>, ProxyError> {
-    let upgrade = forward::is_upgrade(&head);
     let on_upgrade = if upgrade {
         head.extensions.remove::<OnUpgrade>()
     } else {
@@ -57,7 +71,7 @@ async fn proxy(
     };
 
     if route.filters.is_empty() {
-        return forward(route, &route.cluster, conn, head, body, upgrade, on_upgrade).await;
+        return forward(route, &route.cluster, conn, head, body, on_upgrade).await;
     }
 
     let mut ctx = RequestCtx::new(conn.peer, conn.listener.clone(), route.name.clone(), conn.scheme);
@@ -100,7 +114,7 @@ async fn proxy(
                 (None, Some(stream)) => stream,
                 (None, None) => Body::empty(),
             };
-            forward(route, cluster, conn, req.head, body, upgrade, on_upgrade).await?
+            forward(route, cluster, conn, req.head, body, on_upgrade).await?
         }
     };
 
@@ -160,17 +174,20 @@ async fn forward(
     conn: &ConnInfo,
     mut head: http::request::Parts,
     body: Body,
-    upgrade: bool,
     on_upgrade: Option<OnUpgrade>,
 ) -> Result<Response<Body>, ProxyError> {
     let version = match cluster.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::Http2 => Version::HTTP_2,
     };
-    forward::upstream_request(&mut head, conn, upgrade, route.host_rewrite.as_ref(), version);
+    forward::upstream_request(&mut head, conn, route.host_rewrite.as_ref(), version);
     let mut resp = cluster.send(Request::from_parts(head, body), route.timeout).await?;
 
     let switched = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    if switched {
+        // The connection now belongs to the upgraded stream, not to the pool.
+        resp.body_mut().detach();
+    }
     if let (true, Some(downstream)) = (switched, on_upgrade) {
         let upstream = hyper::upgrade::on(&mut resp);
         tokio::spawn(splice(downstream, upstream));
@@ -209,9 +226,12 @@ where
         } else {
             ProxyError::ResponseBodyTooLarge { limit }
         }),
-        Err(e) => Err(ProxyError::Body {
-            side,
-            reason: e.to_string(),
-        }),
+        Err(e) => match ClientBodyFault::find(Some(&*e)) {
+            Some(fault) => Err(ProxyError::ClientBody(fault)),
+            None => Err(ProxyError::Body {
+                side,
+                reason: e.to_string(),
+            }),
+        },
     }
 }

@@ -5,10 +5,15 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::body::Body;
 use crate::cluster::UpstreamError;
 use crate::filter::{FilterError, Overload};
+use crate::front::{ClientBodyFault, Refusal};
 
 /// Everything that can stop a request before the upstream's response reaches the client.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    #[error("refused at the front door: {0}")]
+    Refused(Refusal),
+    #[error("{0}")]
+    ClientBody(ClientBodyFault),
     #[error("no route matches {method} {host}{path}")]
     NoRoute {
         method: http::Method,
@@ -51,6 +56,8 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::Refused(refusal) => refusal.status(),
+            ProxyError::ClientBody(fault) | ProxyError::Upstream(UpstreamError::ClientBody(fault)) => fault.status(),
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => StatusCode::BAD_REQUEST,
@@ -69,6 +76,12 @@ impl ProxyError {
     /// to the log, where the operator looks.
     fn public_text(&self) -> &'static str {
         match self {
+            ProxyError::Refused(refusal) => refusal.public_text(),
+            ProxyError::ClientBody(fault) | ProxyError::Upstream(UpstreamError::ClientBody(fault)) => match fault {
+                ClientBodyFault::TooLarge { .. } => "request body too large\n",
+                ClientBodyFault::Idle { .. } => "request body timed out\n",
+                ClientBodyFault::Malformed => "malformed request body\n",
+            },
             ProxyError::NoRoute { .. } => "no route for this request\n",
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => "upstream timed out\n",
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream unreachable\n",
@@ -82,6 +95,23 @@ impl ProxyError {
             ProxyError::Filter { .. } | ProxyError::UnknownCluster { .. } | ProxyError::RerouteInResponse { .. } => {
                 "internal error\n"
             }
+        }
+    }
+}
+
+impl ProxyError {
+    /// The `weft_downstream_refused_total` reason when the client is to blame for a
+    /// failure found after the front door (its body).
+    pub fn client_fault(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::ClientBody(fault) | ProxyError::Upstream(UpstreamError::ClientBody(fault)) => {
+                Some(match fault {
+                    ClientBodyFault::TooLarge { .. } => "body_too_large",
+                    ClientBodyFault::Idle { .. } => "body_timeout",
+                    ClientBodyFault::Malformed => "bad_body",
+                })
+            }
+            _ => None,
         }
     }
 }

@@ -5,8 +5,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::listener::Listener;
+use crate::listen::{Gate, Listener};
 use crate::state::{ConfigSource, State};
+
+/// Connections the admin listener holds open at once.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Serves `config` until SIGTERM or SIGINT, then lets in-flight requests finish for up to
 /// the configured drain timeout.
@@ -33,21 +36,35 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     for l in config.listeners.iter().map(|l| l.get_ref()).filter(|l| l.http3) {
         let server = state.current().quic.get(&l.name).cloned();
         let server = server.ok_or_else(|| anyhow::anyhow!("listener {:?}: no QUIC config", l.name))?;
-        quic.push((l.clone(), crate::quic::bind(l, server)?));
+        quic.push((l.clone(), crate::listen::quic::bind(l, server)?));
     }
 
+    // One gate per listener: its TCP and QUIC sides share the connection caps.
+    let mut gates = std::collections::HashMap::new();
+    for l in config.listeners.iter().map(|l| l.get_ref()) {
+        let gate = Gate::new(
+            &l.name,
+            l.limits.max_connections,
+            l.limits.max_connections_per_client,
+            state.metrics.clone(),
+        );
+        gates.insert(l.name.clone(), gate);
+    }
     for listener in listeners {
         tracing::info!(listener = %listener.name, address = %listener.socket.local_addr()?, "listening");
-        tokio::spawn(listener.serve(state.clone(), shutdown.clone(), drained_tx.clone()));
+        let gate = gates[&*listener.name].clone();
+        tokio::spawn(listener.serve(state.clone(), gate, shutdown.clone(), drained_tx.clone()));
     }
     for (l, endpoint) in quic {
         tracing::info!(listener = %l.name, address = %l.address, "listening for HTTP/3 (UDP)");
         if let Ok(mut endpoints) = state.quic_endpoints.lock() {
             endpoints.insert(l.name.clone(), endpoint.clone());
         }
-        tokio::spawn(crate::quic::serve(
+        let gate = gates[&l.name].clone();
+        tokio::spawn(crate::listen::quic::serve(
             l,
             endpoint,
+            gate,
             state.clone(),
             shutdown.clone(),
             drained_tx.clone(),
@@ -55,7 +72,14 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     }
     if let Some(socket) = admin {
         tracing::info!(address = %socket.local_addr()?, "admin listening");
-        tokio::spawn(crate::admin::serve(socket, state.clone(), shutdown.clone()));
+        // Operators and scrapers, not the public: a few connections are plenty.
+        let gate = Gate::new(
+            "admin",
+            ADMIN_MAX_CONNECTIONS,
+            ADMIN_MAX_CONNECTIONS,
+            state.metrics.clone(),
+        );
+        tokio::spawn(crate::admin::serve(socket, gate, state.clone(), shutdown.clone()));
     }
     if config.runtime.watch {
         crate::control::spawn(state.clone(), shutdown.clone())?;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
+use crate::admin::Access;
 use crate::cluster::{Cluster, Clusters};
 use crate::config::{Config, ConfigError, KvConfig, ListenerConfig};
 use crate::filter::headers::HeadersFilter;
@@ -44,6 +45,9 @@ pub struct ListenerSpec {
     tls: bool,
     http3: bool,
     forward_client_cert: bool,
+    front: crate::front::FrontDoor,
+    limits: crate::config::ListenerLimits,
+    timeouts: crate::config::ListenerTimeouts,
 }
 
 /// Where the config comes from.
@@ -78,10 +82,13 @@ pub struct State {
     reloading: tokio::sync::Mutex<()>,
     /// HTTP/3 endpoints by listener name, handed new TLS configs on reload.
     pub quic_endpoints: std::sync::Mutex<HashMap<String, quinn::Endpoint>>,
+    /// Who may use the admin API; `[admin]` changes need a restart, like listeners.
+    pub admin: Access,
 }
 
 impl State {
     pub async fn new(config: &Config, source: ConfigSource) -> anyhow::Result<Arc<State>> {
+        let admin = Access::new(config.admin.as_ref()).map_err(anyhow::Error::msg)?;
         let metrics = Arc::new(Metrics::default());
         let kv = config.kv.as_ref().map(|k| k.get_ref().clone());
         let store = crate::wasm::kv_store(kv.as_ref(), &metrics)?;
@@ -96,6 +103,7 @@ impl State {
             next_version: AtomicU64::new(2),
             reloading: tokio::sync::Mutex::new(()),
             quic_endpoints: std::sync::Mutex::new(HashMap::new()),
+            admin,
         }))
     }
 
@@ -129,13 +137,18 @@ impl State {
         if wanted != running.listeners {
             return Err(config.source.error(
                 "listeners differ from the running ones (name, address, trust_forwarded, tls on/off, \
-                 http3, forward_client_cert): changing listeners needs a restart",
+                 http3, forward_client_cert, path handling, limits, timeouts): changing listeners needs a restart",
             ));
         }
         if config.kv.as_ref().map(|k| k.get_ref()) != self.kv.as_ref() {
             return Err(config
                 .source
                 .error("[kv] differs from the running one: changing the KV store needs a restart"));
+        }
+        if !self.admin.same_config(config.admin.as_ref()) {
+            return Err(config.source.error(
+                "[admin] differs from the running one: changing the admin listener or its token needs a restart",
+            ));
         }
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
         let runtime = build(&config, version, &self.metrics, &self.wasm).await?;
@@ -166,6 +179,9 @@ fn spec(l: &ListenerConfig) -> ListenerSpec {
         tls: l.tls.is_some(),
         http3: l.http3,
         forward_client_cert: l.forward_client_cert,
+        front: crate::front::FrontDoor::new(l),
+        limits: l.limits.clone(),
+        timeouts: l.timeouts.clone(),
     }
 }
 
@@ -209,7 +225,10 @@ pub async fn build(
         let server = crate::tls::server_config(settings, &[b"h2", b"http/1.1"], false).map_err(fail)?;
         tls.insert(l.name.clone(), Arc::new(server));
         if l.http3 {
-            quic.insert(l.name.clone(), crate::quic::server_config(settings).map_err(fail)?);
+            quic.insert(
+                l.name.clone(),
+                crate::listen::quic::server_config(l, settings).map_err(fail)?,
+            );
         }
     }
 
@@ -293,6 +312,7 @@ pub async fn build(
 /// Builds a config version without serving it (`weft check`): every plugin is compiled and
 /// initialised, so what passes here loads at `run`.
 pub async fn check(config: &Config) -> anyhow::Result<String> {
+    Access::new(config.admin.as_ref()).map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::default());
     let wasm = WasmHost::new(&config.wasm, metrics.clone())?;
     build(config, 0, &metrics, &wasm).await?;

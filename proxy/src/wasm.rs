@@ -6,7 +6,7 @@
 //! version check), `bindings` (generated), `state` (store data), `limits` (memory, CPU,
 //! error classification), `pool` (instance reuse), `filter` (the `Filter` impl), and one
 //! file per host interface: `http`, `log`, `metrics`, `metadata`, `kv`, `callout`, plus
-//! `stdio` for the guest's output streams.
+//! `stdio` for the guest's output streams and `output` for the per-filter log budget.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ mod limits;
 mod log;
 mod metadata;
 mod metrics;
+mod output;
 mod pool;
 mod redis;
 mod state;
@@ -120,6 +121,9 @@ impl WasmHost {
             );
         }
         limits.check().map_err(anyhow::Error::msg)?;
+        if limits.log_rate == 0 || limits.log_burst == 0 {
+            bail!("limits.log_rate and limits.log_burst must be at least 1");
+        }
         let started = Instant::now();
         let compiled = self.runtime.compile(path).await?;
         let quota = KvQuota {
@@ -133,6 +137,8 @@ impl WasmHost {
             kv,
             clusters: clusters.clone(),
             body_limit: limits.body,
+            metric_names: metrics::MetricNames::new(name, &self.metrics),
+            log_budget: output::LogBudget::new(name, limits.log_rate, limits.log_burst, &self.metrics),
         });
         let pool = Pool::new(
             compiled.clone(),

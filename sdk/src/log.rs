@@ -1,6 +1,11 @@
 //! Logging into the proxy's log. Each line is tagged with the filter's name; the proxy's
 //! log level decides what is kept.
 //!
+//! A filter's lines (these and its stdout/stderr, across all its instances) are limited
+//! to `limits.log_rate` a second with bursts of `limits.log_burst` (100 and 200 by
+//! default); the rest are dropped and counted in `weft_filter_log_dropped_total`. Control
+//! characters (newlines, terminal escapes) are written escaped, so a message stays one line.
+//!
 //! ```no_run
 //! weft_sdk::log::info(&format!("user {} allowed", "alice"));
 //! ```

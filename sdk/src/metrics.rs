@@ -1,6 +1,11 @@
 //! Metrics exported on the proxy's admin endpoint, labelled `filter="<name>"` and
 //! `name="<your name>"`. Use a small, fixed set of names: each name is a time series.
 //!
+//! A name must match `[a-zA-Z_:][a-zA-Z0-9_:]*` and be at most 128 bytes, and a filter may
+//! use at most 64 names of each kind (counters, gauges, histograms) across all its
+//! instances. Other names are ignored, counted in
+//! `weft_filter_metric_rejected_total{filter, reason}` and logged now and then.
+//!
 //! ```no_run
 //! weft_sdk::metrics::counter_add("requests", 1);
 //! ```

@@ -76,7 +76,7 @@ fn basic(user: &str, password: &str) -> String {
 #[tokio::test]
 async fn basic_auth_checks_bcrypt_hashes_and_caches_good_credentials() {
     // Cost 10 takes ~110ms in the guest (cost 8 ~30ms): more than the default 50ms CPU
-    // budget, so this filter gets the budget the README recommends for bcrypt.
+    // budget, so this filter gets the budget docs/plugins.md recommends for bcrypt.
     let minted = mint(json!({ "bcrypt": { "alice": ["correct horse", 10], "bob": ["battery staple", 8] } })).await;
     let web = Upstream::echo("web").await;
     let filter = json!({

@@ -2,8 +2,7 @@
 //! (`"header:x-api-key"`, `"query:api_key"`, `"bearer"`, `"cookie:NAME"`), hashed with
 //! SHA-256 and compared in constant time with every digest in the config, so neither the
 //! config nor a timing side channel gives a key away. The matching key's `id` goes
-//! upstream in `identity_header`. The README's "First-party plugins" section documents
-//! the config.
+//! upstream in `identity_header`. `docs/plugins.md` documents the config.
 
 // The request scope and token sources are the same rules as jwt-auth's; one source of
 // truth, compiled into each plugin (a plugins/ crate must build to a component, so a

@@ -1,4 +1,4 @@
-//! Durations in the README's config syntax: `"250ms"`, `"15s"`, `"2m"`, `"1h"`.
+//! Durations in the config syntax of the docs: `"250ms"`, `"15s"`, `"2m"`, `"1h"`.
 
 use std::time::Duration;
 

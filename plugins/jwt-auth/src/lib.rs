@@ -2,7 +2,7 @@
 //! PS256/384/512, ES256/384, EdDSA) against inline keys or a JWKS fetched from a cluster,
 //! checks `exp`/`nbf` (with leeway), `iss`, `aud` and required claims, forwards chosen
 //! claims upstream as headers, and answers 401 with `WWW-Authenticate: Bearer` otherwise.
-//! The README's "First-party plugins" section documents the config.
+//! `docs/plugins.md` documents the config.
 //!
 //! Signatures and registered claims are checked by `jsonwebtoken` (RustCrypto backend);
 //! this crate only decides which key may check which token.

@@ -3,7 +3,7 @@
 //! proxies with `[kv] backend = "redis"`. Each limit counts per descriptor (client
 //! address, header, route, path...); a request must pass every limit of the filter.
 //! Denials answer `429` with `Retry-After` and `RateLimit-*`/`X-RateLimit-*` headers;
-//! allowed responses carry the headers too. See the README's "First-party plugins".
+//! allowed responses carry the headers too. See `docs/plugins.md`.
 //!
 //! Atomicity with the KV interface (get, set, delete, incr-with-TTL-on-create):
 //! - windows are one `incr` per request (plus a `get` of the previous window for the

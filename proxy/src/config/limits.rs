@@ -20,6 +20,13 @@ pub struct LimitsConfig {
     /// Largest body the filter may ask to see buffered, in bytes (default 1 MiB).
     #[serde(default = "defaults::body")]
     pub body: usize,
+    /// Log lines a second the filter may write (the `log` interface, stdout and stderr
+    /// together, across all its instances); lines over it are dropped and counted.
+    #[serde(default = "defaults::log_rate")]
+    pub log_rate: u32,
+    /// Lines the filter may write at once, above `log_rate`, after a quiet spell.
+    #[serde(default = "defaults::log_burst")]
+    pub log_burst: u32,
     /// Keys the filter may hold in the local KV store (default 100 000). When full, a
     /// write evicts the filter's own keys, nearest expiry first; never another filter's.
     #[serde(default = "defaults::kv_keys")]
@@ -45,6 +52,8 @@ impl Default for LimitsConfig {
             memory: defaults::memory(),
             cpu: defaults::cpu(),
             body: defaults::body(),
+            log_rate: defaults::log_rate(),
+            log_burst: defaults::log_burst(),
             kv_keys: defaults::kv_keys(),
             kv_bytes: defaults::kv_bytes(),
             max_concurrency: defaults::max_concurrency(),
@@ -92,6 +101,12 @@ mod defaults {
     }
     pub fn body() -> usize {
         1 << 20
+    }
+    pub fn log_rate() -> u32 {
+        100
+    }
+    pub fn log_burst() -> u32 {
+        200
     }
     pub fn kv_keys() -> usize {
         100_000

@@ -146,3 +146,88 @@ fn zero_limits_are_refused_naming_the_filter_and_the_key() {
     assert_eq!((limits.kv_keys, limits.kv_bytes, limits.max_queue), (10, 64 << 20, 0));
     assert_eq!(limits.max_concurrency, 256);
 }
+
+#[test]
+fn errors_do_not_show_passwords_or_secret_values() {
+    let text = format!(
+        "{MINIMAL}\n[kv]\nbackend = \"redis\"\nurl = \"rediss://weft:hunter2hunter2@cache:6379\"\n\n\
+         [[filters]]\nname = \"jwt\"\nnative = \"headers\"\nconfig = {{ hmac_secret = \"s3cr3t-value\", bogus = }}\n"
+    );
+    let e = error(&text).to_string();
+    assert!(e.contains("bogus = }"), "{e}");
+    assert!(!e.contains("s3cr3t-value"), "{e}");
+    let e = error(&text.replace("bogus = ", "")).to_string();
+    assert!(e.contains("must start with redis://"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Lines a config is made of, right and wrong: tables, keys of every type, values of
+    /// the wrong type, unknown keys, duplicates, broken syntax.
+    fn line() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "[[listeners]]",
+            "name = \"main\"",
+            "name = \"\"",
+            "address = \"127.0.0.1:8080\"",
+            "address = \"nope\"",
+            "limits = { max_uri_bytes = 0 }",
+            "limits = { max_headers = 10, bogus = 1 }",
+            "timeouts = { idle = \"1s\" }",
+            "timeouts = { idle = \"soon\" }",
+            "merge_slashes = 3",
+            "[[clusters]]",
+            "name = \"web\"",
+            "endpoints = [\"127.0.0.1:3000\"]",
+            "endpoints = []",
+            "[[routes]]",
+            "cluster = \"web\"",
+            "cluster = \"missing\"",
+            "match = { path_prefix = \"/\" }",
+            "match = { path_regex = \"(\" }",
+            "filters = [\"nope\"]",
+            "[[filters]]",
+            "native = \"headers\"",
+            "wasm = \"x.wasm\"",
+            "[kv]",
+            "backend = \"redis\"",
+            "url = \"redis://:secret@127.0.0.1:1\"",
+            "[admin]",
+            "address = \"0.0.0.0:9901\"",
+            "[runtime]",
+            "workers = -1",
+            "= broken",
+            "\"unterminated",
+            "[[",
+            "x = 1",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    proptest! {
+        /// Any text: a config or an error located inside the text, never a panic.
+        #[test]
+        fn parse_answers_every_text(lines in prop::collection::vec(line(), 0..24)) {
+            let text = lines.join("\n");
+            match Config::parse("fuzz.toml", &text) {
+                Ok(config) => prop_assert!(!config.listeners.is_empty()),
+                Err(e) => {
+                    prop_assert!(!e.message.is_empty());
+                    if let Some((line, col)) = e.position {
+                        prop_assert!(line >= 1 && line <= text.lines().count().max(1));
+                        prop_assert!(col >= 1);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn parse_never_panics_on_bytes(text in "\\PC{0,200}") {
+            let _ = Config::parse("fuzz.toml", &text);
+        }
+    }
+}

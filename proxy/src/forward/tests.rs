@@ -1,7 +1,19 @@
 use super::*;
 
+fn door() -> Arc<FrontDoor> {
+    let config = crate::config::Config::parse("t.toml", "[[listeners]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n")
+        .expect("valid config");
+    Arc::new(FrontDoor::new(config.listeners[0].get_ref()))
+}
+
 fn conn(trust: bool) -> ConnInfo {
-    ConnInfo::new("10.1.2.3:5555".parse().expect("addr"), "main".into(), "http", trust)
+    ConnInfo::new(
+        "10.1.2.3:5555".parse().expect("addr"),
+        "main".into(),
+        "http",
+        trust,
+        door(),
+    )
 }
 
 fn head(headers: &[(&str, &str)]) -> request::Parts {
@@ -26,7 +38,7 @@ fn hop_by_hop_headers_are_removed() {
         ("expect", "100-continue"),
         ("x-kept", "yes"),
     ]);
-    upstream_request(&mut h, &conn(false), false, None, Version::HTTP_11);
+    assert!(!arriving_request(&mut h), "not an upgrade without Connection: upgrade");
     for gone in [
         "connection",
         "x-secret",
@@ -46,12 +58,11 @@ fn hop_by_hop_headers_are_removed() {
 #[test]
 fn te_trailers_survives_and_upgrades_keep_upgrade() {
     let mut h = head(&[("te", "trailers, gzip")]);
-    upstream_request(&mut h, &conn(false), false, None, Version::HTTP_11);
+    arriving_request(&mut h);
     assert_eq!(h.headers["te"], "trailers");
 
     let mut h = head(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-    assert!(is_upgrade(&h));
-    upstream_request(&mut h, &conn(false), true, None, Version::HTTP_11);
+    assert!(arriving_request(&mut h));
     assert_eq!(h.headers["upgrade"], "websocket");
     assert_eq!(h.headers["connection"], "upgrade");
 }
@@ -64,13 +75,13 @@ fn forwarded_headers_replaced_unless_trusted() {
         ("x-forwarded-proto", "https"),
     ];
     let mut h = head(&spoofed);
-    upstream_request(&mut h, &conn(false), false, None, Version::HTTP_11);
+    upstream_request(&mut h, &conn(false), None, Version::HTTP_11);
     assert_eq!(h.headers["x-forwarded-for"], "10.1.2.3");
     assert_eq!(h.headers["forwarded"], "for=10.1.2.3;proto=http");
     assert_eq!(h.headers["x-forwarded-proto"], "http");
 
     let mut h = head(&spoofed);
-    upstream_request(&mut h, &conn(true), false, None, Version::HTTP_11);
+    upstream_request(&mut h, &conn(true), None, Version::HTTP_11);
     assert_eq!(h.headers["x-forwarded-for"], "6.6.6.6, 10.1.2.3");
     assert_eq!(h.headers["forwarded"], "for=6.6.6.6, for=10.1.2.3;proto=http");
     assert_eq!(h.headers["x-forwarded-proto"], "https");
@@ -78,9 +89,9 @@ fn forwarded_headers_replaced_unless_trusted() {
 
 #[test]
 fn ipv6_clients_are_quoted_in_forwarded() {
-    let c = ConnInfo::new("[::1]:1".parse().expect("addr"), "l".into(), "http", false);
+    let c = ConnInfo::new("[::1]:1".parse().expect("addr"), "l".into(), "http", false, door());
     let mut h = head(&[]);
-    upstream_request(&mut h, &c, false, None, Version::HTTP_11);
+    upstream_request(&mut h, &c, None, Version::HTTP_11);
     assert_eq!(h.headers["forwarded"], "for=\"[::1]\";proto=http");
     assert_eq!(h.headers["x-forwarded-for"], "::1");
 }
@@ -89,7 +100,7 @@ fn ipv6_clients_are_quoted_in_forwarded() {
 fn via_is_appended_and_host_rewritten_or_taken_from_authority() {
     let mut h = head(&[("via", "1.1 edge")]);
     let rewrite = HeaderValue::from_static("internal.svc");
-    upstream_request(&mut h, &conn(false), false, Some(&rewrite), Version::HTTP_11);
+    upstream_request(&mut h, &conn(false), Some(&rewrite), Version::HTTP_11);
     assert_eq!(h.headers["via"], "1.1 edge, 1.1 weft");
     assert_eq!(h.headers["host"], "internal.svc");
 
@@ -100,7 +111,7 @@ fn via_is_appended_and_host_rewritten_or_taken_from_authority() {
         .expect("request")
         .into_parts()
         .0;
-    upstream_request(&mut h2, &conn(false), false, None, Version::HTTP_11);
+    upstream_request(&mut h2, &conn(false), None, Version::HTTP_11);
     assert_eq!(h2.headers["host"], "api.example.com");
     assert_eq!(h2.headers["via"], "2.0 weft");
     assert_eq!(h2.version, Version::HTTP_11);
@@ -123,4 +134,15 @@ fn response_hop_by_hop_removed_and_via_added() {
     assert!(!resp.headers.contains_key("transfer-encoding"));
     assert!(!resp.headers.contains_key("upgrade"));
     assert_eq!(resp.headers["via"], "1.1 weft");
+}
+
+#[test]
+fn headers_a_filter_sets_survive_the_way_upstream() {
+    // The client's `Connection: x-user` was dealt with on arrival; what a filter set after
+    // that is forwarded.
+    let mut h = head(&[("connection", "x-user")]);
+    arriving_request(&mut h);
+    h.headers.insert("x-user", HeaderValue::from_static("alice"));
+    upstream_request(&mut h, &conn(false), None, Version::HTTP_11);
+    assert_eq!(h.headers["x-user"], "alice");
 }

@@ -114,3 +114,78 @@ fn client_identity() {
     assert!(anyone.matches(&req, "", Some("CN=x")));
     assert!(!anyone.matches(&req, "", None));
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn hosts() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "api.example.com",
+            "API.Example.com",
+            "a.api.example.com",
+            "example.com",
+            "[::1]",
+            "x",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    fn paths() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "/",
+            "/api",
+            "/api/",
+            "/api/v1",
+            "/apix",
+            "/admin",
+            "/admin/users",
+            "/a",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    /// What `host` and `path_prefix`/`path_exact` mean, written independently of the matcher.
+    fn expected(host_cond: &Option<String>, prefix: bool, cond_path: &str, host: &str, path: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        let host_ok = match host_cond.as_deref().map(str::to_ascii_lowercase) {
+            None => true,
+            Some(h) if h.starts_with("*.") => host.ends_with(&h[1..]) && host.len() > h.len() - 1,
+            Some(h) => host == h,
+        };
+        host_ok
+            && if prefix {
+                path.starts_with(cond_path)
+            } else {
+                path == cond_path
+            }
+    }
+
+    proptest! {
+        #[test]
+        fn host_and_path_conditions_match_their_meaning(
+            host_cond in prop::option::of(prop_oneof![hosts(), Just("*.example.com".to_owned())]),
+            prefix in any::<bool>(),
+            cond_path in paths(),
+            host in hosts(),
+            port in prop::option::of(1u16..),
+            path in paths(),
+            http2 in any::<bool>(),
+        ) {
+            let mut conditions = vec![format!("{} = {cond_path:?}", if prefix { "path_prefix" } else { "path_exact" })];
+            if let Some(h) = &host_cond {
+                conditions.push(format!("host = {h:?}"));
+            }
+            let m = matcher(&format!("{{ {} }}", conditions.join(", ")));
+            let authority = match port { Some(p) => format!("{host}:{p}"), None => host.clone() };
+            // HTTP/2 names the host in :authority, HTTP/1.1 in Host.
+            let req = if http2 {
+                request("GET", &format!("http://{authority}{path}"), &[])
+            } else {
+                request("GET", &path, &[("host", &authority)])
+            };
+            prop_assert_eq!(hits(&m, &req), expected(&host_cond, prefix, &cond_path, &host, &path));
+        }
+    }
+}

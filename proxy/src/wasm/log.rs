@@ -1,8 +1,10 @@
 //! Host side of `weft:filter/log`: guest messages become `tracing` events tagged with
-//! the filter's name.
+//! the filter's name, within the filter's log budget, control characters escaped (see
+//! `output`).
 
 use super::bindings::Level;
 use super::bindings::log::Host;
+use super::output::escape_controls;
 use super::state::HostState;
 
 /// A guest message longer than this is cut: a log line, not a data channel.
@@ -19,6 +21,22 @@ impl Host for HostState {
             message = &message[..end];
         }
         let filter = &*self.shared.name;
+        let tracing_level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
+        };
+        // A line the log level hides must not use up the budget of the lines it shows.
+        if !tracing::level_enabled!(tracing_level) {
+            return Ok(());
+        }
+        if !self.shared.log_budget.admit(filter) {
+            return Ok(());
+        }
+        let message = escape_controls(message);
+        let message = &*message;
         // `tracing` levels are static per call site, hence one arm per level.
         match level {
             Level::Trace => tracing::trace!(target: "weft::filter", filter, "{message}"),

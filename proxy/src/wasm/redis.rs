@@ -27,18 +27,24 @@ use redis::{Client, FromRedisValue, IntoConnectionInfo};
 use prometheus_client::metrics::counter::Counter as EvictionCounter;
 
 use super::kv::{KvFuture, KvQuota, KvSpace, KvStore};
+use crate::config::redact_urls;
 use crate::metrics::{KvLabels, Metrics};
 
 /// Checks a `redis://` URL the way [`RedisKv::new`] will use it (for config validation).
+/// Errors show the URL with its userinfo masked: they reach logs and the admin API.
 pub fn check_url(url: &str) -> Result<(), String> {
+    let shown = redact_urls(url);
     if !url.starts_with("redis://") {
         return Err(format!(
-            "kv.url {url:?} must start with redis:// (TLS and unix sockets are not supported)"
+            "kv.url {shown:?} must start with redis:// (TLS and unix sockets are not supported)"
         ));
     }
-    url.into_connection_info()
-        .map(|_| ())
-        .map_err(|e| format!("kv.url {url:?} is not a valid Redis URL: {e}"))
+    url.into_connection_info().map(|_| ()).map_err(|e| {
+        format!(
+            "kv.url {shown:?} is not a valid Redis URL: {}",
+            redact_urls(&e.to_string())
+        )
+    })
 }
 
 /// Allows one log line per interval and counts the ones it held back, so a Redis outage
@@ -92,7 +98,13 @@ impl RedisKv {
     /// A store for `url` (no connection yet: it is made on first use and remade after
     /// failures). Needs a Tokio runtime (the manager spawns its reconnect task).
     pub fn new(url: &str, timeout: Duration, metrics: &Metrics) -> anyhow::Result<Arc<Self>> {
-        let client = Client::open(url).with_context(|| format!("invalid Redis URL {url:?}"))?;
+        let client = Client::open(url).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid Redis URL {:?}: {}",
+                redact_urls(url),
+                redact_urls(&e.to_string())
+            )
+        })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))

@@ -10,7 +10,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::kv::KvSpace;
 use super::limits::{Budget, Limiter};
-use super::metrics::MetricCache;
+use super::metrics::{MetricCache, MetricNames};
+use super::output::LogBudget;
 use super::stdio::GuestOutput;
 use crate::cluster::Clusters;
 use crate::filter::RequestCtx;
@@ -26,6 +27,10 @@ pub(crate) struct FilterShared {
     pub clusters: Arc<Clusters>,
     /// `limits.body`: the largest body the guest may see or set.
     pub body_limit: usize,
+    /// The metric names the filter uses, bounded across its instances.
+    pub metric_names: MetricNames,
+    /// The filter's log lines per second, shared by its instances.
+    pub log_budget: LogBudget,
 }
 
 /// The request or response of the phase in progress. Moved into the store for the
@@ -86,8 +91,8 @@ pub(crate) struct HostState {
 
 impl HostState {
     pub fn new(shared: Arc<FilterShared>, memory_limit: usize) -> Self {
-        let stdout = GuestOutput::new(shared.name.clone(), "stdout");
-        let stderr = GuestOutput::new(shared.name.clone(), "stderr");
+        let stdout = GuestOutput::new(shared.clone(), "stdout");
+        let stderr = GuestOutput::new(shared.clone(), "stderr");
         // No preopened directories, no sockets allowed, no environment, no args: the
         // guest gets clocks, randomness and the two output streams (which go to our log).
         let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr.clone()).build();

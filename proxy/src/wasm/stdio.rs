@@ -1,6 +1,6 @@
 //! The guest's stdout and stderr: lines go to the proxy's log tagged with the filter's
-//! name, and the last bytes of stderr are kept so a trap can be reported with the panic
-//! message that preceded it.
+//! name (within the filter's log budget, control characters escaped), and the last bytes
+//! of stderr are kept so a trap can be reported with the panic message that preceded it.
 
 use std::io;
 use std::pin::Pin;
@@ -9,6 +9,9 @@ use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+use super::output::escape_controls;
+use super::state::FilterShared;
 
 /// Bytes of output kept: a panic message and its location fit comfortably.
 const TAIL: usize = 1024;
@@ -25,13 +28,13 @@ struct Buffers {
 /// when stderr reports an error, and logging must not be able to crash a filter.
 #[derive(Clone)]
 pub(crate) struct GuestOutput {
-    filter: Arc<str>,
+    filter: Arc<FilterShared>,
     stream: &'static str,
     buffers: Arc<Mutex<Buffers>>,
 }
 
 impl GuestOutput {
-    pub fn new(filter: Arc<str>, stream: &'static str) -> Self {
+    pub fn new(filter: Arc<FilterShared>, stream: &'static str) -> Self {
         GuestOutput {
             filter,
             stream,
@@ -39,12 +42,13 @@ impl GuestOutput {
         }
     }
 
-    /// The recent output (lossy UTF-8, trimmed), clearing it.
+    /// The recent output (lossy UTF-8, trimmed, on one line), clearing it.
     pub fn take_tail(&self) -> String {
         let mut b = self.buffers.lock().unwrap_or_else(PoisonError::into_inner);
         let mut tail = std::mem::take(&mut b.tail);
         tail.extend_from_slice(&std::mem::take(&mut b.line));
-        String::from_utf8_lossy(&tail).trim().replace('\n', " | ")
+        let tail = String::from_utf8_lossy(&tail).trim().replace('\n', " | ");
+        escape_controls(&tail).into_owned()
     }
 
     fn write(&self, data: &[u8]) {
@@ -57,7 +61,11 @@ impl GuestOutput {
                 }
             }
             let line = std::mem::take(&mut b.line);
-            tracing::info!(filter = %self.filter, stream = self.stream, "{}", String::from_utf8_lossy(&line));
+            let filter = &*self.filter.name;
+            if tracing::enabled!(tracing::Level::INFO) && self.filter.log_budget.admit(filter) {
+                let text = String::from_utf8_lossy(&line);
+                tracing::info!(filter, stream = self.stream, "{}", escape_controls(&text));
+            }
             b.tail.extend_from_slice(&line);
             b.tail.push(b'\n');
             if b.tail.len() > TAIL {

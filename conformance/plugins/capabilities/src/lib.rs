@@ -4,6 +4,8 @@
 //!
 //! Request phase, in this order:
 //! - `x-cap-log: <text>`            log at info
+//! - `x-cap-log-lines: <n>`         log n lines at info (`line 0 of n`…)
+//! - `x-cap-print-lines: <n>`       write n lines to stdout
 //! - `x-cap-metric: <name>`         counter +1, gauge = 7, histogram observe 0.5
 //! - `x-cap-metadata: 1`            sets `x-meta-{client,listener,route,scheme,peer}`
 //! - `x-cap-kv-set: <key>=<value>`  `x-cap-kv-ttl-ms` optional; sets `x-kv-set: ok|<err>`
@@ -24,6 +26,9 @@
 //!
 //! Response phase: adds `x-cap-response: seen`, and `x-resp-body-len` when bodies are
 //! buffered; a response header `x-cap-replace: <status>` makes it reply with that status.
+//!
+//! In `x-cap-log` and `x-cap-metric`, `\n`, `\r`, `\e` (ESC) and `\\` stand for
+//! what a header value cannot carry, so tests can send newlines and terminal escapes.
 //!
 //! Config: `request_body`, `response_body` (buffer bodies), `refuse` (init fails with
 //! this message), `panic_in_init`.
@@ -77,6 +82,26 @@ fn fill(req: &mut Request<'_>, spec: &str) {
     let _ = req.set_header("x-kv-filled", &n.to_string());
 }
 
+/// Undoes the escapes a test uses for characters a header value cannot carry.
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('e') => out.push('\u{1b}'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 fn outcome(result: Result<(), String>) -> String {
     result.map_or_else(|e| e, |()| "ok".to_owned())
 }
@@ -106,9 +131,20 @@ impl Filter for Capabilities {
 
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
         if let Some(text) = req.header("x-cap-log") {
-            log::info(&text);
+            log::info(&unescape(&text));
         }
-        if let Some(name) = req.header("x-cap-metric") {
+        let count = |name: &str| req.header(name).and_then(|n| n.parse::<usize>().ok());
+        if let Some(n) = count("x-cap-log-lines") {
+            for i in 0..n {
+                log::info(&format!("line {i} of {n}"));
+            }
+        }
+        if let Some(n) = count("x-cap-print-lines") {
+            for i in 0..n {
+                println!("printed {i} of {n}");
+            }
+        }
+        if let Some(name) = req.header("x-cap-metric").map(|n| unescape(&n)) {
             metrics::counter_add(&name, 1);
             metrics::gauge_set(&name, 7);
             metrics::histogram_observe(&name, 0.5);

@@ -11,18 +11,37 @@ use http::Request;
 use http_body::{Body as _, Frame};
 use tokio::sync::{mpsc, watch};
 
+use super::accept::{Gate, accept_loop};
 use crate::body::{Body, BodyError};
 use crate::config::{ListenerConfig, ListenerTlsConfig};
 use crate::forward::ConnInfo;
+use crate::front::{ClientBody, FrontDoor};
 use crate::state::State;
 use crate::tls::PeerIdentity;
 
-/// QUIC needs TLS 1.3 and the `h3` ALPN; otherwise the listener's TLS settings apply.
-pub fn server_config(tls: &ListenerTlsConfig) -> Result<quinn::ServerConfig, String> {
+/// QUIC needs TLS 1.3 and the `h3` ALPN; otherwise the listener's TLS settings apply,
+/// and its limits bound what one connection may open and buffer.
+pub fn server_config(listener: &ListenerConfig, tls: &ListenerTlsConfig) -> Result<quinn::ServerConfig, String> {
     let rustls = crate::tls::server_config(tls, &[b"h3"], true)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls).map_err(|e| e.to_string())?;
-    Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let (limits, timeouts) = (&listener.limits, &listener.timeouts);
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(limits.max_concurrent_streams.into())
+        // HTTP/3 needs a control stream and two QPACK streams from each side.
+        .max_concurrent_uni_streams(3u32.into())
+        .stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW))
+        .receive_window(quinn::VarInt::from_u32(
+            STREAM_WINDOW * limits.max_concurrent_streams.min(16),
+        ))
+        .max_idle_timeout(quinn::IdleTimeout::try_from(timeouts.idle).ok());
+    server.transport_config(Arc::new(transport));
+    Ok(server)
 }
+
+/// Bytes a client may have in flight on one HTTP/3 stream before it must wait for us.
+const STREAM_WINDOW: u32 = 1 << 20;
 
 /// Binds the UDP side of an `http3` listener.
 pub fn bind(config: &ListenerConfig, server: quinn::ServerConfig) -> anyhow::Result<quinn::Endpoint> {
@@ -35,49 +54,64 @@ pub fn bind(config: &ListenerConfig, server: quinn::ServerConfig) -> anyhow::Res
     })
 }
 
-/// Accepts QUIC connections until shutdown.
+/// Accepts QUIC connections until shutdown, under the listener's connection caps
+/// (shared with its TCP side).
 pub async fn serve(
     config: ListenerConfig,
     endpoint: quinn::Endpoint,
+    gate: Arc<Gate>,
     state: Arc<State>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     drained: mpsc::Sender<()>,
 ) {
     let name: Arc<str> = config.name.as_str().into();
-    loop {
-        let incoming = tokio::select! {
-            incoming = endpoint.accept() => match incoming { Some(i) => i, None => break },
-            _ = shutdown.changed() => break,
-        };
-        let (name, state, shutdown, drained) = (name.clone(), state.clone(), shutdown.clone(), drained.clone());
+    let door = Arc::new(FrontDoor::new(&config));
+    let max_field_section = config.limits.max_header_bytes as u64;
+    let handshake = config.timeouts.handshake;
+    let stop = shutdown.clone();
+    accept_loop(endpoint, gate, stop, move |incoming, _peer, pass| {
+        let (name, state, shutdown, drained, door) = (
+            name.clone(),
+            state.clone(),
+            shutdown.clone(),
+            drained.clone(),
+            door.clone(),
+        );
         let (trust, forward_cert) = (config.trust_forwarded, config.forward_client_cert);
         tokio::spawn(async move {
-            let connection = match incoming.await {
-                Ok(c) => c,
-                Err(e) => return tracing::info!(listener = %name, error = %e, "QUIC handshake failed"),
+            let _pass = pass;
+            let connection = match tokio::time::timeout(handshake, incoming).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return tracing::info!(listener = %name, error = %e, "QUIC handshake failed"),
+                Err(_) => return tracing::info!(listener = %name, "QUIC handshake timed out"),
             };
             let peer = connection.remote_address();
             let identity = connection
                 .peer_identity()
                 .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
                 .and_then(|certs| certs.first().and_then(PeerIdentity::from_der));
-            let conn = ConnInfo::new(peer, name, "https", trust).with_peer(identity.as_ref(), forward_cert);
-            if let Err(e) = serve_connection(connection, Arc::new(conn), state, shutdown, drained).await {
+            let conn = ConnInfo::new(peer, name, "https", trust, door).with_peer(identity.as_ref(), forward_cert);
+            let served = serve_connection(connection, Arc::new(conn), max_field_section, state, shutdown, drained);
+            if let Err(e) = served.await {
                 tracing::debug!(%peer, error = %e, "HTTP/3 connection ended with an error");
             }
         });
-    }
-    tracing::info!(listener = %name, "stopped accepting HTTP/3");
+    })
+    .await;
 }
 
 async fn serve_connection(
     connection: quinn::Connection,
     conn: Arc<ConnInfo>,
+    max_field_section: u64,
     state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
     drained: mpsc::Sender<()>,
 ) -> Result<(), h3::error::ConnectionError> {
-    let mut h3 = h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(connection)).await?;
+    let mut h3 = h3::server::builder()
+        .max_field_section_size(max_field_section)
+        .build::<_, Bytes>(h3_quinn::Connection::new(connection))
+        .await?;
     let mut draining = false;
     loop {
         let resolver = tokio::select! {
@@ -114,7 +148,8 @@ async fn answer(
     state: Arc<State>,
 ) -> Result<(), BodyError> {
     let (mut send, recv) = stream.split();
-    let req = req.map(|()| Body::boxed(RequestBody { recv, data_done: false }));
+    let body = RequestBody { recv, data_done: false };
+    let req = req.map(|()| Body::boxed(ClientBody::new(body, conn.door.max_body_bytes, conn.door.body_idle)));
     let Ok(resp) = crate::proxy::handle(state, conn.clone(), req).await;
     let (head, mut body) = resp.into_parts();
     send.send_response(http::Response::from_parts(head, ())).await?;

@@ -1,0 +1,274 @@
+//! What Wasm filters write for operators — metric names, log lines — through the real
+//! binary with the `capabilities` plugin: hostile names are refused, `/metrics` stays
+//! parseable by an independent strict parser (Python's `prometheus_client` OpenMetrics
+//! parser, installed by `scripts/setup`), the name bound holds across concurrent
+//! instances, and a log flood is capped and counted.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use weft_conformance::*;
+
+/// Parses an exposition with the reference OpenMetrics parser (strict: one bad line, an
+/// unescaped quote or a missing `# EOF` fails it) and prints its samples as JSON.
+const PARSE: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+samples = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        samples.append({"family": family.name, "name": s.name, "labels": s.labels, "value": s.value})
+print(json.dumps(samples))
+"#;
+
+/// Every sample of `/metrics`, as the strict parser read them; panics if it refused.
+async fn scrape(weft: &Weft) -> Vec<Value> {
+    let (status, text) = weft.admin("GET", "/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    let mut child = tokio::process::Command::new("python3")
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/setup installs prometheus_client)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(text.as_bytes()).await.expect("write exposition");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("parser");
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused /metrics:\n{}\n--- exposition ---\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("parser JSON")
+}
+
+/// The value of the sample named `name` whose labels include all of `labels`.
+fn value(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+        .and_then(|s| s["value"].as_f64())
+}
+
+fn config(filter_name: &str, extra_clusters: &str, limits: &str, up: &Upstream) -> String {
+    format!(
+        r#"
+[admin]
+address = "{{admin}}"
+
+[[listeners]]
+name = "main"
+address = "{{listen}}"
+
+[[clusters]]
+name = "web"
+endpoints = ["{up}"]
+{extra_clusters}
+
+[[filters]]
+name = {filter_name}
+wasm = "{wasm}"
+{limits}
+
+[[routes]]
+name = "route \"quoted\" \\ and\nnewline"
+match = {{ path_prefix = "/" }}
+cluster = "web"
+filters = [{filter_name}]
+"#,
+        up = up.addr,
+        wasm = plugins::CAPABILITIES,
+    )
+}
+
+async fn request(weft: &Weft, headers: &[(&str, &str)]) -> Reply {
+    let mut builder = Request::get(weft.url("/"));
+    for (n, v) in headers {
+        builder = builder.header(*n, *v);
+    }
+    send(&http1_client(), builder.body(Full::new(Bytes::new())).expect("request")).await
+}
+
+/// Also named with a quote, a backslash and a newline: filter names come from config.
+const FILTER: &str = "caps \"q\" \\ \n";
+const FILTER_TOML: &str = r#""caps \"q\" \\ \n""#;
+
+#[tokio::test]
+async fn hostile_metric_names_are_refused_and_metrics_stay_parseable() {
+    let up = Upstream::echo("web").await;
+    let weft = Weft::start(&config(FILTER_TOML, "", "", &up)).await;
+    // As sent in `x-cap-metric` (the plugin turns `\n`, `\e`, `\\` into the real thing).
+    let refused = [
+        r#"quote"d"#,
+        r"back\\slash",
+        r"new\nline",
+        r#"forged"} 1\nweft_forged_total 1\n# x"#,
+        "with space",
+        "1digit_first",
+        "dash-ed",
+        r"esc\e[31m",
+    ];
+    let too_long = "a".repeat(129);
+    for name in refused.iter().copied().chain([too_long.as_str(), "ok_name"]) {
+        let reply = request(&weft, &[("x-cap-metric", name)]).await;
+        assert_eq!(reply.status, 200, "{name}: {}", reply.text());
+    }
+
+    let samples = scrape(&weft).await;
+    let filter = [("filter", FILTER)];
+    assert_eq!(
+        value(
+            &samples,
+            "weft_filter_counter_total",
+            &[("filter", FILTER), ("name", "ok_name")]
+        ),
+        Some(1.0)
+    );
+    let guest_names: Vec<&Value> = samples
+        .iter()
+        .filter(|s| s["family"].as_str().is_some_and(|f| f.starts_with("weft_filter_")))
+        .filter_map(|s| s["labels"].get("name"))
+        .filter(|n| *n != "ok_name")
+        .collect();
+    assert!(
+        guest_names.is_empty(),
+        "refused names reached /metrics: {guest_names:?}"
+    );
+    assert!(
+        !samples.iter().any(|s| s["family"] == "weft_forged"),
+        "a guest forged a series"
+    );
+    // Three calls per request (counter, gauge, histogram), each refused.
+    let rejected = |reason| {
+        value(
+            &samples,
+            "weft_filter_metric_rejected_total",
+            &[filter[0], ("reason", reason)],
+        )
+    };
+    assert_eq!(rejected("invalid"), Some(3.0 * refused.len() as f64));
+    assert_eq!(rejected("too_long"), Some(3.0));
+    assert_eq!(rejected("too_many"), Some(0.0));
+    // The route name from config came through whole, quotes and newline included.
+    assert_eq!(
+        value(
+            &samples,
+            "weft_responses_total",
+            &[("route", "route \"quoted\" \\ and\nnewline"), ("class", "2xx")]
+        ),
+        Some(10.0)
+    );
+    // Logged, but not once per refusal: a guest must not flood the log through us.
+    let warnings = weft.log().matches("filter metric name refused").count();
+    assert_eq!(warnings, 1, "{}", weft.log());
+}
+
+#[tokio::test]
+async fn the_metric_name_bound_holds_across_concurrent_instances() {
+    let up = Upstream::echo("web").await;
+    // Each request waits in a callout, holding its instance: N requests in flight are N
+    // instances, each using a name it has never seen.
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (now, peak) = (in_flight.clone(), most.clone());
+    let slow = Upstream::start(move |_req| {
+        let (now, peak) = (now.clone(), peak.clone());
+        async move {
+            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            http::Response::new(full("slow"))
+        }
+    })
+    .await;
+    let clusters = format!("\n[[clusters]]\nname = \"slow\"\nendpoints = [\"{}\"]\n", slow.addr);
+    let weft = Weft::start(&config("\"caps\"", &clusters, "", &up)).await;
+
+    const REQUESTS: usize = 100;
+    let mut tasks = Vec::new();
+    for i in 0..REQUESTS {
+        let url = weft.url("/");
+        tasks.push(tokio::spawn(async move {
+            let req = Request::get(url)
+                .header("x-cap-metric", format!("name_{i}"))
+                .header("x-cap-callout", "slow")
+                .header("x-cap-callout-timeout-ms", "5000")
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            send(&http1_client(), req).await.status
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("request task"), 200);
+    }
+    let concurrent = most.load(Ordering::SeqCst);
+    assert!(
+        concurrent > 64,
+        "only {concurrent} instances were busy at once; the test needs more than 64"
+    );
+
+    let samples = scrape(&weft).await;
+    let counted = samples
+        .iter()
+        .filter(|s| s["name"] == "weft_filter_counter_total" && s["labels"]["filter"] == "caps")
+        .count();
+    assert_eq!(counted, 64, "distinct counter names across all instances");
+    let too_many = value(
+        &samples,
+        "weft_filter_metric_rejected_total",
+        &[("filter", "caps"), ("reason", "too_many")],
+    );
+    assert_eq!(too_many, Some(3.0 * (REQUESTS - 64) as f64));
+}
+
+#[tokio::test]
+async fn a_log_flood_is_capped_counted_and_summarised() {
+    let up = Upstream::echo("web").await;
+    let weft = Weft::start(&config("\"flood\"", "", "", &up)).await;
+    let started = Instant::now();
+    let reply = request(&weft, &[("x-cap-log-lines", "1000"), ("x-cap-print-lines", "500")]).await;
+    assert_eq!(reply.status, 200);
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let log = weft.log();
+    let logged = log.matches(" of 1000").count() + log.matches("printed ").count();
+    // The documented defaults: 100 lines a second, bursts of 200, shared by both streams.
+    let allowed = 200.0 + 100.0 * elapsed + 1.0;
+    assert!(
+        (200..=allowed as usize).contains(&logged),
+        "{logged} guest lines logged; at most {allowed:.0} allowed after {elapsed:.2}s"
+    );
+    let samples = scrape(&weft).await;
+    let dropped = value(&samples, "weft_filter_log_dropped_total", &[("filter", "flood")]);
+    assert_eq!(dropped, Some((1500 - logged) as f64));
+    assert!(log.contains("filter flood: 1 log lines dropped"), "{log}");
+}
+
+#[tokio::test]
+async fn a_guest_cannot_forge_a_line_of_the_proxys_log() {
+    let up = Upstream::echo("web").await;
+    let weft = Weft::start(&config("\"forger\"", "", "", &up)).await;
+    let forged = "2026-01-01T00:00:00.000000Z  INFO weft::state: config reloaded version=99";
+    let text = format!(r"innocent\n{forged}\r\e[2K\e]0;owned");
+    let reply = request(&weft, &[("x-cap-log", &text)]).await;
+    assert_eq!(reply.status, 200);
+
+    let log = weft.log();
+    assert!(log.contains("innocent\\n2026-01-01T00:00:00"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01T00:00:00")),
+        "a guest line started a log line of its own:\n{log}"
+    );
+    assert!(!log.contains("\u{1b}[2K") && !log.contains("\u{1b}]0;"), "{log:?}");
+    assert!(log.contains("\\u{1b}[2K"), "{log}");
+}

@@ -1,0 +1,229 @@
+//! Time limits on a downstream connection that no protocol library enforces for us: a
+//! client that connects and sends nothing (or a request head one byte at a time), a
+//! connection that sits idle, a client that stops reading what we send.
+//!
+//! The connection's I/O is wrapped in [`Watched`], which only bumps counters (no clock
+//! reads per I/O call); a [`Watchdog`] in the connection's task samples them a few times
+//! per shortest timeout and says when to close. Precision is a quarter of that timeout.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use crate::config::ListenerTimeouts;
+
+/// What the connection has done, as seen by its I/O and its request handler.
+#[derive(Default)]
+pub struct Activity {
+    reads: AtomicU64,
+    writes: AtomicU64,
+    write_blocked: AtomicBool,
+    /// Requests whose response head is not yet sent.
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    http2: AtomicBool,
+}
+
+impl Activity {
+    /// A request head arrived; the guard marks it answered when dropped.
+    pub fn request(self: &Arc<Self>, http2: bool) -> InFlight {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if http2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+        InFlight(self.clone())
+    }
+}
+
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's I/O, counting its progress for the watchdog.
+    pub struct Watched<I> {
+        #[pin]
+        io: I,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<I> Watched<I> {
+    pub fn new(io: I, activity: Arc<Activity>) -> Self {
+        Watched { io, activity }
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for Watched<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let result = this.io.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.reads.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for Watched<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let result = this.io.poll_write(cx, buf);
+        note_write(this.activity, &result);
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let result = this.io.poll_write_vectored(cx, bufs);
+        note_write(this.activity, &result);
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}
+
+fn note_write(activity: &Activity, result: &Poll<io::Result<usize>>) {
+    match result {
+        Poll::Pending => activity.write_blocked.store(true, Ordering::Relaxed),
+        Poll::Ready(Ok(n)) if *n > 0 => {
+            activity.writes.fetch_add(1, Ordering::Relaxed);
+            activity.write_blocked.store(false, Ordering::Relaxed);
+        }
+        Poll::Ready(_) => {}
+    }
+}
+
+/// Why the watchdog ended a connection (the `reason` of
+/// `weft_connections_closed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No complete request head within `header_read` of accept or of the previous
+    /// request (HTTP/1.1), or no first request at all.
+    HeaderRead,
+    /// Nothing in flight and no bytes either way for `idle`.
+    Idle,
+    /// A write to the client blocked for `send_idle`.
+    Send,
+}
+
+impl Expiry {
+    pub fn label(self) -> &'static str {
+        match self {
+            Expiry::HeaderRead => "header_read_timeout",
+            Expiry::Idle => "idle_timeout",
+            Expiry::Send => "send_timeout",
+        }
+    }
+}
+
+/// Samples one connection's [`Activity`].
+pub struct Watchdog {
+    activity: Arc<Activity>,
+    timeouts: ListenerTimeouts,
+    tick: Duration,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Sample {
+    reads: u64,
+    writes: u64,
+    requests: u64,
+    in_flight: usize,
+}
+
+impl Watchdog {
+    pub fn new(activity: Arc<Activity>, timeouts: &ListenerTimeouts) -> Self {
+        let shortest = timeouts.header_read.min(timeouts.idle).min(timeouts.send_idle);
+        Watchdog {
+            activity,
+            timeouts: timeouts.clone(),
+            tick: (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(5)),
+        }
+    }
+
+    fn sample(&self) -> Sample {
+        let a = &self.activity;
+        Sample {
+            reads: a.reads.load(Ordering::Relaxed),
+            writes: a.writes.load(Ordering::Relaxed),
+            requests: a.requests.load(Ordering::Relaxed),
+            in_flight: a.in_flight.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Resolves when the connection has outstayed one of its timeouts.
+    pub async fn expired(self) -> Expiry {
+        let t = &self.timeouts;
+        let mut last = self.sample();
+        // When the connection last made progress of each kind.
+        let (mut progressed, mut wrote) = (Instant::now(), Instant::now());
+        // When it last became idle (accept, or the end of a request), and when bytes of a
+        // new request head started arriving after that.
+        let mut idle_since = Instant::now();
+        let mut head_started: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(self.tick).await;
+            let now = Instant::now();
+            let s = self.sample();
+            if s.writes != last.writes {
+                wrote = now;
+            }
+            if s.reads != last.reads || s.writes != last.writes {
+                progressed = now;
+            }
+            if self.activity.write_blocked.load(Ordering::Relaxed) && now - wrote >= t.send_idle {
+                return Expiry::Send;
+            }
+            if s.in_flight > 0 {
+                head_started = None;
+            } else {
+                if s.requests != last.requests || last.in_flight > 0 {
+                    idle_since = now;
+                    head_started = None;
+                } else if s.reads != last.reads && head_started.is_none() {
+                    head_started = Some(now);
+                }
+                let http2 = self.activity.http2.load(Ordering::Relaxed);
+                if s.requests == 0 && now - idle_since >= t.header_read {
+                    return Expiry::HeaderRead;
+                }
+                // HTTP/2 sends frames between requests (PING, SETTINGS): bytes after a
+                // request are not the start of a slow head there.
+                if !http2 && head_started.is_some_and(|h| now - h >= t.header_read) {
+                    return Expiry::HeaderRead;
+                }
+                if now - progressed >= t.idle && now - idle_since >= t.idle {
+                    return Expiry::Idle;
+                }
+            }
+            last = s;
+        }
+    }
+}
