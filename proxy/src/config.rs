@@ -14,9 +14,11 @@ use toml::Spanned;
 use crate::filter::FailureMode;
 
 mod admin;
+mod limits;
 mod redact;
 
 pub use admin::{AdminConfig, MIN_TOKEN_LEN, Secret};
+pub use limits::LimitsConfig;
 pub use redact::urls as redact_urls;
 
 /// A configuration file, parsed and validated.
@@ -66,11 +68,25 @@ impl Default for RuntimeConfig {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WasmConfig {
     /// Where compiled plugins are cached by content hash; off when unset.
     pub cache_dir: Option<PathBuf>,
+    /// Instances of all filters together that the engine's pool holds (in use or idle).
+    /// Each reserves virtual address space only (see `wasm/DESIGN.md`); a request that
+    /// needs an instance when all are taken fails with a 5xx, never skipping its filter.
+    #[serde(default = "defaults::max_instances")]
+    pub max_instances: u32,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        WasmConfig {
+            cache_dir: None,
+            max_instances: defaults::max_instances(),
+        }
+    }
 }
 
 /// `[kv]`: where filters' shared key-value store lives.
@@ -295,40 +311,6 @@ pub struct FilterConfig {
     pub limits: LimitsConfig,
 }
 
-/// Sandbox limits of a Wasm filter.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Linear memory cap, in bytes.
-    #[serde(default = "defaults::memory")]
-    pub memory: usize,
-    /// CPU time a filter may use in one phase of one request.
-    #[serde(default = "defaults::cpu", deserialize_with = "duration")]
-    pub cpu: Duration,
-    /// Largest body the filter may ask to see buffered, in bytes.
-    #[serde(default = "defaults::body")]
-    pub body: usize,
-    /// Log lines a second the filter may write (the `log` interface, stdout and stderr
-    /// together, across all its instances); lines over it are dropped and counted.
-    #[serde(default = "defaults::log_rate")]
-    pub log_rate: u32,
-    /// Lines the filter may write at once, above `log_rate`, after a quiet spell.
-    #[serde(default = "defaults::log_burst")]
-    pub log_burst: u32,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            memory: defaults::memory(),
-            cpu: defaults::cpu(),
-            body: defaults::body(),
-            log_rate: defaults::log_rate(),
-            log_burst: defaults::log_burst(),
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
@@ -399,20 +381,8 @@ mod defaults {
     pub fn route_timeout() -> Duration {
         Duration::from_secs(15)
     }
-    pub fn memory() -> usize {
-        16 << 20
-    }
-    pub fn cpu() -> Duration {
-        Duration::from_millis(50)
-    }
-    pub fn body() -> usize {
-        1 << 20
-    }
-    pub fn log_rate() -> u32 {
-        100
-    }
-    pub fn log_burst() -> u32 {
-        200
+    pub fn max_instances() -> u32 {
+        1000
     }
     pub fn yes() -> bool {
         true
@@ -568,6 +538,9 @@ impl Config {
         unique_names(src, &self.listeners, "listener", |l| &l.name)?;
         unique_names(src, &self.clusters, "cluster", |c| &c.name)?;
         unique_names(src, &self.filters, "filter", |f| &f.name)?;
+        if self.wasm.max_instances == 0 {
+            return Err(src.error("[wasm] max_instances must be more than zero"));
+        }
         if let Some(admin) = &self.admin {
             admin.check().map_err(|problem| src.error(problem))?;
         }
@@ -660,6 +633,9 @@ impl Config {
         }
         for filter in &self.filters {
             let f = filter.get_ref();
+            if let Err(problem) = f.limits.check() {
+                return Err(src.error_at(filter.span(), format!("filter {:?}: {problem}", f.name)));
+            }
             match (&f.wasm, &f.native) {
                 (Some(_), None) | (None, Some(_)) => {}
                 _ => {

@@ -80,15 +80,59 @@ impl RequestCtx {
     }
 }
 
-/// Why a filter failed. The request fails (or, for fail-open entries, skips the filter).
+/// Why a filter failed. Two kinds, because fail-open must only ever skip a filter for
+/// its own fault: a host-side failure (no instance to run it on, overload) is no
+/// evidence about the request, and skipping an auth filter for it would let an attacker
+/// who can exhaust the host walk past authentication.
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
+    /// The guest trapped (or panicked). Its own fault.
     #[error("filter trapped: {0}")]
     Trap(String),
+    /// The guest hit a sandbox limit (`cpu`, `memory`, `body`). Its own fault.
     #[error("filter exceeded its {0} limit")]
     LimitExceeded(&'static str),
+    /// The guest decided something the proxy cannot carry out (an invalid status or
+    /// header, an unknown cluster). Its own fault.
     #[error("{0}")]
-    Other(String),
+    Invalid(String),
+    /// The proxy could not run the filter: the instance pool is exhausted, or
+    /// instantiating failed for a reason that is not the guest's. Always fails the
+    /// request, whatever `on_error` says.
+    #[error("the proxy could not run the filter: {0}")]
+    Host(String),
+    /// The filter is at `limits.max_concurrency` and its wait queue is full or the wait
+    /// timed out: answered 503 with `Retry-After`, whatever `on_error` says.
+    #[error("filter overloaded: {0}")]
+    Overloaded(Overload),
+}
+
+/// Why a request could not get a turn at a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overload {
+    /// `limits.max_queue` requests were already waiting.
+    QueueFull,
+    /// It waited `limits.queue_timeout` without getting an instance.
+    QueueTimeout,
+}
+
+impl Overload {
+    /// The label of `weft_filter_rejected_total{reason}`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Overload::QueueFull => "queue_full",
+            Overload::QueueTimeout => "queue_timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for Overload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Overload::QueueFull => "its wait queue is full",
+            Overload::QueueTimeout => "no instance became free within its queue timeout",
+        })
+    }
 }
 
 impl FilterError {
@@ -97,8 +141,18 @@ impl FilterError {
         match self {
             FilterError::Trap(_) => "trap",
             FilterError::LimitExceeded(what) => what,
-            FilterError::Other(_) => "error",
+            FilterError::Invalid(_) => "invalid",
+            FilterError::Host(_) => "host",
+            FilterError::Overloaded(_) => "overloaded",
         }
+    }
+
+    /// Whether the filter itself is to blame: only then may `on_error = "open"` skip it.
+    pub fn is_guest_fault(&self) -> bool {
+        matches!(
+            self,
+            FilterError::Trap(_) | FilterError::LimitExceeded(_) | FilterError::Invalid(_)
+        )
     }
 }
 
@@ -145,7 +199,9 @@ pub enum FailureMode {
     /// requests through).
     #[default]
     Closed,
-    /// Log, count, and carry on as if the filter had continued.
+    /// Log, count, and carry on as if the filter had continued — for the filter's own
+    /// faults only (a trap, a limit hit, an invalid decision). A host-side failure
+    /// ([`FilterError::is_guest_fault`] false) still fails the request.
     Open,
 }
 

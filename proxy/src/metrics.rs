@@ -131,6 +131,11 @@ pub struct Metrics {
     pub filter_metric_rejected: Family<RejectLabels, Counter>,
     /// Guest log lines dropped by a filter's log rate limit.
     pub filter_log_dropped: Family<FilterOnlyLabels, Counter>,
+    /// Live keys a filter's local KV writes evicted from its own full space.
+    pub kv_evictions: Family<FilterOnlyLabels, Counter>,
+    /// Requests answered 503 because a filter was at its concurrency limit, by reason
+    /// (`queue_full`, `queue_timeout`).
+    pub filter_rejected: Family<RejectLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -199,6 +204,18 @@ impl Default for Metrics {
             "Wasm filter log lines dropped by the per-filter log rate limit",
             filter_log_dropped.clone(),
         );
+        let kv_evictions = Family::<FilterOnlyLabels, Counter>::default();
+        registry.register(
+            "kv_evictions",
+            "Live KV keys evicted from a filter's full space by its own writes",
+            kv_evictions.clone(),
+        );
+        let filter_rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "filter_rejected",
+            "Requests refused with 503 because a filter was at its concurrency limit",
+            filter_rejected.clone(),
+        );
         Metrics {
             registry,
             responses,
@@ -214,6 +231,8 @@ impl Default for Metrics {
             downstream_refused,
             filter_metric_rejected,
             filter_log_dropped,
+            kv_evictions,
+            filter_rejected,
         }
     }
 }
@@ -276,6 +295,25 @@ impl Metrics {
                 kind: kind.into(),
             })
             .inc();
+    }
+}
+
+impl Metrics {
+    /// The eviction counter of one filter's KV space, resolved once at load.
+    pub fn kv_evictions(&self, filter: &str) -> Counter {
+        self.kv_evictions
+            .get_or_create(&FilterOnlyLabels { filter: filter.into() })
+            .clone()
+    }
+
+    /// The rejection counter of one filter for one reason, resolved once at load.
+    pub fn filter_rejected(&self, filter: &str, reason: &'static str) -> Counter {
+        self.filter_rejected
+            .get_or_create(&RejectLabels {
+                filter: filter.into(),
+                reason,
+            })
+            .clone()
     }
 }
 

@@ -156,14 +156,12 @@ async fn proxy(
 }
 
 /// A filter failed: counted, then fatal for the request (fail-closed) or logged and
-/// skipped (fail-open), in either phase.
+/// skipped (fail-open), in either phase. Only the filter's own fault may be skipped: a
+/// host-side failure always fails the request.
 fn filter_failed(runtime: &crate::state::Runtime, entry: &ChainEntry, error: FilterError) -> Result<(), ProxyError> {
     runtime.metrics.filter_error(entry.filter.name(), error.kind());
-    if entry.on_error == FailureMode::Closed {
-        return Err(ProxyError::Filter {
-            filter: entry.filter.name().to_owned(),
-            error,
-        });
+    if entry.on_error == FailureMode::Closed || !error.is_guest_fault() {
+        return Err(ProxyError::filter(entry.filter.name(), error));
     }
     tracing::warn!(filter = entry.filter.name(), %error, "filter failed; continuing (fail-open)");
     Ok(())

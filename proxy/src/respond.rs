@@ -4,7 +4,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::Body;
 use crate::cluster::UpstreamError;
-use crate::filter::FilterError;
+use crate::filter::{FilterError, Overload};
 use crate::front::{ClientBodyFault, Refusal};
 
 /// Everything that can stop a request before the upstream's response reaches the client.
@@ -24,6 +24,9 @@ pub enum ProxyError {
     Upstream(#[from] UpstreamError),
     #[error("filter {filter:?} failed: {error}")]
     Filter { filter: String, error: FilterError },
+    /// The filter is at its concurrency limit: the client may retry shortly.
+    #[error("filter {filter:?} is overloaded: {reason}")]
+    FilterOverloaded { filter: String, reason: Overload },
     #[error("filter {filter:?} rerouted to unknown cluster {cluster:?}")]
     UnknownCluster { filter: String, cluster: String },
     #[error("filter {filter:?} tried to reroute in the response phase")]
@@ -37,6 +40,20 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// The error for a failed filter that the chain does not skip.
+    pub fn filter(filter: &str, error: FilterError) -> Self {
+        match error {
+            FilterError::Overloaded(reason) => ProxyError::FilterOverloaded {
+                filter: filter.to_owned(),
+                reason,
+            },
+            error => ProxyError::Filter {
+                filter: filter.to_owned(),
+                error,
+            },
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::Refused(refusal) => refusal.status(),
@@ -46,6 +63,7 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream(_) | ProxyError::ResponseBodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::RequestBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::FilterOverloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Body { side: "request", .. } => StatusCode::BAD_REQUEST,
             ProxyError::Body { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Filter { .. } | ProxyError::UnknownCluster { .. } | ProxyError::RerouteInResponse { .. } => {
@@ -70,6 +88,7 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => "bad request\n",
             ProxyError::Upstream(UpstreamError::Exchange { .. }) => "upstream connection failed\n",
             ProxyError::RequestBodyTooLarge { .. } => "request body too large\n",
+            ProxyError::FilterOverloaded { .. } => "overloaded, retry later\n",
             ProxyError::ResponseBodyTooLarge { .. } => "upstream response too large\n",
             ProxyError::Body { side: "request", .. } => "request body could not be read\n",
             ProxyError::Body { .. } => "upstream response could not be read\n",
@@ -105,7 +124,14 @@ pub fn error_response(err: &ProxyError, route: &str) -> Response<Body> {
     } else {
         tracing::debug!(route, status = status.as_u16(), error = %err, "request refused");
     }
-    text(status, err.public_text())
+    let mut resp = text(status, err.public_text());
+    if let ProxyError::FilterOverloaded { .. } = err {
+        // A queue wait is at most `limits.queue_timeout` (1 s by default): a second is
+        // the shortest wait the header can say, and long enough for the burst to drain.
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
 }
 
 /// A plain-text answer.

@@ -19,6 +19,7 @@ use crate::config::{KvBackend, KvConfig, LimitsConfig, WasmConfig};
 use crate::filter::Filter;
 use crate::metrics::Metrics;
 
+mod admission;
 mod bindings;
 mod callout;
 mod engine;
@@ -37,15 +38,13 @@ mod stdio;
 mod version;
 
 pub use self::redis::{RedisKv, check_url as check_redis_url};
-pub use kv::{KvFuture, KvStore, LocalKv};
+pub use kv::{KvFuture, KvQuota, KvSpace, KvStore, LocalKv, LocalSpace};
 pub use pool::InstanceReuse;
 pub use version::WIT_VERSION;
 
+use admission::Admission;
 use pool::{CreateError, Pool};
 use state::FilterShared;
-
-/// Keys the in-process KV store holds at most, across all filters.
-const KV_MAX_ENTRIES: usize = 1_000_000;
 
 /// The store a `[kv]` table asks for: in-process by default, or Redis (connected
 /// lazily, so the proxy starts while Redis is down).
@@ -61,12 +60,13 @@ pub fn kv_store(config: Option<&KvConfig>, metrics: &Metrics) -> anyhow::Result<
             url: None,
             ..
         }) => bail!("[kv] backend = \"redis\" needs a url"),
-        _ => Ok(LocalKv::new(KV_MAX_ENTRIES)),
+        _ => Ok(LocalKv::new()),
     }
 }
 
 /// The Wasm runtime of the process: one engine, the compiled-component cache and the
-/// shared KV store. Create one at start-up; it survives config reloads.
+/// shared KV store (bounded per filter by `limits.kv_keys`/`kv_bytes`: the local store's
+/// memory is at most the sum of the loaded filters' quotas). Create one at start-up; it survives config reloads.
 pub struct WasmHost {
     runtime: engine::Runtime,
     metrics: Arc<Metrics>,
@@ -76,7 +76,7 @@ pub struct WasmHost {
 impl WasmHost {
     /// A host with the in-process KV store.
     pub fn new(config: &WasmConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        Self::with_kv(config, metrics, LocalKv::new(KV_MAX_ENTRIES))
+        Self::with_kv(config, metrics, LocalKv::new())
     }
 
     /// A host whose filters share `kv` (e.g. a store shared by several proxies).
@@ -120,18 +120,21 @@ impl WasmHost {
                 engine::MAX_MEMORY
             );
         }
-        if limits.cpu.is_zero() {
-            bail!("limits.cpu must be more than zero");
-        }
+        limits.check().map_err(anyhow::Error::msg)?;
         if limits.log_rate == 0 || limits.log_burst == 0 {
             bail!("limits.log_rate and limits.log_burst must be at least 1");
         }
         let started = Instant::now();
         let compiled = self.runtime.compile(path).await?;
+        let quota = KvQuota {
+            keys: limits.kv_keys,
+            bytes: limits.kv_bytes,
+        };
+        let kv = self.kv.clone().space(name, quota, self.metrics.kv_evictions(name));
         let shared = Arc::new(FilterShared {
             name: name.into(),
             metrics: self.metrics.clone(),
-            kv: self.kv.clone(),
+            kv,
             clusters: clusters.clone(),
             body_limit: limits.body,
             metric_names: metrics::MetricNames::new(name, &self.metrics),
@@ -165,6 +168,7 @@ impl WasmHost {
         );
         Ok(Arc::new(filter::WasmFilter {
             name: shared.name.clone(),
+            admission: Admission::new(name, limits, &self.metrics),
             pool,
             options,
             body_limit: limits.body,

@@ -74,7 +74,7 @@ async fn reroute_names_a_cluster_of_the_config() {
         other => panic!("expected a reroute, got {:?}", other.err()),
     }
     match run(&*filter, "/", &[("x-cap-reroute", "nowhere")]).await.0 {
-        Err(FilterError::Other(message)) => assert!(message.contains("unknown cluster \"nowhere\""), "{message}"),
+        Err(FilterError::Invalid(message)) => assert!(message.contains("unknown cluster \"nowhere\""), "{message}"),
         other => panic!("expected an error, got {:?}", other.err()),
     }
 }

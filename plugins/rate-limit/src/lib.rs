@@ -15,6 +15,26 @@
 //!   bucket was full. Two requests racing on a *full* bucket both `set` the same value,
 //!   so one of them is not counted: a bounded over-admission that a compare-and-swap in
 //!   the KV interface would remove.
+//!
+//! Eviction. The host's local store gives this filter its own space (`limits.kv_keys`,
+//! `limits.kv_bytes`): no other filter's writes can evict these keys, so a flood
+//! elsewhere never loosens a limit. This filter's own writes evict its own keys only
+//! when it tracks more live keys than its quota (as many descriptors per window as
+//! `kv_keys`), nearest expiry first. What an eviction can do, per algorithm:
+//! - fixed window: the evicted counter restarts at zero, so that descriptor may get up
+//!   to `rate` more requests in that window (a window reset); an evicted counter of a
+//!   past window, kept only for clock slack, changes nothing;
+//! - sliding window: losing the current counter is the same reset; losing the previous
+//!   window's counter drops its weight, at most `rate` more in the current window;
+//! - token bucket: losing the state refills that descriptor's bucket: at most `burst` more.
+//!
+//! So each eviction loosens one descriptor by at most one quota, and it takes a new key
+//! (a new descriptor, with its own quota anyway) to cause one: a client cannot get more
+//! by forcing evictions than by sending from the extra descriptors it would need to force
+//! them. Evictions are counted in `weft_kv_evictions_total{filter}`; raise `kv_keys` when
+//! they are not zero. A refund re-created after an eviction carries the counter's TTL
+//! (worth at most one request, then expiring with its window), and the response-phase
+//! hand-off is deleted once read, so per-connection entries do not crowd out counters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,6 +58,9 @@ struct RateLimit {
 struct Taken {
     key: String,
     amount: i64,
+    /// The counter's TTL: if it was evicted before the refund, the refund re-creates it
+    /// and must expire with it rather than live forever.
+    ttl: Duration,
 }
 
 /// How long the numbers for the response phase are kept: longer than any upstream answer
@@ -102,9 +125,13 @@ impl Filter for RateLimit {
         }
         // The request phase may have run on another instance: the numbers come through
         // the store, keyed by the connection (see `handoff_key`).
-        let Ok(Some(saved)) = kv::get_string(&handoff_key()) else {
+        let key = handoff_key();
+        let Ok(Some(saved)) = kv::get_string(&key) else {
             return Decision::Continue;
         };
+        // Read once: deleting it keeps this filter's KV space to counters plus requests in
+        // flight, whatever the number of connections (each has its own entry).
+        let _ = kv::delete(&key);
         let mut numbers = saved.split(' ').map(str::parse::<u64>);
         if let (Some(Ok(limit)), Some(Ok(remaining)), Some(Ok(reset_ms))) =
             (numbers.next(), numbers.next(), numbers.next())
@@ -148,7 +175,7 @@ impl RateLimit {
         if denied {
             for t in &taken {
                 // Best effort: a failed refund only makes the limit stricter for a while.
-                let _ = kv::incr(&t.key, -t.amount, None);
+                let _ = kv::incr(&t.key, -t.amount, Some(t.ttl));
             }
         }
         match failed {
@@ -232,7 +259,7 @@ fn apply(limit: &Limit, key: &str, taken: &mut Vec<Taken>) -> Result<Verdict, St
             let key = format!("{key}:{w}");
             let ttl = Duration::from_millis(per_ms - elapsed + SLACK_MS);
             let count = kv::incr(&key, 1, Some(ttl))?;
-            taken.push(Taken { key, amount: 1 });
+            taken.push(Taken { key, amount: 1, ttl });
             Ok(algo::fixed_window(count, limit, per_ms, now_ms))
         }
         Kind::SlidingWindow { limit, per_ms } => {
@@ -245,6 +272,7 @@ fn apply(limit: &Limit, key: &str, taken: &mut Vec<Taken>) -> Result<Verdict, St
             taken.push(Taken {
                 key: cur_key,
                 amount: 1,
+                ttl,
             });
             let prev = parse(kv::get(&format!("{key}:{}", w.wrapping_sub(1)))?).unwrap_or(0);
             Ok(algo::sliding_window(prev, cur, limit, per_ms, now_ms))
@@ -280,6 +308,7 @@ fn apply(limit: &Limit, key: &str, taken: &mut Vec<Taken>) -> Result<Verdict, St
             taken.push(Taken {
                 key: key.to_owned(),
                 amount: step,
+                ttl,
             });
             let (verdict, _) = bucket.judge(after.max(next), now_us);
             Ok(verdict)

@@ -125,6 +125,29 @@ fn plugin_paths_are_relative_to_the_config_file() {
 }
 
 #[test]
+fn zero_limits_are_refused_naming_the_filter_and_the_key() {
+    let with = |limits: &str| {
+        MINIMAL.replace(
+            "[[routes]]",
+            &format!("[[filters]]\nname = \"rl\"\nwasm = \"f.wasm\"\nlimits = {{ {limits} }}\n\n[[routes]]"),
+        )
+    };
+    for key in ["kv_keys", "kv_bytes", "max_concurrency"] {
+        let e = error(&with(&format!("{key} = 0")));
+        assert!(e.message.contains("filter \"rl\""), "{}", e.message);
+        assert!(
+            e.message.contains(&format!("limits.{key} must be more than zero")),
+            "{}",
+            e.message
+        );
+    }
+    let config = Config::parse("t", &with("kv_keys = 10, max_queue = 0")).expect("valid");
+    let limits = &config.filters[0].get_ref().limits;
+    assert_eq!((limits.kv_keys, limits.kv_bytes, limits.max_queue), (10, 64 << 20, 0));
+    assert_eq!(limits.max_concurrency, 256);
+}
+
+#[test]
 fn errors_do_not_show_passwords_or_secret_values() {
     let text = format!(
         "{MINIMAL}\n[kv]\nbackend = \"redis\"\nurl = \"rediss://weft:hunter2hunter2@cache:6379\"\n\n\

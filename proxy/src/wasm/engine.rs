@@ -17,9 +17,6 @@ use super::state::HostState;
 use super::version;
 use crate::config::WasmConfig;
 
-/// Pool sizes. Virtual address space is reserved up front (about 4 GiB per memory slot
-/// so bounds checks can be elided); physical memory is only what guests touch.
-pub(crate) const MAX_INSTANCES: u32 = 1000;
 /// The largest `limits.memory` a filter may ask for.
 pub(crate) const MAX_MEMORY: usize = 1 << 30;
 
@@ -50,15 +47,19 @@ fn engine_config(config: &WasmConfig, pooling: bool) -> anyhow::Result<Config> {
     let mut c = Config::new();
     c.epoch_interruption(true);
     if pooling {
+        // `[wasm] max_instances` (default 1000) sizes the pool. Virtual address space is
+        // reserved up front (about 4 GiB per memory slot so bounds checks can be elided);
+        // physical memory is only what guests touch.
+        let instances = config.max_instances;
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(MAX_INSTANCES)
-            .total_core_instances(MAX_INSTANCES * 8)
-            .max_core_instances_per_component(32)
-            .total_memories(MAX_INSTANCES * 2)
-            .max_memories_per_component(4)
-            .total_tables(MAX_INSTANCES * 8)
-            .max_tables_per_component(16)
-            .total_stacks(MAX_INSTANCES)
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(8))
+            .max_core_instances_per_component(32.min(instances.saturating_mul(8)))
+            .total_memories(instances.saturating_mul(2))
+            .max_memories_per_component(4.min(instances.saturating_mul(2)))
+            .total_tables(instances.saturating_mul(8))
+            .max_tables_per_component(16.min(instances.saturating_mul(8)))
+            .total_stacks(instances)
             .max_memory_size(MAX_MEMORY);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }

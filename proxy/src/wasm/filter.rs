@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use wasmtime::component::Resource;
 
+use super::admission::Admission;
 use super::bindings::{Decision as WitDecision, Options, Reply};
 use super::limits;
 use super::pool::Pool;
@@ -15,11 +16,60 @@ use crate::filter::{Decision, Filter, FilterError, FilterRequest, FilterResponse
 
 pub(crate) struct WasmFilter {
     pub name: Arc<str>,
+    pub admission: Admission,
     pub pool: Pool,
     pub options: Options,
     pub body_limit: usize,
     pub cpu: Duration,
     pub clusters: Arc<Clusters>,
+}
+
+/// Headers that describe the framing of one hop: the proxy sets them from the body it
+/// sends, so a guest's copy (possibly wrong) is dropped rather than sent.
+fn is_framing(name: &HeaderName) -> bool {
+    name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING
+}
+
+/// Turns a guest's reply into a response, or a [`FilterError`] of the guest's-fault kind
+/// (the status is not a final one, a header is not valid HTTP, the body is over
+/// `body_limit`). Pure, so the property tests can feed it anything.
+pub(crate) fn reply(reply: Reply, body_limit: usize) -> Result<Response<Body>, FilterError> {
+    if reply.body.len() > body_limit {
+        return Err(FilterError::LimitExceeded("body"));
+    }
+    // 1xx are not final answers (hyper would treat a 101 as an upgrade); HTTP has no
+    // status above 599 (RFC 9110, section 15).
+    let status = StatusCode::from_u16(reply.status)
+        .ok()
+        .filter(|s| (200..600).contains(&s.as_u16()))
+        .ok_or_else(|| FilterError::Invalid(format!("replied with invalid status {}", reply.status)))?;
+    let mut headers = HeaderMap::with_capacity(reply.headers.len());
+    for (name, value) in reply.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| FilterError::Invalid(format!("replied with invalid header name {name:?}")))?;
+        let value = HeaderValue::from_str(&value)
+            .map_err(|_| FilterError::Invalid(format!("replied with an invalid value for header {name}")))?;
+        if !is_framing(&name) {
+            headers.append(name, value);
+        }
+    }
+    let mut response = Response::new(Body::full(reply.body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// Turns a guest's decision into the chain's, resolving a reroute's cluster here, where
+/// the guest can be blamed by name, to the config's own `Arc` (no allocation).
+pub(crate) fn decide(decision: WitDecision, body_limit: usize, clusters: &Clusters) -> Result<Decision, FilterError> {
+    match decision {
+        WitDecision::Continue => Ok(Decision::Continue),
+        WitDecision::Respond(answer) => reply(answer, body_limit).map(Decision::Respond),
+        WitDecision::Reroute(cluster) => match clusters.get_key_value(cluster.as_str()) {
+            Some((name, _)) => Ok(Decision::Reroute(name.clone())),
+            None => Err(FilterError::Invalid(format!("rerouted to unknown cluster {cluster:?}"))),
+        },
+    }
 }
 
 impl WasmFilter {
@@ -31,39 +81,13 @@ impl WasmFilter {
         err
     }
 
-    fn reply(&self, reply: Reply) -> Result<Response<Body>, FilterError> {
-        if reply.body.len() > self.body_limit {
-            return Err(FilterError::LimitExceeded("body"));
-        }
-        let status = StatusCode::from_u16(reply.status)
-            .map_err(|_| FilterError::Other(format!("replied with invalid status {}", reply.status)))?;
-        let mut response = Response::new(Body::full(reply.body));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        for (name, value) in reply.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| FilterError::Other(format!("replied with invalid header name {name:?}")))?;
-            let value = HeaderValue::from_str(&value)
-                .map_err(|_| FilterError::Other(format!("replied with an invalid value for header {name}")))?;
-            headers.append(name, value);
-        }
-        Ok(response)
-    }
-
     fn decide(&self, decision: WitDecision) -> Result<Decision, FilterError> {
-        match decision {
-            WitDecision::Continue => Ok(Decision::Continue),
-            WitDecision::Respond(reply) => self.reply(reply).map(Decision::Respond),
-            // Resolve the name here, where the guest can be blamed by name, and hand the
-            // chain the config's own `Arc` (no allocation).
-            WitDecision::Reroute(cluster) => match self.clusters.get_key_value(cluster.as_str()) {
-                Some((name, _)) => Ok(Decision::Reroute(name.clone())),
-                None => Err(FilterError::Other(format!("rerouted to unknown cluster {cluster:?}"))),
-            },
-        }
+        decide(decision, self.body_limit, &self.clusters)
     }
 
     async fn request_phase(&self, req: &mut FilterRequest, ctx: &mut RequestCtx) -> Result<Decision, FilterError> {
+        // Held until the instance is back in the pool (or dropped).
+        let _turn = self.admission.enter(false).await?;
         let mut instance = self.pool.acquire().await?;
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.req_head, &mut req.head);
@@ -87,6 +111,7 @@ impl WasmFilter {
     }
 
     async fn response_phase(&self, resp: &mut FilterResponse, ctx: &mut RequestCtx) -> Result<Decision, FilterError> {
+        let _turn = self.admission.enter(true).await?;
         let mut instance = self.pool.acquire().await?;
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.resp_head, &mut resp.head);
@@ -135,3 +160,6 @@ impl Filter for WasmFilter {
         self.options.response_body.then_some(self.body_limit)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -162,9 +162,10 @@ pub(crate) fn install(store: &mut Store<HostState>) {
     });
 }
 
-/// Turns a failed call into the error the chain sees. Limits recorded by the host win
-/// over the trap they caused; otherwise a trap's message carries what the guest wrote to
-/// stderr just before (a Rust panic message).
+/// Turns a failed call (or instantiation) into the error the chain sees. Limits recorded
+/// by the host win over the trap they caused; a trap is the guest's fault, and its
+/// message carries what the guest wrote to stderr just before (a Rust panic message);
+/// anything else is the host's (see [`FilterError::Host`]).
 pub(crate) fn classify(err: &wasmtime::Error, state: &mut HostState) -> FilterError {
     if let Some(kind) = state.limiter.hit.take() {
         return FilterError::LimitExceeded(kind);
@@ -173,8 +174,10 @@ pub(crate) fn classify(err: &wasmtime::Error, state: &mut HostState) -> FilterEr
     let what = match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => return FilterError::LimitExceeded("cpu"),
         Some(trap) => trap.to_string(),
-        // Not the guest's doing (e.g. the instance pool is exhausted): say so, not "trap".
-        None => return FilterError::Other(format!("{err:#}")),
+        // Not a trap, so not the guest's doing as far as the host can tell: the instance
+        // pool is exhausted, or a host function failed. Classed as the host's, which
+        // fails the request even when the filter fails open: when in doubt, closed.
+        None => return FilterError::Host(format!("{err:#}")),
     };
     if stderr.is_empty() {
         FilterError::Trap(what)

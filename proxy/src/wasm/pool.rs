@@ -33,7 +33,8 @@ pub(crate) struct Instance {
 pub(crate) enum CreateError {
     /// `init` returned an error: the guest refused its config.
     Refused(String),
-    /// Instantiation or `init` trapped or hit a limit.
+    /// Instantiation or `init` trapped or hit a limit (the guest's fault), or the engine
+    /// could not make an instance (the host's: the pool is exhausted).
     Failed(FilterError),
 }
 
@@ -107,7 +108,7 @@ impl Pool {
             Ok((instance, _)) => Ok(instance),
             // `init` accepted this config at load time; refusing it now is a guest bug.
             Err(CreateError::Refused(message)) => {
-                Err(FilterError::Other(format!("init refused the config: {message}")))
+                Err(FilterError::Invalid(format!("init refused the config: {message}")))
             }
             Err(CreateError::Failed(e)) => Err(e),
         }

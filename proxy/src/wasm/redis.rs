@@ -7,6 +7,12 @@
 //! most that long; the error goes to the guest (which decides: fail open or closed), is
 //! counted in `weft_kv_errors_total{backend="redis"}` and logged at most once a second.
 //!
+//! Each filter's keys are prefixed `<len(name)>:<name>:`, so filters cannot read or
+//! overwrite each other's keys. Per-filter quotas (`limits.kv_keys`, `limits.kv_bytes`)
+//! are not applied here: Redis bounds its memory with `maxmemory` and evicts by its
+//! `maxmemory-policy` across all keys, so size it (and pick `volatile-ttl`) for the
+//! filters sharing it.
+//!
 //! [`LocalKv`]: super::LocalKv
 
 use std::sync::Arc;
@@ -18,7 +24,9 @@ use prometheus_client::metrics::counter::Counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, FromRedisValue, IntoConnectionInfo};
 
-use super::kv::{KvFuture, KvStore};
+use prometheus_client::metrics::counter::Counter as EvictionCounter;
+
+use super::kv::{KvFuture, KvQuota, KvSpace, KvStore};
 use crate::config::redact_urls;
 use crate::metrics::{KvLabels, Metrics};
 
@@ -149,12 +157,12 @@ fn millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-impl KvStore for RedisKv {
-    fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<Vec<u8>>> {
+impl RedisKv {
+    fn get_key<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<Vec<u8>>> {
         Box::pin(self.run("GET", key, Query::Cmd(redis::cmd("GET").arg(key).clone())))
     }
 
-    fn set<'a>(&'a self, key: &'a str, value: Vec<u8>, ttl: Option<Duration>) -> KvFuture<'a, ()> {
+    fn set_key<'a>(&'a self, key: &'a str, value: Vec<u8>, ttl: Option<Duration>) -> KvFuture<'a, ()> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value);
         if let Some(ttl) = ttl {
@@ -163,7 +171,7 @@ impl KvStore for RedisKv {
         Box::pin(self.run("SET", key, Query::Cmd(cmd)))
     }
 
-    fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, bool> {
+    fn delete_key<'a>(&'a self, key: &'a str) -> KvFuture<'a, bool> {
         Box::pin(async move {
             let removed: i64 = self
                 .run("DEL", key, Query::Cmd(redis::cmd("DEL").arg(key).clone()))
@@ -172,7 +180,7 @@ impl KvStore for RedisKv {
         })
     }
 
-    fn incr<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> KvFuture<'a, i64> {
+    fn incr_key<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> KvFuture<'a, i64> {
         let Some(ttl) = ttl else {
             return Box::pin(self.run(
                 "INCRBY",
@@ -200,5 +208,48 @@ impl KvStore for RedisKv {
             let (value,): (i64,) = self.run("INCRBY", key, Query::Pipe(pipe)).await?;
             Ok(value)
         })
+    }
+}
+
+impl KvStore for RedisKv {
+    fn space(self: Arc<Self>, filter: &str, _quota: KvQuota, _evictions: EvictionCounter) -> Arc<dyn KvSpace> {
+        // Length-prefixed, so no filter name and key pair can spell another filter's key.
+        Arc::new(RedisSpace {
+            prefix: format!("{}:{filter}:", filter.len()),
+            kv: self,
+        })
+    }
+}
+
+/// One filter's keys in Redis.
+struct RedisSpace {
+    kv: Arc<RedisKv>,
+    prefix: String,
+}
+
+impl RedisSpace {
+    fn key(&self, key: &str) -> String {
+        let mut full = String::with_capacity(self.prefix.len() + key.len());
+        full.push_str(&self.prefix);
+        full.push_str(key);
+        full
+    }
+}
+
+impl KvSpace for RedisSpace {
+    fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move { self.kv.get_key(&self.key(key)).await })
+    }
+
+    fn set<'a>(&'a self, key: &'a str, value: Vec<u8>, ttl: Option<Duration>) -> KvFuture<'a, ()> {
+        Box::pin(async move { self.kv.set_key(&self.key(key), value, ttl).await })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> KvFuture<'a, bool> {
+        Box::pin(async move { self.kv.delete_key(&self.key(key)).await })
+    }
+
+    fn incr<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> KvFuture<'a, i64> {
+        Box::pin(async move { self.kv.incr_key(&self.key(key), delta, ttl).await })
     }
 }

@@ -8,7 +8,7 @@ use http::{request, response};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::kv::KvStore;
+use super::kv::KvSpace;
 use super::limits::{Budget, Limiter};
 use super::metrics::{MetricCache, MetricNames};
 use super::output::LogBudget;
@@ -21,7 +21,8 @@ use crate::metrics::Metrics;
 pub(crate) struct FilterShared {
     pub name: Arc<str>,
     pub metrics: Arc<Metrics>,
-    pub kv: Arc<dyn KvStore>,
+    /// This filter's space in the KV store, resolved at load.
+    pub kv: Arc<dyn KvSpace>,
     /// Clusters of the config version this filter was loaded with, for callouts.
     pub clusters: Arc<Clusters>,
     /// `limits.body`: the largest body the guest may see or set.

@@ -12,6 +12,9 @@
 //! - `x-cap-kv-get: <key>`          sets `x-kv-value` (or `x-kv-missing: 1`)
 //! - `x-cap-kv-delete: <key>`       sets `x-kv-deleted: true|false`
 //! - `x-cap-kv-incr: <key>`         `x-cap-kv-ttl-ms` optional; sets `x-kv-count`
+//! - `x-cap-kv-fill: <prefix>:<n>`  sets keys `<prefix>0`..`<prefix><n-1>` to 32 bytes each
+//!   (`x-cap-kv-ttl-ms` optional); sets `x-kv-filled: <n>`, or `x-kv-fill-error` with the
+//!   first error and `x-kv-filled` with the writes that succeeded before it
 //! - `x-cap-callout: <cluster>`     `x-cap-callout-path`, `x-cap-callout-timeout-ms`
 //!   optional; replies 200 with `x-callout-status` and the callout's body, or 502 with the error
 //! - `x-cap-body: 1`                sets `x-body-len` (or `x-body: none`)
@@ -57,6 +60,26 @@ fn ttl(request: &Request<'_>) -> Option<Duration> {
         .parse()
         .ok()
         .map(Duration::from_millis)
+}
+
+/// Many writes in one request, so a test can flood the store quickly.
+fn fill(req: &mut Request<'_>, spec: &str) {
+    let (prefix, n) = spec.rsplit_once(':').unwrap_or((spec, "1"));
+    let n: u64 = n.parse().unwrap_or(1);
+    let ttl = ttl(req);
+    let value = [b'v'; 32];
+    let mut key = String::with_capacity(prefix.len() + 20);
+    for i in 0..n {
+        key.clear();
+        key.push_str(prefix);
+        key.push_str(&i.to_string());
+        if let Err(e) = kv::set(&key, &value, ttl) {
+            let _ = req.set_header("x-kv-fill-error", &e);
+            let _ = req.set_header("x-kv-filled", &i.to_string());
+            return;
+        }
+    }
+    let _ = req.set_header("x-kv-filled", &n.to_string());
 }
 
 /// Undoes the escapes a test uses for characters a header value cannot carry.
@@ -155,6 +178,9 @@ impl Filter for Capabilities {
         if let Some(key) = req.header("x-cap-kv-incr") {
             let text = kv::incr(&key, 1, ttl(req)).map_or_else(|e| e, |n| n.to_string());
             let _ = req.set_header("x-kv-count", &text);
+        }
+        if let Some(spec) = req.header("x-cap-kv-fill") {
+            fill(req, &spec);
         }
         if let Some(cluster) = req.header("x-cap-callout") {
             let path = req.header("x-cap-callout-path").unwrap_or_else(|| "/callout".into());
