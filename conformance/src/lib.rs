@@ -73,6 +73,24 @@ impl Weft {
 
     /// Like [`Weft::start`], with extra command-line arguments before `run`.
     pub async fn start_with(config: &str, global_args: &[&str]) -> Weft {
+        // A port picked free can be taken before weft binds it (another test's outgoing
+        // connection, say): then weft says so and exits, and it is tried on other ports.
+        for _ in 0..4 {
+            let mut weft = Weft::spawn(config, global_args);
+            match weft.wait_ready().await {
+                Ok(()) => return weft,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("{log}"),
+            }
+        }
+        let mut weft = Weft::spawn(config, global_args);
+        if let Err(log) = weft.wait_ready().await {
+            panic!("{log}");
+        }
+        weft
+    }
+
+    fn spawn(config: &str, global_args: &[&str]) -> Weft {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = free_addr();
         let admin = free_addr();
@@ -90,32 +108,35 @@ impl Weft {
             .stderr(log)
             .spawn()
             .expect("start weft");
-        let mut weft = Weft {
+        Weft {
             child: Some(child),
             addr,
             admin,
             dir,
             config_path,
             log_path,
-        };
-        weft.wait_ready().await;
-        weft
+        }
     }
 
-    async fn wait_ready(&mut self) {
+    /// Waits until the first listener accepts; the reason (with the log) if it never does.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("weft exited early ({status}):\n{}", self.log());
+                return Err(format!("weft exited early ({status}):\n{}", self.log()));
             }
             if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                return;
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("weft did not listen on {} within 60s:\n{}", self.addr, self.log());
+        Err(format!(
+            "weft did not listen on {} within 60s:\n{}",
+            self.addr,
+            self.log()
+        ))
     }
 
     /// The proxy's process id.
