@@ -110,9 +110,18 @@ fn phases(c: &mut Criterion) {
         let filter = load(&rt, &host, plugin, config, reuse);
         let mut req = request(token);
         let mut cx = ctx();
+        match rt.block_on(filter.on_request(&mut req, &mut cx)) {
+            Ok(weft::filter::Decision::Continue) => {}
+            Ok(weft::filter::Decision::Respond(r)) => panic!("{name}: answered {} {:?}", r.status(), r.headers()),
+            Ok(_) => panic!("{name}: rerouted"),
+            Err(e) => panic!("{name}: {e}"),
+        }
         group.bench_function(name, |b| {
             b.iter(|| {
                 let decision = rt.block_on(filter.on_request(&mut req, &mut cx));
+                if let Err(e) = &decision {
+                    panic!("{name}: {e}");
+                }
                 assert!(matches!(decision, Ok(weft::filter::Decision::Continue)), "{name}");
             })
         });
