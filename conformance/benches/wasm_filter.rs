@@ -1,5 +1,6 @@
 //! The cost of the Wasm boundary: a no-op phase on a reused instance, the same with a
-//! fresh instance per call, a filter doing real work, and loading (compile vs cache).
+//! fresh instance per call, a filter doing real work, `jwt-auth` with a reused RS256 token
+//! with and without its token cache, and loading (compile vs cache).
 //! `cargo bench -p weft-conformance --bench wasm_filter`; numbers go in
 //! `proxy/src/wasm/DESIGN.md`.
 
@@ -15,12 +16,37 @@ use weft::metrics::Metrics;
 use weft::wasm::{InstanceReuse, WasmHost};
 use weft_conformance::plugins;
 
-fn request() -> FilterRequest {
-    let head = http::Request::builder()
+/// An RS256 token valid until 2100 (`exp` 4102444800), signed by the private half of
+/// [`JWT_PUBLIC_PEM`] (made once with PyJWT; the private key was not kept).
+const JWT_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaC11c2VyIiwiaXNzIjoiaHR0cHM6Ly9pZHAuYmVuY2giLCJhdWQiOiJhcGkiLCJleHAiOjQxMDI0NDQ4MDAsInNjb3BlIjoicmVhZCB3cml0ZSJ9.fxw-pa5_smNbYapxDBJGoamSC_jEeBtofrFdVYWlQFI-A7nD3FoYdivpwSF2_-Hoe5zxgI3C3d2X-dNfxndyJPD9anaoH2aRltnqmzoIdzizmGxOc3HVbAQOzdEvwV75zNSP5U_ZDDaMmCW0wtL9WMX04lCZFIJmYm_7Frpi-gJ4_f6HHxDTrYFx3m-MqrCJ8YjLk8aGNC9RMHlpBxjgMKEsqgqSwlwvz_PaH7rr_ODcEik3Wjeo-gYVLm9-fHqJF1k-LeqzLPdhMpD_NoTshJ_Fdue4Vfs6tJuU_a387oR5DbJOpYBdHznMjkm1K-sMDFMQK3dNzqVAZrxJ8dNfWA";
+const JWT_PUBLIC_PEM: &str = "-----BEGIN PUBLIC KEY-----\\n\
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAowMJxj9CSyy/N2ixfc5D\\n\
+GKQ2Mw1s7lvLEa09H6WKQlv+OOdcSjozlZx0F9N9C527ds8rnNaP9cAvY6fjCk66\\n\
+UuyPxwDMHd7t+9RAE+MrXxerfE6HrFcUe1Pcvbt8/yM7mE3kDRkC8GYZqi4eeHhd\\n\
+FMp8jBqccDyxntW3yI5xX4NJc5tCWHFbCUV6v+eg0uxI+RNkcto145ba/uf2H919\\n\
+xrWng+D5f7oWm4TOWg7WYyKpkibzngQXNUnQwjeCP8iG5DFZimPjHRvjC5lOaJHS\\n\
+jQzMa7HxGjEmDqivTXNG5EKq4Vxtkqzgp01xMT0tEsC4jQiS8Ca56fiHnusQvual\\n\
+AQIDAQAB\\n\
+-----END PUBLIC KEY-----\\n";
+
+/// jwt-auth's config (JSON) with this `cache` table.
+fn jwt_config(cache: &str) -> String {
+    format!(
+        r#"{{"keys": [{{"alg": "RS256", "pem": "{JWT_PUBLIC_PEM}"}}], "issuer": "https://idp.bench",
+            "audience": "api", "claims_to_headers": {{"sub": "x-user"}}, "cache": {cache}}}"#
+    )
+}
+
+fn request(token: bool) -> FilterRequest {
+    let mut builder = http::Request::builder()
         .uri("/api/items?page=2")
         .header("host", "example.com")
         .header("user-agent", "bench")
-        .header("accept", "*/*")
+        .header("accept", "*/*");
+    if token {
+        builder = builder.header("authorization", format!("Bearer {JWT_TOKEN}"));
+    }
+    let head = builder
         .body(())
         .map(|r| r.into_parts().0)
         .unwrap_or_else(|_| http::Request::new(()).into_parts().0);
@@ -53,23 +79,50 @@ fn phases(c: &mut Criterion) {
     let host = WasmHost::new(&WasmConfig::default(), Arc::new(Metrics::default())).unwrap_or_else(|e| panic!("{e:#}"));
 
     let mut group = c.benchmark_group("request_phase");
-    for (name, plugin, config, reuse) in [
-        ("noop/pooled", plugins::NOOP, "{}", InstanceReuse::Pooled),
-        ("noop/fresh_instance", plugins::NOOP, "{}", InstanceReuse::Fresh),
+    let jwt_cached = jwt_config(r#"{"max_entries": 1024}"#);
+    let jwt_uncached = jwt_config(r#"{"max_entries": 0}"#);
+    for (name, plugin, config, reuse, token) in [
+        ("noop/pooled", plugins::NOOP, "{}", InstanceReuse::Pooled, false),
+        ("noop/fresh_instance", plugins::NOOP, "{}", InstanceReuse::Fresh, false),
         (
             "hello/pooled",
             plugins::HELLO_FILTER,
             r#"{"deny_prefix": "/private"}"#,
             InstanceReuse::Pooled,
+            false,
+        ),
+        // The same token on every request: verified once, then a cache hit.
+        (
+            "jwt_rs256/cached",
+            plugins::JWT_AUTH,
+            jwt_cached.as_str(),
+            InstanceReuse::Pooled,
+            true,
+        ),
+        (
+            "jwt_rs256/no_cache",
+            plugins::JWT_AUTH,
+            jwt_uncached.as_str(),
+            InstanceReuse::Pooled,
+            true,
         ),
     ] {
         let filter = load(&rt, &host, plugin, config, reuse);
-        let mut req = request();
+        let mut req = request(token);
         let mut cx = ctx();
+        match rt.block_on(filter.on_request(&mut req, &mut cx)) {
+            Ok(weft::filter::Decision::Continue) => {}
+            Ok(weft::filter::Decision::Respond(r)) => panic!("{name}: answered {} {:?}", r.status(), r.headers()),
+            Ok(_) => panic!("{name}: rerouted"),
+            Err(e) => panic!("{name}: {e}"),
+        }
         group.bench_function(name, |b| {
             b.iter(|| {
                 let decision = rt.block_on(filter.on_request(&mut req, &mut cx));
-                assert!(decision.is_ok());
+                if let Err(e) = &decision {
+                    panic!("{name}: {e}");
+                }
+                assert!(matches!(decision, Ok(weft::filter::Decision::Continue)), "{name}");
             })
         });
     }

@@ -1,5 +1,6 @@
 //! `plugins/jwt-auth` with a JWKS served by a real upstream: fetched once and cached,
-//! key rotation picked up through a refetch on an unknown `kid`, refetches rate-limited.
+//! key rotation picked up through a refetch on an unknown `kid`, refetches rate-limited,
+//! cached tokens of a rotated-out key refused.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,6 +83,11 @@ async fn jwt_fetches_caches_and_rotates_a_jwks() {
         "ES256 key from the JWKS"
     );
     assert_eq!(idp.hits(), 1, "the JWKS is fetched once and cached");
+    let cache_hits = r#"weft_filter_counter_total{filter="jwt",name="token_cache_hits"}"#;
+    assert!(
+        weft.metric(cache_hits).await >= 2.0,
+        "k1 is served from the token cache"
+    );
 
     // Rotation: the provider now publishes k2 only.
     *jwks.lock().expect("lock") = json!({ "keys": [with_kid(&keys["rsa2"]["jwk"], "k2")] }).to_string();
@@ -103,8 +109,14 @@ async fn jwt_fetches_caches_and_rotates_a_jwks() {
         );
     }
     assert!(idp.hits() <= 3, "refetches are rate-limited: {} fetches", idp.hits());
-    // The rotated-out key is gone.
-    assert_eq!(bearer(&weft, "/a", &token("k1")).await.status, 401);
+    // The rotated-out key is gone, and with it the cached k1 token.
+    let hits = weft.metric(cache_hits).await;
+    assert_eq!(refusal(&bearer(&weft, "/a", &token("k1")).await), "unknown key id 'k1'");
+    assert_eq!(
+        weft.metric(cache_hits).await,
+        hits,
+        "no cache hit for the rotated-out key"
+    );
 }
 
 #[tokio::test]

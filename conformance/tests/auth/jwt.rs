@@ -341,3 +341,67 @@ async fn jwt_bad_configs_are_refused_at_load_with_the_reason() {
         assert!(!ok && out.contains(want), "{filter}: {out}");
     }
 }
+
+#[tokio::test]
+async fn jwt_caches_a_reused_token_until_it_expires_and_per_filter_policy() {
+    let web = Upstream::echo("web").await;
+    let cached = json!({
+        "keys": [{ "alg": "HS256", "secret": SECRET }], "audience": "weft", "leeway": "0s",
+        "claims_to_headers": { "sub": "x-user" },
+    });
+    // Another filter, another policy: the first filter's cache must not vouch for it.
+    let other_audience = json!({ "keys": [{ "alg": "HS256", "secret": SECRET }], "audience": "billing" });
+    let uncached = json!({ "keys": [{ "alg": "HS256", "secret": SECRET }], "cache": { "max_entries": 0 } });
+    let weft = Weft::start(&config(
+        &web,
+        &[],
+        &[
+            ("jwt", plugins::JWT_AUTH, cached),
+            ("billing", plugins::JWT_AUTH, other_audience),
+            ("nocache", plugins::JWT_AUTH, uncached),
+        ],
+        &[("/a", &["jwt"]), ("/billing", &["billing"]), ("/nocache", &["nocache"])],
+    ))
+    .await;
+    // Leeway 0 so the short-lived token really expires within the test (3 s: minting
+    // and twelve requests must fit before it).
+    let exp = now() + 3;
+    let claims = json!({ "sub": "alice", "iss": ISS, "aud": "weft", "exp": exp });
+    let minted = mint(json!({ "tokens": { "short": job("HS256", secret(SECRET), claims) } })).await;
+    let token = minted["tokens"]["short"].as_str().expect("token");
+
+    for _ in 0..4 {
+        let reply = bearer(&weft, "/a", token).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.header("www-authenticate"));
+        assert_eq!(
+            seen_header(&reply.json(), "x-user"),
+            Some("alice"),
+            "claims of a cached token"
+        );
+        assert_eq!(
+            refusal(&bearer(&weft, "/billing", token).await),
+            "audience not accepted"
+        );
+        assert_eq!(bearer(&weft, "/nocache", token).await.status, 200);
+    }
+    let hits = |f: &'static str| {
+        let weft = &weft;
+        async move {
+            weft.metric(&format!(
+                r#"weft_filter_counter_total{{filter="{f}",name="token_cache_hits"}}"#
+            ))
+            .await
+        }
+    };
+    assert!(hits("jwt").await >= 3.0, "served from the cache: {}", hits("jwt").await);
+    assert_eq!(hits("billing").await, 0.0, "refused tokens are not cached");
+    assert_eq!(hits("nocache").await, 0.0);
+
+    // Past exp: refused although the entry is in the cache.
+    let wait = (exp + 1 - now()).max(0) as u64 * 1000 + 100;
+    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    for _ in 0..2 {
+        assert_eq!(refusal(&bearer(&weft, "/a", token).await), "token expired");
+    }
+    assert_eq!(web.hits(), 8);
+}

@@ -42,7 +42,33 @@ pub struct Config {
     anonymous_paths: Vec<String>,
     #[serde(default)]
     methods: Vec<String>,
+    #[serde(default)]
+    cache: CacheConfig,
 }
+
+/// The cache of verified tokens (see `token_cache`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheConfig {
+    /// Per instance; 0 disables the cache.
+    #[serde(default = "default_cache_entries")]
+    max_entries: usize,
+    /// A cap on how long an entry is trusted, below the token's own `exp`.
+    ttl: Option<String>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: default_cache_entries(),
+            ttl: None,
+        }
+    }
+}
+
+/// Each instance holds its own cache in its linear memory (16 MiB by default); an entry is
+/// a few hundred bytes plus the forwarded claims.
+const MAX_CACHE_ENTRIES: usize = 65_536;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,6 +117,9 @@ fn default_refresh() -> String {
 fn default_min_refetch() -> String {
     "30s".to_owned()
 }
+fn default_cache_entries() -> usize {
+    1024
+}
 fn default_timeout() -> String {
     "1s".to_owned()
 }
@@ -114,6 +143,13 @@ pub struct Settings {
     pub claims_to_headers: Vec<(String, String)>,
     pub remove_token: bool,
     pub realm: String,
+    pub cache: CacheSettings,
+}
+
+pub struct CacheSettings {
+    /// 0: no cache.
+    pub max_entries: usize,
+    pub ttl: Option<Duration>,
 }
 
 impl Config {
@@ -183,6 +219,16 @@ impl Config {
             return Err("realm must not contain quotes or backslashes".to_owned());
         }
         let leeway = duration::parse("leeway", &self.leeway)?;
+        if self.cache.max_entries > MAX_CACHE_ENTRIES {
+            return Err(format!(
+                "cache.max_entries: {} is more than {MAX_CACHE_ENTRIES} (the cache is per instance, in its memory)",
+                self.cache.max_entries
+            ));
+        }
+        let ttl = self.cache.ttl.map(|t| duration::parse("cache.ttl", &t)).transpose()?;
+        if ttl == Some(Duration::ZERO) {
+            return Err("cache.ttl must be more than 0 (cache.max_entries = 0 turns the cache off)".to_owned());
+        }
         Ok(Settings {
             scope: Scope::new(self.anonymous_paths, self.methods)?,
             sources,
@@ -203,6 +249,10 @@ impl Config {
                 .collect(),
             remove_token: self.remove_token,
             realm: self.realm,
+            cache: CacheSettings {
+                max_entries: self.cache.max_entries,
+                ttl,
+            },
         })
     }
 }

@@ -143,3 +143,16 @@ fn instances_share_fetched_documents_and_the_refetch_budget() {
     assert!(two.refetch_for_unknown_kid(&env));
     assert_eq!((env.fetches.get(), kids(&two)), (2, vec!["b".to_owned()]));
 }
+
+#[test]
+fn key_ids_survive_a_refetch_and_change_with_the_key() {
+    let ids = |doc: &str| -> Vec<crate::keys::KeyId> {
+        from_jwks(doc.as_bytes(), &[]).unwrap().iter().map(|k| k.id).collect()
+    };
+    let first = ids(&doc(&["a", "b"]));
+    assert_eq!(first, ids(&doc(&["a", "b"])), "an unchanged document keeps its ids");
+    assert_ne!(first[0], first[1]);
+    // The same kid with other key material is another key.
+    let replaced = ids(r#"{"keys":[{"kty":"RSA","kid":"a","n":"AQAC","e":"AQAB"}]}"#);
+    assert_ne!(replaced[0], first[0]);
+}

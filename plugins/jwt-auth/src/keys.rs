@@ -10,6 +10,7 @@ use std::str::FromStr;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 /// A key as written in the filter's config: exactly one of `pem`, `jwk`, `secret`,
 /// `secret_base64`.
@@ -31,6 +32,19 @@ pub struct Key {
     pub kid: Option<String>,
     pub algorithms: Vec<Algorithm>,
     pub key: DecodingKey,
+    /// Which key this is, across JWKS refetches: the token cache remembers it for each
+    /// token and serves the token only while a key with this id is still in the key set.
+    pub id: KeyId,
+}
+
+/// A key's identity. Inline keys live as long as the config (a reload builds new
+/// instances); a JWKS key is the SHA-256 of its parsed JWK (`kid`, `alg` and the key
+/// material), so an unchanged key keeps its id when the document is refetched and a
+/// replaced one under the same `kid` does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyId {
+    Inline(usize),
+    Jwks([u8; 32]),
 }
 
 impl Key {
@@ -132,6 +146,7 @@ pub fn from_config(index: usize, config: &KeyConfig, allowed: &[Algorithm]) -> R
         kid: config.kid.clone(),
         algorithms,
         key,
+        id: KeyId::Inline(index),
     })
 }
 
@@ -186,10 +201,16 @@ pub fn from_jwks(body: &[u8], allowed: &[Algorithm]) -> Result<Vec<Key>, String>
         let Ok((key, algs)) = from_jwk(&jwk) else { continue };
         let algorithms = restrict(algs, allowed);
         if !algorithms.is_empty() {
+            // Serializing the parsed JWK is deterministic (struct field order), unlike the
+            // document's own bytes.
+            let Ok(canonical) = serde_json::to_vec(&jwk) else {
+                continue;
+            };
             keys.push(Key {
                 kid: jwk.common.key_id.clone(),
                 algorithms,
                 key,
+                id: KeyId::Jwks(Sha256::digest(&canonical).into()),
             });
         }
     }

@@ -5,21 +5,24 @@
 //! `docs/plugins.md` documents the config.
 //!
 //! Signatures and registered claims are checked by `jsonwebtoken` (RustCrypto backend);
-//! this crate only decides which key may check which token.
+//! this crate only decides which key may check which token. Tokens that verified are
+//! cached per instance (`token_cache`), so a reused token is not verified again.
 
 mod config;
 mod duration;
 mod jwks;
 mod keys;
+mod lru;
 mod scope;
 mod token;
+mod token_cache;
 mod verify;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests;
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -27,13 +30,18 @@ use weft_sdk::callout::Callout;
 use weft_sdk::{Decision, Filter, Reply, Request, kv, log, metrics};
 
 use config::{Config, Jwks, Settings};
+use keys::KeyId;
 use token::Source;
-use verify::{Claims, Failure};
+use token_cache::{Lookup, TokenCache};
+use verify::{Claims, Failure, Verified};
 
 struct JwtAuth {
     settings: Settings,
     /// The instance's JWKS copy; instances are single-threaded, one request at a time.
     jwks: Option<RefCell<jwks::Cache>>,
+    /// Tokens this instance verified; `None` when `cache.max_entries` is 0. The host pools
+    /// instances and keeps their memory between requests, so it outlives a request.
+    tokens: Option<RefCell<TokenCache>>,
 }
 
 /// The host side of the JWKS cache: callouts, the shared KV and the wall clock.
@@ -44,11 +52,15 @@ struct Host<'a> {
 const SHARED_KEY: &str = "jwks";
 const REFETCH_KEY: &str = "jwks-refetch";
 
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl jwks::Env for Host<'_> {
     fn now_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        now_ms()
     }
 
     fn fetch(&self) -> Result<Vec<u8>, String> {
@@ -114,23 +126,50 @@ impl JwtAuth {
     }
 
     fn check(&self, token: &str) -> Result<Claims, Failure> {
-        let policy = &self.settings.policy;
-        let (alg, kid) = verify::header(token, policy)?;
-        let Some(cell) = &self.jwks else {
-            return verify::verify(token, alg, kid.as_deref(), self.settings.keys.iter(), policy);
+        let Some(cell) = &self.tokens else {
+            return self.verify_now(token).map(|v| v.claims);
         };
+        let (claims, lookup) = cell.borrow_mut().check(
+            token,
+            now_ms(),
+            |key| self.key_is_current(key),
+            || self.verify_now(token),
+        )?;
+        if lookup == Lookup::Hit {
+            metrics::counter_add("token_cache_hits", 1);
+        }
+        Ok(claims)
+    }
+
+    /// The JWKS copy, refreshed first if due; `None` without a JWKS.
+    fn fresh_jwks(&self) -> Option<(RefMut<'_, jwks::Cache>, Host<'_>)> {
         let host = Host {
-            jwks: self
-                .settings
-                .jwks
-                .as_ref()
-                .ok_or_else(|| Failure::Invalid("no JWKS".into()))?,
+            jwks: self.settings.jwks.as_ref()?,
         };
-        let mut cache = cell.borrow_mut();
+        let mut cache = self.jwks.as_ref()?.borrow_mut();
         if let Err(e) = cache.ensure_fresh(&host) {
             // Inline keys may still verify the token.
             log::warn(&e);
         }
+        Some((cache, host))
+    }
+
+    /// Whether the key that verified a cached token is still one we would verify with.
+    fn key_is_current(&self, id: KeyId) -> bool {
+        let jwks = self.fresh_jwks();
+        self.settings
+            .keys
+            .iter()
+            .chain(jwks.iter().flat_map(|(cache, _)| cache.keys()))
+            .any(|k| k.id == id)
+    }
+
+    fn verify_now(&self, token: &str) -> Result<Verified, Failure> {
+        let policy = &self.settings.policy;
+        let (alg, kid) = verify::header(token, policy)?;
+        let Some((mut cache, host)) = self.fresh_jwks() else {
+            return verify::verify(token, alg, kid.as_deref(), self.settings.keys.iter(), policy);
+        };
         let first = verify::verify(
             token,
             alg,
@@ -191,7 +230,19 @@ impl Filter for JwtAuth {
                 allowed: settings.allowed.clone(),
             }))
         });
-        Ok(JwtAuth { settings, jwks })
+        let tokens = (settings.cache.max_entries > 0).then(|| {
+            RefCell::new(TokenCache::new(
+                settings.cache.max_entries,
+                settings.cache.ttl,
+                settings.policy.leeway_secs,
+                settings
+                    .claims_to_headers
+                    .iter()
+                    .map(|(claim, _)| claim.clone())
+                    .collect(),
+            ))
+        });
+        Ok(JwtAuth { settings, jwks, tokens })
     }
 
     fn on_request(&self, request: &mut Request<'_>) -> Decision {

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::config::{Config, Settings};
 use crate::verify::{self, Failure};
 
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
+pub(crate) const SECRET: &str = "0123456789abcdef0123456789abcdef";
 const RSA_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
 MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAk7rUcQj8YIuMs94IL56m
 WFrxpnVeRDr7Op3o55J3hrHa2Z3czjP5b6AGLn9jcQsxHe6x9xivGzeVeBo9t4cU
@@ -21,28 +21,32 @@ ZQIDAQAB
 -----END PUBLIC KEY-----
 ";
 
-fn settings(config: serde_json::Value) -> Result<Settings, String> {
+pub(crate) fn settings(config: serde_json::Value) -> Result<Settings, String> {
     let config: Config = serde_json::from_value(config).map_err(|e| e.to_string())?;
     config.check()
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default()
 }
 
-fn hs(alg: Algorithm, secret: &[u8], claims: serde_json::Value) -> String {
+pub(crate) fn hs(alg: Algorithm, secret: &[u8], claims: serde_json::Value) -> String {
     encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret)).unwrap_or_default()
 }
 
-fn check(s: &Settings, token: &str) -> Result<verify::Claims, Failure> {
+pub(crate) fn check(s: &Settings, token: &str) -> Result<verify::Claims, Failure> {
+    verify_full(s, token).map(|v| v.claims)
+}
+
+pub(crate) fn verify_full(s: &Settings, token: &str) -> Result<verify::Verified, Failure> {
     let (alg, kid) = verify::header(token, &s.policy)?;
     verify::verify(token, alg, kid.as_deref(), s.keys.iter(), &s.policy)
 }
 
-fn hmac_settings() -> Settings {
+pub(crate) fn hmac_settings() -> Settings {
     settings(json!({
         "keys": [{ "alg": "HS256", "secret": SECRET }],
         "issuer": "https://idp", "audience": ["api", "other"], "leeway": "5s",

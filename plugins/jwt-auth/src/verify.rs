@@ -10,9 +10,16 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
-use crate::keys::{Key, parse_alg};
+use crate::keys::{Key, KeyId, parse_alg};
 
 pub type Claims = Map<String, Value>;
+
+/// A token that verified: its claims and the key whose signature matched.
+#[derive(Debug)]
+pub struct Verified {
+    pub claims: Claims,
+    pub key: KeyId,
+}
 
 pub struct Policy {
     /// Algorithms a token may use (already restricted to those of some key when empty).
@@ -81,7 +88,7 @@ pub fn verify<'k>(
     kid: Option<&str>,
     keys: impl Iterator<Item = &'k Key>,
     policy: &Policy,
-) -> Result<Claims, Failure> {
+) -> Result<Verified, Failure> {
     let mut validation = Validation::new(alg);
     validation.leeway = policy.leeway_secs;
     validation.validate_nbf = true;
@@ -112,7 +119,10 @@ pub fn verify<'k>(
                         return Err(invalid(format!("missing required claim {claim:?}")));
                     }
                 }
-                return Ok(data.claims);
+                return Ok(Verified {
+                    claims: data.claims,
+                    key: key.id,
+                });
             }
             Err(e) => match e.kind() {
                 // Another key with the same kid (or none) may still verify it.

@@ -1,0 +1,153 @@
+//! Verified tokens, remembered so a client reusing its token costs a hash and a lookup
+//! instead of a signature check (Envoy's `jwt_cache_config`). Each instance keeps its own
+//! cache in guest memory, which the host's instance pool keeps between requests.
+//!
+//! What makes a hit as good as a verification:
+//! - The key is the SHA-256 of the whole compact token, so any changed byte (header,
+//!   claims or signature) is another entry and is verified. The token itself is never
+//!   stored.
+//! - Everything verification decides besides time and keys (algorithm, `iss`, `aud`,
+//!   required claims) is a function of the token and the filter's config, and a config
+//!   never changes under an instance (a reload builds new instances, with empty caches).
+//! - Time is checked on every hit exactly as the verifier does it: `exp` with `leeway`,
+//!   `nbf` with `leeway` (a clock stepping back), and the optional `ttl` cap.
+//! - The key that verified the token must still be in the current key set (inline keys,
+//!   plus the JWKS as refreshed before the lookup): a key rotated out of the JWKS takes its
+//!   tokens' entries with it.
+//!
+//! A stale entry is dropped and the token verified again, so the client gets the
+//! verifier's own answer (`token expired`, `unknown key id`...).
+//! What varies per request (anonymous paths, methods, where the token came from, claim
+//! headers) is decided by the caller around [`TokenCache::check`], hit or miss.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use crate::keys::KeyId;
+use crate::lru::Lru;
+use crate::verify::{Claims, Failure, Verified};
+
+type Digest = [u8; 32];
+
+fn digest(token: &str) -> Digest {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+struct Entry {
+    /// Only the claims the filter forwards (`claims_to_headers`).
+    claims: Claims,
+    key: KeyId,
+    exp: Option<u64>,
+    nbf: Option<u64>,
+    /// Wall-clock milliseconds from which `ttl` makes the entry stale.
+    stale_at_ms: Option<u64>,
+}
+
+/// Whether [`TokenCache::check`] answered from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    /// Verified now (and cached if it passed).
+    Verified,
+}
+
+pub struct TokenCache {
+    entries: Lru<Digest, Entry>,
+    ttl_ms: Option<u64>,
+    leeway_secs: u64,
+    /// The claims kept per entry.
+    forwarded: Vec<String>,
+}
+
+/// `exp`/`nbf` as `jsonwebtoken` reads them: an integer, or a float rounded.
+fn numeric_date(value: &Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+            .map(|f| f.round() as u64)
+    })
+}
+
+impl TokenCache {
+    pub fn new(max_entries: usize, ttl: Option<Duration>, leeway_secs: u64, forwarded: Vec<String>) -> TokenCache {
+        TokenCache {
+            entries: Lru::new(max_entries),
+            ttl_ms: ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            leeway_secs,
+            forwarded,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The token's claims: from the cache when a fresh entry exists and `key_is_current`
+    /// says the key that verified it is still there (asked only after the time checks
+    /// pass), else from `verify`, whose success is cached.
+    pub fn check(
+        &mut self,
+        token: &str,
+        now_ms: u64,
+        key_is_current: impl FnOnce(KeyId) -> bool,
+        verify: impl FnOnce() -> Result<Verified, Failure>,
+    ) -> Result<(Claims, Lookup), Failure> {
+        let digest = digest(token);
+        if let Some(claims) = self.hit(&digest, now_ms, key_is_current) {
+            return Ok((claims, Lookup::Hit));
+        }
+        let verified = verify()?;
+        self.insert(digest, &verified, now_ms);
+        Ok((verified.claims, Lookup::Verified))
+    }
+
+    fn hit(&mut self, digest: &Digest, now_ms: u64, key_is_current: impl FnOnce(KeyId) -> bool) -> Option<Claims> {
+        let leeway = self.leeway_secs;
+        let entry = self.entries.get(digest)?;
+        let now = now_ms / 1000;
+        // The verifier's own comparisons (jsonwebtoken's `validate`).
+        let fresh = entry.exp.is_none_or(|exp| exp >= now.saturating_sub(leeway))
+            && entry.nbf.is_none_or(|nbf| nbf <= now.saturating_add(leeway))
+            && entry.stale_at_ms.is_none_or(|at| now_ms < at)
+            && key_is_current(entry.key);
+        if fresh {
+            return Some(entry.claims.clone());
+        }
+        self.entries.remove(digest);
+        None
+    }
+
+    fn insert(&mut self, digest: Digest, verified: &Verified, now_ms: u64) {
+        let date = |name: &str| verified.claims.get(name).map(numeric_date);
+        let (exp, nbf) = match (date("exp"), date("nbf")) {
+            // Present but unreadable: the verifier refuses that, but never cache what we
+            // could not bound.
+            (Some(None), _) | (_, Some(None)) => return,
+            (exp, nbf) => (exp.flatten(), nbf.flatten()),
+        };
+        let claims = self
+            .forwarded
+            .iter()
+            .filter_map(|name| Some((name.clone(), verified.claims.get(name)?.clone())))
+            .collect();
+        self.entries.insert(
+            digest,
+            Entry {
+                claims,
+                key: verified.key,
+                exp,
+                nbf,
+                stale_at_ms: self.ttl_ms.map(|ttl| now_ms.saturating_add(ttl)),
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+#[path = "token_cache_tests.rs"]
+mod tests;
