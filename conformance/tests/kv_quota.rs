@@ -22,44 +22,23 @@ const PER_REQUEST: u64 = 5000;
 const FLOOD_REQUESTS: u64 = 220;
 
 fn config(up: &Upstream) -> String {
-    format!(
-        r#"
-[admin]
-address = "{{admin}}"
-
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-
-[[clusters]]
-name = "web"
-endpoints = ["{up}"]
-
-[[filters]]
-name = "noisy"
-wasm = "{cap}"
-limits = {{ kv_keys = {QUOTA}, kv_bytes = 1048576, cpu = "2s" }}
-
-[[filters]]
-name = "rl"
-wasm = "{RATE_LIMIT}"
-config = {{ limits = [{{ key = ["client_ip"], rate = {LIMIT}, per = "{WINDOW_MS}ms" }}] }}
-
-[[routes]]
-name = "noisy"
-match = {{ path_prefix = "/noisy" }}
-cluster = "web"
-filters = ["noisy"]
-
-[[routes]]
-name = "limited"
-match = {{ path_prefix = "/" }}
-cluster = "web"
-filters = ["rl"]
-"#,
-        up = up.addr,
-        cap = plugins::CAPABILITIES,
-    )
+    Config::new()
+        .cluster("web", &[up.addr])
+        .wasm_filter(
+            "noisy",
+            plugins::CAPABILITIES,
+            "",
+            &format!("limits = {{ kv_keys = {QUOTA}, kv_bytes = 1048576, cpu = \"2s\" }}"),
+        )
+        .wasm_filter(
+            "rl",
+            RATE_LIMIT,
+            &format!("limits = [{{ key = [\"client_ip\"], rate = {LIMIT}, per = \"{WINDOW_MS}ms\" }}]"),
+            "",
+        )
+        .route("noisy", "path_prefix = \"/noisy\"", "web", &["noisy"], "")
+        .route("limited", "path_prefix = \"/\"", "web", &["rl"], "")
+        .to_string()
 }
 
 fn now_ms() -> u64 {
@@ -193,39 +172,18 @@ async fn a_filter_flooding_its_kv_space_evicts_its_own_keys_and_never_loosens_an
 #[tokio::test]
 async fn when_the_rate_limiters_own_space_is_full_an_eviction_resets_one_window_and_no_more() {
     let up = Upstream::echo("web").await;
-    let weft = Weft::start(&format!(
-        r#"
-[admin]
-address = "{{admin}}"
-
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-
-[[clusters]]
-name = "web"
-endpoints = ["{up}"]
-
-[[filters]]
-name = "rl"
-wasm = "{RATE_LIMIT}"
-limits = {{ kv_keys = 4 }}
-
-[filters.config]
-response_headers = false
-limits = [
-    {{ name = "alice", key = ["header:x-alice"], rate = 3, per = "2s" }},
-    {{ name = "users", key = ["header:x-user"], rate = 3, per = "1h" }},
-]
-
-[[routes]]
-match = {{ path_prefix = "/" }}
-cluster = "web"
-filters = ["rl"]
-"#,
-        up = up.addr,
-    ))
-    .await;
+    let limits = "{ name = \"alice\", key = [\"header:x-alice\"], rate = 3, per = \"2s\" }, \
+                  { name = \"users\", key = [\"header:x-user\"], rate = 3, per = \"1h\" }";
+    let config = Config::new()
+        .cluster("web", &[up.addr])
+        .wasm_filter(
+            "rl",
+            RATE_LIMIT,
+            &format!("response_headers = false, limits = [{limits}]"),
+            "limits = { kv_keys = 4 }",
+        )
+        .route("all", "path_prefix = \"/\"", "web", &["rl"], "");
+    let weft = Weft::start(&config.to_string()).await;
     let client = http1_client();
     let hit = |header: &'static str, value: String| {
         let (client, url) = (&client, weft.url("/x"));

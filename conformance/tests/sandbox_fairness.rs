@@ -45,60 +45,28 @@ const CALLOUT: [(&str, &str); 2] = [("x-cap-callout", "slowsvc"), ("x-cap-callou
 async fn a_slow_filter_queues_and_refuses_its_own_excess_while_other_routes_answer_promptly() {
     let web = Upstream::echo("web").await;
     let svc = slow(Duration::from_millis(1000), 200).await;
-    let weft = Weft::start(&format!(
-        r#"
-[admin]
-address = "{{admin}}"
-
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-
-[[clusters]]
-name = "web"
-endpoints = ["{web}"]
-
-[[clusters]]
-name = "slowsvc"
-endpoints = ["{svc}"]
-
-# Fail-open on purpose: an overloaded filter is still never skipped.
-[[filters]]
-name = "slow"
-wasm = "{cap}"
-on_error = "open"
-limits = {{ max_concurrency = 2, max_queue = 2, queue_timeout = "5s" }}
-
-[[filters]]
-name = "impatient"
-wasm = "{cap}"
-on_error = "open"
-limits = {{ max_concurrency = 1, max_queue = 8, queue_timeout = "200ms" }}
-
-[[filters]]
-name = "fast"
-wasm = "{cap}"
-
-[[routes]]
-match = {{ path_prefix = "/slow" }}
-cluster = "web"
-filters = ["slow"]
-
-[[routes]]
-match = {{ path_prefix = "/impatient" }}
-cluster = "web"
-filters = ["impatient"]
-
-[[routes]]
-match = {{ path_prefix = "/" }}
-cluster = "web"
-filters = ["fast"]
-"#,
-        web = web.addr,
-        svc = svc.addr,
-        cap = plugins::CAPABILITIES,
-    ))
-    .await;
+    let cap = plugins::CAPABILITIES;
+    let config = Config::new()
+        .cluster("web", &[web.addr])
+        .cluster("slowsvc", &[svc.addr])
+        // Fail-open on purpose: an overloaded filter is still never skipped.
+        .wasm_filter(
+            "slow",
+            cap,
+            "",
+            "on_error = \"open\"\nlimits = { max_concurrency = 2, max_queue = 2, queue_timeout = \"5s\" }",
+        )
+        .wasm_filter(
+            "impatient",
+            cap,
+            "",
+            "on_error = \"open\"\nlimits = { max_concurrency = 1, max_queue = 8, queue_timeout = \"200ms\" }",
+        )
+        .wasm_filter("fast", cap, "", "")
+        .route("slow", "path_prefix = \"/slow\"", "web", &["slow"], "")
+        .route("impatient", "path_prefix = \"/impatient\"", "web", &["impatient"], "")
+        .route("fast", "path_prefix = \"/\"", "web", &["fast"], "");
+    let weft = Weft::start(&config.to_string()).await;
 
     // 10 at once: 2 run, 2 wait for them, 6 are refused at once.
     let started = Instant::now();
@@ -181,57 +149,21 @@ async fn with_the_instance_pool_exhausted_a_fail_open_auth_filter_is_never_skipp
     // The authorization service denies everyone, slowly: each check holds an instance.
     let authz = slow(Duration::from_millis(300), 403).await;
     let svc = slow(Duration::from_millis(1500), 200).await;
-    let weft = Weft::start(&format!(
-        r#"
-[wasm]
-max_instances = 4
-
-[admin]
-address = "{{admin}}"
-
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-
-[[clusters]]
-name = "web"
-endpoints = ["{web}"]
-
-[[clusters]]
-name = "authz"
-endpoints = ["{authz}"]
-
-[[clusters]]
-name = "slowsvc"
-endpoints = ["{svc}"]
-
-[[filters]]
-name = "authz"
-wasm = "{ext_authz}"
-on_error = "open"
-config = {{ cluster = "authz", timeout = "5s" }}
-
-[[filters]]
-name = "hog"
-wasm = "{cap}"
-
-[[routes]]
-match = {{ path_prefix = "/hog" }}
-cluster = "web"
-filters = ["hog"]
-
-[[routes]]
-match = {{ path_prefix = "/api" }}
-cluster = "web"
-filters = ["authz"]
-"#,
-        web = web.addr,
-        authz = authz.addr,
-        svc = svc.addr,
-        ext_authz = plugins::EXT_AUTHZ,
-        cap = plugins::CAPABILITIES,
-    ))
-    .await;
+    let config = Config::new()
+        .top("[wasm]\nmax_instances = 4")
+        .cluster("web", &[web.addr])
+        .cluster("authz", &[authz.addr])
+        .cluster("slowsvc", &[svc.addr])
+        .wasm_filter(
+            "authz",
+            plugins::EXT_AUTHZ,
+            "cluster = \"authz\", timeout = \"5s\"",
+            "on_error = \"open\"",
+        )
+        .wasm_filter("hog", plugins::CAPABILITIES, "", "")
+        .route("hog", "path_prefix = \"/hog\"", "web", &["hog"], "")
+        .route("api", "path_prefix = \"/api\"", "web", &["authz"], "");
+    let weft = Weft::start(&config.to_string()).await;
 
     // The hog takes what is left of the engine's 4 instances (one is the auth filter's).
     let hogging = join_all((0..6).map(|_| get_with(&weft, "/hog", &CALLOUT)));
