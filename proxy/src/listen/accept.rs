@@ -78,11 +78,6 @@ impl Gate {
         })
     }
 
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
     fn admit(self: &Arc<Self>, client: IpAddr) -> Result<Pass, &'static str> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
