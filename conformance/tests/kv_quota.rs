@@ -51,13 +51,6 @@ async fn next_window() {
     tokio::time::sleep(Duration::from_millis(wait)).await;
 }
 
-async fn metric(weft: &Weft, series: &str) -> f64 {
-    let (_, text) = weft.admin("GET", "/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// One flood request: `PER_REQUEST` fresh keys (the batch number keeps them distinct).
 async fn flood(weft: &Weft, batch: u64) -> serde_json::Value {
     let req = Request::get(weft.url("/noisy"))
@@ -116,7 +109,7 @@ async fn a_filter_flooding_its_kv_space_evicts_its_own_keys_and_never_loosens_an
     };
     let checking = async {
         // Let the flood fill the space first.
-        while metric(&weft, "weft_kv_evictions_total{filter=\"noisy\"}").await == 0.0 {
+        while weft.metric("weft_kv_evictions_total{filter=\"noisy\"}").await == 0.0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         one_window(&weft, "during").await;
@@ -128,14 +121,15 @@ async fn a_filter_flooding_its_kv_space_evicts_its_own_keys_and_never_loosens_an
 
     one_window(&weft, "after").await;
 
-    let evicted = metric(&weft, "weft_kv_evictions_total{filter=\"noisy\"}").await as u64;
+    let evicted = weft.metric("weft_kv_evictions_total{filter=\"noisy\"}").await as u64;
     assert!(
         evicted >= batches * PER_REQUEST - QUOTA,
         "the flood evicted its own keys: {evicted}"
     );
-    assert_eq!(metric(&weft, "weft_kv_evictions_total{filter=\"rl\"}").await, 0.0);
+    assert_eq!(weft.metric("weft_kv_evictions_total{filter=\"rl\"}").await, 0.0);
     assert_eq!(
-        metric(&weft, "weft_filter_counter_total{filter=\"rl\",name=\"store_errors\"}").await,
+        weft.metric("weft_filter_counter_total{filter=\"rl\",name=\"store_errors\"}")
+            .await,
         0.0,
         "the rate limiter's store never failed (with on_store_error = allow it would fail open)"
     );
@@ -212,7 +206,7 @@ async fn when_the_rate_limiters_own_space_is_full_an_eviction_resets_one_window_
     for i in 0..4 {
         assert_eq!(hit("x-user", format!("user{i}")).await, 200);
     }
-    assert_eq!(metric(&weft, "weft_kv_evictions_total{filter=\"rl\"}").await, 1.0);
+    assert_eq!(weft.metric("weft_kv_evictions_total{filter=\"rl\"}").await, 1.0);
     // Her window restarts: one more quota, and the limit holds again after it.
     let mut again = Vec::new();
     for _ in 0..5 {
@@ -220,7 +214,8 @@ async fn when_the_rate_limiters_own_space_is_full_an_eviction_resets_one_window_
     }
     assert_eq!(again, [200, 200, 200, 429, 429]);
     assert_eq!(
-        metric(&weft, "weft_filter_counter_total{filter=\"rl\",name=\"store_errors\"}").await,
+        weft.metric("weft_filter_counter_total{filter=\"rl\",name=\"store_errors\"}")
+            .await,
         0.0
     );
 }

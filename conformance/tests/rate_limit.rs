@@ -83,13 +83,6 @@ async fn next_window(per_ms: u64) {
     tokio::time::sleep(Duration::from_millis(wait)).await;
 }
 
-async fn metric(weft: &Weft, series: &str) -> f64 {
-    let (_, text) = weft.admin("GET", "/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Asserts both header families agree and returns (limit, remaining, reset).
 fn rate_headers(reply: &Reply) -> (u64, u64, u64) {
     let get = |n: &str| num(reply, n).unwrap_or_else(|| panic!("no {n} on {}: {:?}", reply.status, reply.headers));
@@ -139,7 +132,8 @@ async fn fixed_window_allows_exactly_the_limit_then_429_until_the_window_ends() 
     assert_eq!(again.status, 200);
     assert_eq!(rate_headers(&again).1, 4, "a fresh window (denials took nothing)");
     assert_eq!(
-        metric(&weft, r#"weft_filter_counter_total{filter="rl",name="limited"}"#).await,
+        weft.metric(r#"weft_filter_counter_total{filter="rl",name="limited"}"#)
+            .await,
         2.0
     );
 }

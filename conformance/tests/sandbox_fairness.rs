@@ -32,13 +32,6 @@ async fn get_with(weft: &Weft, path: &str, headers: &[(&str, &str)]) -> Reply {
     send(&http1_client(), builder.body(Full::new(Bytes::new())).expect("request")).await
 }
 
-async fn metric(weft: &Weft, series: &str) -> f64 {
-    let (_, text) = weft.admin("GET", "/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 const CALLOUT: [(&str, &str); 2] = [("x-cap-callout", "slowsvc"), ("x-cap-callout-timeout-ms", "10000")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,11 +112,8 @@ async fn a_slow_filter_queues_and_refuses_its_own_excess_while_other_routes_answ
         "only /fast reached the upstream: no refused request skipped its filter"
     );
     assert_eq!(
-        metric(
-            &weft,
-            r#"weft_filter_rejected_total{filter="slow",reason="queue_full"}"#
-        )
-        .await,
+        weft.metric(r#"weft_filter_rejected_total{filter="slow",reason="queue_full"}"#)
+            .await,
         6.0
     );
 
@@ -133,11 +123,8 @@ async fn a_slow_filter_queues_and_refuses_its_own_excess_while_other_routes_answ
     statuses.sort_unstable();
     assert_eq!(statuses, [200, 503, 503]);
     assert_eq!(
-        metric(
-            &weft,
-            r#"weft_filter_rejected_total{filter="impatient",reason="queue_timeout"}"#
-        )
-        .await,
+        weft.metric(r#"weft_filter_rejected_total{filter="impatient",reason="queue_timeout"}"#)
+            .await,
         2.0
     );
     assert_eq!(web.hits(), 10);
@@ -185,7 +172,11 @@ async fn with_the_instance_pool_exhausted_a_fail_open_auth_filter_is_never_skipp
         "the pool ran dry for some: {statuses:?}"
     );
     assert_eq!(web.hits(), 0, "no request reached the upstream unauthenticated");
-    assert!(metric(&weft, r#"weft_filter_errors_total{filter="authz",kind="host"}"#).await >= 1.0);
+    assert!(
+        weft.metric(r#"weft_filter_errors_total{filter="authz",kind="host"}"#)
+            .await
+            >= 1.0
+    );
 
     // With the hog gone, the auth filter answers for itself again.
     let reply = get_with(&weft, "/api/data", &[]).await;

@@ -159,11 +159,11 @@ filters = ["rl-closed"]
     eprintln!("two requests with Redis down: {both:?}");
     assert!(both < Duration::from_secs(2), "store errors fail fast ({both:?})");
 
-    let kv_errors = metric(&weft, r#"weft_kv_errors_total{backend="redis"}"#).await;
+    let kv_errors = weft.metric(r#"weft_kv_errors_total{backend="redis"}"#).await;
     assert!(kv_errors >= 2.0, "host counts store errors: {kv_errors}");
     let series = |f: &str| format!(r#"weft_filter_counter_total{{filter="{f}",name="store_errors"}}"#);
-    assert_eq!(metric(&weft, &series("rl-open")).await, 1.0);
-    assert_eq!(metric(&weft, &series("rl-closed")).await, 1.0);
+    assert_eq!(weft.metric(&series("rl-open")).await, 1.0);
+    assert_eq!(weft.metric(&series("rl-closed")).await, 1.0);
     assert!(
         weft.log().contains("kv backend failed"),
         "the host logs it:\n{}",
