@@ -9,30 +9,13 @@ use weft_conformance::*;
 const TOKEN: &str = "c0ffee-0123456789abcdef-token";
 
 fn config(up: &Upstream, admin_extra: &str) -> String {
-    format!(
-        r#"
-# Reloads only when a test asks: the file watcher would add its own.
-[runtime]
-watch = false
-
-[admin]
-address = "{{admin}}"
-{admin_extra}
-
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-
-[[clusters]]
-name = "web"
-endpoints = ["{up}"]
-
-[[routes]]
-match = {{ path_prefix = "/" }}
-cluster = "web"
-"#,
-        up = up.addr
-    )
+    Config::new()
+        // Reloads only when a test asks: the file watcher would add its own.
+        .top("[runtime]\nwatch = false")
+        .admin(admin_extra)
+        .cluster("web", &[up.addr])
+        .route("all", "path_prefix = \"/\"", "web", &[], "")
+        .to_string()
 }
 
 /// Runs `weft check` on `config` written beside the files `extra` names; returns whether
