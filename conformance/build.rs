@@ -47,6 +47,7 @@ fn main() {
 
     let out = root.join("target/wasm/wasm32-wasip2/release");
     // Test plugins are `plugin-<dir>` crates; first-party plugins keep their crate name.
+    // Library crates (plugins/auth-common) build no component: only a `cdylib` has a .wasm.
     let mut crates: Vec<(String, PathBuf)> = Vec::new();
     for (folder, prefix) in [("conformance/plugins", "plugin_"), ("plugins", "")] {
         let Ok(entries) = std::fs::read_dir(root.join(folder)) else {
@@ -54,7 +55,7 @@ fn main() {
         };
         for entry in entries {
             let dir = entry.expect("readable plugins dir").path();
-            if dir.join("Cargo.toml").exists() {
+            if builds_component(&dir.join("Cargo.toml")) {
                 let name = dir
                     .file_name()
                     .and_then(|n| n.to_str())
@@ -75,6 +76,13 @@ fn main() {
         let var = format!("WEFT_PLUGIN_{}", name.replace('-', "_").to_uppercase());
         println!("cargo:rustc-env={var}={}", artifact.display());
     }
+}
+
+/// Whether the crate of this manifest is a component (`crate-type` lists `cdylib`). A
+/// text search, not a TOML parse: the build script has no dependencies, and the manifests
+/// are ours.
+fn builds_component(manifest: &Path) -> bool {
+    std::fs::read_to_string(manifest).is_ok_and(|text| text.contains("\"cdylib\""))
 }
 
 fn exists(path: &Path) -> bool {
