@@ -4,21 +4,13 @@
 //! config nor a timing side channel gives a key away. The matching key's `id` goes
 //! upstream in `identity_header`. `docs/plugins.md` documents the config.
 
-// The request scope and token sources are the same rules as jwt-auth's; one source of
-// truth, compiled into each plugin (a plugins/ crate must build to a component, so a
-// shared library crate cannot live there).
-#[path = "../../jwt-auth/src/scope.rs"]
-mod scope;
-#[path = "../../jwt-auth/src/token.rs"]
-mod token;
-
+use auth_common::header;
+use auth_common::scope::Scope;
+use auth_common::token::{Source, Strip};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use weft_sdk::{Decision, Filter, Reply, Request, metrics};
-
-use scope::Scope;
-use token::Source;
+use weft_sdk::{Decision, Filter, Reply, Request, log, metrics};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,13 +73,6 @@ fn parse_digest(id: &str, hex: &str) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
-fn valid_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 impl ApiKey {
     /// The id of the key whose digest matches. Every digest is compared, whatever
     /// matched, so the time taken does not depend on which key (or how much of it) fits.
@@ -135,24 +120,16 @@ impl Filter for ApiKey {
         let sources = config
             .sources
             .iter()
-            .map(|s| Source::parse(s).map_err(|e| e.replace("token_sources", "sources")))
+            .map(|s| Source::parse("sources", s))
             .collect::<Result<Vec<_>, _>>()?;
         if sources.is_empty() {
             return Err("sources must not be empty".to_owned());
         }
-        if !valid_header_name(&config.identity_header) {
-            return Err(format!(
-                "identity_header: {:?} is not a header name",
-                config.identity_header
-            ));
-        }
-        if config.realm.contains(['"', '\\']) {
-            return Err("realm must not contain quotes or backslashes".to_owned());
-        }
+        header::quotable("realm", &config.realm)?;
         Ok(ApiKey {
             keys,
             sources,
-            identity_header: config.identity_header.to_ascii_lowercase(),
+            identity_header: header::name("identity_header", &config.identity_header)?,
             remove_key: config.remove_key,
             challenge: format!("ApiKey realm=\"{}\"", config.realm),
             scope: Scope::new(config.anonymous_paths, config.methods)?,
@@ -177,28 +154,29 @@ impl Filter for ApiKey {
             return self.unauthorized();
         };
         if self.remove_key {
-            match source {
-                Source::Query(name) => {
-                    let _ = request.set_path(&token::path_without_param(&path, name));
-                }
-                Source::Cookie(name) => match request.header("cookie").and_then(|c| token::cookie_without(&c, name)) {
-                    Some(rest) => {
-                        let _ = request.set_header("cookie", &rest);
-                    }
-                    None => request.remove_header("cookie"),
-                },
-                other => {
-                    if let Some(name) = other.header_name() {
-                        request.remove_header(name);
-                    }
-                }
-            }
+            remove_key(request, source, &path);
         }
         if request.set_header(&self.identity_header, id).is_err() {
             return Reply::new(500).body("internal error\n").into();
         }
         metrics::counter_add("allowed", 1);
         Decision::Continue
+    }
+}
+
+/// Takes the key out of the request before it goes upstream.
+fn remove_key(request: &mut Request<'_>, source: &Source, path: &str) {
+    let header = source.header_name().and_then(|h| request.header(h));
+    let result = match source.strip(header.as_deref(), path) {
+        Strip::RemoveHeader(name) => {
+            request.remove_header(name);
+            Ok(())
+        }
+        Strip::SetHeader(name, value) => request.set_header(name, &value),
+        Strip::SetPath(path) => request.set_path(&path),
+    };
+    if let Err(e) = result {
+        log::warn(&format!("cannot strip the key from the request: {e}"));
     }
 }
 

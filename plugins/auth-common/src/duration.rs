@@ -1,25 +1,12 @@
-//! Durations in the config syntax of the docs: `"250ms"`, `"15s"`, `"2m"`, `"1h"`.
+//! Durations in a plugin's config, in the proxy's syntax (`humantime`): `"250ms"`, `"15s"`,
+//! `"2m"`, `"1h 30m"`. The error reads like the proxy's own, with the field in front.
 
 use std::time::Duration;
 
+/// `text` as a duration; the error names `field`.
 pub fn parse(field: &str, text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{field}: {text:?} is not a duration like \"250ms\", \"30s\", \"5m\""))?;
-    let secs = |mult: u64| {
-        n.checked_mul(mult)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{field}: {text:?} is too long"))
-    };
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        _ => Err(format!("{field}: {text:?} needs a unit: ms, s, m or h")),
-    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{field}: invalid duration {text:?} ({e}); write e.g. \"250ms\" or \"15s\""))
 }
 
 #[cfg(test)]
@@ -33,9 +20,19 @@ mod tests {
         assert_eq!(parse("f", "30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse("f", "5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse("f", "1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse("f", "5").is_err());
-        assert!(parse("f", "s").is_err());
-        assert!(parse("f", "5d").is_err());
-        assert!(parse("leeway", "x").unwrap_err().contains("leeway"));
+        assert_eq!(parse("f", "1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("f", "0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_show_the_syntax() {
+        for bad in ["5", "s", "5x", "", "-1s", "99999999999999999999h"] {
+            let err = parse("jwks.timeout", bad).unwrap_err();
+            assert!(
+                err.starts_with(&format!("jwks.timeout: invalid duration {bad:?} (")),
+                "{err}"
+            );
+            assert!(err.ends_with("write e.g. \"250ms\" or \"15s\""), "{err}");
+        }
     }
 }

@@ -9,12 +9,14 @@
 //! is never anonymous: the upstream may normalise it into a protected path, so it must
 //! present credentials.
 
+/// The checked `anonymous_paths` and `methods` of a config.
 pub struct Scope {
     anonymous: Vec<String>,
     methods: Vec<String>,
 }
 
 impl Scope {
+    /// Checks the config's lists: prefixes start with `/`, methods are HTTP method names.
     pub fn new(anonymous: Vec<String>, methods: Vec<String>) -> Result<Scope, String> {
         for prefix in &anonymous {
             if !prefix.starts_with('/') {

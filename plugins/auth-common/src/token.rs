@@ -1,7 +1,9 @@
 //! Where a token is looked for, in the configured order: `"bearer"` (the `Authorization:
-//! Bearer` header), `"header:<name>"`, `"cookie:<name>"`, `"query:<name>"`. Pure string
-//! work on what the request gives, so it is tested natively.
+//! Bearer` header), `"header:<name>"`, `"cookie:<name>"`, `"query:<name>"`, and how it is
+//! taken out of the request before it goes upstream. Pure string work on what the request
+//! gives; the plugin reads and edits the request.
 
+/// One place a token may be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Bearer,
@@ -11,9 +13,10 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn parse(spec: &str) -> Result<Source, String> {
+    /// One entry of the config's list of sources; the error names `field`.
+    pub fn parse(field: &str, spec: &str) -> Result<Source, String> {
         let invalid =
-            || format!("token_sources: {spec:?} is not \"bearer\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\"");
+            || format!("{field}: {spec:?} is not \"bearer\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\"");
         if spec == "bearer" {
             return Ok(Source::Bearer);
         }
@@ -54,9 +57,33 @@ impl Source {
         };
         (!token.is_empty()).then_some(token)
     }
+
+    /// The edit that takes this source's token out of the request, given the same header
+    /// value and path as [`Source::find`].
+    pub fn strip(&self, header: Option<&str>, path_and_query: &str) -> Strip<'_> {
+        match self {
+            Source::Bearer => Strip::RemoveHeader("authorization"),
+            Source::Header(name) => Strip::RemoveHeader(name),
+            Source::Cookie(name) => match header.and_then(|h| cookie_without(h, name)) {
+                Some(rest) => Strip::SetHeader("cookie", rest),
+                None => Strip::RemoveHeader("cookie"),
+            },
+            Source::Query(name) => Strip::SetPath(path_without_param(path_and_query, name)),
+        }
+    }
 }
 
-pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+/// How to take a token out of a request (see [`Source::strip`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strip<'a> {
+    RemoveHeader(&'a str),
+    /// The header with the other values kept (the other cookies).
+    SetHeader(&'a str, String),
+    /// The path and query without the token's parameter.
+    SetPath(String),
+}
+
+fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').find_map(|pair| {
         let (k, v) = pair.trim().split_once('=')?;
         (k.trim() == name).then(|| v.trim().trim_matches('"'))
@@ -64,7 +91,7 @@ pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// The cookie header without cookie `name`; `None` when nothing is left.
-pub fn cookie_without(header: &str, name: &str) -> Option<String> {
+fn cookie_without(header: &str, name: &str) -> Option<String> {
     let kept: Vec<&str> = header
         .split(';')
         .map(str::trim)
@@ -82,7 +109,7 @@ fn query_param(path_and_query: &str, name: &str) -> Option<String> {
 }
 
 /// The path and query without parameter `name`.
-pub fn path_without_param(path_and_query: &str, name: &str) -> String {
+fn path_without_param(path_and_query: &str, name: &str) -> String {
     let Some((path, query)) = path_and_query.split_once('?') else {
         return path_and_query.to_owned();
     };
@@ -132,15 +159,24 @@ mod tests {
 
     #[test]
     fn specs_parse() {
-        assert_eq!(Source::parse("bearer"), Ok(Source::Bearer));
-        assert_eq!(Source::parse("header:X-Token"), Ok(Source::Header("x-token".into())));
-        assert_eq!(Source::parse("cookie:session"), Ok(Source::Cookie("session".into())));
+        assert_eq!(Source::parse("token_sources", "bearer"), Ok(Source::Bearer));
         assert_eq!(
-            Source::parse("query:access_token"),
+            Source::parse("token_sources", "header:X-Token"),
+            Ok(Source::Header("x-token".into()))
+        );
+        assert_eq!(
+            Source::parse("token_sources", "cookie:session"),
+            Ok(Source::Cookie("session".into()))
+        );
+        assert_eq!(
+            Source::parse("token_sources", "query:access_token"),
             Ok(Source::Query("access_token".into()))
         );
         for bad in ["Bearer", "header:", "form:x", "cookie", "query:a b"] {
-            assert!(Source::parse(bad).is_err(), "{bad}");
+            assert!(
+                Source::parse("sources", bad).unwrap_err().starts_with("sources: "),
+                "{bad}"
+            );
         }
     }
 
@@ -171,5 +207,25 @@ mod tests {
             "/x?a=1&b=2"
         );
         assert_eq!(path_without_param("/x?access_token=t", "access_token"), "/x");
+    }
+
+    #[test]
+    fn strips_take_out_only_the_token() {
+        let header = Strip::RemoveHeader;
+        assert_eq!(Source::Bearer.strip(Some("Bearer t"), "/"), header("authorization"));
+        assert_eq!(
+            Source::Header("x-token".into()).strip(Some("t"), "/"),
+            header("x-token")
+        );
+        let c = Source::Cookie("jwt".into());
+        assert_eq!(
+            c.strip(Some("a=1; jwt=t"), "/"),
+            Strip::SetHeader("cookie", "a=1".into())
+        );
+        assert_eq!(c.strip(Some("jwt=t"), "/"), header("cookie"));
+        assert_eq!(
+            Source::Query("k".into()).strip(None, "/x?k=t&b=2"),
+            Strip::SetPath("/x?b=2".into())
+        );
     }
 }

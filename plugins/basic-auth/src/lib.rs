@@ -8,23 +8,17 @@
 //! remembered for `cache_ttl` (by SHA-256 of user and password, in the instance), so a
 //! client sending the same credentials pays bcrypt once per instance, not per request.
 
-#[path = "../../jwt-auth/src/duration.rs"]
-mod duration;
-// Same request-scope rules as the other auth plugins (see jwt-auth's scope.rs).
-#[path = "../../jwt-auth/src/scope.rs"]
-mod scope;
-
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use auth_common::scope::Scope;
+use auth_common::{duration, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use weft_sdk::{Decision, Filter, Reply, Request, metrics};
-
-use scope::Scope;
 
 /// Successful credentials remembered per instance at most; beyond, the oldest go.
 const CACHE_CAP: usize = 1024;
@@ -164,21 +158,11 @@ impl Filter for BasicAuth {
             .first()
             .map(|u| u.bcrypt.clone())
             .ok_or_else(|| "users must not be empty".to_owned())?;
-        if config.realm.contains(['"', '\\']) {
-            return Err("realm must not contain quotes or backslashes".to_owned());
-        }
-        let identity = &config.identity_header;
-        if identity.is_empty()
-            || !identity
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(format!("identity_header: {identity:?} is not a header name"));
-        }
+        header::quotable("realm", &config.realm)?;
         Ok(BasicAuth {
             users,
             decoy,
-            identity_header: config.identity_header.to_ascii_lowercase(),
+            identity_header: header::name("identity_header", &config.identity_header)?,
             realm: config.realm,
             remove_credentials: config.remove_credentials,
             cache_ttl: duration::parse("cache_ttl", &config.cache_ttl)?,

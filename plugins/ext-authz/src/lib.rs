@@ -8,19 +8,13 @@
 //! - no answer (timeout, connection error) denies with `failure_status` (403), or allows
 //!   when `failure_mode_allow = true`.
 
-#[path = "../../jwt-auth/src/duration.rs"]
-mod duration;
-// Same request-scope rules as the other auth plugins (see jwt-auth's scope.rs).
-#[path = "../../jwt-auth/src/scope.rs"]
-mod scope;
-
 use std::time::Duration;
 
+use auth_common::scope::Scope;
+use auth_common::{duration, header};
 use serde::Deserialize;
 use weft_sdk::callout::{Callout, CalloutResponse};
 use weft_sdk::{Decision, Filter, Reply, Request, log, metadata, metrics};
-
-use scope::Scope;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,16 +75,7 @@ struct ExtAuthz {
 }
 
 fn header_names(field: &str, names: Vec<String>) -> Result<Vec<String>, String> {
-    names
-        .into_iter()
-        .map(|n| {
-            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                Err(format!("{field}: {n:?} is not a header name"))
-            } else {
-                Ok(n.to_ascii_lowercase())
-            }
-        })
-        .collect()
+    names.iter().map(|n| header::name(field, n)).collect()
 }
 
 impl ExtAuthz {

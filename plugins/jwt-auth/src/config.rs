@@ -4,13 +4,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use auth_common::scope::Scope;
+use auth_common::token::Source;
+use auth_common::{duration, header};
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-use crate::duration;
 use crate::keys::{self, Key, KeyConfig, parse_alg};
-use crate::scope::Scope;
-use crate::token::Source;
 use crate::verify::Policy;
 
 #[derive(Deserialize)]
@@ -201,23 +201,17 @@ impl Config {
         let sources = self
             .token_sources
             .iter()
-            .map(|s| Source::parse(s))
+            .map(|s| Source::parse("token_sources", s))
             .collect::<Result<Vec<_>, _>>()?;
         if sources.is_empty() {
             return Err("token_sources must not be empty".to_owned());
         }
-        for header in self.claims_to_headers.values() {
-            if header.is_empty()
-                || !header
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(format!("claims_to_headers: {header:?} is not a header name"));
-            }
-        }
-        if self.realm.contains('"') || self.realm.contains('\\') {
-            return Err("realm must not contain quotes or backslashes".to_owned());
-        }
+        let claims_to_headers = self
+            .claims_to_headers
+            .into_iter()
+            .map(|(claim, name)| Ok((claim, header::name("claims_to_headers", &name)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        header::quotable("realm", &self.realm)?;
         let leeway = duration::parse("leeway", &self.leeway)?;
         if self.cache.max_entries > MAX_CACHE_ENTRIES {
             return Err(format!(
@@ -242,11 +236,7 @@ impl Config {
                 required: self.required_claims,
                 leeway_secs: leeway.as_secs(),
             },
-            claims_to_headers: self
-                .claims_to_headers
-                .into_iter()
-                .map(|(claim, header)| (claim, header.to_ascii_lowercase()))
-                .collect(),
+            claims_to_headers,
             remove_token: self.remove_token,
             realm: self.realm,
             cache: CacheSettings {

@@ -9,12 +9,9 @@
 //! cached per instance (`token_cache`), so a reused token is not verified again.
 
 mod config;
-mod duration;
 mod jwks;
 mod keys;
 mod lru;
-mod scope;
-mod token;
 mod token_cache;
 mod verify;
 
@@ -25,13 +22,13 @@ mod tests;
 use std::cell::{RefCell, RefMut};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use auth_common::token::{Source, Strip};
 use serde_json::Value;
 use weft_sdk::callout::Callout;
 use weft_sdk::{Decision, Filter, Reply, Request, kv, log, metrics};
 
 use config::{Config, Jwks, Settings};
 use keys::KeyId;
-use token::Source;
 use token_cache::{Lookup, TokenCache};
 use verify::{Claims, Failure, Verified};
 
@@ -188,26 +185,21 @@ impl JwtAuth {
             other => other,
         }
     }
+}
 
-    fn remove_token(&self, request: &mut Request<'_>, source: &Source, path: &str) {
-        match source {
-            Source::Bearer | Source::Header(_) => {
-                if let Some(name) = source.header_name() {
-                    request.remove_header(name);
-                }
-            }
-            Source::Cookie(name) => match request.header("cookie").and_then(|c| token::cookie_without(&c, name)) {
-                Some(rest) => {
-                    let _ = request.set_header("cookie", &rest);
-                }
-                None => request.remove_header("cookie"),
-            },
-            Source::Query(name) => {
-                if let Err(e) = request.set_path(&token::path_without_param(path, name)) {
-                    log::warn(&format!("cannot strip the token from the query: {e}"));
-                }
-            }
+/// Takes the token out of the request before it goes upstream.
+fn remove_token(request: &mut Request<'_>, source: &Source, path: &str) {
+    let header = source.header_name().and_then(|h| request.header(h));
+    let result = match source.strip(header.as_deref(), path) {
+        Strip::RemoveHeader(name) => {
+            request.remove_header(name);
+            Ok(())
         }
+        Strip::SetHeader(name, value) => request.set_header(name, &value),
+        Strip::SetPath(path) => request.set_path(&path),
+    };
+    if let Err(e) = result {
+        log::warn(&format!("cannot strip the token from the request: {e}"));
     }
 }
 
@@ -272,7 +264,7 @@ impl Filter for JwtAuth {
         if self.settings.remove_token
             && let Some(source) = self.settings.sources.get(source)
         {
-            self.remove_token(request, source, &path);
+            remove_token(request, source, &path);
         }
         metrics::counter_add("allowed", 1);
         Decision::Continue
