@@ -11,8 +11,10 @@ pub const ALLOC_FOREVER: &str = env!("WEFT_PLUGIN_ALLOC_FOREVER");
 pub const TRAP: &str = env!("WEFT_PLUGIN_TRAP");
 /// Panics on `/panic`.
 pub const PANIC: &str = env!("WEFT_PLUGIN_PANIC");
-/// Targets `weft:filter@0.2.0`: must be refused with both versions named.
+/// Targets the next minor version of `weft:filter`: must be refused with both versions named.
 pub const WRONG_VERSION: &str = env!("WEFT_PLUGIN_WRONG_VERSION");
+/// A filter built for `weft:filter@0.1.0`: refused, with how to rebuild.
+pub const BUILT_FOR_0_1: &str = env!("WEFT_PLUGIN_BUILT_FOR_0_1");
 /// Exercises every host interface, driven by `x-cap-*` request headers (see its docs).
 pub const CAPABILITIES: &str = env!("WEFT_PLUGIN_CAPABILITIES");
 /// The example filter a newcomer copies.

@@ -180,14 +180,14 @@ async fn capabilities_work_through_the_proxy() {
     );
 }
 
-#[test]
-fn a_plugin_for_another_wit_version_is_refused_at_start() {
+/// `weft check` on a config whose only filter is `plugin`: its combined output.
+fn check_with(plugin: &str) -> (bool, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("weft.toml");
     let text = format!(
         "[[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:0\"\n[[clusters]]\nname = \"web\"\nendpoints = [\"127.0.0.1:9\"]\n\
-         {}[[routes]]\ncluster = \"web\"\nfilters = [\"future\"]\n",
-        filter("future", plugins::WRONG_VERSION, "")
+         {}[[routes]]\ncluster = \"web\"\nfilters = [\"other\"]\n",
+        filter("other", plugin, "")
     );
     std::fs::write(&path, text).expect("write");
     let out = Command::new(weft_bin())
@@ -195,10 +195,78 @@ fn a_plugin_for_another_wit_version_is_refused_at_start() {
         .arg(&path)
         .output()
         .expect("run weft check");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success());
+    let output = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), output)
+}
+
+#[test]
+fn a_plugin_for_a_newer_wit_version_is_refused_at_start() {
+    let ours = weft::wasm::WIT_VERSION;
+    let (major, rest) = ours.split_once('.').expect("x.y.z");
+    let minor: u64 = rest.split('.').next().and_then(|m| m.parse().ok()).expect("minor");
+    let next = format!("weft:filter@{major}.{}.0", minor + 1);
+    let (ok, out) = check_with(plugins::WRONG_VERSION);
+    assert!(!ok);
     assert!(
-        stderr.contains("weft:filter@0.2.0") && stderr.contains("weft:filter@0.1.0"),
-        "{stderr}"
+        out.contains(&next) && out.contains(&format!("weft:filter@{ours}")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_plugin_built_for_0_1_is_refused_with_how_to_rebuild() {
+    let (ok, out) = check_with(plugins::BUILT_FOR_0_1);
+    assert!(!ok);
+    assert!(
+        out.contains("targets weft:filter@0.1.0")
+            && out.contains(&format!("supports weft:filter@{}", weft::wasm::WIT_VERSION))
+            && out.contains("cargo build --release --target wasm32-wasip2")
+            && out.contains("docs/filters.md"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn context_crosses_phases_and_filters_and_undeclared_phases_are_skipped() {
+    let up = Upstream::echo("web").await;
+    let config = Config::new()
+        .cluster("web", &[up.addr])
+        .wasm_filter("auth", plugins::CAPABILITIES, "", "")
+        .wasm_filter("reader", plugins::CAPABILITIES, r#"phases = "request""#, "")
+        .route("ctx", r#"path_prefix = "/ctx""#, "web", &["auth", "reader"], "")
+        .route("req-only", r#"path_prefix = "/""#, "web", &["reader"], "");
+    let weft = Weft::start(&config.to_string()).await;
+
+    let reply = request(
+        &weft,
+        "GET",
+        "/ctx",
+        &[("x-cap-ctx-set", "user=alice"), ("x-cap-ctx-from", "auth/user")],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        seen_header(&reply.json(), "x-ctx-from"),
+        Some("alice"),
+        "the second filter read the first one's value"
+    );
+    assert_eq!(
+        reply.header("x-ctx-own"),
+        Some("alice"),
+        "the first filter's response phase read what its request phase left"
+    );
+
+    let reply = request(&weft, "GET", "/plain", &[("x-cap-ctx-set", "user=bob")], "").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        seen_header(&reply.json(), "x-ctx-set"),
+        Some("ok"),
+        "the request phase ran"
+    );
+    assert_eq!(
+        reply.header("x-cap-response"),
+        None,
+        "a filter that declared only the request phase is never called for the response"
     );
 }

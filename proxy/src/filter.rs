@@ -5,7 +5,6 @@
 //! reverse order. Each phase returns a [`Decision`]; an `Err` fails the request unless the
 //! chain entry is configured to fail open.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,8 +15,11 @@ use http::{Response, request, response};
 
 use crate::body::Body;
 
+pub mod context;
 pub mod headers;
 pub mod identity;
+
+pub use context::Context;
 
 /// What a filter decided in a phase.
 #[non_exhaustive]
@@ -55,8 +57,8 @@ pub struct RequestCtx {
     /// Identity of a verified TLS client certificate, when there is one.
     pub peer_identity: Option<Arc<str>>,
     /// Values a filter keeps between its request and response phases (or hands to a later
-    /// filter). An empty map allocates nothing.
-    vars: HashMap<String, String>,
+    /// filter). Empty, it allocates nothing.
+    pub context: Context,
 }
 
 impl RequestCtx {
@@ -67,16 +69,8 @@ impl RequestCtx {
             route,
             scheme,
             peer_identity: None,
-            vars: HashMap::new(),
+            context: Context::default(),
         }
-    }
-
-    pub fn var(&self, key: &str) -> Option<&str> {
-        self.vars.get(key).map(String::as_str)
-    }
-
-    pub fn set_var(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        self.vars.insert(key.into(), value.into());
     }
 }
 
@@ -178,6 +172,16 @@ pub trait Filter: Send + Sync + 'static {
     fn on_response<'a>(&'a self, resp: &'a mut FilterResponse, ctx: &'a mut RequestCtx) -> PhaseFuture<'a> {
         let _ = (resp, ctx);
         Box::pin(std::future::ready(Ok(Decision::Continue)))
+    }
+
+    /// Whether [`Filter::on_request`] does anything: the chain skips it otherwise.
+    fn has_request_phase(&self) -> bool {
+        true
+    }
+
+    /// Whether [`Filter::on_response`] does anything: the chain skips it otherwise.
+    fn has_response_phase(&self) -> bool {
+        true
     }
 
     /// The largest request body this filter wants to see buffered; `None` streams it.

@@ -88,6 +88,9 @@ async fn proxy(
     let mut answer = None;
     for entry in &route.filters {
         ran += 1;
+        if !entry.filter.has_request_phase() {
+            continue;
+        }
         match entry.filter.on_request(&mut req, &mut ctx).await {
             Ok(Decision::Continue) => {}
             Ok(Decision::Respond(resp)) => {
@@ -126,6 +129,9 @@ async fn proxy(
     };
     let mut resp = FilterResponse { head, body: buffered };
     for entry in route.filters[..ran].iter().rev() {
+        if !entry.filter.has_response_phase() {
+            continue;
+        }
         match entry.filter.on_response(&mut resp, &mut ctx).await {
             Ok(Decision::Continue) => {}
             Ok(Decision::Respond(replacement)) => {

@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 mod admission;
 mod bindings;
 mod callout;
+mod context;
 mod engine;
 mod filter;
 mod http;

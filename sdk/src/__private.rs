@@ -8,9 +8,9 @@ pub use wit_bindgen;
 
 pub use crate::bindings::exports::weft::filter::hooks::Guest;
 use crate::bindings::weft::filter::types as wit;
-pub use wit::{Decision as WitDecision, Options as WitOptions};
+pub use wit::{Options as WitOptions, RequestDecision as WitRequestDecision, ResponseDecision as WitResponseDecision};
 
-use crate::{Decision, Filter, Request, Response};
+use crate::{Decision, Filter, Reply, Request, Response, ResponseDecision};
 
 /// How an exported function receives the borrowed request handle.
 pub type WitRequestRef<'a> = &'a wit::Request;
@@ -29,42 +29,59 @@ pub fn init<F: Filter>(config: &str) -> Result<WitOptions, String> {
     let filter = F::init(config)?;
     let options = filter.options();
     FILTER.with(|slot| *slot.borrow_mut() = Some(Box::new(filter)));
+    let mut phases = wit::Phases::empty();
+    if options.phases.request {
+        phases |= wit::Phases::REQUEST;
+    }
+    if options.phases.response {
+        phases |= wit::Phases::RESPONSE;
+    }
     Ok(WitOptions {
+        phases,
         request_body: options.request_body,
         response_body: options.response_body,
     })
 }
 
-fn with_filter<F: Filter>(run: impl FnOnce(&F) -> Decision) -> WitDecision {
+/// The host always calls `init` first; answer rather than trap if it did not.
+fn before_init() -> wit::Reply {
+    lower_reply(Reply::new(500).body("filter used before init"))
+}
+
+fn with_filter<F: Filter, D>(run: impl FnOnce(&F) -> D, missing: impl FnOnce() -> D) -> D {
     FILTER.with(
         |slot| match slot.borrow().as_ref().and_then(|f| f.downcast_ref::<F>()) {
-            Some(filter) => lower(run(filter)),
-            // The host always calls `init` first; answer rather than trap if it did not.
-            None => WitDecision::Respond(wit::Reply {
-                status: 500,
-                headers: Vec::new(),
-                body: b"filter used before init".to_vec(),
-            }),
+            Some(filter) => run(filter),
+            None => missing(),
         },
     )
 }
 
-pub fn on_request<F: Filter>(request: WitRequestRef<'_>) -> WitDecision {
-    with_filter::<F>(|f| f.on_request(&mut Request::new(request)))
+pub fn on_request<F: Filter>(request: WitRequestRef<'_>) -> WitRequestDecision {
+    with_filter::<F, _>(
+        |f| match f.on_request(&mut Request::new(request)) {
+            Decision::Continue => WitRequestDecision::Continue,
+            Decision::Respond(reply) => WitRequestDecision::Respond(lower_reply(reply)),
+            Decision::Reroute(cluster) => WitRequestDecision::Reroute(cluster),
+        },
+        || WitRequestDecision::Respond(before_init()),
+    )
 }
 
-pub fn on_response<F: Filter>(response: WitResponseRef<'_>) -> WitDecision {
-    with_filter::<F>(|f| f.on_response(&mut Response::new(response)))
+pub fn on_response<F: Filter>(response: WitResponseRef<'_>) -> WitResponseDecision {
+    with_filter::<F, _>(
+        |f| match f.on_response(&mut Response::new(response)) {
+            ResponseDecision::Continue => WitResponseDecision::Continue,
+            ResponseDecision::Respond(reply) => WitResponseDecision::Respond(lower_reply(reply)),
+        },
+        || WitResponseDecision::Respond(before_init()),
+    )
 }
 
-fn lower(decision: Decision) -> WitDecision {
-    match decision {
-        Decision::Continue => WitDecision::Continue,
-        Decision::Respond(reply) => WitDecision::Respond(wit::Reply {
-            status: reply.status,
-            headers: reply.headers,
-            body: reply.body,
-        }),
-        Decision::Reroute(cluster) => WitDecision::Reroute(cluster),
+fn lower_reply(reply: Reply) -> wit::Reply {
+    wit::Reply {
+        status: reply.status,
+        headers: reply.headers,
+        body: reply.body,
     }
 }

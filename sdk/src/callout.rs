@@ -15,7 +15,16 @@
 
 use std::time::Duration;
 
+use crate::Fields;
 use crate::bindings::weft::filter::callout as wit;
+
+pub use wit::CalloutError;
+
+impl From<CalloutError> for String {
+    fn from(e: CalloutError) -> String {
+        e.to_string()
+    }
+}
 
 /// An outgoing request, built then [`sent`](Callout::send).
 ///
@@ -39,12 +48,12 @@ pub struct Callout {
 ///     let text = response.text();
 /// }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CalloutResponse {
     /// The status code.
     pub status: u16,
-    /// Header names and values, one entry per value.
-    pub headers: Vec<(String, String)>,
+    /// The response's headers.
+    pub headers: Fields,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -107,24 +116,35 @@ impl Callout {
         self
     }
 
-    /// Sends the request to an endpoint of `cluster` and waits for the response. Errors
-    /// say what failed (unknown cluster, connection, timeout).
+    /// Sends the request to an endpoint of `cluster` and waits for the response. The
+    /// error says what failed ([`CalloutError::Timeout`], `ConnectFailed`...).
     ///
     /// ```no_run
-    /// let status = weft_sdk::callout::Callout::get("/health").send("backend").map(|r| r.status);
+    /// use weft_sdk::callout::{Callout, CalloutError};
+    /// match Callout::get("/health").send("backend") {
+    ///     Ok(r) => println!("{}", r.status),
+    ///     Err(CalloutError::Timeout) => println!("slow"),
+    ///     Err(e) => println!("{e}"),
+    /// }
     /// ```
-    pub fn send(self, cluster: &str) -> Result<CalloutResponse, String> {
+    pub fn send(self, cluster: &str) -> Result<CalloutResponse, CalloutError> {
         let timeout_ms = u32::try_from(self.timeout.as_millis()).unwrap_or(u32::MAX);
+        let headers = Fields::new();
+        for (name, value) in &self.headers {
+            headers
+                .append(name, value)
+                .map_err(|e| CalloutError::InvalidRequest(e.to_string()))?;
+        }
         let request = wit::CalloutRequest {
             method: self.method,
             path: self.path,
-            headers: self.headers,
+            headers: headers.into_wit(),
             body: self.body,
         };
-        let response = wit::send(cluster, &request, timeout_ms)?;
+        let response = wit::send(cluster, request, timeout_ms)?;
         Ok(CalloutResponse {
             status: response.status,
-            headers: response.headers,
+            headers: Fields::from_wit(response.headers),
             body: response.body,
         })
     }
@@ -137,11 +157,8 @@ impl CalloutResponse {
     /// # let response: weft_sdk::callout::CalloutResponse = unimplemented!();
     /// let kind = response.header("content-type");
     /// ```
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name)
     }
 
     /// The body as UTF-8 text (lossily converted).

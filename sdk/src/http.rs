@@ -1,7 +1,96 @@
-//! The request and response a phase works on: thin wrappers over host handles, so
-//! reading a header copies that header only.
+//! The request, response and header lists a phase works on: thin wrappers over host
+//! handles, so reading a header copies that header only.
+
+use std::cell::OnceCell;
+use std::fmt;
 
 use crate::bindings::weft::filter::types as wit;
+
+pub use wit::HeaderError;
+
+impl From<HeaderError> for String {
+    fn from(e: HeaderError) -> String {
+        e.to_string()
+    }
+}
+
+/// A header list: a request's or response's (writes change what is sent), a callout
+/// response's, or one you build. Names are case-insensitive; a name may have several
+/// values. `content-length` and `transfer-encoding` are the proxy's: setting them fails.
+///
+/// ```no_run
+/// # fn phase(request: &weft_sdk::Request<'_>) -> Result<(), weft_sdk::HeaderError> {
+/// let headers = request.headers();
+/// if let Some(agent) = headers.get("user-agent") {
+///     headers.set("x-agent-seen", &agent)?;
+/// }
+/// headers.delete("cookie");
+/// # Ok(())
+/// # }
+/// ```
+pub struct Fields(wit::Fields);
+
+impl Fields {
+    /// An empty list.
+    ///
+    /// ```no_run
+    /// let headers = weft_sdk::Fields::new();
+    /// headers.append("accept", "application/json").unwrap();
+    /// ```
+    #[allow(clippy::new_without_default)] // a host call, not a cheap default
+    pub fn new() -> Self {
+        Fields(wit::Fields::new())
+    }
+
+    pub(crate) fn from_wit(fields: wit::Fields) -> Self {
+        Fields(fields)
+    }
+
+    pub(crate) fn into_wit(self) -> wit::Fields {
+        self.0
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name)
+    }
+
+    /// Every value of `name`, in order.
+    pub fn get_all(&self, name: &str) -> Vec<String> {
+        self.0.get_all(name)
+    }
+
+    /// Whether `name` has a value.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.has(name)
+    }
+
+    /// Every header as `(name, value)`, one entry per value, in order.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        self.0.entries()
+    }
+
+    /// Replaces every value of `name`.
+    pub fn set(&self, name: &str, value: &str) -> Result<(), HeaderError> {
+        self.0.set(name, value)
+    }
+
+    /// Adds a value to `name`, keeping the others.
+    pub fn append(&self, name: &str, value: &str) -> Result<(), HeaderError> {
+        self.0.append(name, value)
+    }
+
+    /// Removes every value of `name`.
+    pub fn delete(&self, name: &str) {
+        self.0.delete(name)
+    }
+}
+
+impl fmt::Debug for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.entries()).finish()
+    }
+}
 
 /// The request in [`Filter::on_request`](crate::Filter::on_request). Every method is a
 /// call into the proxy; nothing is copied until asked for.
@@ -15,11 +104,15 @@ use crate::bindings::weft::filter::types as wit;
 /// ```
 pub struct Request<'a> {
     handle: &'a wit::Request,
+    headers: OnceCell<Fields>,
 }
 
 impl<'a> Request<'a> {
     pub(crate) fn new(handle: &'a wit::Request) -> Self {
-        Request { handle }
+        Request {
+            handle,
+            headers: OnceCell::new(),
+        }
     }
 
     /// The method, e.g. `"GET"`.
@@ -55,7 +148,18 @@ impl<'a> Request<'a> {
         self.handle.set_path(path)
     }
 
-    /// The first value of a header (case-insensitive name).
+    /// The request's headers (asked of the proxy once per phase).
+    ///
+    /// ```no_run
+    /// # fn phase(request: &weft_sdk::Request<'_>) -> usize {
+    /// request.headers().entries().len()
+    /// # }
+    /// ```
+    pub fn headers(&self) -> &Fields {
+        self.headers.get_or_init(|| Fields(self.handle.headers()))
+    }
+
+    /// The first value of a header (case-insensitive name); `headers().get(name)`.
     ///
     /// ```no_run
     /// # fn phase(request: &weft_sdk::Request<'_>) -> Option<String> {
@@ -63,43 +167,21 @@ impl<'a> Request<'a> {
     /// # }
     /// ```
     pub fn header(&self, name: &str) -> Option<String> {
-        self.handle.header(name)
+        self.headers().get(name)
     }
 
-    /// Every header as `(name, value)`, one entry per value.
+    /// Sets a header, replacing its values; `headers().set(name, value)`.
     ///
     /// ```no_run
-    /// # fn phase(request: &weft_sdk::Request<'_>) -> usize {
-    /// request.headers().len()
-    /// # }
-    /// ```
-    pub fn headers(&self) -> Vec<(String, String)> {
-        self.handle.headers()
-    }
-
-    /// Sets a header, replacing its values. Fails on an invalid name or value.
-    ///
-    /// ```no_run
-    /// # fn phase(request: &mut weft_sdk::Request<'_>) -> Result<(), String> {
+    /// # fn phase(request: &mut weft_sdk::Request<'_>) -> Result<(), weft_sdk::HeaderError> {
     /// request.set_header("x-user", "alice")
     /// # }
     /// ```
-    pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-        self.handle.set_header(name, value)
+    pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
+        self.headers().set(name, value)
     }
 
-    /// Appends a header value, keeping existing ones.
-    ///
-    /// ```no_run
-    /// # fn phase(request: &mut weft_sdk::Request<'_>) -> Result<(), String> {
-    /// request.add_header("via", "weft-filter")
-    /// # }
-    /// ```
-    pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-        self.handle.add_header(name, value)
-    }
-
-    /// Removes every value of a header.
+    /// Removes every value of a header; `headers().delete(name)`.
     ///
     /// ```no_run
     /// # fn phase(request: &mut weft_sdk::Request<'_>) {
@@ -107,7 +189,7 @@ impl<'a> Request<'a> {
     /// # }
     /// ```
     pub fn remove_header(&mut self, name: &str) {
-        self.handle.remove_header(name)
+        self.headers().delete(name)
     }
 
     /// The buffered body, when [`Options::request_body`](crate::Options) asked for it.
@@ -144,11 +226,15 @@ impl<'a> Request<'a> {
 /// ```
 pub struct Response<'a> {
     handle: &'a wit::Response,
+    headers: OnceCell<Fields>,
 }
 
 impl<'a> Response<'a> {
     pub(crate) fn new(handle: &'a wit::Response) -> Self {
-        Response { handle }
+        Response {
+            handle,
+            headers: OnceCell::new(),
+        }
     }
 
     /// The status code.
@@ -162,7 +248,7 @@ impl<'a> Response<'a> {
         self.handle.status()
     }
 
-    /// Replaces the status code (100..=999).
+    /// Replaces the status code (200..=599).
     ///
     /// ```no_run
     /// # fn phase(response: &mut weft_sdk::Response<'_>) -> Result<(), String> {
@@ -173,7 +259,18 @@ impl<'a> Response<'a> {
         self.handle.set_status(status)
     }
 
-    /// The first value of a header (case-insensitive name).
+    /// The response's headers (asked of the proxy once per phase).
+    ///
+    /// ```no_run
+    /// # fn phase(response: &weft_sdk::Response<'_>) -> Vec<String> {
+    /// response.headers().get_all("set-cookie")
+    /// # }
+    /// ```
+    pub fn headers(&self) -> &Fields {
+        self.headers.get_or_init(|| Fields(self.handle.headers()))
+    }
+
+    /// The first value of a header (case-insensitive name); `headers().get(name)`.
     ///
     /// ```no_run
     /// # fn phase(response: &weft_sdk::Response<'_>) -> Option<String> {
@@ -181,43 +278,21 @@ impl<'a> Response<'a> {
     /// # }
     /// ```
     pub fn header(&self, name: &str) -> Option<String> {
-        self.handle.header(name)
+        self.headers().get(name)
     }
 
-    /// Every header as `(name, value)`, one entry per value.
+    /// Sets a header, replacing its values; `headers().set(name, value)`.
     ///
     /// ```no_run
-    /// # fn phase(response: &weft_sdk::Response<'_>) -> usize {
-    /// response.headers().len()
-    /// # }
-    /// ```
-    pub fn headers(&self) -> Vec<(String, String)> {
-        self.handle.headers()
-    }
-
-    /// Sets a header, replacing its values.
-    ///
-    /// ```no_run
-    /// # fn phase(response: &mut weft_sdk::Response<'_>) -> Result<(), String> {
+    /// # fn phase(response: &mut weft_sdk::Response<'_>) -> Result<(), weft_sdk::HeaderError> {
     /// response.set_header("cache-control", "no-store")
     /// # }
     /// ```
-    pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-        self.handle.set_header(name, value)
+    pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
+        self.headers().set(name, value)
     }
 
-    /// Appends a header value.
-    ///
-    /// ```no_run
-    /// # fn phase(response: &mut weft_sdk::Response<'_>) -> Result<(), String> {
-    /// response.add_header("set-cookie", "a=1")
-    /// # }
-    /// ```
-    pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-        self.handle.add_header(name, value)
-    }
-
-    /// Removes every value of a header.
+    /// Removes every value of a header; `headers().delete(name)`.
     ///
     /// ```no_run
     /// # fn phase(response: &mut weft_sdk::Response<'_>) {
@@ -225,7 +300,7 @@ impl<'a> Response<'a> {
     /// # }
     /// ```
     pub fn remove_header(&mut self, name: &str) {
-        self.handle.remove_header(name)
+        self.headers().delete(name)
     }
 
     /// The buffered body, when [`Options::response_body`](crate::Options) asked for it.

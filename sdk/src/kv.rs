@@ -14,6 +14,14 @@ use std::time::Duration;
 
 use crate::bindings::weft::filter::kv as wit;
 
+pub use wit::KvError;
+
+impl From<KvError> for String {
+    fn from(e: KvError) -> String {
+        e.to_string()
+    }
+}
+
 fn millis(ttl: Option<Duration>) -> Option<u64> {
     ttl.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
 }
@@ -22,9 +30,9 @@ fn millis(ttl: Option<Duration>) -> Option<u64> {
 ///
 /// ```no_run
 /// let token: Option<Vec<u8>> = weft_sdk::kv::get("token")?;
-/// # Ok::<(), String>(())
+/// # Ok::<(), weft_sdk::kv::KvError>(())
 /// ```
-pub fn get(key: &str) -> Result<Option<Vec<u8>>, String> {
+pub fn get(key: &str) -> Result<Option<Vec<u8>>, KvError> {
     wit::get(key)
 }
 
@@ -32,9 +40,9 @@ pub fn get(key: &str) -> Result<Option<Vec<u8>>, String> {
 ///
 /// ```no_run
 /// let mode = weft_sdk::kv::get_string("mode")?.unwrap_or_default();
-/// # Ok::<(), String>(())
+/// # Ok::<(), weft_sdk::kv::KvError>(())
 /// ```
-pub fn get_string(key: &str) -> Result<Option<String>, String> {
+pub fn get_string(key: &str) -> Result<Option<String>, KvError> {
     Ok(wit::get(key)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
@@ -43,9 +51,9 @@ pub fn get_string(key: &str) -> Result<Option<String>, String> {
 /// ```no_run
 /// use std::time::Duration;
 /// weft_sdk::kv::set("mode", b"maintenance", Some(Duration::from_secs(300)))?;
-/// # Ok::<(), String>(())
+/// # Ok::<(), weft_sdk::kv::KvError>(())
 /// ```
-pub fn set(key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), String> {
+pub fn set(key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
     wit::set(key, value, millis(ttl))
 }
 
@@ -53,21 +61,21 @@ pub fn set(key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), String>
 ///
 /// ```no_run
 /// let existed = weft_sdk::kv::delete("mode")?;
-/// # Ok::<(), String>(())
+/// # Ok::<(), weft_sdk::kv::KvError>(())
 /// ```
-pub fn delete(key: &str) -> Result<bool, String> {
+pub fn delete(key: &str) -> Result<bool, KvError> {
     wit::delete(key)
 }
 
 /// Atomically adds `delta` to the integer at `key` and returns the new value. A missing
 /// key counts as 0; `ttl` applies when this call creates the key. Fails when the value is
-/// not an integer.
+/// not an integer ([`KvError::NotAnInteger`]) or the sum overflows.
 ///
 /// ```no_run
 /// use std::time::Duration;
 /// let hits = weft_sdk::kv::incr("hits", 1, Some(Duration::from_secs(1)))?;
-/// # Ok::<(), String>(())
+/// # Ok::<(), weft_sdk::kv::KvError>(())
 /// ```
-pub fn incr(key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, String> {
+pub fn incr(key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, KvError> {
     wit::incr(key, delta, millis(ttl))
 }

@@ -40,21 +40,28 @@
 //! `cargo plugins`) and point a `[[filters]]` entry's `wasm` at the `.wasm` file.
 //!
 //! Besides the request and response, a filter can use the host's [`log`], [`metrics`],
-//! request [`metadata`], a shared key-value store ([`kv`]) and HTTP [`callout`]s. It has no
-//! file system and no sockets.
+//! request [`metadata`], per-request [`context`] values, a shared key-value store
+//! ([`kv`]) and HTTP [`callout`]s. It has no file system and no sockets.
+//!
+//! This SDK targets `weft:filter` [`WIT_VERSION`]; a proxy refuses plugins built for
+//! another minor version, naming both.
 
 // The generated code refers to the runtime through `::weft_sdk::...` so that plugin
 // crates need no direct dependency on wit-bindgen.
 extern crate self as weft_sdk;
 
 pub mod callout;
+pub mod context;
 mod http;
 pub mod kv;
 pub mod log;
 pub mod metadata;
 pub mod metrics;
 
-pub use http::{Request, Response};
+pub use http::{Fields, HeaderError, Request, Response};
+
+/// The `weft:filter` WIT version this SDK's bindings were generated from.
+pub const WIT_VERSION: &str = env!("WEFT_WIT_VERSION");
 
 /// Bindings generated from `wit/filter.wit`; the rest of the SDK wraps them. Use them
 /// directly only for something the SDK does not cover.
@@ -77,7 +84,7 @@ pub mod bindings {
 /// shared between instances in the [`kv`] store.
 ///
 /// ```no_run
-/// use weft_sdk::{Decision, Filter, NoConfig, Response};
+/// use weft_sdk::{Filter, NoConfig, Options, Phases, Response, ResponseDecision};
 ///
 /// struct Stamp;
 ///
@@ -88,9 +95,14 @@ pub mod bindings {
 ///         Ok(Stamp)
 ///     }
 ///
-///     fn on_response(&self, response: &mut Response<'_>) -> Decision {
+///     fn options(&self) -> Options {
+///         // Only the response phase: the proxy never calls this filter on the way in.
+///         Options { phases: Phases::RESPONSE, ..Options::default() }
+///     }
+///
+///     fn on_response(&self, response: &mut Response<'_>) -> ResponseDecision {
 ///         let _ = response.set_header("x-stamped", "yes");
-///         Decision::Continue
+///         ResponseDecision::Continue
 ///     }
 /// }
 /// weft_sdk::export!(Stamp);
@@ -104,8 +116,9 @@ pub trait Filter: Sized + 'static {
     /// reports the message (for instance on a reload, which then keeps the old version).
     fn init(config: Self::Config) -> Result<Self, String>;
 
-    /// What the filter needs from the proxy (buffered bodies). Asked once, after `init`.
-    /// The default buffers nothing, which keeps bodies streaming.
+    /// What the filter needs from the proxy: the phases to call, buffered bodies. Asked
+    /// once, after `init`. The default calls both phases and buffers nothing; declare
+    /// only the phases you implement, and the proxy skips the others at no cost.
     fn options(&self) -> Options {
         Options::default()
     }
@@ -119,11 +132,11 @@ pub trait Filter: Sized + 'static {
     }
 
     /// Runs when the response head is known (from upstream, or a direct answer). May
-    /// change the response or replace it with [`Decision::Respond`]. `Reroute` here fails
-    /// the request. The default continues.
-    fn on_response(&self, response: &mut Response<'_>) -> Decision {
+    /// change the response or replace it with [`ResponseDecision::Respond`]. The default
+    /// continues.
+    fn on_response(&self, response: &mut Response<'_>) -> ResponseDecision {
         let _ = response;
-        Decision::Continue
+        ResponseDecision::Continue
     }
 }
 
@@ -132,16 +145,73 @@ pub trait Filter: Sized + 'static {
 /// ```
 /// let options = weft_sdk::Options { request_body: true, ..Default::default() };
 /// assert!(!options.response_body);
+/// assert_eq!(options.phases, weft_sdk::Phases::BOTH);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Options {
+    /// The phases the proxy calls (default: both).
+    pub phases: Phases,
     /// Buffer request bodies (up to the filter's `limits.body`) so [`Request::body`] works.
     pub request_body: bool,
     /// Buffer response bodies so [`Response::body`] works.
     pub response_body: bool,
 }
 
-/// What a filter decided in a phase.
+impl Options {
+    /// These phases, no buffered bodies.
+    ///
+    /// ```
+    /// use weft_sdk::{Options, Phases};
+    /// assert!(!Options::for_phases(Phases::REQUEST).phases.response);
+    /// ```
+    pub const fn for_phases(phases: Phases) -> Options {
+        Options {
+            phases,
+            request_body: false,
+            response_body: false,
+        }
+    }
+}
+
+/// The phases a filter implements; see [`Options::phases`].
+///
+/// ```
+/// use weft_sdk::Phases;
+/// assert!(Phases::REQUEST.request && !Phases::REQUEST.response);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phases {
+    /// Call [`Filter::on_request`].
+    pub request: bool,
+    /// Call [`Filter::on_response`].
+    pub response: bool,
+}
+
+impl Phases {
+    /// Both phases (the default).
+    pub const BOTH: Phases = Phases {
+        request: true,
+        response: true,
+    };
+    /// The request phase only.
+    pub const REQUEST: Phases = Phases {
+        request: true,
+        response: false,
+    };
+    /// The response phase only.
+    pub const RESPONSE: Phases = Phases {
+        request: false,
+        response: true,
+    };
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Phases::BOTH
+    }
+}
+
+/// What a filter decided in the request phase.
 ///
 /// ```
 /// use weft_sdk::{Decision, Reply};
@@ -157,11 +227,29 @@ pub enum Decision {
     Continue,
     /// Stop the chain and answer with this response.
     Respond(Reply),
-    /// Send the request to this cluster instead of the route's (request phase only).
+    /// Send the request to this cluster instead of the route's.
     Reroute(String),
 }
 
-/// A response a filter answers with; see [`Decision::Respond`].
+/// What a filter decided in the response phase: there is no upstream left to pick.
+///
+/// ```
+/// use weft_sdk::{Reply, ResponseDecision};
+/// let keep = ResponseDecision::Continue;
+/// let replace: ResponseDecision = Reply::new(502).body("upstream said too much").into();
+/// # let _ = (keep, replace);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResponseDecision {
+    /// Go on to the previous filter, then to the client.
+    Continue,
+    /// Replace the response with this one.
+    Respond(Reply),
+}
+
+/// A response a filter answers with; see [`Decision::Respond`] and
+/// [`ResponseDecision::Respond`].
 ///
 /// ```
 /// let reply = weft_sdk::Reply::new(429).header("retry-after", "1").body("slow down");
@@ -220,6 +308,12 @@ impl From<Reply> for Decision {
     }
 }
 
+impl From<Reply> for ResponseDecision {
+    fn from(reply: Reply) -> Self {
+        ResponseDecision::Respond(reply)
+    }
+}
+
 /// A config type for filters that take none: accepts (and ignores) any config.
 ///
 /// ```
@@ -260,11 +354,15 @@ macro_rules! export {
                 $crate::__private::init::<$filter>(&config)
             }
 
-            fn on_request(request: $crate::__private::WitRequestRef<'_>) -> $crate::__private::WitDecision {
+            fn on_request(
+                request: $crate::__private::WitRequestRef<'_>,
+            ) -> $crate::__private::WitRequestDecision {
                 $crate::__private::on_request::<$filter>(request)
             }
 
-            fn on_response(response: $crate::__private::WitResponseRef<'_>) -> $crate::__private::WitDecision {
+            fn on_response(
+                response: $crate::__private::WitResponseRef<'_>,
+            ) -> $crate::__private::WitResponseDecision {
                 $crate::__private::on_response::<$filter>(response)
             }
         }

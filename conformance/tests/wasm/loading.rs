@@ -90,11 +90,15 @@ async fn a_trap_in_init_fails_the_load_with_the_panic_message() {
 
 #[tokio::test]
 async fn a_plugin_for_another_wit_version_is_refused_naming_both_versions() {
-    let text = error_text(load("future", plugins::WRONG_VERSION, "{}").await);
-    assert!(
-        text.contains("weft:filter@0.2.0") && text.contains("weft:filter@0.1.0"),
-        "{text}"
-    );
+    let ours = format!("weft:filter@{}", weft::wasm::WIT_VERSION);
+    for (plugin, theirs) in [
+        (plugins::BUILT_FOR_0_1, "weft:filter@0.1.0"),
+        (plugins::WRONG_VERSION, ""),
+    ] {
+        let text = error_text(load("other", plugin, "{}").await);
+        assert!(text.contains(&ours) && text.contains(theirs), "{text}");
+        assert!(text.matches("weft:filter@").count() >= 2, "both versions named: {text}");
+    }
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@
 //! config = { header_name = "x-hello", header_value = "world", deny_prefix = "/private" }
 //! ```
 
-use weft_sdk::{Decision, Filter, Reply, Request, Response, metrics};
+use weft_sdk::{Decision, Filter, Reply, Request, Response, ResponseDecision, metrics};
 
 /// The config, checked when the proxy loads the filter: a typo is a load error, not a
 /// silently ignored key.
@@ -65,11 +65,11 @@ impl Filter for Hello {
         Decision::Continue
     }
 
-    fn on_response(&self, response: &mut Response<'_>) -> Decision {
+    fn on_response(&self, response: &mut Response<'_>) -> ResponseDecision {
         // Validated in `init`, so this only fails on a value the proxy rejects; the
         // response then goes out without the header rather than failing.
         let _ = response.set_header(&self.config.header_name, &self.config.header_value);
-        Decision::Continue
+        ResponseDecision::Continue
     }
 }
 

@@ -10,7 +10,7 @@ use auth_common::token::{Source, Strip};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use weft_sdk::{Decision, Filter, Reply, Request, log, metrics};
+use weft_sdk::{Decision, Filter, Options, Phases, Reply, Request, log, metrics};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,6 +100,11 @@ impl ApiKey {
 impl Filter for ApiKey {
     type Config = Config;
 
+    fn options(&self) -> Options {
+        // Nothing to do on the way back: the proxy skips this filter there.
+        Options::for_phases(Phases::REQUEST)
+    }
+
     fn init(config: Config) -> Result<Self, String> {
         if config.keys.is_empty() {
             return Err("keys must not be empty".to_owned());
@@ -172,7 +177,7 @@ fn remove_key(request: &mut Request<'_>, source: &Source, path: &str) {
             request.remove_header(name);
             Ok(())
         }
-        Strip::SetHeader(name, value) => request.set_header(name, &value),
+        Strip::SetHeader(name, value) => request.set_header(name, &value).map_err(String::from),
         Strip::SetPath(path) => request.set_path(&path),
     };
     if let Err(e) = result {

@@ -18,7 +18,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use weft_sdk::{Decision, Filter, Reply, Request, metrics};
+use weft_sdk::{Decision, Filter, Options, Phases, Reply, Request, metrics};
 
 /// Successful credentials remembered per instance at most; beyond, the oldest go.
 const CACHE_CAP: usize = 1024;
@@ -140,6 +140,11 @@ impl BasicAuth {
 
 impl Filter for BasicAuth {
     type Config = Config;
+
+    fn options(&self) -> Options {
+        // Nothing to do on the way back: the proxy skips this filter there.
+        Options::for_phases(Phases::REQUEST)
+    }
 
     fn init(config: Config) -> Result<Self, String> {
         let mut users = HashMap::new();

@@ -13,8 +13,8 @@ use std::time::Duration;
 use auth_common::scope::Scope;
 use auth_common::{duration, header};
 use serde::Deserialize;
-use weft_sdk::callout::{Callout, CalloutResponse};
-use weft_sdk::{Decision, Filter, Reply, Request, log, metadata, metrics};
+use weft_sdk::callout::Callout;
+use weft_sdk::{Decision, Filter, Options, Phases, Reply, Request, log, metadata, metrics};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,9 +80,9 @@ fn header_names(field: &str, names: Vec<String>) -> Result<Vec<String>, String> 
 
 impl ExtAuthz {
     /// The denial a client sees: the service's status, chosen headers and body.
-    fn denial(&self, answer: CalloutResponse) -> Reply {
-        let mut reply = Reply::new(answer.status).body(answer.body);
-        for (name, value) in answer.headers {
+    fn denial(&self, status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Reply {
+        let mut reply = Reply::new(status).body(body);
+        for (name, value) in headers {
             let lower = name.to_ascii_lowercase();
             let wanted = if self.client_headers.is_empty() {
                 !FRAMING.contains(&lower.as_str())
@@ -99,6 +99,11 @@ impl ExtAuthz {
 
 impl Filter for ExtAuthz {
     type Config = Config;
+
+    fn options(&self) -> Options {
+        // Nothing to do on the way back: the proxy skips this filter there.
+        Options::for_phases(Phases::REQUEST)
+    }
 
     fn init(config: Config) -> Result<Self, String> {
         if config.cluster.is_empty() {
@@ -136,9 +141,10 @@ impl Filter for ExtAuthz {
             return Decision::Continue;
         }
         let mut check = Callout::new(method, format!("{}{path}", self.path_prefix)).timeout(self.timeout);
-        for (name, value) in request.headers() {
-            if self.request_headers.contains(&name.to_ascii_lowercase()) {
-                check = check.header(name, value);
+        let headers = request.headers();
+        for name in &self.request_headers {
+            for value in headers.get_all(name) {
+                check = check.header(name.as_str(), value);
             }
         }
         let client = metadata::client_address();
@@ -147,11 +153,11 @@ impl Filter for ExtAuthz {
         }
         match check.send(&self.cluster) {
             Ok(answer) if (200..300).contains(&answer.status) => {
-                for (name, value) in &answer.headers {
-                    if self.upstream_headers.contains(&name.to_ascii_lowercase())
-                        && let Err(e) = request.add_header(name, value)
-                    {
-                        log::warn(&format!("cannot copy {name} from the authorization answer: {e}"));
+                for name in &self.upstream_headers {
+                    for value in answer.headers.get_all(name) {
+                        if let Err(e) = request.headers().append(name, &value) {
+                            log::warn(&format!("cannot copy {name} from the authorization answer: {e}"));
+                        }
                     }
                 }
                 metrics::counter_add("allowed", 1);
@@ -159,7 +165,7 @@ impl Filter for ExtAuthz {
             }
             Ok(answer) => {
                 metrics::counter_add("denied", 1);
-                self.denial(answer).into()
+                self.denial(answer.status, answer.headers.entries(), answer.body).into()
             }
             Err(e) => {
                 metrics::counter_add("failures", 1);
@@ -216,16 +222,12 @@ mod tests {
     #[test]
     fn denials_keep_the_service_headers_but_not_framing() {
         let f = init(serde_json::json!({ "cluster": "a" })).unwrap_or_else(|e| panic!("{e}"));
-        let answer = CalloutResponse {
-            status: 401,
-            headers: vec![
-                ("WWW-Authenticate".into(), "Bearer".into()),
-                ("content-length".into(), "3".into()),
-                ("x-reason".into(), "no".into()),
-            ],
-            body: b"no\n".to_vec(),
-        };
-        let reply = f.denial(answer);
+        let headers = vec![
+            ("WWW-Authenticate".into(), "Bearer".into()),
+            ("content-length".into(), "3".into()),
+            ("x-reason".into(), "no".into()),
+        ];
+        let reply = f.denial(401, headers, b"no\n".to_vec());
         assert_eq!(reply.status, 401);
         assert_eq!(reply.body, b"no\n");
         let names: Vec<&str> = reply.headers.iter().map(|(n, _)| n.as_str()).collect();

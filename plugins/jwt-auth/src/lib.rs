@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use auth_common::token::{Source, Strip};
 use serde_json::Value;
 use weft_sdk::callout::Callout;
-use weft_sdk::{Decision, Filter, Reply, Request, kv, log, metrics};
+use weft_sdk::{Decision, Filter, Options, Phases, Reply, Request, kv, log, metrics};
 
 use config::{Config, Jwks, Settings};
 use keys::KeyId;
@@ -195,7 +195,7 @@ fn remove_token(request: &mut Request<'_>, source: &Source, path: &str) {
             request.remove_header(name);
             Ok(())
         }
-        Strip::SetHeader(name, value) => request.set_header(name, &value),
+        Strip::SetHeader(name, value) => request.set_header(name, &value).map_err(String::from),
         Strip::SetPath(path) => request.set_path(&path),
     };
     if let Err(e) = result {
@@ -212,6 +212,11 @@ fn claim_text(value: &Value) -> String {
 
 impl Filter for JwtAuth {
     type Config = Config;
+
+    fn options(&self) -> Options {
+        // Nothing to do on the way back: the proxy skips this filter there.
+        Options::for_phases(Phases::REQUEST)
+    }
 
     fn init(config: Config) -> Result<Self, String> {
         let settings = config.check()?;

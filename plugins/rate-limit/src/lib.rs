@@ -33,14 +33,21 @@
 //! by forcing evictions than by sending from the extra descriptors it would need to force
 //! them. Evictions are counted in `weft_kv_evictions_total{filter}`; raise `kv_keys` when
 //! they are not zero. A refund re-created after an eviction carries the counter's TTL
-//! (worth at most one request, then expiring with its window), and the response-phase
-//! hand-off is deleted once read, so per-connection entries do not crowd out counters.
+//! (worth at most one request, then expiring with its window).
+//!
+//! The numbers for an allowed response's headers go from the request phase to the
+//! response phase in the request's own context (`weft_sdk::context`): no store round trip,
+//! and exact per request, also for concurrent HTTP/2 streams of one connection. Without
+//! `response_headers` the filter declares the request phase only, and the proxy never
+//! calls it on the way back.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use weft_sdk::{Decision, Filter, Reply, Request, Response, kv, log, metadata, metrics};
+use weft_sdk::{
+    Decision, Filter, Options, Phases, Reply, Request, Response, ResponseDecision, context, kv, log, metadata, metrics,
+};
 
 pub mod algo;
 pub mod config;
@@ -63,9 +70,8 @@ struct Taken {
     ttl: Duration,
 }
 
-/// How long the numbers for the response phase are kept: longer than any upstream answer
-/// takes (the entry is overwritten by the connection's next request anyway).
-const HANDOFF_TTL: Duration = Duration::from_secs(120);
+/// The context key of the numbers the response phase turns into headers.
+const VERDICT_KEY: &str = "verdict";
 /// Extra life of window counters past their window, for clock skew between proxies.
 const SLACK_MS: u64 = 1000;
 /// Keys longer than this are hashed (the host refuses keys over 512 bytes).
@@ -79,6 +85,14 @@ impl Filter for RateLimit {
             limits: config.limits()?,
             on_store_error: config.on_store_error,
             response_headers: config.response_headers,
+        })
+    }
+
+    fn options(&self) -> Options {
+        Options::for_phases(if self.response_headers {
+            Phases::BOTH
+        } else {
+            Phases::REQUEST
         })
     }
 
@@ -105,10 +119,7 @@ impl Filter for RateLimit {
                 metrics::counter_add("store_errors", 1);
                 log_limited(&format!("rate-limit store failed ({:?}): {e}", self.on_store_error));
                 match self.on_store_error {
-                    OnStoreError::Allow => {
-                        self.handoff(None);
-                        Decision::Continue
-                    }
+                    OnStoreError::Allow => Decision::Continue,
                     OnStoreError::Deny => Reply::new(503)
                         .header("retry-after", "1")
                         .header("content-type", "text/plain")
@@ -119,19 +130,10 @@ impl Filter for RateLimit {
         }
     }
 
-    fn on_response(&self, response: &mut Response<'_>) -> Decision {
-        if !self.response_headers {
-            return Decision::Continue;
-        }
-        // The request phase may have run on another instance: the numbers come through
-        // the store, keyed by the connection (see `handoff_key`).
-        let key = handoff_key();
-        let Ok(Some(saved)) = kv::get_string(&key) else {
-            return Decision::Continue;
+    fn on_response(&self, response: &mut Response<'_>) -> ResponseDecision {
+        let Some(saved) = context::get(VERDICT_KEY) else {
+            return ResponseDecision::Continue;
         };
-        // Read once: deleting it keeps this filter's KV space to counters plus requests in
-        // flight, whatever the number of connections (each has its own entry).
-        let _ = kv::delete(&key);
         let mut numbers = saved.split(' ').map(str::parse::<u64>);
         if let (Some(Ok(limit)), Some(Ok(remaining)), Some(Ok(reset_ms))) =
             (numbers.next(), numbers.next(), numbers.next())
@@ -148,7 +150,7 @@ impl Filter for RateLimit {
                 let _ = response.set_header(name, &value);
             }
         }
-        Decision::Continue
+        ResponseDecision::Continue
     }
 }
 
@@ -184,29 +186,13 @@ impl RateLimit {
         }
     }
 
-    /// Leaves the numbers for this connection's response phase (or clears stale ones).
+    /// Leaves the numbers for this request's response phase.
     fn handoff(&self, verdict: Option<&Verdict>) {
-        if !self.response_headers {
-            return;
+        if let (true, Some(v)) = (self.response_headers, verdict) {
+            // A full context only costs the headers of this response.
+            let _ = context::set(VERDICT_KEY, &format!("{} {} {}", v.limit, v.remaining, v.reset_ms));
         }
-        let text = verdict
-            .map(|v| format!("{} {} {}", v.limit, v.remaining, v.reset_ms))
-            .unwrap_or_default();
-        // A failure only costs the headers of this response.
-        let _ = kv::set(&handoff_key(), text.as_bytes(), Some(HANDOFF_TTL));
     }
-}
-
-/// Per connection: HTTP/1.1 runs one request at a time on it. Concurrent HTTP/2 streams
-/// of one connection share the entry, so one may show a sibling's numbers (same client,
-/// same route). A per-request variable in the WIT would make this exact.
-fn handoff_key() -> String {
-    format!(
-        "handoff:{}:{}:{}",
-        metadata::listener(),
-        metadata::client_address(),
-        metadata::route()
-    )
 }
 
 /// The store key of `limit` for this request; `None` when a part is missing (the limit

@@ -49,6 +49,10 @@ impl Edits {
         })
     }
 
+    fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+
     fn apply(&self, headers: &mut HeaderMap) {
         for name in &self.remove {
             headers.remove(name);
@@ -89,5 +93,13 @@ impl Filter for HeadersFilter {
     fn on_response<'a>(&'a self, resp: &'a mut FilterResponse, _ctx: &'a mut RequestCtx) -> PhaseFuture<'a> {
         self.response.apply(&mut resp.head.headers);
         Box::pin(std::future::ready(Ok(Decision::Continue)))
+    }
+
+    fn has_request_phase(&self) -> bool {
+        !self.request.is_empty()
+    }
+
+    fn has_response_phase(&self) -> bool {
+        !self.response.is_empty()
     }
 }

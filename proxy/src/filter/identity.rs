@@ -75,6 +75,10 @@ impl Filter for IdentityFilter {
         };
         Box::pin(std::future::ready(Ok(decision)))
     }
+
+    fn has_response_phase(&self) -> bool {
+        false
+    }
 }
 
 fn forbidden() -> Response<crate::body::Body> {

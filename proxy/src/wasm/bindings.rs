@@ -19,13 +19,16 @@ wasmtime::component::bindgen!({
     with: {
         "weft:filter/types.request": super::http::RequestHandle,
         "weft:filter/types.response": super::http::ResponseHandle,
+        "weft:filter/types.fields": super::http::Fields,
     },
 });
 
 // `self::`: the generated module is named `weft`, like this crate, which rustdoc's
 // doctests would otherwise resolve to.
 pub use self::exports::weft::filter::hooks::Options;
-pub use self::weft::filter::callout::{CalloutRequest, CalloutResponse};
+pub use self::weft::filter::callout::{CalloutError, CalloutRequest, CalloutResponse};
+pub use self::weft::filter::context::ContextError;
+pub use self::weft::filter::kv::KvError as WitKvError;
 pub use self::weft::filter::log::Level;
-pub use self::weft::filter::types::{Decision, Reply};
-pub use self::weft::filter::{callout, kv, log, metadata, metrics, types};
+pub use self::weft::filter::types::{HeaderError, Phases, Reply, RequestDecision, ResponseDecision};
+pub use self::weft::filter::{callout, context, kv, log, metadata, metrics, types};

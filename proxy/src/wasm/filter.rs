@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use wasmtime::component::Resource;
 
 use super::admission::Admission;
-use super::bindings::{Decision as WitDecision, Options, Reply};
+use super::bindings::{Options, Phases, Reply, RequestDecision, ResponseDecision};
 use super::limits;
 use super::pool::Pool;
 use crate::body::Body;
@@ -59,16 +59,29 @@ pub(crate) fn reply(reply: Reply, body_limit: usize) -> Result<Response<Body>, F
     Ok(response)
 }
 
-/// Turns a guest's decision into the chain's, resolving a reroute's cluster here, where
-/// the guest can be blamed by name, to the config's own `Arc` (no allocation).
-pub(crate) fn decide(decision: WitDecision, body_limit: usize, clusters: &Clusters) -> Result<Decision, FilterError> {
+/// Turns a guest's request-phase decision into the chain's, resolving a reroute's
+/// cluster here, where the guest can be blamed by name, to the config's own `Arc` (no
+/// allocation).
+pub(crate) fn decide_request(
+    decision: RequestDecision,
+    body_limit: usize,
+    clusters: &Clusters,
+) -> Result<Decision, FilterError> {
     match decision {
-        WitDecision::Continue => Ok(Decision::Continue),
-        WitDecision::Respond(answer) => reply(answer, body_limit).map(Decision::Respond),
-        WitDecision::Reroute(cluster) => match clusters.get_key_value(cluster.as_str()) {
+        RequestDecision::Continue => Ok(Decision::Continue),
+        RequestDecision::Respond(answer) => reply(answer, body_limit).map(Decision::Respond),
+        RequestDecision::Reroute(cluster) => match clusters.get_key_value(cluster.as_str()) {
             Some((name, _)) => Ok(Decision::Reroute(name.clone())),
             None => Err(FilterError::Invalid(format!("rerouted to unknown cluster {cluster:?}"))),
         },
+    }
+}
+
+/// Turns a guest's response-phase decision into the chain's.
+pub(crate) fn decide_response(decision: ResponseDecision, body_limit: usize) -> Result<Decision, FilterError> {
+    match decision {
+        ResponseDecision::Continue => Ok(Decision::Continue),
+        ResponseDecision::Respond(answer) => reply(answer, body_limit).map(Decision::Respond),
     }
 }
 
@@ -81,10 +94,6 @@ impl WasmFilter {
         err
     }
 
-    fn decide(&self, decision: WitDecision) -> Result<Decision, FilterError> {
-        decide(decision, self.body_limit, &self.clusters)
-    }
-
     async fn request_phase(&self, req: &mut FilterRequest, ctx: &mut RequestCtx) -> Result<Decision, FilterError> {
         // Held until the instance is back in the pool (or dropped).
         let _turn = self.admission.enter(false).await?;
@@ -92,7 +101,7 @@ impl WasmFilter {
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.req_head, &mut req.head);
         state.phase.req_body = req.body.take();
-        state.meta.set(ctx);
+        state.enter_phase(ctx);
         limits::start_call(&mut instance.store, self.cpu);
         let hooks = instance.world.weft_filter_hooks();
         let clock = instance.store.data().budget.slices.clone();
@@ -101,10 +110,11 @@ impl WasmFilter {
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.req_head, &mut req.head);
         req.body = state.phase.req_body.take();
+        state.leave_phase(ctx);
         match result {
             Ok(decision) => {
                 self.pool.release(instance);
-                self.decide(decision)
+                decide_request(decision, self.body_limit, &self.clusters)
             }
             Err(e) => Err(limits::classify(&e, instance.store.data_mut())),
         }
@@ -116,7 +126,7 @@ impl WasmFilter {
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.resp_head, &mut resp.head);
         state.phase.resp_body = resp.body.take();
-        state.meta.set(ctx);
+        state.enter_phase(ctx);
         limits::start_call(&mut instance.store, self.cpu);
         let hooks = instance.world.weft_filter_hooks();
         let clock = instance.store.data().budget.slices.clone();
@@ -125,10 +135,11 @@ impl WasmFilter {
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.resp_head, &mut resp.head);
         resp.body = state.phase.resp_body.take();
+        state.leave_phase(ctx);
         match result {
             Ok(decision) => {
                 self.pool.release(instance);
-                self.decide(decision)
+                decide_response(decision, self.body_limit)
             }
             Err(e) => Err(limits::classify(&e, instance.store.data_mut())),
         }
@@ -150,6 +161,14 @@ impl Filter for WasmFilter {
                 .await
                 .map_err(|e| self.fail("response", e))
         })
+    }
+
+    fn has_request_phase(&self) -> bool {
+        self.options.phases.contains(Phases::REQUEST)
+    }
+
+    fn has_response_phase(&self) -> bool {
+        self.options.phases.contains(Phases::RESPONSE)
     }
 
     fn request_body_limit(&self) -> Option<usize> {

@@ -1,16 +1,23 @@
-//! Host side of the `request` and `response` resources.
+//! Host side of the `request`, `response` and `fields` resources.
 //!
-//! The guest only ever holds *borrowed* handles, which the component model revokes when
-//! the phase call returns, so a handle always means "the request (or response) of the
-//! phase in progress" and needs no table entry: its value is ignored and the state lives
-//! in [`Phase`](super::state::Phase).
+//! The guest only ever holds *borrowed* `request` and `response` handles, which the
+//! component model revokes when the phase call returns, so such a handle always means
+//! "the request (or response) of the phase in progress" and needs no table entry: its
+//! value is ignored and the state lives in [`Phase`](super::state::Phase).
+//!
+//! A `fields` is owned by the guest and lives in the store's resource table: either a
+//! view of the phase's request or response headers (what `headers()` returns, so a write
+//! goes straight into the message) or a list of its own (a callout's). A guest holds at
+//! most [`MAX_LIVE_FIELDS`] at once: each is host memory, and a guest that leaks them in a
+//! loop must hit a limit, not the host's allocator.
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
+use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use wasmtime::component::Resource;
 
-use super::bindings::types::{Host, HostRequest, HostResponse};
+use super::bindings::HeaderError;
+use super::bindings::types::{Host, HostFields, HostRequest, HostResponse};
 use super::limits::LimitHit;
 use super::state::HostState;
 
@@ -19,46 +26,132 @@ pub struct RequestHandle;
 /// The type behind `borrow<response>` handles.
 pub struct ResponseHandle;
 
-type Headers = Vec<(String, String)>;
-
-fn header(map: &HeaderMap, name: &str) -> Option<String> {
-    map.get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+/// What a `fields` handle stands for.
+pub enum Fields {
+    /// The headers of the request in the phase in progress.
+    Request,
+    /// The headers of the response in the phase in progress.
+    Response,
+    /// A list of the guest's own (a callout request) or the host's (a callout response).
+    Own(HeaderMap),
 }
 
-fn headers(map: &HeaderMap) -> Headers {
-    map.iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect()
-}
+/// Most `fields` a guest may hold at once.
+pub const MAX_LIVE_FIELDS: usize = 64;
 
-fn parse(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
-    let value = HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name}"))?;
+/// Parses a guest's header; the framing headers are the proxy's to set.
+pub(crate) fn parse(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), HeaderError> {
+    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| HeaderError::InvalidName(name.to_owned()))?;
+    if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+        return Err(HeaderError::Forbidden(name.as_str().to_owned()));
+    }
+    let value = HeaderValue::from_str(value).map_err(|_| HeaderError::InvalidValue(name.as_str().to_owned()))?;
     Ok((name, value))
 }
 
-fn set_header(map: &mut HeaderMap, name: &str, value: &str) -> Result<(), String> {
-    let (name, value) = parse(name, value)?;
-    map.insert(name, value);
-    Ok(())
+fn lossy(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
 }
 
-fn add_header(map: &mut HeaderMap, name: &str, value: &str) -> Result<(), String> {
-    let (name, value) = parse(name, value)?;
-    map.append(name, value);
-    Ok(())
+impl HostState {
+    /// Makes a new `fields` handle, or fails the phase when the guest holds too many.
+    pub(crate) fn new_fields(&mut self, fields: Fields) -> wasmtime::Result<Resource<Fields>> {
+        if self.live_fields >= MAX_LIVE_FIELDS {
+            self.limiter.hit = Some("fields");
+            return Err(wasmtime::Error::msg(format!(
+                "the filter holds {MAX_LIVE_FIELDS} header lists (fields) without dropping them"
+            )));
+        }
+        self.live_fields += 1;
+        Ok(self.table.push(fields)?)
+    }
+
+    /// Takes a guest's `fields` out of the table (it was moved to the host), as a map.
+    pub(crate) fn take_fields(&mut self, handle: Resource<Fields>) -> wasmtime::Result<HeaderMap> {
+        let fields = self.table.delete(handle)?;
+        self.live_fields -= 1;
+        Ok(match fields {
+            Fields::Request => self.phase.req_head.headers.clone(),
+            Fields::Response => self.phase.resp_head.headers.clone(),
+            Fields::Own(map) => map,
+        })
+    }
+
+    /// The header map a handle stands for.
+    fn fields(&mut self, handle: &Resource<Fields>) -> wasmtime::Result<&mut HeaderMap> {
+        Ok(match self.table.get_mut(handle)? {
+            Fields::Request => &mut self.phase.req_head.headers,
+            Fields::Response => &mut self.phase.resp_head.headers,
+            Fields::Own(map) => map,
+        })
+    }
 }
 
-fn remove_header(map: &mut HeaderMap, name: &str) {
-    // An invalid name cannot be present: nothing to remove.
-    if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-        map.remove(name);
+impl HostFields for HostState {
+    fn new(&mut self) -> wasmtime::Result<Resource<Fields>> {
+        self.new_fields(Fields::Own(HeaderMap::new()))
+    }
+
+    fn get(&mut self, fields: Resource<Fields>, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.fields(&fields)?.get(name.as_str()).map(lossy))
+    }
+
+    fn get_all(&mut self, fields: Resource<Fields>, name: String) -> wasmtime::Result<Vec<String>> {
+        Ok(self.fields(&fields)?.get_all(name.as_str()).iter().map(lossy).collect())
+    }
+
+    fn has(&mut self, fields: Resource<Fields>, name: String) -> wasmtime::Result<bool> {
+        Ok(self.fields(&fields)?.contains_key(name.as_str()))
+    }
+
+    fn entries(&mut self, fields: Resource<Fields>) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self
+            .fields(&fields)?
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), lossy(v)))
+            .collect())
+    }
+
+    fn set(
+        &mut self,
+        fields: Resource<Fields>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), HeaderError>> {
+        let map = self.fields(&fields)?;
+        Ok(parse(&name, &value).map(|(name, value)| {
+            map.insert(name, value);
+        }))
+    }
+
+    fn append(
+        &mut self,
+        fields: Resource<Fields>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), HeaderError>> {
+        let map = self.fields(&fields)?;
+        Ok(parse(&name, &value).map(|(name, value)| {
+            map.append(name, value);
+        }))
+    }
+
+    fn delete(&mut self, fields: Resource<Fields>, name: String) -> wasmtime::Result<()> {
+        let map = self.fields(&fields)?;
+        // An invalid name cannot be present, and the framing headers are the proxy's.
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes())
+            && name != CONTENT_LENGTH
+            && name != TRANSFER_ENCODING
+        {
+            map.remove(name);
+        }
+        Ok(())
+    }
+
+    fn drop(&mut self, fields: Resource<Fields>) -> wasmtime::Result<()> {
+        self.table.delete(fields)?;
+        self.live_fields -= 1;
+        Ok(())
     }
 }
 
@@ -124,35 +217,8 @@ impl HostRequest for HostState {
         })
     }
 
-    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(header(&self.phase.req_head.headers, &name))
-    }
-
-    fn headers(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Headers> {
-        Ok(headers(&self.phase.req_head.headers))
-    }
-
-    fn set_header(
-        &mut self,
-        _: Resource<RequestHandle>,
-        name: String,
-        value: String,
-    ) -> wasmtime::Result<Result<(), String>> {
-        Ok(set_header(&mut self.phase.req_head.headers, &name, &value))
-    }
-
-    fn add_header(
-        &mut self,
-        _: Resource<RequestHandle>,
-        name: String,
-        value: String,
-    ) -> wasmtime::Result<Result<(), String>> {
-        Ok(add_header(&mut self.phase.req_head.headers, &name, &value))
-    }
-
-    fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<()> {
-        remove_header(&mut self.phase.req_head.headers, &name);
-        Ok(())
+    fn headers(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Resource<Fields>> {
+        self.new_fields(Fields::Request)
     }
 
     fn body(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
@@ -182,44 +248,19 @@ impl HostResponse for HostState {
     }
 
     fn set_status(&mut self, _: Resource<ResponseHandle>, status: u16) -> wasmtime::Result<Result<(), String>> {
+        // Only final statuses: a 1xx here would turn the answer into an interim one (or,
+        // 101, an upgrade).
         Ok(match http::StatusCode::from_u16(status) {
-            Ok(code) => {
+            Ok(code) if (200..600).contains(&status) => {
                 self.phase.resp_head.status = code;
                 Ok(())
             }
-            Err(_) => Err(format!("invalid status {status}")),
+            _ => Err(format!("invalid status {status}: a response phase sets 200..=599")),
         })
     }
 
-    fn header(&mut self, _: Resource<ResponseHandle>, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(header(&self.phase.resp_head.headers, &name))
-    }
-
-    fn headers(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<Headers> {
-        Ok(headers(&self.phase.resp_head.headers))
-    }
-
-    fn set_header(
-        &mut self,
-        _: Resource<ResponseHandle>,
-        name: String,
-        value: String,
-    ) -> wasmtime::Result<Result<(), String>> {
-        Ok(set_header(&mut self.phase.resp_head.headers, &name, &value))
-    }
-
-    fn add_header(
-        &mut self,
-        _: Resource<ResponseHandle>,
-        name: String,
-        value: String,
-    ) -> wasmtime::Result<Result<(), String>> {
-        Ok(add_header(&mut self.phase.resp_head.headers, &name, &value))
-    }
-
-    fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> wasmtime::Result<()> {
-        remove_header(&mut self.phase.resp_head.headers, &name);
-        Ok(())
+    fn headers(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<Resource<Fields>> {
+        self.new_fields(Fields::Response)
     }
 
     fn body(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<Option<Vec<u8>>> {

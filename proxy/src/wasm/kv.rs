@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
+use super::bindings::WitKvError;
 use super::bindings::kv::Host;
 use super::state::HostState;
 
@@ -18,7 +19,48 @@ mod local;
 pub use local::{LocalKv, LocalSpace};
 
 /// A boxed store operation (the trait is used as `dyn`).
-pub type KvFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+pub type KvFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, KvError>> + Send + 'a>>;
+
+/// Why a store operation failed; the guest receives it as WIT's `kv-error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    #[error("the key is longer than {MAX_KEY} bytes")]
+    KeyTooLong,
+    #[error("the value is larger than {MAX_VALUE} bytes")]
+    ValueTooLarge,
+    #[error("a key and value of {size} bytes cannot fit the filter's limits.kv_bytes of {quota}")]
+    OverQuota { size: usize, quota: usize },
+    #[error("the value is not an integer")]
+    NotAnInteger,
+    #[error("the increment overflows")]
+    Overflow,
+    #[error("the store did not answer in time")]
+    Timeout,
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl KvError {
+    /// Whether the store itself failed (counted and logged), rather than refused what
+    /// the guest asked.
+    pub fn is_store_failure(&self) -> bool {
+        matches!(self, KvError::Timeout | KvError::Unavailable(_))
+    }
+}
+
+impl From<KvError> for WitKvError {
+    fn from(e: KvError) -> Self {
+        match e {
+            KvError::KeyTooLong => WitKvError::KeyTooLong,
+            KvError::ValueTooLarge => WitKvError::ValueTooLarge,
+            KvError::OverQuota { .. } => WitKvError::OverQuota,
+            KvError::NotAnInteger => WitKvError::NotAnInteger,
+            KvError::Overflow => WitKvError::Overflow,
+            KvError::Timeout => WitKvError::Timeout,
+            KvError::Unavailable(why) => WitKvError::Unavailable(why),
+        }
+    }
+}
 
 /// How much one filter may keep in the local store (`limits.kv_keys`, `limits.kv_bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +79,7 @@ pub trait KvStore: Send + Sync + 'static {
     fn space(self: Arc<Self>, filter: &str, quota: KvQuota, evictions: Counter) -> Arc<dyn KvSpace>;
 }
 
-/// One filter's keys. Errors are messages the guest receives.
+/// One filter's keys.
 pub trait KvSpace: Send + Sync + 'static {
     fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<Vec<u8>>>;
     /// Stores `value`, expiring after `ttl` when given.
@@ -58,9 +100,9 @@ const MAX_VALUE: usize = 1 << 20;
 impl HostState {
     /// The filter's space, taken out of `self` so the `await` that follows does not
     /// borrow the store data (which is `Send` but not `Sync`).
-    fn kv_space(&self, key: &str) -> Result<Arc<dyn KvSpace>, String> {
+    fn kv_space(&self, key: &str) -> Result<Arc<dyn KvSpace>, KvError> {
         if key.len() > MAX_KEY {
-            return Err(format!("key longer than {MAX_KEY} bytes"));
+            return Err(KvError::KeyTooLong);
         }
         Ok(self.shared.kv.clone())
     }
@@ -76,33 +118,43 @@ macro_rules! kv_op {
     ($state:expr, $key:expr, |$kv:ident, $k:ident| $op:expr) => {{
         let $kv = match $state.kv_space(&$key) {
             Ok(space) => space,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Err(e.into())),
         };
         let $k = $key;
         let started = Instant::now();
         let result = $op.await;
         $state.budget.waited += started.elapsed();
-        Ok(result)
+        Ok(result.map_err(WitKvError::from))
     }};
 }
 
 impl Host for HostState {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, String>> {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, WitKvError>> {
         kv_op!(self, key, |kv, k| kv.get(&k))
     }
 
-    async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> wasmtime::Result<Result<(), String>> {
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<(), WitKvError>> {
         if value.len() > MAX_VALUE {
-            return Ok(Err(format!("value larger than {MAX_VALUE} bytes")));
+            return Ok(Err(WitKvError::ValueTooLarge));
         }
         kv_op!(self, key, |kv, k| kv.set(&k, value, ttl(ttl_ms)))
     }
 
-    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, String>> {
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, WitKvError>> {
         kv_op!(self, key, |kv, k| kv.delete(&k))
     }
 
-    async fn incr(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> wasmtime::Result<Result<i64, String>> {
+    async fn incr(
+        &mut self,
+        key: String,
+        delta: i64,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<i64, WitKvError>> {
         kv_op!(self, key, |kv, k| kv.incr(&k, delta, ttl(ttl_ms)))
     }
 }

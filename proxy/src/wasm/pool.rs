@@ -1,9 +1,10 @@
 //! Instances of one loaded filter: created from the `InstancePre`, initialised with the
 //! filter's config, kept for reuse after a clean call, dropped after a failed one.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_queue::ArrayQueue;
 use wasmtime::Store;
 
 use super::bindings::{Filter as FilterWorld, Options};
@@ -51,7 +52,8 @@ pub(crate) struct Pool {
     /// phase, but still one, so a guest cannot hang a reload.
     init_budget: Duration,
     reuse: InstanceReuse,
-    idle: Mutex<Vec<Instance>>,
+    /// Lock-free: every phase call takes and returns an instance.
+    idle: ArrayQueue<Instance>,
 }
 
 impl Pool {
@@ -70,7 +72,7 @@ impl Pool {
             memory,
             init_budget: (cpu * 10).max(Duration::from_secs(1)),
             reuse,
-            idle: Mutex::new(Vec::new()),
+            idle: ArrayQueue::new(MAX_IDLE),
         }
     }
 
@@ -101,7 +103,7 @@ impl Pool {
 
     /// An idle instance, or a new one.
     pub async fn acquire(&self) -> Result<Instance, FilterError> {
-        if let Some(instance) = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop() {
+        if let Some(instance) = self.idle.pop() {
             return Ok(instance);
         }
         match self.create().await {
@@ -119,9 +121,7 @@ impl Pool {
         if self.reuse == InstanceReuse::Fresh {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE {
-            idle.push(instance);
-        }
+        // Full: the surplus instance is dropped.
+        let _ = self.idle.push(instance);
     }
 }

@@ -26,7 +26,7 @@ use redis::{Client, FromRedisValue, IntoConnectionInfo};
 
 use prometheus_client::metrics::counter::Counter as EvictionCounter;
 
-use super::kv::{KvFuture, KvQuota, KvSpace, KvStore};
+use super::kv::{KvError, KvFuture, KvQuota, KvSpace, KvStore};
 use crate::config::redact_urls;
 use crate::metrics::{KvLabels, Metrics};
 
@@ -126,7 +126,7 @@ impl RedisKv {
 
     /// Runs `cmd` (a command or a MULTI pipeline) within the timeout; failures become
     /// the guest's error message, counted and (rate-limited) logged.
-    async fn run<T: FromRedisValue>(&self, op: &'static str, key: &str, query: Query) -> Result<T, String> {
+    async fn run<T: FromRedisValue>(&self, op: &'static str, key: &str, query: Query) -> Result<T, KvError> {
         let mut conn = self.conn.clone();
         let fut = async {
             match &query {
@@ -136,15 +136,33 @@ impl RedisKv {
         };
         let error = match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) => format!("redis {op}: {e}"),
-            Err(_) => format!("redis {op}: no answer within {:?}", self.timeout),
+            Ok(Err(e)) => classify(op, &e),
+            Err(_) => KvError::Timeout,
         };
-        self.errors.inc();
-        if let Some(suppressed) = self.log.allow() {
-            tracing::warn!(op, key, error = %error, suppressed, "kv backend failed (fail-open/closed is the filter's choice)");
+        if error.is_store_failure() {
+            self.errors.inc();
+            if let Some(suppressed) = self.log.allow() {
+                tracing::warn!(op, key, error = %error, suppressed, "kv backend failed (fail-open/closed is the filter's choice)");
+            }
         }
         Err(error)
     }
+}
+
+/// A Redis error as the guest's typed error: a command Redis refused for the value it
+/// found is the guest's to handle (`INCRBY` on text), anything else means the store is
+/// unavailable.
+fn classify(op: &str, e: &redis::RedisError) -> KvError {
+    let text = e.to_string();
+    // Redis answers `ERR increment or decrement would overflow` and `ERR value is not an
+    // integer or out of range`.
+    if text.contains("would overflow") {
+        return KvError::Overflow;
+    }
+    if text.contains("not an integer") {
+        return KvError::NotAnInteger;
+    }
+    KvError::Unavailable(format!("redis {op}: {text}"))
 }
 
 enum Query {

@@ -14,7 +14,7 @@ use super::metrics::{MetricCache, MetricNames};
 use super::output::LogBudget;
 use super::stdio::GuestOutput;
 use crate::cluster::Clusters;
-use crate::filter::RequestCtx;
+use crate::filter::{Context, RequestCtx};
 use crate::metrics::Metrics;
 
 /// What every instance of one loaded filter shares.
@@ -81,12 +81,19 @@ pub(crate) struct HostState {
     pub shared: Arc<FilterShared>,
     pub phase: Phase,
     pub meta: Meta,
+    /// The request's context values, moved in for the phase call (and back after).
+    pub context: Context,
+    /// Whether a phase is in progress (false during `init`): the context needs a request.
+    pub in_phase: bool,
+    /// `fields` handles the guest holds (see `http::MAX_LIVE_FIELDS`).
+    pub live_fields: usize,
     pub limiter: Limiter,
     pub budget: Budget,
     pub metric_cache: MetricCache,
     pub stderr: GuestOutput,
     wasi: WasiCtx,
-    table: ResourceTable,
+    /// Shared with WASI: `fields` handles live here too.
+    pub table: ResourceTable,
 }
 
 impl HostState {
@@ -100,6 +107,9 @@ impl HostState {
             shared,
             phase: Phase::empty(),
             meta: Meta::default(),
+            context: Context::default(),
+            in_phase: false,
+            live_fields: 0,
             limiter: Limiter::new(memory_limit),
             budget: Budget::default(),
             metric_cache: MetricCache::default(),
@@ -107,6 +117,21 @@ impl HostState {
             wasi,
             table: ResourceTable::new(),
         }
+    }
+}
+
+impl HostState {
+    /// Moves the request's facts and context values in for a phase call.
+    pub fn enter_phase(&mut self, ctx: &mut RequestCtx) {
+        self.meta.set(ctx);
+        std::mem::swap(&mut self.context, &mut ctx.context);
+        self.in_phase = true;
+    }
+
+    /// Moves the context values (as the guest left them) back to the request.
+    pub fn leave_phase(&mut self, ctx: &mut RequestCtx) {
+        std::mem::swap(&mut self.context, &mut ctx.context);
+        self.in_phase = false;
     }
 }
 

@@ -5,8 +5,9 @@ use anyhow::bail;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// The WIT package version the host's bindings were generated from (`wit/filter.wit`).
-pub const WIT_VERSION: &str = "0.1.0";
+/// The WIT package version the host's bindings were generated from, read from
+/// `wit/filter.wit` by `build.rs` so the two cannot disagree.
+pub const WIT_VERSION: &str = env!("WEFT_WIT_VERSION");
 const PACKAGE: &str = "weft:filter/";
 
 /// Whether a guest built against `theirs` links with this host. The same rule as the
@@ -20,6 +21,11 @@ fn compatible(theirs: &str) -> bool {
         Some(if major == 0 { (0, minor) } else { (major, 0) })
     };
     key(theirs).is_some() && key(theirs) == key(WIT_VERSION)
+}
+
+/// The weft-sdk release line that targets this WIT version (`0.2` for `0.2.x`).
+fn sdk_version() -> &'static str {
+    WIT_VERSION.rsplit_once('.').map_or(WIT_VERSION, |(line, _)| line)
 }
 
 /// Returns the version the component targets, or an error naming it and ours.
@@ -38,7 +44,9 @@ pub(crate) fn check(component: &Component, engine: &Engine) -> anyhow::Result<St
         if !compatible(version) {
             bail!(
                 "targets weft:filter@{version}, but this host supports weft:filter@{WIT_VERSION}: \
-                 rebuild the plugin with a weft-sdk for weft:filter {WIT_VERSION}"
+                 rebuild the plugin against weft:filter {WIT_VERSION} (weft-sdk {sdk}, `cargo build --release \
+                 --target wasm32-wasip2`); docs/filters.md lists what changed between versions",
+                sdk = sdk_version()
             );
         }
         found.get_or_insert_with(|| version.to_owned());
@@ -64,10 +72,11 @@ mod tests {
 
     #[test]
     fn zero_x_versions_match_on_minor() {
-        assert!(compatible("0.1.0"));
-        assert!(compatible("0.1.7"));
-        assert!(!compatible("0.2.0"));
-        assert!(!compatible("1.1.0"));
+        assert!(compatible("0.2.0"));
+        assert!(compatible("0.2.7"));
+        assert!(!compatible("0.1.0"), "0.1 components are refused, not adapted");
+        assert!(!compatible("0.3.0"));
+        assert!(!compatible("1.2.0"));
         assert!(!compatible("unversioned"));
     }
 }

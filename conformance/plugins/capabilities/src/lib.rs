@@ -16,7 +16,17 @@
 //!   (`x-cap-kv-ttl-ms` optional); sets `x-kv-filled: <n>`, or `x-kv-fill-error` with the
 //!   first error and `x-kv-filled` with the writes that succeeded before it
 //! - `x-cap-callout: <cluster>`     `x-cap-callout-path`, `x-cap-callout-timeout-ms`
-//!   optional; replies 200 with `x-callout-status` and the callout's body, or 502 with the error
+//!   optional; replies 200 with `x-callout-status`, `x-callout-type` (the answer's
+//!   `content-type`) and the callout's body, or 502 with the typed error (`Timeout`...)
+//! - `x-cap-fields: 1`              sets `x-fields-multi` (every `x-multi` value, joined
+//!   by `,`), `x-fields-has-multi`, `x-fields-count` (entries) and `x-fields-framing` (the
+//!   error setting `content-length`)
+//! - `x-cap-fields-leak: <n>`       makes n header lists and never drops them (the host
+//!   allows 64 at once: more traps)
+//! - `x-cap-ctx-set: <key>=<value>` stores a context value; sets `x-ctx-set: ok|<err>`
+//! - `x-cap-ctx-from: <filter>/<key>` sets `x-ctx-from` to that filter's value (or `none`)
+//! - `x-cap-ctx-flood: <n>`         stores n values of 1 KiB; sets `x-ctx-flood: <stored>`
+//!   and `x-ctx-flood-error` with the first error
 //! - `x-cap-body: 1`                sets `x-body-len` (or `x-body: none`)
 //! - `x-cap-set-body: <text>`       replaces the body; sets `x-set-body: ok|<err>`
 //! - `x-cap-set-path: <path>`       rewrites the path
@@ -24,19 +34,24 @@
 //! - `x-cap-reroute: <cluster>`     reroutes
 //! - `x-cap-respond: <status>`      replies with that status, `x-responded-by: capabilities`
 //!
-//! Response phase: adds `x-cap-response: seen`, and `x-resp-body-len` when bodies are
-//! buffered; a response header `x-cap-replace: <status>` makes it reply with that status.
+//! Response phase: adds `x-cap-response: seen`, `x-resp-body-len` when bodies are
+//! buffered, and `x-ctx-own: <value>` when the request phase stored a context value (the
+//! last `x-cap-ctx-set`); a response header `x-cap-replace: <status>` makes it reply
+//! with that status.
 //!
 //! In `x-cap-log` and `x-cap-metric`, `\n`, `\r`, `\e` (ESC) and `\\` stand for
 //! what a header value cannot carry, so tests can send newlines and terminal escapes.
 //!
-//! Config: `request_body`, `response_body` (buffer bodies), `refuse` (init fails with
-//! this message), `panic_in_init`.
+//! Config: `request_body`, `response_body` (buffer bodies), `phases` (`"request"`,
+//! `"response"` or `"both"`, the default), `refuse` (init fails with this message),
+//! `panic_in_init`.
 
 use std::time::Duration;
 
 use weft_sdk::callout::Callout;
-use weft_sdk::{Decision, Filter, Options, Reply, Request, Response, kv, log, metadata, metrics};
+use weft_sdk::{
+    Decision, Filter, Options, Phases, Reply, Request, Response, ResponseDecision, context, kv, log, metadata, metrics,
+};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,10 +60,15 @@ struct Config {
     request_body: bool,
     #[serde(default)]
     response_body: bool,
+    #[serde(default)]
+    phases: Option<String>,
     refuse: Option<String>,
     #[serde(default)]
     panic_in_init: bool,
 }
+
+/// The context key under which the request phase notes which key it stored.
+const LAST_KEY: &str = "last-key";
 
 struct Capabilities {
     options: Options,
@@ -74,7 +94,7 @@ fn fill(req: &mut Request<'_>, spec: &str) {
         key.push_str(prefix);
         key.push_str(&i.to_string());
         if let Err(e) = kv::set(&key, &value, ttl) {
-            let _ = req.set_header("x-kv-fill-error", &e);
+            let _ = req.set_header("x-kv-fill-error", &e.to_string());
             let _ = req.set_header("x-kv-filled", &i.to_string());
             return;
         }
@@ -102,8 +122,33 @@ fn unescape(text: &str) -> String {
     out
 }
 
-fn outcome(result: Result<(), String>) -> String {
-    result.map_or_else(|e| e, |()| "ok".to_owned())
+/// `ok`, or the error: typed errors show their variant (`NotAnInteger`).
+fn outcome<E: std::fmt::Display>(result: Result<(), E>) -> String {
+    result.map_or_else(|e| e.to_string(), |()| "ok".to_owned())
+}
+
+fn fields(req: &mut Request<'_>) {
+    let headers = req.headers();
+    let multi = headers.get_all("x-multi").join(",");
+    let has = headers.has("x-multi");
+    let count = headers.entries().len();
+    let framing = outcome(headers.set("content-length", "1"));
+    let _ = req.set_header("x-fields-multi", &multi);
+    let _ = req.set_header("x-fields-has-multi", &has.to_string());
+    let _ = req.set_header("x-fields-count", &count.to_string());
+    let _ = req.set_header("x-fields-framing", &framing);
+}
+
+fn context_flood(req: &mut Request<'_>, n: usize) {
+    let value = "v".repeat(1024);
+    for i in 0..n {
+        if let Err(e) = context::set(&format!("flood{i}"), &value) {
+            let _ = req.set_header("x-ctx-flood-error", &e.to_string());
+            let _ = req.set_header("x-ctx-flood", &i.to_string());
+            return;
+        }
+    }
+    let _ = req.set_header("x-ctx-flood", &n.to_string());
 }
 
 impl Filter for Capabilities {
@@ -117,8 +162,15 @@ impl Filter for Capabilities {
             panic!("capabilities was told to panic in init");
         }
         log::debug("capabilities filter initialised");
+        let phases = match config.phases.as_deref() {
+            None | Some("both") => Phases::BOTH,
+            Some("request") => Phases::REQUEST,
+            Some("response") => Phases::RESPONSE,
+            Some(other) => return Err(format!("phases: {other:?} is not request, response or both")),
+        };
         Ok(Capabilities {
             options: Options {
+                phases,
                 request_body: config.request_body,
                 response_body: config.response_body,
             },
@@ -168,19 +220,40 @@ impl Filter for Capabilities {
             match kv::get_string(&key) {
                 Ok(Some(value)) => drop(req.set_header("x-kv-value", &value)),
                 Ok(None) => drop(req.set_header("x-kv-missing", "1")),
-                Err(e) => drop(req.set_header("x-kv-error", &e)),
+                Err(e) => drop(req.set_header("x-kv-error", &e.to_string())),
             }
         }
         if let Some(key) = req.header("x-cap-kv-delete") {
-            let text = kv::delete(&key).map_or_else(|e| e, |existed| existed.to_string());
+            let text = kv::delete(&key).map_or_else(|e| e.to_string(), |existed| existed.to_string());
             let _ = req.set_header("x-kv-deleted", &text);
         }
         if let Some(key) = req.header("x-cap-kv-incr") {
-            let text = kv::incr(&key, 1, ttl(req)).map_or_else(|e| e, |n| n.to_string());
+            let text = kv::incr(&key, 1, ttl(req)).map_or_else(|e| e.to_string(), |n| n.to_string());
             let _ = req.set_header("x-kv-count", &text);
         }
         if let Some(spec) = req.header("x-cap-kv-fill") {
             fill(req, &spec);
+        }
+        if req.header("x-cap-fields").is_some() {
+            fields(req);
+        }
+        if let Some(n) = req.header("x-cap-fields-leak").and_then(|n| n.parse::<usize>().ok()) {
+            for _ in 0..n {
+                std::mem::forget(weft_sdk::Fields::new());
+            }
+        }
+        if let Some(pair) = req.header("x-cap-ctx-set") {
+            let (key, value) = pair.split_once('=').unwrap_or((&pair, ""));
+            let result = context::set(key, value).and_then(|()| context::set(LAST_KEY, key));
+            let _ = req.set_header("x-ctx-set", &outcome(result));
+        }
+        if let Some(spec) = req.header("x-cap-ctx-from") {
+            let (filter, key) = spec.split_once('/').unwrap_or((&spec, ""));
+            let value = context::get_from(filter, key).unwrap_or_else(|| "none".into());
+            let _ = req.set_header("x-ctx-from", &value);
+        }
+        if let Some(n) = req.header("x-cap-ctx-flood").and_then(|n| n.parse().ok()) {
+            context_flood(req, n);
         }
         if let Some(cluster) = req.header("x-cap-callout") {
             let path = req.header("x-cap-callout-path").unwrap_or_else(|| "/callout".into());
@@ -196,9 +269,13 @@ impl Filter for Capabilities {
             return match answer {
                 Ok(r) => Reply::new(200)
                     .header("x-callout-status", r.status.to_string())
+                    .header("x-callout-type", r.header("content-type").unwrap_or_default())
                     .body(r.body)
                     .into(),
-                Err(e) => Reply::new(502).header("x-callout-error", "1").body(e).into(),
+                Err(e) => Reply::new(502)
+                    .header("x-callout-error", "1")
+                    .body(e.to_string())
+                    .into(),
             };
         }
         if req.header("x-cap-body").is_some() {
@@ -230,15 +307,18 @@ impl Filter for Capabilities {
         Decision::Continue
     }
 
-    fn on_response(&self, resp: &mut Response<'_>) -> Decision {
+    fn on_response(&self, resp: &mut Response<'_>) -> ResponseDecision {
         let _ = resp.set_header("x-cap-response", "seen");
+        if let Some(value) = context::get(LAST_KEY).and_then(|key| context::get(&key)) {
+            let _ = resp.set_header("x-ctx-own", &value);
+        }
         if let Some(body) = resp.body() {
             let _ = resp.set_header("x-resp-body-len", &body.len().to_string());
         }
         if let Some(status) = resp.header("x-cap-replace").and_then(|s| s.parse().ok()) {
             return Reply::new(status).body("replaced").into();
         }
-        Decision::Continue
+        ResponseDecision::Continue
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, header};
 use proptest::prelude::*;
 
-use super::{Reply, WitDecision, decide, reply};
+use super::{Reply, RequestDecision, ResponseDecision, decide_request, decide_response, reply};
 use crate::cluster::{Cluster, Clusters};
 use crate::config::Config;
 use crate::filter::{Decision, FilterError};
@@ -124,7 +124,7 @@ proptest! {
         target in prop_oneof![Just("web".to_owned()), Just("canary".to_owned()), any::<String>()],
     ) {
         let clusters = clusters();
-        match decide(WitDecision::Reroute(target.clone()), 1024, &clusters) {
+        match decide_request(RequestDecision::Reroute(target.clone()), 1024, &clusters) {
             Ok(Decision::Reroute(name)) => {
                 let (config_name, _) = clusters.get_key_value(target.as_str()).expect("known cluster");
                 prop_assert!(Arc::ptr_eq(&name, config_name), "the config's own name, not a copy");
@@ -142,7 +142,11 @@ proptest! {
 fn continue_and_respond_decide_as_the_guest_said() {
     let clusters = clusters();
     assert!(matches!(
-        decide(WitDecision::Continue, 0, &clusters),
+        decide_request(RequestDecision::Continue, 0, &clusters),
+        Ok(Decision::Continue)
+    ));
+    assert!(matches!(
+        decide_response(ResponseDecision::Continue, 0),
         Ok(Decision::Continue)
     ));
     let teapot = Reply {
@@ -153,7 +157,7 @@ fn continue_and_respond_decide_as_the_guest_said() {
         ],
         body: b"short".to_vec(),
     };
-    match decide(WitDecision::Respond(teapot), 1024, &clusters) {
+    match decide_request(RequestDecision::Respond(teapot.clone()), 1024, &clusters) {
         Ok(Decision::Respond(resp)) => {
             assert_eq!(resp.status(), 418);
             assert_eq!(resp.headers()["x-why"], "because");
@@ -170,7 +174,11 @@ fn continue_and_respond_decide_as_the_guest_said() {
         body: vec![],
     };
     assert!(matches!(
-        decide(WitDecision::Respond(switch), 0, &clusters),
+        decide_response(ResponseDecision::Respond(teapot), 1024),
+        Ok(Decision::Respond(_))
+    ));
+    assert!(matches!(
+        decide_response(ResponseDecision::Respond(switch), 0),
         Err(FilterError::Invalid(_))
     ));
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::{KvFuture, KvQuota, KvSpace, KvStore};
+use super::{KvError, KvFuture, KvQuota, KvSpace, KvStore};
 
 /// How often expired entries are swept (reads already ignore them; this frees memory).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -70,7 +70,7 @@ impl LocalKv {
         let space = match spaces.get(filter).and_then(Weak::upgrade) {
             Some(space) => space,
             None => {
-                let space = Arc::new(Space::new(filter, evictions));
+                let space = Arc::new(Space::new(evictions));
                 spaces.insert(filter.into(), Arc::downgrade(&space));
                 space
             }
@@ -206,14 +206,12 @@ impl Shard {
 
 /// Adds `delta` to the decimal integer in `slot`, in place (no allocation once the
 /// buffer has grown to its widest). Returns the new value and the change in length.
-fn add_in_place(slot: &mut Slot, key: &str, delta: i64) -> Result<(i64, isize), String> {
+fn add_in_place(slot: &mut Slot, delta: i64) -> Result<(i64, isize), KvError> {
     let current: i64 = std::str::from_utf8(&slot.value)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("the value at {key:?} is not an integer"))?;
-    let next = current
-        .checked_add(delta)
-        .ok_or_else(|| format!("incrementing {key:?} overflows"))?;
+        .ok_or(KvError::NotAnInteger)?;
+    let next = current.checked_add(delta).ok_or(KvError::Overflow)?;
     let before = slot.value.len();
     slot.value.clear();
     // Writing to a Vec cannot fail.
@@ -223,7 +221,6 @@ fn add_in_place(slot: &mut Slot, key: &str, delta: i64) -> Result<(i64, isize), 
 
 /// One filter's entries.
 pub(super) struct Space {
-    filter: Arc<str>,
     shards: Box<[RwLock<Shard>]>,
     hasher: RandomState,
     keys: AtomicUsize,
@@ -233,9 +230,8 @@ pub(super) struct Space {
 }
 
 impl Space {
-    fn new(filter: &str, evictions: Counter) -> Self {
+    fn new(evictions: Counter) -> Self {
         Space {
-            filter: filter.into(),
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             hasher: RandomState::new(),
             keys: AtomicUsize::new(0),
@@ -280,17 +276,17 @@ impl Space {
         shard.map.get(key).filter(|s| s.live(now)).map(|s| s.value.clone())
     }
 
-    fn fits(&self, quota: KvQuota, size: usize) -> Result<(), String> {
+    fn fits(&self, quota: KvQuota, size: usize) -> Result<(), KvError> {
         if size > quota.bytes {
-            return Err(format!(
-                "filter {:?}: a key and value of {size} bytes cannot fit its limits.kv_bytes of {}",
-                self.filter, quota.bytes
-            ));
+            return Err(KvError::OverQuota {
+                size,
+                quota: quota.bytes,
+            });
         }
         Ok(())
     }
 
-    pub(super) fn set(&self, quota: KvQuota, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), String> {
+    pub(super) fn set(&self, quota: KvQuota, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), KvError> {
         let size = key.len() + value.len();
         self.fits(quota, size)?;
         let i = self.shard_of(key);
@@ -323,7 +319,7 @@ impl Space {
         }
     }
 
-    pub(super) fn incr(&self, quota: KvQuota, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, String> {
+    pub(super) fn incr(&self, quota: KvQuota, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, KvError> {
         let now = Instant::now();
         let i = self.shard_of(key);
         // A live counter is updated in place: no allocation, no change to the order.
@@ -338,7 +334,7 @@ impl Space {
             match shard.map.get_mut(key).filter(|s| s.live(now)) {
                 // Another request created it since the first look.
                 Some(slot) => {
-                    let (next, grew) = add_in_place(slot, key, delta)?;
+                    let (next, grew) = add_in_place(slot, delta)?;
                     self.apply(&Delta { keys: 0, bytes: grew });
                     next
                 }
@@ -353,11 +349,11 @@ impl Space {
         Ok(created)
     }
 
-    fn incr_live(&self, i: usize, quota: KvQuota, key: &str, delta: i64, now: Instant) -> Option<Result<i64, String>> {
+    fn incr_live(&self, i: usize, quota: KvQuota, key: &str, delta: i64, now: Instant) -> Option<Result<i64, KvError>> {
         let grew = {
             let mut shard = self.write(i);
             let slot = shard.map.get_mut(key).filter(|s| s.live(now))?;
-            match add_in_place(slot, key, delta) {
+            match add_in_place(slot, delta) {
                 Ok((next, grew)) => {
                     self.apply(&Delta { keys: 0, bytes: grew });
                     (next, grew)

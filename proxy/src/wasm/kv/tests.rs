@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::{KvQuota, LocalKv, LocalSpace};
+use super::{KvError, KvQuota, LocalKv, LocalSpace};
 
 fn space(kv: &LocalKv, filter: &str, keys: usize, bytes: usize) -> (LocalSpace, Counter) {
     let evictions = Counter::default();
@@ -51,9 +51,9 @@ fn incr_refuses_non_integers_and_overflow() {
         bytes: 1 << 30,
     };
     s.inner().set(q, "s", b"abc".to_vec(), None).ok();
-    assert!(s.inner().incr(q, "s", 1, None).is_err());
+    assert_eq!(s.inner().incr(q, "s", 1, None), Err(KvError::NotAnInteger));
     s.inner().set(q, "m", i64::MAX.to_string().into_bytes(), None).ok();
-    assert!(s.inner().incr(q, "m", 1, None).is_err());
+    assert_eq!(s.inner().incr(q, "m", 1, None), Err(KvError::Overflow));
     assert_exact(&s);
 }
 
@@ -147,16 +147,14 @@ fn the_byte_quota_counts_keys_and_values_exactly_across_overwrite_delete_and_swe
 }
 
 #[test]
-fn a_value_larger_than_the_byte_quota_is_refused_naming_the_filter() {
+fn a_value_larger_than_the_byte_quota_is_refused_as_over_quota() {
     let kv = LocalKv::new();
     let q = KvQuota { keys: 10, bytes: 16 };
     let (s, _) = space(&kv, "rl", q.keys, q.bytes);
     s.inner().set(q, "keep", b"x".to_vec(), None).ok();
     let err = s.inner().set(q, "k", vec![0; 16], None).expect_err("over the quota");
-    assert!(
-        err.contains("filter \"rl\"") && err.contains("limits.kv_bytes of 16"),
-        "{err}"
-    );
+    assert_eq!(err, KvError::OverQuota { size: 17, quota: 16 });
+    assert!(err.to_string().contains("limits.kv_bytes of 16"), "{err}");
     assert_eq!(
         get(&s, "keep").as_deref(),
         Some(&b"x"[..]),

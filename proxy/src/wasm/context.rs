@@ -1,0 +1,26 @@
+//! Host side of `weft:filter/context`: the request's values (see
+//! [`crate::filter::context`]), moved into the store for each phase call.
+
+use super::bindings::ContextError;
+use super::bindings::context::Host;
+use super::state::HostState;
+
+impl Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.context.get(&self.shared.name, &key).map(str::to_owned))
+    }
+
+    fn get_from(&mut self, filter: String, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.context.get(&filter, &key).map(str::to_owned))
+    }
+
+    fn set(&mut self, key: String, value: String) -> wasmtime::Result<Result<(), ContextError>> {
+        if !self.in_phase {
+            return Ok(Err(ContextError::NoRequest));
+        }
+        Ok(self
+            .context
+            .set(&self.shared.name, &key, &value)
+            .map_err(|_| ContextError::Full))
+    }
+}
