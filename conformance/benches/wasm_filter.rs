@@ -1,6 +1,9 @@
-//! The cost of the Wasm boundary: a no-op phase on a reused instance, the same with a
-//! fresh instance per call, a filter doing real work, `jwt-auth` with a reused RS256 token
-//! with and without its token cache, and loading (compile vs cache).
+//! The cost of the Wasm boundary, per phase (WIT 0.2): a no-op request phase on a reused
+//! instance, the same with a fresh instance per call, a filter doing real work, `jwt-auth`
+//! with a reused RS256 token with and without its token cache; a no-op and a header-setting
+//! response phase; whole requests (both phases, as the chain runs them, phases a filter did
+//! not declare skipped) through `rate-limit` and the jwt → rate-limit → hello chain; and
+//! loading (compile vs cache).
 //! `cargo bench -p weft-conformance --bench wasm_filter`; numbers go in
 //! `proxy/src/wasm/DESIGN.md`.
 
@@ -11,7 +14,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use weft::cluster::Clusters;
 use weft::config::{LimitsConfig, WasmConfig};
-use weft::filter::{Filter, FilterRequest, RequestCtx};
+use weft::filter::{Decision, Filter, FilterRequest, FilterResponse, RequestCtx};
 use weft::metrics::Metrics;
 use weft::wasm::{InstanceReuse, WasmHost};
 use weft_conformance::plugins;
@@ -51,6 +54,13 @@ fn request(token: bool) -> FilterRequest {
         .map(|r| r.into_parts().0)
         .unwrap_or_else(|_| http::Request::new(()).into_parts().0);
     FilterRequest { head, body: None }
+}
+
+fn response() -> FilterResponse {
+    let mut head = http::Response::new(()).into_parts().0;
+    head.headers
+        .insert("content-type", http::HeaderValue::from_static("text/plain"));
+    FilterResponse { head, body: None }
 }
 
 fn ctx() -> RequestCtx {
@@ -111,8 +121,8 @@ fn phases(c: &mut Criterion) {
         let mut req = request(token);
         let mut cx = ctx();
         match rt.block_on(filter.on_request(&mut req, &mut cx)) {
-            Ok(weft::filter::Decision::Continue) => {}
-            Ok(weft::filter::Decision::Respond(r)) => panic!("{name}: answered {} {:?}", r.status(), r.headers()),
+            Ok(Decision::Continue) => {}
+            Ok(Decision::Respond(r)) => panic!("{name}: answered {} {:?}", r.status(), r.headers()),
             Ok(_) => panic!("{name}: rerouted"),
             Err(e) => panic!("{name}: {e}"),
         }
@@ -122,7 +132,67 @@ fn phases(c: &mut Criterion) {
                 if let Err(e) = &decision {
                     panic!("{name}: {e}");
                 }
-                assert!(matches!(decision, Ok(weft::filter::Decision::Continue)), "{name}");
+                assert!(matches!(decision, Ok(Decision::Continue)), "{name}");
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("response_phase");
+    for (name, plugin, config) in [
+        ("noop/pooled", plugins::NOOP, "{}"),
+        ("hello/pooled", plugins::HELLO_FILTER, "{}"),
+    ] {
+        let filter = load(&rt, &host, plugin, config, InstanceReuse::Pooled);
+        let mut resp = response();
+        let mut cx = ctx();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let decision = rt.block_on(filter.on_response(&mut resp, &mut cx));
+                assert!(matches!(decision, Ok(Decision::Continue)), "{name}");
+            })
+        });
+    }
+    group.finish();
+
+    // A whole request as the chain runs it: request phases in order, response phases in
+    // reverse, skipping what a filter did not declare, with a fresh context each time.
+    let mut group = c.benchmark_group("request_and_response");
+    let rate_limit = r#"{"limits": [{"key": ["header:x-user"], "rate": 1000000000, "per": "1s"}]}"#;
+    let chains: [(&str, Vec<(&str, &str)>); 4] = [
+        ("noop", vec![(plugins::NOOP, "{}")]),
+        ("rate_limit", vec![(plugins::RATE_LIMIT, rate_limit)]),
+        ("jwt_rs256_cached", vec![(plugins::JWT_AUTH, jwt_cached.as_str())]),
+        (
+            "chain_jwt_rate_limit_hello",
+            vec![
+                (plugins::JWT_AUTH, jwt_cached.as_str()),
+                (plugins::RATE_LIMIT, rate_limit),
+                (plugins::HELLO_FILTER, "{}"),
+            ],
+        ),
+    ];
+    for (name, chain) in chains {
+        let filters: Vec<Arc<dyn Filter>> = chain
+            .iter()
+            .map(|(plugin, config)| load(&rt, &host, plugin, config, InstanceReuse::Pooled))
+            .collect();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let mut req = request(true);
+                    req.head.headers.insert("x-user", http::HeaderValue::from_static("bench-user"));
+                    let mut cx = ctx();
+                    for f in filters.iter().filter(|f| f.has_request_phase()) {
+                        let decision = f.on_request(&mut req, &mut cx).await;
+                        assert!(matches!(decision, Ok(Decision::Continue)), "{name}");
+                    }
+                    let mut resp = response();
+                    for f in filters.iter().rev().filter(|f| f.has_response_phase()) {
+                        let decision = f.on_response(&mut resp, &mut cx).await;
+                        assert!(matches!(decision, Ok(Decision::Continue)), "{name}");
+                    }
+                })
             })
         });
     }

@@ -27,3 +27,5 @@ pub const API_KEY: &str = env!("WEFT_PLUGIN_API_KEY");
 pub const BASIC_AUTH: &str = env!("WEFT_PLUGIN_BASIC_AUTH");
 /// First-party external authorization (`plugins/ext-authz`).
 pub const EXT_AUTHZ: &str = env!("WEFT_PLUGIN_EXT_AUTHZ");
+/// First-party rate limiting (`plugins/rate-limit`).
+pub const RATE_LIMIT: &str = env!("WEFT_PLUGIN_RATE_LIMIT");

@@ -11,7 +11,6 @@ use http::Request;
 use http_body_util::Full;
 use weft_conformance::*;
 
-const RATE_LIMIT: &str = env!("WEFT_PLUGIN_RATE_LIMIT");
 /// Requests per window the rate limit allows.
 const LIMIT: usize = 5;
 const WINDOW_MS: u64 = 4000;
@@ -32,7 +31,7 @@ fn config(up: &Upstream) -> String {
         )
         .wasm_filter(
             "rl",
-            RATE_LIMIT,
+            plugins::RATE_LIMIT,
             &format!("limits = [{{ key = [\"client_ip\"], rate = {LIMIT}, per = \"{WINDOW_MS}ms\" }}]"),
             "",
         )
@@ -172,7 +171,7 @@ async fn when_the_rate_limiters_own_space_is_full_an_eviction_resets_one_window_
         .cluster("web", &[up.addr])
         .wasm_filter(
             "rl",
-            RATE_LIMIT,
+            plugins::RATE_LIMIT,
             &format!("response_headers = false, limits = [{limits}]"),
             "limits = { kv_keys = 4 }",
         )

@@ -19,7 +19,7 @@ use weft_conformance::*;
 #[path = "rate_limit/global.rs"]
 mod global;
 
-const PLUGIN: &str = env!("WEFT_PLUGIN_RATE_LIMIT");
+const PLUGIN: &str = plugins::RATE_LIMIT;
 
 /// A proxy config: one rate-limit filter named `rl` with `config` (a TOML inline table's
 /// inside) on route `all`, in front of `up`; `extra` goes at the top (e.g. `[kv]`).
