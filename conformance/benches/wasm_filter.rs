@@ -181,7 +181,9 @@ fn phases(c: &mut Criterion) {
             b.iter(|| {
                 rt.block_on(async {
                     let mut req = request(true);
-                    req.head.headers.insert("x-user", http::HeaderValue::from_static("bench-user"));
+                    req.head
+                        .headers
+                        .insert("x-user", http::HeaderValue::from_static("bench-user"));
                     let mut cx = ctx();
                     for f in filters.iter().filter(|f| f.has_request_phase()) {
                         let decision = f.on_request(&mut req, &mut cx).await;

@@ -128,29 +128,88 @@ impl Callout {
     /// }
     /// ```
     pub fn send(self, cluster: &str) -> Result<CalloutResponse, CalloutError> {
-        let timeout_ms = u32::try_from(self.timeout.as_millis()).unwrap_or(u32::MAX);
+        let timeout_ms = millis(self.timeout);
+        let response = wit::send(cluster, self.lower()?, timeout_ms)?;
+        Ok(CalloutResponse::lift(response))
+    }
+
+    /// The WIT request, its headers appended to a new `Fields` (checked there).
+    fn lower(self) -> Result<wit::CalloutRequest, CalloutError> {
         let headers = Fields::new();
         for (name, value) in &self.headers {
             headers
                 .append(name, value)
                 .map_err(|e| CalloutError::InvalidRequest(e.to_string()))?;
         }
-        let request = wit::CalloutRequest {
+        Ok(wit::CalloutRequest {
             method: self.method,
             path: self.path,
             headers: headers.into_wit(),
             body: self.body,
-        };
-        let response = wit::send(cluster, request, timeout_ms)?;
-        Ok(CalloutResponse {
-            status: response.status,
-            headers: Fields::from_wit(response.headers),
-            body: response.body,
         })
     }
 }
 
+fn millis(timeout: Duration) -> u32 {
+    u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Sends every callout at once and waits for all of them, each within its own timeout:
+/// the time taken is the slowest one's, not the sum. Answers come in the order given. At
+/// most 16 at once (the rest fail with [`CalloutError::InvalidRequest`]).
+///
+/// ```no_run
+/// use weft_sdk::callout::{Callout, send_all};
+/// let answers = send_all(vec![
+///     ("users", Callout::get("/users/1")),
+///     ("orders", Callout::get("/orders?user=1")),
+/// ]);
+/// let ok = answers.iter().filter(|a| a.is_ok()).count();
+/// ```
+pub fn send_all<'a>(
+    callouts: impl IntoIterator<Item = (&'a str, Callout)>,
+) -> Vec<Result<CalloutResponse, CalloutError>> {
+    let mut pending = Vec::new();
+    // Requests that cannot even be built answer in place, the others go out together.
+    let mut early: Vec<Option<CalloutError>> = Vec::new();
+    for (cluster, callout) in callouts {
+        let timeout_ms = millis(callout.timeout);
+        match callout.lower() {
+            Ok(request) => {
+                pending.push(wit::Pending {
+                    cluster: cluster.to_owned(),
+                    request,
+                    timeout_ms,
+                });
+                early.push(None);
+            }
+            Err(e) => early.push(Some(e)),
+        }
+    }
+    let mut answers = wit::send_all(pending).into_iter();
+    early
+        .into_iter()
+        .map(|slot| match slot {
+            Some(e) => Err(e),
+            None => match answers.next() {
+                Some(answer) => answer.map(CalloutResponse::lift),
+                None => Err(CalloutError::Unavailable(
+                    "the host gave fewer answers than requests".into(),
+                )),
+            },
+        })
+        .collect()
+}
+
 impl CalloutResponse {
+    fn lift(response: wit::CalloutResponse) -> Self {
+        CalloutResponse {
+            status: response.status,
+            headers: Fields::from_wit(response.headers),
+            body: response.body,
+        }
+    }
+
     /// The first value of a header (case-insensitive name).
     ///
     /// ```no_run

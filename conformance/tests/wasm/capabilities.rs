@@ -278,6 +278,30 @@ async fn callouts_reach_a_cluster_and_waiting_is_not_cpu_time() {
         started.elapsed()
     );
 
+    // One guest call, several callouts at once: the slowest one's time, not the sum;
+    // answers in order, a failure in its place.
+    let started = Instant::now();
+    let all = [
+        ("x-cap-callout-all", "auth,auth,nowhere,auth"),
+        ("x-cap-callout-path", "/slow"),
+    ];
+    let (status, body) = responded(run(&*filter, "/", &all).await.0).await;
+    assert_eq!(status, 200);
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines.len(), 4, "{body}");
+    assert_eq!([lines[0], lines[1], lines[3]], ["201 hello capabilities"; 3]);
+    assert!(lines[2].starts_with("CalloutError::UnknownCluster("), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "three 300 ms callouts ran in parallel: {:?}",
+        started.elapsed()
+    );
+    let many = vec!["auth"; 17].join(",");
+    let (status, body) = responded(run(&*filter, "/", &[("x-cap-callout-all", many.as_str())]).await.0).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.lines().filter(|l| l.starts_with("201")).count(), 16);
+    assert!(body.lines().last().is_some_and(|l| l.contains("at most 16")), "{body}");
+
     // Concurrent phases suspended in callouts each hold their own instance.
     let calls = (0..8).map(|_| {
         let filter = filter.clone();

@@ -9,6 +9,7 @@ use http::header::{CONTENT_LENGTH, HOST, HeaderValue, TRANSFER_ENCODING};
 use http_body_util::{BodyExt, Limited};
 
 use super::bindings::callout::Host;
+use super::bindings::callout::Pending;
 use super::bindings::{CalloutError, CalloutRequest, CalloutResponse};
 use super::http::Fields;
 use super::state::{FilterShared, HostState};
@@ -17,6 +18,52 @@ use crate::cluster::{UpstreamError, error_chain};
 
 /// The longest a guest may wait for one callout, whatever it asks for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most requests in one `send-all`: enough to fan out to several services, few enough
+/// that one guest call cannot open a flood of upstream connections.
+const MAX_PARALLEL: usize = 16;
+
+/// A callout's request with its headers taken out of the guest's `fields`.
+struct Outgoing {
+    cluster: String,
+    method: String,
+    path: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    timeout: Duration,
+}
+
+impl HostState {
+    fn outgoing(&mut self, cluster: String, request: CalloutRequest, timeout_ms: u32) -> wasmtime::Result<Outgoing> {
+        Ok(Outgoing {
+            cluster,
+            // The guest moved its `fields` to the host: they are already valid headers.
+            headers: self.take_fields(request.headers)?,
+            method: request.method,
+            path: request.path,
+            body: request.body,
+            timeout: Duration::from_millis(u64::from(timeout_ms)).min(MAX_TIMEOUT),
+        })
+    }
+
+    /// The guest's view of an outcome: the answer's headers become a `fields`.
+    fn answer(
+        &mut self,
+        cluster: &str,
+        result: Result<Answer, CalloutError>,
+    ) -> wasmtime::Result<Result<CalloutResponse, CalloutError>> {
+        Ok(match result {
+            Ok(answer) => Ok(CalloutResponse {
+                status: answer.status,
+                headers: self.new_fields(Fields::Own(answer.headers))?,
+                body: answer.body,
+            }),
+            Err(e) => {
+                tracing::debug!(filter = %self.shared.name, cluster, error = ?e, "callout failed");
+                Err(e)
+            }
+        })
+    }
+}
 
 /// A callout's answer before its headers become a guest `fields`.
 struct Answer {
@@ -27,15 +74,16 @@ struct Answer {
 
 /// Takes the filter's shared state by `Arc` rather than the store data by reference:
 /// the data is `Send` but not `Sync`, and this future is held across `await`s.
-async fn callout(
-    shared: Arc<FilterShared>,
-    cluster: &str,
-    method: &str,
-    path: &str,
-    headers: HeaderMap,
-    body: Vec<u8>,
-    timeout: Duration,
-) -> Result<Answer, CalloutError> {
+async fn callout(shared: Arc<FilterShared>, out: Outgoing) -> Result<Answer, CalloutError> {
+    let Outgoing {
+        cluster,
+        method,
+        path,
+        headers,
+        body,
+        timeout,
+    } = out;
+    let (cluster, method, path) = (cluster.as_str(), method.as_str(), path.as_str());
     let Some(target) = shared.clusters.get(cluster) else {
         let mut known: Vec<&str> = shared.clusters.keys().map(|k| &**k).collect();
         known.sort_unstable();
@@ -95,32 +143,43 @@ impl Host for HostState {
         request: CalloutRequest,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<CalloutResponse, CalloutError>> {
-        let timeout = Duration::from_millis(u64::from(timeout_ms)).min(MAX_TIMEOUT);
-        // The guest moved its `fields` to the host: they are already valid headers.
-        let headers = self.take_fields(request.headers)?;
+        let out = self.outgoing(cluster, request, timeout_ms)?;
+        let cluster = out.cluster.clone();
         let started = Instant::now();
-        let result = callout(
-            self.shared.clone(),
-            &cluster,
-            &request.method,
-            &request.path,
-            headers,
-            request.body,
-            timeout,
-        )
-        .await;
+        let result = callout(self.shared.clone(), out).await;
         // Waiting on the network is not the guest's CPU time.
         self.budget.waited += started.elapsed();
-        Ok(match result {
-            Ok(answer) => Ok(CalloutResponse {
-                status: answer.status,
-                headers: self.new_fields(Fields::Own(answer.headers))?,
-                body: answer.body,
-            }),
-            Err(e) => {
-                tracing::debug!(filter = %self.shared.name, cluster, error = ?e, "callout failed");
-                Err(e)
+        self.answer(&cluster, result)
+    }
+
+    async fn send_all(
+        &mut self,
+        requests: Vec<Pending>,
+    ) -> wasmtime::Result<Vec<Result<CalloutResponse, CalloutError>>> {
+        let mut outgoing = Vec::with_capacity(requests.len().min(MAX_PARALLEL));
+        let mut refused = 0;
+        for (i, p) in requests.into_iter().enumerate() {
+            let out = self.outgoing(p.cluster, p.request, p.timeout_ms)?;
+            if i < MAX_PARALLEL {
+                outgoing.push(out);
+            } else {
+                refused += 1;
             }
-        })
+        }
+        let clusters: Vec<String> = outgoing.iter().map(|o| o.cluster.clone()).collect();
+        let started = Instant::now();
+        let results =
+            futures_util::future::join_all(outgoing.into_iter().map(|out| callout(self.shared.clone(), out))).await;
+        self.budget.waited += started.elapsed();
+        let mut answers = Vec::with_capacity(results.len() + refused);
+        for (cluster, result) in clusters.iter().zip(results) {
+            answers.push(self.answer(cluster, result)?);
+        }
+        answers.extend((0..refused).map(|_| {
+            Err(CalloutError::InvalidRequest(format!(
+                "at most {MAX_PARALLEL} requests in one send-all"
+            )))
+        }));
+        Ok(answers)
     }
 }

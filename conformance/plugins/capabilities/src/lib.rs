@@ -18,6 +18,9 @@
 //! - `x-cap-callout: <cluster>`     `x-cap-callout-path`, `x-cap-callout-timeout-ms`
 //!   optional; replies 200 with `x-callout-status`, `x-callout-type` (the answer's
 //!   `content-type`) and the callout's body, or 502 with the typed error (`Timeout`...)
+//! - `x-cap-callout-all: <cluster>,<cluster>,...` sends `POST <x-cap-callout-path>` to each
+//!   at once (`callout::send_all`); replies 200 with one line per answer, in order:
+//!   `<status> <body>` or the typed error
 //! - `x-cap-fields: 1`              sets `x-fields-multi` (every `x-multi` value, joined
 //!   by `,`), `x-fields-has-multi`, `x-fields-count` (entries) and `x-fields-framing` (the
 //!   error setting `content-length`)
@@ -48,7 +51,7 @@
 
 use std::time::Duration;
 
-use weft_sdk::callout::Callout;
+use weft_sdk::callout::{Callout, send_all};
 use weft_sdk::{
     Decision, Filter, Options, Phases, Reply, Request, Response, ResponseDecision, context, kv, log, metadata, metrics,
 };
@@ -254,6 +257,23 @@ impl Filter for Capabilities {
         }
         if let Some(n) = req.header("x-cap-ctx-flood").and_then(|n| n.parse().ok()) {
             context_flood(req, n);
+        }
+        if let Some(list) = req.header("x-cap-callout-all") {
+            let path = req.header("x-cap-callout-path").unwrap_or_else(|| "/callout".into());
+            let calls = list.split(',').map(|cluster| {
+                (
+                    cluster,
+                    Callout::new("POST", path.clone()).header("x-from", "capabilities"),
+                )
+            });
+            let lines: Vec<String> = send_all(calls.collect::<Vec<_>>())
+                .into_iter()
+                .map(|answer| match answer {
+                    Ok(r) => format!("{} {}", r.status, r.text()),
+                    Err(e) => e.to_string(),
+                })
+                .collect();
+            return Reply::new(200).body(lines.join("\n")).into();
         }
         if let Some(cluster) = req.header("x-cap-callout") {
             let path = req.header("x-cap-callout-path").unwrap_or_else(|| "/callout".into());
