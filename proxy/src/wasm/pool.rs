@@ -106,7 +106,9 @@ impl Pool {
         if let Some(instance) = self.idle.pop() {
             return Ok(instance);
         }
-        match self.create().await {
+        // Boxed: instantiation's future is kilobytes, and every phase's future would
+        // otherwise carry (and move) room for it although a pooled instance is the rule.
+        match Box::pin(self.create()).await {
             Ok((instance, _)) => Ok(instance),
             // `init` accepted this config at load time; refusing it now is a guest bug.
             Err(CreateError::Refused(message)) => {

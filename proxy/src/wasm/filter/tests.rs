@@ -182,3 +182,19 @@ fn continue_and_respond_decide_as_the_guest_said() {
         Err(FilterError::Invalid(_))
     ));
 }
+
+/// Every phase boxes its future and moves it into the box: a future sized for the cold
+/// path (instantiating when the pool is empty, kilobytes) costs every call a copy of that
+/// size. Keep the per-phase future small; the cold path is boxed on its own.
+#[test]
+fn phase_futures_stay_small() {
+    use super::WasmFilter;
+    use crate::filter::{FilterRequest, FilterResponse, RequestCtx};
+    fn size_of_future<'a, A: 'a, B: 'a, C: 'a, R>(_: impl FnOnce(&'a A, &'a mut B, &'a mut C) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+    let request = size_of_future::<WasmFilter, FilterRequest, RequestCtx, _>(WasmFilter::request_phase);
+    let response = size_of_future::<WasmFilter, FilterResponse, RequestCtx, _>(WasmFilter::response_phase);
+    assert!(request <= 1024, "the request phase's future is {request} bytes");
+    assert!(response <= 1024, "the response phase's future is {response} bytes");
+}
