@@ -159,8 +159,9 @@ fn phases(c: &mut Criterion) {
     // reverse, skipping what a filter did not declare, with a fresh context each time.
     let mut group = c.benchmark_group("request_and_response");
     let rate_limit = r#"{"limits": [{"key": ["header:x-user"], "rate": 1000000000, "per": "1s"}]}"#;
-    let chains: [(&str, Vec<(&str, &str)>); 4] = [
+    let chains: [(&str, Vec<(&str, &str)>); 5] = [
         ("noop", vec![(plugins::NOOP, "{}")]),
+        ("noop_request_only", vec![(plugins::NOOP, r#"{"phases": "request"}"#)]),
         ("rate_limit", vec![(plugins::RATE_LIMIT, rate_limit)]),
         ("jwt_rs256_cached", vec![(plugins::JWT_AUTH, jwt_cached.as_str())]),
         (
