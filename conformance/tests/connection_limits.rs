@@ -250,3 +250,125 @@ async fn an_idle_http2_connection_gets_goaway() {
         started.elapsed()
     );
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Sends `request` and reads until `count` whole responses (with Content-Length) came.
+async fn answers_to(stream: &mut TcpStream, request: &[u8], count: usize) -> String {
+    use tokio::io::AsyncReadExt;
+    stream.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if complete_responses(&out) >= count {
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            other => panic!("no whole answer ({other:?}): {}", String::from_utf8_lossy(&out)),
+        }
+    }
+}
+
+fn complete_responses(mut raw: &[u8]) -> usize {
+    let mut n = 0;
+    while let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().expect("content-length"));
+        if raw.len() < end + 4 + length {
+            break;
+        }
+        raw = &raw[end + 4 + length..];
+        n += 1;
+    }
+    n
+}
+
+async fn one_answer(stream: &mut TcpStream, request: &[u8]) -> String {
+    answers_to(stream, request, 1).await
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_give_their_buffers_back_and_still_serve() {
+    let up = Upstream::echo("up").await;
+    // One worker: what one thread frees, the same thread's allocator reuses.
+    let config = Config::new()
+        .top("[runtime]\nworkers = 1\n")
+        .listener("")
+        .cluster("up", &[up.addr])
+        .route("all", "path_prefix = \"/\"", "up", &[], "");
+    let weft = Weft::start(&config.to_string()).await;
+    let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut warm = TcpStream::connect(weft.addr).await.expect("connect");
+    assert_eq!(status(&one_answer(&mut warm, get).await), Some(200));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = rss_kib(weft.pid());
+
+    // Each sends a request, then rests: hyper's read and write buffers (8 KiB each) and
+    // the request's state are freed within a second or so. The allocator keeps what was
+    // freed rather than giving it back to the system, so the measure is reuse: a second
+    // batch opened after the first came to rest grows the process by little. Holding
+    // them, as before, cost ~40 KiB a connection here (debug build).
+    let n = 200;
+    let mut conns = Vec::with_capacity(2 * n);
+    for batch in 0..2 {
+        if batch == 1 {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+        for _ in 0..n {
+            let mut s = TcpStream::connect(weft.addr).await.expect("connect");
+            assert_eq!(status(&one_answer(&mut s, get).await), Some(200));
+            conns.push(s);
+        }
+    }
+    let per_conn = rss_kib(weft.pid()).saturating_sub(before) as f64 / (2 * n) as f64;
+    assert!(per_conn < 30.0, "{per_conn:.1} KiB per idle connection");
+
+    // At rest, each still serves: two pipelined requests, a head sent in pieces, a body.
+    let s = &mut conns[0];
+    let two = answers_to(s, &[&get[..], &get[..]].concat(), 2).await;
+    assert_eq!(two.matches("HTTP/1.1 200").count(), 2, "{two}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(b"GET / HT").await.expect("write");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(status(&one_answer(s, b"TP/1.1\r\nHost: a\r\n\r\n").await), Some(200));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let post = one_answer(s, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello").await;
+    assert_eq!(status(&post), Some(200), "{post}");
+    for s in &mut conns[1..] {
+        assert_eq!(status(&one_answer(s, get).await), Some(200));
+    }
+}
+
+#[tokio::test]
+async fn a_slow_head_after_a_rest_is_still_cut() {
+    let up = Upstream::echo("up").await;
+    let weft = start(&up, "timeouts = { header_read = \"1s\" }").await;
+    let limit = Duration::from_secs(6);
+    // One request, a rest long enough for the connection to be taken apart, then a head
+    // trickling in: cut at header_read as on a fresh connection.
+    let slow = closed_after(weft.addr, limit, |mut s| async move {
+        one_answer(&mut s, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").await.expect("write");
+        for i in 0..40 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if s.write_all(format!("X-{i}: v\r\n").as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        s
+    })
+    .await;
+    assert!(slow.is_some(), "a head trickling in after a rest is cut at header_read");
+}

@@ -11,6 +11,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::cluster::PooledBody;
 use crate::front::{ClientBody, FrontDoor};
+use crate::listen::watchdog::Exchange;
 
 /// Errors a body can produce while streaming.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -22,7 +23,11 @@ pin_project_lite::pin_project! {
         /// Streamed as it arrives from the upstream server.
         Upstream { #[pin] inner: PooledBody },
         /// Streamed as it arrives from the downstream client, under the listener's limits.
-        Client { #[pin] inner: ClientBody<hyper::body::Incoming> },
+        Client {
+            #[pin] inner: ClientBody<hyper::body::Incoming>,
+            // Keeps the connection from being put at rest while the body still arrives.
+            receiving: Option<Exchange>,
+        },
         /// Fully buffered (a direct answer, or a body a filter asked to see).
         Full { data: Option<Bytes> },
         /// Any other streaming body (kept boxed; used off the hot path only).
@@ -58,10 +63,12 @@ impl Body {
 }
 
 impl Body {
-    /// A downstream request's body, bounded by the listener's size and idle limits.
-    pub fn from_client(inner: hyper::body::Incoming, door: &FrontDoor) -> Self {
+    /// A downstream request's body, bounded by the listener's size and idle limits;
+    /// `receiving` is given back when the body ends.
+    pub fn from_client(inner: hyper::body::Incoming, door: &FrontDoor, receiving: Option<Exchange>) -> Self {
         Body::Client {
             inner: ClientBody::new(inner, door.max_body_bytes, door.body_idle),
+            receiving,
         }
     }
 }
@@ -79,7 +86,13 @@ impl HttpBody for Body {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
             BodyProj::Upstream { inner } => inner.poll_frame(cx).map_err(Into::into),
-            BodyProj::Client { inner } => inner.poll_frame(cx).map_err(Into::into),
+            BodyProj::Client { inner, receiving } => {
+                let frame = inner.poll_frame(cx);
+                if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
+                    receiving.take();
+                }
+                frame.map_err(Into::into)
+            }
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             BodyProj::Boxed { inner } => inner.poll_frame(cx),
         }
@@ -88,7 +101,7 @@ impl HttpBody for Body {
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Upstream { inner } => inner.is_end_stream(),
-            Body::Client { inner } => inner.is_end_stream(),
+            Body::Client { inner, .. } => inner.is_end_stream(),
             Body::Full { data } => data.is_none(),
             Body::Boxed { inner } => inner.is_end_stream(),
         }
@@ -97,7 +110,7 @@ impl HttpBody for Body {
     fn size_hint(&self) -> SizeHint {
         match self {
             Body::Upstream { inner } => inner.size_hint(),
-            Body::Client { inner } => inner.size_hint(),
+            Body::Client { inner, .. } => inner.size_hint(),
             Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Boxed { inner } => inner.size_hint(),
         }

@@ -1,10 +1,12 @@
 //! Downstream listeners: where connections come in. One accept loop for every kind
 //! (`accept`), TCP with optional TLS serving HTTP/1.1 and HTTP/2 (`tcp`), QUIC serving
-//! HTTP/3 (`quic`), and the time limits on a connection (`watchdog`). Every request they
-//! read goes to `proxy::handle`, whose first step is the front door (`front`).
+//! HTTP/3 (`quic`), what an idle connection keeps (`rest`), and the time limits on a
+//! connection (`watchdog`). Every request they read goes to `proxy::handle`, whose first
+//! step is the front door (`front`).
 
 pub mod accept;
 pub mod quic;
+pub mod rest;
 pub mod tcp;
 pub mod watchdog;
 

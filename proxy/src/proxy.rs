@@ -73,7 +73,20 @@ async fn proxy(
     if route.filters.is_empty() {
         return forward(route, &route.cluster, conn, head, body, on_upgrade).await;
     }
+    // Boxed: the filter chain's state is large, and unboxed every request's future (which
+    // hyper moves per request and keeps a box of per connection) would carry it.
+    Box::pin(filtered(runtime, route, conn, head, body, on_upgrade)).await
+}
 
+/// The request and response phases of the route's filter chain around the upstream.
+async fn filtered(
+    runtime: &crate::state::Runtime,
+    route: &Route,
+    conn: &ConnInfo,
+    head: http::request::Parts,
+    body: Body,
+    on_upgrade: Option<OnUpgrade>,
+) -> Result<Response<Body>, ProxyError> {
     let mut ctx = RequestCtx::new(conn.peer, conn.listener.clone(), route.name.clone(), conn.scheme);
     ctx.peer_identity = conn.identity.clone();
     let (buffered, streamed) = match route.request_body_limit {

@@ -1,18 +1,26 @@
 //! TCP listeners: accept connections (TLS when configured) and drive HTTP/1.1 and HTTP/2
 //! on them with hyper, under the listener's limits and timeouts, until shutdown.
 
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::HeaderValue;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use super::accept::{Gate, Pass, accept_loop};
-use super::watchdog::{Activity, Expiry, Watchdog, Watched};
+use super::rest::{Protocol, ReadReady, Rewind, sniff};
+use super::watchdog::{Activity, Exchange, Expiry, Watchdog, Watched};
+use crate::body::{Body, BodyError};
 use crate::config::{ListenerConfig, ListenerLimits, ListenerTimeouts};
 use crate::forward::ConnInfo;
 use crate::front::FrontDoor;
@@ -28,7 +36,8 @@ struct Settings {
     alt_svc: Option<HeaderValue>,
     door: Arc<FrontDoor>,
     timeouts: ListenerTimeouts,
-    http: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
 }
 
 /// A bound listener, ready to serve.
@@ -40,18 +49,20 @@ pub struct Listener {
 
 /// hyper's own limits, from the listener's: HTTP/1.1 heads larger than the read buffer
 /// or with too many lines get hyper's 431; HTTP/2 gets the same bounds as SETTINGS.
-fn http_builder(limits: &ListenerLimits, timeouts: &ListenerTimeouts) -> auto::Builder<TokioExecutor> {
-    let mut http = auto::Builder::new(TokioExecutor::new());
+fn http_builders(
+    limits: &ListenerLimits,
+    timeouts: &ListenerTimeouts,
+) -> (http1::Builder, http2::Builder<TokioExecutor>) {
+    let mut h1 = http1::Builder::new();
     // The watchdog times header reads: hyper's timer would also close idle keep-alive
     // connections at the header timeout, which is the idle timeout's job.
-    http.http1()
-        .timer(TokioTimer::new())
+    h1.timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(None)
         .max_headers(limits.max_headers)
         .max_buf_size((limits.max_header_bytes + limits.max_uri_bytes + 1024).max(8192));
-    http.http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(timeouts.keepalive_interval)
@@ -60,7 +71,7 @@ fn http_builder(limits: &ListenerLimits, timeouts: &ListenerTimeouts) -> auto::B
         // accept them are capped; past the cap the connection gets GOAWAY.
         .max_pending_accept_reset_streams(Some(20))
         .max_local_error_reset_streams(Some(256));
-    http
+    (h1, h2)
 }
 
 impl Listener {
@@ -74,6 +85,7 @@ impl Listener {
             .then(|| HeaderValue::try_from(format!("h3=\":{}\"; ma=86400", addr.port())))
             .transpose()?;
         let name: Arc<str> = name.as_str().into();
+        let (http1, http2) = http_builders(&config.limits, &config.timeouts);
         Ok(Listener {
             name: name.clone(),
             socket,
@@ -85,7 +97,8 @@ impl Listener {
                 alt_svc,
                 door: Arc::new(FrontDoor::new(config)),
                 timeouts: config.timeouts.clone(),
-                http: http_builder(&config.limits, &config.timeouts),
+                http1,
+                http2,
             }),
         })
     }
@@ -132,6 +145,21 @@ async fn connection(
     if !settings.tls {
         return serve_connection(stream, conn, pass, settings, state, shutdown, drained).await;
     }
+    // Boxed: the handshake's state and a TLS stream are large, and every connection's task
+    // would be as large as the largest path through it.
+    Box::pin(tls_connection(stream, conn, pass, settings, state, shutdown, drained)).await
+}
+
+async fn tls_connection(
+    stream: tokio::net::TcpStream,
+    conn: ConnInfo,
+    pass: Pass,
+    settings: Arc<Settings>,
+    state: Arc<State>,
+    shutdown: watch::Receiver<bool>,
+    drained: mpsc::Sender<()>,
+) {
+    let peer = conn.peer;
     // Each handshake uses the TLS config of the version serving now, so a reloaded
     // certificate applies to new connections without dropping old ones.
     let Some(config) = state.current().tls.get(&*settings.name).cloned() else {
@@ -155,6 +183,17 @@ async fn connection(
     serve_connection(stream, conn, pass, settings, state, shutdown, drained).await
 }
 
+/// What one turn of an HTTP/1.1 connection came to.
+enum Turn {
+    Done(Result<(), hyper::Error>),
+    /// Nothing in progress: take it apart until the client sends again.
+    Rest,
+    /// A request asked to switch protocols: hyper must finish it with upgrades on.
+    Upgrade,
+}
+
+type ConnError = Box<dyn std::error::Error + Send + Sync>;
+
 async fn serve_connection<I>(
     io: I,
     conn: ConnInfo,
@@ -164,43 +203,118 @@ async fn serve_connection<I>(
     mut shutdown: watch::Receiver<bool>,
     drained: mpsc::Sender<()>,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
 {
     let peer = conn.peer;
     let conn = Arc::new(conn);
     let activity = Arc::new(Activity::default());
-    let watchdog = Watchdog::new(activity.clone(), &settings.timeouts);
+    let expired = Watchdog::new(activity.clone(), &settings.timeouts).expired();
+    tokio::pin!(expired);
     let metrics = state.metrics.clone();
     let requests = activity.clone();
-    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+    let mut service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let in_flight = requests.request(req.version() == http::Version::HTTP_2);
+        let upgrade = req.extensions().get::<OnUpgrade>().is_some();
+        if upgrade {
+            requests.upgrade_requested();
+        }
+        // Bodies still to come keep the connection from being taken apart under them.
+        let receiving = (!req.body().is_end_stream()).then(|| requests.exchange());
+        let sending = requests.exchange();
         let (state, conn) = (state.clone(), conn.clone());
         async move {
-            let req = req.map(|body| crate::body::Body::from_client(body, &conn.door));
+            if upgrade {
+                // Not answered within the poll that read the request: the connection's
+                // driver turns upgrades on before hyper could see a 101.
+                tokio::task::yield_now().await;
+            }
+            let req = req.map(|body| Body::from_client(body, &conn.door, receiving));
             let resp = crate::proxy::handle(state, conn, req).await;
             drop(in_flight);
-            resp
+            resp.map(|resp| resp.map(|body| Answer { body, _open: sending }))
         }
     });
-    let io = TokioIo::new(Watched::new(io, activity));
-    let connection = settings.http.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = shutdown.changed() => {
-            // Finish what is in flight, accept no new request on this connection.
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-        expiry = watchdog.expired() => {
-            metrics.connection_closed(&settings.name, expiry.label());
-            tracing::debug!(listener = %settings.name, %peer, reason = expiry.label(), "closing connection");
-            if expiry == Expiry::Idle {
-                // HTTP/2 says GOAWAY first; a client that does not finish quickly is cut.
-                connection.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), connection.as_mut()).await;
+    let closing = |expiry: Expiry| {
+        metrics.connection_closed(&settings.name, expiry.label());
+        tracing::debug!(listener = %settings.name, %peer, reason = expiry.label(), "closing connection");
+    };
+
+    let mut io = Rewind::new(Watched::new(io, activity.clone()));
+    let mut sniffed = false;
+    let result: Result<(), ConnError> = loop {
+        // At rest: this task and the socket, until the client sends.
+        let ready = tokio::select! {
+            biased;
+            ready = poll_fn(|cx| io.poll_read_ready(cx)) => ready,
+            _ = shutdown.changed() => break Ok(()),
+            expiry = expired.as_mut() => {
+                closing(expiry);
+                break Ok(());
             }
-            Ok(())
+        };
+        if let Err(e) = ready {
+            break Err(e.into());
+        }
+        if !sniffed {
+            sniffed = true;
+            let protocol = tokio::select! {
+                biased;
+                protocol = sniff(&mut io) => protocol,
+                _ = shutdown.changed() => break Ok(()),
+                expiry = expired.as_mut() => {
+                    closing(expiry);
+                    break Ok(());
+                }
+            };
+            match protocol {
+                Err(e) => break Err(e.into()),
+                Ok(Protocol::Http2) => {
+                    let http = settings.http2.serve_connection(TokioIo::new(io), service);
+                    break Box::pin(run(http, &mut shutdown, expired.as_mut(), &closing)).await;
+                }
+                Ok(Protocol::Http1) => {}
+            }
+        }
+        // Boxed: built when the client sends, freed when the connection comes to rest.
+        activity.built(true);
+        let mut http = Box::new(settings.http1.serve_connection(TokioIo::new(io), service));
+        // The watchdog first: its tick is what says the connection may come to rest.
+        let turn = tokio::select! {
+            biased;
+            expiry = expired.as_mut() => {
+                closing(expiry);
+                if expiry == Expiry::Idle {
+                    Pin::new(&mut *http).graceful_shutdown();
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut *http).await;
+                }
+                break Ok(());
+            }
+            _ = shutdown.changed() => {
+                // Finish what is in flight, accept no new request on this connection.
+                Pin::new(&mut *http).graceful_shutdown();
+                break (&mut *http).await.map_err(Into::into);
+            }
+            turn = poll_fn(|cx| match Pin::new(&mut *http).poll(cx) {
+                Poll::Ready(result) => Poll::Ready(Turn::Done(result)),
+                Poll::Pending if activity.upgrading() => Poll::Ready(Turn::Upgrade),
+                Poll::Pending if activity.at_rest() => Poll::Ready(Turn::Rest),
+                Poll::Pending => Poll::Pending,
+            }) => turn,
+        };
+        match turn {
+            Turn::Done(result) => break result.map_err(Into::into),
+            Turn::Upgrade => {
+                activity.built(false);
+                let http = Box::pin(http.with_upgrades());
+                break run(http, &mut shutdown, expired.as_mut(), &closing).await;
+            }
+            Turn::Rest => {
+                activity.built(false);
+                let parts = http.into_parts();
+                io = parts.io.into_inner();
+                io.rewind(parts.read_buf);
+                service = parts.service;
+            }
         }
     };
     if let Err(e) = result {
@@ -213,4 +327,99 @@ async fn serve_connection<I>(
     }
     drop(pass);
     drop(drained);
+}
+
+/// A connection hyper drives to its end (HTTP/2, or HTTP/1.1 after a protocol switch),
+/// closed gracefully at shutdown and when its watchdog expires.
+async fn run<C>(
+    mut http: C,
+    shutdown: &mut watch::Receiver<bool>,
+    expired: Pin<&mut impl Future<Output = Expiry>>,
+    closing: &impl Fn(Expiry),
+) -> Result<(), ConnError>
+where
+    C: Future<Output = Result<(), hyper::Error>> + Graceful + Unpin,
+{
+    tokio::select! {
+        result = &mut http => result.map_err(Into::into),
+        _ = shutdown.changed() => {
+            // Finish what is in flight, accept no new request on this connection.
+            Pin::new(&mut http).graceful();
+            http.await.map_err(Into::into)
+        }
+        expiry = expired => {
+            closing(expiry);
+            if expiry == Expiry::Idle {
+                // HTTP/2 says GOAWAY first; a client that does not finish quickly is cut.
+                Pin::new(&mut http).graceful();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut http).await;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// hyper's connections, each with its own `graceful_shutdown`.
+trait Graceful {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<C: Graceful + ?Sized> Graceful for Pin<Box<C>> {
+    fn graceful(self: Pin<&mut Self>) {
+        self.get_mut().as_mut().graceful();
+    }
+}
+
+impl<I, S, B> Graceful for http2::Connection<I, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<BodyError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: HttpBody + 'static,
+    B::Error: Into<BodyError>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<BodyError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: HttpBody + 'static,
+    B::Error: Into<BodyError>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response on its way to the client; the connection is not at rest before hyper
+    /// has taken all of its body and dropped it.
+    struct Answer {
+        #[pin]
+        body: Body,
+        _open: Exchange,
+    }
+}
+
+impl HttpBody for Answer {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
