@@ -1,0 +1,588 @@
+//! A GraphQL endpoint for Weft: GraphQL over HTTP, parsing and validation against the
+//! schema in the config before any upstream sees a request, Apollo Router's operation
+//! limits, persisted queries, and function routing — each root field answered by the
+//! cluster the config maps it to, an operation spanning several clusters split into one
+//! operation per cluster and the answers merged.
+//!
+//! The pure logic (transport, limits, plan, merge) has no SDK dependency and is
+//! unit-tested natively; this file wires it to the request.
+
+pub mod apq;
+pub mod config;
+pub mod limits;
+pub mod merge;
+pub mod plan;
+pub mod transport;
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use apollo_compiler::ExecutableDocument;
+use apollo_compiler::executable::{Operation, OperationType};
+use apollo_compiler::parser::Parser;
+use apollo_compiler::validation::Valid;
+use serde_json::{Value, json};
+use weft_sdk::callout::{Callout, CalloutResponse, send_all};
+use weft_sdk::{Decision, Filter, Options, Phases, Reply, Request, kv, log, metrics};
+
+use crate::config::{Config, RawConfig};
+use crate::merge::Answer;
+use crate::plan::{Owner, Part, RootField};
+use crate::transport::{HttpError, MediaType, Params};
+
+struct Graphql {
+    config: Config,
+    /// Validated documents by SHA-256 of their text, oldest first out.
+    cache: RefCell<DocumentCache>,
+}
+
+#[derive(Default)]
+struct DocumentCache {
+    documents: HashMap<String, Arc<Valid<ExecutableDocument>>>,
+    order: VecDeque<String>,
+}
+
+/// How a request ends before or instead of reaching a cluster.
+enum Stop {
+    /// Refused at the HTTP layer (method, media type, body…).
+    Http(HttpError),
+    /// A GraphQL request error: no `data`; 400 for graphql-response+json, 200 for json.
+    Request(Vec<Value>),
+    /// A request error with a fixed status (APQ hash mismatch: 400 for both types).
+    RequestStatus(u16, Vec<Value>),
+}
+
+fn error(message: impl Into<String>, code: &str) -> Value {
+    json!({ "message": message.into(), "extensions": { "code": code } })
+}
+
+impl Filter for Graphql {
+    type Config = RawConfig;
+
+    fn init(raw: RawConfig) -> Result<Self, String> {
+        Ok(Graphql {
+            config: Config::new(raw)?,
+            cache: RefCell::new(DocumentCache::default()),
+        })
+    }
+
+    fn options(&self) -> Options {
+        Options {
+            phases: Phases::REQUEST,
+            request_body: true,
+            response_body: false,
+        }
+    }
+
+    fn on_request(&self, request: &mut Request<'_>) -> Decision {
+        let accept = request.header("accept");
+        let media = transport::negotiate(accept.as_deref());
+        let outcome = match media {
+            None => Err(Stop::Http(HttpError::new(
+                406,
+                "unsupported Accept: use application/graphql-response+json or application/json",
+            ))),
+            Some(media) => self.handle(request, media),
+        };
+        match outcome {
+            Ok(decision) => decision,
+            Err(stop) => {
+                metrics::counter_add("rejected", 1);
+                reply(media.unwrap_or(MediaType::Json), stop).into()
+            }
+        }
+    }
+}
+
+fn reply(media: MediaType, stop: Stop) -> Reply {
+    let (status, headers, errors) = match stop {
+        Stop::Http(e) => {
+            let mut err = json!({ "message": e.message });
+            if let Some(code) = e.code {
+                err["extensions"] = json!({ "code": code });
+            }
+            (e.status, e.headers, vec![err])
+        }
+        Stop::Request(errors) => {
+            let status = match media {
+                MediaType::GraphqlResponse => 400,
+                MediaType::Json => 200,
+            };
+            (status, Vec::new(), errors)
+        }
+        Stop::RequestStatus(status, errors) => (status, Vec::new(), errors),
+    };
+    let mut reply = Reply::new(status)
+        .header("content-type", media.content_type())
+        .body(json!({ "errors": errors }).to_string());
+    for (name, value) in headers {
+        reply = reply.header(name, value);
+    }
+    reply
+}
+
+impl Graphql {
+    fn handle(&self, request: &mut Request<'_>, media: MediaType) -> Result<Decision, Stop> {
+        let method = request.method();
+        let is_get = match method.as_str() {
+            "GET" => true,
+            "POST" => false,
+            _ => return Err(Stop::Http(transport::method_not_allowed("GET, POST"))),
+        };
+        let content_type = request.header("content-type");
+        if self.config.csrf.enabled {
+            let preflighted = self
+                .config
+                .csrf
+                .required_headers
+                .iter()
+                .any(|h| request.headers().has(h));
+            transport::csrf_check(if is_get { None } else { content_type.as_deref() }, preflighted)
+                .map_err(Stop::Http)?;
+        }
+        let path = request.path();
+        let mut params = if is_get {
+            transport::parse_get(&path)
+        } else {
+            transport::parse_post(content_type.as_deref(), &request.body().unwrap_or_default())
+        }
+        .map_err(Stop::Http)?;
+
+        // The text as the client sent it can go upstream unchanged; a query found by its
+        // hash cannot.
+        let sent_query = params.query.is_some();
+        let register = self.persisted(&mut params)?;
+        let Some(query) = params.query.clone() else {
+            return Err(Stop::Http(HttpError::new(400, "Must provide query string.")));
+        };
+
+        let document = self.document(&query)?;
+        if let Some(hash) = register {
+            // Registered only once it validates, so the store holds no junk.
+            if let Err(e) = kv::set(&apq::key(&hash), query.as_bytes(), Some(self.config.persisted.ttl)) {
+                log::warn(&format!("APQ registration failed: {e}"));
+            }
+        }
+        let operation = document.operations.get(params.operation_name.as_deref()).map_err(|e| {
+            let code = if params.operation_name.is_some() {
+                "GRAPHQL_UNKNOWN_OPERATION_NAME"
+            } else {
+                "GRAPHQL_VALIDATION_FAILED"
+            };
+            Stop::Request(vec![error(e.message().to_string(), code)])
+        })?;
+        if is_get && operation.operation_type != OperationType::Query {
+            return Err(Stop::Http(transport::method_not_allowed("POST")));
+        }
+        self.check_limits(&document, operation)?;
+
+        let fields = plan::root_fields(
+            &self.config.schema,
+            &document,
+            operation,
+            &self.config.routing,
+            &params.variables,
+        );
+        let introspects = fields.iter().any(|f| f.name == "__schema" || f.name == "__type");
+        if introspects && !self.config.introspection {
+            return Err(Stop::Request(vec![error(
+                "introspection has been disabled",
+                "INTROSPECTION_DISABLED",
+            )]));
+        }
+        metrics::counter_add("operations", 1);
+
+        let mut clusters = fields.iter().filter_map(|f| match &f.owner {
+            Owner::Cluster(c) => Some(c.as_str()),
+            Owner::Gateway => None,
+        });
+        let first = clusters.next();
+        let one_cluster = first.is_some_and(|c| clusters.all(|o| o == c));
+        let all_remote = fields.iter().all(|f| f.owner != Owner::Gateway);
+        if let Some(cluster) = first
+            && one_cluster
+            && all_remote
+        {
+            metrics::counter_add("forwarded", 1);
+            return Ok(self.forward(request, cluster, &params, sent_query, &path, is_get));
+        }
+        metrics::counter_add("split", 1);
+        Ok(self
+            .execute(request, media, &document, operation, &fields, &params)
+            .into())
+    }
+
+    /// The document for this text: from the cache, or parsed within the parser limits and
+    /// validated against the schema.
+    fn document(&self, query: &str) -> Result<Arc<Valid<ExecutableDocument>>, Stop> {
+        let hash = apq::sha256_hex(query);
+        if let Some(doc) = self.cache.borrow().documents.get(&hash) {
+            return Ok(doc.clone());
+        }
+        let limits = &self.config.limits;
+        let mut parser = Parser::new();
+        if let Some(n) = limits.parser_max_tokens {
+            parser = parser.token_limit(n);
+        }
+        if let Some(n) = limits.parser_max_recursion {
+            parser = parser.recursion_limit(n);
+        }
+        let parsed = parser.parse_executable(&self.config.schema, query, "query.graphql");
+        let document = match parsed {
+            Ok(doc) => doc,
+            Err(with_errors) => {
+                let errors = with_errors
+                    .errors
+                    .iter()
+                    .map(|d| {
+                        let mut e = serde_json::to_value(d.to_json()).unwrap_or_else(|_| json!({}));
+                        let message = e["message"].as_str().unwrap_or_default().to_owned();
+                        // apollo-parser's messages; the codes are ours (Apollo Router has none).
+                        let code = if message.starts_with("token limit reached") {
+                            "PARSER_TOKEN_LIMIT"
+                        } else if message.starts_with("parser recursion limit reached") {
+                            "PARSER_RECURSION_LIMIT"
+                        } else if message.starts_with("syntax error") {
+                            "GRAPHQL_PARSE_FAILED"
+                        } else {
+                            "GRAPHQL_VALIDATION_FAILED"
+                        };
+                        e["extensions"] = json!({ "code": code });
+                        e
+                    })
+                    .collect();
+                return Err(Stop::Request(errors));
+            }
+        };
+        let valid = document.validate(&self.config.schema).map_err(|with_errors| {
+            Stop::Request(
+                with_errors
+                    .errors
+                    .iter()
+                    .map(|d| {
+                        let mut e = serde_json::to_value(d.to_json()).unwrap_or_else(|_| json!({}));
+                        e["extensions"] = json!({ "code": "GRAPHQL_VALIDATION_FAILED" });
+                        e
+                    })
+                    .collect(),
+            )
+        })?;
+        let valid = Arc::new(valid);
+        let capacity = self.config.document_cache;
+        if capacity > 0 {
+            let mut cache = self.cache.borrow_mut();
+            while cache.order.len() >= capacity {
+                if let Some(old) = cache.order.pop_front() {
+                    cache.documents.remove(&old);
+                }
+            }
+            cache.order.push_back(hash.clone());
+            cache.documents.insert(hash, valid.clone());
+        }
+        Ok(valid)
+    }
+
+    /// Resolves persisted queries in place. Returns the hash to register once the
+    /// document validates (APQ with both a hash and the text).
+    fn persisted(&self, params: &mut Params) -> Result<Option<String>, Stop> {
+        let settings = &self.config.persisted;
+        let hash = match apq::extension(&params.extensions) {
+            apq::Extension::None => None,
+            apq::Extension::Invalid(why) => {
+                return Err(Stop::RequestStatus(400, vec![error(why, "PERSISTED_QUERY_INVALID")]));
+            }
+            apq::Extension::Hash(h) => Some(h),
+        };
+        if let Some(list) = &settings.safelist {
+            match (&params.query, hash) {
+                (None, Some(hash)) => match list.get(&hash) {
+                    Some(doc) => params.query = Some(doc.clone()),
+                    None => {
+                        return Err(Stop::Request(vec![error(
+                            format!("Persisted query '{hash}' not found in the persisted query list"),
+                            "PERSISTED_QUERY_NOT_IN_LIST",
+                        )]));
+                    }
+                },
+                (Some(query), _) => {
+                    if !list.contains_key(&apq::sha256_hex(query)) {
+                        return Err(Stop::Request(vec![error(
+                            "The operation body was not found in the persisted query safelist",
+                            "QUERY_NOT_IN_SAFELIST",
+                        )]));
+                    }
+                }
+                (None, None) => {}
+            }
+            return Ok(None);
+        }
+        let Some(hash) = hash else {
+            return Ok(None);
+        };
+        if !settings.apq {
+            return Err(Stop::Request(vec![error(
+                "PersistedQueryNotSupported",
+                "PERSISTED_QUERY_NOT_SUPPORTED",
+            )]));
+        }
+        match &params.query {
+            Some(query) => {
+                if apq::sha256_hex(query) != hash {
+                    return Err(Stop::RequestStatus(
+                        400,
+                        vec![error(
+                            "provided sha does not match query",
+                            "PERSISTED_QUERY_HASH_MISMATCH",
+                        )],
+                    ));
+                }
+                Ok(Some(hash))
+            }
+            None => match kv::get(&apq::key(&hash)) {
+                Ok(Some(bytes)) => {
+                    metrics::counter_add("apq_hits", 1);
+                    params.query = Some(String::from_utf8_lossy(&bytes).into_owned());
+                    Ok(None)
+                }
+                found => {
+                    if let Err(e) = found {
+                        log::warn(&format!("APQ lookup failed: {e}"));
+                    }
+                    metrics::counter_add("apq_misses", 1);
+                    Err(Stop::Request(vec![error(
+                        "PersistedQueryNotFound",
+                        "PERSISTED_QUERY_NOT_FOUND",
+                    )]))
+                }
+            },
+        }
+    }
+
+    fn check_limits(&self, document: &ExecutableDocument, operation: &Operation) -> Result<(), Stop> {
+        let limits = &self.config.limits;
+        let measures = limits::measure(document, operation);
+        let over = limits::check(limits, &measures);
+        if over.is_empty() {
+            return Ok(());
+        }
+        for e in &over {
+            metrics::counter_add(&format!("limit_{}", e.code.to_ascii_lowercase()), 1);
+            log::info(&format!(
+                "operation {:?} {}: {} > {}{}",
+                operation.name.as_ref().map(|n| n.as_str()).unwrap_or(""),
+                e.code,
+                e.measured,
+                e.limit,
+                if limits.warn_only {
+                    " (warn_only: let through)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if limits.warn_only {
+            return Ok(());
+        }
+        Err(Stop::Request(over.iter().map(|e| error(e.message, e.code)).collect()))
+    }
+
+    /// Every root field goes to one cluster: the request goes there as the client sent
+    /// it — by reroute, so the proxy streams the answer back with no copy through the
+    /// sandbox and the route's timeout — unless its text came from the persisted-query
+    /// store, when the cluster is asked with the full text.
+    fn forward(
+        &self,
+        request: &mut Request<'_>,
+        cluster: &str,
+        params: &Params,
+        sent_query: bool,
+        path: &str,
+        is_get: bool,
+    ) -> Decision {
+        if sent_query {
+            let (route_path, query_string) = match path.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (path, None),
+            };
+            if route_path != self.config.path {
+                let target = match query_string {
+                    Some(q) if is_get => format!("{}?{q}", self.config.path),
+                    _ => self.config.path.clone(),
+                };
+                if let Err(e) = request.set_path(&target) {
+                    return Reply::new(500)
+                        .body(format!("graphql: cannot set the path: {e}\n"))
+                        .into();
+                }
+            }
+            return Decision::Reroute(cluster.to_owned());
+        }
+        let body = json!({
+            "query": params.query,
+            "operationName": params.operation_name,
+            "variables": params.variables,
+        });
+        let answer = self.callout(request, body.to_string()).send(cluster);
+        match answer {
+            Ok(response) => pass_through(response),
+            Err(e) => {
+                let media = transport::negotiate(request.header("accept").as_deref()).unwrap_or(MediaType::Json);
+                reply(
+                    media,
+                    Stop::RequestStatus(
+                        502,
+                        vec![json!({
+                            "message": format!("HTTP fetch failed from '{cluster}': {e}"),
+                            "extensions": { "code": "SUBREQUEST_HTTP_ERROR", "service": cluster },
+                        })],
+                    ),
+                )
+                .into()
+            }
+        }
+    }
+
+    fn callout(&self, request: &Request<'_>, body: String) -> Callout {
+        let mut callout = Callout::new("POST", self.config.path.clone())
+            .header("content-type", "application/json")
+            .header("accept", "application/graphql-response+json, application/json;q=0.9")
+            .timeout(self.config.timeout)
+            .body(body);
+        for name in &self.config.forward_headers {
+            for value in request.headers().get_all(name) {
+                callout = callout.header(name.clone(), value);
+            }
+        }
+        callout
+    }
+
+    /// Several clusters (or the gateway itself): one operation per cluster, queries at
+    /// once, mutation runs one after the other; then one merged answer.
+    fn execute(
+        &self,
+        request: &Request<'_>,
+        media: MediaType,
+        document: &Valid<ExecutableDocument>,
+        operation: &Operation,
+        fields: &[RootField],
+        params: &Params,
+    ) -> Reply {
+        let parts = plan::split(document, operation, fields, &params.variables);
+        let callouts: Vec<(&str, Callout)> = parts
+            .iter()
+            .map(|part| (part.cluster.as_str(), self.callout(request, part_body(part))))
+            .collect();
+        let parsed: Vec<merge::Parsed> = if operation.operation_type == OperationType::Mutation {
+            // The spec executes mutation root fields serially; a run on one cluster is one
+            // operation (that cluster runs it serially), runs go one after the other.
+            let mut out = Vec::with_capacity(parts.len());
+            let mut stopped = false;
+            for ((cluster, callout), part) in callouts.into_iter().zip(&parts) {
+                let answer = if stopped {
+                    Answer::NotSent
+                } else {
+                    to_answer(callout.send(cluster))
+                };
+                let parsed = merge::parse(answer);
+                stopped = stopped || merge::nulls_non_null(&parsed, part, fields);
+                out.push(parsed);
+            }
+            out
+        } else {
+            send_all(callouts)
+                .into_iter()
+                .map(|a| merge::parse(to_answer(a)))
+                .collect()
+        };
+
+        let (gateway, gateway_errors) = self.gateway_fields(document, operation, fields, params);
+        let body = merge::merge(fields, &parts, &parsed, &gateway, gateway_errors);
+        Reply::new(200).header("content-type", media.content_type()).body(body)
+    }
+
+    /// The root fields the gateway answers: `__typename`, and `__schema`/`__type` when
+    /// introspection is on (executed against the gateway's schema).
+    fn gateway_fields(
+        &self,
+        document: &Valid<ExecutableDocument>,
+        operation: &Operation,
+        fields: &[RootField],
+        params: &Params,
+    ) -> (HashMap<String, String>, Vec<Value>) {
+        let mut values = HashMap::new();
+        let mut errors = Vec::new();
+        let root_type = operation.selection_set.ty.as_str();
+        for field in fields.iter().filter(|f| f.owner == Owner::Gateway) {
+            if field.name == "__typename" {
+                values.insert(field.key.clone(), Value::String(root_type.to_owned()).to_string());
+            }
+        }
+        if !fields.iter().any(|f| f.name == "__schema" || f.name == "__type") {
+            return (values, errors);
+        }
+        let schema = &self.config.schema;
+        let variables: apollo_compiler::response::JsonMap =
+            serde_json::from_value(Value::Object(params.variables.clone())).unwrap_or_default();
+        let result = apollo_compiler::request::coerce_variable_values(schema, operation, &variables).and_then(|vars| {
+            apollo_compiler::introspection::check_max_depth(document, operation)?;
+            apollo_compiler::introspection::partial_execute(
+                schema,
+                &schema.implementers_map(),
+                document,
+                operation,
+                &vars,
+            )
+        });
+        match result {
+            Ok(response) => {
+                if let Some(data) = response.data {
+                    for (key, value) in data.iter() {
+                        if fields.iter().any(|f| f.key == key.as_str() && f.name.starts_with("__")) {
+                            values.insert(
+                                key.as_str().to_owned(),
+                                serde_json::to_string(value).unwrap_or_else(|_| "null".into()),
+                            );
+                        }
+                    }
+                }
+                for e in response.errors {
+                    errors.push(serde_json::to_value(e).unwrap_or(Value::Null));
+                }
+            }
+            Err(e) => errors.push(error(e.message().to_string(), "INTROSPECTION_FAILED")),
+        }
+        (values, errors)
+    }
+}
+
+fn part_body(part: &Part) -> String {
+    json!({
+        "query": part.query,
+        "operationName": part.operation_name,
+        "variables": part.variables,
+    })
+    .to_string()
+}
+
+fn to_answer(result: Result<CalloutResponse, weft_sdk::callout::CalloutError>) -> Answer {
+    match result {
+        Ok(response) => Answer::Body {
+            status: response.status,
+            body: response.body,
+        },
+        Err(e) => Answer::Failed(e.to_string()),
+    }
+}
+
+/// The cluster's answer to a forwarded persisted query, as it came.
+fn pass_through(response: CalloutResponse) -> Decision {
+    let content_type = response.header("content-type");
+    let mut reply = Reply::new(response.status).body(response.body);
+    if let Some(ct) = content_type {
+        reply = reply.header("content-type", ct);
+    }
+    reply.into()
+}
+
+weft_sdk::export!(Graphql);
