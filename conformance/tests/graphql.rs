@@ -4,6 +4,8 @@
 //! `users` answers the user fields, `orders` the order fields, and `reference` the whole
 //! schema, so a split-and-merged answer can be compared with one service's.
 
+#[path = "graphql/audit.rs"]
+mod audit;
 #[path = "graphql/env.rs"]
 mod env;
 #[path = "graphql/limits.rs"]
