@@ -113,7 +113,10 @@ impl Env {
             filter("gql", "persisted_queries = { apq = true }, timeout = \"2s\""),
             filter("limited", &format!("limits = {{ {limits} }}")),
             filter("warned", &format!("limits = {{ {limits}, warn_only = true }}")),
-            filter("open", "introspection = true, csrf = { enabled = false }"),
+            filter(
+                "open",
+                "introspection = true, csrf = { enabled = false }, batching = { enabled = true, max_size = 3 }",
+            ),
             filter(
                 "safe",
                 &format!("persisted_queries = {{ safelist = ['''{SAFE_QUERY}'''] }}"),

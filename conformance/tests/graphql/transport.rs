@@ -178,3 +178,35 @@ async fn parse_and_validation_errors_have_locations_and_no_data() {
         json!({"data": {"__type": {"name": "Order"}, "users": [{"id": "1"}, {"id": "2"}]}})
     );
 }
+
+#[tokio::test]
+async fn batches_when_enabled_up_to_their_size() {
+    let env = Env::start().await;
+    let batch = json!([
+        {"query": "{ user(id: 1) { name } }"},
+        {"query": "{ users { id } order(id: \"o2\") { item } }"},
+        {"query": "{ nope }"},
+    ]);
+    let reply = env.post("/open", &batch).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let answers = reply.json();
+    assert_eq!(answers[0], json!({"data": {"user": {"name": "Ada"}}}));
+    assert_eq!(
+        answers[1],
+        json!({"data": {"users": [{"id": "1"}, {"id": "2"}], "order": {"item": "punch cards"}}})
+    );
+    assert!(answers[2].get("data").is_none());
+    assert_eq!(
+        answers[2]["errors"][0]["extensions"]["code"],
+        "GRAPHQL_VALIDATION_FAILED"
+    );
+
+    // One over the size, and batching off on /graphql.
+    let four = json!([{"query": "{ users { id } }"}, {"query": "{ users { id } }"}, {"query": "{ users { id } }"}, {"query": "{ users { id } }"}]);
+    let over = env.post("/open", &four).await;
+    assert_eq!(over.status, 400);
+    assert_eq!(codes(&over), ["BATCH_LIMIT_EXCEEDED"]);
+    let off = env.post("/graphql", &batch).await;
+    assert_eq!(off.status, 400);
+    assert_eq!(codes(&off), ["BATCHING_NOT_ENABLED"]);
+}

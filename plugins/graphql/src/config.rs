@@ -37,6 +37,18 @@ pub struct RawConfig {
     document_cache: usize,
     #[serde(default)]
     persisted_queries: RawPersisted,
+    /// Batched requests (a JSON array of operations), off by default.
+    #[serde(default)]
+    batching: RawBatching,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBatching {
+    #[serde(default)]
+    enabled: bool,
+    /// Operations per batch (default 16).
+    max_size: Option<usize>,
 }
 
 fn default_path() -> String {
@@ -204,6 +216,8 @@ pub struct Config {
     pub limits: Limits,
     pub document_cache: usize,
     pub persisted: Persisted,
+    /// Operations per batch; `None`: batching off.
+    pub batch_max: Option<usize>,
 }
 
 impl Config {
@@ -245,7 +259,13 @@ impl Config {
             }
             Some(list)
         };
+        let batch_max = match (raw.batching.enabled, raw.batching.max_size) {
+            (false, _) => None,
+            (true, Some(0)) => return Err("batching.max_size must be at least 1".to_owned()),
+            (true, size) => Some(size.unwrap_or(16)),
+        };
         Ok(Config {
+            batch_max,
             schema,
             routing,
             path: raw.path,

@@ -18,10 +18,10 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use apollo_compiler::ExecutableDocument;
 use apollo_compiler::executable::{Operation, OperationType};
 use apollo_compiler::parser::Parser;
 use apollo_compiler::validation::Valid;
+use apollo_compiler::{ExecutableDocument, Node};
 use serde_json::{Value, json};
 use weft_sdk::callout::{Callout, CalloutResponse, send_all};
 use weft_sdk::{Decision, Filter, Options, Phases, Reply, Request, kv, log, metrics};
@@ -41,6 +41,16 @@ struct Graphql {
 struct DocumentCache {
     documents: HashMap<String, Arc<Valid<ExecutableDocument>>>,
     order: VecDeque<String>,
+}
+
+/// A request ready to go: validated, within the limits, its root fields' owners known.
+struct Prepared {
+    params: Params,
+    /// The query text was in the request (not found by its hash).
+    sent_query: bool,
+    document: Arc<Valid<ExecutableDocument>>,
+    operation: Node<Operation>,
+    fields: Vec<RootField>,
 }
 
 /// How a request ends before or instead of reaching a cluster.
@@ -142,13 +152,61 @@ impl Graphql {
                 .map_err(Stop::Http)?;
         }
         let path = request.path();
-        let mut params = if is_get {
-            transport::parse_get(&path)
+        let params = if is_get {
+            transport::parse_get(&path).map_err(Stop::Http)?
         } else {
-            transport::parse_post(content_type.as_deref(), &request.body().unwrap_or_default())
+            let body = request.body().unwrap_or_default();
+            match transport::parse_post(content_type.as_deref(), &body, self.config.batch_max).map_err(Stop::Http)? {
+                transport::Body::One(params) => params,
+                transport::Body::Batch(batch) => {
+                    metrics::counter_add("batches", 1);
+                    return Ok(self.batch(request, media, batch).into());
+                }
+            }
+        };
+        let prepared = self.prepare(params, is_get)?;
+        let mut clusters = prepared.fields.iter().filter_map(|f| match &f.owner {
+            Owner::Cluster(c) => Some(c.as_str()),
+            Owner::Gateway => None,
+        });
+        let first = clusters.next();
+        let one_cluster = first.is_some_and(|c| clusters.all(|o| o == c));
+        let all_remote = prepared.fields.iter().all(|f| f.owner != Owner::Gateway);
+        if let Some(cluster) = first
+            && one_cluster
+            && all_remote
+        {
+            metrics::counter_add("forwarded", 1);
+            return Ok(self.forward(request, cluster, &prepared.params, prepared.sent_query, &path, is_get));
         }
-        .map_err(Stop::Http)?;
+        metrics::counter_add("split", 1);
+        let body = self.execute(request, &prepared);
+        Ok(Reply::new(200)
+            .header("content-type", media.content_type())
+            .body(body)
+            .into())
+    }
 
+    /// A batch (a JSON array): each operation runs as if sent alone (one after the other;
+    /// each one's parts at once), and the answer is the array of their answers.
+    fn batch(&self, request: &Request<'_>, media: MediaType, batch: Vec<Params>) -> Reply {
+        let answers: Vec<String> = batch
+            .into_iter()
+            .map(|params| match self.prepare(params, false) {
+                Ok(prepared) => self.execute(request, &prepared),
+                Err(stop) => {
+                    metrics::counter_add("rejected", 1);
+                    String::from_utf8_lossy(&reply(media, stop).body).into_owned()
+                }
+            })
+            .collect();
+        let body = format!("[{}]", answers.join(","));
+        Reply::new(200).header("content-type", media.content_type()).body(body)
+    }
+
+    /// Everything between the parameters and the clusters: persisted queries, parsing and
+    /// validation, the operation, limits, introspection, and who answers each root field.
+    fn prepare(&self, mut params: Params, is_get: bool) -> Result<Prepared, Stop> {
         // The text as the client sent it can go upstream unchanged; a query found by its
         // hash cannot.
         let sent_query = params.query.is_some();
@@ -164,23 +222,27 @@ impl Graphql {
                 log::warn(&format!("APQ registration failed: {e}"));
             }
         }
-        let operation = document.operations.get(params.operation_name.as_deref()).map_err(|e| {
-            let code = if params.operation_name.is_some() {
-                "GRAPHQL_UNKNOWN_OPERATION_NAME"
-            } else {
-                "GRAPHQL_VALIDATION_FAILED"
-            };
-            Stop::Request(vec![error(e.message().to_string(), code)])
-        })?;
+        let operation = document
+            .operations
+            .get(params.operation_name.as_deref())
+            .map_err(|e| {
+                let code = if params.operation_name.is_some() {
+                    "GRAPHQL_UNKNOWN_OPERATION_NAME"
+                } else {
+                    "GRAPHQL_VALIDATION_FAILED"
+                };
+                Stop::Request(vec![error(e.message().to_string(), code)])
+            })?
+            .clone();
         if is_get && operation.operation_type != OperationType::Query {
             return Err(Stop::Http(transport::method_not_allowed("POST")));
         }
-        self.check_limits(&document, operation)?;
+        self.check_limits(&document, &operation)?;
 
         let fields = plan::root_fields(
             &self.config.schema,
             &document,
-            operation,
+            &operation,
             &self.config.routing,
             &params.variables,
         );
@@ -192,25 +254,13 @@ impl Graphql {
             )]));
         }
         metrics::counter_add("operations", 1);
-
-        let mut clusters = fields.iter().filter_map(|f| match &f.owner {
-            Owner::Cluster(c) => Some(c.as_str()),
-            Owner::Gateway => None,
-        });
-        let first = clusters.next();
-        let one_cluster = first.is_some_and(|c| clusters.all(|o| o == c));
-        let all_remote = fields.iter().all(|f| f.owner != Owner::Gateway);
-        if let Some(cluster) = first
-            && one_cluster
-            && all_remote
-        {
-            metrics::counter_add("forwarded", 1);
-            return Ok(self.forward(request, cluster, &params, sent_query, &path, is_get));
-        }
-        metrics::counter_add("split", 1);
-        Ok(self
-            .execute(request, media, &document, operation, &fields, &params)
-            .into())
+        Ok(Prepared {
+            params,
+            sent_query,
+            document,
+            operation,
+            fields,
+        })
     }
 
     /// The document for this text: from the cache, or parsed within the parser limits and
@@ -459,15 +509,14 @@ impl Graphql {
 
     /// Several clusters (or the gateway itself): one operation per cluster, queries at
     /// once, mutation runs one after the other; then one merged answer.
-    fn execute(
-        &self,
-        request: &Request<'_>,
-        media: MediaType,
-        document: &Valid<ExecutableDocument>,
-        operation: &Operation,
-        fields: &[RootField],
-        params: &Params,
-    ) -> Reply {
+    fn execute(&self, request: &Request<'_>, prepared: &Prepared) -> String {
+        let Prepared {
+            params,
+            document,
+            operation,
+            fields,
+            ..
+        } = prepared;
         let parts = plan::split(document, operation, fields, &params.variables);
         let callouts: Vec<(&str, Callout)> = parts
             .iter()
@@ -497,8 +546,7 @@ impl Graphql {
         };
 
         let (gateway, gateway_errors) = self.gateway_fields(document, operation, fields, params);
-        let body = merge::merge(fields, &parts, &parsed, &gateway, gateway_errors);
-        Reply::new(200).header("content-type", media.content_type()).body(body)
+        merge::merge(fields, &parts, &parsed, &gateway, gateway_errors)
     }
 
     /// The root fields the gateway answers: `__typename`, and `__schema`/`__type` when

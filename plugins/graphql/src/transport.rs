@@ -121,8 +121,16 @@ fn essence(content_type: &str) -> String {
     content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
 }
 
-/// The parameters of a POST: `application/json` (charset utf-8 or none) with a JSON object.
-pub fn parse_post(content_type: Option<&str>, body: &[u8]) -> Result<Params, HttpError> {
+/// What a POST carries: one request, or a batch (a JSON array) when batching is on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    One(Params),
+    Batch(Vec<Params>),
+}
+
+/// The parameters of a POST: `application/json` (charset utf-8 or none) with a JSON
+/// object, or an array of at most `batch_max` of them (`None`: batching off).
+pub fn parse_post(content_type: Option<&str>, body: &[u8], batch_max: Option<usize>) -> Result<Body, HttpError> {
     let Some(content_type) = content_type else {
         return Err(HttpError::new(415, "missing content-type: send application/json"));
     };
@@ -142,6 +150,25 @@ pub fn parse_post(content_type: Option<&str>, body: &[u8]) -> Result<Params, Htt
     }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| HttpError::new(400, format!("invalid JSON body: {e}")))?;
+    match (value, batch_max) {
+        (Value::Array(items), Some(max)) => {
+            if items.is_empty() || items.len() > max {
+                return Err(
+                    HttpError::new(400, format!("a batch holds 1 to {max} operations, not {}", items.len()))
+                        .code("BATCH_LIMIT_EXCEEDED"),
+                );
+            }
+            let batch = items.into_iter().map(params).collect::<Result<_, _>>()?;
+            Ok(Body::Batch(batch))
+        }
+        (Value::Array(_), None) => {
+            Err(HttpError::new(400, "batched requests are not enabled").code("BATCHING_NOT_ENABLED"))
+        }
+        (value, _) => params(value).map(Body::One),
+    }
+}
+
+fn params(value: Value) -> Result<Params, HttpError> {
     let Value::Object(object) = value else {
         return Err(HttpError::new(400, "the body must be a JSON object"));
     };
@@ -253,34 +280,44 @@ mod tests {
 
     #[test]
     fn post_bodies() {
-        let p = parse_post(
-            Some("application/json; charset=utf-8"),
+        let post = |ct: &str, body: &[u8]| match parse_post(Some(ct), body, None) {
+            Ok(Body::One(p)) => Ok(p),
+            Ok(Body::Batch(_)) => panic!("a batch"),
+            Err(e) => Err(e),
+        };
+        let p = post(
+            "application/json; charset=utf-8",
             br#"{"query":"{a}","operationName":null,"variables":{"x":1}}"#,
         )
         .unwrap();
         assert_eq!(p.query.as_deref(), Some("{a}"));
         assert_eq!(p.variables["x"], 1);
-        assert_eq!(parse_post(Some("application/json"), b"{").unwrap_err().status, 400);
-        assert_eq!(parse_post(Some("application/json"), b"[]").unwrap_err().status, 400);
+        assert_eq!(post("application/json", b"{").unwrap_err().status, 400);
+        assert_eq!(post("application/json", b"[]").unwrap_err().status, 400);
+        assert_eq!(post("application/json", br#"{"query":1}"#).unwrap_err().status, 400);
         assert_eq!(
-            parse_post(Some("application/json"), br#"{"query":1}"#)
-                .unwrap_err()
-                .status,
+            post("application/json", br#"{"variables":"x"}"#).unwrap_err().status,
             400
         );
+        assert_eq!(post("text/plain", b"{}").unwrap_err().status, 415);
+        assert_eq!(post("application/json; charset=latin1", b"{}").unwrap_err().status, 415);
+    }
+
+    #[test]
+    fn batches_when_enabled_within_their_size() {
+        let body = br#"[{"query":"{a}"},{"query":"{b}"}]"#;
         assert_eq!(
-            parse_post(Some("application/json"), br#"{"variables":"x"}"#)
-                .unwrap_err()
-                .status,
-            400
+            parse_post(Some("application/json"), body, None).unwrap_err().code,
+            Some("BATCHING_NOT_ENABLED")
         );
-        assert_eq!(parse_post(Some("text/plain"), b"{}").unwrap_err().status, 415);
-        assert_eq!(
-            parse_post(Some("application/json; charset=latin1"), b"{}")
-                .unwrap_err()
-                .status,
-            415
-        );
+        match parse_post(Some("application/json"), body, Some(2)).unwrap() {
+            Body::Batch(batch) => assert_eq!(batch[1].query.as_deref(), Some("{b}")),
+            Body::One(_) => panic!("not a batch"),
+        }
+        let over = parse_post(Some("application/json"), body, Some(1)).unwrap_err();
+        assert_eq!((over.status, over.code), (400, Some("BATCH_LIMIT_EXCEEDED")));
+        assert!(parse_post(Some("application/json"), b"[]", Some(2)).is_err());
+        assert!(parse_post(Some("application/json"), b"[1]", Some(2)).is_err());
     }
 
     #[test]
