@@ -12,6 +12,8 @@ mod env;
 mod limits;
 #[path = "graphql/persisted.rs"]
 mod persisted;
+#[path = "graphql/property.rs"]
+mod property;
 #[path = "graphql/routing.rs"]
 mod routing;
 #[path = "graphql/transport.rs"]

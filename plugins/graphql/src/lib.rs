@@ -473,7 +473,11 @@ impl Graphql {
             "operationName": params.operation_name,
             "variables": params.variables,
         });
-        let answer = self.callout(request, body.to_string()).send(cluster);
+        // The client's Accept goes along: the service's answer is passed through as is.
+        let accept = request
+            .header("accept")
+            .unwrap_or_else(|| "application/json".to_owned());
+        let answer = self.callout(request, body.to_string(), &accept).send(cluster);
         match answer {
             Ok(response) => pass_through(response),
             Err(e) => {
@@ -493,10 +497,10 @@ impl Graphql {
         }
     }
 
-    fn callout(&self, request: &Request<'_>, body: String) -> Callout {
+    fn callout(&self, request: &Request<'_>, body: String, accept: &str) -> Callout {
         let mut callout = Callout::new("POST", self.config.path.clone())
             .header("content-type", "application/json")
-            .header("accept", "application/graphql-response+json, application/json;q=0.9")
+            .header("accept", accept)
             .timeout(self.config.timeout)
             .body(body);
         for name in &self.config.forward_headers {
@@ -520,7 +524,12 @@ impl Graphql {
         let parts = plan::split(document, operation, fields, &params.variables);
         let callouts: Vec<(&str, Callout)> = parts
             .iter()
-            .map(|part| (part.cluster.as_str(), self.callout(request, part_body(part))))
+            .map(|part| {
+                (
+                    part.cluster.as_str(),
+                    self.callout(request, part_body(part), PARTS_ACCEPT),
+                )
+            })
             .collect();
         let parsed: Vec<merge::Parsed> = if operation.operation_type == OperationType::Mutation {
             // The spec executes mutation root fields serially; a run on one cluster is one
@@ -603,6 +612,9 @@ impl Graphql {
         (values, errors)
     }
 }
+
+/// What the parts of a split operation ask for: either type parses the same.
+const PARTS_ACCEPT: &str = "application/graphql-response+json, application/json;q=0.9";
 
 fn part_body(part: &Part) -> String {
     json!({
