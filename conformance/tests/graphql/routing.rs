@@ -133,6 +133,10 @@ async fn a_failing_cluster_nulls_its_fields_with_an_error() {
     let body = reply.json();
     assert_eq!(body["data"], Value::Null, "{body}");
     assert_eq!(body["errors"][0]["path"], json!(["downNonNull"]));
+    // Counted: the two failed calls, and operations by type.
+    let counter = |name: &str| format!("weft_filter_counter_total{{filter=\"gql\",name=\"{name}\"}}");
+    assert_eq!(env.weft.metric(&counter("subrequest_errors")).await, 2.0);
+    assert_eq!(env.weft.metric(&counter("operations_query")).await, 2.0);
     // An upstream field error keeps its path, loses the upstream's locations.
     let reply = env
         .post(

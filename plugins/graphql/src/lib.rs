@@ -17,6 +17,7 @@ pub mod transport;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use apollo_compiler::executable::{Operation, OperationType};
 use apollo_compiler::parser::Parser;
@@ -86,6 +87,7 @@ impl Filter for Graphql {
     }
 
     fn on_request(&self, request: &mut Request<'_>) -> Decision {
+        let started = Instant::now();
         let accept = request.header("accept");
         let media = transport::negotiate(accept.as_deref());
         let outcome = match media {
@@ -95,13 +97,32 @@ impl Filter for Graphql {
             ))),
             Some(media) => self.handle(request, media),
         };
-        match outcome {
+        let decision = match outcome {
             Ok(decision) => decision,
             Err(stop) => {
                 metrics::counter_add("rejected", 1);
+                count_codes(&stop);
                 reply(media.unwrap_or(MediaType::Json), stop).into()
             }
+        };
+        // The gateway's own time: parsing, validation, and for a split operation the
+        // calls; for a rerouted one the service's time is the proxy's upstream metrics.
+        metrics::histogram_observe("request_phase_seconds", started.elapsed().as_secs_f64());
+        decision
+    }
+}
+
+/// `errors_<code>` per refusal: the codes are this filter's own (a bounded set), so the
+/// metric names stay within the per-filter cap.
+fn count_codes(stop: &Stop) {
+    let codes: Vec<&str> = match stop {
+        Stop::Http(e) => e.code.into_iter().collect(),
+        Stop::Request(errors) | Stop::RequestStatus(_, errors) => {
+            errors.iter().filter_map(|e| e["extensions"]["code"].as_str()).collect()
         }
+    };
+    for code in codes {
+        metrics::counter_add(&format!("errors_{}", code.to_ascii_lowercase()), 1);
     }
 }
 
@@ -254,6 +275,14 @@ impl Graphql {
             )]));
         }
         metrics::counter_add("operations", 1);
+        metrics::counter_add(
+            match operation.operation_type {
+                OperationType::Query => "operations_query",
+                OperationType::Mutation => "operations_mutation",
+                OperationType::Subscription => "operations_subscription",
+            },
+            1,
+        );
         Ok(Prepared {
             params,
             sent_query,
@@ -554,6 +583,10 @@ impl Graphql {
                 .collect()
         };
 
+        let failed = parsed.iter().filter(|p| p.failed()).count();
+        if failed > 0 {
+            metrics::counter_add("subrequest_errors", failed as u64);
+        }
         let (gateway, gateway_errors) = self.gateway_fields(document, operation, fields, params);
         merge::merge(fields, &parts, &parsed, &gateway, gateway_errors)
     }

@@ -38,6 +38,13 @@ pub struct Parsed {
     failure: Option<String>,
 }
 
+impl Parsed {
+    /// The cluster gave no GraphQL response.
+    pub fn failed(&self) -> bool {
+        self.failure.is_some()
+    }
+}
+
 pub fn parse(answer: Answer) -> Parsed {
     let failed = |why: String| Parsed {
         data: None,
