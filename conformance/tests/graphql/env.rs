@@ -13,20 +13,23 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use weft_conformance::*;
 
-/// What clients see: the two services' schemas together, plus fields on a dead cluster.
+/// What clients see: the two services' schemas together, plus fields on a dead cluster,
+/// and cost hints (Apollo's demand-control directives).
 pub const SCHEMA: &str = r#"
+directive @cost(weight: Int!) on FIELD_DEFINITION | OBJECT | SCALAR | ENUM
+directive @listSize(assumedSize: Int, slicingArguments: [String!]) on FIELD_DEFINITION
 type Query {
   user(id: ID!): User
   users: [User!]!
   slowUser(id: ID!, ms: Int!): User
   order(id: ID!): Order
-  orders(userId: ID): [Order!]!
+  orders(userId: ID): [Order!]! @listSize(assumedSize: 5)
   slowOrder(id: ID!, ms: Int!): Order
   down: String
   downNonNull: String!
 }
 type Mutation { setName(id: ID!, name: String!): Stamp!  createOrder(item: String!): Stamp! }
-type User { id: ID!  name: String!  email: String  friends: [User!]! }
+type User { id: ID!  name: String!  email: String @cost(weight: 3)  friends: [User!]! }
 type Order { id: ID!  item: String!  userId: ID! }
 type Stamp { value: String!  started: Float!  finished: Float! }
 "#;
@@ -105,6 +108,7 @@ impl Env {
             .route("warned", "path_prefix = \"/warned\"", "users", &["warned"], "")
             .route("open", "path_prefix = \"/open\"", "users", &["open"], "")
             .route("safe", "path_prefix = \"/safe\"", "users", &["safe"], "")
+            .route("costly", "path_prefix = \"/costly\"", "users", &["costly"], "")
             .route("reference", "path_prefix = \"/reference\"", "reference", &[], "")
             .to_string();
         let limits = "max_depth = 3, max_height = 6, max_aliases = 2, max_root_fields = 3, \
@@ -117,6 +121,7 @@ impl Env {
                 "open",
                 "introspection = true, csrf = { enabled = false }, batching = { enabled = true, max_size = 3 }",
             ),
+            filter("costly", "limits = { max_cost = 21 }"),
             filter(
                 "safe",
                 &format!("persisted_queries = {{ safelist = ['''{SAFE_QUERY}'''] }}"),

@@ -103,3 +103,23 @@ async fn every_limit_at_its_boundary() {
         "a log line per rejected operation"
     );
 }
+
+#[tokio::test]
+async fn static_cost_at_its_boundary() {
+    let env = Env::start().await;
+    // users: a list of 10 (the default) × 1; orders: @listSize(assumedSize: 5) × 1; a user
+    // 1, its email @cost(weight: 3); an order 1. Maximum 21.
+    let at =
+        r#"{ users { id } orders { id } a: user(id: 1) { email } b: user(id: 2) { id } c: order(id: "o1") { id } }"#;
+    let over = r#"{ users { id } orders { id } a: user(id: 1) { email } b: user(id: 2) { id } c: order(id: "o1") { id } d: order(id: "o2") { id } }"#;
+    let ok = env.post("/costly", &json!({ "query": at })).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["data"]["a"]["email"], "ada@example.com");
+    let refused = env.post("/costly", &json!({ "query": over })).await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert_eq!(codes(&refused), ["COST_ESTIMATED_TOO_EXPENSIVE"]);
+    assert_eq!(
+        refused.json()["errors"][0]["message"],
+        "query estimated cost 22 exceeded configured maximum 21"
+    );
+}

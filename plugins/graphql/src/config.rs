@@ -92,8 +92,12 @@ fn default_required_headers() -> Vec<String> {
     ]
 }
 
+fn default_list_size() -> u32 {
+    10
+}
+
 /// Protection limits, as Apollo Router names them; each is off unless set.
-#[derive(Deserialize, Default, Debug, Clone)]
+#[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_depth: Option<u32>,
@@ -104,9 +108,30 @@ pub struct Limits {
     pub parser_max_tokens: Option<usize>,
     /// Parser nesting (always enforced).
     pub parser_max_recursion: Option<usize>,
+    /// Static cost (Apollo Router's demand control estimate; see `cost.rs`).
+    pub max_cost: Option<u64>,
+    /// The size assumed for a list field without `@listSize` or a slicing argument.
+    #[serde(default = "default_list_size")]
+    pub default_list_size: u32,
     /// Log and count operations over a limit instead of refusing them (not the parser's).
     #[serde(default)]
     pub warn_only: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: None,
+            max_height: None,
+            max_aliases: None,
+            max_root_fields: None,
+            parser_max_tokens: None,
+            parser_max_recursion: None,
+            max_cost: None,
+            default_list_size: default_list_size(),
+            warn_only: false,
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]

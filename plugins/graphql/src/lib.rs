@@ -9,6 +9,7 @@
 
 pub mod apq;
 pub mod config;
+pub mod cost;
 pub mod limits;
 pub mod merge;
 pub mod plan;
@@ -258,7 +259,7 @@ impl Graphql {
         if is_get && operation.operation_type != OperationType::Query {
             return Err(Stop::Http(transport::method_not_allowed("POST")));
         }
-        self.check_limits(&document, &operation)?;
+        self.check_limits(&document, &operation, &params.variables)?;
 
         let fields = plan::root_fields(
             &self.config.schema,
@@ -438,21 +439,51 @@ impl Graphql {
         }
     }
 
-    fn check_limits(&self, document: &ExecutableDocument, operation: &Operation) -> Result<(), Stop> {
+    fn check_limits(
+        &self,
+        document: &ExecutableDocument,
+        operation: &Operation,
+        variables: &serde_json::Map<String, Value>,
+    ) -> Result<(), Stop> {
         let limits = &self.config.limits;
         let measures = limits::measure(document, operation);
-        let over = limits::check(limits, &measures);
+        // (code, message, measured, limit)
+        let mut over: Vec<(&str, String, String, String)> = limits::check(limits, &measures)
+            .into_iter()
+            .map(|e| {
+                (
+                    e.code,
+                    e.message.to_owned(),
+                    e.measured.to_string(),
+                    e.limit.to_string(),
+                )
+            })
+            .collect();
+        if let Some(max) = limits.max_cost {
+            let estimated = cost::estimate(
+                &self.config.schema,
+                document,
+                operation,
+                variables,
+                f64::from(limits.default_list_size),
+            );
+            if estimated > max as f64 {
+                over.push((
+                    "COST_ESTIMATED_TOO_EXPENSIVE",
+                    format!("query estimated cost {estimated} exceeded configured maximum {max}"),
+                    estimated.to_string(),
+                    max.to_string(),
+                ));
+            }
+        }
         if over.is_empty() {
             return Ok(());
         }
-        for e in &over {
-            metrics::counter_add(&format!("limit_{}", e.code.to_ascii_lowercase()), 1);
+        for (code, _, measured, limit) in &over {
+            metrics::counter_add(&format!("limit_{}", code.to_ascii_lowercase()), 1);
             log::info(&format!(
-                "operation {:?} {}: {} > {}{}",
+                "operation {:?} {code}: {measured} > {limit}{}",
                 operation.name.as_ref().map(|n| n.as_str()).unwrap_or(""),
-                e.code,
-                e.measured,
-                e.limit,
                 if limits.warn_only {
                     " (warn_only: let through)"
                 } else {
@@ -463,7 +494,11 @@ impl Graphql {
         if limits.warn_only {
             return Ok(());
         }
-        Err(Stop::Request(over.iter().map(|e| error(e.message, e.code)).collect()))
+        Err(Stop::Request(
+            over.into_iter()
+                .map(|(code, message, ..)| error(message, code))
+                .collect(),
+        ))
     }
 
     /// Every root field goes to one cluster: the request goes there as the client sent
