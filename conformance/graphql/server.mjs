@@ -1,8 +1,11 @@
 // A real GraphQL upstream for conformance/tests/graphql.rs: the reference implementation
 // (graphql-js) served by graphql-http's handler on node's http module.
 //
-//   node server.mjs <users|orders|all> <port>
+//   node server.mjs <users|orders|all|rest> <port>
 //
+// `rest` is a plain JSON service for REST-backed fields: GET /products/:id answers
+// {"product": {...}} (404 for an unknown id) with the x-auth header it got as `seenAuth`,
+// GET /reviews?product=:id a list.
 // `users` answers Query.user/users and Mutation.setName, `orders` Query.order/orders and
 // Mutation.createOrder, `all` the whole test schema (the reference answer). It prints
 // "listening" once the port accepts. Mutations sleep 50 ms between their two timestamps,
@@ -63,7 +66,27 @@ const root = {
   createOrder: ({ item }) => stamp(item),
 };
 
-const handler = createHandler({ schema: buildSchema(sdl[service]), rootValue: root });
+const handler = service === 'rest' ? null : createHandler({ schema: buildSchema(sdl[service]), rootValue: root });
+const products = { p1: { id: 'p1', title: 'Loom', price: 1200 }, p2: { id: 'p2', title: 'Cards', price: 5 } };
+const reviews = [
+  { id: 'r1', product: 'p1', stars: 5 },
+  { id: 'r2', product: 'p1', stars: 3 },
+  { id: 'r3', product: 'p2', stars: 4 },
+];
+const rest = (req, res) => {
+  const url = new URL(req.url, 'http://x');
+  const json = (status, body) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  const product = url.pathname.match(/^\/products\/([^/]+)$/);
+  if (product) {
+    const p = products[decodeURIComponent(product[1])];
+    return p ? json(200, { product: { ...p, seenAuth: req.headers['x-auth'] ?? null } }) : json(404, { error: 'no such product' });
+  }
+  if (url.pathname === '/reviews') {
+    return json(200, reviews.filter((r) => r.product === url.searchParams.get('product')));
+  }
+  json(404, { error: 'not found' });
+};
+
 // Every path is the endpoint: the tests' plain route to the reference keeps its own path.
-const server = http.createServer(handler);
+const server = http.createServer(service === 'rest' ? rest : handler);
 server.listen(Number(port), '127.0.0.1', () => console.log('listening'));

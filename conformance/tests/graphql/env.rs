@@ -27,7 +27,10 @@ type Query {
   slowOrder(id: ID!, ms: Int!): Order
   down: String
   downNonNull: String!
+  product(id: ID!): Product
 }
+type Product { id: ID!  title: String!  price: Int!  label: String!  seenAuth: String  reviews: [Review!]! }
+type Review { id: ID!  stars: Int! }
 type Mutation { setName(id: ID!, name: String!): Stamp!  createOrder(item: String!): Stamp! }
 type User { id: ID!  name: String!  email: String @cost(weight: 3)  friends: [User!]! }
 type Order { id: ID!  item: String!  userId: ID! }
@@ -35,6 +38,14 @@ type Stamp { value: String!  started: Float!  finished: Float! }
 "#;
 
 const ROUTES: &str = r#"routes = { "Query.*" = "users", "Query.order" = "orders", "Query.orders" = "orders", "Query.slowOrder" = "orders", "Query.down" = "down", "Query.downNonNull" = "down", "Mutation.setName" = "users", "Mutation.createOrder" = "orders" }"#;
+
+/// REST-backed fields (the `gql` filter only): Query.product and, nested, Product.reviews.
+const REST: &str = r#"rest = {
+  "Query.product" = { cluster = "catalog", path = "/products/{$args.id}", result_root = ["product"],
+                      headers = { x-auth = "{$headers.authorization}" },
+                      setters = { label = "{$parent.title} #{$parent.id}" } },
+  "Product.reviews" = { cluster = "catalog", path = "/reviews?product={$parent.id}" },
+}"#;
 
 /// The documents of the safelist route.
 pub const SAFE_QUERY: &str = "{ users { id } }";
@@ -81,7 +92,7 @@ impl Service {
 pub struct Env {
     pub weft: Weft,
     /// The services live as long as the gateway.
-    _services: [Service; 3],
+    _services: [Service; 4],
 }
 
 fn filter(name: &str, extra: &str) -> String {
@@ -93,8 +104,12 @@ fn filter(name: &str, extra: &str) -> String {
 
 impl Env {
     pub async fn start() -> Env {
-        let (users, orders, reference) =
-            tokio::join!(Service::start("users"), Service::start("orders"), Service::start("all"));
+        let (users, orders, reference, catalog) = tokio::join!(
+            Service::start("users"),
+            Service::start("orders"),
+            Service::start("all"),
+            Service::start("rest")
+        );
         let dead = free_addr();
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("graphql-wasm-cache");
         let config = Config::new()
@@ -102,6 +117,7 @@ impl Env {
             .cluster("users", &[users.addr])
             .cluster("orders", &[orders.addr])
             .cluster("reference", &[reference.addr])
+            .cluster("catalog", &[catalog.addr])
             .cluster("down", &[dead])
             .route("gql", "path_prefix = \"/graphql\"", "users", &["gql"], "")
             .route("limited", "path_prefix = \"/limited\"", "users", &["limited"], "")
@@ -114,7 +130,10 @@ impl Env {
         let limits = "max_depth = 3, max_height = 6, max_aliases = 2, max_root_fields = 3, \
                       parser_max_tokens = 100, parser_max_recursion = 12";
         let filters = [
-            filter("gql", "persisted_queries = { apq = true }, timeout = \"2s\""),
+            filter(
+                "gql",
+                &format!("persisted_queries = {{ apq = true }}, timeout = \"2s\", {REST}"),
+            ),
             filter("limited", &format!("limits = {{ {limits} }}")),
             filter("warned", &format!("limits = {{ {limits}, warn_only = true }}")),
             filter(
@@ -133,7 +152,7 @@ impl Env {
         let weft = Weft::start(&config).await;
         Env {
             weft,
-            _services: [users, orders, reference],
+            _services: [users, orders, reference, catalog],
         }
     }
 

@@ -37,6 +37,9 @@ pub struct RawConfig {
     document_cache: usize,
     #[serde(default)]
     persisted_queries: RawPersisted,
+    /// REST-backed fields: `"Query.product" = { cluster, path, result_root, setters }`.
+    #[serde(default)]
+    rest: BTreeMap<String, crate::rest::RestField>,
     /// Batched requests (a JSON array of operations), off by default.
     #[serde(default)]
     batching: RawBatching,
@@ -166,11 +169,16 @@ pub struct Routing {
     fields: BTreeMap<(String, String), String>,
     /// root type → cluster for the fields not named.
     wildcard: BTreeMap<String, String>,
+    /// Root fields the gateway resolves itself (REST-backed).
+    gateway: std::collections::BTreeSet<(String, String)>,
 }
 
 impl Routing {
     /// The cluster answering `type_name.field`.
     pub fn cluster(&self, type_name: &str, field: &str) -> Option<&str> {
+        if self.gateway.contains(&(type_name.to_owned(), field.to_owned())) {
+            return None;
+        }
         self.fields
             .get(&(type_name.to_owned(), field.to_owned()))
             .or_else(|| self.wildcard.get(type_name))
@@ -179,8 +187,20 @@ impl Routing {
 
     /// Routing from `"Type.field" = "cluster"` entries, checked against the schema.
     pub fn new(schema: &Schema, routes: &BTreeMap<String, String>) -> Result<Routing, String> {
+        Routing::with_gateway_fields(schema, routes, Default::default())
+    }
+
+    /// Routing where `gateway` root fields are resolved by the gateway (REST-backed).
+    pub fn with_gateway_fields(
+        schema: &Schema,
+        routes: &BTreeMap<String, String>,
+        gateway: std::collections::BTreeSet<(String, String)>,
+    ) -> Result<Routing, String> {
         let roots = root_types(schema);
-        let mut routing = Routing::default();
+        let mut routing = Routing {
+            gateway,
+            ..Routing::default()
+        };
         for (key, cluster) in routes {
             let Some((ty, field)) = key.split_once('.') else {
                 return Err(format!("routes: {key:?} is not \"Type.field\" or \"Type.*\""));
@@ -209,7 +229,8 @@ impl Routing {
         for ty in &roots {
             if let Some(object) = schema.get_object(ty) {
                 for name in object.fields.keys() {
-                    if routing.cluster(ty, name).is_none() {
+                    let rest = routing.gateway.contains(&(ty.clone(), name.to_string()));
+                    if !rest && routing.cluster(ty, name).is_none() {
                         return Err(format!(
                             "routes: no cluster answers {ty}.{name} (add \"{ty}.{name}\" or \"{ty}.*\")"
                         ));
@@ -241,6 +262,8 @@ pub struct Config {
     pub limits: Limits,
     pub document_cache: usize,
     pub persisted: Persisted,
+    /// REST-backed fields by (type, field).
+    pub rest: BTreeMap<(String, String), crate::rest::RestField>,
     /// Operations per batch; `None`: batching off.
     pub batch_max: Option<usize>,
 }
@@ -252,7 +275,31 @@ impl Config {
         if schema.schema_definition.subscription.is_some() {
             return Err("schema: subscriptions are not supported".to_owned());
         }
-        let routing = Routing::new(&schema, &raw.routes)?;
+        let mut rest = BTreeMap::new();
+        for (key, field) in raw.rest {
+            let Some((ty, name)) = key.split_once('.') else {
+                return Err(format!("rest: {key:?} is not \"Type.field\""));
+            };
+            let known = schema.get_object(ty).is_some_and(|o| o.fields.contains_key(name));
+            if !known {
+                return Err(format!("rest: {key:?}: no such object field in the schema"));
+            }
+            if schema.schema_definition.mutation.as_ref().is_some_and(|m| m.name == ty) {
+                return Err(format!("rest: {key:?}: REST-backed mutation fields are not supported"));
+            }
+            if field.cluster.is_empty() {
+                return Err(format!("rest: {key:?} names an empty cluster"));
+            }
+            crate::rest::check(&key, &field)?;
+            rest.insert((ty.to_owned(), name.to_owned()), field);
+        }
+        let query_type = schema.schema_definition.query.as_ref().map(|n| n.name.to_string());
+        let gateway = rest
+            .keys()
+            .filter(|(ty, _)| Some(ty) == query_type.as_ref())
+            .cloned()
+            .collect();
+        let routing = Routing::with_gateway_fields(&schema, &raw.routes, gateway)?;
         if !raw.path.starts_with('/') {
             return Err(format!("path {:?} must start with '/'", raw.path));
         }
@@ -290,6 +337,7 @@ impl Config {
             (true, size) => Some(size.unwrap_or(16)),
         };
         Ok(Config {
+            rest,
             batch_max,
             schema,
             routing,

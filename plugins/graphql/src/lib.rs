@@ -13,6 +13,7 @@ pub mod cost;
 pub mod limits;
 pub mod merge;
 pub mod plan;
+pub mod rest;
 pub mod transport;
 
 use std::cell::RefCell;
@@ -622,18 +623,21 @@ impl Graphql {
         if failed > 0 {
             metrics::counter_add("subrequest_errors", failed as u64);
         }
-        let (gateway, gateway_errors) = self.gateway_fields(document, operation, fields, params);
+        let (gateway, gateway_errors) =
+            self.gateway_fields(document, operation, fields, params, request.headers().entries());
         merge::merge(fields, &parts, &parsed, &gateway, gateway_errors)
     }
 
-    /// The root fields the gateway answers: `__typename`, and `__schema`/`__type` when
-    /// introspection is on (executed against the gateway's schema).
+    /// The root fields the gateway answers: `__typename`, `__schema`/`__type` when
+    /// introspection is on, and REST-backed fields (apollo-compiler's execution engine,
+    /// resolving by callouts; one after the other, after the clusters' parts).
     fn gateway_fields(
         &self,
         document: &Valid<ExecutableDocument>,
         operation: &Operation,
         fields: &[RootField],
         params: &Params,
+        client_headers: Vec<(String, String)>,
     ) -> (HashMap<String, String>, Vec<Value>) {
         let mut values = HashMap::new();
         let mut errors = Vec::new();
@@ -643,27 +647,56 @@ impl Graphql {
                 values.insert(field.key.clone(), Value::String(root_type.to_owned()).to_string());
             }
         }
-        if !fields.iter().any(|f| f.name == "__schema" || f.name == "__type") {
+        // `__typename` alone needs no execution; introspection and REST-backed fields do.
+        if !fields
+            .iter()
+            .any(|f| f.owner == Owner::Gateway && f.name != "__typename")
+        {
             return (values, errors);
         }
         let schema = &self.config.schema;
+        let timeout = self.config.timeout;
+        let fetch = |cluster: &str, method: &str, path: &str, headers: Vec<(String, String)>| {
+            let mut callout = Callout::new(method, path).timeout(timeout);
+            for (name, value) in headers {
+                callout = callout.header(name, value);
+            }
+            callout
+                .send(cluster)
+                .map(|r| (r.status, r.body))
+                .map_err(|e| e.to_string())
+        };
+        let rest = rest::Rest {
+            schema,
+            fields: &self.config.rest,
+            headers: client_headers,
+            fetch: &fetch,
+        };
+        let root = rest::Root {
+            ty: root_type.to_owned(),
+            rest: &rest,
+        };
         let variables: apollo_compiler::response::JsonMap =
             serde_json::from_value(Value::Object(params.variables.clone())).unwrap_or_default();
+        let introspects = fields.iter().any(|f| f.name == "__schema" || f.name == "__type");
         let result = apollo_compiler::request::coerce_variable_values(schema, operation, &variables).and_then(|vars| {
-            apollo_compiler::introspection::check_max_depth(document, operation)?;
-            apollo_compiler::introspection::partial_execute(
-                schema,
-                &schema.implementers_map(),
-                document,
-                operation,
-                &vars,
-            )
+            if introspects {
+                apollo_compiler::introspection::check_max_depth(document, operation)?;
+            }
+            apollo_compiler::resolvers::Execution::new(schema, document)
+                .operation(operation)
+                .coerced_variable_values(&vars)
+                .enable_schema_introspection(self.config.introspection)
+                .execute_sync(&root)
         });
         match result {
             Ok(response) => {
                 if let Some(data) = response.data {
                     for (key, value) in data.iter() {
-                        if fields.iter().any(|f| f.key == key.as_str() && f.name.starts_with("__")) {
+                        let ours = fields
+                            .iter()
+                            .any(|f| f.key == key.as_str() && f.owner == Owner::Gateway);
+                        if ours {
                             values.insert(
                                 key.as_str().to_owned(),
                                 serde_json::to_string(value).unwrap_or_else(|_| "null".into()),
@@ -675,7 +708,7 @@ impl Graphql {
                     errors.push(serde_json::to_value(e).unwrap_or(Value::Null));
                 }
             }
-            Err(e) => errors.push(error(e.message().to_string(), "INTROSPECTION_FAILED")),
+            Err(e) => errors.push(error(e.message().to_string(), "GATEWAY_EXECUTION_FAILED")),
         }
         (values, errors)
     }
