@@ -14,16 +14,18 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use weft_conformance::*;
 
 /// What clients see: the two services' schemas together, plus fields on a dead cluster,
-/// and cost hints (Apollo's demand-control directives).
+/// cost hints (Apollo's demand-control directives) and cache hints (`@cacheControl`).
 pub const SCHEMA: &str = r#"
 directive @cost(weight: Int!) on FIELD_DEFINITION | OBJECT | SCALAR | ENUM
 directive @listSize(assumedSize: Int, slicingArguments: [String!]) on FIELD_DEFINITION
+enum CacheControlScope { PUBLIC PRIVATE }
+directive @cacheControl(maxAge: Int, scope: CacheControlScope, inheritMaxAge: Boolean) on FIELD_DEFINITION | OBJECT | INTERFACE | UNION
 type Query {
   user(id: ID!): User
-  users: [User!]!
+  users: [User!]! @cacheControl(maxAge: 60)
   slowUser(id: ID!, ms: Int!): User
   order(id: ID!): Order
-  orders(userId: ID): [Order!]! @listSize(assumedSize: 5)
+  orders(userId: ID): [Order!]! @listSize(assumedSize: 5) @cacheControl(maxAge: 120)
   slowOrder(id: ID!, ms: Int!): Order
   down: String
   downNonNull: String!
@@ -32,8 +34,8 @@ type Query {
 type Product { id: ID!  title: String!  price: Int!  label: String!  seenAuth: String  reviews: [Review!]! }
 type Review { id: ID!  stars: Int! }
 type Mutation { setName(id: ID!, name: String!): Stamp!  createOrder(item: String!): Stamp! }
-type User { id: ID!  name: String!  email: String @cost(weight: 3)  friends: [User!]! }
-type Order { id: ID!  item: String!  userId: ID! }
+type User @cacheControl(maxAge: 30) { id: ID!  name: String!  email: String @cost(weight: 3)  friends: [User!]! }
+type Order @cacheControl(maxAge: 300, scope: PRIVATE) { id: ID!  item: String!  userId: ID! }
 type Stamp { value: String!  started: Float!  finished: Float! }
 "#;
 

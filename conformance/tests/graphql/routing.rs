@@ -146,3 +146,40 @@ async fn a_failing_cluster_nulls_its_fields_with_an_error() {
         .await;
     assert!(reply.json()["errors"][0].get("locations").is_none());
 }
+
+#[tokio::test]
+async fn cache_control_from_the_schemas_hints() {
+    let env = Env::start().await;
+    let cache = |query: &'static str| {
+        let env = &env;
+        async move {
+            let reply = env.post("/graphql", &json!({ "query": query })).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            reply.header("cache-control").map(str::to_owned)
+        }
+    };
+    // users 60 (its own hint), orders 120: the smallest.
+    assert_eq!(
+        cache("{ users { id } orders { id } }").await.as_deref(),
+        Some("max-age=60, public")
+    );
+    // friends: User's type hint, 30.
+    assert_eq!(
+        cache("{ users { id friends { id } } orders { id } }").await.as_deref(),
+        Some("max-age=30, public")
+    );
+    // order: Order's type hint, 300 and PRIVATE.
+    assert_eq!(
+        cache("{ users { id } order(id: \"o1\") { id } }").await.as_deref(),
+        Some("max-age=60, private")
+    );
+    // A root field without a hint (maxAge 0), and an answer with errors: no header.
+    assert_eq!(cache("{ users { id } orders { id } __typename down }").await, None);
+    // Mutations are never cached.
+    assert_eq!(
+        cache("mutation { a: setName(id: 1, name: \"x\") { value } b: createOrder(item: \"y\") { value } }").await,
+        None
+    );
+    // One cluster: rerouted, the service's own headers are the answer's (graphql-http sets none).
+    assert_eq!(cache("{ users { id } }").await, None);
+}

@@ -8,6 +8,7 @@
 //! unit-tested natively; this file wires it to the request.
 
 pub mod apq;
+pub mod cache_control;
 pub mod config;
 pub mod cost;
 pub mod limits;
@@ -203,11 +204,12 @@ impl Graphql {
             return Ok(self.forward(request, cluster, &prepared.params, prepared.sent_query, &path, is_get));
         }
         metrics::counter_add("split", 1);
-        let body = self.execute(request, &prepared);
-        Ok(Reply::new(200)
-            .header("content-type", media.content_type())
-            .body(body)
-            .into())
+        let (body, cache_control) = self.execute(request, &prepared);
+        let mut reply = Reply::new(200).header("content-type", media.content_type()).body(body);
+        if let Some(value) = cache_control {
+            reply = reply.header("cache-control", value);
+        }
+        Ok(reply.into())
     }
 
     /// A batch (a JSON array): each operation runs as if sent alone (one after the other;
@@ -216,7 +218,7 @@ impl Graphql {
         let answers: Vec<String> = batch
             .into_iter()
             .map(|params| match self.prepare(params, false) {
-                Ok(prepared) => self.execute(request, &prepared),
+                Ok(prepared) => self.execute(request, &prepared).0,
                 Err(stop) => {
                     metrics::counter_add("rejected", 1);
                     String::from_utf8_lossy(&reply(media, stop).body).into_owned()
@@ -578,7 +580,8 @@ impl Graphql {
 
     /// Several clusters (or the gateway itself): one operation per cluster, queries at
     /// once, mutation runs one after the other; then one merged answer.
-    fn execute(&self, request: &Request<'_>, prepared: &Prepared) -> String {
+    /// The merged answer, and its `Cache-Control` from the schema's `@cacheControl` hints.
+    fn execute(&self, request: &Request<'_>, prepared: &Prepared) -> (String, Option<String>) {
         let Prepared {
             params,
             document,
@@ -625,7 +628,15 @@ impl Graphql {
         }
         let (gateway, gateway_errors) =
             self.gateway_fields(document, operation, fields, params, request.headers().entries());
-        merge::merge(fields, &parts, &parsed, &gateway, gateway_errors)
+        // An answer with errors is never cached.
+        let cacheable = gateway_errors.is_empty() && !parsed.iter().any(merge::Parsed::has_errors);
+        let cache_control = cacheable
+            .then(|| cache_control::policy(&self.config.schema, document, operation).header())
+            .flatten();
+        (
+            merge::merge(fields, &parts, &parsed, &gateway, gateway_errors),
+            cache_control,
+        )
     }
 
     /// The root fields the gateway answers: `__typename`, `__schema`/`__type` when

@@ -43,6 +43,11 @@ impl Parsed {
     pub fn failed(&self) -> bool {
         self.failure.is_some()
     }
+
+    /// The answer adds errors to the merged response.
+    pub fn has_errors(&self) -> bool {
+        self.failed() || !self.errors.is_empty()
+    }
 }
 
 pub fn parse(answer: Answer) -> Parsed {
