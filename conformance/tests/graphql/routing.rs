@@ -66,12 +66,12 @@ async fn routes_by_root_field_and_merges_like_one_service() {
     assert_eq!(merged.text(), env.post("/reference", &skipped).await.text());
     assert!(merged.json()["data"].get("users").is_none());
 
-    // Query parts run at once: two 400 ms fields on two clusters take ~400 ms, not 800.
+    // Query parts run at once: two 600 ms fields on two clusters take ~600 ms, not 1200.
     let started = Instant::now();
     let slow = env
         .post(
             "/graphql",
-            &json!({"query": "{ slowUser(id: 1, ms: 400) { name } slowOrder(id: \"o1\", ms: 400) { item } }"}),
+            &json!({"query": "{ slowUser(id: 1, ms: 600) { name } slowOrder(id: \"o1\", ms: 600) { item } }"}),
         )
         .await;
     let took = started.elapsed();
@@ -79,7 +79,7 @@ async fn routes_by_root_field_and_merges_like_one_service() {
         slow.json(),
         json!({"data": {"slowUser": {"name": "Ada"}, "slowOrder": {"item": "loom"}}})
     );
-    assert!(took.as_millis() < 750, "parts ran one after the other: {took:?}");
+    assert!(took.as_millis() < 1100, "parts ran one after the other: {took:?}");
 }
 
 #[tokio::test]
