@@ -359,3 +359,73 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    const SDL: &str = "type Query { a: Int  b: Int }  type Mutation { m: Int }";
+
+    fn load(extra: serde_json::Value) -> Result<Config, String> {
+        let mut raw = serde_json::json!({
+            "schema": SDL,
+            "routes": { "Query.*": "one", "Mutation.m": "two" },
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            raw[k] = v.clone();
+        }
+        Config::new(serde_json::from_value(raw).map_err(|e| e.to_string())?)
+    }
+
+    fn refused(extra: serde_json::Value) -> String {
+        match load(extra) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn routes_cover_every_root_field_and_name_real_ones() {
+        let config = load(serde_json::json!({})).unwrap();
+        assert_eq!(config.routing.cluster("Query", "b"), Some("one"));
+        assert_eq!(config.routing.cluster("Mutation", "m"), Some("two"));
+        assert!(refused(serde_json::json!({"routes": {"Query.*": "one"}})).contains("Mutation.m"));
+        assert!(
+            refused(serde_json::json!({"routes": {"Query.*": "one", "Mutation.*": "two", "Query.zz": "x"}}))
+                .contains("no field")
+        );
+        assert!(
+            refused(serde_json::json!({"routes": {"Query.*": "one", "Mutation.*": "two", "User.a": "x"}}))
+                .contains("root operation type")
+        );
+        assert!(refused(serde_json::json!({"schema": "type Query { a: Nope }"})).starts_with("schema:"));
+    }
+
+    #[test]
+    fn rest_fields_are_checked() {
+        let rest = |key: &str, path: &str| serde_json::json!({"rest": {key: {"cluster": "c", "path": path}}});
+        let config = load(rest("Query.a", "/a/{$args.id}")).unwrap();
+        assert_eq!(config.routing.cluster("Query", "a"), None, "the gateway answers it");
+        assert!(refused(rest("Mutation.m", "/m")).contains("mutation"));
+        assert!(refused(rest("Query.zz", "/z")).contains("no such"));
+        assert!(refused(rest("Query.a", "/a/{$env.X}")).contains("unknown $env"));
+        assert!(refused(rest("Query.a", "a")).contains("must start with '/'"));
+    }
+
+    #[test]
+    fn persisted_and_batching_options() {
+        assert!(
+            refused(serde_json::json!({"persisted_queries": {"apq": true, "safelist": ["{ a }"]}}))
+                .contains("safelist")
+        );
+        assert!(refused(serde_json::json!({"batching": {"enabled": true, "max_size": 0}})).contains("at least 1"));
+        assert_eq!(
+            load(serde_json::json!({"batching": {"enabled": true}}))
+                .unwrap()
+                .batch_max,
+            Some(16)
+        );
+        assert!(refused(serde_json::json!({"limits": {"max_depht": 3}})).contains("unknown field"));
+    }
+}
