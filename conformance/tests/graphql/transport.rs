@@ -210,3 +210,17 @@ async fn batches_when_enabled_up_to_their_size() {
     assert_eq!(off.status, 400);
     assert_eq!(codes(&off), ["BATCHING_NOT_ENABLED"]);
 }
+
+#[tokio::test]
+async fn many_distinct_documents_stay_within_the_instance_memory() {
+    let env = Env::start().await;
+    // ~5 KB each, 300 of them: the document cache evicts by size, so an instance (16 MiB)
+    // never runs out of memory however many distinct documents it sees. (Bounded by count
+    // alone, the instance ran out of memory at document 163: a 500.)
+    for i in 0..300 {
+        let fields: Vec<String> = (0..400).map(|j| format!("a{i}x{j}: id")).collect();
+        let query = format!("query Q{i} {{ users {{ {} }} }}", fields.join(" "));
+        let reply = env.post("/graphql", &json!({ "query": query })).await;
+        assert_eq!(reply.status, 200, "document {i}: {}", reply.text());
+    }
+}

@@ -43,8 +43,16 @@ struct Graphql {
 #[derive(Default)]
 struct DocumentCache {
     documents: HashMap<String, Arc<Valid<ExecutableDocument>>>,
-    order: VecDeque<String>,
+    /// Hash and text length, oldest first.
+    order: VecDeque<(String, usize)>,
+    /// The cached documents' text, in bytes.
+    text_bytes: usize,
 }
+
+/// The cache holds at most this much query text per instance: a parsed document takes
+/// many times its text, and an instance's memory is capped (`limits.memory`, 16 MiB by
+/// default), so the cache is bounded by size as well as by count.
+const CACHE_TEXT_BYTES: usize = 256 * 1024;
 
 /// A request ready to go: validated, within the limits, its root fields' owners known.
 struct Prepared {
@@ -352,14 +360,18 @@ impl Graphql {
         })?;
         let valid = Arc::new(valid);
         let capacity = self.config.document_cache;
-        if capacity > 0 {
+        // A document over a quarter of the budget is not worth evicting others for.
+        if capacity > 0 && query.len() <= CACHE_TEXT_BYTES / 4 {
             let mut cache = self.cache.borrow_mut();
-            while cache.order.len() >= capacity {
-                if let Some(old) = cache.order.pop_front() {
-                    cache.documents.remove(&old);
-                }
+            while cache.order.len() >= capacity || cache.text_bytes + query.len() > CACHE_TEXT_BYTES {
+                let Some((old, len)) = cache.order.pop_front() else {
+                    break;
+                };
+                cache.documents.remove(&old);
+                cache.text_bytes -= len;
             }
-            cache.order.push_back(hash.clone());
+            cache.order.push_back((hash.clone(), query.len()));
+            cache.text_bytes += query.len();
             cache.documents.insert(hash, valid.clone());
         }
         Ok(valid)
