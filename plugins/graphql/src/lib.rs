@@ -328,7 +328,7 @@ impl Graphql {
                     .map(|d| {
                         let mut e = serde_json::to_value(d.to_json()).unwrap_or_else(|_| json!({}));
                         let message = e["message"].as_str().unwrap_or_default().to_owned();
-                        // apollo-parser's messages; the codes are ours (Apollo Router has none).
+                        // apollo-parser's messages; the codes are this plugin's own.
                         let code = if message.starts_with("token limit reached") {
                             "PARSER_TOKEN_LIMIT"
                         } else if message.starts_with("parser recursion limit reached") {
