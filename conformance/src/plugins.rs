@@ -29,3 +29,5 @@ pub const BASIC_AUTH: &str = env!("WEFT_PLUGIN_BASIC_AUTH");
 pub const EXT_AUTHZ: &str = env!("WEFT_PLUGIN_EXT_AUTHZ");
 /// First-party rate limiting (`plugins/rate-limit`).
 pub const RATE_LIMIT: &str = env!("WEFT_PLUGIN_RATE_LIMIT");
+/// First-party GraphQL endpoint and function routing (`plugins/graphql`).
+pub const GRAPHQL: &str = env!("WEFT_PLUGIN_GRAPHQL");

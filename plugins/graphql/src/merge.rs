@@ -1,0 +1,243 @@
+//! Merging the answers of a split operation into one GraphQL response: `data` in the
+//! client's key order (upstream values are copied verbatim, so nested objects keep their
+//! order too), a failed cluster's fields null with an error naming the cluster and the
+//! field's `path`, upstream `locations` dropped (they point into text the client never
+//! sent), and a null non-null root field nulling all of `data`, as the spec's null
+//! propagation requires.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+use crate::plan::{Owner, Part, RootField};
+
+/// What one cluster answered for one part.
+pub enum Answer {
+    /// The body of an answer (any status): parsed as a GraphQL response if it is one.
+    Body { status: u16, body: Vec<u8> },
+    /// No answer: a timeout, a refused connection.
+    Failed(String),
+    /// Not sent: an earlier mutation's non-null field failed.
+    NotSent,
+}
+
+#[derive(Deserialize)]
+struct Upstream {
+    #[serde(default)]
+    data: Option<HashMap<String, Box<RawValue>>>,
+    #[serde(default)]
+    errors: Option<Vec<Map<String, Value>>>,
+}
+
+/// A parsed answer: the data values by key and the errors, or why there is none.
+pub struct Parsed {
+    data: Option<HashMap<String, Box<RawValue>>>,
+    errors: Vec<Map<String, Value>>,
+    failure: Option<String>,
+}
+
+impl Parsed {
+    /// The cluster gave no GraphQL response.
+    pub fn failed(&self) -> bool {
+        self.failure.is_some()
+    }
+
+    /// The answer adds errors to the merged response.
+    pub fn has_errors(&self) -> bool {
+        self.failed() || !self.errors.is_empty()
+    }
+}
+
+pub fn parse(answer: Answer) -> Parsed {
+    let failed = |why: String| Parsed {
+        data: None,
+        errors: Vec::new(),
+        failure: Some(why),
+    };
+    match answer {
+        Answer::Failed(why) => failed(why),
+        Answer::NotSent => failed("not sent: an earlier mutation field failed".to_owned()),
+        Answer::Body { status, body } => match serde_json::from_slice::<Upstream>(&body) {
+            Ok(up) if up.data.is_some() || up.errors.is_some() => Parsed {
+                data: up.data,
+                errors: up.errors.unwrap_or_default(),
+                failure: None,
+            },
+            _ => failed(format!("HTTP {status} without a GraphQL response")),
+        },
+    }
+}
+
+/// Whether a part's answer failed outright (to stop later mutation parts).
+pub fn nulls_non_null(parsed: &Parsed, part: &Part, fields: &[RootField]) -> bool {
+    fields
+        .iter()
+        .filter(|f| f.non_null && part.keys.contains(&f.key))
+        .any(|f| value_of(parsed, &f.key).is_none())
+}
+
+fn value_of<'a>(parsed: &'a Parsed, key: &str) -> Option<&'a str> {
+    let raw = parsed.data.as_ref()?.get(key)?.get();
+    (raw != "null").then_some(raw)
+}
+
+/// The merged response body. `gateway` holds the JSON of the fields the gateway answered
+/// itself (`__typename`, introspection), `gateway_errors` its errors.
+pub fn merge(
+    fields: &[RootField],
+    parts: &[Part],
+    answers: &[Parsed],
+    gateway: &HashMap<String, String>,
+    gateway_errors: Vec<Value>,
+) -> String {
+    let mut errors: Vec<Value> = gateway_errors;
+    for (part, parsed) in parts.iter().zip(answers) {
+        match &parsed.failure {
+            Some(why) => {
+                for key in &part.keys {
+                    errors.push(json!({
+                        "message": format!("HTTP fetch failed from '{}': {why}", part.cluster),
+                        "path": [key],
+                        "extensions": { "code": "SUBREQUEST_HTTP_ERROR", "service": part.cluster },
+                    }));
+                }
+            }
+            None => {
+                for error in &parsed.errors {
+                    let mut error = error.clone();
+                    error.remove("locations");
+                    let extensions = error.entry("extensions").or_insert_with(|| Value::Object(Map::new()));
+                    if let Value::Object(ext) = extensions {
+                        ext.entry("service").or_insert_with(|| json!(part.cluster));
+                    }
+                    errors.push(Value::Object(error));
+                }
+            }
+        }
+    }
+
+    let mut data = String::from("{");
+    let mut null_data = false;
+    for (i, field) in fields.iter().enumerate() {
+        let value = match &field.owner {
+            Owner::Gateway => gateway.get(&field.key).map(String::as_str),
+            Owner::Cluster(_) => parts
+                .iter()
+                .position(|p| p.keys.contains(&field.key))
+                .and_then(|at| value_of(&answers[at], &field.key)),
+        };
+        if value.is_none() && field.non_null {
+            null_data = true;
+        }
+        if i > 0 {
+            data.push(',');
+        }
+        data.push_str(&Value::String(field.key.clone()).to_string());
+        data.push(':');
+        data.push_str(value.unwrap_or("null"));
+    }
+    data.push('}');
+
+    let mut out = String::from("{");
+    if !errors.is_empty() {
+        out.push_str("\"errors\":");
+        out.push_str(&Value::Array(errors).to_string());
+        out.push(',');
+    }
+    out.push_str("\"data\":");
+    out.push_str(if null_data { "null" } else { &data });
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    fn field(key: &str, cluster: &str, non_null: bool) -> RootField {
+        RootField {
+            key: key.to_owned(),
+            name: key.to_owned(),
+            owner: if cluster.is_empty() {
+                Owner::Gateway
+            } else {
+                Owner::Cluster(cluster.to_owned())
+            },
+            non_null,
+        }
+    }
+
+    fn part(cluster: &str, keys: &[&str]) -> Part {
+        Part {
+            cluster: cluster.to_owned(),
+            query: String::new(),
+            operation_name: None,
+            variables: Map::new(),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    fn body(text: &str) -> Parsed {
+        parse(Answer::Body {
+            status: 200,
+            body: text.as_bytes().to_vec(),
+        })
+    }
+
+    #[test]
+    fn keys_keep_the_clients_order_and_nested_order() {
+        let fields = [
+            field("b", "one", false),
+            field("t", "", false),
+            field("a", "two", false),
+        ];
+        let parts = [part("one", &["b"]), part("two", &["a"])];
+        let answers = [body(r#"{"data":{"b":{"z":1,"y":2}}}"#), body(r#"{"data":{"a":[3]}}"#)];
+        let gateway = HashMap::from([("t".to_owned(), "\"Query\"".to_owned())]);
+        let out = merge(&fields, &parts, &answers, &gateway, vec![]);
+        assert_eq!(out, r#"{"data":{"b":{"z":1,"y":2},"t":"Query","a":[3]}}"#);
+    }
+
+    #[test]
+    fn a_failed_cluster_nulls_its_fields_with_a_path_and_its_name() {
+        let fields = [field("a", "one", false), field("b", "two", false)];
+        let parts = [part("one", &["a"]), part("two", &["b"])];
+        let answers = [
+            body(r#"{"data":{"a":1}}"#),
+            parse(Answer::Failed("connect failed".into())),
+        ];
+        let out: Value = serde_json::from_str(&merge(&fields, &parts, &answers, &HashMap::new(), vec![])).unwrap();
+        assert_eq!(out["data"], json!({"a": 1, "b": null}));
+        assert_eq!(out["errors"][0]["path"], json!(["b"]));
+        assert_eq!(out["errors"][0]["extensions"]["service"], "two");
+        assert_eq!(out["errors"][0]["extensions"]["code"], "SUBREQUEST_HTTP_ERROR");
+    }
+
+    #[test]
+    fn upstream_errors_lose_locations_and_gain_the_service() {
+        let fields = [field("a", "one", false)];
+        let parts = [part("one", &["a"])];
+        let answers = [body(
+            r#"{"errors":[{"message":"boom","locations":[{"line":1,"column":3}],"path":["a"]}],"data":{"a":null}}"#,
+        )];
+        let out: Value = serde_json::from_str(&merge(&fields, &parts, &answers, &HashMap::new(), vec![])).unwrap();
+        assert_eq!(
+            out["errors"],
+            json!([{"message": "boom", "path": ["a"], "extensions": {"service": "one"}}])
+        );
+    }
+
+    #[test]
+    fn a_null_non_null_root_field_nulls_data() {
+        let fields = [field("a", "one", false), field("b", "two", true)];
+        let parts = [part("one", &["a"]), part("two", &["b"])];
+        let answers = [body(r#"{"data":{"a":1}}"#), body("not json")];
+        assert!(nulls_non_null(&answers[1], &parts[1], &fields));
+        let out: Value = serde_json::from_str(&merge(&fields, &parts, &answers, &HashMap::new(), vec![])).unwrap();
+        assert_eq!(out["data"], Value::Null);
+        assert_eq!(out["errors"][0]["path"], json!(["b"]));
+    }
+}

@@ -1,0 +1,333 @@
+//! GraphQL over HTTP (the GraphQL foundation's spec, as graphql-http audits it): what a
+//! request carries, which media type the answer uses, and the request errors that stop a
+//! request before GraphQL sees it. Plain Rust, no SDK: unit-tested natively.
+
+use serde_json::{Map, Value};
+
+/// The media type of the answer, chosen from `Accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaType {
+    /// `application/graphql-response+json`: request errors are 400 and carry no `data`.
+    GraphqlResponse,
+    /// `application/json`: the legacy type; GraphQL errors are 200.
+    Json,
+}
+
+impl MediaType {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            MediaType::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
+            MediaType::Json => "application/json; charset=utf-8",
+        }
+    }
+}
+
+/// A GraphQL request's parameters, from a POST body or a GET query string.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Params {
+    pub query: Option<String>,
+    pub operation_name: Option<String>,
+    pub variables: Map<String, Value>,
+    pub extensions: Map<String, Value>,
+}
+
+/// A request refused before GraphQL parsing: an HTTP status, extra headers, a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpError {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub message: String,
+    /// Apollo Router's code when it has one (`CSRF_ERROR`…).
+    pub code: Option<&'static str>,
+}
+
+impl HttpError {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            headers: Vec::new(),
+            message: message.into(),
+            code: None,
+        }
+    }
+    fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+    fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_owned()));
+        self
+    }
+}
+
+/// Picks the answer's media type from `Accept`. No `Accept` means `application/json` (the
+/// spec's rule for legacy clients); `*/*` and `application/*` too. `None`: 406.
+pub fn negotiate(accept: Option<&str>) -> Option<MediaType> {
+    let Some(accept) = accept else {
+        return Some(MediaType::Json);
+    };
+    let mut best: Option<MediaType> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            let p = p.trim().replace(' ', "");
+            p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
+        });
+        if refused {
+            continue;
+        }
+        match essence.as_str() {
+            "application/graphql-response+json" => return Some(MediaType::GraphqlResponse),
+            "application/json" | "application/*" | "*/*" => best = Some(MediaType::Json),
+            _ => {}
+        }
+    }
+    best
+}
+
+/// Cross-site request forgery protection as Apollo Router does it: a request is let
+/// through only when a browser would have preflighted it — a `content-type` that is not
+/// one of the three "simple" ones, or one of `required_headers`. GET has no content type.
+pub fn csrf_check(content_type: Option<&str>, has_required_header: bool) -> Result<(), HttpError> {
+    if has_required_header {
+        return Ok(());
+    }
+    let simple = match content_type {
+        None => true,
+        Some(ct) => {
+            let essence = essence(ct);
+            essence.is_empty()
+                || matches!(
+                    essence.as_str(),
+                    "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
+                )
+        }
+    };
+    if simple {
+        return Err(HttpError::new(
+            400,
+            "This operation has been blocked as a potential Cross-Site Request Forgery (CSRF). \
+             Please either specify a 'content-type' header (with a mime-type that is not one of \
+             application/x-www-form-urlencoded, multipart/form-data, text/plain) or provide one \
+             of the following headers: x-apollo-operation-name, apollo-require-preflight",
+        )
+        .code("CSRF_ERROR"));
+    }
+    Ok(())
+}
+
+fn essence(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+/// What a POST carries: one request, or a batch (a JSON array) when batching is on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    One(Params),
+    Batch(Vec<Params>),
+}
+
+/// The parameters of a POST: `application/json` (charset utf-8 or none) with a JSON
+/// object, or an array of at most `batch_max` of them (`None`: batching off).
+pub fn parse_post(content_type: Option<&str>, body: &[u8], batch_max: Option<usize>) -> Result<Body, HttpError> {
+    let Some(content_type) = content_type else {
+        return Err(HttpError::new(415, "missing content-type: send application/json"));
+    };
+    if essence(content_type) != "application/json" {
+        return Err(HttpError::new(
+            415,
+            format!("unsupported content-type {content_type:?}: send application/json"),
+        ));
+    }
+    for param in content_type.split(';').skip(1) {
+        if let Some((name, value)) = param.split_once('=')
+            && name.trim().eq_ignore_ascii_case("charset")
+            && !value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        {
+            return Err(HttpError::new(415, format!("unsupported charset {:?}", value.trim())));
+        }
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| HttpError::new(400, format!("invalid JSON body: {e}")))?;
+    match (value, batch_max) {
+        (Value::Array(items), Some(max)) => {
+            if items.is_empty() || items.len() > max {
+                return Err(
+                    HttpError::new(400, format!("a batch holds 1 to {max} operations, not {}", items.len()))
+                        .code("BATCH_LIMIT_EXCEEDED"),
+                );
+            }
+            let batch = items.into_iter().map(params).collect::<Result<_, _>>()?;
+            Ok(Body::Batch(batch))
+        }
+        (Value::Array(_), None) => {
+            Err(HttpError::new(400, "batched requests are not enabled").code("BATCHING_NOT_ENABLED"))
+        }
+        (value, _) => params(value).map(Body::One),
+    }
+}
+
+fn params(value: Value) -> Result<Params, HttpError> {
+    let Value::Object(object) = value else {
+        return Err(HttpError::new(400, "the body must be a JSON object"));
+    };
+    let query = match object.get("query") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(q)) => Some(q.clone()),
+        Some(_) => return Err(HttpError::new(400, "\"query\" must be a string")),
+    };
+    let operation_name = match object.get("operationName") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name.clone()),
+        Some(_) => return Err(HttpError::new(400, "\"operationName\" must be a string")),
+    };
+    Ok(Params {
+        query,
+        operation_name,
+        variables: object_param(object.get("variables"), "variables")?,
+        extensions: object_param(object.get("extensions"), "extensions")?,
+    })
+}
+
+fn object_param(value: Option<&Value>, name: &str) -> Result<Map<String, Value>, HttpError> {
+    match value {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(map)) => Ok(map.clone()),
+        Some(_) => Err(HttpError::new(400, format!("\"{name}\" must be an object"))),
+    }
+}
+
+/// The parameters of a GET, from the query string (`variables` and `extensions` as JSON).
+pub fn parse_get(path_and_query: &str) -> Result<Params, HttpError> {
+    let mut params = Params::default();
+    let query_string = path_and_query.split_once('?').map_or("", |(_, q)| q);
+    for pair in query_string.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value)
+            .ok_or_else(|| HttpError::new(400, format!("invalid percent-encoding in {name:?}")))?;
+        match percent_decode(name).as_deref() {
+            Some("query") => params.query = Some(value),
+            Some("operationName") => params.operation_name = Some(value).filter(|v| !v.is_empty()),
+            Some("variables") => params.variables = json_param(&value, "variables")?,
+            Some("extensions") => params.extensions = json_param(&value, "extensions")?,
+            _ => {}
+        }
+    }
+    Ok(params)
+}
+
+fn json_param(text: &str, name: &str) -> Result<Map<String, Value>, HttpError> {
+    if text.is_empty() {
+        return Ok(Map::new());
+    }
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| HttpError::new(400, format!("\"{name}\" is not valid JSON: {e}")))?;
+    object_param(Some(&value), name)
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// 405 for a method GraphQL over HTTP does not use.
+pub fn method_not_allowed(allow: &str) -> HttpError {
+    HttpError::new(405, format!("method not allowed: use {allow}")).header("allow", allow)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_picks_the_graphql_response_type_first() {
+        assert_eq!(negotiate(None), Some(MediaType::Json));
+        assert_eq!(
+            negotiate(Some("application/json, application/graphql-response+json")),
+            Some(MediaType::GraphqlResponse)
+        );
+        assert_eq!(negotiate(Some("application/json")), Some(MediaType::Json));
+        assert_eq!(negotiate(Some("*/*")), Some(MediaType::Json));
+        assert_eq!(negotiate(Some("text/html")), None);
+        assert_eq!(negotiate(Some("application/json;q=0, text/html")), None);
+    }
+
+    #[test]
+    fn csrf_needs_a_preflighted_content_type_or_a_header() {
+        assert!(csrf_check(None, false).is_err());
+        assert!(csrf_check(Some("text/plain; charset=utf-8"), false).is_err());
+        assert!(csrf_check(Some("application/json"), false).is_ok());
+        assert!(csrf_check(None, true).is_ok());
+    }
+
+    #[test]
+    fn post_bodies() {
+        let post = |ct: &str, body: &[u8]| match parse_post(Some(ct), body, None) {
+            Ok(Body::One(p)) => Ok(p),
+            Ok(Body::Batch(_)) => panic!("a batch"),
+            Err(e) => Err(e),
+        };
+        let p = post(
+            "application/json; charset=utf-8",
+            br#"{"query":"{a}","operationName":null,"variables":{"x":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.query.as_deref(), Some("{a}"));
+        assert_eq!(p.variables["x"], 1);
+        assert_eq!(post("application/json", b"{").unwrap_err().status, 400);
+        assert_eq!(post("application/json", b"[]").unwrap_err().status, 400);
+        assert_eq!(post("application/json", br#"{"query":1}"#).unwrap_err().status, 400);
+        assert_eq!(
+            post("application/json", br#"{"variables":"x"}"#).unwrap_err().status,
+            400
+        );
+        assert_eq!(post("text/plain", b"{}").unwrap_err().status, 415);
+        assert_eq!(post("application/json; charset=latin1", b"{}").unwrap_err().status, 415);
+    }
+
+    #[test]
+    fn batches_when_enabled_within_their_size() {
+        let body = br#"[{"query":"{a}"},{"query":"{b}"}]"#;
+        assert_eq!(
+            parse_post(Some("application/json"), body, None).unwrap_err().code,
+            Some("BATCHING_NOT_ENABLED")
+        );
+        match parse_post(Some("application/json"), body, Some(2)).unwrap() {
+            Body::Batch(batch) => assert_eq!(batch[1].query.as_deref(), Some("{b}")),
+            Body::One(_) => panic!("not a batch"),
+        }
+        let over = parse_post(Some("application/json"), body, Some(1)).unwrap_err();
+        assert_eq!((over.status, over.code), (400, Some("BATCH_LIMIT_EXCEEDED")));
+        assert!(parse_post(Some("application/json"), b"[]", Some(2)).is_err());
+        assert!(parse_post(Some("application/json"), b"[1]", Some(2)).is_err());
+    }
+
+    #[test]
+    fn get_query_strings() {
+        let p = parse_get("/graphql?query=%7B%20a%20%7D&variables=%7B%22x%22%3A1%7D&operationName=").unwrap();
+        assert_eq!(p.query.as_deref(), Some("{ a }"));
+        assert_eq!(p.variables["x"], 1);
+        assert_eq!(p.operation_name, None);
+        assert_eq!(parse_get("/g?query=%zz").unwrap_err().status, 400);
+        assert_eq!(parse_get("/g?variables=nope").unwrap_err().status, 400);
+        assert_eq!(parse_get("/g?query=a+b").unwrap().query.as_deref(), Some("a b"));
+    }
+}
