@@ -62,14 +62,9 @@ impl Context {
         Ok(())
     }
 
-    /// How many values the request holds.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    /// Whether the request holds no values.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 

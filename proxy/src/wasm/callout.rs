@@ -48,20 +48,17 @@ impl HostState {
     /// The guest's view of an outcome: the answer's headers become a `fields`.
     fn answer(
         &mut self,
-        cluster: &str,
         result: Result<Answer, CalloutError>,
     ) -> wasmtime::Result<Result<CalloutResponse, CalloutError>> {
-        Ok(match result {
-            Ok(answer) => Ok(CalloutResponse {
-                status: answer.status,
-                headers: self.new_fields(Fields::Own(answer.headers))?,
-                body: answer.body,
-            }),
-            Err(e) => {
-                tracing::debug!(filter = %self.shared.name, cluster, error = ?e, "callout failed");
-                Err(e)
-            }
-        })
+        let answer = match result {
+            Ok(answer) => answer,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(Ok(CalloutResponse {
+            status: answer.status,
+            headers: self.new_fields(Fields::Own(answer.headers))?,
+            body: answer.body,
+        }))
     }
 }
 
@@ -83,7 +80,22 @@ async fn callout(shared: Arc<FilterShared>, out: Outgoing) -> Result<Answer, Cal
         body,
         timeout,
     } = out;
-    let (cluster, method, path) = (cluster.as_str(), method.as_str(), path.as_str());
+    let result = exchange(&shared, &cluster, &method, &path, headers, body, timeout).await;
+    if let Err(e) = &result {
+        tracing::debug!(filter = %shared.name, cluster, error = ?e, "callout failed");
+    }
+    result
+}
+
+async fn exchange(
+    shared: &FilterShared,
+    cluster: &str,
+    method: &str,
+    path: &str,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Answer, CalloutError> {
     let Some(target) = shared.clusters.get(cluster) else {
         let mut known: Vec<&str> = shared.clusters.keys().map(|k| &**k).collect();
         known.sort_unstable();
@@ -144,12 +156,11 @@ impl Host for HostState {
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<CalloutResponse, CalloutError>> {
         let out = self.outgoing(cluster, request, timeout_ms)?;
-        let cluster = out.cluster.clone();
         let started = Instant::now();
         let result = callout(self.shared.clone(), out).await;
         // Waiting on the network is not the guest's CPU time.
         self.budget.waited += started.elapsed();
-        self.answer(&cluster, result)
+        self.answer(result)
     }
 
     async fn send_all(
@@ -166,14 +177,13 @@ impl Host for HostState {
                 refused += 1;
             }
         }
-        let clusters: Vec<String> = outgoing.iter().map(|o| o.cluster.clone()).collect();
         let started = Instant::now();
         let results =
             futures_util::future::join_all(outgoing.into_iter().map(|out| callout(self.shared.clone(), out))).await;
         self.budget.waited += started.elapsed();
         let mut answers = Vec::with_capacity(results.len() + refused);
-        for (cluster, result) in clusters.iter().zip(results) {
-            answers.push(self.answer(cluster, result)?);
+        for result in results {
+            answers.push(self.answer(result)?);
         }
         answers.extend((0..refused).map(|_| {
             Err(CalloutError::InvalidRequest(format!(

@@ -40,7 +40,7 @@ pub enum Fields {
 pub const MAX_LIVE_FIELDS: usize = 64;
 
 /// Parses a guest's header; the framing headers are the proxy's to set.
-pub(crate) fn parse(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), HeaderError> {
+fn parse(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), HeaderError> {
     let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| HeaderError::InvalidName(name.to_owned()))?;
     if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
         return Err(HeaderError::Forbidden(name.as_str().to_owned()));
