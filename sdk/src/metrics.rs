@@ -4,7 +4,9 @@
 //! A name must match `[a-zA-Z_:][a-zA-Z0-9_:]*` and be at most 128 bytes, and a filter may
 //! use at most 64 names of each kind (counters, gauges, histograms) across all its
 //! instances. Other names are ignored, counted in
-//! `weft_filter_metric_rejected_total{filter, reason}` and logged now and then.
+//! `weft_filter_metric_rejected_total{filter, reason}` and logged now and then. The
+//! `*_labelled` calls add labels of your own to a series, within a bound (see
+//! [`counter_add_labelled`]).
 //!
 //! ```no_run
 //! weft_sdk::metrics::counter_add("requests", 1);
