@@ -1,8 +1,9 @@
 //! `weft plugin new NAME --lang LANG`: writes a filter project that builds with one
 //! command (`./build`) and checks itself against its `CASES.toml`. The templates are
 //! the files under `proxy/templates/<lang>/`, embedded in the binary; a language is one
-//! more directory and one more entry in [`templates`]. `{{name}}`, `{{crate}}` and
-//! `{{sdk}}` in them are filled in.
+//! more directory and one more entry in [`templates`]. `{{name}}`, `{{crate}}`,
+//! `{{sdk}}` and `{{weft}}` (this binary, for scripts when `weft` is not on the PATH) in
+//! them are filled in.
 
 use std::path::{Path, PathBuf};
 
@@ -100,6 +101,7 @@ pub fn write(name: &str, lang: Lang, dir: &Path, sdk: &Sdk) -> anyhow::Result<Ve
     }
     let crate_name = name.replace('-', "_");
     let sdk = sdk.dependency();
+    let weft = std::env::current_exe().map_or_else(|_| "weft".to_owned(), |p| shell_quote(&p.display().to_string()));
     let mut written = Vec::with_capacity(files.len());
     for file in files {
         let target = dir.join(match file.path {
@@ -114,7 +116,8 @@ pub fn write(name: &str, lang: Lang, dir: &Path, sdk: &Sdk) -> anyhow::Result<Ve
             .text
             .replace("{{name}}", name)
             .replace("{{crate}}", &crate_name)
-            .replace("{{sdk}}", &sdk);
+            .replace("{{sdk}}", &sdk)
+            .replace("{{weft}}", &weft);
         std::fs::write(&target, text).with_context(|| format!("cannot write {}", target.display()))?;
         if file.executable {
             make_executable(&target)?;
@@ -122,6 +125,11 @@ pub fn write(name: &str, lang: Lang, dir: &Path, sdk: &Sdk) -> anyhow::Result<Ve
         written.push(target);
     }
     Ok(written)
+}
+
+/// `text` as one word for `sh`.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 #[cfg(unix)]
@@ -191,6 +199,11 @@ mod tests {
             assert!(e.to_string().contains("not yet"), "{e}");
         }
         assert!(!dir.path().join("f").exists(), "nothing is written");
+    }
+
+    #[test]
+    fn a_path_is_one_shell_word() {
+        assert_eq!(shell_quote("/a b/it's"), "'/a b/it'\\''s'");
     }
 
     #[test]
