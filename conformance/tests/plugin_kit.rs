@@ -213,27 +213,46 @@ expect = {{ decision = "respond", status = 502, body = "CalloutError::TooLarge" 
     assert!(ok, "{out}");
 }
 
+/// Python and JavaScript projects build with the checkout's `sdk-python/` and `sdk-js/`
+/// (their first use installs componentize-py / componentize-js) and pass the same cases as
+/// the Rust one; in a checkout without those layers, `--lang` says "not yet".
 #[test]
-fn plugin_new_refuses_languages_it_has_no_template_for() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for lang in ["python", "js"] {
+fn plugin_new_python_and_js_projects_pass_their_cases_or_say_not_yet() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root");
+    let work = tempfile::tempdir().expect("tempdir");
+    for (lang, toolchain) in [("python", "sdk-python/build.sh"), ("js", "sdk-js/build.sh")] {
+        let name = format!("my-{lang}-filter");
         let out = Command::new(weft_bin())
-            .args([
-                "plugin",
-                "new",
-                "f",
-                "--lang",
-                lang,
-                "--sdk-git",
-                "https://example.invalid/weft",
-            ])
-            .current_dir(dir.path())
+            .args(["plugin", "new", &name, "--lang", lang, "--sdk-path"])
+            .arg(root)
+            .current_dir(work.path())
             .output()
             .expect("run weft plugin new");
-        assert!(!out.status.success());
-        assert!(text(&out).contains("not yet"), "{}", text(&out));
+        let project = work.path().join(&name);
+        if !root.join(toolchain).is_file() {
+            assert!(!out.status.success(), "{}", text(&out));
+            assert!(text(&out).contains("not yet"), "{}", text(&out));
+            assert!(!project.exists());
+            continue;
+        }
+        assert!(out.status.success(), "{}", text(&out));
+        let bin_dir = weft_bin().parent().expect("bin dir").to_path_buf();
+        let path = std::env::join_paths(
+            std::iter::once(bin_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+        )
+        .expect("PATH");
+        let out = Command::new(project.join("build"))
+            .current_dir(&project)
+            .env("PATH", &path)
+            .output()
+            .expect("run ./build");
+        assert!(out.status.success(), "{lang}: ./build failed:\n{}", text(&out));
+        assert!(
+            text(&out).contains("3 cases: 3 passed, 0 failed"),
+            "{lang}:\n{}",
+            text(&out)
+        );
     }
-    assert!(!dir.path().join("f").exists());
 }
 
 /// The README's first-filter path: `weft plugin new`, `./build` (which runs the project's

@@ -77,7 +77,7 @@ enum PluginCommand {
         /// Where to write it (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// The `sdk/` folder of a Weft checkout (default: the checkout this weft was built from).
+        /// A Weft checkout, or its `sdk/` folder (default: the checkout this weft was built from).
         #[arg(long)]
         sdk_path: Option<PathBuf>,
         /// A git URL of Weft to take the SDK from instead.
@@ -170,12 +170,12 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
             sdk_git,
         } => {
             let sdk = match (sdk_path, sdk_git) {
-                (Some(path), _) => Sdk::Path(std::path::absolute(&path)?),
+                (Some(path), _) => Sdk::from_path(&path)?,
                 (None, Some(url)) => Sdk::Git(url),
                 (None, None) => Sdk::from_build_checkout().ok_or_else(|| {
                     anyhow::anyhow!(
                         "weft-sdk is not on crates.io and this weft was not built from a checkout that is still here: \
-                         pass --sdk-path <weft checkout>/sdk or --sdk-git <weft repository URL>"
+                         pass --sdk-path <weft checkout> or --sdk-git <weft repository URL>"
                     )
                 })?,
             };
