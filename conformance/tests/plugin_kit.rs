@@ -347,3 +347,27 @@ async fn plugin_new_makes_a_rust_project_that_builds_tests_itself_and_hot_loads(
         text(&out)
     );
 }
+
+/// The same cases from a Rust test, through the library (docs/plugin-kit.md): the report
+/// is data a test can assert on.
+#[test]
+fn the_cases_run_from_a_rust_test_through_the_library() {
+    let report = weft::plugin::test_kit::run_cases(plugins::HELLO_FILTER, cases("hello.toml")).expect("cases run");
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.cases.len(), 3);
+
+    let (_dir, path) = cases_file(
+        "[filter]\nconfig = { deny_prefix = \"/private\" }\n\n[[case]]\nname = \"wrong\"\nrequest = { path = \"/private\" }\nexpect = { decision = \"respond\", status = 404 }\n",
+    );
+    let report = weft::plugin::test_kit::run_cases(plugins::HELLO_FILTER, &path).expect("cases run");
+    assert!(!report.passed());
+    let mismatch = &report.cases[0].mismatches[0];
+    assert_eq!(
+        (
+            mismatch.field.as_str(),
+            mismatch.expected.as_str(),
+            mismatch.actual.as_str()
+        ),
+        ("reply: status", "404", "403")
+    );
+}

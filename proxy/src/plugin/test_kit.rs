@@ -293,7 +293,7 @@ fn clone_response(parts: &http::response::Parts) -> http::response::Parts {
 
 /// A phase's outcome, with a reply's body read.
 #[derive(Debug)]
-pub enum Observed {
+pub(crate) enum Observed {
     Continue,
     Respond {
         status: u16,
@@ -353,7 +353,7 @@ async fn observe(result: Result<Decision, crate::filter::FilterError>) -> Observ
 }
 
 /// The message a phase passed on: the request or response as the filter left it.
-pub struct Message<'a> {
+pub(crate) struct Message<'a> {
     pub status: Option<u16>,
     pub headers: &'a HeaderMap,
     pub body: Option<&'a [u8]>,
@@ -392,7 +392,7 @@ fn values(list: &[String]) -> String {
 
 /// Compares one phase's outcome with its expectation. A wrong decision is reported alone:
 /// the other fields would describe a different message than the case means.
-pub fn compare(phase: &str, expect: &Expect, observed: &Observed, passed_on: &Message<'_>) -> Vec<Mismatch> {
+pub(crate) fn compare(phase: &str, expect: &Expect, observed: &Observed, passed_on: &Message<'_>) -> Vec<Mismatch> {
     let mut out = Vec::new();
     if observed.kind() != expect.decision {
         out.push(mismatch(
