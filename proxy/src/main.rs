@@ -182,7 +182,7 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             weft::plugin::new::write(&name, lang, &dir, &sdk)?;
             println!(
-                "wrote {dir}/ (SDK: {sdk:?})\nnext:  cd {dir} && ./build       # builds and checks CASES.toml\n       weft run --config weft.toml   # serves it; ./build again swaps it in",
+                "wrote {dir}/ (SDK: {sdk})\nnext:  cd {dir} && ./build       # builds and checks CASES.toml\n       weft run --config weft.toml   # serves it; ./build again swaps it in",
                 dir = dir.display()
             );
             Ok(())

@@ -142,6 +142,15 @@ impl Sdk {
     }
 }
 
+impl std::fmt::Display for Sdk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sdk::Checkout(root) => write!(f, "the Weft checkout {}", root.display()),
+            Sdk::Git(url) => write!(f, "git {url}"),
+        }
+    }
+}
+
 /// Checks that `name` makes a crate (and file) name: lower-case letters, digits, `-`
 /// and `_`, starting with a letter.
 fn check_name(name: &str) -> anyhow::Result<()> {
