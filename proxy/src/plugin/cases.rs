@@ -77,7 +77,7 @@ struct CaseSpec {
     response: Option<ResponseSpec>,
     expect: Option<Spanned<ExpectSpec>>,
     expect_response: Option<Spanned<ExpectSpec>>,
-    expect_kv: Option<BTreeMap<String, String>>,
+    expect_kv: Option<Spanned<BTreeMap<String, KvExpect>>>,
     expect_callouts: Option<Vec<String>>,
     /// `init` must refuse the config with a message containing this text.
     expect_init_error: Option<String>,
@@ -148,6 +148,14 @@ struct CalloutSpec {
     #[serde(default)]
     body: String,
     error: Option<String>,
+}
+
+/// A key's value after a case: its text, or `false` for "absent".
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KvExpect {
+    Text(String),
+    Present(bool),
 }
 
 /// One header value or several, in order.
@@ -236,7 +244,8 @@ pub struct Case {
     pub response: Option<(response::Parts, Option<Bytes>)>,
     pub expect: Option<Expect>,
     pub expect_response: Option<Expect>,
-    pub expect_kv: Option<BTreeMap<String, String>>,
+    /// Keys and their text after the case; `None`: the key must be absent.
+    pub expect_kv: Option<BTreeMap<String, Option<String>>>,
     pub expect_callouts: Option<Vec<String>>,
     pub expect_init_error: Option<String>,
 }
@@ -380,6 +389,26 @@ fn prepare(src: &Source, filter: &FilterSpec, spanned: &Spanned<CaseSpec>) -> Re
         ),
         None => None,
     };
+    let expect_kv = match &case.expect_kv {
+        None => None,
+        Some(spanned) => {
+            let mut keys = BTreeMap::new();
+            for (key, value) in spanned.get_ref() {
+                let value = match value {
+                    KvExpect::Text(text) => Some(text.clone()),
+                    KvExpect::Present(false) => None,
+                    KvExpect::Present(true) => {
+                        return Err(fail(
+                            spanned.span(),
+                            format!("expect_kv.{key}: write its value, or false for absent"),
+                        ));
+                    }
+                };
+                keys.insert(key.clone(), value);
+            }
+            Some(keys)
+        }
+    };
     let (line, _) = src.error_at(spanned.span(), "").position.unwrap_or((0, 0));
     Ok(Case {
         name: case.name.clone(),
@@ -394,7 +423,7 @@ fn prepare(src: &Source, filter: &FilterSpec, spanned: &Spanned<CaseSpec>) -> Re
         response,
         expect,
         expect_response,
-        expect_kv: case.expect_kv.clone(),
+        expect_kv,
         expect_callouts: case.expect_callouts.clone(),
         expect_init_error: case.expect_init_error.clone(),
     })

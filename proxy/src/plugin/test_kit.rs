@@ -244,10 +244,10 @@ async fn run_case(host: &WasmHost, wasm: &Path, cases: &Cases, case: &Case) -> a
                 .await
                 .map_err(|e| anyhow::anyhow!("kv get {key:?}: {e:?}"))?;
             let actual = actual.map(|v| String::from_utf8_lossy(&v).into_owned());
-            if actual.as_deref() != Some(value.as_str()) {
+            if actual != *value {
                 out.push(mismatch(
                     format!("kv {key}"),
-                    quoted(value),
+                    optional(value.as_deref()),
                     optional(actual.as_deref()),
                 ));
             }

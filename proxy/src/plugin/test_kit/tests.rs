@@ -229,3 +229,17 @@ fn header_values_may_be_one_or_several() {
     assert_eq!(expect.headers["a"], Values::One("1".into()));
     assert_eq!(expect.headers["b"].as_slice(), ["2", "3"]);
 }
+
+#[test]
+fn expect_kv_takes_a_value_or_false_for_absent() {
+    let parsed = cases::parse(
+        "CASES.toml",
+        "[[case]]\nname = \"kv\"\nexpect_kv = { a = \"1\", gone = false }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let expected = parsed.cases[0].expect_kv.as_ref().expect("expect_kv");
+    assert_eq!(expected["a"].as_deref(), Some("1"));
+    assert_eq!(expected["gone"], None);
+    let e = error_of("[[case]]\nname = \"kv\"\nexpect_kv = { a = true }\n");
+    assert!(e.starts_with("CASES.toml:3:") && e.contains("false for absent"), "{e}");
+}
