@@ -120,7 +120,7 @@ impl State {
         let wasm = WasmHost::with_kv(&config.wasm, metrics.clone(), store)?;
         let runtime = build(config, 1, &metrics, &wasm).await?;
         metrics.serving(1, &plugin_labels(&runtime));
-        let started = json!({
+        let mut started = json!({
             "event": "start",
             "trigger": "start",
             "outcome": "ok",
@@ -129,6 +129,7 @@ impl State {
             "plugins": plugin_changes(None, &runtime),
         });
         audit.record(started.clone());
+        started["time"] = json!(crate::admin::now_rfc3339());
         Ok(Arc::new(State {
             current: ArcSwap::from_pointee(runtime),
             metrics,
