@@ -636,6 +636,9 @@ async fn webdriver(driver: std::net::SocketAddr, method: &str, path: &str, body:
 }
 
 /// The route `api` row's cells, as the page shows them now.
+/// A route name that is markup (and a label value that needs escaping).
+const XSS: &str = r#"<img src=x onerror="document.title='pwned'">"#;
+
 const API_ROW: &str = r#"const row = document.querySelector('#routes tr[data-route="api"]');
 if (!row) return null;
 const text = (c) => row.querySelector('.' + c).textContent;
@@ -644,7 +647,12 @@ return { total: Number(text('total')), rate: text('rate'), success: text('succes
 #[tokio::test]
 async fn the_status_page_shows_live_numbers_in_headless_chromium() {
     let up = Upstream::echo("web").await;
-    let weft = Weft::start(&config(&up, "")).await;
+    // A route name written to run script in the page: it must show as text.
+    let hostile = format!(
+        "{}\n[[routes]]\nname = '''{XSS}'''\nmatch = {{ path_exact = \"/never\" }}\ncluster = \"web\"\n",
+        config(&up, "")
+    );
+    let weft = Weft::start(&hostile).await;
 
     // Traffic flows the whole time the page is open.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -700,6 +708,15 @@ async fn the_status_page_shows_live_numbers_in_headless_chromium() {
         assert!(text.ends_with(" µs") || text.ends_with(" ms"), "{quantile} {text:?}");
     }
 
+    let names = browser
+        .eval("return [document.title, [...document.querySelectorAll('#routes tbody tr td:first-child')].map(td => td.textContent), document.querySelectorAll('img').length]")
+        .await;
+    assert_eq!(names[0], "Weft status", "script from a route name ran: {names}");
+    assert!(
+        names[1].as_array().is_some_and(|n| n.iter().any(|n| n == XSS)),
+        "the route name is shown as text: {names}"
+    );
+    assert_eq!(names[2], 0, "markup from a route name was rendered: {names}");
     let source = browser.call("GET", "/source", None).await;
     let source = source.as_str().expect("page source");
     assert!(source.contains(r#"<tr data-cluster="web"><td>web</td>"#), "{source}");
@@ -733,4 +750,63 @@ async fn the_status_page_shows_live_numbers_in_headless_chromium() {
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(flowing.await.expect("traffic") > 0);
+}
+
+/// The series in an exposition: every sample line, without its value.
+fn series(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn what_clients_send_never_becomes_a_label() {
+    let up = Upstream::echo("web").await;
+    let weft = Weft::start(&config(&up, "")).await;
+    let hostile = [
+        "%22%7D%201%0Aweft_fake%202",
+        "%3Cscript%3E",
+        "..%2f..%2fetc",
+        "%E2%80%AE",
+    ];
+    // Every series a fixed label set allows (a refusal's reason included) exists first.
+    traffic(&weft, "/dead", 1).await;
+    for path in hostile {
+        traffic(&weft, &format!("/api/warm/{path}"), 1).await;
+    }
+    let warm = weft.metric(r#"weft_responses_total{route="api",class="2xx"}"#).await;
+    let before = series(&weft.admin("GET", "/metrics").await.1);
+
+    // Hundreds of distinct paths, hosts, methods, queries, forwarded addresses and
+    // hostile bytes: none may add a series (a scraper's memory is the target).
+    let client = http1_client();
+    let mut answered = 0;
+    for i in 0..300 {
+        let path = format!("/api/{i}/{}?q={i}&route=evil{i}", hostile[i % hostile.len()]);
+        let method = ["GET", "POST", "PUT", "DELETE", "PATCH", "X-CUSTOM"][i % 6];
+        let req = http::Request::builder()
+            .method(method)
+            .uri(weft.url(&path))
+            .header("host", format!("tenant-{i}.example"))
+            .header("x-forwarded-for", format!("10.0.{}.{}", i / 256, i % 256))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        // The front door refuses what it must (an encoded newline): 400, no route.
+        match send(&client, req).await.status {
+            200 => answered += 1,
+            400 => {}
+            other => panic!("{method} {path}: {other}"),
+        }
+    }
+    assert!(answered >= 100, "{answered}");
+    let text = weft.admin("GET", "/metrics").await.1;
+    let after = series(&text);
+    let added: Vec<&String> = after.difference(&before).collect();
+    assert!(added.is_empty(), "client input added series: {added:#?}");
+    assert_eq!(
+        weft.metric(r#"weft_responses_total{route="api",class="2xx"}"#).await,
+        warm + answered as f64
+    );
+    assert!(!text.contains("weft_fake") && !text.contains("tenant-") && !text.contains("10.0."));
 }
