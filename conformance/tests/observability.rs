@@ -810,3 +810,33 @@ async fn what_clients_send_never_becomes_a_label() {
     );
     assert!(!text.contains("weft_fake") && !text.contains("tenant-") && !text.contains("10.0."));
 }
+
+#[tokio::test]
+async fn a_file_change_is_audited_as_a_watch_reload() {
+    let up = Upstream::echo("web").await;
+    let text = config(&up, "audit_log = \"audit.log\"").replace("watch = false", "watch = true");
+    let weft = Weft::start(&text).await;
+    // The watcher starts after the listeners: give it a moment, as hot_reload does.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    weft.write_config(&text.replace("path_prefix = \"/dead\"", "path_prefix = \"/gone\""));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let record = loop {
+        if let Some(r) = audit(&weft).into_iter().find(|r| r["event"] == "reload") {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no reload audited:\n{}", weft.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(record["trigger"], "watch", "{record}");
+    assert_eq!(record["outcome"], "ok", "{record}");
+    assert_eq!(record["new_version"], 2, "{record}");
+    assert_eq!(
+        record["plugins"][0]["changed"], false,
+        "the plugin file did not change: {record}"
+    );
+    assert_eq!(
+        weft.metric(r#"weft_reloads_total{what="watch",outcome="ok"}"#).await,
+        1.0
+    );
+    assert_eq!(weft.metric("weft_config_version").await, 2.0);
+}
