@@ -840,3 +840,71 @@ async fn a_file_change_is_audited_as_a_watch_reload() {
     );
     assert_eq!(weft.metric("weft_config_version").await, 2.0);
 }
+
+#[tokio::test]
+async fn tls_handshakes_are_counted_by_outcome() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use weft::tls::devcert::{Authority, Usage};
+
+    let up = Upstream::echo("web").await;
+    let pki = tempfile::tempdir().expect("tempdir");
+    let ca = Authority::new("observability test CA").expect("ca");
+    let issued = ca
+        .issue("localhost", &["localhost"], &[], Usage::Server)
+        .expect("issue");
+    let (ca_path, cert, key) = (
+        pki.path().join("ca.pem"),
+        pki.path().join("cert.pem"),
+        pki.path().join("key.pem"),
+    );
+    std::fs::write(&ca_path, &ca.cert_pem).expect("write");
+    std::fs::write(&cert, &issued.cert_pem).expect("write");
+    std::fs::write(&key, &issued.key_pem).expect("write");
+    let text = Config::new()
+        .top("[runtime]\nwatch = false")
+        .listener(&format!(
+            "[listeners.tls]\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]",
+            cert.display(),
+            key.display()
+        ))
+        .cluster("web", &[up.addr])
+        .route("all", "path_prefix = \"/\"", "web", &[], "")
+        .to_string();
+    let weft = Weft::start(&text).await;
+
+    // Two clean handshakes with curl, trusting the test CA (run without blocking the
+    // runtime the upstream serves on).
+    for _ in 0..2 {
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&ca_path)
+            .arg("--resolve")
+            .arg(format!("localhost:{}:127.0.0.1", weft.addr.port()))
+            .arg(format!("https://localhost:{}/x", weft.addr.port()))
+            .output()
+            .await
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    }
+    // The harness's readiness probe (connect, then close) already failed one.
+    let series = |outcome: &str| format!(r#"weft_tls_handshakes_total{{listener="main",outcome="{outcome}"}}"#);
+    let failed = weft.metric(&series("failed")).await;
+    assert!(failed <= 1.0, "{failed}");
+    // One client speaking cleartext HTTP to the TLS port: the handshake fails.
+    let mut plain = tokio::net::TcpStream::connect(weft.addr).await.expect("connect");
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), plain.read_to_end(&mut rest)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while weft.metric(&series("failed")).await < failed + 1.0 {
+        assert!(Instant::now() < deadline, "{}", weft.admin("GET", "/metrics").await.1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(weft.metric(&series("ok")).await, 2.0);
+    assert_eq!(weft.metric(&series("failed")).await, failed + 1.0);
+    assert_eq!(weft.metric(&series("timeout")).await, 0.0);
+}
