@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use weft::wasm::WIT_VERSION;
 use weft_conformance::*;
 
 const TOKEN: &str = "0bserve-0123456789abcdef-token";
@@ -111,7 +112,7 @@ async fn counters_and_histograms_move_exactly_with_the_traffic() {
     assert_eq!(sha.len(), 64);
     assert!(
         text.contains(&format!(
-            r#"weft_plugin_info{{filter="noop",sha256="{sha}",wit="0.2.0"}} 1"#
+            r#"weft_plugin_info{{filter="noop",sha256="{sha}",wit="{WIT_VERSION}"}} 1"#
         )),
         "{text}"
     );
@@ -350,7 +351,7 @@ async fn every_admin_endpoint_answers_with_the_token_and_401_without() {
     };
     let server = api("/api/server").await;
     assert_eq!(server["config_version"], 1);
-    assert_eq!(server["wit"], "0.2.0");
+    assert_eq!(server["wit"], WIT_VERSION);
     assert_eq!(server["draining"], false);
     assert!(server["uptime_seconds"].as_u64().is_some(), "{server}");
 
@@ -389,7 +390,7 @@ async fn every_admin_endpoint_answers_with_the_token_and_401_without() {
     assert_eq!(loaded, ["noop"], "native filters are no plugins");
     for p in plugins["plugins"].as_array().expect("plugins") {
         assert_eq!(p["sha256"].as_str().map(str::len), Some(64), "{p}");
-        assert_eq!(p["wit"], "0.2.0");
+        assert_eq!(p["wit"], WIT_VERSION, "the plugins are built with this tree's SDK");
         assert!(p["loaded_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{p}");
     }
 
