@@ -909,3 +909,36 @@ async fn tls_handshakes_are_counted_by_outcome() {
     assert_eq!(weft.metric(&series("failed")).await, failed + 1.0);
     assert_eq!(weft.metric(&series("timeout")).await, 0.0);
 }
+
+#[tokio::test]
+async fn a_flood_of_bad_tokens_cannot_fill_the_audit_log() {
+    let up = Upstream::echo("web").await;
+    let weft = Weft::start(&secret_config(&up)).await;
+    let wrong = format!("Bearer {TOKEN}-guess");
+    const FLOOD: u64 = 400;
+    for _ in 0..FLOOD {
+        let reply = weft
+            .admin_request("GET", "/api/config", &[("authorization", &wrong)])
+            .await;
+        assert_eq!(reply.status, 401);
+    }
+    // A token's worth of time, then one more: its record counts the ones left out.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        weft.admin_request("POST", "/reload", &[("authorization", &wrong)])
+            .await
+            .status,
+        401
+    );
+    let refused: Vec<Value> = audit(&weft).into_iter().filter(|r| r["status"] == 401).collect();
+    let last = refused.last().expect("refusals recorded");
+    assert_eq!(last["path"], "/reload");
+    assert!(
+        last["suppressed_before"].as_u64().is_some(),
+        "the gap is counted: {last}"
+    );
+    // Every refusal is a record or counted in the next record's gap.
+    let suppressed: u64 = refused.iter().filter_map(|r| r["suppressed_before"].as_u64()).sum();
+    assert_eq!(refused.len() as u64 + suppressed, FLOOD + 1);
+    assert!(refused.len() < 200, "{} refusals written", refused.len());
+}

@@ -86,26 +86,26 @@ async fn answer(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> 
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static(challenge));
         }
-        audit_call(&state, peer, &method, path, resp.status());
+        state.audit.refusal(call_record(peer, &method, path, resp.status()));
         return Ok(resp);
     }
     let path = path.to_owned();
     let resp = route(&state, &req).await;
     if method != Method::GET || path == "/api/config" {
-        audit_call(&state, peer, &method, &path, resp.status());
+        state.audit.record(call_record(peer, &method, &path, resp.status()));
     }
     Ok(resp)
 }
 
-/// Records a call that changed something, read the config, or was refused.
-fn audit_call(state: &State, peer: SocketAddr, method: &Method, path: &str, status: StatusCode) {
-    state.audit.record(json!({
+/// The audit record of a call that changed something, read the config, or was refused.
+fn call_record(peer: SocketAddr, method: &Method, path: &str, status: StatusCode) -> Value {
+    json!({
         "event": "admin",
         "method": method.as_str(),
         "path": path,
         "peer": peer.to_string(),
         "status": status.as_u16(),
-    }));
+    })
 }
 
 async fn route(state: &State, req: &Request<Incoming>) -> Response<Body> {
