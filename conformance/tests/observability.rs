@@ -942,3 +942,41 @@ async fn a_flood_of_bad_tokens_cannot_fill_the_audit_log() {
     assert_eq!(refused.len() as u64 + suppressed, FLOOD + 1);
     assert!(refused.len() < 200, "{} refusals written", refused.len());
 }
+
+#[tokio::test]
+async fn with_a_token_the_status_page_asks_for_it_and_then_shows_the_data() {
+    let up = Upstream::echo("web").await;
+    let weft = Weft::start(&secret_config(&up)).await;
+    assert_eq!(traffic(&weft, "/api/x", 3).await, vec![200; 3]);
+    let browser = Browser::start().await;
+    browser.open(&format!("http://{}/status", weft.admin)).await;
+    let state = r#"return { auth: getComputedStyle(document.getElementById('auth')).display,
+        error: document.getElementById('error').textContent,
+        rows: document.querySelectorAll('#routes tbody tr').length }"#;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = browser.eval(state).await;
+        if now["auth"] == "block" {
+            assert_eq!(now["rows"], 0, "data shown without the token: {now}");
+            assert!(now["error"].as_str().is_some_and(|e| e.contains("token")), "{now}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the page did not ask for the token: {now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let submit = format!(
+        "document.getElementById('token').value = '{TOKEN}'; document.getElementById('auth-form').requestSubmit(); return true"
+    );
+    browser.eval(&submit).await;
+    loop {
+        let row = browser.eval(API_ROW).await;
+        if row["total"].as_u64() == Some(3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no data with the token: {row}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let now = browser.eval(state).await;
+    assert_eq!(now["auth"], "none", "{now}");
+    browser.call("DELETE", "", None).await;
+}
