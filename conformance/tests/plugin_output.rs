@@ -30,7 +30,10 @@ print(json.dumps(samples))
 
 /// Every sample of `/metrics`, as the strict parser read them; panics if it refused.
 async fn scrape(weft: &Weft) -> Vec<Value> {
-    let (status, text) = weft.admin("GET", "/metrics").await;
+    // Asks for OpenMetrics as Prometheus does (without, /metrics is Prometheus text 0.0.4).
+    let accept = [("accept", "application/openmetrics-text; version=1.0.0")];
+    let reply = weft.admin_request("GET", "/metrics", &accept).await;
+    let (status, text) = (reply.status, reply.text());
     assert_eq!(status, 200, "{text}");
     let mut child = tokio::process::Command::new("python3")
         .args(["-c", PARSE])

@@ -179,6 +179,7 @@ impl WasmHost {
             limits.memory,
             limits.cpu,
             reuse,
+            self.metrics.filter_stats(name),
         );
         let (first, options) = match pool.create().await {
             Ok(ready) => ready,
@@ -206,6 +207,14 @@ impl WasmHost {
             body_limit: limits.body,
             cpu: limits.cpu,
             clusters,
+            plugin: crate::filter::PluginInfo {
+                path: path.to_path_buf(),
+                sha256: compiled.sha256.clone(),
+                wit: compiled.version.clone(),
+                loaded_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            },
         }))
     }
 }
