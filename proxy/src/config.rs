@@ -21,7 +21,9 @@ mod route;
 pub use admin::{AdminConfig, MIN_TOKEN_LEN, Secret};
 pub use limits::LimitsConfig;
 pub use redact::urls as redact_urls;
-pub use route::{MatchConfig, PatternConfig, RouteConfig, ValueMatchConfig};
+pub use route::{
+    DirectResponseConfig, HeaderEditsConfig, MatchConfig, PatternConfig, RedirectConfig, RouteConfig, ValueMatchConfig,
+};
 
 /// A configuration file, parsed and validated.
 #[derive(Debug, Deserialize)]

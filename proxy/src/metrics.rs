@@ -136,6 +136,8 @@ pub struct Metrics {
     /// Requests answered 503 because a filter was at its concurrency limit, by reason
     /// (`queue_full`, `queue_timeout`).
     pub filter_rejected: Family<RejectLabels, Counter>,
+    /// What routes decided: splits, faults.
+    pub decisions: RouteDecisions,
 }
 
 impl Default for Metrics {
@@ -216,7 +218,9 @@ impl Default for Metrics {
             "Requests refused with 503 because a filter was at its concurrency limit",
             filter_rejected.clone(),
         );
+        let decisions = RouteDecisions::register(&mut registry);
         Metrics {
+            decisions,
             registry,
             responses,
             filter_errors,
@@ -342,6 +346,60 @@ impl RouteCounters {
     pub fn record(&self, status: http::StatusCode) {
         let idx = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         self.by_class[idx].inc();
+    }
+}
+
+// Route traffic decisions (`route/shift.rs`, `route/fault.rs`): resolved per route when
+// the config is built, so the request path only increments.
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteClusterLabels {
+    pub route: LabelText,
+    pub cluster: LabelText,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteKindLabels {
+    pub route: LabelText,
+    pub kind: &'static str,
+}
+
+pub struct RouteDecisions {
+    /// Requests a route's split or pin sent to each cluster.
+    shifted: Family<RouteClusterLabels, Counter>,
+    /// Faults injected by a route, by kind (`delay`, `abort`).
+    faults: Family<RouteKindLabels, Counter>,
+}
+
+impl RouteDecisions {
+    fn register(registry: &mut Registry) -> RouteDecisions {
+        let shifted = Family::<RouteClusterLabels, Counter>::default();
+        registry.register(
+            "route_shifted",
+            "Requests a route's split sent to each cluster",
+            shifted.clone(),
+        );
+        let faults = Family::<RouteKindLabels, Counter>::default();
+        registry.register("route_faults", "Faults injected by a route, by kind", faults.clone());
+        RouteDecisions { shifted, faults }
+    }
+
+    pub fn shifted(&self, route: &str, cluster: &str) -> Counter {
+        self.shifted
+            .get_or_create(&RouteClusterLabels {
+                route: route.into(),
+                cluster: cluster.into(),
+            })
+            .clone()
+    }
+
+    pub fn fault(&self, route: &str, kind: &'static str) -> Counter {
+        self.faults
+            .get_or_create(&RouteKindLabels {
+                route: route.into(),
+                kind,
+            })
+            .clone()
     }
 }
 

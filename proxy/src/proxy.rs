@@ -11,12 +11,13 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::body::Body;
+use crate::cluster::Cluster;
 use crate::config::UpstreamProtocol;
 use crate::filter::{ChainEntry, Decision, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx};
 use crate::forward::{self, ConnInfo};
 use crate::front::{self, ClientBodyFault};
 use crate::respond::{ProxyError, error_response};
-use crate::route::{Route, request_host};
+use crate::route::{Abort, Policy, Route, request_host};
 use crate::state::State;
 
 /// Serves one downstream request. Never fails: every error becomes an answer here.
@@ -71,7 +72,7 @@ async fn proxy(
     };
 
     if route.filters.is_empty() {
-        return forward(route, &route.cluster, conn, head, body, on_upgrade).await;
+        return forward(route, None, conn, head, body, on_upgrade).await;
     }
     // Boxed: the filter chain's state is large, and unboxed every request's future (which
     // hyper moves per request and keeps a box of per connection) would carry it.
@@ -94,7 +95,7 @@ async fn filtered(
         None => (None, Some(body)),
     };
     let mut req = FilterRequest { head, body: buffered };
-    let mut cluster = &route.cluster;
+    let mut rerouted = None;
 
     // Request phase, in config order.
     let mut ran = 0;
@@ -113,10 +114,12 @@ async fn filtered(
                 break;
             }
             Ok(Decision::Reroute(name)) => {
-                cluster = runtime.clusters.get(&name).ok_or_else(|| ProxyError::UnknownCluster {
-                    filter: entry.filter.name().to_owned(),
-                    cluster: name.to_string(),
-                })?;
+                rerouted = Some(
+                    &**runtime.clusters.get(&name).ok_or_else(|| ProxyError::UnknownCluster {
+                        filter: entry.filter.name().to_owned(),
+                        cluster: name.to_string(),
+                    })?,
+                );
             }
             Err(error) => filter_failed(runtime, entry, error)?,
         }
@@ -130,7 +133,7 @@ async fn filtered(
                 (None, Some(stream)) => stream,
                 (None, None) => Body::empty(),
             };
-            forward(route, cluster, conn, req.head, body, on_upgrade).await?
+            forward(route, rerouted, conn, req.head, body, on_upgrade).await?
         }
     };
 
@@ -186,10 +189,80 @@ fn filter_failed(runtime: &crate::state::Runtime, entry: &ChainEntry, error: Fil
     Ok(())
 }
 
-/// Sends the request to the cluster and prepares the response for downstream.
+/// Sends the request on: to the cluster a filter rerouted it to, else the route's. A route
+/// with a policy (answers, pins, splits, faults, rewrites, header edits) takes the longer way.
 async fn forward(
     route: &Route,
-    cluster: &crate::cluster::Cluster,
+    rerouted: Option<&Cluster>,
+    conn: &ConnInfo,
+    head: http::request::Parts,
+    body: Body,
+    on_upgrade: Option<OnUpgrade>,
+) -> Result<Response<Body>, ProxyError> {
+    match (&route.policy, rerouted.or(route.cluster.as_deref())) {
+        (None, Some(cluster)) => send(route, cluster, conn, head, body, on_upgrade).await,
+        (Some(policy), _) => Box::pin(with_policy(route, policy, rerouted, conn, head, body, on_upgrade)).await,
+        (None, None) => Err(ProxyError::NoCluster),
+    }
+}
+
+/// A route's policy around the upstream: a fault first, then its own answer or the
+/// upstream's (to a pinned, split or rerouted cluster, with the path and headers edited),
+/// then the response's header edits.
+async fn with_policy(
+    route: &Route,
+    policy: &Policy,
+    rerouted: Option<&Cluster>,
+    conn: &ConnInfo,
+    mut head: http::request::Parts,
+    body: Body,
+    on_upgrade: Option<OnUpgrade>,
+) -> Result<Response<Body>, ProxyError> {
+    if let Some(fault) = &policy.fault {
+        let (delay, abort) = fault.draw(&head.headers);
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        match abort {
+            Some(Abort::Status(status)) => return Err(ProxyError::FaultAbort { status }),
+            Some(Abort::Reset) => return Ok(reset()),
+            None => {}
+        }
+    }
+    let mut resp = match &policy.answer {
+        Some(answer) => answer.respond(&head, conn),
+        None => {
+            let cluster = rerouted
+                .or_else(|| policy.cluster(&head.headers, route.cluster.as_deref()))
+                .ok_or(ProxyError::NoCluster)?;
+            if let Some(rewrite) = &policy.rewrite {
+                rewrite.apply(&mut head)?;
+            }
+            if let Some(edits) = &policy.request_headers {
+                edits.apply(&mut head.headers);
+            }
+            send(route, cluster, conn, head, body, on_upgrade).await?
+        }
+    };
+    if let Some(edits) = &policy.response_headers {
+        edits.apply(resp.headers_mut());
+    }
+    Ok(resp)
+}
+
+/// An injected reset: the head goes out, then the body fails, which cuts the HTTP/2 stream
+/// (RST_STREAM) or the HTTP/1.1 connection before the response is complete.
+fn reset() -> Response<Body> {
+    let cut = futures_util::stream::once(async {
+        Err::<http_body::Frame<Bytes>, _>(std::io::Error::other("fault injection: reset"))
+    });
+    Response::new(Body::boxed(http_body_util::StreamBody::new(cut)))
+}
+
+/// Sends the request to the cluster and prepares the response for downstream.
+async fn send(
+    route: &Route,
+    cluster: &Cluster,
     conn: &ConnInfo,
     mut head: http::request::Parts,
     body: Body,

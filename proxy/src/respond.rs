@@ -37,6 +37,12 @@ pub enum ProxyError {
     ResponseBodyTooLarge { limit: usize },
     #[error("reading the {side} body failed: {reason}")]
     Body { side: &'static str, reason: String },
+    #[error(transparent)]
+    Rewrite(#[from] crate::route::RewriteRefused),
+    #[error("fault injected: {status}")]
+    FaultAbort { status: StatusCode },
+    #[error("the route has no cluster to send to")]
+    NoCluster,
 }
 
 impl ProxyError {
@@ -64,11 +70,13 @@ impl ProxyError {
             ProxyError::Upstream(_) | ProxyError::ResponseBodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::RequestBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::FilterOverloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Body { side: "request", .. } => StatusCode::BAD_REQUEST,
+            ProxyError::Body { side: "request", .. } | ProxyError::Rewrite(_) => StatusCode::BAD_REQUEST,
             ProxyError::Body { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::Filter { .. } | ProxyError::UnknownCluster { .. } | ProxyError::RerouteInResponse { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ProxyError::FaultAbort { status } => *status,
+            ProxyError::Filter { .. }
+            | ProxyError::UnknownCluster { .. }
+            | ProxyError::RerouteInResponse { .. }
+            | ProxyError::NoCluster => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -92,9 +100,12 @@ impl ProxyError {
             ProxyError::ResponseBodyTooLarge { .. } => "upstream response too large\n",
             ProxyError::Body { side: "request", .. } => "request body could not be read\n",
             ProxyError::Body { .. } => "upstream response could not be read\n",
-            ProxyError::Filter { .. } | ProxyError::UnknownCluster { .. } | ProxyError::RerouteInResponse { .. } => {
-                "internal error\n"
-            }
+            ProxyError::Rewrite(_) => "bad request path\n",
+            ProxyError::FaultAbort { .. } => "fault injected\n",
+            ProxyError::Filter { .. }
+            | ProxyError::UnknownCluster { .. }
+            | ProxyError::RerouteInResponse { .. }
+            | ProxyError::NoCluster => "internal error\n",
         }
     }
 }

@@ -13,11 +13,24 @@ use crate::config::{ConfigError, MatchConfig, Source};
 use crate::filter::ChainEntry;
 use crate::metrics::RouteCounters;
 
+mod answer;
+mod edits;
+mod fault;
+mod policy;
+mod rewrite;
+mod shift;
+
+pub use answer::Answer;
+pub use fault::Abort;
+pub use policy::Policy;
+pub use rewrite::RewriteRefused;
+
 /// A route of one config version.
 pub struct Route {
     pub name: Arc<str>,
     matcher: Matcher,
-    pub cluster: Arc<Cluster>,
+    /// `None` when the policy decides (a split, or an answer).
+    pub cluster: Option<Arc<Cluster>>,
     pub timeout: Duration,
     pub host_rewrite: Option<http::HeaderValue>,
     pub filters: Vec<ChainEntry>,
@@ -25,17 +38,21 @@ pub struct Route {
     /// Largest body any filter of the chain wants buffered (`None`: stream).
     pub request_body_limit: Option<usize>,
     pub response_body_limit: Option<usize>,
+    /// Answers, pins, splits, faults, rewrites, header edits; `None` for a plain route.
+    pub policy: Option<Box<Policy>>,
 }
 
 impl Route {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: Arc<str>,
         matcher: Matcher,
-        cluster: Arc<Cluster>,
+        cluster: Option<Arc<Cluster>>,
         timeout: Duration,
         host_rewrite: Option<http::HeaderValue>,
         filters: Vec<ChainEntry>,
         counters: RouteCounters,
+        policy: Option<Policy>,
     ) -> Route {
         let request_body_limit = filters.iter().filter_map(|f| f.filter.request_body_limit()).max();
         let response_body_limit = filters.iter().filter_map(|f| f.filter.response_body_limit()).max();
@@ -49,6 +66,7 @@ impl Route {
             counters,
             request_body_limit,
             response_body_limit,
+            policy: policy.map(Box::new),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::filter::headers::HeadersFilter;
 use crate::filter::identity::IdentityFilter;
 use crate::filter::{ChainEntry, Filter};
 use crate::metrics::{Metrics, RouteCounters};
-use crate::route::{Matcher, Route, Router};
+use crate::route::{Matcher, Policy, Route, Router};
 use crate::wasm::WasmHost;
 
 /// One immutable config version, built once and shared by every request that starts
@@ -267,10 +267,17 @@ pub async fn build(
         let r = spanned.get_ref();
         let name: Arc<str> = r.name.clone().unwrap_or_else(|| format!("route-{i}")).into();
         let matcher = Matcher::build(&r.matches, src, spanned.span())?;
-        let cluster = clusters
-            .get(r.cluster.get_ref().as_str())
-            .cloned()
-            .ok_or_else(|| src.error_at(r.cluster.span(), format!("unknown cluster {:?}", r.cluster.get_ref())))?;
+        let cluster = r
+            .cluster
+            .as_ref()
+            .map(|c| {
+                clusters
+                    .get(c.get_ref().as_str())
+                    .cloned()
+                    .ok_or_else(|| src.error_at(c.span(), format!("unknown cluster {:?}", c.get_ref())))
+            })
+            .transpose()?;
+        let policy = Policy::build(spanned, &name, &clusters, metrics, src)?;
         let host_rewrite = r
             .host_rewrite
             .as_deref()
@@ -294,6 +301,7 @@ pub async fn build(
             host_rewrite,
             chain,
             counters,
+            policy,
         ));
     }
 
