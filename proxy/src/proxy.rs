@@ -16,7 +16,7 @@ use crate::config::UpstreamProtocol;
 use crate::filter::{ChainEntry, Decision, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx};
 use crate::forward::{self, ConnInfo};
 use crate::front::{self, ClientBodyFault};
-use crate::respond::{ProxyError, error_response};
+use crate::respond::{Dialect, ProxyError, error_response};
 use crate::route::{Abort, Policy, Route, request_host};
 use crate::state::State;
 
@@ -25,12 +25,17 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
     // The request keeps this config version, and the filter versions in it, to the end.
     let runtime = state.current();
     let (mut head, body) = req.into_parts();
+    let dialect = if crate::grpc::is_call(&head) {
+        Dialect::Grpc
+    } else {
+        Dialect::Http
+    };
     // Before routing: routes, filters and the upstream must all see the same request.
     let upgrade = match front::admit(&mut head, &conn.door) {
         Ok(admitted) => admitted.upgrade,
         Err(refusal) => {
             runtime.metrics.downstream_refused(&conn.listener, refusal.reason());
-            return Ok(error_response(&ProxyError::Refused(refusal), "-"));
+            return Ok(error_response(&ProxyError::Refused(refusal), "-", dialect));
         }
     };
     let Some(route) = runtime.router.find(&head, conn.identity.as_deref()) else {
@@ -39,18 +44,22 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             host: request_host(&head).to_owned(),
             path: head.uri.path().to_owned(),
         };
-        return Ok(error_response(&err, "-"));
+        return Ok(error_response(&err, "-", dialect));
     };
     let mut resp = match proxy(&runtime, route, &conn, head, body, upgrade).await {
-        Ok(resp) => resp,
+        Ok(resp) => {
+            route.counters.record(resp.status());
+            resp
+        }
         Err(err) => {
             if let Some(reason) = err.client_fault() {
                 runtime.metrics.downstream_refused(&conn.listener, reason);
             }
-            error_response(&err, &route.name)
+            // Counted by what went wrong, also when a gRPC client is told with a 200.
+            route.counters.record(err.status());
+            error_response(&err, &route.name, dialect)
         }
     };
-    route.counters.record(resp.status());
     if let Some(alt_svc) = &conn.alt_svc {
         resp.headers_mut().insert(http::header::ALT_SVC, alt_svc.clone());
     }
@@ -272,8 +281,10 @@ async fn send(
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::Http2 => Version::HTTP_2,
     };
+    // A gRPC call's own deadline, when shorter, bounds the wait instead of the route's.
+    let timeout = crate::grpc::deadline(&head).map_or(route.timeout, |d| d.min(route.timeout));
     forward::upstream_request(&mut head, conn, route.host_rewrite.as_ref(), version);
-    let mut resp = cluster.send(Request::from_parts(head, body), route.timeout).await?;
+    let mut resp = cluster.send(Request::from_parts(head, body), timeout).await?;
 
     let switched = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     if switched {
