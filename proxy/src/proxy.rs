@@ -2,13 +2,17 @@
 //! phase in reverse order. Read this file top-down to learn what Weft does to a request.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::body::Body;
 use crate::cluster::Cluster;
@@ -74,10 +78,15 @@ async fn proxy(
     body: Body,
     upgrade: bool,
 ) -> Result<Response<Body>, ProxyError> {
-    let on_upgrade = if upgrade {
-        head.extensions.remove::<OnUpgrade>()
-    } else {
-        None
+    let on_upgrade = match upgrade {
+        false => None,
+        true if route.allows_upgrade(&head.headers) => head.extensions.remove::<OnUpgrade>(),
+        true => {
+            // A protocol the route does not switch to: the request goes on as a plain one
+            // (RFC 9110 §7.8 lets a server ignore Upgrade).
+            head.headers.remove(http::header::UPGRADE);
+            None
+        }
     };
 
     if route.filters.is_empty() {
@@ -293,7 +302,7 @@ async fn send(
     }
     if let (true, Some(downstream)) = (switched, on_upgrade) {
         let upstream = hyper::upgrade::on(&mut resp);
-        tokio::spawn(splice(downstream, upstream));
+        tokio::spawn(splice(downstream, upstream, route.upgrade_idle));
     }
     let (mut head, body) = resp.into_parts();
     forward::downstream_response(&mut head, switched);
@@ -301,8 +310,8 @@ async fn send(
 }
 
 /// After a `101 Switching Protocols`, the two connections carry bytes both ways until
-/// either side closes.
-async fn splice(downstream: OnUpgrade, upstream: OnUpgrade) {
+/// both have closed, or until neither has sent anything for `idle`.
+async fn splice(downstream: OnUpgrade, upstream: OnUpgrade, idle: std::time::Duration) {
     let (down, up) = match tokio::try_join!(downstream, upstream) {
         Ok(pair) => pair,
         Err(e) => {
@@ -310,9 +319,72 @@ async fn splice(downstream: OnUpgrade, upstream: OnUpgrade) {
             return;
         }
     };
-    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    let moved = AtomicU64::new(0);
+    let mut down = Activity::new(TokioIo::new(down), &moved);
+    let mut up = Activity::new(TokioIo::new(up), &moved);
+    let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+    tokio::pin!(copy);
+    // Checked four times per `idle`: the connection closes within 1.25 × idle of its
+    // last byte, at the cost of one timer per upgraded connection.
+    let tick = idle / 4;
+    let (mut last_count, mut last_active) = (0, tokio::time::Instant::now());
+    loop {
+        tokio::select! {
+            result = &mut copy => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep(tick) => {
+                let count = moved.load(Ordering::Relaxed);
+                if count != last_count {
+                    (last_count, last_active) = (count, tokio::time::Instant::now());
+                } else if last_active.elapsed() >= idle {
+                    tracing::debug!(?idle, "upgraded connection idle; closed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// An upgraded connection's side that counts the bytes read from it, so the splice can
+/// tell an idle connection from a busy one.
+struct Activity<'a, T> {
+    io: T,
+    moved: &'a AtomicU64,
+}
+
+impl<'a, T> Activity<'a, T> {
+    fn new(io: T, moved: &'a AtomicU64) -> Self {
+        Activity { io, moved }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Activity<'_, T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.io).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.moved.fetch_add(read as u64, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<'_, T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -40,6 +40,10 @@ pub struct Route {
     pub response_body_limit: Option<usize>,
     /// Answers, pins, splits, faults, rewrites, header edits; `None` for a plain route.
     pub policy: Option<Box<Policy>>,
+    /// `Upgrade` protocols this route switches to, lowercase.
+    pub upgrades: Box<[String]>,
+    /// How long an upgraded connection may carry nothing before it is closed.
+    pub upgrade_idle: Duration,
 }
 
 impl Route {
@@ -67,7 +71,27 @@ impl Route {
             request_body_limit,
             response_body_limit,
             policy: policy.map(Box::new),
+            upgrades: Box::new(["websocket".to_owned()]),
+            upgrade_idle: Duration::from_secs(300),
         }
+    }
+
+    pub fn with_upgrades(mut self, upgrades: &[String], idle: Duration) -> Route {
+        self.upgrades = upgrades.iter().map(|u| u.to_ascii_lowercase()).collect();
+        self.upgrade_idle = idle;
+        self
+    }
+
+    /// Whether every protocol the request's `Upgrade` offers (`name[/version]`) is one
+    /// this route switches to.
+    pub fn allows_upgrade(&self, headers: &http::HeaderMap) -> bool {
+        let mut offered = headers
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or(",").split(','))
+            .map(|t| t.trim().split('/').next().unwrap_or(""))
+            .peekable();
+        offered.peek().is_some() && offered.all(|p| self.upgrades.iter().any(|u| u.eq_ignore_ascii_case(p)))
     }
 }
 

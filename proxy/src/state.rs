@@ -293,16 +293,10 @@ pub async fn build(
             chain.push(entry.clone());
         }
         let counters = RouteCounters::new(metrics, &name);
-        routes.push(Route::new(
-            name,
-            matcher,
-            cluster,
-            r.timeout,
-            host_rewrite,
-            chain,
-            counters,
-            policy,
-        ));
+        routes.push(
+            Route::new(name, matcher, cluster, r.timeout, host_rewrite, chain, counters, policy)
+                .with_upgrades(&r.upgrades, r.upgrade_idle_timeout),
+        );
     }
 
     Ok(Runtime {

@@ -42,6 +42,13 @@ pub struct RouteConfig {
     pub response_headers: Option<Spanned<HeaderEditsConfig>>,
     /// Delays or aborts for resilience testing; off unless set.
     pub fault: Option<Spanned<FaultConfig>>,
+    /// `Upgrade` protocols the route switches to (compared without case). A request
+    /// offering any other is forwarded as a plain request, its `Upgrade` removed.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
+    /// An upgraded connection with no bytes either way for this long is closed.
+    #[serde(default = "default_upgrade_idle", deserialize_with = "duration")]
+    pub upgrade_idle_timeout: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +188,14 @@ fn default_timeout() -> Duration {
     Duration::from_secs(15)
 }
 
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".to_owned()]
+}
+
+fn default_upgrade_idle() -> Duration {
+    Duration::from_secs(300)
+}
+
 fn default_redirect_code() -> u16 {
     301
 }
@@ -307,6 +322,19 @@ fn check_actions(route: &Spanned<RouteConfig>, src: &Source) -> Result<(), Confi
         if let Some(problem) = problem {
             return Err(fail(rd.span(), problem.to_owned()));
         }
+    }
+    if r.upgrade_idle_timeout.is_zero() {
+        return Err(fail(
+            route.span(),
+            "upgrade_idle_timeout must be more than zero".to_owned(),
+        ));
+    }
+    if let Some(bad) = r
+        .upgrades
+        .iter()
+        .find(|u| u.is_empty() || !u.bytes().all(|b| b.is_ascii_graphic() && b != b','))
+    {
+        return Err(fail(route.span(), format!("upgrades: {bad:?} is not a protocol name")));
     }
     if let Some(dr) = &r.direct_response
         && !(200..=599).contains(&dr.get_ref().status)
