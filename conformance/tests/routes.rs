@@ -540,3 +540,135 @@ fault = { abort = { reset = true, percent = 100.0 } }
     }
     assert_eq!(a.hits(), 3 + 40);
 }
+
+/// Waits until `check` holds, for at most 5 s.
+async fn eventually(mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(Instant::now() < deadline, "condition not reached in 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn post(url: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    Request::post(url)
+        .header("host", "shop.example")
+        .body(Full::new(body.into()))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn the_mirror_receives_copies_of_requests_and_bodies() {
+    let (a, shadow) = (Upstream::echo("a").await, Upstream::echo("shadow").await);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = {
+        let seen = seen.clone();
+        Upstream::start(move |req| {
+            let seen = seen.clone();
+            async move {
+                let host = req.headers().get("host").map(|h| h.to_str().unwrap_or("").to_owned());
+                let uri = req.uri().to_string();
+                let body = http_body_util::BodyExt::collect(req.into_body())
+                    .await
+                    .map(|b| b.to_bytes());
+                seen.lock().expect("lock").push((host, uri, body.unwrap_or_default()));
+                http::Response::new(full("shadow answer"))
+            }
+        })
+        .await
+    };
+    drop(shadow);
+    let text = config(&a, &recorder, "")
+        + r#"
+[[routes]]
+name = "mirrored"
+match = { path_prefix = "/" }
+cluster = "a"
+rewrite = { prefix = "/v2/" }
+mirror = { cluster = "b", max_body_bytes = 1024 }
+"#;
+    let weft =
+        Weft::start(&text.replace("match = { path_prefix = \"/\" }", "match = { path_prefix = \"/api/\" }")).await;
+    let client = http1_client();
+    for i in 0..20 {
+        let reply = send(
+            &client,
+            post(&weft.url(&format!("/api/item/{i}")), format!("payload-{i}")),
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.json()["upstream"],
+            "a",
+            "the client gets the real upstream's answer"
+        );
+    }
+    eventually(async || seen.lock().expect("lock").len() == 20).await;
+    let mut copies = seen.lock().expect("lock").clone();
+    copies.sort_by_key(|(_, uri, _)| uri.len() * 100 + uri.chars().last().map_or(0, |c| c as usize));
+    for (host, uri, body) in &copies {
+        assert_eq!(host.as_deref(), Some("shop.example-shadow"));
+        let n = uri.rsplit('/').next().unwrap_or("");
+        assert_eq!(uri, &format!("/v2/item/{n}"), "the shadow sees the rewritten path");
+        assert_eq!(body, &Bytes::from(format!("payload-{n}")));
+    }
+    let series = |o: &str| format!("weft_route_mirrored_total{{route=\"mirrored\",kind=\"{o}\"}}");
+    eventually(async || weft.metric(&series("sent")).await == 20.0).await;
+
+    // A body larger than the copy may be goes to the real upstream whole, and is not copied.
+    let big = vec![b'x'; 10_000];
+    let reply = send(&client, post(&weft.url("/api/big"), big.clone())).await;
+    assert_eq!(reply.json()["body_len"], 10_000);
+    eventually(async || weft.metric(&series("dropped")).await == 1.0).await;
+    assert_eq!(seen.lock().expect("lock").len(), 20);
+}
+
+#[tokio::test]
+async fn a_mirror_that_never_answers_or_is_down_never_slows_or_fails_the_client() {
+    let a = Upstream::echo("a").await;
+    let stalled = Upstream::start(|_req| async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        http::Response::new(full(""))
+    })
+    .await;
+    let text = config(&a, &stalled, "")
+        + r#"
+[[clusters]]
+name = "down"
+endpoints = ["DOWN"]
+
+[[routes]]
+name = "stalled"
+match = { path_prefix = "/stalled" }
+cluster = "a"
+mirror = { cluster = "b", max_in_flight = 5 }
+
+[[routes]]
+name = "down"
+match = { path_prefix = "/down" }
+cluster = "a"
+mirror = { cluster = "down" }
+"#;
+    let weft = Weft::start(&text.replace("DOWN", &free_addr().to_string())).await;
+    let client = http1_client();
+    // Each request completes while its copy still waits on the shadow (which never
+    // answers): a mirror that held the client back would take the route timeout, 15 s.
+    let all = async {
+        for i in 0..30 {
+            let reply = send(&client, post(&weft.url(&format!("/stalled/{i}")), "body")).await;
+            assert_eq!(reply.status, 200);
+        }
+        for _ in 0..10 {
+            assert_eq!(send(&client, post(&weft.url("/down"), "body")).await.status, 200);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), all)
+        .await
+        .expect("the client was not held back by its mirror");
+    let series = |r: &str, o: &str| format!("weft_route_mirrored_total{{route=\"{r}\",kind=\"{o}\"}}");
+    // Five copies wait on the stalled shadow; the other 25 were dropped, not queued.
+    eventually(async || stalled.hits() == 5).await;
+    assert_eq!(weft.metric(&series("stalled", "dropped")).await, 25.0);
+    eventually(async || weft.metric(&series("down", "failed")).await == 10.0).await;
+    assert_eq!(a.hits(), 40);
+}

@@ -22,7 +22,8 @@ pub use admin::{AdminConfig, MIN_TOKEN_LEN, Secret};
 pub use limits::LimitsConfig;
 pub use redact::urls as redact_urls;
 pub use route::{
-    DirectResponseConfig, HeaderEditsConfig, MatchConfig, PatternConfig, RedirectConfig, RouteConfig, ValueMatchConfig,
+    DirectResponseConfig, HeaderEditsConfig, MatchConfig, MirrorConfig, PatternConfig, RedirectConfig, RouteConfig,
+    ValueMatchConfig,
 };
 
 /// A configuration file, parsed and validated.

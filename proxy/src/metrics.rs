@@ -136,7 +136,7 @@ pub struct Metrics {
     /// Requests answered 503 because a filter was at its concurrency limit, by reason
     /// (`queue_full`, `queue_timeout`).
     pub filter_rejected: Family<RejectLabels, Counter>,
-    /// What routes decided: splits, faults.
+    /// What routes decided: splits, faults, mirrors.
     pub decisions: RouteDecisions,
 }
 
@@ -349,7 +349,7 @@ impl RouteCounters {
     }
 }
 
-// Route traffic decisions (`route/shift.rs`, `route/fault.rs`): resolved per route when
+// Route traffic decisions (`route/shift.rs`, `route/fault.rs`, `route/mirror.rs`): resolved per route when
 // the config is built, so the request path only increments.
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -369,6 +369,9 @@ pub struct RouteDecisions {
     shifted: Family<RouteClusterLabels, Counter>,
     /// Faults injected by a route, by kind (`delay`, `abort`).
     faults: Family<RouteKindLabels, Counter>,
+    /// Shadow copies of a route's requests, by outcome (`sent`: answered; `failed`;
+    /// `dropped`: not sent, the body too large or too many in flight).
+    mirrored: Family<RouteKindLabels, Counter>,
 }
 
 impl RouteDecisions {
@@ -381,7 +384,17 @@ impl RouteDecisions {
         );
         let faults = Family::<RouteKindLabels, Counter>::default();
         registry.register("route_faults", "Faults injected by a route, by kind", faults.clone());
-        RouteDecisions { shifted, faults }
+        let mirrored = Family::<RouteKindLabels, Counter>::default();
+        registry.register(
+            "route_mirrored",
+            "Shadow copies of a route's requests, by outcome",
+            mirrored.clone(),
+        );
+        RouteDecisions {
+            shifted,
+            faults,
+            mirrored,
+        }
     }
 
     pub fn shifted(&self, route: &str, cluster: &str) -> Counter {
@@ -389,6 +402,15 @@ impl RouteDecisions {
             .get_or_create(&RouteClusterLabels {
                 route: route.into(),
                 cluster: cluster.into(),
+            })
+            .clone()
+    }
+
+    pub fn mirrored(&self, route: &str, outcome: &'static str) -> Counter {
+        self.mirrored
+            .get_or_create(&RouteKindLabels {
+                route: route.into(),
+                kind: outcome,
             })
             .clone()
     }

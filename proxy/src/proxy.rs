@@ -259,6 +259,10 @@ async fn with_policy(
             if let Some(edits) = &policy.request_headers {
                 edits.apply(&mut head.headers);
             }
+            let body = match &policy.mirror {
+                Some(mirror) => mirror.copy(&head, body, conn, route.host_rewrite.as_ref(), route.timeout),
+                None => body,
+            };
             send(route, cluster, conn, head, body, on_upgrade).await?
         }
     };

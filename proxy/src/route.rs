@@ -16,6 +16,7 @@ use crate::metrics::RouteCounters;
 mod answer;
 mod edits;
 mod fault;
+mod mirror;
 mod policy;
 mod rewrite;
 mod shift;

@@ -42,6 +42,8 @@ pub struct RouteConfig {
     pub response_headers: Option<Spanned<HeaderEditsConfig>>,
     /// Delays or aborts for resilience testing; off unless set.
     pub fault: Option<Spanned<FaultConfig>>,
+    /// Copies of a share of the requests, sent to a shadow cluster whose answers are dropped.
+    pub mirror: Option<Spanned<MirrorConfig>>,
     /// `Upgrade` protocols the route switches to (compared without case). A request
     /// offering any other is forwarded as a plain request, its `Upgrade` removed.
     #[serde(default = "default_upgrades")]
@@ -121,6 +123,21 @@ pub struct HeaderEditsConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    pub cluster: Spanned<String>,
+    /// Share of requests copied (default all).
+    #[serde(default = "default_mirror_percent")]
+    pub percent: f64,
+    /// Requests with a larger body are not copied (default 64 KiB).
+    #[serde(default = "default_mirror_body")]
+    pub max_body_bytes: usize,
+    /// Shadow requests in flight at once on this route; past it, copies are dropped.
+    #[serde(default = "default_mirror_in_flight")]
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FaultConfig {
     /// Only requests carrying this header are considered.
     pub header: Option<String>,
@@ -188,6 +205,18 @@ fn default_timeout() -> Duration {
     Duration::from_secs(15)
 }
 
+fn default_mirror_percent() -> f64 {
+    100.0
+}
+
+fn default_mirror_body() -> usize {
+    64 << 10
+}
+
+fn default_mirror_in_flight() -> usize {
+    64
+}
+
 fn default_upgrades() -> Vec<String> {
     vec!["websocket".to_owned()]
 }
@@ -212,7 +241,8 @@ pub(super) fn check(
         .cluster
         .iter()
         .chain(r.split.iter().map(|s| &s.cluster))
-        .chain(r.pin.iter().map(|p| &p.cluster));
+        .chain(r.pin.iter().map(|p| &p.cluster))
+        .chain(r.mirror.iter().map(|m| &m.get_ref().cluster));
     for cluster in named {
         if !clusters.contains(&cluster.get_ref().as_str()) {
             return Err(src.error_at(
@@ -321,6 +351,21 @@ fn check_actions(route: &Spanned<RouteConfig>, src: &Source) -> Result<(), Confi
         };
         if let Some(problem) = problem {
             return Err(fail(rd.span(), problem.to_owned()));
+        }
+    }
+    if let Some(m) = &r.mirror {
+        let mirror = m.get_ref();
+        let problem = if r.redirect.is_some() || r.direct_response.is_some() {
+            Some("mirror needs a route that forwards (cluster or split)".to_owned())
+        } else if !(0.0..=100.0).contains(&mirror.percent) {
+            Some(format!("mirror.percent {} is not between 0 and 100", mirror.percent))
+        } else if mirror.max_in_flight == 0 {
+            Some("mirror.max_in_flight must be more than zero".to_owned())
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(fail(m.span(), problem));
         }
     }
     if r.upgrade_idle_timeout.is_zero() {

@@ -31,7 +31,7 @@ impl Chance {
         Chance((p * 10_000.0).round().clamp(0.0, 1_000_000.0) as u32)
     }
 
-    fn hit(self) -> bool {
+    pub(super) fn hit(self) -> bool {
         self.0 > 0 && fastrand::u32(0..1_000_000) < self.0
     }
 }

@@ -10,6 +10,7 @@ use regex::Regex;
 use super::answer::Answer;
 use super::edits::HeaderEdits;
 use super::fault::{Abort, Chance, Fault};
+use super::mirror::Mirror;
 use super::rewrite::PathRewrite;
 use super::shift::{Pin, PinOn, Split};
 use crate::cluster::{Cluster, Clusters};
@@ -24,6 +25,7 @@ pub struct Policy {
     pub rewrite: Option<PathRewrite>,
     pub request_headers: Option<HeaderEdits>,
     pub response_headers: Option<HeaderEdits>,
+    pub mirror: Option<Mirror>,
 }
 
 impl Policy {
@@ -146,7 +148,25 @@ impl Policy {
             .as_ref()
             .map(|e| HeaderEdits::build(e.get_ref(), "response_headers").map_err(at(e.span())))
             .transpose()?;
+        let mirror = match &r.mirror {
+            None => None,
+            Some(m) => {
+                let config = m.get_ref();
+                let outcome = |o| metrics.decisions.mirrored(route, o);
+                Some(Mirror {
+                    cluster: cluster(&config.cluster)?,
+                    chance: Chance::percent(config.percent),
+                    max_body: config.max_body_bytes,
+                    in_flight: Default::default(),
+                    max_in_flight: config.max_in_flight,
+                    sent: outcome("sent"),
+                    failed: outcome("failed"),
+                    dropped: outcome("dropped"),
+                })
+            }
+        };
         let policy = Policy {
+            mirror,
             answer,
             pins,
             split,
@@ -166,6 +186,7 @@ impl Policy {
             && self.rewrite.is_none()
             && self.request_headers.is_none()
             && self.response_headers.is_none()
+            && self.mirror.is_none()
     }
 
     /// The cluster for a request the filters did not reroute: a pin, else the split, else
