@@ -74,3 +74,51 @@ impl Split {
         cluster
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn cluster(name: &str) -> Arc<Cluster> {
+        let text = format!(
+            "[[listeners]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n[[clusters]]\nname = \"{name}\"\nendpoints = [\"127.0.0.1:1\"]\n"
+        );
+        let config = Config::parse("test", &text).expect("config");
+        Arc::new(Cluster::build(&config.clusters[0], &config.source).expect("cluster"))
+    }
+
+    #[test]
+    fn tickets_fall_in_their_weights_range() {
+        let (a, b, c) = (cluster("a"), cluster("b"), cluster("c"));
+        let split = Split::new(vec![
+            (3, a, Counter::default()),
+            (0, b, Counter::default()),
+            (2, c, Counter::default()),
+        ]);
+        let names: Vec<_> = (0..5).map(|t| split.pick(t).name.to_string()).collect();
+        assert_eq!(names, ["a", "a", "a", "c", "c"], "a zero weight is never chosen");
+        assert_eq!(split.choices[0].2.get(), 3);
+        assert_eq!(split.choices[1].2.get(), 0);
+    }
+
+    #[test]
+    fn cookie_pins_match_whole_names_and_values() {
+        let pin = Pin {
+            on: PinOn::Cookie("track".to_owned()),
+            value: "beta".to_owned(),
+            cluster: cluster("b"),
+        };
+        let holds = |cookie: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::COOKIE, cookie.parse().expect("value"));
+            pin.holds(&headers)
+        };
+        assert!(holds("track=beta"));
+        assert!(holds("a=1; track=beta; b=2"));
+        assert!(holds("track=\"beta\""));
+        assert!(!holds("xtrack=beta"));
+        assert!(!holds("track=betamax"));
+        assert!(!holds("track"));
+    }
+}
