@@ -398,6 +398,15 @@ split = [{ cluster = "a", weight = 80 }, { cluster = "b", weight = 20 }]
     assert_eq!(weft.metric(&series("b")).await as usize, to_b);
     assert_eq!(weft.metric(&series("a")).await as usize, 1000 - to_b);
 
+    // A reload with a refused route keeps the running split.
+    weft.write_config(&text.replace("weight = 80", "weight = 0").replace(
+        "split = [",
+        "request_headers = { set = { content-length = \"1\" } }\nsplit = [",
+    ));
+    let (status, body) = weft.admin("POST", "/reload").await;
+    assert!(status >= 400 && body.contains("content-length"), "{status} {body}");
+    assert!(spread(&weft, 100, &[]).await.get("a").copied().unwrap_or(0) > 50);
+
     weft.write_config(&text.replace("weight = 80", "weight = 0"));
     assert_eq!(weft.admin("POST", "/reload").await.0, 200);
     let counts = spread(&weft, 100, &[]).await;
@@ -412,6 +421,7 @@ async fn header_and_cookie_pins_choose_the_cluster_before_the_split() {
         &b,
         r#"
 [[routes]]
+name = "pinned"
 match = { path_prefix = "/" }
 cluster = "a"
 pin = [
@@ -429,6 +439,17 @@ pin = [
     // A cookie whose name only ends in the pinned one, or a value with a suffix, does not pin.
     let near = [("cookie", "xtrack=beta; track=betamax")];
     assert_eq!(spread(&weft, 20, &near).await.get("a"), Some(&20));
+    // Duplicated headers: any value may pin, as with a header match.
+    assert_eq!(
+        spread(&weft, 20, &[("x-version", "v1"), ("x-version", "v2")])
+            .await
+            .get("b"),
+        Some(&20)
+    );
+    let pinned = weft
+        .metric("weft_route_shifted_total{route=\"pinned\",cluster=\"b\"}")
+        .await;
+    assert_eq!(pinned, 60.0);
 }
 
 #[tokio::test]

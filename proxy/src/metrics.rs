@@ -379,7 +379,7 @@ impl RouteDecisions {
         let shifted = Family::<RouteClusterLabels, Counter>::default();
         registry.register(
             "route_shifted",
-            "Requests a route's split sent to each cluster",
+            "Requests a route's split or pin sent to each cluster",
             shifted.clone(),
         );
         let faults = Family::<RouteKindLabels, Counter>::default();

@@ -64,10 +64,12 @@ impl Policy {
                     (None, Some(c)) => PinOn::Cookie(c.clone()),
                     (None, None) => unreachable_pin(src, &p.cluster)?,
                 };
+                let target = cluster(&p.cluster)?;
                 Ok(Pin {
                     on,
                     value: p.value.clone(),
-                    cluster: cluster(&p.cluster)?,
+                    chosen: metrics.decisions.shifted(route, &target.name),
+                    cluster: target,
                 })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;

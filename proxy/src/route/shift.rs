@@ -12,6 +12,8 @@ pub struct Pin {
     pub on: PinOn,
     pub value: String,
     pub cluster: Arc<Cluster>,
+    /// Requests this pin sent to its cluster.
+    pub chosen: Counter,
 }
 
 pub enum PinOn {
@@ -39,7 +41,9 @@ impl Pin {
 
 /// The first pin the request holds.
 pub fn pinned<'a>(pins: &'a [Pin], headers: &HeaderMap) -> Option<&'a Cluster> {
-    pins.iter().find(|p| p.holds(headers)).map(|p| &*p.cluster)
+    let pin = pins.iter().find(|p| p.holds(headers))?;
+    pin.chosen.inc();
+    Some(&pin.cluster)
 }
 
 /// Clusters with cumulative weights; each choice counted.
@@ -108,6 +112,7 @@ mod tests {
             on: PinOn::Cookie("track".to_owned()),
             value: "beta".to_owned(),
             cluster: cluster("b"),
+            chosen: Counter::default(),
         };
         let holds = |cookie: &str| {
             let mut headers = HeaderMap::new();
