@@ -2,12 +2,14 @@
 //! phase in reverse order. Read this file top-down to learn what Weft does to a request.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{Request, Response, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::upgrade::OnUpgrade;
@@ -21,7 +23,7 @@ use crate::filter::{ChainEntry, Decision, FailureMode, FilterError, FilterReques
 use crate::forward::{self, ConnInfo};
 use crate::front::{self, ClientBodyFault};
 use crate::respond::{Dialect, ProxyError, error_response};
-use crate::route::{Abort, Policy, Route, request_host};
+use crate::route::{Abort, Route, request_host};
 use crate::state::State;
 
 /// Serves one downstream request. Never fails: every error becomes an answer here.
@@ -208,19 +210,19 @@ fn filter_failed(runtime: &crate::state::Runtime, entry: &ChainEntry, error: Fil
 }
 
 /// Sends the request on: to the cluster a filter rerouted it to, else the route's. A route
-/// with a policy (answers, pins, splits, faults, rewrites, header edits) takes the longer way.
-async fn forward(
-    route: &Route,
-    rerouted: Option<&Cluster>,
-    conn: &ConnInfo,
+/// with a policy (answers, pins, splits, faults, rewrites, header edits, mirror) takes the
+/// longer, boxed way; a plain route's future is `send`'s own, with no layer added.
+fn forward<'a>(
+    route: &'a Route,
+    rerouted: Option<&'a Cluster>,
+    conn: &'a ConnInfo,
     head: http::request::Parts,
     body: Body,
     on_upgrade: Option<OnUpgrade>,
-) -> Result<Response<Body>, ProxyError> {
+) -> impl Future<Output = Result<Response<Body>, ProxyError>> + 'a {
     match (&route.policy, rerouted.or(route.cluster.as_deref())) {
-        (None, Some(cluster)) => send(route, cluster, conn, head, body, on_upgrade).await,
-        (Some(policy), _) => Box::pin(with_policy(route, policy, rerouted, conn, head, body, on_upgrade)).await,
-        (None, None) => Err(ProxyError::NoCluster),
+        (None, Some(cluster)) => Either::Left(send(route, cluster, conn, head, body, on_upgrade)),
+        _ => Either::Right(Box::pin(with_policy(route, rerouted, conn, head, body, on_upgrade))),
     }
 }
 
@@ -229,13 +231,16 @@ async fn forward(
 /// then the response's header edits.
 async fn with_policy(
     route: &Route,
-    policy: &Policy,
     rerouted: Option<&Cluster>,
     conn: &ConnInfo,
     mut head: http::request::Parts,
     body: Body,
     on_upgrade: Option<OnUpgrade>,
 ) -> Result<Response<Body>, ProxyError> {
+    // Without a policy a route has a cluster (config validation): this is unreachable.
+    let Some(policy) = &route.policy else {
+        return Err(ProxyError::NoCluster);
+    };
     if let Some(fault) = &policy.fault {
         let (delay, abort) = fault.draw(&head.headers);
         if let Some(delay) = delay {
