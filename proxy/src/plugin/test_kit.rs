@@ -121,7 +121,7 @@ fn clusters(names: &[String]) -> anyhow::Result<Arc<Clusters>> {
     let config = Config::parse("<test kit clusters>", &text)?;
     let mut clusters = Clusters::new();
     for c in &config.clusters {
-        let cluster = Cluster::build(c, &config.source)?;
+        let cluster = Cluster::build(c, &config.source, &Metrics::default())?;
         clusters.insert(cluster.name.clone(), Arc::new(cluster));
     }
     Ok(Arc::new(clusters))
