@@ -15,10 +15,12 @@ use crate::filter::FailureMode;
 
 mod admin;
 mod limits;
+mod observe;
 mod redact;
 
 pub use admin::{AdminConfig, MIN_TOKEN_LEN, Secret};
 pub use limits::LimitsConfig;
+pub use observe::{AccessLogConfig, OtlpProtocol, TracingConfig};
 pub use redact::urls as redact_urls;
 
 /// A configuration file, parsed and validated.
@@ -32,6 +34,8 @@ pub struct Config {
     pub wasm: WasmConfig,
     /// The store behind filters' `kv` interface; in-process when absent.
     pub kv: Option<Spanned<KvConfig>>,
+    pub access_log: Option<Spanned<AccessLogConfig>>,
+    pub tracing: Option<Spanned<TracingConfig>>,
     #[serde(default)]
     pub listeners: Vec<Spanned<ListenerConfig>>,
     #[serde(default)]
@@ -325,6 +329,9 @@ pub struct RouteConfig {
     pub host_rewrite: Option<String>,
     #[serde(default)]
     pub filters: Vec<Spanned<String>>,
+    /// Write access-log records for this route (when `[access_log]` is set).
+    #[serde(default = "defaults::yes")]
+    pub access_log: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -513,6 +520,7 @@ impl Config {
         }
         let mut paths: Vec<&mut PathBuf> = self.wasm.cache_dir.iter_mut().collect();
         paths.extend(self.admin.iter_mut().filter_map(|a| a.token_file.as_mut()));
+        paths.extend(self.access_log.iter_mut().filter_map(|a| a.get_mut().path.as_mut()));
         for listener in &mut self.listeners {
             if let Some(tls) = &mut listener.get_mut().tls {
                 paths.extend(tls.certificates.iter_mut().flat_map(|c| [&mut c.cert, &mut c.key]));
@@ -557,6 +565,8 @@ impl Config {
                 return Err(src.error_at(kv.span(), format!("[kv]: {problem}")));
             }
         }
+
+        observe::check(self)?;
 
         let mut addresses = HashSet::new();
         for listener in &self.listeners {

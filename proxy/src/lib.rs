@@ -16,6 +16,7 @@ pub mod front;
 pub mod listen;
 pub mod log;
 pub mod metrics;
+pub mod observe;
 pub mod proxy;
 pub mod respond;
 pub mod route;

@@ -136,6 +136,9 @@ pub struct Metrics {
     /// Requests answered 503 because a filter was at its concurrency limit, by reason
     /// (`queue_full`, `queue_timeout`).
     pub filter_rejected: Family<RejectLabels, Counter>,
+    /// Access-log records and trace spans dropped because their writer was behind.
+    pub access_log_dropped: Counter,
+    pub trace_spans_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -216,6 +219,7 @@ impl Default for Metrics {
             "Requests refused with 503 because a filter was at its concurrency limit",
             filter_rejected.clone(),
         );
+        let (access_log_dropped, trace_spans_dropped) = register_observe(&mut registry);
         Metrics {
             registry,
             responses,
@@ -233,8 +237,27 @@ impl Default for Metrics {
             filter_log_dropped,
             kv_evictions,
             filter_rejected,
+            access_log_dropped,
+            trace_spans_dropped,
         }
     }
+}
+
+/// The access log's and the trace exporter's drop counters (`observe`).
+fn register_observe(registry: &mut Registry) -> (Counter, Counter) {
+    let log = Counter::default();
+    registry.register(
+        "access_log_dropped",
+        "Access-log records dropped because the writer was behind",
+        log.clone(),
+    );
+    let spans = Counter::default();
+    registry.register(
+        "trace_spans_dropped",
+        "Trace spans dropped because the export queue was full",
+        spans.clone(),
+    );
+    (log, spans)
 }
 
 impl Metrics {

@@ -15,6 +15,7 @@ use crate::config::UpstreamProtocol;
 use crate::filter::{ChainEntry, Decision, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx};
 use crate::forward::{self, ConnInfo};
 use crate::front::{self, ClientBodyFault};
+use crate::observe::Recorder;
 use crate::respond::{ProxyError, error_response};
 use crate::route::{Route, request_host};
 use crate::state::State;
@@ -24,12 +25,17 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
     // The request keeps this config version, and the filter versions in it, to the end.
     let runtime = state.current();
     let (mut head, body) = req.into_parts();
+    // Empty, and free, unless an access log or tracing is configured.
+    let mut rec = state.observe.begin(&conn, &head);
+    let body = rec.request_body(body);
     // Before routing: routes, filters and the upstream must all see the same request.
     let upgrade = match front::admit(&mut head, &conn.door) {
         Ok(admitted) => admitted.upgrade,
         Err(refusal) => {
             runtime.metrics.downstream_refused(&conn.listener, refusal.reason());
-            return Ok(error_response(&ProxyError::Refused(refusal), "-"));
+            let err = ProxyError::Refused(refusal);
+            rec.failed(&err);
+            return Ok(rec.finish(error_response(&err, "-")));
         }
     };
     let Some(route) = runtime.router.find(&head, conn.identity.as_deref()) else {
@@ -38,14 +44,17 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             host: request_host(&head).to_owned(),
             path: head.uri.path().to_owned(),
         };
-        return Ok(error_response(&err, "-"));
+        rec.failed(&err);
+        return Ok(rec.finish(error_response(&err, "-")));
     };
-    let mut resp = match proxy(&runtime, route, &conn, head, body, upgrade).await {
+    rec.route(&route.name);
+    let mut resp = match proxy(&runtime, route, &conn, head, body, upgrade, &mut rec).await {
         Ok(resp) => resp,
         Err(err) => {
             if let Some(reason) = err.client_fault() {
                 runtime.metrics.downstream_refused(&conn.listener, reason);
             }
+            rec.failed(&err);
             error_response(&err, &route.name)
         }
     };
@@ -53,7 +62,7 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
     if let Some(alt_svc) = &conn.alt_svc {
         resp.headers_mut().insert(http::header::ALT_SVC, alt_svc.clone());
     }
-    Ok(resp)
+    Ok(rec.finish(resp))
 }
 
 async fn proxy(
@@ -63,6 +72,7 @@ async fn proxy(
     mut head: http::request::Parts,
     body: Body,
     upgrade: bool,
+    rec: &mut Recorder,
 ) -> Result<Response<Body>, ProxyError> {
     let on_upgrade = if upgrade {
         head.extensions.remove::<OnUpgrade>()
@@ -71,11 +81,11 @@ async fn proxy(
     };
 
     if route.filters.is_empty() {
-        return forward(route, &route.cluster, conn, head, body, on_upgrade).await;
+        return forward(route, &route.cluster, conn, head, body, on_upgrade, rec).await;
     }
     // Boxed: the filter chain's state is large, and unboxed every request's future (which
     // hyper moves per request and keeps a box of per connection) would carry it.
-    Box::pin(filtered(runtime, route, conn, head, body, on_upgrade)).await
+    Box::pin(filtered(runtime, route, conn, head, body, on_upgrade, rec)).await
 }
 
 /// The request and response phases of the route's filter chain around the upstream.
@@ -86,9 +96,11 @@ async fn filtered(
     head: http::request::Parts,
     body: Body,
     on_upgrade: Option<OnUpgrade>,
+    rec: &mut Recorder,
 ) -> Result<Response<Body>, ProxyError> {
     let mut ctx = RequestCtx::new(conn.peer, conn.listener.clone(), route.name.clone(), conn.scheme);
     ctx.peer_identity = conn.identity.clone();
+    ctx.trace_id = rec.trace_id();
     let (buffered, streamed) = match route.request_body_limit {
         Some(limit) => (Some(read_body(body, limit, "request").await?), None),
         None => (None, Some(body)),
@@ -104,7 +116,10 @@ async fn filtered(
         if !entry.filter.has_request_phase() {
             continue;
         }
-        match entry.filter.on_request(&mut req, &mut ctx).await {
+        let started = rec.phase_start();
+        let outcome = entry.filter.on_request(&mut req, &mut ctx).await;
+        rec.phase_end(started, entry.filter.name(), "request", &outcome);
+        match outcome {
             Ok(Decision::Continue) => {}
             Ok(Decision::Respond(resp)) => {
                 // The filter that answered has had its say; the ones before it see the answer.
@@ -130,7 +145,7 @@ async fn filtered(
                 (None, Some(stream)) => stream,
                 (None, None) => Body::empty(),
             };
-            forward(route, cluster, conn, req.head, body, on_upgrade).await?
+            forward(route, cluster, conn, req.head, body, on_upgrade, rec).await?
         }
     };
 
@@ -145,7 +160,10 @@ async fn filtered(
         if !entry.filter.has_response_phase() {
             continue;
         }
-        match entry.filter.on_response(&mut resp, &mut ctx).await {
+        let started = rec.phase_start();
+        let outcome = entry.filter.on_response(&mut resp, &mut ctx).await;
+        rec.phase_end(started, entry.filter.name(), "response", &outcome);
+        match outcome {
             Ok(Decision::Continue) => {}
             Ok(Decision::Respond(replacement)) => {
                 let (head, body) = replacement.into_parts();
@@ -194,13 +212,17 @@ async fn forward(
     mut head: http::request::Parts,
     body: Body,
     on_upgrade: Option<OnUpgrade>,
+    rec: &mut Recorder,
 ) -> Result<Response<Body>, ProxyError> {
     let version = match cluster.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::Http2 => Version::HTTP_2,
     };
     forward::upstream_request(&mut head, conn, route.host_rewrite.as_ref(), version);
-    let mut resp = cluster.send(Request::from_parts(head, body), route.timeout).await?;
+    rec.upstream_start(&mut head);
+    let sent = cluster.send(Request::from_parts(head, body), route.timeout).await;
+    rec.upstream_end(&sent);
+    let mut resp = sent?;
 
     let switched = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     if switched {

@@ -84,6 +84,8 @@ pub struct State {
     pub quic_endpoints: std::sync::Mutex<HashMap<String, quinn::Endpoint>>,
     /// Who may use the admin API; `[admin]` changes need a restart, like listeners.
     pub admin: Access,
+    /// The access log and tracing, reconfigured with each version.
+    pub observe: Arc<crate::observe::Observer>,
 }
 
 impl State {
@@ -94,6 +96,7 @@ impl State {
         let store = crate::wasm::kv_store(kv.as_ref(), &metrics)?;
         let wasm = WasmHost::with_kv(&config.wasm, metrics.clone(), store)?;
         let runtime = build(config, 1, &metrics, &wasm).await?;
+        let observe = crate::observe::Observer::start(config, &metrics)?;
         Ok(Arc::new(State {
             current: ArcSwap::from_pointee(runtime),
             metrics,
@@ -104,6 +107,7 @@ impl State {
             reloading: tokio::sync::Mutex::new(()),
             quic_endpoints: std::sync::Mutex::new(HashMap::new()),
             admin,
+            observe,
         }))
     }
 
@@ -152,6 +156,7 @@ impl State {
         }
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
         let runtime = build(&config, version, &self.metrics, &self.wasm).await?;
+        self.observe.reconfigure(&config)?;
         for (name, endpoint) in self
             .quic_endpoints
             .lock()
