@@ -561,3 +561,63 @@ async fn hostile_trace_context_starts_a_new_trace_and_never_reaches_the_log() {
         assert_eq!(record["trace_id"], id.as_str(), "the log names the new trace");
     }
 }
+
+#[tokio::test]
+async fn a_reload_moves_the_access_log_and_a_log_that_cannot_open_is_rejected() {
+    let echo = Upstream::echo("echo").await;
+    let slow = slow_upstream().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (first, second) = (dir.path().join("first.log"), dir.path().join("second.log"));
+    let config = |path: &Path| {
+        proxied(
+            echo.addr,
+            slow.addr,
+            &format!("[runtime]\nwatch = false\n[access_log]\npath = \"{}\"\n", path.display()),
+        )
+    };
+    let weft = Weft::start(&config(&first)).await;
+    get_with(&weft, "/one", &[]).await;
+    assert_eq!(records(&first, 1).await[0]["path"], "/one");
+
+    weft.write_config(&config(&second));
+    assert_eq!(weft.admin("POST", "/reload").await.0, 200);
+    get_with(&weft, "/two", &[]).await;
+    assert_eq!(records(&second, 1).await[0]["path"], "/two");
+
+    weft.write_config(&config(&dir.path().join("no-such-dir/third.log")));
+    let (status, body) = weft.admin("POST", "/reload").await;
+    assert_ne!(status, 200, "{body}");
+    assert!(body.contains("[access_log] cannot open"), "{body}");
+    get_with(&weft, "/three", &[]).await;
+    let kept = records(&second, 2).await;
+    assert_eq!(kept.len(), 2, "the running log keeps being written: {kept:#?}");
+    assert_eq!(records(&first, 1).await.len(), 1, "the first log got nothing after the reload");
+}
+
+#[tokio::test]
+async fn spans_and_records_still_queued_at_shutdown_are_written() {
+    let (otlp, spans) = otlp_http().await;
+    let echo = Upstream::echo("echo").await;
+    let slow = slow_upstream().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    // An export interval far beyond the test: only the shutdown flush can send the span.
+    let top = format!(
+        "[access_log]\npath = \"{}\"\n[tracing]\nendpoint = \"http://{otlp}/v1/traces\"\ninterval = \"1h\"\n",
+        log.display()
+    );
+    let mut weft = Weft::start(&proxied(echo.addr, slow.addr, &top)).await;
+    let parent = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
+    assert_eq!(get_with(&weft, "/plain/last", &[("traceparent", parent.as_str())]).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(spans.lock().expect("spans").is_empty(), "exported before the interval");
+    weft.terminate();
+    assert!(weft.wait_exit(Duration::from_secs(20)).await, "{}", weft.log());
+    let got = spans.lock().expect("spans").clone();
+    assert!(
+        got.iter().any(|g| g.trace_id == PARENT_TRACE && g.kind == SpanKind::Server as i32),
+        "the queued span was not exported at shutdown: {got:#?}\n{}",
+        weft.log()
+    );
+    assert_eq!(records(&log, 1).await[0]["path"], "/plain/last");
+}

@@ -137,6 +137,23 @@ impl Observer {
         Ok(())
     }
 
+    /// At shutdown, after the drain: writes the records and exports the spans still
+    /// queued, waiting at most `within` (a stuck log file or collector cannot hold the
+    /// exit up).
+    pub async fn close(&self, within: std::time::Duration) {
+        self.on.store(false, Ordering::Relaxed);
+        let active = self.active.swap(Arc::new(Active::default()));
+        let flush = tokio::task::spawn_blocking(move || {
+            if let Some(log) = &active.log {
+                log.sink.flush(within);
+            }
+            if let Some((_, tracing)) = &active.tracing {
+                tracing.flush(within);
+            }
+        });
+        let _ = tokio::time::timeout(within * 2, flush).await;
+    }
+
     /// Starts recording a request: empty when nothing is configured.
     pub fn begin(&self, conn: &ConnInfo, head: &request::Parts) -> Recorder {
         if !self.on.load(Ordering::Relaxed) {

@@ -294,9 +294,16 @@ fn rfc3339(time: SystemTime, out: &mut String) {
     );
 }
 
+/// What the writer thread is handed.
+enum Message {
+    Record(Entry),
+    /// Answered once everything before it is written and flushed.
+    Flush(SyncSender<()>),
+}
+
 /// Where records go, and the thread that writes them.
 pub struct Sink {
-    records: SyncSender<Entry>,
+    records: SyncSender<Message>,
     reopen: Arc<AtomicBool>,
     dropped: Counter,
 }
@@ -323,12 +330,30 @@ impl Sink {
 
     /// Hands a record to the writer; drops and counts it when the writer is behind.
     pub fn send(&self, entry: Entry) {
-        match self.records.try_send(entry) {
+        match self.records.try_send(Message::Record(entry)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.inc();
             }
         }
+    }
+
+    /// Waits (blocking, at most `within`) until the records handed over so far are written.
+    pub fn flush(&self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        let (done, flushed) = sync_channel(1);
+        let mut message = Message::Flush(done);
+        loop {
+            match self.records.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
+                    message = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
+        }
+        let _ = flushed.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
     }
 
     /// Asks the writer to reopen its file (after logrotate moved it).
@@ -386,22 +411,31 @@ impl Output {
 
 /// The writer: formats records as they come, flushes when the channel is empty, and
 /// reopens the file when asked. Ends when every sender is gone (a reload replaced it).
-fn write_records(records: Receiver<Entry>, format: Format, mut out: Output, reopen: Arc<AtomicBool>) {
+fn write_records(records: Receiver<Message>, format: Format, mut out: Output, reopen: Arc<AtomicBool>) {
     let mut line = String::with_capacity(512);
     let mut failed = false;
     loop {
         let first = match records.recv_timeout(Duration::from_millis(200)) {
-            Ok(entry) => Some(entry),
+            Ok(message) => Some(message),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let mut result = Ok(());
-        for entry in first.into_iter().chain(std::iter::from_fn(|| records.try_recv().ok())) {
-            line.clear();
-            format.write(&entry, &mut line);
-            result = result.and(out.write(&line));
+        let mut waiting = Vec::new();
+        for message in first.into_iter().chain(std::iter::from_fn(|| records.try_recv().ok())) {
+            match message {
+                Message::Record(entry) => {
+                    line.clear();
+                    format.write(&entry, &mut line);
+                    result = result.and(out.write(&line));
+                }
+                Message::Flush(done) => waiting.push(done),
+            }
         }
         result = result.and(out.flush());
+        for done in waiting {
+            let _ = done.try_send(());
+        }
         match result {
             Err(e) if !failed => {
                 failed = true;

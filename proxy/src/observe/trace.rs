@@ -147,6 +147,13 @@ impl Tracing {
     }
 }
 
+impl Tracing {
+    /// Exports what is queued now (blocking, at most `within`).
+    pub fn flush(&self, within: Duration) {
+        let _ = self.provider.shutdown_with_timeout(within);
+    }
+}
+
 impl Drop for Tracing {
     /// Export what is queued, off the runtime's threads: the SDK's shutdown blocks.
     fn drop(&mut self) {
