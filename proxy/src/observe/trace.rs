@@ -316,7 +316,7 @@ fn incoming(headers: &HeaderMap) -> Option<(SpanContext, Decided)> {
         let (trace_id, span_id, flags) = parse_traceparent(value.as_bytes())?;
         let state = single(headers, &TRACESTATE)
             .and_then(|v| v.to_str().ok())
-            .filter(|s| s.len() <= MAX_TRACESTATE)
+            .filter(|s| s.len() <= MAX_TRACESTATE && valid_tracestate(s))
             .and_then(|s| s.parse::<TraceState>().ok())
             .unwrap_or_default();
         let context = SpanContext::new(trace_id, span_id, flags, true, state);
@@ -374,6 +374,29 @@ fn parse_traceparent(value: &[u8]) -> Option<(TraceId, SpanId, TraceFlags)> {
     }
     // Only the sampled bit is defined; the others are not passed on.
     Some((trace_id, span_id, TraceFlags::new(flags) & TraceFlags::SAMPLED))
+}
+
+/// The W3C `tracestate` grammar, which the SDK's parser only partly checks (it takes an
+/// empty key, and any byte in a value): `key=value` members split by `,` with optional
+/// spaces or tabs around them; keys `[a-z0-9][a-z0-9_*/@-]*`, values printable ASCII
+/// without `,` and `=` and not ending in a space.
+fn valid_tracestate(text: &str) -> bool {
+    text.split(',')
+        .map(|member| member.trim_matches([' ', '\t']))
+        .filter(|member| !member.is_empty())
+        .all(|member| {
+            let Some((key, value)) = member.split_once('=') else { return false };
+            let key_ok = key.len() <= 256
+                && key.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/@".contains(&b));
+            let value_ok = !value.is_empty()
+                && value.len() <= 256
+                && !value.ends_with(' ')
+                && value.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=');
+            key_ok && value_ok
+        })
 }
 
 /// `b3: {trace id}-{span id}[-{sampled}[-{parent span id}]]`; a lone `0`/`1`/`d` carries no ids.
@@ -609,8 +632,13 @@ mod tests {
         // A later version may append fields after a dash.
         assert!(incoming(&headers(&[("traceparent", &GOOD.replacen("00", "01", 1))])).is_some());
         // A malformed tracestate is dropped, the traceparent kept.
-        let (context, _) = incoming(&headers(&[("traceparent", GOOD), ("tracestate", "=,==bad")])).expect("parent");
-        assert_eq!(context.trace_state().header(), "");
+        for bad in ["=,==bad", "k=a\tb", "K=v", "k=v=w", "k=", "k"] {
+            let (context, _) = incoming(&headers(&[("traceparent", GOOD), ("tracestate", bad)])).expect("parent");
+            assert_eq!(context.trace_state().header(), "", "{bad:?}");
+        }
+        let (context, _) =
+            incoming(&headers(&[("traceparent", GOOD), ("tracestate", "a=1 , t@v-1=x y")])).expect("parent");
+        assert_eq!(context.trace_state().header(), "a=1,t@v-1=x y");
     }
 
     #[test]
