@@ -135,3 +135,66 @@ pub(super) fn check(config: &super::Config) -> Result<(), super::ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigError};
+
+    const ROUTES: &str = r#"
+[[listeners]]
+name = "main"
+address = "127.0.0.1:8080"
+
+[[clusters]]
+name = "web"
+endpoints = ["127.0.0.1:3000"]
+
+[[routes]]
+match = { path_prefix = "/" }
+cluster = "web"
+access_log = false
+"#;
+
+    fn error(top: &str) -> ConfigError {
+        match Config::parse("test.toml", &format!("{top}\n{ROUTES}")) {
+            Ok(_) => panic!("config should be rejected:\n{top}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn both_sections_are_off_unless_present_and_take_defaults() {
+        let config = Config::parse("test.toml", ROUTES).expect("valid");
+        assert!(config.access_log.is_none() && config.tracing.is_none());
+        assert!(!config.routes[0].get_ref().access_log);
+        let text = format!("[access_log]\n[tracing]\nendpoint = \"http://127.0.0.1:4318/v1/traces\"\n{ROUTES}");
+        let config = Config::parse("test.toml", &text).expect("valid");
+        let log = config.access_log.expect("on");
+        assert_eq!((log.get_ref().format.as_str(), log.get_ref().sample), ("json", 1.0));
+        let tracing = config.tracing.expect("on");
+        assert_eq!(tracing.get_ref().protocol, super::OtlpProtocol::Http);
+        assert_eq!(tracing.get_ref().service_name, "weft");
+    }
+
+    #[test]
+    fn mistakes_are_located_at_their_section_and_name_the_key() {
+        let e = error("[access_log]\nsample = 1.5");
+        assert_eq!(e.position.map(|p| p.0), Some(1), "{e}");
+        assert!(e.message.contains("[access_log] sample must be between 0.0 and 1.0"), "{e}");
+        let e = error("[access_log]\nformat = \"%status% %nope%\"");
+        assert!(e.message.contains("unknown field %nope%"), "{e}");
+        let e = error("[access_log]\nbuffer = 0");
+        assert!(e.message.contains("buffer must be more than zero"), "{e}");
+        let e = error("[access_log]\nfile = \"x.log\"");
+        assert!(e.message.contains("unknown field `file`"), "{e}");
+
+        let e = error("[tracing]\nendpoint = \"127.0.0.1:4318\"");
+        assert!(e.message.contains("needs http:// or https://"), "{e}");
+        let e = error("[tracing]\nendpoint = \"http://127.0.0.1:4317\"\nprotocol = \"thrift\"");
+        assert!(e.message.contains("unknown variant `thrift`"), "{e}");
+        let e = error("[tracing]\nendpoint = \"http://127.0.0.1:4317\"\nsample = -0.1");
+        assert!(e.message.contains("[tracing] sample"), "{e}");
+        let e = error("[tracing]\nendpoint = \"http://127.0.0.1:4317\"\ninterval = \"soon\"");
+        assert!(e.message.contains("invalid duration"), "{e}");
+    }
+}
