@@ -621,3 +621,18 @@ async fn spans_and_records_still_queued_at_shutdown_are_written() {
     );
     assert_eq!(records(&log, 1).await[0]["path"], "/plain/last");
 }
+
+#[tokio::test]
+async fn sample_logs_that_fraction_of_requests() {
+    let echo = Upstream::echo("echo").await;
+    let slow = slow_upstream().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let top = format!("[access_log]\npath = \"{}\"\nsample = 0.25\n", log.display());
+    let weft = Weft::start(&proxied(echo.addr, slow.addr, &top)).await;
+    for i in 0..20 {
+        assert_eq!(get_with(&weft, &format!("/plain/{i}"), &[]).await.status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(records(&log, 5).await.len(), 5, "a quarter of 20");
+}
