@@ -218,7 +218,11 @@ async fn access_log_records_a_success_a_filter_denial_and_an_upstream_timeout() 
     let quiet = get_with(&weft, "/health", &[]).await;
     assert_eq!(quiet.status, 200);
     // A Host with a tab (legal in a header value) must not break the record's line.
-    let host_tab = raw::exchange(weft.addr, b"GET /plain/tab HTTP/1.1\r\nHost: a\tb\r\nConnection: close\r\n\r\n").await;
+    let host_tab = raw::exchange(
+        weft.addr,
+        b"GET /plain/tab HTTP/1.1\r\nHost: a\tb\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     let tab_status = raw::status(&host_tab).expect("an answer");
 
     let all = records(&log, 4).await;
@@ -241,7 +245,10 @@ async fn access_log_records_a_success_a_filter_denial_and_an_upstream_timeout() 
     assert_eq!(ok["answered_by"], serde_json::Value::Null);
     assert!(ok["client"].as_str().expect("client").starts_with("127.0.0.1:"));
     assert!(ok["upstream_ms"].as_f64().expect("upstream_ms") <= ok["duration_ms"].as_f64().expect("duration"));
-    assert_eq!(ok["bytes_sent"].as_u64(), Some(get_with(&weft, "/plain/ok?x=1", &[]).await.body.len() as u64));
+    assert_eq!(
+        ok["bytes_sent"].as_u64(),
+        Some(get_with(&weft, "/plain/ok?x=1", &[]).await.body.len() as u64)
+    );
     assert!(ok["time"].as_str().expect("time").ends_with('Z'));
 
     let denied = by_path("/cap/deny");
@@ -261,7 +268,10 @@ async fn access_log_records_a_success_a_filter_denial_and_an_upstream_timeout() 
     assert_eq!(tab["status"], tab_status);
     assert_eq!(tab["authority"], "a\tb", "kept, escaped");
     let text = std::fs::read_to_string(&log).expect("log");
-    assert!(!text.contains('\t'), "a raw control character reached the log: {text:?}");
+    assert!(
+        !text.contains('\t'),
+        "a raw control character reached the log: {text:?}"
+    );
 }
 
 #[tokio::test]
@@ -364,7 +374,11 @@ async fn a_stuck_log_writer_drops_and_counts_records_and_never_blocks_requests()
             .expect("worker");
     }
     let dropped = weft.metric("weft_access_log_dropped_total").await;
-    assert!(dropped > 0.0, "no drops counted:\n{}", weft.admin("GET", "/metrics").await.1);
+    assert!(
+        dropped > 0.0,
+        "no drops counted:\n{}",
+        weft.admin("GET", "/metrics").await.1
+    );
     assert!(dropped <= 1200.0);
 }
 
@@ -415,10 +429,17 @@ async fn a_trace_arrives(protocol: &str) {
     let seen = reply.json();
     let (trace, upstream_parent, flags) = traceparent_parts(seen_header(&seen, "traceparent").expect("traceparent"));
     assert_eq!(trace, PARENT_TRACE, "the trace continues upstream");
-    assert_ne!(upstream_parent, PARENT_SPAN, "the proxy's span is the upstream's parent");
+    assert_ne!(
+        upstream_parent, PARENT_SPAN,
+        "the proxy's span is the upstream's parent"
+    );
     assert_eq!(flags, "01");
     assert_eq!(seen_header(&seen, "tracestate"), Some("vendor=opaque"));
-    assert_eq!(seen_header(&seen, "x-ctx-from"), Some(PARENT_TRACE), "the filter sees the trace id");
+    assert_eq!(
+        seen_header(&seen, "x-ctx-from"),
+        Some(PARENT_TRACE),
+        "the filter sees the trace id"
+    );
 
     let got = spans_until(&spans, |s| s.iter().filter(|g| g.trace_id == PARENT_TRACE).count() >= 4).await;
     let ours: Vec<&Got> = got.iter().filter(|g| g.trace_id == PARENT_TRACE).collect();
@@ -434,7 +455,10 @@ async fn a_trace_arrives(protocol: &str) {
         .find(|g| g.kind == SpanKind::Client as i32)
         .unwrap_or_else(|| panic!("no upstream span: {got:#?}"));
     assert_eq!(upstream.parent, server.span_id);
-    assert_eq!(upstream.span_id, upstream_parent, "the upstream's parent is the attempt's span");
+    assert_eq!(
+        upstream.span_id, upstream_parent,
+        "the upstream's parent is the attempt's span"
+    );
     for phase in ["filter cap request", "filter cap response"] {
         let span = ours
             .iter()
@@ -466,11 +490,19 @@ async fn sample_zero_records_no_new_trace_but_follows_a_sampled_parent() {
     let unsampled_parent = "00-11111111111111111111111111111111-2222222222222222-00";
     get_with(&weft, "/plain/parent-says-no", &[("traceparent", unsampled_parent)]).await;
     let parent = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
-    let seen = get_with(&weft, "/plain/sampled", &[("traceparent", parent.as_str())]).await.json();
+    let seen = get_with(&weft, "/plain/sampled", &[("traceparent", parent.as_str())])
+        .await
+        .json();
     assert!(seen_header(&seen, "traceparent").expect("traceparent").ends_with("-01"));
 
-    let got = spans_until(&spans, |s| s.iter().any(|g| g.trace_id == PARENT_TRACE && g.parent == PARENT_SPAN)).await;
-    assert!(got.iter().any(|g| g.trace_id == PARENT_TRACE), "the sampled parent was followed: {got:#?}");
+    let got = spans_until(&spans, |s| {
+        s.iter().any(|g| g.trace_id == PARENT_TRACE && g.parent == PARENT_SPAN)
+    })
+    .await;
+    assert!(
+        got.iter().any(|g| g.trace_id == PARENT_TRACE),
+        "the sampled parent was followed: {got:#?}"
+    );
     // Give any stray export time to arrive, then look again.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got = spans.lock().expect("spans").clone();
@@ -528,7 +560,12 @@ async fn hostile_trace_context_starts_a_new_trace_and_never_reaches_the_log() {
     ];
     let mut ids = Vec::new();
     for (i, value) in hostile.iter().enumerate() {
-        let reply = get_with(&weft, &format!("/plain/hostile/{i}"), &[("traceparent", value.as_str())]).await;
+        let reply = get_with(
+            &weft,
+            &format!("/plain/hostile/{i}"),
+            &[("traceparent", value.as_str())],
+        )
+        .await;
         assert_eq!(reply.status, 200, "{value}");
         let (trace, _, _) = traceparent_parts(seen_header(&reply.json(), "traceparent").expect("a new context"));
         assert_ne!(trace, PARENT_TRACE, "{value}");
@@ -552,7 +589,10 @@ async fn hostile_trace_context_starts_a_new_trace_and_never_reaches_the_log() {
 
     let all = records(&log, hostile.len() + 1).await;
     let text = std::fs::read_to_string(&log).expect("log");
-    assert!(!text.contains("evil") && !text.contains("00-abc"), "raw header text reached the log");
+    assert!(
+        !text.contains("evil") && !text.contains("00-abc"),
+        "raw header text reached the log"
+    );
     for (i, id) in ids.iter().enumerate() {
         let record = all
             .iter()
@@ -572,7 +612,10 @@ async fn a_reload_moves_the_access_log_and_a_log_that_cannot_open_is_rejected() 
         proxied(
             echo.addr,
             slow.addr,
-            &format!("[runtime]\nwatch = false\n[access_log]\npath = \"{}\"\n", path.display()),
+            &format!(
+                "[runtime]\nwatch = false\n[access_log]\npath = \"{}\"\n",
+                path.display()
+            ),
         )
     };
     let weft = Weft::start(&config(&first)).await;
@@ -591,7 +634,11 @@ async fn a_reload_moves_the_access_log_and_a_log_that_cannot_open_is_rejected() 
     get_with(&weft, "/three", &[]).await;
     let kept = records(&second, 2).await;
     assert_eq!(kept.len(), 2, "the running log keeps being written: {kept:#?}");
-    assert_eq!(records(&first, 1).await.len(), 1, "the first log got nothing after the reload");
+    assert_eq!(
+        records(&first, 1).await.len(),
+        1,
+        "the first log got nothing after the reload"
+    );
 }
 
 #[tokio::test]
@@ -608,14 +655,20 @@ async fn spans_and_records_still_queued_at_shutdown_are_written() {
     );
     let mut weft = Weft::start(&proxied(echo.addr, slow.addr, &top)).await;
     let parent = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
-    assert_eq!(get_with(&weft, "/plain/last", &[("traceparent", parent.as_str())]).await.status, 200);
+    assert_eq!(
+        get_with(&weft, "/plain/last", &[("traceparent", parent.as_str())])
+            .await
+            .status,
+        200
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(spans.lock().expect("spans").is_empty(), "exported before the interval");
     weft.terminate();
     assert!(weft.wait_exit(Duration::from_secs(20)).await, "{}", weft.log());
     let got = spans.lock().expect("spans").clone();
     assert!(
-        got.iter().any(|g| g.trace_id == PARENT_TRACE && g.kind == SpanKind::Server as i32),
+        got.iter()
+            .any(|g| g.trace_id == PARENT_TRACE && g.kind == SpanKind::Server as i32),
         "the queued span was not exported at shutdown: {got:#?}\n{}",
         weft.log()
     );

@@ -283,7 +283,9 @@ pub struct PhaseStart(Option<Instant>);
 impl Recorder {
     /// The request's trace id, for filters (`context::get-from("weft", "trace-id")`).
     pub fn trace_id(&self) -> Option<TraceId> {
-        self.0.as_ref().and_then(|r| r.trace.as_ref().map(trace::Trace::trace_id))
+        self.0
+            .as_ref()
+            .and_then(|r| r.trace.as_ref().map(trace::Trace::trace_id))
     }
 
     /// Counts the request body's bytes as they are read.
@@ -320,7 +322,9 @@ impl Recorder {
         phase: &'static str,
         outcome: &Result<Decision, FilterError>,
     ) {
-        let (Some(record), Some(start)) = (&mut self.0, start.0) else { return };
+        let (Some(record), Some(start)) = (&mut self.0, start.0) else {
+            return;
+        };
         let took = start.elapsed();
         let outcome = match outcome {
             Ok(Decision::Continue) => "continue",

@@ -65,7 +65,10 @@ pub enum OtlpProtocol {
 impl AccessLogConfig {
     pub(super) fn check(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.sample) {
-            return Err(format!("[access_log] sample must be between 0.0 and 1.0, not {}", self.sample));
+            return Err(format!(
+                "[access_log] sample must be between 0.0 and 1.0, not {}",
+                self.sample
+            ));
         }
         if self.buffer == 0 {
             return Err("[access_log] buffer must be more than zero".to_owned());
@@ -77,7 +80,10 @@ impl AccessLogConfig {
 impl TracingConfig {
     pub(super) fn check(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.sample) {
-            return Err(format!("[tracing] sample must be between 0.0 and 1.0, not {}", self.sample));
+            return Err(format!(
+                "[tracing] sample must be between 0.0 and 1.0, not {}",
+                self.sample
+            ));
         }
         let uri: http::Uri = self
             .endpoint
@@ -180,7 +186,10 @@ access_log = false
     fn mistakes_are_located_at_their_section_and_name_the_key() {
         let e = error("[access_log]\nsample = 1.5");
         assert_eq!(e.position.map(|p| p.0), Some(1), "{e}");
-        assert!(e.message.contains("[access_log] sample must be between 0.0 and 1.0"), "{e}");
+        assert!(
+            e.message.contains("[access_log] sample must be between 0.0 and 1.0"),
+            "{e}"
+        );
         let e = error("[access_log]\nformat = \"%status% %nope%\"");
         assert!(e.message.contains("unknown field %nope%"), "{e}");
         let e = error("[access_log]\nbuffer = 0");

@@ -91,7 +91,9 @@ impl Tracing {
         };
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample))))
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                config.sample,
+            ))))
             .with_resource(
                 Resource::builder_empty()
                     .with_service_name(config.service_name.clone())
@@ -111,14 +113,9 @@ impl Tracing {
         let parent = match incoming(headers) {
             Some((context, Decided::Yes)) => Context::new().with_remote_span_context(context),
             Some((context, Decided::Deferred)) => {
-                let decision = self.sampler.should_sample(
-                    None,
-                    context.trace_id(),
-                    "",
-                    &SpanKind::Server,
-                    &[],
-                    &[],
-                );
+                let decision = self
+                    .sampler
+                    .should_sample(None, context.trace_id(), "", &SpanKind::Server, &[], &[]);
                 let sampled = matches!(
                     decision.decision,
                     opentelemetry_sdk::trace::SamplingDecision::RecordAndSample
@@ -385,16 +382,23 @@ fn valid_tracestate(text: &str) -> bool {
         .map(|member| member.trim_matches([' ', '\t']))
         .filter(|member| !member.is_empty())
         .all(|member| {
-            let Some((key, value)) = member.split_once('=') else { return false };
+            let Some((key, value)) = member.split_once('=') else {
+                return false;
+            };
             let key_ok = key.len() <= 256
-                && key.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && key
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
                 && key
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/@".contains(&b));
             let value_ok = !value.is_empty()
                 && value.len() <= 256
                 && !value.ends_with(' ')
-                && value.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=');
+                && value
+                    .bytes()
+                    .all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=');
             key_ok && value_ok
         })
 }
@@ -568,7 +572,10 @@ impl opentelemetry_http::HttpClient for HyperExport {
                 Err(_) => Err(format!("no answer within {timeout:?}").into()),
             }
         });
-        Box::pin(async move { task.await.map_err(|e| opentelemetry_http::HttpError::from(e.to_string()))? })
+        Box::pin(async move {
+            task.await
+                .map_err(|e| opentelemetry_http::HttpError::from(e.to_string()))?
+        })
     }
 }
 
@@ -643,9 +650,11 @@ mod tests {
 
     #[test]
     fn b3_single_and_multi_headers_are_accepted() {
-        let (context, decided) =
-            incoming(&headers(&[("b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1-05e3ac9a4f6e3b90")]))
-                .expect("single");
+        let (context, decided) = incoming(&headers(&[(
+            "b3",
+            "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1-05e3ac9a4f6e3b90",
+        )]))
+        .expect("single");
         assert_eq!(context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert!(context.is_sampled());
         assert_eq!(decided, Decided::Yes);
@@ -661,8 +670,17 @@ mod tests {
         ]))
         .expect("multi");
         assert!(!context.is_sampled());
-        assert!(incoming(&headers(&[("b3", "0")])).is_none(), "a decision alone has no ids");
-        assert!(incoming(&headers(&[("b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-x")])).is_none());
+        assert!(
+            incoming(&headers(&[("b3", "0")])).is_none(),
+            "a decision alone has no ids"
+        );
+        assert!(
+            incoming(&headers(&[(
+                "b3",
+                "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-x"
+            )]))
+            .is_none()
+        );
         assert!(
             incoming(&headers(&[
                 ("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"),
