@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -58,11 +58,31 @@ pub struct FilterLabels {
     pub kind: LabelText,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A guest metric's series: `filter`, `name`, then the labels the guest gave
+/// (`metrics.*-labelled`), whose names the host checked and whose values it escapes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct GuestLabels {
     pub filter: LabelText,
     /// Checked against the metric-name grammar before it gets here; escaped anyway.
     pub name: LabelText,
+    pub labels: Box<[(Box<str>, LabelText)]>,
+}
+
+impl EncodeLabelSet for GuestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        ("filter", &self.filter).encode(encoder.encode_label())?;
+        ("name", &self.name).encode(encoder.encode_label())?;
+        for (key, value) in &self.labels {
+            (&**key, value).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+impl EncodeLabelValue for &LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        escape_label_value(&self.0, encoder)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
