@@ -689,3 +689,43 @@ async fn sample_logs_that_fraction_of_requests() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(records(&log, 5).await.len(), 5, "a quarter of 20");
 }
+
+#[tokio::test]
+async fn a_full_span_queue_drops_and_counts_spans_and_requests_go_on() {
+    let (otlp, spans) = otlp_http().await;
+    let echo = Upstream::echo("echo").await;
+    let slow = slow_upstream().await;
+    // One span may wait for export: a burst overflows it.
+    let top = format!("[tracing]\nendpoint = \"http://{otlp}/v1/traces\"\nqueue = 1\n");
+    let weft = Weft::start(&proxied(echo.addr, slow.addr, &top)).await;
+    let client = http1_client();
+    let mut burst = Vec::new();
+    for i in 0..20 {
+        let req = Request::get(weft.url(&format!("/plain/{i}")))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let client = client.clone();
+        burst.push(tokio::spawn(async move { send(&client, req).await.status }));
+    }
+    for request in burst {
+        assert_eq!(request.await.expect("request"), 200);
+    }
+    // Each request ends two spans (its own and the upstream attempt's): every one of the
+    // 40 is either exported or counted as dropped.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut dropped, mut received) = (0.0, 0);
+    while Instant::now() < deadline {
+        dropped = weft.metric("weft_trace_spans_dropped_total").await;
+        received = spans.lock().expect("spans").len();
+        if dropped + received as f64 == 40.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        dropped + received as f64,
+        40.0,
+        "dropped {dropped}, received {received}"
+    );
+    assert!(dropped > 0.0, "a queue of one took a burst of 40 spans");
+}
