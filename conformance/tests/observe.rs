@@ -729,3 +729,60 @@ async fn a_full_span_queue_drops_and_counts_spans_and_requests_go_on() {
     );
     assert!(dropped > 0.0, "a queue of one took a burst of 40 spans");
 }
+
+#[tokio::test]
+async fn a_reload_switches_the_exporter_and_tracing_off() {
+    let (first, first_spans) = otlp_http().await;
+    let (second, second_spans) = otlp_grpc().await;
+    let echo = Upstream::echo("echo").await;
+    let slow = slow_upstream().await;
+    let config = |tracing: &str| proxied(echo.addr, slow.addr, &format!("[runtime]\nwatch = false\n{tracing}"));
+    let weft = Weft::start(&config(&format!(
+        "[tracing]\nendpoint = \"http://{first}/v1/traces\"\ninterval = \"100ms\"\n"
+    )))
+    .await;
+    let traced = |trace: &'static str| format!("00-{trace}-{PARENT_SPAN}-01");
+    let one = "11111111111111111111111111111111";
+    get_with(&weft, "/plain/1", &[("traceparent", traced(one).as_str())]).await;
+    spans_until(&first_spans, |s| s.iter().any(|g| g.trace_id == one)).await;
+
+    weft.write_config(&config(&format!(
+        "[tracing]\nendpoint = \"http://{second}\"\nprotocol = \"grpc\"\ninterval = \"100ms\"\nservice_name = \"moved\"\n"
+    )));
+    assert_eq!(weft.admin("POST", "/reload").await.0, 200);
+    let two = "22222222222222222222222222222222";
+    get_with(&weft, "/plain/2", &[("traceparent", traced(two).as_str())]).await;
+    let got = spans_until(&second_spans, |s| s.iter().any(|g| g.trace_id == two)).await;
+    let span = got
+        .iter()
+        .find(|g| g.trace_id == two)
+        .expect("exported to the new endpoint");
+    assert!(span.service.contains("moved"), "{span:?}");
+
+    weft.write_config(&config(""));
+    assert_eq!(weft.admin("POST", "/reload").await.0, 200);
+    let seen = get_with(&weft, "/plain/3", &[("traceparent", traced(PARENT_TRACE).as_str())])
+        .await
+        .json();
+    assert_eq!(
+        seen_header(&seen, "traceparent"),
+        Some(traced(PARENT_TRACE).as_str()),
+        "tracing off: the client's context passes through untouched"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all: Vec<Got> = first_spans
+        .lock()
+        .expect("spans")
+        .iter()
+        .chain(second_spans.lock().expect("spans").iter())
+        .cloned()
+        .collect();
+    assert!(
+        all.iter().all(|g| g.trace_id != PARENT_TRACE),
+        "exported after tracing was turned off"
+    );
+    assert!(
+        first_spans.lock().expect("spans").iter().all(|g| g.trace_id == one),
+        "the old exporter got only the old traffic"
+    );
+}
