@@ -29,7 +29,8 @@ pub struct AccessLogConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TracingConfig {
-    /// `http://host:4318/v1/traces` for `protocol = "http"`, `http://host:4317` for `"grpc"`.
+    /// `http://host:4318/v1/traces` for `protocol = "http"`, `http://host:4317` for `"grpc"`
+    /// (cleartext only).
     pub endpoint: String,
     #[serde(default)]
     pub protocol: OtlpProtocol,
@@ -89,9 +90,12 @@ impl TracingConfig {
             .endpoint
             .parse()
             .map_err(|e| format!("[tracing] endpoint {:?} is not a URL: {e}", self.endpoint))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        // The exporters are built without TLS: a collector is reached in cleartext, usually
+        // an agent on the same host, which forwards over TLS itself.
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
             return Err(format!(
-                "[tracing] endpoint {:?} needs http:// or https:// and a host, e.g. \"http://127.0.0.1:4318/v1/traces\"",
+                "[tracing] endpoint {:?} needs http:// and a host, e.g. \"http://127.0.0.1:4318/v1/traces\" \
+                 (https is not supported: export to a collector or agent nearby)",
                 self.endpoint
             ));
         }
@@ -198,7 +202,9 @@ access_log = false
         assert!(e.message.contains("unknown field `file`"), "{e}");
 
         let e = error("[tracing]\nendpoint = \"127.0.0.1:4318\"");
-        assert!(e.message.contains("needs http:// or https://"), "{e}");
+        assert!(e.message.contains("needs http://"), "{e}");
+        let e = error("[tracing]\nendpoint = \"https://collector.example:4318/v1/traces\"");
+        assert!(e.message.contains("https is not supported"), "{e}");
         let e = error("[tracing]\nendpoint = \"http://127.0.0.1:4317\"\nprotocol = \"thrift\"");
         assert!(e.message.contains("unknown variant `thrift`"), "{e}");
         let e = error("[tracing]\nendpoint = \"http://127.0.0.1:4317\"\nsample = -0.1");
