@@ -123,6 +123,9 @@ impl Cluster {
     /// Sends `req` to the next endpoint and waits at most `timeout` for the response head.
     pub async fn send(&self, mut req: Request<Body>, timeout: Duration) -> Result<Response<PooledBody>, UpstreamError> {
         let endpoint = self.pick();
+        if let Some(slot) = req.extensions().get::<Arc<crate::observe::UpstreamSlot>>() {
+            slot.set(endpoint.addr);
+        }
         if self.connector.http2 {
             // HTTP/2 carries the target as :scheme and :authority.
             let path = req
