@@ -18,7 +18,7 @@ mod limits;
 mod redact;
 
 pub use admin::{AdminConfig, MIN_TOKEN_LEN, Secret};
-pub use limits::LimitsConfig;
+pub use limits::{DEFAULT_MEMORY, LimitsConfig};
 pub use redact::urls as redact_urls;
 
 /// A configuration file, parsed and validated.

@@ -114,10 +114,11 @@ impl WasmHost {
         clusters: Arc<Clusters>,
         reuse: InstanceReuse,
     ) -> anyhow::Result<Arc<dyn Filter>> {
-        if limits.memory > engine::MAX_MEMORY {
+        if let Some(memory) = limits.memory
+            && memory > engine::MAX_MEMORY
+        {
             bail!(
-                "limits.memory of {} bytes is over the host's maximum of {} bytes",
-                limits.memory,
+                "limits.memory of {memory} bytes is over the host's maximum of {} bytes",
                 engine::MAX_MEMORY
             );
         }
@@ -127,6 +128,7 @@ impl WasmHost {
         }
         let started = Instant::now();
         let compiled = self.runtime.compile(path).await?;
+        let memory = limits.memory.unwrap_or_else(|| compiled.default_memory());
         let quota = KvQuota {
             keys: limits.kv_keys,
             bytes: limits.kv_bytes,
@@ -145,7 +147,7 @@ impl WasmHost {
             compiled.clone(),
             shared.clone(),
             config_json,
-            limits.memory,
+            memory,
             limits.cpu,
             reuse,
         );
@@ -162,6 +164,7 @@ impl WasmHost {
             filter = name,
             plugin = %path.display(),
             wit = %compiled.version,
+            memory,
             ms = started.elapsed().as_millis() as u64,
             request_body = options.request_body,
             response_body = options.response_body,

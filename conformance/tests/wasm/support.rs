@@ -28,7 +28,7 @@ pub fn metrics() -> &'static Metrics {
 
 pub fn limits(memory: usize, cpu: Duration, body: usize) -> LimitsConfig {
     LimitsConfig {
-        memory,
+        memory: Some(memory),
         cpu,
         body,
         ..LimitsConfig::default()
