@@ -34,6 +34,14 @@ impl Lang {
         }
     }
 
+    /// `conformance/polyglot/noop-py` or `-js`, built: continues in both phases.
+    pub fn noop(self) -> PathBuf {
+        match self {
+            Lang::Python => build(self, "conformance/polyglot/noop-py", "app", "noop_py"),
+            Lang::Js => build(self, "conformance/polyglot/noop-js", "filter.js", "noop_js"),
+        }
+    }
+
     /// `conformance/polyglot/probe-py` or `-js`, built: the host interfaces and each
     /// misbehaviour, chosen by the request path (see its source).
     pub fn probe(self) -> PathBuf {

@@ -261,6 +261,20 @@ async fn misbehaviour_is_contained_as_for_rust(lang: Lang) {
     }
 }
 
+/// CPython can reach for files, the environment and sockets: the host gives it no
+/// directories, no variables, and no address it may connect to or resolve.
+#[tokio::test]
+async fn a_python_filter_cannot_reach_files_the_environment_or_the_network() {
+    let (web, side) = (Upstream::echo("web").await, Upstream::echo("side").await);
+    let weft = Weft::start(&config(&web, &side, &probe(Lang::Python, ""))).await;
+    let reply = request(&weft, "/escape", &[("x-probe", &side.addr.to_string())]).await;
+    assert_eq!(reply.status, 200, "{}", weft.log());
+    let attempts = reply.text();
+    assert_eq!(attempts.split(' ').count(), 6, "{attempts}");
+    assert!(attempts.split(' ').all(|a| a.ends_with(":refused")), "{attempts}");
+    assert_eq!(side.connections(), 0, "no connection reached the upstream");
+}
+
 #[tokio::test]
 async fn python_misbehaviour_is_contained_as_for_rust() {
     misbehaviour_is_contained_as_for_rust(Lang::Python).await;

@@ -1,6 +1,6 @@
 """A Python test filter, driven by the request path: the host interfaces (`/kv`,
 `/callout`, `/log`, `/greet`), and each misbehaviour the sandbox must contain (`/loop`,
-`/alloc`, `/raise`). Anything else continues; every response gets `x-lang: python`."""
+`/alloc`, `/raise`), and what the sandbox refuses (`/escape`). Anything else continues; every response gets `x-lang: python`."""
 
 from dataclasses import dataclass
 
@@ -11,6 +11,27 @@ import weft
 class Config:
     greeting: str
     callout_cluster: str = "side"
+
+
+def escape(address: str):
+    """Tries what the sandbox must refuse: each attempt is `name:refused` or `name:LEAK`."""
+    import os
+    import socket
+
+    host, _, port = address.rpartition(":")
+    attempts = {
+        "file": lambda: open("/etc/hostname").read(),
+        "listdir": lambda: os.listdir("/"),
+        "cwd-file": lambda: open("weft.toml").read(),
+        "env": lambda: dict(os.environ) or None,
+        "connect": lambda: socket.create_connection((host, int(port)), timeout=1),
+        "resolve": lambda: socket.getaddrinfo("localhost", 80),
+    }
+    for name, attempt in attempts.items():
+        try:
+            yield f"{name}:{'refused' if attempt() is None else 'LEAK'}"
+        except Exception:
+            yield f"{name}:refused"
 
 
 class Probe(weft.Filter):
@@ -38,6 +59,8 @@ class Probe(weft.Filter):
             hoard = []
             while True:
                 hoard.append(bytearray(1 << 20))
+        if path == "/escape":
+            return weft.Reply(200, {}, " ".join(escape(request.header("x-probe") or "")))
         if path == "/raise":
             raise RuntimeError("probe-py was asked to raise")
         return weft.CONTINUE
