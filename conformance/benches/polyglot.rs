@@ -70,14 +70,25 @@ fn response() -> FilterResponse {
 }
 
 fn ctx() -> RequestCtx {
-    RequestCtx::new(SocketAddr::from(([127, 0, 0, 1], 40000)), "public".into(), "api".into(), "http")
+    RequestCtx::new(
+        SocketAddr::from(([127, 0, 0, 1], 40000)),
+        "public".into(),
+        "api".into(),
+        "http",
+    )
 }
 
 fn host() -> WasmHost {
     WasmHost::new(&WasmConfig::default(), Arc::new(Metrics::default())).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-fn load(rt: &tokio::runtime::Runtime, host: &WasmHost, plugin: &Path, config: &str, reuse: InstanceReuse) -> Arc<dyn Filter> {
+fn load(
+    rt: &tokio::runtime::Runtime,
+    host: &WasmHost,
+    plugin: &Path,
+    config: &str,
+    reuse: InstanceReuse,
+) -> Arc<dyn Filter> {
     let clusters = Arc::new(Clusters::new());
     let limits = LimitsConfig::default();
     rt.block_on(host.load_filter_with("bench", plugin, config, &limits, clusters, reuse))
@@ -146,7 +157,11 @@ fn costs(c: &mut Criterion) {
             group.bench_function(name, |b| {
                 b.iter(|| {
                     let decision = rt.block_on(filter.on_request(&mut req, &mut cx));
-                    assert!(matches!(decision, Ok(Decision::Continue)), "{name}: {:?}", decision.err());
+                    assert!(
+                        matches!(decision, Ok(Decision::Continue)),
+                        "{name}: {:?}",
+                        decision.err()
+                    );
                 })
             });
         }
@@ -160,7 +175,10 @@ fn costs(c: &mut Criterion) {
                     let mut resp = response();
                     let decision = hello.on_response(&mut resp, &mut cx).await;
                     assert!(matches!(decision, Ok(Decision::Continue)), "hello");
-                    assert_eq!(resp.head.headers.get("x-hello").map(|v| v.as_bytes()), Some(&b"world"[..]));
+                    assert_eq!(
+                        resp.head.headers.get("x-hello").map(|v| v.as_bytes()),
+                        Some(&b"world"[..])
+                    );
                 })
             })
         });

@@ -181,7 +181,11 @@ async fn the_sdk_reaches_every_host_interface(lang: Lang) {
 
     let greet = get(&weft.url("/greet")).await;
     assert_eq!(greet.status, 200);
-    assert_eq!(greet.text(), format!("hello from {}", lang.name()), "the config was read");
+    assert_eq!(
+        greet.text(),
+        format!("hello from {}", lang.name()),
+        "the config was read"
+    );
 
     let first = request(&weft, "/kv", &[("x-probe", "one")]).await;
     assert_eq!((first.status, first.header("x-hits")), (200, Some("1")));
@@ -192,8 +196,15 @@ async fn the_sdk_reaches_every_host_interface(lang: Lang) {
     let called = get(&weft.url("/callout")).await;
     assert_eq!((called.status, called.header("x-callout-status")), (200, Some("200")));
     let answer = called.json();
-    assert_eq!((answer["upstream"].as_str(), answer["uri"].as_str()), (Some("side"), Some("/side")));
-    assert_eq!(seen_header(&answer, "x-probe"), Some(lang.name()), "the callout's headers");
+    assert_eq!(
+        (answer["upstream"].as_str(), answer["uri"].as_str()),
+        (Some("side"), Some("/side"))
+    );
+    assert_eq!(
+        seen_header(&answer, "x-probe"),
+        Some(lang.name()),
+        "the callout's headers"
+    );
     assert_eq!(side.hits(), 1);
 
     let passed = request(&weft, "/log", &[("x-probe", "hi")]).await;
@@ -245,8 +256,15 @@ async fn misbehaviour_is_contained_as_for_rust(lang: Lang) {
 
     assert_eq!(get(&weft.url("/raise")).await.status, 500);
     assert_eq!(counter(&weft, &errors("trap")).await, 1.0, "{}", weft.log());
-    let said = format!("probe-{} was asked to raise", if lang == Lang::Python { "py" } else { "js" });
-    assert!(weft.log().contains(&said), "the exception is in the log:\n{}", weft.log());
+    let said = format!(
+        "probe-{} was asked to raise",
+        if lang == Lang::Python { "py" } else { "js" }
+    );
+    assert!(
+        weft.log().contains(&said),
+        "the exception is in the log:\n{}",
+        weft.log()
+    );
     let fine = get(&weft.url("/fine")).await;
     assert_eq!((fine.status, fine.header("x-lang")), (200, Some(lang.name())));
 

@@ -143,14 +143,7 @@ impl WasmHost {
             metric_names: metrics::MetricNames::new(name, &self.metrics),
             log_budget: output::LogBudget::new(name, limits.log_rate, limits.log_burst, &self.metrics),
         });
-        let pool = Pool::new(
-            compiled.clone(),
-            shared.clone(),
-            config_json,
-            memory,
-            limits.cpu,
-            reuse,
-        );
+        let pool = Pool::new(compiled.clone(), shared.clone(), config_json, memory, limits.cpu, reuse);
         let (first, options) = match pool.create().await {
             Ok(ready) => ready,
             Err(CreateError::Refused(message)) => bail!("init refused the config: {message}"),

@@ -147,7 +147,9 @@ impl Runtime {
         let initial_memory = component
             .resources_required()
             .and_then(|r| r.max_initial_memory_size)
-            .map_or(0, |pages| usize::try_from(pages.saturating_mul(WASM_PAGE)).unwrap_or(usize::MAX));
+            .map_or(0, |pages| {
+                usize::try_from(pages.saturating_mul(WASM_PAGE)).unwrap_or(usize::MAX)
+            });
         let pre = self
             .linker
             .instantiate_pre(&component)
