@@ -14,24 +14,33 @@ class Config:
 
 
 def escape(address: str):
-    """Tries what the sandbox must refuse: each attempt is `name:refused` or `name:LEAK`."""
+    """Tries what the sandbox must refuse: each attempt is `name:LEAK` when it got
+    something, else `name:` and the exception that stopped it."""
     import os
-    import socket
 
     host, _, port = address.rpartition(":")
+
+    def connect():
+        import socket
+        return socket.create_connection((host, int(port)), timeout=1)
+
+    def resolve():
+        import socket
+        return socket.getaddrinfo("localhost", 80)
+
     attempts = {
         "file": lambda: open("/etc/hostname").read(),
         "listdir": lambda: os.listdir("/"),
         "cwd-file": lambda: open("weft.toml").read(),
         "env": lambda: dict(os.environ) or None,
-        "connect": lambda: socket.create_connection((host, int(port)), timeout=1),
-        "resolve": lambda: socket.getaddrinfo("localhost", 80),
+        "connect": connect,
+        "resolve": resolve,
     }
     for name, attempt in attempts.items():
         try:
-            yield f"{name}:{'refused' if attempt() is None else 'LEAK'}"
-        except Exception:
-            yield f"{name}:refused"
+            yield f"{name}:{'nothing' if attempt() is None else 'LEAK'}"
+        except Exception as e:
+            yield f"{name}:{type(e).__name__}"
 
 
 class Probe(weft.Filter):
