@@ -1,5 +1,5 @@
 // Weft filters in JavaScript: a thin layer over the bindings componentize-js generates
-// from `wit/filter.wit` (`weft:filter@0.2.0`).
+// from `wit/filter.wit` (`weft:filter@0.2.1`).
 //
 // A filter is a subclass of `Filter` with a config schema, exported as `hooks`:
 //
@@ -20,13 +20,13 @@
 // refuses it with your message. Any other exception during a phase fails that request like
 // a Rust panic (500, or skipped with `on_error = "open"`), and the instance is discarded.
 
-import * as wlog from "weft:filter/log@0.2.0";
-import * as wmetrics from "weft:filter/metrics@0.2.0";
-import * as wmetadata from "weft:filter/metadata@0.2.0";
-import * as wcontext from "weft:filter/context@0.2.0";
-import * as wkv from "weft:filter/kv@0.2.0";
-import * as wcallout from "weft:filter/callout@0.2.0";
-import { Fields } from "weft:filter/types@0.2.0";
+import * as wlog from "weft:filter/log@0.2.1";
+import * as wmetrics from "weft:filter/metrics@0.2.1";
+import * as wmetadata from "weft:filter/metadata@0.2.1";
+import * as wcontext from "weft:filter/context@0.2.1";
+import * as wkv from "weft:filter/kv@0.2.1";
+import * as wcallout from "weft:filter/callout@0.2.1";
+import { Fields } from "weft:filter/types@0.2.1";
 
 // ------------------------------------------------------------------------- decisions
 
@@ -278,6 +278,10 @@ export const metrics = {
   counterAdd: (name, delta = 1) => wmetrics.counterAdd(name, BigInt(delta)),
   gaugeSet: (name, value) => wmetrics.gaugeSet(name, BigInt(value)),
   histogramObserve: (name, value) => wmetrics.histogramObserve(name, value),
+  /** One labelled series of `name` (at most 4 labels): `{ operation: "GetUser" }`. */
+  counterAddLabelled: (name, labels, delta = 1) => wmetrics.counterAddLabelled(name, headerList(labels), BigInt(delta)),
+  gaugeSetLabelled: (name, labels, value) => wmetrics.gaugeSetLabelled(name, headerList(labels), BigInt(value)),
+  histogramObserveLabelled: (name, labels, value) => wmetrics.histogramObserveLabelled(name, headerList(labels), value),
 };
 
 /** Facts about the current request (empty during the constructor). */

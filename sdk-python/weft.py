@@ -1,5 +1,5 @@
 """Weft filters in Python: a thin layer over the bindings componentize-py generates from
-`wit/filter.wit` (`weft:filter@0.2.0`).
+`wit/filter.wit` (`weft:filter@0.2.1`).
 
 A filter is a subclass of `Filter` with a `Config` dataclass, exported with `export`:
 
@@ -399,6 +399,19 @@ class metrics:
     counter_add = staticmethod(_metrics.counter_add)
     gauge_set = staticmethod(_metrics.gauge_set)
     histogram_observe = staticmethod(_metrics.histogram_observe)
+
+    @staticmethod
+    def counter_add_labelled(name: str, labels: Headers, delta: int) -> None:
+        """One labelled series of `name` (at most 4 labels): `{"operation": "GetUser"}`."""
+        _metrics.counter_add_labelled(name, _header_list(labels), delta)
+
+    @staticmethod
+    def gauge_set_labelled(name: str, labels: Headers, value: int) -> None:
+        _metrics.gauge_set_labelled(name, _header_list(labels), value)
+
+    @staticmethod
+    def histogram_observe_labelled(name: str, labels: Headers, value: float) -> None:
+        _metrics.histogram_observe_labelled(name, _header_list(labels), value)
 
 
 class metadata:

@@ -14,6 +14,7 @@ use rustls::pki_types::ServerName;
 use crate::body::Body;
 use crate::config::ConfigError;
 use crate::config::{ClusterConfig, Source, UpstreamProtocol};
+use crate::metrics::{ClusterCounters, Metrics};
 
 mod pool;
 
@@ -37,6 +38,9 @@ pub struct Cluster {
     endpoints: Vec<Endpoint>,
     next: AtomicUsize,
     connector: Connector,
+    /// Responses, failures and latency of this cluster's exchanges, whichever route,
+    /// split or filter sent them here.
+    pub counters: ClusterCounters,
 }
 
 /// Why an upstream exchange failed; `respond` turns it into 502 or 504.
@@ -56,7 +60,11 @@ pub enum UpstreamError {
 }
 
 impl Cluster {
-    pub fn build(spanned: &toml::Spanned<ClusterConfig>, src: &Source) -> Result<Cluster, ConfigError> {
+    pub fn build(
+        spanned: &toml::Spanned<ClusterConfig>,
+        src: &Source,
+        metrics: &Metrics,
+    ) -> Result<Cluster, ConfigError> {
         let config = spanned.get_ref();
         let mut endpoints = Vec::with_capacity(config.endpoints.len());
         for endpoint in &config.endpoints {
@@ -102,6 +110,7 @@ impl Cluster {
                 http2,
                 tls,
             },
+            counters: ClusterCounters::new(metrics, &config.name),
         })
     }
 

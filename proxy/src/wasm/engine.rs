@@ -25,6 +25,8 @@ pub(crate) struct Compiled {
     pub pre: FilterPre<HostState>,
     /// The `weft:filter` version the guest targets.
     pub version: String,
+    /// SHA-256 of the component's bytes, in hex: what the admin API and audit log show.
+    pub sha256: String,
     /// The largest linear memory the component starts with, in bytes: a few hundred KiB
     /// for a Rust filter, the interpreter's pre-initialised heap for Python (~13 MiB) or
     /// JavaScript (~9 MiB).
@@ -158,9 +160,11 @@ impl Runtime {
         let pre = FilterPre::new(pre)
             .map_err(wasmtime_error)
             .with_context(|| format!("plugin {} does not export the weft:filter hooks", path.display()))?;
+        let sha256 = hash.iter().map(|b| format!("{b:02x}")).collect();
         let compiled = Arc::new(Compiled {
             pre,
             version,
+            sha256,
             initial_memory,
         });
 

@@ -77,7 +77,7 @@ fn clusters() -> Clusters {
     let config = Config::parse("test", text).expect("valid clusters");
     let mut clusters = Clusters::new();
     for c in &config.clusters {
-        let cluster = Cluster::build(c, &config.source).expect("cluster");
+        let cluster = Cluster::build(c, &config.source, &crate::metrics::Metrics::default()).expect("cluster");
         clusters.insert(cluster.name.clone(), Arc::new(cluster));
     }
     clusters
