@@ -8,6 +8,7 @@
 mod config;
 pub mod h2raw;
 pub mod plugins;
+pub mod polyglot;
 pub mod raw;
 
 pub use config::Config;

@@ -23,6 +23,8 @@
 //! - `wasm = "<dir>/NAME.wasm"` loads `NAME.wasm` as `cargo plugins` built it
 //!   (`target/wasm/wasm32-wasip2/release/`). `my_filter.wasm`, the filter a newcomer makes
 //!   by copying `examples/hello-filter`, is checked with `hello_filter.wasm`.
+//!   `hello_filter_py.wasm` and `hello_filter_js.wasm` are the Python and JavaScript
+//!   examples, built by their SDKs' build scripts (`weft_conformance::polyglot`).
 //! - `certs/NAME.pem` is made by `weft cert`: `*-key.pem` is the server key, a name ending
 //!   in `ca.pem` the CA, any other `.pem` the server certificate.
 //!
@@ -31,6 +33,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use weft_conformance::polyglot::Lang;
 use weft_conformance::{plugins, weft_bin};
 
 /// A fenced block of a Markdown file.
@@ -151,7 +154,11 @@ fn materialise(text: &str, dir: &Path, certs: &Path, wasm_dir: &Path) -> Result<
             } else {
                 name
             };
-            let built = wasm_dir.join(name);
+            let built = match name {
+                "hello_filter_py.wasm" => Lang::Python.hello(),
+                "hello_filter_js.wasm" => Lang::Js.hello(),
+                name => wasm_dir.join(name),
+            };
             if !built.exists() {
                 return Err(format!(
                     "wasm = {path:?}: no plugin {name} in {} (`cargo plugins` builds them)",

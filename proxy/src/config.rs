@@ -20,7 +20,7 @@ pub(crate) mod redact;
 mod route;
 
 pub use admin::{AdminConfig, MIN_TOKEN_LEN, Secret};
-pub use limits::LimitsConfig;
+pub use limits::{DEFAULT_MEMORY, LimitsConfig};
 pub use observe::{AccessLogConfig, OtlpProtocol, TracingConfig};
 pub use redact::urls as redact_urls;
 pub use route::{

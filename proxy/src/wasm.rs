@@ -148,10 +148,11 @@ impl WasmHost {
         reuse: InstanceReuse,
         callouts: CalloutTransport,
     ) -> anyhow::Result<Arc<dyn Filter>> {
-        if limits.memory > engine::MAX_MEMORY {
+        if let Some(memory) = limits.memory
+            && memory > engine::MAX_MEMORY
+        {
             bail!(
-                "limits.memory of {} bytes is over the host's maximum of {} bytes",
-                limits.memory,
+                "limits.memory of {memory} bytes is over the host's maximum of {} bytes",
                 engine::MAX_MEMORY
             );
         }
@@ -161,6 +162,7 @@ impl WasmHost {
         }
         let started = Instant::now();
         let compiled = self.runtime.compile(path).await?;
+        let memory = limits.memory.unwrap_or_else(|| compiled.default_memory());
         let kv = self.kv_space(name, limits);
         let shared = Arc::new(FilterShared {
             name: name.into(),
@@ -176,7 +178,7 @@ impl WasmHost {
             compiled.clone(),
             shared.clone(),
             config_json,
-            limits.memory,
+            memory,
             limits.cpu,
             reuse,
             self.metrics.filter_stats(name),
@@ -194,6 +196,7 @@ impl WasmHost {
             filter = name,
             plugin = %path.display(),
             wit = %compiled.version,
+            memory,
             ms = started.elapsed().as_millis() as u64,
             request_body = options.request_body,
             response_body = options.response_body,

@@ -28,7 +28,7 @@ pub fn metrics() -> &'static Metrics {
 
 pub fn limits(memory: usize, cpu: Duration, body: usize) -> LimitsConfig {
     LimitsConfig {
-        memory,
+        memory: Some(memory),
         cpu,
         body,
         ..LimitsConfig::default()
@@ -48,7 +48,7 @@ pub fn clusters(list: &[(&str, SocketAddr)]) -> Arc<Clusters> {
     let config = Config::parse("test", &text).expect("valid cluster config");
     let mut clusters = Clusters::new();
     for c in &config.clusters {
-        let cluster = Cluster::build(c, &config.source).expect("cluster");
+        let cluster = Cluster::build(c, &config.source, metrics()).expect("cluster");
         clusters.insert(cluster.name.clone(), Arc::new(cluster));
     }
     Arc::new(clusters)

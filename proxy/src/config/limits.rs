@@ -11,9 +11,10 @@ use super::duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Linear memory cap, in bytes (default 16 MiB).
-    #[serde(default = "defaults::memory")]
-    pub memory: usize,
+    /// Linear memory cap, in bytes. Unset: [`DEFAULT_MEMORY`], or more for a component
+    /// that starts with a large heap (an interpreter; see `wasm::engine::default_memory`).
+    #[serde(default)]
+    pub memory: Option<usize>,
     /// CPU time a filter may use in one phase of one request (default 50 ms).
     #[serde(default = "defaults::cpu", deserialize_with = "duration")]
     pub cpu: Duration,
@@ -49,7 +50,7 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            memory: defaults::memory(),
+            memory: None,
             cpu: defaults::cpu(),
             body: defaults::body(),
             log_rate: defaults::log_rate(),
@@ -67,7 +68,7 @@ impl LimitsConfig {
     /// What is wrong with these limits, if anything (the caller names the filter).
     pub fn check(&self) -> Result<(), String> {
         let zero = [
-            ("memory", self.memory == 0),
+            ("memory", self.memory == Some(0)),
             ("cpu", self.cpu.is_zero()),
             ("kv_keys", self.kv_keys == 0),
             ("kv_bytes", self.kv_bytes == 0),
@@ -91,11 +92,11 @@ impl LimitsConfig {
 /// The largest `limits.max_concurrency`: far above what the engine's instance pool holds.
 pub const MAX_CONCURRENCY: usize = 1 << 20;
 
+/// `limits.memory` of a filter that does not set it and starts small (every Rust filter).
+pub const DEFAULT_MEMORY: usize = 16 << 20;
+
 mod defaults {
     use std::time::Duration;
-    pub fn memory() -> usize {
-        16 << 20
-    }
     pub fn cpu() -> Duration {
         Duration::from_millis(50)
     }

@@ -15,7 +15,7 @@ use super::bindings::{Filter as FilterWorld, FilterPre};
 use super::limits::TICK;
 use super::state::HostState;
 use super::version;
-use crate::config::WasmConfig;
+use crate::config::{DEFAULT_MEMORY, WasmConfig};
 
 /// The largest `limits.memory` a filter may ask for.
 pub(crate) const MAX_MEMORY: usize = 1 << 30;
@@ -27,7 +27,29 @@ pub(crate) struct Compiled {
     pub version: String,
     /// SHA-256 of the component's bytes, in hex: what the admin API and audit log show.
     pub sha256: String,
+    /// The largest linear memory the component starts with, in bytes: a few hundred KiB
+    /// for a Rust filter, the interpreter's pre-initialised heap for Python (~13 MiB) or
+    /// JavaScript (~9 MiB).
+    pub initial_memory: usize,
 }
+
+impl Compiled {
+    /// The memory limit of a filter whose config does not set `limits.memory`.
+    pub fn default_memory(&self) -> usize {
+        default_memory(self.initial_memory)
+    }
+}
+
+/// [`DEFAULT_MEMORY`], or four times what the component starts with when that is more.
+/// A Rust filter (well under 4 MiB at start) keeps 16 MiB; an interpreter, which starts
+/// with its heap image and allocates on every call, gets room in proportion (CPython
+/// ~51 MiB, SpiderMonkey ~36 MiB) instead of the few MiB 16 MiB would leave it.
+pub(crate) fn default_memory(initial: usize) -> usize {
+    initial.saturating_mul(4).clamp(DEFAULT_MEMORY, MAX_MEMORY)
+}
+
+/// The size of a Wasm page: `resources_required` counts memory in pages.
+const WASM_PAGE: u64 = 64 << 10;
 
 /// Compiled components kept for reloads: enough for every filter of a large config.
 const CACHE_ENTRIES: usize = 256;
@@ -122,6 +144,14 @@ impl Runtime {
         tracing::debug!(plugin = %path.display(), ms = started.elapsed().as_millis() as u64, "compiled plugin");
 
         let version = version::check(&component, &self.engine).with_context(|| format!("plugin {}", path.display()))?;
+        // `None` only for a component that instantiates imported modules, which a filter
+        // cannot (the host provides no modules).
+        let initial_memory = component
+            .resources_required()
+            .and_then(|r| r.max_initial_memory_size)
+            .map_or(0, |pages| {
+                usize::try_from(pages.saturating_mul(WASM_PAGE)).unwrap_or(usize::MAX)
+            });
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -131,7 +161,12 @@ impl Runtime {
             .map_err(wasmtime_error)
             .with_context(|| format!("plugin {} does not export the weft:filter hooks", path.display()))?;
         let sha256 = hash.iter().map(|b| format!("{b:02x}")).collect();
-        let compiled = Arc::new(Compiled { pre, version, sha256 });
+        let compiled = Arc::new(Compiled {
+            pre,
+            version,
+            sha256,
+            initial_memory,
+        });
 
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= CACHE_ENTRIES {
@@ -182,4 +217,18 @@ fn spawn_ticker(engine: &Engine) -> anyhow::Result<()> {
         })
         .context("cannot start the Wasm epoch thread")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_components_keep_the_default_memory_and_interpreters_get_four_times_their_heap() {
+        assert_eq!(default_memory(0), DEFAULT_MEMORY);
+        assert_eq!(default_memory(1 << 20), DEFAULT_MEMORY, "a Rust filter");
+        assert_eq!(default_memory(4 << 20), DEFAULT_MEMORY);
+        assert_eq!(default_memory(13 << 20), 52 << 20, "CPython");
+        assert_eq!(default_memory(usize::MAX), MAX_MEMORY, "capped at the host's maximum");
+    }
 }

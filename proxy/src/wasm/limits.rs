@@ -25,11 +25,27 @@ pub(crate) type LimitHit = Option<&'static str>;
 pub(crate) struct Limiter {
     memory: usize,
     pub hit: LimitHit,
+    /// The largest linear memory granted so far: Wasm memories never shrink, so this is
+    /// what the instance holds now.
+    pub grown: usize,
 }
 
 impl Limiter {
     pub fn new(memory: usize) -> Self {
-        Limiter { memory, hit: None }
+        Limiter {
+            memory,
+            hit: None,
+            grown: 0,
+        }
+    }
+
+    /// Whether the instance has used most of its memory limit: it is retired after its
+    /// call rather than reused, so that the request that would have run out of memory
+    /// gets a fresh instance instead of a 500. A heap that only grows (SpiderMonkey in
+    /// componentize-js keeps about 1 KiB per call that its GC never returns) then costs an
+    /// instantiation every few thousand requests, not a failed request.
+    pub fn nearly_full(&self) -> bool {
+        self.grown > self.memory / 4 * 3
     }
 }
 
@@ -44,6 +60,7 @@ impl ResourceLimiter for Limiter {
             self.hit = Some("memory");
             return Ok(false);
         }
+        self.grown = self.grown.max(desired);
         Ok(true)
     }
 
@@ -183,5 +200,29 @@ pub(crate) fn classify(err: &wasmtime::Error, state: &mut HostState) -> FilterEr
         FilterError::Trap(what)
     } else {
         FilterError::Trap(format!("{what}; guest stderr: {stderr}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_is_nearly_full_past_three_quarters_of_its_memory_limit() {
+        let mut limiter = Limiter::new(16 << 20);
+        assert!(limiter.memory_growing(0, 1 << 20, None).expect("grow"));
+        assert!(!limiter.nearly_full(), "a Rust filter's start");
+        assert!(limiter.memory_growing(1 << 20, 12 << 20, None).expect("grow"));
+        assert!(!limiter.nearly_full(), "exactly three quarters");
+        assert!(
+            limiter
+                .memory_growing(12 << 20, (12 << 20) + 65536, None)
+                .expect("grow")
+        );
+        assert!(limiter.nearly_full());
+        // A refused growth is not held.
+        let mut limiter = Limiter::new(16 << 20);
+        assert!(!limiter.memory_growing(0, 32 << 20, None).expect("refuse"));
+        assert_eq!((limiter.grown, limiter.hit), (0, Some("memory")));
     }
 }

@@ -153,9 +153,10 @@ impl Pool {
         }
     }
 
-    /// Returns an instance after a call that succeeded.
+    /// Returns an instance after a call that succeeded; one near its memory limit is
+    /// dropped instead (see [`limits::Limiter::nearly_full`]).
     pub fn release(&self, instance: Instance) {
-        if self.reuse == InstanceReuse::Fresh {
+        if self.reuse == InstanceReuse::Fresh || instance.store.data().limiter.nearly_full() {
             return;
         }
         // Full: the surplus instance is dropped.
