@@ -14,10 +14,12 @@ use toml::Spanned;
 use crate::filter::FailureMode;
 
 mod admin;
+mod cluster;
 mod limits;
 mod redact;
 
 pub use admin::{AdminConfig, MIN_TOKEN_LEN, Secret};
+pub use cluster::{ClusterConfig, UpstreamProtocol, UpstreamTlsConfig};
 pub use limits::LimitsConfig;
 pub use redact::urls as redact_urls;
 
@@ -253,47 +255,6 @@ pub enum ClientAuth {
     Optional,
 }
 
-/// TLS to a cluster's endpoints.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamTlsConfig {
-    /// CA bundle the upstream's certificate must chain to.
-    pub ca: PathBuf,
-    /// Name sent as SNI and verified against the certificate (default: the endpoint host).
-    pub server_name: Option<String>,
-    /// The proxy's own certificate and key, for upstreams that require mutual TLS.
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UpstreamProtocol {
-    #[default]
-    Http1,
-    /// HTTP/2 with prior knowledge (h2c).
-    Http2,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterConfig {
-    pub name: String,
-    /// `host:port` of each endpoint; names are resolved when the config is loaded.
-    pub endpoints: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub protocol: UpstreamProtocol,
-    #[serde(default = "defaults::connect_timeout", deserialize_with = "duration")]
-    pub connect_timeout: Duration,
-    /// How long an idle pooled connection is kept.
-    #[serde(default = "defaults::idle_timeout", deserialize_with = "duration")]
-    pub idle_timeout: Duration,
-    #[serde(default = "defaults::max_idle")]
-    pub max_idle_per_endpoint: usize,
-    /// Reach the endpoints over TLS (HTTP/2 negotiated by ALPN when `protocol = "http2"`).
-    pub tls: Option<UpstreamTlsConfig>,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
@@ -368,15 +329,6 @@ mod defaults {
     use std::time::Duration;
     pub fn drain_timeout() -> Duration {
         Duration::from_secs(15)
-    }
-    pub fn connect_timeout() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub fn idle_timeout() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub fn max_idle() -> usize {
-        256
     }
     pub fn route_timeout() -> Duration {
         Duration::from_secs(15)
@@ -613,23 +565,7 @@ impl Config {
             }
         }
         for cluster in &self.clusters {
-            if let Some(tls) = &cluster.get_ref().tls
-                && tls.cert.is_some() != tls.key.is_some()
-            {
-                return Err(src.error_at(
-                    cluster.span(),
-                    format!(
-                        "cluster {:?}: tls needs both cert and key, or neither",
-                        cluster.get_ref().name
-                    ),
-                ));
-            }
-            if cluster.get_ref().endpoints.is_empty() {
-                return Err(src.error_at(
-                    cluster.span(),
-                    format!("cluster {:?} has no endpoints", cluster.get_ref().name),
-                ));
-            }
+            cluster.get_ref().check(cluster.span(), src)?;
         }
         for filter in &self.filters {
             let f = filter.get_ref();

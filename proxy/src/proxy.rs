@@ -189,7 +189,7 @@ fn filter_failed(runtime: &crate::state::Runtime, entry: &ChainEntry, error: Fil
 /// Sends the request to the cluster and prepares the response for downstream.
 async fn forward(
     route: &Route,
-    cluster: &crate::cluster::Cluster,
+    cluster: &crate::upstream::Cluster,
     conn: &ConnInfo,
     mut head: http::request::Parts,
     body: Body,

@@ -3,9 +3,9 @@
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::Body;
-use crate::cluster::UpstreamError;
 use crate::filter::{FilterError, Overload};
 use crate::front::{ClientBodyFault, Refusal};
+use crate::upstream::UpstreamError;
 
 /// Everything that can stop a request before the upstream's response reaches the client.
 #[derive(Debug, thiserror::Error)]

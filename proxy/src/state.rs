@@ -10,13 +10,13 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 use crate::admin::Access;
-use crate::cluster::{Cluster, Clusters};
 use crate::config::{Config, ConfigError, KvConfig, ListenerConfig};
 use crate::filter::headers::HeadersFilter;
 use crate::filter::identity::IdentityFilter;
 use crate::filter::{ChainEntry, Filter};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::route::{Matcher, Route, Router};
+use crate::upstream::{Cluster, Clusters};
 use crate::wasm::WasmHost;
 
 /// One immutable config version, built once and shared by every request that starts

@@ -14,7 +14,7 @@ use super::bindings::{CalloutError, CalloutRequest, CalloutResponse};
 use super::http::Fields;
 use super::state::{FilterShared, HostState};
 use crate::body::Body;
-use crate::cluster::{UpstreamError, error_chain};
+use crate::upstream::{UpstreamError, error_chain};
 
 /// The longest a guest may wait for one callout, whatever it asks for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(30);

@@ -10,9 +10,9 @@ use http::{HeaderName, HeaderValue, header};
 use proptest::prelude::*;
 
 use super::{Reply, RequestDecision, ResponseDecision, decide_request, decide_response, reply};
-use crate::cluster::{Cluster, Clusters};
 use crate::config::Config;
 use crate::filter::{Decision, FilterError};
+use crate::upstream::{Cluster, Clusters};
 
 fn config() -> ProptestConfig {
     // 256 cases unless PROPTEST_CASES says otherwise (proptest reads it for the default).

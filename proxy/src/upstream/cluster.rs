@@ -1,5 +1,4 @@
-//! Clusters: named groups of upstream endpoints, a load balancer over them, and the
-//! connection pool that reaches them.
+//! Clusters: named groups of upstream endpoints and a load balancer over them.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -15,10 +14,7 @@ use crate::body::Body;
 use crate::config::ConfigError;
 use crate::config::{ClusterConfig, Source, UpstreamProtocol};
 
-mod pool;
-
-pub use pool::PooledBody;
-use pool::{Connector, EndpointPool, PoolError};
+use super::pool::{Connector, EndpointPool, PoolError, PooledBody};
 
 /// The clusters of one config version, by name.
 pub type Clusters = HashMap<Arc<str>, Arc<Cluster>>;
