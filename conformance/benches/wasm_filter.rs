@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use weft::cluster::Clusters;
+use weft::upstream::Clusters;
 use weft::config::{LimitsConfig, WasmConfig};
 use weft::filter::{Decision, Filter, FilterRequest, FilterResponse, RequestCtx};
 use weft::metrics::Metrics;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use weft::cluster::{Cluster, Clusters};
+use weft::upstream::{Cluster, Clusters};
 use weft::config::{Config, LimitsConfig, WasmConfig};
 use weft::filter::{Decision, Filter, FilterError, FilterRequest, FilterResponse, RequestCtx};
 use weft::metrics::Metrics;
