@@ -19,7 +19,10 @@ mod limits;
 mod redact;
 
 pub use admin::{AdminConfig, MIN_TOKEN_LEN, Secret};
-pub use cluster::{ClusterConfig, UpstreamProtocol, UpstreamTlsConfig};
+pub use cluster::{
+    BreakerConfig, ClusterConfig, EndpointConfig, HashOnConfig, HealthCheckConfig, LbPolicy, MAX_WEIGHT, OutlierConfig,
+    RetryConfig, UpstreamProtocol, UpstreamTlsConfig, split_host_port,
+};
 pub use limits::LimitsConfig;
 pub use redact::urls as redact_urls;
 
@@ -359,6 +362,10 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     })
 }
 
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
 /// The text a config was read from, kept to point errors at lines.
 #[derive(Debug, Default, Clone)]
 pub struct Source {
@@ -472,7 +479,9 @@ impl Config {
             }
         }
         for cluster in &mut self.clusters {
-            if let Some(tls) = &mut cluster.get_mut().tls {
+            let cluster = cluster.get_mut();
+            paths.extend(cluster.endpoints_file.as_mut().map(|f| f.get_mut()));
+            if let Some(tls) = &mut cluster.tls {
                 paths.push(&mut tls.ca);
                 paths.extend(tls.cert.iter_mut().chain(tls.key.iter_mut()));
             }

@@ -200,7 +200,10 @@ async fn forward(
         UpstreamProtocol::Http2 => Version::HTTP_2,
     };
     forward::upstream_request(&mut head, conn, route.host_rewrite.as_ref(), version);
-    let mut resp = cluster.send(Request::from_parts(head, body), route.timeout).await?;
+    let client = Some(conn.peer.ip());
+    let mut resp = cluster
+        .send(Request::from_parts(head, body), route.timeout, client)
+        .await?;
 
     let switched = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     if switched {

@@ -60,6 +60,7 @@ impl ProxyError {
             ProxyError::ClientBody(fault) | ProxyError::Upstream(UpstreamError::ClientBody(fault)) => fault.status(),
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::Overloaded { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream(_) | ProxyError::ResponseBodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::RequestBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -87,6 +88,7 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream unreachable\n",
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => "bad request\n",
             ProxyError::Upstream(UpstreamError::Exchange { .. }) => "upstream connection failed\n",
+            ProxyError::Upstream(UpstreamError::Overloaded { .. }) => "upstream overloaded\n",
             ProxyError::RequestBodyTooLarge { .. } => "request body too large\n",
             ProxyError::FilterOverloaded { .. } => "overloaded, retry later\n",
             ProxyError::ResponseBodyTooLarge { .. } => "upstream response too large\n",
@@ -116,6 +118,9 @@ impl ProxyError {
     }
 }
 
+/// Names the cluster limit that answered 503 at once.
+pub static OVERLOADED: header::HeaderName = header::HeaderName::from_static("x-weft-overloaded");
+
 /// Logs why the request failed and builds the answer.
 pub fn error_response(err: &ProxyError, route: &str) -> Response<Body> {
     let status = err.status();
@@ -125,6 +130,11 @@ pub fn error_response(err: &ProxyError, route: &str) -> Response<Body> {
         tracing::debug!(route, status = status.as_u16(), error = %err, "request refused");
     }
     let mut resp = text(status, err.public_text());
+    if let ProxyError::Upstream(UpstreamError::Overloaded { limit, .. }) = err {
+        // Which circuit-breaker limit refused the request, for the client and its logs.
+        resp.headers_mut()
+            .insert(OVERLOADED.clone(), HeaderValue::from_static(limit));
+    }
     if let ProxyError::FilterOverloaded { .. } = err {
         // A queue wait is at most `limits.queue_timeout` (1 s by default): a second is
         // the shortest wait the header can say, and long enough for the burst to drain.

@@ -93,7 +93,7 @@ impl State {
         let kv = config.kv.as_ref().map(|k| k.get_ref().clone());
         let store = crate::wasm::kv_store(kv.as_ref(), &metrics)?;
         let wasm = WasmHost::with_kv(&config.wasm, metrics.clone(), store)?;
-        let runtime = build(config, 1, &metrics, &wasm).await?;
+        let runtime = build(config, 1, &metrics, &wasm, None).await?;
         Ok(Arc::new(State {
             current: ArcSwap::from_pointee(runtime),
             metrics,
@@ -151,7 +151,7 @@ impl State {
             ));
         }
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
-        let runtime = build(&config, version, &self.metrics, &self.wasm).await?;
+        let runtime = build(&config, version, &self.metrics, &self.wasm, Some(&running)).await?;
         for (name, endpoint) in self
             .quic_endpoints
             .lock()
@@ -185,13 +185,15 @@ fn spec(l: &ListenerConfig) -> ListenerSpec {
     }
 }
 
-/// Builds a config version: clusters, then filters (compiling and initialising Wasm
-/// plugins), then routes over them.
+/// Builds a config version: clusters (keeping the pooled connections of `running`'s
+/// endpoints that stay), then filters (compiling and initialising Wasm plugins), then
+/// routes over them.
 pub async fn build(
     config: &Config,
     version: u64,
     metrics: &Arc<Metrics>,
     wasm: &WasmHost,
+    running: Option<&Runtime>,
 ) -> Result<Runtime, ConfigError> {
     let src = &config.source;
     let mut files = Vec::new();
@@ -204,8 +206,12 @@ pub async fn build(
                     .flatten(),
             );
         }
-        let cluster = Cluster::build(c, src)?;
-        clusters.insert(cluster.name.clone(), Arc::new(cluster));
+        if let Some(path) = &c.get_ref().endpoints_file {
+            files.push(path.get_ref().clone());
+        }
+        let previous = running.and_then(|r| r.clusters.get(c.get_ref().name.as_str()));
+        let cluster = Cluster::build(c, src, metrics, previous.map(|p| &**p)).await?;
+        clusters.insert(cluster.name.clone(), cluster);
     }
     let clusters = Arc::new(clusters);
 
@@ -315,7 +321,7 @@ pub async fn check(config: &Config) -> anyhow::Result<String> {
     Access::new(config.admin.as_ref()).map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::default());
     let wasm = WasmHost::new(&config.wasm, metrics.clone())?;
-    build(config, 0, &metrics, &wasm).await?;
+    build(config, 0, &metrics, &wasm, None).await?;
     Ok(format!(
         "{} listeners, {} clusters, {} filters, {} routes",
         config.listeners.len(),

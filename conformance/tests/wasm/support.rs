@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use weft::upstream::{Cluster, Clusters};
 use weft::config::{Config, LimitsConfig, WasmConfig};
 use weft::filter::{Decision, Filter, FilterError, FilterRequest, FilterResponse, RequestCtx};
 use weft::metrics::Metrics;
+use weft::upstream::{Cluster, Clusters};
 use weft::wasm::WasmHost;
 
 /// One engine per process, as in the proxy: its pooling allocator reserves address space
@@ -46,10 +46,18 @@ pub fn clusters(list: &[(&str, SocketAddr)]) -> Arc<Clusters> {
         text.push_str(&format!("[[clusters]]\nname = \"{name}\"\nendpoints = [\"{addr}\"]\n"));
     }
     let config = Config::parse("test", &text).expect("valid cluster config");
+    let metrics = Arc::new(weft::metrics::Metrics::default());
     let mut clusters = Clusters::new();
     for c in &config.clusters {
-        let cluster = Cluster::build(c, &config.source).expect("cluster");
-        clusters.insert(cluster.name.clone(), Arc::new(cluster));
+        // Addresses need no resolving: the build is ready at its first poll.
+        let build = std::pin::pin!(Cluster::build(c, &config.source, &metrics, None));
+        let std::task::Poll::Ready(cluster) =
+            std::future::Future::poll(build, &mut std::task::Context::from_waker(std::task::Waker::noop()))
+        else {
+            panic!("a cluster of addresses waited on something")
+        };
+        let cluster = cluster.expect("cluster");
+        clusters.insert(cluster.name.clone(), cluster);
     }
     Arc::new(clusters)
 }

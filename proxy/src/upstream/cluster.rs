@@ -1,20 +1,28 @@
-//! Clusters: named groups of upstream endpoints and a load balancer over them.
+//! Clusters: named groups of upstream endpoints, the balancer that picks one for each
+//! try, and what guards them when configured (breaker, retries, outlier detection,
+//! health checks). A cluster with none of those sends each request once to the endpoint
+//! its balancer picks, as cheaply as a bare round robin.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::{HeaderName, Request, Response, Uri};
+use prometheus_client::metrics::counter::Counter;
 use rustls::pki_types::ServerName;
 
+use super::balancer::{Balancer, InFlight, Member, hash};
+use super::health::{self, EndpointHealth, Outlier};
+use super::pool::{ConnLimits, Connector, EndpointPool, PoolError, PooledBody};
+use super::resolve::{self, Targets};
+use super::retry::{self, RetryPolicy};
 use crate::body::Body;
-use crate::config::ConfigError;
-use crate::config::{ClusterConfig, Source, UpstreamProtocol};
-
-use super::pool::{Connector, EndpointPool, PoolError, PooledBody};
+use crate::config::{ClusterConfig, ConfigError, LbPolicy, Source, UpstreamProtocol};
+use crate::metrics::{EndpointCounters, Metrics};
 
 /// The clusters of one config version, by name.
 pub type Clusters = HashMap<Arc<str>, Arc<Cluster>>;
@@ -23,19 +31,60 @@ pub type Clusters = HashMap<Arc<str>, Arc<Cluster>>;
 pub struct Endpoint {
     pub addr: SocketAddr,
     authority: Authority,
-    pool: Arc<EndpointPool>,
+    pub(super) pool: Arc<EndpointPool>,
+    in_flight: InFlight,
+    pub(super) health: EndpointHealth,
+    pub(super) counters: EndpointCounters,
+}
+
+/// The endpoints serving now and the balancer built over them.
+pub(super) struct Hosts {
+    pub endpoints: Box<[Arc<Endpoint>]>,
+    balancer: Balancer,
+}
+
+/// Fixed endpoints are read in place; endpoints from DNS or a file are swapped whole.
+enum HostsCell {
+    Fixed(Hosts),
+    Dynamic(ArcSwap<Hosts>),
 }
 
 /// A named group of endpoints and the pools of connections to them.
 pub struct Cluster {
     pub name: Arc<str>,
     pub protocol: UpstreamProtocol,
-    endpoints: Vec<Endpoint>,
-    next: AtomicUsize,
-    connector: Connector,
+    hosts: HostsCell,
+    lb: LbPolicy,
+    hash_on: Option<HashOn>,
+    pub(super) connector: Connector,
+    /// Breaker, retries, outlier detection, health: `None` when none is configured.
+    guard: Option<Box<Guard>>,
+    metrics: Arc<Metrics>,
 }
 
-/// Why an upstream exchange failed; `respond` turns it into 502 or 504.
+/// What a hashing balancer keys a request by.
+enum HashOn {
+    Header(HeaderName),
+    Cookie(Box<str>),
+    ClientAddress,
+}
+
+/// The configured protections of a cluster.
+struct Guard {
+    max_requests: Option<u32>,
+    max_retries: Option<u32>,
+    active_requests: AtomicU32,
+    active_retries: AtomicU32,
+    retry: Option<RetryPolicy>,
+    outlier: Option<Outlier>,
+    /// Endpoints can be unavailable (outlier detection or health checks are on).
+    checks_availability: bool,
+    panic_threshold: u8,
+    /// 503s by limit: max_connections, max_pending_requests, max_requests.
+    overloaded: [Counter; 3],
+}
+
+/// Why an upstream exchange failed; `respond` turns it into 502, 503 or 504.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("cannot connect to {endpoint}: {reason}")]
@@ -49,35 +98,37 @@ pub enum UpstreamError {
     /// The exchange failed because the client's body did (too large, too slow, malformed).
     #[error("the client's request body failed: {0}")]
     ClientBody(crate::front::ClientBodyFault),
+    /// The cluster's circuit breaker is open; names the limit.
+    #[error("cluster {cluster:?} is at its {limit} limit")]
+    Overloaded { cluster: Arc<str>, limit: &'static str },
 }
 
+const LIMITS: [&str; 3] = ["max_connections", "max_pending_requests", "max_requests"];
+
 impl Cluster {
-    pub fn build(spanned: &toml::Spanned<ClusterConfig>, src: &Source) -> Result<Cluster, ConfigError> {
+    /// Builds a cluster: resolves its names (without blocking the runtime), reads its
+    /// endpoints file, and starts the tasks that keep them and their health current. The
+    /// tasks end when the cluster is dropped with its config version. Pools to endpoints
+    /// that `previous` (the running version's cluster of the same name) also had are kept.
+    pub async fn build(
+        spanned: &toml::Spanned<ClusterConfig>,
+        src: &Source,
+        metrics: &Arc<Metrics>,
+        previous: Option<&Cluster>,
+    ) -> Result<Arc<Cluster>, ConfigError> {
         let config = spanned.get_ref();
-        let mut endpoints = Vec::with_capacity(config.endpoints.len());
-        for endpoint in &config.endpoints {
-            let text = endpoint.get_ref();
-            let addr = text
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut addrs| addrs.next())
-                .ok_or_else(|| {
-                    src.error_at(
-                        endpoint.span(),
-                        format!("endpoint {text:?} is not a resolvable host:port"),
-                    )
-                })?;
-            let authority = Authority::try_from(addr.to_string())
-                .map_err(|e| src.error_at(endpoint.span(), format!("endpoint {text:?}: {e}")))?;
-            let pool = EndpointPool::new(addr, config.max_idle_per_endpoint, config.idle_timeout);
-            endpoints.push(Endpoint { addr, authority, pool });
-        }
+        let name: Arc<str> = config.name.as_str().into();
+        let fail = |e: String| src.error_at(spanned.span(), format!("cluster {:?}: {e}", config.name));
+        let targets = Targets::from_config(config, src)?;
+        let resolved = targets.resolve().await.map_err(|(span, e)| match span {
+            Some(span) => src.error_at(span, format!("cluster {:?}: {e}", config.name)),
+            None => fail(e),
+        })?;
 
         let http2 = config.protocol == UpstreamProtocol::Http2;
         let tls = match &config.tls {
             None => None,
             Some(tls) => {
-                let fail = |e: String| src.error_at(spanned.span(), format!("cluster {:?}: {e}", config.name));
                 let client_config = crate::tls::client_config(tls, http2).map_err(fail)?;
                 let name = match &tls.server_name {
                     Some(name) => Some(
@@ -88,28 +139,236 @@ impl Cluster {
                 Some((tokio_rustls::TlsConnector::from(Arc::new(client_config)), name))
             }
         };
-        Ok(Cluster {
-            name: config.name.as_str().into(),
+        let breaker = config.circuit_breaker.as_ref().map(|b| b.get_ref().clone());
+        let limits = breaker
+            .as_ref()
+            .filter(|b| b.max_connections.is_some() || b.max_pending_requests.is_some())
+            .map(|b| Arc::new(ConnLimits::new(b.max_connections, b.max_pending_requests)));
+        let guard = (breaker.is_some()
+            || config.retry.is_some()
+            || config.outlier_detection.is_some()
+            || config.health_check.is_some())
+        .then(|| {
+            let b = breaker.clone().unwrap_or_default();
+            Box::new(Guard {
+                max_requests: b.max_requests,
+                max_retries: b.max_retries,
+                active_requests: AtomicU32::new(0),
+                active_retries: AtomicU32::new(0),
+                retry: config
+                    .retry
+                    .as_ref()
+                    .map(|r| RetryPolicy::new(r.get_ref(), &name, metrics)),
+                outlier: config.outlier_detection.as_ref().map(|o| Outlier::new(o.get_ref())),
+                checks_availability: config.outlier_detection.is_some() || config.health_check.is_some(),
+                panic_threshold: config.panic_threshold,
+                overloaded: LIMITS.map(|limit| metrics.upstream.overloaded(&name, limit)),
+            })
+        });
+        let hash_on = config.hash_on.as_ref().map(|h| {
+            let h = h.get_ref();
+            match (&h.header, &h.cookie) {
+                // Checked to be a header name when the config was parsed.
+                (Some(header), _) => {
+                    HeaderName::from_bytes(header.as_bytes()).map_or(HashOn::ClientAddress, HashOn::Header)
+                }
+                (None, Some(cookie)) => HashOn::Cookie(cookie.as_str().into()),
+                (None, None) => HashOn::ClientAddress,
+            }
+        });
+
+        // Pools carry over a reload only when they would connect the same way.
+        let same_pools = previous.filter(|p| {
+            p.protocol == config.protocol
+                && p.connector.tls.is_none()
+                && config.tls.is_none()
+                && p.pool_settings() == (config.max_idle_per_endpoint.max(1), config.idle_timeout)
+        });
+        let mut cluster = Cluster {
+            name,
             protocol: config.protocol,
-            endpoints,
-            next: AtomicUsize::new(0),
+            hosts: HostsCell::Fixed(Hosts {
+                endpoints: Box::new([]),
+                balancer: Balancer::build(LbPolicy::RoundRobin, &[]),
+            }),
+            lb: config.lb(),
+            hash_on,
             connector: Connector {
                 connect_timeout: config.connect_timeout,
                 http2,
                 tls,
+                limits,
+                max_idle: config.max_idle_per_endpoint,
+                idle_timeout: config.idle_timeout,
             },
-        })
+            guard,
+            metrics: metrics.clone(),
+        };
+        let kept = same_pools.map(|p| p.endpoints_now()).unwrap_or_default();
+        let hosts = cluster.hosts_for(&resolved, &kept);
+        cluster.hosts = if targets.is_dynamic() {
+            HostsCell::Dynamic(ArcSwap::from_pointee(hosts))
+        } else {
+            HostsCell::Fixed(hosts)
+        };
+        let cluster = Arc::new(cluster);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            if targets.is_dynamic() {
+                tokio::spawn(resolve::refresh(Arc::downgrade(&cluster), targets, resolved));
+            }
+            if let Some(check) = &config.health_check {
+                tokio::spawn(health::probe_forever(Arc::downgrade(&cluster), check.get_ref().clone()));
+            }
+        }
+        Ok(cluster)
     }
 
-    /// Round-robin choice of the next endpoint.
-    pub fn pick(&self) -> &Endpoint {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        &self.endpoints[i]
+    fn pool_settings(&self) -> (usize, Duration) {
+        (self.connector.max_idle.max(1), self.connector.idle_timeout)
     }
 
-    /// Sends `req` to the next endpoint and waits at most `timeout` for the response head.
-    pub async fn send(&self, mut req: Request<Body>, timeout: Duration) -> Result<Response<PooledBody>, UpstreamError> {
-        let endpoint = self.pick();
+    /// Endpoints for `targets`, keeping those `previous` already had (their pools, and
+    /// their health when `previous` is this cluster), and a balancer over them.
+    pub(super) fn hosts_for(&self, targets: &[(SocketAddr, u32)], previous: &[Arc<Endpoint>]) -> Hosts {
+        let endpoints: Box<[Arc<Endpoint>]> = targets
+            .iter()
+            .map(|(addr, _)| {
+                let kept = previous.iter().find(|e| e.addr == *addr);
+                match kept {
+                    Some(e) if self.owns(e) => e.clone(),
+                    kept => Arc::new(self.endpoint(*addr, kept.map(|e| e.pool.clone()))),
+                }
+            })
+            .collect();
+        let members: Vec<Member> = targets
+            .iter()
+            .map(|(addr, weight)| Member {
+                weight: *weight,
+                key: hash(addr),
+            })
+            .collect();
+        Hosts {
+            endpoints,
+            balancer: Balancer::build(self.lb, &members),
+        }
+    }
+
+    /// Whether `endpoint` was made by this cluster (its counters are this cluster's).
+    fn owns(&self, endpoint: &Endpoint) -> bool {
+        match &self.hosts {
+            HostsCell::Fixed(h) => h.endpoints.iter().any(|e| std::ptr::eq(&**e, endpoint)),
+            HostsCell::Dynamic(h) => h.load().endpoints.iter().any(|e| std::ptr::eq(&**e, endpoint)),
+        }
+    }
+
+    fn endpoint(&self, addr: SocketAddr, pool: Option<Arc<EndpointPool>>) -> Endpoint {
+        let authority = Authority::try_from(addr.to_string()).unwrap_or_else(|_| Authority::from_static("upstream"));
+        Endpoint {
+            addr,
+            authority,
+            pool: pool.unwrap_or_else(|| EndpointPool::new(addr, self.connector.max_idle, self.connector.idle_timeout)),
+            in_flight: InFlight::default(),
+            health: EndpointHealth::default(),
+            counters: self.metrics.upstream.endpoint(&self.name, addr),
+        }
+    }
+
+    /// Replaces the endpoints (DNS or the endpoints file changed).
+    pub(super) fn set_hosts(&self, hosts: Hosts) {
+        if let HostsCell::Dynamic(cell) = &self.hosts {
+            cell.store(Arc::new(hosts));
+        }
+    }
+
+    pub(super) fn endpoints_now(&self) -> Vec<Arc<Endpoint>> {
+        match &self.hosts {
+            HostsCell::Fixed(h) => h.endpoints.to_vec(),
+            HostsCell::Dynamic(h) => h.load().endpoints.to_vec(),
+        }
+    }
+
+    /// Sends `req` to an endpoint and waits at most `timeout` for the response head (all
+    /// tries together). `client` is the downstream address, for `hash_on.client_address`.
+    pub async fn send(
+        &self,
+        req: Request<Body>,
+        timeout: Duration,
+        client: Option<IpAddr>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        let key = self.key(&req, client);
+        match &self.guard {
+            None => match &self.hosts {
+                HostsCell::Fixed(hosts) => {
+                    let endpoint = self.pick(hosts, key, None);
+                    self.attempt(endpoint, req, timeout).await
+                }
+                HostsCell::Dynamic(cell) => {
+                    let endpoint = self.pick(&cell.load(), key, None).clone();
+                    self.attempt(&endpoint, req, timeout).await
+                }
+            },
+            // Boxed: retries and their state are the uncommon case.
+            Some(guard) => Box::pin(self.send_guarded(guard, req, timeout, key)).await,
+        }
+    }
+
+    /// The request's hash for a hashing balancer: its header, cookie or client address,
+    /// or a random one when the request has none (spread like `random`).
+    fn key(&self, req: &Request<Body>, client: Option<IpAddr>) -> u64 {
+        let Some(on) = &self.hash_on else { return 0 };
+        let found = match on {
+            HashOn::Header(name) => req.headers().get(name).map(|v| hash(v.as_bytes())),
+            HashOn::Cookie(name) => cookie(req.headers(), name).map(hash),
+            HashOn::ClientAddress => client.map(hash),
+        };
+        found.unwrap_or_else(|| fastrand::u64(..))
+    }
+
+    /// The balancer's choice, or with health on, the next available one it prefers. When
+    /// fewer endpoints than the panic threshold are available, health is ignored.
+    fn pick<'h>(&self, hosts: &'h Hosts, key: u64, avoid: Option<SocketAddr>) -> &'h Arc<Endpoint> {
+        let endpoints = &hosts.endpoints;
+        let n = endpoints.len();
+        let first = hosts.balancer.pick(n, key, |i| endpoints[i].in_flight.get());
+        let Some(guard) = self.guard.as_deref().filter(|g| g.checks_availability) else {
+            return &endpoints[first];
+        };
+        let now = health::now_ms();
+        let usable = |e: &Endpoint| e.health.available(now, &e.counters, &self.name, e.addr) && Some(e.addr) != avoid;
+        if usable(&endpoints[first]) {
+            return &endpoints[first];
+        }
+        let available = endpoints
+            .iter()
+            .filter(|e| e.health.available(now, &e.counters, &self.name, e.addr))
+            .count();
+        if available * 100 < usize::from(guard.panic_threshold) * n || available == 0 {
+            return &endpoints[first];
+        }
+        for attempt in 1..=(2 * n as u32) {
+            let i = hosts.balancer.fallback(n, key, attempt);
+            if usable(&endpoints[i]) {
+                return &endpoints[i];
+            }
+        }
+        endpoints
+            .iter()
+            .find(|e| usable(e))
+            .or_else(|| {
+                endpoints
+                    .iter()
+                    .find(|e| e.health.available(now, &e.counters, &self.name, e.addr))
+            })
+            .unwrap_or(&endpoints[first])
+    }
+
+    /// One try at one endpoint.
+    async fn attempt(
+        &self,
+        endpoint: &Endpoint,
+        mut req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
         if self.connector.http2 {
             // HTTP/2 carries the target as :scheme and :authority.
             let path = req
@@ -136,8 +395,10 @@ impl Cluster {
             *req.uri_mut() = Uri::from(path);
         }
 
+        endpoint.counters.requests.inc();
+        let _in_flight = (self.lb == LbPolicy::LeastRequest).then(|| endpoint.in_flight.enter());
         let exchange = endpoint.pool.send(&self.connector, req);
-        match tokio::time::timeout(timeout, exchange).await {
+        let result = match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(UpstreamError::Timeout {
                 endpoint: endpoint.addr,
                 timeout,
@@ -147,6 +408,7 @@ impl Cluster {
                 endpoint: endpoint.addr,
                 reason,
             }),
+            Ok(Err(PoolError::Overloaded(limit))) => Err(self.overloaded(limit)),
             Ok(Err(PoolError::Exchange(e))) => match crate::front::ClientBodyFault::find(Some(&e)) {
                 Some(fault) => Err(UpstreamError::ClientBody(fault)),
                 None => Err(UpstreamError::Exchange {
@@ -154,8 +416,188 @@ impl Cluster {
                     reason: error_chain(&e),
                 }),
             },
+        };
+        if failed(&result) {
+            endpoint.counters.failures.inc();
+        }
+        result
+    }
+
+    /// The breaker's answer for `limit`, counted.
+    fn overloaded(&self, limit: &'static str) -> UpstreamError {
+        if let Some(guard) = &self.guard
+            && let Some(i) = LIMITS.iter().position(|l| *l == limit)
+        {
+            guard.overloaded[i].inc();
+        }
+        UpstreamError::Overloaded {
+            cluster: self.name.clone(),
+            limit,
         }
     }
+
+    /// A request to a cluster with a breaker, retries or health: admitted under
+    /// `max_requests`, then tried until a try succeeds, fails for good, or the tries,
+    /// the retry budget or the time run out.
+    async fn send_guarded(
+        &self,
+        guard: &Guard,
+        req: Request<Body>,
+        timeout: Duration,
+        key: u64,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        let _active =
+            Entered::new(&guard.active_requests, guard.max_requests).ok_or_else(|| self.overloaded("max_requests"))?;
+        let deadline = Instant::now() + timeout;
+        let hosts = self.current_hosts_for_request();
+        let Some(policy) = &guard.retry else {
+            let endpoint = self.pick(&hosts, key, None);
+            let result = self.attempt(endpoint, req, timeout).await;
+            self.observe(guard, endpoint, &result);
+            return result;
+        };
+
+        let (head, body) = req.into_parts();
+        let (mut once, replay) = policy.prepare_body(&head.method, body).await?;
+        let mut previous = None;
+        let mut attempt = 1;
+        loop {
+            let body = match (once.take(), &replay) {
+                (Some(body), _) => body,
+                (None, Some(bytes)) => Body::full(bytes.clone()),
+                (None, None) => Body::empty(),
+            };
+            let req = retry::request(&head, body, attempt);
+            let endpoint = self.pick(&hosts, key, previous);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let try_timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
+            let result = self.attempt(endpoint, req, try_timeout).await;
+            self.observe(guard, endpoint, &result);
+
+            let Some(reason) = policy.retryable(&result, try_timeout < left) else {
+                return result;
+            };
+            let skipped = if attempt >= policy.attempts {
+                Some("attempts")
+            } else if replay.is_none() {
+                Some("body_not_replayable")
+            } else if deadline <= Instant::now() {
+                Some("deadline")
+            } else {
+                None
+            };
+            if let Some(skipped) = skipped {
+                if skipped != "attempts" {
+                    policy.skipped(skipped);
+                }
+                return result;
+            }
+            let allowed = policy.budget_allows(
+                guard.active_retries.load(Ordering::Relaxed),
+                guard.active_requests.load(Ordering::Relaxed),
+            );
+            if !allowed {
+                policy.skipped("budget");
+                return result;
+            }
+            let Some(_retrying) = Entered::new(&guard.active_retries, guard.max_retries) else {
+                policy.skipped("max_retries");
+                return result;
+            };
+            policy.retried(reason);
+            tracing::info!(
+                cluster = %self.name,
+                endpoint = %endpoint.addr,
+                attempt = attempt + 1,
+                reason,
+                "retrying"
+            );
+            drop(result);
+            previous = Some(endpoint.addr);
+            let pause = policy
+                .backoff(attempt)
+                .min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+            attempt += 1;
+        }
+    }
+
+    /// The endpoints for one guarded request, held for all its tries.
+    fn current_hosts_for_request(&self) -> HostsRef<'_> {
+        match &self.hosts {
+            HostsCell::Fixed(hosts) => HostsRef::Fixed(hosts),
+            HostsCell::Dynamic(cell) => HostsRef::Dynamic(cell.load_full()),
+        }
+    }
+
+    /// Outlier detection's view of one try.
+    fn observe(&self, guard: &Guard, endpoint: &Endpoint, result: &Result<Response<PooledBody>, UpstreamError>) {
+        let Some(outlier) = &guard.outlier else { return };
+        if matches!(
+            result,
+            Err(UpstreamError::ClientBody(_) | UpstreamError::BadRequest(_) | UpstreamError::Overloaded { .. })
+        ) {
+            return;
+        }
+        if failed(result) {
+            let hosts = self.endpoints_now();
+            outlier.failure(endpoint, &hosts, &self.name);
+        } else {
+            endpoint.health.success();
+        }
+    }
+}
+
+enum HostsRef<'a> {
+    Fixed(&'a Hosts),
+    Dynamic(Arc<Hosts>),
+}
+
+impl std::ops::Deref for HostsRef<'_> {
+    type Target = Hosts;
+    fn deref(&self) -> &Hosts {
+        match self {
+            HostsRef::Fixed(h) => h,
+            HostsRef::Dynamic(h) => h,
+        }
+    }
+}
+
+/// Whether a try counts as an endpoint's failure: no answer, or a 5xx one.
+fn failed(result: &Result<Response<PooledBody>, UpstreamError>) -> bool {
+    match result {
+        Ok(resp) => resp.status().is_server_error(),
+        Err(UpstreamError::Connect { .. } | UpstreamError::Exchange { .. } | UpstreamError::Timeout { .. }) => true,
+        Err(_) => false,
+    }
+}
+
+/// A place under a concurrency limit, given back when dropped.
+struct Entered<'a>(&'a AtomicU32);
+
+impl<'a> Entered<'a> {
+    fn new(count: &'a AtomicU32, max: Option<u32>) -> Option<Entered<'a>> {
+        let now = count.fetch_add(1, Ordering::AcqRel) + 1;
+        let entered = Entered(count);
+        max.is_none_or(|max| now <= max).then_some(entered)
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers.get_all(http::header::COOKIE).iter().find_map(|v| {
+        v.as_bytes().split(|b| *b == b';').find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let (n, value) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
+            (n == name.as_bytes()).then(|| &value[1..])
+        })
+    })
 }
 
 /// An error and its sources on one line, for logs and error bodies.
@@ -171,4 +613,19 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut headers = http::HeaderMap::new();
+        headers.append(http::header::COOKIE, "a=1; session=abc; b=2".parse().unwrap());
+        headers.append(http::header::COOKIE, "other=x".parse().unwrap());
+        assert_eq!(cookie(&headers, "session"), Some(&b"abc"[..]));
+        assert_eq!(cookie(&headers, "other"), Some(&b"x"[..]));
+        assert_eq!(cookie(&headers, "sess"), None);
+    }
 }

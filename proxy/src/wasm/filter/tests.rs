@@ -75,10 +75,18 @@ fn clusters() -> Clusters {
                 [[clusters]]\nname = \"web\"\nendpoints = [\"127.0.0.1:1\"]\n\
                 [[clusters]]\nname = \"canary\"\nendpoints = [\"127.0.0.1:2\"]\n";
     let config = Config::parse("test", text).expect("valid clusters");
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let mut clusters = Clusters::new();
     for c in &config.clusters {
-        let cluster = Cluster::build(c, &config.source).expect("cluster");
-        clusters.insert(cluster.name.clone(), Arc::new(cluster));
+        // Addresses need no resolving: the build is ready at its first poll.
+        let build = std::pin::pin!(Cluster::build(c, &config.source, &metrics, None));
+        let std::task::Poll::Ready(cluster) =
+            std::future::Future::poll(build, &mut std::task::Context::from_waker(std::task::Waker::noop()))
+        else {
+            panic!("a cluster of addresses waited on something")
+        };
+        let cluster = cluster.expect("cluster");
+        clusters.insert(cluster.name.clone(), cluster);
     }
     clusters
 }

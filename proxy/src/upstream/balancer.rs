@@ -1,0 +1,340 @@
+//! Choosing an endpoint for a request, without locks: every balancer is built once per
+//! endpoint set (a schedule, cumulative weights, a ring or a Maglev table) and read with
+//! at most one atomic add per pick.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use crate::config::LbPolicy;
+
+/// Size of a Maglev lookup table: a prime, so every skip visits every slot, and large
+/// enough that endpoints' shares differ from their weights by well under 1%.
+const MAGLEV_SIZE: usize = 65_537;
+/// Points per unit of weight on a hash ring.
+const RING_POINTS: u32 = 160;
+
+/// What a balancer knows of each endpoint: its weight and the stable key it hashes by
+/// (its address), so a ring or table built again after a change moves only the keys of
+/// the endpoints that changed.
+pub struct Member {
+    pub weight: u32,
+    pub key: u64,
+}
+
+pub enum Balancer {
+    RoundRobin {
+        next: AtomicUsize,
+    },
+    /// Smooth weighted round robin (nginx's), unrolled into a schedule at build.
+    Weighted {
+        schedule: Box<[u32]>,
+        next: AtomicUsize,
+    },
+    Random {
+        cumulative: Box<[u64]>,
+    },
+    /// Two weighted random picks; the one with fewer requests in flight per weight wins.
+    LeastRequest {
+        cumulative: Box<[u64]>,
+    },
+    /// Points sorted by hash; a key goes to the first point at or after its hash.
+    Ring {
+        points: Box<[(u64, u32)]>,
+    },
+    Maglev {
+        table: Box<[u32]>,
+    },
+}
+
+impl Balancer {
+    pub fn build(policy: LbPolicy, members: &[Member]) -> Balancer {
+        let cumulative = || {
+            members
+                .iter()
+                .scan(0u64, |sum, m| {
+                    *sum += u64::from(m.weight);
+                    Some(*sum)
+                })
+                .collect()
+        };
+        match policy {
+            LbPolicy::RoundRobin => Balancer::RoundRobin {
+                next: AtomicUsize::new(0),
+            },
+            LbPolicy::WeightedRoundRobin => Balancer::Weighted {
+                schedule: smooth_schedule(members),
+                next: AtomicUsize::new(0),
+            },
+            LbPolicy::Random => Balancer::Random {
+                cumulative: cumulative(),
+            },
+            LbPolicy::LeastRequest => Balancer::LeastRequest {
+                cumulative: cumulative(),
+            },
+            LbPolicy::RingHash => Balancer::Ring { points: ring(members) },
+            LbPolicy::Maglev => Balancer::Maglev { table: maglev(members) },
+        }
+    }
+
+    /// The index of the endpoint for a request. `key` is the request's hash for hashing
+    /// balancers; `active` reads an endpoint's requests in flight, for least request.
+    pub fn pick(&self, n: usize, key: u64, active: impl Fn(usize) -> u32) -> usize {
+        match self {
+            Balancer::RoundRobin { next } => next.fetch_add(1, Ordering::Relaxed) % n,
+            Balancer::Weighted { schedule, next } => {
+                schedule[next.fetch_add(1, Ordering::Relaxed) % schedule.len()] as usize
+            }
+            Balancer::Random { cumulative } => weighted_random(cumulative),
+            Balancer::LeastRequest { cumulative } => {
+                let a = weighted_random(cumulative);
+                let mut b = weighted_random(cumulative);
+                if n > 1 && b == a {
+                    b = weighted_random(cumulative);
+                }
+                let weight = |i: usize| cumulative[i] - if i == 0 { 0 } else { cumulative[i - 1] };
+                // Compare load per weight without dividing: a/wa < b/wb ⇔ a·wb < b·wa.
+                let (la, lb) = (u64::from(active(a)) + 1, u64::from(active(b)) + 1);
+                if la * weight(b) <= lb * weight(a) { a } else { b }
+            }
+            Balancer::Ring { points } => points[ring_position(points, key)].1 as usize,
+            Balancer::Maglev { table } => table[(key % table.len() as u64) as usize] as usize,
+        }
+    }
+
+    /// The `attempt`-th candidate after the first pick was unavailable, in the order this
+    /// balancer prefers them: along the ring, through the table with the key rehashed, or
+    /// a fresh pick.
+    pub fn fallback(&self, n: usize, key: u64, attempt: u32) -> usize {
+        match self {
+            Balancer::Ring { points } => {
+                // The attempt-th distinct endpoint along the ring after the key's point.
+                let start = ring_position(points, key);
+                let first = points[start].1;
+                let mut seen = 0;
+                let mut last = first;
+                for step in 1..points.len() {
+                    let owner = points[(start + step) % points.len()].1;
+                    if owner != first && owner != last {
+                        seen += 1;
+                        last = owner;
+                        if seen == attempt {
+                            return owner as usize;
+                        }
+                    }
+                }
+                (first as usize + attempt as usize) % n
+            }
+            Balancer::Maglev { table } => {
+                let rehashed = mix(key ^ u64::from(attempt).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                table[(rehashed % table.len() as u64) as usize] as usize
+            }
+            _ => self.pick(n, key, |_| 0),
+        }
+    }
+}
+
+fn weighted_random(cumulative: &[u64]) -> usize {
+    let total = cumulative.last().copied().unwrap_or(1);
+    let r = fastrand::u64(..total);
+    cumulative.partition_point(|&c| c <= r)
+}
+
+fn ring_position(points: &[(u64, u32)], key: u64) -> usize {
+    let i = points.partition_point(|p| p.0 < key);
+    if i == points.len() { 0 } else { i }
+}
+
+/// A well-mixed 64-bit hash of anything, the same in every process of this build.
+pub fn hash(value: impl Hash) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// A 64-bit finaliser (splitmix64), for deriving more hashes from one.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// nginx's smooth weighted round robin, unrolled: weights 5,1,1 give a,a,b,a,c,a,a —
+/// interleaved rather than bunched. The schedule is the sum of the weights long.
+fn smooth_schedule(members: &[Member]) -> Box<[u32]> {
+    let total: i64 = members.iter().map(|m| i64::from(m.weight)).sum();
+    let mut current = vec![0i64; members.len()];
+    let mut schedule = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        for (c, m) in current.iter_mut().zip(members) {
+            *c += i64::from(m.weight);
+        }
+        let (best, _) = current
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))
+            .unwrap_or((0, &0));
+        current[best] -= total;
+        schedule.push(best as u32);
+    }
+    schedule.into_boxed_slice()
+}
+
+fn ring(members: &[Member]) -> Box<[(u64, u32)]> {
+    let mut points = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        for replica in 0..m.weight * RING_POINTS {
+            points.push((hash((m.key, replica)), i as u32));
+        }
+    }
+    points.sort_unstable();
+    points.into_boxed_slice()
+}
+
+/// The Maglev table (Eisenbud et al., NSDI 2016), with weights as Envoy applies them: in
+/// each round an endpoint claims slots until its share reaches its weight's.
+fn maglev(members: &[Member]) -> Box<[u32]> {
+    const EMPTY: u32 = u32::MAX;
+    let m = MAGLEV_SIZE as u64;
+    let prefs: Vec<(u64, u64)> = members
+        .iter()
+        .map(|member| (mix(member.key) % m, mix(member.key ^ 0x5bd1_e995) % (m - 1) + 1))
+        .collect();
+    let max_weight = members.iter().map(|m| m.weight).max().unwrap_or(1);
+    let mut next = vec![0u64; members.len()];
+    let mut claimed = vec![0u64; members.len()];
+    let mut table = vec![EMPTY; MAGLEV_SIZE];
+    let mut filled = 0;
+    let mut round = 0u64;
+    while filled < MAGLEV_SIZE {
+        round += 1;
+        for (i, member) in members.iter().enumerate() {
+            if claimed[i] * u64::from(max_weight) >= round * u64::from(member.weight) {
+                continue;
+            }
+            let (offset, skip) = prefs[i];
+            loop {
+                let slot = ((offset + next[i] * skip) % m) as usize;
+                next[i] += 1;
+                if table[slot] == EMPTY {
+                    table[slot] = i as u32;
+                    claimed[i] += 1;
+                    filled += 1;
+                    break;
+                }
+            }
+            if filled == MAGLEV_SIZE {
+                break;
+            }
+        }
+    }
+    table.into_boxed_slice()
+}
+
+/// Requests in flight at one endpoint, for least request.
+#[derive(Default)]
+pub struct InFlight(AtomicU32);
+
+impl InFlight {
+    pub fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn enter(&self) -> Leave<'_> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Leave(self)
+    }
+}
+
+/// Leaves the count when dropped.
+pub struct Leave<'a>(&'a InFlight);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(weights: &[u32]) -> Vec<Member> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| Member {
+                weight,
+                key: hash(format!("10.0.0.{i}:80")),
+            })
+            .collect()
+    }
+
+    fn shares(b: &Balancer, n: usize, picks: usize, key: impl Fn(usize) -> u64) -> Vec<usize> {
+        let mut counts = vec![0; n];
+        for i in 0..picks {
+            counts[b.pick(n, key(i), |_| 0)] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn smooth_weighted_round_robin_interleaves_by_weight() {
+        let b = Balancer::build(LbPolicy::WeightedRoundRobin, &members(&[5, 1, 1]));
+        let order: Vec<usize> = (0..7).map(|_| b.pick(3, 0, |_| 0)).collect();
+        assert_eq!(order, [0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn random_and_maglev_follow_weights() {
+        for policy in [LbPolicy::Random, LbPolicy::Maglev, LbPolicy::RingHash] {
+            let b = Balancer::build(policy, &members(&[3, 1]));
+            let counts = shares(&b, 2, 40_000, |i| hash(i));
+            let share = counts[0] as f64 / 40_000.0;
+            assert!((share - 0.75).abs() < 0.04, "{policy:?}: {counts:?}");
+        }
+    }
+
+    #[test]
+    fn hashing_moves_only_the_keys_of_the_endpoint_that_left() {
+        for policy in [LbPolicy::RingHash, LbPolicy::Maglev] {
+            let before = Balancer::build(policy, &members(&[1, 1, 1, 1]));
+            // The last endpoint leaves; the others keep their keys (indexes unchanged).
+            let after = Balancer::build(policy, &members(&[1, 1, 1]));
+            let (mut moved, mut kept) = (0, 0);
+            for k in 0..10_000u64 {
+                let key = hash(k);
+                let (a, b) = (before.pick(4, key, |_| 0), after.pick(3, key, |_| 0));
+                if a == 3 {
+                    continue;
+                }
+                if a == b { kept += 1 } else { moved += 1 }
+            }
+            // Ring hash moves none; Maglev a few percent at most.
+            assert!(
+                moved * 100 <= (moved + kept) * 3,
+                "{policy:?}: moved {moved}, kept {kept}"
+            );
+        }
+    }
+
+    #[test]
+    fn least_request_prefers_the_idle_endpoint() {
+        let b = Balancer::build(LbPolicy::LeastRequest, &members(&[1, 1]));
+        let busy = |i: usize| if i == 0 { 50 } else { 0 };
+        let ones = (0..1000).filter(|_| b.pick(2, 0, busy) == 1).count();
+        // Whenever the two picks differ (half the time or more) the idle one wins.
+        assert!(ones > 700, "{ones}");
+    }
+
+    #[test]
+    fn ring_fallback_walks_to_other_endpoints() {
+        let b = Balancer::build(LbPolicy::RingHash, &members(&[1, 1, 1]));
+        let key = hash("user-1");
+        let first = b.pick(3, key, |_| 0);
+        let second = b.fallback(3, key, 1);
+        let third = b.fallback(3, key, 2);
+        assert_ne!(first, second);
+        assert_ne!(first, third);
+        assert_ne!(second, third);
+    }
+}
