@@ -392,7 +392,7 @@ impl UpstreamMetrics {
         );
         registry.register(
             "upstream_retries_skipped",
-            "Retries not sent (budget, max_retries, body_not_replayable, deadline)",
+            "Retries not sent (budget, max_retries, method, body_not_replayable, deadline)",
             m.retries_skipped.clone(),
         );
         registry.register(

@@ -206,9 +206,6 @@ pub async fn build(
                     .flatten(),
             );
         }
-        if let Some(path) = &c.get_ref().endpoints_file {
-            files.push(path.get_ref().clone());
-        }
         let previous = running.and_then(|r| r.clusters.get(c.get_ref().name.as_str()));
         let cluster = Cluster::build(c, src, metrics, previous.map(|p| &**p)).await?;
         clusters.insert(cluster.name.clone(), cluster);

@@ -33,7 +33,7 @@ pub enum Balancer {
     Random {
         cumulative: Box<[u64]>,
     },
-    /// Two weighted random picks; the one with fewer requests in flight per weight wins.
+    /// Two weighted random picks; the one with fewer requests in flight wins.
     LeastRequest {
         cumulative: Box<[u64]>,
     },
@@ -86,15 +86,15 @@ impl Balancer {
             }
             Balancer::Random { cumulative } => weighted_random(cumulative),
             Balancer::LeastRequest { cumulative } => {
+                // Both candidates are drawn by weight, so weight is already in the choice;
+                // between them the one with fewer in flight wins, the first on a tie (so
+                // idle endpoints share requests as their weights say).
                 let a = weighted_random(cumulative);
                 let mut b = weighted_random(cumulative);
                 if n > 1 && b == a {
                     b = weighted_random(cumulative);
                 }
-                let weight = |i: usize| cumulative[i] - if i == 0 { 0 } else { cumulative[i - 1] };
-                // Compare load per weight without dividing: a/wa < b/wb ⇔ a·wb < b·wa.
-                let (la, lb) = (u64::from(active(a)) + 1, u64::from(active(b)) + 1);
-                if la * weight(b) <= lb * weight(a) { a } else { b }
+                if active(b) < active(a) { b } else { a }
             }
             Balancer::Ring { points } => points[ring_position(points, key)].1 as usize,
             Balancer::Maglev { table } => table[(key % table.len() as u64) as usize] as usize,

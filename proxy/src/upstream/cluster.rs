@@ -479,6 +479,8 @@ impl Cluster {
             };
             let skipped = if attempt >= policy.attempts {
                 Some("attempts")
+            } else if !policy.allows(&head.method) {
+                Some("method")
             } else if replay.is_none() {
                 Some("body_not_replayable")
             } else if deadline <= Instant::now() {

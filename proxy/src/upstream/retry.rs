@@ -20,7 +20,7 @@ pub static ATTEMPT: HeaderName = HeaderName::from_static("x-weft-attempt");
 const ATTEMPTS: [&str; 10] = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"];
 
 const REASONS: [&str; 4] = ["connect_failure", "reset", "per_try_timeout", "status"];
-const SKIPPED: [&str; 4] = ["budget", "max_retries", "body_not_replayable", "deadline"];
+const SKIPPED: [&str; 5] = ["budget", "max_retries", "method", "body_not_replayable", "deadline"];
 
 pub struct RetryPolicy {
     pub attempts: u32,
@@ -33,7 +33,7 @@ pub struct RetryPolicy {
     min_concurrent: u32,
     max_replay_bytes: usize,
     retried: [Counter; 4],
-    skipped: [Counter; 4],
+    skipped: [Counter; 5],
 }
 
 impl RetryPolicy {
@@ -61,7 +61,7 @@ impl RetryPolicy {
         method: &Method,
         body: Body,
     ) -> Result<(Option<Body>, Option<Bytes>), UpstreamError> {
-        if !(method.is_idempotent() || self.non_idempotent) {
+        if !self.allows(method) {
             return Ok((Some(body), None));
         }
         if body.is_end_stream() {
@@ -78,6 +78,11 @@ impl RetryPolicy {
                 None => UpstreamError::BadRequest(format!("reading the request body: {e}")),
             }),
         }
+    }
+
+    /// Whether requests of this method may be retried.
+    pub fn allows(&self, method: &Method) -> bool {
+        method.is_idempotent() || self.non_idempotent
     }
 
     /// Why this try's outcome may be retried, if it may. A timeout is retried only when
