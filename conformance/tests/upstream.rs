@@ -725,3 +725,171 @@ async fn bad_upstream_config_is_refused_naming_the_key_and_line() {
         assert!(err.contains("weft.toml:"), "{cluster}: located: {err}");
     }
 }
+
+/// An HTTP/1.1 upstream answering its name, that can be killed — its listener and every
+/// connection closed at once, as a crashed process's are — and started again on its port.
+struct Killable {
+    addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Killable {
+    async fn start(name: &'static str) -> Killable {
+        let mut k = Killable {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            hits: Arc::new(AtomicUsize::new(0)),
+            task: None,
+        };
+        k.revive(name).await;
+        k
+    }
+
+    async fn revive(&mut self, name: &'static str) {
+        let socket = tokio::net::TcpListener::bind(self.addr).await.expect("bind");
+        self.addr = socket.local_addr().expect("addr");
+        let hits = self.hits.clone();
+        self.task = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = socket.accept().await {
+                let hits = hits.clone();
+                connections.spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        async move { Ok::<_, std::convert::Infallible>(http::Response::new(full(name))) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }));
+    }
+
+    fn kill(&mut self) {
+        // Aborting the accept loop drops its JoinSet, which aborts every connection.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_endpoint_killed_under_load_is_ejected_without_failing_clients_and_readmitted() {
+    let a = Named::start("a").await;
+    let mut b = Killable::start("b").await;
+    let eps = format!("[\"{}\", \"{}\"]", a.addr(), b.addr);
+    let retry =
+        "[clusters.retry]\nattempts = 3\nbackoff_base = \"1ms\"\nbackoff_max = \"5ms\"\nmin_concurrent_retries = 16";
+    let clusters = cluster_block(
+        "outlier",
+        &eps,
+        &format!(
+            "{retry}\n[clusters.outlier_detection]\nconsecutive_failures = 2\nbase_ejection = \"1s\"\nmax_ejection_percent = 50"
+        ),
+    ) + &cluster_block(
+        "checked",
+        &eps,
+        &format!(
+            "{retry}\n[clusters.health_check]\npath = \"/\"\ninterval = \"100ms\"\ntimeout = \"200ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1"
+        ),
+    );
+    let routes = route_block("/outlier", "outlier", "") + &route_block("/checked", "checked", "");
+    let weft = Arc::new(Weft::start(&config(&clusters, &routes)).await);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..8)
+        .map(|i| {
+            let (weft, stop) = (weft.clone(), stop.clone());
+            let path = if i % 2 == 0 { "/outlier" } else { "/checked" };
+            tokio::spawn(async move {
+                let client = http1_client();
+                let mut answers: HashMap<(u16, String), usize> = HashMap::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let reply = request(&client, &weft, "GET", path, &[], "").await;
+                    *answers.entry((reply.status, reply.text())).or_default() += 1;
+                }
+                answers
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for cluster in ["outlier", "checked"] {
+        let series = format!(
+            "weft_upstream_endpoint_healthy{{cluster=\"{cluster}\",endpoint=\"{}\"}}",
+            b.addr
+        );
+        assert_eq!(weft.metric(&series).await, 0.0, "{cluster}: b is out while dead");
+    }
+    let hits_dead = b.hits.load(Ordering::SeqCst);
+    b.revive("b").await;
+    // The ejection (1 s) runs out; the health check passes at its next probe.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut total: HashMap<(u16, String), usize> = HashMap::new();
+    for l in load {
+        for (k, v) in l.await.expect("load") {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    assert!(
+        total.keys().all(|(status, _)| *status == 200),
+        "no client saw the endpoint die: {total:?}\n{}",
+        weft.log()
+    );
+    assert!(
+        b.hits.load(Ordering::SeqCst) > hits_dead,
+        "b takes traffic again: {total:?}"
+    );
+    for cluster in ["outlier", "checked"] {
+        let series = format!(
+            "weft_upstream_endpoint_healthy{{cluster=\"{cluster}\",endpoint=\"{}\"}}",
+            b.addr
+        );
+        // The outlier cluster readmits on the first pick after the ejection ran out.
+        let _ = request(&http1_client(), &weft, "GET", &format!("/{cluster}"), &[], "").await;
+        assert_eq!(weft.metric(&series).await, 1.0, "{cluster}: b is back");
+    }
+    assert!(
+        weft.metric(&format!(
+            "weft_upstream_ejections_total{{cluster=\"outlier\",endpoint=\"{}\"}}",
+            b.addr
+        ))
+        .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn the_retry_budget_keeps_an_outage_from_multiplying_the_load() {
+    let down = Named::start("down").await;
+    down.set_status(503);
+    down.delay_ms.store(300, Ordering::SeqCst);
+    // Five tries each would be 250 requests; the budget allows retries for at most 20% of
+    // the requests in flight (10 of 50).
+    let clusters = cluster_block(
+        "up",
+        &format!("[\"{}\"]", down.addr()),
+        "[clusters.retry]\nattempts = 5\nbackoff_base = \"1ms\"\nbackoff_max = \"2ms\"\nbudget_percent = 20.0\nmin_concurrent_retries = 1",
+    );
+    let weft = Weft::start(&config(&clusters, &route_block("/", "up", ""))).await;
+    let storm: Vec<_> = (0..50)
+        .map(|_| {
+            let url = weft.url("/");
+            tokio::spawn(async move { get(&url).await.status })
+        })
+        .collect();
+    for s in storm {
+        assert_eq!(s.await.expect("request"), 503);
+    }
+    let seen = down.requests();
+    assert!((50..100).contains(&seen), "the upstream saw {seen} requests for 50");
+    assert!(
+        weft.metric("weft_upstream_retries_skipped_total{cluster=\"up\",reason=\"budget\"}")
+            .await
+            >= 30.0
+    );
+}

@@ -461,6 +461,8 @@ impl Cluster {
         let (mut once, replay) = policy.prepare_body(&head.method, body).await?;
         let mut previous = None;
         let mut attempt = 1;
+        // Held from a retry's decision until the next decision: the retry is in flight.
+        let mut retrying: Option<Entered<'_>> = None;
         loop {
             let body = match (once.take(), &replay) {
                 (Some(body), _) => body,
@@ -494,6 +496,8 @@ impl Cluster {
                 }
                 return result;
             }
+            // This request's previous retry, if any, is over: its place is given back first.
+            drop(retrying.take());
             let allowed = policy.budget_allows(
                 guard.active_retries.load(Ordering::Relaxed),
                 guard.active_requests.load(Ordering::Relaxed),
@@ -502,10 +506,11 @@ impl Cluster {
                 policy.skipped("budget");
                 return result;
             }
-            let Some(_retrying) = Entered::new(&guard.active_retries, guard.max_retries) else {
+            let Some(entered) = Entered::new(&guard.active_retries, guard.max_retries) else {
                 policy.skipped("max_retries");
                 return result;
             };
+            retrying.replace(entered);
             policy.retried(reason);
             tracing::info!(
                 cluster = %self.name,
