@@ -893,3 +893,26 @@ async fn the_retry_budget_keeps_an_outage_from_multiplying_the_load() {
             >= 30.0
     );
 }
+
+#[tokio::test]
+async fn least_request_with_a_latency_average_avoids_a_slow_endpoint() {
+    let (fast, slow) = (Named::start("fast").await, Named::start("slow").await);
+    slow.delay_ms.store(60, Ordering::SeqCst);
+    let eps = format!("[\"{}\", \"{}\"]", fast.addr(), slow.addr());
+    let clusters = cluster_block("plain", &eps, "lb = \"least_request\"")
+        + &cluster_block("ewma", &eps, "lb = \"least_request\"\nlatency_ewma = \"10s\"");
+    let routes = route_block("/plain", "plain", "") + &route_block("/ewma", "ewma", "");
+    let weft = Weft::start(&config(&clusters, &routes)).await;
+    let client = http1_client();
+    // One request at a time: nothing is ever in flight, so only latency tells them apart.
+    let plain = spread(&client, &weft, "/plain", 40, |_| None).await;
+    let ewma = spread(&client, &weft, "/ewma", 40, |_| None).await;
+    assert!(
+        plain.get("slow").copied().unwrap_or(0) >= 8,
+        "without latency, about half: {plain:?}"
+    );
+    assert!(
+        ewma.get("slow").copied().unwrap_or(0) <= 3,
+        "with latency, tried once or so: {ewma:?}"
+    );
+}

@@ -57,6 +57,10 @@ pub struct ClusterConfig {
     pub tls: Option<UpstreamTlsConfig>,
     /// How an endpoint is chosen for a request (`round_robin` when absent).
     pub lb: Option<Spanned<LbPolicy>>,
+    /// For `least_request`: weigh each endpoint's requests in flight by its response time,
+    /// a moving average that decays over this period (linkerd2-proxy's peak EWMA).
+    #[serde(default, deserialize_with = "super::optional_duration")]
+    pub latency_ewma: Option<Duration>,
     /// What `ring_hash` and `maglev` hash: `{ header = "x-user" }`, `{ cookie = "session" }`
     /// or `{ client_address = true }`.
     pub hash_on: Option<Spanned<HashOnConfig>>,
@@ -284,6 +288,14 @@ impl ClusterConfig {
                 }
             }
             (None, false) => {}
+        }
+        if let Some(decay) = self.latency_ewma {
+            if lb != LbPolicy::LeastRequest {
+                return at(span, "latency_ewma is only for lb = \"least_request\"".into());
+            }
+            if decay.is_zero() {
+                return at(span, "latency_ewma must be more than zero".into());
+            }
         }
         if self.panic_threshold > 100 {
             return at(span, "panic_threshold is a percentage (0 to 100)".into());

@@ -3,7 +3,8 @@
 //! at most one atomic add per pick.
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use crate::config::LbPolicy;
 
@@ -77,8 +78,9 @@ impl Balancer {
     }
 
     /// The index of the endpoint for a request. `key` is the request's hash for hashing
-    /// balancers; `active` reads an endpoint's requests in flight, for least request.
-    pub fn pick(&self, n: usize, key: u64, active: impl Fn(usize) -> u32) -> usize {
+    /// balancers; `load` reads an endpoint's load for least request (requests in flight,
+    /// or weighted by its latency).
+    pub fn pick(&self, n: usize, key: u64, load: impl Fn(usize) -> u64) -> usize {
         match self {
             Balancer::RoundRobin { next } => next.fetch_add(1, Ordering::Relaxed) % n,
             Balancer::Weighted { schedule, next } => {
@@ -92,9 +94,10 @@ impl Balancer {
                 let a = weighted_random(cumulative);
                 let mut b = weighted_random(cumulative);
                 if n > 1 && b == a {
-                    b = weighted_random(cumulative);
+                    // Two candidates, always: another endpoint at random.
+                    b = (a + 1 + fastrand::usize(..n - 1)) % n;
                 }
-                if active(b) < active(a) { b } else { a }
+                if load(b) < load(a) { b } else { a }
             }
             Balancer::Ring { points } => points[ring_position(points, key)].1 as usize,
             Balancer::Maglev { table } => table[(key % table.len() as u64) as usize] as usize,
@@ -230,6 +233,39 @@ fn maglev(members: &[Member]) -> Box<[u32]> {
     table.into_boxed_slice()
 }
 
+/// An endpoint's response time, as an exponentially weighted moving average that jumps to
+/// any slower sample at once and decays over `decay` (linkerd2-proxy's peak EWMA), so a
+/// slowing endpoint is avoided quickly and recovers gradually. Updated without a lock:
+/// two samples at once may lose one, which an average shrugs off.
+#[derive(Default)]
+pub struct Latency {
+    /// Nanoseconds, as `f64` bits; 0 until the first sample (so a new endpoint is tried).
+    ewma: AtomicU64,
+    /// When it was last updated, in nanoseconds since `EPOCH`.
+    at: AtomicU64,
+}
+
+impl Latency {
+    pub fn nanos(&self) -> u64 {
+        f64::from_bits(self.ewma.load(Ordering::Relaxed)) as u64
+    }
+
+    pub fn observe(&self, sample: Duration, now: Duration, decay: Duration) {
+        let now = now.as_nanos() as u64;
+        let last = self.at.swap(now, Ordering::Relaxed);
+        let old = f64::from_bits(self.ewma.load(Ordering::Relaxed));
+        let sample = sample.as_nanos() as f64;
+        let new = if sample > old {
+            sample
+        } else {
+            let elapsed = now.saturating_sub(last) as f64;
+            let w = (-elapsed / decay.as_nanos().max(1) as f64).exp();
+            old * w + sample * (1.0 - w)
+        };
+        self.ewma.store(new.to_bits(), Ordering::Relaxed);
+    }
+}
+
 /// Requests in flight at one endpoint, for least request.
 #[derive(Default)]
 pub struct InFlight(AtomicU32);
@@ -324,6 +360,20 @@ mod tests {
         let ones = (0..1000).filter(|_| b.pick(2, 0, busy) == 1).count();
         // Whenever the two picks differ (half the time or more) the idle one wins.
         assert!(ones > 700, "{ones}");
+    }
+
+    #[test]
+    fn peak_latency_jumps_up_and_decays_down() {
+        let l = Latency::default();
+        let ms = Duration::from_millis;
+        l.observe(ms(10), ms(0), ms(100));
+        assert_eq!(l.nanos(), 10_000_000);
+        l.observe(ms(50), ms(1), ms(100));
+        assert_eq!(l.nanos(), 50_000_000, "a slower sample is taken at once");
+        l.observe(ms(10), ms(101), ms(100));
+        let after = l.nanos() as f64 / 1e6;
+        // One decay period later the average is 1/e of the way from 50 toward 10.
+        assert!((after - (10.0 + 40.0 / std::f64::consts::E)).abs() < 0.5, "{after}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use http::{HeaderName, Request, Response, Uri};
 use prometheus_client::metrics::counter::Counter;
 use rustls::pki_types::ServerName;
 
-use super::balancer::{Balancer, InFlight, Member, hash};
+use super::balancer::{Balancer, InFlight, Latency, Member, hash};
 use super::health::{self, EndpointHealth, Outlier};
 use super::pool::{ConnLimits, Connector, EndpointPool, PoolError, PooledBody};
 use super::resolve::{self, Targets};
@@ -33,6 +33,7 @@ pub struct Endpoint {
     authority: Authority,
     pub(super) pool: Arc<EndpointPool>,
     in_flight: InFlight,
+    latency: Latency,
     pub(super) health: EndpointHealth,
     pub(super) counters: EndpointCounters,
 }
@@ -55,6 +56,8 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     hosts: HostsCell,
     lb: LbPolicy,
+    /// Least request weighs requests in flight by this decay's latency average.
+    latency_decay: Option<Duration>,
     hash_on: Option<HashOn>,
     pub(super) connector: Connector,
     /// Breaker, retries, outlier detection, health: `None` when none is configured.
@@ -192,6 +195,7 @@ impl Cluster {
                 balancer: Balancer::build(LbPolicy::RoundRobin, &[]),
             }),
             lb: config.lb(),
+            latency_decay: config.latency_ewma,
             hash_on,
             connector: Connector {
                 connect_timeout: config.connect_timeout,
@@ -268,6 +272,7 @@ impl Cluster {
             authority,
             pool: pool.unwrap_or_else(|| EndpointPool::new(addr, self.connector.max_idle, self.connector.idle_timeout)),
             in_flight: InFlight::default(),
+            latency: Latency::default(),
             health: EndpointHealth::default(),
             counters: self.metrics.upstream.endpoint(&self.name, addr),
         }
@@ -329,7 +334,7 @@ impl Cluster {
     fn pick<'h>(&self, hosts: &'h Hosts, key: u64, avoid: Option<SocketAddr>) -> &'h Arc<Endpoint> {
         let endpoints = &hosts.endpoints;
         let n = endpoints.len();
-        let first = hosts.balancer.pick(n, key, |i| endpoints[i].in_flight.get());
+        let first = hosts.balancer.pick(n, key, |i| self.load(&endpoints[i]));
         let Some(guard) = self.guard.as_deref().filter(|g| g.checks_availability) else {
             return &endpoints[first];
         };
@@ -360,6 +365,16 @@ impl Cluster {
                     .find(|e| e.health.available(now, &e.counters, &self.name, e.addr))
             })
             .unwrap_or(&endpoints[first])
+    }
+
+    /// An endpoint's load for least request: requests in flight, or with a latency
+    /// average, its expected wait (in-flight requests and this one, times the average).
+    fn load(&self, endpoint: &Endpoint) -> u64 {
+        let in_flight = u64::from(endpoint.in_flight.get());
+        match self.latency_decay {
+            None => in_flight,
+            Some(_) => (in_flight + 1).saturating_mul(endpoint.latency.nanos()),
+        }
     }
 
     /// One try at one endpoint.
@@ -397,6 +412,7 @@ impl Cluster {
 
         endpoint.counters.requests.inc();
         let _in_flight = (self.lb == LbPolicy::LeastRequest).then(|| endpoint.in_flight.enter());
+        let started = self.latency_decay.map(|_| health::since_start());
         let exchange = endpoint.pool.send(&self.connector, req);
         let result = match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(UpstreamError::Timeout {
@@ -419,6 +435,10 @@ impl Cluster {
         };
         if failed(&result) {
             endpoint.counters.failures.inc();
+        }
+        if let (Some(decay), Some(started)) = (self.latency_decay, started) {
+            let now = health::since_start();
+            endpoint.latency.observe(now.saturating_sub(started), now, decay);
         }
         result
     }

@@ -15,11 +15,15 @@ use super::cluster::{Cluster, Endpoint};
 use crate::config::{HealthCheckConfig, OutlierConfig};
 use crate::metrics::EndpointCounters;
 
-/// Milliseconds since the first call: a clock ejections can be stored in as one atomic.
-pub fn now_ms() -> u64 {
+/// Time since the first call: a clock that fits in one atomic.
+pub fn since_start() -> Duration {
     static START: OnceLock<Instant> = OnceLock::new();
-    // +1: zero means "not ejected".
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    START.get_or_init(Instant::now).elapsed()
+}
+
+/// Milliseconds since the first call, for ejections (never 0, which means "not ejected").
+pub fn now_ms() -> u64 {
+    since_start().as_millis() as u64 + 1
 }
 
 /// One endpoint's health, read by every pick and written by failures and probes.
