@@ -11,8 +11,10 @@ use crate::config::LbPolicy;
 /// Size of a Maglev lookup table: a prime, so every skip visits every slot, and large
 /// enough that endpoints' shares differ from their weights by well under 1%.
 const MAGLEV_SIZE: usize = 65_537;
-/// Points per unit of weight on a hash ring.
+/// Points per unit of weight on a hash ring…
 const RING_POINTS: u32 = 160;
+/// …fewer when the ring would have more than this many points (many endpoints).
+const RING_MAX_POINTS: u32 = 1 << 17;
 
 /// What a balancer knows of each endpoint: its weight and the stable key it hashes by
 /// (its address), so a ring or table built again after a change moves only the keys of
@@ -26,7 +28,7 @@ pub enum Balancer {
     RoundRobin {
         next: AtomicUsize,
     },
-    /// Smooth weighted round robin (nginx's), unrolled into a schedule at build.
+    /// Weighted round robin, unrolled into an interleaved schedule at build.
     Weighted {
         schedule: Box<[u32]>,
         next: AtomicUsize,
@@ -63,7 +65,7 @@ impl Balancer {
                 next: AtomicUsize::new(0),
             },
             LbPolicy::WeightedRoundRobin => Balancer::Weighted {
-                schedule: smooth_schedule(members),
+                schedule: interleaved_schedule(members),
                 next: AtomicUsize::new(0),
             },
             LbPolicy::Random => Balancer::Random {
@@ -161,31 +163,25 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// nginx's smooth weighted round robin, unrolled: weights 5,1,1 give a,a,b,a,c,a,a —
-/// interleaved rather than bunched. The schedule is the sum of the weights long.
-fn smooth_schedule(members: &[Member]) -> Box<[u32]> {
-    let total: i64 = members.iter().map(|m| i64::from(m.weight)).sum();
-    let mut current = vec![0i64; members.len()];
-    let mut schedule = Vec::with_capacity(total as usize);
-    for _ in 0..total {
-        for (c, m) in current.iter_mut().zip(members) {
-            *c += i64::from(m.weight);
-        }
-        let (best, _) = current
-            .iter()
-            .enumerate()
-            .max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))
-            .unwrap_or((0, &0));
-        current[best] -= total;
-        schedule.push(best as u32);
-    }
-    schedule.into_boxed_slice()
+/// Weighted round robin, unrolled into one cycle where each endpoint's turns are spread
+/// evenly: turn k of an endpoint of weight w sits at (k + ½)/w of the cycle. Weights 5, 1, 1
+/// give a a a b c a a. The cycle is the sum of the weights long, built in O(T log T).
+fn interleaved_schedule(members: &[Member]) -> Box<[u32]> {
+    let mut turns: Vec<(f64, u32)> = members
+        .iter()
+        .enumerate()
+        .flat_map(|(i, m)| (0..m.weight).map(move |k| ((f64::from(k) + 0.5) / f64::from(m.weight), i as u32)))
+        .collect();
+    turns.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    turns.into_iter().map(|(_, i)| i).collect()
 }
 
 fn ring(members: &[Member]) -> Box<[(u64, u32)]> {
-    let mut points = Vec::new();
+    let total: u32 = members.iter().map(|m| m.weight).sum::<u32>().max(1);
+    let per_unit = (RING_MAX_POINTS / total).clamp(1, RING_POINTS);
+    let mut points = Vec::with_capacity((total * per_unit) as usize);
     for (i, m) in members.iter().enumerate() {
-        for replica in 0..m.weight * RING_POINTS {
+        for replica in 0..m.weight * per_unit {
             points.push((hash((m.key, replica)), i as u32));
         }
     }
@@ -293,6 +289,7 @@ impl Drop for Leave<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MAX_WEIGHT;
 
     fn members(weights: &[u32]) -> Vec<Member> {
         weights
@@ -314,10 +311,28 @@ mod tests {
     }
 
     #[test]
-    fn smooth_weighted_round_robin_interleaves_by_weight() {
+    fn weighted_round_robin_interleaves_by_weight() {
         let b = Balancer::build(LbPolicy::WeightedRoundRobin, &members(&[5, 1, 1]));
-        let order: Vec<usize> = (0..7).map(|_| b.pick(3, 0, |_| 0)).collect();
-        assert_eq!(order, [0, 0, 1, 0, 2, 0, 0]);
+        let order: Vec<usize> = (0..14).map(|_| b.pick(3, 0, |_| 0)).collect();
+        assert_eq!(order, [0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 1, 2, 0, 0]);
+        let b = Balancer::build(LbPolicy::WeightedRoundRobin, &members(&[2, 3]));
+        let order: Vec<usize> = (0..5).map(|_| b.pick(2, 0, |_| 0)).collect();
+        assert_eq!(order, [1, 0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn many_endpoints_build_in_bounded_size() {
+        let weights = vec![MAX_WEIGHT; 2000];
+        let ring = Balancer::build(LbPolicy::RingHash, &members(&weights));
+        let Balancer::Ring { points } = &ring else {
+            unreachable!()
+        };
+        assert!(points.len() <= 2000 * 100 + (1 << 17), "{}", points.len());
+        let wrr = Balancer::build(LbPolicy::WeightedRoundRobin, &members(&weights));
+        let Balancer::Weighted { schedule, .. } = &wrr else {
+            unreachable!()
+        };
+        assert_eq!(schedule.len(), 200_000);
     }
 
     #[test]
