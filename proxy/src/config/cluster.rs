@@ -357,10 +357,11 @@ impl ClusterConfig {
                 Some("health_check.interval and timeout must be more than zero".to_owned())
             } else if c.healthy_threshold == 0 || c.unhealthy_threshold == 0 {
                 Some("health_check thresholds must be more than zero".to_owned())
-            } else if let Some(s) = c.statuses.iter().find(|s| !(100..=599).contains(*s)) {
-                Some(format!("health_check.statuses: {s} is not an HTTP status"))
             } else {
-                None
+                c.statuses
+                    .iter()
+                    .find(|s| !(100..=599).contains(*s))
+                    .map(|s| format!("health_check.statuses: {s} is not an HTTP status"))
             };
             if let Some(problem) = problem {
                 return at(h.span(), problem);

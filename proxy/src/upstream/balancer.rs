@@ -339,7 +339,7 @@ mod tests {
     fn random_and_maglev_follow_weights() {
         for policy in [LbPolicy::Random, LbPolicy::Maglev, LbPolicy::RingHash] {
             let b = Balancer::build(policy, &members(&[3, 1]));
-            let counts = shares(&b, 2, 40_000, |i| hash(i));
+            let counts = shares(&b, 2, 40_000, hash);
             let share = counts[0] as f64 / 40_000.0;
             assert!((share - 0.75).abs() < 0.04, "{policy:?}: {counts:?}");
         }

@@ -649,8 +649,11 @@ mod tests {
     #[test]
     fn cookies_are_found_among_others() {
         let mut headers = http::HeaderMap::new();
-        headers.append(http::header::COOKIE, "a=1; session=abc; b=2".parse().unwrap());
-        headers.append(http::header::COOKIE, "other=x".parse().unwrap());
+        headers.append(
+            http::header::COOKIE,
+            http::HeaderValue::from_static("a=1; session=abc; b=2"),
+        );
+        headers.append(http::header::COOKIE, http::HeaderValue::from_static("other=x"));
         assert_eq!(cookie(&headers, "session"), Some(&b"abc"[..]));
         assert_eq!(cookie(&headers, "other"), Some(&b"x"[..]));
         assert_eq!(cookie(&headers, "sess"), None);

@@ -178,7 +178,7 @@ pub async fn probe_forever(cluster: Weak<Cluster>, check: HealthCheckConfig) {
                             Err(format!("status {status}"))
                         }
                     });
-                record(endpoint, &live.name, &check, verdict);
+                record(endpoint, &live.name, check, verdict);
             }
         });
         futures_util::future::join_all(probes).await;

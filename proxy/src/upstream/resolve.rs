@@ -206,10 +206,10 @@ mod tests {
 
     #[test]
     fn endpoints_files_take_weights_and_comments_and_name_bad_lines() {
-        let listed = parse_file("# canaries\n127.0.0.1:80\n\nlocalhost:81 5  # heavier\n").unwrap();
+        let listed = parse_file("# canaries\n127.0.0.1:80\n\nlocalhost:81 5  # heavier\n").expect("valid");
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[1].1, 5);
-        assert_eq!(parse_file("127.0.0.1:80\nnot an address\n").unwrap_err().0, 2);
-        assert_eq!(parse_file("127.0.0.1:80 0\n").unwrap_err().0, 1);
+        assert_eq!(parse_file("127.0.0.1:80\nnot an address\n").expect_err("invalid").0, 2);
+        assert_eq!(parse_file("127.0.0.1:80 0\n").expect_err("invalid").0, 1);
     }
 }

@@ -151,7 +151,7 @@ mod tests {
         let config: RetryConfig = toml::from_str(&format!(
             "budget_percent = {percent}\nmin_concurrent_retries = {min}\nbackoff_base = \"10ms\"\nbackoff_max = \"80ms\""
         ))
-        .unwrap();
+        .expect("valid retry config");
         RetryPolicy::new(&config, "c", &Metrics::default())
     }
 
