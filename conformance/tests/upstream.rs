@@ -499,16 +499,19 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_readmits_it() {
     let clusters = cluster_block(
         "up",
         &format!("[\"{}\", \"{}\"]", good.addr(), bad.addr()),
-        "[clusters.outlier_detection]\nconsecutive_failures = 3\nbase_ejection = \"1s\"\nmax_ejection_percent = 50",
+        "[clusters.outlier_detection]\nconsecutive_failures = 3\nbase_ejection = \"2s\"\nmax_ejection_percent = 50",
     );
     let weft = Weft::start(&config(&clusters, &route_block("/", "up", ""))).await;
     let client = http1_client();
     let mut failures = 0;
+    // The ejection happens between these two instants.
+    let before = Instant::now();
     for _ in 0..40 {
         if request(&client, &weft, "GET", "/", &[], "").await.status != 200 {
             failures += 1;
         }
     }
+    let after = Instant::now();
     assert_eq!(failures, 3, "three 500s, then the endpoint is ejected");
     let endpoint = format!("{{cluster=\"up\",endpoint=\"{}\"}}", bad.addr());
     assert_eq!(
@@ -520,9 +523,21 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_readmits_it() {
         0.0
     );
 
+    // A reload keeps the endpoint, and its ejection.
+    weft.write_config(&config(&clusters, &route_block("/", "up", "timeout = \"5s\"")));
+    assert_eq!(weft.admin("POST", "/reload").await.0, 200);
+    let counts = spread(&client, &weft, "/", 10, |_| None).await;
+    if before.elapsed() < Duration::from_millis(1800) {
+        assert_eq!(
+            counts.get("good"),
+            Some(&10),
+            "still ejected after the reload: {counts:?}"
+        );
+    }
+
     // Fixed and its ejection over: it takes traffic again.
     bad.set_status(200);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100).saturating_sub(after.elapsed())).await;
     let counts = spread(&client, &weft, "/", 20, |_| None).await;
     assert_eq!(counts.get("bad"), Some(&10), "{counts:?}");
     assert_eq!(

@@ -180,7 +180,8 @@ impl Cluster {
             }
         });
 
-        // Pools carry over a reload only when they would connect the same way.
+        // Endpoints (pools, health) carry over a reload only when they would connect the
+        // same way.
         let same_pools = previous.filter(|p| {
             p.protocol == config.protocol
                 && p.connector.tls.is_none()
@@ -231,17 +232,16 @@ impl Cluster {
         (self.connector.max_idle.max(1), self.connector.idle_timeout)
     }
 
-    /// Endpoints for `targets`, keeping those `previous` already had (their pools, and
-    /// their health when `previous` is this cluster), and a balancer over them.
+    /// Endpoints for `targets`, keeping those `previous` already had — their pools, their
+    /// health and their counters (the same series: same cluster, same address) — and a
+    /// balancer over them. `previous` is this cluster's endpoints, or those of the running
+    /// version's cluster of the same name when its pools fit this one.
     pub(super) fn hosts_for(&self, targets: &[(SocketAddr, u32)], previous: &[Arc<Endpoint>]) -> Hosts {
         let endpoints: Box<[Arc<Endpoint>]> = targets
             .iter()
-            .map(|(addr, _)| {
-                let kept = previous.iter().find(|e| e.addr == *addr);
-                match kept {
-                    Some(e) if self.owns(e) => e.clone(),
-                    kept => Arc::new(self.endpoint(*addr, kept.map(|e| e.pool.clone()))),
-                }
+            .map(|(addr, _)| match previous.iter().find(|e| e.addr == *addr) {
+                Some(kept) => kept.clone(),
+                None => Arc::new(self.endpoint(*addr)),
             })
             .collect();
         let members: Vec<Member> = targets
@@ -257,20 +257,12 @@ impl Cluster {
         }
     }
 
-    /// Whether `endpoint` was made by this cluster (its counters are this cluster's).
-    fn owns(&self, endpoint: &Endpoint) -> bool {
-        match &self.hosts {
-            HostsCell::Fixed(h) => h.endpoints.iter().any(|e| std::ptr::eq(&**e, endpoint)),
-            HostsCell::Dynamic(h) => h.load().endpoints.iter().any(|e| std::ptr::eq(&**e, endpoint)),
-        }
-    }
-
-    fn endpoint(&self, addr: SocketAddr, pool: Option<Arc<EndpointPool>>) -> Endpoint {
+    fn endpoint(&self, addr: SocketAddr) -> Endpoint {
         let authority = Authority::try_from(addr.to_string()).unwrap_or_else(|_| Authority::from_static("upstream"));
         Endpoint {
             addr,
             authority,
-            pool: pool.unwrap_or_else(|| EndpointPool::new(addr, self.connector.max_idle, self.connector.idle_timeout)),
+            pool: EndpointPool::new(addr, self.connector.max_idle, self.connector.idle_timeout),
             in_flight: InFlight::default(),
             latency: Latency::default(),
             health: EndpointHealth::default(),
