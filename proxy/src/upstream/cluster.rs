@@ -4,12 +4,14 @@
 //! its balancer picks, as cheaply as a bare round robin.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use futures_util::future::Either;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, Request, Response, Uri};
 use prometheus_client::metrics::counter::Counter;
@@ -286,26 +288,27 @@ impl Cluster {
 
     /// Sends `req` to an endpoint and waits at most `timeout` for the response head (all
     /// tries together). `client` is the downstream address, for `hash_on.client_address`.
-    pub async fn send(
+    ///
+    /// Not an `async fn`: without a guard the endpoint is picked here and the one try's
+    /// future is returned as it is, so a request's future carries no wrapper around it
+    /// (a wrapper is a larger future, copied as the request's future moves).
+    pub fn send(
         &self,
         req: Request<Body>,
         timeout: Duration,
         client: Option<IpAddr>,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
+    ) -> impl Future<Output = Result<Response<PooledBody>, UpstreamError>> + Send + '_ {
         let key = self.key(&req, client);
         match &self.guard {
-            None => match &self.hosts {
-                HostsCell::Fixed(hosts) => {
-                    let endpoint = self.pick(hosts, key, None);
-                    self.attempt(endpoint, req, timeout).await
-                }
-                HostsCell::Dynamic(cell) => {
-                    let endpoint = self.pick(&cell.load(), key, None).clone();
-                    self.attempt(&endpoint, req, timeout).await
-                }
-            },
+            None => {
+                let endpoint = match &self.hosts {
+                    HostsCell::Fixed(hosts) => Picked::Fixed(self.pick(hosts, key, None)),
+                    HostsCell::Dynamic(cell) => Picked::Snapshot(self.pick(&cell.load(), key, None).clone()),
+                };
+                Either::Left(self.attempt(endpoint, req, timeout))
+            }
             // Boxed: retries and their state are the uncommon case.
-            Some(guard) => Box::pin(self.send_guarded(guard, req, timeout, key)).await,
+            Some(guard) => Either::Right(Box::pin(self.send_guarded(guard, req, timeout, key))),
         }
     }
 
@@ -372,7 +375,7 @@ impl Cluster {
     /// One try at one endpoint.
     async fn attempt(
         &self,
-        endpoint: &Endpoint,
+        endpoint: Picked<'_>,
         mut req: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<PooledBody>, UpstreamError> {
@@ -461,10 +464,10 @@ impl Cluster {
         let _active =
             Entered::new(&guard.active_requests, guard.max_requests).ok_or_else(|| self.overloaded("max_requests"))?;
         let deadline = Instant::now() + timeout;
-        let hosts = self.current_hosts_for_request();
+        let hosts = self.hosts_now();
         let Some(policy) = &guard.retry else {
             let endpoint = self.pick(&hosts, key, None);
-            let result = self.attempt(endpoint, req, timeout).await;
+            let result = self.attempt(Picked::Fixed(endpoint), req, timeout).await;
             self.observe(guard, endpoint, &result);
             return result;
         };
@@ -485,7 +488,7 @@ impl Cluster {
             let endpoint = self.pick(&hosts, key, previous);
             let left = deadline.saturating_duration_since(Instant::now());
             let try_timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
-            let result = self.attempt(endpoint, req, try_timeout).await;
+            let result = self.attempt(Picked::Fixed(endpoint), req, try_timeout).await;
             self.observe(guard, endpoint, &result);
 
             let Some(reason) = policy.retryable(&result, try_timeout < left) else {
@@ -541,8 +544,9 @@ impl Cluster {
         }
     }
 
-    /// The endpoints for one guarded request, held for all its tries.
-    fn current_hosts_for_request(&self) -> HostsRef<'_> {
+    /// The endpoints for one request, held for all its tries: fixed ones in place, a
+    /// snapshot of changing ones.
+    fn hosts_now(&self) -> HostsRef<'_> {
         match &self.hosts {
             HostsCell::Fixed(hosts) => HostsRef::Fixed(hosts),
             HostsCell::Dynamic(cell) => HostsRef::Dynamic(cell.load_full()),
@@ -563,6 +567,22 @@ impl Cluster {
             outlier.failure(endpoint, &hosts, &self.name);
         } else {
             endpoint.health.success();
+        }
+    }
+}
+
+/// The endpoint of one try: in place when the endpoints are fixed, held when they can change.
+enum Picked<'a> {
+    Fixed(&'a Arc<Endpoint>),
+    Snapshot(Arc<Endpoint>),
+}
+
+impl std::ops::Deref for Picked<'_> {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        match self {
+            Picked::Fixed(e) => e,
+            Picked::Snapshot(e) => e,
         }
     }
 }
