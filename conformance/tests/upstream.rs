@@ -931,3 +931,81 @@ async fn least_request_with_a_latency_average_avoids_a_slow_endpoint() {
         "with latency, tried once or so: {ewma:?}"
     );
 }
+
+#[tokio::test]
+async fn max_pending_requests_bounds_the_connections_being_opened() {
+    // An upstream that accepts TCP and never answers the TLS handshake: a connection to it
+    // stays "being opened" until the cluster's connect_timeout.
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = socket.accept().await {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().expect("dir");
+    let made = std::process::Command::new(weft_bin())
+        .args(["cert", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("weft cert");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let ca = dir.path().join("ca.pem");
+    let clusters = cluster_block(
+        "up",
+        &format!("[\"{addr}\"]"),
+        &format!(
+            "connect_timeout = \"2s\"\ntls = {{ ca = \"{}\" }}\n[clusters.circuit_breaker]\nmax_pending_requests = 1",
+            ca.display()
+        ),
+    );
+    let weft = Weft::start(&config(&clusters, &route_block("/", "up", ""))).await;
+    let url = weft.url("/");
+    let first = tokio::spawn(async move { get(&url).await.status });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let second = get(&weft.url("/")).await;
+    assert_eq!(second.status, 503, "{}", second.text());
+    assert_eq!(second.header("x-weft-overloaded"), Some("max_pending_requests"));
+    assert!(started.elapsed() < Duration::from_millis(1000), "refused at once");
+    assert_eq!(
+        first.await.expect("first"),
+        502,
+        "the first gives up at its connect_timeout"
+    );
+    assert_eq!(
+        weft.metric("weft_upstream_overloaded_total{cluster=\"up\",reason=\"max_pending_requests\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn max_retries_bounds_the_retries_in_flight() {
+    let down = Named::start("down").await;
+    down.set_status(503);
+    down.delay_ms.store(400, Ordering::SeqCst);
+    let clusters = cluster_block(
+        "up",
+        &format!("[\"{}\"]", down.addr()),
+        "[clusters.retry]\nattempts = 2\nbackoff_base = \"1ms\"\nbackoff_max = \"1ms\"\nmin_concurrent_retries = 10\n[clusters.circuit_breaker]\nmax_retries = 1",
+    );
+    let weft = Weft::start(&config(&clusters, &route_block("/", "up", ""))).await;
+    // Two requests fail together; one retry may be in flight, so the other is not retried.
+    let both: Vec<_> = (0..2)
+        .map(|_| {
+            let url = weft.url("/");
+            tokio::spawn(async move { get(&url).await.status })
+        })
+        .collect();
+    for r in both {
+        assert_eq!(r.await.expect("request"), 503);
+    }
+    assert_eq!(down.requests(), 3, "two first tries and one retry");
+    assert_eq!(
+        weft.metric("weft_upstream_retries_skipped_total{cluster=\"up\",reason=\"max_retries\"}")
+            .await,
+        1.0
+    );
+}
