@@ -146,6 +146,18 @@ async fn spread(
     counts
 }
 
+/// A log as text, its ANSI colour codes taken out.
+fn without_colours(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut rest = log;
+    while let Some(i) = rest.find('\x1b') {
+        out.push_str(&rest[..i]);
+        rest = rest[i..].find('m').map_or("", |end| &rest[i + end + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
 fn share(counts: &HashMap<String, usize>, name: &str, total: usize) -> f64 {
     *counts.get(name).unwrap_or(&0) as f64 / total as f64
 }
@@ -415,6 +427,12 @@ async fn retries_are_seen_by_the_upstream_numbered_and_bounded() {
     let reply = request(&client, &weft, "GET", "/x", &[], "").await;
     assert_eq!(reply.status, 503);
     assert_eq!(flaky.attempts(), ["1", "2", "3"]);
+    let log = without_colours(&weft.log());
+    assert!(
+        log.lines()
+            .any(|l| l.contains("retrying") && l.contains("attempt=3") && l.contains("reason=\"status\"")),
+        "each retry is logged with its attempt:\n{log}"
+    );
 
     // A POST is not retried on a cluster that has not said so.
     flaky.seen.lock().expect("log").clear();
@@ -671,6 +689,21 @@ async fn an_endpoints_file_change_applies_and_keeps_the_connections_of_those_tha
         4
     );
     assert!(weft.log().contains("keeping the current ones"), "{}", weft.log());
+
+    // A version without the file: the old version's watcher stops with it.
+    let fixed = cluster_block("up", &format!("[\"{}\"]", a.addr()), "");
+    weft.write_config(&config(&fixed, &route_block("/", "up", "")));
+    assert_eq!(weft.admin("POST", "/reload").await.0, 200);
+    let changes = weft.log().matches("cluster endpoints changed").count();
+    std::fs::write(&file, format!("{}\n", b.addr())).expect("write");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        weft.log().matches("cluster endpoints changed").count(),
+        changes,
+        "{}",
+        weft.log()
+    );
+    assert_eq!(spread(&client, &weft, "/", 4, |_| None).await.get("a"), Some(&4));
 }
 
 #[tokio::test]
