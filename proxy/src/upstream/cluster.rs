@@ -113,8 +113,9 @@ const LIMITS: [&str; 3] = ["max_connections", "max_pending_requests", "max_reque
 impl Cluster {
     /// Builds a cluster: resolves its names (without blocking the runtime), reads its
     /// endpoints file, and starts the tasks that keep them and their health current. The
-    /// tasks end when the cluster is dropped with its config version. Pools to endpoints
-    /// that `previous` (the running version's cluster of the same name) also had are kept.
+    /// tasks end when the cluster is dropped with its config version. Endpoints that
+    /// `previous` (the running version's cluster of the same name) also had are kept, with
+    /// their pools and health.
     pub async fn build(
         spanned: &toml::Spanned<ClusterConfig>,
         src: &Source,
