@@ -416,10 +416,17 @@ async fn retries_are_seen_by_the_upstream_numbered_and_bounded() {
         + &cluster_block(
             "nobudget",
             &eps,
-            "[clusters.retry]\nattempts = 3\nbudget_percent = 0.0\nmin_concurrent_retries = 0",
+            "[clusters.retry]\nattempts = 3\nbudget_percent = 0.0\nmin_retries_per_second = 0",
+        )
+        + &cluster_block(
+            "floor",
+            &eps,
+            "[clusters.retry]\nattempts = 2\nbackoff_base = \"1ms\"\nbudget_percent = 0.0\nmin_retries_per_second = 1",
         );
-    let routes =
-        route_block("/posts", "posts", "") + &route_block("/nobudget", "nobudget", "") + &route_block("/", "up", "");
+    let routes = route_block("/posts", "posts", "")
+        + &route_block("/nobudget", "nobudget", "")
+        + &route_block("/floor", "floor", "")
+        + &route_block("/", "up", "");
     let weft = Weft::start(&config(&clusters, &routes)).await;
     let client = http1_client();
 
@@ -458,6 +465,16 @@ async fn retries_are_seen_by_the_upstream_numbered_and_bounded() {
             .await,
         4.0
     );
+
+    // Only the per-second floor: one retry a second, however many requests fail.
+    flaky.seen.lock().expect("log").clear();
+    let started = Instant::now();
+    for _ in 0..4 {
+        assert_eq!(request(&client, &weft, "GET", "/floor", &[], "").await.status, 503);
+    }
+    if started.elapsed() < Duration::from_millis(900) {
+        assert_eq!(flaky.requests(), 5, "four tries and one retry");
+    }
 
     // Healthy again: one try.
     flaky.seen.lock().expect("log").clear();
@@ -828,7 +845,7 @@ async fn an_endpoint_killed_under_load_is_ejected_without_failing_clients_and_re
     let mut b = Killable::start("b").await;
     let eps = format!("[\"{}\", \"{}\"]", a.addr(), b.addr);
     let retry =
-        "[clusters.retry]\nattempts = 3\nbackoff_base = \"1ms\"\nbackoff_max = \"5ms\"\nmin_concurrent_retries = 16";
+        "[clusters.retry]\nattempts = 3\nbackoff_base = \"1ms\"\nbackoff_max = \"5ms\"\nmin_retries_per_second = 1000";
     let clusters = cluster_block(
         "outlier",
         &eps,
@@ -921,7 +938,7 @@ async fn the_retry_budget_keeps_an_outage_from_multiplying_the_load() {
     let clusters = cluster_block(
         "up",
         &format!("[\"{}\"]", down.addr()),
-        "[clusters.retry]\nattempts = 5\nbackoff_base = \"1ms\"\nbackoff_max = \"2ms\"\nbudget_percent = 20.0\nmin_concurrent_retries = 1",
+        "[clusters.retry]\nattempts = 5\nbackoff_base = \"1ms\"\nbackoff_max = \"2ms\"\nbudget_percent = 20.0\nmin_retries_per_second = 1",
     );
     let weft = Weft::start(&config(&clusters, &route_block("/", "up", ""))).await;
     let storm: Vec<_> = (0..50)
@@ -1022,7 +1039,7 @@ async fn max_retries_bounds_the_retries_in_flight() {
     let clusters = cluster_block(
         "up",
         &format!("[\"{}\"]", down.addr()),
-        "[clusters.retry]\nattempts = 2\nbackoff_base = \"1ms\"\nbackoff_max = \"1ms\"\nmin_concurrent_retries = 10\n[clusters.circuit_breaker]\nmax_retries = 1",
+        "[clusters.retry]\nattempts = 2\nbackoff_base = \"1ms\"\nbackoff_max = \"1ms\"\nmin_retries_per_second = 1000\n[clusters.circuit_breaker]\nmax_retries = 1",
     );
     let weft = Weft::start(&config(&clusters, &route_block("/", "up", ""))).await;
     // Two requests fail together; one retry may be in flight, so the other is not retried.

@@ -171,9 +171,10 @@ pub struct RetryConfig {
     /// Retries in flight may be this percentage of the requests in flight…
     #[serde(default = "defaults::budget_percent")]
     pub budget_percent: f64,
-    /// …or this many, whichever is more.
-    #[serde(default = "defaults::min_concurrent_retries")]
-    pub min_concurrent_retries: u32,
+    /// Beyond that share, this many retries a second are still allowed (linkerd2-proxy's
+    /// floor), so a quiet cluster can retry at all.
+    #[serde(default = "defaults::min_retries_per_second")]
+    pub min_retries_per_second: u32,
     /// A request body is kept for a retry up to this size; a larger one is sent once.
     #[serde(default = "defaults::replay_bytes")]
     pub max_replay_bytes: usize,
@@ -414,8 +415,8 @@ mod defaults {
     pub fn budget_percent() -> f64 {
         20.0
     }
-    pub fn min_concurrent_retries() -> u32 {
-        3
+    pub fn min_retries_per_second() -> u32 {
+        10
     }
     pub fn replay_bytes() -> usize {
         64 * 1024

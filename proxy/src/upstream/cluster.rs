@@ -517,6 +517,7 @@ impl Cluster {
             let allowed = policy.budget_allows(
                 guard.active_retries.load(Ordering::Relaxed),
                 guard.active_requests.load(Ordering::Relaxed),
+                health::since_start(),
             );
             if !allowed {
                 policy.skipped("budget");

@@ -1,6 +1,7 @@
 //! Retries: which failures are tried again, with what body, after how long, and whether
 //! the cluster's retry budget allows it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,7 +31,9 @@ pub struct RetryPolicy {
     backoff_base: Duration,
     backoff_max: Duration,
     budget_percent: f64,
-    min_concurrent: u32,
+    /// The per-second floor, as a GCRA (one atomic): the theoretical arrival time of the
+    /// next retry, in nanoseconds since `health::since_start`.
+    floor: Option<(AtomicU64, u64)>,
     max_replay_bytes: usize,
     retried: [Counter; 4],
     skipped: [Counter; 5],
@@ -46,7 +49,12 @@ impl RetryPolicy {
             backoff_base: config.backoff_base,
             backoff_max: config.backoff_max,
             budget_percent: config.budget_percent,
-            min_concurrent: config.min_concurrent_retries,
+            floor: (config.min_retries_per_second > 0).then(|| {
+                (
+                    AtomicU64::new(0),
+                    1_000_000_000 / u64::from(config.min_retries_per_second),
+                )
+            }),
             max_replay_bytes: config.max_replay_bytes,
             retried: REASONS.map(|r| metrics.upstream.retry(cluster, r)),
             skipped: SKIPPED.map(|r| metrics.upstream.retry_skipped(cluster, r)),
@@ -101,11 +109,30 @@ impl RetryPolicy {
         }
     }
 
-    /// Retries in flight may be `budget_percent` of the requests in flight, or
-    /// `min_concurrent_retries`, whichever is more (Envoy's retry budget).
-    pub fn budget_allows(&self, retries: u32, requests: u32) -> bool {
+    /// Retries in flight may be `budget_percent` of the requests in flight (Envoy's retry
+    /// budget); past that, up to `min_retries_per_second` more a second, bursting to one
+    /// second's worth (linkerd2-proxy's floor).
+    pub fn budget_allows(&self, retries: u32, requests: u32, now: Duration) -> bool {
         let budget = (f64::from(requests) * self.budget_percent / 100.0) as u32;
-        retries < budget.max(self.min_concurrent)
+        if retries < budget {
+            return true;
+        }
+        let Some((next, interval)) = &self.floor else {
+            return false;
+        };
+        let now = now.as_nanos() as u64;
+        let mut tat = next.load(Ordering::Relaxed);
+        loop {
+            let after = tat.max(now) + interval;
+            // A second's worth of retries may be taken at once, no more.
+            if after > now + 1_000_000_000 {
+                return false;
+            }
+            match next.compare_exchange_weak(tat, after, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(seen) => tat = seen,
+            }
+        }
     }
 
     /// Exponential backoff with full jitter: a random wait up to `base · 2^(n-1)`,
@@ -147,21 +174,34 @@ pub fn request(head: &http::request::Parts, body: Body, attempt: u32) -> Request
 mod tests {
     use super::*;
 
-    fn policy(percent: f64, min: u32) -> RetryPolicy {
+    fn policy(percent: f64, per_second: u32) -> RetryPolicy {
         let config: RetryConfig = toml::from_str(&format!(
-            "budget_percent = {percent}\nmin_concurrent_retries = {min}\nbackoff_base = \"10ms\"\nbackoff_max = \"80ms\""
+            "budget_percent = {percent}\nmin_retries_per_second = {per_second}\nbackoff_base = \"10ms\"\nbackoff_max = \"80ms\""
         ))
         .expect("valid retry config");
         RetryPolicy::new(&config, "c", &Metrics::default())
     }
 
     #[test]
-    fn the_budget_is_a_share_of_requests_with_a_floor() {
-        let p = policy(20.0, 3);
-        assert!(p.budget_allows(2, 0));
-        assert!(!p.budget_allows(3, 10));
-        assert!(p.budget_allows(19, 100));
-        assert!(!p.budget_allows(20, 100));
+    fn the_budget_is_a_share_of_requests_with_a_floor_per_second() {
+        let p = policy(20.0, 0);
+        assert!(p.budget_allows(19, 100, Duration::ZERO));
+        assert!(!p.budget_allows(20, 100, Duration::ZERO));
+        assert!(
+            !p.budget_allows(0, 1, Duration::ZERO),
+            "no floor: a lone request is not retried"
+        );
+
+        let p = policy(20.0, 4);
+        let at = |ms| Duration::from_millis(ms);
+        // A second's worth (4) at once, then one each 250 ms.
+        let burst = (0..10).filter(|_| p.budget_allows(20, 100, at(5000))).count();
+        assert_eq!(burst, 4);
+        assert!(!p.budget_allows(20, 100, at(5100)));
+        assert!(p.budget_allows(20, 100, at(5250)));
+        assert!(!p.budget_allows(20, 100, at(5260)));
+        // Within the share, the floor is not spent.
+        assert!(p.budget_allows(0, 100, at(5260)));
     }
 
     #[test]
