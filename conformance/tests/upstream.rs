@@ -606,9 +606,18 @@ async fn health_checks_take_an_endpoint_out_and_back_and_stop_with_their_version
     let counts = spread(&client, &weft, "/", 20, |_| None).await;
     assert_eq!((counts.get("a"), counts.get("b")), (Some(&10), Some(&10)), "{counts:?}");
 
-    // A version without the check: its probes stop once the old version is gone.
-    weft.write_config(&config(&cluster_block("up", &eps, ""), &route_block("/", "up", "")));
+    // b fails its check again; then a version without checks (outlier detection only):
+    // the old verdict no longer counts, and the old version's probes stop.
+    b.health_status.store(503, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let outlier_only = "[clusters.outlier_detection]\nconsecutive_failures = 5";
+    weft.write_config(&config(
+        &cluster_block("up", &eps, outlier_only),
+        &route_block("/", "up", ""),
+    ));
     assert_eq!(weft.admin("POST", "/reload").await.0, 200);
+    let counts = spread(&client, &weft, "/", 20, |_| None).await;
+    assert_eq!((counts.get("a"), counts.get("b")), (Some(&10), Some(&10)), "{counts:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let probes = a.health_hits.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(500)).await;

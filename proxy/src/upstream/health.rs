@@ -53,9 +53,17 @@ impl Default for EndpointHealth {
 }
 
 impl EndpointHealth {
-    /// Whether the endpoint takes traffic at `now`. An ejection that has run out is ended
-    /// here, by the first pick that sees it.
-    pub fn available(&self, now: u64, counters: &EndpointCounters, cluster: &str, addr: SocketAddr) -> bool {
+    /// Whether the endpoint takes traffic at `now`, counting the health checks' verdict
+    /// when `checked`. An ejection that has run out is ended here, by the first pick that
+    /// sees it.
+    pub fn available(
+        &self,
+        now: u64,
+        checked: bool,
+        counters: &EndpointCounters,
+        cluster: &str,
+        addr: SocketAddr,
+    ) -> bool {
         let until = self.ejected_until.load(Ordering::Relaxed);
         if until != 0 {
             if now < until {
@@ -67,12 +75,12 @@ impl EndpointHealth {
                 .is_ok()
             {
                 self.failures.store(0, Ordering::Relaxed);
-                let healthy = self.checked_healthy.load(Ordering::Relaxed);
+                let healthy = !checked || self.checked_healthy.load(Ordering::Relaxed);
                 counters.healthy.set(i64::from(healthy));
                 tracing::info!(cluster, endpoint = %addr, "endpoint readmitted after its ejection");
             }
         }
-        self.checked_healthy.load(Ordering::Relaxed)
+        !checked || self.checked_healthy.load(Ordering::Relaxed)
     }
 
     fn is_ejected(&self, now: u64) -> bool {
