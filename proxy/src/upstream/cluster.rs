@@ -84,9 +84,9 @@ struct Guard {
     outlier: Option<Outlier>,
     /// Endpoints can be unavailable (outlier detection or health checks are on).
     checks_availability: bool,
-    /// Health checks are on: their verdict counts (an endpoint carried over from a version
-    /// that had them may hold a stale one).
-    health_checked: bool,
+    /// Which verdicts count: an endpoint carried over from a version with health checks or
+    /// outlier detection may hold a stale one of a kind this version does not use.
+    counts: health::Counts,
     panic_threshold: u8,
     /// 503s by limit: max_connections, max_pending_requests, max_requests.
     overloaded: [Counter; 3],
@@ -170,7 +170,10 @@ impl Cluster {
                     .map(|r| RetryPolicy::new(r.get_ref(), &name, metrics)),
                 outlier: config.outlier_detection.as_ref().map(|o| Outlier::new(o.get_ref())),
                 checks_availability: config.outlier_detection.is_some() || config.health_check.is_some(),
-                health_checked: config.health_check.is_some(),
+                counts: health::Counts {
+                    checks: config.health_check.is_some(),
+                    ejections: config.outlier_detection.is_some(),
+                },
                 panic_threshold: config.panic_threshold,
                 overloaded: LIMITS.map(|limit| metrics.upstream.overloaded(&name, limit)),
             })
@@ -340,19 +343,14 @@ impl Cluster {
         };
         let now = health::now_ms();
         let usable = |e: &Endpoint| {
-            e.health
-                .available(now, guard.health_checked, &e.counters, &self.name, e.addr)
-                && Some(e.addr) != avoid
+            e.health.available(now, guard.counts, &e.counters, &self.name, e.addr) && Some(e.addr) != avoid
         };
         if usable(&endpoints[first]) {
             return &endpoints[first];
         }
         let available = endpoints
             .iter()
-            .filter(|e| {
-                e.health
-                    .available(now, guard.health_checked, &e.counters, &self.name, e.addr)
-            })
+            .filter(|e| e.health.available(now, guard.counts, &e.counters, &self.name, e.addr))
             .count();
         if available * 100 < usize::from(guard.panic_threshold) * n || available == 0 {
             return &endpoints[first];
@@ -367,10 +365,9 @@ impl Cluster {
             .iter()
             .find(|e| usable(e))
             .or_else(|| {
-                endpoints.iter().find(|e| {
-                    e.health
-                        .available(now, guard.health_checked, &e.counters, &self.name, e.addr)
-                })
+                endpoints
+                    .iter()
+                    .find(|e| e.health.available(now, guard.counts, &e.counters, &self.name, e.addr))
             })
             .unwrap_or(&endpoints[first])
     }

@@ -26,6 +26,13 @@ pub fn now_ms() -> u64 {
     since_start().as_millis() as u64 + 1
 }
 
+/// Which kinds of verdict a config version uses.
+#[derive(Clone, Copy)]
+pub struct Counts {
+    pub checks: bool,
+    pub ejections: bool,
+}
+
 /// One endpoint's health, read by every pick and written by failures and probes.
 pub struct EndpointHealth {
     /// The active health check's verdict (true until a check says otherwise).
@@ -53,19 +60,19 @@ impl Default for EndpointHealth {
 }
 
 impl EndpointHealth {
-    /// Whether the endpoint takes traffic at `now`, counting the health checks' verdict
-    /// when `checked`. An ejection that has run out is ended here, by the first pick that
-    /// sees it.
+    /// Whether the endpoint takes traffic at `now`, by the verdicts that `counts`. An
+    /// ejection that has run out is ended here, by the first pick that sees it.
     pub fn available(
         &self,
         now: u64,
-        checked: bool,
+        counts: Counts,
         counters: &EndpointCounters,
         cluster: &str,
         addr: SocketAddr,
     ) -> bool {
+        let checked = counts.checks;
         let until = self.ejected_until.load(Ordering::Relaxed);
-        if until != 0 {
+        if until != 0 && counts.ejections {
             if now < until {
                 return false;
             }
