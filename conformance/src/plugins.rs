@@ -15,6 +15,8 @@ pub const PANIC: &str = env!("WEFT_PLUGIN_PANIC");
 pub const WRONG_VERSION: &str = env!("WEFT_PLUGIN_WRONG_VERSION");
 /// A filter built for `weft:filter@0.1.0`: refused, with how to rebuild.
 pub const BUILT_FOR_0_1: &str = env!("WEFT_PLUGIN_BUILT_FOR_0_1");
+/// A filter built for `weft:filter@0.2.0` (the WIT as released): still linked and run.
+pub const BUILT_FOR_0_2_0: &str = env!("WEFT_PLUGIN_BUILT_FOR_0_2_0");
 /// Exercises every host interface, driven by `x-cap-*` request headers (see its docs).
 pub const CAPABILITIES: &str = env!("WEFT_PLUGIN_CAPABILITIES");
 /// The example filter a newcomer copies.

@@ -12,6 +12,8 @@
 //! - ` ```toml invalid ` (or ` ```toml fragment invalid `) — a config shown for its
 //!   error: `weft check` must refuse it. When the next fenced block starts with
 //!   `error: weft.toml:`, that first line is what `weft check` must say.
+//! - ` ```toml cases ` — not a config but a test kit `CASES.toml` (docs/plugin-kit.md)
+//!   for `examples/hello-filter`: `weft plugin test hello_filter.wasm` must pass it.
 //!
 //! Any other word after `toml` fails the test, and so does a fence with no info string
 //! whose text looks like a config (a line starting `[name]` or `[[name]]`): every config
@@ -84,6 +86,7 @@ fn fenced_blocks(file: &str, markdown: &str) -> Vec<Block> {
 struct Kind {
     fragment: bool,
     invalid: bool,
+    cases: bool,
 }
 
 fn classify(info: &str) -> Result<Option<Kind>, String> {
@@ -95,15 +98,17 @@ fn classify(info: &str) -> Result<Option<Kind>, String> {
     let mut kind = Kind {
         fragment: false,
         invalid: false,
+        cases: false,
     };
     for word in words {
         match word {
             "fragment" if !kind.fragment => kind.fragment = true,
             "invalid" if !kind.invalid => kind.invalid = true,
+            "cases" if !kind.cases => kind.cases = true,
             other => {
                 return Err(format!(
                     "unknown word {other:?} in ```{info}: a toml block is ```toml, ```toml fragment, \
-                     ```toml invalid or ```toml fragment invalid (see conformance/tests/docs.rs)"
+                     ```toml invalid, ```toml fragment invalid or ```toml cases (see conformance/tests/docs.rs)"
                 ));
             }
         }
@@ -195,8 +200,32 @@ fn expected_error(blocks: &[Block], index: usize) -> Option<String> {
         .map(|message| format!("weft.toml:{message}"))
 }
 
+/// Runs a ```toml cases block through `weft plugin test` against the example filter.
+fn check_cases(block: &Block, wasm_dir: &Path) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let cases = dir.path().join("CASES.toml");
+    std::fs::write(&cases, &block.text).map_err(|e| e.to_string())?;
+    let out = Command::new(weft_bin())
+        .args(["plugin", "test"])
+        .arg(wasm_dir.join("hello_filter.wasm"))
+        .arg(&cases)
+        .output()
+        .map_err(|e| format!("cannot run weft plugin test: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "weft plugin test hello_filter.wasm failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
 fn check_block(blocks: &[Block], index: usize, kind: Kind, certs: &Path, wasm_dir: &Path) -> Result<(), String> {
     let block = &blocks[index];
+    if kind.cases {
+        return check_cases(block, wasm_dir);
+    }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut text = materialise(&block.text, dir.path(), certs, wasm_dir)?;
     if kind.fragment && !block.text.lines().any(|l| l.trim() == "[[listeners]]") {
@@ -308,7 +337,8 @@ fn the_block_convention_is_what_the_docs_say() {
         classify("toml fragment invalid"),
         Ok(Some(Kind {
             fragment: true,
-            invalid: true
+            invalid: true,
+            cases: false,
         }))
     ));
     assert!(classify("toml fragmnet").is_err());

@@ -14,6 +14,8 @@ mod limits;
 mod persisted;
 #[path = "graphql/property.rs"]
 mod property;
+#[path = "graphql/readme.rs"]
+mod readme;
 #[path = "graphql/rest.rs"]
 mod rest;
 #[path = "graphql/routing.rs"]

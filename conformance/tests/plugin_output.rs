@@ -30,7 +30,10 @@ print(json.dumps(samples))
 
 /// Every sample of `/metrics`, as the strict parser read them; panics if it refused.
 async fn scrape(weft: &Weft) -> Vec<Value> {
-    let (status, text) = weft.admin("GET", "/metrics").await;
+    // Asks for OpenMetrics as Prometheus does (without, /metrics is Prometheus text 0.0.4).
+    let accept = [("accept", "application/openmetrics-text; version=1.0.0")];
+    let reply = weft.admin_request("GET", "/metrics", &accept).await;
+    let (status, text) = (reply.status, reply.text());
     assert_eq!(status, 200, "{text}");
     let mut child = tokio::process::Command::new("python3")
         .args(["-c", PARSE])
@@ -168,8 +171,102 @@ async fn hostile_metric_names_are_refused_and_metrics_stay_parseable() {
         Some(10.0)
     );
     // Logged, but not once per refusal: a guest must not flood the log through us.
-    let warnings = weft.log().matches("filter metric name refused").count();
+    let warnings = weft.log().matches("filter metric refused or folded").count();
     assert_eq!(warnings, 1, "{}", weft.log());
+}
+
+#[tokio::test]
+async fn labelled_series_are_checked_escaped_and_bounded() {
+    let up = Upstream::echo("web").await;
+    let weft = Weft::start(&config("\"caps\"", "", "", &up)).await;
+    let ok = [
+        "operations;operation=GetUser;type=query",
+        "operations;operation=GetUser;type=query",
+        // A value may hold anything a header can: it is escaped, never a new series.
+        r#"operations;operation=x"} 1\nweft_forged_total 1\n#;type=query"#,
+    ];
+    let invalid = [
+        "operations;filter=forged",
+        "operations;name=forged",
+        "operations;le=0.5",
+        "operations;__name__=x",
+        "operations;op=a;op=b",
+        "operations;bad-name=a",
+        "operations;a=1;b=2;c=3;d=4;e=5",
+    ];
+    let long_value = format!("operations;operation={}", "v".repeat(129));
+    for spec in ok
+        .iter()
+        .chain(&invalid)
+        .copied()
+        .chain([long_value.as_str(), "bad name;op=a"])
+    {
+        let reply = request(&weft, &[("x-cap-metric-labelled", spec)]).await;
+        assert_eq!(reply.status, 200, "{spec}: {}", reply.text());
+    }
+    let samples = scrape(&weft).await;
+    let series = |operation: &str| {
+        value(
+            &samples,
+            "weft_filter_counter_total",
+            &[
+                ("filter", "caps"),
+                ("name", "operations"),
+                ("operation", operation),
+                ("type", "query"),
+            ],
+        )
+    };
+    assert_eq!(series("GetUser"), Some(2.0));
+    assert_eq!(series("x\"} 1\nweft_forged_total 1\n#"), Some(1.0));
+    assert!(
+        !samples.iter().any(|s| s["family"] == "weft_forged"),
+        "a guest forged a series"
+    );
+    assert!(
+        !samples
+            .iter()
+            .any(|s| s["labels"]["filter"] == "forged" || s["labels"]["name"] == "forged"),
+        "a guest label overrode the host's"
+    );
+    let rejected = |reason| {
+        value(
+            &samples,
+            "weft_filter_metric_rejected_total",
+            &[("filter", "caps"), ("reason", reason)],
+        )
+    };
+    // Three calls (counter, gauge, histogram) per refused request.
+    assert_eq!(rejected("invalid_label"), Some(3.0 * (invalid.len() + 1) as f64));
+    assert_eq!(
+        rejected("invalid"),
+        Some(3.0),
+        "a labelled call's name is checked as any other"
+    );
+
+    // Past 1024 series per kind, new values fold into one overflow series; totals stay right.
+    const DISTINCT: usize = 1100;
+    for i in 0..DISTINCT {
+        let spec = format!("ops;operation=op{i}");
+        let reply = request(&weft, &[("x-cap-metric-labelled", spec.as_str())]).await;
+        assert_eq!(reply.status, 200);
+    }
+    let samples = scrape(&weft).await;
+    let ops: Vec<&Value> = samples
+        .iter()
+        .filter(|s| s["name"] == "weft_filter_counter_total" && s["labels"]["name"] == "ops")
+        .collect();
+    // The earlier `operations` series count against the same bound.
+    let own = 1024 - 2;
+    assert_eq!(ops.len(), own + 1, "own series plus the overflow one");
+    let total: f64 = ops.iter().map(|s| s["value"].as_f64().expect("value")).sum();
+    assert_eq!(total, DISTINCT as f64);
+    let overflow = value(
+        &samples,
+        "weft_filter_counter_total",
+        &[("filter", "caps"), ("name", "ops"), ("operation", "__overflow__")],
+    );
+    assert_eq!(overflow, Some((DISTINCT - own) as f64));
 }
 
 #[tokio::test]

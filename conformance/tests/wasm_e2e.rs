@@ -227,6 +227,19 @@ fn a_plugin_built_for_0_1_is_refused_with_how_to_rebuild() {
 }
 
 #[tokio::test]
+async fn a_plugin_built_for_an_earlier_0_2_release_still_runs() {
+    let up = Upstream::echo("web").await;
+    let config = Config::new()
+        .cluster("web", &[up.addr])
+        .wasm_filter("released", plugins::BUILT_FOR_0_2_0, "", "")
+        .route("all", r#"path_prefix = "/""#, "web", &["released"], "");
+    let weft = Weft::start(&config.to_string()).await;
+    let reply = request(&weft, "GET", "/", &[], "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(seen_header(&reply.json(), "x-built-for"), Some("0.2.0"));
+}
+
+#[tokio::test]
 async fn context_crosses_phases_and_filters_and_undeclared_phases_are_skipped() {
     let up = Upstream::echo("web").await;
     let config = Config::new()

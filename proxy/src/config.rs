@@ -16,7 +16,7 @@ use crate::filter::FailureMode;
 mod admin;
 mod cluster;
 mod limits;
-mod redact;
+pub(crate) mod redact;
 
 pub use admin::{AdminConfig, MIN_TOKEN_LEN, Secret};
 pub use cluster::{
@@ -471,7 +471,9 @@ impl Config {
             }
         }
         let mut paths: Vec<&mut PathBuf> = self.wasm.cache_dir.iter_mut().collect();
-        paths.extend(self.admin.iter_mut().filter_map(|a| a.token_file.as_mut()));
+        if let Some(admin) = &mut self.admin {
+            paths.extend(admin.token_file.iter_mut().chain(admin.audit_log.iter_mut()));
+        }
         for listener in &mut self.listeners {
             if let Some(tls) = &mut listener.get_mut().tls {
                 paths.extend(tls.certificates.iter_mut().flat_map(|c| [&mut c.cert, &mut c.key]));

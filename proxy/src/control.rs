@@ -1,5 +1,5 @@
-//! Config sources that trigger reloads: the config file and the plugin files, watched on
-//! disk. (The admin API's `POST /reload` is the other trigger.)
+//! What triggers reloads besides the admin API's `POST /reload`: the config file and the
+//! plugin files, watched on disk, and SIGHUP.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -42,6 +42,22 @@ pub fn spawn(state: Arc<State>, mut shutdown: watch::Receiver<bool>) -> anyhow::
             let _ = state.reload("watch").await;
             files = watched_files(&state);
             watch_dirs(&mut watcher, &files, &mut dirs);
+        }
+    });
+    Ok(())
+}
+
+/// Reloads on every SIGHUP, the signal daemons conventionally reload on.
+pub fn reload_on_sighup(state: Arc<State>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                got = hup.recv() => if got.is_none() { return },
+                _ = shutdown.changed() => return,
+            }
+            // Logged, counted and audited by `reload`.
+            let _ = state.reload("signal").await;
         }
     });
     Ok(())

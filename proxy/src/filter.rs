@@ -193,6 +193,21 @@ pub trait Filter: Send + Sync + 'static {
     fn response_body_limit(&self) -> Option<usize> {
         None
     }
+
+    /// What the admin API shows of a filter loaded from a plugin file.
+    fn plugin(&self) -> Option<&PluginInfo> {
+        None
+    }
+}
+
+/// A Wasm plugin as loaded: from where, its content hash and WIT version, and when.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginInfo {
+    pub path: std::path::PathBuf,
+    pub sha256: String,
+    pub wit: String,
+    /// Seconds since the Unix epoch.
+    pub loaded_at: u64,
 }
 
 /// What happens to a request when one of its filters fails.
@@ -214,4 +229,6 @@ pub enum FailureMode {
 pub struct ChainEntry {
     pub filter: Arc<dyn Filter>,
     pub on_error: FailureMode,
+    /// The filter's call timings, shared by every chain it is in.
+    pub stats: crate::metrics::FilterStats,
 }

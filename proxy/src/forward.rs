@@ -27,6 +27,8 @@ pub struct ConnInfo {
     forwarded: HeaderValue,
     /// The listener's front-door policy (limits, path normalisation).
     pub door: Arc<FrontDoor>,
+    /// The listener's request gauge and byte counters.
+    pub counters: Arc<crate::metrics::ListenerCounters>,
 }
 
 impl ConnInfo {
@@ -38,6 +40,11 @@ impl ConnInfo {
                 self.xfcc = HeaderValue::try_from(id.xfcc()).ok();
             }
         }
+        self
+    }
+
+    pub fn with_counters(mut self, counters: Arc<crate::metrics::ListenerCounters>) -> ConnInfo {
+        self.counters = counters;
         self
     }
 
@@ -72,6 +79,7 @@ impl ConnInfo {
             xff: HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static("unknown")),
             forwarded: HeaderValue::try_from(forwarded).unwrap_or(HeaderValue::from_static("for=unknown")),
             door,
+            counters: Arc::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod front;
 pub mod listen;
 pub mod log;
 pub mod metrics;
+pub mod plugin;
 pub mod proxy;
 pub mod respond;
 pub mod route;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use weft::config::Config;
 use weft::log::LogFormat;
+use weft::plugin::new::{Lang, Sdk};
 use weft::state::ConfigSource;
 
 // glibc malloc was ~6% of the proxy's user-space instructions per request (callgrind);
@@ -49,6 +50,11 @@ enum Command {
         #[arg(long, default_value = "spiffe://weft.local/ns/default/sa/client")]
         client_id: String,
     },
+    /// Tools for filter authors: start a filter project, test a built filter.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Serve the embedded demo: a built-in upstream behind the example plugin.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -61,11 +67,39 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Write a filter project NAME/ that builds with `./build` and tests itself.
+    New {
+        name: String,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Lang,
+        /// Where to write it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A Weft checkout, or its `sdk/` folder (default: the checkout this weft was built from).
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+        /// A git URL of Weft to take the SDK from instead.
+        #[arg(long, conflicts_with = "sdk_path")]
+        sdk_git: Option<String>,
+    },
+    /// Run a filter component against the cases of a CASES.toml (docs/plugin-kit.md);
+    /// exits 1 with a diff when a case fails.
+    Test { wasm: PathBuf, cases: PathBuf },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    weft::log::init(cli.log_format);
+    // The test kit loads the filter once per case: its log says only what went wrong.
+    let level = match cli.command {
+        Command::Plugin { .. } => "warn",
+        _ => "info",
+    };
+    weft::log::init(cli.log_format, level);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<CasesFailed>() => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -96,6 +130,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Plugin { command } => plugin(command),
         Command::Demo { listen, admin, plugins } => {
             let rt = weft::server::tokio_runtime(None)?;
             rt.block_on(async {
@@ -109,6 +144,57 @@ fn run(command: Command) -> anyhow::Result<()> {
                 );
                 weft::server::run(parsed, ConfigSource::Embedded { origin, text }).await
             })
+        }
+    }
+}
+
+/// Some test kit cases failed (the report says which): exit 1 without another message.
+#[derive(Debug)]
+struct CasesFailed;
+
+impl std::fmt::Display for CasesFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("some cases failed")
+    }
+}
+
+impl std::error::Error for CasesFailed {}
+
+fn plugin(command: PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::New {
+            name,
+            lang,
+            dir,
+            sdk_path,
+            sdk_git,
+        } => {
+            let sdk = match (sdk_path, sdk_git) {
+                (Some(path), _) => Sdk::from_path(&path)?,
+                (None, Some(url)) => Sdk::Git(url),
+                (None, None) => Sdk::from_build_checkout().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "weft-sdk is not on crates.io and this weft was not built from a checkout that is still here: \
+                         pass --sdk-path <weft checkout> or --sdk-git <weft repository URL>"
+                    )
+                })?,
+            };
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            weft::plugin::new::write(&name, lang, &dir, &sdk)?;
+            println!(
+                "wrote {dir}/ (SDK: {sdk})\nnext:  cd {dir} && ./build       # builds and checks CASES.toml\n       weft run --config weft.toml   # serves it; ./build again swaps it in",
+                dir = dir.display()
+            );
+            Ok(())
+        }
+        PluginCommand::Test { wasm, cases } => {
+            let report = weft::plugin::test_kit::run_cases(&wasm, &cases)?;
+            println!("{report}");
+            if report.passed() {
+                Ok(())
+            } else {
+                Err(CasesFailed.into())
+            }
         }
     }
 }

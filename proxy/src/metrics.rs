@@ -4,13 +4,20 @@
 //! counters, created when the config is built, so counting is one atomic add.
 
 use std::fmt::Write;
+use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+mod exposition;
+mod latency;
+
+pub use exposition::{OPENMETRICS, PROMETHEUS_TEXT, to_prometheus_text, wants_openmetrics};
+pub use latency::LatencyHistogram;
 
 /// A label value from config or a plugin, escaped when encoded. prometheus-client 0.24
 /// writes label values verbatim, so a `"`, `\` or newline in a filter or route name would
@@ -58,11 +65,31 @@ pub struct FilterLabels {
     pub kind: LabelText,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A guest metric's series: `filter`, `name`, then the labels the guest gave
+/// (`metrics.*-labelled`), whose names the host checked and whose values it escapes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct GuestLabels {
     pub filter: LabelText,
     /// Checked against the metric-name grammar before it gets here; escaped anyway.
     pub name: LabelText,
+    pub labels: Box<[(Box<str>, LabelText)]>,
+}
+
+impl EncodeLabelSet for GuestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        ("filter", &self.filter).encode(encoder.encode_label())?;
+        ("name", &self.name).encode(encoder.encode_label())?;
+        for (key, value) in &self.labels {
+            (&**key, value).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+impl EncodeLabelValue for &LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        escape_label_value(&self.0, encoder)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,6 +118,53 @@ pub struct ListenerLabels {
 pub struct ListenerReasonLabels {
     pub listener: String,
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOnlyLabels {
+    pub route: LabelText,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: LabelText,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterClassLabels {
+    pub cluster: LabelText,
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterErrorLabels {
+    pub cluster: LabelText,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FilterPhaseLabels {
+    pub filter: LabelText,
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub filter: LabelText,
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginInfoLabels {
+    pub filter: LabelText,
+    pub sha256: String,
+    pub wit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerOutcomeLabels {
+    pub listener: String,
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -138,6 +212,31 @@ pub struct Metrics {
     /// Requests answered 503 because a filter was at its concurrency limit, by reason
     /// (`queue_full`, `queue_timeout`).
     pub filter_rejected: Family<RejectLabels, Counter>,
+    /// Time from a request's head to its response's head, by route.
+    request_duration: Family<RouteOnlyLabels, LatencyHistogram>,
+    /// Responses received from a cluster by status class, and exchanges that got none.
+    upstream_responses: Family<ClusterClassLabels, Counter>,
+    upstream_errors: Family<ClusterErrorLabels, Counter>,
+    /// Time from sending a request upstream to its response head, by cluster.
+    upstream_duration: Family<ClusterLabels, LatencyHistogram>,
+    /// Requests being handled now (until their response head), by listener.
+    requests_in_flight: Family<ListenerLabels, Gauge>,
+    /// Bytes read from and written to downstream connections (after TLS), by listener.
+    received_bytes: Family<ListenerLabels, Counter>,
+    sent_bytes: Family<ListenerLabels, Counter>,
+    /// TLS handshakes by listener and outcome.
+    tls_handshakes: Family<ListenerOutcomeLabels, Counter>,
+    /// Time of each filter phase call (its count is the number of calls), by filter and phase.
+    filter_duration: Family<FilterPhaseLabels, LatencyHistogram>,
+    /// Wasm instances of a filter: live (idle or in a call) and idle in its pool.
+    filter_instances: Family<InstanceLabels, Gauge>,
+    /// How long requests waited for a turn at a filter at its concurrency limit (only
+    /// those that waited: the count is the number of waits).
+    filter_queue_wait: Family<FilterOnlyLabels, LatencyHistogram>,
+    /// The config version serving now.
+    config_version: Gauge,
+    /// One series per loaded Wasm plugin, value 1: its content hash and WIT version.
+    plugin_info: Family<PluginInfoLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -218,6 +317,84 @@ impl Default for Metrics {
             "Requests refused with 503 because a filter was at its concurrency limit",
             filter_rejected.clone(),
         );
+        let request_duration = Family::<RouteOnlyLabels, LatencyHistogram>::default();
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's head to its response's head, by route",
+            request_duration.clone(),
+        );
+        let upstream_responses = Family::<ClusterClassLabels, Counter>::default();
+        registry.register(
+            "upstream_responses",
+            "Responses received from a cluster, by status class",
+            upstream_responses.clone(),
+        );
+        let upstream_errors = Family::<ClusterErrorLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream exchanges that got no response (connect, timeout, exchange), by cluster",
+            upstream_errors.clone(),
+        );
+        let upstream_duration = Family::<ClusterLabels, LatencyHistogram>::default();
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending a request upstream to its response head, by cluster",
+            upstream_duration.clone(),
+        );
+        let requests_in_flight = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "requests_in_flight",
+            "Requests being handled (until their response head), by listener",
+            requests_in_flight.clone(),
+        );
+        let received_bytes = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "received_bytes",
+            "Bytes read from downstream connections (after TLS), by listener",
+            received_bytes.clone(),
+        );
+        let sent_bytes = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "sent_bytes",
+            "Bytes written to downstream connections (before TLS), by listener",
+            sent_bytes.clone(),
+        );
+        let tls_handshakes = Family::<ListenerOutcomeLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes by listener and outcome (ok, failed, timeout)",
+            tls_handshakes.clone(),
+        );
+        let filter_duration = Family::<FilterPhaseLabels, LatencyHistogram>::default();
+        registry.register(
+            "filter_duration_seconds",
+            "Time of each filter phase call, by filter and phase (the count is the calls)",
+            filter_duration.clone(),
+        );
+        let filter_instances = Family::<InstanceLabels, Gauge>::default();
+        registry.register(
+            "filter_instances",
+            "Wasm instances of a filter: live (all) and idle (pooled for reuse)",
+            filter_instances.clone(),
+        );
+        let filter_queue_wait = Family::<FilterOnlyLabels, LatencyHistogram>::default();
+        registry.register(
+            "filter_queue_wait_seconds",
+            "Time requests waited for a turn at a filter at its concurrency limit",
+            filter_queue_wait.clone(),
+        );
+        let config_version = Gauge::default();
+        registry.register(
+            "config_version",
+            "The config version serving now",
+            config_version.clone(),
+        );
+        let plugin_info = Family::<PluginInfoLabels, Gauge>::default();
+        registry.register(
+            "plugin_info",
+            "Loaded Wasm plugins of the serving config (value 1): content hash and WIT version",
+            plugin_info.clone(),
+        );
         let upstream = UpstreamMetrics::register(&mut registry);
         Metrics {
             upstream,
@@ -237,12 +414,25 @@ impl Default for Metrics {
             filter_log_dropped,
             kv_evictions,
             filter_rejected,
+            request_duration,
+            upstream_responses,
+            upstream_errors,
+            upstream_duration,
+            requests_in_flight,
+            received_bytes,
+            sent_bytes,
+            tls_handshakes,
+            filter_duration,
+            filter_instances,
+            filter_queue_wait,
+            config_version,
+            plugin_info,
         }
     }
 }
 
 impl Metrics {
-    /// The Prometheus text exposition of every metric.
+    /// The OpenMetrics exposition of every metric ([`to_prometheus_text`] converts it).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
@@ -292,6 +482,73 @@ impl Metrics {
         self.downstream_refused.get_or_create(&labels).inc();
     }
 
+    /// The in-flight gauge and byte counters of a listener (resolved once, at bind).
+    pub fn listener(&self, listener: &str) -> ListenerCounters {
+        let labels = ListenerLabels {
+            listener: listener.to_owned(),
+        };
+        ListenerCounters {
+            in_flight: self.requests_in_flight.get_or_create(&labels).clone(),
+            received: self.received_bytes.get_or_create(&labels).clone(),
+            sent: self.sent_bytes.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// A TLS handshake's outcome: `ok`, `failed`, `timeout`. Once per connection, off
+    /// the request path.
+    pub fn tls_handshake(&self, listener: &str, outcome: &'static str) {
+        let labels = ListenerOutcomeLabels {
+            listener: listener.to_owned(),
+            outcome,
+        };
+        self.tls_handshakes.get_or_create(&labels).inc();
+    }
+
+    /// A filter's call-duration histograms and instance gauges, resolved once at load.
+    pub fn filter_stats(&self, filter: &str) -> FilterStats {
+        let phase = |phase| {
+            self.filter_duration
+                .get_or_create(&FilterPhaseLabels {
+                    filter: filter.into(),
+                    phase,
+                })
+                .clone()
+        };
+        let instances = |state| {
+            self.filter_instances
+                .get_or_create(&InstanceLabels {
+                    filter: filter.into(),
+                    state,
+                })
+                .clone()
+        };
+        FilterStats {
+            request: phase("request"),
+            response: phase("response"),
+            live: instances("live"),
+            idle: instances("idle"),
+            queue_wait: self
+                .filter_queue_wait
+                .get_or_create(&FilterOnlyLabels { filter: filter.into() })
+                .clone(),
+        }
+    }
+
+    /// Records the version now serving and its plugins, replacing the previous ones.
+    /// `plugins`: (filter, sha256 hex, WIT version).
+    pub fn serving(&self, version: u64, plugins: &[(&str, &str, &str)]) {
+        self.config_version.set(version as i64);
+        self.plugin_info.clear();
+        for (filter, sha256, wit) in plugins {
+            let labels = PluginInfoLabels {
+                filter: (*filter).into(),
+                sha256: (*sha256).to_owned(),
+                wit: (*wit).to_owned(),
+            };
+            self.plugin_info.get_or_create(&labels).set(1);
+        }
+    }
+
     pub fn filter_error(&self, filter: &str, kind: &str) {
         self.filter_errors
             .get_or_create(&FilterLabels {
@@ -325,11 +582,6 @@ impl Metrics {
 // Upstream: clusters and their endpoints. Counters are resolved when a cluster is built;
 // the request path only adds to them.
 // ---------------------------------------------------------------------------------------
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClusterLabels {
-    pub cluster: LabelText,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
@@ -451,14 +703,17 @@ pub struct EndpointCounters {
     pub healthy: Gauge,
 }
 
-/// Per-route response counters, resolved once when the route is built.
+/// Per-route response counters and latency, resolved once when the route is built.
 #[derive(Clone)]
 pub struct RouteCounters {
     by_class: [Counter; 5],
+    duration: LatencyHistogram,
+    /// The counters of the route's cluster (a filter may reroute to another's).
+    pub cluster: ClusterCounters,
 }
 
 impl RouteCounters {
-    pub fn new(metrics: &Metrics, route: &str) -> Self {
+    pub fn new(metrics: &Metrics, route: &str, cluster: ClusterCounters) -> Self {
         let make = |class| {
             metrics
                 .responses
@@ -470,13 +725,99 @@ impl RouteCounters {
         };
         RouteCounters {
             by_class: [make("1xx"), make("2xx"), make("3xx"), make("4xx"), make("5xx")],
+            duration: metrics
+                .request_duration
+                .get_or_create(&RouteOnlyLabels { route: route.into() })
+                .clone(),
+            cluster,
         }
     }
 
-    pub fn record(&self, status: http::StatusCode) {
-        let idx = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.by_class[idx].inc();
+    pub fn record(&self, status: http::StatusCode, elapsed: Duration) {
+        self.by_class[class_index(status)].inc();
+        self.duration.observe(elapsed);
     }
+}
+
+fn class_index(status: http::StatusCode) -> usize {
+    (status.as_u16() / 100).clamp(1, 5) as usize - 1
+}
+
+/// Per-cluster upstream counters and latency, resolved once when the config is built.
+#[derive(Clone)]
+pub struct ClusterCounters {
+    by_class: [Counter; 5],
+    /// connect, timeout, exchange.
+    errors: [Counter; 3],
+    duration: LatencyHistogram,
+}
+
+/// Why an upstream exchange got no response, as [`ClusterCounters::failed`] counts it.
+#[derive(Clone, Copy)]
+pub enum UpstreamFailure {
+    Connect = 0,
+    Timeout = 1,
+    Exchange = 2,
+}
+
+impl ClusterCounters {
+    pub fn new(metrics: &Metrics, cluster: &str) -> Self {
+        let class = |class| {
+            metrics
+                .upstream_responses
+                .get_or_create(&ClusterClassLabels {
+                    cluster: cluster.into(),
+                    class,
+                })
+                .clone()
+        };
+        let error = |kind| {
+            metrics
+                .upstream_errors
+                .get_or_create(&ClusterErrorLabels {
+                    cluster: cluster.into(),
+                    kind,
+                })
+                .clone()
+        };
+        ClusterCounters {
+            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            errors: [error("connect"), error("timeout"), error("exchange")],
+            duration: metrics
+                .upstream_duration
+                .get_or_create(&ClusterLabels {
+                    cluster: cluster.into(),
+                })
+                .clone(),
+        }
+    }
+
+    pub fn answered(&self, status: http::StatusCode, elapsed: Duration) {
+        self.by_class[class_index(status)].inc();
+        self.duration.observe(elapsed);
+    }
+
+    pub fn failed(&self, failure: UpstreamFailure) {
+        self.errors[failure as usize].inc();
+    }
+}
+
+/// A listener's request gauge and byte counters.
+#[derive(Clone, Default)]
+pub struct ListenerCounters {
+    pub in_flight: Gauge,
+    pub received: Counter,
+    pub sent: Counter,
+}
+
+/// A filter's per-call figures.
+#[derive(Clone, Default)]
+pub struct FilterStats {
+    pub request: LatencyHistogram,
+    pub response: LatencyHistogram,
+    pub live: Gauge,
+    pub idle: Gauge,
+    pub queue_wait: LatencyHistogram,
 }
 
 #[cfg(test)]

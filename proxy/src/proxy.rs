@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
@@ -15,12 +16,16 @@ use crate::config::UpstreamProtocol;
 use crate::filter::{ChainEntry, Decision, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx};
 use crate::forward::{self, ConnInfo};
 use crate::front::{self, ClientBodyFault};
+use crate::metrics::{ClusterCounters, UpstreamFailure};
 use crate::respond::{ProxyError, error_response};
 use crate::route::{Route, request_host};
 use crate::state::State;
+use crate::upstream::UpstreamError;
 
 /// Serves one downstream request. Never fails: every error becomes an answer here.
 pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let _in_flight = InFlight::enter(&conn.counters.in_flight);
     // The request keeps this config version, and the filter versions in it, to the end.
     let runtime = state.current();
     let (mut head, body) = req.into_parts();
@@ -49,7 +54,7 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             error_response(&err, &route.name)
         }
     };
-    route.counters.record(resp.status());
+    route.counters.record(resp.status(), started.elapsed());
     if let Some(alt_svc) = &conn.alt_svc {
         resp.headers_mut().insert(http::header::ALT_SVC, alt_svc.clone());
     }
@@ -71,7 +76,16 @@ async fn proxy(
     };
 
     if route.filters.is_empty() {
-        return forward(route, &route.cluster, conn, head, body, on_upgrade).await;
+        return forward(
+            route,
+            &route.cluster,
+            &route.counters.cluster,
+            conn,
+            head,
+            body,
+            on_upgrade,
+        )
+        .await;
     }
     // Boxed: the filter chain's state is large, and unboxed every request's future (which
     // hyper moves per request and keeps a box of per connection) would carry it.
@@ -95,6 +109,7 @@ async fn filtered(
     };
     let mut req = FilterRequest { head, body: buffered };
     let mut cluster = &route.cluster;
+    let mut cluster_counters = &route.counters.cluster;
 
     // Request phase, in config order.
     let mut ran = 0;
@@ -104,7 +119,10 @@ async fn filtered(
         if !entry.filter.has_request_phase() {
             continue;
         }
-        match entry.filter.on_request(&mut req, &mut ctx).await {
+        let call = Instant::now();
+        let decision = entry.filter.on_request(&mut req, &mut ctx).await;
+        entry.stats.request.observe(call.elapsed());
+        match decision {
             Ok(Decision::Continue) => {}
             Ok(Decision::Respond(resp)) => {
                 // The filter that answered has had its say; the ones before it see the answer.
@@ -113,10 +131,12 @@ async fn filtered(
                 break;
             }
             Ok(Decision::Reroute(name)) => {
-                cluster = runtime.clusters.get(&name).ok_or_else(|| ProxyError::UnknownCluster {
+                let unknown = || ProxyError::UnknownCluster {
                     filter: entry.filter.name().to_owned(),
                     cluster: name.to_string(),
-                })?;
+                };
+                cluster = runtime.clusters.get(&name).ok_or_else(unknown)?;
+                cluster_counters = runtime.cluster_counters.get(&name).ok_or_else(unknown)?;
             }
             Err(error) => filter_failed(runtime, entry, error)?,
         }
@@ -130,7 +150,7 @@ async fn filtered(
                 (None, Some(stream)) => stream,
                 (None, None) => Body::empty(),
             };
-            forward(route, cluster, conn, req.head, body, on_upgrade).await?
+            forward(route, cluster, cluster_counters, conn, req.head, body, on_upgrade).await?
         }
     };
 
@@ -145,7 +165,10 @@ async fn filtered(
         if !entry.filter.has_response_phase() {
             continue;
         }
-        match entry.filter.on_response(&mut resp, &mut ctx).await {
+        let call = Instant::now();
+        let decision = entry.filter.on_response(&mut resp, &mut ctx).await;
+        entry.stats.response.observe(call.elapsed());
+        match decision {
             Ok(Decision::Continue) => {}
             Ok(Decision::Respond(replacement)) => {
                 let (head, body) = replacement.into_parts();
@@ -190,6 +213,7 @@ fn filter_failed(runtime: &crate::state::Runtime, entry: &ChainEntry, error: Fil
 async fn forward(
     route: &Route,
     cluster: &crate::upstream::Cluster,
+    counters: &ClusterCounters,
     conn: &ConnInfo,
     mut head: http::request::Parts,
     body: Body,
@@ -200,10 +224,21 @@ async fn forward(
         UpstreamProtocol::Http2 => Version::HTTP_2,
     };
     forward::upstream_request(&mut head, conn, route.host_rewrite.as_ref(), version);
+    let sent = Instant::now();
     let client = Some(conn.peer.ip());
-    let mut resp = cluster
+    let mut resp = match cluster
         .send(Request::from_parts(head, body), route.timeout, client)
-        .await?;
+        .await
+    {
+        Ok(resp) => resp,
+        Err(e) => {
+            if let Some(failure) = upstream_failure(&e) {
+                counters.failed(failure);
+            }
+            return Err(e.into());
+        }
+    };
+    counters.answered(resp.status(), sent.elapsed());
 
     let switched = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     if switched {
@@ -217,6 +252,35 @@ async fn forward(
     let (mut head, body) = resp.into_parts();
     forward::downstream_response(&mut head, switched);
     Ok(Response::from_parts(head, Body::from(body)))
+}
+
+/// Counts a request in `weft_requests_in_flight` until its response head is ready (or
+/// the client gives up and the request's future is dropped).
+struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// How an upstream error is counted; a failure of the client's own body is the client's
+/// (counted as refused downstream), not the cluster's.
+fn upstream_failure(e: &UpstreamError) -> Option<UpstreamFailure> {
+    match e {
+        UpstreamError::Connect { .. } => Some(UpstreamFailure::Connect),
+        UpstreamError::Timeout { .. } => Some(UpstreamFailure::Timeout),
+        UpstreamError::Exchange { .. } => Some(UpstreamFailure::Exchange),
+        // Refused by the cluster's own breaker: counted as weft_upstream_overloaded_total.
+        UpstreamError::BadRequest(_) | UpstreamError::ClientBody(_) | UpstreamError::Overloaded { .. } => None,
+    }
 }
 
 /// After a `101 Switching Protocols`, the two connections carry bytes both ways until

@@ -1,4 +1,5 @@
-//! Starting and stopping: bind the listeners, serve, and drain on SIGTERM/SIGINT.
+//! Starting and stopping: bind the listeners, serve, reload on SIGHUP, and drain on
+//! SIGTERM/SIGINT.
 
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     // Bind everything before serving anything: a port in use fails the start, not half of it.
     let mut listeners = Vec::new();
     for l in &config.listeners {
-        listeners.push(Listener::bind(l.get_ref()).await?);
+        listeners.push(Listener::bind(l.get_ref(), &state.metrics).await?);
     }
     let admin = match &config.admin {
         Some(admin) => Some(
@@ -84,6 +85,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     if config.runtime.watch {
         crate::control::spawn(state.clone(), shutdown.clone())?;
     }
+    crate::control::reload_on_sighup(state.clone(), shutdown.clone())?;
 
     let signal = wait_for_signal().await?;
     tracing::info!(signal, drain_timeout = ?config.runtime.drain_timeout, "shutting down: draining in-flight requests");

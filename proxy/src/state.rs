@@ -1,20 +1,22 @@
 //! The running state: the config version serving now, how it is built from a `Config`,
 //! and how a new version replaces it atomically (or is rejected, leaving the old one).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
+use serde_json::{Value, json};
 
-use crate::admin::Access;
-use crate::config::{Config, ConfigError, KvConfig, ListenerConfig};
+use crate::admin::{Access, Audit};
+use crate::config::{Config, ConfigError, KvConfig, ListenerConfig, Source};
 use crate::filter::headers::HeadersFilter;
 use crate::filter::identity::IdentityFilter;
-use crate::filter::{ChainEntry, Filter};
-use crate::metrics::{Metrics, RouteCounters};
+use crate::filter::{ChainEntry, Filter, PluginInfo};
+use crate::metrics::{ClusterCounters, Metrics, RouteCounters};
 use crate::route::{Matcher, Route, Router};
 use crate::upstream::{Cluster, Clusters};
 use crate::wasm::WasmHost;
@@ -34,6 +36,16 @@ pub struct Runtime {
     pub quic: HashMap<String, quinn::ServerConfig>,
     /// Files this version was built from (plugins, certificates, keys), watched for reloads.
     pub files: Vec<PathBuf>,
+    /// Upstream counters by cluster name, for requests a filter reroutes.
+    pub cluster_counters: HashMap<Arc<str>, ClusterCounters>,
+    /// The config text this version was built from (the admin API shows it redacted).
+    pub source: Source,
+    /// Wasm plugins by filter name, in config order.
+    pub plugins: Vec<(String, PluginInfo)>,
+    /// Routes and clusters as the admin API describes them.
+    pub view: Value,
+    /// Seconds since the Unix epoch when this version was built.
+    pub built_at: u64,
 }
 
 /// What identifies a listener's socket and behaviour; fixed for the life of the process.
@@ -84,16 +96,40 @@ pub struct State {
     pub quic_endpoints: std::sync::Mutex<HashMap<String, quinn::Endpoint>>,
     /// Who may use the admin API; `[admin]` changes need a restart, like listeners.
     pub admin: Access,
+    /// Where config changes and admin calls are recorded (`[admin] audit_log`).
+    pub audit: Audit,
+    /// The last [`RECENT_RELOADS`] reloads, newest last, as the admin API shows them.
+    reloads: std::sync::Mutex<VecDeque<Value>>,
+    pub started: Instant,
+    pub started_at: SystemTime,
+    /// Set by the admin API's drain: `/ready` answers 503 so load balancers move away.
+    pub draining: AtomicBool,
 }
+
+/// Reload results kept for the admin API and the status page.
+const RECENT_RELOADS: usize = 32;
 
 impl State {
     pub async fn new(config: &Config, source: ConfigSource) -> anyhow::Result<Arc<State>> {
         let admin = Access::new(config.admin.as_ref()).map_err(anyhow::Error::msg)?;
+        let audit_path = config.admin.as_ref().and_then(|a| a.audit_log.as_deref());
+        let audit = Audit::open(audit_path).map_err(anyhow::Error::msg)?;
         let metrics = Arc::new(Metrics::default());
         let kv = config.kv.as_ref().map(|k| k.get_ref().clone());
         let store = crate::wasm::kv_store(kv.as_ref(), &metrics)?;
         let wasm = WasmHost::with_kv(&config.wasm, metrics.clone(), store)?;
         let runtime = build(config, 1, &metrics, &wasm, None).await?;
+        metrics.serving(1, &plugin_labels(&runtime));
+        let mut started = json!({
+            "event": "start",
+            "trigger": "start",
+            "outcome": "ok",
+            "new_version": 1,
+            "config": runtime.source.origin,
+            "plugins": plugin_changes(None, &runtime),
+        });
+        audit.record(started.clone());
+        started["time"] = json!(crate::admin::now_rfc3339());
         Ok(Arc::new(State {
             current: ArcSwap::from_pointee(runtime),
             metrics,
@@ -104,6 +140,11 @@ impl State {
             reloading: tokio::sync::Mutex::new(()),
             quic_endpoints: std::sync::Mutex::new(HashMap::new()),
             admin,
+            audit,
+            reloads: std::sync::Mutex::new(VecDeque::from([started])),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            draining: AtomicBool::new(false),
         }))
     }
 
@@ -114,20 +155,49 @@ impl State {
 
     /// Re-reads the config and every plugin, builds a new version off the request path and
     /// swaps it in. On any error the running version stays and the error says why.
+    /// `cause` is the trigger: `watch`, `admin`, `signal`.
     pub async fn reload(&self, cause: &str) -> Result<u64, ConfigError> {
         let _one_at_a_time = self.reloading.lock().await;
+        let old = self.current();
         let result = self.try_reload().await;
+        let mut record = json!({
+            "event": "reload",
+            "trigger": cause,
+            "old_version": old.version,
+            "config": old.source.origin,
+        });
         match &result {
             Ok(version) => {
                 self.metrics.reload(cause, "ok");
+                let new = self.current();
+                self.metrics.serving(new.version, &plugin_labels(&new));
+                record["outcome"] = json!("ok");
+                record["new_version"] = json!(version);
+                record["plugins"] = plugin_changes(Some(&old), &new);
                 tracing::info!(version, cause, "config reloaded");
             }
             Err(e) => {
                 self.metrics.reload(cause, "rejected");
+                record["outcome"] = json!("rejected");
+                // Config errors mask URL passwords and secret-named values (config::redact).
+                record["reason"] = json!(e.to_string());
                 tracing::error!(cause, error = %e, "reload rejected; the running config stays");
             }
         }
+        self.audit.record(record.clone());
+        let mut recent = self.reloads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recent.len() == RECENT_RELOADS {
+            recent.pop_front();
+        }
+        record["time"] = json!(crate::admin::now_rfc3339());
+        recent.push_back(record);
         result
+    }
+
+    /// The recent reloads (and the start), oldest first.
+    pub fn recent_reloads(&self) -> Vec<Value> {
+        let recent = self.reloads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent.iter().cloned().collect()
     }
 
     async fn try_reload(&self) -> Result<u64, ConfigError> {
@@ -211,6 +281,10 @@ pub async fn build(
         clusters.insert(cluster.name.clone(), cluster);
     }
     let clusters = Arc::new(clusters);
+    let cluster_counters: HashMap<Arc<str>, ClusterCounters> = clusters
+        .keys()
+        .map(|name| (name.clone(), ClusterCounters::new(metrics, name)))
+        .collect();
 
     let mut tls = HashMap::new();
     let mut quic = HashMap::new();
@@ -236,6 +310,7 @@ pub async fn build(
     }
 
     let mut filters: Vec<(&str, ChainEntry)> = Vec::new();
+    let mut plugins = Vec::new();
     for spanned in &config.filters {
         let f = spanned.get_ref();
         let fail = |e: String| src.error_at(spanned.span(), format!("filter {:?}: {e}", f.name));
@@ -256,11 +331,15 @@ pub async fn build(
             }
             (None, None) => return Err(fail("needs `wasm` or `native`".to_owned())),
         };
+        if let Some(plugin) = filter.plugin() {
+            plugins.push((f.name.clone(), plugin.clone()));
+        }
         filters.push((
             &f.name,
             ChainEntry {
                 filter,
                 on_error: f.on_error,
+                stats: metrics.filter_stats(&f.name),
             },
         ));
     }
@@ -288,7 +367,7 @@ pub async fn build(
                 .ok_or_else(|| src.error_at(wanted.span(), format!("unknown filter {:?}", wanted.get_ref())))?;
             chain.push(entry.clone());
         }
-        let counters = RouteCounters::new(metrics, &name);
+        let counters = RouteCounters::new(metrics, &name, cluster_counters[&cluster.name].clone());
         routes.push(Route::new(
             name,
             matcher,
@@ -302,6 +381,7 @@ pub async fn build(
 
     Ok(Runtime {
         version,
+        view: view(config, &routes),
         router: Router::new(routes),
         clusters,
         metrics: metrics.clone(),
@@ -309,7 +389,101 @@ pub async fn build(
         tls,
         quic,
         files,
+        cluster_counters,
+        source: config.source.clone(),
+        plugins,
+        built_at: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     })
+}
+
+/// Routes and clusters as the admin API shows them (no secrets: names, addresses,
+/// timeouts; the match conditions as written).
+fn view(config: &Config, routes: &[Route]) -> Value {
+    let routes: Vec<Value> = routes
+        .iter()
+        .zip(&config.routes)
+        .map(|(route, spanned)| {
+            let r = spanned.get_ref();
+            json!({
+                "name": &*route.name,
+                "cluster": &*route.cluster.name,
+                "filters": r.filters.iter().map(|f| f.get_ref()).collect::<Vec<_>>(),
+                "timeout_ms": route.timeout.as_millis() as u64,
+                "match": match_view(&r.matches),
+            })
+        })
+        .collect();
+    let clusters: Vec<Value> = config
+        .clusters
+        .iter()
+        .map(|spanned| {
+            let c = spanned.get_ref();
+            json!({
+                "name": c.name,
+                "protocol": format!("{:?}", c.protocol).to_ascii_lowercase(),
+                "tls": c.tls.is_some(),
+                "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
+                "lb": c.lb().name(),
+                // Endpoints as written; their health is weft_upstream_endpoint_healthy.
+                "endpoints": c
+                    .endpoints
+                    .iter()
+                    .map(|e| json!({"address": e.get_ref().address(), "weight": e.get_ref().weight()}))
+                    .collect::<Vec<_>>(),
+                "endpoints_file": c.endpoints_file.as_ref().map(|f| f.get_ref().display().to_string()),
+            })
+        })
+        .collect();
+    json!({ "routes": routes, "clusters": clusters })
+}
+
+/// A route's conditions; header, query and identity conditions by name only, since
+/// their values may be credentials a route matches on.
+fn match_view(m: &crate::config::MatchConfig) -> Value {
+    json!({
+        "host": m.host,
+        "path_prefix": m.path_prefix,
+        "path_exact": m.path_exact,
+        "path_regex": m.path_regex.as_ref().map(|r| r.get_ref()),
+        "methods": m.methods,
+        "headers": m.headers.iter().map(|h| &h.name).collect::<Vec<_>>(),
+        "query": m.query.iter().map(|q| &q.name).collect::<Vec<_>>(),
+        "identity": m.identity.is_some(),
+    })
+}
+
+/// (filter, sha256, WIT version) of every plugin of a version, for the info metric.
+fn plugin_labels(runtime: &Runtime) -> Vec<(&str, &str, &str)> {
+    runtime
+        .plugins
+        .iter()
+        .map(|(name, p)| (name.as_str(), p.sha256.as_str(), p.wit.as_str()))
+        .collect()
+}
+
+/// The plugins of `new`, each with the hash it had in `old` when that differs (or the
+/// filter is new), so an audit record shows what a reload changed.
+fn plugin_changes(old: Option<&Runtime>, new: &Runtime) -> Value {
+    let before = |name: &str| {
+        old.and_then(|o| o.plugins.iter().find(|(n, _)| n == name))
+            .map(|(_, p)| p.sha256.clone())
+    };
+    new.plugins
+        .iter()
+        .map(|(name, p)| {
+            let previous = before(name);
+            json!({
+                "filter": name,
+                "path": p.path.display().to_string(),
+                "sha256": p.sha256,
+                "wit": p.wit,
+                "changed": previous.as_deref() != Some(p.sha256.as_str()),
+                "previous_sha256": previous,
+            })
+        })
+        .collect()
 }
 
 /// Builds a config version without serving it (`weft check`): every plugin is compiled and

@@ -39,6 +39,7 @@ mod stdio;
 mod version;
 
 pub use self::redis::{RedisKv, check_url as check_redis_url};
+pub use callout::{CalloutFailure, CalloutTransport, CannedAnswer, CannedCallouts, SentCallout};
 pub use kv::{KvFuture, KvQuota, KvSpace, KvStore, LocalKv, LocalSpace};
 pub use pool::InstanceReuse;
 pub use version::WIT_VERSION;
@@ -114,6 +115,39 @@ impl WasmHost {
         clusters: Arc<Clusters>,
         reuse: InstanceReuse,
     ) -> anyhow::Result<Arc<dyn Filter>> {
+        self.load(
+            name,
+            path,
+            config_json,
+            limits,
+            clusters,
+            reuse,
+            CalloutTransport::Clusters,
+        )
+        .await
+    }
+
+    /// The filter named `name`'s space in this host's KV store (the one a filter of that
+    /// name loaded now shares), for the test kit to fill and read.
+    pub(crate) fn kv_space(&self, name: &str, limits: &LimitsConfig) -> Arc<dyn KvSpace> {
+        let quota = KvQuota {
+            keys: limits.kv_keys,
+            bytes: limits.kv_bytes,
+        };
+        self.kv.clone().space(name, quota, self.metrics.kv_evictions(name))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn load(
+        &self,
+        name: &str,
+        path: &Path,
+        config_json: &str,
+        limits: &LimitsConfig,
+        clusters: Arc<Clusters>,
+        reuse: InstanceReuse,
+        callouts: CalloutTransport,
+    ) -> anyhow::Result<Arc<dyn Filter>> {
         if limits.memory > engine::MAX_MEMORY {
             bail!(
                 "limits.memory of {} bytes is over the host's maximum of {} bytes",
@@ -127,16 +161,13 @@ impl WasmHost {
         }
         let started = Instant::now();
         let compiled = self.runtime.compile(path).await?;
-        let quota = KvQuota {
-            keys: limits.kv_keys,
-            bytes: limits.kv_bytes,
-        };
-        let kv = self.kv.clone().space(name, quota, self.metrics.kv_evictions(name));
+        let kv = self.kv_space(name, limits);
         let shared = Arc::new(FilterShared {
             name: name.into(),
             metrics: self.metrics.clone(),
             kv,
             clusters: clusters.clone(),
+            callouts,
             body_limit: limits.body,
             metric_names: metrics::MetricNames::new(name, &self.metrics),
             log_budget: output::LogBudget::new(name, limits.log_rate, limits.log_burst, &self.metrics),
@@ -148,6 +179,7 @@ impl WasmHost {
             limits.memory,
             limits.cpu,
             reuse,
+            self.metrics.filter_stats(name),
         );
         let (first, options) = match pool.create().await {
             Ok(ready) => ready,
@@ -175,6 +207,14 @@ impl WasmHost {
             body_limit: limits.body,
             cpu: limits.cpu,
             clusters,
+            plugin: crate::filter::PluginInfo {
+                path: path.to_path_buf(),
+                sha256: compiled.sha256.clone(),
+                wit: compiled.version.clone(),
+                loaded_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            },
         }))
     }
 }

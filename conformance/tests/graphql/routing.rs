@@ -183,3 +183,72 @@ async fn cache_control_from_the_schemas_hints() {
     // One cluster: rerouted, the service's own headers are the answer's (graphql-http sets none).
     assert_eq!(cache("{ users { id } }").await, None);
 }
+
+#[tokio::test]
+async fn operations_are_counted_timed_and_refused_by_name() {
+    let env = Env::start().await;
+    let post = |path: &'static str, body: Value| {
+        let env = &env;
+        async move { env.post(path, &body).await.status }
+    };
+    // Two named queries, one anonymous, one named mutation, one that never validates.
+    assert_eq!(
+        post("/limited", json!({"query": "query Users { users { id } }"})).await,
+        200
+    );
+    assert_eq!(
+        post("/limited", json!({"query": "query Users { users { id } }"})).await,
+        200
+    );
+    assert_eq!(post("/limited", json!({"query": "{ users { id } }"})).await, 200);
+    assert_eq!(
+        post(
+            "/limited",
+            json!({"query": "mutation Rename { setName(id: \"1\", name: \"x\") { value } }"})
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        post(
+            "/limited",
+            json!({"query": "query Forged { nosuchfield }", "operationName": "Forged"})
+        )
+        .await,
+        400
+    );
+    // A valid operation over a limit (4 root fields, at most 3): counted, with its code.
+    let deep = "query TooWide { __typename t: __typename users { id } orders { id } }";
+    assert_eq!(post("/limited", json!({ "query": deep })).await, 400);
+
+    let text = env.weft.admin("GET", "/metrics").await.1;
+    let series =
+        |name: &str, labels: &str| format!("weft_filter_counter_total{{filter=\"limited\",name=\"{name}\",{labels}}} ");
+    let value = |series: String| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(series.as_str())
+                .map(|v| v.trim().parse::<f64>().expect("value"))
+        })
+    };
+    let requests = |labels: &str| value(series("operation_requests", labels));
+    assert_eq!(requests("operation=\"Users\",type=\"query\""), Some(2.0), "{text}");
+    assert_eq!(requests("operation=\"\",type=\"query\""), Some(1.0));
+    assert_eq!(requests("operation=\"Rename\",type=\"mutation\""), Some(1.0));
+    assert_eq!(requests("operation=\"TooWide\",type=\"query\""), Some(1.0));
+    // An operation is named only once its document validated: the client's name alone
+    // makes no series.
+    assert!(!text.contains("Forged"), "{text}");
+    assert_eq!(
+        value(series(
+            "operation_errors",
+            "operation=\"TooWide\",type=\"query\",code=\"MAX_ROOT_FIELDS_LIMIT\""
+        )),
+        Some(1.0)
+    );
+    let timed = "weft_filter_histogram_count{filter=\"limited\",name=\"operation_seconds\",operation=\"Users\",type=\"query\"} ";
+    assert_eq!(
+        text.lines().find_map(|l| l.strip_prefix(timed)).map(str::trim),
+        Some("2"),
+        "{text}"
+    );
+}

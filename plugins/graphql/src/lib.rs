@@ -100,31 +100,69 @@ impl Filter for Graphql {
         let started = Instant::now();
         let accept = request.header("accept");
         let media = transport::negotiate(accept.as_deref());
+        let mut seen = None;
         let outcome = match media {
             None => Err(Stop::Http(HttpError::new(
                 406,
                 "unsupported Accept: use application/graphql-response+json or application/json",
             ))),
-            Some(media) => self.handle(request, media),
+            Some(media) => self.handle(request, media, &mut seen),
         };
         let decision = match outcome {
             Ok(decision) => decision,
             Err(stop) => {
                 metrics::counter_add("rejected", 1);
-                count_codes(&stop);
+                count_codes(&stop, seen.as_ref());
                 reply(media.unwrap_or(MediaType::Json), stop).into()
             }
         };
         // The gateway's own time: parsing, validation, and for a split operation the
         // calls; for a rerouted one the service's time is the proxy's upstream metrics.
-        metrics::histogram_observe("request_phase_seconds", started.elapsed().as_secs_f64());
+        let seconds = started.elapsed().as_secs_f64();
+        metrics::histogram_observe("request_phase_seconds", seconds);
+        if let Some(operation) = seen {
+            operation.count();
+            metrics::histogram_observe_labelled("operation_seconds", &operation.labels(), seconds);
+        }
         decision
     }
 }
 
+/// The operation a request ran, once its document validated: the per-operation metrics'
+/// labels, as Apollo Router names them (`graphql.operation.name`, `.type`). Only a valid
+/// document's operation is named, never the client's `operationName` alone; the host
+/// folds series past its bound into `__overflow__`, and a safelist bounds names outright.
+struct OperationLabels {
+    /// `""` for an anonymous operation.
+    name: String,
+    kind: &'static str,
+}
+
+impl OperationLabels {
+    fn of(operation: &Operation) -> Self {
+        OperationLabels {
+            name: operation.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+            kind: match operation.operation_type {
+                OperationType::Query => "query",
+                OperationType::Mutation => "mutation",
+                OperationType::Subscription => "subscription",
+            },
+        }
+    }
+
+    fn labels(&self) -> [(&str, &str); 2] {
+        [("operation", &self.name), ("type", self.kind)]
+    }
+
+    fn count(&self) {
+        metrics::counter_add_labelled("operation_requests", &self.labels(), 1);
+    }
+}
+
 /// `errors_<code>` per refusal: the codes are this filter's own (a bounded set), so the
-/// metric names stay within the per-filter cap.
-fn count_codes(stop: &Stop) {
+/// metric names stay within the per-filter cap. With the operation known, also
+/// `operation_errors{operation, type, code}`.
+fn count_codes(stop: &Stop, operation: Option<&OperationLabels>) {
     let codes: Vec<&str> = match stop {
         Stop::Http(e) => e.code.into_iter().collect(),
         Stop::Request(errors) | Stop::RequestStatus(_, errors) => {
@@ -133,6 +171,10 @@ fn count_codes(stop: &Stop) {
     };
     for code in codes {
         metrics::counter_add(&format!("errors_{}", code.to_ascii_lowercase()), 1);
+        if let Some(operation) = operation {
+            let [name, kind] = operation.labels();
+            metrics::counter_add_labelled("operation_errors", &[name, kind, ("code", code)], 1);
+        }
     }
 }
 
@@ -164,7 +206,12 @@ fn reply(media: MediaType, stop: Stop) -> Reply {
 }
 
 impl Graphql {
-    fn handle(&self, request: &mut Request<'_>, media: MediaType) -> Result<Decision, Stop> {
+    fn handle(
+        &self,
+        request: &mut Request<'_>,
+        media: MediaType,
+        seen: &mut Option<OperationLabels>,
+    ) -> Result<Decision, Stop> {
         let method = request.method();
         let is_get = match method.as_str() {
             "GET" => true,
@@ -195,7 +242,7 @@ impl Graphql {
                 }
             }
         };
-        let prepared = self.prepare(params, is_get)?;
+        let prepared = self.prepare(params, is_get, seen)?;
         let mut clusters = prepared.fields.iter().filter_map(|f| match &f.owner {
             Owner::Cluster(c) => Some(c.as_str()),
             Owner::Gateway => None,
@@ -224,12 +271,20 @@ impl Graphql {
     fn batch(&self, request: &Request<'_>, media: MediaType, batch: Vec<Params>) -> Reply {
         let answers: Vec<String> = batch
             .into_iter()
-            .map(|params| match self.prepare(params, false) {
-                Ok(prepared) => self.execute(request, &prepared).0,
-                Err(stop) => {
-                    metrics::counter_add("rejected", 1);
-                    String::from_utf8_lossy(&reply(media, stop).body).into_owned()
+            .map(|params| {
+                let mut seen = None;
+                let answer = match self.prepare(params, false, &mut seen) {
+                    Ok(prepared) => self.execute(request, &prepared).0,
+                    Err(stop) => {
+                        metrics::counter_add("rejected", 1);
+                        count_codes(&stop, seen.as_ref());
+                        String::from_utf8_lossy(&reply(media, stop).body).into_owned()
+                    }
+                };
+                if let Some(operation) = seen {
+                    operation.count();
                 }
+                answer
             })
             .collect();
         let body = format!("[{}]", answers.join(","));
@@ -238,7 +293,7 @@ impl Graphql {
 
     /// Everything between the parameters and the clusters: persisted queries, parsing and
     /// validation, the operation, limits, introspection, and who answers each root field.
-    fn prepare(&self, mut params: Params, is_get: bool) -> Result<Prepared, Stop> {
+    fn prepare(&self, mut params: Params, is_get: bool, seen: &mut Option<OperationLabels>) -> Result<Prepared, Stop> {
         // The text as the client sent it can go upstream unchanged; a query found by its
         // hash cannot.
         let sent_query = params.query.is_some();
@@ -266,6 +321,7 @@ impl Graphql {
                 Stop::Request(vec![error(e.message().to_string(), code)])
             })?
             .clone();
+        *seen = Some(OperationLabels::of(&operation));
         if is_get && operation.operation_type != OperationType::Query {
             return Err(Stop::Http(transport::method_not_allowed("POST")));
         }

@@ -3,8 +3,8 @@
 //! - With `[admin] token` (or `token_file`): every request carries
 //!   `Authorization: Bearer <token>`, compared in constant time; `401` otherwise.
 //! - Without: the listener is on loopback (config validation insists), and two checks keep
-//!   a web page the operator visits from using it through their browser: `POST /reload`
-//!   needs a header a cross-site form cannot send (`X-Weft-Admin`; sending it from script
+//!   a web page the operator visits from using it through their browser: a `POST`
+//!   (`/reload`, `/api/drain`) needs a header a cross-site form cannot send (`X-Weft-Admin`; sending it from script
 //!   triggers a CORS preflight this API never grants), and the `Host` must be an IP
 //!   address or `localhost`, which a DNS-rebinding page (whose host is its own name) cannot
 //!   fake.
@@ -27,7 +27,7 @@ pub enum Refusal {
     WrongToken,
     /// `403`: a `Host` that is a name other than `localhost`.
     ForeignHost,
-    /// `403`: `POST /reload` without [`PROOF_HEADER`].
+    /// `403`: a `POST` (reload, drain) without [`PROOF_HEADER`].
     NoProof,
 }
 
@@ -49,8 +49,8 @@ impl Refusal {
                  (other names are refused against DNS rebinding); or configure [admin] token\n"
             }
             Refusal::NoProof => {
-                "POST /reload needs the header `X-Weft-Admin: 1` (or the admin bearer token): \
-                 a web page cannot send it, so it cannot make your browser reload the proxy\n"
+                "admin POST requests need the header `X-Weft-Admin: 1` (or the admin bearer token): \
+                 a web page cannot send it, so it cannot make your browser reload or drain the proxy\n"
             }
         }
     }
@@ -91,7 +91,7 @@ impl Access {
         self.config.as_ref() == other
     }
 
-    pub fn check(&self, method: &Method, path: &str, host: Option<&str>, headers: &HeaderMap) -> Result<(), Refusal> {
+    pub fn check(&self, method: &Method, host: Option<&str>, headers: &HeaderMap) -> Result<(), Refusal> {
         if let Some(expected) = &self.token {
             let presented = headers
                 .get(header::AUTHORIZATION)
@@ -108,7 +108,7 @@ impl Access {
         if host.is_some_and(|h| !local_host(h)) {
             return Err(Refusal::ForeignHost);
         }
-        if method == Method::POST && path == "/reload" && !headers.contains_key(PROOF_HEADER) {
+        if method == Method::POST && !headers.contains_key(PROOF_HEADER) {
             return Err(Refusal::NoProof);
         }
         Ok(())
@@ -157,7 +157,7 @@ mod tests {
     #[test]
     fn with_a_token_every_request_needs_it() {
         let a = access("address = \"0.0.0.0:9901\"\ntoken = \"0123456789abcdef\"");
-        let get = |h: &HeaderMap| a.check(&Method::GET, "/metrics", Some("example.com"), h);
+        let get = |h: &HeaderMap| a.check(&Method::GET, Some("example.com"), h);
         assert_eq!(get(&headers(&[])), Err(Refusal::MissingToken));
         assert_eq!(
             get(&headers(&[("authorization", "Basic abc")])),
@@ -173,27 +173,24 @@ mod tests {
         );
         assert_eq!(get(&headers(&[("authorization", "bearer 0123456789abcdef")])), Ok(()));
         let auth = headers(&[("authorization", "Bearer 0123456789abcdef")]);
-        assert_eq!(a.check(&Method::POST, "/reload", None, &auth), Ok(()));
+        assert_eq!(a.check(&Method::POST, None, &auth), Ok(()));
     }
 
     #[test]
     fn without_a_token_reload_needs_the_proof_header_and_a_local_host() {
         let a = access("address = \"127.0.0.1:9901\"");
         assert_eq!(
-            a.check(&Method::POST, "/reload", Some("127.0.0.1:9901"), &headers(&[])),
+            a.check(&Method::POST, Some("127.0.0.1:9901"), &headers(&[])),
             Err(Refusal::NoProof)
         );
         let proof = headers(&[("x-weft-admin", "1")]);
         for host in ["127.0.0.1:9901", "localhost:9901", "[::1]:9901", "LOCALHOST"] {
-            assert_eq!(a.check(&Method::POST, "/reload", Some(host), &proof), Ok(()), "{host}");
+            assert_eq!(a.check(&Method::POST, Some(host), &proof), Ok(()), "{host}");
         }
         assert_eq!(
-            a.check(&Method::POST, "/reload", Some("evil.example:9901"), &proof),
+            a.check(&Method::POST, Some("evil.example:9901"), &proof),
             Err(Refusal::ForeignHost)
         );
-        assert_eq!(
-            a.check(&Method::GET, "/metrics", Some("127.0.0.1:9901"), &headers(&[])),
-            Ok(())
-        );
+        assert_eq!(a.check(&Method::GET, Some("127.0.0.1:9901"), &headers(&[])), Ok(()));
     }
 }

@@ -39,6 +39,9 @@ pub struct AdminConfig {
     /// The token read from this file (surrounding whitespace trimmed), so it need not sit
     /// in the config; relative to the config file.
     pub token_file: Option<PathBuf>,
+    /// Where the audit trail (config and plugin changes, admin API calls) is appended as
+    /// JSON lines; relative to the config file.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl AdminConfig {
@@ -98,6 +101,7 @@ mod tests {
             address: address.parse().expect("address"),
             token: token.map(|t| Secret(t.to_owned())),
             token_file: None,
+            audit_log: None,
         }
     }
 

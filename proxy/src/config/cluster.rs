@@ -118,6 +118,18 @@ pub enum LbPolicy {
 }
 
 impl LbPolicy {
+    /// The name as written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            LbPolicy::RoundRobin => "round_robin",
+            LbPolicy::WeightedRoundRobin => "weighted_round_robin",
+            LbPolicy::LeastRequest => "least_request",
+            LbPolicy::Random => "random",
+            LbPolicy::RingHash => "ring_hash",
+            LbPolicy::Maglev => "maglev",
+        }
+    }
+
     fn hashes(self) -> bool {
         matches!(self, LbPolicy::RingHash | LbPolicy::Maglev)
     }

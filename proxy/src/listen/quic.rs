@@ -68,6 +68,7 @@ pub async fn serve(
     let door = Arc::new(FrontDoor::new(&config));
     let max_field_section = config.limits.max_header_bytes as u64;
     let handshake = config.timeouts.handshake;
+    let counters = Arc::new(state.metrics.listener(&config.name));
     let stop = shutdown.clone();
     accept_loop(endpoint, gate, stop, move |incoming, _peer, pass| {
         let (name, state, shutdown, drained, door) = (
@@ -78,19 +79,31 @@ pub async fn serve(
             door.clone(),
         );
         let (trust, forward_cert) = (config.trust_forwarded, config.forward_client_cert);
+        let counters = counters.clone();
         tokio::spawn(async move {
             let _pass = pass;
             let connection = match tokio::time::timeout(handshake, incoming).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => return tracing::info!(listener = %name, error = %e, "QUIC handshake failed"),
-                Err(_) => return tracing::info!(listener = %name, "QUIC handshake timed out"),
+                Ok(Ok(c)) => {
+                    state.metrics.tls_handshake(&name, "ok");
+                    c
+                }
+                Ok(Err(e)) => {
+                    state.metrics.tls_handshake(&name, "failed");
+                    return tracing::info!(listener = %name, error = %e, "QUIC handshake failed");
+                }
+                Err(_) => {
+                    state.metrics.tls_handshake(&name, "timeout");
+                    return tracing::info!(listener = %name, "QUIC handshake timed out");
+                }
             };
             let peer = connection.remote_address();
             let identity = connection
                 .peer_identity()
                 .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
                 .and_then(|certs| certs.first().and_then(PeerIdentity::from_der));
-            let conn = ConnInfo::new(peer, name, "https", trust, door).with_peer(identity.as_ref(), forward_cert);
+            let conn = ConnInfo::new(peer, name, "https", trust, door)
+                .with_peer(identity.as_ref(), forward_cert)
+                .with_counters(counters);
             let served = serve_connection(connection, Arc::new(conn), max_field_section, state, shutdown, drained);
             if let Err(e) = served.await {
                 tracing::debug!(%peer, error = %e, "HTTP/3 connection ended with an error");

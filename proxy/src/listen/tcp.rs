@@ -38,6 +38,7 @@ struct Settings {
     timeouts: ListenerTimeouts,
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    counters: Arc<crate::metrics::ListenerCounters>,
 }
 
 /// A bound listener, ready to serve.
@@ -75,7 +76,7 @@ fn http_builders(
 }
 
 impl Listener {
-    pub async fn bind(config: &ListenerConfig) -> anyhow::Result<Listener> {
+    pub async fn bind(config: &ListenerConfig, metrics: &crate::metrics::Metrics) -> anyhow::Result<Listener> {
         let (name, addr) = (&config.name, config.address);
         let socket = TcpListener::bind(addr)
             .await
@@ -99,6 +100,7 @@ impl Listener {
                 timeouts: config.timeouts.clone(),
                 http1,
                 http2,
+                counters: Arc::new(metrics.listener(&config.name)),
             }),
         })
     }
@@ -141,7 +143,8 @@ async fn connection(
         settings.trust_forwarded,
         settings.door.clone(),
     )
-    .with_alt_svc(settings.alt_svc.clone());
+    .with_alt_svc(settings.alt_svc.clone())
+    .with_counters(settings.counters.clone());
     if !settings.tls {
         return serve_connection(stream, conn, pass, settings, state, shutdown, drained).await;
     }
@@ -167,11 +170,18 @@ async fn tls_connection(
     };
     let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
     let stream = match tokio::time::timeout(settings.timeouts.handshake, handshake).await {
-        Ok(Ok(stream)) => stream,
+        Ok(Ok(stream)) => {
+            state.metrics.tls_handshake(&settings.name, "ok");
+            stream
+        }
         Ok(Err(e)) => {
+            state.metrics.tls_handshake(&settings.name, "failed");
             return tracing::info!(listener = %settings.name, %peer, error = %e, "TLS handshake failed");
         }
-        Err(_) => return tracing::info!(listener = %settings.name, %peer, "TLS handshake timed out"),
+        Err(_) => {
+            state.metrics.tls_handshake(&settings.name, "timeout");
+            return tracing::info!(listener = %settings.name, %peer, "TLS handshake timed out");
+        }
     };
     let identity = stream
         .get_ref()
@@ -239,7 +249,7 @@ async fn serve_connection<I>(
         tracing::debug!(listener = %settings.name, %peer, reason = expiry.label(), "closing connection");
     };
 
-    let mut io = Rewind::new(Watched::new(io, activity.clone()));
+    let mut io = Rewind::new(Watched::new(io, activity.clone(), settings.counters.clone()));
     let mut sniffed = false;
     let result: Result<(), ConnError> = loop {
         // At rest: this task and the socket, until the client sends.

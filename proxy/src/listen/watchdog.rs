@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::config::ListenerTimeouts;
+use crate::metrics::ListenerCounters;
 
 /// What the connection has done, as seen by its I/O and its request handler.
 #[derive(Default)]
@@ -128,12 +129,14 @@ pin_project_lite::pin_project! {
         #[pin]
         io: I,
         activity: Arc<Activity>,
+        // The listener's byte counters: one atomic add per read or write call.
+        counters: Arc<ListenerCounters>,
     }
 }
 
 impl<I> Watched<I> {
-    pub fn new(io: I, activity: Arc<Activity>) -> Self {
-        Watched { io, activity }
+    pub fn new(io: I, activity: Arc<Activity>, counters: Arc<ListenerCounters>) -> Self {
+        Watched { io, activity, counters }
     }
 
     pub fn get_ref(&self) -> &I {
@@ -146,8 +149,10 @@ impl<I: AsyncRead> AsyncRead for Watched<I> {
         let this = self.project();
         let before = buf.filled().len();
         let result = this.io.poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let read = buf.filled().len() - before;
+        if read > 0 {
             this.activity.reads.fetch_add(1, Ordering::Relaxed);
+            this.counters.received.inc_by(read as u64);
         }
         this.activity.read_pending.store(result.is_pending(), Ordering::Relaxed);
         result
@@ -158,7 +163,7 @@ impl<I: AsyncWrite> AsyncWrite for Watched<I> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.project();
         let result = this.io.poll_write(cx, buf);
-        note_write(this.activity, &result);
+        note_write(this.activity, this.counters, &result);
         result
     }
 
@@ -169,7 +174,7 @@ impl<I: AsyncWrite> AsyncWrite for Watched<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let result = this.io.poll_write_vectored(cx, bufs);
-        note_write(this.activity, &result);
+        note_write(this.activity, this.counters, &result);
         result
     }
 
@@ -191,10 +196,11 @@ impl<I: AsyncWrite> AsyncWrite for Watched<I> {
     }
 }
 
-fn note_write(activity: &Activity, result: &Poll<io::Result<usize>>) {
+fn note_write(activity: &Activity, counters: &ListenerCounters, result: &Poll<io::Result<usize>>) {
     match result {
         Poll::Pending => activity.write_blocked.store(true, Ordering::Relaxed),
         Poll::Ready(Ok(n)) if *n > 0 => {
+            counters.sent.inc_by(*n as u64);
             activity.writes.fetch_add(1, Ordering::Relaxed);
             activity.write_blocked.store(false, Ordering::Relaxed);
         }

@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::config::LimitsConfig;
 use crate::filter::{FilterError, Overload};
-use crate::metrics::Metrics;
+use crate::metrics::{LatencyHistogram, Metrics};
 
 pub(crate) struct Admission {
     permits: Semaphore,
@@ -28,6 +28,8 @@ pub(crate) struct Admission {
     timeout: Duration,
     queue_full: Counter,
     queue_timeout: Counter,
+    /// How long the requests that had to wait waited.
+    queue_wait: LatencyHistogram,
 }
 
 /// Leaves the queue when the wait ends, however it ends (the client may hang up).
@@ -48,6 +50,7 @@ impl Admission {
             timeout: limits.queue_timeout,
             queue_full: metrics.filter_rejected(filter, Overload::QueueFull.reason()),
             queue_timeout: metrics.filter_rejected(filter, Overload::QueueTimeout.reason()),
+            queue_wait: metrics.filter_stats(filter).queue_wait,
         }
     }
 
@@ -67,7 +70,10 @@ impl Admission {
             self.queue_full.inc();
             return Err(FilterError::Overloaded(Overload::QueueFull));
         }
-        match tokio::time::timeout(self.timeout, self.permits.acquire()).await {
+        let started = std::time::Instant::now();
+        let turn = tokio::time::timeout(self.timeout, self.permits.acquire()).await;
+        self.queue_wait.observe(started.elapsed());
+        match turn {
             Ok(Ok(permit)) => Ok(permit),
             // The semaphore is never closed; if it were, no turn could ever be had.
             Ok(Err(_closed)) => Err(FilterError::Host("the filter's admission is closed".to_owned())),

@@ -1,7 +1,10 @@
 //! Host side of `weft:filter/callout`: HTTP requests from a guest to a cluster of the
-//! config version the filter was loaded with, through that cluster's connection pool.
+//! config version the filter was loaded with, through that cluster's connection pool —
+//! or, for the test kit (`plugin::test_kit`), to answers given in advance
+//! ([`CalloutTransport::Canned`]), which replace the network here and nothing else.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
@@ -21,6 +24,101 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most requests in one `send-all`: enough to fan out to several services, few enough
 /// that one guest call cannot open a flood of upstream connections.
 const MAX_PARALLEL: usize = 16;
+
+/// Where a filter's callouts go.
+#[derive(Clone, Default)]
+pub enum CalloutTransport {
+    /// The clusters of the filter's config version, over the network: the proxy.
+    #[default]
+    Clusters,
+    /// Answers by cluster name, given in advance: the test kit. No socket is opened.
+    Canned(Arc<CannedCallouts>),
+}
+
+/// A canned answer to every callout to one cluster.
+#[derive(Debug, Clone)]
+pub enum CannedAnswer {
+    Response {
+        status: u16,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    },
+    /// The exchange fails as a real one would: the guest gets `callout-error.<kind>`.
+    Failure(CalloutFailure),
+}
+
+/// The network failures a canned answer can stand for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalloutFailure {
+    Timeout,
+    ConnectFailed,
+    Unavailable,
+}
+
+/// One callout a guest made, as the host would have sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentCallout {
+    pub cluster: String,
+    pub method: String,
+    pub path: String,
+}
+
+/// Canned answers by cluster name, and the callouts the guest made (in order).
+#[derive(Debug, Default)]
+pub struct CannedCallouts {
+    answers: HashMap<String, CannedAnswer>,
+    sent: Mutex<Vec<SentCallout>>,
+}
+
+impl CannedCallouts {
+    pub fn new(answers: HashMap<String, CannedAnswer>) -> Self {
+        CannedCallouts {
+            answers,
+            sent: Mutex::default(),
+        }
+    }
+
+    /// The callouts made so far, in order.
+    pub fn sent(&self) -> Vec<SentCallout> {
+        self.sent.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Answers a request that passed the same checks a real one does; a cluster with no
+    /// answer is unknown, as a cluster missing from the config is.
+    fn answer(&self, cluster: &str, request: http::Request<Body>, limit: usize) -> Result<Answer, CalloutError> {
+        self.sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(SentCallout {
+                cluster: cluster.to_owned(),
+                method: request.method().to_string(),
+                path: request.uri().to_string(),
+            });
+        let Some(answer) = self.answers.get(cluster) else {
+            let mut known: Vec<&str> = self.answers.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            return Err(CalloutError::UnknownCluster(format!(
+                "no canned answer for cluster {cluster:?} (answered: {})",
+                known.join(", ")
+            )));
+        };
+        match answer {
+            CannedAnswer::Response { body, .. } if body.len() > limit => Err(CalloutError::TooLarge),
+            CannedAnswer::Response { status, headers, body } => Ok(Answer {
+                status: *status,
+                headers: headers.clone(),
+                body: body.clone(),
+            }),
+            CannedAnswer::Failure(CalloutFailure::Timeout) => Err(CalloutError::Timeout),
+            CannedAnswer::Failure(CalloutFailure::ConnectFailed) => Err(CalloutError::ConnectFailed(format!(
+                "canned: cannot connect to cluster {cluster:?}"
+            ))),
+            CannedAnswer::Failure(CalloutFailure::Unavailable) => Err(CalloutError::Unavailable(format!(
+                "canned: the exchange with cluster {cluster:?} failed"
+            ))),
+        }
+    }
+}
 
 /// A callout's request with its headers taken out of the guest's `fields`.
 struct Outgoing {
@@ -96,32 +194,24 @@ async fn exchange(
     body: Vec<u8>,
     timeout: Duration,
 ) -> Result<Answer, CalloutError> {
-    let Some(target) = shared.clusters.get(cluster) else {
-        let mut known: Vec<&str> = shared.clusters.keys().map(|k| &**k).collect();
-        known.sort_unstable();
-        return Err(CalloutError::UnknownCluster(format!(
-            "unknown cluster {cluster:?} (defined: {})",
-            known.join(", ")
-        )));
-    };
     let limit = shared.body_limit;
-    if body.len() > limit {
-        return Err(CalloutError::TooLarge);
-    }
-    let mut request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .body(Body::full(body))
-        .map_err(|e| CalloutError::InvalidRequest(format!("{method} {path}: {e}")))?;
-    *request.headers_mut() = headers;
-    // A guest may pass a request's own headers on: their framing described another body.
-    request.headers_mut().remove(CONTENT_LENGTH);
-    request.headers_mut().remove(TRANSFER_ENCODING);
-    // The cluster's client does not set Host (the proxy forwards the client's).
-    if !request.headers().contains_key(HOST) {
-        let host = HeaderValue::from_str(cluster).unwrap_or(HeaderValue::from_static("weft"));
-        request.headers_mut().insert(HOST, host);
-    }
+    let target = match &shared.callouts {
+        CalloutTransport::Clusters => match shared.clusters.get(cluster) {
+            Some(target) => target,
+            None => {
+                let mut known: Vec<&str> = shared.clusters.keys().map(|k| &**k).collect();
+                known.sort_unstable();
+                return Err(CalloutError::UnknownCluster(format!(
+                    "unknown cluster {cluster:?} (defined: {})",
+                    known.join(", ")
+                )));
+            }
+        },
+        CalloutTransport::Canned(canned) => {
+            return canned.answer(cluster, request(cluster, method, path, headers, body, limit)?, limit);
+        }
+    };
+    let request = request(cluster, method, path, headers, body, limit)?;
 
     let deadline = tokio::time::Instant::now() + timeout;
     let response = target.send(request, timeout, None).await.map_err(|e| match e {
@@ -146,6 +236,36 @@ async fn exchange(
         headers: head.headers,
         body: collected.to_bytes().to_vec(),
     })
+}
+
+/// The request a callout sends, checked as the network needs it whichever transport
+/// carries it.
+fn request(
+    cluster: &str,
+    method: &str,
+    path: &str,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    limit: usize,
+) -> Result<http::Request<Body>, CalloutError> {
+    if body.len() > limit {
+        return Err(CalloutError::TooLarge);
+    }
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Body::full(body))
+        .map_err(|e| CalloutError::InvalidRequest(format!("{method} {path}: {e}")))?;
+    *request.headers_mut() = headers;
+    // A guest may pass a request's own headers on: their framing described another body.
+    request.headers_mut().remove(CONTENT_LENGTH);
+    request.headers_mut().remove(TRANSFER_ENCODING);
+    // The cluster's client does not set Host (the proxy forwards the client's).
+    if !request.headers().contains_key(HOST) {
+        let host = HeaderValue::from_str(cluster).unwrap_or(HeaderValue::from_static("weft"));
+        request.headers_mut().insert(HOST, host);
+    }
+    Ok(request)
 }
 
 impl Host for HostState {

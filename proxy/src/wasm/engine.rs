@@ -25,6 +25,8 @@ pub(crate) struct Compiled {
     pub pre: FilterPre<HostState>,
     /// The `weft:filter` version the guest targets.
     pub version: String,
+    /// SHA-256 of the component's bytes, in hex: what the admin API and audit log show.
+    pub sha256: String,
 }
 
 /// Compiled components kept for reloads: enough for every filter of a large config.
@@ -128,7 +130,8 @@ impl Runtime {
         let pre = FilterPre::new(pre)
             .map_err(wasmtime_error)
             .with_context(|| format!("plugin {} does not export the weft:filter hooks", path.display()))?;
-        let compiled = Arc::new(Compiled { pre, version });
+        let sha256 = hash.iter().map(|b| format!("{b:02x}")).collect();
+        let compiled = Arc::new(Compiled { pre, version, sha256 });
 
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= CACHE_ENTRIES {

@@ -22,6 +22,7 @@ pub(crate) struct WasmFilter {
     pub body_limit: usize,
     pub cpu: Duration,
     pub clusters: Arc<Clusters>,
+    pub plugin: crate::filter::PluginInfo,
 }
 
 /// Headers that describe the framing of one hop: the proxy sets them from the body it
@@ -177,6 +178,10 @@ impl Filter for WasmFilter {
 
     fn response_body_limit(&self) -> Option<usize> {
         self.options.response_body.then_some(self.body_limit)
+    }
+
+    fn plugin(&self) -> Option<&crate::filter::PluginInfo> {
+        Some(&self.plugin)
     }
 }
 

@@ -1,12 +1,16 @@
 //! Host side of `weft:filter/metrics`, backed by the process's `Metrics` families with
-//! labels `filter` and `name`.
+//! labels `filter` and `name`, and for the `*-labelled` calls the guest's own labels.
 //!
 //! A guest's name is checked at the boundary (the Prometheus metric-name grammar, a
 //! bounded length) and counted against a bound of distinct names per filter and kind,
 //! shared by all the filter's instances for the life of its config version: each name is
 //! a time series in the exposition, so neither a guest building names from request data
-//! nor a large instance pool may grow it without end. Refused names are counted in
-//! `weft_filter_metric_rejected_total{filter,reason}` and logged at most now and then.
+//! nor a large instance pool may grow it without end. Labelled series have a bound of
+//! their own ([`MAX_SERIES`]); past it a new series is folded into one whose label values
+//! are all `__overflow__`, so that a guest labelling by request data (a GraphQL operation
+//! name) keeps its totals right while the exposition stays bounded. Refused names and
+//! labels, and folded series, are counted in `weft_filter_metric_rejected_total{filter,
+//! reason}` and logged at most now and then.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -27,6 +31,16 @@ pub(crate) const MAX_NAMES: usize = 64;
 /// Longest name accepted, in bytes: room for a descriptive name, not for a payload.
 pub(crate) const MAX_NAME_LEN: usize = 128;
 
+/// Distinct labelled series one filter may create per kind, across all its instances.
+pub(crate) const MAX_SERIES: usize = 1024;
+
+/// Labels one labelled call may carry, and the longest label value, in bytes.
+pub(crate) const MAX_LABELS: usize = 4;
+pub(crate) const MAX_LABEL_VALUE_LEN: usize = 128;
+
+/// The value every label of a folded series has.
+pub(crate) const OVERFLOW: &str = "__overflow__";
+
 /// Why a name was refused; the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rejection {
@@ -35,16 +49,30 @@ pub(crate) enum Rejection {
     TooLong,
     /// The filter already uses [`MAX_NAMES`] other names of this kind.
     TooMany,
+    /// A labelled call's labels: more than [`MAX_LABELS`], a name outside
+    /// `[a-zA-Z_][a-zA-Z0-9_]*`, reserved or repeated, or a value over [`MAX_LABEL_VALUE_LEN`].
+    InvalidLabel,
+    /// Not refused: the filter holds [`MAX_SERIES`] labelled series of this kind, so the
+    /// value went to the series with every label value [`OVERFLOW`].
+    Overflow,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 3] = [Rejection::Invalid, Rejection::TooLong, Rejection::TooMany];
+    const ALL: [Rejection; 5] = [
+        Rejection::Invalid,
+        Rejection::TooLong,
+        Rejection::TooMany,
+        Rejection::InvalidLabel,
+        Rejection::Overflow,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Rejection::Invalid => "invalid",
             Rejection::TooLong => "too_long",
             Rejection::TooMany => "too_many",
+            Rejection::InvalidLabel => "invalid_label",
+            Rejection::Overflow => "overflow",
         }
     }
 }
@@ -70,6 +98,25 @@ pub(crate) fn check_name(name: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Checks a labelled call's labels: see [`Rejection::InvalidLabel`]. `filter` and `name`
+/// are the series' own labels, `le` and `quantile` the exposition's, `__*` Prometheus's.
+pub(crate) fn check_labels(labels: &[(String, String)]) -> Result<(), Rejection> {
+    if labels.len() > MAX_LABELS {
+        return Err(Rejection::InvalidLabel);
+    }
+    for (i, (key, value)) in labels.iter().enumerate() {
+        let bytes = key.as_bytes();
+        let grammar = bytes.first().is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
+        let reserved = key.starts_with("__") || matches!(key.as_str(), "filter" | "name" | "le" | "quantile");
+        let repeated = labels[..i].iter().any(|(k, _)| k == key);
+        if !grammar || reserved || repeated || key.len() > MAX_NAME_LEN || value.len() > MAX_LABEL_VALUE_LEN {
+            return Err(Rejection::InvalidLabel);
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Counter,
@@ -77,16 +124,24 @@ enum Kind {
     Histogram,
 }
 
-/// The names of one kind a filter uses. Filled under a lock until it holds
-/// [`MAX_NAMES`]; then frozen, and read lock-free from then on. Instances only come here
-/// on a miss in their own cache, so the lock is taken at most once per name and instance.
-#[derive(Default)]
+/// The names (or labelled series) of one kind a filter uses. Filled under a lock until it
+/// holds `max`; then frozen, and read lock-free from then on. Instances only come here on
+/// a miss in their own cache, so the lock is taken at most once per name and instance.
 struct NameSet {
+    max: usize,
     open: Mutex<HashSet<Box<str>>>,
     full: OnceLock<HashSet<Box<str>>>,
 }
 
 impl NameSet {
+    fn new(max: usize) -> Self {
+        NameSet {
+            max,
+            open: Mutex::default(),
+            full: OnceLock::new(),
+        }
+    }
+
     fn admit(&self, name: &str) -> bool {
         if let Some(full) = self.full.get() {
             return full.contains(name);
@@ -99,11 +154,11 @@ impl NameSet {
         if open.contains(name) {
             return true;
         }
-        if open.len() >= MAX_NAMES {
+        if open.len() >= self.max {
             return false;
         }
         open.insert(name.into());
-        if open.len() == MAX_NAMES {
+        if open.len() == self.max {
             let _ = self.full.set(std::mem::take(&mut *open));
         }
         true
@@ -117,8 +172,10 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// The metric names of one loaded filter, shared by all its instances.
 pub(crate) struct MetricNames {
     kinds: [NameSet; 3],
+    /// Labelled series by kind, each keyed by [`series_key`].
+    series: [NameSet; 3],
     /// By [`Rejection`], resolved once so refusing costs an atomic add.
-    rejected: [Counter; 3],
+    rejected: [Counter; 5],
     warn: Bucket,
 }
 
@@ -134,7 +191,8 @@ impl MetricNames {
                 .clone()
         });
         MetricNames {
-            kinds: Default::default(),
+            kinds: std::array::from_fn(|_| NameSet::new(MAX_NAMES)),
+            series: std::array::from_fn(|_| NameSet::new(MAX_SERIES)),
             rejected,
             warn: Bucket::new(WARN_EVERY, 1),
         }
@@ -149,6 +207,21 @@ impl MetricNames {
             }
         });
         let Err(reason) = verdict else { return true };
+        self.refuse(filter, name, reason);
+        false
+    }
+
+    /// Whether a new labelled series of an admitted name gets its own series (or is
+    /// folded into the overflow one).
+    fn admit_series(&self, filter: &str, kind: Kind, name: &str, labels: &[(String, String)]) -> bool {
+        if self.series[kind as usize].admit(&series_key(name, labels)) {
+            return true;
+        }
+        self.refuse(filter, name, Rejection::Overflow);
+        false
+    }
+
+    fn refuse(&self, filter: &str, name: &str, reason: Rejection) {
         self.rejected[reason as usize].inc();
         if self.warn.take() {
             // Cut, and Debug-formatted (quoted, control characters escaped): the name is
@@ -158,13 +231,27 @@ impl MetricNames {
                 filter,
                 metric = ?shown,
                 reason = reason.label(),
-                "filter metric name refused: names match [a-zA-Z_:][a-zA-Z0-9_:]*, are at most \
-                 {MAX_NAME_LEN} bytes, and a filter uses at most {MAX_NAMES} per kind \
-                 (counted in weft_filter_metric_rejected_total; logged at most every {WARN_EVERY:?})"
+                "filter metric refused or folded: names match [a-zA-Z_:][a-zA-Z0-9_:]*, are at most \
+                 {MAX_NAME_LEN} bytes, and a filter uses at most {MAX_NAMES} per kind; at most \
+                 {MAX_LABELS} labels named [a-zA-Z_][a-zA-Z0-9_]* with values of at most \
+                 {MAX_LABEL_VALUE_LEN} bytes; past {MAX_SERIES} labelled series per kind, new ones \
+                 go to the {OVERFLOW} series (counted in weft_filter_metric_rejected_total; \
+                 logged at most every {WARN_EVERY:?})"
             );
         }
-        false
     }
+}
+
+/// One string per labelled series, for the filter-wide set: each part length-prefixed, so
+/// no choice of values makes two series collide.
+fn series_key(name: &str, labels: &[(String, String)]) -> String {
+    let mut key = String::with_capacity(name.len() + labels.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>());
+    key.push_str(name);
+    for (k, v) in labels {
+        use std::fmt::Write;
+        let _ = write!(key, "\0{}:{k}{}:{v}", k.len(), v.len());
+    }
+    key
 }
 
 /// Handles resolved by name, per instance: after the first use a guest metric costs a
@@ -174,7 +261,17 @@ pub(crate) struct MetricCache {
     counters: HashMap<String, Counter>,
     gauges: HashMap<String, Gauge>,
     histograms: HashMap<String, Histogram>,
+    labelled_counters: HashMap<SeriesKey, Counter>,
+    labelled_gauges: HashMap<SeriesKey, Gauge>,
+    labelled_histograms: HashMap<SeriesKey, Histogram>,
 }
+
+/// A labelled series as the guest named it (the cache's key, also for folded ones).
+type SeriesKey = (String, Vec<(String, String)>);
+
+/// Entries one instance's labelled cache holds before it starts over: a guest labelling
+/// by request data must not grow an instance's memory either.
+const MAX_CACHED_SERIES: usize = 2 * MAX_SERIES;
 
 /// Looks `name` up in `cache`, creating it if the filter's shared names admit it.
 fn resolve<'a, M>(
@@ -191,6 +288,7 @@ fn resolve<'a, M>(
         let labels = GuestLabels {
             filter: (*state.name).into(),
             name: name.as_str().into(),
+            labels: Box::new([]),
         };
         let metric = make(&labels);
         cache.insert(name.clone(), metric);
@@ -198,7 +296,83 @@ fn resolve<'a, M>(
     cache.get(&name)
 }
 
+/// [`resolve`] for a labelled series: the name is admitted as for an unlabelled call, the
+/// labels are checked, and the series is the guest's own or the filter's overflow one.
+fn resolve_labelled<'a, M>(
+    cache: &'a mut HashMap<SeriesKey, M>,
+    key: SeriesKey,
+    kind: Kind,
+    state: &super::state::FilterShared,
+    make: impl FnOnce(&GuestLabels) -> M,
+) -> Option<&'a M> {
+    if !cache.contains_key(&key) {
+        let (name, labels) = &key;
+        if let Err(reason) = check_labels(labels) {
+            state.metric_names.refuse(&state.name, name, reason);
+            return None;
+        }
+        if !state.metric_names.admit(&state.name, kind, name) {
+            return None;
+        }
+        let own = state.metric_names.admit_series(&state.name, kind, name, labels);
+        let series = GuestLabels {
+            filter: (*state.name).into(),
+            name: name.as_str().into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), if own { v.as_str() } else { OVERFLOW }.into()))
+                .collect(),
+        };
+        let metric = make(&series);
+        if cache.len() >= MAX_CACHED_SERIES {
+            cache.clear();
+        }
+        cache.insert(key.clone(), metric);
+    }
+    cache.get(&key)
+}
+
 impl Host for HostState {
+    fn counter_add_labelled(
+        &mut self,
+        name: String,
+        labels: Vec<(String, String)>,
+        delta: u64,
+    ) -> wasmtime::Result<()> {
+        let family = &self.shared.metrics.guest_counters;
+        let make = |l: &GuestLabels| family.get_or_create(l).clone();
+        let cache = &mut self.metric_cache.labelled_counters;
+        if let Some(c) = resolve_labelled(cache, (name, labels), Kind::Counter, &self.shared, make) {
+            c.inc_by(delta);
+        }
+        Ok(())
+    }
+
+    fn gauge_set_labelled(&mut self, name: String, labels: Vec<(String, String)>, value: i64) -> wasmtime::Result<()> {
+        let family = &self.shared.metrics.guest_gauges;
+        let make = |l: &GuestLabels| family.get_or_create(l).clone();
+        let cache = &mut self.metric_cache.labelled_gauges;
+        if let Some(g) = resolve_labelled(cache, (name, labels), Kind::Gauge, &self.shared, make) {
+            g.set(value);
+        }
+        Ok(())
+    }
+
+    fn histogram_observe_labelled(
+        &mut self,
+        name: String,
+        labels: Vec<(String, String)>,
+        value: f64,
+    ) -> wasmtime::Result<()> {
+        let family = &self.shared.metrics.guest_histograms;
+        let make = |l: &GuestLabels| family.get_or_create(l).clone();
+        let cache = &mut self.metric_cache.labelled_histograms;
+        if let Some(h) = resolve_labelled(cache, (name, labels), Kind::Histogram, &self.shared, make) {
+            h.observe(value);
+        }
+        Ok(())
+    }
+
     fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
         let family = &self.shared.metrics.guest_counters;
         let make = |l: &GuestLabels| family.get_or_create(l).clone();
@@ -282,6 +456,76 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} in\n{text}");
         }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn labels_are_checked_at_the_boundary() {
+        assert_eq!(check_labels(&labels(&[])), Ok(()));
+        assert_eq!(
+            check_labels(&labels(&[("operation", "GetUser"), ("_t", "x\"y\n")])),
+            Ok(())
+        );
+        let long = "v".repeat(MAX_LABEL_VALUE_LEN + 1);
+        for bad in [
+            labels(&[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"), ("e", "5")]),
+            labels(&[("filter", "forged")]),
+            labels(&[("name", "forged")]),
+            labels(&[("le", "0.5")]),
+            labels(&[("__name__", "x")]),
+            labels(&[("op", "a"), ("op", "b")]),
+            labels(&[("1st", "a")]),
+            labels(&[("has:colon", "a")]),
+            labels(&[("", "a")]),
+            labels(&[("op", long.as_str())]),
+        ] {
+            assert_eq!(check_labels(&bad), Err(Rejection::InvalidLabel), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn series_keys_do_not_collide() {
+        let a = series_key("n", &labels(&[("a", "1\u{0}1:b1:2")]));
+        let b = series_key("n", &labels(&[("a", "1"), ("b", "2")]));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn past_the_series_bound_new_series_fold_into_the_overflow_one() {
+        let metrics = Metrics::default();
+        let names = MetricNames::new("f", &metrics);
+        for i in 0..MAX_SERIES {
+            assert!(names.admit_series("f", Kind::Counter, "ops", &labels(&[("op", &format!("o{i}"))])));
+        }
+        assert!(names.admit_series("f", Kind::Counter, "ops", &labels(&[("op", "o0")])));
+        assert!(!names.admit_series("f", Kind::Counter, "ops", &labels(&[("op", "new")])));
+        assert!(names.admit_series("f", Kind::Histogram, "ops", &labels(&[("op", "new")])));
+        assert!(
+            metrics
+                .encode()
+                .contains("weft_filter_metric_rejected_total{filter=\"f\",reason=\"overflow\"} 1")
+        );
+    }
+
+    #[test]
+    fn guest_labels_are_escaped_in_the_exposition() {
+        let metrics = Metrics::default();
+        metrics
+            .guest_counters
+            .get_or_create(&GuestLabels {
+                filter: "f".into(),
+                name: "ops".into(),
+                labels: vec![("op".into(), "a\"} 1\nforged{x=\"".into())].into(),
+            })
+            .inc();
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"weft_filter_counter_total{filter="f",name="ops",op="a\"} 1\nforged{x=\""} 1"#),
+            "{text}"
+        );
     }
 
     #[test]

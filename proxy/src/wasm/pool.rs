@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
+use prometheus_client::metrics::gauge::Gauge;
 use wasmtime::Store;
 
 use super::bindings::{Filter as FilterWorld, Options};
@@ -12,6 +13,7 @@ use super::engine::Compiled;
 use super::limits;
 use super::state::{FilterShared, HostState};
 use crate::filter::FilterError;
+use crate::metrics::FilterStats;
 
 /// Whether instances outlive a request. See `DESIGN.md` for the measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,6 +30,16 @@ pub enum InstanceReuse {
 pub(crate) struct Instance {
     pub store: Store<HostState>,
     pub world: FilterWorld,
+    _live: Live,
+}
+
+/// Counts an instance in `weft_filter_instances{state="live"}` for as long as it exists.
+struct Live(Gauge);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Why an instance could not be made ready.
@@ -54,6 +66,15 @@ pub(crate) struct Pool {
     reuse: InstanceReuse,
     /// Lock-free: every phase call takes and returns an instance.
     idle: ArrayQueue<Instance>,
+    /// The instance gauges (shared with the filter's other versions, by name).
+    stats: FilterStats,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // The idle instances go with the pool (a reload replaced it).
+        self.stats.idle.dec_by(self.idle.len() as i64);
+    }
 }
 
 impl Pool {
@@ -64,6 +85,7 @@ impl Pool {
         memory: usize,
         cpu: Duration,
         reuse: InstanceReuse,
+        stats: FilterStats,
     ) -> Self {
         Pool {
             compiled,
@@ -73,6 +95,7 @@ impl Pool {
             init_budget: (cpu * 10).max(Duration::from_secs(1)),
             reuse,
             idle: ArrayQueue::new(MAX_IDLE),
+            stats,
         }
     }
 
@@ -95,7 +118,18 @@ impl Pool {
         )
         .await
         {
-            Ok(Ok(options)) => Ok((Instance { store, world }, options)),
+            Ok(Ok(options)) => {
+                self.stats.live.inc();
+                let live = Live(self.stats.live.clone());
+                Ok((
+                    Instance {
+                        store,
+                        world,
+                        _live: live,
+                    },
+                    options,
+                ))
+            }
             Ok(Err(message)) => Err(CreateError::Refused(message)),
             Err(e) => Err(CreateError::Failed(limits::classify(&e, store.data_mut()))),
         }
@@ -104,6 +138,7 @@ impl Pool {
     /// An idle instance, or a new one.
     pub async fn acquire(&self) -> Result<Instance, FilterError> {
         if let Some(instance) = self.idle.pop() {
+            self.stats.idle.dec();
             return Ok(instance);
         }
         // Boxed: instantiation's future is kilobytes, and every phase's future would
@@ -124,6 +159,8 @@ impl Pool {
             return;
         }
         // Full: the surplus instance is dropped.
-        let _ = self.idle.push(instance);
+        if self.idle.push(instance).is_ok() {
+            self.stats.idle.inc();
+        }
     }
 }

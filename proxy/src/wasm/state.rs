@@ -8,6 +8,7 @@ use http::{request, response};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::callout::CalloutTransport;
 use super::kv::KvSpace;
 use super::limits::{Budget, Limiter};
 use super::metrics::{MetricCache, MetricNames};
@@ -25,6 +26,8 @@ pub(crate) struct FilterShared {
     pub kv: Arc<dyn KvSpace>,
     /// Clusters of the config version this filter was loaded with, for callouts.
     pub clusters: Arc<Clusters>,
+    /// Where callouts go: `clusters`, or the test kit's canned answers.
+    pub callouts: CalloutTransport,
     /// `limits.body`: the largest body the guest may see or set.
     pub body_limit: usize,
     /// The metric names the filter uses, bounded across its instances.

@@ -7,6 +7,8 @@
 //! - `x-cap-log-lines: <n>`         log n lines at info (`line 0 of n`…)
 //! - `x-cap-print-lines: <n>`       write n lines to stdout
 //! - `x-cap-metric: <name>`         counter +1, gauge = 7, histogram observe 0.5
+//! - `x-cap-metric-labelled: <name>;<key>=<value>;...` the same three calls for that
+//!   labelled series (`metrics::*_labelled`)
 //! - `x-cap-metadata: 1`            sets `x-meta-{client,listener,route,scheme,peer}`
 //! - `x-cap-kv-set: <key>=<value>`  `x-cap-kv-ttl-ms` optional; sets `x-kv-set: ok|<err>`
 //! - `x-cap-kv-get: <key>`          sets `x-kv-value` (or `x-kv-missing: 1`)
@@ -42,7 +44,7 @@
 //! last `x-cap-ctx-set`); a response header `x-cap-replace: <status>` makes it reply
 //! with that status.
 //!
-//! In `x-cap-log` and `x-cap-metric`, `\n`, `\r`, `\e` (ESC) and `\\` stand for
+//! In `x-cap-log` and `x-cap-metric(-labelled)`, `\n`, `\r`, `\e` (ESC) and `\\` stand for
 //! what a header value cannot carry, so tests can send newlines and terminal escapes.
 //!
 //! Config: `request_body`, `response_body` (buffer bodies), `phases` (`"request"`,
@@ -203,6 +205,14 @@ impl Filter for Capabilities {
             metrics::counter_add(&name, 1);
             metrics::gauge_set(&name, 7);
             metrics::histogram_observe(&name, 0.5);
+        }
+        if let Some(spec) = req.header("x-cap-metric-labelled").map(|n| unescape(&n)) {
+            let mut parts = spec.split(';');
+            let name = parts.next().unwrap_or_default();
+            let labels: Vec<(&str, &str)> = parts.map(|p| p.split_once('=').unwrap_or((p, ""))).collect();
+            metrics::counter_add_labelled(name, &labels, 1);
+            metrics::gauge_set_labelled(name, &labels, 7);
+            metrics::histogram_observe_labelled(name, &labels, 0.5);
         }
         if req.header("x-cap-metadata").is_some() {
             let _ = req.set_header("x-meta-client", &metadata::client_address());
