@@ -539,7 +539,8 @@ async fn protocol_upgrade_splices_both_directions() {
             .expect("101")
     })
     .await;
-    let weft = Weft::start(&one_route(&up, "")).await;
+    // Only protocols a route lists are switched to (the default list is ["websocket"]).
+    let weft = Weft::start(&one_route(&up, "upgrades = [\"echo\"]")).await;
     let mut stream = TcpStream::connect(weft.addr).await.expect("connect");
     stream
         .write_all(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod filter;
 pub mod forward;
 pub mod front;
+pub mod grpc;
 pub mod listen;
 pub mod log;
 pub mod metrics;

@@ -237,6 +237,8 @@ pub struct Metrics {
     config_version: Gauge,
     /// One series per loaded Wasm plugin, value 1: its content hash and WIT version.
     plugin_info: Family<PluginInfoLabels, Gauge>,
+    /// What routes decided: splits, faults, mirrors.
+    pub decisions: RouteDecisions,
 }
 
 impl Default for Metrics {
@@ -396,8 +398,10 @@ impl Default for Metrics {
             plugin_info.clone(),
         );
         let upstream = UpstreamMetrics::register(&mut registry);
+        let decisions = RouteDecisions::register(&mut registry);
         Metrics {
             upstream,
+            decisions,
             registry,
             responses,
             filter_errors,
@@ -708,12 +712,10 @@ pub struct EndpointCounters {
 pub struct RouteCounters {
     by_class: [Counter; 5],
     duration: LatencyHistogram,
-    /// The counters of the route's cluster (a filter may reroute to another's).
-    pub cluster: ClusterCounters,
 }
 
 impl RouteCounters {
-    pub fn new(metrics: &Metrics, route: &str, cluster: ClusterCounters) -> Self {
+    pub fn new(metrics: &Metrics, route: &str) -> Self {
         let make = |class| {
             metrics
                 .responses
@@ -729,7 +731,6 @@ impl RouteCounters {
                 .request_duration
                 .get_or_create(&RouteOnlyLabels { route: route.into() })
                 .clone(),
-            cluster,
         }
     }
 
@@ -818,6 +819,82 @@ pub struct FilterStats {
     pub live: Gauge,
     pub idle: Gauge,
     pub queue_wait: LatencyHistogram,
+}
+
+// Route traffic decisions (`route/shift.rs`, `route/fault.rs`, `route/mirror.rs`): resolved per route when
+// the config is built, so the request path only increments.
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteClusterLabels {
+    pub route: LabelText,
+    pub cluster: LabelText,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteKindLabels {
+    pub route: LabelText,
+    pub kind: &'static str,
+}
+
+pub struct RouteDecisions {
+    /// Requests a route's split or pin sent to each cluster.
+    shifted: Family<RouteClusterLabels, Counter>,
+    /// Faults injected by a route, by kind (`delay`, `abort`).
+    faults: Family<RouteKindLabels, Counter>,
+    /// Shadow copies of a route's requests, by outcome (`sent`: answered; `failed`;
+    /// `dropped`: not sent, the body too large or too many in flight).
+    mirrored: Family<RouteKindLabels, Counter>,
+}
+
+impl RouteDecisions {
+    fn register(registry: &mut Registry) -> RouteDecisions {
+        let shifted = Family::<RouteClusterLabels, Counter>::default();
+        registry.register(
+            "route_shifted",
+            "Requests a route's split or pin sent to each cluster",
+            shifted.clone(),
+        );
+        let faults = Family::<RouteKindLabels, Counter>::default();
+        registry.register("route_faults", "Faults injected by a route, by kind", faults.clone());
+        let mirrored = Family::<RouteKindLabels, Counter>::default();
+        registry.register(
+            "route_mirrored",
+            "Shadow copies of a route's requests, by outcome",
+            mirrored.clone(),
+        );
+        RouteDecisions {
+            shifted,
+            faults,
+            mirrored,
+        }
+    }
+
+    pub fn shifted(&self, route: &str, cluster: &str) -> Counter {
+        self.shifted
+            .get_or_create(&RouteClusterLabels {
+                route: route.into(),
+                cluster: cluster.into(),
+            })
+            .clone()
+    }
+
+    pub fn mirrored(&self, route: &str, outcome: &'static str) -> Counter {
+        self.mirrored
+            .get_or_create(&RouteKindLabels {
+                route: route.into(),
+                kind: outcome,
+            })
+            .clone()
+    }
+
+    pub fn fault(&self, route: &str, kind: &'static str) -> Counter {
+        self.faults
+            .get_or_create(&RouteKindLabels {
+                route: route.into(),
+                kind,
+            })
+            .clone()
+    }
 }
 
 #[cfg(test)]

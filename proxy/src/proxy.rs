@@ -2,25 +2,31 @@
 //! phase in reverse order. Read this file top-down to learn what Weft does to a request.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{Request, Response, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::body::Body;
 use crate::config::UpstreamProtocol;
 use crate::filter::{ChainEntry, Decision, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx};
 use crate::forward::{self, ConnInfo};
 use crate::front::{self, ClientBodyFault};
-use crate::metrics::{ClusterCounters, UpstreamFailure};
-use crate::respond::{ProxyError, error_response};
-use crate::route::{Route, request_host};
+use crate::metrics::UpstreamFailure;
+use crate::respond::{Dialect, ProxyError, error_response};
+use crate::route::{Abort, Route, request_host};
 use crate::state::State;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Cluster, UpstreamError};
 
 /// Serves one downstream request. Never fails: every error becomes an answer here.
 pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) -> Result<Response<Body>, Infallible> {
@@ -29,12 +35,17 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
     // The request keeps this config version, and the filter versions in it, to the end.
     let runtime = state.current();
     let (mut head, body) = req.into_parts();
+    let dialect = if crate::grpc::is_call(&head) {
+        Dialect::Grpc
+    } else {
+        Dialect::Http
+    };
     // Before routing: routes, filters and the upstream must all see the same request.
     let upgrade = match front::admit(&mut head, &conn.door) {
         Ok(admitted) => admitted.upgrade,
         Err(refusal) => {
             runtime.metrics.downstream_refused(&conn.listener, refusal.reason());
-            return Ok(error_response(&ProxyError::Refused(refusal), "-"));
+            return Ok(error_response(&ProxyError::Refused(refusal), "-", dialect));
         }
     };
     let Some(route) = runtime.router.find(&head, conn.identity.as_deref()) else {
@@ -43,18 +54,22 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             host: request_host(&head).to_owned(),
             path: head.uri.path().to_owned(),
         };
-        return Ok(error_response(&err, "-"));
+        return Ok(error_response(&err, "-", dialect));
     };
     let mut resp = match proxy(&runtime, route, &conn, head, body, upgrade).await {
-        Ok(resp) => resp,
+        Ok(resp) => {
+            route.counters.record(resp.status(), started.elapsed());
+            resp
+        }
         Err(err) => {
             if let Some(reason) = err.client_fault() {
                 runtime.metrics.downstream_refused(&conn.listener, reason);
             }
-            error_response(&err, &route.name)
+            // Counted by what went wrong, also when a gRPC client is told with a 200.
+            route.counters.record(err.status(), started.elapsed());
+            error_response(&err, &route.name, dialect)
         }
     };
-    route.counters.record(resp.status(), started.elapsed());
     if let Some(alt_svc) = &conn.alt_svc {
         resp.headers_mut().insert(http::header::ALT_SVC, alt_svc.clone());
     }
@@ -69,23 +84,19 @@ async fn proxy(
     body: Body,
     upgrade: bool,
 ) -> Result<Response<Body>, ProxyError> {
-    let on_upgrade = if upgrade {
-        head.extensions.remove::<OnUpgrade>()
-    } else {
-        None
+    let on_upgrade = match upgrade {
+        false => None,
+        true if route.allows_upgrade(&head.headers) => head.extensions.remove::<OnUpgrade>(),
+        true => {
+            // A protocol the route does not switch to: the request goes on as a plain one
+            // (RFC 9110 §7.8 lets a server ignore Upgrade).
+            head.headers.remove(http::header::UPGRADE);
+            None
+        }
     };
 
     if route.filters.is_empty() {
-        return forward(
-            route,
-            &route.cluster,
-            &route.counters.cluster,
-            conn,
-            head,
-            body,
-            on_upgrade,
-        )
-        .await;
+        return forward(route, None, conn, head, body, on_upgrade).await;
     }
     // Boxed: the filter chain's state is large, and unboxed every request's future (which
     // hyper moves per request and keeps a box of per connection) would carry it.
@@ -108,8 +119,7 @@ async fn filtered(
         None => (None, Some(body)),
     };
     let mut req = FilterRequest { head, body: buffered };
-    let mut cluster = &route.cluster;
-    let mut cluster_counters = &route.counters.cluster;
+    let mut rerouted = None;
 
     // Request phase, in config order.
     let mut ran = 0;
@@ -131,12 +141,12 @@ async fn filtered(
                 break;
             }
             Ok(Decision::Reroute(name)) => {
-                let unknown = || ProxyError::UnknownCluster {
-                    filter: entry.filter.name().to_owned(),
-                    cluster: name.to_string(),
-                };
-                cluster = runtime.clusters.get(&name).ok_or_else(unknown)?;
-                cluster_counters = runtime.cluster_counters.get(&name).ok_or_else(unknown)?;
+                rerouted = Some(
+                    &**runtime.clusters.get(&name).ok_or_else(|| ProxyError::UnknownCluster {
+                        filter: entry.filter.name().to_owned(),
+                        cluster: name.to_string(),
+                    })?,
+                );
             }
             Err(error) => filter_failed(runtime, entry, error)?,
         }
@@ -150,7 +160,7 @@ async fn filtered(
                 (None, Some(stream)) => stream,
                 (None, None) => Body::empty(),
             };
-            forward(route, cluster, cluster_counters, conn, req.head, body, on_upgrade).await?
+            forward(route, rerouted, conn, req.head, body, on_upgrade).await?
         }
     };
 
@@ -209,11 +219,87 @@ fn filter_failed(runtime: &crate::state::Runtime, entry: &ChainEntry, error: Fil
     Ok(())
 }
 
-/// Sends the request to the cluster and prepares the response for downstream.
-async fn forward(
+/// Sends the request on: to the cluster a filter rerouted it to, else the route's. A route
+/// with a policy (answers, pins, splits, faults, rewrites, header edits, mirror) takes the
+/// longer, boxed way; a plain route's future is `send`'s own, with no layer added.
+fn forward<'a>(
+    route: &'a Route,
+    rerouted: Option<&'a Cluster>,
+    conn: &'a ConnInfo,
+    head: http::request::Parts,
+    body: Body,
+    on_upgrade: Option<OnUpgrade>,
+) -> impl Future<Output = Result<Response<Body>, ProxyError>> + 'a {
+    match (&route.policy, rerouted.or(route.cluster.as_deref())) {
+        (None, Some(cluster)) => Either::Left(send(route, cluster, conn, head, body, on_upgrade)),
+        _ => Either::Right(Box::pin(with_policy(route, rerouted, conn, head, body, on_upgrade))),
+    }
+}
+
+/// A route's policy around the upstream: a fault first, then its own answer or the
+/// upstream's (to a pinned, split or rerouted cluster, with the path and headers edited),
+/// then the response's header edits.
+async fn with_policy(
     route: &Route,
-    cluster: &crate::upstream::Cluster,
-    counters: &ClusterCounters,
+    rerouted: Option<&Cluster>,
+    conn: &ConnInfo,
+    mut head: http::request::Parts,
+    body: Body,
+    on_upgrade: Option<OnUpgrade>,
+) -> Result<Response<Body>, ProxyError> {
+    // Without a policy a route has a cluster (config validation): this is unreachable.
+    let Some(policy) = &route.policy else {
+        return Err(ProxyError::NoCluster);
+    };
+    if let Some(fault) = &policy.fault {
+        let (delay, abort) = fault.draw(&head.headers);
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        match abort {
+            Some(Abort::Status(status)) => return Err(ProxyError::FaultAbort { status }),
+            Some(Abort::Reset) => return Ok(reset()),
+            None => {}
+        }
+    }
+    let mut resp = match &policy.answer {
+        Some(answer) => answer.respond(&head, conn),
+        None => {
+            let cluster = rerouted
+                .or_else(|| policy.cluster(&head.headers, route.cluster.as_deref()))
+                .ok_or(ProxyError::NoCluster)?;
+            if let Some(rewrite) = &policy.rewrite {
+                rewrite.apply(&mut head)?;
+            }
+            if let Some(edits) = &policy.request_headers {
+                edits.apply(&mut head.headers);
+            }
+            let body = match &policy.mirror {
+                Some(mirror) => mirror.copy(&head, body, conn, route.host_rewrite.as_ref(), route.timeout),
+                None => body,
+            };
+            send(route, cluster, conn, head, body, on_upgrade).await?
+        }
+    };
+    if let Some(edits) = &policy.response_headers {
+        edits.apply(resp.headers_mut());
+    }
+    Ok(resp)
+}
+
+/// An injected reset: the head goes out, then the body fails, which cuts the HTTP/2 stream
+/// (RST_STREAM) or the HTTP/1.1 connection before the response is complete.
+fn reset() -> Response<Body> {
+    let cut = futures_util::stream::once(async {
+        Err::<http_body::Frame<Bytes>, _>(std::io::Error::other("fault injection: reset"))
+    });
+    Response::new(Body::boxed(http_body_util::StreamBody::new(cut)))
+}
+
+/// Sends the request to the cluster and prepares the response for downstream.
+async fn send(
+    route: &Route,
+    cluster: &Cluster,
     conn: &ConnInfo,
     mut head: http::request::Parts,
     body: Body,
@@ -223,22 +309,23 @@ async fn forward(
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::Http2 => Version::HTTP_2,
     };
+    // A gRPC call's own deadline, when shorter, bounds the wait instead of the route's.
+    let timeout = crate::grpc::deadline(&head).map_or(route.timeout, |d| d.min(route.timeout));
     forward::upstream_request(&mut head, conn, route.host_rewrite.as_ref(), version);
     let sent = Instant::now();
-    let client = Some(conn.peer.ip());
     let mut resp = match cluster
-        .send(Request::from_parts(head, body), route.timeout, client)
+        .send(Request::from_parts(head, body), timeout, Some(conn.peer.ip()))
         .await
     {
         Ok(resp) => resp,
         Err(e) => {
             if let Some(failure) = upstream_failure(&e) {
-                counters.failed(failure);
+                cluster.counters.failed(failure);
             }
             return Err(e.into());
         }
     };
-    counters.answered(resp.status(), sent.elapsed());
+    cluster.counters.answered(resp.status(), sent.elapsed());
 
     let switched = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     if switched {
@@ -247,7 +334,7 @@ async fn forward(
     }
     if let (true, Some(downstream)) = (switched, on_upgrade) {
         let upstream = hyper::upgrade::on(&mut resp);
-        tokio::spawn(splice(downstream, upstream));
+        tokio::spawn(splice(downstream, upstream, route.upgrade_idle));
     }
     let (mut head, body) = resp.into_parts();
     forward::downstream_response(&mut head, switched);
@@ -284,8 +371,8 @@ fn upstream_failure(e: &UpstreamError) -> Option<UpstreamFailure> {
 }
 
 /// After a `101 Switching Protocols`, the two connections carry bytes both ways until
-/// either side closes.
-async fn splice(downstream: OnUpgrade, upstream: OnUpgrade) {
+/// both have closed, or until neither has sent anything for `idle`.
+async fn splice(downstream: OnUpgrade, upstream: OnUpgrade, idle: std::time::Duration) {
     let (down, up) = match tokio::try_join!(downstream, upstream) {
         Ok(pair) => pair,
         Err(e) => {
@@ -293,9 +380,72 @@ async fn splice(downstream: OnUpgrade, upstream: OnUpgrade) {
             return;
         }
     };
-    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    let moved = AtomicU64::new(0);
+    let mut down = Activity::new(TokioIo::new(down), &moved);
+    let mut up = Activity::new(TokioIo::new(up), &moved);
+    let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+    tokio::pin!(copy);
+    // Checked four times per `idle`: the connection closes within 1.25 × idle of its
+    // last byte, at the cost of one timer per upgraded connection.
+    let tick = idle / 4;
+    let (mut last_count, mut last_active) = (0, tokio::time::Instant::now());
+    loop {
+        tokio::select! {
+            result = &mut copy => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep(tick) => {
+                let count = moved.load(Ordering::Relaxed);
+                if count != last_count {
+                    (last_count, last_active) = (count, tokio::time::Instant::now());
+                } else if last_active.elapsed() >= idle {
+                    tracing::debug!(?idle, "upgraded connection idle; closed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// An upgraded connection's side that counts the bytes read from it, so the splice can
+/// tell an idle connection from a busy one.
+struct Activity<'a, T> {
+    io: T,
+    moved: &'a AtomicU64,
+}
+
+impl<'a, T> Activity<'a, T> {
+    fn new(io: T, moved: &'a AtomicU64) -> Self {
+        Activity { io, moved }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Activity<'_, T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.io).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.moved.fetch_add(read as u64, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<'_, T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

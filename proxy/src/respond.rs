@@ -5,6 +5,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::body::Body;
 use crate::filter::{FilterError, Overload};
 use crate::front::{ClientBodyFault, Refusal};
+use crate::grpc::Code;
 use crate::upstream::UpstreamError;
 
 /// Everything that can stop a request before the upstream's response reaches the client.
@@ -37,6 +38,12 @@ pub enum ProxyError {
     ResponseBodyTooLarge { limit: usize },
     #[error("reading the {side} body failed: {reason}")]
     Body { side: &'static str, reason: String },
+    #[error(transparent)]
+    Rewrite(#[from] crate::route::RewriteRefused),
+    #[error("fault injected: {status}")]
+    FaultAbort { status: StatusCode },
+    #[error("the route has no cluster to send to")]
+    NoCluster,
 }
 
 impl ProxyError {
@@ -65,11 +72,13 @@ impl ProxyError {
             ProxyError::Upstream(_) | ProxyError::ResponseBodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::RequestBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::FilterOverloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Body { side: "request", .. } => StatusCode::BAD_REQUEST,
+            ProxyError::Body { side: "request", .. } | ProxyError::Rewrite(_) => StatusCode::BAD_REQUEST,
             ProxyError::Body { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::Filter { .. } | ProxyError::UnknownCluster { .. } | ProxyError::RerouteInResponse { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ProxyError::FaultAbort { status } => *status,
+            ProxyError::Filter { .. }
+            | ProxyError::UnknownCluster { .. }
+            | ProxyError::RerouteInResponse { .. }
+            | ProxyError::NoCluster => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -94,9 +103,12 @@ impl ProxyError {
             ProxyError::ResponseBodyTooLarge { .. } => "upstream response too large\n",
             ProxyError::Body { side: "request", .. } => "request body could not be read\n",
             ProxyError::Body { .. } => "upstream response could not be read\n",
-            ProxyError::Filter { .. } | ProxyError::UnknownCluster { .. } | ProxyError::RerouteInResponse { .. } => {
-                "internal error\n"
-            }
+            ProxyError::Rewrite(_) => "bad request path\n",
+            ProxyError::FaultAbort { .. } => "fault injected\n",
+            ProxyError::Filter { .. }
+            | ProxyError::UnknownCluster { .. }
+            | ProxyError::RerouteInResponse { .. }
+            | ProxyError::NoCluster => "internal error\n",
         }
     }
 }
@@ -120,14 +132,52 @@ impl ProxyError {
 
 /// Names the cluster limit that answered 503 at once.
 pub static OVERLOADED: header::HeaderName = header::HeaderName::from_static("x-weft-overloaded");
+impl ProxyError {
+    /// The status a gRPC client gets for this error, after the HTTP-to-gRPC mapping of
+    /// gRPC's `doc/http-grpc-status-mapping.md` where no more precise status applies.
+    pub fn grpc_code(&self) -> Code {
+        match self {
+            ProxyError::Upstream(UpstreamError::Timeout { .. }) => Code::DeadlineExceeded,
+            ProxyError::Upstream(UpstreamError::Connect { .. } | UpstreamError::Exchange { .. }) => Code::Unavailable,
+            ProxyError::FilterOverloaded { .. }
+            | ProxyError::RequestBodyTooLarge { .. }
+            | ProxyError::ResponseBodyTooLarge { .. } => Code::ResourceExhausted,
+            ProxyError::ClientBody(ClientBodyFault::Idle { .. })
+            | ProxyError::Upstream(UpstreamError::ClientBody(ClientBodyFault::Idle { .. })) => Code::DeadlineExceeded,
+            other => match other.status().as_u16() {
+                400 => Code::Internal,
+                401 => Code::Unauthenticated,
+                403 => Code::PermissionDenied,
+                404 => Code::Unimplemented,
+                408 | 504 => Code::DeadlineExceeded,
+                413 | 414 | 431 => Code::ResourceExhausted,
+                429 | 502 | 503 => Code::Unavailable,
+                500 => Code::Internal,
+                _ => Code::Unknown,
+            },
+        }
+    }
+}
+
+/// How the client expects to be told: an HTTP status, or (a gRPC call) HTTP 200 with a
+/// `grpc-status` in a trailers-only response, which gRPC clients read and HTTP-level
+/// statuses they do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Http,
+    Grpc,
+}
 
 /// Logs why the request failed and builds the answer.
-pub fn error_response(err: &ProxyError, route: &str) -> Response<Body> {
+pub fn error_response(err: &ProxyError, route: &str, dialect: Dialect) -> Response<Body> {
     let status = err.status();
     if status.is_server_error() {
         tracing::warn!(route, status = status.as_u16(), error = %err, "request failed");
     } else {
         tracing::debug!(route, status = status.as_u16(), error = %err, "request refused");
+    }
+    if dialect == Dialect::Grpc {
+        return grpc_status(err.grpc_code(), err.public_text().trim_end());
     }
     let mut resp = text(status, err.public_text());
     if let ProxyError::Upstream(UpstreamError::Overloaded { limit, .. }) = err {
@@ -141,6 +191,17 @@ pub fn error_response(err: &ProxyError, route: &str) -> Response<Body> {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    resp
+}
+
+/// A trailers-only gRPC answer: one HEADERS frame ending the stream. `message` is one of
+/// the proxy's own ASCII texts, which need no percent-encoding.
+fn grpc_status(code: Code, message: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Body::empty());
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from(code as u16));
+    headers.insert("grpc-message", HeaderValue::from_static(message));
     resp
 }
 

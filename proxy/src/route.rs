@@ -13,11 +13,25 @@ use crate::filter::ChainEntry;
 use crate::metrics::RouteCounters;
 use crate::upstream::Cluster;
 
+mod answer;
+mod edits;
+mod fault;
+mod mirror;
+mod policy;
+mod rewrite;
+mod shift;
+
+pub use answer::Answer;
+pub use fault::Abort;
+pub use policy::Policy;
+pub use rewrite::RewriteRefused;
+
 /// A route of one config version.
 pub struct Route {
     pub name: Arc<str>,
     matcher: Matcher,
-    pub cluster: Arc<Cluster>,
+    /// `None` when the policy decides (a split, or an answer).
+    pub cluster: Option<Arc<Cluster>>,
     pub timeout: Duration,
     pub host_rewrite: Option<http::HeaderValue>,
     pub filters: Vec<ChainEntry>,
@@ -25,17 +39,25 @@ pub struct Route {
     /// Largest body any filter of the chain wants buffered (`None`: stream).
     pub request_body_limit: Option<usize>,
     pub response_body_limit: Option<usize>,
+    /// Answers, pins, splits, faults, rewrites, header edits; `None` for a plain route.
+    pub policy: Option<Box<Policy>>,
+    /// `Upgrade` protocols this route switches to, lowercase.
+    pub upgrades: Box<[String]>,
+    /// How long an upgraded connection may carry nothing before it is closed.
+    pub upgrade_idle: Duration,
 }
 
 impl Route {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: Arc<str>,
         matcher: Matcher,
-        cluster: Arc<Cluster>,
+        cluster: Option<Arc<Cluster>>,
         timeout: Duration,
         host_rewrite: Option<http::HeaderValue>,
         filters: Vec<ChainEntry>,
         counters: RouteCounters,
+        policy: Option<Policy>,
     ) -> Route {
         let request_body_limit = filters.iter().filter_map(|f| f.filter.request_body_limit()).max();
         let response_body_limit = filters.iter().filter_map(|f| f.filter.response_body_limit()).max();
@@ -49,7 +71,28 @@ impl Route {
             counters,
             request_body_limit,
             response_body_limit,
+            policy: policy.map(Box::new),
+            upgrades: Box::new(["websocket".to_owned()]),
+            upgrade_idle: Duration::from_secs(300),
         }
+    }
+
+    pub fn with_upgrades(mut self, upgrades: &[String], idle: Duration) -> Route {
+        self.upgrades = upgrades.iter().map(|u| u.to_ascii_lowercase()).collect();
+        self.upgrade_idle = idle;
+        self
+    }
+
+    /// Whether every protocol the request's `Upgrade` offers (`name[/version]`) is one
+    /// this route switches to.
+    pub fn allows_upgrade(&self, headers: &http::HeaderMap) -> bool {
+        let mut offered = headers
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or(",").split(','))
+            .map(|t| t.trim().split('/').next().unwrap_or(""))
+            .peekable();
+        offered.peek().is_some() && offered.all(|p| self.upgrades.iter().any(|u| u.eq_ignore_ascii_case(p)))
     }
 }
 

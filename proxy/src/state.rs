@@ -16,8 +16,8 @@ use crate::config::{Config, ConfigError, KvConfig, ListenerConfig, Source};
 use crate::filter::headers::HeadersFilter;
 use crate::filter::identity::IdentityFilter;
 use crate::filter::{ChainEntry, Filter, PluginInfo};
-use crate::metrics::{ClusterCounters, Metrics, RouteCounters};
-use crate::route::{Matcher, Route, Router};
+use crate::metrics::{Metrics, RouteCounters};
+use crate::route::{Matcher, Policy, Route, Router};
 use crate::upstream::{Cluster, Clusters};
 use crate::wasm::WasmHost;
 
@@ -36,8 +36,6 @@ pub struct Runtime {
     pub quic: HashMap<String, quinn::ServerConfig>,
     /// Files this version was built from (plugins, certificates, keys), watched for reloads.
     pub files: Vec<PathBuf>,
-    /// Upstream counters by cluster name, for requests a filter reroutes.
-    pub cluster_counters: HashMap<Arc<str>, ClusterCounters>,
     /// The config text this version was built from (the admin API shows it redacted).
     pub source: Source,
     /// Wasm plugins by filter name, in config order.
@@ -281,10 +279,6 @@ pub async fn build(
         clusters.insert(cluster.name.clone(), cluster);
     }
     let clusters = Arc::new(clusters);
-    let cluster_counters: HashMap<Arc<str>, ClusterCounters> = clusters
-        .keys()
-        .map(|name| (name.clone(), ClusterCounters::new(metrics, name)))
-        .collect();
 
     let mut tls = HashMap::new();
     let mut quic = HashMap::new();
@@ -349,10 +343,17 @@ pub async fn build(
         let r = spanned.get_ref();
         let name: Arc<str> = r.name.clone().unwrap_or_else(|| format!("route-{i}")).into();
         let matcher = Matcher::build(&r.matches, src, spanned.span())?;
-        let cluster = clusters
-            .get(r.cluster.get_ref().as_str())
-            .cloned()
-            .ok_or_else(|| src.error_at(r.cluster.span(), format!("unknown cluster {:?}", r.cluster.get_ref())))?;
+        let cluster = r
+            .cluster
+            .as_ref()
+            .map(|c| {
+                clusters
+                    .get(c.get_ref().as_str())
+                    .cloned()
+                    .ok_or_else(|| src.error_at(c.span(), format!("unknown cluster {:?}", c.get_ref())))
+            })
+            .transpose()?;
+        let policy = Policy::build(spanned, &name, &clusters, metrics, src)?;
         let host_rewrite = r
             .host_rewrite
             .as_deref()
@@ -367,16 +368,11 @@ pub async fn build(
                 .ok_or_else(|| src.error_at(wanted.span(), format!("unknown filter {:?}", wanted.get_ref())))?;
             chain.push(entry.clone());
         }
-        let counters = RouteCounters::new(metrics, &name, cluster_counters[&cluster.name].clone());
-        routes.push(Route::new(
-            name,
-            matcher,
-            cluster,
-            r.timeout,
-            host_rewrite,
-            chain,
-            counters,
-        ));
+        let counters = RouteCounters::new(metrics, &name);
+        routes.push(
+            Route::new(name, matcher, cluster, r.timeout, host_rewrite, chain, counters, policy)
+                .with_upgrades(&r.upgrades, r.upgrade_idle_timeout),
+        );
     }
 
     Ok(Runtime {
@@ -389,7 +385,6 @@ pub async fn build(
         tls,
         quic,
         files,
-        cluster_counters,
         source: config.source.clone(),
         plugins,
         built_at: SystemTime::now()
@@ -408,7 +403,7 @@ fn view(config: &Config, routes: &[Route]) -> Value {
             let r = spanned.get_ref();
             json!({
                 "name": &*route.name,
-                "cluster": &*route.cluster.name,
+                "cluster": route.cluster.as_ref().map(|c| &*c.name),
                 "filters": r.filters.iter().map(|f| f.get_ref()).collect::<Vec<_>>(),
                 "timeout_ms": route.timeout.as_millis() as u64,
                 "match": match_view(&r.matches),

@@ -24,7 +24,7 @@ use super::resolve::{self, Targets};
 use super::retry::{self, RetryPolicy};
 use crate::body::Body;
 use crate::config::{ClusterConfig, ConfigError, LbPolicy, Source, UpstreamProtocol};
-use crate::metrics::{EndpointCounters, Metrics};
+use crate::metrics::{ClusterCounters, EndpointCounters, Metrics};
 
 /// The clusters of one config version, by name.
 pub type Clusters = HashMap<Arc<str>, Arc<Cluster>>;
@@ -65,6 +65,9 @@ pub struct Cluster {
     /// Breaker, retries, outlier detection, health: `None` when none is configured.
     guard: Option<Box<Guard>>,
     metrics: Arc<Metrics>,
+    /// Responses, failures and latency of this cluster's exchanges, whichever route,
+    /// split or filter sent them here.
+    pub counters: ClusterCounters,
 }
 
 /// What a hashing balancer keys a request by.
@@ -218,6 +221,7 @@ impl Cluster {
             },
             guard,
             metrics: metrics.clone(),
+            counters: ClusterCounters::new(metrics, &config.name),
         };
         let kept = same_pools.map(|p| p.endpoints_now()).unwrap_or_default();
         let hosts = cluster.hosts_for(&resolved, &kept);
@@ -236,6 +240,23 @@ impl Cluster {
             }
         }
         Ok(cluster)
+    }
+
+    /// [`Cluster::build`] for a cluster of addresses only (no names, no endpoints file),
+    /// which has nothing to wait for: for tests and tools outside a runtime.
+    pub fn build_fixed(
+        spanned: &toml::Spanned<ClusterConfig>,
+        src: &Source,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Arc<Cluster>, ConfigError> {
+        let build = std::pin::pin!(Cluster::build(spanned, src, metrics, None));
+        match build.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => Err(src.error_at(
+                spanned.span(),
+                "this cluster's endpoints need resolving; build it on a runtime",
+            )),
+        }
     }
 
     fn pool_settings(&self) -> (usize, Duration) {

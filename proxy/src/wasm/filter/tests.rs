@@ -78,14 +78,7 @@ fn clusters() -> Clusters {
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let mut clusters = Clusters::new();
     for c in &config.clusters {
-        // Addresses need no resolving: the build is ready at its first poll.
-        let build = std::pin::pin!(Cluster::build(c, &config.source, &metrics, None));
-        let std::task::Poll::Ready(cluster) =
-            std::future::Future::poll(build, &mut std::task::Context::from_waker(std::task::Waker::noop()))
-        else {
-            panic!("a cluster of addresses waited on something")
-        };
-        let cluster = cluster.expect("cluster");
+        let cluster = Cluster::build_fixed(c, &config.source, &metrics).expect("cluster");
         clusters.insert(cluster.name.clone(), cluster);
     }
     clusters
