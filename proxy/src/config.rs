@@ -16,6 +16,7 @@ use crate::filter::FailureMode;
 mod admin;
 mod cluster;
 mod limits;
+mod observe;
 pub(crate) mod redact;
 mod route;
 
@@ -25,6 +26,7 @@ pub use cluster::{
     RetryConfig, UpstreamProtocol, UpstreamTlsConfig, split_host_port,
 };
 pub use limits::LimitsConfig;
+pub use observe::{AccessLogConfig, OtlpProtocol, TracingConfig};
 pub use redact::urls as redact_urls;
 pub use route::{
     DirectResponseConfig, HeaderEditsConfig, MatchConfig, MirrorConfig, PatternConfig, RedirectConfig, RouteConfig,
@@ -42,6 +44,8 @@ pub struct Config {
     pub wasm: WasmConfig,
     /// The store behind filters' `kv` interface; in-process when absent.
     pub kv: Option<Spanned<KvConfig>>,
+    pub access_log: Option<Spanned<AccessLogConfig>>,
+    pub tracing: Option<Spanned<TracingConfig>>,
     #[serde(default)]
     pub listeners: Vec<Spanned<ListenerConfig>>,
     #[serde(default)]
@@ -423,6 +427,7 @@ impl Config {
         if let Some(admin) = &mut self.admin {
             paths.extend(admin.token_file.iter_mut().chain(admin.audit_log.iter_mut()));
         }
+        paths.extend(self.access_log.iter_mut().filter_map(|a| a.get_mut().path.as_mut()));
         for listener in &mut self.listeners {
             if let Some(tls) = &mut listener.get_mut().tls {
                 paths.extend(tls.certificates.iter_mut().flat_map(|c| [&mut c.cert, &mut c.key]));
@@ -469,6 +474,8 @@ impl Config {
                 return Err(src.error_at(kv.span(), format!("[kv]: {problem}")));
             }
         }
+
+        observe::check(self)?;
 
         let mut addresses = HashSet::new();
         for listener in &self.listeners {

@@ -59,6 +59,8 @@ pub struct RequestCtx {
     /// Values a filter keeps between its request and response phases (or hands to a later
     /// filter). Empty, it allocates nothing.
     pub context: Context,
+    /// The request's trace id, when tracing is on.
+    pub trace_id: Option<crate::observe::TraceId>,
 }
 
 impl RequestCtx {
@@ -70,6 +72,7 @@ impl RequestCtx {
             scheme,
             peer_identity: None,
             context: Context::default(),
+            trace_id: None,
         }
     }
 }

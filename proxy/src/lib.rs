@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod listen;
 pub mod log;
 pub mod metrics;
+pub mod observe;
 pub mod plugin;
 pub mod proxy;
 pub mod respond;

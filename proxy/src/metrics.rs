@@ -239,6 +239,9 @@ pub struct Metrics {
     plugin_info: Family<PluginInfoLabels, Gauge>,
     /// What routes decided: splits, faults, mirrors.
     pub decisions: RouteDecisions,
+    /// Access-log records and trace spans dropped because their writer was behind.
+    pub access_log_dropped: Counter,
+    pub trace_spans_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -399,6 +402,7 @@ impl Default for Metrics {
         );
         let upstream = UpstreamMetrics::register(&mut registry);
         let decisions = RouteDecisions::register(&mut registry);
+        let (access_log_dropped, trace_spans_dropped) = register_observe(&mut registry);
         Metrics {
             upstream,
             decisions,
@@ -431,8 +435,27 @@ impl Default for Metrics {
             filter_queue_wait,
             config_version,
             plugin_info,
+            access_log_dropped,
+            trace_spans_dropped,
         }
     }
+}
+
+/// The access log's and the trace exporter's drop counters (`observe`).
+fn register_observe(registry: &mut Registry) -> (Counter, Counter) {
+    let log = Counter::default();
+    registry.register(
+        "access_log_dropped",
+        "Access-log records dropped because the writer was behind",
+        log.clone(),
+    );
+    let spans = Counter::default();
+    registry.register(
+        "trace_spans_dropped",
+        "Trace spans dropped because the export queue was full",
+        spans.clone(),
+    );
+    (log, spans)
 }
 
 impl Metrics {

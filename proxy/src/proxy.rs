@@ -23,6 +23,7 @@ use crate::filter::{ChainEntry, Decision, FailureMode, FilterError, FilterReques
 use crate::forward::{self, ConnInfo};
 use crate::front::{self, ClientBodyFault};
 use crate::metrics::UpstreamFailure;
+use crate::observe::Recorder;
 use crate::respond::{Dialect, ProxyError, error_response};
 use crate::route::{Abort, Route, request_host};
 use crate::state::State;
@@ -40,12 +41,17 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
     } else {
         Dialect::Http
     };
+    // Empty, and free, unless an access log or tracing is configured.
+    let mut rec = state.observe.begin(&conn, &head);
+    let body = rec.request_body(body);
     // Before routing: routes, filters and the upstream must all see the same request.
     let upgrade = match front::admit(&mut head, &conn.door) {
         Ok(admitted) => admitted.upgrade,
         Err(refusal) => {
             runtime.metrics.downstream_refused(&conn.listener, refusal.reason());
-            return Ok(error_response(&ProxyError::Refused(refusal), "-", dialect));
+            let err = ProxyError::Refused(refusal);
+            rec.failed(&err);
+            return Ok(rec.finish(error_response(&err, "-", dialect)));
         }
     };
     let Some(route) = runtime.router.find(&head, conn.identity.as_deref()) else {
@@ -54,9 +60,11 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             host: request_host(&head).to_owned(),
             path: head.uri.path().to_owned(),
         };
-        return Ok(error_response(&err, "-", dialect));
+        rec.failed(&err);
+        return Ok(rec.finish(error_response(&err, "-", dialect)));
     };
-    let mut resp = match proxy(&runtime, route, &conn, head, body, upgrade).await {
+    rec.route(&route.name);
+    let mut resp = match proxy(&runtime, route, &conn, head, body, upgrade, &mut rec).await {
         Ok(resp) => {
             route.counters.record(resp.status(), started.elapsed());
             resp
@@ -67,13 +75,14 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             }
             // Counted by what went wrong, also when a gRPC client is told with a 200.
             route.counters.record(err.status(), started.elapsed());
+            rec.failed(&err);
             error_response(&err, &route.name, dialect)
         }
     };
     if let Some(alt_svc) = &conn.alt_svc {
         resp.headers_mut().insert(http::header::ALT_SVC, alt_svc.clone());
     }
-    Ok(resp)
+    Ok(rec.finish(resp))
 }
 
 async fn proxy(
@@ -83,6 +92,7 @@ async fn proxy(
     mut head: http::request::Parts,
     body: Body,
     upgrade: bool,
+    rec: &mut Recorder,
 ) -> Result<Response<Body>, ProxyError> {
     let on_upgrade = match upgrade {
         false => None,
@@ -96,11 +106,11 @@ async fn proxy(
     };
 
     if route.filters.is_empty() {
-        return forward(route, None, conn, head, body, on_upgrade).await;
+        return forward(route, None, conn, head, body, on_upgrade, rec).await;
     }
     // Boxed: the filter chain's state is large, and unboxed every request's future (which
     // hyper moves per request and keeps a box of per connection) would carry it.
-    Box::pin(filtered(runtime, route, conn, head, body, on_upgrade)).await
+    Box::pin(filtered(runtime, route, conn, head, body, on_upgrade, rec)).await
 }
 
 /// The request and response phases of the route's filter chain around the upstream.
@@ -111,9 +121,11 @@ async fn filtered(
     head: http::request::Parts,
     body: Body,
     on_upgrade: Option<OnUpgrade>,
+    rec: &mut Recorder,
 ) -> Result<Response<Body>, ProxyError> {
     let mut ctx = RequestCtx::new(conn.peer, conn.listener.clone(), route.name.clone(), conn.scheme);
     ctx.peer_identity = conn.identity.clone();
+    ctx.trace_id = rec.trace_id();
     let (buffered, streamed) = match route.request_body_limit {
         Some(limit) => (Some(read_body(body, limit, "request").await?), None),
         None => (None, Some(body)),
@@ -130,9 +142,11 @@ async fn filtered(
             continue;
         }
         let call = Instant::now();
-        let decision = entry.filter.on_request(&mut req, &mut ctx).await;
+        let traced = rec.phase_start();
+        let outcome = entry.filter.on_request(&mut req, &mut ctx).await;
         entry.stats.request.observe(call.elapsed());
-        match decision {
+        rec.phase_end(traced, entry.filter.name(), "request", &outcome);
+        match outcome {
             Ok(Decision::Continue) => {}
             Ok(Decision::Respond(resp)) => {
                 // The filter that answered has had its say; the ones before it see the answer.
@@ -160,7 +174,7 @@ async fn filtered(
                 (None, Some(stream)) => stream,
                 (None, None) => Body::empty(),
             };
-            forward(route, rerouted, conn, req.head, body, on_upgrade).await?
+            forward(route, rerouted, conn, req.head, body, on_upgrade, rec).await?
         }
     };
 
@@ -176,9 +190,11 @@ async fn filtered(
             continue;
         }
         let call = Instant::now();
-        let decision = entry.filter.on_response(&mut resp, &mut ctx).await;
+        let traced = rec.phase_start();
+        let outcome = entry.filter.on_response(&mut resp, &mut ctx).await;
         entry.stats.response.observe(call.elapsed());
-        match decision {
+        rec.phase_end(traced, entry.filter.name(), "response", &outcome);
+        match outcome {
             Ok(Decision::Continue) => {}
             Ok(Decision::Respond(replacement)) => {
                 let (head, body) = replacement.into_parts();
@@ -229,10 +245,13 @@ fn forward<'a>(
     head: http::request::Parts,
     body: Body,
     on_upgrade: Option<OnUpgrade>,
+    rec: &'a mut Recorder,
 ) -> impl Future<Output = Result<Response<Body>, ProxyError>> + 'a {
     match (&route.policy, rerouted.or(route.cluster.as_deref())) {
-        (None, Some(cluster)) => Either::Left(send(route, cluster, conn, head, body, on_upgrade)),
-        _ => Either::Right(Box::pin(with_policy(route, rerouted, conn, head, body, on_upgrade))),
+        (None, Some(cluster)) => Either::Left(send(route, cluster, conn, head, body, on_upgrade, rec)),
+        _ => Either::Right(Box::pin(with_policy(
+            route, rerouted, conn, head, body, on_upgrade, rec,
+        ))),
     }
 }
 
@@ -246,6 +265,7 @@ async fn with_policy(
     mut head: http::request::Parts,
     body: Body,
     on_upgrade: Option<OnUpgrade>,
+    rec: &mut Recorder,
 ) -> Result<Response<Body>, ProxyError> {
     // Without a policy a route has a cluster (config validation): this is unreachable.
     let Some(policy) = &route.policy else {
@@ -278,7 +298,7 @@ async fn with_policy(
                 Some(mirror) => mirror.copy(&head, body, conn, route.host_rewrite.as_ref(), route.timeout),
                 None => body,
             };
-            send(route, cluster, conn, head, body, on_upgrade).await?
+            send(route, cluster, conn, head, body, on_upgrade, rec).await?
         }
     };
     if let Some(edits) = &policy.response_headers {
@@ -304,6 +324,7 @@ async fn send(
     mut head: http::request::Parts,
     body: Body,
     on_upgrade: Option<OnUpgrade>,
+    rec: &mut Recorder,
 ) -> Result<Response<Body>, ProxyError> {
     let version = match cluster.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
@@ -312,11 +333,13 @@ async fn send(
     // A gRPC call's own deadline, when shorter, bounds the wait instead of the route's.
     let timeout = crate::grpc::deadline(&head).map_or(route.timeout, |d| d.min(route.timeout));
     forward::upstream_request(&mut head, conn, route.host_rewrite.as_ref(), version);
+    rec.upstream_start(&mut head);
     let sent = Instant::now();
-    let mut resp = match cluster
+    let result = cluster
         .send(Request::from_parts(head, body), timeout, Some(conn.peer.ip()))
-        .await
-    {
+        .await;
+    rec.upstream_end(&result);
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
             if let Some(failure) = upstream_failure(&e) {

@@ -95,6 +95,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         Ok(_) => tracing::info!("drained; bye"),
         Err(_) => tracing::warn!("drain timeout reached with requests still in flight; closing them"),
     }
+    state.observe.close(Duration::from_secs(2)).await;
     Ok(())
 }
 

@@ -102,6 +102,8 @@ pub struct State {
     pub started_at: SystemTime,
     /// Set by the admin API's drain: `/ready` answers 503 so load balancers move away.
     pub draining: AtomicBool,
+    /// The access log and tracing, reconfigured with each version.
+    pub observe: Arc<crate::observe::Observer>,
 }
 
 /// Reload results kept for the admin API and the status page.
@@ -128,6 +130,7 @@ impl State {
         });
         audit.record(started.clone());
         started["time"] = json!(crate::admin::now_rfc3339());
+        let observe = crate::observe::Observer::start(config, &metrics)?;
         Ok(Arc::new(State {
             current: ArcSwap::from_pointee(runtime),
             metrics,
@@ -143,6 +146,7 @@ impl State {
             started: Instant::now(),
             started_at: SystemTime::now(),
             draining: AtomicBool::new(false),
+            observe,
         }))
     }
 
@@ -220,6 +224,7 @@ impl State {
         }
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
         let runtime = build(&config, version, &self.metrics, &self.wasm, Some(&running)).await?;
+        self.observe.reconfigure(&config)?;
         for (name, endpoint) in self
             .quic_endpoints
             .lock()

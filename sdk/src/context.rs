@@ -25,6 +25,9 @@ pub fn get(key: &str) -> Option<String> {
 
 /// The value `filter` (its name in the config) left at `key` for this request.
 ///
+/// The proxy files its own values under `"weft"`: `get_from("weft", "trace-id")` is the
+/// request's trace id (32 hex digits) when tracing is on, `None` otherwise.
+///
 /// ```no_run
 /// let user = weft_sdk::context::get_from("auth", "user");
 /// ```

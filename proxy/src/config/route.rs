@@ -23,6 +23,9 @@ pub struct RouteConfig {
     pub host_rewrite: Option<String>,
     #[serde(default)]
     pub filters: Vec<Spanned<String>>,
+    /// Write access-log records for this route (when `[access_log]` is set).
+    #[serde(default = "super::defaults::yes")]
+    pub access_log: bool,
     /// Clusters chosen at random in proportion to their weights (canary), instead of `cluster`.
     #[serde(default)]
     pub split: Vec<SplitConfig>,

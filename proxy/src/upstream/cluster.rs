@@ -436,6 +436,10 @@ impl Cluster {
             *req.uri_mut() = Uri::from(path);
         }
 
+        // The access log names the endpoint of the last try.
+        if let Some(slot) = req.extensions().get::<Arc<crate::observe::UpstreamSlot>>() {
+            slot.set(endpoint.addr);
+        }
         endpoint.counters.requests.inc();
         let _in_flight = (self.lb == LbPolicy::LeastRequest).then(|| endpoint.in_flight.enter());
         let started = self.latency_decay.map(|_| health::since_start());

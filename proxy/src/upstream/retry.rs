@@ -165,6 +165,9 @@ pub fn request(head: &http::request::Parts, body: Body, attempt: u32) -> Request
     *req.uri_mut() = head.uri.clone();
     *req.version_mut() = head.version;
     *req.headers_mut() = head.headers.clone();
+    if let Some(slot) = head.extensions.get::<std::sync::Arc<crate::observe::UpstreamSlot>>() {
+        req.extensions_mut().insert(slot.clone());
+    }
     let n = ATTEMPTS[(attempt as usize - 1).min(ATTEMPTS.len() - 1)];
     req.headers_mut().insert(ATTEMPT.clone(), HeaderValue::from_static(n));
     req

@@ -67,6 +67,7 @@ pub(crate) struct Meta {
     pub route: Option<Arc<str>>,
     pub scheme: &'static str,
     pub peer: Option<Arc<str>>,
+    pub trace_id: Option<crate::observe::TraceId>,
 }
 
 impl Meta {
@@ -76,6 +77,7 @@ impl Meta {
         self.route = Some(ctx.route.clone());
         self.scheme = ctx.scheme;
         self.peer = ctx.peer_identity.clone();
+        self.trace_id = ctx.trace_id;
     }
 }
 

@@ -1,0 +1,215 @@
+//! `[access_log]` and `[tracing]`: what the proxy records about each request and where it
+//! sends it. Both are off unless their section is present, and both reload with the rest
+//! of the config.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[access_log]`: one record per request, written by a thread of its own.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// The file records are appended to (reopened on SIGUSR1, for logrotate); stdout when unset.
+    pub path: Option<PathBuf>,
+    /// `"json"` (one object a line), or a line with `%field%` placeholders.
+    #[serde(default = "defaults::json")]
+    pub format: String,
+    /// The fraction of requests logged, 0.0 to 1.0.
+    #[serde(default = "defaults::one")]
+    pub sample: f64,
+    /// Records waiting for the writer; past it records are dropped and counted in
+    /// `weft_access_log_dropped_total`, never making a request wait.
+    #[serde(default = "defaults::buffer")]
+    pub buffer: usize,
+}
+
+/// `[tracing]`: spans exported over OTLP.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// `http://host:4318/v1/traces` for `protocol = "http"`, `http://host:4317` for `"grpc"`
+    /// (cleartext only).
+    pub endpoint: String,
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// The fraction of new traces recorded, 0.0 to 1.0; a request whose `traceparent`
+    /// says sampled (or not) follows its parent.
+    #[serde(default = "defaults::one")]
+    pub sample: f64,
+    /// The `service.name` resource attribute.
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+    /// Finished spans waiting for export; past it spans are dropped and counted in
+    /// `weft_trace_spans_dropped_total`.
+    #[serde(default = "defaults::queue")]
+    pub queue: usize,
+    /// How often a batch is sent.
+    #[serde(default = "defaults::interval", deserialize_with = "super::duration")]
+    pub interval: Duration,
+    /// Longest one export may take.
+    #[serde(default = "defaults::timeout", deserialize_with = "super::duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies.
+    #[default]
+    Http,
+    /// OTLP/gRPC.
+    Grpc,
+}
+
+impl AccessLogConfig {
+    pub(super) fn check(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.sample) {
+            return Err(format!(
+                "[access_log] sample must be between 0.0 and 1.0, not {}",
+                self.sample
+            ));
+        }
+        if self.buffer == 0 {
+            return Err("[access_log] buffer must be more than zero".to_owned());
+        }
+        crate::observe::access_log::Format::parse(&self.format).map(|_| ())
+    }
+}
+
+impl TracingConfig {
+    pub(super) fn check(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.sample) {
+            return Err(format!(
+                "[tracing] sample must be between 0.0 and 1.0, not {}",
+                self.sample
+            ));
+        }
+        let uri: http::Uri = self
+            .endpoint
+            .parse()
+            .map_err(|e| format!("[tracing] endpoint {:?} is not a URL: {e}", self.endpoint))?;
+        // The exporters are built without TLS: a collector is reached in cleartext, usually
+        // an agent on the same host, which forwards over TLS itself.
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(format!(
+                "[tracing] endpoint {:?} needs http:// and a host, e.g. \"http://127.0.0.1:4318/v1/traces\" \
+                 (https is not supported: export to a collector or agent nearby)",
+                self.endpoint
+            ));
+        }
+        if self.queue == 0 {
+            return Err("[tracing] queue must be more than zero".to_owned());
+        }
+        if self.interval.is_zero() || self.timeout.is_zero() {
+            return Err("[tracing] interval and timeout must be more than zero".to_owned());
+        }
+        Ok(())
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+    pub fn json() -> String {
+        "json".to_owned()
+    }
+    pub fn one() -> f64 {
+        1.0
+    }
+    pub fn buffer() -> usize {
+        8192
+    }
+    pub fn service_name() -> String {
+        "weft".to_owned()
+    }
+    pub fn queue() -> usize {
+        4096
+    }
+    pub fn interval() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+}
+
+/// Checks both sections, pointing at the one at fault.
+pub(super) fn check(config: &super::Config) -> Result<(), super::ConfigError> {
+    let src = &config.source;
+    if let Some(log) = &config.access_log {
+        log.get_ref().check().map_err(|e| src.error_at(log.span(), e))?;
+    }
+    if let Some(tracing) = &config.tracing {
+        tracing.get_ref().check().map_err(|e| src.error_at(tracing.span(), e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigError};
+
+    const ROUTES: &str = r#"
+[[listeners]]
+name = "main"
+address = "127.0.0.1:8080"
+
+[[clusters]]
+name = "web"
+endpoints = ["127.0.0.1:3000"]
+
+[[routes]]
+match = { path_prefix = "/" }
+cluster = "web"
+access_log = false
+"#;
+
+    fn error(top: &str) -> ConfigError {
+        match Config::parse("test.toml", &format!("{top}\n{ROUTES}")) {
+            Ok(_) => panic!("config should be rejected:\n{top}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn both_sections_are_off_unless_present_and_take_defaults() {
+        let config = Config::parse("test.toml", ROUTES).expect("valid");
+        assert!(config.access_log.is_none() && config.tracing.is_none());
+        assert!(!config.routes[0].get_ref().access_log);
+        let text = format!("[access_log]\n[tracing]\nendpoint = \"http://127.0.0.1:4318/v1/traces\"\n{ROUTES}");
+        let config = Config::parse("test.toml", &text).expect("valid");
+        let log = config.access_log.expect("on");
+        assert_eq!((log.get_ref().format.as_str(), log.get_ref().sample), ("json", 1.0));
+        let tracing = config.tracing.expect("on");
+        assert_eq!(tracing.get_ref().protocol, super::OtlpProtocol::Http);
+        assert_eq!(tracing.get_ref().service_name, "weft");
+    }
+
+    #[test]
+    fn mistakes_are_located_at_their_section_and_name_the_key() {
+        let e = error("[access_log]\nsample = 1.5");
+        assert_eq!(e.position.map(|p| p.0), Some(1), "{e}");
+        assert!(
+            e.message.contains("[access_log] sample must be between 0.0 and 1.0"),
+            "{e}"
+        );
+        let e = error("[access_log]\nformat = \"%status% %nope%\"");
+        assert!(e.message.contains("unknown field %nope%"), "{e}");
+        let e = error("[access_log]\nbuffer = 0");
+        assert!(e.message.contains("buffer must be more than zero"), "{e}");
+        let e = error("[access_log]\nfile = \"x.log\"");
+        assert!(e.message.contains("unknown field `file`"), "{e}");
+
+        let e = error("[tracing]\nendpoint = \"127.0.0.1:4318\"");
+        assert!(e.message.contains("needs http://"), "{e}");
+        let e = error("[tracing]\nendpoint = \"https://collector.example:4318/v1/traces\"");
+        assert!(e.message.contains("https is not supported"), "{e}");
+        let e = error("[tracing]\nendpoint = \"http://127.0.0.1:4317\"\nprotocol = \"thrift\"");
+        assert!(e.message.contains("unknown variant `thrift`"), "{e}");
+        let e = error("[tracing]\nendpoint = \"http://127.0.0.1:4317\"\nsample = -0.1");
+        assert!(e.message.contains("[tracing] sample"), "{e}");
+        let e = error("[tracing]\nendpoint = \"http://127.0.0.1:4317\"\ninterval = \"soon\"");
+        assert!(e.message.contains("invalid duration"), "{e}");
+    }
+}

@@ -1,0 +1,548 @@
+//! What the proxy records about each request: an access-log record and a trace.
+//!
+//! [`Observer`] is process-wide and holds what the current config asked for (the
+//! access-log writer, the trace exporter), swapped on reload. Each request gets a
+//! [`Recorder`]: with both off (the default) it is empty, and every call on it is one
+//! branch — no clock read, no allocation. With either on it collects the request's
+//! facts and, once the response body has been sent, hands them to the log writer and
+//! ends the request's span.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Response, request};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::body::{Body, BodyError};
+use crate::config::{AccessLogConfig, Config, ConfigError, TracingConfig};
+use crate::filter::{Decision, FilterError};
+use crate::forward::ConnInfo;
+use crate::metrics::Metrics;
+use crate::respond::ProxyError;
+use crate::upstream::UpstreamError;
+
+pub mod access_log;
+pub mod trace;
+
+pub use opentelemetry::trace::TraceId;
+
+/// The writer name under which filters read the host's request values
+/// (`context::get-from("weft", "trace-id")`).
+pub const HOST_WRITER: &str = "weft";
+
+/// The process's observers, reconfigured with each config version.
+pub struct Observer {
+    /// False when neither is configured: the request path reads this and nothing else.
+    on: AtomicBool,
+    active: ArcSwap<Active>,
+    log_dropped: Counter,
+    spans_dropped: Counter,
+}
+
+/// What one config asked for.
+#[derive(Default)]
+struct Active {
+    log: Option<Log>,
+    tracing: Option<(TracingConfig, Arc<trace::Tracing>)>,
+}
+
+struct Log {
+    config: AccessLogConfig,
+    sink: Arc<access_log::Sink>,
+    /// Routes with `access_log = false`.
+    quiet: HashSet<Box<str>>,
+    sampled: Sampling,
+}
+
+impl Observer {
+    /// Starts what `config` asks for; listens for SIGUSR1 to reopen the log file.
+    pub fn start(config: &Config, metrics: &Metrics) -> Result<Arc<Observer>, ConfigError> {
+        let observer = Arc::new(Observer {
+            on: AtomicBool::new(false),
+            active: ArcSwap::from_pointee(Active::default()),
+            log_dropped: metrics.access_log_dropped.clone(),
+            spans_dropped: metrics.trace_spans_dropped.clone(),
+        });
+        observer.reconfigure(config)?;
+        let weak = Arc::downgrade(&observer);
+        if let Ok(mut usr1) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+            tokio::spawn(async move {
+                while usr1.recv().await.is_some() {
+                    let Some(observer) = weak.upgrade() else { return };
+                    if let Some(log) = &observer.active.load().log {
+                        log.sink.reopen();
+                    }
+                }
+            });
+        }
+        Ok(observer)
+    }
+
+    /// Takes `config`'s `[access_log]` and `[tracing]`, keeping the running writer and
+    /// exporter when their section is unchanged. Fails (changing nothing) when a new
+    /// log file cannot be opened or an exporter cannot be built.
+    pub fn reconfigure(&self, config: &Config) -> Result<(), ConfigError> {
+        let src = &config.source;
+        let running = self.active.load();
+        let log = match &config.access_log {
+            None => None,
+            Some(spanned) => {
+                let wanted = spanned.get_ref();
+                let sink = match &running.log {
+                    Some(log) if log.config == *wanted => log.sink.clone(),
+                    _ => Arc::new(
+                        access_log::Sink::start(wanted, self.log_dropped.clone())
+                            .map_err(|e| src.error_at(spanned.span(), e))?,
+                    ),
+                };
+                let quiet = config
+                    .routes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| !r.get_ref().access_log)
+                    .map(|(i, r)| r.get_ref().name.clone().unwrap_or_else(|| format!("route-{i}")).into())
+                    .collect();
+                Some(Log {
+                    config: wanted.clone(),
+                    sink,
+                    quiet,
+                    sampled: Sampling::new(wanted.sample),
+                })
+            }
+        };
+        let tracing = match (&config.tracing, &running.tracing) {
+            (None, _) => None,
+            // Unchanged: keep the exporter, and the spans it has queued.
+            (Some(spanned), Some((config, tracing))) if spanned.get_ref() == config => {
+                Some((config.clone(), tracing.clone()))
+            }
+            (Some(spanned), _) => {
+                let wanted = spanned.get_ref();
+                let tracing = trace::Tracing::start(wanted, self.spans_dropped.clone())
+                    .map_err(|e| src.error_at(spanned.span(), e))?;
+                Some((wanted.clone(), Arc::new(tracing)))
+            }
+        };
+        let on = log.is_some() || tracing.is_some();
+        self.active.store(Arc::new(Active { log, tracing }));
+        self.on.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// At shutdown, after the drain: writes the records and exports the spans still
+    /// queued, waiting at most `within` (a stuck log file or collector cannot hold the
+    /// exit up).
+    pub async fn close(&self, within: std::time::Duration) {
+        self.on.store(false, Ordering::Relaxed);
+        let active = self.active.swap(Arc::new(Active::default()));
+        let flush = tokio::task::spawn_blocking(move || {
+            if let Some(log) = &active.log {
+                log.sink.flush(within);
+            }
+            if let Some((_, tracing)) = &active.tracing {
+                tracing.flush(within);
+            }
+        });
+        let _ = tokio::time::timeout(within * 2, flush).await;
+    }
+
+    /// Starts recording a request: empty when nothing is configured.
+    pub fn begin(&self, conn: &ConnInfo, head: &request::Parts) -> Recorder {
+        if !self.on.load(Ordering::Relaxed) {
+            return Recorder(None);
+        }
+        let active = self.active.load_full();
+        let logged = active.log.as_ref().is_some_and(|log| log.sampled.take());
+        let trace = active.tracing.as_ref().map(|(_, t)| t.begin(&head.headers));
+        if !logged && trace.is_none() {
+            return Recorder(None);
+        }
+        let trace_id = match &trace {
+            Some(trace) => Some(trace.trace_id()),
+            None => trace::incoming_trace_id(&head.headers),
+        };
+        Recorder(Some(Box::new(Record {
+            active,
+            logged,
+            trace,
+            trace_id,
+            start: Instant::now(),
+            time: SystemTime::now(),
+            client: conn.peer,
+            listener: conn.listener.clone(),
+            method: head.method.clone(),
+            authority: authority(head),
+            path: head
+                .uri
+                .path_and_query()
+                .map_or_else(|| head.uri.path().to_owned(), |p| p.as_str().to_owned()),
+            protocol: head.version,
+            route: None,
+            flags: Vec::new(),
+            answered_by: None,
+            upstream: None,
+            upstream_started: None,
+            upstream_duration: None,
+            filters: Vec::new(),
+            received: None,
+        })))
+    }
+}
+
+/// `:authority` or `Host`, as the client sent it.
+fn authority(head: &request::Parts) -> String {
+    match head.uri.authority() {
+        Some(authority) => authority.as_str().to_owned(),
+        None => head
+            .headers
+            .get(http::header::HOST)
+            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// Which requests `sample` lets through: exactly that fraction, spread evenly, with no
+/// random numbers on the request path.
+struct Sampling {
+    every: f64,
+    seen: AtomicU64,
+}
+
+impl Sampling {
+    fn new(fraction: f64) -> Sampling {
+        Sampling {
+            every: fraction,
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    fn take(&self) -> bool {
+        if self.every >= 1.0 {
+            return true;
+        }
+        let n = self.seen.fetch_add(1, Ordering::Relaxed) as f64;
+        ((n + 1.0) * self.every).floor() > (n * self.every).floor()
+    }
+}
+
+/// One request's recording; empty (one pointer, `None`) when nothing is configured.
+pub struct Recorder(Option<Box<Record>>);
+
+struct Record {
+    /// Keeps this request's writer and exporter, even across a reload.
+    active: Arc<Active>,
+    logged: bool,
+    trace: Option<trace::Trace>,
+    trace_id: Option<TraceId>,
+    start: Instant,
+    time: SystemTime,
+    client: SocketAddr,
+    listener: Arc<str>,
+    method: http::Method,
+    authority: String,
+    path: String,
+    protocol: http::Version,
+    route: Option<Arc<str>>,
+    flags: Vec<&'static str>,
+    answered_by: Option<Arc<str>>,
+    upstream: Option<Arc<UpstreamSlot>>,
+    upstream_started: Option<Instant>,
+    upstream_duration: Option<std::time::Duration>,
+    filters: Vec<(Arc<str>, &'static str, std::time::Duration)>,
+    received: Option<Arc<AtomicU64>>,
+}
+
+/// Where the cluster notes the endpoint it picked for an attempt (a request extension,
+/// present only when the request is being recorded).
+#[derive(Default)]
+pub struct UpstreamSlot(Mutex<Option<SocketAddr>>);
+
+impl UpstreamSlot {
+    pub fn set(&self, endpoint: SocketAddr) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(endpoint);
+        }
+    }
+
+    fn get(&self) -> Option<SocketAddr> {
+        self.0.lock().ok().and_then(|slot| *slot)
+    }
+}
+
+/// The start of a filter phase, when recording.
+pub struct PhaseStart(Option<Instant>);
+
+impl Recorder {
+    /// The request's trace id, for filters (`context::get-from("weft", "trace-id")`).
+    pub fn trace_id(&self) -> Option<TraceId> {
+        self.0
+            .as_ref()
+            .and_then(|r| r.trace.as_ref().map(trace::Trace::trace_id))
+    }
+
+    /// Counts the request body's bytes as they are read.
+    pub fn request_body(&mut self, body: Body) -> Body {
+        let Some(record) = &mut self.0 else { return body };
+        let received = Arc::new(AtomicU64::new(0));
+        record.received = Some(received.clone());
+        Body::boxed(Counted {
+            inner: body,
+            count: CountTo::Shared(received),
+        })
+    }
+
+    /// The route that matched; a route with `access_log = false` is not logged.
+    pub fn route(&mut self, name: &Arc<str>) {
+        let Some(record) = &mut self.0 else { return };
+        if let Some(log) = &record.active.log
+            && log.quiet.contains(&**name)
+        {
+            record.logged = false;
+        }
+        record.route = Some(name.clone());
+    }
+
+    pub fn phase_start(&self) -> PhaseStart {
+        PhaseStart(self.0.as_ref().map(|_| Instant::now()))
+    }
+
+    /// A filter phase ended with `outcome`.
+    pub fn phase_end(
+        &mut self,
+        start: PhaseStart,
+        filter: &str,
+        phase: &'static str,
+        outcome: &Result<Decision, FilterError>,
+    ) {
+        let (Some(record), Some(start)) = (&mut self.0, start.0) else {
+            return;
+        };
+        let took = start.elapsed();
+        let outcome = match outcome {
+            Ok(Decision::Continue) => "continue",
+            Ok(Decision::Respond(_)) => {
+                record.answered_by = Some(filter.into());
+                record.flags.push("filter_answered");
+                "respond"
+            }
+            Ok(Decision::Reroute(_)) => "reroute",
+            Err(_) => "error",
+        };
+        if let Some(trace) = &record.trace {
+            trace.phase(filter, phase, took, outcome);
+        }
+        record.filters.push((filter.into(), phase, took));
+    }
+
+    /// The request is about to go upstream: its trace context goes with it, and the
+    /// cluster is asked to note the endpoint.
+    pub fn upstream_start(&mut self, head: &mut request::Parts) {
+        let Some(record) = &mut self.0 else { return };
+        if let Some(trace) = &mut record.trace {
+            trace.upstream_request(&mut head.headers);
+        }
+        let slot = Arc::new(UpstreamSlot::default());
+        head.extensions.insert(slot.clone());
+        record.upstream = Some(slot);
+        record.upstream_started = Some(Instant::now());
+    }
+
+    /// The upstream answered (its response head) or failed.
+    pub fn upstream_end<B>(&mut self, result: &Result<Response<B>, UpstreamError>) {
+        let Some(record) = &mut self.0 else { return };
+        record.upstream_duration = record.upstream_started.map(|s| s.elapsed());
+        let endpoint = record.upstream.as_ref().and_then(|slot| slot.get());
+        if let Some(trace) = &mut record.trace {
+            let status = match result {
+                Ok(resp) => Ok(resp.status().as_u16()),
+                Err(e) => Err(upstream_flag(e)),
+            };
+            trace.upstream_done(endpoint, status);
+        }
+    }
+
+    /// The request failed with `err` (the answer is `err`'s).
+    pub fn failed(&mut self, err: &ProxyError) {
+        let Some(record) = &mut self.0 else { return };
+        record.flags.extend(flags_for(err));
+    }
+
+    /// The answer is ready: the record is completed when its body has been sent (or the
+    /// client went away).
+    pub fn finish(self, resp: Response<Body>) -> Response<Body> {
+        let Some(record) = self.0 else { return resp };
+        let status = resp.status().as_u16();
+        resp.map(|body| {
+            Body::boxed(Counted {
+                inner: body,
+                count: CountTo::Finish(Finish {
+                    record: Some(record),
+                    status,
+                    sent: 0,
+                }),
+            })
+        })
+    }
+}
+
+/// The flags an error sets in the access log: which limit or failure shaped the answer.
+fn flags_for(err: &ProxyError) -> Vec<&'static str> {
+    match err {
+        ProxyError::Refused(refusal) => vec!["refused", refusal.reason()],
+        ProxyError::ClientBody(_) | ProxyError::Upstream(UpstreamError::ClientBody(_)) => {
+            vec!["client_body", err.client_fault().unwrap_or("bad_body")]
+        }
+        ProxyError::NoRoute { .. } => vec!["no_route"],
+        ProxyError::Upstream(e) => vec![upstream_flag(e)],
+        ProxyError::Filter { .. } => vec!["filter_failed"],
+        ProxyError::FilterOverloaded { .. } => vec!["filter_overloaded"],
+        ProxyError::UnknownCluster { .. } | ProxyError::RerouteInResponse { .. } => vec!["filter_invalid"],
+        ProxyError::RequestBodyTooLarge { .. } => vec!["request_body_too_large"],
+        ProxyError::ResponseBodyTooLarge { .. } => vec!["response_body_too_large"],
+        ProxyError::Body { side: "request", .. } => vec!["request_body_failed"],
+        ProxyError::Body { .. } => vec!["response_body_failed"],
+        ProxyError::Rewrite(_) => vec!["rewrite_refused"],
+        ProxyError::FaultAbort { .. } => vec!["fault_injected"],
+        ProxyError::NoCluster => vec!["no_cluster"],
+    }
+}
+
+fn upstream_flag(e: &UpstreamError) -> &'static str {
+    match e {
+        UpstreamError::Timeout { .. } => "upstream_timeout",
+        UpstreamError::Connect { .. } => "upstream_connect_failure",
+        UpstreamError::Exchange { .. } => "upstream_reset",
+        UpstreamError::BadRequest(_) => "upstream_bad_request",
+        UpstreamError::ClientBody(_) => "client_body",
+        UpstreamError::Overloaded { .. } => "upstream_overloaded",
+    }
+}
+
+/// The end of a recorded request: written and ended once, when the body is done.
+struct Finish {
+    record: Option<Box<Record>>,
+    status: u16,
+    sent: u64,
+}
+
+impl Finish {
+    fn complete(&mut self, complete: bool) {
+        let Some(mut record) = self.record.take() else { return };
+        if !complete && self.status != 101 {
+            record.flags.push("incomplete");
+        }
+        let entry = access_log::Entry {
+            time: record.time,
+            client: record.client,
+            listener: record.listener.clone(),
+            method: std::mem::take(&mut record.method),
+            authority: std::mem::take(&mut record.authority),
+            path: std::mem::take(&mut record.path),
+            protocol: record.protocol,
+            status: self.status,
+            flags: std::mem::take(&mut record.flags),
+            answered_by: record.answered_by.take(),
+            upstream: record.upstream.as_ref().and_then(|slot| slot.get()),
+            duration: record.start.elapsed(),
+            upstream_duration: record.upstream_duration,
+            filters: std::mem::take(&mut record.filters),
+            bytes_received: record.received.as_ref().map_or(0, |r| r.load(Ordering::Relaxed)),
+            bytes_sent: self.sent,
+            route: record.route.take(),
+            trace_id: record.trace_id.map(|id| id.to_string()),
+        };
+        if let Some(trace) = &mut record.trace {
+            trace.finish(&entry);
+        }
+        if record.logged
+            && let Some(log) = &record.active.log
+        {
+            log.sink.send(entry);
+        }
+    }
+}
+
+enum CountTo {
+    /// The request body: read by the proxy, counted for the record.
+    Shared(Arc<AtomicU64>),
+    /// The response body: the record is completed when it ends.
+    Finish(Finish),
+}
+
+pin_project_lite::pin_project! {
+    /// A body whose bytes are counted as they pass.
+    struct Counted {
+        #[pin]
+        inner: Body,
+        count: CountTo,
+    }
+
+    impl PinnedDrop for Counted {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // An empty answer is never polled: ending it is not cutting it short.
+            let ended = this.inner.is_end_stream();
+            if let CountTo::Finish(finish) = this.count {
+                finish.complete(ended);
+            }
+        }
+    }
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        let frame = this.inner.poll_frame(cx);
+        match &frame {
+            Poll::Ready(Some(Ok(frame))) => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                match this.count {
+                    CountTo::Shared(count) => {
+                        count.fetch_add(n, Ordering::Relaxed);
+                    }
+                    CountTo::Finish(finish) => finish.sent += n,
+                }
+            }
+            Poll::Ready(None) => {
+                if let CountTo::Finish(finish) = this.count {
+                    finish.complete(true);
+                }
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_lets_through_exactly_the_fraction() {
+        for (fraction, expected) in [(0.0, 0), (0.25, 250), (0.5, 500), (1.0, 1000)] {
+            let sampling = Sampling::new(fraction);
+            let taken = (0..1000).filter(|_| sampling.take()).count();
+            assert_eq!(taken, expected, "{fraction}");
+        }
+    }
+}

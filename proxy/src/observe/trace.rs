@@ -1,0 +1,693 @@
+//! Distributed tracing: the trace context a request arrives with (W3C `traceparent` and
+//! `tracestate`; B3 single and multi header accepted), a server span per request with a
+//! child span per filter phase and per upstream attempt, and the context sent upstream.
+//! Spans are built with the OpenTelemetry SDK and exported over OTLP (HTTP/protobuf or
+//! gRPC) by its batch processor, on a thread of its own.
+//!
+//! Incoming context is parsed here, strictly, rather than by the SDK's propagator: that
+//! one accepts ids shorter than the spec's fixed widths and signs in numbers, and a
+//! header from a client is hostile until proven otherwise. Anything malformed,
+//! oversized or duplicated is ignored and a new trace starts.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
+    TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, ShouldSample, SpanData,
+    SpanExporter, SpanProcessor,
+};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::config::{OtlpProtocol, TracingConfig};
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const B3: HeaderName = HeaderName::from_static("b3");
+const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+const B3_PARENT: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+/// W3C Trace Context: a `tracestate` longer than this may be dropped whole.
+const MAX_TRACESTATE: usize = 512;
+
+/// One `[tracing]` config's exporter and tracer.
+pub struct Tracing {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+    /// For B3 parents that leave the decision to us.
+    sampler: Sampler,
+}
+
+impl Tracing {
+    /// Builds the exporter and the batch processor. Needs a Tokio runtime (gRPC's channel
+    /// and the HTTP client's connections live on it).
+    pub fn start(config: &TracingConfig, dropped: Counter) -> Result<Tracing, String> {
+        let exporter = match config.protocol {
+            OtlpProtocol::Http => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(config.endpoint.clone())
+                .with_timeout(config.timeout)
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_http_client(HyperExport::new(config.timeout))
+                .build(),
+            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(config.endpoint.clone())
+                .with_timeout(config.timeout)
+                .build(),
+        }
+        .map_err(|e| format!("[tracing]: cannot build the OTLP exporter: {e}"))?;
+        let pending = Arc::new(AtomicUsize::new(0));
+        let exporter = Settled {
+            inner: exporter,
+            pending: pending.clone(),
+        };
+        // The SDK's own queue is never the one that fills (it only logs its drops):
+        // `Bounded` refuses spans past `queue` first, and counts them.
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(config.queue + 1)
+            .with_max_export_batch_size(config.queue.min(512))
+            .with_scheduled_delay(config.interval)
+            .build();
+        let processor = Bounded {
+            inner: BatchSpanProcessor::builder(exporter).with_batch_config(batch).build(),
+            pending,
+            limit: config.queue,
+            dropped,
+        };
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                config.sample,
+            ))))
+            .with_resource(
+                Resource::builder_empty()
+                    .with_service_name(config.service_name.clone())
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer("weft");
+        Ok(Tracing {
+            provider,
+            tracer,
+            sampler: Sampler::TraceIdRatioBased(config.sample),
+        })
+    }
+
+    /// Starts the request's server span, as a child of the context the request carries.
+    pub fn begin(&self, headers: &HeaderMap) -> Trace {
+        let parent = match incoming(headers) {
+            Some((context, Decided::Yes)) => Context::new().with_remote_span_context(context),
+            Some((context, Decided::Deferred)) => {
+                let decision = self
+                    .sampler
+                    .should_sample(None, context.trace_id(), "", &SpanKind::Server, &[], &[]);
+                let sampled = matches!(
+                    decision.decision,
+                    opentelemetry_sdk::trace::SamplingDecision::RecordAndSample
+                );
+                let context = SpanContext::new(
+                    context.trace_id(),
+                    context.span_id(),
+                    TraceFlags::default().with_sampled(sampled),
+                    true,
+                    context.trace_state().clone(),
+                );
+                Context::new().with_remote_span_context(context)
+            }
+            None => Context::new(),
+        };
+        let span = self
+            .tracer
+            .span_builder("request")
+            .with_kind(SpanKind::Server)
+            .start_with_context(&self.tracer, &parent);
+        Trace {
+            tracer: self.tracer.clone(),
+            cx: parent.with_span(span),
+            upstream: None,
+        }
+    }
+}
+
+impl Tracing {
+    /// Exports what is queued now (blocking, at most `within`).
+    pub fn flush(&self, within: Duration) {
+        let _ = self.provider.shutdown_with_timeout(within);
+    }
+}
+
+impl Drop for Tracing {
+    /// Export what is queued, off the runtime's threads: the SDK's shutdown blocks.
+    fn drop(&mut self) {
+        let provider = self.provider.clone();
+        let _ = std::thread::Builder::new()
+            .name("weft-trace-shutdown".to_owned())
+            .spawn(move || {
+                let _ = provider.shutdown();
+            });
+    }
+}
+
+/// One request's spans.
+pub struct Trace {
+    tracer: SdkTracer,
+    /// Holds the request's server span.
+    cx: Context,
+    upstream: Option<opentelemetry_sdk::trace::Span>,
+}
+
+impl Trace {
+    pub fn trace_id(&self) -> TraceId {
+        self.cx.span().span_context().trace_id()
+    }
+
+    fn sampled(&self) -> bool {
+        self.cx.span().span_context().is_sampled()
+    }
+
+    /// A filter phase that took `took` and ended now.
+    pub fn phase(&self, filter: &str, phase: &'static str, took: Duration, outcome: &str) {
+        if !self.sampled() {
+            return;
+        }
+        let start = SystemTime::now() - took;
+        let mut span = self
+            .tracer
+            .span_builder(format!("filter {filter} {phase}"))
+            .with_start_time(start)
+            .with_attributes([
+                KeyValue::new("weft.filter", filter.to_owned()),
+                KeyValue::new("weft.phase", phase),
+                KeyValue::new("weft.outcome", outcome.to_owned()),
+            ])
+            .start_with_context(&self.tracer, &self.cx);
+        if outcome == "error" {
+            span.set_status(Status::error("filter failed"));
+        }
+        span.end();
+    }
+
+    /// Starts the upstream attempt's client span and puts its context in the request
+    /// going upstream, replacing what the client sent.
+    pub fn upstream_request(&mut self, headers: &mut HeaderMap) {
+        let span = self
+            .tracer
+            .span_builder("upstream")
+            .with_kind(SpanKind::Client)
+            .start_with_context(&self.tracer, &self.cx);
+        let context = span.span_context();
+        let mut line = [0u8; 55];
+        traceparent(context, &mut line);
+        if let Ok(value) = HeaderValue::from_bytes(&line) {
+            headers.insert(TRACEPARENT, value);
+        }
+        let state = context.trace_state().header();
+        match HeaderValue::try_from(state) {
+            Ok(value) if !value.is_empty() => {
+                headers.insert(TRACESTATE, value);
+            }
+            _ => {
+                headers.remove(TRACESTATE);
+            }
+        }
+        for b3 in [B3, B3_TRACE_ID, B3_SPAN_ID, B3_SAMPLED, B3_FLAGS, B3_PARENT] {
+            headers.remove(b3);
+        }
+        self.upstream = Some(span);
+    }
+
+    /// Ends the upstream attempt's span.
+    pub fn upstream_done(&mut self, endpoint: Option<std::net::SocketAddr>, status: Result<u16, &str>) {
+        let Some(mut span) = self.upstream.take() else { return };
+        if span.is_recording() {
+            if let Some(endpoint) = endpoint {
+                span.set_attribute(KeyValue::new("server.address", endpoint.ip().to_string()));
+                span.set_attribute(KeyValue::new("server.port", i64::from(endpoint.port())));
+            }
+            match status {
+                Ok(code) => span.set_attribute(KeyValue::new("http.response.status_code", i64::from(code))),
+                Err(kind) => {
+                    span.set_attribute(KeyValue::new("error.type", kind.to_owned()));
+                    span.set_status(Status::error(kind.to_owned()));
+                }
+            }
+        }
+        span.end();
+    }
+
+    /// Ends the request's span with what the access log also records.
+    pub fn finish(&mut self, entry: &super::access_log::Entry) {
+        if let Some(span) = self.upstream.take() {
+            drop(span);
+        }
+        let span = self.cx.span();
+        if span.is_recording() {
+            let name = match &entry.route {
+                Some(route) => format!("{} {route}", entry.method),
+                None => entry.method.to_string(),
+            };
+            span.update_name(name);
+            let mut attributes = vec![
+                KeyValue::new("http.request.method", entry.method.to_string()),
+                KeyValue::new("url.path", entry.path.clone()),
+                KeyValue::new("server.address", entry.authority.clone()),
+                KeyValue::new("client.address", entry.client.ip().to_string()),
+                KeyValue::new("network.protocol.version", format!("{:?}", entry.protocol)),
+                KeyValue::new("http.response.status_code", i64::from(entry.status)),
+                KeyValue::new("weft.listener", entry.listener.to_string()),
+            ];
+            if let Some(route) = &entry.route {
+                attributes.push(KeyValue::new("http.route", route.to_string()));
+            }
+            if !entry.flags.is_empty() {
+                attributes.push(KeyValue::new("weft.flags", entry.flags.join(",")));
+            }
+            span.set_attributes(attributes);
+            if entry.status >= 500 {
+                span.set_status(Status::error(entry.flags.first().copied().unwrap_or("server error")));
+            }
+        }
+        span.end();
+    }
+}
+
+/// `00-<trace id>-<span id>-<flags>`, 55 bytes.
+fn traceparent(context: &SpanContext, out: &mut [u8; 55]) {
+    use std::io::Write;
+    let mut cursor = &mut out[..];
+    let _ = write!(
+        cursor,
+        "00-{}-{}-{:02x}",
+        context.trace_id(),
+        context.span_id(),
+        context.trace_flags().to_u8()
+    );
+}
+
+/// Whether the incoming context decided sampling (W3C always does; B3 may leave it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decided {
+    Yes,
+    Deferred,
+}
+
+/// The context the request carries: `traceparent` (with `tracestate`) first, then B3.
+/// `None` when there is none, or it is malformed or duplicated.
+fn incoming(headers: &HeaderMap) -> Option<(SpanContext, Decided)> {
+    if let Some(value) = single(headers, &TRACEPARENT) {
+        let (trace_id, span_id, flags) = parse_traceparent(value.as_bytes())?;
+        let state = single(headers, &TRACESTATE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| s.len() <= MAX_TRACESTATE && valid_tracestate(s))
+            .and_then(|s| s.parse::<TraceState>().ok())
+            .unwrap_or_default();
+        let context = SpanContext::new(trace_id, span_id, flags, true, state);
+        return Some((context, Decided::Yes));
+    }
+    if headers.contains_key(TRACEPARENT) {
+        return None;
+    }
+    let (trace_id, span_id, sampled) = match single(headers, &B3) {
+        Some(value) => parse_b3_single(value.as_bytes())?,
+        None => {
+            let trace_id = b3_trace_id(single(headers, &B3_TRACE_ID)?.as_bytes())?;
+            let span_id = hex_id::<8>(single(headers, &B3_SPAN_ID)?.as_bytes())?;
+            let debug = single(headers, &B3_FLAGS).is_some_and(|v| v == "1");
+            let sampled = match single(headers, &B3_SAMPLED).map(HeaderValue::as_bytes) {
+                _ if debug => Some(true),
+                Some(b"1" | b"true") => Some(true),
+                Some(b"0" | b"false") => Some(false),
+                None => None,
+                Some(_) => return None,
+            };
+            (TraceId::from_bytes(trace_id), SpanId::from_bytes(span_id), sampled)
+        }
+    };
+    let (flags, decided) = match sampled {
+        Some(sampled) => (TraceFlags::default().with_sampled(sampled), Decided::Yes),
+        None => (TraceFlags::default(), Decided::Deferred),
+    };
+    let context = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
+    context.is_valid().then_some((context, decided))
+}
+
+/// The header's only value; `None` when absent or repeated (which W3C says to ignore).
+fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    values.next().is_none().then_some(first)
+}
+
+/// W3C Trace Context level 1: version 00 exactly 55 bytes; a later version at least that,
+/// with `-` after the flags when longer. Lowercase hex, no all-zero ids, version ff invalid.
+fn parse_traceparent(value: &[u8]) -> Option<(TraceId, SpanId, TraceFlags)> {
+    if value.len() < 55 || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+        return None;
+    }
+    let version = hex_id::<1>(&value[..2])?[0];
+    if version == 0xff || (version == 0 && value.len() != 55) || (value.len() > 55 && value[55] != b'-') {
+        return None;
+    }
+    let trace_id = TraceId::from_bytes(hex_id::<16>(&value[3..35])?);
+    let span_id = SpanId::from_bytes(hex_id::<8>(&value[36..52])?);
+    let flags = hex_id::<1>(&value[53..55])?[0];
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return None;
+    }
+    // Only the sampled bit is defined; the others are not passed on.
+    Some((trace_id, span_id, TraceFlags::new(flags) & TraceFlags::SAMPLED))
+}
+
+/// The W3C `tracestate` grammar, which the SDK's parser only partly checks (it takes an
+/// empty key, and any byte in a value): `key=value` members split by `,` with optional
+/// spaces or tabs around them; keys `[a-z0-9][a-z0-9_*/@-]*`, values printable ASCII
+/// without `,` and `=` and not ending in a space.
+fn valid_tracestate(text: &str) -> bool {
+    text.split(',')
+        .map(|member| member.trim_matches([' ', '\t']))
+        .filter(|member| !member.is_empty())
+        .all(|member| {
+            let Some((key, value)) = member.split_once('=') else {
+                return false;
+            };
+            let key_ok = key.len() <= 256
+                && key
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/@".contains(&b));
+            let value_ok = !value.is_empty()
+                && value.len() <= 256
+                && !value.ends_with(' ')
+                && value
+                    .bytes()
+                    .all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=');
+            key_ok && value_ok
+        })
+}
+
+/// `b3: {trace id}-{span id}[-{sampled}[-{parent span id}]]`; a lone `0`/`1`/`d` carries no ids.
+fn parse_b3_single(value: &[u8]) -> Option<(TraceId, SpanId, Option<bool>)> {
+    let mut parts = value.split(|b| *b == b'-');
+    let trace_id = b3_trace_id(parts.next()?)?;
+    let span_id = hex_id::<8>(parts.next()?)?;
+    let sampled = match parts.next() {
+        None => None,
+        Some(b"1" | b"d") => Some(true),
+        Some(b"0") => Some(false),
+        Some(_) => return None,
+    };
+    if let Some(parent) = parts.next() {
+        hex_id::<8>(parent)?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((TraceId::from_bytes(trace_id), SpanId::from_bytes(span_id), sampled))
+}
+
+/// A B3 trace id: 32 hex digits, or 16 (a 64-bit id, zero-extended).
+fn b3_trace_id(text: &[u8]) -> Option<[u8; 16]> {
+    match text.len() {
+        32 => hex_id::<16>(text),
+        16 => {
+            let low = hex_id::<8>(text)?;
+            let mut id = [0u8; 16];
+            id[8..].copy_from_slice(&low);
+            Some(id)
+        }
+        _ => None,
+    }
+}
+
+/// Exactly `2 * N` lowercase hex digits.
+fn hex_id<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
+    if text.len() != 2 * N {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; N];
+    for (i, pair) in text.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// The trace id of a well-formed incoming context, for the access log when tracing is off.
+pub fn incoming_trace_id(headers: &HeaderMap) -> Option<TraceId> {
+    incoming(headers).map(|(context, _)| context.trace_id())
+}
+
+/// Refuses spans past `limit` waiting for export, counting them; the SDK's batch
+/// processor behind it does the batching.
+#[derive(Debug)]
+struct Bounded {
+    inner: BatchSpanProcessor,
+    pending: Arc<AtomicUsize>,
+    limit: usize,
+    dropped: Counter,
+}
+
+impl SpanProcessor for Bounded {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.dropped.inc();
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The OTLP exporter, telling [`Bounded`] when spans have left (exported or failed).
+#[derive(Debug)]
+struct Settled {
+    inner: opentelemetry_otlp::SpanExporter,
+    pending: Arc<AtomicUsize>,
+}
+
+impl SpanExporter for Settled {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len();
+        let result = self.inner.export(batch).await;
+        self.pending.fetch_sub(n, Ordering::AcqRel);
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, spans = n, "trace export failed");
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// OTLP/HTTP over the hyper client the proxy already has. The SDK's batch thread is not
+/// a Tokio thread, so each export runs as a task on the runtime that built this.
+#[derive(Debug)]
+struct HyperExport {
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<Bytes>,
+    >,
+    runtime: tokio::runtime::Handle,
+    timeout: Duration,
+}
+
+impl HyperExport {
+    fn new(timeout: Duration) -> HyperExport {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        HyperExport {
+            client,
+            runtime: tokio::runtime::Handle::current(),
+            timeout,
+        }
+    }
+}
+
+/// What `opentelemetry_http::HttpClient` returns.
+type Sent<'a> = Pin<Box<dyn Future<Output = Result<Response<Bytes>, opentelemetry_http::HttpError>> + Send + 'a>>;
+
+impl opentelemetry_http::HttpClient for HyperExport {
+    fn send_bytes<'a, 'b>(&'a self, request: Request<Bytes>) -> Sent<'b>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        let client = self.client.clone();
+        let timeout = self.timeout;
+        let task = self.runtime.spawn(async move {
+            use http_body_util::BodyExt;
+            let exchange = async {
+                let resp = client.request(request.map(http_body_util::Full::new)).await?;
+                let (head, body) = resp.into_parts();
+                // An OTLP answer is a small status message; a huge one is not waited for.
+                let body = http_body_util::Limited::new(body, 1 << 20).collect().await?.to_bytes();
+                Ok::<_, opentelemetry_http::HttpError>(Response::from_parts(head, body))
+            };
+            match tokio::time::timeout(timeout, exchange).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("no answer within {timeout:?}").into()),
+            }
+        });
+        Box::pin(async move {
+            task.await
+                .map_err(|e| opentelemetry_http::HttpError::from(e.to_string()))?
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        map
+    }
+
+    const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_well_formed_traceparent_is_the_parent() {
+        let (context, decided) =
+            incoming(&headers(&[("traceparent", GOOD), ("tracestate", "vendor=value")])).expect("parsed");
+        assert_eq!(context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(context.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(context.is_sampled() && context.is_remote());
+        assert_eq!(context.trace_state().header(), "vendor=value");
+        assert_eq!(decided, Decided::Yes);
+        let mut line = [0u8; 55];
+        traceparent(&context, &mut line);
+        assert_eq!(&line[..], GOOD.as_bytes());
+    }
+
+    #[test]
+    fn malformed_oversized_or_duplicated_context_is_ignored() {
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-abc-def-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+        ] {
+            assert!(incoming(&headers(&[("traceparent", bad)])).is_none(), "{bad}");
+        }
+        let huge = format!("{GOOD}{}", "-x".repeat(5000));
+        assert!(incoming(&headers(&[("traceparent", &huge)])).is_none());
+        assert!(incoming(&headers(&[("traceparent", GOOD), ("traceparent", GOOD)])).is_none());
+        // A broken traceparent is not rescued by a B3 header beside it.
+        assert!(
+            incoming(&headers(&[
+                ("traceparent", "junk"),
+                ("b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1")
+            ]))
+            .is_none()
+        );
+        // A later version may append fields after a dash.
+        assert!(incoming(&headers(&[("traceparent", &GOOD.replacen("00", "01", 1))])).is_some());
+        // A malformed tracestate is dropped, the traceparent kept.
+        for bad in ["=,==bad", "k=a\tb", "K=v", "k=v=w", "k=", "k"] {
+            let (context, _) = incoming(&headers(&[("traceparent", GOOD), ("tracestate", bad)])).expect("parent");
+            assert_eq!(context.trace_state().header(), "", "{bad:?}");
+        }
+        let (context, _) =
+            incoming(&headers(&[("traceparent", GOOD), ("tracestate", "a=1 , t@v-1=x y")])).expect("parent");
+        assert_eq!(context.trace_state().header(), "a=1,t@v-1=x y");
+    }
+
+    #[test]
+    fn b3_single_and_multi_headers_are_accepted() {
+        let (context, decided) = incoming(&headers(&[(
+            "b3",
+            "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1-05e3ac9a4f6e3b90",
+        )]))
+        .expect("single");
+        assert_eq!(context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(context.is_sampled());
+        assert_eq!(decided, Decided::Yes);
+
+        let (context, decided) = incoming(&headers(&[("b3", "a3ce929d0e0e4736-00f067aa0ba902b7")])).expect("64-bit");
+        assert_eq!(context.trace_id().to_string(), "0000000000000000a3ce929d0e0e4736");
+        assert_eq!(decided, Decided::Deferred);
+
+        let (context, _) = incoming(&headers(&[
+            ("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"),
+            ("x-b3-spanid", "00f067aa0ba902b7"),
+            ("x-b3-sampled", "0"),
+        ]))
+        .expect("multi");
+        assert!(!context.is_sampled());
+        assert!(
+            incoming(&headers(&[("b3", "0")])).is_none(),
+            "a decision alone has no ids"
+        );
+        assert!(
+            incoming(&headers(&[(
+                "b3",
+                "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-x"
+            )]))
+            .is_none()
+        );
+        assert!(
+            incoming(&headers(&[
+                ("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"),
+                ("x-b3-spanid", "00f067aa0ba902b7"),
+                ("x-b3-sampled", "maybe"),
+            ]))
+            .is_none()
+        );
+    }
+}
