@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use weft::cluster::Clusters;
+use weft::upstream::Clusters;
 use weft::config::{LimitsConfig, WasmConfig};
 use weft::filter::{Decision, Filter, FilterRequest, FilterResponse, RequestCtx};
 use weft::metrics::Metrics;

@@ -9,9 +9,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::cluster::PooledBody;
 use crate::front::{ClientBody, FrontDoor};
 use crate::listen::watchdog::Exchange;
+use crate::upstream::PooledBody;
 
 /// Errors a body can produce while streaming.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;

@@ -14,12 +14,17 @@ use toml::Spanned;
 use crate::filter::FailureMode;
 
 mod admin;
+mod cluster;
 mod limits;
 mod observe;
 pub(crate) mod redact;
 mod route;
 
 pub use admin::{AdminConfig, MIN_TOKEN_LEN, Secret};
+pub use cluster::{
+    BreakerConfig, ClusterConfig, EndpointConfig, HashOnConfig, HealthCheckConfig, LbPolicy, MAX_WEIGHT, OutlierConfig,
+    RetryConfig, UpstreamProtocol, UpstreamTlsConfig, split_host_port,
+};
 pub use limits::{DEFAULT_MEMORY, LimitsConfig};
 pub use observe::{AccessLogConfig, OtlpProtocol, TracingConfig};
 pub use redact::urls as redact_urls;
@@ -262,47 +267,6 @@ pub enum ClientAuth {
     Optional,
 }
 
-/// TLS to a cluster's endpoints.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamTlsConfig {
-    /// CA bundle the upstream's certificate must chain to.
-    pub ca: PathBuf,
-    /// Name sent as SNI and verified against the certificate (default: the endpoint host).
-    pub server_name: Option<String>,
-    /// The proxy's own certificate and key, for upstreams that require mutual TLS.
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UpstreamProtocol {
-    #[default]
-    Http1,
-    /// HTTP/2 with prior knowledge (h2c).
-    Http2,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterConfig {
-    pub name: String,
-    /// `host:port` of each endpoint; names are resolved when the config is loaded.
-    pub endpoints: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub protocol: UpstreamProtocol,
-    #[serde(default = "defaults::connect_timeout", deserialize_with = "duration")]
-    pub connect_timeout: Duration,
-    /// How long an idle pooled connection is kept.
-    #[serde(default = "defaults::idle_timeout", deserialize_with = "duration")]
-    pub idle_timeout: Duration,
-    #[serde(default = "defaults::max_idle")]
-    pub max_idle_per_endpoint: usize,
-    /// Reach the endpoints over TLS (HTTP/2 negotiated by ALPN when `protocol = "http2"`).
-    pub tls: Option<UpstreamTlsConfig>,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
@@ -324,15 +288,6 @@ mod defaults {
     use std::time::Duration;
     pub fn drain_timeout() -> Duration {
         Duration::from_secs(15)
-    }
-    pub fn connect_timeout() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub fn idle_timeout() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub fn max_idle() -> usize {
-        256
     }
     pub fn max_instances() -> u32 {
         1000
@@ -358,6 +313,10 @@ pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
             "invalid duration {text:?} ({e}); write e.g. \"250ms\" or \"15s\""
         ))
     })
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 /// The text a config was read from, kept to point errors at lines.
@@ -476,7 +435,9 @@ impl Config {
             }
         }
         for cluster in &mut self.clusters {
-            if let Some(tls) = &mut cluster.get_mut().tls {
+            let cluster = cluster.get_mut();
+            paths.extend(cluster.endpoints_file.as_mut().map(|f| f.get_mut()));
+            if let Some(tls) = &mut cluster.tls {
                 paths.push(&mut tls.ca);
                 paths.extend(tls.cert.iter_mut().chain(tls.key.iter_mut()));
             }
@@ -571,23 +532,7 @@ impl Config {
             }
         }
         for cluster in &self.clusters {
-            if let Some(tls) = &cluster.get_ref().tls
-                && tls.cert.is_some() != tls.key.is_some()
-            {
-                return Err(src.error_at(
-                    cluster.span(),
-                    format!(
-                        "cluster {:?}: tls needs both cert and key, or neither",
-                        cluster.get_ref().name
-                    ),
-                ));
-            }
-            if cluster.get_ref().endpoints.is_empty() {
-                return Err(src.error_at(
-                    cluster.span(),
-                    format!("cluster {:?} has no endpoints", cluster.get_ref().name),
-                ));
-            }
+            cluster.get_ref().check(cluster.span(), src)?;
         }
         for filter in &self.filters {
             let f = filter.get_ref();

@@ -6,7 +6,6 @@
 
 pub mod admin;
 pub mod body;
-pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod demo;
@@ -25,4 +24,5 @@ pub mod route;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod upstream;
 pub mod wasm;

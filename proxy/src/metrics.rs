@@ -180,6 +180,8 @@ fn guest_histogram() -> Histogram {
 
 /// All of the proxy's metrics. One per process; survives config reloads.
 pub struct Metrics {
+    /// Clusters and endpoints (see the "Upstream" section below).
+    pub upstream: UpstreamMetrics,
     registry: Registry,
     /// Downstream responses by route and status class.
     pub responses: Family<RouteLabels, Counter>,
@@ -398,9 +400,11 @@ impl Default for Metrics {
             "Loaded Wasm plugins of the serving config (value 1): content hash and WIT version",
             plugin_info.clone(),
         );
+        let upstream = UpstreamMetrics::register(&mut registry);
         let decisions = RouteDecisions::register(&mut registry);
         let (access_log_dropped, trace_spans_dropped) = register_observe(&mut registry);
         Metrics {
+            upstream,
             decisions,
             registry,
             responses,
@@ -599,6 +603,131 @@ impl Metrics {
             })
             .clone()
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Upstream: clusters and their endpoints. Counters are resolved when a cluster is built;
+// the request path only adds to them.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub cluster: LabelText,
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterReasonLabels {
+    pub cluster: LabelText,
+    pub reason: &'static str,
+}
+
+/// The families of the upstream side.
+pub struct UpstreamMetrics {
+    requests: Family<EndpointLabels, Counter>,
+    failures: Family<EndpointLabels, Counter>,
+    ejections: Family<EndpointLabels, Counter>,
+    healthy: Family<EndpointLabels, Gauge>,
+    retries: Family<ClusterReasonLabels, Counter>,
+    retries_skipped: Family<ClusterReasonLabels, Counter>,
+    overloaded: Family<ClusterReasonLabels, Counter>,
+}
+
+impl UpstreamMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = UpstreamMetrics {
+            requests: Family::default(),
+            failures: Family::default(),
+            ejections: Family::default(),
+            healthy: Family::default(),
+            retries: Family::default(),
+            retries_skipped: Family::default(),
+            overloaded: Family::default(),
+        };
+        registry.register(
+            "upstream_requests",
+            "Tries sent to an endpoint (a retry is another)",
+            m.requests.clone(),
+        );
+        registry.register(
+            "upstream_failures",
+            "Tries that failed at an endpoint (connect, reset, timeout, or a 5xx answer)",
+            m.failures.clone(),
+        );
+        registry.register(
+            "upstream_ejections",
+            "Times outlier detection ejected an endpoint",
+            m.ejections.clone(),
+        );
+        registry.register(
+            "upstream_endpoint_healthy",
+            "1 while an endpoint takes traffic, 0 while ejected or failing its health check",
+            m.healthy.clone(),
+        );
+        registry.register(
+            "upstream_retries",
+            "Retries sent, by what caused them",
+            m.retries.clone(),
+        );
+        registry.register(
+            "upstream_retries_skipped",
+            "Retries not sent (budget, max_retries, method, body_not_replayable, deadline)",
+            m.retries_skipped.clone(),
+        );
+        registry.register(
+            "upstream_overloaded",
+            "Requests answered 503 at once by a cluster's circuit breaker, by limit",
+            m.overloaded.clone(),
+        );
+        m
+    }
+
+    /// An endpoint's series, resolved once when the endpoint is built.
+    pub fn endpoint(&self, cluster: &str, endpoint: std::net::SocketAddr) -> EndpointCounters {
+        let labels = EndpointLabels {
+            cluster: cluster.into(),
+            endpoint: endpoint.to_string(),
+        };
+        let healthy = self.healthy.get_or_create(&labels).clone();
+        healthy.set(1);
+        EndpointCounters {
+            requests: self.requests.get_or_create(&labels).clone(),
+            failures: self.failures.get_or_create(&labels).clone(),
+            ejections: self.ejections.get_or_create(&labels).clone(),
+            healthy,
+        }
+    }
+
+    /// A cluster's counter for one reason of one family.
+    fn by_reason(family: &Family<ClusterReasonLabels, Counter>, cluster: &str, reason: &'static str) -> Counter {
+        family
+            .get_or_create(&ClusterReasonLabels {
+                cluster: cluster.into(),
+                reason,
+            })
+            .clone()
+    }
+
+    pub fn retry(&self, cluster: &str, reason: &'static str) -> Counter {
+        Self::by_reason(&self.retries, cluster, reason)
+    }
+
+    pub fn retry_skipped(&self, cluster: &str, reason: &'static str) -> Counter {
+        Self::by_reason(&self.retries_skipped, cluster, reason)
+    }
+
+    pub fn overloaded(&self, cluster: &str, limit: &'static str) -> Counter {
+        Self::by_reason(&self.overloaded, cluster, limit)
+    }
+}
+
+/// The series of one endpoint.
+#[derive(Clone)]
+pub struct EndpointCounters {
+    pub requests: Counter,
+    pub failures: Counter,
+    pub ejections: Counter,
+    pub healthy: Gauge,
 }
 
 /// Per-route response counters and latency, resolved once when the route is built.

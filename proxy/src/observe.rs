@@ -22,12 +22,12 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::body::{Body, BodyError};
-use crate::cluster::UpstreamError;
 use crate::config::{AccessLogConfig, Config, ConfigError, TracingConfig};
 use crate::filter::{Decision, FilterError};
 use crate::forward::ConnInfo;
 use crate::metrics::Metrics;
 use crate::respond::ProxyError;
+use crate::upstream::UpstreamError;
 
 pub mod access_log;
 pub mod trace;
@@ -422,6 +422,7 @@ fn upstream_flag(e: &UpstreamError) -> &'static str {
         UpstreamError::Exchange { .. } => "upstream_reset",
         UpstreamError::BadRequest(_) => "upstream_bad_request",
         UpstreamError::ClientBody(_) => "client_body",
+        UpstreamError::Overloaded { .. } => "upstream_overloaded",
     }
 }
 

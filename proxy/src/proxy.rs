@@ -18,7 +18,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::body::Body;
-use crate::cluster::{Cluster, UpstreamError};
 use crate::config::UpstreamProtocol;
 use crate::filter::{ChainEntry, Decision, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx};
 use crate::forward::{self, ConnInfo};
@@ -28,6 +27,7 @@ use crate::observe::Recorder;
 use crate::respond::{Dialect, ProxyError, error_response};
 use crate::route::{Abort, Route, request_host};
 use crate::state::State;
+use crate::upstream::{Cluster, UpstreamError};
 
 /// Serves one downstream request. Never fails: every error becomes an answer here.
 pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) -> Result<Response<Body>, Infallible> {
@@ -335,7 +335,9 @@ async fn send(
     forward::upstream_request(&mut head, conn, route.host_rewrite.as_ref(), version);
     rec.upstream_start(&mut head);
     let sent = Instant::now();
-    let result = cluster.send(Request::from_parts(head, body), timeout).await;
+    let result = cluster
+        .send(Request::from_parts(head, body), timeout, Some(conn.peer.ip()))
+        .await;
     rec.upstream_end(&result);
     let mut resp = match result {
         Ok(resp) => resp,
@@ -386,7 +388,8 @@ fn upstream_failure(e: &UpstreamError) -> Option<UpstreamFailure> {
         UpstreamError::Connect { .. } => Some(UpstreamFailure::Connect),
         UpstreamError::Timeout { .. } => Some(UpstreamFailure::Timeout),
         UpstreamError::Exchange { .. } => Some(UpstreamFailure::Exchange),
-        UpstreamError::BadRequest(_) | UpstreamError::ClientBody(_) => None,
+        // Refused by the cluster's own breaker: counted as weft_upstream_overloaded_total.
+        UpstreamError::BadRequest(_) | UpstreamError::ClientBody(_) | UpstreamError::Overloaded { .. } => None,
     }
 }
 

@@ -3,10 +3,10 @@
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::Body;
-use crate::cluster::UpstreamError;
 use crate::filter::{FilterError, Overload};
 use crate::front::{ClientBodyFault, Refusal};
 use crate::grpc::Code;
+use crate::upstream::UpstreamError;
 
 /// Everything that can stop a request before the upstream's response reaches the client.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,7 @@ impl ProxyError {
             ProxyError::ClientBody(fault) | ProxyError::Upstream(UpstreamError::ClientBody(fault)) => fault.status(),
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::Overloaded { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream(_) | ProxyError::ResponseBodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::RequestBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -96,6 +97,7 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream unreachable\n",
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => "bad request\n",
             ProxyError::Upstream(UpstreamError::Exchange { .. }) => "upstream connection failed\n",
+            ProxyError::Upstream(UpstreamError::Overloaded { .. }) => "upstream overloaded\n",
             ProxyError::RequestBodyTooLarge { .. } => "request body too large\n",
             ProxyError::FilterOverloaded { .. } => "overloaded, retry later\n",
             ProxyError::ResponseBodyTooLarge { .. } => "upstream response too large\n",
@@ -128,6 +130,8 @@ impl ProxyError {
     }
 }
 
+/// Names the cluster limit that answered 503 at once.
+pub static OVERLOADED: header::HeaderName = header::HeaderName::from_static("x-weft-overloaded");
 impl ProxyError {
     /// The status a gRPC client gets for this error, after the HTTP-to-gRPC mapping of
     /// gRPC's `doc/http-grpc-status-mapping.md` where no more precise status applies.
@@ -176,6 +180,11 @@ pub fn error_response(err: &ProxyError, route: &str, dialect: Dialect) -> Respon
         return grpc_status(err.grpc_code(), err.public_text().trim_end());
     }
     let mut resp = text(status, err.public_text());
+    if let ProxyError::Upstream(UpstreamError::Overloaded { limit, .. }) = err {
+        // Which circuit-breaker limit refused the request, for the client and its logs.
+        resp.headers_mut()
+            .insert(OVERLOADED.clone(), HeaderValue::from_static(limit));
+    }
     if let ProxyError::FilterOverloaded { .. } = err {
         // A queue wait is at most `limits.queue_timeout` (1 s by default): a second is
         // the shortest wait the header can say, and long enough for the burst to drain.

@@ -8,10 +8,10 @@ use http::request::Parts;
 use http::{HeaderName, Method};
 use regex::Regex;
 
-use crate::cluster::Cluster;
 use crate::config::{ConfigError, MatchConfig, Source};
 use crate::filter::ChainEntry;
 use crate::metrics::RouteCounters;
+use crate::upstream::Cluster;
 
 mod answer;
 mod edits;

@@ -12,13 +12,13 @@ use http::HeaderValue;
 use serde_json::{Value, json};
 
 use crate::admin::{Access, Audit};
-use crate::cluster::{Cluster, Clusters};
 use crate::config::{Config, ConfigError, KvConfig, ListenerConfig, Source};
 use crate::filter::headers::HeadersFilter;
 use crate::filter::identity::IdentityFilter;
 use crate::filter::{ChainEntry, Filter, PluginInfo};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::route::{Matcher, Policy, Route, Router};
+use crate::upstream::{Cluster, Clusters};
 use crate::wasm::WasmHost;
 
 /// One immutable config version, built once and shared by every request that starts
@@ -118,7 +118,7 @@ impl State {
         let kv = config.kv.as_ref().map(|k| k.get_ref().clone());
         let store = crate::wasm::kv_store(kv.as_ref(), &metrics)?;
         let wasm = WasmHost::with_kv(&config.wasm, metrics.clone(), store)?;
-        let runtime = build(config, 1, &metrics, &wasm).await?;
+        let runtime = build(config, 1, &metrics, &wasm, None).await?;
         metrics.serving(1, &plugin_labels(&runtime));
         let mut started = json!({
             "event": "start",
@@ -223,7 +223,7 @@ impl State {
             ));
         }
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
-        let runtime = build(&config, version, &self.metrics, &self.wasm).await?;
+        let runtime = build(&config, version, &self.metrics, &self.wasm, Some(&running)).await?;
         self.observe.reconfigure(&config)?;
         for (name, endpoint) in self
             .quic_endpoints
@@ -258,13 +258,15 @@ fn spec(l: &ListenerConfig) -> ListenerSpec {
     }
 }
 
-/// Builds a config version: clusters, then filters (compiling and initialising Wasm
-/// plugins), then routes over them.
+/// Builds a config version: clusters (keeping the pooled connections of `running`'s
+/// endpoints that stay), then filters (compiling and initialising Wasm plugins), then
+/// routes over them.
 pub async fn build(
     config: &Config,
     version: u64,
     metrics: &Arc<Metrics>,
     wasm: &WasmHost,
+    running: Option<&Runtime>,
 ) -> Result<Runtime, ConfigError> {
     let src = &config.source;
     let mut files = Vec::new();
@@ -277,8 +279,9 @@ pub async fn build(
                     .flatten(),
             );
         }
-        let cluster = Cluster::build(c, src, metrics)?;
-        clusters.insert(cluster.name.clone(), Arc::new(cluster));
+        let previous = running.and_then(|r| r.clusters.get(c.get_ref().name.as_str()));
+        let cluster = Cluster::build(c, src, metrics, previous.map(|p| &**p)).await?;
+        clusters.insert(cluster.name.clone(), cluster);
     }
     let clusters = Arc::new(clusters);
 
@@ -422,8 +425,14 @@ fn view(config: &Config, routes: &[Route]) -> Value {
                 "protocol": format!("{:?}", c.protocol).to_ascii_lowercase(),
                 "tls": c.tls.is_some(),
                 "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
-                // Health appears here once endpoints are health-checked (issue 9).
-                "endpoints": c.endpoints.iter().map(|e| json!({"address": e.get_ref()})).collect::<Vec<_>>(),
+                "lb": c.lb().name(),
+                // Endpoints as written; their health is weft_upstream_endpoint_healthy.
+                "endpoints": c
+                    .endpoints
+                    .iter()
+                    .map(|e| json!({"address": e.get_ref().address(), "weight": e.get_ref().weight()}))
+                    .collect::<Vec<_>>(),
+                "endpoints_file": c.endpoints_file.as_ref().map(|f| f.get_ref().display().to_string()),
             })
         })
         .collect();
@@ -483,7 +492,7 @@ pub async fn check(config: &Config) -> anyhow::Result<String> {
     Access::new(config.admin.as_ref()).map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::default());
     let wasm = WasmHost::new(&config.wasm, metrics.clone())?;
-    build(config, 0, &metrics, &wasm).await?;
+    build(config, 0, &metrics, &wasm, None).await?;
     Ok(format!(
         "{} listeners, {} clusters, {} filters, {} routes",
         config.listeners.len(),

@@ -14,10 +14,10 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use crate::cluster::Clusters;
 use crate::config::{KvBackend, KvConfig, LimitsConfig, WasmConfig};
 use crate::filter::Filter;
 use crate::metrics::Metrics;
+use crate::upstream::Clusters;
 
 mod admission;
 mod bindings;

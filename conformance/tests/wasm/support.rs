@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use weft::cluster::{Cluster, Clusters};
 use weft::config::{Config, LimitsConfig, WasmConfig};
 use weft::filter::{Decision, Filter, FilterError, FilterRequest, FilterResponse, RequestCtx};
 use weft::metrics::Metrics;
+use weft::upstream::{Cluster, Clusters};
 use weft::wasm::WasmHost;
 
 /// One engine per process, as in the proxy: its pooling allocator reserves address space
@@ -46,10 +46,11 @@ pub fn clusters(list: &[(&str, SocketAddr)]) -> Arc<Clusters> {
         text.push_str(&format!("[[clusters]]\nname = \"{name}\"\nendpoints = [\"{addr}\"]\n"));
     }
     let config = Config::parse("test", &text).expect("valid cluster config");
+    let metrics = Arc::new(weft::metrics::Metrics::default());
     let mut clusters = Clusters::new();
     for c in &config.clusters {
-        let cluster = Cluster::build(c, &config.source, metrics()).expect("cluster");
-        clusters.insert(cluster.name.clone(), Arc::new(cluster));
+        let cluster = Cluster::build_fixed(c, &config.source, &metrics).expect("cluster");
+        clusters.insert(cluster.name.clone(), cluster);
     }
     Arc::new(clusters)
 }

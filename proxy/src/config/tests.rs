@@ -231,3 +231,62 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn upstream_settings_are_checked_where_they_are_written() {
+    let cluster = |extra: &str| {
+        format!(
+            "[[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:8080\"\n\n[[clusters]]\nname = \"web\"\n{extra}\n\n[[routes]]\nmatch = {{ path_prefix = \"/\" }}\ncluster = \"web\"\n"
+        )
+    };
+    // An endpoint's weight is checked at the endpoint.
+    let e = error(&cluster(
+        "endpoints = [\"127.0.0.1:1\", { address = \"127.0.0.1:2\", weight = 3 }]",
+    ));
+    assert_eq!(e.position, Some((7, 29)), "{e}");
+    assert!(e.message.contains("weights need a balancer"), "{e}");
+    let e = error(&cluster(
+        "lb = \"random\"\nendpoints = [{ address = \"127.0.0.1:2\", weight = 101 }]",
+    ));
+    assert!(e.message.contains("weight 101 is not between 1 and 100"), "{e}");
+
+    let cases = [
+        ("endpoints = [\"127.0.0.1:1\"]\nlb = \"ring_hash\"", "need hash_on"),
+        (
+            "endpoints = [\"127.0.0.1:1\"]\nhash_on = { header = \"x-user\" }",
+            "hash_on is only for",
+        ),
+        (
+            "endpoints = [\"127.0.0.1:1\"]\nlb = \"maglev\"\nhash_on = { header = \"x\", cookie = \"y\" }",
+            "exactly one of header, cookie",
+        ),
+        (
+            "endpoints = [\"127.0.0.1:1\"]\nlatency_ewma = \"10s\"",
+            "only for lb = \"least_request\"",
+        ),
+        (
+            "endpoints = [\"127.0.0.1:1\"]\n[clusters.retry]\nstatuses = [404]",
+            "404 is not a 5xx",
+        ),
+        (
+            "endpoints = [\"127.0.0.1:1\"]\n[clusters.retry]\nbackoff_base = \"1s\"\nbackoff_max = \"10ms\"",
+            "at most backoff_max",
+        ),
+        (
+            "endpoints = [\"127.0.0.1:1\"]\n[clusters.health_check]\npath = \"healthz\"",
+            "not an absolute path",
+        ),
+        (
+            "endpoints = [\"127.0.0.1:1\"]\n[clusters.outlier_detection]\nmax_ejection_percent = 150",
+            "max_ejection_percent is a percentage",
+        ),
+        ("endpoints = [\"127.0.0.1\"]", "is not host:port"),
+        ("endpoints = []", "has no endpoints"),
+    ];
+    for (extra, want) in cases {
+        let e = error(&cluster(extra));
+        assert!(e.message.contains(want), "{extra}: {e}");
+        assert!(e.message.contains("\"web\""), "{extra}: names the cluster: {e}");
+        assert!(e.position.is_some(), "{extra}: located: {e}");
+    }
+}

@@ -16,10 +16,10 @@ use http::HeaderMap;
 use http_body_util::BodyExt;
 
 use super::cases::{self, Case, Cases, DecisionKind, Expect};
-use crate::cluster::{Cluster, Clusters};
 use crate::config::{Config, WasmConfig};
 use crate::filter::{Decision, FilterRequest, FilterResponse, RequestCtx};
 use crate::metrics::Metrics;
+use crate::upstream::{Cluster, Clusters};
 use crate::wasm::{CalloutTransport, CannedCallouts, InstanceReuse, WasmHost};
 
 /// Runs every case of the file at `cases` against the component at `wasm`. Builds its
@@ -112,17 +112,18 @@ impl fmt::Display for Report {
 
 /// The clusters a case's filter may name, built by the config code the proxy uses. Their
 /// endpoint is never contacted: callouts are canned, and a reroute is only a decision.
-fn clusters(names: &[String]) -> anyhow::Result<Arc<Clusters>> {
+async fn clusters(names: &[String]) -> anyhow::Result<Arc<Clusters>> {
     let mut text = String::from("[[listeners]]\nname = \"test\"\naddress = \"127.0.0.1:1\"\n");
     for name in names {
         let name = toml::Value::String(name.clone());
         text.push_str(&format!("[[clusters]]\nname = {name}\nendpoints = [\"127.0.0.1:9\"]\n"));
     }
     let config = Config::parse("<test kit clusters>", &text)?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let mut clusters = Clusters::new();
     for c in &config.clusters {
-        let cluster = Cluster::build(c, &config.source, &Metrics::default())?;
-        clusters.insert(cluster.name.clone(), Arc::new(cluster));
+        let cluster = Cluster::build(c, &config.source, &metrics, None).await?;
+        clusters.insert(cluster.name.clone(), cluster);
     }
     Ok(Arc::new(clusters))
 }
@@ -146,7 +147,7 @@ async fn run_case(host: &WasmHost, wasm: &Path, cases: &Cases, case: &Case) -> a
             wasm,
             &case.config_json,
             &cases.limits,
-            clusters(&case.clusters)?,
+            clusters(&case.clusters).await?,
             InstanceReuse::Pooled,
             CalloutTransport::Canned(canned.clone()),
         )

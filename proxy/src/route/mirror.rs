@@ -16,9 +16,9 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::oneshot;
 
 use crate::body::{Body, BodyError};
-use crate::cluster::Cluster;
 use crate::config::UpstreamProtocol;
 use crate::forward::{self, ConnInfo};
+use crate::upstream::Cluster;
 
 use super::fault::Chance;
 
@@ -117,7 +117,7 @@ impl Shadow {
             }
             Ok(bytes) => {
                 let request = Request::from_parts(head, Body::full(bytes));
-                match self.cluster.send(request, timeout).await {
+                match self.cluster.send(request, timeout, None).await {
                     Ok(resp) => {
                         self.sent.inc();
                         // Read to the end so the connection can go back to the pool.

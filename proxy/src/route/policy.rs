@@ -13,9 +13,9 @@ use super::fault::{Abort, Chance, Fault};
 use super::mirror::Mirror;
 use super::rewrite::PathRewrite;
 use super::shift::{Pin, PinOn, Split};
-use crate::cluster::{Cluster, Clusters};
 use crate::config::{ConfigError, RouteConfig, Source};
 use crate::metrics::Metrics;
+use crate::upstream::{Cluster, Clusters};
 
 pub struct Policy {
     pub answer: Option<Answer>,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName};
 use prometheus_client::metrics::counter::Counter;
 
-use crate::cluster::Cluster;
+use crate::upstream::Cluster;
 
 pub struct Pin {
     pub on: PinOn,
@@ -89,9 +89,12 @@ mod tests {
             "[[listeners]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n[[clusters]]\nname = \"{name}\"\nendpoints = [\"127.0.0.1:1\"]\n"
         );
         let config = Config::parse("test", &text).expect("config");
-        Arc::new(
-            Cluster::build(&config.clusters[0], &config.source, &crate::metrics::Metrics::default()).expect("cluster"),
+        Cluster::build_fixed(
+            &config.clusters[0],
+            &config.source,
+            &Arc::new(crate::metrics::Metrics::default()),
         )
+        .expect("cluster")
     }
 
     #[test]

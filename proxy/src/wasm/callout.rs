@@ -17,7 +17,7 @@ use super::bindings::{CalloutError, CalloutRequest, CalloutResponse};
 use super::http::Fields;
 use super::state::{FilterShared, HostState};
 use crate::body::Body;
-use crate::cluster::{UpstreamError, error_chain};
+use crate::upstream::{UpstreamError, error_chain};
 
 /// The longest a guest may wait for one callout, whatever it asks for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(30);
@@ -214,7 +214,7 @@ async fn exchange(
     let request = request(cluster, method, path, headers, body, limit)?;
 
     let deadline = tokio::time::Instant::now() + timeout;
-    let response = target.send(request, timeout).await.map_err(|e| match e {
+    let response = target.send(request, timeout, None).await.map_err(|e| match e {
         UpstreamError::Timeout { .. } => CalloutError::Timeout,
         UpstreamError::Connect { .. } => CalloutError::ConnectFailed(e.to_string()),
         UpstreamError::BadRequest(why) => CalloutError::InvalidRequest(why),

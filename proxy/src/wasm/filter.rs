@@ -11,8 +11,8 @@ use super::bindings::{Options, Phases, Reply, RequestDecision, ResponseDecision}
 use super::limits;
 use super::pool::Pool;
 use crate::body::Body;
-use crate::cluster::Clusters;
 use crate::filter::{Decision, Filter, FilterError, FilterRequest, FilterResponse, PhaseFuture, RequestCtx};
+use crate::upstream::Clusters;
 
 pub(crate) struct WasmFilter {
     pub name: Arc<str>,

@@ -14,9 +14,9 @@ use super::limits::{Budget, Limiter};
 use super::metrics::{MetricCache, MetricNames};
 use super::output::LogBudget;
 use super::stdio::GuestOutput;
-use crate::cluster::Clusters;
 use crate::filter::{Context, RequestCtx};
 use crate::metrics::Metrics;
+use crate::upstream::Clusters;
 
 /// What every instance of one loaded filter shares.
 pub(crate) struct FilterShared {

@@ -10,9 +10,9 @@ use http::{HeaderName, HeaderValue, header};
 use proptest::prelude::*;
 
 use super::{Reply, RequestDecision, ResponseDecision, decide_request, decide_response, reply};
-use crate::cluster::{Cluster, Clusters};
 use crate::config::Config;
 use crate::filter::{Decision, FilterError};
+use crate::upstream::{Cluster, Clusters};
 
 fn config() -> ProptestConfig {
     // 256 cases unless PROPTEST_CASES says otherwise (proptest reads it for the default).
@@ -75,10 +75,11 @@ fn clusters() -> Clusters {
                 [[clusters]]\nname = \"web\"\nendpoints = [\"127.0.0.1:1\"]\n\
                 [[clusters]]\nname = \"canary\"\nendpoints = [\"127.0.0.1:2\"]\n";
     let config = Config::parse("test", text).expect("valid clusters");
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let mut clusters = Clusters::new();
     for c in &config.clusters {
-        let cluster = Cluster::build(c, &config.source, &crate::metrics::Metrics::default()).expect("cluster");
-        clusters.insert(cluster.name.clone(), Arc::new(cluster));
+        let cluster = Cluster::build_fixed(c, &config.source, &metrics).expect("cluster");
+        clusters.insert(cluster.name.clone(), cluster);
     }
     clusters
 }

@@ -13,6 +13,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,63 @@ pub(crate) struct Connector {
     pub http2: bool,
     /// TLS client config and the name to verify (SNI), when the cluster uses TLS.
     pub tls: Option<(tokio_rustls::TlsConnector, Option<ServerName<'static>>)>,
+    /// The cluster's connection limits, when its circuit breaker sets any.
+    pub limits: Option<Arc<ConnLimits>>,
+    /// Idle connections kept per endpoint, and for how long.
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
+}
+
+/// Connections open and being opened to a cluster, against its breaker's limits.
+#[derive(Default)]
+pub(crate) struct ConnLimits {
+    pub max_connections: Option<u32>,
+    pub max_pending: Option<u32>,
+    open: AtomicU32,
+    pending: AtomicU32,
+}
+
+impl ConnLimits {
+    pub fn new(max_connections: Option<u32>, max_pending: Option<u32>) -> Self {
+        ConnLimits {
+            max_connections,
+            max_pending,
+            ..ConnLimits::default()
+        }
+    }
+
+    /// A place among the connections being opened, or the limit that refuses it.
+    fn start_connect(self: &Arc<Self>) -> Result<(Counted, Counted), PoolError> {
+        let pending = Counted::take(self, |l| &l.pending, self.max_pending)
+            .ok_or(PoolError::Overloaded("max_pending_requests"))?;
+        let open =
+            Counted::take(self, |l| &l.open, self.max_connections).ok_or(PoolError::Overloaded("max_connections"))?;
+        Ok((pending, open))
+    }
+}
+
+/// One unit of a `ConnLimits` count, given back when dropped.
+pub(crate) struct Counted {
+    limits: Arc<ConnLimits>,
+    which: fn(&ConnLimits) -> &AtomicU32,
+}
+
+impl Counted {
+    fn take(limits: &Arc<ConnLimits>, which: fn(&ConnLimits) -> &AtomicU32, max: Option<u32>) -> Option<Counted> {
+        let now = which(limits).fetch_add(1, Ordering::AcqRel) + 1;
+        let counted = Counted {
+            limits: limits.clone(),
+            which,
+        };
+        // Over the limit: dropping `counted` gives the unit back.
+        max.is_none_or(|max| now <= max).then_some(counted)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        (self.which)(&self.limits).fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Why a connection could not be had or used.
@@ -45,6 +103,8 @@ pub(crate) enum PoolError {
     Connect(String),
     /// The exchange failed.
     Exchange(hyper::Error),
+    /// The cluster's circuit breaker refused a new connection; names the limit.
+    Overloaded(&'static str),
 }
 
 /// An idle HTTP/1.1 connection and when it became idle.
@@ -172,19 +232,78 @@ impl EndpointPool {
         {
             return Ok(sender.clone());
         }
+        let (_pending, open) = match &connector.limits {
+            Some(limits) => limits.start_connect().map(|(p, o)| (Some(p), Some(o)))?,
+            None => (None, None),
+        };
         let sender = match self.open(connector).await? {
-            Io::Plain(tcp) => handshake_http2(tcp).await?,
-            Io::Tls(tls) => handshake_http2(*tls).await?,
+            Io::Plain(tcp) => handshake_http2(tcp, open).await?,
+            Io::Tls(tls) => handshake_http2(*tls, open).await?,
         };
         self.http2.store(Some(Arc::new(sender.clone())));
         Ok(sender)
     }
 
     async fn connect_http1(&self, connector: &Connector) -> Result<http1::SendRequest<Body>, PoolError> {
+        let (_pending, open) = match &connector.limits {
+            Some(limits) => limits.start_connect().map(|(p, o)| (Some(p), Some(o)))?,
+            None => (None, None),
+        };
         match self.open(connector).await? {
-            Io::Plain(tcp) => handshake_http1(tcp).await,
-            Io::Tls(tls) => handshake_http1(*tls).await,
+            Io::Plain(tcp) => handshake_http1(tcp, open).await,
+            Io::Tls(tls) => handshake_http1(*tls, open).await,
         }
+    }
+
+    /// One health probe: `GET path` on a connection of its own (never a pooled one, which
+    /// would hide a listener that stopped accepting), answered within `timeout`.
+    pub async fn probe(
+        &self,
+        connector: &Connector,
+        path: &http::uri::PathAndQuery,
+        host: &http::HeaderValue,
+        timeout: Duration,
+    ) -> Result<http::StatusCode, String> {
+        let exchange = async {
+            let io = self.open(connector).await.map_err(|e| format!("{e:?}"))?;
+            let mut req = Request::get(path.clone())
+                .body(Body::empty())
+                .map_err(|e| e.to_string())?;
+            req.headers_mut().insert(http::header::HOST, host.clone());
+            req.headers_mut().insert(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static("weft-health-check"),
+            );
+            let status = if connector.http2 {
+                let mut sender = match io {
+                    Io::Plain(tcp) => handshake_http2(tcp, None).await,
+                    Io::Tls(tls) => handshake_http2(*tls, None).await,
+                }
+                .map_err(|e| format!("{e:?}"))?;
+                *req.uri_mut() = format!(
+                    "{}://{}{}",
+                    if connector.tls.is_some() { "https" } else { "http" },
+                    self.addr,
+                    path
+                )
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+                sender.send_request(req).await.map_err(|e| e.to_string())?.status()
+            } else {
+                let mut sender = match io {
+                    Io::Plain(tcp) => handshake_http1(tcp, None).await,
+                    Io::Tls(tls) => handshake_http1(*tls, None).await,
+                }
+                .map_err(|e| format!("{e:?}"))?;
+                req.headers_mut()
+                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                sender.send_request(req).await.map_err(|e| e.to_string())?.status()
+            };
+            Ok(status)
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| format!("no answer within {timeout:?}"))?
     }
 
     async fn open(&self, connector: &Connector) -> Result<Io, PoolError> {
@@ -219,7 +338,7 @@ enum Io {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-async fn handshake_http1<I>(io: I) -> Result<http1::SendRequest<Body>, PoolError>
+async fn handshake_http1<I>(io: I, open: Option<Counted>) -> Result<http1::SendRequest<Body>, PoolError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -228,6 +347,8 @@ where
         .await
         .map_err(|e| PoolError::Connect(e.to_string()))?;
     tokio::spawn(async move {
+        // Counted against the cluster's max_connections while the connection lives.
+        let _open = open;
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
@@ -235,7 +356,7 @@ where
     Ok(sender)
 }
 
-async fn handshake_http2<I>(io: I) -> Result<http2::SendRequest<Body>, PoolError>
+async fn handshake_http2<I>(io: I, open: Option<Counted>) -> Result<http2::SendRequest<Body>, PoolError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -245,6 +366,7 @@ where
         .await
         .map_err(|e| PoolError::Connect(e.to_string()))?;
     tokio::spawn(async move {
+        let _open = open;
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
         }
