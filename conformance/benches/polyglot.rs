@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use weft::upstream::Clusters;
 use weft::config::{LimitsConfig, WasmConfig};
 use weft::filter::{Decision, Filter, FilterRequest, FilterResponse, RequestCtx};
 use weft::metrics::Metrics;
+use weft::upstream::Clusters;
 use weft::wasm::{InstanceReuse, WasmHost};
 use weft_conformance::plugins;
 use weft_conformance::polyglot::Lang;
