@@ -527,6 +527,22 @@ async fn a_retry_goes_past_a_dead_endpoint_and_a_slow_try() {
     );
 }
 
+/// The admin API's endpoints of the first cluster, with their health, as served now.
+async fn api_health(weft: &Weft) -> Vec<(String, String)> {
+    let (status, text) = weft.admin("GET", "/api/clusters").await;
+    assert_eq!(status, 200, "{text}");
+    let body: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    body["clusters"][0]["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap_or("none").to_owned();
+            (field("address"), field("health"))
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn outlier_detection_ejects_a_failing_endpoint_and_readmits_it() {
     let (good, bad) = (Named::start("good").await, Named::start("bad").await);
@@ -556,6 +572,13 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_readmits_it() {
     assert_eq!(
         weft.metric(&format!("weft_upstream_endpoint_healthy{endpoint}")).await,
         0.0
+    );
+    assert_eq!(
+        api_health(&weft).await,
+        [
+            (good.addr().to_string(), "healthy".to_owned()),
+            (bad.addr().to_string(), "ejected".to_owned())
+        ]
     );
 
     // A reload keeps the endpoint, and its ejection.
@@ -593,6 +616,13 @@ async fn health_checks_take_an_endpoint_out_and_back_and_stop_with_their_version
     tokio::time::sleep(Duration::from_millis(500)).await;
     let counts = spread(&client, &weft, "/", 20, |_| None).await;
     assert_eq!(counts.get("a"), Some(&20), "b failed its checks: {counts:?}");
+    assert_eq!(
+        api_health(&weft).await,
+        [
+            (a.addr().to_string(), "healthy".to_owned()),
+            (b.addr().to_string(), "unhealthy".to_owned())
+        ]
+    );
 
     // Both failing: the panic threshold keeps both serving rather than none.
     a.health_status.store(503, Ordering::SeqCst);

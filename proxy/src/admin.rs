@@ -183,7 +183,7 @@ fn api(state: &State, path: &str) -> Option<Value> {
             "text": redacted(&runtime.source.text),
         }),
         "/api/routes" => json!({ "version": runtime.version, "routes": runtime.view["routes"] }),
-        "/api/clusters" => json!({ "version": runtime.version, "clusters": runtime.view["clusters"] }),
+        "/api/clusters" => json!({ "version": runtime.version, "clusters": live_clusters(&runtime) }),
         "/api/plugins" => {
             let plugins: Vec<Value> = runtime
                 .plugins
@@ -233,4 +233,23 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     resp
+}
+
+/// The clusters as configured, each with the endpoints serving now (names resolved, files
+/// read) and their health: `endpoints` is live, `configured_endpoints` as written.
+fn live_clusters(runtime: &crate::state::Runtime) -> Value {
+    let mut clusters = runtime.view["clusters"].clone();
+    for cluster in clusters.as_array_mut().into_iter().flatten() {
+        let Some(live) = cluster["name"].as_str().and_then(|n| runtime.clusters.get(n)) else {
+            continue;
+        };
+        let endpoints: Vec<Value> = live
+            .endpoint_states()
+            .into_iter()
+            .map(|(addr, health)| json!({ "address": addr.to_string(), "health": health }))
+            .collect();
+        cluster["configured_endpoints"] = cluster["endpoints"].take();
+        cluster["endpoints"] = Value::Array(endpoints);
+    }
+    clusters
 }

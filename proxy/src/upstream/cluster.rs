@@ -580,6 +580,23 @@ impl Cluster {
         }
     }
 
+    /// The endpoints serving now, with their health when the cluster checks it (health
+    /// checks or outlier detection; `None` otherwise), for the admin API.
+    pub fn endpoint_states(&self) -> Vec<(SocketAddr, Option<&'static str>)> {
+        let hosts = self.hosts_now();
+        let now = health::now_ms();
+        let counts = self
+            .guard
+            .as_ref()
+            .map(|g| g.counts)
+            .filter(|c| c.checks || c.ejections);
+        hosts
+            .endpoints
+            .iter()
+            .map(|e| (e.addr, counts.map(|c| e.health.state(now, c))))
+            .collect()
+    }
+
     /// The endpoints for one request, held for all its tries: fixed ones in place, a
     /// snapshot of changing ones.
     fn hosts_now(&self) -> HostsRef<'_> {

@@ -90,6 +90,18 @@ impl EndpointHealth {
         !checked || self.checked_healthy.load(Ordering::Relaxed)
     }
 
+    /// `ejected`, `unhealthy` (failing its health check) or `healthy`, by the verdicts
+    /// that `counts`, as the admin API shows it; reading does not end an ejection.
+    pub fn state(&self, now: u64, counts: Counts) -> &'static str {
+        if counts.ejections && self.is_ejected(now) {
+            "ejected"
+        } else if counts.checks && !self.checked_healthy.load(Ordering::Relaxed) {
+            "unhealthy"
+        } else {
+            "healthy"
+        }
+    }
+
     fn is_ejected(&self, now: u64) -> bool {
         let until = self.ejected_until.load(Ordering::Relaxed);
         until != 0 && now < until
