@@ -74,8 +74,9 @@ fn check_explains_type_errors_and_unknown_fields() {
 fn check_rejects_an_unresolvable_endpoint() {
     let (ok, text) = check(&GOOD.replace("127.0.0.1:3000", "no-such-host.invalid:80"));
     assert!(!ok);
+    // Named with its line, its cluster and the resolver's own reason.
     assert!(
-        text.contains("endpoint \"no-such-host.invalid:80\" is not a resolvable host:port"),
+        text.contains("weft.toml:7:") && text.contains("cluster \"web\": cannot resolve \"no-such-host.invalid\""),
         "{text}"
     );
 }
