@@ -305,31 +305,32 @@ fn resolve_labelled<'a, M>(
     state: &super::state::FilterShared,
     make: impl FnOnce(&GuestLabels) -> M,
 ) -> Option<&'a M> {
-    if !cache.contains_key(&key) {
-        let (name, labels) = &key;
-        if let Err(reason) = check_labels(labels) {
-            state.metric_names.refuse(&state.name, name, reason);
-            return None;
-        }
-        if !state.metric_names.admit(&state.name, kind, name) {
-            return None;
-        }
-        let own = state.metric_names.admit_series(&state.name, kind, name, labels);
-        let series = GuestLabels {
-            filter: (*state.name).into(),
-            name: name.as_str().into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.as_str().into(), if own { v.as_str() } else { OVERFLOW }.into()))
-                .collect(),
-        };
-        let metric = make(&series);
-        if cache.len() >= MAX_CACHED_SERIES {
-            cache.clear();
-        }
-        cache.insert(key.clone(), metric);
+    if cache.len() >= MAX_CACHED_SERIES && !cache.contains_key(&key) {
+        cache.clear();
     }
-    cache.get(&key)
+    match cache.entry(key) {
+        std::collections::hash_map::Entry::Occupied(hit) => Some(hit.into_mut()),
+        std::collections::hash_map::Entry::Vacant(miss) => {
+            let (name, labels) = miss.key();
+            if let Err(reason) = check_labels(labels) {
+                state.metric_names.refuse(&state.name, name, reason);
+                return None;
+            }
+            if !state.metric_names.admit(&state.name, kind, name) {
+                return None;
+            }
+            let own = state.metric_names.admit_series(&state.name, kind, name, labels);
+            let series = GuestLabels {
+                filter: (*state.name).into(),
+                name: name.as_str().into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str().into(), if own { v.as_str() } else { OVERFLOW }.into()))
+                    .collect(),
+            };
+            Some(miss.insert(make(&series)))
+        }
+    }
 }
 
 impl Host for HostState {
