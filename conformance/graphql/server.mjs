@@ -1,14 +1,14 @@
 // A real GraphQL upstream for conformance/tests/graphql.rs: the reference implementation
 // (graphql-js) served by graphql-http's handler on node's http module.
 //
-//   node server.mjs <users|orders|all|rest> <port>
+//   node server.mjs <users|orders|all|rest> [port]
 //
 // `rest` is a plain JSON service for REST-backed fields: GET /products/:id answers
 // {"product": {...}} (404 for an unknown id) with the x-auth header it got as `seenAuth`,
 // GET /reviews?product=:id a list.
 // `users` answers Query.user/users and Mutation.setName, `orders` Query.order/orders and
 // Mutation.createOrder, `all` the whole test schema (the reference answer). It prints
-// "listening" once the port accepts. Mutations sleep 50 ms between their two timestamps,
+// "listening <port>" once the port accepts (port 0, the default, lets the kernel pick). Mutations sleep 50 ms between their two timestamps,
 // so a test can tell serial execution from parallel.
 import http from 'node:http';
 import { buildSchema } from 'graphql';
@@ -89,4 +89,4 @@ const rest = (req, res) => {
 
 // Every path is the endpoint: the tests' plain route to the reference keeps its own path.
 const server = http.createServer(service === 'rest' ? rest : handler);
-server.listen(Number(port), '127.0.0.1', () => console.log('listening'));
+server.listen(Number(port ?? 0), '127.0.0.1', () => console.log(`listening ${server.address().port}`));

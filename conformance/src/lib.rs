@@ -1,9 +1,9 @@
 //! The conformance harness: starts the real `weft` binary with a config a test writes,
 //! real upstreams (small hyper servers), and gives the test real clients.
 //!
-//! Configs are TOML text in which `{listen}` and `{admin}` stand for free loopback
-//! addresses the harness picks, and `{up:NAME}` for the address of an upstream started by
-//! the test (see [`Weft::start`]).
+//! Configs are TOML text in which `{listen}` and `{admin}` stand for loopback addresses
+//! the kernel picks when Weft binds them; the harness reads them back from Weft's ready
+//! file (see [`Weft::start_with`]). Upstreams bind port 0 too: no test picks a port.
 
 mod config;
 pub mod h2raw;
@@ -49,78 +49,125 @@ pub fn weft_bin() -> PathBuf {
     bin
 }
 
-/// A free port on 127.0.0.1 (bound then released; good enough on a test machine).
-pub fn free_addr() -> SocketAddr {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    socket.local_addr().expect("addr")
+/// An address on 127.0.0.1 where nothing accepts, for the whole test process: a socket
+/// bound there but never listening, so connections to it are refused and the kernel hands
+/// its port to nobody else (a port merely picked free could be taken by a parallel test).
+pub fn dead_addr() -> SocketAddr {
+    static DEAD: std::sync::OnceLock<(socket2::Socket, SocketAddr)> = std::sync::OnceLock::new();
+    DEAD.get_or_init(|| {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        socket.bind(&any.into()).expect("bind");
+        let addr = socket.local_addr().expect("addr").as_socket().expect("inet");
+        (socket, addr)
+    })
+    .1
+}
+
+/// A loopback port held for a server a test starts that cannot bind port 0 and say which
+/// port it got (`redis-server`), or must come back on the same port after a restart. The
+/// socket is bound with `SO_REUSEADDR` and never listens: connections to the port are
+/// refused, the kernel hands the port to no `bind(0)` or outgoing connection while it is
+/// held, and a server that sets `SO_REUSEADDR` itself (Redis, Go's servers, tokio's) can
+/// still bind and listen on it. The server must still prove it is the process the test
+/// started (Redis' `INFO server` names its pid).
+pub struct ReservedPort {
+    _socket: socket2::Socket,
+    pub port: u16,
+}
+
+impl ReservedPort {
+    pub fn new() -> ReservedPort {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket.set_reuse_address(true).expect("SO_REUSEADDR");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        socket.bind(&any.into()).expect("bind");
+        let port = socket.local_addr().expect("addr").as_socket().expect("inet").port();
+        ReservedPort { _socket: socket, port }
+    }
+}
+
+impl Default for ReservedPort {
+    fn default() -> ReservedPort {
+        ReservedPort::new()
+    }
+}
+
+/// The port a server announced in its output after `marker` (`ChromeDriver was started
+/// successfully on port `, `msg="Listening on" address=127.0.0.1:`): how a process started
+/// on port 0 tells which port it got.
+pub fn announced_port(output: &str, marker: &str) -> Option<u16> {
+    let rest = &output[output.find(marker)? + marker.len()..];
+    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..digits].parse().ok()
 }
 
 /// A running `weft` process; killed when dropped.
 pub struct Weft {
     child: Option<Child>,
+    /// The bound address of the first listener.
     pub addr: SocketAddr,
+    /// The bound admin address (port 0 when the config has no `[admin]`).
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     log_path: PathBuf,
+    ready: serde_json::Value,
 }
 
 impl Weft {
     /// Writes `config` (placeholders filled) to a temp dir, starts `weft run`, and waits
-    /// until the first listener accepts. Panics with the proxy's log if it does not.
+    /// for its ready file. Panics with the proxy's log if it exits or never gets ready.
     pub async fn start(config: &str) -> Weft {
         Weft::start_with(config, &[]).await
     }
 
     /// Like [`Weft::start`], with extra command-line arguments before `run`.
+    ///
+    /// `{listen}` and `{admin}` become `127.0.0.1:0`: the kernel gives each a port when
+    /// Weft binds it, and Weft writes what it bound to `--ready-file` once everything is
+    /// bound. No port is picked in advance, so no parallel test can take it first, and the
+    /// addresses read are the ones this process bound (the file is written by it alone).
     pub async fn start_with(config: &str, global_args: &[&str]) -> Weft {
-        // A port picked free can be taken before weft binds it (another test's outgoing
-        // connection, say): then weft says so and exits, and it is tried on other ports.
-        for _ in 0..4 {
-            let mut weft = Weft::spawn(config, global_args);
-            match weft.wait_ready().await {
-                Ok(()) => return weft,
-                Err(log) if log.contains("Address already in use") => continue,
-                Err(log) => panic!("{log}"),
-            }
-        }
-        let mut weft = Weft::spawn(config, global_args);
-        if let Err(log) = weft.wait_ready().await {
-            panic!("{log}");
-        }
-        weft
-    }
-
-    fn spawn(config: &str, global_args: &[&str]) -> Weft {
         let dir = tempfile::tempdir().expect("tempdir");
-        let addr = free_addr();
-        let admin = free_addr();
         let config_path = dir.path().join("weft.toml");
-        std::fs::write(&config_path, fill(config, addr, admin)).expect("write config");
+        std::fs::write(&config_path, fill(config)).expect("write config");
         let log_path = dir.path().join("weft.log");
+        let ready_path = dir.path().join("ready.json");
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(weft_bin())
             .args(global_args)
             .arg("run")
             .arg("--config")
             .arg(&config_path)
+            .arg("--ready-file")
+            .arg(&ready_path)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("start weft");
-        Weft {
+        let unbound: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let mut weft = Weft {
             child: Some(child),
-            addr,
-            admin,
+            addr: unbound,
+            admin: unbound,
             dir,
             config_path,
             log_path,
+            ready: serde_json::Value::Null,
+        };
+        if let Err(log) = weft.wait_ready(&ready_path).await {
+            panic!("{log}");
         }
+        weft
     }
 
-    /// Waits until the first listener accepts; the reason (with the log) if it never does.
-    async fn wait_ready(&mut self) -> Result<(), String> {
+    /// Waits for the ready file and reads the bound addresses from it; the reason (with
+    /// the log) if the process exits first or the file never comes.
+    async fn wait_ready(&mut self, ready_path: &Path) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut()
@@ -128,16 +175,43 @@ impl Weft {
             {
                 return Err(format!("weft exited early ({status}):\n{}", self.log()));
             }
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+            // Written whole by a rename: it is absent or complete.
+            if let Ok(text) = std::fs::read(ready_path) {
+                let ready: serde_json::Value = serde_json::from_slice(&text).map_err(|e| format!("ready file: {e}"))?;
+                if ready["pid"] != self.pid() {
+                    return Err(format!("ready file of another process: {ready}"));
+                }
+                let addr = |v: &serde_json::Value| v.as_str().and_then(|a| a.parse().ok());
+                if let Some(first) = addr(&ready["listeners"][0]["address"]) {
+                    self.addr = first;
+                }
+                if let Some(admin) = addr(&ready["admin"]) {
+                    self.admin = admin;
+                }
+                self.ready = ready;
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Err(format!(
-            "weft did not listen on {} within 60s:\n{}",
-            self.addr,
-            self.log()
-        ))
+        Err(format!("weft was not ready within 60s:\n{}", self.log()))
+    }
+
+    /// The bound TCP address of the listener `name`.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.bound(name, "address")
+    }
+
+    /// The bound UDP address of the listener `name`'s HTTP/3 side.
+    pub fn http3(&self, name: &str) -> SocketAddr {
+        self.bound(name, "http3")
+    }
+
+    fn bound(&self, name: &str, side: &str) -> SocketAddr {
+        let listeners = self.ready["listeners"].as_array().into_iter().flatten();
+        listeners
+            .filter(|l| l["name"] == name)
+            .find_map(|l| l[side].as_str()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {side} for listener {name:?} in the ready file: {}", self.ready))
     }
 
     /// The proxy's process id.
@@ -155,9 +229,10 @@ impl Weft {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Rewrites the config file (placeholders filled with this proxy's addresses).
+    /// Rewrites the config file (placeholders filled as at the start, so a reload keeps
+    /// the listeners it has).
     pub fn write_config(&self, config: &str) {
-        std::fs::write(&self.config_path, fill(config, self.addr, self.admin)).expect("write config");
+        std::fs::write(&self.config_path, fill(config)).expect("write config");
     }
 
     /// An admin request as a script sends it, with `X-Weft-Admin: 1` (which `POST /reload`
@@ -219,10 +294,11 @@ impl Drop for Weft {
     }
 }
 
-fn fill(config: &str, addr: SocketAddr, admin: SocketAddr) -> String {
+/// `{listen}` and `{admin}` are bound on port 0 (see [`Weft::start_with`]).
+pub fn fill(config: &str) -> String {
     config
-        .replace("{listen}", &addr.to_string())
-        .replace("{admin}", &admin.to_string())
+        .replace("{listen}", "127.0.0.1:0")
+        .replace("{admin}", "127.0.0.1:0")
 }
 
 /// A plain HTTP/1.1 client (keep-alive pool).

@@ -124,3 +124,73 @@ async fn json_logs_on_request() {
     assert_eq!(line["level"], "INFO");
     assert_eq!(line["message"], "listening");
 }
+
+#[tokio::test]
+async fn the_ready_file_names_every_bound_address_and_goes_at_exit() {
+    let up = Upstream::echo("a").await;
+    let config = format!(
+        "[admin]\naddress = \"{{admin}}\"\n\
+         [[listeners]]\nname = \"main\"\naddress = \"{{listen}}\"\n\
+         [[listeners]]\nname = \"second\"\naddress = \"127.0.0.1:0\"\n\
+         [[clusters]]\nname = \"up\"\nendpoints = [\"{}\"]\n[[routes]]\ncluster = \"up\"\n",
+        up.addr
+    );
+    let mut weft = Weft::start(&config).await;
+    let (main, second) = (weft.listener("main"), weft.listener("second"));
+    assert_ne!(main.port(), 0);
+    assert_ne!(second.port(), 0);
+    assert_ne!(main, second, "each port-0 listener has its own port");
+    assert_eq!(main, weft.addr);
+    // Each address is this proxy's: both listeners serve, and the admin API answers.
+    for addr in [main, second] {
+        let reply = get(&format!("http://{addr}/x")).await;
+        assert_eq!(reply.status, 200, "{addr}");
+        assert_eq!(reply.json()["upstream"], "a");
+    }
+    assert_eq!(weft.admin("GET", "/ready").await.0, 200);
+    // The log names the bound addresses, not the configured port 0.
+    let log = weft.log();
+    assert!(log.contains(&second.to_string()), "{log}");
+
+    let ready = weft.dir.path().join("ready.json");
+    assert!(ready.exists());
+    weft.terminate();
+    assert!(weft.wait_exit(std::time::Duration::from_secs(20)).await);
+    assert!(!ready.exists(), "removed at exit");
+}
+
+#[tokio::test]
+async fn systemd_is_told_when_weft_is_ready_and_when_it_stops() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&socket_path).expect("bind");
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    let config_path = dir.path().join("weft.toml");
+    std::fs::write(
+        &config_path,
+        "[[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:0\"\n\
+         [[clusters]]\nname = \"up\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\ncluster = \"up\"\n",
+    )
+    .expect("write");
+    let mut child = Command::new(weft_bin())
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start weft");
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).expect("READY=1 within 60 s");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.contains("READY=1\n"), "{ready}");
+    assert!(ready.contains(&format!("MAINPID={}\n", child.id())), "{ready}");
+
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let n = notify.recv(&mut buf).expect("STOPPING=1");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1\n"));
+    assert!(child.wait().expect("exit").success());
+}

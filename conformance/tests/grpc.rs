@@ -188,7 +188,7 @@ async fn unary_and_streaming_calls_pass_with_their_trailers() {
 
 #[tokio::test]
 async fn an_unreachable_service_is_unavailable() {
-    let closed = free_addr();
+    let closed = dead_addr();
     let weft = Weft::start(&config(closed, "15s")).await;
     let mut grpc = client(&weft).await;
     let status = say(&mut grpc, msg("hello", 0)).await.expect_err("no service");

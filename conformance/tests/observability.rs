@@ -17,7 +17,7 @@ const REDIS_PASSWORD: &str = "redis-pw-in-the-url";
 /// `api` through the no-op Wasm filter to `web`, `bare` straight to `web`, `dead` to a
 /// cluster whose endpoint refuses connections.
 fn config(up: &Upstream, admin: &str) -> String {
-    let dead = free_addr();
+    let dead = dead_addr();
     Config::new()
         .top("[runtime]\nwatch = false")
         .admin(admin)
@@ -215,23 +215,37 @@ async fn a_real_prometheus_scrapes_weft_and_answers_a_p99_query() {
     let up = Upstream::echo("web").await;
     let weft = Weft::start(&config(&up, "")).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let web = free_addr();
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: weft\n    scrape_interval: 1s\n    static_configs:\n      - targets: [\"{}\"]\n",
         weft.admin
     );
     std::fs::write(dir.path().join("prometheus.yml"), config).expect("write");
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
-    let _prometheus = Killed(
+    let log_path = dir.path().join("prometheus.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut prometheus = Killed(
         Command::new("prometheus")
             .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address={web}"))
+            .arg("--web.listen-address=127.0.0.1:0")
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("prometheus (scripts/setup installs Debian's prometheus)"),
     );
+    // Bound on port 0: its own log says where (no port picked in advance).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let web = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(port) = announced_port(&text, "msg=\"Listening on\" address=127.0.0.1:") {
+            break std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        }
+        let exited = prometheus.0.try_wait().ok().flatten();
+        assert!(
+            exited.is_none() && Instant::now() < deadline,
+            "prometheus did not listen:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let query = |q: String| {
         let url = format!("http://{web}/api/v1/query?query={}", encode(&q));
         async move {
@@ -558,21 +572,35 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Browser {
-        let driver = free_addr();
-        let chromedriver = Killed(
+        let mut chromedriver = Killed(
             Command::new("chromedriver")
-                .arg(format!("--port={}", driver.port()))
-                .stdout(Stdio::null())
+                .arg("--port=0")
+                .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("chromedriver (scripts/setup installs Debian's chromium-driver)"),
         );
+        // Bound on port 0; it prints the port once it listens. Its output is read to the
+        // end, so a later line never meets a closed pipe.
+        let stdout = chromedriver.0.stdout.take().expect("stdout");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = announced_port(&line, "started successfully on port ")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port = tokio::time::timeout(Duration::from_secs(20), rx)
+            .await
+            .expect("chromedriver did not say it listens within 20 s")
+            .expect("chromedriver exited without listening");
+        let driver = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let profile = tempfile::tempdir().expect("profile");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(driver).await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         // The flags the brief asks for: no network beyond loopback, no first-run work.
         let args = [
             "--headless".to_owned(),

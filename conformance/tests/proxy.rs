@@ -155,7 +155,7 @@ async fn error_answers_are_readable() {
         http::Response::new(full("late"))
     })
     .await;
-    let dead = free_addr();
+    let dead = dead_addr();
     let config = format!(
         r#"
 [[listeners]]

@@ -670,7 +670,7 @@ match = { path_prefix = "/down" }
 cluster = "a"
 mirror = { cluster = "down" }
 "#;
-    let weft = Weft::start(&text.replace("DOWN", &free_addr().to_string())).await;
+    let weft = Weft::start(&text.replace("DOWN", &dead_addr().to_string())).await;
     let client = http1_client();
     // Each request completes while its copy still waits on the shadow (which never
     // answers): a mirror that held the client back would take the route timeout, 15 s.

@@ -566,6 +566,8 @@ async fn http3_on_the_same_port_through_the_same_routes_and_filters() {
             up.addr
         );
     let weft = Weft::start(&config).await;
+    // Configured on port 0 (the harness's `{listen}`): UDP is bound on the port TCP got.
+    assert_eq!(weft.http3("tls"), weft.addr, "the ready file names the HTTP/3 side");
     let (code, out, err) = curl(&["-I", "--cacert", &pki.ca(), &https(&weft, "localhost", "/")]).await;
     assert_eq!(code, 0, "{err}");
     let alt_svc = format!("alt-svc: h3=\":{}\"; ma=86400", weft.addr.port());

@@ -491,7 +491,7 @@ async fn retries_are_seen_by_the_upstream_numbered_and_bounded() {
 #[tokio::test]
 async fn a_retry_goes_past_a_dead_endpoint_and_a_slow_try() {
     let live = Named::start("live").await;
-    let dead = free_addr();
+    let dead = dead_addr();
     let slow = Named::start("slow").await;
     slow.delay_ms.store(3000, Ordering::SeqCst);
     let retry = "[clusters.retry]\nattempts = 2\nbackoff_base = \"1ms\"\nper_try_timeout = \"300ms\"";
@@ -831,19 +831,23 @@ async fn bad_upstream_config_is_refused_naming_the_key_and_line() {
 }
 
 /// An HTTP/1.1 upstream answering its name, that can be killed — its listener and every
-/// connection closed at once, as a crashed process's are — and started again on its port.
+/// connection closed at once, as a crashed process's are — and started again on its port,
+/// which it holds while dead (refusing connections, taken by nobody else).
 struct Killable {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
     task: Option<tokio::task::JoinHandle<()>>,
+    _port: ReservedPort,
 }
 
 impl Killable {
     async fn start(name: &'static str) -> Killable {
+        let port = ReservedPort::new();
         let mut k = Killable {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr: SocketAddr::from(([127, 0, 0, 1], port.port)),
             hits: Arc::new(AtomicUsize::new(0)),
             task: None,
+            _port: port,
         };
         k.revive(name).await;
         k

@@ -479,7 +479,9 @@ impl Config {
 
         let mut addresses = HashSet::new();
         for listener in &self.listeners {
-            if !addresses.insert(listener.get_ref().address) {
+            // Port 0 is no address yet: each such listener gets a port of its own at bind.
+            let address = listener.get_ref().address;
+            if address.port() != 0 && !addresses.insert(address) {
                 return Err(src.error_at(
                     listener.span(),
                     format!("listener address {} is used twice", listener.get_ref().address),

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod observe;
 pub mod plugin;
 pub mod proxy;
+pub mod ready;
 pub mod respond;
 pub mod route;
 pub mod server;

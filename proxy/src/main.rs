@@ -31,6 +31,10 @@ enum Command {
     Run {
         #[arg(short, long)]
         config: PathBuf,
+        /// Once every listener is bound, write their names and bound addresses (port 0
+        /// resolved) here as JSON; removed at exit.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Validate a config file, plugins included, without serving; explain every error.
     Check {
@@ -109,10 +113,14 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config } => {
+        Command::Run { config, ready_file } => {
             let parsed = Config::load(&config)?;
             let rt = weft::server::tokio_runtime(parsed.runtime.workers)?;
-            rt.block_on(weft::server::run(parsed, ConfigSource::File(config)))
+            rt.block_on(weft::server::run(
+                parsed,
+                ConfigSource::File(config),
+                ready_file.as_deref(),
+            ))
         }
         Command::Check { config } => {
             let parsed = Config::load(&config)?;
@@ -142,7 +150,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                     "weft demo: proxying http://{listen}/ to a built-in echo upstream ({upstream}) through the hello filter\n\
                      try:  curl -i http://{listen}/hello\n      curl -i http://{listen}/private   (the filter answers 403)\n      curl http://{admin}/metrics"
                 );
-                weft::server::run(parsed, ConfigSource::Embedded { origin, text }).await
+                weft::server::run(parsed, ConfigSource::Embedded { origin, text }, None).await
             })
         }
     }

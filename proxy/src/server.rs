@@ -1,28 +1,36 @@
 //! Starting and stopping: bind the listeners, serve, reload on SIGHUP, and drain on
 //! SIGTERM/SIGINT.
 
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
 use crate::listen::{Gate, Listener};
+use crate::ready::{Bound, BoundListener, ReadyFile, sd_notify};
 use crate::state::{ConfigSource, State};
 
 /// Connections the admin listener holds open at once.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Serves `config` until SIGTERM or SIGINT, then lets in-flight requests finish for up to
-/// the configured drain timeout.
-pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
+/// the configured drain timeout. Once everything is bound, writes `ready_file` (when given)
+/// and tells systemd (when it started Weft with `Type=notify`).
+pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>) -> anyhow::Result<()> {
     let state = State::new(&config, source).await?;
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (drained_tx, mut drained) = mpsc::channel::<()>(1);
 
     // Bind everything before serving anything: a port in use fails the start, not half of it.
     let mut listeners = Vec::new();
-    for l in &config.listeners {
-        listeners.push(Listener::bind(l.get_ref(), &state.metrics).await?);
+    let mut quic = Vec::new();
+    for l in config.listeners.iter().map(|l| l.get_ref()) {
+        let (listener, endpoint) = bind_listener(l, &state).await?;
+        if let Some(endpoint) = endpoint {
+            quic.push((l.clone(), endpoint));
+        }
+        listeners.push(listener);
     }
     let admin = match &config.admin {
         Some(admin) => Some(
@@ -33,11 +41,20 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         None => None,
     };
 
-    let mut quic = Vec::new();
-    for l in config.listeners.iter().map(|l| l.get_ref()).filter(|l| l.http3) {
-        let server = state.current().quic.get(&l.name).cloned();
-        let server = server.ok_or_else(|| anyhow::anyhow!("listener {:?}: no QUIC config", l.name))?;
-        quic.push((l.clone(), crate::listen::quic::bind(l, server)?));
+    let mut bound = Bound {
+        pid: std::process::id(),
+        ..Bound::default()
+    };
+    for listener in &listeners {
+        let http3 = quic.iter().find(|(l, _)| *l.name == *listener.name);
+        bound.listeners.push(BoundListener {
+            name: listener.name.to_string(),
+            address: listener.socket.local_addr()?,
+            http3: http3.map(|(_, endpoint)| endpoint.local_addr()).transpose()?,
+        });
+    }
+    if let Some(socket) = &admin {
+        bound.admin = Some(socket.local_addr()?);
     }
 
     // One gate per listener: its TCP and QUIC sides share the connection caps.
@@ -57,7 +74,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         tokio::spawn(listener.serve(state.clone(), gate, shutdown.clone(), drained_tx.clone()));
     }
     for (l, endpoint) in quic {
-        tracing::info!(listener = %l.name, address = %l.address, "listening for HTTP/3 (UDP)");
+        tracing::info!(listener = %l.name, address = %endpoint.local_addr()?, "listening for HTTP/3 (UDP)");
         if let Ok(mut endpoints) = state.quic_endpoints.lock() {
             endpoints.insert(l.name.clone(), endpoint.clone());
         }
@@ -86,8 +103,11 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         crate::control::spawn(state.clone(), shutdown.clone())?;
     }
     crate::control::reload_on_sighup(state.clone(), shutdown.clone())?;
+    let _ready_file = ready_file.map(|path| ReadyFile::write(path, &bound)).transpose()?;
+    sd_notify("READY=1");
 
     let signal = wait_for_signal().await?;
+    sd_notify("STOPPING=1");
     tracing::info!(signal, drain_timeout = ?config.runtime.drain_timeout, "shutting down: draining in-flight requests");
     let _ = shutdown_tx.send(true);
     drop(drained_tx);
@@ -97,6 +117,34 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     }
     state.observe.close(Duration::from_secs(2)).await;
     Ok(())
+}
+
+/// Binds one listener's TCP socket and, with `http3`, its UDP socket on the same port
+/// (`Alt-Svc` names one port for both). On port 0 the kernel picks the TCP port, and the
+/// UDP one may be taken there: then both are tried again on another.
+async fn bind_listener(l: &ListenerConfig, state: &State) -> anyhow::Result<(Listener, Option<quinn::Endpoint>)> {
+    const TRIES_ON_PORT_ZERO: usize = 16;
+    let mut tries = if l.http3 && l.address.port() == 0 {
+        TRIES_ON_PORT_ZERO
+    } else {
+        1
+    };
+    loop {
+        let listener = Listener::bind(l, &state.metrics).await?;
+        if !l.http3 {
+            return Ok((listener, None));
+        }
+        let server = state.current().quic.get(&l.name).cloned();
+        let server = server.ok_or_else(|| anyhow::anyhow!("listener {:?}: no QUIC config", l.name))?;
+        match crate::listen::quic::bind(l, listener.socket.local_addr()?, server) {
+            Ok(endpoint) => return Ok((listener, Some(endpoint))),
+            Err(e) if tries > 1 => {
+                tracing::debug!(error = %e, "HTTP/3 port taken on a listener bound to port 0; binding both again");
+                tries -= 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {

@@ -122,7 +122,7 @@ async fn jwt_fetches_caches_and_rotates_a_jwks() {
 #[tokio::test]
 async fn jwt_without_reachable_keys_refuses() {
     // A cluster where nothing listens: no keys at all, so nothing is accepted.
-    let dead = free_addr();
+    let dead = dead_addr();
     let minted = mint(json!({ "tokens": { "t": {
         "alg": "RS256", "key": "rsa", "claims": { "exp": now() + 300 }, "headers": { "kid": "k1" } } } }))
     .await;

@@ -66,28 +66,27 @@ impl Service {
             "{}: node_modules missing: run scripts/setup (npm ci)",
             dir.display()
         );
-        for _ in 0..4 {
-            let addr = free_addr();
-            let mut child = tokio::process::Command::new("node")
-                .arg(dir.join("server.mjs"))
-                .arg(which)
-                .arg(addr.port().to_string())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("node (/usr/bin/node)");
-            let stdout = child.stdout.take().expect("stdout");
-            let mut lines = BufReader::new(stdout).lines();
-            let ready = tokio::time::timeout(Duration::from_secs(15), lines.next_line()).await;
-            if let Ok(Ok(Some(line))) = ready
-                && line == "listening"
-            {
-                return Service { addr, _child: child };
-            }
-            // The port was taken between picking and binding: try another.
+        // Bound on port 0: it says which port it got.
+        let mut child = tokio::process::Command::new("node")
+            .arg(dir.join("server.mjs"))
+            .arg(which)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node (/usr/bin/node)");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(15), lines.next_line()).await;
+        let port = match ready {
+            Ok(Ok(Some(line))) => announced_port(&line, "listening "),
+            _ => None,
+        };
+        let port = port.unwrap_or_else(|| panic!("the {which} GraphQL service did not start"));
+        Service {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _child: child,
         }
-        panic!("the {which} GraphQL service did not start");
     }
 }
 
@@ -112,7 +111,7 @@ impl Env {
             Service::start("all"),
             Service::start("rest")
         );
-        let dead = free_addr();
+        let dead = dead_addr();
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("graphql-wasm-cache");
         let config = Config::new()
             .top(&format!("[wasm]\ncache_dir = \"{}\"", cache.display()))

@@ -15,7 +15,10 @@ struct Redis {
 }
 
 impl Redis {
-    async fn start(port: u16) -> Redis {
+    /// Starts Redis on `port` (held by a [`ReservedPort`]: Redis cannot bind port 0 and
+    /// say where) and proves that what answers there is this process.
+    async fn start(port: &ReservedPort) -> Redis {
+        let port = port.port;
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -32,12 +35,47 @@ impl Redis {
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server not found: run scripts/setup (it installs the redis-server package)");
+        let mut redis = Redis { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        loop {
+            if let Some(pid) = redis.process_id().await {
+                assert_eq!(Some(pid), redis.child.id(), "another Redis answers on {port}");
+                return redis;
+            }
+            let exited = redis.child.try_wait().ok().flatten();
+            assert!(
+                exited.is_none(),
+                "redis-server exited ({exited:?}) instead of listening on {port}"
+            );
             assert!(Instant::now() < deadline, "redis-server did not listen on {port}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Redis { child, port }
+    }
+
+    /// The pid of the Redis that answers on the port (`INFO server`'s `process_id`).
+    async fn process_id(&self) -> Option<u32> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+        stream.write_all(b"INFO server\r\n").await.ok()?;
+        let mut reply = String::new();
+        let mut buf = [0u8; 4096];
+        // Read until the `process_id:` line is whole.
+        while !reply
+            .split_once("process_id:")
+            .is_some_and(|(_, rest)| rest.contains("\r\n"))
+        {
+            let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
+                .await
+                .ok()?
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            reply.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let text = reply;
+        text.lines()
+            .find_map(|l| l.strip_prefix("process_id:")?.trim().parse().ok())
     }
 
     fn url(&self) -> String {
@@ -55,7 +93,8 @@ fn kv_table(url: &str) -> String {
 
 #[tokio::test]
 async fn two_proxies_sharing_redis_hold_one_combined_limit() {
-    let redis = Redis::start(free_addr().port()).await;
+    let port = ReservedPort::new();
+    let redis = Redis::start(&port).await;
     let up = Upstream::echo("up").await;
     let limits = r#"limits = [{ name = "win", key = ["client_ip"], rate = 7, per = "2s" },
                               { name = "bucket", key = ["header:x-user"], rate = 2, per = "1s", algorithm = "token_bucket", burst = 4 }]"#;
@@ -104,7 +143,7 @@ async fn two_proxies_sharing_redis_hold_one_combined_limit() {
 
 #[tokio::test]
 async fn redis_down_fails_open_or_closed_as_configured_counts_and_recovers() {
-    let port = free_addr().port();
+    let port = ReservedPort::new();
     let up = Upstream::echo("up").await;
     // Nothing listens on `port` yet: the proxy must start anyway.
     let text = format!(
@@ -143,7 +182,7 @@ match = {{ path_prefix = "/closed" }}
 cluster = "web"
 filters = ["rl-closed"]
 "#,
-        kv = kv_table(&format!("redis://127.0.0.1:{port}")),
+        kv = kv_table(&format!("redis://127.0.0.1:{}", port.port)),
         up = up.addr,
     );
     let weft = Weft::start(&text).await;
@@ -171,7 +210,7 @@ filters = ["rl-closed"]
     );
 
     // Redis comes up: the proxy reconnects by itself.
-    let redis = Redis::start(port).await;
+    let redis = Redis::start(&port).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = get(&weft.url("/closed")).await;

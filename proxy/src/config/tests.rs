@@ -71,6 +71,12 @@ fn duplicate_names_and_addresses_are_rejected() {
         "[[listeners]]\nname = \"other\"\naddress = \"127.0.0.1:8080\"\n\n[[clusters]]",
     );
     assert!(error(&same_port).message.contains("127.0.0.1:8080 is used twice"));
+    // Port 0 is bound to a port of its own per listener.
+    let port_zero = MINIMAL.replace("127.0.0.1:8080", "127.0.0.1:0").replace(
+        "[[clusters]]",
+        "[[listeners]]\nname = \"other\"\naddress = \"127.0.0.1:0\"\n\n[[clusters]]",
+    );
+    assert!(Config::parse("weft.toml", &port_zero).is_ok());
 }
 
 #[test]

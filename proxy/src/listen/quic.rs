@@ -44,14 +44,14 @@ pub fn server_config(listener: &ListenerConfig, tls: &ListenerTlsConfig) -> Resu
 const STREAM_WINDOW: u32 = 1 << 20;
 
 /// Binds the UDP side of an `http3` listener.
-pub fn bind(config: &ListenerConfig, server: quinn::ServerConfig) -> anyhow::Result<quinn::Endpoint> {
-    quinn::Endpoint::server(server, config.address).map_err(|e| {
-        anyhow::anyhow!(
-            "listener {:?} cannot bind UDP {} for HTTP/3: {e}",
-            config.name,
-            config.address
-        )
-    })
+/// Binds the UDP side of `config` at `address` (its TCP side's bound address: the same port).
+pub fn bind(
+    config: &ListenerConfig,
+    address: SocketAddr,
+    server: quinn::ServerConfig,
+) -> anyhow::Result<quinn::Endpoint> {
+    quinn::Endpoint::server(server, address)
+        .map_err(|e| anyhow::anyhow!("listener {:?} cannot bind UDP {address} for HTTP/3: {e}", config.name))
 }
 
 /// Accepts QUIC connections until shutdown, under the listener's connection caps

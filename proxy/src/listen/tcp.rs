@@ -81,9 +81,11 @@ impl Listener {
         let socket = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("listener {name:?} cannot bind {addr}: {e}"))?;
+        // The bound port: the configured one may be 0.
+        let port = socket.local_addr()?.port();
         let alt_svc = config
             .http3
-            .then(|| HeaderValue::try_from(format!("h3=\":{}\"; ma=86400", addr.port())))
+            .then(|| HeaderValue::try_from(format!("h3=\":{port}\"; ma=86400")))
             .transpose()?;
         let name: Arc<str> = name.as_str().into();
         let (http1, http2) = http_builders(&config.limits, &config.timeouts);
