@@ -393,7 +393,7 @@ class log:
 
 
 class metrics:
-    """`weft_filter_counter_total`, `weft_filter_gauge`, `weft_filter_histogram`
+    """`weft_filter_events_total`, `weft_filter_value`, `weft_filter_observations`
     `{filter, name}` on the admin endpoint's `/metrics`."""
 
     counter_add = staticmethod(_metrics.counter_add)

@@ -179,3 +179,120 @@ async fn a_rejected_reload_echoes_no_password_or_secret() {
     );
     assert!(log.contains("redis://*"), "the masked URL is still shown:\n{log}");
 }
+
+/// Header values that carry credentials (`authorization`, `proxy-authorization`,
+/// `cookie`, `set-cookie`), written in every shape a config can hold them: a header edit
+/// (route or native filter), a header condition inline or as its own table.
+const CREDENTIALS: [&str; 8] = [
+    "FILTER-AUTHZ-1",
+    "FILTER-COOKIE-2",
+    "FILTER-SETCOOKIE-3",
+    "MATCH-AUTHZ-4",
+    "MATCH-COOKIE-5",
+    "ROUTE-PROXY-6",
+    "TABLE-PROXY-7",
+    "TABLE-AUTHZ-8",
+];
+
+fn credential_config(up: &Upstream) -> String {
+    format!(
+        r#"
+[runtime]
+watch = false
+
+[admin]
+address = "{{admin}}"
+
+[[listeners]]
+name = "main"
+address = "{{listen}}"
+
+[[clusters]]
+name = "web"
+endpoints = ["{up}"]
+
+[[filters]]
+name = "tag"
+native = "headers"
+config = {{ request_set = {{ authorization = "Bearer FILTER-AUTHZ-1", Cookie = "sid=FILTER-COOKIE-2" }},
+           response_set = {{ set-cookie = "sid=FILTER-SETCOOKIE-3" }} }}
+
+[[routes]]
+name = "inline"
+match = {{ path_prefix = "/a", headers = [{{ name = "Authorization", exact = "Bearer MATCH-AUTHZ-4" }}, {{ name = "cookie", regex = "sid=MATCH-COOKIE-5.*" }}] }}
+cluster = "web"
+filters = ["tag"]
+request_headers = {{ set = {{ "Proxy-Authorization" = "Basic ROUTE-PROXY-6" }} }}
+
+[[routes]]
+name = "tables"
+cluster = "web"
+
+[routes.match]
+path_prefix = "/"
+
+[[routes.match.headers]]
+exact = "Basic TABLE-PROXY-7"
+name = "proxy-authorization"
+
+[routes.request_headers.set]
+authorization = "Bearer TABLE-AUTHZ-8"
+"#,
+        up = up.addr
+    )
+}
+
+#[tokio::test]
+async fn credential_header_values_are_masked_in_the_config_dump_and_reload_errors() {
+    let up = Upstream::echo("web").await;
+    let good = credential_config(&up);
+    let weft = Weft::start(&good).await;
+    let (status, dump) = weft.admin("GET", "/api/config").await;
+    assert_eq!(status, 200, "{dump}");
+    for secret in CREDENTIALS {
+        assert!(!dump.contains(secret), "/api/config shows {secret}:\n{dump}");
+    }
+    // The rest stays readable: which header, and that a value is there.
+    for shown in [
+        r#"name = \"proxy-authorization\""#,
+        r#"exact = \"*"#,
+        r#"name = \"inline\""#,
+        r#"path_prefix = \"/a\""#,
+    ] {
+        assert!(dump.contains(shown), "{shown} in\n{dump}");
+    }
+
+    let broken = [
+        // A syntax error on the line holding a credential: the error quotes that line.
+        good.replace("TABLE-AUTHZ-8\"", "TABLE-AUTHZ-8\" oops"),
+        // The value's own line, under a header named on another line of its table.
+        good.replace(
+            "exact = \"Basic TABLE-PROXY-7\"",
+            "exact = \"Basic TABLE-PROXY-7\"\nregex = \"x\"",
+        ),
+        // A type error, whose message quotes the value itself.
+        good.replace("exact = \"Basic TABLE-PROXY-7\"", "present = \"Basic TABLE-PROXY-7\""),
+        // An inline condition refused whole.
+        good.replace(
+            "exact = \"Bearer MATCH-AUTHZ-4\"",
+            "exact = \"Bearer MATCH-AUTHZ-4\", present = true",
+        ),
+        // A header value the filter refuses (a control character), named in its message.
+        good.replace("Bearer FILTER-AUTHZ-1", "Bearer FILTER-AUTHZ-1\\u0001"),
+        // The same for a route's edit.
+        good.replace("Basic ROUTE-PROXY-6", "Basic ROUTE-PROXY-6\\u0001"),
+    ];
+    for (i, text) in broken.iter().enumerate() {
+        weft.write_config(text);
+        let (status, body) = weft.admin("POST", "/reload").await;
+        assert_eq!(status, 409, "case {i}: {body}");
+        for secret in CREDENTIALS {
+            assert!(!body.contains(secret), "case {i} echoed {secret}:\n{body}");
+        }
+    }
+    let log = weft.log();
+    assert_eq!(log.matches("reload rejected").count(), broken.len(), "{log}");
+    for secret in CREDENTIALS {
+        assert!(!log.contains(secret), "the log holds {secret}:\n{log}");
+    }
+}

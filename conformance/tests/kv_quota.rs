@@ -127,7 +127,7 @@ async fn a_filter_flooding_its_kv_space_evicts_its_own_keys_and_never_loosens_an
     );
     assert_eq!(weft.metric("weft_kv_evictions_total{filter=\"rl\"}").await, 0.0);
     assert_eq!(
-        weft.metric("weft_filter_counter_total{filter=\"rl\",name=\"store_errors\"}")
+        weft.metric("weft_filter_events_total{filter=\"rl\",name=\"store_errors\"}")
             .await,
         0.0,
         "the rate limiter's store never failed (with on_store_error = allow it would fail open)"
@@ -213,7 +213,7 @@ async fn when_the_rate_limiters_own_space_is_full_an_eviction_resets_one_window_
     }
     assert_eq!(again, [200, 200, 200, 429, 429]);
     assert_eq!(
-        weft.metric("weft_filter_counter_total{filter=\"rl\",name=\"store_errors\"}")
+        weft.metric("weft_filter_events_total{filter=\"rl\",name=\"store_errors\"}")
             .await,
         0.0
     );

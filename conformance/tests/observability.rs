@@ -17,8 +17,13 @@ const REDIS_PASSWORD: &str = "redis-pw-in-the-url";
 /// `api` through the no-op Wasm filter to `web`, `bare` straight to `web`, `dead` to a
 /// cluster whose endpoint refuses connections.
 fn config(up: &Upstream, admin: &str) -> String {
+    routes(up, admin, Config::new())
+}
+
+/// [`config`] after `before`'s filters and routes (which match first).
+fn routes(up: &Upstream, admin: &str, before: Config) -> String {
     let dead = dead_addr();
-    Config::new()
+    before
         .top("[runtime]\nwatch = false")
         .admin(admin)
         .cluster("web", &[up.addr])
@@ -138,9 +143,31 @@ async fn counters_and_histograms_move_exactly_with_the_traffic() {
 #[tokio::test]
 async fn the_exposition_passes_promtool_and_the_reference_parsers() {
     let up = Upstream::echo("web").await;
-    let weft = Weft::start(&config(&up, "")).await;
+    // A filter using every kind of metric, plain and labelled: its families are linted too.
+    let caps = Config::new().wasm_filter("caps", plugins::CAPABILITIES, "", "").route(
+        "caps",
+        "path_prefix = \"/caps\"",
+        "web",
+        &["caps"],
+        "",
+    );
+    let weft = Weft::start(&routes(&up, "", caps)).await;
     traffic(&weft, "/api/x", 3).await;
     traffic(&weft, "/dead", 1).await;
+    for (header, value) in [
+        ("x-cap-metric", "requests"),
+        ("x-cap-metric-labelled", "operations;operation=GetUser;type=query"),
+        // The same series with its labels in another order: one series, not a duplicate.
+        ("x-cap-metric-labelled", "operations;type=query;operation=GetUser"),
+        // promtool's lint refuses camelCase label names: refused at the boundary.
+        ("x-cap-metric-labelled", "operations;operationName=GetUser"),
+    ] {
+        let req = http::Request::get(weft.url("/caps"))
+            .header(header, value)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        assert_eq!(send(&http1_client(), req).await.status, 200, "{header}: {value}");
+    }
 
     // No Accept: the Prometheus text format, which promtool checks (lint included).
     let plain = weft.admin_request("GET", "/metrics", &[]).await;
@@ -166,6 +193,28 @@ async fn the_exposition_passes_promtool_and_the_reference_parsers() {
         String::from_utf8_lossy(&out.stderr)
     );
     python_parse(&text, "prometheus_client.parser");
+    // Every kind the filter used is there, plain and labelled, under the families the
+    // docs name (no type in the name: promtool's lint refuses `_counter`, `_gauge`…).
+    for family in [
+        "weft_filter_events_total{",
+        "weft_filter_value{",
+        "weft_filter_observations_count{",
+    ] {
+        for name in ["requests", "operations"] {
+            let series = format!("name=\"{name}\"");
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(family) && l.contains("filter=\"caps\"") && l.contains(&series)),
+                "no {family}{series}}} in:\n{text}"
+            );
+        }
+    }
+    let get_user: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("weft_filter_events_total{") && l.contains("operation=\"GetUser\""))
+        .collect();
+    assert_eq!(get_user.len(), 1, "one series whatever the label order:\n{text}");
+    assert!(get_user[0].ends_with(" 2"), "{text}");
 
     // Prometheus' own Accept header: OpenMetrics, which the strict reference parser takes.
     let accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";

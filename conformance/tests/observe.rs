@@ -510,6 +510,116 @@ async fn sample_zero_records_no_new_trace_but_follows_a_sampled_parent() {
     assert!(others.is_empty(), "sample = 0 exported other traces: {others:#?}");
 }
 
+/// Every way a client says "sample this": W3C, B3 multi (sampled, debug) and single.
+fn forced_sampling(trace: &str) -> [Vec<(&'static str, String)>; 5] {
+    [
+        vec![("traceparent", format!("00-{trace}-{PARENT_SPAN}-01"))],
+        vec![
+            ("x-b3-traceid", trace.to_owned()),
+            ("x-b3-spanid", PARENT_SPAN.to_owned()),
+            ("x-b3-sampled", "1".to_owned()),
+        ],
+        vec![
+            ("x-b3-traceid", trace.to_owned()),
+            ("x-b3-spanid", PARENT_SPAN.to_owned()),
+            ("x-b3-flags", "1".to_owned()),
+        ],
+        vec![("b3", format!("{trace}-{PARENT_SPAN}-1"))],
+        vec![("b3", format!("{trace}-{PARENT_SPAN}-d"))],
+    ]
+}
+
+/// Sends each of `forced_sampling` `rounds` times; returns how many the proxy followed
+/// (sent upstream as sampled), after checking that each kept its trace id.
+async fn followed(weft: &Weft, rounds: usize) -> usize {
+    let mut followed = 0;
+    for round in 0..rounds {
+        let trace = format!("{:032x}", 0xabc0_0000 + round);
+        for headers in forced_sampling(&trace) {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let seen = get_with(weft, "/plain/forced", &headers).await.json();
+            let (id, _, flags) = traceparent_parts(seen_header(&seen, "traceparent").expect("traceparent"));
+            assert_eq!(id, trace, "the trace continues, sampled or not: {headers:?}");
+            followed += usize::from(flags == "01");
+        }
+    }
+    followed
+}
+
+#[tokio::test]
+async fn a_client_cannot_make_every_request_a_sampled_trace() {
+    let (otlp, _spans) = otlp_http().await;
+    let echo = Upstream::echo("echo").await;
+    let slow = slow_upstream().await;
+    let top = |extra: &str| {
+        format!("[tracing]\nendpoint = \"http://{otlp}/v1/traces\"\nsample = 0.0\ninterval = \"100ms\"\n{extra}\n")
+    };
+
+    // Followed for at most `client_sampled` requests a second, in bursts of as many.
+    let weft = Weft::start(&proxied(echo.addr, slow.addr, &top("client_sampled = 2"))).await;
+    let started = Instant::now();
+    let rounds = 10;
+    let n = followed(&weft, rounds).await;
+    let most = 2.0 + 2.0 * started.elapsed().as_secs_f64();
+    assert!(
+        n >= 2 && n as f64 <= most,
+        "{n} of {} forced requests sampled; at most {most:.1} allowed",
+        rounds * 5
+    );
+    drop(weft);
+
+    // On a listener that ignores clients, `sample` alone decides, both ways.
+    let weft = Weft::start(&proxied(
+        echo.addr,
+        slow.addr,
+        &top("client_sampled = 1000\nignore_client_sampled = [\"main\"]"),
+    ))
+    .await;
+    assert_eq!(followed(&weft, 2).await, 0, "sample = 0 and the client ignored");
+    drop(weft);
+    let weft = Weft::start(&proxied(
+        echo.addr,
+        slow.addr,
+        &top("ignore_client_sampled = [\"main\"]").replace("sample = 0.0", "sample = 1.0"),
+    ))
+    .await;
+    let says_no = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-00");
+    let seen = get_with(&weft, "/plain/unforced", &[("traceparent", says_no.as_str())])
+        .await
+        .json();
+    let (id, _, flags) = traceparent_parts(seen_header(&seen, "traceparent").expect("traceparent"));
+    assert_eq!(
+        (id.as_str(), flags.as_str()),
+        (PARENT_TRACE, "01"),
+        "sample = 1 decides"
+    );
+    drop(weft);
+
+    // Where Weft decides for an id the client chose, the id does not steer it: ids whose
+    // low 64 bits are zero pass any ratio sampler by id.
+    let weft = Weft::start(&proxied(
+        echo.addr,
+        slow.addr,
+        &top("client_sampled = 0").replace("sample = 0.0", "sample = 0.01"),
+    ))
+    .await;
+    let mut sampled = 0;
+    for round in 0..20 {
+        let trace = format!("{:016x}{:016x}", round + 1, 0);
+        for headers in [
+            vec![("traceparent", format!("00-{trace}-{PARENT_SPAN}-01"))],
+            // B3 without a decision: Weft's to make.
+            vec![("b3", format!("{trace}-{PARENT_SPAN}"))],
+        ] {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let seen = get_with(&weft, "/plain/chosen", &headers).await.json();
+            let (_, _, flags) = traceparent_parts(seen_header(&seen, "traceparent").expect("traceparent"));
+            sampled += usize::from(flags == "01");
+        }
+    }
+    assert_eq!(sampled, 0, "1% of 40 requests is none of them");
+}
+
 #[tokio::test]
 async fn b3_context_is_accepted_and_sent_on_as_traceparent() {
     let (otlp, _spans) = otlp_http().await;

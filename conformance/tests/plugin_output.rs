@@ -131,7 +131,7 @@ async fn hostile_metric_names_are_refused_and_metrics_stay_parseable() {
     assert_eq!(
         value(
             &samples,
-            "weft_filter_counter_total",
+            "weft_filter_events_total",
             &[("filter", FILTER), ("name", "ok_name")]
         ),
         Some(1.0)
@@ -193,6 +193,11 @@ async fn labelled_series_are_checked_escaped_and_bounded() {
         "operations;op=a;op=b",
         "operations;bad-name=a",
         "operations;a=1;b=2;c=3;d=4;e=5",
+        // promtool's lint refuses camelCase label names; upper case is refused with it.
+        "operations;operationName=x",
+        "operations;Op=x",
+        // The overflow series' own label.
+        "operations;overflow=true",
     ];
     let long_value = format!("operations;operation={}", "v".repeat(129));
     for spec in ok
@@ -208,7 +213,7 @@ async fn labelled_series_are_checked_escaped_and_bounded() {
     let series = |operation: &str| {
         value(
             &samples,
-            "weft_filter_counter_total",
+            "weft_filter_events_total",
             &[
                 ("filter", "caps"),
                 ("name", "operations"),
@@ -254,7 +259,7 @@ async fn labelled_series_are_checked_escaped_and_bounded() {
     let samples = scrape(&weft).await;
     let ops: Vec<&Value> = samples
         .iter()
-        .filter(|s| s["name"] == "weft_filter_counter_total" && s["labels"]["name"] == "ops")
+        .filter(|s| s["name"] == "weft_filter_events_total" && s["labels"]["name"] == "ops")
         .collect();
     // The earlier `operations` series count against the same bound.
     let own = 1024 - 2;
@@ -263,10 +268,83 @@ async fn labelled_series_are_checked_escaped_and_bounded() {
     assert_eq!(total, DISTINCT as f64);
     let overflow = value(
         &samples,
-        "weft_filter_counter_total",
-        &[("filter", "caps"), ("name", "ops"), ("operation", "__overflow__")],
+        "weft_filter_events_total",
+        &[("filter", "caps"), ("name", "ops"), ("overflow", "true")],
     );
     assert_eq!(overflow, Some((DISTINCT - own) as f64));
+}
+
+#[tokio::test]
+async fn past_the_series_bound_a_guest_varying_its_label_names_adds_one_series() {
+    let up = Upstream::echo("web").await;
+    let weft = Weft::start(&config("\"caps\"", "", "", &up)).await;
+    // Fills the filter's 1024 labelled series of each kind.
+    for i in 0..1024 {
+        let spec = format!("ops;operation=op{i}");
+        assert_eq!(
+            request(&weft, &[("x-cap-metric-labelled", spec.as_str())]).await.status,
+            200
+        );
+    }
+    // Then new label names each time, and new label sets in every shape: each would be a
+    // new series if the overflow one kept the guest's label names.
+    const HOSTILE: usize = 40;
+    for i in 0..HOSTILE {
+        let spec = match i % 4 {
+            0 => format!("ops;k{i}=v"),
+            1 => format!("ops;a{i}=v;b{i}=w"),
+            2 => format!("ops;operation=new{i};z{i}=v"),
+            _ => format!("ops;x{i}=1;y=2;w{i}=3"),
+        };
+        assert_eq!(
+            request(&weft, &[("x-cap-metric-labelled", spec.as_str())]).await.status,
+            200
+        );
+    }
+    let samples = scrape(&weft).await;
+    // Counters, whatever the family is called: the samples ending in `_total` of this name.
+    let ops: Vec<&Value> = samples
+        .iter()
+        .filter(|s| s["name"].as_str().is_some_and(|n| n.ends_with("_total")))
+        .filter(|s| s["labels"]["filter"] == "caps" && s["labels"]["name"] == "ops")
+        .collect();
+    assert_eq!(
+        ops.len(),
+        1024 + 1,
+        "the guest's series plus one overflow series: {ops:?}"
+    );
+    let total: f64 = ops.iter().map(|s| s["value"].as_f64().expect("value")).sum();
+    assert_eq!(total, (1024 + HOSTILE) as f64, "totals stay right");
+    let overflow: Vec<&&Value> = ops
+        .iter()
+        .filter(|s| !s["labels"]["operation"].as_str().is_some_and(|o| o.starts_with("op")))
+        .collect();
+    assert_eq!(overflow.len(), 1, "{overflow:?}");
+    let labels = overflow[0]["labels"].as_object().expect("labels");
+    let mut keys: Vec<&str> = labels.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["filter", "name", "overflow"], "one fixed label set: {labels:?}");
+    assert_eq!(overflow[0]["value"].as_f64(), Some(HOSTILE as f64));
+    // The gauges and histograms are bounded the same way.
+    for suffix in ["_count", ""] {
+        let kind: Vec<&Value> = samples
+            .iter()
+            .filter(|s| s["labels"]["filter"] == "caps" && s["labels"]["name"] == "ops")
+            .filter(|s| {
+                let name = s["name"].as_str().unwrap_or("");
+                !name.ends_with("_total")
+                    && !name.ends_with("_bucket")
+                    && !name.ends_with("_sum")
+                    && !name.ends_with("_created")
+                    && (if suffix.is_empty() {
+                        !name.ends_with("_count")
+                    } else {
+                        name.ends_with(suffix)
+                    })
+            })
+            .collect();
+        assert_eq!(kind.len(), 1024 + 1, "{suffix:?}: {kind:?}");
+    }
 }
 
 #[tokio::test]
@@ -317,7 +395,7 @@ async fn the_metric_name_bound_holds_across_concurrent_instances() {
     let samples = scrape(&weft).await;
     let counted = samples
         .iter()
-        .filter(|s| s["name"] == "weft_filter_counter_total" && s["labels"]["filter"] == "caps")
+        .filter(|s| s["name"] == "weft_filter_events_total" && s["labels"]["filter"] == "caps")
         .count();
     assert_eq!(counted, 64, "distinct counter names across all instances");
     let too_many = value(

@@ -101,11 +101,11 @@ async fn the_example_denies_stamps_and_counts(lang: Lang) {
     assert_eq!(ok.header("x-hello"), Some("world"));
     assert_eq!(ok.json()["uri"], "/public");
     assert_eq!(
-        counter(&weft, r#"weft_filter_counter_total{filter="f",name="requests"}"#).await,
+        counter(&weft, r#"weft_filter_events_total{filter="f",name="requests"}"#).await,
         2.0
     );
     assert_eq!(
-        counter(&weft, r#"weft_filter_counter_total{filter="f",name="denied"}"#).await,
+        counter(&weft, r#"weft_filter_events_total{filter="f",name="denied"}"#).await,
         1.0
     );
     // The default memory limit follows the interpreter's heap, not Rust's 16 MiB.
@@ -222,7 +222,7 @@ async fn the_sdk_reaches_every_host_interface(lang: Lang) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        counter(&weft, r#"weft_filter_counter_total{filter="f",name="logged"}"#).await,
+        counter(&weft, r#"weft_filter_events_total{filter="f",name="logged"}"#).await,
         1.0
     );
 }

@@ -132,7 +132,7 @@ async fn fixed_window_allows_exactly_the_limit_then_429_until_the_window_ends() 
     assert_eq!(again.status, 200);
     assert_eq!(rate_headers(&again).1, 4, "a fresh window (denials took nothing)");
     assert_eq!(
-        weft.metric(r#"weft_filter_counter_total{filter="rl",name="limited"}"#)
+        weft.metric(r#"weft_filter_events_total{filter="rl",name="limited"}"#)
             .await,
         2.0
     );

@@ -79,7 +79,7 @@ async fn the_example_filter_denies_stamps_and_counts() {
     assert_eq!(ok.header("x-hello"), Some("world"));
     assert_eq!(ok.json()["uri"], "/public");
     assert_eq!(
-        metric(&weft, r#"weft_filter_counter_total{filter="hello",name="requests"}"#).await,
+        metric(&weft, r#"weft_filter_events_total{filter="hello",name="requests"}"#).await,
         Some(2.0)
     );
 }

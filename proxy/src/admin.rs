@@ -180,7 +180,9 @@ fn api(state: &State, path: &str) -> Option<Value> {
         "/api/config" => json!({
             "version": runtime.version,
             "origin": runtime.source.origin,
-            "text": redacted(&runtime.source.text),
+            // URL passwords, secret-named values and credential headers masked, as config
+            // errors quote them (config::redact).
+            "text": crate::config::redact::text(&runtime.source.text),
         }),
         "/api/routes" => json!({ "version": runtime.version, "routes": runtime.view["routes"] }),
         "/api/clusters" => json!({ "version": runtime.version, "clusters": live_clusters(&runtime) }),
@@ -205,17 +207,6 @@ fn api(state: &State, path: &str) -> Option<Value> {
         "/api/reloads" => json!({ "reloads": state.recent_reloads() }),
         _ => return None,
     })
-}
-
-/// The config text with URL passwords and the values of secret-named keys masked, line
-/// by line (as config errors quote it).
-fn redacted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        out.push_str(&crate::config::redact::line(line));
-        out.push('\n');
-    }
-    out
 }
 
 fn json_text(value: &Value) -> String {

@@ -359,7 +359,10 @@ impl Source {
         let line_end = self.text[start..].find('\n').map_or(self.text.len(), |i| start + i);
         let line_no = self.text[..start].matches('\n').count() + 1;
         let col = self.text[line_start..start].chars().count() + 1;
-        let line = redact::line(&self.text[line_start..line_end]);
+        // The line as the whole text masks it: a credential's line may not name it (the
+        // `exact` of a `[[routes.match.headers]]` table whose `name` is on another line).
+        let masked = redact::text(&self.text);
+        let line = masked.split('\n').nth(line_no - 1).unwrap_or_default();
         let width = span.end.min(line_end).saturating_sub(start).max(1);
         let gutter = " ".repeat(line_no.to_string().len());
         let snippet = format!(
@@ -370,7 +373,7 @@ impl Source {
         ConfigError {
             origin: self.origin.clone(),
             position: Some((line_no, col)),
-            message: redact::urls(&message.into()).into_owned(),
+            message: redact::message(&self.text, &message.into()).into_owned(),
             snippet: Some(snippet),
         }
     }
@@ -380,7 +383,7 @@ impl Source {
         ConfigError {
             origin: self.origin.clone(),
             position: None,
-            message: redact::urls(&message.into()).into_owned(),
+            message: redact::message(&self.text, &message.into()).into_owned(),
             snippet: None,
         }
     }

@@ -189,7 +189,8 @@ pub struct Metrics {
     pub filter_errors: Family<FilterLabels, Counter>,
     /// Config and plugin reloads by outcome.
     pub reloads: Family<ReloadLabels, Counter>,
-    /// Metrics defined by Wasm filters through the host's metrics interface.
+    /// Metrics defined by Wasm filters through the host's metrics interface:
+    /// `weft_filter_events_total`, `weft_filter_value`, `weft_filter_observations`.
     pub guest_counters: Family<GuestLabels, Counter>,
     pub guest_gauges: Family<GuestLabels, Gauge>,
     pub guest_histograms: Family<GuestLabels, Histogram, fn() -> Histogram>,
@@ -261,15 +262,21 @@ impl Default for Metrics {
             filter_errors.clone(),
         );
         registry.register("reloads", "Config and plugin reloads", reloads.clone());
+        // No type in these names (`filter_counter`…): promtool's lint refuses them, and the
+        // guest's own name is the `name` label, so one family per kind is enough.
         registry.register(
-            "filter_counter",
-            "Counters defined by Wasm filters",
+            "filter_events",
+            "What Wasm filters count (metrics.counter-add), by filter and name",
             guest_counters.clone(),
         );
-        registry.register("filter_gauge", "Gauges defined by Wasm filters", guest_gauges.clone());
         registry.register(
-            "filter_histogram",
-            "Histograms defined by Wasm filters",
+            "filter_value",
+            "What Wasm filters set (metrics.gauge-set), by filter and name",
+            guest_gauges.clone(),
+        );
+        registry.register(
+            "filter_observations",
+            "What Wasm filters observe (metrics.histogram-observe), by filter and name",
             guest_histograms.clone(),
         );
         let kv_errors = Family::<KvLabels, Counter>::default();

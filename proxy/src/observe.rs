@@ -161,7 +161,10 @@ impl Observer {
         }
         let active = self.active.load_full();
         let logged = active.log.as_ref().is_some_and(|log| log.sampled.take());
-        let trace = active.tracing.as_ref().map(|(_, t)| t.begin(&head.headers));
+        let trace = active
+            .tracing
+            .as_ref()
+            .map(|(_, t)| t.begin(&conn.listener, &head.headers));
         if !logged && trace.is_none() {
             return Recorder(None);
         }
@@ -210,7 +213,7 @@ fn authority(head: &request::Parts) -> String {
 }
 
 /// Which requests `sample` lets through: exactly that fraction, spread evenly, with no
-/// random numbers on the request path.
+/// random numbers on the request path (and nothing a client sends to steer it).
 struct Sampling {
     every: f64,
     seen: AtomicU64,

@@ -14,7 +14,7 @@
 
 use crate::bindings::weft::filter::metrics as wit;
 
-/// Adds `delta` to a counter (`weft_filter_counter_total`).
+/// Adds `delta` to a counter (`weft_filter_events_total`).
 ///
 /// ```no_run
 /// weft_sdk::metrics::counter_add("denied", 1);
@@ -23,7 +23,7 @@ pub fn counter_add(name: &str, delta: u64) {
     wit::counter_add(name, delta)
 }
 
-/// Sets a gauge (`weft_filter_gauge`).
+/// Sets a gauge (`weft_filter_value`).
 ///
 /// ```no_run
 /// weft_sdk::metrics::gauge_set("cache_entries", 42);
@@ -32,7 +32,7 @@ pub fn gauge_set(name: &str, value: i64) {
     wit::gauge_set(name, value)
 }
 
-/// Records a value in a histogram (`weft_filter_histogram`); buckets run from 0.001 up,
+/// Records a value in a histogram (`weft_filter_observations`); buckets run from 0.001 up,
 /// doubling, so seconds are a good unit.
 ///
 /// ```no_run
@@ -43,15 +43,16 @@ pub fn histogram_observe(name: &str, value: f64) {
 }
 
 /// Adds `delta` to one labelled series of a counter, e.g.
-/// `weft_filter_counter_total{filter, name="operations", operation="GetUser", type="query"}`
+/// `weft_filter_events_total{filter, name="operations", operation="GetUser", type="query"}`
 /// (since `weft:filter` 0.2.1).
 ///
-/// At most 4 labels, named `[a-zA-Z_][a-zA-Z0-9_]*` (not `filter`, `name`, `le`,
+/// At most 4 labels, named `[a-z_][a-z0-9_]*` (not `filter`, `name`, `overflow`, `le`,
 /// `quantile` or `__*`), values of at most 128 bytes; a call with other labels is ignored
-/// and counted as `reason="invalid_label"`. A filter holds at most 1024 labelled series
-/// per kind: past that, new series are recorded with every label value `__overflow__`
-/// (`reason="overflow"`), so label by values from requests (an operation name) only when
-/// a few hundred of them cover the traffic.
+/// and counted as `reason="invalid_label"`. Labels in any order are one series. A filter
+/// holds at most 1024 labelled series per kind: past that, new series are recorded in the
+/// name's one `{filter, name, overflow="true"}` series (`reason="overflow"`), so label by
+/// values from requests (an operation name) only when a few hundred of them cover the
+/// traffic.
 ///
 /// ```no_run
 /// weft_sdk::metrics::counter_add_labelled("operations", &[("operation", "GetUser"), ("type", "query")], 1);

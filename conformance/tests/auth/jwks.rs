@@ -83,7 +83,7 @@ async fn jwt_fetches_caches_and_rotates_a_jwks() {
         "ES256 key from the JWKS"
     );
     assert_eq!(idp.hits(), 1, "the JWKS is fetched once and cached");
-    let cache_hits = r#"weft_filter_counter_total{filter="jwt",name="token_cache_hits"}"#;
+    let cache_hits = r#"weft_filter_events_total{filter="jwt",name="token_cache_hits"}"#;
     assert!(
         weft.metric(cache_hits).await >= 2.0,
         "k1 is served from the token cache"

@@ -388,7 +388,7 @@ async fn jwt_caches_a_reused_token_until_it_expires_and_per_filter_policy() {
         let weft = &weft;
         async move {
             weft.metric(&format!(
-                r#"weft_filter_counter_total{{filter="{f}",name="token_cache_hits"}}"#
+                r#"weft_filter_events_total{{filter="{f}",name="token_cache_hits"}}"#
             ))
             .await
         }

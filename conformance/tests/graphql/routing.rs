@@ -134,7 +134,7 @@ async fn a_failing_cluster_nulls_its_fields_with_an_error() {
     assert_eq!(body["data"], Value::Null, "{body}");
     assert_eq!(body["errors"][0]["path"], json!(["downNonNull"]));
     // Counted: the two failed calls, and operations by type.
-    let counter = |name: &str| format!("weft_filter_counter_total{{filter=\"gql\",name=\"{name}\"}}");
+    let counter = |name: &str| format!("weft_filter_events_total{{filter=\"gql\",name=\"{name}\"}}");
     assert_eq!(env.weft.metric(&counter("subrequest_errors")).await, 2.0);
     assert_eq!(env.weft.metric(&counter("operations_query")).await, 2.0);
     // An upstream field error keeps its path, loses the upstream's locations.
@@ -223,7 +223,7 @@ async fn operations_are_counted_timed_and_refused_by_name() {
 
     let text = env.weft.admin("GET", "/metrics").await.1;
     let series =
-        |name: &str, labels: &str| format!("weft_filter_counter_total{{filter=\"limited\",name=\"{name}\",{labels}}} ");
+        |name: &str, labels: &str| format!("weft_filter_events_total{{filter=\"limited\",name=\"{name}\",{labels}}} ");
     let value = |series: String| {
         text.lines().find_map(|l| {
             l.strip_prefix(series.as_str())
@@ -241,11 +241,12 @@ async fn operations_are_counted_timed_and_refused_by_name() {
     assert_eq!(
         value(series(
             "operation_errors",
-            "operation=\"TooWide\",type=\"query\",code=\"MAX_ROOT_FIELDS_LIMIT\""
+            // Labels are sorted by name in the exposition, whatever order the filter gave.
+            "code=\"MAX_ROOT_FIELDS_LIMIT\",operation=\"TooWide\",type=\"query\""
         )),
         Some(1.0)
     );
-    let timed = "weft_filter_histogram_count{filter=\"limited\",name=\"operation_seconds\",operation=\"Users\",type=\"query\"} ";
+    let timed = "weft_filter_observations_count{filter=\"limited\",name=\"operation_seconds\",operation=\"Users\",type=\"query\"} ";
     assert_eq!(
         text.lines().find_map(|l| l.strip_prefix(timed)).map(str::trim),
         Some("2"),

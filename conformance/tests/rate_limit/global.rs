@@ -200,7 +200,7 @@ filters = ["rl-closed"]
 
     let kv_errors = weft.metric(r#"weft_kv_errors_total{backend="redis"}"#).await;
     assert!(kv_errors >= 2.0, "host counts store errors: {kv_errors}");
-    let series = |f: &str| format!(r#"weft_filter_counter_total{{filter="{f}",name="store_errors"}}"#);
+    let series = |f: &str| format!(r#"weft_filter_events_total{{filter="{f}",name="store_errors"}}"#);
     assert_eq!(weft.metric(&series("rl-open")).await, 1.0);
     assert_eq!(weft.metric(&series("rl-closed")).await, 1.0);
     assert!(

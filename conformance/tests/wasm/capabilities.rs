@@ -198,15 +198,15 @@ async fn metrics_and_logs_reach_the_host() {
         assert!(is_continue(&decision));
     }
     assert_eq!(
-        sample(r#"weft_filter_counter_total{filter="cap-metrics",name="seen"}"#),
+        sample(r#"weft_filter_events_total{filter="cap-metrics",name="seen"}"#),
         Some(3.0)
     );
     assert_eq!(
-        sample(r#"weft_filter_gauge{filter="cap-metrics",name="seen"}"#),
+        sample(r#"weft_filter_value{filter="cap-metrics",name="seen"}"#),
         Some(7.0)
     );
     assert_eq!(
-        sample(r#"weft_filter_histogram_count{filter="cap-metrics",name="seen"}"#),
+        sample(r#"weft_filter_observations_count{filter="cap-metrics",name="seen"}"#),
         Some(3.0)
     );
 }

@@ -45,11 +45,11 @@ async fn hello_filter_denies_its_prefix_stamps_responses_and_counts() {
     );
 
     assert_eq!(
-        sample(r#"weft_filter_counter_total{filter="hello",name="requests"}"#),
+        sample(r#"weft_filter_events_total{filter="hello",name="requests"}"#),
         Some(2.0)
     );
     assert_eq!(
-        sample(r#"weft_filter_counter_total{filter="hello",name="denied"}"#),
+        sample(r#"weft_filter_events_total{filter="hello",name="denied"}"#),
         Some(1.0)
     );
 }

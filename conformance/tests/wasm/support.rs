@@ -144,7 +144,7 @@ pub async fn responded(d: Result<Decision, FilterError>) -> (u16, String) {
 }
 
 /// The value of a sample in the Prometheus exposition, e.g.
-/// `weft_filter_counter_total{filter="x",name="y"}`.
+/// `weft_filter_events_total{filter="x",name="y"}`.
 pub fn sample(series: &str) -> Option<f64> {
     metrics()
         .encode()

@@ -1,7 +1,7 @@
 //! The filter to copy when you start your own. It
 //! - answers 403 to requests whose path starts with `deny_prefix`,
 //! - adds a header to every response,
-//! - counts requests and denials in metrics (`weft_filter_counter_total{filter, name}`).
+//! - counts requests and denials in metrics (`weft_filter_events_total{filter, name}`).
 //!
 //! Config (the `config` table of its `[[filters]]` entry):
 //! ```toml

@@ -35,9 +35,17 @@ pub struct TracingConfig {
     #[serde(default)]
     pub protocol: OtlpProtocol,
     /// The fraction of new traces recorded, 0.0 to 1.0; a request whose `traceparent`
-    /// says sampled (or not) follows its parent.
+    /// says sampled (or not) follows its parent, within `client_sampled`.
     #[serde(default = "defaults::one")]
     pub sample: f64,
+    /// Requests a second, process-wide, whose client's "sampled" decision is followed
+    /// (in bursts of as many); past it `sample` decides. 0: never followed.
+    #[serde(default = "defaults::client_sampled")]
+    pub client_sampled: u32,
+    /// Listeners on which `sample` alone decides: the client's decision, sampled or not,
+    /// is ignored (the trace id is kept).
+    #[serde(default)]
+    pub ignore_client_sampled: Vec<String>,
     /// The `service.name` resource attribute.
     #[serde(default = "defaults::service_name")]
     pub service_name: String,
@@ -117,6 +125,11 @@ mod defaults {
     pub fn one() -> f64 {
         1.0
     }
+    /// Enough for the traces a caller sampled at a low rate, or a developer forcing a few;
+    /// a bound on what a client can make every request cost.
+    pub fn client_sampled() -> u32 {
+        100
+    }
     pub fn buffer() -> usize {
         8192
     }
@@ -142,6 +155,14 @@ pub(super) fn check(config: &super::Config) -> Result<(), super::ConfigError> {
     }
     if let Some(tracing) = &config.tracing {
         tracing.get_ref().check().map_err(|e| src.error_at(tracing.span(), e))?;
+        for name in &tracing.get_ref().ignore_client_sampled {
+            if !config.listeners.iter().any(|l| l.get_ref().name == *name) {
+                return Err(src.error_at(
+                    tracing.span(),
+                    format!("[tracing] ignore_client_sampled: unknown listener {name:?}"),
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -184,6 +205,12 @@ access_log = false
         let tracing = config.tracing.expect("on");
         assert_eq!(tracing.get_ref().protocol, super::OtlpProtocol::Http);
         assert_eq!(tracing.get_ref().service_name, "weft");
+        assert_eq!(
+            tracing.get_ref().client_sampled,
+            100,
+            "clients' decisions followed, within a bound"
+        );
+        assert!(tracing.get_ref().ignore_client_sampled.is_empty());
     }
 
     #[test]
@@ -211,5 +238,9 @@ access_log = false
         assert!(e.message.contains("[tracing] sample"), "{e}");
         let e = error("[tracing]\nendpoint = \"http://127.0.0.1:4317\"\ninterval = \"soon\"");
         assert!(e.message.contains("invalid duration"), "{e}");
+        let e = error("[tracing]\nendpoint = \"http://127.0.0.1:4317\"\nignore_client_sampled = [\"nope\"]");
+        assert!(e.message.contains("unknown listener \"nope\""), "{e}");
+        let e = error("[tracing]\nendpoint = \"http://127.0.0.1:4317\"\nclient_sampled = -1");
+        assert_eq!(e.position.map(|p| p.0), Some(3), "{e}");
     }
 }

@@ -8,12 +8,22 @@
 //! one accepts ids shorter than the spec's fixed widths and signs in numbers, and a
 //! header from a client is hostile until proven otherwise. Anything malformed,
 //! oversized or duplicated is ignored and a new trace starts.
+//!
+//! A client's own "sampled" decision (`traceparent …-01`, `x-b3-sampled: 1`,
+//! `x-b3-flags: 1`, `b3: …-1`/`-d`) would otherwise let any client buy every request the
+//! full price of tracing (spans built, queued, exported) whatever `sample` says. So it is
+//! followed for at most `client_sampled` requests a second, process-wide ([`Budget`]);
+//! past that, and on the listeners of `ignore_client_sampled` always, `sample` decides,
+//! keeping the trace id. A client's "not sampled" costs nothing and is followed, except
+//! on those listeners. Where Weft decides for a trace id the client chose, it decides by
+//! count (exactly `sample` of those requests), not by the id: the SDK's ratio sampler
+//! passes every id whose low 64 bits are small, which a client can choose.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
@@ -26,8 +36,8 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, ShouldSample, SpanData,
-    SpanExporter, SpanProcessor,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
+    SpanProcessor,
 };
 use prometheus_client::metrics::counter::Counter;
 
@@ -48,8 +58,60 @@ const MAX_TRACESTATE: usize = 512;
 pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
-    /// For B3 parents that leave the decision to us.
-    sampler: Sampler,
+    /// `sample` for the trace ids a client chose (B3 parents that leave the decision to
+    /// us, and clients' decisions not followed): by count, not by id, since a client
+    /// choosing an id whose low bits are zero would pass any ratio by id.
+    chosen: super::Sampling,
+    /// How many clients' "sampled" decisions are followed.
+    client_sampled: Budget,
+    /// Listeners whose clients' decisions are never followed.
+    ignore_client_sampled: Box<[Box<str>]>,
+}
+
+/// At most `rate` a second, in bursts of at most `rate`: the generic cell rate algorithm,
+/// one atomic compare-and-swap per request that asks, no lock and no timer.
+struct Budget {
+    /// Nanoseconds one take is worth; `None` when the rate is zero (nothing is taken).
+    interval: Option<u64>,
+    start: Instant,
+    /// The theoretical arrival time of the next take, in nanoseconds since `start`.
+    next: AtomicU64,
+}
+
+/// The burst a [`Budget`] allows, as time: one second's worth of takes.
+const BURST_NANOS: u64 = 1_000_000_000;
+
+impl Budget {
+    fn new(rate: u32) -> Budget {
+        Budget {
+            interval: (rate > 0).then(|| BURST_NANOS / u64::from(rate)),
+            start: Instant::now(),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn take(&self) -> bool {
+        let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.take_at(now)
+    }
+
+    fn take_at(&self, now: u64) -> bool {
+        let Some(interval) = self.interval else { return false };
+        let mut next = self.next.load(Ordering::Relaxed);
+        loop {
+            let after = next.max(now).saturating_add(interval);
+            if after - now > BURST_NANOS {
+                return false;
+            }
+            match self
+                .next
+                .compare_exchange_weak(next, after, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(current) => next = current,
+            }
+        }
+    }
 }
 
 impl Tracing {
@@ -104,26 +166,28 @@ impl Tracing {
         Ok(Tracing {
             provider,
             tracer,
-            sampler: Sampler::TraceIdRatioBased(config.sample),
+            chosen: super::Sampling::new(config.sample),
+            client_sampled: Budget::new(config.client_sampled),
+            ignore_client_sampled: config.ignore_client_sampled.iter().map(|l| l.as_str().into()).collect(),
         })
     }
 
     /// Starts the request's server span, as a child of the context the request carries.
-    pub fn begin(&self, headers: &HeaderMap) -> Trace {
+    /// The client's sampling decision is followed as the module doc says.
+    pub fn begin(&self, listener: &str, headers: &HeaderMap) -> Trace {
         let parent = match incoming(headers) {
-            Some((context, Decided::Yes)) => Context::new().with_remote_span_context(context),
-            Some((context, Decided::Deferred)) => {
-                let decision = self
-                    .sampler
-                    .should_sample(None, context.trace_id(), "", &SpanKind::Server, &[], &[]);
-                let sampled = matches!(
-                    decision.decision,
-                    opentelemetry_sdk::trace::SamplingDecision::RecordAndSample
-                );
+            // The budget is asked last: an ignored listener's requests do not spend it.
+            Some((context, Decided::Yes))
+                if !self.ignore_client_sampled.iter().any(|l| **l == *listener)
+                    && (!context.is_sampled() || self.client_sampled.take()) =>
+            {
+                Context::new().with_remote_span_context(context)
+            }
+            Some((context, _)) => {
                 let context = SpanContext::new(
                     context.trace_id(),
                     context.span_id(),
-                    TraceFlags::default().with_sampled(sampled),
+                    TraceFlags::default().with_sampled(self.chosen.take()),
                     true,
                     context.trace_state().clone(),
                 );
@@ -646,6 +710,23 @@ mod tests {
         let (context, _) =
             incoming(&headers(&[("traceparent", GOOD), ("tracestate", "a=1 , t@v-1=x y")])).expect("parent");
         assert_eq!(context.trace_state().header(), "a=1,t@v-1=x y");
+    }
+
+    #[test]
+    fn the_client_sampled_budget_allows_its_rate_in_bursts_of_one_second() {
+        let budget = Budget::new(4);
+        let second = BURST_NANOS;
+        assert_eq!((0..10).filter(|_| budget.take_at(0)).count(), 4, "a burst of the rate");
+        assert!(!budget.take_at(second / 8), "nothing back an eighth of a second later");
+        assert!(budget.take_at(second / 4), "one back a quarter of a second later");
+        assert!(!budget.take_at(second / 4));
+        // After a quiet while, a full burst again, and no more.
+        assert_eq!((0..10).filter(|_| budget.take_at(10 * second)).count(), 4);
+        // Over any stretch of time, at most the burst plus the rate times its length.
+        let budget = Budget::new(100);
+        let taken = (0..100_000u64).filter(|i| budget.take_at(i * 50_000)).count();
+        assert!((100..=100 + 500 + 1).contains(&taken), "{taken} in 5 s");
+        assert!(!Budget::new(0).take_at(0), "a rate of zero follows no client");
     }
 
     #[test]

@@ -6,11 +6,14 @@
 //! shared by all the filter's instances for the life of its config version: each name is
 //! a time series in the exposition, so neither a guest building names from request data
 //! nor a large instance pool may grow it without end. Labelled series have a bound of
-//! their own ([`MAX_SERIES`]); past it a new series is folded into one whose label values
-//! are all `__overflow__`, so that a guest labelling by request data (a GraphQL operation
-//! name) keeps its totals right while the exposition stays bounded. Refused names and
-//! labels, and folded series, are counted in `weft_filter_metric_rejected_total{filter,
-//! reason}` and logged at most now and then.
+//! their own ([`MAX_SERIES`]); past it a new series is folded into the name's one overflow
+//! series, `{filter, name, overflow="true"}`, so that a guest labelling by request data (a
+//! GraphQL operation name) keeps its totals right while the exposition stays bounded. The
+//! overflow series keeps none of the guest's label names: were it to, a guest varying
+//! its label names would add a series per call past the bound. Labels are sorted by name,
+//! so one label set given in two orders is one series, not a duplicate sample that
+//! Prometheus would drop. Refused names and labels, and folded series, are counted in
+//! `weft_filter_metric_rejected_total{filter, reason}` and logged at most now and then.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -38,8 +41,8 @@ pub(crate) const MAX_SERIES: usize = 1024;
 pub(crate) const MAX_LABELS: usize = 4;
 pub(crate) const MAX_LABEL_VALUE_LEN: usize = 128;
 
-/// The value every label of a folded series has.
-pub(crate) const OVERFLOW: &str = "__overflow__";
+/// The one label of a folded series (beside `filter` and `name`), with its value.
+pub(crate) const OVERFLOW: (&str, &str) = ("overflow", "true");
 
 /// Why a name was refused; the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,10 +53,10 @@ pub(crate) enum Rejection {
     /// The filter already uses [`MAX_NAMES`] other names of this kind.
     TooMany,
     /// A labelled call's labels: more than [`MAX_LABELS`], a name outside
-    /// `[a-zA-Z_][a-zA-Z0-9_]*`, reserved or repeated, or a value over [`MAX_LABEL_VALUE_LEN`].
+    /// `[a-z_][a-z0-9_]*`, reserved or repeated, or a value over [`MAX_LABEL_VALUE_LEN`].
     InvalidLabel,
     /// Not refused: the filter holds [`MAX_SERIES`] labelled series of this kind, so the
-    /// value went to the series with every label value [`OVERFLOW`].
+    /// value went to the name's [`OVERFLOW`] series.
     Overflow,
 }
 
@@ -99,16 +102,21 @@ pub(crate) fn check_name(name: &str) -> Result<(), Rejection> {
 }
 
 /// Checks a labelled call's labels: see [`Rejection::InvalidLabel`]. `filter` and `name`
-/// are the series' own labels, `le` and `quantile` the exposition's, `__*` Prometheus's.
+/// are the series' own labels, `overflow` the folded series', `le` and `quantile` the
+/// exposition's, `__*` Prometheus's. Names are lower case: promtool's lint refuses a
+/// camelCase label name, and `Op` beside `op` would read as one label and be two.
 pub(crate) fn check_labels(labels: &[(String, String)]) -> Result<(), Rejection> {
     if labels.len() > MAX_LABELS {
         return Err(Rejection::InvalidLabel);
     }
     for (i, (key, value)) in labels.iter().enumerate() {
         let bytes = key.as_bytes();
-        let grammar = bytes.first().is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
-            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
-        let reserved = key.starts_with("__") || matches!(key.as_str(), "filter" | "name" | "le" | "quantile");
+        let grammar = bytes.first().is_some_and(|b| b.is_ascii_lowercase() || *b == b'_')
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
+        let reserved =
+            key.starts_with("__") || matches!(key.as_str(), "filter" | "name" | "le" | "quantile") || key == OVERFLOW.0;
         let repeated = labels[..i].iter().any(|(k, _)| k == key);
         if !grammar || reserved || repeated || key.len() > MAX_NAME_LEN || value.len() > MAX_LABEL_VALUE_LEN {
             return Err(Rejection::InvalidLabel);
@@ -233,10 +241,10 @@ impl MetricNames {
                 reason = reason.label(),
                 "filter metric refused or folded: names match [a-zA-Z_:][a-zA-Z0-9_:]*, are at most \
                  {MAX_NAME_LEN} bytes, and a filter uses at most {MAX_NAMES} per kind; at most \
-                 {MAX_LABELS} labels named [a-zA-Z_][a-zA-Z0-9_]* with values of at most \
+                 {MAX_LABELS} labels named [a-z_][a-z0-9_]* with values of at most \
                  {MAX_LABEL_VALUE_LEN} bytes; past {MAX_SERIES} labelled series per kind, new ones \
-                 go to the {OVERFLOW} series (counted in weft_filter_metric_rejected_total; \
-                 logged at most every {WARN_EVERY:?})"
+                 go to the name's overflow=\"true\" series (counted in \
+                 weft_filter_metric_rejected_total; logged at most every {WARN_EVERY:?})"
             );
         }
     }
@@ -297,14 +305,20 @@ fn resolve<'a, M>(
 }
 
 /// [`resolve`] for a labelled series: the name is admitted as for an unlabelled call, the
-/// labels are checked, and the series is the guest's own or the filter's overflow one.
+/// labels are sorted by name and checked, and the series is the guest's own or the name's
+/// overflow one.
 fn resolve_labelled<'a, M>(
     cache: &'a mut HashMap<SeriesKey, M>,
-    key: SeriesKey,
+    mut key: SeriesKey,
     kind: Kind,
     state: &super::state::FilterShared,
     make: impl FnOnce(&GuestLabels) -> M,
 ) -> Option<&'a M> {
+    // Sorted in place (no allocation), and only a list short enough to be admitted: the
+    // cache, the filter-wide bound and the exposition then see one order.
+    if key.1.len() <= MAX_LABELS {
+        key.1.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    }
     if cache.len() >= MAX_CACHED_SERIES && !cache.contains_key(&key) {
         cache.clear();
     }
@@ -323,10 +337,14 @@ fn resolve_labelled<'a, M>(
             let series = GuestLabels {
                 filter: (*state.name).into(),
                 name: name.as_str().into(),
-                labels: labels
-                    .iter()
-                    .map(|(k, v)| (k.as_str().into(), if own { v.as_str() } else { OVERFLOW }.into()))
-                    .collect(),
+                labels: if own {
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                        .collect()
+                } else {
+                    Box::new([(OVERFLOW.0.into(), OVERFLOW.1.into())])
+                },
             };
             Some(miss.insert(make(&series)))
         }
@@ -480,6 +498,9 @@ mod tests {
             labels(&[("op", "a"), ("op", "b")]),
             labels(&[("1st", "a")]),
             labels(&[("has:colon", "a")]),
+            labels(&[("operationName", "a")]),
+            labels(&[("Op", "a")]),
+            labels(&[("overflow", "true")]),
             labels(&[("", "a")]),
             labels(&[("op", long.as_str())]),
         ] {
@@ -524,7 +545,7 @@ mod tests {
             .inc();
         let text = metrics.encode();
         assert!(
-            text.contains(r#"weft_filter_counter_total{filter="f",name="ops",op="a\"} 1\nforged{x=\""} 1"#),
+            text.contains(r#"weft_filter_events_total{filter="f",name="ops",op="a\"} 1\nforged{x=\""} 1"#),
             "{text}"
         );
     }

@@ -1,7 +1,7 @@
 //! {{name}}: a Weft filter. It
 //! - answers 403 to requests whose path starts with `deny_prefix`,
 //! - adds a header to every response,
-//! - counts requests in a metric (`weft_filter_counter_total{filter, name}`).
+//! - counts requests in a metric (`weft_filter_events_total{filter, name}`).
 //!
 //! `CASES.toml` says what it must do; `./build` builds it and checks those cases.
 
