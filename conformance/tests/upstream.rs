@@ -1060,7 +1060,7 @@ async fn max_pending_requests_bounds_the_connections_being_opened() {
     assert!(started.elapsed() < Duration::from_millis(1000), "refused at once");
     assert_eq!(
         first.await.expect("first"),
-        502,
+        503,
         "the first gives up at its connect_timeout"
     );
     assert_eq!(
@@ -1097,4 +1097,124 @@ async fn max_retries_bounds_the_retries_in_flight() {
             .await,
         1.0
     );
+}
+
+/// Sends `head`, then `pieces` of its body `gap` apart, and reads the answer to the end
+/// (the request says `Connection: close`).
+async fn paced_upload(weft: &Weft, head: &str, pieces: &[&str], gap: Duration) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(weft.addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("head");
+    for piece in pieces {
+        tokio::time::sleep(gap).await;
+        if stream.write_all(piece.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    raw::read_to_close(&mut stream, Duration::from_secs(20)).await.0
+}
+
+#[tokio::test]
+async fn the_route_timeout_starts_when_the_request_is_complete() {
+    let up = Named::start("up").await;
+    let clusters = cluster_block("up", &format!("[\"{}\"]", up.addr()), "");
+    let weft = Weft::start(&config(&clusters, &route_block("/", "up", "timeout = \"1s\""))).await;
+    // A legitimate upload that takes 2 s, twice the route's timeout: the timeout is the
+    // upstream's time to answer, which starts when the request is complete.
+    let head = "POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 20\r\n\r\n";
+    let pieces = ["aaaaa", "bbbbb", "ccccc", "ddddd"];
+    let raw = paced_upload(&weft, head, &pieces, Duration::from_millis(500)).await;
+    assert_eq!(raw::status(&raw), Some(200), "{raw}");
+    assert_eq!(up.seen.lock().expect("log")[0].1, "aaaaabbbbbcccccddddd");
+}
+
+#[tokio::test]
+async fn stalled_uploads_are_the_clients_fault_not_the_endpoints() {
+    let up = Named::start("up").await;
+    let clusters = cluster_block(
+        "up",
+        &format!("[\"{}\"]", up.addr()),
+        "[clusters.outlier_detection]\nconsecutive_failures = 3",
+    );
+    let config = config(&clusters, &route_block("/", "up", "timeout = \"300ms\"")).replace(
+        "address = \"{listen}\"\n",
+        "address = \"{listen}\"\n[listeners.timeouts]\nbody_idle = \"1s\"\n",
+    );
+    let weft = Weft::start(&config).await;
+    // Eight uploads that stop halfway: each is the client's timeout (408), none the
+    // upstream's (504), and the endpoint stays in.
+    let head = "POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\n";
+    let stalled: Vec<_> = (0..8)
+        .map(|_| {
+            let weft = &weft;
+            async move { paced_upload(weft, head, &["half"], Duration::ZERO).await }
+        })
+        .collect();
+    for raw in futures_util::future::join_all(stalled).await {
+        assert_eq!(raw::status(&raw), Some(408), "{raw}");
+    }
+    let endpoint = format!("{{cluster=\"up\",endpoint=\"{}\"}}", up.addr());
+    assert_eq!(
+        weft.metric(&format!("weft_upstream_failures_total{endpoint}")).await,
+        0.0
+    );
+    assert_eq!(
+        weft.metric(&format!("weft_upstream_ejections_total{endpoint}")).await,
+        0.0
+    );
+    assert_eq!(
+        weft.metric("weft_downstream_refused_total{listener=\"main\",reason=\"body_timeout\"}")
+            .await,
+        8.0
+    );
+    assert_eq!(get(&weft.url("/")).await.status, 200);
+}
+
+#[tokio::test]
+async fn http2_upstreams_get_the_requests_host_as_authority() {
+    let up = Upstream::echo("h2").await;
+    let clusters = cluster_block("h2", &format!("[\"{}\"]", up.addr), "protocol = \"http2\"");
+    let routes = route_block("/rewritten", "h2", "host_rewrite = \"internal.example\"") + &route_block("/", "h2", "");
+    let weft = Weft::start(&config(&clusters, &routes)).await;
+    for (path, expected) in [("/plain", "api.example.com"), ("/rewritten", "internal.example")] {
+        for h2 in [false, true] {
+            let reply = get_as_host(weft.addr, "api.example.com", path, h2).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            let echo = reply.json();
+            let seen: http::Uri = echo["uri"].as_str().expect("uri").parse().expect("a URI");
+            assert_eq!(seen.authority().map(|a| a.as_str()), Some(expected), "h2 {h2}: {echo}");
+            assert_eq!(seen_header(&echo, "host"), None, "a Host beside :authority: {echo}");
+        }
+    }
+}
+
+/// `GET path` for `host`, sent to `addr`: over HTTP/1.1 with `Host: host`, or over h2c
+/// with `:authority: host`.
+async fn get_as_host(addr: SocketAddr, host: &str, path: &str, h2: bool) -> Reply {
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    let resp = if h2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let req = Request::get(format!("http://{host}{path}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        sender.send_request(req).await.expect("response")
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.expect("handshake");
+        tokio::spawn(conn);
+        let req = Request::get(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        sender.send_request(req).await.expect("response")
+    };
+    let (head, body) = resp.into_parts();
+    Reply {
+        status: head.status.as_u16(),
+        headers: head.headers,
+        body: body.collect().await.expect("body").to_bytes(),
+        version: head.version,
+    }
 }

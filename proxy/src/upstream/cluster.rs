@@ -19,9 +19,10 @@ use rustls::pki_types::ServerName;
 
 use super::balancer::{Balancer, InFlight, Latency, Member, hash};
 use super::health::{self, EndpointHealth, Outlier};
-use super::pool::{ConnLimits, Connector, EndpointPool, PoolError, PooledBody};
+use super::pool::{ConnLimits, Connector, EndpointPool, PoolError, PooledBody, Replays};
 use super::resolve::{self, Targets};
 use super::retry::{self, RetryPolicy};
+use super::wait::{self, SetBy, Wait};
 use crate::body::Body;
 use crate::config::{ClusterConfig, ConfigError, LbPolicy, Source, UpstreamProtocol};
 use crate::metrics::{ClusterCounters, EndpointCounters, Metrics};
@@ -101,9 +102,17 @@ pub enum UpstreamError {
     #[error("cannot connect to {endpoint}: {reason}")]
     Connect { endpoint: SocketAddr, reason: String },
     #[error("exchange with {endpoint} failed: {reason}")]
-    Exchange { endpoint: SocketAddr, reason: String },
+    Exchange {
+        endpoint: SocketAddr,
+        reason: String,
+        cause: Broken,
+    },
     #[error("no response head from {endpoint} within {timeout:?}")]
     Timeout { endpoint: SocketAddr, timeout: Duration },
+    /// The client's own deadline (a gRPC call's `grpc-timeout`) passed: its doing, not the
+    /// endpoint's failure.
+    #[error("the client's deadline of {deadline:?} passed before {endpoint} answered")]
+    Deadline { endpoint: SocketAddr, deadline: Duration },
     #[error("the request cannot be sent upstream: {0}")]
     BadRequest(String),
     /// The exchange failed because the client's body did (too large, too slow, malformed).
@@ -112,6 +121,15 @@ pub enum UpstreamError {
     /// The cluster's circuit breaker is open; names the limit.
     #[error("cluster {cluster:?} is at its {limit} limit")]
     Overloaded { cluster: Arc<str>, limit: &'static str },
+}
+
+/// How an exchange broke: what the client is told (503 or 502) depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// Reset or closed before a response head: the upstream is unavailable.
+    Reset,
+    /// A response that is not valid HTTP.
+    Malformed,
 }
 
 const LIMITS: [&str; 3] = ["max_connections", "max_pending_requests", "max_requests"];
@@ -315,8 +333,9 @@ impl Cluster {
         }
     }
 
-    /// Sends `req` to an endpoint and waits at most `timeout` for the response head (all
-    /// tries together). `client` is the downstream address, for `hash_on.client_address`.
+    /// Sends `req` to an endpoint and waits at most `wait` for the response head (all
+    /// tries together; a bare `Duration` is a route's timeout). `client` is the downstream
+    /// address, for `hash_on.client_address`.
     ///
     /// Not an `async fn`: without a guard the endpoint is picked here and the one try's
     /// future is returned as it is, so a request's future carries no wrapper around it
@@ -324,9 +343,10 @@ impl Cluster {
     pub fn send(
         &self,
         req: Request<Body>,
-        timeout: Duration,
+        wait: impl Into<Wait>,
         client: Option<IpAddr>,
     ) -> impl Future<Output = Result<Response<PooledBody>, UpstreamError>> + Send + '_ {
+        let wait = wait.into();
         let key = self.key(&req, client);
         match &self.guard {
             None => {
@@ -334,10 +354,10 @@ impl Cluster {
                     HostsCell::Fixed(hosts) => Picked::Fixed(self.pick(hosts, key, None)),
                     HostsCell::Dynamic(cell) => Picked::Snapshot(self.pick(&cell.load(), key, None).clone()),
                 };
-                Either::Left(self.attempt(endpoint, req, timeout))
+                Either::Left(self.attempt_once(endpoint, req, wait))
             }
             // Boxed: retries and their state are the uncommon case.
-            Some(guard) => Either::Right(Box::pin(self.send_guarded(guard, req, timeout, key))),
+            Some(guard) => Either::Right(Box::pin(self.send_guarded(guard, req, wait, key))),
         }
     }
 
@@ -403,27 +423,48 @@ impl Cluster {
         }
     }
 
-    /// One try at one endpoint.
+    /// One try at one endpoint, with the pool's send again on a fresh connection should
+    /// a reused one fail under it (the cluster numbers no tries, so none are counted).
+    async fn attempt_once(
+        &self,
+        endpoint: Picked<'_>,
+        req: Request<Body>,
+        wait: Wait,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        self.attempt(endpoint, req, wait, &mut Replays::new(1, None)).await
+    }
+
+    /// One try at one endpoint (more, when `replays` lets the pool send it again).
     async fn attempt(
         &self,
         endpoint: Picked<'_>,
         mut req: Request<Body>,
-        timeout: Duration,
+        wait: Wait,
+        replays: &mut Replays,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         if self.connector.http2 {
-            // HTTP/2 carries the target as :scheme and :authority.
+            // HTTP/2 carries the target as :scheme and :authority; the authority is the
+            // request's host (set from Host by `forward`), else the endpoint's address.
             let path = req
                 .uri()
                 .path_and_query()
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            let authority = match req.uri().authority() {
+                Some(authority) => authority.clone(),
+                None => req
+                    .headers_mut()
+                    .remove(http::header::HOST)
+                    .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                    .unwrap_or_else(|| endpoint.authority.clone()),
+            };
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(if self.connector.tls.is_some() {
                 Scheme::HTTPS
             } else {
                 Scheme::HTTP
             });
-            parts.authority = Some(endpoint.authority.clone());
+            parts.authority = Some(authority);
             parts.path_and_query = Some(path);
             *req.uri_mut() = Uri::from_parts(parts).map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
         } else if req.uri().authority().is_some() {
@@ -443,23 +484,37 @@ impl Cluster {
         endpoint.counters.requests.inc();
         let _in_flight = (self.lb == LbPolicy::LeastRequest).then(|| endpoint.in_flight.enter());
         let started = self.latency_decay.map(|_| health::since_start());
-        let exchange = endpoint.pool.send(&self.connector, req);
-        let result = match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => Err(UpstreamError::Timeout {
-                endpoint: endpoint.addr,
-                timeout,
+        // A body still arriving from the client: its wait is the client's, not counted.
+        // The upload is followed only on a wait the route set; a client's deadline runs
+        // from the start of the call, as gRPC defines it.
+        let upload = match wait.set_by {
+            SetBy::Route => req.extensions().get::<Arc<crate::body::Upload>>().cloned(),
+            SetBy::Client => None,
+        };
+        let exchange = endpoint.pool.send(&self.connector, req, replays);
+        let result = match wait::within(wait.limit, upload.as_deref(), exchange).await {
+            None => Err(match wait.set_by {
+                SetBy::Route => UpstreamError::Timeout {
+                    endpoint: endpoint.addr,
+                    timeout: wait.limit,
+                },
+                SetBy::Client => UpstreamError::Deadline {
+                    endpoint: endpoint.addr,
+                    deadline: wait.limit,
+                },
             }),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(PoolError::Connect(reason))) => Err(UpstreamError::Connect {
+            Some(Ok(resp)) => Ok(resp),
+            Some(Err(PoolError::Connect(reason))) => Err(UpstreamError::Connect {
                 endpoint: endpoint.addr,
                 reason,
             }),
-            Ok(Err(PoolError::Overloaded(limit))) => Err(self.overloaded(limit)),
-            Ok(Err(PoolError::Exchange(e))) => match crate::front::ClientBodyFault::find(Some(&e)) {
+            Some(Err(PoolError::Overloaded(limit))) => Err(self.overloaded(limit)),
+            Some(Err(PoolError::Exchange(e))) => match crate::front::ClientBodyFault::find(Some(&e)) {
                 Some(fault) => Err(UpstreamError::ClientBody(fault)),
                 None => Err(UpstreamError::Exchange {
                     endpoint: endpoint.addr,
                     reason: error_chain(&e),
+                    cause: if e.is_parse() { Broken::Malformed } else { Broken::Reset },
                 }),
             },
         };
@@ -493,22 +548,28 @@ impl Cluster {
         &self,
         guard: &Guard,
         req: Request<Body>,
-        timeout: Duration,
+        wait: Wait,
         key: u64,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let _active =
             Entered::new(&guard.active_requests, guard.max_requests).ok_or_else(|| self.overloaded("max_requests"))?;
-        let deadline = Instant::now() + timeout;
         let hosts = self.hosts_now();
         let Some(policy) = &guard.retry else {
             let endpoint = self.pick(&hosts, key, None);
-            let result = self.attempt(Picked::Fixed(endpoint), req, timeout).await;
+            let result = self.attempt_once(Picked::Fixed(endpoint), req, wait).await;
             self.observe(guard, endpoint, &result);
             return result;
         };
 
         let (head, body) = req.into_parts();
+        // A client's deadline runs from the start of the call; the route's from the end of
+        // the request, which a body read whole for retries has reached.
+        let started = Instant::now();
         let (mut once, replay) = policy.prepare_body(&head.method, body).await?;
+        let deadline = match wait.set_by {
+            SetBy::Route => Instant::now() + wait.limit,
+            SetBy::Client => started + wait.limit,
+        };
         let mut previous = None;
         let mut attempt = 1;
         // Held from a retry's decision until the next decision: the retry is in flight.
@@ -523,7 +584,16 @@ impl Cluster {
             let endpoint = self.pick(&hosts, key, previous);
             let left = deadline.saturating_duration_since(Instant::now());
             let try_timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
-            let result = self.attempt(Picked::Fixed(endpoint), req, try_timeout).await;
+            // The pool's send again on a fresh connection is a try too: it may have
+            // reached the upstream.
+            let mut replays = Replays::new(u32::from(attempt < policy.attempts), Some(attempt));
+            let try_wait = if try_timeout < left {
+                Wait::from(try_timeout)
+            } else {
+                wait.with_limit(try_timeout)
+            };
+            let result = self.attempt(Picked::Fixed(endpoint), req, try_wait, &mut replays).await;
+            attempt += replays.used;
             self.observe(guard, endpoint, &result);
 
             let Some(reason) = policy.retryable(&result, try_timeout < left) else {
@@ -611,7 +681,10 @@ impl Cluster {
         let Some(outlier) = &guard.outlier else { return };
         if matches!(
             result,
-            Err(UpstreamError::ClientBody(_) | UpstreamError::BadRequest(_) | UpstreamError::Overloaded { .. })
+            Err(UpstreamError::ClientBody(_)
+                | UpstreamError::Deadline { .. }
+                | UpstreamError::BadRequest(_)
+                | UpstreamError::Overloaded { .. })
         ) {
             return;
         }
@@ -655,7 +728,8 @@ impl std::ops::Deref for HostsRef<'_> {
     }
 }
 
-/// Whether a try counts as an endpoint's failure: no answer, or a 5xx one.
+/// Whether a try counts as an endpoint's failure: no answer, or a 5xx one. What the
+/// client caused (its body failing, its deadline passing) is not.
 fn failed(result: &Result<Response<PooledBody>, UpstreamError>) -> bool {
     match result {
         Ok(resp) => resp.status().is_server_error(),
