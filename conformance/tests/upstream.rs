@@ -1131,43 +1131,48 @@ async fn the_route_timeout_starts_when_the_request_is_complete() {
 #[tokio::test]
 async fn stalled_uploads_are_the_clients_fault_not_the_endpoints() {
     let up = Named::start("up").await;
-    let clusters = cluster_block(
-        "up",
-        &format!("[\"{}\"]", up.addr()),
-        "[clusters.outlier_detection]\nconsecutive_failures = 3",
-    );
-    let config = config(&clusters, &route_block("/", "up", "timeout = \"300ms\"")).replace(
+    let outlier = "[clusters.outlier_detection]\nconsecutive_failures = 3";
+    let eps = format!("[\"{}\"]", up.addr());
+    let clusters =
+        cluster_block("h1", &eps, outlier) + &cluster_block("h2", &eps, &format!("protocol = \"http2\"\n{outlier}"));
+    let routes = route_block("/h2", "h2", "timeout = \"300ms\"") + &route_block("/", "h1", "timeout = \"300ms\"");
+    let config = config(&clusters, &routes).replace(
         "address = \"{listen}\"\n",
         "address = \"{listen}\"\n[listeners.timeouts]\nbody_idle = \"1s\"\n",
     );
     let weft = Weft::start(&config).await;
-    // Eight uploads that stop halfway: each is the client's timeout (408), none the
-    // upstream's (504), and the endpoint stays in.
-    let head = "POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\n";
-    let stalled: Vec<_> = (0..8)
-        .map(|_| {
-            let weft = &weft;
-            async move { paced_upload(weft, head, &["half"], Duration::ZERO).await }
-        })
-        .collect();
-    for raw in futures_util::future::join_all(stalled).await {
-        assert_eq!(raw::status(&raw), Some(408), "{raw}");
+    // Uploads that stop halfway, to an HTTP/1.1 and an HTTP/2 upstream: each is the
+    // client's timeout (408), none the upstream's (504), and the endpoint stays in.
+    for (cluster, path) in [("h1", "/upload"), ("h2", "/h2/upload")] {
+        let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\n");
+        let stalled: Vec<_> = (0..8)
+            .map(|_| {
+                let (weft, head) = (&weft, &head);
+                async move { paced_upload(weft, head, &["half"], Duration::ZERO).await }
+            })
+            .collect();
+        for raw in futures_util::future::join_all(stalled).await {
+            assert_eq!(raw::status(&raw), Some(408), "{cluster}: {raw}");
+        }
+        let endpoint = format!("{{cluster=\"{cluster}\",endpoint=\"{}\"}}", up.addr());
+        assert_eq!(
+            weft.metric(&format!("weft_upstream_failures_total{endpoint}")).await,
+            0.0,
+            "{cluster}"
+        );
+        assert_eq!(
+            weft.metric(&format!("weft_upstream_ejections_total{endpoint}")).await,
+            0.0,
+            "{cluster}"
+        );
     }
-    let endpoint = format!("{{cluster=\"up\",endpoint=\"{}\"}}", up.addr());
-    assert_eq!(
-        weft.metric(&format!("weft_upstream_failures_total{endpoint}")).await,
-        0.0
-    );
-    assert_eq!(
-        weft.metric(&format!("weft_upstream_ejections_total{endpoint}")).await,
-        0.0
-    );
     assert_eq!(
         weft.metric("weft_downstream_refused_total{listener=\"main\",reason=\"body_timeout\"}")
             .await,
-        8.0
+        16.0
     );
     assert_eq!(get(&weft.url("/")).await.status, 200);
+    assert_eq!(get(&weft.url("/h2")).await.status, 200);
 }
 
 #[tokio::test]

@@ -4,13 +4,13 @@
 //! answering with a small buffer, answering with nothing) cost no allocation per request.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+pub use crate::front::Upload;
 use crate::front::{ClientBody, FrontDoor};
 use crate::listen::watchdog::Exchange;
 use crate::upstream::PooledBody;
@@ -29,8 +29,6 @@ pin_project_lite::pin_project! {
             #[pin] inner: ClientBody<hyper::body::Incoming>,
             // Keeps the connection from being put at rest while the body still arrives.
             receiving: Option<Exchange>,
-            // What the upload is doing, for the upstream's timer ([`Body::watch_upload`]).
-            upload: Option<Arc<Upload>>,
         },
         /// Fully buffered (a direct answer, or a body a filter asked to see).
         Full { data: Option<Bytes> },
@@ -73,51 +71,16 @@ impl Body {
         Body::Client {
             inner: ClientBody::new(inner, door.max_body_bytes, door.body_idle),
             receiving,
-            upload: None,
         }
     }
 
-    /// Starts following a client's body still to come, and returns what it will tell.
-    /// `None` for any other body, or one already complete: nothing to wait for.
+    /// Starts following a client's body still to come ([`Upload`]). `None` for any other
+    /// body, or one already complete: nothing to wait for.
     pub fn watch_upload(&mut self) -> Option<Arc<Upload>> {
         match self {
-            Body::Client { inner, upload, .. } if !inner.is_end_stream() => {
-                Some(upload.get_or_insert_with(Arc::default).clone())
-            }
+            Body::Client { inner, .. } => inner.watch(),
             _ => None,
         }
-    }
-}
-
-/// What a client's streamed request body is doing, as the upstream exchange it feeds
-/// sees it: the route timeout counts the upstream's time only, so it must know when the
-/// proxy is waiting on the client instead (Envoy starts it at the end of the request).
-#[derive(Debug, Default)]
-pub struct Upload {
-    /// Pieces read from the client so far.
-    pieces: AtomicU64,
-    /// The last read found nothing: the body waits on the client.
-    waiting: AtomicBool,
-    /// When the body ended (read whole, or failed).
-    ended: OnceLock<tokio::time::Instant>,
-}
-
-impl Upload {
-    pub fn pieces(&self) -> u64 {
-        self.pieces.load(Ordering::Relaxed)
-    }
-
-    pub fn waiting_on_client(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed)
-    }
-
-    pub fn ended(&self) -> Option<tokio::time::Instant> {
-        self.ended.get().copied()
-    }
-
-    fn end(&self) {
-        self.waiting.store(false, Ordering::Relaxed);
-        let _ = self.ended.set(tokio::time::Instant::now());
     }
 }
 
@@ -134,26 +97,10 @@ impl HttpBody for Body {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
             BodyProj::Upstream { inner } => inner.poll_frame(cx).map_err(Into::into),
-            BodyProj::Client {
-                mut inner,
-                receiving,
-                upload,
-            } => {
-                let frame = inner.as_mut().poll_frame(cx);
+            BodyProj::Client { inner, receiving } => {
+                let frame = inner.poll_frame(cx);
                 if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
                     receiving.take();
-                }
-                if let Some(upload) = upload {
-                    match &frame {
-                        Poll::Pending => upload.waiting.store(true, Ordering::Relaxed),
-                        // A body of known length is done with its last piece: nobody
-                        // polls it again.
-                        Poll::Ready(Some(Ok(_))) if !inner.is_end_stream() => {
-                            upload.waiting.store(false, Ordering::Relaxed);
-                            upload.pieces.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Poll::Ready(_) => upload.end(),
-                    }
                 }
                 frame.map_err(Into::into)
             }

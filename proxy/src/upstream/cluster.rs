@@ -443,21 +443,23 @@ impl Cluster {
         replays: &mut Replays,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         if self.connector.http2 {
-            // HTTP/2 carries the target as :scheme and :authority; the authority is the
-            // request's host (set from Host by `forward`), else the endpoint's address.
+            // HTTP/2 carries the target as :scheme and :authority. The authority is the
+            // request's host, and never a Host header beside it that could disagree (RFC
+            // 9113 §8.3.1): `forward` moved it into the URI already; a request made
+            // elsewhere (a mirror's, a callout's) may still carry it as Host, which then
+            // says what its maker meant.
             let path = req
                 .uri()
                 .path_and_query()
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/"));
-            let authority = match req.uri().authority() {
-                Some(authority) => authority.clone(),
-                None => req
-                    .headers_mut()
-                    .remove(http::header::HOST)
-                    .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-                    .unwrap_or_else(|| endpoint.authority.clone()),
-            };
+            let host = req
+                .headers_mut()
+                .remove(http::header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+            let authority = host
+                .or_else(|| req.uri().authority().cloned())
+                .unwrap_or_else(|| endpoint.authority.clone());
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(if self.connector.tls.is_some() {
                 Scheme::HTTPS
@@ -487,12 +489,13 @@ impl Cluster {
         // A body still arriving from the client: its wait is the client's, not counted.
         // The upload is followed only on a wait the route set; a client's deadline runs
         // from the start of the call, as gRPC defines it.
-        let upload = match wait.set_by {
-            SetBy::Route => req.extensions().get::<Arc<crate::body::Upload>>().cloned(),
+        let upload = req.extensions().get::<Arc<crate::body::Upload>>().cloned();
+        let followed = match wait.set_by {
+            SetBy::Route => upload.as_deref(),
             SetBy::Client => None,
         };
         let exchange = endpoint.pool.send(&self.connector, req, replays);
-        let result = match wait::within(wait.limit, upload.as_deref(), exchange).await {
+        let result = match wait::within(wait.limit, followed, exchange).await {
             None => Err(match wait.set_by {
                 SetBy::Route => UpstreamError::Timeout {
                     endpoint: endpoint.addr,
@@ -509,7 +512,11 @@ impl Cluster {
                 reason,
             }),
             Some(Err(PoolError::Overloaded(limit))) => Err(self.overloaded(limit)),
-            Some(Err(PoolError::Exchange(e))) => match crate::front::ClientBodyFault::find(Some(&e)) {
+            // The client's body failing broke the exchange, however the connection tells
+            // it (over HTTP/2 the upstream's stream is reset and hyper says only that).
+            Some(Err(PoolError::Exchange(e))) => match crate::front::ClientBodyFault::find(Some(&e))
+                .or_else(|| upload.as_deref().and_then(crate::body::Upload::fault))
+            {
                 Some(fault) => Err(UpstreamError::ClientBody(fault)),
                 None => Err(UpstreamError::Exchange {
                     endpoint: endpoint.addr,
