@@ -1223,3 +1223,49 @@ async fn get_as_host(addr: SocketAddr, host: &str, path: &str, h2: bool) -> Repl
         version: head.version,
     }
 }
+
+#[tokio::test]
+async fn an_upstream_that_stops_reading_an_upload_still_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Reads the request head, then nothing more, and never answers.
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let origin = socket.local_addr().expect("addr");
+    let _origin = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = socket.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+            held.push(stream);
+        }
+    });
+    let clusters = cluster_block("up", &format!("[\"{origin}\"]"), "");
+    let config = config(&clusters, &route_block("/", "up", "timeout = \"1s\"")).replace(
+        "address = \"{listen}\"\n",
+        "address = \"{listen}\"\n[listeners.timeouts]\nbody_idle = \"2s\"\n",
+    );
+    let weft = Weft::start(&config).await;
+    // 64 MiB, sent as fast as the proxy reads it: far more than the sockets between hold.
+    let mut stream = tokio::net::TcpStream::connect(weft.addr).await.expect("connect");
+    let size = 64 << 20;
+    let head = format!("POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {size}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let (mut reader, mut writer) = stream.into_split();
+    let _upload = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..(size / chunk.len()) {
+            if writer.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(30), reader.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+            other => panic!("no answer: {other:?}\n{}", weft.log()),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(raw::status(&answer), Some(504), "{answer}");
+}
