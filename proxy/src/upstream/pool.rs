@@ -327,6 +327,8 @@ impl EndpointPool {
                     Io::Tls(tls) => handshake_http2(*tls, None).await,
                 }
                 .map_err(|e| format!("{e:?}"))?;
+                // The host travels as :authority; no Host beside it (RFC 9113 §8.3.1).
+                req.headers_mut().remove(http::header::HOST);
                 *req.uri_mut() = format!(
                     "{}://{}{}",
                     if connector.tls.is_some() { "https" } else { "http" },
