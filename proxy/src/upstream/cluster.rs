@@ -3,6 +3,7 @@
 //! health checks). A cluster with none of those sends each request once to the endpoint
 //! its balancer picks, as cheaply as a bare round robin.
 
+use std::borrow::BorrowMut;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -354,7 +355,8 @@ impl Cluster {
                     HostsCell::Fixed(hosts) => Picked::Fixed(self.pick(hosts, key, None)),
                     HostsCell::Dynamic(cell) => Picked::Snapshot(self.pick(&cell.load(), key, None).clone()),
                 };
-                Either::Left(self.attempt_once(endpoint, req, wait))
+                // The pool may send it again once, uncounted: this cluster counts no tries.
+                Either::Left(self.attempt(endpoint, req, wait, Replays::new(1, None)))
             }
             // Boxed: retries and their state are the uncommon case.
             Some(guard) => Either::Right(Box::pin(self.send_guarded(guard, req, wait, key))),
@@ -423,24 +425,15 @@ impl Cluster {
         }
     }
 
-    /// One try at one endpoint, with the pool's send again on a fresh connection should
-    /// a reused one fail under it (the cluster numbers no tries, so none are counted).
-    async fn attempt_once(
-        &self,
-        endpoint: Picked<'_>,
-        req: Request<Body>,
-        wait: Wait,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
-        self.attempt(endpoint, req, wait, &mut Replays::new(1, None)).await
-    }
-
-    /// One try at one endpoint (more, when `replays` lets the pool send it again).
-    async fn attempt(
+    /// One try at one endpoint (more, when `replays` lets the pool send it again). Owned
+    /// `Replays` when nobody counts them, borrowed when the retry loop does: either way
+    /// the try's future is this one, with no wrapper.
+    async fn attempt<R: BorrowMut<Replays> + Send>(
         &self,
         endpoint: Picked<'_>,
         mut req: Request<Body>,
         wait: Wait,
-        replays: &mut Replays,
+        mut replays: R,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         if self.connector.http2 {
             // HTTP/2 carries the target as :scheme and :authority. The authority is the
@@ -494,7 +487,7 @@ impl Cluster {
             SetBy::Route => upload.as_deref(),
             SetBy::Client => None,
         };
-        let exchange = endpoint.pool.send(&self.connector, req, replays);
+        let exchange = endpoint.pool.send(&self.connector, req, replays.borrow_mut());
         let result = match wait::within(wait.limit, followed, exchange).await {
             None => Err(match wait.set_by {
                 SetBy::Route => UpstreamError::Timeout {
@@ -563,7 +556,9 @@ impl Cluster {
         let hosts = self.hosts_now();
         let Some(policy) = &guard.retry else {
             let endpoint = self.pick(&hosts, key, None);
-            let result = self.attempt_once(Picked::Fixed(endpoint), req, wait).await;
+            let result = self
+                .attempt(Picked::Fixed(endpoint), req, wait, Replays::new(1, None))
+                .await;
             self.observe(guard, endpoint, &result);
             return result;
         };
