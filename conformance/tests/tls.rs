@@ -396,14 +396,14 @@ cluster = "secure"
         "the upstream saw the proxy's identity and the negotiated protocol"
     );
 
-    // The wrong server name fails verification: 502, with the reason in the log.
+    // The wrong server name fails verification: 503 (unreachable), with the reason in the log.
     let config = format!(
         "[[listeners]]\nname = \"main\"\naddress = \"{{listen}}\"\n[[clusters]]\nname = \"secure\"\nendpoints = [\"{addr}\"]\n\
          tls = {{ ca = \"{}\", server_name = \"wrong.internal\", cert = \"{proxy_cert}\", key = \"{proxy_key}\" }}\n[[routes]]\ncluster = \"secure\"\n",
         pki.ca()
     );
     let weft = Weft::start(&config).await;
-    assert_eq!(get(&weft.url("/")).await.status, 502);
+    assert_eq!(get(&weft.url("/")).await.status, 503);
     assert!(
         weft.log().contains("NotValidForName") || weft.log().contains("not valid for name"),
         "{}",

@@ -114,6 +114,8 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 #[derive(Default)]
 struct Seen {
     hop_by_hop: bool,
+    transfer_encoding: bool,
+    content_length: bool,
     te: bool,
     expect: bool,
     via: bool,
@@ -125,8 +127,12 @@ impl Seen {
     fn scan(headers: &HeaderMap) -> Seen {
         let mut seen = Seen::default();
         for name in headers.keys() {
-            if *name == header::CONNECTION
-                || *name == header::TRANSFER_ENCODING
+            if *name == header::TRANSFER_ENCODING {
+                seen.hop_by_hop = true;
+                seen.transfer_encoding = true;
+            } else if *name == header::CONTENT_LENGTH {
+                seen.content_length = true;
+            } else if *name == header::CONNECTION
                 || *name == header::UPGRADE
                 || *name == header::PROXY_AUTHENTICATE
                 || *name == header::PROXY_AUTHORIZATION
@@ -257,7 +263,28 @@ pub fn upstream_request(
         append_list(headers, &XFCC, xfcc);
     }
 
-    if let Some(host) = host_rewrite {
+    if upstream_version == Version::HTTP_2 {
+        // RFC 9113 §8.3.1: the host travels as :authority, and a Host beside it that
+        // says otherwise makes a strict server refuse the stream. One host, then: the
+        // rewritten one, else the client's.
+        let client_host = if seen.host { headers.remove(header::HOST) } else { None };
+        if let Some(authority) = host_rewrite
+            .cloned()
+            .or(client_host)
+            .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+            && head.uri.authority() != Some(&authority)
+        {
+            let mut parts = head.uri.clone().into_parts();
+            parts.scheme.get_or_insert(http::uri::Scheme::HTTP);
+            parts.authority = Some(authority);
+            parts
+                .path_and_query
+                .get_or_insert(http::uri::PathAndQuery::from_static("/"));
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                head.uri = uri;
+            }
+        }
+    } else if let Some(host) = host_rewrite {
         headers.insert(header::HOST, host.clone());
     } else if !seen.host {
         // HTTP/2 clients send :authority instead of Host; an HTTP/1.1 upstream needs Host.
@@ -272,15 +299,34 @@ pub fn upstream_request(
     head.version = upstream_version;
 }
 
+/// How an upstream response was framed, as far as its connection is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Clear,
+    /// Both `Content-Length` and `Transfer-Encoding`: read by the transfer coding, and
+    /// the length dropped (RFC 9112 §6.3). Such a message may be an attempt at response
+    /// splitting, so its connection must not carry another exchange.
+    Ambiguous,
+}
+
 /// Prepares an upstream response head to be sent downstream.
-pub fn downstream_response(head: &mut response::Parts, upgraded: bool) {
+pub fn downstream_response(head: &mut response::Parts, upgraded: bool) -> Framing {
     let seen = Seen::scan(&head.headers);
+    // The body was read by the transfer coding (hyper's client, RFC 9112 §6.3); a length
+    // passed on beside it would frame it differently for the client.
+    let framing = if seen.transfer_encoding && seen.content_length {
+        head.headers.remove(header::CONTENT_LENGTH);
+        Framing::Ambiguous
+    } else {
+        Framing::Clear
+    };
     strip_hop_by_hop(&mut head.headers, &seen, upgraded);
     if seen.via {
         append_list(&mut head.headers, &header::VIA, &via(head.version));
     } else {
         head.headers.insert(header::VIA, via(head.version));
     }
+    framing
 }
 
 /// Appends `value` to a comma-separated list header, keeping one header line.

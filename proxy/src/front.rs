@@ -17,7 +17,7 @@ use http::{StatusCode, Uri, Version, request};
 use crate::config::ListenerConfig;
 use path::{PathError, PathPolicy};
 
-pub use body::{ClientBody, ClientBodyFault};
+pub use body::{ClientBody, ClientBodyFault, Upload};
 
 /// A listener's front-door policy, built once from its config.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use crate::observe::Recorder;
 use crate::respond::{Dialect, ProxyError, error_response};
 use crate::route::{Abort, Route, request_host};
 use crate::state::State;
-use crate::upstream::{Cluster, UpstreamError};
+use crate::upstream::{Cluster, SetBy, UpstreamError, Wait};
 
 /// Serves one downstream request. Never fails: every error becomes an answer here.
 pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) -> Result<Response<Body>, Infallible> {
@@ -35,7 +35,12 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
     let _in_flight = InFlight::enter(&conn.counters.in_flight);
     // The request keeps this config version, and the filter versions in it, to the end.
     let runtime = state.current();
-    let (mut head, body) = req.into_parts();
+    let (mut head, mut body) = req.into_parts();
+    // Followed before any layer wraps the body: the upstream's timer must know when the
+    // proxy waits on the client rather than on the upstream.
+    if let Some(upload) = body.watch_upload() {
+        head.extensions.insert(upload);
+    }
     let dialect = if crate::grpc::is_call(&head) {
         Dialect::Grpc
     } else {
@@ -330,13 +335,20 @@ async fn send(
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::Http2 => Version::HTTP_2,
     };
-    // A gRPC call's own deadline, when shorter, bounds the wait instead of the route's.
-    let timeout = crate::grpc::deadline(&head).map_or(route.timeout, |d| d.min(route.timeout));
+    // A gRPC call's own deadline, when shorter, bounds the wait instead of the route's;
+    // its expiry is then the client's doing, not the endpoint's failure.
+    let wait = match crate::grpc::deadline(&head) {
+        Some(deadline) if deadline < route.timeout => Wait {
+            limit: deadline,
+            set_by: SetBy::Client,
+        },
+        _ => Wait::from(route.timeout),
+    };
     forward::upstream_request(&mut head, conn, route.host_rewrite.as_ref(), version);
     rec.upstream_start(&mut head);
     let sent = Instant::now();
     let result = cluster
-        .send(Request::from_parts(head, body), timeout, Some(conn.peer.ip()))
+        .send(Request::from_parts(head, body), wait, Some(conn.peer.ip()))
         .await;
     rec.upstream_end(&result);
     let mut resp = match result {
@@ -359,8 +371,10 @@ async fn send(
         let upstream = hyper::upgrade::on(&mut resp);
         tokio::spawn(splice(downstream, upstream, route.upgrade_idle));
     }
-    let (mut head, body) = resp.into_parts();
-    forward::downstream_response(&mut head, switched);
+    let (mut head, mut body) = resp.into_parts();
+    if forward::downstream_response(&mut head, switched) == forward::Framing::Ambiguous {
+        body.detach();
+    }
     Ok(Response::from_parts(head, Body::from(body)))
 }
 
@@ -389,7 +403,11 @@ fn upstream_failure(e: &UpstreamError) -> Option<UpstreamFailure> {
         UpstreamError::Timeout { .. } => Some(UpstreamFailure::Timeout),
         UpstreamError::Exchange { .. } => Some(UpstreamFailure::Exchange),
         // Refused by the cluster's own breaker: counted as weft_upstream_overloaded_total.
-        UpstreamError::BadRequest(_) | UpstreamError::ClientBody(_) | UpstreamError::Overloaded { .. } => None,
+        // The client's deadline passing is the client's doing.
+        UpstreamError::BadRequest(_)
+        | UpstreamError::ClientBody(_)
+        | UpstreamError::Deadline { .. }
+        | UpstreamError::Overloaded { .. } => None,
     }
 }
 

@@ -162,7 +162,13 @@ async fn answer(
 ) -> Result<(), BodyError> {
     let (mut send, recv) = stream.split();
     let body = RequestBody { recv, data_done: false };
-    let req = req.map(|()| Body::boxed(ClientBody::new(body, conn.door.max_body_bytes, conn.door.body_idle)));
+    let mut body = ClientBody::new(body, conn.door.max_body_bytes, conn.door.body_idle);
+    // Followed before it is boxed, as `proxy::handle` does for the other listeners.
+    let upload = body.watch();
+    let mut req = req.map(|()| Body::boxed(body));
+    if let Some(upload) = upload {
+        req.extensions_mut().insert(upload);
+    }
     let Ok(resp) = crate::proxy::handle(state, conn.clone(), req).await;
     let (head, mut body) = resp.into_parts();
     send.send_response(http::Response::from_parts(head, ())).await?;
