@@ -591,3 +591,54 @@ async fn http3_on_the_same_port_through_the_same_routes_and_filters() {
     let (status, _, _) = h3_get(weft.addr, &pki.path("ca.pem"), "/a%2Fb").await;
     assert_eq!(status, 400, "an encoded slash is refused over HTTP/3 too");
 }
+
+#[tokio::test]
+async fn a_host_another_certificate_serves_is_misdirected() {
+    let pki = Pki::new("CA");
+    let a = pki.issue("a", &["a.test"], &[], Usage::Server);
+    let b = pki.issue("b", &["b.test", "*.b.test"], &[], Usage::Server);
+    let up = Upstream::echo("a").await;
+    let weft = Weft::start(&(tls_listener(&[a, b], "") + &cluster_and_route(&up))).await;
+    let mut answered = 0;
+    let mut refused = 0;
+    for flag in ["--http1.1", "--http2"] {
+        for (sni, host, want) in [
+            ("a.test", "a.test", "200"),
+            ("a.test", "b.test", "421"),
+            ("a.test", "B.Test.", "421"),
+            ("a.test", "x.b.test:8443", "421"),
+            ("b.test", "a.test", "421"),
+            ("b.test", "x.b.test", "200"),
+            // No certificate names it: the connection's own business, as before.
+            ("a.test", "c.test", "200"),
+            ("a.test", "127.0.0.1", "200"),
+        ] {
+            let header = format!("Host: {host}");
+            let (code, out, err) = curl(&[
+                flag,
+                "--cacert",
+                &pki.ca(),
+                "--resolve",
+                &resolve(&weft, sni),
+                "-H",
+                &header,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &https(&weft, sni, "/"),
+            ])
+            .await;
+            assert_eq!((code, out.as_str()), (0, want), "{flag} SNI {sni}, Host {host}: {err}");
+            match want {
+                "200" => answered += 1,
+                _ => refused += 1,
+            }
+        }
+    }
+    assert_eq!(up.hits(), answered, "a misdirected request never reaches the upstream");
+    let counted = weft
+        .metric("weft_downstream_refused_total{listener=\"tls\",reason=\"misdirected\"}")
+        .await;
+    assert_eq!(counted as usize, refused);
+}
