@@ -598,7 +598,8 @@ async fn a_host_another_certificate_serves_is_misdirected() {
     let a = pki.issue("a", &["a.test"], &[], Usage::Server);
     let b = pki.issue("b", &["b.test", "*.b.test"], &[], Usage::Server);
     let up = Upstream::echo("a").await;
-    let weft = Weft::start(&(tls_listener(&[a, b], "") + &cluster_and_route(&up))).await;
+    let admin = "[admin]\naddress = \"{admin}\"\n";
+    let weft = Weft::start(&(tls_listener(&[a, b], "") + admin + &cluster_and_route(&up))).await;
     let mut answered = 0;
     let mut refused = 0;
     for flag in ["--http1.1", "--http2"] {
