@@ -254,7 +254,7 @@ impl Cors {
 
     /// The answer depends on the request's `Origin` unless it is `*` for all.
     fn vary(&self, headers: &mut HeaderMap) {
-        if !(self.any_origin && !self.credentials) {
+        if !self.any_origin || self.credentials {
             headers.append(header::VARY, HeaderValue::from_static("Origin"));
         }
     }
