@@ -921,7 +921,7 @@ split = [
         assert_eq!(reply.header("x-served-by"), Some(served));
         *seen.entry(upstream).or_insert(0) += 1;
     }
-    assert!(seen.get("a").is_some() && seen.get("b").is_some(), "{seen:?}");
+    assert!(seen.contains_key("a") && seen.contains_key("b"), "{seen:?}");
 
     // An entry's edits are checked like the route's: framing headers are refused, with the line.
     let bad = text.replace("x-backend = \"b\"", "x-backend = \"b\", content-length = \"1\"");
