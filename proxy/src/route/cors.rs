@@ -29,11 +29,13 @@ const OWNED: [HeaderName; 6] = [
 pub struct Cors {
     /// `*` alone: every origin.
     any_origin: bool,
-    /// Normalised (lowercase, default port dropped) origins.
-    exact: Vec<String>,
-    /// `scheme://` and the part after `*`: `https://*.example.com` is
-    /// (`https://`, `.example.com`).
-    wildcard: Vec<(String, String)>,
+    /// Origins listed whole: (https, lowercase host, port unless the scheme's default).
+    exact: Vec<(bool, String, Option<u16>)>,
+    /// `null` is listed itself.
+    null: bool,
+    /// Wildcards, as the exact ones with the host part after `*`: `https://*.example.com`
+    /// is (true, `.example.com`, None).
+    wildcard: Vec<(bool, String, Option<u16>)>,
     regex: Vec<Regex>,
     credentials: bool,
     methods: List,
@@ -70,6 +72,7 @@ impl Cors {
         let mut cors = Cors {
             any_origin: false,
             exact: Vec::new(),
+            null: false,
             wildcard: Vec::new(),
             regex: Vec::new(),
             credentials: c.allow_credentials,
@@ -107,12 +110,11 @@ impl Cors {
                 && origin.contains('*')
             {
                 let suffix = rest.strip_prefix('*').unwrap_or(rest);
-                let scheme = scheme.to_ascii_lowercase();
                 let probe = format!("{scheme}://x{suffix}");
-                match normalise(&probe) {
-                    Some(n) if rest.starts_with("*.") => cors
-                        .wildcard
-                        .push((format!("{scheme}://"), n[scheme.len() + 4..].to_owned())),
+                match parse(&probe) {
+                    Some(o) if rest.starts_with("*.") => {
+                        cors.wildcard.push((o.https, o.host[1..].to_ascii_lowercase(), o.port));
+                    }
                     _ => {
                         return Err(format!(
                             "cors: allow_origins {origin:?}: `*` stands only for the leftmost labels, as in https://*.example.com"
@@ -120,9 +122,9 @@ impl Cors {
                     }
                 }
             } else {
-                match normalise(origin) {
-                    Some(n) => cors.exact.push(n),
-                    None if origin == "null" => cors.exact.push(origin.clone()),
+                match parse(origin) {
+                    Some(o) => cors.exact.push((o.https, o.host.to_ascii_lowercase(), o.port)),
+                    None if origin == "null" => cors.null = true,
                     None => {
                         return Err(format!(
                             "cors: allow_origins {origin:?} is not an origin (http or https, a host, an optional port, no path)"
@@ -136,7 +138,8 @@ impl Cors {
             cors.regex
                 .push(Regex::new(&anchored).map_err(|e| format!("cors: allow_origin_regex {:?}: {e}", re.get_ref()))?);
         }
-        if !cors.any_origin && cors.exact.is_empty() && cors.wildcard.is_empty() && cors.regex.is_empty() {
+        if !cors.any_origin && !cors.null && cors.exact.is_empty() && cors.wildcard.is_empty() && cors.regex.is_empty()
+        {
             return Err("cors needs allow_origins or allow_origin_regex".into());
         }
         Ok(cors)
@@ -233,17 +236,20 @@ impl Cors {
         };
         let allowed = (self.any_origin && sent != "null")
             || self.regex.iter().any(|re| re.is_match(sent))
-            || match normalise(sent) {
-                Some(n) => {
-                    self.exact.contains(&n)
-                        || self.wildcard.iter().any(|(scheme, suffix)| {
-                            n.strip_prefix(scheme.as_str())
-                                .and_then(|authority| authority.strip_suffix(suffix.as_str()))
-                                .is_some_and(|labels| !labels.is_empty())
-                        })
+            || match parse(sent) {
+                // Compared in place: no allocation for a request's origin.
+                Some(o) => {
+                    self.exact.iter().any(|(https, host, port)| {
+                        *https == o.https && *port == o.port && host.eq_ignore_ascii_case(o.host)
+                    }) || self.wildcard.iter().any(|(https, suffix, port)| {
+                        *https == o.https
+                            && *port == o.port
+                            && o.host.len() > suffix.len()
+                            && o.host[o.host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                    })
                 }
                 // `null` (sandboxed frames, files) only where it is listed itself.
-                None => sent == "null" && self.exact.iter().any(|o| o == "null"),
+                None => sent == "null" && self.null,
             };
         match allowed {
             false => Seen::Refused,
@@ -254,7 +260,17 @@ impl Cors {
 
     /// The answer depends on the request's `Origin` unless it is `*` for all.
     fn vary(&self, headers: &mut HeaderMap) {
-        if !self.any_origin || self.credentials {
+        if self.any_origin && !self.credentials {
+            return;
+        }
+        let said = headers.get_all(header::VARY).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .any(|t| t == "*" || t.eq_ignore_ascii_case("origin"))
+            })
+        });
+        if !said {
             headers.append(header::VARY, HeaderValue::from_static("Origin"));
         }
     }
@@ -276,15 +292,25 @@ fn list(names: &[String], key: &str, valid: impl Fn(&str) -> bool) -> Result<Lis
     }
 }
 
-/// `scheme://host[:port]` lowercased, the scheme's default port dropped; `None` for anything
-/// else (a path, user info, another scheme, `null`).
-fn normalise(origin: &str) -> Option<String> {
-    let lower = origin.to_ascii_lowercase();
-    let (scheme, authority) = lower.split_once("://")?;
-    let default = match scheme {
-        "http" => ":80",
-        "https" => ":443",
-        _ => return None,
+/// An origin's parts, borrowed from its text.
+struct Origin<'a> {
+    https: bool,
+    /// ASCII: a DNS name or address, or a bracketed IPv6 address.
+    host: &'a str,
+    /// `None` for the scheme's default port.
+    port: Option<u16>,
+}
+
+/// `scheme://host[:port]` with an http or https scheme; `None` for anything else (a path,
+/// user info, another scheme, `null`).
+fn parse(origin: &str) -> Option<Origin<'_>> {
+    let (scheme, authority) = origin.split_once("://")?;
+    let (https, default) = if scheme.eq_ignore_ascii_case("https") {
+        (true, 443)
+    } else if scheme.eq_ignore_ascii_case("http") {
+        (false, 80)
+    } else {
+        return None;
     };
     let (host, port) = match authority.strip_prefix('[') {
         Some(rest) => {
@@ -296,25 +322,28 @@ fn normalise(origin: &str) -> Option<String> {
             };
             (&authority[..ip.len() + 2], port)
         }
-        None => match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
+        None => {
+            let (host, port) = match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            };
+            let name = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'-';
+            if host.is_empty() || !host.bytes().all(name) {
+                return None;
+            }
+            (host, port)
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(p) if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) => return None,
+        Some(p) => match p.parse::<u16>().ok()? {
+            0 => return None,
+            n if n == default => None,
+            n => Some(n),
         },
     };
-    let host_ok = host.starts_with('[')
-        || !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-    let port_ok = port
-        .is_none_or(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0));
-    if !host_ok || !port_ok {
-        return None;
-    }
-    Some(match port {
-        Some(p) if format!(":{p}") != default => format!("{scheme}://{host}:{p}"),
-        _ => format!("{scheme}://{host}"),
-    })
+    Some(Origin { https, host, port })
 }
 
 #[cfg(test)]
@@ -386,6 +415,20 @@ mod tests {
         assert!(judged(&c, "https://shop.example.org").is_some());
         assert!(judged(&c, "https://shop.example.org.evil").is_none());
         assert!(judged(&c, "xhttps://shop.example.org").is_none());
+    }
+
+    #[test]
+    fn vary_names_origin_once() {
+        let c = cors(r#"allow_origins = ["https://app.example"]"#).expect("cors");
+        let mut headers = HeaderMap::new();
+        headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        c.vary(&mut headers);
+        c.vary(&mut headers);
+        let vary: Vec<_> = headers.get_all(header::VARY).iter().collect();
+        assert_eq!(vary, ["accept-encoding", "Origin"]);
+        let mut any = HeaderMap::new();
+        cors(r#"allow_origins = ["*"]"#).expect("cors").vary(&mut any);
+        assert!(any.is_empty(), "`*` for all does not vary");
     }
 
     #[test]
