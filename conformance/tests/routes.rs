@@ -350,6 +350,10 @@ endpoints = ["127.0.0.1:3000"]
         ),
         ("redirect = { path = \"/\", code = 200 }\n", "redirect.code"),
         (
+            "match = { path_prefix = \"api\" }\ncluster = \"web\"\n",
+            "must start with '/'",
+        ),
+        (
             "cluster = \"web\"\nfault = { abort = { status = 503, percent = 150.0 } }\n",
             "not between 0 and 100",
         ),

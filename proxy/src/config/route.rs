@@ -341,6 +341,10 @@ pub(super) fn check(
             "a route matches at most one of path_prefix, path_exact, path_regex",
         ));
     }
+    if let Some(p) = r.matches.path_prefix.as_deref().filter(|p| !p.starts_with('/')) {
+        // Every normal path starts with `/`: such a route would never match.
+        return Err(src.error_at(route.span(), format!("match.path_prefix {p:?} must start with '/'")));
+    }
     for m in r.matches.headers.iter().chain(&r.matches.query) {
         let kinds = [m.exact.is_some(), m.regex.is_some(), m.present.is_some()];
         if kinds.iter().filter(|k| **k).count() != 1 {
