@@ -516,6 +516,17 @@ async fn certificates_rotate_under_load_without_failed_requests() {
 
 /// One HTTP/3 request with an h3 client over quinn.
 async fn h3_get(addr: std::net::SocketAddr, ca: &Path, path: &str) -> (u16, http::HeaderMap, Bytes) {
+    h3_request(addr, ca, "localhost", "localhost", path).await
+}
+
+/// An HTTP/3 GET whose TLS handshake names `sni` and whose `:authority` is `host`.
+async fn h3_request(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+    sni: &str,
+    host: &str,
+    path: &str,
+) -> (u16, http::HeaderMap, Bytes) {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).expect("pem") {
         roots.add(c.expect("ca")).expect("add");
@@ -530,13 +541,13 @@ async fn h3_get(addr: std::net::SocketAddr, ca: &Path, path: &str) -> (u16, http
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
     let conn = endpoint
-        .connect(addr, "localhost")
+        .connect(addr, sni)
         .expect("connect")
         .await
         .expect("QUIC handshake");
     let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn)).await.expect("h3");
     tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
-    let req = http::Request::get(format!("https://localhost:{}{path}", addr.port()))
+    let req = http::Request::get(format!("https://{host}:{}{path}", addr.port()))
         .body(())
         .expect("req");
     let mut stream = send.send_request(req).await.expect("send");
@@ -599,7 +610,7 @@ async fn a_host_another_certificate_serves_is_misdirected() {
     let b = pki.issue("b", &["b.test", "*.b.test"], &[], Usage::Server);
     let up = Upstream::echo("a").await;
     let admin = "[admin]\naddress = \"{admin}\"\n";
-    let weft = Weft::start(&(tls_listener(&[a, b], "") + admin + &cluster_and_route(&up))).await;
+    let weft = Weft::start(&(tls_listener(&[a, b], "http3 = true") + admin + &cluster_and_route(&up))).await;
     let mut answered = 0;
     let mut refused = 0;
     for flag in ["--http1.1", "--http2"] {
@@ -635,6 +646,19 @@ async fn a_host_another_certificate_serves_is_misdirected() {
                 "200" => answered += 1,
                 _ => refused += 1,
             }
+        }
+    }
+    // HTTP/3 takes the same check, with the SNI of its QUIC handshake.
+    for (sni, host, want) in [
+        ("a.test", "a.test", 200),
+        ("a.test", "b.test", 421),
+        ("b.test", "a.test", 421),
+    ] {
+        let (status, _, _) = h3_request(weft.addr, &pki.path("ca.pem"), sni, host, "/").await;
+        assert_eq!(status, want, "HTTP/3 SNI {sni}, host {host}");
+        match want {
+            200 => answered += 1,
+            _ => refused += 1,
         }
     }
     assert_eq!(up.hits(), answered, "a misdirected request never reaches the upstream");
