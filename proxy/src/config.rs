@@ -29,8 +29,8 @@ pub use limits::{DEFAULT_MEMORY, LimitsConfig};
 pub use observe::{AccessLogConfig, OtlpProtocol, TracingConfig};
 pub use redact::urls as redact_urls;
 pub use route::{
-    DirectResponseConfig, HeaderEditsConfig, MatchConfig, MirrorConfig, PatternConfig, RedirectConfig, RouteConfig,
-    ValueMatchConfig,
+    CorsConfig, DirectResponseConfig, HeaderEditsConfig, MatchConfig, MirrorConfig, MirrorsConfig, PatternConfig,
+    RedirectConfig, RouteConfig, ValueMatchConfig,
 };
 
 /// A configuration file, parsed and validated.

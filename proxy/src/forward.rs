@@ -9,7 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Version, request, response};
 
 use crate::front::FrontDoor;
-use crate::tls::PeerIdentity;
+use crate::tls::{PeerIdentity, ServerBlocks};
 
 /// Facts of one downstream connection, computed once per connection rather than per request.
 pub struct ConnInfo {
@@ -29,6 +29,8 @@ pub struct ConnInfo {
     pub door: Arc<FrontDoor>,
     /// The listener's request gauge and byte counters.
     pub counters: Arc<crate::metrics::ListenerCounters>,
+    /// On TLS: the listener's server blocks and the one the client's SNI chose.
+    pub server_block: Option<(Arc<ServerBlocks>, usize)>,
 }
 
 impl ConnInfo {
@@ -40,6 +42,15 @@ impl ConnInfo {
                 self.xfcc = HeaderValue::try_from(id.xfcc()).ok();
             }
         }
+        self
+    }
+
+    /// The server block the client's SNI chose among the listener's certificates.
+    pub fn with_server_block(mut self, blocks: Option<Arc<ServerBlocks>>, sni: Option<&str>) -> ConnInfo {
+        self.server_block = blocks.map(|b| {
+            let chosen = b.chosen(sni);
+            (b, chosen)
+        });
         self
     }
 
@@ -80,6 +91,7 @@ impl ConnInfo {
             forwarded: HeaderValue::try_from(forwarded).unwrap_or(HeaderValue::from_static("for=unknown")),
             door,
             counters: Arc::default(),
+            server_block: None,
         }
     }
 }

@@ -21,11 +21,11 @@ use crate::body::Body;
 use crate::config::UpstreamProtocol;
 use crate::filter::{ChainEntry, Decision, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx};
 use crate::forward::{self, ConnInfo};
-use crate::front::{self, ClientBodyFault};
+use crate::front::{self, ClientBodyFault, Refusal};
 use crate::metrics::UpstreamFailure;
 use crate::observe::Recorder;
 use crate::respond::{Dialect, ProxyError, error_response};
-use crate::route::{Abort, Route, request_host};
+use crate::route::{Abort, Admission, Route, request_host};
 use crate::state::State;
 use crate::upstream::{Cluster, SetBy, UpstreamError, Wait};
 
@@ -50,7 +50,13 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
     let mut rec = state.observe.begin(&conn, &head);
     let body = rec.request_body(body);
     // Before routing: routes, filters and the upstream must all see the same request.
-    let upgrade = match front::admit(&mut head, &conn.door) {
+    // On TLS, a host another certificate's block names is refused with 421 (RFC 9110
+    // §15.5.20): its routes are reached only on a connection that asked for its name.
+    let admitted = front::admit(&mut head, &conn.door).and_then(|admitted| match &conn.server_block {
+        Some((blocks, chosen)) if blocks.misdirected(*chosen, request_host(&head)) => Err(Refusal::Misdirected),
+        _ => Ok(admitted),
+    });
+    let upgrade = match admitted {
         Ok(admitted) => admitted.upgrade,
         Err(refusal) => {
             runtime.metrics.downstream_refused(&conn.listener, refusal.reason());
@@ -110,12 +116,35 @@ async fn proxy(
         }
     };
 
+    let Some(cors) = route.policy.as_deref().and_then(|p| p.cors.as_ref()) else {
+        return chain(runtime, route, conn, head, body, on_upgrade, rec).await;
+    };
+    // Before the filters: a browser's preflight carries no credentials for them to check.
+    let seen = match cors.admit(&head) {
+        Admission::Answer(resp) => return Ok(resp),
+        Admission::Forward(seen) => seen,
+    };
+    let mut resp = Box::pin(chain(runtime, route, conn, head, body, on_upgrade, rec)).await?;
+    cors.mark(seen, resp.headers_mut());
+    Ok(resp)
+}
+
+/// The route's filter chain around the upstream, or the upstream alone.
+fn chain<'a>(
+    runtime: &'a crate::state::Runtime,
+    route: &'a Route,
+    conn: &'a ConnInfo,
+    head: http::request::Parts,
+    body: Body,
+    on_upgrade: Option<OnUpgrade>,
+    rec: &'a mut Recorder,
+) -> impl Future<Output = Result<Response<Body>, ProxyError>> + 'a {
     if route.filters.is_empty() {
-        return forward(route, None, conn, head, body, on_upgrade, rec).await;
+        return Either::Left(forward(route, None, conn, head, body, on_upgrade, rec));
     }
     // Boxed: the filter chain's state is large, and unboxed every request's future (which
     // hyper moves per request and keeps a box of per connection) would carry it.
-    Box::pin(filtered(runtime, route, conn, head, body, on_upgrade, rec)).await
+    Either::Right(Box::pin(filtered(runtime, route, conn, head, body, on_upgrade, rec)))
 }
 
 /// The request and response phases of the route's filter chain around the upstream.
@@ -287,16 +316,28 @@ async fn with_policy(
             None => {}
         }
     }
+    // The split entry drawn: its header edits follow the route's, so the more specific win.
+    let mut backend = None;
     let mut resp = match &policy.answer {
         Some(answer) => answer.respond(&head, conn),
         None => {
-            let cluster = rerouted
-                .or_else(|| policy.cluster(&head.headers, route.cluster.as_deref()))
-                .ok_or(ProxyError::NoCluster)?;
+            let cluster = match rerouted {
+                Some(cluster) => cluster,
+                None => {
+                    let (cluster, drawn) = policy
+                        .cluster(&head.headers, route.cluster.as_deref())
+                        .ok_or(ProxyError::NoCluster)?;
+                    backend = drawn;
+                    cluster
+                }
+            };
             if let Some(rewrite) = &policy.rewrite {
                 rewrite.apply(&mut head)?;
             }
             if let Some(edits) = &policy.request_headers {
+                edits.apply(&mut head.headers);
+            }
+            if let Some(edits) = backend.and_then(|b| b.request_headers.as_ref()) {
                 edits.apply(&mut head.headers);
             }
             let body = match &policy.mirror {
@@ -307,6 +348,9 @@ async fn with_policy(
         }
     };
     if let Some(edits) = &policy.response_headers {
+        edits.apply(resp.headers_mut());
+    }
+    if let Some(edits) = backend.and_then(|b| b.response_headers.as_ref()) {
         edits.apply(resp.headers_mut());
     }
     Ok(resp)
