@@ -63,8 +63,10 @@ impl Graphql {
             },
         };
         let rebuilt = if is_get {
-            request
-                .set_path(&format!("{}?{}", self.config.path, forwarded.query_string()))
+            forwarded
+                .query_string()
+                .map_err(|e| e.to_string())
+                .and_then(|query| request.set_path(&format!("{}?{query}", self.config.path)))
                 .and_then(|()| {
                     // A GET's body is not GraphQL's; none goes on.
                     let has_body =
@@ -77,7 +79,9 @@ impl Graphql {
             } else {
                 request.set_path(&self.config.path)
             };
-            set_path.and_then(|()| request.set_body(forwarded.body().as_bytes()))
+            set_path
+                .and_then(|()| forwarded.body().map_err(|e| e.to_string()))
+                .and_then(|body| request.set_body(body.as_bytes()))
         };
         match rebuilt {
             Ok(()) => Decision::Reroute(cluster.to_owned()),

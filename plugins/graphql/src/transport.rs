@@ -249,45 +249,73 @@ pub struct Forwarded<'a> {
 }
 
 impl Forwarded<'_> {
-    fn extensions(&self) -> Option<Map<String, Value>> {
-        let mut extensions = self.extensions.clone();
-        extensions.remove("persistedQuery");
-        (!extensions.is_empty()).then_some(extensions)
-    }
-
-    /// A POST body: a JSON object with one key per parameter.
-    pub fn body(&self) -> String {
-        let mut object = Map::new();
-        object.insert("query".to_owned(), Value::String(self.query.to_owned()));
+    /// A POST body: a JSON object with one key per parameter, written from the parsed
+    /// values without copying them. (An error is only possible for a value serde_json
+    /// cannot write, which parsed JSON never holds; the caller fails closed on it.)
+    pub fn body(&self) -> Result<String, serde_json::Error> {
+        let mut out = String::with_capacity(self.query.len() + 16);
+        out.push_str("{\"query\":");
+        push_json(&mut out, &self.query)?;
         if let Some(name) = self.operation_name {
-            object.insert("operationName".to_owned(), Value::String(name.to_owned()));
+            out.push_str(",\"operationName\":");
+            push_json(&mut out, &name)?;
         }
         if !self.variables.is_empty() {
-            object.insert("variables".to_owned(), Value::Object(self.variables.clone()));
+            out.push_str(",\"variables\":");
+            push_json(&mut out, self.variables)?;
         }
-        if let Some(extensions) = self.extensions() {
-            object.insert("extensions".to_owned(), Value::Object(extensions));
+        let extensions = Extensions(self.extensions);
+        if !extensions.is_empty() {
+            out.push_str(",\"extensions\":");
+            push_json(&mut out, &extensions)?;
         }
-        Value::Object(object).to_string()
+        out.push('}');
+        Ok(out)
     }
 
     /// A GET query string (without the `?`), form-encoded.
-    pub fn query_string(&self) -> String {
+    pub fn query_string(&self) -> Result<String, serde_json::Error> {
         let mut out = format!("query={}", form_encode(self.query));
         if let Some(name) = self.operation_name {
             out.push_str("&operationName=");
             out.push_str(&form_encode(name));
         }
+        let mut json = String::new();
         if !self.variables.is_empty() {
+            push_json(&mut json, self.variables)?;
             out.push_str("&variables=");
-            out.push_str(&form_encode(&Value::Object(self.variables.clone()).to_string()));
+            out.push_str(&form_encode(&json));
         }
-        if let Some(extensions) = self.extensions() {
+        let extensions = Extensions(self.extensions);
+        if !extensions.is_empty() {
+            json.clear();
+            push_json(&mut json, &extensions)?;
             out.push_str("&extensions=");
-            out.push_str(&form_encode(&Value::Object(extensions).to_string()));
+            out.push_str(&form_encode(&json));
         }
-        out
+        Ok(out)
     }
+}
+
+/// The client's extensions without `persistedQuery`, serialized in place.
+struct Extensions<'a>(&'a Map<String, Value>);
+
+impl Extensions<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.keys().all(|k| k == "persistedQuery")
+    }
+}
+
+impl serde::Serialize for Extensions<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().filter(|(k, _)| k.as_str() != "persistedQuery"))
+    }
+}
+
+/// Appends `value` as JSON.
+fn push_json(out: &mut String, value: &impl serde::Serialize) -> Result<(), serde_json::Error> {
+    out.push_str(&serde_json::to_string(value)?);
+    Ok(())
 }
 
 /// Percent-encodes all but the unreserved characters (RFC 3986), which every form
@@ -454,7 +482,7 @@ mod tests {
             variables: &variables,
             extensions: &extensions,
         };
-        let back = parse_get(&format!("/g?{}", forwarded.query_string())).unwrap();
+        let back = parse_get(&format!("/g?{}", forwarded.query_string().unwrap())).unwrap();
         assert_eq!(back.query.as_deref(), Some(forwarded.query));
         assert_eq!(back.operation_name.as_deref(), Some("Q"));
         assert_eq!(back.variables, variables);
@@ -462,7 +490,9 @@ mod tests {
             back.extensions,
             *serde_json::json!({"trace": true}).as_object().unwrap()
         );
-        let Body::One(posted) = parse_post(Some("application/json"), forwarded.body().as_bytes(), None).unwrap() else {
+        let Body::One(posted) =
+            parse_post(Some("application/json"), forwarded.body().unwrap().as_bytes(), None).unwrap()
+        else {
             panic!("a batch")
         };
         assert_eq!(posted, back);
@@ -473,7 +503,7 @@ mod tests {
             variables: &empty,
             extensions: &empty,
         };
-        assert_eq!(bare.body(), r#"{"query":"{a}"}"#);
-        assert_eq!(bare.query_string(), "query=%7Ba%7D");
+        assert_eq!(bare.body().unwrap(), r#"{"query":"{a}"}"#);
+        assert_eq!(bare.query_string().unwrap(), "query=%7Ba%7D");
     }
 }
