@@ -53,7 +53,7 @@ async fn counters_and_histograms_move_exactly_with_the_traffic() {
     let weft = Weft::start(&config(&up, "")).await;
     assert_eq!(traffic(&weft, "/api/x", 7).await, vec![200; 7]);
     assert_eq!(traffic(&weft, "/other", 3).await, vec![200; 3]);
-    assert_eq!(traffic(&weft, "/dead", 2).await, vec![502; 2]);
+    assert_eq!(traffic(&weft, "/dead", 2).await, vec![503; 2]);
 
     let exact = [
         (r#"weft_responses_total{route="api",class="2xx"}"#, 7.0),

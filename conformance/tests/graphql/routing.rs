@@ -312,6 +312,25 @@ async fn service_errors_reach_the_client_redacted() {
         !reply.text().contains("10.0.0.7") && !reply.text().contains("/srv/"),
         "{answer}"
     );
+    // An operation rerouted whole to its one service: the service's own answer, redacted
+    // on its way back (locations kept).
+    let whole = env
+        .post("/graphql", &json!({"query": "{ order(id: \"boom\") { id } }"}))
+        .await;
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    let answer = whole.json();
+    assert_eq!(answer["errors"][0]["message"], "order store unavailable", "{answer}");
+    assert!(answer["errors"][0]["locations"].is_array(), "{answer}");
+    assert_eq!(
+        answer["errors"][0]["extensions"],
+        json!({"code": "DOWNSTREAM_FAILED"}),
+        "{answer}"
+    );
+    assert_eq!(answer["errors"][0].as_object().map(|e| e.len()), Some(4), "{answer}");
+    assert!(
+        !whole.text().contains("10.0.0.7") && !whole.text().contains("/srv/"),
+        "{answer}"
+    );
     // Details on request (`include_subgraph_errors = true` on /open).
     let open = env.post("/open", &body).await.json();
     assert_eq!(open["errors"][0]["extensions"]["service"], "orders", "{open}");

@@ -28,7 +28,7 @@ use apollo_compiler::parser::Parser;
 use apollo_compiler::validation::Valid;
 use apollo_compiler::{ExecutableDocument, Node};
 use serde_json::{Value, json};
-use weft_sdk::{Decision, Filter, Options, Phases, Reply, Request, kv, log, metrics};
+use weft_sdk::{Decision, Filter, Options, Phases, Reply, Request, Response, ResponseDecision, kv, log, metrics};
 
 use crate::config::{Config, RawConfig};
 use crate::plan::{Coerced, Owner, RootField};
@@ -91,11 +91,27 @@ impl Filter for Graphql {
     }
 
     fn options(&self) -> Options {
+        // A rerouted operation's answer comes straight from its service: to redact its
+        // errors (the default), this filter reads that answer too.
+        let redact = !self.config.include_subgraph_errors;
         Options {
-            phases: Phases::REQUEST,
+            phases: if redact { Phases::BOTH } else { Phases::REQUEST },
             request_body: true,
-            response_body: false,
+            response_body: redact,
         }
+    }
+
+    /// A service's own answer (an operation rerouted whole) keeps of its errors only what
+    /// a client may see, as the answers this filter builds do ([`merge::redact_answer`]).
+    fn on_response(&self, response: &mut Response<'_>) -> ResponseDecision {
+        if let Some(body) = response.body()
+            && let Some(redacted) = merge::redact_answer(&body)
+            && response.set_body(redacted.as_bytes()).is_err()
+        {
+            // Fail closed: an answer whose errors cannot be redacted is not sent.
+            return Reply::new(502).body("subgraph answer could not be redacted").into();
+        }
+        ResponseDecision::Continue
     }
 
     fn on_request(&self, request: &mut Request<'_>) -> Decision {

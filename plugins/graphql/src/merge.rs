@@ -130,7 +130,7 @@ pub fn merge(
                         }
                         error
                     } else {
-                        redacted(error)
+                        redacted(error, Locations::Drop)
                     }));
                 }
             }
@@ -171,9 +171,40 @@ pub fn merge(
     out
 }
 
-/// A service's error as a client may see it: `message` (a string), `path` and
-/// `extensions.code` (a string), nothing else.
-fn redacted(error: &Map<String, Value>) -> Map<String, Value> {
+/// `body` (a service's GraphQL answer) with its errors [`redacted`], when it has any that
+/// carry more than a client may see; `None` when it has none (the answer goes as it is)
+/// or is no JSON object (then it holds no GraphQL errors to redact).
+pub(crate) fn redact_answer(body: &[u8]) -> Option<String> {
+    // Most answers have no errors: a byte search spares them the parse.
+    const ERRORS: &[u8] = b"\"errors\"";
+    if !body.windows(ERRORS.len()).any(|w| w == ERRORS) {
+        return None;
+    }
+    let mut answer: Map<String, Value> = serde_json::from_slice(body).ok()?;
+    let errors = answer.get_mut("errors")?.as_array_mut()?;
+    let mut changed = false;
+    for error in errors.iter_mut() {
+        let Some(fields) = error.as_object() else { continue };
+        let clean = redacted(fields, Locations::Keep);
+        if clean != *fields {
+            *error = Value::Object(clean);
+            changed = true;
+        }
+    }
+    changed.then(|| Value::Object(answer).to_string())
+}
+
+/// Whether an error's `locations` point into the text the client sent: they do in a
+/// service's own answer to the operation rerouted to it, not in a sub-operation's.
+#[derive(Clone, Copy, PartialEq)]
+enum Locations {
+    Keep,
+    Drop,
+}
+
+/// A service's error as a client may see it: `message` (a string), `path`, `locations`
+/// (with [`Locations::Keep`]) and `extensions.code` (a string), nothing else.
+fn redacted(error: &Map<String, Value>, locations: Locations) -> Map<String, Value> {
     let mut out = Map::new();
     let message = error.get("message").filter(|m| m.is_string()).cloned();
     out.insert(
@@ -182,6 +213,12 @@ fn redacted(error: &Map<String, Value>) -> Map<String, Value> {
     );
     if let Some(path) = error.get("path").filter(|p| p.is_array()) {
         out.insert("path".to_owned(), path.clone());
+    }
+    if let Some(kept) = error
+        .get("locations")
+        .filter(|l| l.is_array() && locations == Locations::Keep)
+    {
+        out.insert("locations".to_owned(), kept.clone());
     }
     if let Some(code) = error
         .get("extensions")
@@ -197,6 +234,20 @@ fn redacted(error: &Map<String, Value>) -> Map<String, Value> {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_services_own_answer_loses_what_a_client_may_not_see() {
+        let body = br#"{"errors":[{"message":"boom","locations":[{"line":1,"column":3}],"path":["order"],"extensions":{"code":"X","stacktrace":["at /srv/app.js:1"]}}],"data":{"order":null}}"#;
+        let redacted: Value = serde_json::from_str(&redact_answer(body).unwrap()).unwrap();
+        assert_eq!(
+            redacted,
+            json!({"errors":[{"message":"boom","locations":[{"line":1,"column":3}],"path":["order"],"extensions":{"code":"X"}}],"data":{"order":null}})
+        );
+        // Nothing to redact: the answer goes unchanged (no parse, no copy).
+        assert_eq!(redact_answer(br#"{"data":{"a":1}}"#), None);
+        assert_eq!(redact_answer(br#"{"errors":[{"message":"m","path":["a"]}]}"#), None);
+        assert_eq!(redact_answer(b"not json \"errors\""), None);
+    }
 
     fn field(key: &str, cluster: &str, non_null: bool) -> RootField {
         RootField {
