@@ -63,7 +63,7 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
         rec.failed(&err);
         return Ok(rec.finish(error_response(&err, "-", dialect)));
     };
-    rec.route(&route.name);
+    rec.route(&route.name, route.template());
     let mut resp = match proxy(&runtime, route, &conn, head, body, upgrade, &mut rec).await {
         Ok(resp) => {
             route.counters.record(resp.status(), started.elapsed());
@@ -333,7 +333,7 @@ async fn send(
     // A gRPC call's own deadline, when shorter, bounds the wait instead of the route's.
     let timeout = crate::grpc::deadline(&head).map_or(route.timeout, |d| d.min(route.timeout));
     forward::upstream_request(&mut head, conn, route.host_rewrite.as_ref(), version);
-    rec.upstream_start(&mut head);
+    rec.upstream_start(&mut head, cluster.scheme());
     let sent = Instant::now();
     let result = cluster
         .send(Request::from_parts(head, body), timeout, Some(conn.peer.ip()))
