@@ -231,6 +231,7 @@ fn filter_failed(runtime: &crate::state::Runtime, entry: &ChainEntry, error: Fil
     if entry.on_error == FailureMode::Closed || !error.is_guest_fault() {
         return Err(ProxyError::filter(entry.filter.name(), error));
     }
+    runtime.metrics.filter_skipped(entry.filter.name());
     tracing::warn!(filter = entry.filter.name(), %error, "filter failed; continuing (fail-open)");
     Ok(())
 }
