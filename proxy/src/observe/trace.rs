@@ -1,6 +1,9 @@
 //! Distributed tracing: the trace context a request arrives with (W3C `traceparent` and
 //! `tracestate`; B3 single and multi header accepted), a server span per request with a
-//! child span per filter phase and per upstream attempt, and the context sent upstream.
+//! child span per filter phase and a client span for the exchange with the cluster (all
+//! its tries), and the context sent upstream. Names and attributes follow OpenTelemetry's
+//! stable HTTP semantic conventions (docs/tracing-and-logs.md lists them); the query is
+//! shown only as `[tracing] query` says (`super::query`).
 //! Spans are built with the OpenTelemetry SDK and exported over OTLP (HTTP/protobuf or
 //! gRPC) by its batch processor, on a thread of its own.
 //!
