@@ -252,3 +252,55 @@ async fn grpc_timeout_is_the_calls_deadline_and_errors_answer_200() {
     // A plain HTTP client on the same route still gets an HTTP status.
     assert_eq!(get(&weft.url("/x")).await.status, 404);
 }
+
+#[tokio::test]
+async fn grpc_timeout_binds_grpc_calls_only_and_is_never_the_endpoints_failure() {
+    // Answers after 200 ms: well within the route's timeout, long past a 1 ns deadline.
+    let up = Upstream::start(|_req| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        http::Response::new(full("ok"))
+    })
+    .await;
+    let config = Config::new()
+        .cluster_with(
+            "grpc",
+            &[up.addr],
+            "protocol = \"http2\"\n[clusters.outlier_detection]\nconsecutive_failures = 3",
+        )
+        .route("all", "path_prefix = \"/\"", "grpc", &[], "timeout = \"15s\"");
+    let weft = Weft::start(&config.to_string()).await;
+    let client = h2c_client();
+    // Plain HTTP/2 requests: grpc-timeout means nothing to them.
+    for _ in 0..8 {
+        let request = Request::get(weft.url("/plain"))
+            .header("grpc-timeout", "1n")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let reply = send(&client, request).await;
+        assert_eq!((reply.status, reply.text().as_str()), (200, "ok"));
+    }
+    // gRPC calls: the deadline is theirs, and passing it is the client's doing.
+    for _ in 0..8 {
+        let request = Request::post(weft.url(SAY))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-timeout", "1n")
+            .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+            .expect("request");
+        let reply = send(&client, request).await;
+        assert_eq!((reply.status, reply.header("grpc-status")), (200, Some("4")));
+    }
+    let endpoint = format!("{{cluster=\"grpc\",endpoint=\"{}\"}}", up.addr);
+    assert_eq!(
+        weft.metric(&format!("weft_upstream_ejections_total{endpoint}")).await,
+        0.0
+    );
+    assert_eq!(
+        weft.metric(&format!("weft_upstream_failures_total{endpoint}")).await,
+        0.0
+    );
+    assert_eq!(
+        weft.metric(&format!("weft_upstream_endpoint_healthy{endpoint}")).await,
+        1.0
+    );
+}

@@ -186,7 +186,7 @@ cluster = "dead"
     let unreachable = get(&weft.url("/dead")).await;
     assert_eq!(
         (unreachable.status, unreachable.text().as_str()),
-        (502, "upstream unreachable\n")
+        (503, "upstream unreachable\n")
     );
     let started = std::time::Instant::now();
     let timeout = get(&weft.url("/slow")).await;
@@ -198,7 +198,7 @@ cluster = "dead"
     let log = weft.log();
     assert!(
         log.contains("cannot connect to"),
-        "the 502 is logged with its cause:\n{log}"
+        "the 503 is logged with its cause:\n{log}"
     );
     assert!(
         log.contains("no response head"),

@@ -350,6 +350,10 @@ endpoints = ["127.0.0.1:3000"]
         ),
         ("redirect = { path = \"/\", code = 200 }\n", "redirect.code"),
         (
+            "match = { path_prefix = \"api\" }\ncluster = \"web\"\n",
+            "must start with '/'",
+        ),
+        (
             "cluster = \"web\"\nfault = { abort = { status = 503, percent = 150.0 } }\n",
             "not between 0 and 100",
         ),
@@ -633,7 +637,7 @@ mirror = { cluster = "b", max_body_bytes = 1024 }
         assert_eq!(uri, &format!("/v2/item/{n}"), "the shadow sees the rewritten path");
         assert_eq!(body, &Bytes::from(format!("payload-{n}")));
     }
-    let series = |o: &str| format!("weft_route_mirrored_total{{route=\"mirrored\",kind=\"{o}\"}}");
+    let series = |o: &str| format!("weft_route_mirrored_total{{route=\"mirrored\",cluster=\"b\",kind=\"{o}\"}}");
     eventually(async || weft.metric(&series("sent")).await == 20.0).await;
 
     // A body larger than the copy may be goes to the real upstream whole, and is not copied.
@@ -686,10 +690,464 @@ mirror = { cluster = "down" }
     tokio::time::timeout(Duration::from_secs(10), all)
         .await
         .expect("the client was not held back by its mirror");
-    let series = |r: &str, o: &str| format!("weft_route_mirrored_total{{route=\"{r}\",kind=\"{o}\"}}");
+    let series =
+        |r: &str, c: &str, o: &str| format!("weft_route_mirrored_total{{route=\"{r}\",cluster=\"{c}\",kind=\"{o}\"}}");
     // Five copies wait on the stalled shadow; the other 25 were dropped, not queued.
     eventually(async || stalled.hits() == 5).await;
-    assert_eq!(weft.metric(&series("stalled", "dropped")).await, 25.0);
-    eventually(async || weft.metric(&series("down", "failed")).await == 10.0).await;
+    assert_eq!(weft.metric(&series("stalled", "b", "dropped")).await, 25.0);
+    eventually(async || weft.metric(&series("down", "down", "failed")).await == 10.0).await;
     assert_eq!(a.hits(), 40);
+}
+
+/// The peak resident memory of the weft process, in bytes (Linux `VmHWM`).
+fn peak_rss(weft: &Weft) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", weft.pid())).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+#[tokio::test]
+async fn a_shadow_answer_is_drained_not_held_in_memory() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::StreamExt;
+    const CHUNK: usize = 64 << 10;
+    const CHUNKS: usize = 3 * 1024; // 192 MiB
+    let a = Upstream::echo("a").await;
+    let produced = Arc::new(AtomicUsize::new(0));
+    let shadow = {
+        let produced = produced.clone();
+        Upstream::start(move |_req| {
+            let produced = produced.clone();
+            async move {
+                let chunk = Bytes::from(vec![b'x'; CHUNK]);
+                let frames = futures_util::stream::iter(0..CHUNKS).map(move |_| {
+                    produced.fetch_add(1, Ordering::Relaxed);
+                    Ok::<_, std::convert::Infallible>(http_body::Frame::data(chunk.clone()))
+                });
+                http::Response::new(http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+            }
+        })
+        .await
+    };
+    let weft = Weft::start(&config(
+        &a,
+        &shadow,
+        r#"
+[[routes]]
+name = "mirrored"
+match = { path_prefix = "/" }
+cluster = "a"
+timeout = "60s"
+mirror = { cluster = "b" }
+"#,
+    ))
+    .await;
+    let before = peak_rss(&weft);
+    assert_eq!(get(&weft.url("/large")).await.status, 200);
+    // Every frame the shadow makes has been taken by weft but what the sockets hold.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while produced.load(Ordering::Relaxed) < CHUNKS {
+        assert!(Instant::now() < deadline, "the shadow's answer was not read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = peak_rss(&weft).saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "reading a 192 MiB shadow answer grew weft's peak memory by {} MiB",
+        grown >> 20
+    );
+}
+
+#[tokio::test]
+async fn a_regex_rewrite_that_does_not_match_passes_the_path_unchanged() {
+    let (a, b) = (Upstream::echo("a").await, Upstream::echo("b").await);
+    let weft = Weft::start(&config(
+        &a,
+        &b,
+        r#"
+[[routes]]
+match = { path_prefix = "/users" }
+cluster = "a"
+rewrite = { regex = "^/users/([0-9]+)/(.*)$", substitution = "/u/$1/$2" }
+"#,
+    ))
+    .await;
+    let echo = get(&weft.url("/users/42/posts?x=1")).await.json();
+    assert_eq!(echo["uri"], "/u/42/posts?x=1");
+    // Paths the pattern does not match go on as they came, query and encoding included.
+    for target in ["/users/me", "/users/me/posts?x=1", "/users", "/users/a%20b/"] {
+        let reply = get(&weft.url(target)).await;
+        assert_eq!(reply.status, 200, "{target}: {}", reply.text());
+        assert_eq!(reply.json()["uri"], target);
+    }
+}
+
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Bytes)>>>;
+
+/// An upstream that records the path and body of every request it gets.
+async fn recorder() -> (Upstream, Seen) {
+    let seen = Seen::default();
+    let kept = seen.clone();
+    let up = Upstream::start(move |req| {
+        let kept = kept.clone();
+        async move {
+            let uri = req.uri().to_string();
+            let body = http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            kept.lock().expect("lock").push((uri, body));
+            http::Response::new(full("shadow answer"))
+        }
+    })
+    .await;
+    (up, seen)
+}
+
+#[tokio::test]
+async fn a_route_mirrors_to_several_clusters_each_with_its_own_share_and_limit() {
+    let a = Upstream::echo("a").await;
+    let ((b, to_b), (c, to_c), (d, to_d)) = (recorder().await, recorder().await, recorder().await);
+    let text = config(&a, &b, "")
+        + &format!(
+            r#"
+[[clusters]]
+name = "c"
+endpoints = ["{}"]
+
+[[clusters]]
+name = "d"
+endpoints = ["{}"]
+
+[[routes]]
+name = "mirrored"
+match = {{ path_prefix = "/" }}
+cluster = "a"
+mirror = [
+  {{ cluster = "b", max_body_bytes = 1024 }},
+  {{ cluster = "c", max_body_bytes = 16 }},
+  {{ cluster = "d", percent = 0.0 }},
+]
+"#,
+            c.addr, d.addr
+        );
+    let weft = Weft::start(&text).await;
+    let client = http1_client();
+    for i in 0..10 {
+        let reply = send(&client, post(&weft.url(&format!("/item/{i}")), format!("payload-{i}"))).await;
+        assert_eq!(reply.json()["upstream"], "a");
+    }
+    // Larger than c's copy may be, within b's: b gets it, c does not.
+    let medium = "m".repeat(100);
+    assert_eq!(
+        send(&client, post(&weft.url("/medium"), medium.clone())).await.status,
+        200
+    );
+    eventually(async || to_b.lock().expect("lock").len() == 11 && to_c.lock().expect("lock").len() == 10).await;
+    let series =
+        |c: &str, o: &str| format!("weft_route_mirrored_total{{route=\"mirrored\",cluster=\"{c}\",kind=\"{o}\"}}");
+    eventually(async || weft.metric(&series("c", "dropped")).await == 1.0).await;
+    for (seen, n) in [(&to_b, 11), (&to_c, 10)] {
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.len(), n);
+        for (uri, body) in seen.iter() {
+            let want = match uri.strip_prefix("/item/") {
+                Some(i) => format!("payload-{i}"),
+                None => medium.clone(),
+            };
+            assert_eq!(body, &Bytes::from(want), "{uri}");
+        }
+    }
+    assert_eq!(weft.metric(&series("b", "sent")).await, 11.0);
+    assert_eq!(weft.metric(&series("c", "sent")).await, 10.0);
+    assert!(to_d.lock().expect("lock").is_empty(), "a 0% mirror gets nothing");
+    assert_eq!(a.hits(), 11);
+
+    // One cluster mirrored twice, or an empty list, is refused at load.
+    for (mirror, wanted) in [
+        (
+            "[{ cluster = \"b\" }, { cluster = \"b\", percent = 5.0 }]",
+            "mirrored to twice",
+        ),
+        ("[]", "names no cluster"),
+        (
+            "[{ cluster = \"b\" }, { cluster = \"nope\" }]",
+            "unknown cluster \"nope\"",
+        ),
+    ] {
+        let bad = text.replace(
+            &text[text.find("mirror = [").expect("mirror")..text.rfind(']').expect("end") + 1],
+            &format!("mirror = {mirror}"),
+        );
+        let (ok, out) = check(&bad.replace("{listen}", "127.0.0.1:1").replace("{admin}", "127.0.0.1:2"));
+        assert!(!ok, "{mirror} was accepted");
+        assert!(out.contains(wanted), "{mirror}: {out}");
+    }
+}
+
+#[tokio::test]
+async fn each_split_entry_carries_its_own_header_edits() {
+    let (a, b) = (Upstream::echo("a").await, Upstream::echo("b").await);
+    let text = config(
+        &a,
+        &b,
+        r#"
+[[routes]]
+name = "canary"
+match = { path_prefix = "/" }
+request_headers = { set = { x-backend = "route", x-route = "1" } }
+response_headers = { set = { x-served-by = "route" } }
+split = [
+  { cluster = "a", weight = 1, request_headers = { set = { x-backend = "a" } }, response_headers = { set = { x-served-by = "a" } } },
+  { cluster = "b", weight = 1, request_headers = { set = { x-backend = "b" }, remove = ["x-drop"] } },
+]
+"#,
+    );
+    let weft = Weft::start(&text).await;
+    let client = http1_client();
+    let mut seen = HashMap::new();
+    for _ in 0..60 {
+        let reply = send(&client, get_with(&weft.url("/"), &[("x-drop", "1")])).await;
+        let echo = reply.json();
+        let upstream = echo["upstream"].as_str().unwrap_or("?").to_owned();
+        // The entry's edits follow the route's: the more specific win.
+        assert_eq!(echo["headers"]["x-backend"], serde_json::json!([upstream]), "{echo}");
+        assert_eq!(echo["headers"]["x-route"], serde_json::json!(["1"]));
+        let dropped = echo["headers"].get("x-drop").is_none();
+        assert_eq!(dropped, upstream == "b", "only b's entry removes x-drop: {echo}");
+        let served = if upstream == "a" { "a" } else { "route" };
+        assert_eq!(reply.header("x-served-by"), Some(served));
+        *seen.entry(upstream).or_insert(0) += 1;
+    }
+    assert!(seen.contains_key("a") && seen.contains_key("b"), "{seen:?}");
+
+    // An entry's edits are checked like the route's: framing headers are refused, with the line.
+    let bad = text.replace("x-backend = \"b\"", "x-backend = \"b\", content-length = \"1\"");
+    let (ok, out) = check(&bad.replace("{listen}", "127.0.0.1:1").replace("{admin}", "127.0.0.1:2"));
+    assert!(
+        !ok && out.contains("split.request_headers") && out.contains("content-length"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn path_prefix_matches_whole_segments() {
+    let (a, b) = (Upstream::echo("a").await, Upstream::echo("b").await);
+    let weft = Weft::start(&config(
+        &a,
+        &b,
+        r#"
+[[routes]]
+match = { path_prefix = "/v2" }
+cluster = "a"
+
+[[routes]]
+match = { path_prefix = "/v3/" }
+cluster = "a"
+rewrite = { prefix = "/internal" }
+
+[[routes]]
+match = { path_prefix = "/old" }
+redirect = { prefix = "/new/", code = 308 }
+
+[[routes]]
+match = { path_prefix = "/" }
+cluster = "b"
+"#,
+    ))
+    .await;
+    let upstream = |echo: serde_json::Value| echo["upstream"].as_str().unwrap_or("?").to_owned();
+    for path in ["/v2", "/v2/", "/v2/x", "/v2/x/y?q=1", "/v2?q=1"] {
+        assert_eq!(upstream(get(&weft.url(path)).await.json()), "a", "{path}");
+    }
+    for path in [
+        "/v2example",
+        "/v2.json",
+        "/v2-beta/x",
+        "/V2",
+        "/v2%20",
+        "/v3example",
+        "/oldest",
+    ] {
+        assert_eq!(upstream(get(&weft.url(path)).await.json()), "b", "{path}");
+    }
+    // A trailing `/` in the prefix does not count: `/v3/` takes `/v3` too, and the rewrite
+    // replaces whole segments.
+    for (path, want) in [
+        ("/v3", "/internal"),
+        ("/v3/", "/internal/"),
+        ("/v3/x?q=1", "/internal/x?q=1"),
+    ] {
+        let echo = get(&weft.url(path)).await.json();
+        assert_eq!(
+            (upstream(echo.clone()).as_str(), &echo["uri"]),
+            ("a", &serde_json::json!(want)),
+            "{path}"
+        );
+    }
+    let client = http1_client();
+    for (path, want) in [("/old", "/new"), ("/old/a?x=1", "/new/a?x=1")] {
+        let reply = send(&client, get_with(&weft.url(path), &[("host", "shop.example")])).await;
+        assert_eq!(reply.status, 308, "{path}");
+        assert_eq!(
+            reply.header("location"),
+            Some(format!("http://shop.example{want}").as_str())
+        );
+    }
+}
+
+fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut req = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.body(Full::new(Bytes::new())).expect("request")
+}
+
+#[tokio::test]
+async fn cors_preflights_are_answered_at_the_proxy_and_answers_marked_for_allowed_origins() {
+    // An upstream that would allow any origin itself: the route's policy must be the one.
+    let up = Upstream::start(|_req| async {
+        http::Response::builder()
+            .header("access-control-allow-origin", "*")
+            .header("access-control-allow-credentials", "true")
+            .header("x-request-id", "r-1")
+            .body(full("data"))
+            .expect("response")
+    })
+    .await;
+    let b = Upstream::echo("b").await;
+    let weft = Weft::start(&config(
+        &up,
+        &b,
+        r#"
+[[routes]]
+match = { path_prefix = "/api" }
+cluster = "a"
+cors = { allow_origins = ["https://app.example", "https://*.shop.example"], allow_methods = ["GET", "PUT"], allow_headers = ["x-token"], expose_headers = ["x-request-id"], allow_credentials = true, max_age = "10m" }
+
+[[routes]]
+match = { path_prefix = "/open" }
+cluster = "b"
+cors = { allow_origins = ["*"], allow_methods = ["*"], allow_headers = ["*"] }
+
+[[routes]]
+match = { path_prefix = "/cred" }
+cluster = "b"
+cors = { allow_origins = ["*"], allow_methods = ["*"], allow_headers = ["*"], allow_credentials = true }
+"#,
+    ))
+    .await;
+    let client = http1_client();
+    let preflight = |path: &str, origin: &str| {
+        request(
+            "OPTIONS",
+            &weft.url(path),
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "PUT"),
+                ("access-control-request-headers", "x-token, content-type"),
+            ],
+        )
+    };
+    let vary_origin = |reply: &Reply| {
+        reply
+            .headers
+            .get_all("vary")
+            .iter()
+            .any(|v| v.to_str().unwrap_or("").contains("Origin"))
+    };
+
+    // An allowed preflight: answered here, with the route's lists.
+    let reply = send(&client, preflight("/api/items", "https://app.example")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(reply.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(reply.header("access-control-allow-methods"), Some("GET, PUT"));
+    assert_eq!(reply.header("access-control-allow-headers"), Some("x-token"));
+    assert_eq!(reply.header("access-control-max-age"), Some("600"));
+    assert!(vary_origin(&reply));
+    // A refused one: 403 without any CORS header; also near misses of the allowed origins.
+    for origin in [
+        "https://evil.example",
+        "https://app.example.evil.example",
+        "http://app.example",
+        "https://app.example:8443",
+        "https://shop.example",
+        "https://evilshop.example",
+        "null",
+    ] {
+        let reply = send(&client, preflight("/api/items", origin)).await;
+        assert_eq!(reply.status, 403, "{origin}");
+        assert_eq!(reply.header("access-control-allow-origin"), None, "{origin}");
+        assert_eq!(reply.header("access-control-allow-methods"), None, "{origin}");
+    }
+    assert_eq!(up.hits(), 0, "no preflight reached the upstream");
+
+    // The actual request from an allowed origin: the upstream's answer, marked for it.
+    let reply = send(
+        &client,
+        request(
+            "GET",
+            &weft.url("/api/items"),
+            &[("origin", "https://a.b.shop.example")],
+        ),
+    )
+    .await;
+    assert_eq!((reply.status, reply.text().as_str()), (200, "data"));
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("https://a.b.shop.example")
+    );
+    assert_eq!(reply.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(reply.header("access-control-expose-headers"), Some("x-request-id"));
+    assert!(vary_origin(&reply));
+    // From a refused origin (or two origins at once) it still goes upstream, as a browser's
+    // simple request would, but the upstream's own permissive headers are removed.
+    for origins in [
+        &["https://evil.example"][..],
+        &["https://app.example", "https://evil.example"],
+    ] {
+        let headers: Vec<_> = origins.iter().map(|o| ("origin", *o)).collect();
+        let reply = send(&client, request("GET", &weft.url("/api/items"), &headers)).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("access-control-allow-origin"), None, "{origins:?}");
+        assert_eq!(reply.header("access-control-allow-credentials"), None, "{origins:?}");
+    }
+    // Not CORS at all: no Origin, or an OPTIONS that asks for no method, goes on as it came.
+    let reply = send(&client, request("GET", &weft.url("/api/items"), &[])).await;
+    assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+    let reply = send(
+        &client,
+        request("OPTIONS", &weft.url("/api/items"), &[("origin", "https://app.example")]),
+    )
+    .await;
+    assert_eq!(reply.text(), "data");
+    assert_eq!(up.hits(), 5);
+
+    // `*` without credentials answers `*`; with credentials, the request's own values.
+    let reply = send(&client, preflight("/open", "https://any.example")).await;
+    assert_eq!(reply.status, 200);
+    for name in ["origin", "methods", "headers"] {
+        assert_eq!(
+            reply.header(&format!("access-control-allow-{name}")),
+            Some("*"),
+            "{name}"
+        );
+    }
+    let reply = send(&client, preflight("/cred", "https://any.example")).await;
+    assert_eq!(reply.header("access-control-allow-origin"), Some("https://any.example"));
+    assert_eq!(reply.header("access-control-allow-methods"), Some("PUT"));
+    assert_eq!(
+        reply.header("access-control-allow-headers"),
+        Some("x-token, content-type")
+    );
+    assert_eq!(reply.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(b.hits(), 0);
 }

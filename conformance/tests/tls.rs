@@ -396,14 +396,14 @@ cluster = "secure"
         "the upstream saw the proxy's identity and the negotiated protocol"
     );
 
-    // The wrong server name fails verification: 502, with the reason in the log.
+    // The wrong server name fails verification: 503 (unreachable), with the reason in the log.
     let config = format!(
         "[[listeners]]\nname = \"main\"\naddress = \"{{listen}}\"\n[[clusters]]\nname = \"secure\"\nendpoints = [\"{addr}\"]\n\
          tls = {{ ca = \"{}\", server_name = \"wrong.internal\", cert = \"{proxy_cert}\", key = \"{proxy_key}\" }}\n[[routes]]\ncluster = \"secure\"\n",
         pki.ca()
     );
     let weft = Weft::start(&config).await;
-    assert_eq!(get(&weft.url("/")).await.status, 502);
+    assert_eq!(get(&weft.url("/")).await.status, 503);
     assert!(
         weft.log().contains("NotValidForName") || weft.log().contains("not valid for name"),
         "{}",
@@ -516,6 +516,17 @@ async fn certificates_rotate_under_load_without_failed_requests() {
 
 /// One HTTP/3 request with an h3 client over quinn.
 async fn h3_get(addr: std::net::SocketAddr, ca: &Path, path: &str) -> (u16, http::HeaderMap, Bytes) {
+    h3_request(addr, ca, "localhost", "localhost", path).await
+}
+
+/// An HTTP/3 GET whose TLS handshake names `sni` and whose `:authority` is `host`.
+async fn h3_request(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+    sni: &str,
+    host: &str,
+    path: &str,
+) -> (u16, http::HeaderMap, Bytes) {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).expect("pem") {
         roots.add(c.expect("ca")).expect("add");
@@ -530,13 +541,13 @@ async fn h3_get(addr: std::net::SocketAddr, ca: &Path, path: &str) -> (u16, http
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
     let conn = endpoint
-        .connect(addr, "localhost")
+        .connect(addr, sni)
         .expect("connect")
         .await
         .expect("QUIC handshake");
     let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn)).await.expect("h3");
     tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
-    let req = http::Request::get(format!("https://localhost:{}{path}", addr.port()))
+    let req = http::Request::get(format!("https://{host}:{}{path}", addr.port()))
         .body(())
         .expect("req");
     let mut stream = send.send_request(req).await.expect("send");
@@ -592,4 +603,69 @@ async fn http3_on_the_same_port_through_the_same_routes_and_filters() {
     assert_eq!(echo["uri"], "/over-h3?q=2");
     let (status, _, _) = h3_get(weft.addr, &pki.path("ca.pem"), "/a%2Fb").await;
     assert_eq!(status, 400, "an encoded slash is refused over HTTP/3 too");
+}
+
+#[tokio::test]
+async fn a_host_another_certificate_serves_is_misdirected() {
+    let pki = Pki::new("CA");
+    let a = pki.issue("a", &["a.test"], &[], Usage::Server);
+    let b = pki.issue("b", &["b.test", "*.b.test"], &[], Usage::Server);
+    let up = Upstream::echo("a").await;
+    let admin = "[admin]\naddress = \"{admin}\"\n";
+    let weft = Weft::start(&(tls_listener(&[a, b], "http3 = true") + admin + &cluster_and_route(&up))).await;
+    let mut answered = 0;
+    let mut refused = 0;
+    for flag in ["--http1.1", "--http2"] {
+        for (sni, host, want) in [
+            ("a.test", "a.test", "200"),
+            ("a.test", "b.test", "421"),
+            ("a.test", "B.Test.", "421"),
+            ("a.test", "x.b.test:8443", "421"),
+            ("b.test", "a.test", "421"),
+            ("b.test", "x.b.test", "200"),
+            // No certificate names it: the connection's own business, as before.
+            ("a.test", "c.test", "200"),
+            ("a.test", "127.0.0.1", "200"),
+        ] {
+            let header = format!("Host: {host}");
+            let (code, out, err) = curl(&[
+                flag,
+                "--cacert",
+                &pki.ca(),
+                "--resolve",
+                &resolve(&weft, sni),
+                "-H",
+                &header,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &https(&weft, sni, "/"),
+            ])
+            .await;
+            assert_eq!((code, out.as_str()), (0, want), "{flag} SNI {sni}, Host {host}: {err}");
+            match want {
+                "200" => answered += 1,
+                _ => refused += 1,
+            }
+        }
+    }
+    // HTTP/3 takes the same check, with the SNI of its QUIC handshake.
+    for (sni, host, want) in [
+        ("a.test", "a.test", 200),
+        ("a.test", "b.test", 421),
+        ("b.test", "a.test", 421),
+    ] {
+        let (status, _, _) = h3_request(weft.addr, &pki.path("ca.pem"), sni, host, "/").await;
+        assert_eq!(status, want, "HTTP/3 SNI {sni}, host {host}");
+        match want {
+            200 => answered += 1,
+            _ => refused += 1,
+        }
+    }
+    assert_eq!(up.hits(), answered, "a misdirected request never reaches the upstream");
+    let counted = weft
+        .metric("weft_downstream_refused_total{listener=\"tls\",reason=\"misdirected\"}")
+        .await;
+    assert_eq!(counted as usize, refused);
 }

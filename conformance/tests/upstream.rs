@@ -1064,7 +1064,7 @@ async fn max_pending_requests_bounds_the_connections_being_opened() {
     assert!(started.elapsed() < Duration::from_millis(1000), "refused at once");
     assert_eq!(
         first.await.expect("first"),
-        502,
+        503,
         "the first gives up at its connect_timeout"
     );
     assert_eq!(
@@ -1101,4 +1101,175 @@ async fn max_retries_bounds_the_retries_in_flight() {
             .await,
         1.0
     );
+}
+
+/// Sends `head`, then `pieces` of its body `gap` apart, and reads the answer to the end
+/// (the request says `Connection: close`).
+async fn paced_upload(weft: &Weft, head: &str, pieces: &[&str], gap: Duration) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(weft.addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("head");
+    for piece in pieces {
+        tokio::time::sleep(gap).await;
+        if stream.write_all(piece.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    raw::read_to_close(&mut stream, Duration::from_secs(20)).await.0
+}
+
+#[tokio::test]
+async fn the_route_timeout_starts_when_the_request_is_complete() {
+    let up = Named::start("up").await;
+    let clusters = cluster_block("up", &format!("[\"{}\"]", up.addr()), "");
+    let weft = Weft::start(&config(&clusters, &route_block("/", "up", "timeout = \"1s\""))).await;
+    // A legitimate upload that takes 2 s, twice the route's timeout: the timeout is the
+    // upstream's time to answer, which starts when the request is complete.
+    let head = "POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 20\r\n\r\n";
+    let pieces = ["aaaaa", "bbbbb", "ccccc", "ddddd"];
+    let raw = paced_upload(&weft, head, &pieces, Duration::from_millis(500)).await;
+    assert_eq!(raw::status(&raw), Some(200), "{raw}");
+    assert_eq!(up.seen.lock().expect("log")[0].1, "aaaaabbbbbcccccddddd");
+}
+
+#[tokio::test]
+async fn stalled_uploads_are_the_clients_fault_not_the_endpoints() {
+    let up = Named::start("up").await;
+    let outlier = "[clusters.outlier_detection]\nconsecutive_failures = 3";
+    let eps = format!("[\"{}\"]", up.addr());
+    let clusters =
+        cluster_block("h1", &eps, outlier) + &cluster_block("h2", &eps, &format!("protocol = \"http2\"\n{outlier}"));
+    let routes = route_block("/h2", "h2", "timeout = \"300ms\"") + &route_block("/", "h1", "timeout = \"300ms\"");
+    let config = config(&clusters, &routes).replace(
+        "address = \"{listen}\"\n",
+        "address = \"{listen}\"\n[listeners.timeouts]\nbody_idle = \"1s\"\n",
+    );
+    let weft = Weft::start(&config).await;
+    // Uploads that stop halfway, to an HTTP/1.1 and an HTTP/2 upstream: each is the
+    // client's timeout (408), none the upstream's (504), and the endpoint stays in.
+    for (cluster, path) in [("h1", "/upload"), ("h2", "/h2/upload")] {
+        let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\n");
+        let stalled: Vec<_> = (0..8)
+            .map(|_| {
+                let (weft, head) = (&weft, &head);
+                async move { paced_upload(weft, head, &["half"], Duration::ZERO).await }
+            })
+            .collect();
+        for raw in futures_util::future::join_all(stalled).await {
+            assert_eq!(raw::status(&raw), Some(408), "{cluster}: {raw}");
+        }
+        let endpoint = format!("{{cluster=\"{cluster}\",endpoint=\"{}\"}}", up.addr());
+        assert_eq!(
+            weft.metric(&format!("weft_upstream_failures_total{endpoint}")).await,
+            0.0,
+            "{cluster}"
+        );
+        assert_eq!(
+            weft.metric(&format!("weft_upstream_ejections_total{endpoint}")).await,
+            0.0,
+            "{cluster}"
+        );
+    }
+    assert_eq!(
+        weft.metric("weft_downstream_refused_total{listener=\"main\",reason=\"body_timeout\"}")
+            .await,
+        16.0
+    );
+    assert_eq!(get(&weft.url("/")).await.status, 200);
+    assert_eq!(get(&weft.url("/h2")).await.status, 200);
+}
+
+#[tokio::test]
+async fn http2_upstreams_get_the_requests_host_as_authority() {
+    let up = Upstream::echo("h2").await;
+    let clusters = cluster_block("h2", &format!("[\"{}\"]", up.addr), "protocol = \"http2\"");
+    let routes = route_block("/rewritten", "h2", "host_rewrite = \"internal.example\"") + &route_block("/", "h2", "");
+    let weft = Weft::start(&config(&clusters, &routes)).await;
+    for (path, expected) in [("/plain", "api.example.com"), ("/rewritten", "internal.example")] {
+        for h2 in [false, true] {
+            let reply = get_as_host(weft.addr, "api.example.com", path, h2).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            let echo = reply.json();
+            let seen: http::Uri = echo["uri"].as_str().expect("uri").parse().expect("a URI");
+            assert_eq!(seen.authority().map(|a| a.as_str()), Some(expected), "h2 {h2}: {echo}");
+            assert_eq!(seen_header(&echo, "host"), None, "a Host beside :authority: {echo}");
+        }
+    }
+}
+
+/// `GET path` for `host`, sent to `addr`: over HTTP/1.1 with `Host: host`, or over h2c
+/// with `:authority: host`.
+async fn get_as_host(addr: SocketAddr, host: &str, path: &str, h2: bool) -> Reply {
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    let resp = if h2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let req = Request::get(format!("http://{host}{path}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        sender.send_request(req).await.expect("response")
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.expect("handshake");
+        tokio::spawn(conn);
+        let req = Request::get(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        sender.send_request(req).await.expect("response")
+    };
+    let (head, body) = resp.into_parts();
+    Reply {
+        status: head.status.as_u16(),
+        headers: head.headers,
+        body: body.collect().await.expect("body").to_bytes(),
+        version: head.version,
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_that_stops_reading_an_upload_still_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Reads the request head, then nothing more, and never answers.
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let origin = socket.local_addr().expect("addr");
+    let _origin = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = socket.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+            held.push(stream);
+        }
+    });
+    let clusters = cluster_block("up", &format!("[\"{origin}\"]"), "");
+    let config = config(&clusters, &route_block("/", "up", "timeout = \"1s\"")).replace(
+        "address = \"{listen}\"\n",
+        "address = \"{listen}\"\n[listeners.timeouts]\nbody_idle = \"2s\"\n",
+    );
+    let weft = Weft::start(&config).await;
+    // 64 MiB, sent as fast as the proxy reads it: far more than the sockets between hold.
+    let mut stream = tokio::net::TcpStream::connect(weft.addr).await.expect("connect");
+    let size = 64 << 20;
+    let head = format!("POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {size}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let (mut reader, mut writer) = stream.into_split();
+    let _upload = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..(size / chunk.len()) {
+            if writer.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(30), reader.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+            other => panic!("no answer: {other:?}\n{}", weft.log()),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(raw::status(&answer), Some(504), "{answer}");
 }

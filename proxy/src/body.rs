@@ -4,11 +4,13 @@
 //! answering with a small buffer, answering with nothing) cost no allocation per request.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+pub use crate::front::Upload;
 use crate::front::{ClientBody, FrontDoor};
 use crate::listen::watchdog::Exchange;
 use crate::upstream::PooledBody;
@@ -69,6 +71,15 @@ impl Body {
         Body::Client {
             inner: ClientBody::new(inner, door.max_body_bytes, door.body_idle),
             receiving,
+        }
+    }
+
+    /// Starts following a client's body still to come ([`Upload`]). `None` for any other
+    /// body, or one already complete: nothing to wait for.
+    pub fn watch_upload(&mut self) -> Option<Arc<Upload>> {
+        match self {
+            Body::Client { inner, .. } => inner.watch(),
+            _ => None,
         }
     }
 }

@@ -30,8 +30,8 @@ pub use observe::{AccessLogConfig, OtlpProtocol, QueryShown, TracingConfig};
 pub use redact::secret_name;
 pub use redact::urls as redact_urls;
 pub use route::{
-    DirectResponseConfig, HeaderEditsConfig, MatchConfig, MirrorConfig, PatternConfig, RedirectConfig, RouteConfig,
-    ValueMatchConfig,
+    CorsConfig, DirectResponseConfig, HeaderEditsConfig, MatchConfig, MirrorConfig, MirrorsConfig, PatternConfig,
+    RedirectConfig, RouteConfig, ValueMatchConfig,
 };
 
 /// A configuration file, parsed and validated.

@@ -9,7 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Version, request, response};
 
 use crate::front::FrontDoor;
-use crate::tls::PeerIdentity;
+use crate::tls::{PeerIdentity, ServerBlocks};
 
 /// Facts of one downstream connection, computed once per connection rather than per request.
 pub struct ConnInfo {
@@ -29,6 +29,8 @@ pub struct ConnInfo {
     pub door: Arc<FrontDoor>,
     /// The listener's request gauge and byte counters.
     pub counters: Arc<crate::metrics::ListenerCounters>,
+    /// On TLS: the listener's server blocks and the one the client's SNI chose.
+    pub server_block: Option<(Arc<ServerBlocks>, usize)>,
 }
 
 impl ConnInfo {
@@ -40,6 +42,15 @@ impl ConnInfo {
                 self.xfcc = HeaderValue::try_from(id.xfcc()).ok();
             }
         }
+        self
+    }
+
+    /// The server block the client's SNI chose among the listener's certificates.
+    pub fn with_server_block(mut self, blocks: Option<Arc<ServerBlocks>>, sni: Option<&str>) -> ConnInfo {
+        self.server_block = blocks.map(|b| {
+            let chosen = b.chosen(sni);
+            (b, chosen)
+        });
         self
     }
 
@@ -80,6 +91,7 @@ impl ConnInfo {
             forwarded: HeaderValue::try_from(forwarded).unwrap_or(HeaderValue::from_static("for=unknown")),
             door,
             counters: Arc::default(),
+            server_block: None,
         }
     }
 }
@@ -114,6 +126,8 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 #[derive(Default)]
 struct Seen {
     hop_by_hop: bool,
+    transfer_encoding: bool,
+    content_length: bool,
     te: bool,
     expect: bool,
     via: bool,
@@ -125,8 +139,12 @@ impl Seen {
     fn scan(headers: &HeaderMap) -> Seen {
         let mut seen = Seen::default();
         for name in headers.keys() {
-            if *name == header::CONNECTION
-                || *name == header::TRANSFER_ENCODING
+            if *name == header::TRANSFER_ENCODING {
+                seen.hop_by_hop = true;
+                seen.transfer_encoding = true;
+            } else if *name == header::CONTENT_LENGTH {
+                seen.content_length = true;
+            } else if *name == header::CONNECTION
                 || *name == header::UPGRADE
                 || *name == header::PROXY_AUTHENTICATE
                 || *name == header::PROXY_AUTHORIZATION
@@ -257,7 +275,28 @@ pub fn upstream_request(
         append_list(headers, &XFCC, xfcc);
     }
 
-    if let Some(host) = host_rewrite {
+    if upstream_version == Version::HTTP_2 {
+        // RFC 9113 §8.3.1: the host travels as :authority, and a Host beside it that
+        // says otherwise makes a strict server refuse the stream. One host, then: the
+        // rewritten one, else the client's.
+        let client_host = if seen.host { headers.remove(header::HOST) } else { None };
+        if let Some(authority) = host_rewrite
+            .cloned()
+            .or(client_host)
+            .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+            && head.uri.authority() != Some(&authority)
+        {
+            let mut parts = head.uri.clone().into_parts();
+            parts.scheme.get_or_insert(http::uri::Scheme::HTTP);
+            parts.authority = Some(authority);
+            parts
+                .path_and_query
+                .get_or_insert(http::uri::PathAndQuery::from_static("/"));
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                head.uri = uri;
+            }
+        }
+    } else if let Some(host) = host_rewrite {
         headers.insert(header::HOST, host.clone());
     } else if !seen.host {
         // HTTP/2 clients send :authority instead of Host; an HTTP/1.1 upstream needs Host.
@@ -272,15 +311,34 @@ pub fn upstream_request(
     head.version = upstream_version;
 }
 
+/// How an upstream response was framed, as far as its connection is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Clear,
+    /// Both `Content-Length` and `Transfer-Encoding`: read by the transfer coding, and
+    /// the length dropped (RFC 9112 §6.3). Such a message may be an attempt at response
+    /// splitting, so its connection must not carry another exchange.
+    Ambiguous,
+}
+
 /// Prepares an upstream response head to be sent downstream.
-pub fn downstream_response(head: &mut response::Parts, upgraded: bool) {
+pub fn downstream_response(head: &mut response::Parts, upgraded: bool) -> Framing {
     let seen = Seen::scan(&head.headers);
+    // The body was read by the transfer coding (hyper's client, RFC 9112 §6.3); a length
+    // passed on beside it would frame it differently for the client.
+    let framing = if seen.transfer_encoding && seen.content_length {
+        head.headers.remove(header::CONTENT_LENGTH);
+        Framing::Ambiguous
+    } else {
+        Framing::Clear
+    };
     strip_hop_by_hop(&mut head.headers, &seen, upgraded);
     if seen.via {
         append_list(&mut head.headers, &header::VIA, &via(head.version));
     } else {
         head.headers.insert(header::VIA, via(head.version));
     }
+    framing
 }
 
 /// Appends `value` to a comma-separated list header, keeping one header line.

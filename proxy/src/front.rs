@@ -17,7 +17,7 @@ use http::{StatusCode, Uri, Version, request};
 use crate::config::ListenerConfig;
 use path::{PathError, PathPolicy};
 
-pub use body::{ClientBody, ClientBodyFault};
+pub use body::{ClientBody, ClientBodyFault, Upload};
 
 /// A listener's front-door policy, built once from its config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +65,9 @@ pub enum Refusal {
     Framing(&'static str),
     #[error("request body of {length} bytes is over the limit of {limit}")]
     BodyTooLarge { length: u64, limit: u64 },
+    /// The host belongs to another TLS server block than the one the SNI chose.
+    #[error("the request's host is served under another certificate than this connection's")]
+    Misdirected,
 }
 
 impl Refusal {
@@ -76,6 +79,7 @@ impl Refusal {
             }
             Refusal::Path(_) | Refusal::Host(_) | Refusal::Framing(_) => StatusCode::BAD_REQUEST,
             Refusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::Misdirected => StatusCode::MISDIRECTED_REQUEST,
         }
     }
 
@@ -89,6 +93,7 @@ impl Refusal {
             Refusal::Host(_) => "bad_host",
             Refusal::Framing(_) => "bad_framing",
             Refusal::BodyTooLarge { .. } => "body_too_large",
+            Refusal::Misdirected => "misdirected",
         }
     }
 
@@ -102,6 +107,7 @@ impl Refusal {
             Refusal::Host(_) => "bad or ambiguous host\n",
             Refusal::Framing(_) => "bad message framing\n",
             Refusal::BodyTooLarge { .. } => "request body too large\n",
+            Refusal::Misdirected => "misdirected request\n",
         }
     }
 }

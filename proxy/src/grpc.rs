@@ -33,12 +33,16 @@ pub fn is_call(head: &request::Parts) -> bool {
 }
 
 /// The call's deadline from `grpc-timeout` (`1*8DIGIT unit`, unit one of H M S m u n);
-/// `None` when absent or malformed (a malformed one is ignored, as gRPC servers do).
+/// `None` when absent or malformed (a malformed one is ignored, as gRPC servers do), and
+/// on anything but a gRPC call: the header means nothing to plain HTTP, and a client must
+/// not shorten an ordinary request's wait into a timeout that would count against the
+/// endpoint.
 pub fn deadline(head: &request::Parts) -> Option<Duration> {
-    if !matches!(head.version, Version::HTTP_2 | Version::HTTP_3) {
+    let value = head.headers.get(&GRPC_TIMEOUT)?;
+    if !is_call(head) {
         return None;
     }
-    parse_timeout(head.headers.get(&GRPC_TIMEOUT)?.as_bytes())
+    parse_timeout(value.as_bytes())
 }
 
 fn parse_timeout(value: &[u8]) -> Option<Duration> {
@@ -71,6 +75,27 @@ mod tests {
         for bad in [&b""[..], b"m", b"123456789m", b"10x", b"-1S", b"1.5S", b" 1S"] {
             assert_eq!(parse_timeout(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn only_grpc_calls_have_a_deadline() {
+        let head = |version, ct: Option<&str>| {
+            let (mut parts, ()) = http::Request::post("/s/M").body(()).expect("request").into_parts();
+            parts.version = version;
+            parts.headers.insert(GRPC_TIMEOUT.clone(), "1n".parse().expect("value"));
+            if let Some(ct) = ct {
+                parts.headers.insert(header::CONTENT_TYPE, ct.parse().expect("value"));
+            }
+            parts
+        };
+        assert_eq!(
+            deadline(&head(Version::HTTP_2, Some("application/grpc"))),
+            Some(Duration::from_nanos(1))
+        );
+        assert_eq!(deadline(&head(Version::HTTP_2, None)), None);
+        assert_eq!(deadline(&head(Version::HTTP_2, Some("application/json"))), None);
+        assert_eq!(deadline(&head(Version::HTTP_2, Some("application/grpc-web"))), None);
+        assert_eq!(deadline(&head(Version::HTTP_11, Some("application/grpc"))), None);
     }
 
     #[test]

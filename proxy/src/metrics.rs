@@ -883,14 +883,21 @@ pub struct RouteKindLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteClusterKindLabels {
+    pub route: LabelText,
+    pub cluster: LabelText,
+    pub kind: &'static str,
+}
+
 pub struct RouteDecisions {
     /// Requests a route's split or pin sent to each cluster.
     shifted: Family<RouteClusterLabels, Counter>,
     /// Faults injected by a route, by kind (`delay`, `abort`).
     faults: Family<RouteKindLabels, Counter>,
-    /// Shadow copies of a route's requests, by outcome (`sent`: answered; `failed`;
-    /// `dropped`: not sent, the body too large or too many in flight).
-    mirrored: Family<RouteKindLabels, Counter>,
+    /// Shadow copies of a route's requests, by mirror cluster and outcome (`sent`:
+    /// answered; `failed`; `dropped`: not sent, the body too large or too many in flight).
+    mirrored: Family<RouteClusterKindLabels, Counter>,
 }
 
 impl RouteDecisions {
@@ -903,10 +910,10 @@ impl RouteDecisions {
         );
         let faults = Family::<RouteKindLabels, Counter>::default();
         registry.register("route_faults", "Faults injected by a route, by kind", faults.clone());
-        let mirrored = Family::<RouteKindLabels, Counter>::default();
+        let mirrored = Family::<RouteClusterKindLabels, Counter>::default();
         registry.register(
             "route_mirrored",
-            "Shadow copies of a route's requests, by outcome",
+            "Shadow copies of a route's requests, by mirror cluster and outcome",
             mirrored.clone(),
         );
         RouteDecisions {
@@ -925,10 +932,11 @@ impl RouteDecisions {
             .clone()
     }
 
-    pub fn mirrored(&self, route: &str, outcome: &'static str) -> Counter {
+    pub fn mirrored(&self, route: &str, cluster: &str, outcome: &'static str) -> Counter {
         self.mirrored
-            .get_or_create(&RouteKindLabels {
+            .get_or_create(&RouteClusterKindLabels {
                 route: route.into(),
+                cluster: cluster.into(),
                 kind: outcome,
             })
             .clone()

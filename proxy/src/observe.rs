@@ -431,6 +431,7 @@ fn flags_for(err: &ProxyError) -> Vec<&'static str> {
 fn upstream_flag(e: &UpstreamError) -> &'static str {
     match e {
         UpstreamError::Timeout { .. } => "upstream_timeout",
+        UpstreamError::Deadline { .. } => "client_deadline",
         UpstreamError::Connect { .. } => "upstream_connect_failure",
         UpstreamError::Exchange { .. } => "upstream_reset",
         UpstreamError::BadRequest(_) => "upstream_bad_request",

@@ -21,13 +21,13 @@ use crate::body::Body;
 use crate::config::UpstreamProtocol;
 use crate::filter::{ChainEntry, Decision, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx};
 use crate::forward::{self, ConnInfo};
-use crate::front::{self, ClientBodyFault};
+use crate::front::{self, ClientBodyFault, Refusal};
 use crate::metrics::UpstreamFailure;
 use crate::observe::Recorder;
 use crate::respond::{Dialect, ProxyError, error_response};
-use crate::route::{Abort, Route, request_host};
+use crate::route::{Abort, Admission, Route, request_host};
 use crate::state::State;
-use crate::upstream::{Cluster, UpstreamError};
+use crate::upstream::{Cluster, SetBy, UpstreamError, Wait};
 
 /// Serves one downstream request. Never fails: every error becomes an answer here.
 pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) -> Result<Response<Body>, Infallible> {
@@ -35,7 +35,12 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
     let _in_flight = InFlight::enter(&conn.counters.in_flight);
     // The request keeps this config version, and the filter versions in it, to the end.
     let runtime = state.current();
-    let (mut head, body) = req.into_parts();
+    let (mut head, mut body) = req.into_parts();
+    // Followed before any layer wraps the body: the upstream's timer must know when the
+    // proxy waits on the client rather than on the upstream.
+    if let Some(upload) = body.watch_upload() {
+        head.extensions.insert(upload);
+    }
     let dialect = if crate::grpc::is_call(&head) {
         Dialect::Grpc
     } else {
@@ -45,7 +50,13 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
     let mut rec = state.observe.begin(&conn, &head);
     let body = rec.request_body(body);
     // Before routing: routes, filters and the upstream must all see the same request.
-    let upgrade = match front::admit(&mut head, &conn.door) {
+    // On TLS, a host another certificate's block names is refused with 421 (RFC 9110
+    // §15.5.20): its routes are reached only on a connection that asked for its name.
+    let admitted = front::admit(&mut head, &conn.door).and_then(|admitted| match &conn.server_block {
+        Some((blocks, chosen)) if blocks.misdirected(*chosen, request_host(&head)) => Err(Refusal::Misdirected),
+        _ => Ok(admitted),
+    });
+    let upgrade = match admitted {
         Ok(admitted) => admitted.upgrade,
         Err(refusal) => {
             runtime.metrics.downstream_refused(&conn.listener, refusal.reason());
@@ -105,12 +116,35 @@ async fn proxy(
         }
     };
 
+    let Some(cors) = route.policy.as_deref().and_then(|p| p.cors.as_ref()) else {
+        return chain(runtime, route, conn, head, body, on_upgrade, rec).await;
+    };
+    // Before the filters: a browser's preflight carries no credentials for them to check.
+    let seen = match cors.admit(&head) {
+        Admission::Answer(resp) => return Ok(resp),
+        Admission::Forward(seen) => seen,
+    };
+    let mut resp = Box::pin(chain(runtime, route, conn, head, body, on_upgrade, rec)).await?;
+    cors.mark(seen, resp.headers_mut());
+    Ok(resp)
+}
+
+/// The route's filter chain around the upstream, or the upstream alone.
+fn chain<'a>(
+    runtime: &'a crate::state::Runtime,
+    route: &'a Route,
+    conn: &'a ConnInfo,
+    head: http::request::Parts,
+    body: Body,
+    on_upgrade: Option<OnUpgrade>,
+    rec: &'a mut Recorder,
+) -> impl Future<Output = Result<Response<Body>, ProxyError>> + 'a {
     if route.filters.is_empty() {
-        return forward(route, None, conn, head, body, on_upgrade, rec).await;
+        return Either::Left(forward(route, None, conn, head, body, on_upgrade, rec));
     }
     // Boxed: the filter chain's state is large, and unboxed every request's future (which
     // hyper moves per request and keeps a box of per connection) would carry it.
-    Box::pin(filtered(runtime, route, conn, head, body, on_upgrade, rec)).await
+    Either::Right(Box::pin(filtered(runtime, route, conn, head, body, on_upgrade, rec)))
 }
 
 /// The request and response phases of the route's filter chain around the upstream.
@@ -283,16 +317,28 @@ async fn with_policy(
             None => {}
         }
     }
+    // The split entry drawn: its header edits follow the route's, so the more specific win.
+    let mut backend = None;
     let mut resp = match &policy.answer {
         Some(answer) => answer.respond(&head, conn),
         None => {
-            let cluster = rerouted
-                .or_else(|| policy.cluster(&head.headers, route.cluster.as_deref()))
-                .ok_or(ProxyError::NoCluster)?;
+            let cluster = match rerouted {
+                Some(cluster) => cluster,
+                None => {
+                    let (cluster, drawn) = policy
+                        .cluster(&head.headers, route.cluster.as_deref())
+                        .ok_or(ProxyError::NoCluster)?;
+                    backend = drawn;
+                    cluster
+                }
+            };
             if let Some(rewrite) = &policy.rewrite {
                 rewrite.apply(&mut head)?;
             }
             if let Some(edits) = &policy.request_headers {
+                edits.apply(&mut head.headers);
+            }
+            if let Some(edits) = backend.and_then(|b| b.request_headers.as_ref()) {
                 edits.apply(&mut head.headers);
             }
             let body = match &policy.mirror {
@@ -303,6 +349,9 @@ async fn with_policy(
         }
     };
     if let Some(edits) = &policy.response_headers {
+        edits.apply(resp.headers_mut());
+    }
+    if let Some(edits) = backend.and_then(|b| b.response_headers.as_ref()) {
         edits.apply(resp.headers_mut());
     }
     Ok(resp)
@@ -331,13 +380,20 @@ async fn send(
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::Http2 => Version::HTTP_2,
     };
-    // A gRPC call's own deadline, when shorter, bounds the wait instead of the route's.
-    let timeout = crate::grpc::deadline(&head).map_or(route.timeout, |d| d.min(route.timeout));
+    // A gRPC call's own deadline, when shorter, bounds the wait instead of the route's;
+    // its expiry is then the client's doing, not the endpoint's failure.
+    let wait = match crate::grpc::deadline(&head) {
+        Some(deadline) if deadline < route.timeout => Wait {
+            limit: deadline,
+            set_by: SetBy::Client,
+        },
+        _ => Wait::from(route.timeout),
+    };
     forward::upstream_request(&mut head, conn, route.host_rewrite.as_ref(), version);
     rec.upstream_start(&mut head, cluster.scheme());
     let sent = Instant::now();
     let result = cluster
-        .send(Request::from_parts(head, body), timeout, Some(conn.peer.ip()))
+        .send(Request::from_parts(head, body), wait, Some(conn.peer.ip()))
         .await;
     rec.upstream_end(&result);
     let mut resp = match result {
@@ -360,8 +416,10 @@ async fn send(
         let upstream = hyper::upgrade::on(&mut resp);
         tokio::spawn(splice(downstream, upstream, route.upgrade_idle));
     }
-    let (mut head, body) = resp.into_parts();
-    forward::downstream_response(&mut head, switched);
+    let (mut head, mut body) = resp.into_parts();
+    if forward::downstream_response(&mut head, switched) == forward::Framing::Ambiguous {
+        body.detach();
+    }
     Ok(Response::from_parts(head, Body::from(body)))
 }
 
@@ -390,7 +448,11 @@ fn upstream_failure(e: &UpstreamError) -> Option<UpstreamFailure> {
         UpstreamError::Timeout { .. } => Some(UpstreamFailure::Timeout),
         UpstreamError::Exchange { .. } => Some(UpstreamFailure::Exchange),
         // Refused by the cluster's own breaker: counted as weft_upstream_overloaded_total.
-        UpstreamError::BadRequest(_) | UpstreamError::ClientBody(_) | UpstreamError::Overloaded { .. } => None,
+        // The client's deadline passing is the client's doing.
+        UpstreamError::BadRequest(_)
+        | UpstreamError::ClientBody(_)
+        | UpstreamError::Deadline { .. }
+        | UpstreamError::Overloaded { .. } => None,
     }
 }
 

@@ -6,7 +6,7 @@ use crate::body::Body;
 use crate::filter::{FilterError, Overload};
 use crate::front::{ClientBodyFault, Refusal};
 use crate::grpc::Code;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Broken, UpstreamError};
 
 /// Everything that can stop a request before the upstream's response reaches the client.
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +66,18 @@ impl ProxyError {
             ProxyError::Refused(refusal) => refusal.status(),
             ProxyError::ClientBody(fault) | ProxyError::Upstream(UpstreamError::ClientBody(fault)) => fault.status(),
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Upstream(UpstreamError::Overloaded { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(UpstreamError::Timeout { .. } | UpstreamError::Deadline { .. }) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            // No connection, or reset before an answer: the upstream is unavailable, as
+            // Envoy (UF, UC, URX) and the Gateway API say; 502 is for a malformed answer.
+            ProxyError::Upstream(
+                UpstreamError::Overloaded { .. }
+                | UpstreamError::Connect { .. }
+                | UpstreamError::Exchange {
+                    cause: Broken::Reset, ..
+                },
+            ) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream(_) | ProxyError::ResponseBodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::RequestBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -93,7 +103,9 @@ impl ProxyError {
                 ClientBodyFault::Malformed => "malformed request body\n",
             },
             ProxyError::NoRoute { .. } => "no route for this request\n",
-            ProxyError::Upstream(UpstreamError::Timeout { .. }) => "upstream timed out\n",
+            ProxyError::Upstream(UpstreamError::Timeout { .. } | UpstreamError::Deadline { .. }) => {
+                "upstream timed out\n"
+            }
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream unreachable\n",
             ProxyError::Upstream(UpstreamError::BadRequest(_)) => "bad request\n",
             ProxyError::Upstream(UpstreamError::Exchange { .. }) => "upstream connection failed\n",
@@ -137,7 +149,9 @@ impl ProxyError {
     /// gRPC's `doc/http-grpc-status-mapping.md` where no more precise status applies.
     pub fn grpc_code(&self) -> Code {
         match self {
-            ProxyError::Upstream(UpstreamError::Timeout { .. }) => Code::DeadlineExceeded,
+            ProxyError::Upstream(UpstreamError::Timeout { .. } | UpstreamError::Deadline { .. }) => {
+                Code::DeadlineExceeded
+            }
             ProxyError::Upstream(UpstreamError::Connect { .. } | UpstreamError::Exchange { .. }) => Code::Unavailable,
             ProxyError::FilterOverloaded { .. }
             | ProxyError::RequestBodyTooLarge { .. }

@@ -14,6 +14,7 @@ use crate::metrics::RouteCounters;
 use crate::upstream::Cluster;
 
 mod answer;
+mod cors;
 mod edits;
 mod fault;
 mod mirror;
@@ -22,6 +23,7 @@ mod rewrite;
 mod shift;
 
 pub use answer::Answer;
+pub use cors::{Admission, Cors};
 pub use fault::Abort;
 pub use policy::Policy;
 pub use rewrite::RewriteRefused;
@@ -150,6 +152,8 @@ enum HostMatch {
 }
 
 enum PathMatch {
+    /// Whole segments, as the Gateway API's `PathPrefix`: stored without a trailing `/`,
+    /// so `/v2` and `/v2/` both take `/v2` and `/v2/x`, never `/v2example`.
     Prefix(String),
     Exact(String),
     Regex(Regex),
@@ -194,7 +198,7 @@ impl Matcher {
         } else if let Some(re) = &m.path_regex {
             PathMatch::Regex(anchored(re, src)?)
         } else {
-            PathMatch::Prefix(m.path_prefix.clone().unwrap_or_else(|| "/".to_owned()))
+            PathMatch::Prefix(segment_prefix(m.path_prefix.as_deref().unwrap_or("/")).to_owned())
         };
         let methods = m
             .methods
@@ -242,7 +246,7 @@ impl Matcher {
         };
         let path = req.uri.path();
         let path_ok = match &self.path {
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Prefix(p) => under_prefix(path, p).is_some(),
             PathMatch::Exact(p) => path == p,
             PathMatch::Regex(re) => re.is_match(path),
         };
@@ -287,6 +291,19 @@ impl ValueMatch {
             ValueMatch::Regex(re) => values.any(|x| re.is_match(x)),
         }
     }
+}
+
+/// A `path_prefix` as it is matched: without its trailing `/` (`/` itself becomes empty,
+/// which every path is under).
+pub fn segment_prefix(prefix: &str) -> &str {
+    prefix.trim_end_matches('/')
+}
+
+/// What follows `prefix` (from [`segment_prefix`]) in `path` when the path is under it by
+/// whole segments: empty, or starting with `/`. `/v2` is under `/v2`; `/v2example` is not.
+pub fn under_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    path.strip_prefix(prefix)
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Regexes match the whole value, as in Envoy's `safe_regex`; a partial match would make

@@ -32,6 +32,8 @@ pub struct Runtime {
     pub listeners: Vec<ListenerSpec>,
     /// TLS server configs by listener name (ALPN h2, http/1.1).
     pub tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    /// The server blocks (names of each certificate) of each TLS listener, for 421.
+    pub server_blocks: HashMap<String, Arc<crate::tls::ServerBlocks>>,
     /// QUIC server configs by listener name, for listeners with `http3`.
     pub quic: HashMap<String, quinn::ServerConfig>,
     /// Files this version was built from (plugins, certificates, keys), watched for reloads.
@@ -286,6 +288,7 @@ pub async fn build(
     let clusters = Arc::new(clusters);
 
     let mut tls = HashMap::new();
+    let mut server_blocks = HashMap::new();
     let mut quic = HashMap::new();
     for spanned in &config.listeners {
         let l = spanned.get_ref();
@@ -298,8 +301,9 @@ pub async fn build(
                 .flat_map(|c| [c.cert.clone(), c.key.clone()]),
         );
         files.extend(settings.client_ca.iter().cloned());
-        let server = crate::tls::server_config(settings, &[b"h2", b"http/1.1"], false).map_err(fail)?;
+        let (server, blocks) = crate::tls::server_config(settings, &[b"h2", b"http/1.1"], false).map_err(fail)?;
         tls.insert(l.name.clone(), Arc::new(server));
+        server_blocks.insert(l.name.clone(), blocks);
         if l.http3 {
             quic.insert(
                 l.name.clone(),
@@ -388,6 +392,7 @@ pub async fn build(
         metrics: metrics.clone(),
         listeners: listener_specs(config),
         tls,
+        server_blocks,
         quic,
         files,
         source: config.source.clone(),

@@ -46,9 +46,14 @@ fn roots(path: &Path) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// The server side of a TLS listener. `alpn` is `["h2", "http/1.1"]` for TCP and `["h3"]`
-/// for QUIC (which also needs TLS 1.3 only).
-pub fn server_config(tls: &ListenerTlsConfig, alpn: &[&[u8]], tls13_only: bool) -> Result<ServerConfig, String> {
+/// The server side of a TLS listener, and its server blocks (the names of each
+/// certificate). `alpn` is `["h2", "http/1.1"]` for TCP and `["h3"]` for QUIC (which also
+/// needs TLS 1.3 only).
+pub fn server_config(
+    tls: &ListenerTlsConfig,
+    alpn: &[&[u8]],
+    tls13_only: bool,
+) -> Result<(ServerConfig, Arc<ServerBlocks>), String> {
     let provider = provider();
     let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only || tls.min_version == "1.3" {
         &[&rustls::version::TLS13]
@@ -73,10 +78,11 @@ pub fn server_config(tls: &ListenerTlsConfig, alpn: &[&[u8]], tls13_only: bool) 
             )
         }
     };
-    let mut entries = Vec::with_capacity(tls.certificates.len());
+    let mut names = Vec::with_capacity(tls.certificates.len());
+    let mut keys = Vec::with_capacity(tls.certificates.len());
     for pair in &tls.certificates {
         let chain = load_certs(&pair.cert)?;
-        let names = PeerIdentity::from_der(&chain[0])
+        let cert_names = PeerIdentity::from_der(&chain[0])
             .map(|id| id.dns.into_iter().map(|n| n.to_ascii_lowercase()).collect())
             .unwrap_or_default();
         let key = CertifiedKey::from_der(chain, load_key(&pair.key)?, &provider).map_err(|e| {
@@ -86,38 +92,78 @@ pub fn server_config(tls: &ListenerTlsConfig, alpn: &[&[u8]], tls13_only: bool) 
                 pair.key.display()
             )
         })?;
-        entries.push((names, Arc::new(key)));
+        names.push(cert_names);
+        keys.push(Arc::new(key));
     }
-    let mut config = builder.with_cert_resolver(Arc::new(SniResolver { entries }));
+    let blocks = Arc::new(ServerBlocks { names });
+    let resolver = SniResolver {
+        blocks: blocks.clone(),
+        keys,
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(config)
+    Ok((config, blocks))
+}
+
+/// The DNS names of each certificate of a TLS listener, in config order: a server block
+/// each. SNI chooses the block a connection serves; a request on it whose host another
+/// block claims is misdirected (RFC 9110 §15.5.20), so HTTP/2 connection reuse or a forged
+/// `Host` cannot reach one server's routes through another's certificate.
+#[derive(Debug)]
+pub struct ServerBlocks {
+    /// Lowercase; `*.example.com` for a wildcard.
+    names: Vec<Vec<String>>,
+}
+
+impl ServerBlocks {
+    /// The block whose names cover the client's SNI; the first (the default certificate)
+    /// otherwise.
+    pub fn chosen(&self, sni: Option<&str>) -> usize {
+        sni.and_then(|name| self.names.iter().position(|names| covers(names, name)))
+            .unwrap_or(0)
+    }
+
+    /// Whether a request for `host` (no port) on a connection of block `chosen` belongs to
+    /// another block: `chosen` does not cover it and another does. A host no block names
+    /// (an address, say) is the default's business, as before.
+    pub fn misdirected(&self, chosen: usize, host: &str) -> bool {
+        // A fully qualified `b.example.` is `b.example`.
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if host.is_empty() || self.names.get(chosen).is_some_and(|names| covers(names, host)) {
+            return false;
+        }
+        self.names
+            .iter()
+            .enumerate()
+            .any(|(i, names)| i != chosen && covers(names, host))
+    }
+}
+
+fn covers(names: &[String], host: &str) -> bool {
+    names.iter().any(|n| dns_name_matches(n, host))
 }
 
 /// Picks the certificate whose DNS names match the client's SNI; the first one otherwise.
 #[derive(Debug)]
 struct SniResolver {
-    entries: Vec<(Vec<String>, Arc<CertifiedKey>)>,
+    blocks: Arc<ServerBlocks>,
+    keys: Vec<Arc<CertifiedKey>>,
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let wanted = hello.server_name().map(str::to_ascii_lowercase);
-        let found = wanted.and_then(|name| {
-            self.entries
-                .iter()
-                .find(|(names, _)| names.iter().any(|n| dns_name_matches(n, &name)))
-        });
-        found.or(self.entries.first()).map(|(_, key)| key.clone())
+        self.keys.get(self.blocks.chosen(hello.server_name())).cloned()
     }
 }
 
-/// RFC 6125 §6.4.3: a wildcard stands for exactly one leftmost label.
+/// RFC 6125 §6.4.3: a wildcard stands for exactly one leftmost label. Names compare
+/// without case (`pattern` is lowercase).
 fn dns_name_matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(suffix) => name
             .split_once('.')
-            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
-        None => pattern == name,
+            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix)),
+        None => pattern.eq_ignore_ascii_case(name),
     }
 }
 
@@ -210,6 +256,28 @@ mod tests {
         assert!(!dns_name_matches("*.example.com", "a.b.example.com"));
         assert!(!dns_name_matches("*.example.com", "example.com"));
         assert!(dns_name_matches("example.com", "example.com"));
+    }
+
+    #[test]
+    fn a_host_another_block_names_is_misdirected() {
+        let blocks = ServerBlocks {
+            names: vec![
+                vec!["a.test".to_owned()],
+                vec!["b.test".to_owned(), "*.b.test".to_owned()],
+            ],
+        };
+        assert_eq!(blocks.chosen(Some("B.TEST")), 1);
+        assert_eq!(blocks.chosen(Some("x.b.test")), 1);
+        assert_eq!(blocks.chosen(Some("c.test")), 0);
+        assert_eq!(blocks.chosen(None), 0);
+        for host in ["b.test", "B.Test", "b.test.", "x.b.test"] {
+            assert!(blocks.misdirected(0, host), "{host}");
+        }
+        for host in ["a.test", "A.TEST.", "c.test", "127.0.0.1", "[::1]", "", "x.y.b.test"] {
+            assert!(!blocks.misdirected(0, host), "{host}");
+        }
+        assert!(blocks.misdirected(1, "a.test"));
+        assert!(!blocks.misdirected(1, "y.b.test"));
     }
 
     #[test]

@@ -8,7 +8,9 @@ mod health;
 mod pool;
 mod resolve;
 mod retry;
+mod wait;
 
-pub use cluster::{Cluster, Clusters, Endpoint, UpstreamError, error_chain};
+pub use cluster::{Broken, Cluster, Clusters, Endpoint, UpstreamError, error_chain};
 pub use pool::PooledBody;
 pub use retry::ATTEMPT;
+pub use wait::{SetBy, Wait};

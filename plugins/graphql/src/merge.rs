@@ -4,6 +4,11 @@
 //! field's `path`, upstream `locations` dropped (they point into text the client never
 //! sent), and a null non-null root field nulling all of `data`, as the spec's null
 //! propagation requires.
+//!
+//! Errors are redacted unless the config asks for details (`include_subgraph_errors`), as
+//! Apollo Router does: a service's error keeps its `message`, `path` and
+//! `extensions.code` only (no stack traces or other extensions), and a failed call says
+//! neither which cluster nor why (addresses, timeouts).
 
 use std::collections::HashMap;
 
@@ -84,35 +89,49 @@ fn value_of<'a>(parsed: &'a Parsed, key: &str) -> Option<&'a str> {
 }
 
 /// The merged response body. `gateway` holds the JSON of the fields the gateway answered
-/// itself (`__typename`, introspection), `gateway_errors` its errors.
+/// itself (`__typename`, introspection), `gateway_errors` its errors. `details`: keep the
+/// services' errors whole and name the cluster (`include_subgraph_errors`).
 pub fn merge(
     fields: &[RootField],
     parts: &[Part],
     answers: &[Parsed],
     gateway: &HashMap<String, String>,
     gateway_errors: Vec<Value>,
+    details: bool,
 ) -> String {
     let mut errors: Vec<Value> = gateway_errors;
     for (part, parsed) in parts.iter().zip(answers) {
         match &parsed.failure {
             Some(why) => {
                 for key in &part.keys {
-                    errors.push(json!({
-                        "message": format!("HTTP fetch failed from '{}': {why}", part.cluster),
-                        "path": [key],
-                        "extensions": { "code": "SUBREQUEST_HTTP_ERROR", "service": part.cluster },
-                    }));
+                    errors.push(if details {
+                        json!({
+                            "message": format!("HTTP fetch failed from '{}': {why}", part.cluster),
+                            "path": [key],
+                            "extensions": { "code": "SUBREQUEST_HTTP_ERROR", "service": part.cluster },
+                        })
+                    } else {
+                        json!({
+                            "message": "HTTP fetch failed",
+                            "path": [key],
+                            "extensions": { "code": "SUBREQUEST_HTTP_ERROR" },
+                        })
+                    });
                 }
             }
             None => {
                 for error in &parsed.errors {
-                    let mut error = error.clone();
-                    error.remove("locations");
-                    let extensions = error.entry("extensions").or_insert_with(|| Value::Object(Map::new()));
-                    if let Value::Object(ext) = extensions {
-                        ext.entry("service").or_insert_with(|| json!(part.cluster));
-                    }
-                    errors.push(Value::Object(error));
+                    errors.push(Value::Object(if details {
+                        let mut error = error.clone();
+                        error.remove("locations");
+                        let extensions = error.entry("extensions").or_insert_with(|| Value::Object(Map::new()));
+                        if let Value::Object(ext) = extensions {
+                            ext.entry("service").or_insert_with(|| json!(part.cluster));
+                        }
+                        error
+                    } else {
+                        redacted(error)
+                    }));
                 }
             }
         }
@@ -149,6 +168,28 @@ pub fn merge(
     out.push_str("\"data\":");
     out.push_str(if null_data { "null" } else { &data });
     out.push('}');
+    out
+}
+
+/// A service's error as a client may see it: `message` (a string), `path` and
+/// `extensions.code` (a string), nothing else.
+fn redacted(error: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    let message = error.get("message").filter(|m| m.is_string()).cloned();
+    out.insert(
+        "message".to_owned(),
+        message.unwrap_or_else(|| Value::String("subgraph error".to_owned())),
+    );
+    if let Some(path) = error.get("path").filter(|p| p.is_array()) {
+        out.insert("path".to_owned(), path.clone());
+    }
+    if let Some(code) = error
+        .get("extensions")
+        .and_then(|e| e.get("code"))
+        .filter(|c| c.is_string())
+    {
+        out.insert("extensions".to_owned(), json!({ "code": code }));
+    }
     out
 }
 
@@ -197,36 +238,51 @@ mod tests {
         let parts = [part("one", &["b"]), part("two", &["a"])];
         let answers = [body(r#"{"data":{"b":{"z":1,"y":2}}}"#), body(r#"{"data":{"a":[3]}}"#)];
         let gateway = HashMap::from([("t".to_owned(), "\"Query\"".to_owned())]);
-        let out = merge(&fields, &parts, &answers, &gateway, vec![]);
+        let out = merge(&fields, &parts, &answers, &gateway, vec![], false);
         assert_eq!(out, r#"{"data":{"b":{"z":1,"y":2},"t":"Query","a":[3]}}"#);
     }
 
     #[test]
-    fn a_failed_cluster_nulls_its_fields_with_a_path_and_its_name() {
+    fn a_failed_cluster_nulls_its_fields_with_a_path() {
         let fields = [field("a", "one", false), field("b", "two", false)];
         let parts = [part("one", &["a"]), part("two", &["b"])];
         let answers = [
             body(r#"{"data":{"a":1}}"#),
-            parse(Answer::Failed("connect failed".into())),
+            parse(Answer::Failed("connect to 10.0.0.7:4001 failed".into())),
         ];
-        let out: Value = serde_json::from_str(&merge(&fields, &parts, &answers, &HashMap::new(), vec![])).unwrap();
+        let merged = |details| -> Value {
+            serde_json::from_str(&merge(&fields, &parts, &answers, &HashMap::new(), vec![], details)).unwrap()
+        };
+        let out = merged(false);
         assert_eq!(out["data"], json!({"a": 1, "b": null}));
-        assert_eq!(out["errors"][0]["path"], json!(["b"]));
+        assert_eq!(
+            out["errors"],
+            json!([{"message": "HTTP fetch failed", "path": ["b"], "extensions": {"code": "SUBREQUEST_HTTP_ERROR"}}])
+        );
+        let out = merged(true);
         assert_eq!(out["errors"][0]["extensions"]["service"], "two");
-        assert_eq!(out["errors"][0]["extensions"]["code"], "SUBREQUEST_HTTP_ERROR");
+        assert!(out["errors"][0]["message"].as_str().unwrap().contains("10.0.0.7"));
     }
 
     #[test]
-    fn upstream_errors_lose_locations_and_gain_the_service() {
+    fn upstream_errors_keep_message_path_and_code() {
         let fields = [field("a", "one", false)];
         let parts = [part("one", &["a"])];
         let answers = [body(
-            r#"{"errors":[{"message":"boom","locations":[{"line":1,"column":3}],"path":["a"]}],"data":{"a":null}}"#,
+            r#"{"errors":[{"message":"boom","locations":[{"line":1,"column":3}],"path":["a"],"trace":1,
+                "extensions":{"code":"E","stacktrace":["at /srv/app.js:1"]}},{"message":7}],"data":{"a":null}}"#,
         )];
-        let out: Value = serde_json::from_str(&merge(&fields, &parts, &answers, &HashMap::new(), vec![])).unwrap();
+        let merged = |details| -> Value {
+            serde_json::from_str(&merge(&fields, &parts, &answers, &HashMap::new(), vec![], details)).unwrap()
+        };
         assert_eq!(
-            out["errors"],
-            json!([{"message": "boom", "path": ["a"], "extensions": {"service": "one"}}])
+            merged(false)["errors"],
+            json!([{"message": "boom", "path": ["a"], "extensions": {"code": "E"}}, {"message": "subgraph error"}])
+        );
+        assert_eq!(
+            merged(true)["errors"][0],
+            json!({"message": "boom", "path": ["a"], "trace": 1,
+                   "extensions": {"code": "E", "stacktrace": ["at /srv/app.js:1"], "service": "one"}})
         );
     }
 
@@ -236,7 +292,8 @@ mod tests {
         let parts = [part("one", &["a"]), part("two", &["b"])];
         let answers = [body(r#"{"data":{"a":1}}"#), body("not json")];
         assert!(nulls_non_null(&answers[1], &parts[1], &fields));
-        let out: Value = serde_json::from_str(&merge(&fields, &parts, &answers, &HashMap::new(), vec![])).unwrap();
+        let out: Value =
+            serde_json::from_str(&merge(&fields, &parts, &answers, &HashMap::new(), vec![], false)).unwrap();
         assert_eq!(out["data"], Value::Null);
         assert_eq!(out["errors"][0]["path"], json!(["b"]));
     }

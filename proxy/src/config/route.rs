@@ -45,8 +45,12 @@ pub struct RouteConfig {
     pub response_headers: Option<Spanned<HeaderEditsConfig>>,
     /// Delays or aborts for resilience testing; off unless set.
     pub fault: Option<Spanned<FaultConfig>>,
-    /// Copies of a share of the requests, sent to a shadow cluster whose answers are dropped.
-    pub mirror: Option<Spanned<MirrorConfig>>,
+    /// Copies of a share of the requests, sent to shadow clusters whose answers are dropped:
+    /// one table, or an array of them.
+    pub mirror: Option<Spanned<MirrorsConfig>>,
+    /// Cross-origin resource sharing: preflights answered here, responses marked for the
+    /// origins allowed.
+    pub cors: Option<Spanned<CorsConfig>>,
     /// `Upgrade` protocols the route switches to (compared without case). A request
     /// offering any other is forwarded as a plain request, its `Upgrade` removed.
     #[serde(default = "default_upgrades")]
@@ -61,6 +65,11 @@ pub struct RouteConfig {
 pub struct SplitConfig {
     pub cluster: Spanned<String>,
     pub weight: u32,
+    /// Header edits for requests this entry takes, after the route's own (the Gateway API's
+    /// filters on one `backendRef`).
+    pub request_headers: Option<Spanned<HeaderEditsConfig>>,
+    /// Header edits on the responses of this entry's requests, after the route's own.
+    pub response_headers: Option<Spanned<HeaderEditsConfig>>,
 }
 
 /// `header` or `cookie` (exactly one) equal to `value` sends the request to `cluster`.
@@ -124,6 +133,33 @@ pub struct HeaderEditsConfig {
     pub add: BTreeMap<String, String>,
 }
 
+/// `mirror = { cluster = "a" }` or `mirror = [{ cluster = "a" }, { cluster = "b", percent = 10 }]`
+/// (the Gateway API's several `RequestMirror` filters on one rule).
+#[derive(Debug)]
+pub struct MirrorsConfig(pub Vec<MirrorConfig>);
+
+impl<'de> Deserialize<'de> for MirrorsConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // By hand, not `untagged`: that buffers the value and loses the spans of the
+        // cluster names, which errors point at.
+        struct OneOrMany;
+        impl<'de> serde::de::Visitor<'de> for OneOrMany {
+            type Value = MirrorsConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mirror table or an array of them")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<MirrorsConfig, A::Error> {
+                let one = MirrorConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(MirrorsConfig(vec![one]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<MirrorsConfig, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(MirrorsConfig)
+            }
+        }
+        deserializer.deserialize_any(OneOrMany)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorConfig {
@@ -137,6 +173,33 @@ pub struct MirrorConfig {
     /// Shadow requests in flight at once on this route; past it, copies are dropped.
     #[serde(default = "default_mirror_in_flight")]
     pub max_in_flight: usize,
+}
+
+/// The Gateway API's `HTTPCORSFilter`, with Envoy's regex origins.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// `https://app.example`, `https://*.example.com` (any subdomain, at any depth), or `*`
+    /// alone (any origin).
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    /// Regexes over the whole `Origin` as sent.
+    #[serde(default)]
+    pub allow_origin_regex: Vec<Spanned<String>>,
+    /// Methods a preflight allows, or `*` alone.
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    /// Request headers a preflight allows, or `*` alone.
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    /// Response headers scripts may read, or `*` alone (not with credentials).
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long a browser may cache a preflight's answer.
+    #[serde(default = "default_cors_max_age", deserialize_with = "duration")]
+    pub max_age: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +271,11 @@ fn default_timeout() -> Duration {
     Duration::from_secs(15)
 }
 
+fn default_cors_max_age() -> Duration {
+    // The Gateway API's default.
+    Duration::from_secs(5)
+}
+
 fn default_mirror_percent() -> f64 {
     100.0
 }
@@ -245,7 +313,7 @@ pub(super) fn check(
         .iter()
         .chain(r.split.iter().map(|s| &s.cluster))
         .chain(r.pin.iter().map(|p| &p.cluster))
-        .chain(r.mirror.iter().map(|m| &m.get_ref().cluster));
+        .chain(r.mirror.iter().flat_map(|m| m.get_ref().0.iter().map(|m| &m.cluster)));
     for cluster in named {
         if !clusters.contains(&cluster.get_ref().as_str()) {
             return Err(src.error_at(
@@ -272,6 +340,10 @@ pub(super) fn check(
             route.span(),
             "a route matches at most one of path_prefix, path_exact, path_regex",
         ));
+    }
+    if let Some(p) = r.matches.path_prefix.as_deref().filter(|p| !p.starts_with('/')) {
+        // Every normal path starts with `/`: such a route would never match.
+        return Err(src.error_at(route.span(), format!("match.path_prefix {p:?} must start with '/'")));
     }
     for m in r.matches.headers.iter().chain(&r.matches.query) {
         let kinds = [m.exact.is_some(), m.regex.is_some(), m.present.is_some()];
@@ -357,15 +429,22 @@ fn check_actions(route: &Spanned<RouteConfig>, src: &Source) -> Result<(), Confi
         }
     }
     if let Some(m) = &r.mirror {
-        let mirror = m.get_ref();
+        let mirrors = &m.get_ref().0;
         let problem = if r.redirect.is_some() || r.direct_response.is_some() {
             Some("mirror needs a route that forwards (cluster or split)".to_owned())
-        } else if !(0.0..=100.0).contains(&mirror.percent) {
-            Some(format!("mirror.percent {} is not between 0 and 100", mirror.percent))
-        } else if mirror.max_in_flight == 0 {
+        } else if mirrors.is_empty() {
+            Some("mirror = [] names no cluster; leave mirror out instead".to_owned())
+        } else if let Some(bad) = mirrors.iter().find(|m| !(0.0..=100.0).contains(&m.percent)) {
+            Some(format!("mirror.percent {} is not between 0 and 100", bad.percent))
+        } else if mirrors.iter().any(|m| m.max_in_flight == 0) {
             Some("mirror.max_in_flight must be more than zero".to_owned())
         } else {
-            None
+            // Two copies of each request to one cluster would only double its load.
+            mirrors
+                .iter()
+                .enumerate()
+                .find(|(i, m)| mirrors[..*i].iter().any(|o| o.cluster.get_ref() == m.cluster.get_ref()))
+                .map(|(_, twice)| format!("mirror: cluster {:?} is mirrored to twice", twice.cluster.get_ref()))
         };
         if let Some(problem) = problem {
             return Err(fail(m.span(), problem));

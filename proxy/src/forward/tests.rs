@@ -146,3 +146,28 @@ fn headers_a_filter_sets_survive_the_way_upstream() {
     upstream_request(&mut h, &conn(false), None, Version::HTTP_11);
     assert_eq!(h.headers["x-user"], "alice");
 }
+
+#[test]
+fn http2_upstreams_get_the_host_as_authority_and_no_host_header() {
+    let c = conn(false);
+    // HTTP/1.1 client: Host becomes :authority.
+    let mut h = head(&[("host", "api.example.com")]);
+    upstream_request(&mut h, &c, None, Version::HTTP_2);
+    assert_eq!(h.uri.authority().map(|a| a.as_str()), Some("api.example.com"));
+    assert_eq!(h.uri.path(), "/x");
+    assert!(!h.headers.contains_key(header::HOST));
+    // A host rewrite wins over the client's, whichever way it came.
+    let rewrite = HeaderValue::from_static("internal.example");
+    let mut h = head(&[("host", "api.example.com")]);
+    upstream_request(&mut h, &c, Some(&rewrite), Version::HTTP_2);
+    assert_eq!(h.uri.authority().map(|a| a.as_str()), Some("internal.example"));
+    assert!(!h.headers.contains_key(header::HOST));
+    let (mut h2, ()) = http::Request::get("http://api.example.com/x?q=1")
+        .version(Version::HTTP_2)
+        .body(())
+        .expect("request")
+        .into_parts();
+    upstream_request(&mut h2, &c, Some(&rewrite), Version::HTTP_2);
+    assert_eq!(h2.uri.to_string(), "http://internal.example/x?q=1");
+    assert!(!h2.headers.contains_key(header::HOST));
+}

@@ -5,6 +5,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -69,6 +71,49 @@ impl std::error::Error for ClientBodyError {
     }
 }
 
+/// What a client's body is doing, as the upstream exchange it feeds sees it. The route
+/// timeout is the upstream's time, so its timer must know when the proxy waits on the
+/// client instead (Envoy starts it at the end of the request); and an exchange that broke
+/// because this body failed is the client's doing, however the upstream connection
+/// reports it (an HTTP/2 upstream sees only a reset stream).
+#[derive(Debug, Default)]
+pub struct Upload {
+    /// Pieces read from the client so far.
+    pieces: AtomicU64,
+    /// The last read found nothing: the body waits on the client.
+    waiting: AtomicBool,
+    /// When the body ended (read whole, or failed).
+    ended: OnceLock<tokio::time::Instant>,
+    /// Why it failed, if it did.
+    fault: OnceLock<ClientBodyFault>,
+}
+
+impl Upload {
+    pub fn pieces(&self) -> u64 {
+        self.pieces.load(Ordering::Relaxed)
+    }
+
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    pub fn ended(&self) -> Option<tokio::time::Instant> {
+        self.ended.get().copied()
+    }
+
+    pub fn fault(&self) -> Option<ClientBodyFault> {
+        self.fault.get().copied()
+    }
+
+    fn end(&self, fault: Option<ClientBodyFault>) {
+        if let Some(fault) = fault {
+            let _ = self.fault.set(fault);
+        }
+        self.waiting.store(false, Ordering::Relaxed);
+        let _ = self.ended.set(tokio::time::Instant::now());
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A downstream request body with the front door's limits applied.
     pub struct ClientBody<B> {
@@ -82,6 +127,8 @@ pin_project_lite::pin_project! {
         // The timer runs for the current wait; a frame ends the wait.
         waiting: bool,
         failed: bool,
+        // Told what the body does, once someone asked (`watch`).
+        upload: Option<Arc<Upload>>,
     }
 }
 
@@ -95,7 +142,22 @@ impl<B> ClientBody<B> {
             timer: None,
             waiting: false,
             failed: false,
+            upload: None,
         }
+    }
+}
+
+impl<B: HttpBody> ClientBody<B> {
+    /// Starts telling what this body does; `None` when it is already complete.
+    pub fn watch(&mut self) -> Option<Arc<Upload>> {
+        if self.is_end_stream_now() {
+            return None;
+        }
+        Some(self.upload.get_or_insert_with(Arc::default).clone())
+    }
+
+    fn is_end_stream_now(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
     }
 }
 
@@ -108,15 +170,19 @@ where
     type Error = ClientBodyError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
+        let mut this = self.project();
         if *this.failed {
             return Poll::Ready(None);
         }
+        let upload = this.upload.as_deref();
         let fail = |failed: &mut bool, fault, source| {
             *failed = true;
+            if let Some(upload) = upload {
+                upload.end(Some(fault));
+            }
             Poll::Ready(Some(Err(ClientBodyError { fault, source })))
         };
-        match this.inner.poll_frame(cx) {
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 *this.waiting = false;
                 if let Some(data) = frame.data_ref() {
@@ -125,11 +191,29 @@ where
                         return fail(this.failed, ClientBodyFault::TooLarge { limit: *this.limit }, None);
                     }
                 }
+                if let Some(upload) = upload {
+                    // A body of known length is done with its last piece: nobody polls
+                    // it again.
+                    if this.inner.is_end_stream() {
+                        upload.end(None);
+                    } else {
+                        upload.waiting.store(false, Ordering::Relaxed);
+                        upload.pieces.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => fail(this.failed, ClientBodyFault::Malformed, Some(e.into())),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                if let Some(upload) = upload {
+                    upload.end(None);
+                }
+                Poll::Ready(None)
+            }
             Poll::Pending => {
+                if let Some(upload) = upload {
+                    upload.waiting.store(true, Ordering::Relaxed);
+                }
                 let deadline = Instant::now() + *this.idle;
                 let timer = this
                     .timer

@@ -22,7 +22,7 @@ use crate::tls::PeerIdentity;
 /// QUIC needs TLS 1.3 and the `h3` ALPN; otherwise the listener's TLS settings apply,
 /// and its limits bound what one connection may open and buffer.
 pub fn server_config(listener: &ListenerConfig, tls: &ListenerTlsConfig) -> Result<quinn::ServerConfig, String> {
-    let rustls = crate::tls::server_config(tls, &[b"h3"], true)?;
+    let (rustls, _) = crate::tls::server_config(tls, &[b"h3"], true)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls).map_err(|e| e.to_string())?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let (limits, timeouts) = (&listener.limits, &listener.timeouts);
@@ -101,8 +101,14 @@ pub async fn serve(
                 .peer_identity()
                 .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
                 .and_then(|certs| certs.first().and_then(PeerIdentity::from_der));
+            let sni = connection
+                .handshake_data()
+                .and_then(|any| any.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+                .and_then(|data| data.server_name);
+            let blocks = state.current().server_blocks.get(&*name).cloned();
             let conn = ConnInfo::new(peer, name, "https", trust, door)
                 .with_peer(identity.as_ref(), forward_cert)
+                .with_server_block(blocks, sni.as_deref())
                 .with_counters(counters);
             let served = serve_connection(connection, Arc::new(conn), max_field_section, state, shutdown, drained);
             if let Err(e) = served.await {
@@ -162,7 +168,13 @@ async fn answer(
 ) -> Result<(), BodyError> {
     let (mut send, recv) = stream.split();
     let body = RequestBody { recv, data_done: false };
-    let req = req.map(|()| Body::boxed(ClientBody::new(body, conn.door.max_body_bytes, conn.door.body_idle)));
+    let mut body = ClientBody::new(body, conn.door.max_body_bytes, conn.door.body_idle);
+    // Followed before it is boxed, as `proxy::handle` does for the other listeners.
+    let upload = body.watch();
+    let mut req = req.map(|()| Body::boxed(body));
+    if let Some(upload) = upload {
+        req.extensions_mut().insert(upload);
+    }
     let Ok(resp) = crate::proxy::handle(state, conn.clone(), req).await;
     let (head, mut body) = resp.into_parts();
     send.send_response(http::Response::from_parts(head, ())).await?;

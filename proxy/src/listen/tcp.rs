@@ -167,9 +167,12 @@ async fn tls_connection(
     let peer = conn.peer;
     // Each handshake uses the TLS config of the version serving now, so a reloaded
     // certificate applies to new connections without dropping old ones.
-    let Some(config) = state.current().tls.get(&*settings.name).cloned() else {
+    let runtime = state.current();
+    let Some(config) = runtime.tls.get(&*settings.name).cloned() else {
         return;
     };
+    let blocks = runtime.server_blocks.get(&*settings.name).cloned();
+    drop(runtime);
     let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
     let stream = match tokio::time::timeout(settings.timeouts.handshake, handshake).await {
         Ok(Ok(stream)) => {
@@ -191,7 +194,10 @@ async fn tls_connection(
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(PeerIdentity::from_der);
-    let conn = conn.with_peer(identity.as_ref(), settings.forward_client_cert);
+    let sni = stream.get_ref().1.server_name();
+    let conn = conn
+        .with_peer(identity.as_ref(), settings.forward_client_cert)
+        .with_server_block(blocks, sni);
     serve_connection(stream, conn, pass, settings, state, shutdown, drained).await
 }
 

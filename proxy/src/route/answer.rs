@@ -29,7 +29,8 @@ pub struct Redirect {
 enum PathChange {
     Keep,
     Replace(String),
-    /// The route's `path_prefix` (first) becomes the second.
+    /// The route's `path_prefix` (first, as matched: [`super::segment_prefix`]) becomes the
+    /// second, segment by segment.
     Prefix(String, String),
 }
 
@@ -37,7 +38,7 @@ impl Answer {
     pub fn redirect(r: &RedirectConfig, route_prefix: Option<&str>) -> Result<Answer, String> {
         let path = match (&r.path, &r.prefix, route_prefix) {
             (Some(p), _, _) => PathChange::Replace(p.clone()),
-            (None, Some(new), Some(old)) => PathChange::Prefix(old.to_owned(), new.clone()),
+            (None, Some(new), Some(old)) => PathChange::Prefix(super::segment_prefix(old).to_owned(), new.clone()),
             _ => PathChange::Keep,
         };
         if let Some(host) = &r.host
@@ -130,7 +131,9 @@ impl Redirect {
         let path = match &self.path {
             PathChange::Keep => path.to_owned(),
             PathChange::Replace(p) => p.clone(),
-            PathChange::Prefix(old, new) => format!("{new}{}", path.strip_prefix(old.as_str()).unwrap_or(path)),
+            PathChange::Prefix(old, new) => {
+                super::rewrite::replace_prefix(path, old, new).unwrap_or_else(|| path.to_owned())
+            }
         };
         let mut location = format!("{scheme}://{host}");
         if let Some(port) = port {

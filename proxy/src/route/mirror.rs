@@ -1,5 +1,5 @@
-//! Request mirroring: a sampled share of a route's requests is copied to a shadow cluster,
-//! fire and forget. The copy never holds the client's request back: the client's body
+//! Request mirroring: a sampled share of a route's requests is copied to each of its shadow
+//! clusters, fire and forget. The copy never holds the client's request back: the client's body
 //! streams upstream as it arrives while a bounded copy is kept beside it, and the shadow
 //! request leaves only when that copy is complete. Its answer is read and dropped.
 
@@ -22,11 +22,15 @@ use crate::upstream::Cluster;
 
 use super::fault::Chance;
 
+/// The mirrors of one route, each sampled on its own; a request copied to several is
+/// copied once, and each shadow gets the same bytes.
+pub struct Mirrors(pub Box<[Mirror]>);
+
 pub struct Mirror {
     pub cluster: Arc<Cluster>,
     pub chance: Chance,
     pub max_body: usize,
-    /// Shadow requests in flight on this route, and the most it may have.
+    /// Shadow requests in flight to this mirror, and the most it may have.
     pub in_flight: Arc<AtomicUsize>,
     pub max_in_flight: usize,
     pub sent: Counter,
@@ -34,9 +38,10 @@ pub struct Mirror {
     pub dropped: Counter,
 }
 
-impl Mirror {
-    /// Starts a shadow copy of the request when it is sampled, and returns the body to send
-    /// to the real upstream (the client's, wrapped to keep a copy when there is one).
+impl Mirrors {
+    /// Starts a shadow copy of the request for each mirror that samples it, and returns
+    /// the body to send to the real upstream (the client's, wrapped to keep a copy when
+    /// some shadow waits for one).
     pub fn copy(
         &self,
         head: &http::request::Parts,
@@ -45,18 +50,54 @@ impl Mirror {
         host_rewrite: Option<&HeaderValue>,
         timeout: Duration,
     ) -> Body {
-        if !self.chance.hit() {
+        let ended = body.is_end_stream();
+        let mut waiting = Vec::new();
+        for mirror in &self.0 {
+            if !mirror.chance.hit() {
+                continue;
+            }
+            if mirror.in_flight.load(Ordering::Relaxed) >= mirror.max_in_flight
+                || body.size_hint().lower() > mirror.max_body as u64
+            {
+                // A slow shadow must not gather unbounded tasks and copies.
+                mirror.dropped.inc();
+                continue;
+            }
+            let (done, copied) = oneshot::channel();
+            if ended {
+                let _ = done.send(Bytes::new());
+            } else {
+                waiting.push((mirror.max_body, done));
+            }
+            mirror.in_flight.fetch_add(1, Ordering::Relaxed);
+            let task = Shadow {
+                cluster: mirror.cluster.clone(),
+                in_flight: mirror.in_flight.clone(),
+                sent: mirror.sent.clone(),
+                failed: mirror.failed.clone(),
+                dropped: mirror.dropped.clone(),
+            };
+            tokio::spawn(task.run(mirror.shadow_head(head, conn, host_rewrite), copied, timeout));
+        }
+        if waiting.is_empty() {
             return body;
         }
-        if self.in_flight.load(Ordering::Relaxed) >= self.max_in_flight {
-            // A slow shadow must not gather unbounded tasks and copies.
-            self.dropped.inc();
-            return body;
-        }
-        if body.size_hint().lower() > self.max_body as u64 {
-            self.dropped.inc();
-            return body;
-        }
+        Body::boxed(Tee {
+            inner: body,
+            copy: Some(BytesMut::new()),
+            waiting,
+        })
+    }
+}
+
+impl Mirror {
+    /// The request head the shadow is sent: the client's, marked as a copy.
+    fn shadow_head(
+        &self,
+        head: &http::request::Parts,
+        conn: &ConnInfo,
+        host_rewrite: Option<&HeaderValue>,
+    ) -> http::request::Parts {
         let mut shadow = Request::new(()).into_parts().0;
         shadow.method = head.method.clone();
         shadow.uri = head.uri.clone();
@@ -73,29 +114,7 @@ impl Mirror {
             UpstreamProtocol::Http2 => Version::HTTP_2,
         };
         forward::upstream_request(&mut shadow, conn, None, version);
-
-        let (done, copied) = oneshot::channel();
-        let body = if body.is_end_stream() {
-            let _ = done.send(Bytes::new());
-            body
-        } else {
-            Body::boxed(Tee {
-                inner: body,
-                copy: Some(BytesMut::new()),
-                max: self.max_body,
-                done: Some(done),
-            })
-        };
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let task = Shadow {
-            cluster: self.cluster.clone(),
-            in_flight: self.in_flight.clone(),
-            sent: self.sent.clone(),
-            failed: self.failed.clone(),
-            dropped: self.dropped.clone(),
-        };
-        tokio::spawn(task.run(shadow, copied, timeout));
-        body
+        shadow
     }
 }
 
@@ -120,8 +139,10 @@ impl Shadow {
                 match self.cluster.send(request, timeout, None).await {
                     Ok(resp) => {
                         self.sent.inc();
-                        // Read to the end so the connection can go back to the pool.
-                        let _ = tokio::time::timeout(timeout, http_body_util::BodyExt::collect(resp.into_body())).await;
+                        // Read to the end so the connection can go back to the pool, each
+                        // frame dropped as it comes: a shadow answering a large file must not
+                        // be held whole. The route's timeout bounds an answer that never ends.
+                        let _ = tokio::time::timeout(timeout, drain(resp.into_body())).await;
                     }
                     Err(e) => {
                         self.failed.inc();
@@ -134,15 +155,22 @@ impl Shadow {
     }
 }
 
+/// Reads a body to its end, keeping nothing.
+async fn drain<B: HttpBody>(body: B) {
+    let mut body = std::pin::pin!(body);
+    while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+}
+
 pin_project_lite::pin_project! {
-    /// The client's body, passed on unchanged, with a copy of at most `max` bytes kept;
-    /// the copy goes to the shadow when the body ends, and is given up past `max`.
+    /// The client's body, passed on unchanged, with one copy kept for the shadows waiting
+    /// on it; each gets the copy when the body ends, and is let go once the body passes its
+    /// `max_body`. The copy is given up when no shadow waits any more.
     struct Tee {
         #[pin]
         inner: Body,
         copy: Option<BytesMut>,
-        max: usize,
-        done: Option<oneshot::Sender<Bytes>>,
+        // (the shadow's `max_body`, where its copy goes).
+        waiting: Vec<(usize, oneshot::Sender<Bytes>)>,
     }
 }
 
@@ -156,29 +184,24 @@ impl HttpBody for Tee {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(copy)) = (frame.data_ref(), this.copy.as_mut()) {
-                    if copy.len() + data.len() > *this.max {
-                        // Dropping the sender tells the shadow to give up.
+                    let len = copy.len() + data.len();
+                    // Dropping a sender tells its shadow to give up.
+                    this.waiting.retain(|(max, _)| len <= *max);
+                    if this.waiting.is_empty() {
                         *this.copy = None;
-                        *this.done = None;
                     } else {
                         copy.extend_from_slice(data);
                     }
                 }
                 // hyper stops polling a body that says it has ended.
-                if this.inner.as_ref().get_ref().is_end_stream()
-                    && let (Some(copy), Some(done)) = (this.copy.take(), this.done.take())
-                {
-                    let _ = done.send(copy.freeze());
+                if this.inner.as_ref().get_ref().is_end_stream() {
+                    deliver(this.copy, this.waiting);
                 }
             }
-            Poll::Ready(None) => {
-                if let (Some(copy), Some(done)) = (this.copy.take(), this.done.take()) {
-                    let _ = done.send(copy.freeze());
-                }
-            }
+            Poll::Ready(None) => deliver(this.copy, this.waiting),
             Poll::Ready(Some(Err(_))) => {
                 *this.copy = None;
-                *this.done = None;
+                this.waiting.clear();
             }
             Poll::Pending => {}
         }
@@ -191,5 +214,15 @@ impl HttpBody for Tee {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The whole body to every shadow still waiting: one buffer, shared.
+fn deliver(copy: &mut Option<BytesMut>, waiting: &mut Vec<(usize, oneshot::Sender<Bytes>)>) {
+    if let Some(copy) = copy.take() {
+        let copy = copy.freeze();
+        for (_, done) in waiting.drain(..) {
+            let _ = done.send(copy.clone());
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! What a route does beyond sending the request to its cluster: answers, pins and splits,
-//! faults, rewrites and header edits. A route with none of them has no `Policy`, and its
+//! faults, rewrites, header edits, mirrors and CORS. A route with none of them has no `Policy`, and its
 //! requests take the path they took before any of this existed.
 
 use std::sync::Arc;
@@ -8,11 +8,12 @@ use http::{HeaderName, StatusCode};
 use regex::Regex;
 
 use super::answer::Answer;
+use super::cors::Cors;
 use super::edits::HeaderEdits;
 use super::fault::{Abort, Chance, Fault};
-use super::mirror::Mirror;
+use super::mirror::{Mirror, Mirrors};
 use super::rewrite::PathRewrite;
-use super::shift::{Pin, PinOn, Split};
+use super::shift::{Backend, Pin, PinOn, Split};
 use crate::config::{ConfigError, RouteConfig, Source};
 use crate::metrics::Metrics;
 use crate::upstream::{Cluster, Clusters};
@@ -25,7 +26,8 @@ pub struct Policy {
     pub rewrite: Option<PathRewrite>,
     pub request_headers: Option<HeaderEdits>,
     pub response_headers: Option<HeaderEdits>,
-    pub mirror: Option<Mirror>,
+    pub mirror: Option<Mirrors>,
+    pub cors: Option<Cors>,
 }
 
 impl Policy {
@@ -76,16 +78,26 @@ impl Policy {
         let split = if r.split.is_empty() {
             None
         } else {
-            let weighted = r
+            let edits = |e: &Option<toml::Spanned<crate::config::HeaderEditsConfig>>, what| {
+                e.as_ref()
+                    .map(|e| HeaderEdits::build(e.get_ref(), what).map_err(at(e.span())))
+                    .transpose()
+            };
+            let backends = r
                 .split
                 .iter()
                 .map(|s| {
                     let c: Arc<Cluster> = cluster(&s.cluster)?;
-                    let counter = metrics.decisions.shifted(route, &c.name);
-                    Ok((s.weight, c, counter))
+                    Ok(Backend {
+                        chosen: metrics.decisions.shifted(route, &c.name),
+                        cluster: c,
+                        weight: s.weight,
+                        request_headers: edits(&s.request_headers, "split.request_headers")?,
+                        response_headers: edits(&s.response_headers, "split.response_headers")?,
+                    })
                 })
                 .collect::<Result<Vec<_>, ConfigError>>()?;
-            Some(Split::new(weighted))
+            Some(Split::new(backends))
         };
         let fault = match &r.fault {
             None => None,
@@ -127,7 +139,7 @@ impl Policy {
                 let w = rw.get_ref();
                 match (&w.prefix, &w.regex, &w.substitution, &r.matches.path_prefix) {
                     (Some(new), _, _, Some(old)) => Some(PathRewrite::Prefix {
-                        old: old.clone(),
+                        old: super::segment_prefix(old).to_owned(),
                         new: new.clone(),
                     }),
                     (None, Some(re), Some(sub), _) => {
@@ -153,21 +165,35 @@ impl Policy {
         let mirror = match &r.mirror {
             None => None,
             Some(m) => {
-                let config = m.get_ref();
-                let outcome = |o| metrics.decisions.mirrored(route, o);
-                Some(Mirror {
-                    cluster: cluster(&config.cluster)?,
-                    chance: Chance::percent(config.percent),
-                    max_body: config.max_body_bytes,
-                    in_flight: Default::default(),
-                    max_in_flight: config.max_in_flight,
-                    sent: outcome("sent"),
-                    failed: outcome("failed"),
-                    dropped: outcome("dropped"),
-                })
+                let each = m
+                    .get_ref()
+                    .0
+                    .iter()
+                    .map(|config| {
+                        let target = cluster(&config.cluster)?;
+                        let outcome = |o| metrics.decisions.mirrored(route, &target.name, o);
+                        Ok(Mirror {
+                            chance: Chance::percent(config.percent),
+                            max_body: config.max_body_bytes,
+                            in_flight: Default::default(),
+                            max_in_flight: config.max_in_flight,
+                            sent: outcome("sent"),
+                            failed: outcome("failed"),
+                            dropped: outcome("dropped"),
+                            cluster: target,
+                        })
+                    })
+                    .collect::<Result<_, ConfigError>>()?;
+                Some(Mirrors(each))
             }
         };
+        let cors = r
+            .cors
+            .as_ref()
+            .map(|c| Cors::build(c.get_ref()).map_err(at(c.span())))
+            .transpose()?;
         let policy = Policy {
+            cors,
             mirror,
             answer,
             pins,
@@ -189,14 +215,26 @@ impl Policy {
             && self.request_headers.is_none()
             && self.response_headers.is_none()
             && self.mirror.is_none()
+            && self.cors.is_none()
     }
 
     /// The cluster for a request the filters did not reroute: a pin, else the split, else
-    /// the route's own.
-    pub fn cluster<'a>(&'a self, headers: &http::HeaderMap, default: Option<&'a Cluster>) -> Option<&'a Cluster> {
-        super::shift::pinned(&self.pins, headers)
-            .or_else(|| self.split.as_ref().map(Split::choose))
-            .or(default)
+    /// the route's own; with the split entry drawn, whose header edits come with it.
+    pub fn cluster<'a>(
+        &'a self,
+        headers: &http::HeaderMap,
+        default: Option<&'a Cluster>,
+    ) -> Option<(&'a Cluster, Option<&'a Backend>)> {
+        if let Some(pinned) = super::shift::pinned(&self.pins, headers) {
+            return Some((pinned, None));
+        }
+        match &self.split {
+            Some(split) => {
+                let backend = split.choose();
+                Some((&backend.cluster, Some(backend)))
+            }
+            None => default.map(|c| (c, None)),
+        }
     }
 }
 

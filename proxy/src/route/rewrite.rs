@@ -12,10 +12,12 @@ use http::request::Parts;
 use http::uri::PathAndQuery;
 use regex::Regex;
 
+use super::under_prefix;
 use crate::front::path::{PathPolicy, normalize};
 
 pub enum PathRewrite {
     Prefix {
+        /// The route's `path_prefix` as matched ([`super::segment_prefix`]).
         old: String,
         new: String,
     },
@@ -48,15 +50,20 @@ impl PathRewrite {
     pub fn apply(&self, head: &mut Parts) -> Result<(), RewriteRefused> {
         let path = head.uri.path();
         let (rewritten, confine) = match self {
-            PathRewrite::Prefix { old, new } => match path.strip_prefix(old.as_str()) {
-                Some(rest) => (Cow::Owned(format!("{new}{rest}")), confine_of(new)),
+            PathRewrite::Prefix { old, new } => match replace_prefix(path, old, new) {
+                Some(rewritten) => (Cow::Owned(rewritten), confine_of(new)),
                 None => return Ok(()),
             },
             PathRewrite::Regex {
                 re,
                 substitution,
                 confine,
-            } => (re.replace_all(path, substitution.as_str()), confine.as_str()),
+            } => match re.replace_all(path, substitution.as_str()) {
+                // No match: the path goes on unchanged, as Envoy's regex_rewrite and the
+                // Gateway API's URLRewrite do (the regex crate borrows only when nothing matched).
+                Cow::Borrowed(_) => return Ok(()),
+                rewritten => (rewritten, confine.as_str()),
+            },
         };
         let policy = PathPolicy {
             merge_slashes: true,
@@ -78,6 +85,20 @@ impl PathRewrite {
     }
 }
 
+/// `path` with its leading segments `old` (a [`super::segment_prefix`]) replaced by `new`, as the
+/// Gateway API's `ReplacePrefixMatch` does: a `/` at the end of either does not count, so
+/// `/foo/bar` becomes `/xyz/bar` under `/foo` or `/foo/` and `/xyz` or `/xyz/`, `/foo`
+/// becomes `/xyz`, and `/foo` with `new = "/"` becomes `/`. `None` when the path is not
+/// under `old`.
+pub fn replace_prefix(path: &str, old: &str, new: &str) -> Option<String> {
+    let rest = under_prefix(path, old)?;
+    let new = new.trim_end_matches('/');
+    Some(match (new, rest) {
+        ("", "") => "/".to_owned(),
+        _ => format!("{new}{rest}"),
+    })
+}
+
 /// A prefix confines to itself up to its last `/`: `/v2/` to `/v2/`, `/v2` to `/`.
 fn confine_of(prefix: &str) -> &str {
     prefix.rfind('/').map_or("/", |i| &prefix[..=i])
@@ -93,7 +114,7 @@ mod tests {
 
     fn prefix(old: &str, new: &str) -> PathRewrite {
         PathRewrite::Prefix {
-            old: old.to_owned(),
+            old: crate::route::segment_prefix(old).to_owned(),
             new: new.to_owned(),
         }
     }
@@ -107,11 +128,36 @@ mod tests {
 
     #[test]
     fn a_built_dot_segment_cannot_leave_the_prefix() {
-        // `/api..` is a normal segment; with the prefix swapped it would become `/v2/..`.
-        let mut h = head("/api../secret");
-        assert!(prefix("/api", "/v2/").apply(&mut h).is_err());
-        let mut h = head("/api%2E%2E/secret");
-        assert!(prefix("/api", "/v2/").apply(&mut h).is_err());
+        // `/api..` is a segment of its own, not under `/api`: left alone, never `/v2/..`.
+        for target in ["/api../secret", "/api%2E%2E/secret"] {
+            let mut h = head(target);
+            prefix("/api", "/v2/").apply(&mut h).expect("not under the prefix");
+            assert_eq!(h.uri, target);
+        }
+    }
+
+    #[test]
+    fn prefixes_are_replaced_by_whole_segments() {
+        // The Gateway API's ReplacePrefixMatch table.
+        for (path, old, new, want) in [
+            ("/foo/bar", "/foo", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/foo", "/xyz/", "/xyz/bar"),
+            ("/foo/bar", "/foo/", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/foo/", "/xyz/", "/xyz/bar"),
+            ("/foo", "/foo", "/xyz", "/xyz"),
+            ("/foo/", "/foo", "/xyz", "/xyz/"),
+            ("/foo/bar", "/foo", "/", "/bar"),
+            ("/foo/", "/foo", "/", "/"),
+            ("/foo", "/foo", "/", "/"),
+            ("/foo", "/foo/", "/xyz/", "/xyz"),
+        ] {
+            let mut h = head(path);
+            prefix(old, new).apply(&mut h).expect("rewrite");
+            assert_eq!(h.uri, want, "{path} under {old} to {new}");
+        }
+        let mut h = head("/foobar");
+        prefix("/foo", "/xyz").apply(&mut h).expect("not under the prefix");
+        assert_eq!(h.uri, "/foobar");
     }
 
     #[test]
@@ -123,6 +169,14 @@ mod tests {
         let rw = PathRewrite::regex(Regex::new("^/u/(.*)$").expect("re"), "/users/$1/../..".to_owned());
         let mut h = head("/u/x");
         assert!(rw.apply(&mut h).is_err());
+    }
+
+    #[test]
+    fn a_regex_that_does_not_match_leaves_the_path_alone() {
+        let rw = PathRewrite::regex(Regex::new("^/users/([0-9]+)$").expect("re"), "/u/$1".to_owned());
+        let mut h = head("/users/me?x=1");
+        rw.apply(&mut h).expect("unchanged");
+        assert_eq!(h.uri, "/users/me?x=1");
     }
 
     #[test]

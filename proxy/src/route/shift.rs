@@ -6,6 +6,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName};
 use prometheus_client::metrics::counter::Counter;
 
+use super::edits::HeaderEdits;
 use crate::upstream::Cluster;
 
 pub struct Pin {
@@ -46,36 +47,46 @@ pub fn pinned<'a>(pins: &'a [Pin], headers: &HeaderMap) -> Option<&'a Cluster> {
     Some(&pin.cluster)
 }
 
+/// One entry of a split: its cluster, and the header edits its requests and responses get.
+pub struct Backend {
+    pub cluster: Arc<Cluster>,
+    pub weight: u32,
+    /// Requests sent to it.
+    pub chosen: Counter,
+    pub request_headers: Option<HeaderEdits>,
+    pub response_headers: Option<HeaderEdits>,
+}
+
 /// Clusters with cumulative weights; each choice counted.
 pub struct Split {
-    /// (cumulative weight, cluster, requests sent to it).
-    choices: Vec<(u64, Arc<Cluster>, Counter)>,
+    /// (cumulative weight, backend).
+    choices: Vec<(u64, Backend)>,
     total: u64,
 }
 
 impl Split {
-    pub fn new(weighted: Vec<(u32, Arc<Cluster>, Counter)>) -> Split {
+    pub fn new(backends: Vec<Backend>) -> Split {
         let mut total = 0;
-        let choices = weighted
+        let choices = backends
             .into_iter()
-            .map(|(w, cluster, counter)| {
-                total += u64::from(w);
-                (total, cluster, counter)
+            .map(|b| {
+                total += u64::from(b.weight);
+                (total, b)
             })
             .collect();
         Split { choices, total }
     }
 
-    pub fn choose(&self) -> &Cluster {
+    pub fn choose(&self) -> &Backend {
         self.pick(fastrand::u64(0..self.total))
     }
 
-    fn pick(&self, ticket: u64) -> &Cluster {
+    fn pick(&self, ticket: u64) -> &Backend {
         // Config validation guarantees a positive total, so some entry's bound exceeds the ticket.
-        let i = self.choices.partition_point(|(bound, _, _)| *bound <= ticket);
-        let (_, cluster, counter) = &self.choices[i.min(self.choices.len() - 1)];
-        counter.inc();
-        cluster
+        let i = self.choices.partition_point(|(bound, _)| *bound <= ticket);
+        let (_, backend) = &self.choices[i.min(self.choices.len() - 1)];
+        backend.chosen.inc();
+        backend
     }
 }
 
@@ -100,15 +111,18 @@ mod tests {
     #[test]
     fn tickets_fall_in_their_weights_range() {
         let (a, b, c) = (cluster("a"), cluster("b"), cluster("c"));
-        let split = Split::new(vec![
-            (3, a, Counter::default()),
-            (0, b, Counter::default()),
-            (2, c, Counter::default()),
-        ]);
-        let names: Vec<_> = (0..5).map(|t| split.pick(t).name.to_string()).collect();
+        let backend = |weight, cluster| Backend {
+            cluster,
+            weight,
+            chosen: Counter::default(),
+            request_headers: None,
+            response_headers: None,
+        };
+        let split = Split::new(vec![backend(3, a), backend(0, b), backend(2, c)]);
+        let names: Vec<_> = (0..5).map(|t| split.pick(t).cluster.name.to_string()).collect();
         assert_eq!(names, ["a", "a", "a", "c", "c"], "a zero weight is never chosen");
-        assert_eq!(split.choices[0].2.get(), 3);
-        assert_eq!(split.choices[1].2.get(), 0);
+        assert_eq!(split.choices[0].1.chosen.get(), 3);
+        assert_eq!(split.choices[1].1.chosen.get(), 0);
     }
 
     #[test]

@@ -40,6 +40,26 @@ fn path_prefix_exact_and_regex() {
 }
 
 #[test]
+fn path_prefix_matches_whole_segments() {
+    for prefix in ["/v2", "/v2/"] {
+        let m = matcher(&format!("{{ path_prefix = \"{prefix}\" }}"));
+        for path in ["/v2", "/v2/", "/v2/x", "/v2/x/y?q=1", "/v2//x"] {
+            assert!(hits(&m, &request("GET", path, &[])), "{prefix} takes {path}");
+        }
+        for path in ["/v2example", "/v2.json", "/v2%2Fx", "/V2", "/v", "/", "/x/v2", "/v2;x"] {
+            assert!(!hits(&m, &request("GET", path, &[])), "{prefix} leaves {path}");
+        }
+    }
+    let root = matcher("{ path_prefix = \"/\" }");
+    for path in ["/", "/x", "/v2example"] {
+        assert!(hits(&root, &request("GET", path, &[])), "/ takes {path}");
+    }
+    let deep = matcher("{ path_prefix = \"/a/b\" }");
+    assert!(hits(&deep, &request("GET", "/a/b/c", &[])));
+    assert!(!hits(&deep, &request("GET", "/a/bc", &[])));
+}
+
+#[test]
 fn host_exact_wildcard_and_port() {
     let exact = matcher("{ host = \"api.example.com\" }");
     assert!(hits(&exact, &request("GET", "/", &[("host", "API.example.com:8080")])));
@@ -156,7 +176,16 @@ mod properties {
         };
         host_ok
             && if prefix {
-                path.starts_with(cond_path)
+                // Whole segments: the prefix's path elements begin the path's (a trailing
+                // `/` in either counts for nothing), as the Gateway API's PathPrefix.
+                let elements = |p: &str| {
+                    p.split('/')
+                        .filter(|e| !e.is_empty())
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                };
+                let (want, have) = (elements(cond_path), elements(path));
+                have.len() >= want.len() && have[..want.len()] == want[..]
             } else {
                 path == cond_path
             }

@@ -3,6 +3,7 @@
 //! health checks). A cluster with none of those sends each request once to the endpoint
 //! its balancer picks, as cheaply as a bare round robin.
 
+use std::borrow::BorrowMut;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -19,9 +20,10 @@ use rustls::pki_types::ServerName;
 
 use super::balancer::{Balancer, InFlight, Latency, Member, hash};
 use super::health::{self, EndpointHealth, Outlier};
-use super::pool::{ConnLimits, Connector, EndpointPool, PoolError, PooledBody};
+use super::pool::{ConnLimits, Connector, EndpointPool, PoolError, PooledBody, Replays};
 use super::resolve::{self, Targets};
 use super::retry::{self, RetryPolicy};
+use super::wait::{self, SetBy, Wait};
 use crate::body::Body;
 use crate::config::{ClusterConfig, ConfigError, LbPolicy, Source, UpstreamProtocol};
 use crate::metrics::{ClusterCounters, EndpointCounters, Metrics};
@@ -101,9 +103,17 @@ pub enum UpstreamError {
     #[error("cannot connect to {endpoint}: {reason}")]
     Connect { endpoint: SocketAddr, reason: String },
     #[error("exchange with {endpoint} failed: {reason}")]
-    Exchange { endpoint: SocketAddr, reason: String },
+    Exchange {
+        endpoint: SocketAddr,
+        reason: String,
+        cause: Broken,
+    },
     #[error("no response head from {endpoint} within {timeout:?}")]
     Timeout { endpoint: SocketAddr, timeout: Duration },
+    /// The client's own deadline (a gRPC call's `grpc-timeout`) passed: its doing, not the
+    /// endpoint's failure.
+    #[error("the client's deadline of {deadline:?} passed before {endpoint} answered")]
+    Deadline { endpoint: SocketAddr, deadline: Duration },
     #[error("the request cannot be sent upstream: {0}")]
     BadRequest(String),
     /// The exchange failed because the client's body did (too large, too slow, malformed).
@@ -112,6 +122,15 @@ pub enum UpstreamError {
     /// The cluster's circuit breaker is open; names the limit.
     #[error("cluster {cluster:?} is at its {limit} limit")]
     Overloaded { cluster: Arc<str>, limit: &'static str },
+}
+
+/// How an exchange broke: what the client is told (503 or 502) depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// Reset or closed before a response head: the upstream is unavailable.
+    Reset,
+    /// A response that is not valid HTTP.
+    Malformed,
 }
 
 const LIMITS: [&str; 3] = ["max_connections", "max_pending_requests", "max_requests"];
@@ -320,8 +339,9 @@ impl Cluster {
         }
     }
 
-    /// Sends `req` to an endpoint and waits at most `timeout` for the response head (all
-    /// tries together). `client` is the downstream address, for `hash_on.client_address`.
+    /// Sends `req` to an endpoint and waits at most `wait` for the response head (all
+    /// tries together; a bare `Duration` is a route's timeout). `client` is the downstream
+    /// address, for `hash_on.client_address`.
     ///
     /// Not an `async fn`: without a guard the endpoint is picked here and the one try's
     /// future is returned as it is, so a request's future carries no wrapper around it
@@ -329,9 +349,10 @@ impl Cluster {
     pub fn send(
         &self,
         req: Request<Body>,
-        timeout: Duration,
+        wait: impl Into<Wait>,
         client: Option<IpAddr>,
     ) -> impl Future<Output = Result<Response<PooledBody>, UpstreamError>> + Send + '_ {
+        let wait = wait.into();
         let key = self.key(&req, client);
         match &self.guard {
             None => {
@@ -339,10 +360,11 @@ impl Cluster {
                     HostsCell::Fixed(hosts) => Picked::Fixed(self.pick(hosts, key, None)),
                     HostsCell::Dynamic(cell) => Picked::Snapshot(self.pick(&cell.load(), key, None).clone()),
                 };
-                Either::Left(self.attempt(endpoint, req, timeout))
+                // The pool may send it again once, uncounted: this cluster counts no tries.
+                Either::Left(self.attempt(endpoint, req, wait, Replays::new(1, None)))
             }
             // Boxed: retries and their state are the uncommon case.
-            Some(guard) => Either::Right(Box::pin(self.send_guarded(guard, req, timeout, key))),
+            Some(guard) => Either::Right(Box::pin(self.send_guarded(guard, req, wait, key))),
         }
     }
 
@@ -408,27 +430,41 @@ impl Cluster {
         }
     }
 
-    /// One try at one endpoint.
-    async fn attempt(
+    /// One try at one endpoint (more, when `replays` lets the pool send it again). Owned
+    /// `Replays` when nobody counts them, borrowed when the retry loop does: either way
+    /// the try's future is this one, with no wrapper.
+    async fn attempt<R: BorrowMut<Replays> + Send>(
         &self,
         endpoint: Picked<'_>,
         mut req: Request<Body>,
-        timeout: Duration,
+        wait: Wait,
+        mut replays: R,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         if self.connector.http2 {
-            // HTTP/2 carries the target as :scheme and :authority.
+            // HTTP/2 carries the target as :scheme and :authority. The authority is the
+            // request's host, and never a Host header beside it that could disagree (RFC
+            // 9113 §8.3.1): `forward` moved it into the URI already; a request made
+            // elsewhere (a mirror's, a callout's) may still carry it as Host, which then
+            // says what its maker meant.
             let path = req
                 .uri()
                 .path_and_query()
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            let host = req
+                .headers_mut()
+                .remove(http::header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+            let authority = host
+                .or_else(|| req.uri().authority().cloned())
+                .unwrap_or_else(|| endpoint.authority.clone());
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(if self.connector.tls.is_some() {
                 Scheme::HTTPS
             } else {
                 Scheme::HTTP
             });
-            parts.authority = Some(endpoint.authority.clone());
+            parts.authority = Some(authority);
             parts.path_and_query = Some(path);
             *req.uri_mut() = Uri::from_parts(parts).map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
         } else if req.uri().authority().is_some() {
@@ -448,23 +484,42 @@ impl Cluster {
         endpoint.counters.requests.inc();
         let _in_flight = (self.lb == LbPolicy::LeastRequest).then(|| endpoint.in_flight.enter());
         let started = self.latency_decay.map(|_| health::since_start());
-        let exchange = endpoint.pool.send(&self.connector, req);
-        let result = match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => Err(UpstreamError::Timeout {
-                endpoint: endpoint.addr,
-                timeout,
+        // A body still arriving from the client: its wait is the client's, not counted.
+        // The upload is followed only on a wait the route set; a client's deadline runs
+        // from the start of the call, as gRPC defines it.
+        let upload = req.extensions().get::<Arc<crate::body::Upload>>().cloned();
+        let followed = match wait.set_by {
+            SetBy::Route => upload.as_deref(),
+            SetBy::Client => None,
+        };
+        let exchange = endpoint.pool.send(&self.connector, req, replays.borrow_mut());
+        let result = match wait::within(wait.limit, followed, exchange).await {
+            None => Err(match wait.set_by {
+                SetBy::Route => UpstreamError::Timeout {
+                    endpoint: endpoint.addr,
+                    timeout: wait.limit,
+                },
+                SetBy::Client => UpstreamError::Deadline {
+                    endpoint: endpoint.addr,
+                    deadline: wait.limit,
+                },
             }),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(PoolError::Connect(reason))) => Err(UpstreamError::Connect {
+            Some(Ok(resp)) => Ok(resp),
+            Some(Err(PoolError::Connect(reason))) => Err(UpstreamError::Connect {
                 endpoint: endpoint.addr,
                 reason,
             }),
-            Ok(Err(PoolError::Overloaded(limit))) => Err(self.overloaded(limit)),
-            Ok(Err(PoolError::Exchange(e))) => match crate::front::ClientBodyFault::find(Some(&e)) {
+            Some(Err(PoolError::Overloaded(limit))) => Err(self.overloaded(limit)),
+            // The client's body failing broke the exchange, however the connection tells
+            // it (over HTTP/2 the upstream's stream is reset and hyper says only that).
+            Some(Err(PoolError::Exchange(e))) => match crate::front::ClientBodyFault::find(Some(&e))
+                .or_else(|| upload.as_deref().and_then(crate::body::Upload::fault))
+            {
                 Some(fault) => Err(UpstreamError::ClientBody(fault)),
                 None => Err(UpstreamError::Exchange {
                     endpoint: endpoint.addr,
                     reason: error_chain(&e),
+                    cause: if e.is_parse() { Broken::Malformed } else { Broken::Reset },
                 }),
             },
         };
@@ -498,22 +553,30 @@ impl Cluster {
         &self,
         guard: &Guard,
         req: Request<Body>,
-        timeout: Duration,
+        wait: Wait,
         key: u64,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let _active =
             Entered::new(&guard.active_requests, guard.max_requests).ok_or_else(|| self.overloaded("max_requests"))?;
-        let deadline = Instant::now() + timeout;
         let hosts = self.hosts_now();
         let Some(policy) = &guard.retry else {
             let endpoint = self.pick(&hosts, key, None);
-            let result = self.attempt(Picked::Fixed(endpoint), req, timeout).await;
+            let result = self
+                .attempt(Picked::Fixed(endpoint), req, wait, Replays::new(1, None))
+                .await;
             self.observe(guard, endpoint, &result);
             return result;
         };
 
         let (head, body) = req.into_parts();
+        // A client's deadline runs from the start of the call; the route's from the end of
+        // the request, which a body read whole for retries has reached.
+        let started = Instant::now();
         let (mut once, replay) = policy.prepare_body(&head.method, body).await?;
+        let deadline = match wait.set_by {
+            SetBy::Route => Instant::now() + wait.limit,
+            SetBy::Client => started + wait.limit,
+        };
         let mut previous = None;
         let mut attempt = 1;
         // Held from a retry's decision until the next decision: the retry is in flight.
@@ -528,7 +591,16 @@ impl Cluster {
             let endpoint = self.pick(&hosts, key, previous);
             let left = deadline.saturating_duration_since(Instant::now());
             let try_timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
-            let result = self.attempt(Picked::Fixed(endpoint), req, try_timeout).await;
+            // The pool's send again on a fresh connection is a try too: it may have
+            // reached the upstream.
+            let mut replays = Replays::new(u32::from(attempt < policy.attempts), Some(attempt));
+            let try_wait = if try_timeout < left {
+                Wait::from(try_timeout)
+            } else {
+                wait.with_limit(try_timeout)
+            };
+            let result = self.attempt(Picked::Fixed(endpoint), req, try_wait, &mut replays).await;
+            attempt += replays.used;
             self.observe(guard, endpoint, &result);
 
             let Some(reason) = policy.retryable(&result, try_timeout < left) else {
@@ -616,7 +688,10 @@ impl Cluster {
         let Some(outlier) = &guard.outlier else { return };
         if matches!(
             result,
-            Err(UpstreamError::ClientBody(_) | UpstreamError::BadRequest(_) | UpstreamError::Overloaded { .. })
+            Err(UpstreamError::ClientBody(_)
+                | UpstreamError::Deadline { .. }
+                | UpstreamError::BadRequest(_)
+                | UpstreamError::Overloaded { .. })
         ) {
             return;
         }
@@ -660,7 +735,8 @@ impl std::ops::Deref for HostsRef<'_> {
     }
 }
 
-/// Whether a try counts as an endpoint's failure: no answer, or a 5xx one.
+/// Whether a try counts as an endpoint's failure: no answer, or a 5xx one. What the
+/// client caused (its body failing, its deadline passing) is not.
 fn failed(result: &Result<Response<PooledBody>, UpstreamError>) -> bool {
     match result {
         Ok(resp) => resp.status().is_server_error(),

@@ -7,8 +7,13 @@
 //! An HTTP/1.1 connection goes back to the queue when its response body has been read to
 //! the end; a connection whose response was abandoned half-read is closed, never reused.
 //! A request on a reused connection that the upstream had closed meanwhile (the race every
-//! keep-alive pool has) is retried on another connection, but only when hyper hands the
-//! request back unsent.
+//! keep-alive pool has) is retried on another connection when hyper hands the request back
+//! unsent; an idempotent request without a body that may have gone out is sent again on a
+//! new connection, and that send is one of the cluster's tries ([`Replays`]).
+//!
+//! A connection is lent only when both directions are done: an upstream may answer before
+//! it has read the whole request body (nginx and Node do for a 401, 404 or 413) and keep
+//! reading it. Such a connection goes back to the pool when its upload ends, or never.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -107,6 +112,27 @@ pub(crate) enum PoolError {
     Overloaded(&'static str),
 }
 
+/// The pool's own sends of a request again, after a reused connection failed under it.
+pub(crate) struct Replays {
+    /// How many more it may make: each is a try the cluster counts.
+    pub left: u32,
+    /// How many it made.
+    pub used: u32,
+    /// The request's try number, when the cluster numbers its tries (`x-weft-attempt`).
+    pub numbered: Option<u32>,
+}
+
+impl Replays {
+    /// Up to `left` sends again, counted and, with `numbered`, renumbered.
+    pub fn new(left: u32, numbered: Option<u32>) -> Replays {
+        Replays {
+            left,
+            used: 0,
+            numbered,
+        }
+    }
+}
+
 /// An idle HTTP/1.1 connection and when it became idle.
 struct Idle {
     sender: http1::SendRequest<Body>,
@@ -135,11 +161,13 @@ impl EndpointPool {
         })
     }
 
-    /// Sends `req` on a pooled or new connection.
+    /// Sends `req` on a pooled or new connection; sends it again on a new connection, as
+    /// `replays` allows, when a reused connection failed under it.
     pub async fn send(
         self: &Arc<Self>,
         connector: &Connector,
         req: Request<Body>,
+        replays: &mut Replays,
     ) -> Result<Response<PooledBody>, PoolError> {
         if connector.http2 {
             let mut sender = self.http2_sender(connector).await?;
@@ -169,8 +197,9 @@ impl EndpointPool {
             }
             // The upstream may close an idle connection just as a request goes out on it
             // (its keep-alive timeout): a request that can be sent again harmlessly —
-            // idempotent, no body — is, once, on a new connection (RFC 9110 §9.2.2).
-            let replay = (reused && !replayed && replayable(&req)).then(|| copy_head(&req));
+            // idempotent, no body — is, once, on a new connection (RFC 9110 §9.2.2). It
+            // may have reached the upstream, so it is a try like any other.
+            let replay = (reused && !replayed && replays.left > 0 && replayable(&req)).then(|| copy_head(&req));
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let slot = Some(Slot {
@@ -182,9 +211,14 @@ impl EndpointPool {
                 Err(mut e) => match (e.take_message(), replay) {
                     // Not sent: the reused connection was closed under us. Try another.
                     (Some(unsent), _) if reused => req = unsent,
-                    (None, Some(copy)) => {
+                    (None, Some(mut copy)) => {
                         tracing::debug!(endpoint = %self.addr, error = %e.error(), "reused connection failed; sending again");
                         replayed = true;
+                        replays.left -= 1;
+                        replays.used += 1;
+                        if let Some(n) = replays.numbered {
+                            super::retry::number(copy.headers_mut(), n + replays.used);
+                        }
                         req = copy;
                     }
                     _ => return Err(PoolError::Exchange(e.into_error())),
@@ -193,12 +227,25 @@ impl EndpointPool {
         }
     }
 
-    /// An idle connection young enough and still open, if any.
-    fn checkout(&self) -> Option<http1::SendRequest<Body>> {
+    /// An idle connection young enough, still open and free, if any.
+    fn checkout(self: &Arc<Self>) -> Option<http1::SendRequest<Body>> {
         while let Some(idle) = self.idle.pop() {
-            if !idle.sender.is_closed() && idle.since.elapsed() < self.idle_timeout {
-                return Some(idle.sender);
+            if idle.sender.is_closed() || idle.since.elapsed() >= self.idle_timeout {
+                continue;
             }
+            if !idle.sender.is_ready() {
+                // Its response is read but hyper is still writing its request body, to an
+                // upstream that answered early: lent now, the next request would wait for
+                // that upload. It comes back when the upload is done (or never, closed).
+                let (pool, mut sender) = (self.clone(), idle.sender);
+                tokio::spawn(async move {
+                    if sender.ready().await.is_ok() {
+                        pool.checkin(sender);
+                    }
+                });
+                continue;
+            }
+            return Some(idle.sender);
         }
         None
     }
@@ -280,6 +327,8 @@ impl EndpointPool {
                     Io::Tls(tls) => handshake_http2(*tls, None).await,
                 }
                 .map_err(|e| format!("{e:?}"))?;
+                // The host travels as :authority; no Host beside it (RFC 9113 §8.3.1).
+                req.headers_mut().remove(http::header::HOST);
                 *req.uri_mut() = format!(
                     "{}://{}{}",
                     if connector.tls.is_some() { "https" } else { "http" },

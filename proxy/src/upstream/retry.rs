@@ -168,9 +168,17 @@ pub fn request(head: &http::request::Parts, body: Body, attempt: u32) -> Request
     if let Some(slot) = head.extensions.get::<std::sync::Arc<crate::observe::UpstreamSlot>>() {
         req.extensions_mut().insert(slot.clone());
     }
-    let n = ATTEMPTS[(attempt as usize - 1).min(ATTEMPTS.len() - 1)];
-    req.headers_mut().insert(ATTEMPT.clone(), HeaderValue::from_static(n));
+    if let Some(upload) = head.extensions.get::<std::sync::Arc<crate::body::Upload>>() {
+        req.extensions_mut().insert(upload.clone());
+    }
+    number(req.headers_mut(), attempt);
     req
+}
+
+/// Says which try a request is (`x-weft-attempt: N`).
+pub fn number(headers: &mut http::HeaderMap, attempt: u32) {
+    let n = ATTEMPTS[(attempt.max(1) as usize - 1).min(ATTEMPTS.len() - 1)];
+    headers.insert(ATTEMPT.clone(), HeaderValue::from_static(n));
 }
 
 #[cfg(test)]
