@@ -173,8 +173,8 @@ pub struct Matcher {
     headers: Vec<(HeaderName, ValueMatch)>,
     query: Vec<(String, ValueMatch)>,
     identity: Option<ValueMatch>,
-    /// The path template, as traces name the route (`http.route`): a prefix with `*`
-    /// after it, an exact path, or the regex as written.
+    /// The path template, as traces name the route (`http.route`): a prefix's segments
+    /// with `/*` after them (`/api/*`, `/*`), an exact path, or the regex as written.
     template: Arc<str>,
 }
 
@@ -190,7 +190,7 @@ impl Matcher {
         let template: Arc<str> = match (&m.path_exact, &m.path_regex, &m.path_prefix) {
             (Some(p), _, _) => p.as_str().into(),
             (_, Some(re), _) => re.get_ref().as_str().into(),
-            (_, _, Some(p)) => format!("{p}*").into(),
+            (_, _, Some(p)) => format!("{}/*", segment_prefix(p)).into(),
             _ => "/*".into(),
         };
         let path = if let Some(p) = &m.path_exact {
