@@ -646,7 +646,13 @@ async fn spans_follow_the_http_semantic_conventions() {
     let reply = get_with(
         &weft,
         &format!("/cap/traced?{query}"),
-        &[("traceparent", &parent_for(trace)), ("user-agent", "conformance/1.0")],
+        &[
+            ("traceparent", &parent_for(trace)),
+            ("user-agent", "conformance/1.0"),
+            // Claims a listener that does not trust what is in front of it ignores.
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+        ],
     )
     .await;
     assert_eq!(reply.status, 200);
@@ -750,6 +756,45 @@ async fn spans_follow_the_http_semantic_conventions() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_client_and_scheme_are_the_original_ones() {
+    let (otlp, spans) = otlp_http().await;
+    let echo = Upstream::echo("echo").await;
+    let config = Config::new()
+        .listener("trust_forwarded = true")
+        .top(&format!(
+            "[tracing]\nendpoint = \"http://{otlp}/v1/traces\"\ninterval = \"100ms\"\n"
+        ))
+        .cluster("echo", &[echo.addr])
+        .route("plain", "path_prefix = \"/\"", "echo", &[], "")
+        .to_string();
+    let weft = Weft::start(&config).await;
+    let trace = "55555555555555555555555555555555";
+    get_with(
+        &weft,
+        "/x",
+        &[
+            ("traceparent", &parent_for(trace)),
+            ("x-forwarded-for", "203.0.113.7, 10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("host", "shop.example"),
+        ],
+    )
+    .await;
+    let (server, _) = spans_of(&spans, trace, true).await;
+    conforms(&server, SERVER_SPAN, &["server.port"]);
+    assert_eq!(server.str("client.address"), Some("203.0.113.7"), "the original client");
+    assert_eq!(server.attr("client.port"), None, "its port is not known");
+    assert_eq!(
+        server.str("network.peer.address"),
+        Some("127.0.0.1"),
+        "the proxy in front"
+    );
+    assert_eq!(server.str("url.scheme"), Some("https"));
+    assert_eq!(server.str("server.address"), Some("shop.example"));
+    assert_eq!(server.attr("server.port"), Some(&Val::Int(443)), "https's default port");
 }
 
 #[tokio::test]

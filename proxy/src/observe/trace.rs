@@ -56,6 +56,8 @@ const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
 const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 const B3_PARENT: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// W3C Trace Context: a `tracestate` longer than this may be dropped whole.
 const MAX_TRACESTATE: usize = 512;
 
@@ -230,7 +232,12 @@ impl Tracing {
     fn server_attributes(&self, conn: &ConnInfo, head: &request::Parts) -> Vec<KeyValue> {
         let mut attributes = Vec::with_capacity(16);
         method_attributes(&head.method, &mut attributes);
-        attributes.push(KeyValue::new("url.scheme", conn.scheme));
+        // Behind a proxy the listener trusts, the original client's request is the one
+        // the conventions describe (`client.address`, `url.scheme`); elsewhere what a
+        // client claims about itself is not repeated as fact.
+        let trusted = conn.trust_forwarded.then_some(&head.headers);
+        let scheme = trusted.and_then(forwarded_proto).unwrap_or(conn.scheme);
+        attributes.push(KeyValue::new("url.scheme", scheme));
         attributes.push(KeyValue::new("url.path", head.uri.path().to_owned()));
         if let Some(query) = head.uri.query().and_then(|q| self.query.show(q)) {
             attributes.push(KeyValue::new("url.query", query));
@@ -242,14 +249,20 @@ impl Tracing {
             .or_else(|| head.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()));
         if let Some((host, port)) = authority.and_then(host_and_port) {
             attributes.push(KeyValue::new("server.address", host.to_owned()));
-            let port = port.unwrap_or(if conn.scheme == "https" { 443 } else { 80 });
+            let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
             attributes.push(KeyValue::new("server.port", i64::from(port)));
         }
-        let client = conn.peer;
-        attributes.push(KeyValue::new("client.address", client.ip().to_string()));
-        attributes.push(KeyValue::new("client.port", i64::from(client.port())));
-        attributes.push(KeyValue::new("network.peer.address", client.ip().to_string()));
-        attributes.push(KeyValue::new("network.peer.port", i64::from(client.port())));
+        let peer = conn.peer;
+        match trusted.and_then(forwarded_for) {
+            // Its port is not known: `client.port` is that client's or absent.
+            Some(client) => attributes.push(KeyValue::new("client.address", client.to_string())),
+            None => {
+                attributes.push(KeyValue::new("client.address", peer.ip().to_string()));
+                attributes.push(KeyValue::new("client.port", i64::from(peer.port())));
+            }
+        }
+        attributes.push(KeyValue::new("network.peer.address", peer.ip().to_string()));
+        attributes.push(KeyValue::new("network.peer.port", i64::from(peer.port())));
         if let Some(version) = protocol_version(head.version) {
             attributes.push(KeyValue::new("network.protocol.version", version));
         }
@@ -359,6 +372,24 @@ fn protocol_version(version: Version) -> Option<&'static str> {
         Version::HTTP_3 => Some("3"),
         _ => None,
     }
+}
+
+/// The original client of `X-Forwarded-For`: the first address of its first line, when
+/// it is one.
+fn forwarded_for(headers: &HeaderMap) -> Option<std::net::IpAddr> {
+    let first = headers.get(X_FORWARDED_FOR)?.to_str().ok()?.split(',').next()?.trim();
+    let bare = first
+        .strip_prefix('[')
+        .and_then(|f| f.split_once(']'))
+        .map_or(first, |(ip, _)| ip);
+    bare.parse().ok()
+}
+
+/// The original request's scheme from `X-Forwarded-Proto` (its first value), when it is
+/// `http` or `https`.
+fn forwarded_proto(headers: &HeaderMap) -> Option<&'static str> {
+    let first = headers.get(X_FORWARDED_PROTO)?.to_str().ok()?.split(',').next()?.trim();
+    ["https", "http"].into_iter().find(|s| first.eq_ignore_ascii_case(s))
 }
 
 /// An authority's host (an IPv6 literal without its brackets) and port, if it has one;
@@ -929,6 +960,26 @@ mod tests {
         assert_eq!(host_and_port("user@example.com:80"), Some(("example.com", Some(80))));
         for bad in ["", ":80", "example.com:http", "example.com:99999", "[::1", "[]:80"] {
             assert_eq!(host_and_port(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_original_client_and_scheme() {
+        let h = headers(&[
+            ("x-forwarded-for", "203.0.113.7, 10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-proto", "HTTPS, http"),
+        ]);
+        assert_eq!(forwarded_for(&h), Some("203.0.113.7".parse().expect("ip")));
+        assert_eq!(forwarded_proto(&h), Some("https"));
+        let h = headers(&[
+            ("x-forwarded-for", "[2001:db8::1]:4711"),
+            ("x-forwarded-proto", "gopher"),
+        ]);
+        assert_eq!(forwarded_for(&h), Some("2001:db8::1".parse().expect("ip")));
+        assert_eq!(forwarded_proto(&h), None);
+        for bad in ["unknown", "", "evil.example", "203.0.113.7:80"] {
+            assert_eq!(forwarded_for(&headers(&[("x-forwarded-for", bad)])), None, "{bad:?}");
         }
     }
 
