@@ -445,7 +445,9 @@ impl Trace {
 
     /// The route that matched: its name and path template.
     pub fn route(&mut self, name: &Arc<str>, template: &Arc<str>) {
-        self.route = Some((name.clone(), template.clone()));
+        if self.sampled() {
+            self.route = Some((name.clone(), template.clone()));
+        }
     }
 
     /// Starts the upstream exchange's client span and puts its context in the request
