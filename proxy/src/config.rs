@@ -26,7 +26,8 @@ pub use cluster::{
     RetryConfig, UpstreamProtocol, UpstreamTlsConfig, split_host_port,
 };
 pub use limits::{DEFAULT_MEMORY, LimitsConfig};
-pub use observe::{AccessLogConfig, OtlpProtocol, TracingConfig};
+pub use observe::{AccessLogConfig, OtlpProtocol, QueryShown, TracingConfig};
+pub use redact::secret_name;
 pub use redact::urls as redact_urls;
 pub use route::{
     CorsConfig, DirectResponseConfig, HeaderEditsConfig, MatchConfig, MirrorConfig, MirrorsConfig, PatternConfig,

@@ -94,7 +94,7 @@ const WORDS: [&str; 9] = [
 
 /// Whether a key (or a header name) holds a secret: it has one of [`WORDS`] in it, and
 /// does not name a file or path (where the secret is, which an error needs to show).
-fn secret_name(name: &str) -> bool {
+pub fn secret_name(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     !(name.ends_with("file") || name.ends_with("path")) && WORDS.iter().any(|w| name.contains(w))
 }
