@@ -44,7 +44,17 @@ fn check_accepts_a_good_config_and_summarises_it() {
     let (ok, text) = check(GOOD);
     assert!(ok, "{text}");
     assert!(
-        text.contains("weft.toml: OK (1 listeners, 1 clusters, 0 filters, 1 routes)"),
+        text.contains("weft.toml: OK (1 listener, 1 cluster, 0 filters, 1 route)"),
+        "{text}"
+    );
+    let two = GOOD.replace(
+        "[[routes]]",
+        "[[clusters]]\nname = \"api\"\nendpoints = [\"127.0.0.1:3001\"]\n\n[[routes]]",
+    );
+    let (ok, text) = check(&two);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("OK (1 listener, 2 clusters, 0 filters, 1 route)"),
         "{text}"
     );
 }

@@ -208,6 +208,7 @@ expect_logs = [{ level = "warn", contains = "line 0" }]
     let (_dir, path) = cases_file(failing);
     let (ok, out) = plugin_test(plugins::CAPABILITIES, &path);
     assert!(!ok, "{out}");
+    assert!(out.contains("1 case: 0 passed, 1 failed"), "{out}");
     for diff in [
         "metric: counter hits\n        - expected: 2\n        + actual:   1",
         "metric: histogram hits\n        - expected: sum 1.5\n        + actual:   count 1, sum 0.5",

@@ -121,12 +121,9 @@ impl fmt::Display for Report {
             }
         }
         let failed = self.failed();
-        write!(
-            f,
-            "{} cases: {} passed, {failed} failed",
-            self.cases.len(),
-            self.cases.len() - failed
-        )
+        let total = self.cases.len();
+        let cases = if total == 1 { "case" } else { "cases" };
+        write!(f, "{total} {cases}: {} passed, {failed} failed", total - failed)
     }
 }
 
