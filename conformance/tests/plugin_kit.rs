@@ -299,6 +299,69 @@ expect = {{ decision = "respond", status = 502, body = "CalloutError::TooLarge" 
     assert!(ok, "{out}");
 }
 
+/// A generated project's `weft.toml` keeps compiled plugins on disk (`[wasm] cache_dir`,
+/// relative to the file and ignored by git), so a restart does not spend seconds compiling an
+/// interpreter again before the listener opens: `weft check` on it fills the cache.
+#[test]
+fn plugin_new_configs_keep_compiled_plugins_across_restarts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root");
+    let work = tempfile::tempdir().expect("tempdir");
+    for (lang, toolchain) in [
+        ("rust", None),
+        ("python", Some("sdk-python/build.sh")),
+        ("js", Some("sdk-js/build.sh")),
+    ] {
+        if toolchain.is_some_and(|t| !root.join(t).is_file()) {
+            continue;
+        }
+        let name = format!("cached-{lang}");
+        let out = Command::new(weft_bin())
+            .args(["plugin", "new", &name, "--lang", lang, "--sdk-path"])
+            .arg(root)
+            .current_dir(work.path())
+            .output()
+            .expect("run weft plugin new");
+        assert!(out.status.success(), "{}", text(&out));
+        let project = work.path().join(&name);
+        let config = std::fs::read_to_string(project.join("weft.toml")).expect("weft.toml");
+        let cache_dir = config
+            .lines()
+            .skip_while(|l| l.trim() != "[wasm]")
+            .find_map(|l| l.trim().strip_prefix("cache_dir = \""))
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("{lang}: no [wasm] cache_dir in:\n{config}"));
+        let ignored = std::fs::read_to_string(project.join(".gitignore")).expect(".gitignore");
+        assert!(
+            ignored
+                .lines()
+                .any(|l| l.trim_matches('/') == cache_dir.trim_matches('/')),
+            "{lang}: {cache_dir} not in .gitignore:\n{ignored}"
+        );
+        // Any component stands in for the project's own build.
+        let wasm = format!("{}.wasm", name.replace('-', "_"));
+        std::fs::copy(plugins::HELLO_FILTER, project.join(&wasm)).expect("copy the hello filter");
+        // As the project's README says: from its folder, `--config weft.toml`.
+        let out = Command::new(weft_bin())
+            .args(["check", "--config", "weft.toml"])
+            .current_dir(&project)
+            .output()
+            .expect("run weft check");
+        assert!(out.status.success(), "{lang}: {}", text(&out));
+        let cached = walk(&project.join(cache_dir));
+        assert!(cached > 0, "{lang}: nothing compiled into {cache_dir}");
+    }
+}
+
+/// The number of files under `dir`, at any depth (0 if it does not exist).
+fn walk(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
+            .sum()
+    })
+}
+
 /// Python and JavaScript projects build with the checkout's `sdk-python/` and `sdk-js/`
 /// (their first use installs componentize-py / componentize-js) and pass the same cases as
 /// the Rust one; in a checkout without those layers, `--lang` says "not yet".

@@ -88,8 +88,13 @@ fn engine_config(config: &WasmConfig, pooling: bool) -> anyhow::Result<Config> {
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     if let Some(dir) = &config.cache_dir {
+        // Relative to the config file's folder (config::resolve_paths), which is itself
+        // relative when the config is (`--config weft.toml`); wasmtime takes only an
+        // absolute path.
+        let dir = std::path::absolute(dir)
+            .with_context(|| format!("cannot use {} as the Wasm compilation cache", dir.display()))?;
         let mut cache = wasmtime::CacheConfig::new();
-        cache.with_directory(dir);
+        cache.with_directory(&dir);
         let cache = wasmtime::Cache::new(cache)
             .map_err(wasmtime_error)
             .with_context(|| format!("cannot use {} as the Wasm compilation cache", dir.display()))?;
