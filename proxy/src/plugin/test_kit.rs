@@ -579,7 +579,7 @@ fn describe_log(want: &ExpectLog) -> String {
 }
 
 /// One expected series against what the registry holds after the case.
-fn compare_metric(expect: &ExpectMetric, actual: Option<capture::Reading>) -> Vec<Mismatch> {
+fn compare_metric(expect: &ExpectMetric, actual: Option<capture::Reading>) -> Option<Mismatch> {
     use capture::Reading;
     let labels: Vec<String> = expect.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
     let series = if labels.is_empty() {
@@ -588,37 +588,32 @@ fn compare_metric(expect: &ExpectMetric, actual: Option<capture::Reading>) -> Ve
         format!("{} {}{{{}}}", expect.kind.as_str(), expect.name, labels.join(","))
     };
     let field = format!("metric: {series}");
-    let mut out = Vec::new();
-    match (&expect.value, actual) {
-        (MetricValue::Counter(want), Some(Reading::Counter(got))) if *want != got => {
-            out.push(mismatch(field, want.to_string(), got.to_string()));
-        }
-        (MetricValue::Gauge(want), Some(Reading::Gauge(got))) if *want != got => {
-            out.push(mismatch(field, want.to_string(), got.to_string()));
-        }
-        (MetricValue::Histogram { count, sum }, Some(Reading::Histogram { count: c, sum: s })) => {
-            if count.is_some_and(|want| want != c) || sum.is_some_and(|want| want != s) {
-                out.push(mismatch(
-                    field,
-                    describe_histogram(*count, *sum),
-                    format!("count {c}, sum {s}"),
-                ));
-            }
+    let (expected, actual) = match (&expect.value, actual) {
+        (MetricValue::Counter(want), Some(Reading::Counter(got))) if *want != got => (want.to_string(), got.to_string()),
+        (MetricValue::Gauge(want), Some(Reading::Gauge(got))) if *want != got => (want.to_string(), got.to_string()),
+        (MetricValue::Histogram { count, sum }, Some(Reading::Histogram { count: c, sum: s }))
+            if count.is_some_and(|want| want != c) || sum.is_some_and(|want| !same_sum(want, s)) =>
+        {
+            (describe_histogram(*count, *sum), format!("count {c}, sum {s}"))
         }
         // A counter the filter never added to reads 0, as Prometheus would show it absent.
-        (MetricValue::Counter(0), None) => {}
-        (want, None) => out.push(mismatch(
-            field,
+        (MetricValue::Counter(0), None) => return None,
+        (want, None) => (
             match want {
                 MetricValue::Counter(v) => v.to_string(),
                 MetricValue::Gauge(v) => v.to_string(),
                 MetricValue::Histogram { count, sum } => describe_histogram(*count, *sum),
             },
-            "(never emitted)",
-        )),
-        _ => {}
-    }
-    out
+            "(never emitted)".to_owned(),
+        ),
+        _ => return None,
+    };
+    Some(mismatch(field, expected, actual))
+}
+
+/// A sum of observations compared as a case author writes it: `0.1 + 0.2` is `0.3`.
+fn same_sum(want: f64, got: f64) -> bool {
+    (want - got).abs() <= 1e-9 * want.abs().max(1.0)
 }
 
 fn describe_histogram(count: Option<u64>, sum: Option<f64>) -> String {
