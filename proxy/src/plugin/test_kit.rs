@@ -589,7 +589,9 @@ fn compare_metric(expect: &ExpectMetric, actual: Option<capture::Reading>) -> Op
     };
     let field = format!("metric: {series}");
     let (expected, actual) = match (&expect.value, actual) {
-        (MetricValue::Counter(want), Some(Reading::Counter(got))) if *want != got => (want.to_string(), got.to_string()),
+        (MetricValue::Counter(want), Some(Reading::Counter(got))) if *want != got => {
+            (want.to_string(), got.to_string())
+        }
         (MetricValue::Gauge(want), Some(Reading::Gauge(got))) if *want != got => (want.to_string(), got.to_string()),
         (MetricValue::Histogram { count, sum }, Some(Reading::Histogram { count: c, sum: s }))
             if count.is_some_and(|want| want != c) || sum.is_some_and(|want| !same_sum(want, s)) =>
