@@ -77,6 +77,8 @@ async fn with_a_token_every_endpoint_needs_it() {
     let endpoints = [
         ("GET", "/ready", 200),
         ("GET", "/metrics", 200),
+        ("HEAD", "/metrics", 200),
+        ("HEAD", "/api/config", 200),
         ("GET", "/version", 200),
         ("POST", "/reload", 200),
         ("GET", "/nothing-here", 404),
