@@ -129,7 +129,8 @@ async fn one_client_cannot_hold_the_proxys_sockets() {
     for _ in 0..3 {
         held.push(connect_from("127.0.0.2", weft.addr).await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A connection counts once the proxy accepted it, which a loaded machine can delay.
+    open_connections_reach(&weft, 3).await;
     assert!(
         !answers(connect_from("127.0.0.2", weft.addr).await).await,
         "over the per-client cap"
@@ -141,7 +142,7 @@ async fn one_client_cannot_hold_the_proxys_sockets() {
         "another client is served"
     );
     held.push(connect_from("127.0.0.4", weft.addr).await);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    open_connections_reach(&weft, 5).await;
     assert!(
         !answers(connect_from("127.0.0.5", weft.addr).await).await,
         "over the listener's cap"
@@ -149,7 +150,7 @@ async fn one_client_cannot_hold_the_proxys_sockets() {
 
     // Closing frees the places.
     drop(held);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    open_connections_reach(&weft, 0).await;
     assert!(
         answers(connect_from("127.0.0.2", weft.addr).await).await,
         "places are given back"
@@ -158,6 +159,19 @@ async fn one_client_cannot_hold_the_proxys_sockets() {
     assert!(weft.metric(per_client).await >= 1.0);
     let total = "weft_connections_rejected_total{listener=\"main\",reason=\"max_connections\"}";
     assert!(weft.metric(total).await >= 1.0);
+}
+
+/// Waits until the listener holds exactly `n` connections (a condition, not a sleep).
+async fn open_connections_reach(weft: &Weft, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let open = weft.metric("weft_connections_open{listener=\"main\"}").await;
+        if open == n as f64 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the listener holds {open} connections, not {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A plain h2c request on a new connection: the proxy still serves others.
