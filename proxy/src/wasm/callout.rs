@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
-use http::header::{CONTENT_LENGTH, HOST, HeaderValue, TRANSFER_ENCODING};
+use http::header::{HOST, HeaderValue};
 use http_body_util::{BodyExt, Limited};
 
 use super::bindings::callout::Host;
@@ -17,6 +17,7 @@ use super::bindings::{CalloutError, CalloutRequest, CalloutResponse};
 use super::http::Fields;
 use super::state::{FilterShared, HostState};
 use crate::body::Body;
+use crate::header_policy;
 use crate::upstream::{UpstreamError, error_chain};
 
 /// The longest a guest may wait for one callout, whatever it asks for.
@@ -257,14 +258,13 @@ fn request(
         .body(Body::full(body))
         .map_err(|e| CalloutError::InvalidRequest(format!("{method} {path}: {e}")))?;
     *request.headers_mut() = headers;
-    // A guest may pass a request's own headers on: their framing described another body.
-    request.headers_mut().remove(CONTENT_LENGTH);
-    request.headers_mut().remove(TRANSFER_ENCODING);
-    // The cluster's client does not set Host (the proxy forwards the client's).
-    if !request.headers().contains_key(HOST) {
-        let host = HeaderValue::from_str(cluster).unwrap_or(HeaderValue::from_static("weft"));
-        request.headers_mut().insert(HOST, host);
-    }
+    // A guest may pass a request's own headers on (its `fields` refuse the rest): their
+    // framing, hop and authority described another message, so the one header policy's
+    // names go and the callout names its own cluster as Host (the cluster's client does
+    // not set one: the proxy forwards the client's).
+    header_policy::strip_refused(request.headers_mut());
+    let host = HeaderValue::from_str(cluster).unwrap_or(HeaderValue::from_static("weft"));
+    request.headers_mut().insert(HOST, host);
     Ok(request)
 }
 

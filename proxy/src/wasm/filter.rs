@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use wasmtime::component::Resource;
 
 use super::admission::Admission;
@@ -12,6 +12,7 @@ use super::limits;
 use super::pool::Pool;
 use crate::body::Body;
 use crate::filter::{Decision, Filter, FilterError, FilterRequest, FilterResponse, PhaseFuture, RequestCtx};
+use crate::header_policy;
 use crate::upstream::Clusters;
 
 pub(crate) struct WasmFilter {
@@ -23,12 +24,6 @@ pub(crate) struct WasmFilter {
     pub cpu: Duration,
     pub clusters: Arc<Clusters>,
     pub plugin: crate::filter::PluginInfo,
-}
-
-/// Headers that describe the framing of one hop: the proxy sets them from the body it
-/// sends, so a guest's copy (possibly wrong) is dropped rather than sent.
-fn is_framing(name: &HeaderName) -> bool {
-    name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING
 }
 
 /// Turns a guest's reply into a response, or a [`FilterError`] of the guest's-fault kind
@@ -50,7 +45,9 @@ pub(crate) fn reply(reply: Reply, body_limit: usize) -> Result<Response<Body>, F
             .map_err(|_| FilterError::Invalid(format!("replied with invalid header name {name:?}")))?;
         let value = HeaderValue::from_str(&value)
             .map_err(|_| FilterError::Invalid(format!("replied with an invalid value for header {name}")))?;
-        if !is_framing(&name) {
+        // The proxy sets these from what it sends (the one header policy), so a guest's
+        // copy, often passed on from a service's answer, is dropped rather than sent.
+        if !header_policy::refuses(&name) {
             headers.append(name, value);
         }
     }

@@ -12,7 +12,7 @@
 //! loop must hit a limit, not the host's allocator.
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use wasmtime::component::Resource;
 
@@ -20,6 +20,7 @@ use super::bindings::HeaderError;
 use super::bindings::types::{Host, HostFields, HostRequest, HostResponse};
 use super::limits::LimitHit;
 use super::state::HostState;
+use crate::header_policy::{self, NameError};
 
 /// The type behind `borrow<request>` handles.
 pub struct RequestHandle;
@@ -39,12 +40,14 @@ pub enum Fields {
 /// Most `fields` a guest may hold at once.
 pub const MAX_LIVE_FIELDS: usize = 64;
 
-/// Parses a guest's header; the framing headers are the proxy's to set.
+/// Parses a guest's header through the one header policy: the names only the proxy sets
+/// are `forbidden`, for a phase's message and a callout's own list alike.
 fn parse(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), HeaderError> {
-    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| HeaderError::InvalidName(name.to_owned()))?;
-    if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
-        return Err(HeaderError::Forbidden(name.as_str().to_owned()));
-    }
+    let name = match header_policy::writable(name) {
+        Ok(name) => name,
+        Err(NameError::Invalid) => return Err(HeaderError::InvalidName(name.to_owned())),
+        Err(NameError::Refused) => return Err(HeaderError::Forbidden(name.to_ascii_lowercase())),
+    };
     let value = HeaderValue::from_str(value).map_err(|_| HeaderError::InvalidValue(name.as_str().to_owned()))?;
     Ok((name, value))
 }
@@ -144,11 +147,8 @@ impl HostFields for HostState {
 
     fn delete(&mut self, fields: Resource<Fields>, name: String) -> wasmtime::Result<()> {
         let map = self.fields(&fields)?;
-        // An invalid name cannot be present, and the framing headers are the proxy's.
-        if let Ok(name) = HeaderName::from_bytes(name.as_bytes())
-            && name != CONTENT_LENGTH
-            && name != TRANSFER_ENCODING
-        {
+        // An invalid name cannot be present, and the refused ones are the proxy's.
+        if let Ok(name) = header_policy::writable(&name) {
             map.remove(name);
         }
         Ok(())
