@@ -14,6 +14,7 @@ pub mod forward;
 pub mod front;
 pub mod grpc;
 pub mod header_policy;
+pub mod kv;
 pub mod listen;
 pub mod log;
 pub mod metrics;

@@ -17,9 +17,9 @@ wasmtime::component::bindgen!({
     },
     exports: { default: async },
     with: {
-        "weft:filter/types.request": super::http::RequestHandle,
-        "weft:filter/types.response": super::http::ResponseHandle,
-        "weft:filter/types.fields": super::http::Fields,
+        "weft:filter/types.request": super::host::http::RequestHandle,
+        "weft:filter/types.response": super::host::http::ResponseHandle,
+        "weft:filter/types.fields": super::host::http::Fields,
     },
 });
 

@@ -3,7 +3,7 @@
 //! The guest only ever holds *borrowed* `request` and `response` handles, which the
 //! component model revokes when the phase call returns, so such a handle always means
 //! "the request (or response) of the phase in progress" and needs no table entry: its
-//! value is ignored and the state lives in [`Phase`](super::state::Phase).
+//! value is ignored and the state lives in [`Phase`](crate::wasm::state::Phase).
 //!
 //! A `fields` is owned by the guest and lives in the store's resource table: either a
 //! view of the phase's request or response headers (what `headers()` returns, so a write
@@ -16,11 +16,11 @@ use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use wasmtime::component::Resource;
 
-use super::bindings::HeaderError;
-use super::bindings::types::{Host, HostFields, HostRequest, HostResponse};
-use super::limits::LimitHit;
-use super::state::HostState;
 use crate::header_policy::{self, NameError};
+use crate::wasm::bindings::HeaderError;
+use crate::wasm::bindings::types::{Host, HostFields, HostRequest, HostResponse};
+use crate::wasm::limits::LimitHit;
+use crate::wasm::state::HostState;
 
 /// The type behind `borrow<request>` handles.
 pub struct RequestHandle;

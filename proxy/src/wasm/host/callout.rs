@@ -11,14 +11,14 @@ use http::HeaderMap;
 use http::header::{HOST, HeaderValue};
 use http_body_util::{BodyExt, Limited};
 
-use super::bindings::callout::Host;
-use super::bindings::callout::Pending;
-use super::bindings::{CalloutError, CalloutRequest, CalloutResponse};
 use super::http::Fields;
-use super::state::{FilterShared, HostState};
 use crate::body::Body;
 use crate::header_policy;
 use crate::upstream::{UpstreamError, error_chain};
+use crate::wasm::bindings::callout::Host;
+use crate::wasm::bindings::callout::Pending;
+use crate::wasm::bindings::{CalloutError, CalloutRequest, CalloutResponse};
+use crate::wasm::state::{FilterShared, HostState};
 
 /// The longest a guest may wait for one callout, whatever it asks for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(30);
