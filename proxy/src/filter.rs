@@ -86,9 +86,9 @@ pub enum FilterError {
     /// The guest trapped (or panicked). Its own fault.
     #[error("filter trapped: {0}")]
     Trap(String),
-    /// The guest hit a sandbox limit (`cpu`, `memory`, `body`). Its own fault.
+    /// The guest hit a sandbox limit. Its own fault.
     #[error("filter exceeded its {0} limit")]
-    LimitExceeded(&'static str),
+    LimitExceeded(Limit),
     /// The guest decided something the proxy cannot carry out (an invalid status or
     /// header, an unknown cluster). Its own fault.
     #[error("{0}")]
@@ -102,6 +102,37 @@ pub enum FilterError {
     /// timed out: answered 503 with `Retry-After`, whatever `on_error` says.
     #[error("filter overloaded: {0}")]
     Overloaded(Overload),
+}
+
+/// The sandbox limit a guest ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `limits.cpu`: the phase's CPU budget (epoch interruption).
+    Cpu,
+    /// `limits.memory`: linear memory (or a table) would grow past it.
+    Memory,
+    /// `limits.body`: a body set or replied over it.
+    Body,
+    /// The 64 header lists (`fields`) a guest may hold at once.
+    Fields,
+}
+
+impl Limit {
+    /// The `kind` label of `weft_filter_errors_total`, and the limit's name in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Cpu => "cpu",
+            Limit::Memory => "memory",
+            Limit::Body => "body",
+            Limit::Fields => "fields",
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why a request could not get a turn at a filter.
@@ -137,7 +168,7 @@ impl FilterError {
     pub fn kind(&self) -> &'static str {
         match self {
             FilterError::Trap(_) => "trap",
-            FilterError::LimitExceeded(what) => what,
+            FilterError::LimitExceeded(limit) => limit.as_str(),
             FilterError::Invalid(_) => "invalid",
             FilterError::Host(_) => "host",
             FilterError::Overloaded(_) => "overloaded",

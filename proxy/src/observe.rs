@@ -26,7 +26,7 @@ use crate::config::{AccessLogConfig, Config, ConfigError, TracingConfig};
 use crate::filter::{Decision, FilterError};
 use crate::forward::ConnInfo;
 use crate::metrics::Metrics;
-use crate::respond::ProxyError;
+use crate::respond::{ProxyError, Side};
 use crate::upstream::UpstreamError;
 
 pub mod access_log;
@@ -410,7 +410,9 @@ fn flags_for(err: &ProxyError) -> Vec<&'static str> {
         ProxyError::UnknownCluster { .. } | ProxyError::RerouteInResponse { .. } => vec!["filter_invalid"],
         ProxyError::RequestBodyTooLarge { .. } => vec!["request_body_too_large"],
         ProxyError::ResponseBodyTooLarge { .. } => vec!["response_body_too_large"],
-        ProxyError::Body { side: "request", .. } => vec!["request_body_failed"],
+        ProxyError::Body {
+            side: Side::Request, ..
+        } => vec!["request_body_failed"],
         ProxyError::Body { .. } => vec!["response_body_failed"],
         ProxyError::Rewrite(_) => vec!["rewrite_refused"],
         ProxyError::FaultAbort { .. } => vec!["fault_injected"],

@@ -24,7 +24,7 @@ use crate::forward::{self, ConnInfo};
 use crate::front::{self, ClientBodyFault, Refusal};
 use crate::metrics::UpstreamFailure;
 use crate::observe::Recorder;
-use crate::respond::{Dialect, ProxyError, error_response};
+use crate::respond::{Dialect, ProxyError, Side, error_response};
 use crate::route::{Abort, Admission, Route, request_host};
 use crate::state::State;
 use crate::upstream::{Cluster, SetBy, UpstreamError, Wait};
@@ -161,7 +161,7 @@ async fn filtered(
     ctx.peer_identity = conn.identity.clone();
     ctx.trace_id = rec.trace_id();
     let (buffered, streamed) = match route.request_body_limit {
-        Some(limit) => (Some(read_body(body, limit, "request").await?), None),
+        Some(limit) => (Some(read_body(body, limit, Side::Request).await?), None),
         None => (None, Some(body)),
     };
     let mut req = FilterRequest { head, body: buffered };
@@ -215,7 +215,7 @@ async fn filtered(
     // Response phase, in reverse order, over the filters that ran.
     let (head, body) = resp.into_parts();
     let (buffered, streamed) = match route.response_body_limit {
-        Some(limit) => (Some(read_body(body, limit, "response").await?), None),
+        Some(limit) => (Some(read_body(body, limit, Side::Response).await?), None),
         None => (None, Some(body)),
     };
     let mut resp = FilterResponse { head, body: buffered };
@@ -535,17 +535,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<'_, T> {
 }
 
 /// Buffers a body for the filters that asked to see it, refusing more than `limit` bytes.
-async fn read_body<B>(body: B, limit: usize, side: &'static str) -> Result<Bytes, ProxyError>
+async fn read_body<B>(body: B, limit: usize, side: Side) -> Result<Bytes, ProxyError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(if side == "request" {
-            ProxyError::RequestBodyTooLarge { limit }
-        } else {
-            ProxyError::ResponseBodyTooLarge { limit }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(match side {
+            Side::Request => ProxyError::RequestBodyTooLarge { limit },
+            Side::Response => ProxyError::ResponseBodyTooLarge { limit },
         }),
         Err(e) => match ClientBodyFault::find(Some(&*e)) {
             Some(fault) => Err(ProxyError::ClientBody(fault)),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weft::filter::{Decision, Filter, FilterError};
+use weft::filter::{Decision, Filter, FilterError, Limit};
 use weft_conformance::{Upstream, full, plugins};
 
 use super::support::*;
@@ -353,7 +353,7 @@ async fn a_guest_leaking_header_lists_hits_a_limit_not_the_hosts_memory() {
     assert!(is_continue(&decision), "under the limit");
     let (decision, _) = run(&*filter, "/", &[("x-cap-fields-leak", "100000")]).await;
     assert!(
-        matches!(decision, Err(FilterError::LimitExceeded("fields"))),
+        matches!(decision, Err(FilterError::LimitExceeded(Limit::Fields))),
         "{:?}",
         decision.err()
     );

@@ -11,7 +11,7 @@ use super::bindings::{Options, Phases, Reply, RequestDecision, ResponseDecision}
 use super::limits;
 use super::pool::Pool;
 use crate::body::Body;
-use crate::filter::{Decision, Filter, FilterError, FilterRequest, FilterResponse, PhaseFuture, RequestCtx};
+use crate::filter::{Decision, Filter, FilterError, FilterRequest, FilterResponse, Limit, PhaseFuture, RequestCtx};
 use crate::header_policy;
 use crate::upstream::Clusters;
 
@@ -31,7 +31,7 @@ pub(crate) struct WasmFilter {
 /// `body_limit`). Pure, so the property tests can feed it anything.
 pub(crate) fn reply(reply: Reply, body_limit: usize) -> Result<Response<Body>, FilterError> {
     if reply.body.len() > body_limit {
-        return Err(FilterError::LimitExceeded("body"));
+        return Err(FilterError::LimitExceeded(Limit::Body));
     }
     // 1xx are not final answers (hyper would treat a 101 as an upgrade); HTTP has no
     // status above 599 (RFC 9110, section 15).

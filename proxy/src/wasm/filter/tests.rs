@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 use super::{Reply, RequestDecision, ResponseDecision, decide_request, decide_response, reply};
 use crate::config::Config;
-use crate::filter::{Decision, FilterError};
+use crate::filter::{Decision, FilterError, Limit};
 use crate::upstream::{Cluster, Clusters};
 
 fn config() -> ProptestConfig {
@@ -112,7 +112,7 @@ proptest! {
                 });
                 let bad_status = !(200..600).contains(&input.status);
                 match e {
-                    FilterError::LimitExceeded("body") => prop_assert!(input.body.len() > limit),
+                    FilterError::LimitExceeded(Limit::Body) => prop_assert!(input.body.len() > limit),
                     FilterError::Invalid(_) => prop_assert!(bad_status || bad_header),
                     other => prop_assert!(false, "unexpected error kind {other:?}"),
                 }

@@ -16,6 +16,7 @@ use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use wasmtime::component::Resource;
 
+use crate::filter::Limit;
 use crate::header_policy::{self, NameError};
 use crate::wasm::bindings::HeaderError;
 use crate::wasm::bindings::types::{Host, HostFields, HostRequest, HostResponse};
@@ -66,7 +67,7 @@ impl HostState {
     /// Makes a new `fields` handle, or fails the phase when the guest holds too many.
     pub(crate) fn new_fields(&mut self, fields: Fields) -> wasmtime::Result<Resource<Fields>> {
         if self.live_fields >= MAX_LIVE_FIELDS {
-            self.limiter.hit = Some("fields");
+            self.limiter.hit = Some(Limit::Fields);
             return Err(wasmtime::Error::msg(format!(
                 "the filter holds {MAX_LIVE_FIELDS} header lists (fields) without dropping them"
             )));
@@ -177,7 +178,7 @@ fn set_body(
         ));
     }
     if body.len() > limit {
-        *hit = Some("body");
+        *hit = Some(Limit::Body);
         return Err(wasmtime::Error::msg(format!(
             "body of {} bytes is over the filter's limit of {limit}",
             body.len()
