@@ -19,11 +19,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::body::Body;
 use crate::config::UpstreamProtocol;
-use crate::filter::{ChainEntry, Decision, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx};
+use crate::filter::{
+    ChainEntry, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx, RequestDecision, ResponseDecision,
+};
 use crate::forward::{self, ConnInfo};
 use crate::front::{self, ClientBodyFault, Refusal};
 use crate::metrics::UpstreamFailure;
-use crate::observe::Recorder;
+use crate::observe::{PhaseOutcome, Recorder};
 use crate::respond::{Dialect, ProxyError, Side, error_response};
 use crate::route::{Abort, Admission, Route, request_host};
 use crate::state::State;
@@ -179,23 +181,23 @@ async fn filtered(
         let traced = rec.phase_start();
         let outcome = entry.filter.on_request(&mut req, &mut ctx).await;
         entry.stats.request.observe(call.elapsed());
-        rec.phase_end(traced, entry.filter.name(), "request", &outcome);
+        let told = match &outcome {
+            Ok(RequestDecision::Continue) => PhaseOutcome::Continue,
+            Ok(RequestDecision::Respond(_)) => PhaseOutcome::Respond,
+            Ok(RequestDecision::Reroute(_)) => PhaseOutcome::Reroute,
+            Err(_) => PhaseOutcome::Error,
+        };
+        rec.phase_end(traced, entry.filter.name(), "request", told);
         match outcome {
-            Ok(Decision::Continue) => {}
-            Ok(Decision::Respond(resp)) => {
+            Ok(RequestDecision::Continue) => {}
+            Ok(RequestDecision::Respond(resp)) => {
                 // The filter that answered has had its say; the ones before it see the answer.
                 ran -= 1;
                 answer = Some(resp);
                 break;
             }
-            Ok(Decision::Reroute(name)) => {
-                rerouted = Some(
-                    &**runtime.clusters.get(&name).ok_or_else(|| ProxyError::UnknownCluster {
-                        filter: entry.filter.name().to_owned(),
-                        cluster: name.to_string(),
-                    })?,
-                );
-            }
+            // Resolved by the filter against this version's clusters: no second lookup.
+            Ok(RequestDecision::Reroute(cluster)) => rerouted = Some(cluster),
             Err(error) => filter_failed(runtime, entry, error)?,
         }
     }
@@ -208,7 +210,7 @@ async fn filtered(
                 (None, Some(stream)) => stream,
                 (None, None) => Body::empty(),
             };
-            forward(route, rerouted, conn, req.head, body, on_upgrade, rec).await?
+            forward(route, rerouted.as_deref(), conn, req.head, body, on_upgrade, rec).await?
         }
     };
 
@@ -227,17 +229,17 @@ async fn filtered(
         let traced = rec.phase_start();
         let outcome = entry.filter.on_response(&mut resp, &mut ctx).await;
         entry.stats.response.observe(call.elapsed());
-        rec.phase_end(traced, entry.filter.name(), "response", &outcome);
+        let told = match &outcome {
+            Ok(ResponseDecision::Continue) => PhaseOutcome::Continue,
+            Ok(ResponseDecision::Respond(_)) => PhaseOutcome::Respond,
+            Err(_) => PhaseOutcome::Error,
+        };
+        rec.phase_end(traced, entry.filter.name(), "response", told);
         match outcome {
-            Ok(Decision::Continue) => {}
-            Ok(Decision::Respond(replacement)) => {
+            Ok(ResponseDecision::Continue) => {}
+            Ok(ResponseDecision::Respond(replacement)) => {
                 let (head, body) = replacement.into_parts();
                 return Ok(Response::from_parts(head, body));
-            }
-            Ok(Decision::Reroute(_)) => {
-                return Err(ProxyError::RerouteInResponse {
-                    filter: entry.filter.name().to_owned(),
-                });
             }
             Err(error) => filter_failed(runtime, entry, error)?,
         }

@@ -45,10 +45,6 @@ pub enum ProxyError {
     /// The filter is at its concurrency limit: the client may retry shortly.
     #[error("filter {filter:?} is overloaded: {reason}")]
     FilterOverloaded { filter: String, reason: Overload },
-    #[error("filter {filter:?} rerouted to unknown cluster {cluster:?}")]
-    UnknownCluster { filter: String, cluster: String },
-    #[error("filter {filter:?} tried to reroute in the response phase")]
-    RerouteInResponse { filter: String },
     #[error("request body larger than the {limit} bytes a filter may buffer")]
     RequestBodyTooLarge { limit: usize },
     #[error("response body larger than the {limit} bytes a filter may buffer")]
@@ -105,10 +101,7 @@ impl ProxyError {
             | ProxyError::Rewrite(_) => StatusCode::BAD_REQUEST,
             ProxyError::Body { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::FaultAbort { status } => *status,
-            ProxyError::Filter { .. }
-            | ProxyError::UnknownCluster { .. }
-            | ProxyError::RerouteInResponse { .. }
-            | ProxyError::NoCluster => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Filter { .. } | ProxyError::NoCluster => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -139,10 +132,7 @@ impl ProxyError {
             ProxyError::Body { .. } => "upstream response could not be read\n",
             ProxyError::Rewrite(_) => "bad request path\n",
             ProxyError::FaultAbort { .. } => "fault injected\n",
-            ProxyError::Filter { .. }
-            | ProxyError::UnknownCluster { .. }
-            | ProxyError::RerouteInResponse { .. }
-            | ProxyError::NoCluster => "internal error\n",
+            ProxyError::Filter { .. } | ProxyError::NoCluster => "internal error\n",
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weft::filter::{Decision, Filter, FilterError, Limit};
+use weft::filter::{Filter, FilterError, Limit, RequestDecision};
 use weft_conformance::{Upstream, full, plugins};
 
 use super::support::*;
@@ -70,7 +70,7 @@ async fn reroute_names_a_cluster_of_the_config() {
     .await
     .expect("load");
     match run(&*filter, "/", &[("x-cap-reroute", "canary")]).await.0 {
-        Ok(Decision::Reroute(cluster)) => assert_eq!(&*cluster, "canary"),
+        Ok(RequestDecision::Reroute(cluster)) => assert_eq!(&*cluster.name, "canary"),
         other => panic!("expected a reroute, got {:?}", other.err()),
     }
     match run(&*filter, "/", &[("x-cap-reroute", "nowhere")]).await.0 {

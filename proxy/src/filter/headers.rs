@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{Decision, Filter, FilterRequest, FilterResponse, PhaseFuture, RequestCtx};
+use super::{
+    Filter, FilterRequest, FilterResponse, RequestCtx, RequestDecision, RequestFuture, ResponseDecision, ResponseFuture,
+};
 use crate::header_policy::HeaderEdits;
 
 #[derive(Deserialize, Default)]
@@ -63,14 +65,14 @@ impl Filter for HeadersFilter {
         &self.name
     }
 
-    fn on_request<'a>(&'a self, req: &'a mut FilterRequest, _ctx: &'a mut RequestCtx) -> PhaseFuture<'a> {
+    fn on_request<'a>(&'a self, req: &'a mut FilterRequest, _ctx: &'a mut RequestCtx) -> RequestFuture<'a> {
         self.request.apply(&mut req.head.headers);
-        Box::pin(std::future::ready(Ok(Decision::Continue)))
+        Box::pin(std::future::ready(Ok(RequestDecision::Continue)))
     }
 
-    fn on_response<'a>(&'a self, resp: &'a mut FilterResponse, _ctx: &'a mut RequestCtx) -> PhaseFuture<'a> {
+    fn on_response<'a>(&'a self, resp: &'a mut FilterResponse, _ctx: &'a mut RequestCtx) -> ResponseFuture<'a> {
         self.response.apply(&mut resp.head.headers);
-        Box::pin(std::future::ready(Ok(Decision::Continue)))
+        Box::pin(std::future::ready(Ok(ResponseDecision::Continue)))
     }
 
     fn has_request_phase(&self) -> bool {

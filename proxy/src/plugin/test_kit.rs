@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 
 use super::cases::{self, Case, Cases, DecisionKind, Expect};
 use crate::config::{Config, WasmConfig};
-use crate::filter::{Decision, FilterRequest, FilterResponse, RequestCtx};
+use crate::filter::{FilterRequest, FilterResponse, RequestCtx, RequestDecision, ResponseDecision};
 use crate::metrics::Metrics;
 use crate::upstream::{Cluster, Clusters};
 use crate::wasm::{CalloutTransport, CannedCallouts, InstanceReuse, WasmHost};
@@ -214,7 +214,7 @@ async fn run_case(host: &WasmHost, wasm: &Path, cases: &Cases, case: &Case) -> a
         let response_phase = if !ran {
             None
         } else if filter.has_response_phase() {
-            Some(observe(filter.on_response(&mut response, &mut ctx).await).await)
+            Some(observe_response(filter.on_response(&mut response, &mut ctx).await).await)
         } else {
             Some(Observed::Continue)
         };
@@ -330,11 +330,20 @@ impl Observed {
     }
 }
 
-async fn observe(result: Result<Decision, crate::filter::FilterError>) -> Observed {
+/// A response phase's outcome: its decisions are the request phase's without a reroute.
+async fn observe_response(result: Result<ResponseDecision, crate::filter::FilterError>) -> Observed {
+    observe(result.map(|decision| match decision {
+        ResponseDecision::Continue => RequestDecision::Continue,
+        ResponseDecision::Respond(response) => RequestDecision::Respond(response),
+    }))
+    .await
+}
+
+async fn observe(result: Result<RequestDecision, crate::filter::FilterError>) -> Observed {
     match result {
-        Ok(Decision::Continue) => Observed::Continue,
-        Ok(Decision::Reroute(cluster)) => Observed::Reroute(cluster.to_string()),
-        Ok(Decision::Respond(response)) => {
+        Ok(RequestDecision::Continue) => Observed::Continue,
+        Ok(RequestDecision::Reroute(cluster)) => Observed::Reroute(cluster.name.to_string()),
+        Ok(RequestDecision::Respond(response)) => {
             let (head, body) = response.into_parts();
             let body = match body.collect().await {
                 Ok(collected) => collected.to_bytes().to_vec(),

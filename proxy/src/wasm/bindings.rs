@@ -30,5 +30,7 @@ pub use self::weft::filter::callout::{CalloutError, CalloutRequest, CalloutRespo
 pub use self::weft::filter::context::ContextError;
 pub use self::weft::filter::kv::KvError as WitKvError;
 pub use self::weft::filter::log::Level;
-pub use self::weft::filter::types::{HeaderError, Phases, Reply, RequestDecision, ResponseDecision};
+pub use self::weft::filter::types::{
+    HeaderError, Phases, Reply, RequestDecision as WitRequestDecision, ResponseDecision as WitResponseDecision,
+};
 pub use self::weft::filter::{callout, context, kv, log, metadata, metrics, types};

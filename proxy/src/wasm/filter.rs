@@ -7,11 +7,14 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use wasmtime::component::Resource;
 
 use super::admission::Admission;
-use super::bindings::{Options, Phases, Reply, RequestDecision, ResponseDecision};
+use super::bindings::{Options, Phases, Reply, WitRequestDecision, WitResponseDecision};
 use super::limits;
 use super::pool::Pool;
 use crate::body::Body;
-use crate::filter::{Decision, Filter, FilterError, FilterRequest, FilterResponse, Limit, PhaseFuture, RequestCtx};
+use crate::filter::{
+    Filter, FilterError, FilterRequest, FilterResponse, Limit, RequestCtx, RequestDecision, RequestFuture,
+    ResponseDecision, ResponseFuture,
+};
 use crate::header_policy;
 use crate::upstream::Clusters;
 
@@ -58,28 +61,32 @@ pub(crate) fn reply(reply: Reply, body_limit: usize) -> Result<Response<Body>, F
 }
 
 /// Turns a guest's request-phase decision into the chain's, resolving a reroute's
-/// cluster here, where the guest can be blamed by name, to the config's own `Arc` (no
-/// allocation).
+/// cluster here, the one place it is resolved, where the guest can be blamed by name:
+/// the chain gets this config version's own `Arc<Cluster>` (no allocation, no second
+/// lookup).
 pub(crate) fn decide_request(
-    decision: RequestDecision,
+    decision: WitRequestDecision,
     body_limit: usize,
     clusters: &Clusters,
-) -> Result<Decision, FilterError> {
+) -> Result<RequestDecision, FilterError> {
     match decision {
-        RequestDecision::Continue => Ok(Decision::Continue),
-        RequestDecision::Respond(answer) => reply(answer, body_limit).map(Decision::Respond),
-        RequestDecision::Reroute(cluster) => match clusters.get_key_value(cluster.as_str()) {
-            Some((name, _)) => Ok(Decision::Reroute(name.clone())),
+        WitRequestDecision::Continue => Ok(RequestDecision::Continue),
+        WitRequestDecision::Respond(answer) => reply(answer, body_limit).map(RequestDecision::Respond),
+        WitRequestDecision::Reroute(cluster) => match clusters.get(cluster.as_str()) {
+            Some(found) => Ok(RequestDecision::Reroute(found.clone())),
             None => Err(FilterError::Invalid(format!("rerouted to unknown cluster {cluster:?}"))),
         },
     }
 }
 
 /// Turns a guest's response-phase decision into the chain's.
-pub(crate) fn decide_response(decision: ResponseDecision, body_limit: usize) -> Result<Decision, FilterError> {
+pub(crate) fn decide_response(
+    decision: WitResponseDecision,
+    body_limit: usize,
+) -> Result<ResponseDecision, FilterError> {
     match decision {
-        ResponseDecision::Continue => Ok(Decision::Continue),
-        ResponseDecision::Respond(answer) => reply(answer, body_limit).map(Decision::Respond),
+        WitResponseDecision::Continue => Ok(ResponseDecision::Continue),
+        WitResponseDecision::Respond(answer) => reply(answer, body_limit).map(ResponseDecision::Respond),
     }
 }
 
@@ -92,7 +99,11 @@ impl WasmFilter {
         err
     }
 
-    async fn request_phase(&self, req: &mut FilterRequest, ctx: &mut RequestCtx) -> Result<Decision, FilterError> {
+    async fn request_phase(
+        &self,
+        req: &mut FilterRequest,
+        ctx: &mut RequestCtx,
+    ) -> Result<RequestDecision, FilterError> {
         // Held until the instance is back in the pool (or dropped).
         let _turn = self.admission.enter(false).await?;
         let mut instance = self.pool.acquire().await?;
@@ -118,7 +129,11 @@ impl WasmFilter {
         }
     }
 
-    async fn response_phase(&self, resp: &mut FilterResponse, ctx: &mut RequestCtx) -> Result<Decision, FilterError> {
+    async fn response_phase(
+        &self,
+        resp: &mut FilterResponse,
+        ctx: &mut RequestCtx,
+    ) -> Result<ResponseDecision, FilterError> {
         let _turn = self.admission.enter(true).await?;
         let mut instance = self.pool.acquire().await?;
         let state = instance.store.data_mut();
@@ -149,11 +164,11 @@ impl Filter for WasmFilter {
         &self.name
     }
 
-    fn on_request<'a>(&'a self, req: &'a mut FilterRequest, ctx: &'a mut RequestCtx) -> PhaseFuture<'a> {
+    fn on_request<'a>(&'a self, req: &'a mut FilterRequest, ctx: &'a mut RequestCtx) -> RequestFuture<'a> {
         Box::pin(async move { self.request_phase(req, ctx).await.map_err(|e| self.fail("request", e)) })
     }
 
-    fn on_response<'a>(&'a self, resp: &'a mut FilterResponse, ctx: &'a mut RequestCtx) -> PhaseFuture<'a> {
+    fn on_response<'a>(&'a self, resp: &'a mut FilterResponse, ctx: &'a mut RequestCtx) -> ResponseFuture<'a> {
         Box::pin(async move {
             self.response_phase(resp, ctx)
                 .await

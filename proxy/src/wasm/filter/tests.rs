@@ -9,9 +9,9 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, header};
 use proptest::prelude::*;
 
-use super::{Reply, RequestDecision, ResponseDecision, decide_request, decide_response, reply};
+use super::{Reply, WitRequestDecision, WitResponseDecision, decide_request, decide_response, reply};
 use crate::config::Config;
-use crate::filter::{Decision, FilterError, Limit};
+use crate::filter::{FilterError, Limit, RequestDecision, ResponseDecision};
 use crate::upstream::{Cluster, Clusters};
 
 fn config() -> ProptestConfig {
@@ -125,10 +125,10 @@ proptest! {
         target in prop_oneof![Just("web".to_owned()), Just("canary".to_owned()), any::<String>()],
     ) {
         let clusters = clusters();
-        match decide_request(RequestDecision::Reroute(target.clone()), 1024, &clusters) {
-            Ok(Decision::Reroute(name)) => {
-                let (config_name, _) = clusters.get_key_value(target.as_str()).expect("known cluster");
-                prop_assert!(Arc::ptr_eq(&name, config_name), "the config's own name, not a copy");
+        match decide_request(WitRequestDecision::Reroute(target.clone()), 1024, &clusters) {
+            Ok(RequestDecision::Reroute(cluster)) => {
+                let config_cluster = clusters.get(target.as_str()).expect("known cluster");
+                prop_assert!(Arc::ptr_eq(&cluster, config_cluster), "the config's own cluster, not a copy");
             }
             Ok(_) => prop_assert!(false, "a reroute stays a reroute"),
             Err(e) => {
@@ -143,12 +143,12 @@ proptest! {
 fn continue_and_respond_decide_as_the_guest_said() {
     let clusters = clusters();
     assert!(matches!(
-        decide_request(RequestDecision::Continue, 0, &clusters),
-        Ok(Decision::Continue)
+        decide_request(WitRequestDecision::Continue, 0, &clusters),
+        Ok(RequestDecision::Continue)
     ));
     assert!(matches!(
-        decide_response(ResponseDecision::Continue, 0),
-        Ok(Decision::Continue)
+        decide_response(WitResponseDecision::Continue, 0),
+        Ok(ResponseDecision::Continue)
     ));
     let teapot = Reply {
         status: 418,
@@ -158,8 +158,8 @@ fn continue_and_respond_decide_as_the_guest_said() {
         ],
         body: b"short".to_vec(),
     };
-    match decide_request(RequestDecision::Respond(teapot.clone()), 1024, &clusters) {
-        Ok(Decision::Respond(resp)) => {
+    match decide_request(WitRequestDecision::Respond(teapot.clone()), 1024, &clusters) {
+        Ok(RequestDecision::Respond(resp)) => {
             assert_eq!(resp.status(), 418);
             assert_eq!(resp.headers()["x-why"], "because");
             assert!(
@@ -175,11 +175,11 @@ fn continue_and_respond_decide_as_the_guest_said() {
         body: vec![],
     };
     assert!(matches!(
-        decide_response(ResponseDecision::Respond(teapot), 1024),
-        Ok(Decision::Respond(_))
+        decide_response(WitResponseDecision::Respond(teapot), 1024),
+        Ok(ResponseDecision::Respond(_))
     ));
     assert!(matches!(
-        decide_response(ResponseDecision::Respond(switch), 0),
+        decide_response(WitResponseDecision::Respond(switch), 0),
         Err(FilterError::Invalid(_))
     ));
 }
