@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 /// would let a config or a plugin desynchronise the two sides of a connection (request
 /// smuggling), break upgrades, or send a request to a virtual host its route never chose.
 /// Pseudo-headers (`:authority`...) are not field names at all and fail as invalid.
-pub const REFUSED: [HeaderName; 10] = [
+pub static REFUSED: [HeaderName; 10] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
