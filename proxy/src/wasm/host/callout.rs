@@ -313,3 +313,27 @@ impl Host for HostState {
         Ok(answers)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    /// A guest may hand a request's own headers to a callout (its `fields` refuse only
+    /// what is set through them): none of the names the proxy keeps to itself goes out,
+    /// and the Host is the callout's cluster.
+    #[test]
+    fn a_callout_sends_none_of_the_refused_headers_it_was_handed() {
+        let mut handed = HeaderMap::new();
+        for name in &crate::header_policy::REFUSED {
+            handed.insert(name.clone(), HeaderValue::from_static("client's"));
+        }
+        handed.insert("x-keep", HeaderValue::from_static("1"));
+        let request = request("auth", "POST", "/check", handed, b"{}".to_vec(), 1024).expect("valid");
+        let headers = request.headers();
+        assert_eq!(headers.get(HOST).map(|h| h.as_bytes()), Some(&b"auth"[..]));
+        assert_eq!(headers.get("x-keep").map(|h| h.as_bytes()), Some(&b"1"[..]));
+        assert_eq!(headers.len(), 2, "{headers:?}");
+    }
+}
