@@ -134,8 +134,8 @@ class _TypedError(Exception):
 
 
 class HeaderError(_TypedError):
-    """`invalid_name`, `invalid_value` or `forbidden` (content-length and transfer-encoding
-    are the proxy's)."""
+    """`invalid_name`, `invalid_value` or `forbidden` (the framing and hop-by-hop headers,
+    host and via are the proxy's)."""
 
 
 class KvError(_TypedError):

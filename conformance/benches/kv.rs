@@ -8,7 +8,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use prometheus_client::metrics::counter::Counter;
-use weft::wasm::{KvQuota, KvSpace, KvStore, LocalKv};
+use weft::kv::{KvQuota, KvSpace, KvStore, LocalKv};
 
 const KEYS: usize = 100_000;
 
@@ -17,7 +17,7 @@ fn space(keys: usize) -> std::sync::Arc<dyn KvSpace> {
     LocalKv::new().space("bench", quota, Counter::default())
 }
 
-fn run<T>(f: weft::wasm::KvFuture<'_, T>) -> T {
+fn run<T>(f: weft::kv::KvFuture<'_, T>) -> T {
     match f.now_or_never() {
         Some(Ok(v)) => v,
         Some(Err(e)) => panic!("kv: {e}"),

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use weft::config::{LimitsConfig, WasmConfig};
-use weft::filter::{Decision, Filter, FilterRequest, FilterResponse, RequestCtx};
+use weft::filter::{Filter, FilterRequest, FilterResponse, RequestCtx, RequestDecision, ResponseDecision};
 use weft::metrics::Metrics;
 use weft::upstream::Clusters;
 use weft::wasm::{InstanceReuse, WasmHost};
@@ -122,7 +122,7 @@ fn once(rt: &tokio::runtime::Runtime) {
             .map(|_| {
                 let f = load(rt, &host, &lang.hello, HELLO_CONFIG, InstanceReuse::Pooled);
                 let decision = rt.block_on(f.on_request(&mut request(), &mut ctx()));
-                assert!(matches!(decision, Ok(Decision::Continue)), "{}", lang.name);
+                assert!(matches!(decision, Ok(RequestDecision::Continue)), "{}", lang.name);
                 f
             })
             .collect();
@@ -158,7 +158,7 @@ fn costs(c: &mut Criterion) {
                 b.iter(|| {
                     let decision = rt.block_on(filter.on_request(&mut req, &mut cx));
                     assert!(
-                        matches!(decision, Ok(Decision::Continue)),
+                        matches!(decision, Ok(RequestDecision::Continue)),
                         "{name}: {:?}",
                         decision.err()
                     );
@@ -171,10 +171,10 @@ fn costs(c: &mut Criterion) {
                 rt.block_on(async {
                     let (mut req, mut cx) = (request(), ctx());
                     let decision = hello.on_request(&mut req, &mut cx).await;
-                    assert!(matches!(decision, Ok(Decision::Continue)), "hello");
+                    assert!(matches!(decision, Ok(RequestDecision::Continue)), "hello");
                     let mut resp = response();
                     let decision = hello.on_response(&mut resp, &mut cx).await;
-                    assert!(matches!(decision, Ok(Decision::Continue)), "hello");
+                    assert!(matches!(decision, Ok(ResponseDecision::Continue)), "hello");
                     assert_eq!(
                         resp.head.headers.get("x-hello").map(|v| v.as_bytes()),
                         Some(&b"world"[..])

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use weft::config::{LimitsConfig, WasmConfig};
-use weft::filter::{Decision, Filter, FilterRequest, FilterResponse, RequestCtx};
+use weft::filter::{Filter, FilterRequest, FilterResponse, RequestCtx, RequestDecision, ResponseDecision};
 use weft::metrics::Metrics;
 use weft::upstream::Clusters;
 use weft::wasm::{InstanceReuse, WasmHost};
@@ -121,8 +121,8 @@ fn phases(c: &mut Criterion) {
         let mut req = request(token);
         let mut cx = ctx();
         match rt.block_on(filter.on_request(&mut req, &mut cx)) {
-            Ok(Decision::Continue) => {}
-            Ok(Decision::Respond(r)) => panic!("{name}: answered {} {:?}", r.status(), r.headers()),
+            Ok(RequestDecision::Continue) => {}
+            Ok(RequestDecision::Respond(r)) => panic!("{name}: answered {} {:?}", r.status(), r.headers()),
             Ok(_) => panic!("{name}: rerouted"),
             Err(e) => panic!("{name}: {e}"),
         }
@@ -132,7 +132,7 @@ fn phases(c: &mut Criterion) {
                 if let Err(e) = &decision {
                     panic!("{name}: {e}");
                 }
-                assert!(matches!(decision, Ok(Decision::Continue)), "{name}");
+                assert!(matches!(decision, Ok(RequestDecision::Continue)), "{name}");
             })
         });
     }
@@ -149,7 +149,7 @@ fn phases(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let decision = rt.block_on(filter.on_response(&mut resp, &mut cx));
-                assert!(matches!(decision, Ok(Decision::Continue)), "{name}");
+                assert!(matches!(decision, Ok(ResponseDecision::Continue)), "{name}");
             })
         });
     }
@@ -188,12 +188,12 @@ fn phases(c: &mut Criterion) {
                     let mut cx = ctx();
                     for f in filters.iter().filter(|f| f.has_request_phase()) {
                         let decision = f.on_request(&mut req, &mut cx).await;
-                        assert!(matches!(decision, Ok(Decision::Continue)), "{name}");
+                        assert!(matches!(decision, Ok(RequestDecision::Continue)), "{name}");
                     }
                     let mut resp = response();
                     for f in filters.iter().rev().filter(|f| f.has_response_phase()) {
                         let decision = f.on_response(&mut resp, &mut cx).await;
-                        assert!(matches!(decision, Ok(Decision::Continue)), "{name}");
+                        assert!(matches!(decision, Ok(ResponseDecision::Continue)), "{name}");
                     }
                 })
             })

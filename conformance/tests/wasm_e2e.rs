@@ -283,3 +283,114 @@ async fn context_crosses_phases_and_filters_and_undeclared_phases_are_skipped() 
         "a filter that declared only the request phase is never called for the response"
     );
 }
+
+/// `weft check` on `config`: whether it passed, and its combined output.
+fn check(config: &Config) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("weft.toml");
+    std::fs::write(&path, fill(&config.to_string())).expect("write");
+    let out = Command::new(weft_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run weft check");
+    let output = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), output)
+}
+
+/// One header policy: a route's edits, a `direct_response`, the native `headers` filter, a
+/// plugin writing a request's headers and a plugin building a callout's header list refuse
+/// the same names (framing, hop-by-hop, `host`, `via`), in any case; other names pass
+/// everywhere.
+#[tokio::test]
+async fn every_header_writer_refuses_the_same_names() {
+    let up = Upstream::echo("web").await;
+    let caps = Config::new()
+        .cluster("web", &[up.addr])
+        .wasm_filter("caps", plugins::CAPABILITIES, "", "")
+        .route("all", r#"path_prefix = "/""#, "web", &["caps"], "");
+    let weft = Weft::start(&caps.to_string()).await;
+    let mut names: Vec<String> = weft::header_policy::REFUSED
+        .iter()
+        .map(|n| n.as_str().to_owned())
+        .collect();
+    names.extend([
+        "Transfer-Encoding".to_owned(),
+        "CONTENT-LENGTH".to_owned(),
+        "Via".to_owned(),
+    ]);
+    names.push("x-allowed".to_owned());
+    for name in &names {
+        let refused = name != "x-allowed";
+        let base = || Config::new().cluster("web", &[up.addr]);
+        let writers = [
+            (
+                "route request_headers",
+                base().route(
+                    "r",
+                    r#"path_prefix = "/""#,
+                    "web",
+                    &[],
+                    &format!("request_headers = {{ set = {{ \"{name}\" = \"1\" }} }}"),
+                ),
+            ),
+            (
+                "route response_headers",
+                base().route(
+                    "r",
+                    r#"path_prefix = "/""#,
+                    "web",
+                    &[],
+                    &format!("response_headers = {{ remove = [\"{name}\"] }}"),
+                ),
+            ),
+            (
+                "direct_response",
+                base().top(&format!(
+                    "[[routes]]\nmatch = {{ path_prefix = \"/\" }}\n\
+                     direct_response = {{ status = 200, headers = {{ \"{name}\" = \"1\" }} }}\n"
+                )),
+            ),
+            (
+                "native request_set",
+                base()
+                    .native_filter("h", "headers", &format!("request_set = {{ \"{name}\" = \"1\" }}"))
+                    .route("r", r#"path_prefix = "/""#, "web", &["h"], ""),
+            ),
+            (
+                "native response_remove",
+                base()
+                    .native_filter("h", "headers", &format!("response_remove = [\"{name}\"]"))
+                    .route("r", r#"path_prefix = "/""#, "web", &["h"], ""),
+            ),
+        ];
+        for (writer, config) in writers {
+            let (ok, out) = check(&config);
+            assert_eq!(ok, !refused, "{writer} with {name}: {out}");
+            if refused {
+                assert!(
+                    out.to_ascii_lowercase().contains(&name.to_ascii_lowercase()),
+                    "{writer}: {out}"
+                );
+            }
+        }
+        let seen = request(&weft, "GET", "/", &[("x-cap-fields-set", name)], "")
+            .await
+            .json();
+        let wanted = if refused {
+            format!("HeaderError::Forbidden({:?})", name.to_ascii_lowercase())
+        } else {
+            "ok".to_owned()
+        };
+        assert_eq!(
+            seen_header(&seen, "x-fields-set"),
+            Some(wanted.as_str()),
+            "a plugin on the request: {name}"
+        );
+        assert_eq!(
+            seen_header(&seen, "x-fields-own-set"),
+            Some(wanted.as_str()),
+            "a plugin's callout list: {name}"
+        );
+    }
+}

@@ -469,7 +469,7 @@ impl Config {
             let k = kv.get_ref();
             let problem = match (k.backend, &k.url) {
                 (KvBackend::Redis, None) => Some("backend = \"redis\" needs url = \"redis://host:port\"".to_owned()),
-                (KvBackend::Redis, Some(url)) => crate::wasm::check_redis_url(url).err(),
+                (KvBackend::Redis, Some(url)) => crate::kv::check_redis_url(url).err(),
                 (KvBackend::Local, Some(_)) => Some("url is only for backend = \"redis\"".to_owned()),
                 (KvBackend::Local, None) => None,
             };

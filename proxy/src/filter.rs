@@ -2,8 +2,10 @@
 //! filters and Wasm filters (see `wasm`). Its phases mirror the WIT world `weft:filter/filter`.
 //!
 //! A route's chain runs the request phase in config order and the response phase in
-//! reverse order. Each phase returns a [`Decision`]; an `Err` fails the request unless the
-//! chain entry is configured to fail open.
+//! reverse order. The request phase returns a [`RequestDecision`], the response phase a
+//! [`ResponseDecision`] (the WIT's `request-decision` and `response-decision`: a reroute
+//! exists only where it can work); an `Err` fails the request unless the chain entry is
+//! configured to fail open.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use bytes::Bytes;
 use http::{Response, request, response};
 
 use crate::body::Body;
+use crate::upstream::Cluster;
 
 pub mod context;
 pub mod headers;
@@ -21,15 +24,30 @@ pub mod identity;
 
 pub use context::Context;
 
-/// What a filter decided in a phase.
+/// What a filter decided in the request phase.
+// A decision lives for one phase and its `Response` moves on as the answer: boxing it
+// would cost every direct answer an allocation to save a few hundred bytes of stack.
+#[allow(clippy::large_enum_variant)]
 #[non_exhaustive]
-pub enum Decision {
-    /// Go on to the next filter (and then upstream, or back to the client).
+pub enum RequestDecision {
+    /// Go on to the next filter, then upstream.
     Continue,
     /// Stop the chain and answer the client with this response.
     Respond(Response<Body>),
-    /// Send the request to this cluster instead of the route's (request phase only).
-    Reroute(Arc<str>),
+    /// Send the request to this cluster instead of the route's. The filter resolves the
+    /// name against its config version's clusters, once: an unknown name is the filter's
+    /// fault ([`FilterError::Invalid`]), so the chain never looks it up again.
+    Reroute(Arc<Cluster>),
+}
+
+/// What a filter decided in the response phase.
+#[allow(clippy::large_enum_variant)] // as RequestDecision
+#[non_exhaustive]
+pub enum ResponseDecision {
+    /// Go on to the next filter, then back to the client.
+    Continue,
+    /// Answer the client with this response instead.
+    Respond(Response<Body>),
 }
 
 /// The request as filters see it: the head, and the body when a filter of the chain
@@ -86,9 +104,9 @@ pub enum FilterError {
     /// The guest trapped (or panicked). Its own fault.
     #[error("filter trapped: {0}")]
     Trap(String),
-    /// The guest hit a sandbox limit (`cpu`, `memory`, `body`). Its own fault.
+    /// The guest hit a sandbox limit. Its own fault.
     #[error("filter exceeded its {0} limit")]
-    LimitExceeded(&'static str),
+    LimitExceeded(Limit),
     /// The guest decided something the proxy cannot carry out (an invalid status or
     /// header, an unknown cluster). Its own fault.
     #[error("{0}")]
@@ -102,6 +120,37 @@ pub enum FilterError {
     /// timed out: answered 503 with `Retry-After`, whatever `on_error` says.
     #[error("filter overloaded: {0}")]
     Overloaded(Overload),
+}
+
+/// The sandbox limit a guest ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `limits.cpu`: the phase's CPU budget (epoch interruption).
+    Cpu,
+    /// `limits.memory`: linear memory (or a table) would grow past it.
+    Memory,
+    /// `limits.body`: a body set or replied over it.
+    Body,
+    /// The 64 header lists (`fields`) a guest may hold at once.
+    Fields,
+}
+
+impl Limit {
+    /// The `kind` label of `weft_filter_errors_total`, and the limit's name in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Cpu => "cpu",
+            Limit::Memory => "memory",
+            Limit::Body => "body",
+            Limit::Fields => "fields",
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why a request could not get a turn at a filter.
@@ -137,7 +186,7 @@ impl FilterError {
     pub fn kind(&self) -> &'static str {
         match self {
             FilterError::Trap(_) => "trap",
-            FilterError::LimitExceeded(what) => what,
+            FilterError::LimitExceeded(limit) => limit.as_str(),
             FilterError::Invalid(_) => "invalid",
             FilterError::Host(_) => "host",
             FilterError::Overloaded(_) => "overloaded",
@@ -153,9 +202,11 @@ impl FilterError {
     }
 }
 
-/// A boxed phase future: filters that do I/O (Wasm callouts) need `async`, and the chain
-/// holds filters of different types behind `dyn`.
-pub type PhaseFuture<'a> = Pin<Box<dyn Future<Output = Result<Decision, FilterError>> + Send + 'a>>;
+/// A boxed request-phase future: filters that do I/O (Wasm callouts) need `async`, and
+/// the chain holds filters of different types behind `dyn`.
+pub type RequestFuture<'a> = Pin<Box<dyn Future<Output = Result<RequestDecision, FilterError>> + Send + 'a>>;
+/// A boxed response-phase future, as [`RequestFuture`].
+pub type ResponseFuture<'a> = Pin<Box<dyn Future<Output = Result<ResponseDecision, FilterError>> + Send + 'a>>;
 
 /// One filter. Implement only the phases you need; the defaults continue.
 pub trait Filter: Send + Sync + 'static {
@@ -164,17 +215,16 @@ pub trait Filter: Send + Sync + 'static {
 
     /// Runs after routing, before the upstream request is sent. May change the request
     /// head (and the body when buffered), answer directly, or reroute to another cluster.
-    fn on_request<'a>(&'a self, req: &'a mut FilterRequest, ctx: &'a mut RequestCtx) -> PhaseFuture<'a> {
+    fn on_request<'a>(&'a self, req: &'a mut FilterRequest, ctx: &'a mut RequestCtx) -> RequestFuture<'a> {
         let _ = (req, ctx);
-        Box::pin(std::future::ready(Ok(Decision::Continue)))
+        Box::pin(std::future::ready(Ok(RequestDecision::Continue)))
     }
 
     /// Runs when the upstream's response head has arrived (or a filter answered directly).
     /// May change the response head (and the body when buffered) or replace the response.
-    /// `Reroute` is not valid here and fails the request.
-    fn on_response<'a>(&'a self, resp: &'a mut FilterResponse, ctx: &'a mut RequestCtx) -> PhaseFuture<'a> {
+    fn on_response<'a>(&'a self, resp: &'a mut FilterResponse, ctx: &'a mut RequestCtx) -> ResponseFuture<'a> {
         let _ = (resp, ctx);
-        Box::pin(std::future::ready(Ok(Decision::Continue)))
+        Box::pin(std::future::ready(Ok(ResponseDecision::Continue)))
     }
 
     /// Whether [`Filter::on_request`] does anything: the chain skips it otherwise.

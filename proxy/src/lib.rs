@@ -13,6 +13,8 @@ pub mod filter;
 pub mod forward;
 pub mod front;
 pub mod grpc;
+pub mod header_policy;
+pub mod kv;
 pub mod listen;
 pub mod log;
 pub mod metrics;

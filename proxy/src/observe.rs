@@ -23,10 +23,9 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::body::{Body, BodyError};
 use crate::config::{AccessLogConfig, Config, ConfigError, TracingConfig};
-use crate::filter::{Decision, FilterError};
 use crate::forward::ConnInfo;
 use crate::metrics::Metrics;
-use crate::respond::ProxyError;
+use crate::respond::{ProxyError, Side};
 use crate::upstream::UpstreamError;
 
 pub mod access_log;
@@ -324,27 +323,16 @@ impl Recorder {
     }
 
     /// A filter phase ended with `outcome`.
-    pub fn phase_end(
-        &mut self,
-        start: PhaseStart,
-        filter: &str,
-        phase: &'static str,
-        outcome: &Result<Decision, FilterError>,
-    ) {
+    pub fn phase_end(&mut self, start: PhaseStart, filter: &str, phase: &'static str, outcome: PhaseOutcome) {
         let (Some(record), Some(start)) = (&mut self.0, start.0) else {
             return;
         };
         let took = start.elapsed();
-        let outcome = match outcome {
-            Ok(Decision::Continue) => "continue",
-            Ok(Decision::Respond(_)) => {
-                record.answered_by = Some(filter.into());
-                record.flags.push("filter_answered");
-                "respond"
-            }
-            Ok(Decision::Reroute(_)) => "reroute",
-            Err(_) => "error",
-        };
+        if outcome == PhaseOutcome::Respond {
+            record.answered_by = Some(filter.into());
+            record.flags.push("filter_answered");
+        }
+        let outcome = outcome.as_str();
         if let Some(trace) = &record.trace {
             trace.phase(filter, phase, took, outcome);
         }
@@ -417,10 +405,11 @@ fn flags_for(err: &ProxyError) -> Vec<&'static str> {
         ProxyError::Upstream(e) => vec![upstream_flag(e)],
         ProxyError::Filter { .. } => vec!["filter_failed"],
         ProxyError::FilterOverloaded { .. } => vec!["filter_overloaded"],
-        ProxyError::UnknownCluster { .. } | ProxyError::RerouteInResponse { .. } => vec!["filter_invalid"],
         ProxyError::RequestBodyTooLarge { .. } => vec!["request_body_too_large"],
         ProxyError::ResponseBodyTooLarge { .. } => vec!["response_body_too_large"],
-        ProxyError::Body { side: "request", .. } => vec!["request_body_failed"],
+        ProxyError::Body {
+            side: Side::Request, ..
+        } => vec!["request_body_failed"],
         ProxyError::Body { .. } => vec!["response_body_failed"],
         ProxyError::Rewrite(_) => vec!["rewrite_refused"],
         ProxyError::FaultAbort { .. } => vec!["fault_injected"],
@@ -544,6 +533,27 @@ impl HttpBody for Counted {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// How a filter phase ended, as logs and traces name it: the stages tell the recorder
+/// this, so it need not know their decision types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseOutcome {
+    Continue,
+    Respond,
+    Reroute,
+    Error,
+}
+
+impl PhaseOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseOutcome::Continue => "continue",
+            PhaseOutcome::Respond => "respond",
+            PhaseOutcome::Reroute => "reroute",
+            PhaseOutcome::Error => "error",
+        }
     }
 }
 

@@ -19,12 +19,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::body::Body;
 use crate::config::UpstreamProtocol;
-use crate::filter::{ChainEntry, Decision, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx};
+use crate::filter::{
+    ChainEntry, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx, RequestDecision, ResponseDecision,
+};
 use crate::forward::{self, ConnInfo};
 use crate::front::{self, ClientBodyFault, Refusal};
 use crate::metrics::UpstreamFailure;
-use crate::observe::Recorder;
-use crate::respond::{Dialect, ProxyError, error_response};
+use crate::observe::{PhaseOutcome, Recorder};
+use crate::respond::{Dialect, ProxyError, Side, error_response};
 use crate::route::{Abort, Admission, Route, request_host};
 use crate::state::State;
 use crate::upstream::{Cluster, SetBy, UpstreamError, Wait};
@@ -161,7 +163,7 @@ async fn filtered(
     ctx.peer_identity = conn.identity.clone();
     ctx.trace_id = rec.trace_id();
     let (buffered, streamed) = match route.request_body_limit {
-        Some(limit) => (Some(read_body(body, limit, "request").await?), None),
+        Some(limit) => (Some(read_body(body, limit, Side::Request).await?), None),
         None => (None, Some(body)),
     };
     let mut req = FilterRequest { head, body: buffered };
@@ -179,23 +181,23 @@ async fn filtered(
         let traced = rec.phase_start();
         let outcome = entry.filter.on_request(&mut req, &mut ctx).await;
         entry.stats.request.observe(call.elapsed());
-        rec.phase_end(traced, entry.filter.name(), "request", &outcome);
+        let told = match &outcome {
+            Ok(RequestDecision::Continue) => PhaseOutcome::Continue,
+            Ok(RequestDecision::Respond(_)) => PhaseOutcome::Respond,
+            Ok(RequestDecision::Reroute(_)) => PhaseOutcome::Reroute,
+            Err(_) => PhaseOutcome::Error,
+        };
+        rec.phase_end(traced, entry.filter.name(), "request", told);
         match outcome {
-            Ok(Decision::Continue) => {}
-            Ok(Decision::Respond(resp)) => {
+            Ok(RequestDecision::Continue) => {}
+            Ok(RequestDecision::Respond(resp)) => {
                 // The filter that answered has had its say; the ones before it see the answer.
                 ran -= 1;
                 answer = Some(resp);
                 break;
             }
-            Ok(Decision::Reroute(name)) => {
-                rerouted = Some(
-                    &**runtime.clusters.get(&name).ok_or_else(|| ProxyError::UnknownCluster {
-                        filter: entry.filter.name().to_owned(),
-                        cluster: name.to_string(),
-                    })?,
-                );
-            }
+            // Resolved by the filter against this version's clusters: no second lookup.
+            Ok(RequestDecision::Reroute(cluster)) => rerouted = Some(cluster),
             Err(error) => filter_failed(runtime, entry, error)?,
         }
     }
@@ -208,14 +210,14 @@ async fn filtered(
                 (None, Some(stream)) => stream,
                 (None, None) => Body::empty(),
             };
-            forward(route, rerouted, conn, req.head, body, on_upgrade, rec).await?
+            forward(route, rerouted.as_deref(), conn, req.head, body, on_upgrade, rec).await?
         }
     };
 
     // Response phase, in reverse order, over the filters that ran.
     let (head, body) = resp.into_parts();
     let (buffered, streamed) = match route.response_body_limit {
-        Some(limit) => (Some(read_body(body, limit, "response").await?), None),
+        Some(limit) => (Some(read_body(body, limit, Side::Response).await?), None),
         None => (None, Some(body)),
     };
     let mut resp = FilterResponse { head, body: buffered };
@@ -227,17 +229,17 @@ async fn filtered(
         let traced = rec.phase_start();
         let outcome = entry.filter.on_response(&mut resp, &mut ctx).await;
         entry.stats.response.observe(call.elapsed());
-        rec.phase_end(traced, entry.filter.name(), "response", &outcome);
+        let told = match &outcome {
+            Ok(ResponseDecision::Continue) => PhaseOutcome::Continue,
+            Ok(ResponseDecision::Respond(_)) => PhaseOutcome::Respond,
+            Err(_) => PhaseOutcome::Error,
+        };
+        rec.phase_end(traced, entry.filter.name(), "response", told);
         match outcome {
-            Ok(Decision::Continue) => {}
-            Ok(Decision::Respond(replacement)) => {
+            Ok(ResponseDecision::Continue) => {}
+            Ok(ResponseDecision::Respond(replacement)) => {
                 let (head, body) = replacement.into_parts();
                 return Ok(Response::from_parts(head, body));
-            }
-            Ok(Decision::Reroute(_)) => {
-                return Err(ProxyError::RerouteInResponse {
-                    filter: entry.filter.name().to_owned(),
-                });
             }
             Err(error) => filter_failed(runtime, entry, error)?,
         }
@@ -536,17 +538,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<'_, T> {
 }
 
 /// Buffers a body for the filters that asked to see it, refusing more than `limit` bytes.
-async fn read_body<B>(body: B, limit: usize, side: &'static str) -> Result<Bytes, ProxyError>
+async fn read_body<B>(body: B, limit: usize, side: Side) -> Result<Bytes, ProxyError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(if side == "request" {
-            ProxyError::RequestBodyTooLarge { limit }
-        } else {
-            ProxyError::ResponseBodyTooLarge { limit }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(match side {
+            Side::Request => ProxyError::RequestBodyTooLarge { limit },
+            Side::Response => ProxyError::ResponseBodyTooLarge { limit },
         }),
         Err(e) => match ClientBodyFault::find(Some(&*e)) {
             Some(fault) => Err(ProxyError::ClientBody(fault)),

@@ -8,6 +8,23 @@ use crate::front::{ClientBodyFault, Refusal};
 use crate::grpc::Code;
 use crate::upstream::{Broken, UpstreamError};
 
+/// Which message's body: the client's request (its fault: 400) or the upstream's
+/// response (502).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Request,
+    Response,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Request => "request",
+            Side::Response => "response",
+        })
+    }
+}
+
 /// Everything that can stop a request before the upstream's response reaches the client.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -28,16 +45,12 @@ pub enum ProxyError {
     /// The filter is at its concurrency limit: the client may retry shortly.
     #[error("filter {filter:?} is overloaded: {reason}")]
     FilterOverloaded { filter: String, reason: Overload },
-    #[error("filter {filter:?} rerouted to unknown cluster {cluster:?}")]
-    UnknownCluster { filter: String, cluster: String },
-    #[error("filter {filter:?} tried to reroute in the response phase")]
-    RerouteInResponse { filter: String },
     #[error("request body larger than the {limit} bytes a filter may buffer")]
     RequestBodyTooLarge { limit: usize },
     #[error("response body larger than the {limit} bytes a filter may buffer")]
     ResponseBodyTooLarge { limit: usize },
     #[error("reading the {side} body failed: {reason}")]
-    Body { side: &'static str, reason: String },
+    Body { side: Side, reason: String },
     #[error(transparent)]
     Rewrite(#[from] crate::route::RewriteRefused),
     #[error("fault injected: {status}")]
@@ -82,13 +95,13 @@ impl ProxyError {
             ProxyError::Upstream(_) | ProxyError::ResponseBodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::RequestBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::FilterOverloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Body { side: "request", .. } | ProxyError::Rewrite(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Body {
+                side: Side::Request, ..
+            }
+            | ProxyError::Rewrite(_) => StatusCode::BAD_REQUEST,
             ProxyError::Body { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::FaultAbort { status } => *status,
-            ProxyError::Filter { .. }
-            | ProxyError::UnknownCluster { .. }
-            | ProxyError::RerouteInResponse { .. }
-            | ProxyError::NoCluster => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Filter { .. } | ProxyError::NoCluster => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -113,14 +126,13 @@ impl ProxyError {
             ProxyError::RequestBodyTooLarge { .. } => "request body too large\n",
             ProxyError::FilterOverloaded { .. } => "overloaded, retry later\n",
             ProxyError::ResponseBodyTooLarge { .. } => "upstream response too large\n",
-            ProxyError::Body { side: "request", .. } => "request body could not be read\n",
+            ProxyError::Body {
+                side: Side::Request, ..
+            } => "request body could not be read\n",
             ProxyError::Body { .. } => "upstream response could not be read\n",
             ProxyError::Rewrite(_) => "bad request path\n",
             ProxyError::FaultAbort { .. } => "fault injected\n",
-            ProxyError::Filter { .. }
-            | ProxyError::UnknownCluster { .. }
-            | ProxyError::RerouteInResponse { .. }
-            | ProxyError::NoCluster => "internal error\n",
+            ProxyError::Filter { .. } | ProxyError::NoCluster => "internal error\n",
         }
     }
 }

@@ -15,7 +15,6 @@ use crate::upstream::Cluster;
 
 mod answer;
 mod cors;
-mod edits;
 mod fault;
 mod mirror;
 mod policy;

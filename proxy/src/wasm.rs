@@ -4,9 +4,11 @@
 //!
 //! One concern per file: `engine` (engine, epoch ticker, compile cache), `version` (WIT
 //! version check), `bindings` (generated), `state` (store data), `limits` (memory, CPU,
-//! error classification), `pool` (instance reuse), `filter` (the `Filter` impl), and one
-//! file per host interface: `http`, `log`, `metrics`, `metadata`, `kv`, `callout`, plus
-//! `stdio` for the guest's output streams and `output` for the per-filter log budget.
+//! error classification), `pool` (instance reuse), `admission` (per-filter concurrency),
+//! `filter` (the `Filter` impl), `output` (the per-filter log budget), and `host/`, one
+//! file per interface the world imports: `http`, `log`, `metrics`, `metadata`, `context`,
+//! `kv`, `callout`, plus `stdio` for the guest's output streams. The KV store itself is
+//! [`crate::kv`]: config and the plugin test kit use it too.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,31 +18,22 @@ use anyhow::{Context, bail};
 
 use crate::config::{KvBackend, KvConfig, LimitsConfig, WasmConfig};
 use crate::filter::Filter;
+use crate::kv::{KvQuota, KvSpace, KvStore, LocalKv};
 use crate::metrics::Metrics;
 use crate::upstream::Clusters;
 
 mod admission;
 mod bindings;
-mod callout;
-mod context;
 mod engine;
 mod filter;
-mod http;
-mod kv;
+mod host;
 mod limits;
-mod log;
-mod metadata;
-mod metrics;
 mod output;
 mod pool;
-mod redis;
 mod state;
-mod stdio;
 mod version;
 
-pub use self::redis::{RedisKv, check_url as check_redis_url};
-pub use callout::{CalloutFailure, CalloutTransport, CannedAnswer, CannedCallouts, SentCallout};
-pub use kv::{KvFuture, KvQuota, KvSpace, KvStore, LocalKv, LocalSpace};
+pub use host::callout::{CalloutFailure, CalloutTransport, CannedAnswer, CannedCallouts, SentCallout};
 pub use pool::InstanceReuse;
 pub use version::WIT_VERSION;
 
@@ -48,21 +41,20 @@ use admission::Admission;
 use pool::{CreateError, Pool};
 use state::FilterShared;
 
-/// The store a `[kv]` table asks for: in-process by default, or Redis (connected
-/// lazily, so the proxy starts while Redis is down).
+/// The store a `[kv]` table asks for: in-process by default, or Redis.
 pub fn kv_store(config: Option<&KvConfig>, metrics: &Metrics) -> anyhow::Result<Arc<dyn KvStore>> {
     match config {
         Some(KvConfig {
             backend: KvBackend::Redis,
             url: Some(url),
             timeout,
-        }) => Ok(RedisKv::new(url, *timeout, metrics)?),
+        }) => crate::kv::store(Some((url, *timeout)), metrics),
         Some(KvConfig {
             backend: KvBackend::Redis,
             url: None,
             ..
         }) => bail!("[kv] backend = \"redis\" needs a url"),
-        _ => Ok(LocalKv::new()),
+        _ => crate::kv::store(None, metrics),
     }
 }
 
@@ -171,7 +163,7 @@ impl WasmHost {
             clusters: clusters.clone(),
             callouts,
             body_limit: limits.body,
-            metric_names: metrics::MetricNames::new(name, &self.metrics),
+            metric_names: host::metrics::MetricNames::new(name, &self.metrics),
             log_budget: output::LogBudget::new(name, limits.log_rate, limits.log_burst, &self.metrics),
         });
         let pool = Pool::new(

@@ -16,7 +16,8 @@ impl From<HeaderError> for String {
 
 /// A header list: a request's or response's (writes change what is sent), a callout
 /// response's, or one you build. Names are case-insensitive; a name may have several
-/// values. `content-length` and `transfer-encoding` are the proxy's: setting them fails.
+/// values. The framing and hop-by-hop headers, `host` and `via` are the proxy's: setting them
+/// fails with [`HeaderError::Forbidden`] (the list is in the host's `docs/filters.md`).
 ///
 /// ```no_run
 /// # fn phase(request: &weft_sdk::Request<'_>) -> Result<(), weft_sdk::HeaderError> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weft::filter::{Decision, Filter, FilterError};
+use weft::filter::{Filter, FilterError, Limit, RequestDecision};
 use weft_conformance::{Upstream, full, plugins};
 
 use super::support::*;
@@ -70,7 +70,7 @@ async fn reroute_names_a_cluster_of_the_config() {
     .await
     .expect("load");
     match run(&*filter, "/", &[("x-cap-reroute", "canary")]).await.0 {
-        Ok(Decision::Reroute(cluster)) => assert_eq!(&*cluster, "canary"),
+        Ok(RequestDecision::Reroute(cluster)) => assert_eq!(&*cluster.name, "canary"),
         other => panic!("expected a reroute, got {:?}", other.err()),
     }
     match run(&*filter, "/", &[("x-cap-reroute", "nowhere")]).await.0 {
@@ -353,7 +353,7 @@ async fn a_guest_leaking_header_lists_hits_a_limit_not_the_hosts_memory() {
     assert!(is_continue(&decision), "under the limit");
     let (decision, _) = run(&*filter, "/", &[("x-cap-fields-leak", "100000")]).await;
     assert!(
-        matches!(decision, Err(FilterError::LimitExceeded("fields"))),
+        matches!(decision, Err(FilterError::LimitExceeded(Limit::Fields))),
         "{:?}",
         decision.err()
     );

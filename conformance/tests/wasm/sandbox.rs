@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use weft::filter::FilterError;
+use weft::filter::{FilterError, Limit};
 use weft_conformance::plugins;
 
 use super::support::*;
@@ -25,7 +25,7 @@ async fn an_infinite_loop_is_stopped_at_the_cpu_budget_and_the_filter_recovers()
     let took = started.elapsed();
     eprintln!("infinite loop stopped after {took:?} (budget {budget:?})");
     assert!(
-        matches!(decision, Err(FilterError::LimitExceeded("cpu"))),
+        matches!(decision, Err(FilterError::LimitExceeded(Limit::Cpu))),
         "{:?}",
         decision.err()
     );
@@ -50,7 +50,7 @@ async fn unbounded_allocation_is_stopped_at_the_memory_limit() {
     .expect("load");
     let (decision, _) = run(&*filter, "/alloc", &[]).await;
     assert!(
-        matches!(decision, Err(FilterError::LimitExceeded("memory"))),
+        matches!(decision, Err(FilterError::LimitExceeded(Limit::Memory))),
         "{:?}",
         decision.err()
     );
@@ -112,14 +112,14 @@ async fn a_body_over_the_limit_is_a_body_limit_error() {
     req.body = Some("short".into());
     let decision = on_request(&*filter, &mut req).await;
     assert!(
-        matches!(decision, Err(FilterError::LimitExceeded("body"))),
+        matches!(decision, Err(FilterError::LimitExceeded(Limit::Body))),
         "{:?}",
         decision.err()
     );
     // A reply body over the limit too.
     let (decision, _) = run(&*filter, "/", &[("x-cap-respond", "200")]).await;
     assert!(
-        matches!(decision, Err(FilterError::LimitExceeded("body"))),
+        matches!(decision, Err(FilterError::LimitExceeded(Limit::Body))),
         "{:?}",
         decision.err()
     );

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use weft::config::{Config, LimitsConfig, WasmConfig};
-use weft::filter::{Decision, Filter, FilterError, FilterRequest, FilterResponse, RequestCtx};
+use weft::filter::{Filter, FilterError, FilterRequest, FilterResponse, RequestCtx, RequestDecision, ResponseDecision};
 use weft::metrics::Metrics;
 use weft::upstream::{Cluster, Clusters};
 use weft::wasm::WasmHost;
@@ -98,7 +98,7 @@ pub fn ctx() -> RequestCtx {
 }
 
 /// Runs the request phase on `req`.
-pub async fn on_request(filter: &dyn Filter, req: &mut FilterRequest) -> Result<Decision, FilterError> {
+pub async fn on_request(filter: &dyn Filter, req: &mut FilterRequest) -> Result<RequestDecision, FilterError> {
     filter.on_request(req, &mut ctx()).await
 }
 
@@ -108,7 +108,7 @@ pub async fn run(
     filter: &dyn Filter,
     path: &str,
     headers: &[(&str, &str)],
-) -> (Result<Decision, FilterError>, FilterRequest) {
+) -> (Result<RequestDecision, FilterError>, FilterRequest) {
     let mut req = request(path, headers);
     let result = on_request(filter, &mut req).await;
     (result, req)
@@ -118,15 +118,51 @@ pub fn header<'a>(req: &'a FilterRequest, name: &str) -> Option<&'a str> {
     req.head.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-pub fn is_continue(d: &Result<Decision, FilterError>) -> bool {
-    matches!(d, Ok(Decision::Continue))
+/// Either phase's decision, as the helpers below look at it.
+pub trait Decided {
+    fn is_continue(&self) -> bool;
+    /// The response of a `Respond`, or what the decision was instead.
+    fn into_response(self) -> Result<http::Response<weft::body::Body>, String>;
+}
+
+impl Decided for RequestDecision {
+    fn is_continue(&self) -> bool {
+        matches!(self, RequestDecision::Continue)
+    }
+
+    fn into_response(self) -> Result<http::Response<weft::body::Body>, String> {
+        match self {
+            RequestDecision::Respond(resp) => Ok(resp),
+            RequestDecision::Continue => Err("Continue".to_owned()),
+            RequestDecision::Reroute(c) => Err(format!("Reroute({})", c.name)),
+            _ => Err("another decision".to_owned()),
+        }
+    }
+}
+
+impl Decided for ResponseDecision {
+    fn is_continue(&self) -> bool {
+        matches!(self, ResponseDecision::Continue)
+    }
+
+    fn into_response(self) -> Result<http::Response<weft::body::Body>, String> {
+        match self {
+            ResponseDecision::Respond(resp) => Ok(resp),
+            ResponseDecision::Continue => Err("Continue".to_owned()),
+            _ => Err("another decision".to_owned()),
+        }
+    }
+}
+
+pub fn is_continue<D: Decided>(d: &Result<D, FilterError>) -> bool {
+    matches!(d, Ok(d) if d.is_continue())
 }
 
 /// The status and body of a `Respond` decision.
-pub async fn responded(d: Result<Decision, FilterError>) -> (u16, String) {
+pub async fn responded<D: Decided>(d: Result<D, FilterError>) -> (u16, String) {
     use http_body_util::BodyExt;
-    match d {
-        Ok(Decision::Respond(resp)) => {
+    match d.map(Decided::into_response) {
+        Ok(Ok(resp)) => {
             let status = resp.status().as_u16();
             let body = resp
                 .into_body()
@@ -136,9 +172,7 @@ pub async fn responded(d: Result<Decision, FilterError>) -> (u16, String) {
                 .unwrap_or_default();
             (status, String::from_utf8_lossy(&body).into_owned())
         }
-        Ok(Decision::Continue) => panic!("expected a direct response, got Continue"),
-        Ok(Decision::Reroute(c)) => panic!("expected a direct response, got Reroute({c})"),
-        Ok(_) => panic!("expected a direct response"),
+        Ok(Err(other)) => panic!("expected a direct response, got {other}"),
         Err(e) => panic!("expected a direct response, got error {e}"),
     }
 }

@@ -14,7 +14,7 @@
 use http::{Response, StatusCode};
 use serde::Deserialize;
 
-use super::{Decision, Filter, FilterRequest, PhaseFuture, RequestCtx};
+use super::{Filter, FilterRequest, RequestCtx, RequestDecision, RequestFuture};
 use crate::respond;
 
 #[derive(Deserialize)]
@@ -66,12 +66,12 @@ impl Filter for IdentityFilter {
         &self.name
     }
 
-    fn on_request<'a>(&'a self, _req: &'a mut FilterRequest, ctx: &'a mut RequestCtx) -> PhaseFuture<'a> {
+    fn on_request<'a>(&'a self, _req: &'a mut FilterRequest, ctx: &'a mut RequestCtx) -> RequestFuture<'a> {
         let decision = if self.permits(ctx.peer_identity.as_deref()) {
-            Decision::Continue
+            RequestDecision::Continue
         } else {
             tracing::info!(filter = %self.name, identity = ctx.peer_identity.as_deref().unwrap_or("-"), "identity denied");
-            Decision::Respond(forbidden())
+            RequestDecision::Respond(forbidden())
         };
         Box::pin(std::future::ready(Ok(decision)))
     }

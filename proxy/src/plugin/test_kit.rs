@@ -18,7 +18,7 @@ use tracing::instrument::WithSubscriber as _;
 
 use super::cases::{self, Case, Cases, DecisionKind, Expect, ExpectLog, ExpectMetric, LogText, MetricValue};
 use crate::config::{Config, WasmConfig};
-use crate::filter::{Decision, FilterRequest, FilterResponse, RequestCtx};
+use crate::filter::{FilterRequest, FilterResponse, RequestCtx, RequestDecision, ResponseDecision};
 use crate::metrics::Metrics;
 use crate::upstream::{Cluster, Clusters};
 use crate::wasm::{CalloutTransport, CannedCallouts, InstanceReuse, WasmHost};
@@ -244,7 +244,7 @@ async fn run_case(
         let response_phase = if !ran {
             None
         } else if filter.has_response_phase() {
-            Some(observe(filter.on_response(&mut response, &mut ctx).await).await)
+            Some(observe_response(filter.on_response(&mut response, &mut ctx).await).await)
         } else {
             Some(Observed::Continue)
         };
@@ -360,11 +360,20 @@ impl Observed {
     }
 }
 
-async fn observe(result: Result<Decision, crate::filter::FilterError>) -> Observed {
+/// A response phase's outcome: its decisions are the request phase's without a reroute.
+async fn observe_response(result: Result<ResponseDecision, crate::filter::FilterError>) -> Observed {
+    observe(result.map(|decision| match decision {
+        ResponseDecision::Continue => RequestDecision::Continue,
+        ResponseDecision::Respond(response) => RequestDecision::Respond(response),
+    }))
+    .await
+}
+
+async fn observe(result: Result<RequestDecision, crate::filter::FilterError>) -> Observed {
     match result {
-        Ok(Decision::Continue) => Observed::Continue,
-        Ok(Decision::Reroute(cluster)) => Observed::Reroute(cluster.to_string()),
-        Ok(Decision::Respond(response)) => {
+        Ok(RequestDecision::Continue) => Observed::Continue,
+        Ok(RequestDecision::Reroute(cluster)) => Observed::Reroute(cluster.name.to_string()),
+        Ok(RequestDecision::Respond(response)) => {
             let (head, body) = response.into_parts();
             let body = match body.collect().await {
                 Ok(collected) => collected.to_bytes().to_vec(),

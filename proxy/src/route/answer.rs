@@ -2,11 +2,12 @@
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use crate::body::Body;
 use crate::config::{DirectResponseConfig, RedirectConfig};
 use crate::forward::ConnInfo;
+use crate::header_policy::{self, NameError};
 
 pub enum Answer {
     Redirect(Redirect),
@@ -59,14 +60,10 @@ impl Answer {
     pub fn direct(d: &DirectResponseConfig) -> Result<Answer, String> {
         let mut headers = HeaderMap::new();
         for (name, value) in &d.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("direct_response: invalid header name {name:?}"))?;
-            if matches!(
-                name.as_str(),
-                "content-length" | "transfer-encoding" | "connection" | "trailer"
-            ) {
-                return Err(format!("direct_response: {name} is set by the proxy"));
-            }
+            let name = header_policy::writable(name).map_err(|e| match e {
+                NameError::Invalid => format!("direct_response: invalid header name {name:?}"),
+                NameError::Refused => format!("direct_response: {name} is set by the proxy"),
+            })?;
             let value =
                 HeaderValue::from_str(value).map_err(|_| format!("direct_response: invalid value for {name}"))?;
             headers.append(name, value);

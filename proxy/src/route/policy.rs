@@ -9,14 +9,20 @@ use regex::Regex;
 
 use super::answer::Answer;
 use super::cors::Cors;
-use super::edits::HeaderEdits;
 use super::fault::{Abort, Chance, Fault};
 use super::mirror::{Mirror, Mirrors};
 use super::rewrite::PathRewrite;
 use super::shift::{Backend, Pin, PinOn, Split};
-use crate::config::{ConfigError, RouteConfig, Source};
+use crate::config::{ConfigError, HeaderEditsConfig, RouteConfig, Source};
+use crate::header_policy::HeaderEdits;
 use crate::metrics::Metrics;
 use crate::upstream::{Cluster, Clusters};
+
+/// A route's (or a split entry's) `request_headers` / `response_headers`, through the one
+/// header policy.
+fn edits_of(config: &HeaderEditsConfig, what: &str) -> Result<HeaderEdits, String> {
+    HeaderEdits::build(what, &config.remove, &config.set, &config.add)
+}
 
 pub struct Policy {
     pub answer: Option<Answer>,
@@ -78,9 +84,9 @@ impl Policy {
         let split = if r.split.is_empty() {
             None
         } else {
-            let edits = |e: &Option<toml::Spanned<crate::config::HeaderEditsConfig>>, what| {
+            let edits = |e: &Option<toml::Spanned<HeaderEditsConfig>>, what| {
                 e.as_ref()
-                    .map(|e| HeaderEdits::build(e.get_ref(), what).map_err(at(e.span())))
+                    .map(|e| edits_of(e.get_ref(), what).map_err(at(e.span())))
                     .transpose()
             };
             let backends = r
@@ -155,12 +161,12 @@ impl Policy {
         let request_headers = r
             .request_headers
             .as_ref()
-            .map(|e| HeaderEdits::build(e.get_ref(), "request_headers").map_err(at(e.span())))
+            .map(|e| edits_of(e.get_ref(), "request_headers").map_err(at(e.span())))
             .transpose()?;
         let response_headers = r
             .response_headers
             .as_ref()
-            .map(|e| HeaderEdits::build(e.get_ref(), "response_headers").map_err(at(e.span())))
+            .map(|e| edits_of(e.get_ref(), "response_headers").map_err(at(e.span())))
             .transpose()?;
         let mirror = match &r.mirror {
             None => None,

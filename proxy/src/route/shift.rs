@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName};
 use prometheus_client::metrics::counter::Counter;
 
-use super::edits::HeaderEdits;
+use crate::header_policy::HeaderEdits;
 use crate::upstream::Cluster;
 
 pub struct Pin {

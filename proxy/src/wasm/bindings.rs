@@ -17,9 +17,9 @@ wasmtime::component::bindgen!({
     },
     exports: { default: async },
     with: {
-        "weft:filter/types.request": super::http::RequestHandle,
-        "weft:filter/types.response": super::http::ResponseHandle,
-        "weft:filter/types.fields": super::http::Fields,
+        "weft:filter/types.request": super::host::http::RequestHandle,
+        "weft:filter/types.response": super::host::http::ResponseHandle,
+        "weft:filter/types.fields": super::host::http::Fields,
     },
 });
 
@@ -30,5 +30,7 @@ pub use self::weft::filter::callout::{CalloutError, CalloutRequest, CalloutRespo
 pub use self::weft::filter::context::ContextError;
 pub use self::weft::filter::kv::KvError as WitKvError;
 pub use self::weft::filter::log::Level;
-pub use self::weft::filter::types::{HeaderError, Phases, Reply, RequestDecision, ResponseDecision};
+pub use self::weft::filter::types::{
+    HeaderError, Phases, Reply, RequestDecision as WitRequestDecision, ResponseDecision as WitResponseDecision,
+};
 pub use self::weft::filter::{callout, context, kv, log, metadata, metrics, types};

@@ -3,15 +3,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use wasmtime::component::Resource;
 
 use super::admission::Admission;
-use super::bindings::{Options, Phases, Reply, RequestDecision, ResponseDecision};
+use super::bindings::{Options, Phases, Reply, WitRequestDecision, WitResponseDecision};
 use super::limits;
 use super::pool::Pool;
 use crate::body::Body;
-use crate::filter::{Decision, Filter, FilterError, FilterRequest, FilterResponse, PhaseFuture, RequestCtx};
+use crate::filter::{
+    Filter, FilterError, FilterRequest, FilterResponse, Limit, RequestCtx, RequestDecision, RequestFuture,
+    ResponseDecision, ResponseFuture,
+};
+use crate::header_policy;
 use crate::upstream::Clusters;
 
 pub(crate) struct WasmFilter {
@@ -25,18 +29,12 @@ pub(crate) struct WasmFilter {
     pub plugin: crate::filter::PluginInfo,
 }
 
-/// Headers that describe the framing of one hop: the proxy sets them from the body it
-/// sends, so a guest's copy (possibly wrong) is dropped rather than sent.
-fn is_framing(name: &HeaderName) -> bool {
-    name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING
-}
-
 /// Turns a guest's reply into a response, or a [`FilterError`] of the guest's-fault kind
 /// (the status is not a final one, a header is not valid HTTP, the body is over
 /// `body_limit`). Pure, so the property tests can feed it anything.
 pub(crate) fn reply(reply: Reply, body_limit: usize) -> Result<Response<Body>, FilterError> {
     if reply.body.len() > body_limit {
-        return Err(FilterError::LimitExceeded("body"));
+        return Err(FilterError::LimitExceeded(Limit::Body));
     }
     // 1xx are not final answers (hyper would treat a 101 as an upgrade); HTTP has no
     // status above 599 (RFC 9110, section 15).
@@ -50,7 +48,9 @@ pub(crate) fn reply(reply: Reply, body_limit: usize) -> Result<Response<Body>, F
             .map_err(|_| FilterError::Invalid(format!("replied with invalid header name {name:?}")))?;
         let value = HeaderValue::from_str(&value)
             .map_err(|_| FilterError::Invalid(format!("replied with an invalid value for header {name}")))?;
-        if !is_framing(&name) {
+        // The proxy sets these from what it sends (the one header policy), so a guest's
+        // copy, often passed on from a service's answer, is dropped rather than sent.
+        if !header_policy::refuses(&name) {
             headers.append(name, value);
         }
     }
@@ -61,28 +61,32 @@ pub(crate) fn reply(reply: Reply, body_limit: usize) -> Result<Response<Body>, F
 }
 
 /// Turns a guest's request-phase decision into the chain's, resolving a reroute's
-/// cluster here, where the guest can be blamed by name, to the config's own `Arc` (no
-/// allocation).
+/// cluster here, the one place it is resolved, where the guest can be blamed by name:
+/// the chain gets this config version's own `Arc<Cluster>` (no allocation, no second
+/// lookup).
 pub(crate) fn decide_request(
-    decision: RequestDecision,
+    decision: WitRequestDecision,
     body_limit: usize,
     clusters: &Clusters,
-) -> Result<Decision, FilterError> {
+) -> Result<RequestDecision, FilterError> {
     match decision {
-        RequestDecision::Continue => Ok(Decision::Continue),
-        RequestDecision::Respond(answer) => reply(answer, body_limit).map(Decision::Respond),
-        RequestDecision::Reroute(cluster) => match clusters.get_key_value(cluster.as_str()) {
-            Some((name, _)) => Ok(Decision::Reroute(name.clone())),
+        WitRequestDecision::Continue => Ok(RequestDecision::Continue),
+        WitRequestDecision::Respond(answer) => reply(answer, body_limit).map(RequestDecision::Respond),
+        WitRequestDecision::Reroute(cluster) => match clusters.get(cluster.as_str()) {
+            Some(found) => Ok(RequestDecision::Reroute(found.clone())),
             None => Err(FilterError::Invalid(format!("rerouted to unknown cluster {cluster:?}"))),
         },
     }
 }
 
 /// Turns a guest's response-phase decision into the chain's.
-pub(crate) fn decide_response(decision: ResponseDecision, body_limit: usize) -> Result<Decision, FilterError> {
+pub(crate) fn decide_response(
+    decision: WitResponseDecision,
+    body_limit: usize,
+) -> Result<ResponseDecision, FilterError> {
     match decision {
-        ResponseDecision::Continue => Ok(Decision::Continue),
-        ResponseDecision::Respond(answer) => reply(answer, body_limit).map(Decision::Respond),
+        WitResponseDecision::Continue => Ok(ResponseDecision::Continue),
+        WitResponseDecision::Respond(answer) => reply(answer, body_limit).map(ResponseDecision::Respond),
     }
 }
 
@@ -95,7 +99,11 @@ impl WasmFilter {
         err
     }
 
-    async fn request_phase(&self, req: &mut FilterRequest, ctx: &mut RequestCtx) -> Result<Decision, FilterError> {
+    async fn request_phase(
+        &self,
+        req: &mut FilterRequest,
+        ctx: &mut RequestCtx,
+    ) -> Result<RequestDecision, FilterError> {
         // Held until the instance is back in the pool (or dropped).
         let _turn = self.admission.enter(false).await?;
         let mut instance = self.pool.acquire().await?;
@@ -121,7 +129,11 @@ impl WasmFilter {
         }
     }
 
-    async fn response_phase(&self, resp: &mut FilterResponse, ctx: &mut RequestCtx) -> Result<Decision, FilterError> {
+    async fn response_phase(
+        &self,
+        resp: &mut FilterResponse,
+        ctx: &mut RequestCtx,
+    ) -> Result<ResponseDecision, FilterError> {
         let _turn = self.admission.enter(true).await?;
         let mut instance = self.pool.acquire().await?;
         let state = instance.store.data_mut();
@@ -152,11 +164,11 @@ impl Filter for WasmFilter {
         &self.name
     }
 
-    fn on_request<'a>(&'a self, req: &'a mut FilterRequest, ctx: &'a mut RequestCtx) -> PhaseFuture<'a> {
+    fn on_request<'a>(&'a self, req: &'a mut FilterRequest, ctx: &'a mut RequestCtx) -> RequestFuture<'a> {
         Box::pin(async move { self.request_phase(req, ctx).await.map_err(|e| self.fail("request", e)) })
     }
 
-    fn on_response<'a>(&'a self, resp: &'a mut FilterResponse, ctx: &'a mut RequestCtx) -> PhaseFuture<'a> {
+    fn on_response<'a>(&'a self, resp: &'a mut FilterResponse, ctx: &'a mut RequestCtx) -> ResponseFuture<'a> {
         Box::pin(async move {
             self.response_phase(resp, ctx)
                 .await

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use wasmtime::{ResourceLimiter, Store, StoreContextMut, Trap, UpdateDeadline};
 
 use super::state::HostState;
-use crate::filter::FilterError;
+use crate::filter::{FilterError, Limit};
 
 /// How often the engine's epoch advances. The CPU budget is enforced to within about
 /// one tick; a tick costs the ticker thread one wake-up and the guest nothing (the check
@@ -17,11 +17,11 @@ use crate::filter::FilterError;
 pub(crate) const TICK: Duration = Duration::from_millis(1);
 
 /// Which limit a guest ran into during the current call, if any.
-pub(crate) type LimitHit = Option<&'static str>;
+pub(crate) type LimitHit = Option<Limit>;
 
 /// The memory limit of one instance. Unlike `StoreLimits` it records that the limit was
 /// hit, so the trap that usually follows (Rust aborts on allocation failure) is reported
-/// as `LimitExceeded("memory")` rather than as an unexplained `unreachable`.
+/// as `LimitExceeded(Limit::Memory)` rather than as an unexplained `unreachable`.
 pub(crate) struct Limiter {
     memory: usize,
     pub hit: LimitHit,
@@ -57,7 +57,7 @@ impl ResourceLimiter for Limiter {
         if desired > self.memory {
             // Refuse the growth (memory.grow returns -1, as on a real out-of-memory);
             // the guest may cope, and if it traps instead the trap is blamed on memory.
-            self.hit = Some("memory");
+            self.hit = Some(Limit::Memory);
             return Ok(false);
         }
         self.grown = self.grown.max(desired);
@@ -171,7 +171,7 @@ pub(crate) fn install(store: &mut Store<HostState>) {
         let data = ctx.data_mut();
         let used = data.budget.used();
         if used >= data.budget.allowed {
-            data.limiter.hit = Some("cpu");
+            data.limiter.hit = Some(Limit::Cpu);
             return Ok(UpdateDeadline::Interrupt);
         }
         data.budget.slices.yielding();
@@ -189,7 +189,7 @@ pub(crate) fn classify(err: &wasmtime::Error, state: &mut HostState) -> FilterEr
     }
     let stderr = state.stderr.take_tail();
     let what = match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => return FilterError::LimitExceeded("cpu"),
+        Some(Trap::Interrupt) => return FilterError::LimitExceeded(Limit::Cpu),
         Some(trap) => trap.to_string(),
         // Not a trap, so not the guest's doing as far as the host can tell: the instance
         // pool is exhausted, or a host function failed. Classed as the host's, which
@@ -223,6 +223,6 @@ mod tests {
         // A refused growth is not held.
         let mut limiter = Limiter::new(16 << 20);
         assert!(!limiter.memory_growing(0, 32 << 20, None).expect("refuse"));
-        assert_eq!((limiter.grown, limiter.hit), (0, Some("memory")));
+        assert_eq!((limiter.grown, limiter.hit), (0, Some(Limit::Memory)));
     }
 }

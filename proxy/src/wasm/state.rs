@@ -8,13 +8,13 @@ use http::{request, response};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::callout::CalloutTransport;
-use super::kv::KvSpace;
+use super::host::callout::CalloutTransport;
+use super::host::metrics::{MetricCache, MetricNames};
+use super::host::stdio::GuestOutput;
 use super::limits::{Budget, Limiter};
-use super::metrics::{MetricCache, MetricNames};
 use super::output::LogBudget;
-use super::stdio::GuestOutput;
 use crate::filter::{Context, RequestCtx};
+use crate::kv::KvSpace;
 use crate::metrics::Metrics;
 use crate::upstream::Clusters;
 

@@ -26,6 +26,8 @@
 //! - `x-cap-fields: 1`              sets `x-fields-multi` (every `x-multi` value, joined
 //!   by `,`), `x-fields-has-multi`, `x-fields-count` (entries) and `x-fields-framing` (the
 //!   error setting `content-length`)
+//! - `x-cap-fields-set: <name>`     sets `x-fields-set` (setting `<name>` on the request:
+//!   `ok` or the error) and `x-fields-own-set` (the same on a new list, a callout's)
 //! - `x-cap-fields-leak: <n>`       makes n header lists and never drops them (the host
 //!   allows 64 at once: more traps)
 //! - `x-cap-ctx-set: <key>=<value>` stores a context value; sets `x-ctx-set: ok|<err>`
@@ -249,6 +251,12 @@ impl Filter for Capabilities {
         }
         if req.header("x-cap-fields").is_some() {
             fields(req);
+        }
+        if let Some(name) = req.header("x-cap-fields-set") {
+            let on_request = outcome(req.headers().set(&name, "1"));
+            let own = outcome(weft_sdk::Fields::new().set(&name, "1"));
+            let _ = req.set_header("x-fields-set", &on_request);
+            let _ = req.set_header("x-fields-own-set", &own);
         }
         if let Some(n) = req.header("x-cap-fields-leak").and_then(|n| n.parse::<usize>().ok()) {
             for _ in 0..n {

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, header};
 use proptest::prelude::*;
 
-use super::{Reply, RequestDecision, ResponseDecision, decide_request, decide_response, reply};
+use super::{Reply, WitRequestDecision, WitResponseDecision, decide_request, decide_response, reply};
 use crate::config::Config;
-use crate::filter::{Decision, FilterError};
+use crate::filter::{FilterError, Limit, RequestDecision, ResponseDecision};
 use crate::upstream::{Cluster, Clusters};
 
 fn config() -> ProptestConfig {
@@ -25,12 +25,17 @@ fn config() -> ProptestConfig {
     }
 }
 
-/// Header names: valid tokens (either case), framing headers, and anything at all.
+/// Header names: valid tokens (either case), the ones only the proxy sets (either case),
+/// and anything at all.
 fn name() -> impl Strategy<Value = String> {
     prop_oneof![
         4 => "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,24}",
         1 => Just("content-length".to_owned()),
         1 => Just("Transfer-Encoding".to_owned()),
+        2 => (0..crate::header_policy::REFUSED.len(), any::<bool>()).prop_map(|(i, upper)| {
+            let name = crate::header_policy::REFUSED[i].as_str();
+            if upper { name.to_ascii_uppercase() } else { name.to_owned() }
+        }),
         2 => any::<String>(),
         1 => "[\\x00-\\x20:\\x7f]{0,4}",
     ]
@@ -66,8 +71,9 @@ fn limit() -> impl Strategy<Value = usize> {
     prop_oneof![Just(0usize), Just(1024), Just(1 << 20)]
 }
 
-fn is_framing(name: &str) -> bool {
-    name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")
+/// A name the one header policy keeps to the proxy: a reply loses it.
+fn is_refused(name: &str) -> bool {
+    HeaderName::from_bytes(name.as_bytes()).is_ok_and(|n| crate::header_policy::refuses(&n))
 }
 
 fn clusters() -> Clusters {
@@ -96,7 +102,8 @@ proptest! {
                 prop_assert!(input.body.len() <= limit);
                 prop_assert!(!resp.headers().contains_key(header::CONTENT_LENGTH));
                 prop_assert!(!resp.headers().contains_key(header::TRANSFER_ENCODING));
-                let kept: Vec<_> = input.headers.iter().filter(|(n, _)| !is_framing(n)).collect();
+                prop_assert!(resp.headers().keys().all(|n| !crate::header_policy::refuses(n)));
+                let kept: Vec<_> = input.headers.iter().filter(|(n, _)| !is_refused(n)).collect();
                 prop_assert_eq!(resp.headers().len(), kept.len());
                 for (n, v) in kept {
                     prop_assert!(!v.contains(['\r', '\n', '\0']), "a control character got through in {:?}", v);
@@ -112,7 +119,7 @@ proptest! {
                 });
                 let bad_status = !(200..600).contains(&input.status);
                 match e {
-                    FilterError::LimitExceeded("body") => prop_assert!(input.body.len() > limit),
+                    FilterError::LimitExceeded(Limit::Body) => prop_assert!(input.body.len() > limit),
                     FilterError::Invalid(_) => prop_assert!(bad_status || bad_header),
                     other => prop_assert!(false, "unexpected error kind {other:?}"),
                 }
@@ -125,10 +132,10 @@ proptest! {
         target in prop_oneof![Just("web".to_owned()), Just("canary".to_owned()), any::<String>()],
     ) {
         let clusters = clusters();
-        match decide_request(RequestDecision::Reroute(target.clone()), 1024, &clusters) {
-            Ok(Decision::Reroute(name)) => {
-                let (config_name, _) = clusters.get_key_value(target.as_str()).expect("known cluster");
-                prop_assert!(Arc::ptr_eq(&name, config_name), "the config's own name, not a copy");
+        match decide_request(WitRequestDecision::Reroute(target.clone()), 1024, &clusters) {
+            Ok(RequestDecision::Reroute(cluster)) => {
+                let config_cluster = clusters.get(target.as_str()).expect("known cluster");
+                prop_assert!(Arc::ptr_eq(&cluster, config_cluster), "the config's own cluster, not a copy");
             }
             Ok(_) => prop_assert!(false, "a reroute stays a reroute"),
             Err(e) => {
@@ -143,12 +150,12 @@ proptest! {
 fn continue_and_respond_decide_as_the_guest_said() {
     let clusters = clusters();
     assert!(matches!(
-        decide_request(RequestDecision::Continue, 0, &clusters),
-        Ok(Decision::Continue)
+        decide_request(WitRequestDecision::Continue, 0, &clusters),
+        Ok(RequestDecision::Continue)
     ));
     assert!(matches!(
-        decide_response(ResponseDecision::Continue, 0),
-        Ok(Decision::Continue)
+        decide_response(WitResponseDecision::Continue, 0),
+        Ok(ResponseDecision::Continue)
     ));
     let teapot = Reply {
         status: 418,
@@ -158,8 +165,8 @@ fn continue_and_respond_decide_as_the_guest_said() {
         ],
         body: b"short".to_vec(),
     };
-    match decide_request(RequestDecision::Respond(teapot.clone()), 1024, &clusters) {
-        Ok(Decision::Respond(resp)) => {
+    match decide_request(WitRequestDecision::Respond(teapot.clone()), 1024, &clusters) {
+        Ok(RequestDecision::Respond(resp)) => {
             assert_eq!(resp.status(), 418);
             assert_eq!(resp.headers()["x-why"], "because");
             assert!(
@@ -175,11 +182,11 @@ fn continue_and_respond_decide_as_the_guest_said() {
         body: vec![],
     };
     assert!(matches!(
-        decide_response(ResponseDecision::Respond(teapot), 1024),
-        Ok(Decision::Respond(_))
+        decide_response(WitResponseDecision::Respond(teapot), 1024),
+        Ok(ResponseDecision::Respond(_))
     ));
     assert!(matches!(
-        decide_response(ResponseDecision::Respond(switch), 0),
+        decide_response(WitResponseDecision::Respond(switch), 0),
         Err(FilterError::Invalid(_))
     ));
 }

@@ -1,9 +1,9 @@
 //! Host side of `weft:filter/context`: the request's values (see
 //! [`crate::filter::context`]), moved into the store for each phase call.
 
-use super::bindings::ContextError;
-use super::bindings::context::Host;
-use super::state::HostState;
+use crate::wasm::bindings::ContextError;
+use crate::wasm::bindings::context::Host;
+use crate::wasm::state::HostState;
 
 impl Host for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {

@@ -3,7 +3,7 @@
 //! The guest only ever holds *borrowed* `request` and `response` handles, which the
 //! component model revokes when the phase call returns, so such a handle always means
 //! "the request (or response) of the phase in progress" and needs no table entry: its
-//! value is ignored and the state lives in [`Phase`](super::state::Phase).
+//! value is ignored and the state lives in [`Phase`](crate::wasm::state::Phase).
 //!
 //! A `fields` is owned by the guest and lives in the store's resource table: either a
 //! view of the phase's request or response headers (what `headers()` returns, so a write
@@ -12,14 +12,16 @@
 //! loop must hit a limit, not the host's allocator.
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use wasmtime::component::Resource;
 
-use super::bindings::HeaderError;
-use super::bindings::types::{Host, HostFields, HostRequest, HostResponse};
-use super::limits::LimitHit;
-use super::state::HostState;
+use crate::filter::Limit;
+use crate::header_policy::{self, NameError};
+use crate::wasm::bindings::HeaderError;
+use crate::wasm::bindings::types::{Host, HostFields, HostRequest, HostResponse};
+use crate::wasm::limits::LimitHit;
+use crate::wasm::state::HostState;
 
 /// The type behind `borrow<request>` handles.
 pub struct RequestHandle;
@@ -39,12 +41,14 @@ pub enum Fields {
 /// Most `fields` a guest may hold at once.
 pub const MAX_LIVE_FIELDS: usize = 64;
 
-/// Parses a guest's header; the framing headers are the proxy's to set.
+/// Parses a guest's header through the one header policy: the names only the proxy sets
+/// are `forbidden`, for a phase's message and a callout's own list alike.
 fn parse(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), HeaderError> {
-    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| HeaderError::InvalidName(name.to_owned()))?;
-    if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
-        return Err(HeaderError::Forbidden(name.as_str().to_owned()));
-    }
+    let name = match header_policy::writable(name) {
+        Ok(name) => name,
+        Err(NameError::Invalid) => return Err(HeaderError::InvalidName(name.to_owned())),
+        Err(NameError::Refused) => return Err(HeaderError::Forbidden(name.to_ascii_lowercase())),
+    };
     let value = HeaderValue::from_str(value).map_err(|_| HeaderError::InvalidValue(name.as_str().to_owned()))?;
     Ok((name, value))
 }
@@ -63,7 +67,7 @@ impl HostState {
     /// Makes a new `fields` handle, or fails the phase when the guest holds too many.
     pub(crate) fn new_fields(&mut self, fields: Fields) -> wasmtime::Result<Resource<Fields>> {
         if self.live_fields >= MAX_LIVE_FIELDS {
-            self.limiter.hit = Some("fields");
+            self.limiter.hit = Some(Limit::Fields);
             return Err(wasmtime::Error::msg(format!(
                 "the filter holds {MAX_LIVE_FIELDS} header lists (fields) without dropping them"
             )));
@@ -144,11 +148,8 @@ impl HostFields for HostState {
 
     fn delete(&mut self, fields: Resource<Fields>, name: String) -> wasmtime::Result<()> {
         let map = self.fields(&fields)?;
-        // An invalid name cannot be present, and the framing headers are the proxy's.
-        if let Ok(name) = HeaderName::from_bytes(name.as_bytes())
-            && name != CONTENT_LENGTH
-            && name != TRANSFER_ENCODING
-        {
+        // An invalid name cannot be present, and the refused ones are the proxy's.
+        if let Ok(name) = header_policy::writable(&name) {
             map.remove(name);
         }
         Ok(())
@@ -177,7 +178,7 @@ fn set_body(
         ));
     }
     if body.len() > limit {
-        *hit = Some("body");
+        *hit = Some(Limit::Body);
         return Err(wasmtime::Error::msg(format!(
             "body of {} bytes is over the filter's limit of {limit}",
             body.len()

@@ -23,10 +23,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::bindings::metrics::Host;
-use super::output::Bucket;
-use super::state::HostState;
 use crate::metrics::{GuestLabels, Metrics, RejectLabels};
+use crate::wasm::bindings::metrics::Host;
+use crate::wasm::output::Bucket;
+use crate::wasm::state::HostState;
 
 /// Distinct names one filter may use per kind, across all its instances.
 pub(crate) const MAX_NAMES: usize = 64;
@@ -286,7 +286,7 @@ fn resolve<'a, M>(
     cache: &'a mut HashMap<String, M>,
     name: String,
     kind: Kind,
-    state: &super::state::FilterShared,
+    state: &crate::wasm::state::FilterShared,
     make: impl FnOnce(&GuestLabels) -> M,
 ) -> Option<&'a M> {
     if !cache.contains_key(&name) {
@@ -311,7 +311,7 @@ fn resolve_labelled<'a, M>(
     cache: &'a mut HashMap<SeriesKey, M>,
     mut key: SeriesKey,
     kind: Kind,
-    state: &super::state::FilterShared,
+    state: &crate::wasm::state::FilterShared,
     make: impl FnOnce(&GuestLabels) -> M,
 ) -> Option<&'a M> {
     // Sorted in place (no allocation), and only a list short enough to be admitted: the

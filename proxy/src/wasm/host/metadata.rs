@@ -1,7 +1,7 @@
 //! Host side of `weft:filter/metadata`: the facts of the request in progress.
 
-use super::bindings::metadata::Host;
-use super::state::HostState;
+use crate::wasm::bindings::metadata::Host;
+use crate::wasm::state::HostState;
 
 impl Host for HostState {
     fn client_address(&mut self) -> wasmtime::Result<String> {

@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-use super::output::escape_controls;
-use super::state::FilterShared;
+use crate::wasm::output::escape_controls;
+use crate::wasm::state::FilterShared;
 
 /// Bytes of output kept: a panic message and its location fit comfortably.
 const TAIL: usize = 1024;

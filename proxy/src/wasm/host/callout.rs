@@ -8,16 +8,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
-use http::header::{CONTENT_LENGTH, HOST, HeaderValue, TRANSFER_ENCODING};
+use http::header::{HOST, HeaderValue};
 use http_body_util::{BodyExt, Limited};
 
-use super::bindings::callout::Host;
-use super::bindings::callout::Pending;
-use super::bindings::{CalloutError, CalloutRequest, CalloutResponse};
 use super::http::Fields;
-use super::state::{FilterShared, HostState};
 use crate::body::Body;
+use crate::header_policy;
 use crate::upstream::{UpstreamError, error_chain};
+use crate::wasm::bindings::callout::Host;
+use crate::wasm::bindings::callout::Pending;
+use crate::wasm::bindings::{CalloutError, CalloutRequest, CalloutResponse};
+use crate::wasm::state::{FilterShared, HostState};
 
 /// The longest a guest may wait for one callout, whatever it asks for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(30);
@@ -257,14 +258,13 @@ fn request(
         .body(Body::full(body))
         .map_err(|e| CalloutError::InvalidRequest(format!("{method} {path}: {e}")))?;
     *request.headers_mut() = headers;
-    // A guest may pass a request's own headers on: their framing described another body.
-    request.headers_mut().remove(CONTENT_LENGTH);
-    request.headers_mut().remove(TRANSFER_ENCODING);
-    // The cluster's client does not set Host (the proxy forwards the client's).
-    if !request.headers().contains_key(HOST) {
-        let host = HeaderValue::from_str(cluster).unwrap_or(HeaderValue::from_static("weft"));
-        request.headers_mut().insert(HOST, host);
-    }
+    // A guest may pass a request's own headers on (its `fields` refuse the rest): their
+    // framing, hop and authority described another message, so the one header policy's
+    // names go and the callout names its own cluster as Host (the cluster's client does
+    // not set one: the proxy forwards the client's).
+    header_policy::strip_refused(request.headers_mut());
+    let host = HeaderValue::from_str(cluster).unwrap_or(HeaderValue::from_static("weft"));
+    request.headers_mut().insert(HOST, host);
     Ok(request)
 }
 
@@ -311,5 +311,29 @@ impl Host for HostState {
             )))
         }));
         Ok(answers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    /// A guest may hand a request's own headers to a callout (its `fields` refuse only
+    /// what is set through them): none of the names the proxy keeps to itself goes out,
+    /// and the Host is the callout's cluster.
+    #[test]
+    fn a_callout_sends_none_of_the_refused_headers_it_was_handed() {
+        let mut handed = HeaderMap::new();
+        for name in &crate::header_policy::REFUSED {
+            handed.insert(name.clone(), HeaderValue::from_static("client's"));
+        }
+        handed.insert("x-keep", HeaderValue::from_static("1"));
+        let request = request("auth", "POST", "/check", handed, b"{}".to_vec(), 1024).expect("valid");
+        let headers = request.headers();
+        assert_eq!(headers.get(HOST).map(|h| h.as_bytes()), Some(&b"auth"[..]));
+        assert_eq!(headers.get("x-keep").map(|h| h.as_bytes()), Some(&b"1"[..]));
+        assert_eq!(headers.len(), 2, "{headers:?}");
     }
 }

@@ -2,10 +2,10 @@
 //! the filter's name, within the filter's log budget, control characters escaped (see
 //! `output`).
 
-use super::bindings::Level;
-use super::bindings::log::Host;
-use super::output::escape_controls;
-use super::state::HostState;
+use crate::wasm::bindings::Level;
+use crate::wasm::bindings::log::Host;
+use crate::wasm::output::escape_controls;
+use crate::wasm::state::HostState;
 
 /// A guest message longer than this is cut: a log line, not a data channel.
 const MAX_MESSAGE: usize = 8 * 1024;

@@ -26,8 +26,8 @@ use redis::{Client, FromRedisValue, IntoConnectionInfo};
 
 use prometheus_client::metrics::counter::Counter as EvictionCounter;
 
-use super::kv::{KvError, KvFuture, KvQuota, KvSpace, KvStore};
-use crate::config::redact_urls;
+use super::{KvError, KvFuture, KvQuota, KvSpace, KvStore};
+use crate::config::redact::urls as redact_urls;
 use crate::metrics::{KvLabels, Metrics};
 
 /// Checks a `redis://` URL the way [`RedisKv::new`] will use it (for config validation).
