@@ -11,10 +11,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-use crate::filter::FailureMode;
-
 mod admin;
 mod cluster;
+mod kv;
 mod limits;
 mod observe;
 pub(crate) mod redact;
@@ -25,8 +24,11 @@ pub use cluster::{
     BreakerConfig, ClusterConfig, EndpointConfig, HashOnConfig, HealthCheckConfig, LbPolicy, MAX_WEIGHT, OutlierConfig,
     RetryConfig, UpstreamProtocol, UpstreamTlsConfig, split_host_port,
 };
+pub use kv::check_redis_url;
 pub use limits::{DEFAULT_MEMORY, LimitsConfig};
-pub use observe::{AccessLogConfig, OtlpProtocol, TracingConfig};
+pub use observe::{
+    ACCESS_LOG_FIELDS, AccessLogConfig, AccessLogFormat, AccessLogPiece, OtlpProtocol, TracingConfig,
+};
 pub use redact::urls as redact_urls;
 pub use route::{
     CorsConfig, DirectResponseConfig, HeaderEditsConfig, MatchConfig, MirrorConfig, MirrorsConfig, PatternConfig,
@@ -284,6 +286,20 @@ pub struct FilterConfig {
     pub limits: LimitsConfig,
 }
 
+/// What happens to a request when one of its filters fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Answer 500 with a generic body (the default: a broken auth filter must not let
+    /// requests through).
+    #[default]
+    Closed,
+    /// Log, count, and carry on as if the filter had continued — for the filter's own
+    /// faults only (a trap, a limit hit, an invalid decision). A host-side failure
+    /// (`FilterError::is_guest_fault` false) still fails the request.
+    Open,
+}
+
 mod defaults {
     use std::time::Duration;
     pub fn drain_timeout() -> Duration {
@@ -468,7 +484,7 @@ impl Config {
             let k = kv.get_ref();
             let problem = match (k.backend, &k.url) {
                 (KvBackend::Redis, None) => Some("backend = \"redis\" needs url = \"redis://host:port\"".to_owned()),
-                (KvBackend::Redis, Some(url)) => crate::wasm::check_redis_url(url).err(),
+                (KvBackend::Redis, Some(url)) => check_redis_url(url).err(),
                 (KvBackend::Local, Some(_)) => Some("url is only for backend = \"redis\"".to_owned()),
                 (KvBackend::Local, None) => None,
             };

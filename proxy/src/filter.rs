@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{Response, request, response};
 
 use crate::body::Body;
+use crate::config::FailureMode;
 
 pub mod context;
 pub mod headers;
@@ -211,20 +212,6 @@ pub struct PluginInfo {
     pub wit: String,
     /// Seconds since the Unix epoch.
     pub loaded_at: u64,
-}
-
-/// What happens to a request when one of its filters fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureMode {
-    /// Answer 500 with a generic body (the default: a broken auth filter must not let
-    /// requests through).
-    #[default]
-    Closed,
-    /// Log, count, and carry on as if the filter had continued — for the filter's own
-    /// faults only (a trap, a limit hit, an invalid decision). A host-side failure
-    /// ([`FilterError::is_guest_fault`] false) still fails the request.
-    Open,
 }
 
 /// A filter as placed in a route's chain.

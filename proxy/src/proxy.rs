@@ -18,8 +18,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::body::Body;
-use crate::config::UpstreamProtocol;
-use crate::filter::{ChainEntry, Decision, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx};
+use crate::config::{FailureMode, UpstreamProtocol};
+use crate::filter::{ChainEntry, Decision, FilterError, FilterRequest, FilterResponse, RequestCtx};
 use crate::forward::{self, ConnInfo};
 use crate::front::{self, ClientBodyFault, Refusal};
 use crate::metrics::UpstreamFailure;

@@ -38,7 +38,7 @@ mod state;
 mod stdio;
 mod version;
 
-pub use self::redis::{RedisKv, check_url as check_redis_url};
+pub use self::redis::RedisKv;
 pub use callout::{CalloutFailure, CalloutTransport, CannedAnswer, CannedCallouts, SentCallout};
 pub use kv::{KvFuture, KvQuota, KvSpace, KvStore, LocalKv, LocalSpace};
 pub use pool::InstanceReuse;

@@ -82,7 +82,7 @@ impl AccessLogConfig {
         if self.buffer == 0 {
             return Err("[access_log] buffer must be more than zero".to_owned());
         }
-        crate::observe::access_log::Format::parse(&self.format).map(|_| ())
+        AccessLogFormat::parse(&self.format).map(|_| ())
     }
 }
 
@@ -165,6 +165,91 @@ pub(super) fn check(config: &super::Config) -> Result<(), super::ConfigError> {
         }
     }
     Ok(())
+}
+
+/// The fields a format string may name, as `%name%`; the JSON keys are the same.
+pub const ACCESS_LOG_FIELDS: &[&str] = &[
+    "time",
+    "client",
+    "listener",
+    "method",
+    "authority",
+    "path",
+    "protocol",
+    "status",
+    "flags",
+    "answered_by",
+    "upstream",
+    "duration_ms",
+    "upstream_ms",
+    "filter_ms",
+    "bytes_received",
+    "bytes_sent",
+    "route",
+    "trace_id",
+];
+
+/// How access-log records are written: parsed here so that a bad format fails the config.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessLogFormat {
+    /// One JSON object a line.
+    Json,
+    /// Literal text and fields, in order.
+    Template(Vec<AccessLogPiece>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessLogPiece {
+    Text(String),
+    Field(usize),
+}
+
+impl AccessLogFormat {
+    /// `"json"`, or text with `%field%` placeholders (`%%` is a literal `%`).
+    pub fn parse(text: &str) -> Result<AccessLogFormat, String> {
+        if text == "json" {
+            return Ok(AccessLogFormat::Json);
+        }
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find('%') {
+            literal.push_str(&rest[..start]);
+            let after = &rest[start + 1..];
+            let end = after.find('%').ok_or_else(|| {
+                format!(
+                    "[access_log] format: a `%` at byte {} is never closed",
+                    text.len() - rest.len() + start
+                )
+            })?;
+            let name = &after[..end];
+            if name.is_empty() {
+                literal.push('%');
+            } else {
+                let field = ACCESS_LOG_FIELDS.iter().position(|f| *f == name).ok_or_else(|| {
+                    format!(
+                        "[access_log] format: unknown field %{name}% (known: {})",
+                        ACCESS_LOG_FIELDS.join(", ")
+                    )
+                })?;
+                if !literal.is_empty() {
+                    pieces.push(AccessLogPiece::Text(std::mem::take(&mut literal)));
+                }
+                pieces.push(AccessLogPiece::Field(field));
+            }
+            rest = &after[end + 1..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            pieces.push(AccessLogPiece::Text(literal));
+        }
+        if !pieces.iter().any(|p| matches!(p, AccessLogPiece::Field(_))) {
+            return Err(
+                "[access_log] format names no field: write \"json\" or e.g. \"%method% %path% %status%\"".to_owned(),
+            );
+        }
+        Ok(AccessLogFormat::Template(pieces))
+    }
 }
 
 #[cfg(test)]
