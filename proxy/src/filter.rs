@@ -61,7 +61,7 @@ pub struct RequestCtx {
     /// filter). Empty, it allocates nothing.
     pub context: Context,
     /// The request's trace id, when tracing is on.
-    pub trace_id: Option<crate::observe::TraceId>,
+    pub trace_id: Option<opentelemetry::trace::TraceId>,
 }
 
 impl RequestCtx {

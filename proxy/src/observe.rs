@@ -10,8 +10,8 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -27,16 +27,12 @@ use crate::filter::{Decision, FilterError};
 use crate::forward::ConnInfo;
 use crate::metrics::Metrics;
 use crate::respond::ProxyError;
-use crate::upstream::UpstreamError;
+use crate::upstream::{UpstreamError, UpstreamSlot};
 
 pub mod access_log;
 pub mod trace;
 
 pub use opentelemetry::trace::TraceId;
-
-/// The writer name under which filters read the host's request values
-/// (`context::get-from("weft", "trace-id")`).
-pub const HOST_WRITER: &str = "weft";
 
 /// The process's observers, reconfigured with each config version.
 pub struct Observer {
@@ -261,23 +257,6 @@ struct Record {
     upstream_duration: Option<std::time::Duration>,
     filters: Vec<(Arc<str>, &'static str, std::time::Duration)>,
     received: Option<Arc<AtomicU64>>,
-}
-
-/// Where the cluster notes the endpoint it picked for an attempt (a request extension,
-/// present only when the request is being recorded).
-#[derive(Default)]
-pub struct UpstreamSlot(Mutex<Option<SocketAddr>>);
-
-impl UpstreamSlot {
-    pub fn set(&self, endpoint: SocketAddr) {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(endpoint);
-        }
-    }
-
-    fn get(&self) -> Option<SocketAddr> {
-        self.0.lock().ok().and_then(|slot| *slot)
-    }
 }
 
 /// The start of a filter phase, when recording.

@@ -10,7 +10,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use prometheus_client::metrics::counter::Counter;
 
-use super::cluster::UpstreamError;
+use super::error::UpstreamError;
 use super::pool::PooledBody;
 use crate::body::Body;
 use crate::config::RetryConfig;
@@ -165,7 +165,7 @@ pub fn request(head: &http::request::Parts, body: Body, attempt: u32) -> Request
     *req.uri_mut() = head.uri.clone();
     *req.version_mut() = head.version;
     *req.headers_mut() = head.headers.clone();
-    if let Some(slot) = head.extensions.get::<std::sync::Arc<crate::observe::UpstreamSlot>>() {
+    if let Some(slot) = head.extensions.get::<std::sync::Arc<super::UpstreamSlot>>() {
         req.extensions_mut().insert(slot.clone());
     }
     if let Some(upload) = head.extensions.get::<std::sync::Arc<crate::body::Upload>>() {
