@@ -10,10 +10,33 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-pub use crate::front::Upload;
-use crate::front::{ClientBody, FrontDoor};
-use crate::listen::watchdog::Exchange;
-use crate::upstream::PooledBody;
+mod client;
+mod pooled;
+
+pub use client::{ClientBody, ClientBodyError, ClientBodyFault, Upload};
+pub use pooled::{Checkin, PooledBody};
+
+/// What a connection counts as open while one of its bodies still streams: the listener
+/// must not put the connection at rest until it is released. A trait so that `body` names
+/// nothing of the listener.
+pub trait Release: Send + Sync {
+    fn release(&self);
+}
+
+/// Holds a [`Release`] until dropped.
+pub struct Hold(Arc<dyn Release>);
+
+impl Hold {
+    pub fn new(owner: Arc<dyn Release>) -> Hold {
+        Hold(owner)
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
 
 /// Errors a body can produce while streaming.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -28,7 +51,7 @@ pin_project_lite::pin_project! {
         Client {
             #[pin] inner: ClientBody<hyper::body::Incoming>,
             // Keeps the connection from being put at rest while the body still arrives.
-            receiving: Option<Exchange>,
+            receiving: Option<Hold>,
         },
         /// Fully buffered (a direct answer, or a body a filter asked to see).
         Full { data: Option<Bytes> },
@@ -65,13 +88,10 @@ impl Body {
 }
 
 impl Body {
-    /// A downstream request's body, bounded by the listener's size and idle limits;
-    /// `receiving` is given back when the body ends.
-    pub fn from_client(inner: hyper::body::Incoming, door: &FrontDoor, receiving: Option<Exchange>) -> Self {
-        Body::Client {
-            inner: ClientBody::new(inner, door.max_body_bytes, door.body_idle),
-            receiving,
-        }
+    /// A downstream request's body, bounded by the listener's limits (see
+    /// [`ClientBody::new`]); `receiving` is given back when the body ends.
+    pub fn from_client(inner: ClientBody<hyper::body::Incoming>, receiving: Option<Hold>) -> Self {
+        Body::Client { inner, receiving }
     }
 
     /// Starts following a client's body still to come ([`Upload`]). `None` for any other

@@ -18,10 +18,11 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::body::Body;
+use crate::body::ClientBodyFault;
 use crate::config::{FailureMode, UpstreamProtocol};
 use crate::filter::{ChainEntry, Decision, FilterError, FilterRequest, FilterResponse, RequestCtx};
 use crate::forward::{self, ConnInfo};
-use crate::front::{self, ClientBodyFault, Refusal};
+use crate::front::{self, Refusal};
 use crate::metrics::UpstreamFailure;
 use crate::observe::Recorder;
 use crate::respond::{Dialect, ProxyError, error_response};

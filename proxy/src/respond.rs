@@ -3,8 +3,9 @@
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::Body;
+use crate::body::ClientBodyFault;
 use crate::filter::{FilterError, Overload};
-use crate::front::{ClientBodyFault, Refusal};
+use crate::front::Refusal;
 use crate::grpc::Code;
 use crate::upstream::{Broken, UpstreamError};
 

@@ -14,7 +14,6 @@ mod wait;
 
 pub use cluster::{Cluster, Clusters, Endpoint};
 pub use error::{Broken, UpstreamError, error_chain};
-pub use pool::PooledBody;
 pub use retry::ATTEMPT;
 pub use slot::UpstreamSlot;
 pub use wait::{SetBy, Wait};

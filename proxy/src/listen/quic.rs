@@ -12,10 +12,11 @@ use http_body::{Body as _, Frame};
 use tokio::sync::{mpsc, watch};
 
 use super::accept::{Gate, accept_loop};
+use crate::body::ClientBody;
 use crate::body::{Body, BodyError};
 use crate::config::{ListenerConfig, ListenerTlsConfig};
 use crate::forward::ConnInfo;
-use crate::front::{ClientBody, FrontDoor};
+use crate::front::FrontDoor;
 use crate::state::State;
 use crate::tls::PeerIdentity;
 

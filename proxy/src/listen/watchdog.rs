@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::body::{Hold, Release};
 use crate::config::ListenerTimeouts;
 use crate::metrics::ListenerCounters;
 
@@ -31,7 +32,7 @@ pub struct Activity {
     requests: AtomicU64,
     http2: AtomicBool,
     /// Halves of exchanges not yet over: a request body still arriving, a response whose
-    /// body is not yet all handed to the connection ([`Exchange`]).
+    /// body is not yet all handed to the connection ([`Activity::exchange`]).
     open: AtomicUsize,
     /// The last read found nothing to read (and nothing came since).
     read_pending: AtomicBool,
@@ -64,9 +65,9 @@ impl Activity {
 
     /// A half of an exchange (a request body, a response) that keeps the connection
     /// from being put at rest until it is dropped.
-    pub fn exchange(self: &Arc<Self>) -> Exchange {
+    pub fn exchange(self: &Arc<Self>) -> Hold {
         self.open.fetch_add(1, Ordering::Relaxed);
-        Exchange(self.clone())
+        Hold::new(self.clone())
     }
 
     /// A request asked to switch protocols.
@@ -106,12 +107,10 @@ impl Activity {
     }
 }
 
-/// See [`Activity::exchange`].
-pub struct Exchange(Arc<Activity>);
-
-impl Drop for Exchange {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+/// Ends a [`Activity::exchange`].
+impl Release for Activity {
+    fn release(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -21,11 +21,12 @@ use rustls::pki_types::ServerName;
 use super::balancer::{Balancer, InFlight, Latency, Member, hash};
 use super::error::{Broken, UpstreamError, error_chain};
 use super::health::{self, EndpointHealth, Outlier};
-use super::pool::{ConnLimits, Connector, EndpointPool, PoolError, PooledBody, Replays};
+use super::pool::{ConnLimits, Connector, EndpointPool, PoolError, Replays};
 use super::resolve::{self, Targets};
 use super::retry::{self, RetryPolicy};
 use super::wait::{self, SetBy, Wait};
 use crate::body::Body;
+use crate::body::PooledBody;
 use crate::config::{ClusterConfig, ConfigError, LbPolicy, Source, UpstreamProtocol};
 use crate::metrics::{ClusterCounters, EndpointCounters, Metrics};
 
@@ -472,7 +473,7 @@ impl Cluster {
             Some(Err(PoolError::Overloaded(limit))) => Err(self.overloaded(limit)),
             // The client's body failing broke the exchange, however the connection tells
             // it (over HTTP/2 the upstream's stream is reset and hyper says only that).
-            Some(Err(PoolError::Exchange(e))) => match crate::front::ClientBodyFault::find(Some(&e))
+            Some(Err(PoolError::Exchange(e))) => match crate::body::ClientBodyFault::find(Some(&e))
                 .or_else(|| upload.as_deref().and_then(crate::body::Upload::fault))
             {
                 Some(fault) => Err(UpstreamError::ClientBody(fault)),

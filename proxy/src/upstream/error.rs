@@ -26,7 +26,7 @@ pub enum UpstreamError {
     BadRequest(String),
     /// The exchange failed because the client's body did (too large, too slow, malformed).
     #[error("the client's request body failed: {0}")]
-    ClientBody(crate::front::ClientBodyFault),
+    ClientBody(crate::body::ClientBodyFault),
     /// The cluster's circuit breaker is open; names the limit.
     #[error("cluster {cluster:?} is at its {limit} limit")]
     Overloaded { cluster: Arc<str>, limit: &'static str },

@@ -11,8 +11,8 @@ use http_body_util::{BodyExt, Limited};
 use prometheus_client::metrics::counter::Counter;
 
 use super::error::UpstreamError;
-use super::pool::PooledBody;
 use crate::body::Body;
+use crate::body::PooledBody;
 use crate::config::RetryConfig;
 use crate::metrics::Metrics;
 
@@ -81,7 +81,7 @@ impl RetryPolicy {
         }
         match Limited::new(body, self.max_replay_bytes).collect().await {
             Ok(collected) => Ok((None, Some(collected.to_bytes()))),
-            Err(e) => Err(match crate::front::ClientBodyFault::find(Some(&*e)) {
+            Err(e) => Err(match crate::body::ClientBodyFault::find(Some(&*e)) {
                 Some(fault) => UpstreamError::ClientBody(fault),
                 None => UpstreamError::BadRequest(format!("reading the request body: {e}")),
             }),
