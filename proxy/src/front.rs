@@ -149,7 +149,7 @@ pub fn admit(head: &mut request::Parts, door: &FrontDoor) -> Result<Admitted, Re
     }
     // Stripped now, before any filter: a header a filter sets is never removed because
     // the client named it in `Connection`.
-    let upgrade = crate::forward::arriving_request(head);
+    let upgrade = crate::hop::arriving_request(head);
     Ok(Admitted { upgrade })
 }
 

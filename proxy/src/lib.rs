@@ -7,12 +7,14 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod conn;
 pub mod control;
 pub mod demo;
 pub mod filter;
 pub mod forward;
 pub mod front;
 pub mod grpc;
+pub mod hop;
 pub mod listen;
 pub mod log;
 pub mod metrics;

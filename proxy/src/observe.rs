@@ -23,8 +23,8 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::body::{Body, BodyError};
 use crate::config::{AccessLogConfig, Config, ConfigError, TracingConfig};
+use crate::conn::ConnInfo;
 use crate::filter::{Decision, FilterError};
-use crate::forward::ConnInfo;
 use crate::metrics::Metrics;
 use crate::respond::ProxyError;
 use crate::upstream::{UpstreamError, UpstreamSlot};

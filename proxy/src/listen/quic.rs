@@ -15,7 +15,7 @@ use super::accept::{Gate, accept_loop};
 use crate::body::ClientBody;
 use crate::body::{Body, BodyError};
 use crate::config::{ListenerConfig, ListenerTlsConfig};
-use crate::forward::ConnInfo;
+use crate::conn::ConnInfo;
 use crate::front::FrontDoor;
 use crate::state::State;
 use crate::tls::PeerIdentity;

@@ -22,7 +22,7 @@ use super::rest::{Protocol, ReadReady, Rewind, sniff};
 use super::watchdog::{Activity, Expiry, Watchdog, Watched};
 use crate::body::{Body, BodyError, ClientBody, Hold};
 use crate::config::{ListenerConfig, ListenerLimits, ListenerTimeouts};
-use crate::forward::ConnInfo;
+use crate::conn::ConnInfo;
 use crate::front::FrontDoor;
 use crate::state::State;
 use crate::tls::PeerIdentity;

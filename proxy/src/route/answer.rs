@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 
 use crate::body::Body;
 use crate::config::{DirectResponseConfig, RedirectConfig};
-use crate::forward::ConnInfo;
+use crate::conn::ConnInfo;
 
 pub enum Answer {
     Redirect(Redirect),
