@@ -5,6 +5,7 @@
 //! `state::Runtime` per config version and swapped atomically on reload.
 
 pub mod admin;
+pub mod audit;
 pub mod body;
 pub mod config;
 pub mod conn;

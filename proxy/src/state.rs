@@ -11,8 +11,8 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use serde_json::{Value, json};
 
-use crate::admin::{Access, Audit};
-use crate::config::{Config, ConfigError, KvConfig, ListenerConfig, Source};
+use crate::audit::{Audit, now_rfc3339};
+use crate::config::{AdminConfig, Config, ConfigError, KvConfig, ListenerConfig, Source};
 use crate::filter::headers::HeadersFilter;
 use crate::filter::identity::IdentityFilter;
 use crate::filter::{ChainEntry, Filter, PluginInfo};
@@ -94,8 +94,9 @@ pub struct State {
     reloading: tokio::sync::Mutex<()>,
     /// HTTP/3 endpoints by listener name, handed new TLS configs on reload.
     pub quic_endpoints: std::sync::Mutex<HashMap<String, quinn::Endpoint>>,
-    /// Who may use the admin API; `[admin]` changes need a restart, like listeners.
-    pub admin: Access,
+    /// The `[admin]` the admin listener was started with: changing it needs a restart,
+    /// like listeners.
+    admin: Option<AdminConfig>,
     /// Where config changes and admin calls are recorded (`[admin] audit_log`).
     pub audit: Audit,
     /// The last [`RECENT_RELOADS`] reloads, newest last, as the admin API shows them.
@@ -113,7 +114,6 @@ const RECENT_RELOADS: usize = 32;
 
 impl State {
     pub async fn new(config: &Config, source: ConfigSource) -> anyhow::Result<Arc<State>> {
-        let admin = Access::new(config.admin.as_ref()).map_err(anyhow::Error::msg)?;
         let audit_path = config.admin.as_ref().and_then(|a| a.audit_log.as_deref());
         let audit = Audit::open(audit_path).map_err(anyhow::Error::msg)?;
         let metrics = Arc::new(Metrics::default());
@@ -131,7 +131,7 @@ impl State {
             "plugins": plugin_changes(None, &runtime),
         });
         audit.record(started.clone());
-        started["time"] = json!(crate::admin::now_rfc3339());
+        started["time"] = json!(now_rfc3339());
         let observe = crate::observe::Observer::start(config, &metrics)?;
         Ok(Arc::new(State {
             current: ArcSwap::from_pointee(runtime),
@@ -142,7 +142,7 @@ impl State {
             next_version: AtomicU64::new(2),
             reloading: tokio::sync::Mutex::new(()),
             quic_endpoints: std::sync::Mutex::new(HashMap::new()),
-            admin,
+            admin: config.admin.clone(),
             audit,
             reloads: std::sync::Mutex::new(VecDeque::from([started])),
             started: Instant::now(),
@@ -193,7 +193,7 @@ impl State {
         if recent.len() == RECENT_RELOADS {
             recent.pop_front();
         }
-        record["time"] = json!(crate::admin::now_rfc3339());
+        record["time"] = json!(now_rfc3339());
         recent.push_back(record);
         result
     }
@@ -219,7 +219,7 @@ impl State {
                 .source
                 .error("[kv] differs from the running one: changing the KV store needs a restart"));
         }
-        if !self.admin.same_config(config.admin.as_ref()) {
+        if config.admin != self.admin {
             return Err(config.source.error(
                 "[admin] differs from the running one: changing the admin listener or its token needs a restart",
             ));
@@ -307,7 +307,7 @@ pub async fn build(
         if l.http3 {
             quic.insert(
                 l.name.clone(),
-                crate::listen::quic::server_config(l, settings).map_err(fail)?,
+                crate::tls::quic::server_config(l, settings).map_err(fail)?,
             );
         }
     }
@@ -494,7 +494,10 @@ fn plugin_changes(old: Option<&Runtime>, new: &Runtime) -> Value {
 /// Builds a config version without serving it (`weft check`): every plugin is compiled and
 /// initialised, so what passes here loads at `run`.
 pub async fn check(config: &Config) -> anyhow::Result<String> {
-    Access::new(config.admin.as_ref()).map_err(anyhow::Error::msg)?;
+    if let Some(admin) = &config.admin {
+        // What the admin listener reads at start (`token_file`) must be there.
+        admin.token().map_err(anyhow::Error::msg)?;
+    }
     let metrics = Arc::new(Metrics::default());
     let wasm = WasmHost::new(&config.wasm, metrics.clone())?;
     build(config, 0, &metrics, &wasm, None).await?;

@@ -16,6 +16,7 @@ use sha2::Digest;
 use crate::config::{ClientAuth, ListenerTlsConfig, UpstreamTlsConfig};
 
 pub mod devcert;
+pub mod quic;
 
 /// ring: quick to build, no cmake; every TLS config of the process uses it.
 pub fn provider() -> Arc<CryptoProvider> {
