@@ -239,7 +239,7 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 
 /// The clusters as configured, each with the endpoints serving now (names resolved, files
 /// read) and their health: `endpoints` is live, `configured_endpoints` as written.
-fn live_clusters(runtime: &crate::state::Runtime) -> Value {
+fn live_clusters(runtime: &crate::state::Version) -> Value {
     let mut clusters = runtime.view["clusters"].clone();
     for cluster in clusters.as_array_mut().into_iter().flatten() {
         let Some(live) = cluster["name"].as_str().and_then(|n| runtime.clusters.get(n)) else {

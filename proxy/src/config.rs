@@ -38,7 +38,7 @@ pub use route::{
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
-    pub runtime: RuntimeConfig,
+    pub runtime: ProcessConfig,
     pub admin: Option<AdminConfig>,
     #[serde(default)]
     pub wasm: WasmConfig,
@@ -61,7 +61,9 @@ pub struct Config {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RuntimeConfig {
+/// `[runtime]`: settings of the process (threads, draining, watching files) rather than
+/// of one config version.
+pub struct ProcessConfig {
     /// Worker threads; defaults to the number of cores.
     pub workers: Option<usize>,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
@@ -72,9 +74,9 @@ pub struct RuntimeConfig {
     pub watch: bool,
 }
 
-impl Default for RuntimeConfig {
+impl Default for ProcessConfig {
     fn default() -> Self {
-        RuntimeConfig {
+        ProcessConfig {
             workers: None,
             drain_timeout: defaults::drain_timeout(),
             watch: true,

@@ -2,7 +2,7 @@
 //!
 //! A request's path is `listener` → `proxy` (route, filter chain, cluster) → upstream and
 //! back; `proxy.rs` reads top-down. Everything configurable is built into an immutable
-//! `state::Runtime` per config version and swapped atomically on reload.
+//! `state::Version` per config version and swapped atomically on reload.
 
 pub mod admin;
 pub mod audit;

@@ -99,7 +99,7 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
 }
 
 async fn proxy(
-    runtime: &crate::state::Runtime,
+    runtime: &crate::state::Version,
     route: &Route,
     conn: &ConnInfo,
     mut head: http::request::Parts,
@@ -133,7 +133,7 @@ async fn proxy(
 
 /// The route's filter chain around the upstream, or the upstream alone.
 fn chain<'a>(
-    runtime: &'a crate::state::Runtime,
+    runtime: &'a crate::state::Version,
     route: &'a Route,
     conn: &'a ConnInfo,
     head: http::request::Parts,
@@ -151,7 +151,7 @@ fn chain<'a>(
 
 /// The request and response phases of the route's filter chain around the upstream.
 async fn filtered(
-    runtime: &crate::state::Runtime,
+    runtime: &crate::state::Version,
     route: &Route,
     conn: &ConnInfo,
     head: http::request::Parts,
@@ -262,7 +262,7 @@ async fn filtered(
 /// A filter failed: counted, then fatal for the request (fail-closed) or logged and
 /// skipped (fail-open), in either phase. Only the filter's own fault may be skipped: a
 /// host-side failure always fails the request.
-fn filter_failed(runtime: &crate::state::Runtime, entry: &ChainEntry, error: FilterError) -> Result<(), ProxyError> {
+fn filter_failed(runtime: &crate::state::Version, entry: &ChainEntry, error: FilterError) -> Result<(), ProxyError> {
     runtime.metrics.filter_error(entry.filter.name(), error.kind());
     if entry.on_error == FailureMode::Closed || !error.is_guest_fault() {
         return Err(ProxyError::filter(entry.filter.name(), error));

@@ -29,7 +29,7 @@ use view::{plugin_changes, plugin_labels};
 
 /// One immutable config version, built once and shared by every request that starts
 /// while it is current.
-pub struct Runtime {
+pub struct Version {
     pub version: u64,
     pub router: Router,
     pub clusters: Arc<Clusters>,
@@ -89,7 +89,7 @@ impl ConfigSource {
 
 /// The process-wide state shared by listeners, the admin API and the watcher.
 pub struct State {
-    current: ArcSwap<Runtime>,
+    current: ArcSwap<Version>,
     pub metrics: Arc<Metrics>,
     pub wasm: WasmHost,
     /// The `[kv]` the host's store was made from: changing it needs a restart.
@@ -159,7 +159,7 @@ impl State {
     }
 
     /// The version serving now.
-    pub fn current(&self) -> Arc<Runtime> {
+    pub fn current(&self) -> Arc<Version> {
         self.current.load_full()
     }
 

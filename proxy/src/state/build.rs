@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use http::HeaderValue;
 
-use super::{ListenerSpec, Runtime, filters, view};
+use super::{ListenerSpec, Version, filters, view};
 use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::filter::{ChainEntry, Filter};
 use crate::metrics::{Metrics, RouteCounters};
@@ -42,8 +42,8 @@ pub async fn build(
     version: u64,
     metrics: &Arc<Metrics>,
     wasm: &WasmHost,
-    running: Option<&Runtime>,
-) -> Result<Runtime, ConfigError> {
+    running: Option<&Version>,
+) -> Result<Version, ConfigError> {
     let src = &config.source;
     let mut files = Vec::new();
     let mut clusters = Clusters::new();
@@ -152,7 +152,7 @@ pub async fn build(
         );
     }
 
-    Ok(Runtime {
+    Ok(Version {
         version,
         view: view::view(config, &routes),
         router: Router::new(routes),

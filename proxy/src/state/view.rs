@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::Runtime;
+use super::Version;
 use crate::config::Config;
 use crate::route::Route;
 
@@ -64,7 +64,7 @@ fn match_view(m: &crate::config::MatchConfig) -> Value {
 }
 
 /// (filter, sha256, WIT version) of every plugin of a version, for the info metric.
-pub(super) fn plugin_labels(runtime: &Runtime) -> Vec<(&str, &str, &str)> {
+pub(super) fn plugin_labels(runtime: &Version) -> Vec<(&str, &str, &str)> {
     runtime
         .plugins
         .iter()
@@ -74,7 +74,7 @@ pub(super) fn plugin_labels(runtime: &Runtime) -> Vec<(&str, &str, &str)> {
 
 /// The plugins of `new`, each with the hash it had in `old` when that differs (or the
 /// filter is new), so an audit record shows what a reload changed.
-pub(super) fn plugin_changes(old: Option<&Runtime>, new: &Runtime) -> Value {
+pub(super) fn plugin_changes(old: Option<&Version>, new: &Version) -> Value {
     let before = |name: &str| {
         old.and_then(|o| o.plugins.iter().find(|(n, _)| n == name))
             .map(|(_, p)| p.sha256.clone())
