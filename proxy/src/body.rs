@@ -2,6 +2,7 @@
 //!
 //! An enum rather than a `BoxBody`: the common cases (streaming a peer's body through,
 //! answering with a small buffer, answering with nothing) cost no allocation per request.
+//! The client's bounded body is `client`'s, the pooled upstream body `pooled`'s.
 
 use std::pin::Pin;
 use std::sync::Arc;

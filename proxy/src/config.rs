@@ -1,5 +1,5 @@
 //! The TOML configuration: serde types, parsed once and validated with errors that point
-//! at the offending line. Building the running state from it is `runtime`'s job.
+//! at the offending line. Building a running version from it is `state`'s job.
 
 use std::collections::HashSet;
 use std::fmt;

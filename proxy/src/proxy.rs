@@ -142,7 +142,7 @@ fn chain<'a>(
     rec: &'a mut Recorder,
 ) -> impl Future<Output = Result<Response<Body>, ProxyError>> + 'a {
     if route.filters.is_empty() {
-        return Either::Left(forward(route, None, conn, head, body, on_upgrade, rec));
+        return Either::Left(dispatch(route, None, conn, head, body, on_upgrade, rec));
     }
     // Boxed: the filter chain's state is large, and unboxed every request's future (which
     // hyper moves per request and keeps a box of per connection) would carry it.
@@ -210,7 +210,7 @@ async fn filtered(
                 (None, Some(stream)) => stream,
                 (None, None) => Body::empty(),
             };
-            forward(route, rerouted, conn, req.head, body, on_upgrade, rec).await?
+            dispatch(route, rerouted, conn, req.head, body, on_upgrade, rec).await?
         }
     };
 
@@ -274,7 +274,7 @@ fn filter_failed(runtime: &crate::state::Version, entry: &ChainEntry, error: Fil
 /// Sends the request on: to the cluster a filter rerouted it to, else the route's. A route
 /// with a policy (answers, pins, splits, faults, rewrites, header edits, mirror) takes the
 /// longer, boxed way; a plain route's future is `send`'s own, with no layer added.
-fn forward<'a>(
+fn dispatch<'a>(
     route: &'a Route,
     rerouted: Option<&'a Cluster>,
     conn: &'a ConnInfo,

@@ -108,9 +108,9 @@ pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>
         ));
     }
     if config.runtime.watch {
-        crate::control::spawn(state.clone(), shutdown.clone())?;
+        crate::watch::spawn(state.clone(), shutdown.clone())?;
     }
-    crate::control::reload_on_sighup(state.clone(), shutdown.clone())?;
+    crate::watch::reload_on_sighup(state.clone(), shutdown.clone())?;
     let _ready_file = ready_file.map(|path| ReadyFile::write(path, &bound)).transpose()?;
     sd_notify("READY=1");
 

@@ -1,5 +1,6 @@
-//! TLS: listener configs (SNI, ALPN, client verification), upstream client configs,
-//! identities read from certificates, and development certificates.
+//! TLS: listener configs (SNI, ALPN, client verification), QUIC server configs (`quic`),
+//! upstream client configs, identities read from certificates, and development
+//! certificates.
 
 use std::fmt::Write as _;
 use std::path::Path;
