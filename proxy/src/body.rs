@@ -111,6 +111,19 @@ impl From<PooledBody> for Body {
     }
 }
 
+/// A plain-text answer.
+pub fn text(status: http::StatusCode, body: &'static str) -> http::Response<Body> {
+    let mut resp = http::Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+    resp
+}
+
 impl HttpBody for Body {
     type Data = Bytes;
     type Error = BodyError;
