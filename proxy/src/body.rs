@@ -6,6 +6,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -17,25 +18,22 @@ mod pooled;
 pub use client::{ClientBody, ClientBodyError, ClientBodyFault, Upload};
 pub use pooled::{Checkin, PooledBody};
 
-/// What a connection counts as open while one of its bodies still streams: the listener
-/// must not put the connection at rest until it is released. A trait so that `body` names
-/// nothing of the listener.
-pub trait Release: Send + Sync {
-    fn release(&self);
-}
-
-/// Holds a [`Release`] until dropped.
-pub struct Hold(Arc<dyn Release>);
+/// One of a connection's open exchanges (a request body still arriving, a response still
+/// being sent), counted in `open` until dropped: the listener does not put a connection
+/// at rest while any is open. A bare counter, so that `body` names nothing of the
+/// listener and `Body` stays as small as it was (a thin pointer).
+pub struct Hold(Arc<AtomicUsize>);
 
 impl Hold {
-    pub fn new(owner: Arc<dyn Release>) -> Hold {
-        Hold(owner)
+    pub fn new(open: &Arc<AtomicUsize>) -> Hold {
+        open.fetch_add(1, Ordering::Relaxed);
+        Hold(open.clone())
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.0.release();
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
