@@ -111,13 +111,10 @@ pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>
         crate::watch::spawn(state.clone(), shutdown.clone())?;
     }
     crate::watch::reload_on_sighup(state.clone(), shutdown.clone())?;
-    // Listening for SIGTERM before saying ready: a supervisor may stop Weft the moment it
-    // is told, and a signal that comes before the handler kills the process undrained.
-    let signals = Signals::new()?;
     let _ready_file = ready_file.map(|path| ReadyFile::write(path, &bound)).transpose()?;
     sd_notify("READY=1");
 
-    let signal = signals.wait().await;
+    let signal = wait_for_signal().await?;
     sd_notify("STOPPING=1");
     tracing::info!(signal, drain_timeout = ?config.runtime.drain_timeout, "shutting down: draining in-flight requests");
     let _ = shutdown_tx.send(true);
@@ -158,27 +155,14 @@ async fn bind_listener(l: &ListenerConfig, state: &State) -> anyhow::Result<(Lis
     }
 }
 
-/// SIGTERM and SIGINT, caught from the moment this is made.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> anyhow::Result<Signals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    async fn wait(mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
-    }
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
 }
 
 /// A tokio runtime with the configured number of workers. One worker gets tokio's
