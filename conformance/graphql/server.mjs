@@ -5,13 +5,14 @@
 //
 // `rest` is a plain JSON service for REST-backed fields: GET /products/:id answers
 // {"product": {...}} (404 for an unknown id) with the x-auth header it got as `seenAuth`,
-// GET /reviews?product=:id a list.
+// GET /reviews?product=:id a list, GET /calls how many requests it served before.
 // `users` answers Query.user/users and Mutation.setName, `orders` Query.order/orders and
 // Mutation.createOrder, `all` the whole test schema (the reference answer). It prints
-// "listening <port>" once the port accepts (port 0, the default, lets the kernel pick). Mutations sleep 50 ms between their two timestamps,
-// so a test can tell serial execution from parallel.
+// "listening <port>" once the port accepts (port 0, the default, lets the kernel pick).
+// Mutations sleep 50 ms between their two timestamps, so a test can tell serial execution
+// from parallel. `order(id: "boom")` fails with a stack trace in its error's extensions.
 import http from 'node:http';
-import { buildSchema } from 'graphql';
+import { GraphQLError, buildSchema } from 'graphql';
 import { createHandler } from 'graphql-http/lib/use/http';
 
 const [service, port] = process.argv.slice(2);
@@ -29,7 +30,7 @@ const sdl = {
   users: `
     type Query { user(id: ID!): User  users: [User!]!  slowUser(id: ID!, ms: Int!): User }
     type Mutation { setName(id: ID!, name: String!): Stamp! }
-    type User { id: ID!  name: String!  email: String  friends: [User!]! }
+    type User { id: ID!  name: String!  email: String  friends(first: Int): [User!]! }
     type Stamp { value: String!  started: Float!  finished: Float! }`,
   orders: `
     type Query { order(id: ID!): Order  orders(userId: ID): [Order!]!  slowOrder(id: ID!, ms: Int!): Order }
@@ -43,12 +44,12 @@ sdl.all = `
     order(id: ID!): Order  orders(userId: ID): [Order!]!  slowOrder(id: ID!, ms: Int!): Order
   }
   type Mutation { setName(id: ID!, name: String!): Stamp!  createOrder(item: String!): Stamp! }
-  type User { id: ID!  name: String!  email: String  friends: [User!]! }
+  type User { id: ID!  name: String!  email: String  friends(first: Int): [User!]! }
   type Order { id: ID!  item: String!  userId: ID! }
   type Stamp { value: String!  started: Float!  finished: Float! }`;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const user = (u) => u && { ...u, friends: () => u.friendIds.map((id) => user(users.get(id))) };
+const user = (u) => u && { ...u, friends: ({ first }) => u.friendIds.slice(0, first ?? undefined).map((id) => user(users.get(id))) };
 const stamp = async (value) => {
   const started = performance.timeOrigin + performance.now();
   await sleep(50);
@@ -60,7 +61,15 @@ const root = {
   users: () => [...users.values()].map(user),
   slowUser: async ({ id, ms }) => { await sleep(ms); return user(users.get(id)); },
   setName: ({ id, name }) => stamp(`${id}:${name}`),
-  order: ({ id }) => orders.find((o) => o.id === id),
+  order: ({ id }) => {
+    // An error as a careless service sends it: with its stack and an internal address.
+    if (id === 'boom') {
+      throw new GraphQLError('order store unavailable', {
+        extensions: { code: 'DOWNSTREAM_FAILED', stacktrace: ['Error: connect ECONNREFUSED 10.0.0.7:5432', '    at /srv/orders/db.js:42:7'] },
+      });
+    }
+    return orders.find((o) => o.id === id);
+  },
   orders: ({ userId }) => orders.filter((o) => userId == null || o.userId === userId),
   slowOrder: async ({ id, ms }) => { await sleep(ms); return orders.find((o) => o.id === id); },
   createOrder: ({ item }) => stamp(item),
@@ -73,9 +82,12 @@ const reviews = [
   { id: 'r2', product: 'p1', stars: 3 },
   { id: 'r3', product: 'p2', stars: 4 },
 ];
+let calls = 0;
 const rest = (req, res) => {
   const url = new URL(req.url, 'http://x');
   const json = (status, body) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  if (url.pathname === '/calls') return json(200, { calls });
+  calls += 1;
   const product = url.pathname.match(/^\/products\/([^/]+)$/);
   if (product) {
     const p = products[decodeURIComponent(product[1])];

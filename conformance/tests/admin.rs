@@ -77,6 +77,8 @@ async fn with_a_token_every_endpoint_needs_it() {
     let endpoints = [
         ("GET", "/ready", 200),
         ("GET", "/metrics", 200),
+        ("HEAD", "/metrics", 200),
+        ("HEAD", "/api/config", 200),
         ("GET", "/version", 200),
         ("POST", "/reload", 200),
         ("GET", "/nothing-here", 404),
@@ -294,5 +296,38 @@ async fn credential_header_values_are_masked_in_the_config_dump_and_reload_error
     assert_eq!(log.matches("reload rejected").count(), broken.len(), "{log}");
     for secret in CREDENTIALS {
         assert!(!log.contains(secret), "the log holds {secret}:\n{log}");
+    }
+}
+
+/// `HEAD` answers what `GET` answers, without the body: the same status and
+/// `content-type` (on `/metrics` for either format the `Accept` header picks), and the
+/// same `content-length`, so a monitor probing with `HEAD` sees what a scraper gets.
+#[tokio::test]
+async fn head_answers_as_get_does_without_a_body() {
+    let up = Upstream::echo("web").await;
+    let weft = Weft::start(&config(&up, "")).await;
+    let openmetrics = [("accept", "application/openmetrics-text;version=1.0.0")];
+    for (path, headers) in [
+        ("/metrics", &[][..]),
+        ("/metrics", &openmetrics[..]),
+        ("/ready", &[][..]),
+        ("/version", &[][..]),
+        ("/api/server", &[][..]),
+        ("/status", &[][..]),
+        ("/no-such-path", &[][..]),
+    ] {
+        let get = weft.admin_request("GET", path, headers).await;
+        let head = weft.admin_request("HEAD", path, headers).await;
+        assert_eq!(head.status, get.status, "{path} {headers:?}");
+        assert_eq!(
+            head.header("content-type"),
+            get.header("content-type"),
+            "{path} {headers:?}"
+        );
+        assert!(head.body.is_empty(), "{path}: HEAD has no body");
+        if path != "/metrics" {
+            // /metrics changes between two scrapes (the admin requests are counted).
+            assert_eq!(head.header("content-length"), get.header("content-length"), "{path}");
+        }
     }
 }

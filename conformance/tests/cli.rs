@@ -44,7 +44,17 @@ fn check_accepts_a_good_config_and_summarises_it() {
     let (ok, text) = check(GOOD);
     assert!(ok, "{text}");
     assert!(
-        text.contains("weft.toml: OK (1 listeners, 1 clusters, 0 filters, 1 routes)"),
+        text.contains("weft.toml: OK (1 listener, 1 cluster, 0 filters, 1 route)"),
+        "{text}"
+    );
+    let two = GOOD.replace(
+        "[[routes]]",
+        "[[clusters]]\nname = \"api\"\nendpoints = [\"127.0.0.1:3001\"]\n\n[[routes]]",
+    );
+    let (ok, text) = check(&two);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("OK (1 listener, 2 clusters, 0 filters, 1 route)"),
         "{text}"
     );
 }
@@ -193,4 +203,60 @@ async fn systemd_is_told_when_weft_is_ready_and_when_it_stops() {
     let n = notify.recv(&mut buf).expect("STOPPING=1");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1\n"));
     assert!(child.wait().expect("exit").success());
+}
+
+/// Colour codes only reach a terminal: a log written to a file or a pipe is plain text, and
+/// `NO_COLOR` (any non-empty value, no-color.org) turns colour off on a terminal too.
+#[tokio::test]
+async fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
+    const ESC: char = '\u{1b}';
+    // A file: the harness writes the log to one.
+    let up = Upstream::echo("a").await;
+    let config = format!(
+        "[[listeners]]\nname = \"main\"\naddress = \"{{listen}}\"\n[[clusters]]\nname = \"up\"\nendpoints = [\"{}\"]\n[[routes]]\ncluster = \"up\"\n",
+        up.addr
+    );
+    let weft = Weft::start(&config).await;
+    let log = weft.log();
+    assert!(log.contains("listening"), "{log}");
+    assert!(!log.contains(ESC), "colour codes in a log file:\n{log:?}");
+
+    // A pipe, and a terminal (a pseudo-terminal from util-linux's `script`): `weft check`
+    // logs the filter it loads.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("weft.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{GOOD}\n[[filters]]\nname = \"hello\"\nwasm = \"{}\"\n",
+            plugins::HELLO_FILTER
+        ),
+    )
+    .expect("write");
+    let out = Command::new(weft_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run weft check");
+    let piped = String::from_utf8_lossy(&out.stderr);
+    assert!(piped.contains("loaded wasm filter"), "{piped}");
+    assert!(!piped.contains(ESC), "colour codes in a pipe:\n{piped:?}");
+
+    let on_terminal = |no_color: Option<&str>| {
+        // `script` runs its command through the shell: quoted (the paths hold no `'`).
+        let command = format!("'{}' check --config '{}'", weft_bin().display(), path.display());
+        let mut script = Command::new("script");
+        script.args(["-qec", &command, "/dev/null"]).env_remove("NO_COLOR");
+        if let Some(value) = no_color {
+            script.env("NO_COLOR", value);
+        }
+        let out = script.output().expect("script (util-linux)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains("loaded wasm filter"), "{text}");
+        text
+    };
+    assert!(on_terminal(None).contains(ESC), "a terminal gets colour");
+    assert!(!on_terminal(Some("1")).contains(ESC), "NO_COLOR=1 on a terminal");
+    // An empty NO_COLOR does not count (no-color.org).
+    assert!(on_terminal(Some("")).contains(ESC), "NO_COLOR= (empty) on a terminal");
 }

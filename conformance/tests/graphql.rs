@@ -8,6 +8,8 @@
 mod audit;
 #[path = "graphql/env.rs"]
 mod env;
+#[path = "graphql/forwarded.rs"]
+mod forwarded;
 #[path = "graphql/limits.rs"]
 mod limits;
 #[path = "graphql/persisted.rs"]

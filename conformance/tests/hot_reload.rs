@@ -189,3 +189,63 @@ cluster = "web"
         assert_eq!(s.await.expect("task"), 500, "the looping filter fails its own request");
     }
 }
+
+/// A reload that compiles is not silent while it does (a large component takes seconds):
+/// "plugin changed, compiling…" with the filter's name first, then the outcome with the
+/// time it took, also when the compile fails; a reload whose plugin is unchanged compiles
+/// nothing and says nothing of it.
+#[tokio::test]
+async fn a_changed_plugin_is_logged_while_it_compiles_with_its_outcome() {
+    let up = Upstream::echo("web").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = dir.path().join("filter.wasm");
+    std::fs::copy(HELLO_FILTER, &plugin).expect("copy");
+    let weft = Weft::start(&config(&up, &plugin)).await;
+    let wait_for = |what: &'static str, count: usize| {
+        let weft = &weft;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while weft.log().matches(what).count() < count {
+                assert!(Instant::now() < deadline, "no {what:?} (x{count}) in:\n{}", weft.log());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for("plugin compiled", 1).await;
+    let log = weft.log();
+    let first = log.find("compiling plugin").expect("the first load says it compiles");
+    assert!(
+        log[first..]
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("filter=\"hot\"")),
+        "{log}"
+    );
+
+    // Unchanged: a reload reuses the compiled component.
+    let (status, body) = weft.admin("POST", "/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!weft.log().contains("plugin changed"), "{}", weft.log());
+
+    replace(&plugin, &std::fs::read(NOOP).expect("noop"));
+    wait_for("plugin compiled", 2).await;
+    let log = weft.log();
+    let changed = log.find("plugin changed, compiling…").expect("announced");
+    let compiled = log.rfind("plugin compiled").expect("outcome");
+    assert!(changed < compiled, "announced before the outcome:\n{log}");
+    for at in [changed, compiled] {
+        let line = log[at..].lines().next().unwrap_or_default();
+        assert!(line.contains("filter=\"hot\""), "{line}");
+    }
+    let outcome = log[compiled..].lines().next().unwrap_or_default();
+    assert!(outcome.contains("ms="), "{outcome}");
+
+    // A component header with nothing valid after it: the compiler refuses it.
+    replace(&plugin, b"\0asm\x0d\0\x01\0garbage");
+    wait_for("plugin failed to compile", 1).await;
+    wait_for("plugin changed, compiling…", 2).await;
+    let log = weft.log();
+    let failed = log.rfind("plugin failed to compile").expect("outcome");
+    let line = log[failed..].lines().next().unwrap_or_default();
+    assert!(line.contains("filter=\"hot\"") && line.contains("ms="), "{line}");
+}

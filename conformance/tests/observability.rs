@@ -53,7 +53,7 @@ async fn counters_and_histograms_move_exactly_with_the_traffic() {
     let weft = Weft::start(&config(&up, "")).await;
     assert_eq!(traffic(&weft, "/api/x", 7).await, vec![200; 7]);
     assert_eq!(traffic(&weft, "/other", 3).await, vec![200; 3]);
-    assert_eq!(traffic(&weft, "/dead", 2).await, vec![502; 2]);
+    assert_eq!(traffic(&weft, "/dead", 2).await, vec![503; 2]);
 
     let exact = [
         (r#"weft_responses_total{route="api",class="2xx"}"#, 7.0),
@@ -725,12 +725,44 @@ return { total: Number(text('total')), rate: text('rate'), success: text('succes
 #[tokio::test]
 async fn the_status_page_shows_live_numbers_in_headless_chromium() {
     let up = Upstream::echo("web").await;
+    // A filter that traps on /trap and fails open, and one that records metrics of its own.
+    // The CPU budget is generous: the budget is wall time less yields, and a loaded test
+    // machine must not turn a first call into a limit hit the page would then show.
+    let filters = Config::new()
+        .wasm_filter(
+            "trap",
+            plugins::TRAP,
+            "",
+            "on_error = \"open\"\nlimits = { cpu = \"10s\" }",
+        )
+        .wasm_filter("cap", plugins::CAPABILITIES, "", "limits = { cpu = \"10s\" }")
+        .route("skip", "path_exact = \"/trap\"", "web", &["trap"], "")
+        .route("cap", "path_prefix = \"/cap\"", "web", &["cap"], "");
     // A route name written to run script in the page: it must show as text.
     let hostile = format!(
         "{}\n[[routes]]\nname = '''{XSS}'''\nmatch = {{ path_exact = \"/never\" }}\ncluster = \"web\"\n",
-        config(&up, "")
+        routes(&up, "", filters)
     );
     let weft = Weft::start(&hostile).await;
+    assert_eq!(
+        traffic(&weft, "/trap", 1).await,
+        [200],
+        "the trap is skipped (fail-open)"
+    );
+    let client = http1_client();
+    for header in ["x-cap-metric", "x-cap-metric-labelled"] {
+        let value = match header {
+            "x-cap-metric" => "hits".to_owned(),
+            _ => format!("tagged;who={XSS}"),
+        };
+        let req = http::Request::get(weft.url("/cap/x"))
+            .header(header, value)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        assert_eq!(send(&client, req).await.status, 200);
+    }
+    // Traffic before the page opens: its first poll has something to show a rate of.
+    assert!(traffic(&weft, "/api/early", 20).await.iter().all(|s| *s == 200));
 
     // Traffic flows the whole time the page is open.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -762,8 +794,28 @@ async fn the_status_page_shows_live_numbers_in_headless_chromium() {
             break row;
         }
         assert!(Instant::now() < deadline, "the page shows no traffic: {row}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // The first poll has no previous sample: the page shows the average since start
+    // rather than a blank (a screenshot taken right after load shows numbers).
+    let rates = browser
+        .eval("return [...document.querySelectorAll('#routes td.rate, #clusters td.rate, #filters td.rate')].map(td => td.textContent)")
+        .await;
+    let rates = rates.as_array().expect("rates");
+    assert!(
+        !rates.is_empty()
+            && rates
+                .iter()
+                .all(|r| r.as_str().is_some_and(|r| r.parse::<f64>().is_ok())),
+        "a rate is missing on the first poll: {rates:?}"
+    );
+    assert!(
+        first["rate"]
+            .as_str()
+            .and_then(|r| r.parse::<f64>().ok())
+            .is_some_and(|r| r > 0.0),
+        "{first}"
+    );
     let live = loop {
         let row = browser.eval(API_ROW).await;
         let moved = row["total"].as_u64() > first["total"].as_u64();
@@ -781,6 +833,99 @@ async fn the_status_page_shows_live_numbers_in_headless_chromium() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(live["success"], "100.0%", "{live}");
+
+    // Sparklines of req/s, success and p99, drawn inline from the polls (two by now).
+    let sparks = browser
+        .eval(r#"const row = document.querySelector('#routes tr[data-route="api"]');
+return [...row.querySelectorAll('td.trend svg.spark')].map(svg => [svg.getAttribute('class'), svg.querySelector('path').getAttribute('d'), svg.querySelector('title').textContent]);"#)
+        .await;
+    let sparks = sparks.as_array().expect("sparklines");
+    assert_eq!(sparks.len(), 3, "{sparks:?}");
+    for (spark, what) in sparks.iter().zip(["rate", "success", "p99"]) {
+        assert_eq!(spark[0], format!("spark spark-{what}"));
+        let d = spark[1].as_str().unwrap_or("");
+        assert!(
+            d.starts_with('M') && d.contains('L'),
+            "a line of at least two points: {spark}"
+        );
+    }
+    let clusters = browser
+        .eval(r#"return document.querySelectorAll('#clusters tr[data-cluster="web"] svg.spark').length"#)
+        .await;
+    assert_eq!(clusters, 3);
+
+    // The filters at work: calls per phase, latency, errors by kind, instances, skips.
+    const FILTER_ROW: &str = r#"const out = {};
+for (const row of document.querySelectorAll('#filters tbody tr')) {
+  const text = (c) => row.querySelector('.' + c).textContent;
+  out[row.dataset.filter] = Object.fromEntries(['request-calls', 'response-calls', 'rate', 'p50', 'p99', 'errors', 'traps', 'cpu', 'memory', 'instances', 'skipped'].map(c => [c, text(c)]));
+}
+const metrics = [...document.querySelectorAll('#filter-metrics tbody tr')].map(r => [...r.cells].map(c => c.textContent));
+return { filters: out, metrics };"#;
+    let filters = loop {
+        let seen = browser.eval(FILTER_ROW).await;
+        let noop = &seen["filters"]["noop"];
+        if noop["request-calls"]
+            .as_str()
+            .and_then(|c| c.parse::<u64>().ok())
+            .is_some_and(|c| c > 0)
+            && seen["filters"]["trap"]["skipped"] == "1"
+        {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "no filter numbers: {seen}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let noop = &filters["filters"]["noop"];
+    for quantile in ["p50", "p99"] {
+        let text = noop[quantile].as_str().unwrap_or("");
+        assert!(text.ends_with(" µs") || text.ends_with(" ms"), "{quantile} {filters}");
+    }
+    assert!(
+        noop["response-calls"]
+            .as_str()
+            .and_then(|c| c.parse::<u64>().ok())
+            .is_some_and(|c| c > 0)
+    );
+    assert!(
+        noop["instances"].as_str().is_some_and(|i| i.contains(" / ")),
+        "{filters}"
+    );
+    assert_eq!(noop["errors"], "0");
+    let trap = &filters["filters"]["trap"];
+    assert_eq!(
+        (
+            &trap["errors"],
+            &trap["traps"],
+            &trap["cpu"],
+            &trap["memory"],
+            &trap["skipped"]
+        ),
+        (
+            &Value::from("1"),
+            &Value::from("1"),
+            &Value::from("0"),
+            &Value::from("0"),
+            &Value::from("1")
+        ),
+        "{filters}"
+    );
+    let metrics = filters["metrics"].as_array().expect("metric rows");
+    let has = |row: &[&str]| {
+        metrics
+            .iter()
+            .any(|m| m.as_array().is_some_and(|m| m.iter().zip(row).all(|(a, b)| a == b)))
+    };
+    assert!(has(&["cap", "hits", "", "counter", "1"]), "{metrics:?}");
+    assert!(has(&["cap", "hits", "", "gauge", "7"]), "{metrics:?}");
+    assert!(
+        has(&["cap", "hits", "", "histogram", "1 observed, sum 0.5"]),
+        "{metrics:?}"
+    );
+    assert!(
+        has(&["cap", "tagged", &format!("who={XSS}"), "counter", "1"]),
+        "a guest's label value is shown as text: {metrics:?}"
+    );
     for quantile in ["p50", "p99"] {
         let text = live[quantile].as_str().unwrap_or("");
         assert!(text.ends_with(" µs") || text.ends_with(" ms"), "{quantile} {text:?}");

@@ -22,15 +22,55 @@ use prost::Message;
 use tokio::net::TcpListener;
 use weft_conformance::{Config, Upstream, Weft, full, http1_client, plugins, raw, seen_header, send};
 
-/// A span as received, with its service name.
+/// A span as received, with its service name and resource.
 #[derive(Clone, Debug)]
 struct Got {
     service: String,
+    resource: Vec<(String, Val)>,
     name: String,
     kind: i32,
     trace_id: String,
     span_id: String,
     parent: String,
+    attributes: Vec<(String, Val)>,
+    /// The span status code: 0 unset, 1 ok, 2 error.
+    status: i32,
+}
+
+/// An attribute's value, with its OTLP type.
+#[derive(Clone, Debug, PartialEq)]
+enum Val {
+    Str(String),
+    Int(i64),
+    Other(String),
+}
+
+impl Got {
+    fn attr(&self, key: &str) -> Option<&Val> {
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    fn str(&self, key: &str) -> Option<&str> {
+        match self.attr(key) {
+            Some(Val::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+fn values(attributes: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> Vec<(String, Val)> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    attributes
+        .iter()
+        .map(|kv| {
+            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => Val::Str(s.clone()),
+                Some(Value::IntValue(i)) => Val::Int(*i),
+                other => Val::Other(format!("{other:?}")),
+            };
+            (kv.key.clone(), value)
+        })
+        .collect()
 }
 
 type Spans = Arc<Mutex<Vec<Got>>>;
@@ -50,15 +90,19 @@ fn collect(request: ExportTraceServiceRequest, into: &Spans) {
             .and_then(|kv| kv.value.as_ref())
             .map(|v| format!("{:?}", v.value))
             .unwrap_or_default();
+        let attributes = values(resource.resource.as_ref().map_or(&[][..], |r| &r.attributes));
         for scope in resource.scope_spans {
             for span in scope.spans {
                 spans.push(Got {
                     service: service.clone(),
+                    resource: attributes.clone(),
                     name: span.name,
                     kind: span.kind,
                     trace_id: hex(&span.trace_id),
                     span_id: hex(&span.span_id),
                     parent: hex(&span.parent_span_id),
+                    attributes: values(&span.attributes),
+                    status: span.status.as_ref().map_or(0, |s| s.code),
                 });
             }
         }
@@ -448,7 +492,7 @@ async fn a_trace_arrives(protocol: &str) {
         .find(|g| g.kind == SpanKind::Server as i32)
         .unwrap_or_else(|| panic!("no server span: {got:#?}"));
     assert_eq!(server.parent, PARENT_SPAN, "the request span's parent is the caller's");
-    assert_eq!(server.name, "GET filtered");
+    assert_eq!(server.name, "GET /cap/*", "{{method}} {{http.route}}");
     assert!(server.service.contains("edge"), "{server:?}");
     let upstream = ours
         .iter()
@@ -476,6 +520,304 @@ async fn a_trace_reaches_an_otlp_http_receiver_with_parent_and_children() {
 #[tokio::test]
 async fn a_trace_reaches_an_otlp_grpc_receiver_with_parent_and_children() {
     a_trace_arrives("grpc").await;
+}
+
+/// An attribute's type in the conventions.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Type {
+    Str,
+    Int,
+}
+
+/// Its requirement level; conditionally required ones are checked where the condition
+/// holds.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Level {
+    Required,
+    Conditional,
+    Recommended,
+    OptIn,
+}
+
+/// The stable HTTP semantic conventions' server span (docs/http/http-spans.md), the
+/// attributes Weft may set; any other must be Weft's own (`weft.*`).
+const SERVER_SPAN: &[(&str, Type, Level)] = &[
+    ("http.request.method", Type::Str, Level::Required),
+    ("url.path", Type::Str, Level::Required),
+    ("url.scheme", Type::Str, Level::Required),
+    ("error.type", Type::Str, Level::Conditional),
+    ("http.request.method_original", Type::Str, Level::Conditional),
+    ("http.response.status_code", Type::Int, Level::Conditional),
+    ("http.route", Type::Str, Level::Conditional),
+    ("server.port", Type::Int, Level::Conditional),
+    ("url.query", Type::Str, Level::Conditional),
+    ("client.address", Type::Str, Level::Recommended),
+    ("network.peer.address", Type::Str, Level::Recommended),
+    ("network.peer.port", Type::Int, Level::Recommended),
+    ("network.protocol.version", Type::Str, Level::Recommended),
+    ("server.address", Type::Str, Level::Recommended),
+    ("user_agent.original", Type::Str, Level::Recommended),
+    ("client.port", Type::Int, Level::OptIn),
+];
+
+/// The same for the client span.
+const CLIENT_SPAN: &[(&str, Type, Level)] = &[
+    ("http.request.method", Type::Str, Level::Required),
+    ("server.address", Type::Str, Level::Required),
+    ("server.port", Type::Int, Level::Required),
+    ("url.full", Type::Str, Level::Required),
+    ("error.type", Type::Str, Level::Conditional),
+    ("http.request.method_original", Type::Str, Level::Conditional),
+    ("http.response.status_code", Type::Int, Level::Conditional),
+    ("http.request.resend_count", Type::Int, Level::Recommended),
+    ("network.peer.address", Type::Str, Level::Recommended),
+    ("network.peer.port", Type::Int, Level::Recommended),
+    ("network.protocol.version", Type::Str, Level::Recommended),
+];
+
+/// Every attribute of `span` is in `table` with its type (or is `weft.*`), every required
+/// one is there, and so is every conditionally required one named in `present`.
+fn conforms(span: &Got, table: &[(&str, Type, Level)], present: &[&str]) {
+    for (key, value) in &span.attributes {
+        if key.starts_with("weft.") {
+            continue;
+        }
+        let (_, kind, _) = table
+            .iter()
+            .find(|(name, _, _)| name == key)
+            .unwrap_or_else(|| panic!("{key} is not a convention of this span kind: {span:#?}"));
+        let ok = matches!((kind, value), (Type::Str, Val::Str(_)) | (Type::Int, Val::Int(_)));
+        assert!(ok, "{key} should be {kind:?}, is {value:?}");
+    }
+    for (name, _, level) in table {
+        if *level == Level::Required || present.contains(name) {
+            assert!(span.attr(name).is_some(), "{name} ({level:?}) missing: {span:#?}");
+        }
+    }
+}
+
+fn parent_for(trace: &str) -> String {
+    format!("00-{trace}-{PARENT_SPAN}-01")
+}
+
+/// A request's server and client spans (the latter when it went upstream), once exported.
+async fn spans_of(spans: &Spans, trace: &str, client: bool) -> (Got, Option<Got>) {
+    let wanted = if client { 2 } else { 1 };
+    let got = spans_until(spans, |s| {
+        s.iter()
+            .filter(|g| g.trace_id == trace && g.kind != SpanKind::Internal as i32)
+            .count()
+            >= wanted
+    })
+    .await;
+    let ours: Vec<&Got> = got.iter().filter(|g| g.trace_id == trace).collect();
+    let server = ours
+        .iter()
+        .find(|g| g.kind == SpanKind::Server as i32)
+        .map(|g| (*g).clone())
+        .unwrap_or_else(|| panic!("no server span for {trace}: {got:#?}"));
+    let upstream = ours
+        .iter()
+        .find(|g| g.kind == SpanKind::Client as i32)
+        .map(|g| (*g).clone());
+    assert_eq!(upstream.is_some(), client, "{ours:#?}");
+    (server, upstream)
+}
+
+async fn traced_with(otlp: SocketAddr, tracing: &str) -> (Weft, Upstream, Upstream) {
+    let echo = Upstream::echo("echo").await;
+    let slow = slow_upstream().await;
+    let top = format!(
+        "[tracing]\nendpoint = \"http://{otlp}/v1/traces\"\ninterval = \"100ms\"\nservice_name = \"edge\"\n{tracing}\n"
+    );
+    let weft = Weft::start(&proxied(echo.addr, slow.addr, &top)).await;
+    (weft, echo, slow)
+}
+
+#[tokio::test]
+async fn spans_follow_the_http_semantic_conventions() {
+    let (otlp, spans) = otlp_http().await;
+    let (weft, echo, _slow) = traced_with(otlp, "").await;
+    let port = i64::from(weft.addr.port());
+
+    // A proxied request with secrets in its query, spelled every way an upstream reads.
+    let trace = "11111111111111111111111111111111";
+    let query = "q=secret1&sig=secret2&flag&%73ig=secret3;token=secret4";
+    let reply = get_with(
+        &weft,
+        &format!("/cap/traced?{query}"),
+        &[
+            ("traceparent", &parent_for(trace)),
+            ("user-agent", "conformance/1.0"),
+            // Claims a listener that does not trust what is in front of it ignores.
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let (server, client) = spans_of(&spans, trace, true).await;
+    let client = client.expect("client span");
+    conforms(
+        &server,
+        SERVER_SPAN,
+        &["http.response.status_code", "http.route", "server.port", "url.query"],
+    );
+    assert_eq!(server.name, "GET /cap/*", "{{method}} {{http.route}}");
+    assert_eq!(server.str("http.request.method"), Some("GET"));
+    assert_eq!(server.str("url.scheme"), Some("http"));
+    assert_eq!(server.str("url.path"), Some("/cap/traced"), "no query in url.path");
+    assert_eq!(
+        server.str("url.query"),
+        Some("q=REDACTED&sig=REDACTED&flag&%73ig=REDACTED;token=REDACTED"),
+        "keys kept, values dropped"
+    );
+    assert_eq!(server.str("server.address"), Some("127.0.0.1"), "without the port");
+    assert_eq!(server.attr("server.port"), Some(&Val::Int(port)));
+    assert_eq!(server.str("client.address"), Some("127.0.0.1"));
+    assert!(matches!(server.attr("client.port"), Some(Val::Int(p)) if *p > 0));
+    assert_eq!(server.str("network.protocol.version"), Some("1.1"));
+    assert_eq!(server.str("user_agent.original"), Some("conformance/1.0"));
+    assert_eq!(server.str("http.route"), Some("/cap/*"), "a path template");
+    assert_eq!(server.str("weft.route"), Some("filtered"));
+    assert_eq!(server.attr("http.response.status_code"), Some(&Val::Int(200)));
+    assert_eq!((server.attr("error.type"), server.status), (None, 0));
+
+    conforms(&client, CLIENT_SPAN, &["http.response.status_code"]);
+    assert_eq!(client.name, "GET");
+    assert_eq!(client.str("http.request.method"), Some("GET"));
+    assert_eq!(client.str("server.address"), Some("127.0.0.1"));
+    assert_eq!(client.attr("server.port"), Some(&Val::Int(i64::from(echo.addr.port()))));
+    assert_eq!(
+        client.str("url.full"),
+        Some(
+            format!(
+                "http://{}/cap/traced?q=REDACTED&sig=REDACTED&flag&%73ig=REDACTED;token=REDACTED",
+                echo.addr
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(client.attr("http.response.status_code"), Some(&Val::Int(200)));
+    assert_eq!(client.str("network.protocol.version"), Some("1.1"));
+
+    // The resource says what made the spans.
+    let resource = |key: &str| server.resource.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    assert_eq!(resource("service.name"), Some(Val::Str("edge".into())));
+    assert_eq!(resource("telemetry.sdk.name"), Some(Val::Str("opentelemetry".into())));
+    assert_eq!(resource("telemetry.sdk.language"), Some(Val::Str("rust".into())));
+    for key in ["telemetry.sdk.version", "service.version"] {
+        assert!(
+            matches!(resource(key), Some(Val::Str(v)) if !v.is_empty()),
+            "{key}: {:?}",
+            server.resource
+        );
+    }
+
+    // A method the conventions do not know is `_OTHER`, and `HTTP` in the name.
+    let trace = "22222222222222222222222222222222";
+    let req = Request::builder()
+        .method("FOO")
+        .uri(weft.url("/plain/x"))
+        .header("traceparent", parent_for(trace))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    assert_eq!(send(&http1_client(), req).await.status, 200);
+    let (server, client) = spans_of(&spans, trace, true).await;
+    conforms(&server, SERVER_SPAN, &["http.request.method_original", "http.route"]);
+    assert_eq!(server.name, "HTTP /*");
+    assert_eq!(server.str("http.request.method"), Some("_OTHER"));
+    assert_eq!(server.str("http.request.method_original"), Some("FOO"));
+    assert_eq!(server.attr("url.query"), None, "no query, no url.query");
+    let client = client.expect("client span");
+    conforms(&client, CLIENT_SPAN, &["http.request.method_original"]);
+    assert_eq!(client.name, "HTTP");
+
+    // An upstream timeout: both spans are errors, and say which.
+    let trace = "33333333333333333333333333333333";
+    let reply = get_with(&weft, "/slow/x", &[("traceparent", &parent_for(trace))]).await;
+    assert_eq!(reply.status, 504);
+    let (server, client) = spans_of(&spans, trace, true).await;
+    let client = client.expect("client span");
+    conforms(&server, SERVER_SPAN, &["error.type", "http.response.status_code"]);
+    conforms(&client, CLIENT_SPAN, &["error.type"]);
+    assert_eq!(server.str("error.type"), Some("upstream_timeout"));
+    assert_eq!(client.str("error.type"), Some("upstream_timeout"));
+    assert_eq!((server.status, client.status), (2, 2), "Error");
+    assert_eq!(client.attr("http.response.status_code"), None, "none was received");
+
+    // No span anywhere carries a value of the query.
+    let all = spans.lock().expect("spans").clone();
+    for span in &all {
+        for (key, value) in &span.attributes {
+            assert!(
+                !format!("{value:?}").contains("secret"),
+                "{key} = {value:?} in {span:#?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_client_and_scheme_are_the_original_ones() {
+    let (otlp, spans) = otlp_http().await;
+    let echo = Upstream::echo("echo").await;
+    let config = Config::new()
+        .listener("trust_forwarded = true")
+        .top(&format!(
+            "[tracing]\nendpoint = \"http://{otlp}/v1/traces\"\ninterval = \"100ms\"\n"
+        ))
+        .cluster("echo", &[echo.addr])
+        .route("plain", "path_prefix = \"/\"", "echo", &[], "")
+        .to_string();
+    let weft = Weft::start(&config).await;
+    let trace = "55555555555555555555555555555555";
+    get_with(
+        &weft,
+        "/x",
+        &[
+            ("traceparent", &parent_for(trace)),
+            ("x-forwarded-for", "203.0.113.7, 10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("host", "shop.example"),
+        ],
+    )
+    .await;
+    let (server, _) = spans_of(&spans, trace, true).await;
+    conforms(&server, SERVER_SPAN, &["server.port"]);
+    assert_eq!(server.str("client.address"), Some("203.0.113.7"), "the original client");
+    assert_eq!(server.attr("client.port"), None, "its port is not known");
+    assert_eq!(
+        server.str("network.peer.address"),
+        Some("127.0.0.1"),
+        "the proxy in front"
+    );
+    assert_eq!(server.str("url.scheme"), Some("https"));
+    assert_eq!(server.str("server.address"), Some("shop.example"));
+    assert_eq!(server.attr("server.port"), Some(&Val::Int(443)), "https's default port");
+}
+
+#[tokio::test]
+async fn query_full_shows_values_but_never_a_credential() {
+    let (otlp, spans) = otlp_http().await;
+    let (weft, echo, _slow) = traced_with(otlp, "query = \"full\"").await;
+    let trace = "44444444444444444444444444444444";
+    let query = "page=2&SIG=s1&api%5Fkey=s2;X-Goog-Signature=s3&password=s4&AWSAccessKeyId=s5";
+    get_with(
+        &weft,
+        &format!("/plain/x?{query}"),
+        &[("traceparent", &parent_for(trace))],
+    )
+    .await;
+    let (server, client) = spans_of(&spans, trace, true).await;
+    let shown =
+        "page=2&SIG=REDACTED&api%5Fkey=REDACTED;X-Goog-Signature=REDACTED&password=REDACTED&AWSAccessKeyId=REDACTED";
+    assert_eq!(server.str("url.query"), Some(shown));
+    assert_eq!(server.str("url.path"), Some("/plain/x"));
+    assert_eq!(
+        client.expect("client span").str("url.full"),
+        Some(format!("http://{}/plain/x?{shown}", echo.addr).as_str())
+    );
 }
 
 #[tokio::test]

@@ -161,6 +161,92 @@ expect = { decision = "continue", header = { a = "b" } }
     );
 }
 
+/// A case checks the metrics and log lines its filter emitted, through the host code the
+/// proxy runs: counters (what the case added, each case starting from none), gauges,
+/// histograms, labelled series in any label order, and every log line in order, level
+/// and text. A wrong value, a missing series, a missing or extra line fail with a diff.
+#[test]
+fn a_case_checks_the_metrics_and_log_lines_its_filter_emitted() {
+    let passing = r#"[[case]]
+name = "emits"
+request = { headers = { x-cap-metric = "hits", x-cap-metric-labelled = "ops;op=GetUser;kind=query", x-cap-log = "hello\\nforged line" } }
+expect_metrics = [
+  { counter = "hits", value = 1 },
+  { gauge = "hits", value = 7 },
+  { histogram = "hits", count = 1, sum = 0.5 },
+  { counter = "ops", labels = { kind = "query", op = "GetUser" }, value = 1 },
+  { counter = "never", value = 0 },
+]
+expect_logs = [{ level = "info", message = "hello\\nforged line" }]
+
+[[case]]
+name = "the next case starts from no metrics and no lines"
+request = { headers = { x-cap-log-lines = "2" } }
+expect_metrics = [{ counter = "hits", value = 0 }]
+expect_logs = [{ level = "info", contains = "line 0" }, { message = "line 1 of 2" }]
+
+[[case]]
+name = "silence is checked too"
+expect_logs = []
+"#;
+    let (_dir, path) = cases_file(passing);
+    let (ok, out) = plugin_test(plugins::CAPABILITIES, &path);
+    assert!(ok, "{out}");
+    assert!(out.contains("3 cases: 3 passed, 0 failed"), "{out}");
+
+    let failing = r#"[[case]]
+name = "wrong"
+request = { headers = { x-cap-metric = "hits", x-cap-metric-labelled = "ops;op=GetUser", x-cap-log-lines = "2" } }
+expect_metrics = [
+  { counter = "hits", value = 2 },
+  { gauge = "hits", value = 7 },
+  { histogram = "hits", sum = 1.5 },
+  { counter = "ops", labels = { op = "Other" }, value = 1 },
+]
+expect_logs = [{ level = "warn", contains = "line 0" }]
+"#;
+    let (_dir, path) = cases_file(failing);
+    let (ok, out) = plugin_test(plugins::CAPABILITIES, &path);
+    assert!(!ok, "{out}");
+    assert!(out.contains("1 case: 0 passed, 1 failed"), "{out}");
+    for diff in [
+        "metric: counter hits\n        - expected: 2\n        + actual:   1",
+        "metric: histogram hits\n        - expected: sum 1.5\n        + actual:   count 1, sum 0.5",
+        "metric: counter ops{op=\"Other\"}\n        - expected: 1\n        + actual:   (never emitted)",
+        "log line 1\n        - expected: warn containing \"line 0\"\n        + actual:   info \"line 0 of 2\"",
+        "log line 2\n        - expected: (no such line)\n        + actual:   info \"line 1 of 2\"",
+    ] {
+        assert!(out.contains(diff), "{diff}\nin:\n{out}");
+    }
+    assert!(
+        !out.contains("metric: gauge"),
+        "the right gauge is not reported:\n{out}"
+    );
+
+    // An expectation that cannot be compared is refused with its line.
+    for (bad, says) in [
+        (
+            "expect_metrics = [{ counter = \"a\", gauge = \"a\", value = 1 }]",
+            "exactly one of",
+        ),
+        ("expect_metrics = [{ counter = \"a\" }]", "give the counter's `value`"),
+        ("expect_metrics = [{ histogram = \"a\", value = 1 }]", "not `value`"),
+        (
+            "expect_logs = [{ level = \"loud\", contains = \"x\" }]",
+            "level \"loud\"",
+        ),
+        (
+            "expect_logs = [{ level = \"info\" }]",
+            "`message` (all of it) or `contains`",
+        ),
+    ] {
+        let (_dir, path) = cases_file(&format!("[[case]]\nname = \"bad\"\n{bad}\n"));
+        let (ok, out) = plugin_test(plugins::CAPABILITIES, &path);
+        assert!(!ok, "{bad}: {out}");
+        assert!(out.contains(says) && out.contains("CASES.toml:"), "{bad}: {out}");
+    }
+}
+
 /// A filter that misbehaves is contained by the same limits as in the proxy: the run
 /// ends, the case says what happened, and the next case gets a healthy instance.
 #[test]
@@ -211,6 +297,69 @@ expect = {{ decision = "respond", status = 502, body = "CalloutError::TooLarge" 
     ));
     let (ok, out) = plugin_test(plugins::CAPABILITIES, &path);
     assert!(ok, "{out}");
+}
+
+/// A generated project's `weft.toml` keeps compiled plugins on disk (`[wasm] cache_dir`,
+/// relative to the file and ignored by git), so a restart does not spend seconds compiling an
+/// interpreter again before the listener opens: `weft check` on it fills the cache.
+#[test]
+fn plugin_new_configs_keep_compiled_plugins_across_restarts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root");
+    let work = tempfile::tempdir().expect("tempdir");
+    for (lang, toolchain) in [
+        ("rust", None),
+        ("python", Some("sdk-python/build.sh")),
+        ("js", Some("sdk-js/build.sh")),
+    ] {
+        if toolchain.is_some_and(|t| !root.join(t).is_file()) {
+            continue;
+        }
+        let name = format!("cached-{lang}");
+        let out = Command::new(weft_bin())
+            .args(["plugin", "new", &name, "--lang", lang, "--sdk-path"])
+            .arg(root)
+            .current_dir(work.path())
+            .output()
+            .expect("run weft plugin new");
+        assert!(out.status.success(), "{}", text(&out));
+        let project = work.path().join(&name);
+        let config = std::fs::read_to_string(project.join("weft.toml")).expect("weft.toml");
+        let cache_dir = config
+            .lines()
+            .skip_while(|l| l.trim() != "[wasm]")
+            .find_map(|l| l.trim().strip_prefix("cache_dir = \""))
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("{lang}: no [wasm] cache_dir in:\n{config}"));
+        let ignored = std::fs::read_to_string(project.join(".gitignore")).expect(".gitignore");
+        assert!(
+            ignored
+                .lines()
+                .any(|l| l.trim_matches('/') == cache_dir.trim_matches('/')),
+            "{lang}: {cache_dir} not in .gitignore:\n{ignored}"
+        );
+        // Any component stands in for the project's own build.
+        let wasm = format!("{}.wasm", name.replace('-', "_"));
+        std::fs::copy(plugins::HELLO_FILTER, project.join(&wasm)).expect("copy the hello filter");
+        // As the project's README says: from its folder, `--config weft.toml`.
+        let out = Command::new(weft_bin())
+            .args(["check", "--config", "weft.toml"])
+            .current_dir(&project)
+            .output()
+            .expect("run weft check");
+        assert!(out.status.success(), "{lang}: {}", text(&out));
+        let cached = walk(&project.join(cache_dir));
+        assert!(cached > 0, "{lang}: nothing compiled into {cache_dir}");
+    }
+}
+
+/// The number of files under `dir`, at any depth (0 if it does not exist).
+fn walk(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
+            .sum()
+    })
 }
 
 /// Python and JavaScript projects build with the checkout's `sdk-python/` and `sdk-js/`

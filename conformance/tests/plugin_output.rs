@@ -426,7 +426,7 @@ async fn a_log_flood_is_capped_counted_and_summarised() {
     let samples = scrape(&weft).await;
     let dropped = value(&samples, "weft_filter_log_dropped_total", &[("filter", "flood")]);
     assert_eq!(dropped, Some((1500 - logged) as f64));
-    assert!(log.contains("filter flood: 1 log lines dropped"), "{log}");
+    assert!(log.contains("filter flood: 1 log line dropped"), "{log}");
 }
 
 #[tokio::test]

@@ -15,6 +15,8 @@
 //! | `POST /api/drain` | `/ready` answers `503` from now on, so load balancers move away |
 //! | `GET /` or `/status` | the status page (static HTML; the data it polls needs access) |
 //!
+//! Every `GET` also answers `HEAD`: the same status and headers, no body.
+//!
 //! Who may ask is `access`'s concern: a bearer token when `[admin] token` is set; without
 //! one, a `POST` needs `X-Weft-Admin: 1`. What is recorded in the audit log is `audit`'s.
 
@@ -75,8 +77,11 @@ async fn answer(
 ) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path();
+    // HEAD is answered as GET (RFC 9110 §9.3.2: the same header fields), and hyper sends
+    // no body for it: a monitor probing with HEAD sees the content-type a scraper gets.
+    let reads = method == Method::GET || method == Method::HEAD;
     // Static, and holds no data: a browser must load it before it can be given a token.
-    if method == Method::GET && (path == "/" || path == "/status") {
+    if reads && (path == "/" || path == "/status") {
         let mut resp = text(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE.to_owned());
         resp.headers_mut().insert(
             header::CONTENT_SECURITY_POLICY,
@@ -102,7 +107,7 @@ async fn answer(
     }
     let path = path.to_owned();
     let resp = route(&state, &req).await;
-    if method != Method::GET || path == "/api/config" {
+    if !reads || path == "/api/config" {
         state.audit.record(call_record(peer, &method, &path, resp.status()));
     }
     Ok(resp)
@@ -120,7 +125,12 @@ fn call_record(peer: SocketAddr, method: &Method, path: &str, status: StatusCode
 }
 
 async fn route(state: &State, req: &Request<Incoming>) -> Response<Body> {
-    let (status, content_type, body) = match (req.method(), req.uri().path()) {
+    let method = if req.method() == Method::HEAD {
+        &Method::GET
+    } else {
+        req.method()
+    };
+    let (status, content_type, body) = match (method, req.uri().path()) {
         (&Method::GET, "/ready") if state.draining.load(Ordering::Relaxed) => {
             (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n".to_owned())
         }

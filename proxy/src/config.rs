@@ -26,7 +26,10 @@ pub use cluster::{
 };
 pub use kv::check_redis_url;
 pub use limits::{DEFAULT_MEMORY, LimitsConfig};
-pub use observe::{ACCESS_LOG_FIELDS, AccessLogConfig, AccessLogFormat, AccessLogPiece, OtlpProtocol, TracingConfig};
+pub use observe::{
+    ACCESS_LOG_FIELDS, AccessLogConfig, AccessLogFormat, AccessLogPiece, OtlpProtocol, QueryShown, TracingConfig,
+};
+pub use redact::secret_name;
 pub use redact::urls as redact_urls;
 pub use route::{
     CorsConfig, DirectResponseConfig, HeaderEditsConfig, MatchConfig, MirrorConfig, MirrorsConfig, PatternConfig,

@@ -213,6 +213,8 @@ pub struct Metrics {
     /// Requests answered 503 because a filter was at its concurrency limit, by reason
     /// (`queue_full`, `queue_timeout`).
     pub filter_rejected: Family<RejectLabels, Counter>,
+    /// Failures `on_error = "open"` skipped, by filter (each is in `filter_errors` too).
+    filter_skipped: Family<FilterOnlyLabels, Counter>,
     /// Time from a request's head to its response's head, by route.
     request_duration: Family<RouteOnlyLabels, LatencyHistogram>,
     /// Responses received from a cluster by status class, and exchanges that got none.
@@ -329,6 +331,12 @@ impl Default for Metrics {
             "Requests refused with 503 because a filter was at its concurrency limit",
             filter_rejected.clone(),
         );
+        let filter_skipped = Family::<FilterOnlyLabels, Counter>::default();
+        registry.register(
+            "filter_skipped",
+            "Filter failures skipped because the filter fails open (on_error = \"open\")",
+            filter_skipped.clone(),
+        );
         let request_duration = Family::<RouteOnlyLabels, LatencyHistogram>::default();
         registry.register(
             "request_duration_seconds",
@@ -429,6 +437,7 @@ impl Default for Metrics {
             filter_log_dropped,
             kv_evictions,
             filter_rejected,
+            filter_skipped,
             request_duration,
             upstream_responses,
             upstream_errors,
@@ -594,6 +603,14 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// A failure of `filter` skipped by fail-open. Failures are rare: the series is looked
+    /// up here rather than held.
+    pub fn filter_skipped(&self, filter: &str) {
+        self.filter_skipped
+            .get_or_create(&FilterOnlyLabels { filter: filter.into() })
+            .inc();
+    }
+
     /// The eviction counter of one filter's KV space, resolved once at load.
     pub fn kv_evictions(&self, filter: &str) -> Counter {
         self.kv_evictions

@@ -30,6 +30,7 @@ use crate::respond::ProxyError;
 use crate::upstream::{UpstreamError, UpstreamSlot};
 
 pub mod access_log;
+mod query;
 pub mod trace;
 
 pub use opentelemetry::trace::TraceId;
@@ -157,10 +158,7 @@ impl Observer {
         }
         let active = self.active.load_full();
         let logged = active.log.as_ref().is_some_and(|log| log.sampled.take());
-        let trace = active
-            .tracing
-            .as_ref()
-            .map(|(_, t)| t.begin(&conn.listener, &head.headers));
+        let trace = active.tracing.as_ref().map(|(_, t)| t.begin(conn, head));
         if !logged && trace.is_none() {
             return Recorder(None);
         }
@@ -281,9 +279,13 @@ impl Recorder {
         })
     }
 
-    /// The route that matched; a route with `access_log = false` is not logged.
-    pub fn route(&mut self, name: &Arc<str>) {
+    /// The route that matched, by name and path template; a route with
+    /// `access_log = false` is not logged.
+    pub fn route(&mut self, name: &Arc<str>, template: &Arc<str>) {
         let Some(record) = &mut self.0 else { return };
+        if let Some(trace) = &mut record.trace {
+            trace.route(name, template);
+        }
         if let Some(log) = &record.active.log
             && log.quiet.contains(&**name)
         {
@@ -324,12 +326,12 @@ impl Recorder {
         record.filters.push((filter.into(), phase, took));
     }
 
-    /// The request is about to go upstream: its trace context goes with it, and the
-    /// cluster is asked to note the endpoint.
-    pub fn upstream_start(&mut self, head: &mut request::Parts) {
+    /// The request is about to go upstream to a cluster reached with `scheme`: its trace
+    /// context goes with it, and the cluster is asked to note the endpoint.
+    pub fn upstream_start(&mut self, head: &mut request::Parts, scheme: &'static str) {
         let Some(record) = &mut self.0 else { return };
         if let Some(trace) = &mut record.trace {
-            trace.upstream_request(&mut head.headers);
+            trace.upstream_request(head, scheme);
         }
         let slot = Arc::new(UpstreamSlot::default());
         head.extensions.insert(slot.clone());
@@ -342,12 +344,13 @@ impl Recorder {
         let Some(record) = &mut self.0 else { return };
         record.upstream_duration = record.upstream_started.map(|s| s.elapsed());
         let endpoint = record.upstream.as_ref().and_then(|slot| slot.get());
+        let tries = record.upstream.as_ref().map_or(0, |slot| slot.tries());
         if let Some(trace) = &mut record.trace {
-            let status = match result {
-                Ok(resp) => Ok(resp.status().as_u16()),
+            let answer = match result {
+                Ok(resp) => Ok((resp.status().as_u16(), resp.version())),
                 Err(e) => Err(upstream_flag(e)),
             };
-            trace.upstream_done(endpoint, status);
+            trace.upstream_done(endpoint, tries, answer);
         }
     }
 

@@ -76,7 +76,7 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
         rec.failed(&err);
         return Ok(rec.finish(error_response(&err, "-", dialect)));
     };
-    rec.route(&route.name);
+    rec.route(&route.name, route.template());
     let mut resp = match proxy(&runtime, route, &conn, head, body, upgrade, &mut rec).await {
         Ok(resp) => {
             route.counters.record(resp.status(), started.elapsed());
@@ -267,6 +267,7 @@ fn filter_failed(runtime: &crate::state::Version, entry: &ChainEntry, error: Fil
     if entry.on_error == FailureMode::Closed || !error.is_guest_fault() {
         return Err(ProxyError::filter(entry.filter.name(), error));
     }
+    runtime.metrics.filter_skipped(entry.filter.name());
     tracing::warn!(filter = entry.filter.name(), %error, "filter failed; continuing (fail-open)");
     Ok(())
 }
@@ -391,7 +392,7 @@ async fn send(
         _ => Wait::from(route.timeout),
     };
     forward::upstream_request(&mut head, conn, route.host_rewrite.as_ref(), version);
-    rec.upstream_start(&mut head);
+    rec.upstream_start(&mut head, cluster.scheme());
     let sent = Instant::now();
     let result = cluster
         .send(Request::from_parts(head, body), wait, Some(conn.peer.ip()))

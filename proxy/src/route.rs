@@ -79,6 +79,11 @@ impl Route {
         }
     }
 
+    /// The route's path template (`http.route` in traces).
+    pub fn template(&self) -> &Arc<str> {
+        &self.matcher.template
+    }
+
     pub fn with_upgrades(mut self, upgrades: &[String], idle: Duration) -> Route {
         self.upgrades = upgrades.iter().map(|u| u.to_ascii_lowercase()).collect();
         self.upgrade_idle = idle;
@@ -168,6 +173,9 @@ pub struct Matcher {
     headers: Vec<(HeaderName, ValueMatch)>,
     query: Vec<(String, ValueMatch)>,
     identity: Option<ValueMatch>,
+    /// The path template, as traces name the route (`http.route`): a prefix's segments
+    /// with `/*` after them (`/api/*`, `/*`), an exact path, or the regex as written.
+    template: Arc<str>,
 }
 
 impl Matcher {
@@ -179,6 +187,12 @@ impl Matcher {
                 None => HostMatch::Exact(h),
             }
         });
+        let template: Arc<str> = match (&m.path_exact, &m.path_regex, &m.path_prefix) {
+            (Some(p), _, _) => p.as_str().into(),
+            (_, Some(re), _) => re.get_ref().as_str().into(),
+            (_, _, Some(p)) => format!("{}/*", segment_prefix(p)).into(),
+            _ => "/*".into(),
+        };
         let path = if let Some(p) = &m.path_exact {
             PathMatch::Exact(p.clone())
         } else if let Some(re) = &m.path_regex {
@@ -220,6 +234,7 @@ impl Matcher {
             headers,
             query,
             identity,
+            template,
         })
     }
 

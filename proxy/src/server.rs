@@ -111,10 +111,14 @@ pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>
         crate::watch::spawn(state.clone(), shutdown.clone())?;
     }
     crate::watch::reload_on_sighup(state.clone(), shutdown.clone())?;
+    // Before saying ready: a supervisor may send SIGTERM as soon as it reads READY=1 or the
+    // ready file, and until a handler exists SIGTERM's default action kills the process
+    // with no drain (cli::systemd_is_told_when_weft_is_ready_and_when_it_stops saw it).
+    let stop = stop_signal()?;
     let _ready_file = ready_file.map(|path| ReadyFile::write(path, &bound)).transpose()?;
     sd_notify("READY=1");
 
-    let signal = wait_for_signal().await?;
+    let signal = stop.await;
     sd_notify("STOPPING=1");
     tracing::info!(signal, drain_timeout = ?config.runtime.drain_timeout, "shutting down: draining in-flight requests");
     let _ = shutdown_tx.send(true);
@@ -155,13 +159,16 @@ async fn bind_listener(l: &ListenerConfig, state: &State) -> anyhow::Result<(Lis
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves to the first signal.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     })
 }
 

@@ -161,7 +161,7 @@ impl WasmHost {
             bail!("limits.log_rate and limits.log_burst must be at least 1");
         }
         let started = Instant::now();
-        let compiled = self.engine.compile(path).await?;
+        let compiled = self.engine.compile(name, path).await?;
         let memory = limits.memory.unwrap_or_else(|| compiled.default_memory());
         let kv = self.kv_space(name, limits);
         let shared = Arc::new(FilterShared {

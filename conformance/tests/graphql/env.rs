@@ -34,14 +34,16 @@ type Query {
 type Product { id: ID!  title: String!  price: Int!  label: String!  seenAuth: String  reviews: [Review!]! }
 type Review { id: ID!  stars: Int! }
 type Mutation { setName(id: ID!, name: String!): Stamp!  createOrder(item: String!): Stamp! }
-type User @cacheControl(maxAge: 30) { id: ID!  name: String!  email: String @cost(weight: 3)  friends: [User!]! }
+type User @cacheControl(maxAge: 30) { id: ID!  name: String!  email: String @cost(weight: 3)  friends(first: Int): [User!]! }
 type Order @cacheControl(maxAge: 300, scope: PRIVATE) { id: ID!  item: String!  userId: ID! }
 type Stamp { value: String!  started: Float!  finished: Float! }
 "#;
 
 const ROUTES: &str = r#"routes = { "Query.*" = "users", "Query.order" = "orders", "Query.orders" = "orders", "Query.slowOrder" = "orders", "Query.down" = "down", "Query.downNonNull" = "down", "Mutation.setName" = "users", "Mutation.createOrder" = "orders" }"#;
 
-/// REST-backed fields (the `gql` filter only): Query.product and, nested, Product.reviews.
+/// REST-backed fields (the `gql` filter only, at most 4 calls per operation): Query.product
+/// and, nested, Product.reviews. `GET /calls` (no filter) says how many calls the REST
+/// service served.
 const REST: &str = r#"rest = {
   "Query.product" = { cluster = "catalog", path = "/products/{$args.id}", result_root = ["product"],
                       headers = { x-auth = "{$headers.authorization}" },
@@ -127,19 +129,21 @@ impl Env {
             .route("safe", "path_prefix = \"/safe\"", "users", &["safe"], "")
             .route("costly", "path_prefix = \"/costly\"", "users", &["costly"], "")
             .route("reference", "path_prefix = \"/reference\"", "reference", &[], "")
+            .route("calls", "path_exact = \"/calls\"", "catalog", &[], "")
             .to_string();
         let limits = "max_depth = 3, max_height = 6, max_aliases = 2, max_root_fields = 3, \
                       parser_max_tokens = 100, parser_max_recursion = 12";
         let filters = [
             filter(
                 "gql",
-                &format!("persisted_queries = {{ apq = true }}, timeout = \"2s\", {REST}"),
+                &format!("persisted_queries = {{ apq = true }}, timeout = \"2s\", rest_max_calls = 4, {REST}"),
             ),
             filter("limited", &format!("limits = {{ {limits} }}")),
             filter("warned", &format!("limits = {{ {limits}, warn_only = true }}")),
             filter(
                 "open",
-                "introspection = true, csrf = { enabled = false }, batching = { enabled = true, max_size = 3 }",
+                "introspection = true, csrf = { enabled = false }, batching = { enabled = true, max_size = 3 }, \
+                 include_subgraph_errors = true",
             ),
             filter("costly", "limits = { max_cost = 21 }"),
             filter(

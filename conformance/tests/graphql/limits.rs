@@ -3,7 +3,7 @@
 //! root fields 3, 100 lexer tokens (whitespace runs and the end count: apollo-parser's
 //! count), parser recursion 12.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::env::*;
 
@@ -122,4 +122,58 @@ async fn static_cost_at_its_boundary() {
         refused.json()["errors"][0]["message"],
         "query estimated cost 22 exceeded configured maximum 21"
     );
+}
+
+#[tokio::test]
+async fn static_cost_reads_the_values_the_service_uses() {
+    let env = Env::start().await;
+    // friends(first:) sizes the list: with no variables sent, $n is its default, 100000;
+    // priced at default_list_size (10) before, 1 + 10 = 11 <= 21 went through.
+    let query = "query($n: Int = 100000) { user(id: 1) { friends(first: $n) { id } } }";
+    let refused = env.post("/costly", &json!({ "query": query })).await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert_eq!(codes(&refused), ["COST_ESTIMATED_TOO_EXPENSIVE"]);
+    assert_eq!(
+        refused.json()["errors"][0]["message"],
+        "query estimated cost 100001 exceeded configured maximum 21"
+    );
+    // A value sent wins over the default; an explicit null is no size (the default 10).
+    for (n, friends) in [(json!(1), json!([{"id": "2"}])), (Value::Null, json!([{"id": "2"}]))] {
+        let ok = env
+            .post("/costly", &json!({ "query": query, "variables": {"n": n} }))
+            .await;
+        assert_eq!(ok.status, 200, "{}", ok.text());
+        assert_eq!(ok.json()["data"]["user"]["friends"], friends);
+    }
+    // A value of the wrong type is a request error at the gateway, as at the service.
+    let wrong = env
+        .post("/costly", &json!({ "query": query, "variables": {"n": "many"}}))
+        .await;
+    assert_eq!(wrong.status, 400, "{}", wrong.text());
+    assert_eq!(codes(&wrong), ["VALIDATION_INVALID_TYPE_VARIABLE"]);
+}
+
+/// `{ users { id } ...F0 }` with `F0` spreading `F1`… `F{n}` holding `last`.
+fn fragment_chain(n: usize, last: &str) -> String {
+    let mut q = String::from("{ users { id } ...F0 }");
+    for i in 0..n {
+        q.push_str(&format!("\nfragment F{i} on Query {{ ...F{} }}", i + 1));
+    }
+    q.push_str(&format!("\nfragment F{n} on Query {{ {last} }}"));
+    q
+}
+
+#[tokio::test]
+async fn introspection_deep_in_fragments_is_refused() {
+    let env = Env::start().await;
+    // Past 64 nested fragments the root-field walk stopped: `__schema` was neither refused
+    // nor answered by the gateway, and the users service answered it.
+    let deep = fragment_chain(70, "__schema { queryType { name } }");
+    let reply = env.post("/graphql", &json!({ "query": deep })).await;
+    assert_eq!(codes(&reply), ["INTROSPECTION_DISABLED"], "{}", reply.text());
+    // The same one fragment short of validation's own bound (apollo-compiler refuses a
+    // chain of 100).
+    let deepest = fragment_chain(98, "__type(name: \"User\") { name }");
+    let reply = env.post("/graphql", &json!({ "query": deepest })).await;
+    assert_eq!(codes(&reply), ["INTROSPECTION_DISABLED"], "{}", reply.text());
 }

@@ -122,10 +122,11 @@ async fn a_failing_cluster_nulls_its_fields_with_an_error() {
         body["data"],
         json!({"users": [{"id": "1"}, {"id": "2"}], "down": null, "order": {"id": "o1"}})
     );
-    assert_eq!(body["errors"].as_array().expect("errors").len(), 1, "{body}");
-    assert_eq!(body["errors"][0]["path"], json!(["down"]));
-    assert_eq!(body["errors"][0]["extensions"]["service"], "down");
-    assert_eq!(body["errors"][0]["extensions"]["code"], "SUBREQUEST_HTTP_ERROR");
+    // Which cluster, and why, stay inside (`include_subgraph_errors` is off).
+    assert_eq!(
+        body["errors"],
+        json!([{"message": "HTTP fetch failed", "path": ["down"], "extensions": {"code": "SUBREQUEST_HTTP_ERROR"}}])
+    );
     // `downNonNull` is String!: its null propagates to all of data.
     let reply = env
         .post("/graphql", &json!({"query": "{ users { id } downNonNull }"}))
@@ -133,6 +134,18 @@ async fn a_failing_cluster_nulls_its_fields_with_an_error() {
     let body = reply.json();
     assert_eq!(body["data"], Value::Null, "{body}");
     assert_eq!(body["errors"][0]["path"], json!(["downNonNull"]));
+    // With `include_subgraph_errors` (on /open): the cluster and the cause.
+    let open = env
+        .post("/open", &json!({"query": "{ users { id } down }"}))
+        .await
+        .json();
+    assert_eq!(open["errors"][0]["extensions"]["service"], "down", "{open}");
+    assert!(
+        open["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("HTTP fetch failed from 'down': ")),
+        "{open}"
+    );
     // Counted: the two failed calls, and operations by type.
     let counter = |name: &str| format!("weft_filter_events_total{{filter=\"gql\",name=\"{name}\"}}");
     assert_eq!(env.weft.metric(&counter("subrequest_errors")).await, 2.0);
@@ -252,4 +265,83 @@ async fn operations_are_counted_timed_and_refused_by_name() {
         Some("2"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn root_fields_left_out_by_directives_are_not_sent() {
+    let env = Env::start().await;
+    // Only `users` is left: the users service is sent an operation with it alone (it
+    // knows no `product`, which is REST-backed here).
+    let query = "query Q($s: Boolean!, $i: Boolean!) {
+        me: user(id: 1) @skip(if: $s) { id }
+        product(id: 10) @include(if: $i) { id }
+        users { id }
+    }";
+    let reply = env
+        .post(
+            "/graphql",
+            &json!({"query": query, "variables": {"s": true, "i": false}}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), json!({"data": {"users": [{"id": "1"}, {"id": "2"}]}}));
+    // The same left out by the variables' defaults, nothing sent.
+    let query = "query Q($s: Boolean = true, $i: Boolean = false) {
+        me: user(id: 1) @skip(if: $s) { id }
+        order(id: \"o1\") @include(if: $i) { id }
+        users { id }
+    }";
+    let reply = env.post("/graphql", &json!({ "query": query })).await;
+    assert_eq!(reply.json(), json!({"data": {"users": [{"id": "1"}, {"id": "2"}]}}));
+}
+
+#[tokio::test]
+async fn service_errors_reach_the_client_redacted() {
+    let env = Env::start().await;
+    // A split operation whose orders part fails with a stack trace in its extensions.
+    let body = json!({"query": "{ users { id } order(id: \"boom\") { id } }"});
+    let reply = env.post("/graphql", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let answer = reply.json();
+    assert_eq!(answer["data"]["order"], Value::Null);
+    assert_eq!(
+        answer["errors"],
+        json!([{"message": "order store unavailable", "path": ["order"], "extensions": {"code": "DOWNSTREAM_FAILED"}}])
+    );
+    assert!(
+        !reply.text().contains("10.0.0.7") && !reply.text().contains("/srv/"),
+        "{answer}"
+    );
+    // An operation rerouted whole to its one service: the service's own answer, redacted
+    // on its way back (locations kept).
+    let whole = env
+        .post("/graphql", &json!({"query": "{ order(id: \"boom\") { id } }"}))
+        .await;
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    let answer = whole.json();
+    assert_eq!(answer["errors"][0]["message"], "order store unavailable", "{answer}");
+    assert!(answer["errors"][0]["locations"].is_array(), "{answer}");
+    assert_eq!(
+        answer["errors"][0]["extensions"],
+        json!({"code": "DOWNSTREAM_FAILED"}),
+        "{answer}"
+    );
+    assert_eq!(answer["errors"][0].as_object().map(|e| e.len()), Some(4), "{answer}");
+    assert!(
+        !whole.text().contains("10.0.0.7") && !whole.text().contains("/srv/"),
+        "{answer}"
+    );
+    // Details on request (`include_subgraph_errors = true` on /open).
+    let open = env.post("/open", &body).await.json();
+    assert_eq!(open["errors"][0]["extensions"]["service"], "orders", "{open}");
+    assert!(open["errors"][0]["extensions"]["stacktrace"].is_array(), "{open}");
+    // A REST-backed field: the status, not the cluster or its path.
+    let rest = env
+        .post(
+            "/graphql",
+            &json!({"query": "{ product(id: \"nope\") { id } users { id } }"}),
+        )
+        .await
+        .json();
+    assert_eq!(rest["errors"][0]["message"], "resolver error: HTTP 404", "{rest}");
 }

@@ -224,3 +224,25 @@ async fn many_distinct_documents_stay_within_the_instance_memory() {
         assert_eq!(reply.status, 200, "document {i}: {}", reply.text());
     }
 }
+
+#[tokio::test]
+async fn a_repeated_query_parameter_cannot_smuggle_introspection() {
+    let env = Env::start().await;
+    // The service (graphql-js behind graphql-http) runs the first `query`; the gateway
+    // validated the last. Introspection is off on /graphql.
+    for first in ["{ __schema { types { name } } }", "{ users { email } }"] {
+        let reply = env
+            .request(
+                "GET",
+                &format!("/graphql?query={}&query={}", encode(first), encode("{ users { id } }")),
+                &[("apollo-require-preflight", "true"), ("accept", RESPONSE_TYPE)],
+            )
+            .await;
+        assert_eq!(reply.status, 400, "{first}: {}", reply.text());
+        assert!(
+            !reply.text().contains("__Schema") && !reply.text().contains("ada@"),
+            "{}",
+            reply.text()
+        );
+    }
+}

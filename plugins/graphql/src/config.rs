@@ -40,9 +40,16 @@ pub struct RawConfig {
     /// REST-backed fields: `"Query.product" = { cluster, path, result_root, setters }`.
     #[serde(default)]
     rest: BTreeMap<String, crate::rest::RestField>,
+    /// REST calls one operation may make (default 50): identical calls are made once.
+    #[serde(default = "default_rest_max_calls")]
+    rest_max_calls: usize,
     /// Batched requests (a JSON array of operations), off by default.
     #[serde(default)]
     batching: RawBatching,
+    /// Services' errors whole (extensions, the cluster's name, why a call failed) in the
+    /// answers the gateway builds; off by default: message, path and code only.
+    #[serde(default)]
+    include_subgraph_errors: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -65,6 +72,9 @@ fn default_forward_headers() -> Vec<String> {
 }
 fn default_cache() -> usize {
     512
+}
+fn default_rest_max_calls() -> usize {
+    50
 }
 
 #[derive(Deserialize)]
@@ -266,6 +276,9 @@ pub struct Config {
     pub rest: BTreeMap<(String, String), crate::rest::RestField>,
     /// Operations per batch; `None`: batching off.
     pub batch_max: Option<usize>,
+    pub include_subgraph_errors: bool,
+    /// REST calls per operation.
+    pub rest_max_calls: usize,
 }
 
 impl Config {
@@ -331,6 +344,9 @@ impl Config {
             }
             Some(list)
         };
+        if raw.rest_max_calls == 0 {
+            return Err("rest_max_calls must be at least 1".to_owned());
+        }
         let batch_max = match (raw.batching.enabled, raw.batching.max_size) {
             (false, _) => None,
             (true, Some(0)) => return Err("batching.max_size must be at least 1".to_owned()),
@@ -339,6 +355,8 @@ impl Config {
         Ok(Config {
             rest,
             batch_max,
+            include_subgraph_errors: raw.include_subgraph_errors,
+            rest_max_calls: raw.rest_max_calls,
             schema,
             routing,
             path: raw.path,

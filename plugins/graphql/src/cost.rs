@@ -4,15 +4,20 @@
 //! otherwise; a list field multiplies its type's and its selection's cost by its size —
 //! `@listSize(assumedSize:)`, else the value of a slicing argument (`@listSize(
 //! slicingArguments:)`, else `first`, `last` or `limit`), else the configured default.
-//! Each fragment is costed once.
+//! An argument's value is the one the service will use: the literal, else the coerced
+//! variable (its default included when the client sent none), else the argument's
+//! default in the schema; `null` means no size. A REST-backed field is a call: it costs at
+//! least 1 whatever its type. Each fragment is costed once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use apollo_compiler::ast::Value;
 use apollo_compiler::executable::{ExecutableDocument, Field, Operation, OperationType, Selection, SelectionSet};
 use apollo_compiler::schema::ExtendedType;
 use apollo_compiler::{Node, Schema};
-use serde_json::{Map, Value as Json};
+
+use crate::plan::{Coerced, MAX_NESTING};
+use crate::rest::RestField;
 
 const SLICING: [&str; 3] = ["first", "last", "limit"];
 
@@ -20,13 +25,15 @@ pub fn estimate(
     schema: &Schema,
     document: &ExecutableDocument,
     operation: &Operation,
-    variables: &Map<String, Json>,
+    variables: &Coerced,
+    rest: &BTreeMap<(String, String), RestField>,
     default_list_size: f64,
 ) -> f64 {
     let mut ctx = Ctx {
         schema,
         document,
         variables,
+        rest,
         default_list_size,
         memo: HashMap::new(),
     };
@@ -37,20 +44,22 @@ pub fn estimate(
 struct Ctx<'a> {
     schema: &'a Schema,
     document: &'a ExecutableDocument,
-    variables: &'a Map<String, Json>,
+    variables: &'a Coerced,
+    rest: &'a BTreeMap<(String, String), RestField>,
     default_list_size: f64,
     memo: HashMap<String, f64>,
 }
 
 impl Ctx<'_> {
     fn set(&mut self, set: &SelectionSet, mutation_root: bool, level: usize) -> f64 {
-        if level > 512 {
+        // Unreachable: `limits::measure` refused deeper documents first.
+        if level > MAX_NESTING {
             return 0.0;
         }
         let mut total = 0.0;
         for selection in &set.selections {
             total += match selection {
-                Selection::Field(field) => self.field(field, mutation_root, level),
+                Selection::Field(field) => self.field(set.ty.as_str(), field, mutation_root, level),
                 Selection::InlineFragment(inline) => self.set(&inline.selection_set, mutation_root, level + 1),
                 Selection::FragmentSpread(spread) => {
                     let name = spread.fragment_name.as_str();
@@ -71,7 +80,7 @@ impl Ctx<'_> {
         total
     }
 
-    fn field(&mut self, field: &Node<Field>, mutation_root: bool, level: usize) -> f64 {
+    fn field(&mut self, parent: &str, field: &Node<Field>, mutation_root: bool, level: usize) -> f64 {
         let def = &field.definition;
         let type_name = def.ty.inner_named_type();
         let ty = self.schema.types.get(type_name);
@@ -87,6 +96,11 @@ impl Ctx<'_> {
             } else {
                 0.0
             });
+        let weight = if !self.rest.is_empty() && self.rest.contains_key(&(parent.to_owned(), field.name.to_string())) {
+            weight.max(1.0)
+        } else {
+            weight
+        };
         let children = self.set(&field.selection_set, false, level + 1);
         if def.ty.is_list() {
             self.list_size(field) * (weight + children)
@@ -108,18 +122,36 @@ impl Ctx<'_> {
             .and_then(|v| v.as_list())
             .map(|items| items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
             .unwrap_or_else(|| SLICING.iter().map(|s| (*s).to_owned()).collect());
-        let sizes = field
-            .arguments
-            .iter()
-            .filter(|arg| declared.iter().any(|d| d == arg.name.as_str()))
-            .filter_map(|arg| match arg.value.as_ref() {
-                Value::Int(i) => i.try_to_i32().ok().map(f64::from),
-                Value::Variable(v) => self.variables.get(v.as_str()).and_then(Json::as_f64),
-                _ => None,
-            });
+        let sizes = declared.iter().filter_map(|name| self.argument_size(field, name));
         sizes
             .fold(None, |max: Option<f64>, s| Some(max.map_or(s, |m| m.max(s))))
             .map_or(self.default_list_size, |s| s.max(0.0))
+    }
+
+    /// The value the service will give argument `name` of `field`, as a size: `None`
+    /// when it is null or not a number.
+    fn argument_size(&self, field: &Field, name: &str) -> Option<f64> {
+        let given = field.arguments.iter().find(|arg| arg.name == name);
+        let default = || {
+            let def = field.definition.arguments.iter().find(|arg| arg.name == name)?;
+            literal_size(def.default_value.as_deref()?)
+        };
+        match given.map(|arg| arg.value.as_ref()) {
+            None => default(),
+            Some(Value::Variable(v)) => match self.variables.get(v.as_str()) {
+                // Not sent and no default in the operation: the argument's own applies.
+                None => default(),
+                Some(value) => value.as_f64(),
+            },
+            Some(value) => literal_size(value),
+        }
+    }
+}
+
+fn literal_size(value: &Value) -> Option<f64> {
+    match value {
+        Value::Int(i) => i.try_to_i32().ok().map(f64::from),
+        _ => None,
     }
 }
 
@@ -137,6 +169,7 @@ fn weight(directive: Option<&apollo_compiler::ast::Directive>) -> Option<f64> {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+    use serde_json::Value as Json;
 
     const SDL: &str = r#"
         directive @cost(weight: Int!) on FIELD_DEFINITION | OBJECT | SCALAR | ENUM
@@ -145,6 +178,7 @@ mod tests {
           users(first: Int, limit: Int): [User!]!
           tagged: [User] @listSize(assumedSize: 3)
           page(size: Int): [User] @listSize(slicingArguments: ["size"])
+          all(first: Int = 1000): [User]
           user(id: ID): User
         }
         type Mutation { create(name: String): User }
@@ -156,12 +190,21 @@ mod tests {
         let schema = Schema::parse_and_validate(SDL, "s.graphql").unwrap();
         let doc = ExecutableDocument::parse_and_validate(&schema, query, "q.graphql").unwrap();
         let op = doc.operations.get(None).unwrap();
-        estimate(&schema, &doc, op, vars.as_object().unwrap_or(&Map::new()), 10.0)
+        let raw: Coerced = serde_json::from_value(if vars.is_null() { serde_json::json!({}) } else { vars }).unwrap();
+        let coerced = apollo_compiler::request::coerce_variable_values(&schema, op, &raw).unwrap();
+        let rest: BTreeMap<(String, String), RestField> = [("User", "name"), ("Query", "tagged")]
+            .into_iter()
+            .map(|(ty, field)| {
+                let rest = serde_json::from_value(serde_json::json!({"cluster": "c", "path": "/x"})).unwrap();
+                ((ty.to_owned(), field.to_owned()), rest)
+            })
+            .collect();
+        estimate(&schema, &doc, op, &coerced, &rest, 10.0)
     }
 
     #[test]
     fn objects_one_scalars_zero_lists_multiply() {
-        assert_eq!(cost("{ user { id name } }", Json::Null), 1.0);
+        assert_eq!(cost("{ user { id } }", Json::Null), 1.0);
         assert_eq!(cost("{ users { id } }", Json::Null), 10.0);
         assert_eq!(cost("{ users { friends { id } } }", Json::Null), 10.0 * (1.0 + 10.0));
     }
@@ -179,6 +222,30 @@ mod tests {
         );
         assert_eq!(cost("{ tagged { id } }", Json::Null), 3.0);
         assert_eq!(cost("{ page(size: 2) { id } }", Json::Null), 2.0);
+    }
+
+    #[test]
+    fn sizes_are_the_values_the_service_uses() {
+        let nested = "query($n: Int = 100000) { users(first: $n) { friends { id } } }";
+        // The operation's default, when no variable is sent.
+        assert_eq!(cost(nested, Json::Null), 100000.0 * (1.0 + 10.0));
+        // A sent value wins; an explicit null is no size.
+        assert_eq!(cost(nested, serde_json::json!({"n": 2})), 2.0 * 11.0);
+        assert_eq!(cost(nested, serde_json::json!({"n": null})), 10.0 * 11.0);
+        // The argument's default in the schema: not given, or a variable not sent.
+        assert_eq!(cost("{ all { id } }", Json::Null), 1000.0);
+        assert_eq!(cost("query($n: Int) { all(first: $n) { id } }", Json::Null), 1000.0);
+        assert_eq!(cost("{ all(first: null) { id } }", Json::Null), 10.0);
+        assert_eq!(cost("{ all(first: 4) { id } }", Json::Null), 4.0);
+    }
+
+    #[test]
+    fn a_rest_backed_field_costs_at_least_one() {
+        // User.name is REST-backed here: a scalar, but a call.
+        assert_eq!(cost("{ user { id name } }", Json::Null), 2.0);
+        assert_eq!(cost("{ users(first: 4) { name } }", Json::Null), 4.0 * 2.0);
+        // Query.tagged is REST-backed and already costs its objects.
+        assert_eq!(cost("{ tagged { id } }", Json::Null), 3.0);
     }
 
     #[test]

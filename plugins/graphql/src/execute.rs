@@ -14,67 +14,80 @@ use weft_sdk::{Decision, Reply, Request, metrics};
 
 use crate::merge::{self, Answer};
 use crate::plan::{self, Owner, Part, RootField};
-use crate::transport::{self, MediaType, Params};
-use crate::{Graphql, Prepared, Stop, cache_control, error, reply, rest};
+use crate::transport::Forwarded;
+use crate::{Graphql, Prepared, cache_control, error, rest};
 
 impl Graphql {
-    /// Every root field goes to one cluster: the request goes there as the client sent
-    /// it — by reroute, so the proxy streams the answer back with no copy through the
-    /// sandbox and the route's timeout — unless its text came from the persisted-query
-    /// store, when the cluster is asked with the full text.
+    /// Every root field goes to one cluster: the request goes there by reroute, so the
+    /// proxy streams the answer back with no copy through the sandbox and the route's
+    /// timeout. It carries only what the gateway validated, rebuilt: a GET's query string
+    /// or a POST's body holds exactly the parameters parsed (no parameter or JSON key the
+    /// gateway did not read, no `?query=` on a POST), the text from the persisted-query
+    /// store when the client sent a hash, and, when `@skip`/`@include` left root fields
+    /// out, the operation with only the fields that run (the others' service may not know
+    /// them).
     pub(crate) fn forward(
         &self,
         request: &mut Request<'_>,
         cluster: &str,
-        params: &Params,
-        sent_query: bool,
+        prepared: &Prepared,
         path: &str,
         is_get: bool,
     ) -> Decision {
-        if sent_query {
-            let (route_path, query_string) = match path.split_once('?') {
-                Some((p, q)) => (p, Some(q)),
-                None => (path, None),
-            };
-            if route_path != self.config.path {
-                let target = match query_string {
-                    Some(q) if is_get => format!("{}?{q}", self.config.path),
-                    _ => self.config.path.clone(),
-                };
-                if let Err(e) = request.set_path(&target) {
-                    return Reply::new(500)
-                        .body(format!("graphql: cannot set the path: {e}\n"))
-                        .into();
-                }
-            }
-            return Decision::Reroute(cluster.to_owned());
-        }
-        let body = json!({
-            "query": params.query,
-            "operationName": params.operation_name,
-            "variables": params.variables,
-        });
-        // The client's Accept goes along: the service's answer is passed through as is.
-        let accept = request
-            .header("accept")
-            .unwrap_or_else(|| "application/json".to_owned());
-        let answer = self.callout(request, body.to_string(), &accept).send(cluster);
-        match answer {
-            Ok(response) => pass_through(response),
-            Err(e) => {
-                let media = transport::negotiate(request.header("accept").as_deref()).unwrap_or(MediaType::Json);
-                reply(
-                    media,
-                    Stop::RequestStatus(
-                        502,
-                        vec![json!({
-                            "message": format!("HTTP fetch failed from '{cluster}': {e}"),
-                            "extensions": { "code": "SUBREQUEST_HTTP_ERROR", "service": cluster },
-                        })],
-                    ),
+        let params = &prepared.params;
+        let pruned = prepared
+            .pruned
+            .then(|| {
+                plan::split(
+                    &prepared.document,
+                    &prepared.operation,
+                    &prepared.fields,
+                    &params.variables,
+                    &prepared.coerced,
                 )
-                .into()
-            }
+                .pop()
+            })
+            .flatten();
+        let forwarded = match &pruned {
+            Some(part) => Forwarded {
+                query: &part.query,
+                operation_name: part.operation_name.as_deref(),
+                variables: &part.variables,
+                extensions: &params.extensions,
+            },
+            None => Forwarded {
+                query: params.query.as_deref().unwrap_or_default(),
+                operation_name: params.operation_name.as_deref(),
+                variables: &params.variables,
+                extensions: &params.extensions,
+            },
+        };
+        let rebuilt = if is_get {
+            forwarded
+                .query_string()
+                .map_err(|e| e.to_string())
+                .and_then(|query| request.set_path(&format!("{}?{query}", self.config.path)))
+                .and_then(|()| {
+                    // A GET's body is not GraphQL's; none goes on.
+                    let has_body =
+                        request.headers().has("content-length") || request.headers().has("transfer-encoding");
+                    if has_body { request.set_body(b"") } else { Ok(()) }
+                })
+        } else {
+            let set_path = if path == self.config.path {
+                Ok(())
+            } else {
+                request.set_path(&self.config.path)
+            };
+            set_path
+                .and_then(|()| forwarded.body().map_err(|e| e.to_string()))
+                .and_then(|body| request.set_body(body.as_bytes()))
+        };
+        match rebuilt {
+            Ok(()) => Decision::Reroute(cluster.to_owned()),
+            Err(e) => Reply::new(500)
+                .body(format!("graphql: cannot rebuild the request: {e}\n"))
+                .into(),
         }
     }
 
@@ -100,10 +113,11 @@ impl Graphql {
             params,
             document,
             operation,
+            coerced,
             fields,
             ..
         } = prepared;
-        let parts = plan::split(document, operation, fields, &params.variables);
+        let parts = plan::split(document, operation, fields, &params.variables, coerced);
         let callouts: Vec<(&str, Callout)> = parts
             .iter()
             .map(|part| {
@@ -141,14 +155,21 @@ impl Graphql {
             metrics::counter_add("subrequest_errors", failed as u64);
         }
         let (gateway, gateway_errors) =
-            self.gateway_fields(document, operation, fields, params, request.headers().entries());
+            self.gateway_fields(document, operation, fields, coerced, request.headers().entries());
         // An answer with errors is never cached.
         let cacheable = gateway_errors.is_empty() && !parsed.iter().any(merge::Parsed::has_errors);
         let cache_control = cacheable
             .then(|| cache_control::policy(&self.config.schema, document, operation).header())
             .flatten();
         (
-            merge::merge(fields, &parts, &parsed, &gateway, gateway_errors),
+            merge::merge(
+                fields,
+                &parts,
+                &parsed,
+                &gateway,
+                gateway_errors,
+                self.config.include_subgraph_errors,
+            ),
             cache_control,
         )
     }
@@ -161,7 +182,7 @@ impl Graphql {
         document: &Valid<ExecutableDocument>,
         operation: &Operation,
         fields: &[RootField],
-        params: &Params,
+        coerced: &Valid<crate::plan::Coerced>,
         client_headers: Vec<(String, String)>,
     ) -> (HashMap<String, String>, Vec<Value>) {
         let mut values = HashMap::new();
@@ -195,22 +216,25 @@ impl Graphql {
             schema,
             fields: &self.config.rest,
             headers: client_headers,
+            details: self.config.include_subgraph_errors,
+            max_calls: self.config.rest_max_calls,
+            calls: Default::default(),
             fetch: &fetch,
         };
         let root = rest::Root {
             ty: root_type.to_owned(),
             rest: &rest,
         };
-        let variables: apollo_compiler::response::JsonMap =
-            serde_json::from_value(Value::Object(params.variables.clone())).unwrap_or_default();
         let introspects = fields.iter().any(|f| f.name == "__schema" || f.name == "__type");
-        let result = apollo_compiler::request::coerce_variable_values(schema, operation, &variables).and_then(|vars| {
-            if introspects {
-                apollo_compiler::introspection::check_max_depth(document, operation)?;
-            }
+        let result = if introspects {
+            apollo_compiler::introspection::check_max_depth(document, operation)
+        } else {
+            Ok(())
+        }
+        .and_then(|()| {
             apollo_compiler::resolvers::Execution::new(schema, document)
                 .operation(operation)
-                .coerced_variable_values(&vars)
+                .coerced_variable_values(coerced)
                 .enable_schema_introspection(self.config.introspection)
                 .execute_sync(&root)
         });
@@ -259,14 +283,4 @@ fn to_answer(result: Result<CalloutResponse, weft_sdk::callout::CalloutError>) -
         },
         Err(e) => Answer::Failed(e.to_string()),
     }
-}
-
-/// The cluster's answer to a forwarded persisted query, as it came.
-fn pass_through(response: CalloutResponse) -> Decision {
-    let content_type = response.header("content-type");
-    let mut reply = Reply::new(response.status).body(response.body);
-    if let Some(ct) = content_type {
-        reply = reply.header("content-type", ct);
-    }
-    reply.into()
 }

@@ -28,10 +28,10 @@ use apollo_compiler::parser::Parser;
 use apollo_compiler::validation::Valid;
 use apollo_compiler::{ExecutableDocument, Node};
 use serde_json::{Value, json};
-use weft_sdk::{Decision, Filter, Options, Phases, Reply, Request, kv, log, metrics};
+use weft_sdk::{Decision, Filter, Options, Phases, Reply, Request, Response, ResponseDecision, kv, log, metrics};
 
 use crate::config::{Config, RawConfig};
-use crate::plan::{Owner, RootField};
+use crate::plan::{Coerced, Owner, RootField};
 use crate::transport::{HttpError, MediaType, Params};
 
 struct Graphql {
@@ -57,11 +57,13 @@ const CACHE_TEXT_BYTES: usize = 256 * 1024;
 /// A request ready to go: validated, within the limits, its root fields' owners known.
 struct Prepared {
     params: Params,
-    /// The query text was in the request (not found by its hash).
-    sent_query: bool,
     document: Arc<Valid<ExecutableDocument>>,
     operation: Node<Operation>,
+    /// The variables as the service will read them (defaults applied).
+    coerced: Valid<Coerced>,
     fields: Vec<RootField>,
+    /// `@skip`/`@include` left out root selections the document asks for.
+    pruned: bool,
 }
 
 /// How a request ends before or instead of reaching a cluster.
@@ -89,11 +91,27 @@ impl Filter for Graphql {
     }
 
     fn options(&self) -> Options {
+        // A rerouted operation's answer comes straight from its service: to redact its
+        // errors (the default), this filter reads that answer too.
+        let redact = !self.config.include_subgraph_errors;
         Options {
-            phases: Phases::REQUEST,
+            phases: if redact { Phases::BOTH } else { Phases::REQUEST },
             request_body: true,
-            response_body: false,
+            response_body: redact,
         }
+    }
+
+    /// A service's own answer (an operation rerouted whole) keeps of its errors only what
+    /// a client may see, as the answers this filter builds do ([`merge::redact_answer`]).
+    fn on_response(&self, response: &mut Response<'_>) -> ResponseDecision {
+        if let Some(body) = response.body()
+            && let Some(redacted) = merge::redact_answer(&body)
+            && response.set_body(redacted.as_bytes()).is_err()
+        {
+            // Fail closed: an answer whose errors cannot be redacted is not sent.
+            return Reply::new(502).body("subgraph answer could not be redacted").into();
+        }
+        ResponseDecision::Continue
     }
 
     fn on_request(&self, request: &mut Request<'_>) -> Decision {
@@ -131,7 +149,7 @@ impl Filter for Graphql {
 /// The operation a request ran, once its document validated: the per-operation metrics'
 /// labels, as Apollo Router names them (`graphql.operation.name`, `.type`). Only a valid
 /// document's operation is named, never the client's `operationName` alone; the host
-/// folds series past its bound into `__overflow__`, and a safelist bounds names outright.
+/// folds series past its bound into one `overflow="true"` series, and a safelist bounds names outright.
 struct OperationLabels {
     /// `""` for an anonymous operation.
     name: String,
@@ -255,7 +273,7 @@ impl Graphql {
             && all_remote
         {
             metrics::counter_add("forwarded", 1);
-            return Ok(self.forward(request, cluster, &prepared.params, prepared.sent_query, &path, is_get));
+            return Ok(self.forward(request, cluster, &prepared, &path, is_get));
         }
         metrics::counter_add("split", 1);
         let (body, cache_control) = self.execute(request, &prepared);
@@ -294,9 +312,6 @@ impl Graphql {
     /// Everything between the parameters and the clusters: persisted queries, parsing and
     /// validation, the operation, limits, introspection, and who answers each root field.
     fn prepare(&self, mut params: Params, is_get: bool, seen: &mut Option<OperationLabels>) -> Result<Prepared, Stop> {
-        // The text as the client sent it can go upstream unchanged; a query found by its
-        // hash cannot.
-        let sent_query = params.query.is_some();
         let register = self.persisted(&mut params)?;
         let Some(query) = params.query.clone() else {
             return Err(Stop::Http(HttpError::new(400, "Must provide query string.")));
@@ -325,15 +340,23 @@ impl Graphql {
         if is_get && operation.operation_type != OperationType::Query {
             return Err(Stop::Http(transport::method_not_allowed("POST")));
         }
-        self.check_limits(&document, &operation, &params.variables)?;
+        let coerced = self.coerce(&operation, &params.variables)?;
+        self.check_limits(&document, &operation, &coerced)?;
 
-        let fields = plan::root_fields(
+        let Some(plan::Roots { fields, pruned }) = plan::root_fields(
             &self.config.schema,
             &document,
             &operation,
             &self.config.routing,
-            &params.variables,
-        );
+            &coerced,
+        ) else {
+            // `check_limits` refused deeper documents: a walk that stopped short must not
+            // route what it did not see.
+            return Err(Stop::Request(vec![error(
+                "the operation nests too deep",
+                "NESTING_LIMIT",
+            )]));
+        };
         let introspects = fields.iter().any(|f| f.name == "__schema" || f.name == "__type");
         if introspects && !self.config.introspection {
             return Err(Stop::Request(vec![error(
@@ -352,11 +375,30 @@ impl Graphql {
         );
         Ok(Prepared {
             params,
-            sent_query,
             document,
             operation,
+            coerced,
             fields,
+            pruned,
         })
+    }
+
+    /// `CoerceVariableValues()`: the values a service will run the operation with. A value
+    /// of the wrong type, or a required one missing, is a request error here as it would
+    /// be there.
+    fn coerce(
+        &self,
+        operation: &Operation,
+        variables: &serde_json::Map<String, Value>,
+    ) -> Result<Valid<Coerced>, Stop> {
+        if operation.variables.is_empty() {
+            // Nothing to coerce: sent values the operation does not declare are ignored.
+            return Ok(Valid::assume_valid(Coerced::new()));
+        }
+        let raw: Coerced = serde_json::from_value(Value::Object(variables.clone()))
+            .map_err(|e| Stop::Request(vec![error(e.to_string(), "VALIDATION_INVALID_TYPE_VARIABLE")]))?;
+        apollo_compiler::request::coerce_variable_values(&self.config.schema, operation, &raw)
+            .map_err(|e| Stop::Request(vec![error(e.message().to_string(), "VALIDATION_INVALID_TYPE_VARIABLE")]))
     }
 
     /// The document for this text: from the cache, or parsed within the parser limits and
@@ -513,10 +555,21 @@ impl Graphql {
         &self,
         document: &ExecutableDocument,
         operation: &Operation,
-        variables: &serde_json::Map<String, Value>,
+        variables: &Coerced,
     ) -> Result<(), Stop> {
         let limits = &self.config.limits;
         let measures = limits::measure(document, operation);
+        if let Some(e) = limits::too_nested(&measures) {
+            metrics::counter_add("limit_nesting_limit", 1);
+            log::info(&format!(
+                "operation {:?} {}: {} > {}",
+                operation.name.as_ref().map(|n| n.as_str()).unwrap_or(""),
+                e.code,
+                e.measured,
+                e.limit
+            ));
+            return Err(Stop::Request(vec![error(e.message, e.code)]));
+        }
         // (code, message, measured, limit)
         let mut over: Vec<(&str, String, String, String)> = limits::check(limits, &measures)
             .into_iter()
@@ -535,6 +588,7 @@ impl Graphql {
                 document,
                 operation,
                 variables,
+                &self.config.rest,
                 f64::from(limits.default_list_size),
             );
             if estimated > max as f64 {

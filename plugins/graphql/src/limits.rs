@@ -1,13 +1,15 @@
 //! Operation limits, measured as Apollo Router measures them (fragments counted where they
 //! are spread; each fragment measured once, so a fragment "bomb" costs linear time):
 //! depth (a root field is depth 1), height (distinct field names per selection set,
-//! summed), aliases, root fields.
+//! summed), aliases, root fields; and the nesting every other walk over the document
+//! relies on (fields and fragments counted together), always bounded.
 
 use std::collections::{HashMap, HashSet};
 
 use apollo_compiler::executable::{ExecutableDocument, Operation, Selection, SelectionSet};
 
 use crate::config::Limits;
+use crate::plan::MAX_NESTING;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Measures {
@@ -15,6 +17,9 @@ pub struct Measures {
     pub height: u64,
     pub aliases: u64,
     pub root_fields: u64,
+    /// Selections on the longest path through the expanded operation: fields, inline
+    /// fragments and spreads.
+    pub nesting: u64,
 }
 
 /// A limit an operation is over: its Apollo Router code and message.
@@ -44,7 +49,9 @@ fn set(
     level: usize,
 ) -> (Measures, ()) {
     let mut m = Measures::default();
-    if level > 512 {
+    if level > MAX_NESTING {
+        // Deeper than any walk goes: enough to be refused by `too_nested`.
+        m.nesting = MAX_NESTING as u64 + 1;
         return (m, ());
     }
     let mut names = HashSet::new();
@@ -60,6 +67,7 @@ fn set(
                 }
                 let (sub, ()) = set(document, &field.selection_set, memo, level + 1);
                 m.depth = m.depth.max(1 + sub.depth);
+                m.nesting = m.nesting.max(1 + sub.nesting);
                 m.aliases = m.aliases.saturating_add(sub.aliases);
                 m.height = m.height.saturating_add(sub.height);
                 continue;
@@ -79,11 +87,24 @@ fn set(
             }
         };
         m.depth = m.depth.max(sub.depth);
+        m.nesting = m.nesting.max(1 + sub.nesting);
         m.aliases = m.aliases.saturating_add(sub.aliases);
         m.height = m.height.saturating_add(sub.height);
         m.root_fields = m.root_fields.saturating_add(sub.root_fields);
     }
     (m, ())
+}
+
+/// The bound no configuration lifts: an operation nested deeper than [`MAX_NESTING`] is
+/// refused (`warn_only` or not), because the walks that route, price and split it stop
+/// there.
+pub fn too_nested(measures: &Measures) -> Option<Exceeded> {
+    (measures.nesting > MAX_NESTING as u64).then_some(Exceeded {
+        code: "NESTING_LIMIT",
+        message: "the operation nests fields and fragments deeper than the gateway walks",
+        measured: measures.nesting,
+        limit: MAX_NESTING as u64,
+    })
 }
 
 /// The limits `measures` exceed, in Apollo Router's order.
@@ -164,6 +185,46 @@ mod tests {
         // root: me, user (me twice counts once per set: the inline fragment's set is its own)
         // + F twice (name, friends + id) + the inline fragment's me + id
         assert_eq!(m.height, 2 + 3 + 3 + 1 + 1);
+    }
+
+    #[test]
+    fn nesting_counts_fragments_and_is_bounded() {
+        assert_eq!(measures("{ me { id } }").nesting, 2);
+        assert_eq!(
+            measures("{ ... on Query { ...F } } fragment F on Query { me { id } }").nesting,
+            4
+        );
+        // Fragments spread inside fields inside fragments: `fragments` of them, each
+        // `fields` deep, nest fragments × (fields + 1) + 3 (`me`, the last spread, `id`).
+        let deep = |fragments: usize, fields: usize| {
+            let mut q = String::from("{ me { ...F0 } }");
+            for i in 0..fragments {
+                let (open, close) = ("friends { ".repeat(fields), "} ".repeat(fields));
+                q.push_str(&format!(" fragment F{i} on User {{ {open}...F{} {close}}}", i + 1));
+            }
+            q.push_str(&format!(" fragment F{fragments} on User {{ id }}"));
+            q
+        };
+        // Validation stops at about 100 nested fragments (apollo-compiler's own bound), so
+        // these are measured as parsed: the bound holds whatever validation lets through.
+        let measures = |query: &str| {
+            let schema = Schema::parse_and_validate(
+                "type Query { me: User }  type User { id: ID  friends: [User] }",
+                "s.graphql",
+            )
+            .unwrap();
+            let doc = ExecutableDocument::parse(&schema, query, "q.graphql").unwrap();
+            let op = doc.operations.get(None).unwrap();
+            measure(&doc, op)
+        };
+        let at = measures(&deep(10, 40));
+        assert_eq!(at.nesting, 413);
+        assert!(too_nested(&at).is_none());
+        // One over: the walk stops there and reports more than the bound.
+        let over = measures(&deep(10, 50));
+        assert!(over.nesting > MAX_NESTING as u64);
+        assert_eq!(too_nested(&over).map(|e| e.code), Some("NESTING_LIMIT"));
+        assert!(too_nested(&measures(&deep(20, 60))).is_some());
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! field's `path`, upstream `locations` dropped (they point into text the client never
 //! sent), and a null non-null root field nulling all of `data`, as the spec's null
 //! propagation requires.
+//!
+//! Errors are redacted unless the config asks for details (`include_subgraph_errors`), as
+//! Apollo Router does: a service's error keeps its `message`, `path` and
+//! `extensions.code` only (no stack traces or other extensions), and a failed call says
+//! neither which cluster nor why (addresses, timeouts).
 
 use std::collections::HashMap;
 
@@ -84,35 +89,49 @@ fn value_of<'a>(parsed: &'a Parsed, key: &str) -> Option<&'a str> {
 }
 
 /// The merged response body. `gateway` holds the JSON of the fields the gateway answered
-/// itself (`__typename`, introspection), `gateway_errors` its errors.
+/// itself (`__typename`, introspection), `gateway_errors` its errors. `details`: keep the
+/// services' errors whole and name the cluster (`include_subgraph_errors`).
 pub fn merge(
     fields: &[RootField],
     parts: &[Part],
     answers: &[Parsed],
     gateway: &HashMap<String, String>,
     gateway_errors: Vec<Value>,
+    details: bool,
 ) -> String {
     let mut errors: Vec<Value> = gateway_errors;
     for (part, parsed) in parts.iter().zip(answers) {
         match &parsed.failure {
             Some(why) => {
                 for key in &part.keys {
-                    errors.push(json!({
-                        "message": format!("HTTP fetch failed from '{}': {why}", part.cluster),
-                        "path": [key],
-                        "extensions": { "code": "SUBREQUEST_HTTP_ERROR", "service": part.cluster },
-                    }));
+                    errors.push(if details {
+                        json!({
+                            "message": format!("HTTP fetch failed from '{}': {why}", part.cluster),
+                            "path": [key],
+                            "extensions": { "code": "SUBREQUEST_HTTP_ERROR", "service": part.cluster },
+                        })
+                    } else {
+                        json!({
+                            "message": "HTTP fetch failed",
+                            "path": [key],
+                            "extensions": { "code": "SUBREQUEST_HTTP_ERROR" },
+                        })
+                    });
                 }
             }
             None => {
                 for error in &parsed.errors {
-                    let mut error = error.clone();
-                    error.remove("locations");
-                    let extensions = error.entry("extensions").or_insert_with(|| Value::Object(Map::new()));
-                    if let Value::Object(ext) = extensions {
-                        ext.entry("service").or_insert_with(|| json!(part.cluster));
-                    }
-                    errors.push(Value::Object(error));
+                    errors.push(Value::Object(if details {
+                        let mut error = error.clone();
+                        error.remove("locations");
+                        let extensions = error.entry("extensions").or_insert_with(|| Value::Object(Map::new()));
+                        if let Value::Object(ext) = extensions {
+                            ext.entry("service").or_insert_with(|| json!(part.cluster));
+                        }
+                        error
+                    } else {
+                        redacted(error, Locations::Drop)
+                    }));
                 }
             }
         }
@@ -152,10 +171,83 @@ pub fn merge(
     out
 }
 
+/// `body` (a service's GraphQL answer) with its errors [`redacted`], when it has any that
+/// carry more than a client may see; `None` when it has none (the answer goes as it is)
+/// or is no JSON object (then it holds no GraphQL errors to redact).
+pub(crate) fn redact_answer(body: &[u8]) -> Option<String> {
+    // Most answers have no errors: a byte search spares them the parse.
+    const ERRORS: &[u8] = b"\"errors\"";
+    if !body.windows(ERRORS.len()).any(|w| w == ERRORS) {
+        return None;
+    }
+    let mut answer: Map<String, Value> = serde_json::from_slice(body).ok()?;
+    let errors = answer.get_mut("errors")?.as_array_mut()?;
+    let mut changed = false;
+    for error in errors.iter_mut() {
+        let Some(fields) = error.as_object() else { continue };
+        let clean = redacted(fields, Locations::Keep);
+        if clean != *fields {
+            *error = Value::Object(clean);
+            changed = true;
+        }
+    }
+    changed.then(|| Value::Object(answer).to_string())
+}
+
+/// Whether an error's `locations` point into the text the client sent: they do in a
+/// service's own answer to the operation rerouted to it, not in a sub-operation's.
+#[derive(Clone, Copy, PartialEq)]
+enum Locations {
+    Keep,
+    Drop,
+}
+
+/// A service's error as a client may see it: `message` (a string), `path`, `locations`
+/// (with [`Locations::Keep`]) and `extensions.code` (a string), nothing else.
+fn redacted(error: &Map<String, Value>, locations: Locations) -> Map<String, Value> {
+    let mut out = Map::new();
+    let message = error.get("message").filter(|m| m.is_string()).cloned();
+    out.insert(
+        "message".to_owned(),
+        message.unwrap_or_else(|| Value::String("subgraph error".to_owned())),
+    );
+    if let Some(path) = error.get("path").filter(|p| p.is_array()) {
+        out.insert("path".to_owned(), path.clone());
+    }
+    if let Some(kept) = error
+        .get("locations")
+        .filter(|l| l.is_array() && locations == Locations::Keep)
+    {
+        out.insert("locations".to_owned(), kept.clone());
+    }
+    if let Some(code) = error
+        .get("extensions")
+        .and_then(|e| e.get("code"))
+        .filter(|c| c.is_string())
+    {
+        out.insert("extensions".to_owned(), json!({ "code": code }));
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_services_own_answer_loses_what_a_client_may_not_see() {
+        let body = br#"{"errors":[{"message":"boom","locations":[{"line":1,"column":3}],"path":["order"],"extensions":{"code":"X","stacktrace":["at /srv/app.js:1"]}}],"data":{"order":null}}"#;
+        let redacted: Value = serde_json::from_str(&redact_answer(body).unwrap()).unwrap();
+        assert_eq!(
+            redacted,
+            json!({"errors":[{"message":"boom","locations":[{"line":1,"column":3}],"path":["order"],"extensions":{"code":"X"}}],"data":{"order":null}})
+        );
+        // Nothing to redact: the answer goes unchanged (no parse, no copy).
+        assert_eq!(redact_answer(br#"{"data":{"a":1}}"#), None);
+        assert_eq!(redact_answer(br#"{"errors":[{"message":"m","path":["a"]}]}"#), None);
+        assert_eq!(redact_answer(b"not json \"errors\""), None);
+    }
 
     fn field(key: &str, cluster: &str, non_null: bool) -> RootField {
         RootField {
@@ -197,36 +289,51 @@ mod tests {
         let parts = [part("one", &["b"]), part("two", &["a"])];
         let answers = [body(r#"{"data":{"b":{"z":1,"y":2}}}"#), body(r#"{"data":{"a":[3]}}"#)];
         let gateway = HashMap::from([("t".to_owned(), "\"Query\"".to_owned())]);
-        let out = merge(&fields, &parts, &answers, &gateway, vec![]);
+        let out = merge(&fields, &parts, &answers, &gateway, vec![], false);
         assert_eq!(out, r#"{"data":{"b":{"z":1,"y":2},"t":"Query","a":[3]}}"#);
     }
 
     #[test]
-    fn a_failed_cluster_nulls_its_fields_with_a_path_and_its_name() {
+    fn a_failed_cluster_nulls_its_fields_with_a_path() {
         let fields = [field("a", "one", false), field("b", "two", false)];
         let parts = [part("one", &["a"]), part("two", &["b"])];
         let answers = [
             body(r#"{"data":{"a":1}}"#),
-            parse(Answer::Failed("connect failed".into())),
+            parse(Answer::Failed("connect to 10.0.0.7:4001 failed".into())),
         ];
-        let out: Value = serde_json::from_str(&merge(&fields, &parts, &answers, &HashMap::new(), vec![])).unwrap();
+        let merged = |details| -> Value {
+            serde_json::from_str(&merge(&fields, &parts, &answers, &HashMap::new(), vec![], details)).unwrap()
+        };
+        let out = merged(false);
         assert_eq!(out["data"], json!({"a": 1, "b": null}));
-        assert_eq!(out["errors"][0]["path"], json!(["b"]));
+        assert_eq!(
+            out["errors"],
+            json!([{"message": "HTTP fetch failed", "path": ["b"], "extensions": {"code": "SUBREQUEST_HTTP_ERROR"}}])
+        );
+        let out = merged(true);
         assert_eq!(out["errors"][0]["extensions"]["service"], "two");
-        assert_eq!(out["errors"][0]["extensions"]["code"], "SUBREQUEST_HTTP_ERROR");
+        assert!(out["errors"][0]["message"].as_str().unwrap().contains("10.0.0.7"));
     }
 
     #[test]
-    fn upstream_errors_lose_locations_and_gain_the_service() {
+    fn upstream_errors_keep_message_path_and_code() {
         let fields = [field("a", "one", false)];
         let parts = [part("one", &["a"])];
         let answers = [body(
-            r#"{"errors":[{"message":"boom","locations":[{"line":1,"column":3}],"path":["a"]}],"data":{"a":null}}"#,
+            r#"{"errors":[{"message":"boom","locations":[{"line":1,"column":3}],"path":["a"],"trace":1,
+                "extensions":{"code":"E","stacktrace":["at /srv/app.js:1"]}},{"message":7}],"data":{"a":null}}"#,
         )];
-        let out: Value = serde_json::from_str(&merge(&fields, &parts, &answers, &HashMap::new(), vec![])).unwrap();
+        let merged = |details| -> Value {
+            serde_json::from_str(&merge(&fields, &parts, &answers, &HashMap::new(), vec![], details)).unwrap()
+        };
         assert_eq!(
-            out["errors"],
-            json!([{"message": "boom", "path": ["a"], "extensions": {"service": "one"}}])
+            merged(false)["errors"],
+            json!([{"message": "boom", "path": ["a"], "extensions": {"code": "E"}}, {"message": "subgraph error"}])
+        );
+        assert_eq!(
+            merged(true)["errors"][0],
+            json!({"message": "boom", "path": ["a"], "trace": 1,
+                   "extensions": {"code": "E", "stacktrace": ["at /srv/app.js:1"], "service": "one"}})
         );
     }
 
@@ -236,7 +343,8 @@ mod tests {
         let parts = [part("one", &["a"]), part("two", &["b"])];
         let answers = [body(r#"{"data":{"a":1}}"#), body("not json")];
         assert!(nulls_non_null(&answers[1], &parts[1], &fields));
-        let out: Value = serde_json::from_str(&merge(&fields, &parts, &answers, &HashMap::new(), vec![])).unwrap();
+        let out: Value =
+            serde_json::from_str(&merge(&fields, &parts, &answers, &HashMap::new(), vec![], false)).unwrap();
         assert_eq!(out["data"], Value::Null);
         assert_eq!(out["errors"][0]["path"], json!(["b"]));
     }

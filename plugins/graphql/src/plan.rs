@@ -48,19 +48,46 @@ pub struct Part {
     pub keys: Vec<String>,
 }
 
-/// The operation's root fields in the client's order, one per response key, without those
-/// `@skip`/`@include` exclude.
+/// Coerced variable values (`CoerceVariableValues()`: defaults applied, types checked):
+/// what `@skip`/`@include` and list sizes are read from, as a service reads them.
+pub type Coerced = apollo_compiler::response::JsonMap;
+
+/// How deep any walk over a document goes (fields, inline fragments and spreads, counted
+/// together). [`crate::limits::measure`] refuses a document nested deeper before any
+/// other walk runs, so no walk stops short silently.
+pub const MAX_NESTING: usize = 512;
+
+/// The root fields an operation runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roots {
+    /// In the client's order, one per response key, without those `@skip`/`@include`
+    /// exclude.
+    pub fields: Vec<RootField>,
+    /// `@skip`/`@include` left out a root selection: the document as sent asks for more
+    /// than these fields.
+    pub pruned: bool,
+}
+
+/// The operation's root fields. `None`: the root fragments nest deeper than
+/// [`MAX_NESTING`] (which `limits::measure` refuses first).
 pub fn root_fields(
     schema: &Schema,
     document: &ExecutableDocument,
     operation: &Operation,
     routing: &Routing,
-    variables: &Map<String, Json>,
-) -> Vec<RootField> {
+    variables: &Coerced,
+) -> Option<Roots> {
     let root_type = operation.selection_set.ty.as_str();
     let mut out: Vec<RootField> = Vec::new();
     let mut seen = HashSet::new();
-    collect(document, &operation.selection_set, variables, 0, &mut |field| {
+    let mut walk = Walk {
+        document,
+        variables,
+        fragments: HashSet::new(),
+        pruned: false,
+        too_deep: false,
+    };
+    walk.collect(&operation.selection_set, 0, &mut |field| {
         let key = field.response_key().to_string();
         if !seen.insert(key.clone()) {
             return;
@@ -84,49 +111,110 @@ pub fn root_fields(
             non_null,
         });
     });
-    out
+    (!walk.too_deep).then_some(Roots {
+        fields: out,
+        pruned: walk.pruned,
+    })
 }
 
-fn collect(
-    document: &ExecutableDocument,
-    set: &SelectionSet,
-    variables: &Map<String, Json>,
-    level: usize,
-    each: &mut dyn FnMut(&apollo_compiler::executable::Field),
-) {
-    if level > 64 {
-        return;
-    }
-    for selection in &set.selections {
-        match selection {
-            Selection::Field(field) => {
-                if included(&field.directives, variables) {
-                    each(field);
-                }
+/// A walk over the root selection set through its fragments.
+struct Walk<'a> {
+    document: &'a ExecutableDocument,
+    variables: &'a Coerced,
+    /// Named fragments already walked: at the root (an object type) an included spread
+    /// always applies, so a second spread of one fragment adds nothing; walking it again
+    /// would make `...A ...A` nested n deep cost 2^n.
+    fragments: HashSet<&'a str>,
+    pruned: bool,
+    too_deep: bool,
+}
+
+impl<'a> Walk<'a> {
+    fn collect(
+        &mut self,
+        set: &'a SelectionSet,
+        level: usize,
+        each: &mut dyn FnMut(&apollo_compiler::executable::Field),
+    ) {
+        if level > MAX_NESTING {
+            self.too_deep = true;
+            return;
+        }
+        for selection in &set.selections {
+            if !included(selection.directives(), self.variables) {
+                self.pruned = true;
+                continue;
             }
-            Selection::InlineFragment(inline) => {
-                if included(&inline.directives, variables) {
-                    collect(document, &inline.selection_set, variables, level + 1, each);
-                }
-            }
-            Selection::FragmentSpread(spread) => {
-                if included(&spread.directives, variables)
-                    && let Some(fragment) = document.fragments.get(&spread.fragment_name)
-                {
-                    collect(document, &fragment.selection_set, variables, level + 1, each);
+            match selection {
+                Selection::Field(field) => each(field),
+                Selection::InlineFragment(inline) => self.collect(&inline.selection_set, level + 1, each),
+                Selection::FragmentSpread(spread) => {
+                    if self.fragments.insert(spread.fragment_name.as_str())
+                        && let Some(fragment) = self.document.fragments.get(&spread.fragment_name)
+                    {
+                        self.collect(&fragment.selection_set, level + 1, each);
+                    }
                 }
             }
         }
     }
+
+    /// The root selection set with only the wanted response keys and only what
+    /// `@skip`/`@include` let through; root-level fragment spreads become inline fragments
+    /// (with the spread's directives) holding the wanted fields.
+    fn keep_root(&mut self, set: &'a SelectionSet, wanted: &HashSet<&str>, level: usize) -> SelectionSet {
+        let mut out = SelectionSet::new(set.ty.clone());
+        if level > MAX_NESTING {
+            self.too_deep = true;
+            return out;
+        }
+        for selection in &set.selections {
+            if !included(selection.directives(), self.variables) {
+                continue;
+            }
+            match selection {
+                Selection::Field(field) => {
+                    if wanted.contains(field.response_key().as_str()) {
+                        out.selections.push(selection.clone());
+                    }
+                }
+                Selection::InlineFragment(inline) => {
+                    let inner = self.keep_root(&inline.selection_set, wanted, level + 1);
+                    if !inner.selections.is_empty() {
+                        let mut kept: InlineFragment = (**inline).clone();
+                        kept.selection_set = inner;
+                        out.selections.push(Selection::InlineFragment(Node::new(kept)));
+                    }
+                }
+                Selection::FragmentSpread(spread) => {
+                    if !self.fragments.insert(spread.fragment_name.as_str()) {
+                        continue;
+                    }
+                    let Some(fragment) = self.document.fragments.get(&spread.fragment_name) else {
+                        continue;
+                    };
+                    let inner = self.keep_root(&fragment.selection_set, wanted, level + 1);
+                    if !inner.selections.is_empty() {
+                        out.selections.push(Selection::InlineFragment(Node::new(InlineFragment {
+                            type_condition: Some(fragment.type_condition().clone()),
+                            directives: spread.directives.clone(),
+                            selection_set: inner,
+                        })));
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
-/// `@skip(if:)` and `@include(if:)` with the request's variables.
-fn included(directives: &DirectiveList, variables: &Map<String, Json>) -> bool {
+/// `@skip(if:)` and `@include(if:)` with the coerced variables.
+fn included(directives: &DirectiveList, variables: &Coerced) -> bool {
     let flag = |name: &str| {
         let value = directives.get(name)?.specified_argument_by_name("if")?;
         match value.as_ref() {
             Value::Boolean(b) => Some(*b),
-            Value::Variable(v) => variables.get(v.as_str()).and_then(Json::as_bool),
+            Value::Variable(v) => variables.get(v.as_str()).and_then(|v| v.as_bool()),
             _ => None,
         }
     };
@@ -135,12 +223,14 @@ fn included(directives: &DirectiveList, variables: &Map<String, Json>) -> bool {
 
 /// The operations to send: for a query, one per cluster (in the order each first appears);
 /// for a mutation, one per run of consecutive root fields on the same cluster, in order,
-/// to be sent one after the other.
+/// to be sent one after the other. Each carries only the root selections `@skip`/
+/// `@include` let through, and of the client's `variables` only those it uses.
 pub fn split(
     document: &ExecutableDocument,
     operation: &Operation,
     fields: &[RootField],
     variables: &Map<String, Json>,
+    coerced: &Coerced,
 ) -> Vec<Part> {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     let serial = operation.operation_type == OperationType::Mutation;
@@ -160,7 +250,7 @@ pub fn split(
     }
     groups
         .into_iter()
-        .map(|(cluster, keys)| part(document, operation, cluster, keys, variables))
+        .map(|(cluster, keys)| part(document, operation, cluster, keys, variables, coerced))
         .collect()
 }
 
@@ -170,9 +260,18 @@ fn part(
     cluster: String,
     keys: Vec<String>,
     variables: &Map<String, Json>,
+    coerced: &Coerced,
 ) -> Part {
     let wanted: HashSet<&str> = keys.iter().map(String::as_str).collect();
-    let selection_set = keep_root(document, &operation.selection_set, &wanted, 0);
+    let mut walk = Walk {
+        document,
+        variables: coerced,
+        fragments: HashSet::new(),
+        pruned: false,
+        too_deep: false,
+    };
+    // Never too deep here: `root_fields` walked the same selections first.
+    let selection_set = walk.keep_root(&operation.selection_set, &wanted, 0);
 
     let mut fragments = BTreeSet::new();
     let mut used_vars = BTreeSet::new();
@@ -208,46 +307,6 @@ fn part(
     }
 }
 
-/// The root selection set with only the wanted response keys; root-level fragment spreads
-/// become inline fragments (with the spread's directives) holding the wanted fields.
-fn keep_root(document: &ExecutableDocument, set: &SelectionSet, wanted: &HashSet<&str>, level: usize) -> SelectionSet {
-    let mut out = SelectionSet::new(set.ty.clone());
-    if level > 64 {
-        return out;
-    }
-    for selection in &set.selections {
-        match selection {
-            Selection::Field(field) => {
-                if wanted.contains(field.response_key().as_str()) {
-                    out.selections.push(selection.clone());
-                }
-            }
-            Selection::InlineFragment(inline) => {
-                let inner = keep_root(document, &inline.selection_set, wanted, level + 1);
-                if !inner.selections.is_empty() {
-                    let mut kept: InlineFragment = (**inline).clone();
-                    kept.selection_set = inner;
-                    out.selections.push(Selection::InlineFragment(Node::new(kept)));
-                }
-            }
-            Selection::FragmentSpread(spread) => {
-                let Some(fragment) = document.fragments.get(&spread.fragment_name) else {
-                    continue;
-                };
-                let inner = keep_root(document, &fragment.selection_set, wanted, level + 1);
-                if !inner.selections.is_empty() {
-                    out.selections.push(Selection::InlineFragment(Node::new(InlineFragment {
-                        type_condition: Some(fragment.type_condition().clone()),
-                        directives: spread.directives.clone(),
-                        selection_set: inner,
-                    })));
-                }
-            }
-        }
-    }
-    out
-}
-
 /// The fragments and variables a selection set uses, through the fragments it spreads.
 fn uses(
     document: &ExecutableDocument,
@@ -256,7 +315,7 @@ fn uses(
     vars: &mut BTreeSet<String>,
     level: usize,
 ) {
-    if level > 512 {
+    if level > MAX_NESTING {
         return;
     }
     for selection in &set.selections {
@@ -308,6 +367,7 @@ fn value_vars(value: &Value, vars: &mut BTreeSet<String>) {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+    use apollo_compiler::validation::Valid;
     use std::collections::BTreeMap;
 
     const SDL: &str = "
@@ -332,9 +392,17 @@ mod tests {
         let doc = ExecutableDocument::parse_and_validate(&schema, query, "q.graphql").unwrap();
         let op = doc.operations.get(None).unwrap();
         let vars = vars.as_object().cloned().unwrap_or_default();
-        let fields = root_fields(&schema, &doc, op, &routing, &vars);
-        let parts = split(&doc, op, &fields, &vars);
+        let coerced = coerce(&schema, op, &vars);
+        let fields = root_fields(&schema, &doc, op, &routing, &coerced).unwrap().fields;
+        let parts = split(&doc, op, &fields, &vars, &coerced);
         (fields, parts)
+    }
+
+    fn coerce(schema: &Valid<Schema>, op: &Operation, vars: &Map<String, Json>) -> Coerced {
+        let raw: Coerced = serde_json::from_value(Json::Object(vars.clone())).unwrap();
+        apollo_compiler::request::coerce_variable_values(schema, op, &raw)
+            .unwrap()
+            .into_inner()
     }
 
     fn compact(s: &str) -> String {
@@ -396,6 +464,53 @@ mod tests {
             serde_json::json!({"s": true}),
         );
         assert_eq!(fields.len(), 1);
+    }
+
+    #[test]
+    fn skipped_root_fields_are_not_sent() {
+        // The issue's case: only `users` is left, and only it goes to the users cluster.
+        let (fields, parts) = setup(
+            "query Q($s: Boolean!, $i: Boolean!, $d: Boolean = false) {
+               me: user(id: 1) @skip(if: $s) { id }
+               order(id: 10) @include(if: $i) { id }
+               ...F @include(if: $d)
+               users { id }
+             }
+             fragment F on Query { orders { id } }",
+            serde_json::json!({"s": true, "i": false}),
+        );
+        let keys: Vec<_> = fields.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(keys, ["users"]);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(compact(&parts[0].query), "query Q { users { id } }");
+        assert!(parts[0].variables.is_empty());
+    }
+
+    #[test]
+    fn a_default_decides_skip_as_the_service_would() {
+        let (fields, _) = setup(
+            "query($s: Boolean = true) { users { id } orders @skip(if: $s) { id } }",
+            Json::Null,
+        );
+        assert_eq!(fields.len(), 1, "the default applies when the variable is not sent");
+        let (fields, _) = setup(
+            "query($s: Boolean = true) { users { id } orders @skip(if: $s) { id } }",
+            serde_json::json!({"s": false}),
+        );
+        assert_eq!(fields.len(), 2);
+    }
+
+    #[test]
+    fn a_fragment_spread_many_times_is_walked_once() {
+        // 2^40 spreads if each were walked: this returns at once.
+        let mut query = String::from("{ ...F0 }");
+        for i in 0..40 {
+            query.push_str(&format!(" fragment F{i} on Query {{ ...F{} ...F{} }}", i + 1, i + 1));
+        }
+        query.push_str(" fragment F40 on Query { users { id } orders { id } }");
+        let (fields, parts) = setup(&query, Json::Null);
+        assert_eq!(fields.len(), 2);
+        assert!(parts.iter().all(|p| compact(&p.query).len() < 1000), "{parts:?}");
     }
 
     #[test]

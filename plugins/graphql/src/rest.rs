@@ -5,7 +5,8 @@
 //! aliases, fragments, `__typename` and null propagation follow the spec; nested fields of
 //! a REST-resolved object (`Product.reviews`) are resolved the same way.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 
 use apollo_compiler::Schema;
 use apollo_compiler::ast::Type;
@@ -39,7 +40,12 @@ fn default_method() -> String {
     "GET".to_owned()
 }
 
-/// Fills `{$args.x}`, `{$parent.x.y}`, `{$headers.name}`; `encode` percent-encodes values.
+/// Fills `{$args.x}`, `{$parent.x.y}`, `{$headers.name}`; `encode` percent-encodes values
+/// (for a path template). In the path part of such a template (before its `?`) a value
+/// must be an ordinary segment: empty, `.`, `..`, or one holding `/`, `\`, `?`, `#` or `%`
+/// (no encoded forms either: routers decode and normalise before they route) is refused,
+/// or `/users/{$args.id}/orders` could be made `/users/../orders`, which routers read as
+/// `/orders`.
 pub fn render(
     template: &str,
     args: &Value,
@@ -69,11 +75,18 @@ pub fn render(
                 ));
             }
         };
+        if encode && !out.contains('?') && !plain_segment(&text) {
+            return Err(format!("the value {text:?} is not allowed in a path segment"));
+        }
         out.push_str(&if encode { percent_encode(&text) } else { text });
         rest = &after[end + 1..];
     }
     out.push_str(rest);
     Ok(out)
+}
+
+fn plain_segment(text: &str) -> bool {
+    !text.is_empty() && text != "." && text != ".." && !text.contains(['/', '\\', '?', '#', '%'])
 }
 
 fn lookup<'a>(value: &'a Value, path: &str) -> &'a Value {
@@ -120,11 +133,64 @@ pub struct Rest<'r> {
     pub schema: &'r Schema,
     pub fields: &'r BTreeMap<(String, String), RestField>,
     pub headers: Vec<(String, String)>,
+    /// Name the cluster, the path and the cause in field errors (`include_subgraph_errors`);
+    /// else only the status says what went wrong.
+    pub details: bool,
+    /// Calls one operation may make (`rest_max_calls`): each alias and each list element
+    /// makes its own, one after the other.
+    pub max_calls: usize,
+    /// The calls made so far in this operation; an identical one is answered from here.
+    pub calls: RefCell<Calls>,
     #[allow(clippy::type_complexity)]
     pub fetch: &'r dyn Fn(&str, &str, &str, Vec<(String, String)>) -> Result<(u16, Vec<u8>), String>,
 }
 
+/// (cluster, method, path, headers) of a call.
+type CallKey = (String, String, String, Vec<(String, String)>);
+
+/// The REST calls of one operation.
+#[derive(Default)]
+pub struct Calls {
+    made: usize,
+    answers: HashMap<CallKey, Result<(u16, Vec<u8>), String>>,
+}
+
 impl Rest<'_> {
+    /// `fetch`, once per distinct call and at most `max_calls` times per operation.
+    fn fetch_once(
+        &self,
+        field: &RestField,
+        path: String,
+        headers: Vec<(String, String)>,
+    ) -> Result<(u16, Vec<u8>), FieldError> {
+        let key = (field.cluster.clone(), field.method.clone(), path, headers);
+        if let Some(answer) = self.calls.borrow().answers.get(&key) {
+            return answer.clone().map_err(|e| self.fetch_failed(field, e));
+        }
+        {
+            let mut calls = self.calls.borrow_mut();
+            if calls.made >= self.max_calls {
+                return Err(FieldError {
+                    message: format!("more than {} REST calls in one operation", self.max_calls),
+                });
+            }
+            calls.made += 1;
+        }
+        let answer = (self.fetch)(&key.0, &key.1, &key.2, key.3.clone());
+        self.calls.borrow_mut().answers.insert(key, answer.clone());
+        answer.map_err(|e| self.fetch_failed(field, e))
+    }
+
+    fn fetch_failed(&self, field: &RestField, e: String) -> FieldError {
+        FieldError {
+            message: if self.details {
+                format!("HTTP fetch failed from '{}': {e}", field.cluster)
+            } else {
+                "HTTP fetch failed".to_owned()
+            },
+        }
+    }
+
     fn call(&self, field: &RestField, args: &Value, parent: &Value) -> Result<Value, FieldError> {
         let err = |message: String| FieldError { message };
         let path = render(&field.path, args, parent, &self.headers, true).map_err(err)?;
@@ -135,13 +201,22 @@ impl Rest<'_> {
                 render(template, args, parent, &self.headers, false).map_err(err)?,
             ));
         }
-        let (status, body) = (self.fetch)(&field.cluster, &field.method, &path, headers)
-            .map_err(|e| err(format!("HTTP fetch failed from '{}': {e}", field.cluster)))?;
+        let details = self.details;
+        let (status, body) = self.fetch_once(field, path.clone(), headers)?;
         if !(200..300).contains(&status) {
-            return Err(err(format!("HTTP {status} from '{}' for {path}", field.cluster)));
+            return Err(err(if details {
+                format!("HTTP {status} from '{}' for {path}", field.cluster)
+            } else {
+                format!("HTTP {status}")
+            }));
         }
-        let answer: Value = serde_json::from_slice(&body)
-            .map_err(|e| err(format!("'{}' answered {path} with invalid JSON: {e}", field.cluster)))?;
+        let answer: Value = serde_json::from_slice(&body).map_err(|e| {
+            err(if details {
+                format!("'{}' answered {path} with invalid JSON: {e}", field.cluster)
+            } else {
+                "the answer is not JSON".to_owned()
+            })
+        })?;
         let mut value = field
             .result_root
             .iter()
@@ -268,7 +343,7 @@ mod tests {
 
     #[test]
     fn templates() {
-        let args = json!({"id": "a b/c", "n": 3});
+        let args = json!({"id": "a b", "n": 3});
         let parent = json!({"user": {"id": 7}, "first": "Ada"});
         let headers = vec![("Authorization".to_owned(), "Bearer x".to_owned())];
         assert_eq!(
@@ -280,7 +355,7 @@ mod tests {
                 true
             )
             .unwrap(),
-            "/p/a%20b%2Fc?n=3&u=7"
+            "/p/a%20b?n=3&u=7"
         );
         assert_eq!(
             render("{$headers.authorization}", &args, &parent, &headers, false).unwrap(),
@@ -292,5 +367,36 @@ mod tests {
         );
         assert!(render("{$env.HOME}", &args, &parent, &headers, false).is_err());
         assert!(render("/p/{$args.id", &args, &parent, &headers, false).is_err());
+    }
+
+    #[test]
+    fn a_path_segment_value_cannot_move_the_path() {
+        let path = |id: Value| {
+            render(
+                "/users/{$args.id}/orders?q={$args.id}",
+                &json!({ "id": id }),
+                &Value::Null,
+                &[],
+                true,
+            )
+        };
+        for bad in ["..", ".", "", "a/b", "..\\x", "a?b", "a#b", "%2e%2e", "%2F"] {
+            assert!(path(json!(bad)).is_err(), "{bad:?}");
+        }
+        assert!(path(Value::Null).is_err(), "missing is empty");
+        assert_eq!(path(json!("...")).unwrap(), "/users/.../orders?q=...");
+        assert_eq!(path(json!(7)).unwrap(), "/users/7/orders?q=7");
+        // After the `?` a value is a query parameter's, encoded.
+        assert_eq!(
+            render(
+                "/search?q={$args.id}",
+                &json!({"id": "../a/b?c#d"}),
+                &Value::Null,
+                &[],
+                true
+            )
+            .unwrap(),
+            "/search?q=..%2Fa%2Fb%3Fc%23d"
+        );
     }
 }

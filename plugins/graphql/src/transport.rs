@@ -199,22 +199,141 @@ fn object_param(value: Option<&Value>, name: &str) -> Result<Map<String, Value>,
 }
 
 /// The parameters of a GET, from the query string (`variables` and `extensions` as JSON).
+/// A parameter given twice is refused: servers disagree on which one counts
+/// (graphql-http, Apollo Server, Yoga and gqlgen take the first), so whichever the
+/// gateway validated, a service could run the other.
 pub fn parse_get(path_and_query: &str) -> Result<Params, HttpError> {
     let mut params = Params::default();
+    // query, operationName, variables, extensions
+    let mut seen = [false; 4];
     let query_string = path_and_query.split_once('?').map_or("", |(_, q)| q);
     for pair in query_string.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some(name) = percent_decode(name) else {
+            continue;
+        };
+        let slot = match name.as_str() {
+            "query" => 0,
+            "operationName" => 1,
+            "variables" => 2,
+            "extensions" => 3,
+            _ => continue,
+        };
+        if std::mem::replace(&mut seen[slot], true) {
+            return Err(HttpError::new(
+                400,
+                format!("the parameter {name:?} is given more than once"),
+            ));
+        }
         let value = percent_decode(value)
             .ok_or_else(|| HttpError::new(400, format!("invalid percent-encoding in {name:?}")))?;
-        match percent_decode(name).as_deref() {
-            Some("query") => params.query = Some(value),
-            Some("operationName") => params.operation_name = Some(value).filter(|v| !v.is_empty()),
-            Some("variables") => params.variables = json_param(&value, "variables")?,
-            Some("extensions") => params.extensions = json_param(&value, "extensions")?,
-            _ => {}
+        match slot {
+            0 => params.query = Some(value),
+            1 => params.operation_name = Some(value).filter(|v| !v.is_empty()),
+            2 => params.variables = json_param(&value, "variables")?,
+            _ => params.extensions = json_param(&value, "extensions")?,
         }
     }
     Ok(params)
+}
+
+/// What a rerouted request carries instead of what the client sent: only the parameters
+/// the gateway validated, so a service never runs what the gateway did not check.
+pub struct Forwarded<'a> {
+    pub query: &'a str,
+    pub operation_name: Option<&'a str>,
+    pub variables: &'a Map<String, Value>,
+    /// The client's extensions without `persistedQuery`: the gateway resolved it and
+    /// sends the text.
+    pub extensions: &'a Map<String, Value>,
+}
+
+impl Forwarded<'_> {
+    /// A POST body: a JSON object with one key per parameter, written from the parsed
+    /// values without copying them. (An error is only possible for a value serde_json
+    /// cannot write, which parsed JSON never holds; the caller fails closed on it.)
+    pub fn body(&self) -> Result<String, serde_json::Error> {
+        let mut out = String::with_capacity(self.query.len() + 16);
+        out.push_str("{\"query\":");
+        push_json(&mut out, &self.query)?;
+        if let Some(name) = self.operation_name {
+            out.push_str(",\"operationName\":");
+            push_json(&mut out, &name)?;
+        }
+        if !self.variables.is_empty() {
+            out.push_str(",\"variables\":");
+            push_json(&mut out, self.variables)?;
+        }
+        let extensions = Extensions(self.extensions);
+        if !extensions.is_empty() {
+            out.push_str(",\"extensions\":");
+            push_json(&mut out, &extensions)?;
+        }
+        out.push('}');
+        Ok(out)
+    }
+
+    /// A GET query string (without the `?`), form-encoded.
+    pub fn query_string(&self) -> Result<String, serde_json::Error> {
+        let mut out = format!("query={}", form_encode(self.query));
+        if let Some(name) = self.operation_name {
+            out.push_str("&operationName=");
+            out.push_str(&form_encode(name));
+        }
+        let mut json = String::new();
+        if !self.variables.is_empty() {
+            push_json(&mut json, self.variables)?;
+            out.push_str("&variables=");
+            out.push_str(&form_encode(&json));
+        }
+        let extensions = Extensions(self.extensions);
+        if !extensions.is_empty() {
+            json.clear();
+            push_json(&mut json, &extensions)?;
+            out.push_str("&extensions=");
+            out.push_str(&form_encode(&json));
+        }
+        Ok(out)
+    }
+}
+
+/// The client's extensions without `persistedQuery`, serialized in place.
+struct Extensions<'a>(&'a Map<String, Value>);
+
+impl Extensions<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.keys().all(|k| k == "persistedQuery")
+    }
+}
+
+impl serde::Serialize for Extensions<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().filter(|(k, _)| k.as_str() != "persistedQuery"))
+    }
+}
+
+/// Appends `value` as JSON.
+fn push_json(out: &mut String, value: &impl serde::Serialize) -> Result<(), serde_json::Error> {
+    out.push_str(&serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// Percent-encodes all but the unreserved characters (RFC 3986), which every form
+/// decoder reads back as they were.
+pub fn form_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(HEX[usize::from(b >> 4)] as char);
+                out.push(HEX[usize::from(b & 15)] as char);
+            }
+        }
+    }
+    out
 }
 
 fn json_param(text: &str, name: &str) -> Result<Map<String, Value>, HttpError> {
@@ -329,5 +448,62 @@ mod tests {
         assert_eq!(parse_get("/g?query=%zz").unwrap_err().status, 400);
         assert_eq!(parse_get("/g?variables=nope").unwrap_err().status, 400);
         assert_eq!(parse_get("/g?query=a+b").unwrap().query.as_deref(), Some("a b"));
+    }
+
+    #[test]
+    fn a_get_parameter_given_twice_is_refused() {
+        for twice in [
+            "/g?query={a}&query={b}",
+            "/g?query={a}&%71uery={b}",
+            "/g?query={a}&operationName=A&operationName=B",
+            "/g?query={a}&variables={}&variables={}",
+            "/g?query={a}&extensions={}&extensions={}",
+            "/g?query={a}&query",
+        ] {
+            assert_eq!(parse_get(twice).unwrap_err().status, 400, "{twice}");
+        }
+        // Other parameters may repeat: they are not forwarded.
+        assert!(parse_get("/g?query={a}&x=1&x=2&Query=3").is_ok());
+    }
+
+    #[test]
+    fn forwarded_parameters_round_trip() {
+        let variables = serde_json::json!({"id": "a&b=c", "n": [1, 2]})
+            .as_object()
+            .unwrap()
+            .clone();
+        let extensions = serde_json::json!({"persistedQuery": {"version": 1}, "trace": true})
+            .as_object()
+            .unwrap()
+            .clone();
+        let forwarded = Forwarded {
+            query: "query Q($id: ID) { a(id: $id) }  # +%&",
+            operation_name: Some("Q"),
+            variables: &variables,
+            extensions: &extensions,
+        };
+        let back = parse_get(&format!("/g?{}", forwarded.query_string().unwrap())).unwrap();
+        assert_eq!(back.query.as_deref(), Some(forwarded.query));
+        assert_eq!(back.operation_name.as_deref(), Some("Q"));
+        assert_eq!(back.variables, variables);
+        assert_eq!(
+            back.extensions,
+            *serde_json::json!({"trace": true}).as_object().unwrap()
+        );
+        let Body::One(posted) =
+            parse_post(Some("application/json"), forwarded.body().unwrap().as_bytes(), None).unwrap()
+        else {
+            panic!("a batch")
+        };
+        assert_eq!(posted, back);
+        let empty = Map::new();
+        let bare = Forwarded {
+            query: "{a}",
+            operation_name: None,
+            variables: &empty,
+            extensions: &empty,
+        };
+        assert_eq!(bare.body().unwrap(), r#"{"query":"{a}"}"#);
+        assert_eq!(bare.query_string().unwrap(), "query=%7Ba%7D");
     }
 }

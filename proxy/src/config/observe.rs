@@ -59,6 +59,26 @@ pub struct TracingConfig {
     /// Longest one export may take.
     #[serde(default = "defaults::timeout", deserialize_with = "super::duration")]
     pub timeout: Duration,
+    /// What the spans' `url.query` (and the client span's `url.full`) show of a query.
+    #[serde(default)]
+    pub query: QueryShown,
+    /// Keys whose values `query = "keys"` shows (compared decoded, without case); a
+    /// credential-named key is redacted all the same.
+    #[serde(default)]
+    pub query_keep: Vec<String>,
+}
+
+/// `[tracing] query`: how much of a query string a span shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryShown {
+    /// Every key, each value replaced by `REDACTED` (but those of `query_keep`).
+    #[default]
+    Keys,
+    /// As received, but the values of credential-named keys.
+    Full,
+    /// No `url.query`; `url.full` without a query.
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -94,7 +94,7 @@ const WORDS: [&str; 9] = [
 
 /// Whether a key (or a header name) holds a secret: it has one of [`WORDS`] in it, and
 /// does not name a file or path (where the secret is, which an error needs to show).
-fn secret_name(name: &str) -> bool {
+pub fn secret_name(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     !(name.ends_with("file") || name.ends_with("path")) && WORDS.iter().any(|w| name.contains(w))
 }
@@ -184,7 +184,10 @@ impl Found {
             });
         for (key, value) in table.iter() {
             let key = key.get_ref().as_ref();
-            if secret_name(key) {
+            // A rate limit's `key = ["client_ip", "header:x-user"]` names what is counted,
+            // not a secret: an error about a wrong descriptor must be able to show it.
+            let descriptors = key == "key" && matches!(value.get_ref(), DeValue::Array(_));
+            if secret_name(key) && !descriptors {
                 self.all(value, true);
             } else if on_credential && !matches!(key, "name" | "header" | "cluster") {
                 self.all(value, false);
@@ -314,6 +317,14 @@ regex = "T4.*"
         assert!(!escaped.contains("ab\\u{1}cd"), "{escaped}");
         // Too short to look for in a message: masked where it stands only.
         assert_eq!(message("cookie = \"a\"", "a value"), "a value");
+    }
+
+    #[test]
+    fn a_rate_limits_descriptors_are_no_secret() {
+        let config =
+            "[[filters]]\nname = \"rl\"\nconfig = { limits = [{ key = [\"clientip\"] }], api_key = \"k-12345\" }\n";
+        let shown = message(config, r#"unknown descriptor "clientip"; api_key "k-12345""#);
+        assert_eq!(shown, r#"unknown descriptor "clientip"; api_key "*******""#);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Distributed tracing: the trace context a request arrives with (W3C `traceparent` and
 //! `tracestate`; B3 single and multi header accepted), a server span per request with a
-//! child span per filter phase and per upstream attempt, and the context sent upstream.
+//! child span per filter phase and a client span for the exchange with the cluster (all
+//! its tries), and the context sent upstream. Names and attributes follow OpenTelemetry's
+//! stable HTTP semantic conventions (docs/tracing-and-logs.md lists them); the query is
+//! shown only as `[tracing] query` says (`super::query`).
 //! Spans are built with the OpenTelemetry SDK and exported over OTLP (HTTP/protobuf or
 //! gRPC) by its batch processor, on a thread of its own.
 //!
@@ -26,7 +29,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Version, request};
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
     TracerProvider as _,
@@ -41,7 +44,9 @@ use opentelemetry_sdk::trace::{
 };
 use prometheus_client::metrics::counter::Counter;
 
+use super::query::QueryPolicy;
 use crate::config::{OtlpProtocol, TracingConfig};
+use crate::conn::ConnInfo;
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -51,6 +56,8 @@ const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
 const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 const B3_PARENT: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// W3C Trace Context: a `tracestate` longer than this may be dropped whole.
 const MAX_TRACESTATE: usize = 512;
 
@@ -66,6 +73,7 @@ pub struct Tracing {
     client_sampled: Budget,
     /// Listeners whose clients' decisions are never followed.
     ignore_client_sampled: Box<[Box<str>]>,
+    query: Arc<QueryPolicy>,
 }
 
 /// At most `rate` a second, in bursts of at most `rate`: the generic cell rate algorithm,
@@ -156,9 +164,13 @@ impl Tracing {
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
                 config.sample,
             ))))
+            // No environment detectors: the config names the service, not the process's
+            // environment.
             .with_resource(
                 Resource::builder_empty()
+                    .with_detector(Box::new(opentelemetry_sdk::resource::TelemetryResourceDetector))
                     .with_service_name(config.service_name.clone())
+                    .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
                     .build(),
             )
             .build();
@@ -169,13 +181,16 @@ impl Tracing {
             chosen: super::Sampling::new(config.sample),
             client_sampled: Budget::new(config.client_sampled),
             ignore_client_sampled: config.ignore_client_sampled.iter().map(|l| l.as_str().into()).collect(),
+            query: Arc::new(QueryPolicy::new(config)),
         })
     }
 
-    /// Starts the request's server span, as a child of the context the request carries.
-    /// The client's sampling decision is followed as the module doc says.
-    pub fn begin(&self, listener: &str, headers: &HeaderMap) -> Trace {
-        let parent = match incoming(headers) {
+    /// Starts the request's server span, as a child of the context the request carries,
+    /// with the attributes the request itself tells (when it is sampled). The client's
+    /// sampling decision is followed as the module doc says.
+    pub fn begin(&self, conn: &ConnInfo, head: &request::Parts) -> Trace {
+        let listener = &*conn.listener;
+        let parent = match incoming(&head.headers) {
             // The budget is asked last: an ignored listener's requests do not spend it.
             Some((context, Decided::Yes))
                 if !self.ignore_client_sampled.iter().any(|l| **l == *listener)
@@ -195,16 +210,70 @@ impl Tracing {
             }
             None => Context::new(),
         };
-        let span = self
+        let mut span = self
             .tracer
-            .span_builder("request")
+            .span_builder(span_method(&head.method))
             .with_kind(SpanKind::Server)
             .start_with_context(&self.tracer, &parent);
+        if span.is_recording() {
+            span.set_attributes(self.server_attributes(conn, head));
+        }
         Trace {
             tracer: self.tracer.clone(),
+            query: self.query.clone(),
             cx: parent.with_span(span),
+            route: None,
             upstream: None,
         }
+    }
+
+    /// The server span's attributes known from the request head: the HTTP semantic
+    /// conventions' (stable) required ones, and the recommended ones Weft knows.
+    fn server_attributes(&self, conn: &ConnInfo, head: &request::Parts) -> Vec<KeyValue> {
+        let mut attributes = Vec::with_capacity(16);
+        method_attributes(&head.method, &mut attributes);
+        // Behind a proxy the listener trusts, the original client's request is the one
+        // the conventions describe (`client.address`, `url.scheme`); elsewhere what a
+        // client claims about itself is not repeated as fact.
+        let trusted = conn.trust_forwarded.then_some(&head.headers);
+        let scheme = trusted.and_then(forwarded_proto).unwrap_or(conn.scheme);
+        attributes.push(KeyValue::new("url.scheme", scheme));
+        attributes.push(KeyValue::new("url.path", head.uri.path().to_owned()));
+        if let Some(query) = head.uri.query().and_then(|q| self.query.show(q)) {
+            attributes.push(KeyValue::new("url.query", query));
+        }
+        let authority = head
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| head.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()));
+        if let Some((host, port)) = authority.and_then(host_and_port) {
+            attributes.push(KeyValue::new("server.address", host.to_owned()));
+            let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
+        }
+        let peer = conn.peer;
+        match trusted.and_then(forwarded_for) {
+            // Its port is not known: `client.port` is that client's or absent.
+            Some(client) => attributes.push(KeyValue::new("client.address", client.to_string())),
+            None => {
+                attributes.push(KeyValue::new("client.address", peer.ip().to_string()));
+                attributes.push(KeyValue::new("client.port", i64::from(peer.port())));
+            }
+        }
+        attributes.push(KeyValue::new("network.peer.address", peer.ip().to_string()));
+        attributes.push(KeyValue::new("network.peer.port", i64::from(peer.port())));
+        if let Some(version) = protocol_version(head.version) {
+            attributes.push(KeyValue::new("network.protocol.version", version));
+        }
+        if let Some(agent) = head.headers.get(http::header::USER_AGENT) {
+            attributes.push(KeyValue::new(
+                "user_agent.original",
+                String::from_utf8_lossy(agent.as_bytes()).into_owned(),
+            ));
+        }
+        attributes.push(KeyValue::new("weft.listener", conn.listener.to_string()));
+        attributes
     }
 }
 
@@ -230,9 +299,117 @@ impl Drop for Tracing {
 /// One request's spans.
 pub struct Trace {
     tracer: SdkTracer,
+    query: Arc<QueryPolicy>,
     /// Holds the request's server span.
     cx: Context,
-    upstream: Option<opentelemetry_sdk::trace::Span>,
+    /// The route's name and path template, once matched.
+    route: Option<(Arc<str>, Arc<str>)>,
+    upstream: Option<Upstream>,
+}
+
+/// The upstream exchange's client span, and what its `url.full` needs once the endpoint
+/// is known.
+struct Upstream {
+    span: opentelemetry_sdk::trace::Span,
+    scheme: &'static str,
+    /// The path and the shown query, as sent upstream.
+    target: String,
+}
+
+/// The conventions' known methods (RFC 9110 and PATCH), compared with case: any other,
+/// `get` included, is `_OTHER`, and named `HTTP` in span names.
+const KNOWN_METHODS: [Method; 9] = [
+    Method::CONNECT,
+    Method::DELETE,
+    Method::GET,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::PATCH,
+    Method::POST,
+    Method::PUT,
+    Method::TRACE,
+];
+
+fn known(method: &Method) -> bool {
+    KNOWN_METHODS.contains(method)
+}
+
+/// `{method}` in a span name: static, so that starting a span that is not sampled
+/// allocates nothing for its name.
+fn span_method(method: &Method) -> &'static str {
+    match *method {
+        Method::CONNECT => "CONNECT",
+        Method::DELETE => "DELETE",
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::TRACE => "TRACE",
+        _ => "HTTP",
+    }
+}
+
+fn method_attributes(method: &Method, into: &mut Vec<KeyValue>) {
+    if known(method) {
+        into.push(KeyValue::new("http.request.method", method.as_str().to_owned()));
+    } else {
+        into.push(KeyValue::new("http.request.method", "_OTHER"));
+        into.push(KeyValue::new(
+            "http.request.method_original",
+            method.as_str().to_owned(),
+        ));
+    }
+}
+
+/// `network.protocol.version`: `1.0`, `1.1`, `2`, `3`.
+fn protocol_version(version: Version) -> Option<&'static str> {
+    match version {
+        Version::HTTP_10 => Some("1.0"),
+        Version::HTTP_11 => Some("1.1"),
+        Version::HTTP_2 => Some("2"),
+        Version::HTTP_3 => Some("3"),
+        _ => None,
+    }
+}
+
+/// The original client of `X-Forwarded-For`: the first address of its first line, when
+/// it is one.
+fn forwarded_for(headers: &HeaderMap) -> Option<std::net::IpAddr> {
+    let first = headers.get(X_FORWARDED_FOR)?.to_str().ok()?.split(',').next()?.trim();
+    let bare = first
+        .strip_prefix('[')
+        .and_then(|f| f.split_once(']'))
+        .map_or(first, |(ip, _)| ip);
+    bare.parse().ok()
+}
+
+/// The original request's scheme from `X-Forwarded-Proto` (its first value), when it is
+/// `http` or `https`.
+fn forwarded_proto(headers: &HeaderMap) -> Option<&'static str> {
+    let first = headers.get(X_FORWARDED_PROTO)?.to_str().ok()?.split(',').next()?.trim();
+    ["https", "http"].into_iter().find(|s| first.eq_ignore_ascii_case(s))
+}
+
+/// An authority's host (an IPv6 literal without its brackets) and port, if it has one;
+/// `None` when empty or the port is not a number.
+fn host_and_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        Some(port) => Some(port.parse::<u16>().ok()?),
+        None => None,
+    };
+    (!host.is_empty()).then_some((host, port))
 }
 
 impl Trace {
@@ -266,14 +443,33 @@ impl Trace {
         span.end();
     }
 
-    /// Starts the upstream attempt's client span and puts its context in the request
-    /// going upstream, replacing what the client sent.
-    pub fn upstream_request(&mut self, headers: &mut HeaderMap) {
-        let span = self
+    /// The route that matched: its name and path template.
+    pub fn route(&mut self, name: &Arc<str>, template: &Arc<str>) {
+        if self.sampled() {
+            self.route = Some((name.clone(), template.clone()));
+        }
+    }
+
+    /// Starts the upstream exchange's client span and puts its context in the request
+    /// going upstream, replacing what the client sent. `scheme` is the cluster's.
+    pub fn upstream_request(&mut self, head: &mut request::Parts, scheme: &'static str) {
+        let mut span = self
             .tracer
-            .span_builder("upstream")
+            .span_builder(span_method(&head.method))
             .with_kind(SpanKind::Client)
             .start_with_context(&self.tracer, &self.cx);
+        let mut target = String::new();
+        if span.is_recording() {
+            let mut attributes = Vec::with_capacity(2);
+            method_attributes(&head.method, &mut attributes);
+            span.set_attributes(attributes);
+            target.push_str(head.uri.path());
+            if let Some(query) = head.uri.query().and_then(|q| self.query.show(q)) {
+                target.push('?');
+                target.push_str(&query);
+            }
+        }
+        let headers = &mut head.headers;
         let context = span.span_context();
         let mut line = [0u8; 55];
         traceparent(context, &mut line);
@@ -292,59 +488,104 @@ impl Trace {
         for b3 in [B3, B3_TRACE_ID, B3_SPAN_ID, B3_SAMPLED, B3_FLAGS, B3_PARENT] {
             headers.remove(b3);
         }
-        self.upstream = Some(span);
+        self.upstream = Some(Upstream { span, scheme, target });
     }
 
-    /// Ends the upstream attempt's span.
-    pub fn upstream_done(&mut self, endpoint: Option<std::net::SocketAddr>, status: Result<u16, &str>) {
-        let Some(mut span) = self.upstream.take() else { return };
+    /// Ends the upstream exchange's span: `endpoint` is the last try's, `tries` how many
+    /// were made, `answer` the response's status and version or the failure's flag.
+    pub fn upstream_done(
+        &mut self,
+        endpoint: Option<std::net::SocketAddr>,
+        tries: u32,
+        answer: Result<(u16, Version), &'static str>,
+    ) {
+        let Some(Upstream {
+            mut span,
+            scheme,
+            target,
+        }) = self.upstream.take()
+        else {
+            return;
+        };
         if span.is_recording() {
-            if let Some(endpoint) = endpoint {
-                span.set_attribute(KeyValue::new("server.address", endpoint.ip().to_string()));
-                span.set_attribute(KeyValue::new("server.port", i64::from(endpoint.port())));
+            let mut attributes = Vec::with_capacity(10);
+            // Without an endpoint (none could be picked) there is no server to name: the
+            // conventions' required `server.*` and `url.full` say so with empty values.
+            let (address, port) = endpoint.map_or((String::new(), 0), |e| (e.ip().to_string(), e.port()));
+            let authority = match endpoint {
+                Some(std::net::SocketAddr::V6(e)) => format!("[{}]:{}", e.ip(), e.port()),
+                Some(e) => e.to_string(),
+                None => String::new(),
+            };
+            attributes.push(KeyValue::new("url.full", format!("{scheme}://{authority}{target}")));
+            attributes.push(KeyValue::new("server.address", address.clone()));
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
+            if endpoint.is_some() {
+                attributes.push(KeyValue::new("network.peer.address", address));
+                attributes.push(KeyValue::new("network.peer.port", i64::from(port)));
             }
-            match status {
-                Ok(code) => span.set_attribute(KeyValue::new("http.response.status_code", i64::from(code))),
+            if tries > 1 {
+                attributes.push(KeyValue::new("http.request.resend_count", i64::from(tries - 1)));
+            }
+            match answer {
+                Ok((code, version)) => {
+                    attributes.push(KeyValue::new("http.response.status_code", i64::from(code)));
+                    if let Some(version) = protocol_version(version) {
+                        attributes.push(KeyValue::new("network.protocol.version", version));
+                    }
+                    // A client span's 4xx is an error too (the conventions' status table).
+                    if code >= 400 {
+                        attributes.push(KeyValue::new("error.type", code.to_string()));
+                        span.set_status(Status::error(""));
+                    }
+                }
                 Err(kind) => {
-                    span.set_attribute(KeyValue::new("error.type", kind.to_owned()));
-                    span.set_status(Status::error(kind.to_owned()));
+                    attributes.push(KeyValue::new("error.type", kind));
+                    span.set_status(Status::error(kind));
                 }
             }
+            span.set_attributes(attributes);
         }
         span.end();
     }
 
     /// Ends the request's span with what the access log also records.
     pub fn finish(&mut self, entry: &super::access_log::Entry) {
-        if let Some(span) = self.upstream.take() {
-            drop(span);
+        if let Some(upstream) = self.upstream.take() {
+            drop(upstream.span);
         }
         let span = self.cx.span();
         if span.is_recording() {
-            let name = match &entry.route {
-                Some(route) => format!("{} {route}", entry.method),
-                None => entry.method.to_string(),
-            };
-            span.update_name(name);
-            let mut attributes = vec![
-                KeyValue::new("http.request.method", entry.method.to_string()),
-                KeyValue::new("url.path", entry.path.clone()),
-                KeyValue::new("server.address", entry.authority.clone()),
-                KeyValue::new("client.address", entry.client.ip().to_string()),
-                KeyValue::new("network.protocol.version", format!("{:?}", entry.protocol)),
-                KeyValue::new("http.response.status_code", i64::from(entry.status)),
-                KeyValue::new("weft.listener", entry.listener.to_string()),
-            ];
-            if let Some(route) = &entry.route {
-                attributes.push(KeyValue::new("http.route", route.to_string()));
+            let mut attributes = Vec::with_capacity(6);
+            attributes.push(KeyValue::new("http.response.status_code", i64::from(entry.status)));
+            if let Some((name, template)) = &self.route {
+                span.update_name(format!("{} {template}", span_method(&entry.method)));
+                attributes.push(KeyValue::new("http.route", template.to_string()));
+                attributes.push(KeyValue::new("weft.route", name.to_string()));
             }
             if !entry.flags.is_empty() {
                 attributes.push(KeyValue::new("weft.flags", entry.flags.join(",")));
             }
-            span.set_attributes(attributes);
-            if entry.status >= 500 {
-                span.set_status(Status::error(entry.flags.first().copied().unwrap_or("server error")));
+            // A server span's 4xx is the client's doing, not an error (the conventions'
+            // status table); a 5xx is, and so is an answer cut short.
+            let error = if entry.status >= 500 {
+                Some(
+                    entry
+                        .flags
+                        .iter()
+                        .find(|f| **f != "incomplete")
+                        .map_or_else(|| entry.status.to_string(), |f| (*f).to_owned()),
+                )
+            } else if entry.flags.contains(&"incomplete") {
+                Some("incomplete".to_owned())
+            } else {
+                None
+            };
+            if let Some(error) = error {
+                attributes.push(KeyValue::new("error.type", error));
+                span.set_status(Status::error(""));
             }
+            span.set_attributes(attributes);
         }
         span.end();
     }
@@ -710,6 +951,48 @@ mod tests {
         let (context, _) =
             incoming(&headers(&[("traceparent", GOOD), ("tracestate", "a=1 , t@v-1=x y")])).expect("parent");
         assert_eq!(context.trace_state().header(), "a=1,t@v-1=x y");
+    }
+
+    #[test]
+    fn server_address_and_port_come_from_the_authority() {
+        assert_eq!(host_and_port("example.com:8443"), Some(("example.com", Some(8443))));
+        assert_eq!(host_and_port("example.com"), Some(("example.com", None)));
+        assert_eq!(host_and_port("[::1]:8080"), Some(("::1", Some(8080))));
+        assert_eq!(host_and_port("[::1]"), Some(("::1", None)));
+        assert_eq!(host_and_port("user@example.com:80"), Some(("example.com", Some(80))));
+        for bad in ["", ":80", "example.com:http", "example.com:99999", "[::1", "[]:80"] {
+            assert_eq!(host_and_port(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_original_client_and_scheme() {
+        let h = headers(&[
+            ("x-forwarded-for", "203.0.113.7, 10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-proto", "HTTPS, http"),
+        ]);
+        assert_eq!(forwarded_for(&h), Some("203.0.113.7".parse().expect("ip")));
+        assert_eq!(forwarded_proto(&h), Some("https"));
+        let h = headers(&[
+            ("x-forwarded-for", "[2001:db8::1]:4711"),
+            ("x-forwarded-proto", "gopher"),
+        ]);
+        assert_eq!(forwarded_for(&h), Some("2001:db8::1".parse().expect("ip")));
+        assert_eq!(forwarded_proto(&h), None);
+        for bad in ["unknown", "", "evil.example", "203.0.113.7:80"] {
+            assert_eq!(forwarded_for(&headers(&[("x-forwarded-for", bad)])), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn methods_the_conventions_do_not_know_are_other() {
+        let mut attributes = Vec::new();
+        method_attributes(&Method::from_bytes(b"get").expect("method"), &mut attributes);
+        assert_eq!(attributes[0].value.as_str(), "_OTHER", "methods compare with case");
+        assert_eq!(attributes[1].value.as_str(), "get");
+        assert_eq!(span_method(&Method::from_bytes(b"PROPFIND").expect("method")), "HTTP");
+        assert_eq!(span_method(&Method::PATCH), "PATCH");
     }
 
     #[test]

@@ -79,8 +79,36 @@ struct CaseSpec {
     expect_response: Option<Spanned<ExpectSpec>>,
     expect_kv: Option<Spanned<BTreeMap<String, KvExpect>>>,
     expect_callouts: Option<Vec<String>>,
+    expect_metrics: Option<Vec<Spanned<MetricSpec>>>,
+    expect_logs: Option<Vec<Spanned<LogSpec>>>,
     /// `init` must refuse the config with a message containing this text.
     expect_init_error: Option<String>,
+}
+
+/// A metric the case must leave behind: exactly one of `counter`, `gauge`, `histogram`
+/// names it; `value` is a counter's total or a gauge's last value, `count` and `sum` a
+/// histogram's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricSpec {
+    counter: Option<String>,
+    gauge: Option<String>,
+    histogram: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    value: Option<i64>,
+    count: Option<u64>,
+    /// A TOML integer or float.
+    sum: Option<toml::Value>,
+}
+
+/// A line the case must log, in order: its level, and its text whole or in part.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogSpec {
+    level: Option<String>,
+    message: Option<String>,
+    contains: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -212,6 +240,59 @@ impl DecisionKind {
     }
 }
 
+/// Which family a guest metric is in: each kind has its own names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl MetricKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// What one series must hold after the case.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricValue {
+    /// The sum of the case's `counter-add` calls.
+    Counter(u64),
+    /// The last `gauge-set`.
+    Gauge(i64),
+    /// The number of observations and their sum; `None`: not checked.
+    Histogram { count: Option<u64>, sum: Option<f64> },
+}
+
+/// A metric series the filter must have emitted in the case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectMetric {
+    pub kind: MetricKind,
+    pub name: String,
+    /// The guest's labels, sorted by name as the host stores them.
+    pub labels: Vec<(String, String)>,
+    pub value: MetricValue,
+}
+
+/// A log line the filter must have written, matched in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectLog {
+    /// `trace`, `debug`, `info`, `warn` or `error`; `None`: any.
+    pub level: Option<String>,
+    pub text: LogText,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogText {
+    Exactly(String),
+    Contains(String),
+}
+
 /// The file, ready to run.
 pub struct Cases {
     pub filter_name: String,
@@ -247,6 +328,9 @@ pub struct Case {
     /// Keys and their text after the case; `None`: the key must be absent.
     pub expect_kv: Option<BTreeMap<String, Option<String>>>,
     pub expect_callouts: Option<Vec<String>>,
+    pub expect_metrics: Vec<ExpectMetric>,
+    /// Every line the filter logs in the case, in order; `None`: logs are not checked.
+    pub expect_logs: Option<Vec<ExpectLog>>,
     pub expect_init_error: Option<String>,
 }
 
@@ -303,10 +387,13 @@ fn prepare(src: &Source, filter: &FilterSpec, spanned: &Spanned<CaseSpec>) -> Re
         && case.expect_response.is_none()
         && case.expect_kv.is_none()
         && case.expect_callouts.is_none()
+        && case.expect_metrics.is_none()
+        && case.expect_logs.is_none()
         && case.expect_init_error.is_none()
     {
         return Err(at_case(
-            "expects nothing: give `expect`, `expect_response`, `expect_kv`, `expect_callouts` or `expect_init_error`"
+            "expects nothing: give `expect`, `expect_response`, `expect_kv`, `expect_callouts`, `expect_metrics`, \
+             `expect_logs` or `expect_init_error`"
                 .to_owned(),
         ));
     }
@@ -409,6 +496,24 @@ fn prepare(src: &Source, filter: &FilterSpec, spanned: &Spanned<CaseSpec>) -> Re
             Some(keys)
         }
     };
+    let mut expect_metrics = Vec::new();
+    for (i, m) in case.expect_metrics.iter().flatten().enumerate() {
+        let metric =
+            metric_expectation(m.get_ref()).map_err(|e| fail(m.span(), format!("expect_metrics[{i}]: {e}")))?;
+        expect_metrics.push(metric);
+    }
+    let expect_logs = match &case.expect_logs {
+        None => None,
+        Some(lines) => Some(
+            lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    log_expectation(l.get_ref()).map_err(|e| fail(l.span(), format!("expect_logs[{i}]: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
     let (line, _) = src.error_at(spanned.span(), "").position.unwrap_or((0, 0));
     Ok(Case {
         name: case.name.clone(),
@@ -425,7 +530,73 @@ fn prepare(src: &Source, filter: &FilterSpec, spanned: &Spanned<CaseSpec>) -> Re
         expect_response,
         expect_kv,
         expect_callouts: case.expect_callouts.clone(),
+        expect_metrics,
+        expect_logs,
         expect_init_error: case.expect_init_error.clone(),
+    })
+}
+
+fn metric_expectation(spec: &MetricSpec) -> Result<ExpectMetric, String> {
+    let (kind, name) = match (&spec.counter, &spec.gauge, &spec.histogram) {
+        (Some(n), None, None) => (MetricKind::Counter, n),
+        (None, Some(n), None) => (MetricKind::Gauge, n),
+        (None, None, Some(n)) => (MetricKind::Histogram, n),
+        _ => return Err("name the metric with exactly one of `counter`, `gauge` or `histogram`".to_owned()),
+    };
+    let value = match kind {
+        MetricKind::Counter | MetricKind::Gauge if spec.count.is_some() || spec.sum.is_some() => {
+            return Err(format!(
+                "`count` and `sum` are a histogram's; a {} has `value`",
+                kind.as_str()
+            ));
+        }
+        MetricKind::Counter => match spec.value {
+            Some(v) => MetricValue::Counter(u64::try_from(v).map_err(|_| format!("a counter cannot be {v}"))?),
+            None => return Err("give the counter's `value`".to_owned()),
+        },
+        MetricKind::Gauge => MetricValue::Gauge(spec.value.ok_or("give the gauge's `value`")?),
+        MetricKind::Histogram => {
+            if spec.value.is_some() {
+                return Err("a histogram has `count` and `sum`, not `value`".to_owned());
+            }
+            let sum = match &spec.sum {
+                None => None,
+                Some(toml::Value::Integer(i)) => Some(*i as f64),
+                Some(toml::Value::Float(f)) => Some(*f),
+                Some(other) => return Err(format!("`sum` is a number, not {other}")),
+            };
+            if spec.count.is_none() && sum.is_none() {
+                return Err("give the histogram's `count`, `sum` or both".to_owned());
+            }
+            MetricValue::Histogram { count: spec.count, sum }
+        }
+    };
+    let mut labels: Vec<(String, String)> = spec.labels.clone().into_iter().collect();
+    labels.sort_unstable();
+    Ok(ExpectMetric {
+        kind,
+        name: name.clone(),
+        labels,
+        value,
+    })
+}
+
+fn log_expectation(spec: &LogSpec) -> Result<ExpectLog, String> {
+    if let Some(level) = &spec.level
+        && !matches!(level.as_str(), "trace" | "debug" | "info" | "warn" | "error")
+    {
+        return Err(format!(
+            "level {level:?}: write \"trace\", \"debug\", \"info\", \"warn\" or \"error\""
+        ));
+    }
+    let text = match (&spec.message, &spec.contains) {
+        (Some(m), None) => LogText::Exactly(m.clone()),
+        (None, Some(c)) => LogText::Contains(c.clone()),
+        _ => return Err("give the line's `message` (all of it) or `contains` (a part), one of them".to_owned()),
+    };
+    Ok(ExpectLog {
+        level: spec.level.clone(),
+        text,
     })
 }
 

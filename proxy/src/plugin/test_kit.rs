@@ -14,8 +14,9 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::BodyExt;
+use tracing::instrument::WithSubscriber as _;
 
-use super::cases::{self, Case, Cases, DecisionKind, Expect};
+use super::cases::{self, Case, Cases, DecisionKind, Expect, ExpectLog, ExpectMetric, LogText, MetricValue};
 use crate::config::{Config, WasmConfig};
 use crate::filter::{Decision, FilterRequest, FilterResponse, RequestCtx};
 use crate::metrics::Metrics;
@@ -40,10 +41,29 @@ pub async fn run(wasm: &Path, cases: &Path) -> anyhow::Result<Report> {
 /// Runs cases already read.
 pub async fn run_parsed(wasm: &Path, cases: &Cases) -> anyhow::Result<Report> {
     std::fs::metadata(wasm).with_context(|| format!("cannot read plugin {}", wasm.display()))?;
-    let host = WasmHost::new(&WasmConfig::default(), Arc::new(Metrics::default()))?;
+    let metrics = Arc::new(Metrics::default());
+    let host = WasmHost::new(&WasmConfig::default(), metrics.clone())?;
     let mut report = Report::default();
     for case in &cases.cases {
-        let mismatches = run_case(&host, wasm, cases, case).await?;
+        capture::reset(&metrics);
+        let lines = capture::Lines::default();
+        let mut mismatches = match &case.expect_logs {
+            None => run_case(&host, wasm, cases, case, None).await?,
+            Some(_) => {
+                run_case(&host, wasm, cases, case, Some(&lines))
+                    .with_subscriber(capture::subscriber(lines.clone()))
+                    .await?
+            }
+        };
+        for expect in &case.expect_metrics {
+            mismatches.extend(compare_metric(
+                expect,
+                capture::read(&metrics, &cases.filter_name, expect),
+            ));
+        }
+        if let Some(expected) = &case.expect_logs {
+            mismatches.extend(compare_logs(expected, &lines.take()));
+        }
         report.cases.push(CaseReport {
             name: case.name.clone(),
             at: case.at.clone(),
@@ -101,12 +121,9 @@ impl fmt::Display for Report {
             }
         }
         let failed = self.failed();
-        write!(
-            f,
-            "{} cases: {} passed, {failed} failed",
-            self.cases.len(),
-            self.cases.len() - failed
-        )
+        let total = self.cases.len();
+        let cases = if total == 1 { "case" } else { "cases" };
+        write!(f, "{total} {cases}: {} passed, {failed} failed", total - failed)
     }
 }
 
@@ -128,7 +145,15 @@ async fn clusters(names: &[String]) -> anyhow::Result<Arc<Clusters>> {
     Ok(Arc::new(clusters))
 }
 
-async fn run_case(host: &WasmHost, wasm: &Path, cases: &Cases, case: &Case) -> anyhow::Result<Vec<Mismatch>> {
+/// `lines`, when the case checks its logs: emptied once `init` has run, so a case lists the
+/// lines of its phases, not those every case's `init` writes.
+async fn run_case(
+    host: &WasmHost,
+    wasm: &Path,
+    cases: &Cases,
+    case: &Case,
+    lines: Option<&capture::Lines>,
+) -> anyhow::Result<Vec<Mismatch>> {
     let mut out = Vec::new();
     let name = &cases.filter_name;
     // The space outlives the filter of the previous case only if something still holds it:
@@ -153,7 +178,12 @@ async fn run_case(host: &WasmHost, wasm: &Path, cases: &Cases, case: &Case) -> a
         )
         .await;
     let filter = match (loaded, &case.expect_init_error) {
-        (Ok(filter), None) => filter,
+        (Ok(filter), None) => {
+            if let Some(lines) = lines {
+                lines.take();
+            }
+            filter
+        }
         (Ok(_), Some(text)) => {
             out.push(mismatch(
                 "init",
@@ -508,5 +538,95 @@ impl Message<'_> {
     }
 }
 
+/// The case's log lines against `expected`, one to one and in order.
+fn compare_logs(expected: &[ExpectLog], actual: &[capture::Line]) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+    for (i, want) in expected.iter().enumerate() {
+        let field = format!("log line {}", i + 1);
+        let Some(line) = actual.get(i) else {
+            out.push(mismatch(field, describe_log(want), "(no such line)"));
+            continue;
+        };
+        let level_ok = want.level.as_deref().is_none_or(|l| l == line.level);
+        let text_ok = match &want.text {
+            LogText::Exactly(m) => line.message == *m,
+            LogText::Contains(part) => line.message.contains(part.as_str()),
+        };
+        if !level_ok || !text_ok {
+            out.push(mismatch(
+                field,
+                describe_log(want),
+                format!("{} {}", line.level, quoted(&line.message)),
+            ));
+        }
+    }
+    for (i, line) in actual.iter().enumerate().skip(expected.len()) {
+        out.push(mismatch(
+            format!("log line {}", i + 1),
+            "(no such line)",
+            format!("{} {}", line.level, quoted(&line.message)),
+        ));
+    }
+    out
+}
+
+fn describe_log(want: &ExpectLog) -> String {
+    let level = want.level.as_deref().unwrap_or("any level");
+    match &want.text {
+        LogText::Exactly(m) => format!("{level} {}", quoted(m)),
+        LogText::Contains(part) => format!("{level} containing {}", quoted(part)),
+    }
+}
+
+/// One expected series against what the registry holds after the case.
+fn compare_metric(expect: &ExpectMetric, actual: Option<capture::Reading>) -> Option<Mismatch> {
+    use capture::Reading;
+    let labels: Vec<String> = expect.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    let series = if labels.is_empty() {
+        format!("{} {}", expect.kind.as_str(), expect.name)
+    } else {
+        format!("{} {}{{{}}}", expect.kind.as_str(), expect.name, labels.join(","))
+    };
+    let field = format!("metric: {series}");
+    let (expected, actual) = match (&expect.value, actual) {
+        (MetricValue::Counter(want), Some(Reading::Counter(got))) if *want != got => {
+            (want.to_string(), got.to_string())
+        }
+        (MetricValue::Gauge(want), Some(Reading::Gauge(got))) if *want != got => (want.to_string(), got.to_string()),
+        (MetricValue::Histogram { count, sum }, Some(Reading::Histogram { count: c, sum: s }))
+            if count.is_some_and(|want| want != c) || sum.is_some_and(|want| !same_sum(want, s)) =>
+        {
+            (describe_histogram(*count, *sum), format!("count {c}, sum {s}"))
+        }
+        // A counter the filter never added to reads 0, as Prometheus would show it absent.
+        (MetricValue::Counter(0), None) => return None,
+        (want, None) => (
+            match want {
+                MetricValue::Counter(v) => v.to_string(),
+                MetricValue::Gauge(v) => v.to_string(),
+                MetricValue::Histogram { count, sum } => describe_histogram(*count, *sum),
+            },
+            "(never emitted)".to_owned(),
+        ),
+        _ => return None,
+    };
+    Some(mismatch(field, expected, actual))
+}
+
+/// A sum of observations compared as a case author writes it: `0.1 + 0.2` is `0.3`.
+fn same_sum(want: f64, got: f64) -> bool {
+    (want - got).abs() <= 1e-9 * want.abs().max(1.0)
+}
+
+fn describe_histogram(count: Option<u64>, sum: Option<f64>) -> String {
+    match (count, sum) {
+        (Some(c), Some(s)) => format!("count {c}, sum {s}"),
+        (Some(c), None) => format!("count {c}"),
+        (None, Some(s)) => format!("sum {s}"),
+        (None, None) => "(anything)".to_owned(),
+    }
+}
+
+mod capture;
 #[cfg(test)]
 mod tests;

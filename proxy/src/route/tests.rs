@@ -218,3 +218,17 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn the_path_template_names_what_the_route_matches() {
+    for (conditions, template) in [
+        (r#"{ path_prefix = "/api" }"#, "/api/*"),
+        (r#"{ path_prefix = "/api/" }"#, "/api/*"),
+        (r#"{ path_prefix = "/" }"#, "/*"),
+        (r#"{ host = "example.com" }"#, "/*"),
+        (r#"{ path_exact = "/healthz" }"#, "/healthz"),
+        (r#"{ path_regex = "/users/[0-9]+" }"#, "/users/[0-9]+"),
+    ] {
+        assert_eq!(&*matcher(conditions).template, template, "{conditions}");
+    }
+}

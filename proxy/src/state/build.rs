@@ -181,11 +181,20 @@ pub async fn check(config: &Config) -> anyhow::Result<String> {
     let metrics = Arc::new(Metrics::default());
     let wasm = WasmHost::new(&config.wasm, metrics.clone())?;
     build(config, 0, &metrics, &wasm, None).await?;
-    Ok(format!(
-        "{} listeners, {} clusters, {} filters, {} routes",
-        config.listeners.len(),
-        config.clusters.len(),
-        config.filters.len(),
-        config.routes.len()
-    ))
+    Ok([
+        counted(config.listeners.len(), "listener"),
+        counted(config.clusters.len(), "cluster"),
+        counted(config.filters.len(), "filter"),
+        counted(config.routes.len(), "route"),
+    ]
+    .join(", "))
+}
+
+/// `1 route`, `2 routes`, `0 routes`.
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }

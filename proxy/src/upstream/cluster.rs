@@ -102,6 +102,11 @@ struct Guard {
 const LIMITS: [&str; 3] = ["max_connections", "max_pending_requests", "max_requests"];
 
 impl Cluster {
+    /// `https` when the cluster is reached over TLS, else `http` (a trace's `url.full`).
+    pub fn scheme(&self) -> &'static str {
+        if self.connector.tls.is_some() { "https" } else { "http" }
+    }
+
     /// Builds a cluster: resolves its names (without blocking the runtime), reads its
     /// endpoints file, and starts the tasks that keep them and their health current. The
     /// tasks end when the cluster is dropped with its config version. Endpoints that

@@ -1,7 +1,7 @@
 //! The one `Engine` of the process, its epoch ticker, the linker, and the cache of
 //! compiled components by content hash.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -63,6 +63,9 @@ pub(crate) struct Engine {
     pub engine: wasmtime::Engine,
     linker: Linker<HostState>,
     cache: Mutex<Cache>,
+    /// The filters a component was compiled for: a compile for one of them is a changed
+    /// plugin. Filter names come from the config, so this stays small.
+    compiled_for: Mutex<HashSet<Box<str>>>,
 }
 
 fn wasmtime_error(e: wasmtime::Error) -> anyhow::Error {
@@ -90,8 +93,13 @@ fn engine_config(config: &WasmConfig, pooling: bool) -> anyhow::Result<Config> {
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     if let Some(dir) = &config.cache_dir {
+        // Relative to the config file's folder (config::resolve_paths), which is itself
+        // relative when the config is (`--config weft.toml`); wasmtime takes only an
+        // absolute path.
+        let dir = std::path::absolute(dir)
+            .with_context(|| format!("cannot use {} as the Wasm compilation cache", dir.display()))?;
         let mut cache = wasmtime::CacheConfig::new();
-        cache.with_directory(dir);
+        cache.with_directory(&dir);
         let cache = wasmtime::Cache::new(cache)
             .map_err(wasmtime_error)
             .with_context(|| format!("cannot use {} as the Wasm compilation cache", dir.display()))?;
@@ -119,12 +127,15 @@ impl Engine {
             engine,
             linker,
             cache: Mutex::new(HashMap::new()),
+            compiled_for: Mutex::default(),
         })
     }
 
-    /// Compiles (or finds in the cache) the component at `path`, checks its WIT version
-    /// and links it.
-    pub async fn compile(&self, path: &Path) -> anyhow::Result<Arc<Compiled>> {
+    /// Compiles (or finds in the cache) the component at `path`, loaded as the filter
+    /// `filter`, checks its WIT version and links it. A compile is logged before it starts
+    /// and with its outcome: an interpreter (Python, JavaScript) takes seconds, and a
+    /// reload would otherwise be silent that long.
+    pub async fn compile(&self, filter: &str, path: &Path) -> anyhow::Result<Arc<Compiled>> {
         let bytes = tokio::fs::read(path)
             .await
             .with_context(|| format!("cannot read plugin {}", path.display()))?;
@@ -134,16 +145,36 @@ impl Engine {
             *used = Instant::now();
             return Ok(compiled.clone());
         }
-
-        let engine = self.engine.clone();
+        let known = !self
+            .compiled_for
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(filter.into());
+        let plugin = path.display();
+        let size = bytes.len();
+        if known {
+            tracing::info!(filter, %plugin, bytes = size, "plugin changed, compiling…");
+        } else {
+            tracing::info!(filter, %plugin, bytes = size, "compiling plugin…");
+        }
         let started = Instant::now();
+        let outcome = self.compile_new(path, bytes, hash).await;
+        let ms = started.elapsed().as_millis() as u64;
+        match &outcome {
+            Ok(_) => tracing::info!(filter, %plugin, ms, "plugin compiled"),
+            Err(e) => tracing::warn!(filter, %plugin, ms, error = format!("{e:#}"), "plugin failed to compile"),
+        }
+        outcome
+    }
+
+    async fn compile_new(&self, path: &Path, bytes: Vec<u8>, hash: [u8; 32]) -> anyhow::Result<Arc<Compiled>> {
+        let engine = self.engine.clone();
         // Compiling takes tens of milliseconds of CPU: keep it off the async workers.
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
             .await
             .context("the compile task failed")?
             .map_err(wasmtime_error)
             .with_context(|| format!("{} is not a valid Wasm component", path.display()))?;
-        tracing::debug!(plugin = %path.display(), ms = started.elapsed().as_millis() as u64, "compiled plugin");
 
         let version = version::check(&component, &self.engine).with_context(|| format!("plugin {}", path.display()))?;
         // `None` only for a component that instantiates imported modules, which a filter

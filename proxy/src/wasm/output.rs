@@ -110,10 +110,11 @@ impl LogBudget {
             let n = self.unreported.swap(0, Ordering::Relaxed);
             // The name is the operator's, but a newline in it would still split this line.
             let name = escape_controls(filter);
+            let lines = if n == 1 { "line" } else { "lines" };
             tracing::warn!(
                 filter,
                 dropped = n,
-                "filter {name}: {n} log lines dropped (over its rate of {} lines/s, burst {})",
+                "filter {name}: {n} log {lines} dropped (over its rate of {} lines/s, burst {})",
                 self.rate,
                 self.burst
             );
