@@ -274,36 +274,28 @@ impl AccessLogFormat {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{MINIMAL, error as rejected};
     use super::super::{Config, ConfigError};
 
-    const ROUTES: &str = r#"
-[[listeners]]
-name = "main"
-address = "127.0.0.1:8080"
+    /// The minimal config, its one route kept out of the access log.
+    fn routes() -> String {
+        format!("{MINIMAL}access_log = false\n")
+    }
 
-[[clusters]]
-name = "web"
-endpoints = ["127.0.0.1:3000"]
-
-[[routes]]
-match = { path_prefix = "/" }
-cluster = "web"
-access_log = false
-"#;
-
+    /// `top` (sections ahead of the routes, so its line numbers are the config's) rejected.
     fn error(top: &str) -> ConfigError {
-        match Config::parse("test.toml", &format!("{top}\n{ROUTES}")) {
-            Ok(_) => panic!("config should be rejected:\n{top}"),
-            Err(e) => e,
-        }
+        rejected(&format!("{top}\n{}", routes()))
     }
 
     #[test]
     fn both_sections_are_off_unless_present_and_take_defaults() {
-        let config = Config::parse("test.toml", ROUTES).expect("valid");
+        let config = Config::parse("test.toml", &routes()).expect("valid");
         assert!(config.access_log.is_none() && config.tracing.is_none());
         assert!(!config.routes[0].get_ref().access_log);
-        let text = format!("[access_log]\n[tracing]\nendpoint = \"http://127.0.0.1:4318/v1/traces\"\n{ROUTES}");
+        let text = format!(
+            "[access_log]\n[tracing]\nendpoint = \"http://127.0.0.1:4318/v1/traces\"\n{}",
+            routes()
+        );
         let config = Config::parse("test.toml", &text).expect("valid");
         let log = config.access_log.expect("on");
         assert_eq!((log.get_ref().format.as_str(), log.get_ref().sample), ("json", 1.0));
