@@ -40,16 +40,22 @@ use crate::metrics::{OPENMETRICS, PROMETHEUS_TEXT, to_prometheus_text, wants_ope
 use crate::state::State;
 
 mod access;
-mod audit;
 
 pub use access::Access;
-pub use audit::{Audit, now_rfc3339};
 
-pub async fn serve(socket: TcpListener, gate: Arc<Gate>, state: Arc<State>, shutdown: watch::Receiver<bool>) {
+/// Serves the admin API on `socket`; `access` is the rule `[admin]` asked for at start.
+pub async fn serve(
+    socket: TcpListener,
+    gate: Arc<Gate>,
+    state: Arc<State>,
+    access: Access,
+    shutdown: watch::Receiver<bool>,
+) {
+    let access = Arc::new(access);
     accept_loop(socket, gate, shutdown, move |stream, peer, pass| {
-        let state = state.clone();
+        let (state, access) = (state.clone(), access.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| answer(state.clone(), peer, req));
+            let service = service_fn(move |req| answer(state.clone(), access.clone(), peer, req));
             let http = auto::Builder::new(TokioExecutor::new());
             let connection = http.serve_connection(TokioIo::new(stream), service);
             // An admin client gets the same patience as any other: no connection is held forever.
@@ -63,7 +69,12 @@ pub async fn serve(socket: TcpListener, gate: Arc<Gate>, state: Arc<State>, shut
 /// Longest an admin connection stays open (a reload of a large config included).
 const ADMIN_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
 
-async fn answer(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn answer(
+    state: Arc<State>,
+    access: Arc<Access>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path();
     // HEAD is answered as GET (RFC 9110 §9.3.2: the same header fields), and hyper sends
@@ -85,7 +96,7 @@ async fn answer(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> 
         .authority()
         .map(|a| a.as_str())
         .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
-    if let Err(refusal) = state.admin.check(&method, host, req.headers()) {
+    if let Err(refusal) = access.check(&method, host, req.headers()) {
         let mut resp = text(refusal.status(), "text/plain", refusal.message().to_owned());
         if let Some(challenge) = refusal.challenge() {
             resp.headers_mut()
@@ -238,7 +249,7 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 
 /// The clusters as configured, each with the endpoints serving now (names resolved, files
 /// read) and their health: `endpoints` is live, `configured_endpoints` as written.
-fn live_clusters(runtime: &crate::state::Runtime) -> Value {
+fn live_clusters(runtime: &crate::state::Version) -> Value {
     let mut clusters = runtime.view["clusters"].clone();
     for cluster in clusters.as_array_mut().into_iter().flatten() {
         let Some(live) = cluster["name"].as_str().and_then(|n| runtime.clusters.get(n)) else {

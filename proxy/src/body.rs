@@ -2,18 +2,40 @@
 //!
 //! An enum rather than a `BoxBody`: the common cases (streaming a peer's body through,
 //! answering with a small buffer, answering with nothing) cost no allocation per request.
+//! The client's bounded body is `client`'s, the pooled upstream body `pooled`'s.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-pub use crate::front::Upload;
-use crate::front::{ClientBody, FrontDoor};
-use crate::listen::watchdog::Exchange;
-use crate::upstream::PooledBody;
+mod client;
+mod pooled;
+
+pub use client::{ClientBody, ClientBodyError, ClientBodyFault, Upload};
+pub use pooled::{Checkin, PooledBody};
+
+/// One of a connection's open exchanges (a request body still arriving, a response still
+/// being sent), counted in `open` until dropped: the listener does not put a connection
+/// at rest while any is open. A bare counter, so that `body` names nothing of the
+/// listener and `Body` stays as small as it was (a thin pointer).
+pub struct Hold(Arc<AtomicUsize>);
+
+impl Hold {
+    pub fn new(open: &Arc<AtomicUsize>) -> Hold {
+        open.fetch_add(1, Ordering::Relaxed);
+        Hold(open.clone())
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Errors a body can produce while streaming.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -28,7 +50,7 @@ pin_project_lite::pin_project! {
         Client {
             #[pin] inner: ClientBody<hyper::body::Incoming>,
             // Keeps the connection from being put at rest while the body still arrives.
-            receiving: Option<Exchange>,
+            receiving: Option<Hold>,
         },
         /// Fully buffered (a direct answer, or a body a filter asked to see).
         Full { data: Option<Bytes> },
@@ -65,13 +87,10 @@ impl Body {
 }
 
 impl Body {
-    /// A downstream request's body, bounded by the listener's size and idle limits;
-    /// `receiving` is given back when the body ends.
-    pub fn from_client(inner: hyper::body::Incoming, door: &FrontDoor, receiving: Option<Exchange>) -> Self {
-        Body::Client {
-            inner: ClientBody::new(inner, door.max_body_bytes, door.body_idle),
-            receiving,
-        }
+    /// A downstream request's body, bounded by the listener's limits (see
+    /// [`ClientBody::new`]); `receiving` is given back when the body ends.
+    pub fn from_client(inner: ClientBody<hyper::body::Incoming>, receiving: Option<Hold>) -> Self {
+        Body::Client { inner, receiving }
     }
 
     /// Starts following a client's body still to come ([`Upload`]). `None` for any other
@@ -88,6 +107,19 @@ impl From<PooledBody> for Body {
     fn from(inner: PooledBody) -> Self {
         Body::Upstream { inner }
     }
+}
+
+/// A plain-text answer.
+pub fn text(status: http::StatusCode, body: &'static str) -> http::Response<Body> {
+    let mut resp = http::Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+    resp
 }
 
 impl HttpBody for Body {

@@ -1,5 +1,5 @@
 //! The TOML configuration: serde types, parsed once and validated with errors that point
-//! at the offending line. Building the running state from it is `runtime`'s job.
+//! at the offending line. Building a running version from it is `state`'s job.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -11,10 +11,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-use crate::filter::FailureMode;
-
 mod admin;
 mod cluster;
+mod kv;
 mod limits;
 mod observe;
 pub(crate) mod redact;
@@ -25,8 +24,11 @@ pub use cluster::{
     BreakerConfig, ClusterConfig, EndpointConfig, HashOnConfig, HealthCheckConfig, LbPolicy, MAX_WEIGHT, OutlierConfig,
     RetryConfig, UpstreamProtocol, UpstreamTlsConfig, split_host_port,
 };
+pub use kv::check_redis_url;
 pub use limits::{DEFAULT_MEMORY, LimitsConfig};
-pub use observe::{AccessLogConfig, OtlpProtocol, QueryShown, TracingConfig};
+pub use observe::{
+    ACCESS_LOG_FIELDS, AccessLogConfig, AccessLogFormat, AccessLogPiece, OtlpProtocol, QueryShown, TracingConfig,
+};
 pub use redact::secret_name;
 pub use redact::urls as redact_urls;
 pub use route::{
@@ -39,7 +41,7 @@ pub use route::{
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
-    pub runtime: RuntimeConfig,
+    pub runtime: ProcessConfig,
     pub admin: Option<AdminConfig>,
     #[serde(default)]
     pub wasm: WasmConfig,
@@ -62,7 +64,9 @@ pub struct Config {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RuntimeConfig {
+/// `[runtime]`: settings of the process (threads, draining, watching files) rather than
+/// of one config version.
+pub struct ProcessConfig {
     /// Worker threads; defaults to the number of cores.
     pub workers: Option<usize>,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
@@ -73,9 +77,9 @@ pub struct RuntimeConfig {
     pub watch: bool,
 }
 
-impl Default for RuntimeConfig {
+impl Default for ProcessConfig {
     fn default() -> Self {
-        RuntimeConfig {
+        ProcessConfig {
             workers: None,
             drain_timeout: defaults::drain_timeout(),
             watch: true,
@@ -285,6 +289,20 @@ pub struct FilterConfig {
     pub limits: LimitsConfig,
 }
 
+/// What happens to a request when one of its filters fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Answer 500 with a generic body (the default: a broken auth filter must not let
+    /// requests through).
+    #[default]
+    Closed,
+    /// Log, count, and carry on as if the filter had continued — for the filter's own
+    /// faults only (a trap, a limit hit, an invalid decision). A host-side failure
+    /// (`FilterError::is_guest_fault` false) still fails the request.
+    Open,
+}
+
 mod defaults {
     use std::time::Duration;
     pub fn drain_timeout() -> Duration {
@@ -469,7 +487,7 @@ impl Config {
             let k = kv.get_ref();
             let problem = match (k.backend, &k.url) {
                 (KvBackend::Redis, None) => Some("backend = \"redis\" needs url = \"redis://host:port\"".to_owned()),
-                (KvBackend::Redis, Some(url)) => crate::kv::check_redis_url(url).err(),
+                (KvBackend::Redis, Some(url)) => check_redis_url(url).err(),
                 (KvBackend::Local, Some(_)) => Some("url is only for backend = \"redis\"".to_owned()),
                 (KvBackend::Local, None) => None,
             };

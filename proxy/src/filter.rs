@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::{Response, request, response};
 
 use crate::body::Body;
+use crate::config::FailureMode;
 use crate::upstream::Cluster;
 
 pub mod context;
@@ -78,7 +79,7 @@ pub struct RequestCtx {
     /// filter). Empty, it allocates nothing.
     pub context: Context,
     /// The request's trace id, when tracing is on.
-    pub trace_id: Option<crate::observe::TraceId>,
+    pub trace_id: Option<opentelemetry::trace::TraceId>,
 }
 
 impl RequestCtx {
@@ -261,20 +262,6 @@ pub struct PluginInfo {
     pub wit: String,
     /// Seconds since the Unix epoch.
     pub loaded_at: u64,
-}
-
-/// What happens to a request when one of its filters fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureMode {
-    /// Answer 500 with a generic body (the default: a broken auth filter must not let
-    /// requests through).
-    #[default]
-    Closed,
-    /// Log, count, and carry on as if the filter had continued — for the filter's own
-    /// faults only (a trap, a limit hit, an invalid decision). A host-side failure
-    /// ([`FilterError::is_guest_fault`] false) still fails the request.
-    Open,
 }
 
 /// A filter as placed in a route's chain.

@@ -7,7 +7,6 @@
 //! ambiguous (400: several or missing `Host`, `Host` disagreeing with `:authority`, a path
 //! no normal form exists for).
 
-pub mod body;
 pub mod path;
 
 use http::header::{self, HeaderValue};
@@ -16,8 +15,6 @@ use http::{StatusCode, Uri, Version, request};
 
 use crate::config::ListenerConfig;
 use path::{PathError, PathPolicy};
-
-pub use body::{ClientBody, ClientBodyFault, Upload};
 
 /// A listener's front-door policy, built once from its config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +149,7 @@ pub fn admit(head: &mut request::Parts, door: &FrontDoor) -> Result<Admitted, Re
     }
     // Stripped now, before any filter: a header a filter sets is never removed because
     // the client named it in `Connection`.
-    let upgrade = crate::forward::arriving_request(head);
+    let upgrade = crate::hop::arriving_request(head);
     Ok(Admitted { upgrade })
 }
 

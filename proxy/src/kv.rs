@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 mod local;
 mod redis;
 
-pub use self::redis::{RedisKv, check_url as check_redis_url};
+pub use self::redis::RedisKv;
 pub use local::{LocalKv, LocalSpace};
 
 /// The process's store: Redis at `url` with each operation bounded by `timeout` (connected

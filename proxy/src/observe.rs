@@ -10,8 +10,8 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -23,20 +23,16 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::body::{Body, BodyError};
 use crate::config::{AccessLogConfig, Config, ConfigError, TracingConfig};
-use crate::forward::ConnInfo;
+use crate::conn::ConnInfo;
 use crate::metrics::Metrics;
 use crate::respond::{ProxyError, Side};
-use crate::upstream::UpstreamError;
+use crate::upstream::{UpstreamError, UpstreamSlot};
 
 pub mod access_log;
 mod query;
 pub mod trace;
 
 pub use opentelemetry::trace::TraceId;
-
-/// The writer name under which filters read the host's request values
-/// (`context::get-from("weft", "trace-id")`).
-pub const HOST_WRITER: &str = "weft";
 
 /// The process's observers, reconfigured with each config version.
 pub struct Observer {
@@ -260,27 +256,6 @@ struct Record {
     received: Option<Arc<AtomicU64>>,
 }
 
-/// Where the cluster notes the endpoint it picked for each try (a request extension,
-/// present only when the request is being recorded).
-#[derive(Default)]
-pub struct UpstreamSlot {
-    last: Mutex<Option<SocketAddr>>,
-    tries: AtomicU32,
-}
-
-impl UpstreamSlot {
-    pub fn set(&self, endpoint: SocketAddr) {
-        self.tries.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut slot) = self.last.lock() {
-            *slot = Some(endpoint);
-        }
-    }
-
-    fn get(&self) -> Option<SocketAddr> {
-        self.last.lock().ok().and_then(|slot| *slot)
-    }
-}
-
 /// The start of a filter phase, when recording.
 pub struct PhaseStart(Option<Instant>);
 
@@ -357,10 +332,7 @@ impl Recorder {
         let Some(record) = &mut self.0 else { return };
         record.upstream_duration = record.upstream_started.map(|s| s.elapsed());
         let endpoint = record.upstream.as_ref().and_then(|slot| slot.get());
-        let tries = record
-            .upstream
-            .as_ref()
-            .map_or(0, |slot| slot.tries.load(Ordering::Relaxed));
+        let tries = record.upstream.as_ref().map_or(0, |slot| slot.tries());
         if let Some(trace) = &mut record.trace {
             let answer = match result {
                 Ok(resp) => Ok((resp.status().as_u16(), resp.version())),

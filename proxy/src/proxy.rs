@@ -18,12 +18,12 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::body::Body;
-use crate::config::UpstreamProtocol;
-use crate::filter::{
-    ChainEntry, FailureMode, FilterError, FilterRequest, FilterResponse, RequestCtx, RequestDecision, ResponseDecision,
-};
-use crate::forward::{self, ConnInfo};
-use crate::front::{self, ClientBodyFault, Refusal};
+use crate::body::ClientBodyFault;
+use crate::config::{FailureMode, UpstreamProtocol};
+use crate::conn::ConnInfo;
+use crate::filter::{ChainEntry, FilterError, FilterRequest, FilterResponse, RequestCtx, RequestDecision, ResponseDecision};
+use crate::forward;
+use crate::front::{self, Refusal};
 use crate::metrics::UpstreamFailure;
 use crate::observe::{PhaseOutcome, Recorder};
 use crate::respond::{Dialect, ProxyError, Side, error_response};
@@ -99,7 +99,7 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
 }
 
 async fn proxy(
-    runtime: &crate::state::Runtime,
+    runtime: &crate::state::Version,
     route: &Route,
     conn: &ConnInfo,
     mut head: http::request::Parts,
@@ -133,7 +133,7 @@ async fn proxy(
 
 /// The route's filter chain around the upstream, or the upstream alone.
 fn chain<'a>(
-    runtime: &'a crate::state::Runtime,
+    runtime: &'a crate::state::Version,
     route: &'a Route,
     conn: &'a ConnInfo,
     head: http::request::Parts,
@@ -142,7 +142,7 @@ fn chain<'a>(
     rec: &'a mut Recorder,
 ) -> impl Future<Output = Result<Response<Body>, ProxyError>> + 'a {
     if route.filters.is_empty() {
-        return Either::Left(forward(route, None, conn, head, body, on_upgrade, rec));
+        return Either::Left(dispatch(route, None, conn, head, body, on_upgrade, rec));
     }
     // Boxed: the filter chain's state is large, and unboxed every request's future (which
     // hyper moves per request and keeps a box of per connection) would carry it.
@@ -151,7 +151,7 @@ fn chain<'a>(
 
 /// The request and response phases of the route's filter chain around the upstream.
 async fn filtered(
-    runtime: &crate::state::Runtime,
+    runtime: &crate::state::Version,
     route: &Route,
     conn: &ConnInfo,
     head: http::request::Parts,
@@ -210,7 +210,7 @@ async fn filtered(
                 (None, Some(stream)) => stream,
                 (None, None) => Body::empty(),
             };
-            forward(route, rerouted.as_deref(), conn, req.head, body, on_upgrade, rec).await?
+            dispatch(route, rerouted.as_deref(), conn, req.head, body, on_upgrade, rec).await?
         }
     };
 
@@ -262,7 +262,7 @@ async fn filtered(
 /// A filter failed: counted, then fatal for the request (fail-closed) or logged and
 /// skipped (fail-open), in either phase. Only the filter's own fault may be skipped: a
 /// host-side failure always fails the request.
-fn filter_failed(runtime: &crate::state::Runtime, entry: &ChainEntry, error: FilterError) -> Result<(), ProxyError> {
+fn filter_failed(runtime: &crate::state::Version, entry: &ChainEntry, error: FilterError) -> Result<(), ProxyError> {
     runtime.metrics.filter_error(entry.filter.name(), error.kind());
     if entry.on_error == FailureMode::Closed || !error.is_guest_fault() {
         return Err(ProxyError::filter(entry.filter.name(), error));
@@ -275,7 +275,7 @@ fn filter_failed(runtime: &crate::state::Runtime, entry: &ChainEntry, error: Fil
 /// Sends the request on: to the cluster a filter rerouted it to, else the route's. A route
 /// with a policy (answers, pins, splits, faults, rewrites, header edits, mirror) takes the
 /// longer, boxed way; a plain route's future is `send`'s own, with no layer added.
-fn forward<'a>(
+fn dispatch<'a>(
     route: &'a Route,
     rerouted: Option<&'a Cluster>,
     conn: &'a ConnInfo,

@@ -2,9 +2,9 @@
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::body::Body;
+use crate::body::{Body, ClientBodyFault, text};
 use crate::filter::{FilterError, Overload};
-use crate::front::{ClientBodyFault, Refusal};
+use crate::front::Refusal;
 use crate::grpc::Code;
 use crate::upstream::{Broken, UpstreamError};
 
@@ -228,18 +228,5 @@ fn grpc_status(code: Code, message: &'static str) -> Response<Body> {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert("grpc-status", HeaderValue::from(code as u16));
     headers.insert("grpc-message", HeaderValue::from_static(message));
-    resp
-}
-
-/// A plain-text answer.
-pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Body::full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     resp
 }

@@ -18,6 +18,8 @@ const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// the configured drain timeout. Once everything is bound, writes `ready_file` (when given)
 /// and tells systemd (when it started Weft with `Type=notify`).
 pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>) -> anyhow::Result<()> {
+    // Read before anything starts, as the rest of the config: a missing `token_file` fails here.
+    let access = crate::admin::Access::new(config.admin.as_ref()).map_err(anyhow::Error::msg)?;
     let state = State::new(&config, source).await?;
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (drained_tx, mut drained) = mpsc::channel::<()>(1);
@@ -97,12 +99,18 @@ pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>
             ADMIN_MAX_CONNECTIONS,
             state.metrics.clone(),
         );
-        tokio::spawn(crate::admin::serve(socket, gate, state.clone(), shutdown.clone()));
+        tokio::spawn(crate::admin::serve(
+            socket,
+            gate,
+            state.clone(),
+            access,
+            shutdown.clone(),
+        ));
     }
     if config.runtime.watch {
-        crate::control::spawn(state.clone(), shutdown.clone())?;
+        crate::watch::spawn(state.clone(), shutdown.clone())?;
     }
-    crate::control::reload_on_sighup(state.clone(), shutdown.clone())?;
+    crate::watch::reload_on_sighup(state.clone(), shutdown.clone())?;
     // Before saying ready: a supervisor may send SIGTERM as soon as it reads READY=1 or the
     // ready file, and until a handler exists SIGTERM's default action kills the process
     // with no drain (cli::systemd_is_told_when_weft_is_ready_and_when_it_stops saw it).

@@ -1,5 +1,6 @@
-//! The running state: the config version serving now, how it is built from a `Config`,
-//! and how a new version replaces it atomically (or is rejected, leaving the old one).
+//! The running state: the config version serving now, and how a new version replaces it
+//! atomically (or is rejected, leaving the old one). Building a version is `build`'s, the
+//! native filters are `filters`', what the admin API shows of a version is `view`'s.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -8,22 +9,27 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use http::HeaderValue;
 use serde_json::{Value, json};
 
-use crate::admin::{Access, Audit};
-use crate::config::{Config, ConfigError, KvConfig, ListenerConfig, Source};
-use crate::filter::headers::HeadersFilter;
-use crate::filter::identity::IdentityFilter;
-use crate::filter::{ChainEntry, Filter, PluginInfo};
-use crate::metrics::{Metrics, RouteCounters};
-use crate::route::{Matcher, Policy, Route, Router};
-use crate::upstream::{Cluster, Clusters};
+use crate::audit::{Audit, now_rfc3339};
+use crate::config::{AdminConfig, Config, ConfigError, KvConfig, Source};
+use crate::filter::PluginInfo;
+use crate::metrics::Metrics;
+use crate::route::Router;
+use crate::upstream::Clusters;
 use crate::wasm::WasmHost;
+
+mod build;
+mod filters;
+mod view;
+
+use build::listener_specs;
+pub use build::{build, check};
+use view::{plugin_changes, plugin_labels};
 
 /// One immutable config version, built once and shared by every request that starts
 /// while it is current.
-pub struct Runtime {
+pub struct Version {
     pub version: u64,
     pub router: Router,
     pub clusters: Arc<Clusters>,
@@ -83,7 +89,7 @@ impl ConfigSource {
 
 /// The process-wide state shared by listeners, the admin API and the watcher.
 pub struct State {
-    current: ArcSwap<Runtime>,
+    current: ArcSwap<Version>,
     pub metrics: Arc<Metrics>,
     pub wasm: WasmHost,
     /// The `[kv]` the host's store was made from: changing it needs a restart.
@@ -94,8 +100,9 @@ pub struct State {
     reloading: tokio::sync::Mutex<()>,
     /// HTTP/3 endpoints by listener name, handed new TLS configs on reload.
     pub quic_endpoints: std::sync::Mutex<HashMap<String, quinn::Endpoint>>,
-    /// Who may use the admin API; `[admin]` changes need a restart, like listeners.
-    pub admin: Access,
+    /// The `[admin]` the admin listener was started with: changing it needs a restart,
+    /// like listeners.
+    admin: Option<AdminConfig>,
     /// Where config changes and admin calls are recorded (`[admin] audit_log`).
     pub audit: Audit,
     /// The last [`RECENT_RELOADS`] reloads, newest last, as the admin API shows them.
@@ -113,7 +120,6 @@ const RECENT_RELOADS: usize = 32;
 
 impl State {
     pub async fn new(config: &Config, source: ConfigSource) -> anyhow::Result<Arc<State>> {
-        let admin = Access::new(config.admin.as_ref()).map_err(anyhow::Error::msg)?;
         let audit_path = config.admin.as_ref().and_then(|a| a.audit_log.as_deref());
         let audit = Audit::open(audit_path).map_err(anyhow::Error::msg)?;
         let metrics = Arc::new(Metrics::default());
@@ -131,7 +137,7 @@ impl State {
             "plugins": plugin_changes(None, &runtime),
         });
         audit.record(started.clone());
-        started["time"] = json!(crate::admin::now_rfc3339());
+        started["time"] = json!(now_rfc3339());
         let observe = crate::observe::Observer::start(config, &metrics)?;
         Ok(Arc::new(State {
             current: ArcSwap::from_pointee(runtime),
@@ -142,7 +148,7 @@ impl State {
             next_version: AtomicU64::new(2),
             reloading: tokio::sync::Mutex::new(()),
             quic_endpoints: std::sync::Mutex::new(HashMap::new()),
-            admin,
+            admin: config.admin.clone(),
             audit,
             reloads: std::sync::Mutex::new(VecDeque::from([started])),
             started: Instant::now(),
@@ -153,7 +159,7 @@ impl State {
     }
 
     /// The version serving now.
-    pub fn current(&self) -> Arc<Runtime> {
+    pub fn current(&self) -> Arc<Version> {
         self.current.load_full()
     }
 
@@ -193,7 +199,7 @@ impl State {
         if recent.len() == RECENT_RELOADS {
             recent.pop_front();
         }
-        record["time"] = json!(crate::admin::now_rfc3339());
+        record["time"] = json!(now_rfc3339());
         recent.push_back(record);
         result
     }
@@ -219,7 +225,7 @@ impl State {
                 .source
                 .error("[kv] differs from the running one: changing the KV store needs a restart"));
         }
-        if !self.admin.same_config(config.admin.as_ref()) {
+        if config.admin != self.admin {
             return Err(config.source.error(
                 "[admin] differs from the running one: changing the admin listener or its token needs a restart",
             ));
@@ -239,279 +245,5 @@ impl State {
         }
         self.current.store(Arc::new(runtime));
         Ok(version)
-    }
-}
-
-fn listener_specs(config: &Config) -> Vec<ListenerSpec> {
-    config.listeners.iter().map(|l| spec(l.get_ref())).collect()
-}
-
-fn spec(l: &ListenerConfig) -> ListenerSpec {
-    ListenerSpec {
-        name: l.name.clone(),
-        address: l.address,
-        trust_forwarded: l.trust_forwarded,
-        tls: l.tls.is_some(),
-        http3: l.http3,
-        forward_client_cert: l.forward_client_cert,
-        front: crate::front::FrontDoor::new(l),
-        limits: l.limits.clone(),
-        timeouts: l.timeouts.clone(),
-    }
-}
-
-/// Builds a config version: clusters (keeping the pooled connections of `running`'s
-/// endpoints that stay), then filters (compiling and initialising Wasm plugins), then
-/// routes over them.
-pub async fn build(
-    config: &Config,
-    version: u64,
-    metrics: &Arc<Metrics>,
-    wasm: &WasmHost,
-    running: Option<&Runtime>,
-) -> Result<Runtime, ConfigError> {
-    let src = &config.source;
-    let mut files = Vec::new();
-    let mut clusters = Clusters::new();
-    for c in &config.clusters {
-        if let Some(t) = &c.get_ref().tls {
-            files.extend(
-                [Some(t.ca.clone()), t.cert.clone(), t.key.clone()]
-                    .into_iter()
-                    .flatten(),
-            );
-        }
-        let previous = running.and_then(|r| r.clusters.get(c.get_ref().name.as_str()));
-        let cluster = Cluster::build(c, src, metrics, previous.map(|p| &**p)).await?;
-        clusters.insert(cluster.name.clone(), cluster);
-    }
-    let clusters = Arc::new(clusters);
-
-    let mut tls = HashMap::new();
-    let mut server_blocks = HashMap::new();
-    let mut quic = HashMap::new();
-    for spanned in &config.listeners {
-        let l = spanned.get_ref();
-        let Some(settings) = &l.tls else { continue };
-        let fail = |e: String| src.error_at(spanned.span(), format!("listener {:?}: {e}", l.name));
-        files.extend(
-            settings
-                .certificates
-                .iter()
-                .flat_map(|c| [c.cert.clone(), c.key.clone()]),
-        );
-        files.extend(settings.client_ca.iter().cloned());
-        let (server, blocks) = crate::tls::server_config(settings, &[b"h2", b"http/1.1"], false).map_err(fail)?;
-        tls.insert(l.name.clone(), Arc::new(server));
-        server_blocks.insert(l.name.clone(), blocks);
-        if l.http3 {
-            quic.insert(
-                l.name.clone(),
-                crate::listen::quic::server_config(l, settings).map_err(fail)?,
-            );
-        }
-    }
-
-    let mut filters: Vec<(&str, ChainEntry)> = Vec::new();
-    let mut plugins = Vec::new();
-    for spanned in &config.filters {
-        let f = spanned.get_ref();
-        let fail = |e: String| src.error_at(spanned.span(), format!("filter {:?}: {e}", f.name));
-        let filter: Arc<dyn Filter> = match (&f.wasm, f.native.as_deref()) {
-            (Some(path), _) => {
-                let json = serde_json::to_string(&f.config).map_err(|e| fail(e.to_string()))?;
-                files.push(path.clone());
-                wasm.load_filter(&f.name, path, &json, &f.limits, clusters.clone())
-                    .await
-                    .map_err(|e| fail(format!("{e:#}")))?
-            }
-            (None, Some("headers")) => Arc::new(HeadersFilter::new(&f.name, f.config.clone()).map_err(fail)?),
-            (None, Some("identity")) => Arc::new(IdentityFilter::new(&f.name, f.config.clone()).map_err(fail)?),
-            (None, Some(other)) => {
-                return Err(fail(format!(
-                    "unknown native filter {other:?} (known: headers, identity)"
-                )));
-            }
-            (None, None) => return Err(fail("needs `wasm` or `native`".to_owned())),
-        };
-        if let Some(plugin) = filter.plugin() {
-            plugins.push((f.name.clone(), plugin.clone()));
-        }
-        filters.push((
-            &f.name,
-            ChainEntry {
-                filter,
-                on_error: f.on_error,
-                stats: metrics.filter_stats(&f.name),
-            },
-        ));
-    }
-
-    let mut routes = Vec::with_capacity(config.routes.len());
-    for (i, spanned) in config.routes.iter().enumerate() {
-        let r = spanned.get_ref();
-        let name: Arc<str> = r.name.clone().unwrap_or_else(|| format!("route-{i}")).into();
-        let matcher = Matcher::build(&r.matches, src, spanned.span())?;
-        let cluster = r
-            .cluster
-            .as_ref()
-            .map(|c| {
-                clusters
-                    .get(c.get_ref().as_str())
-                    .cloned()
-                    .ok_or_else(|| src.error_at(c.span(), format!("unknown cluster {:?}", c.get_ref())))
-            })
-            .transpose()?;
-        let policy = Policy::build(spanned, &name, &clusters, metrics, src)?;
-        let host_rewrite = r
-            .host_rewrite
-            .as_deref()
-            .map(HeaderValue::from_str)
-            .transpose()
-            .map_err(|_| src.error_at(spanned.span(), "host_rewrite is not a valid header value"))?;
-        let mut chain = Vec::with_capacity(r.filters.len());
-        for wanted in &r.filters {
-            let (_, entry) = filters
-                .iter()
-                .find(|(n, _)| *n == wanted.get_ref())
-                .ok_or_else(|| src.error_at(wanted.span(), format!("unknown filter {:?}", wanted.get_ref())))?;
-            chain.push(entry.clone());
-        }
-        let counters = RouteCounters::new(metrics, &name);
-        routes.push(
-            Route::new(name, matcher, cluster, r.timeout, host_rewrite, chain, counters, policy)
-                .with_upgrades(&r.upgrades, r.upgrade_idle_timeout),
-        );
-    }
-
-    Ok(Runtime {
-        version,
-        view: view(config, &routes),
-        router: Router::new(routes),
-        clusters,
-        metrics: metrics.clone(),
-        listeners: listener_specs(config),
-        tls,
-        server_blocks,
-        quic,
-        files,
-        source: config.source.clone(),
-        plugins,
-        built_at: SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    })
-}
-
-/// Routes and clusters as the admin API shows them (no secrets: names, addresses,
-/// timeouts; the match conditions as written).
-fn view(config: &Config, routes: &[Route]) -> Value {
-    let routes: Vec<Value> = routes
-        .iter()
-        .zip(&config.routes)
-        .map(|(route, spanned)| {
-            let r = spanned.get_ref();
-            json!({
-                "name": &*route.name,
-                "cluster": route.cluster.as_ref().map(|c| &*c.name),
-                "filters": r.filters.iter().map(|f| f.get_ref()).collect::<Vec<_>>(),
-                "timeout_ms": route.timeout.as_millis() as u64,
-                "match": match_view(&r.matches),
-            })
-        })
-        .collect();
-    let clusters: Vec<Value> = config
-        .clusters
-        .iter()
-        .map(|spanned| {
-            let c = spanned.get_ref();
-            json!({
-                "name": c.name,
-                "protocol": format!("{:?}", c.protocol).to_ascii_lowercase(),
-                "tls": c.tls.is_some(),
-                "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
-                "lb": c.lb().name(),
-                // Endpoints as written; their health is weft_upstream_endpoint_healthy.
-                "endpoints": c
-                    .endpoints
-                    .iter()
-                    .map(|e| json!({"address": e.get_ref().address(), "weight": e.get_ref().weight()}))
-                    .collect::<Vec<_>>(),
-                "endpoints_file": c.endpoints_file.as_ref().map(|f| f.get_ref().display().to_string()),
-            })
-        })
-        .collect();
-    json!({ "routes": routes, "clusters": clusters })
-}
-
-/// A route's conditions; header, query and identity conditions by name only, since
-/// their values may be credentials a route matches on.
-fn match_view(m: &crate::config::MatchConfig) -> Value {
-    json!({
-        "host": m.host,
-        "path_prefix": m.path_prefix,
-        "path_exact": m.path_exact,
-        "path_regex": m.path_regex.as_ref().map(|r| r.get_ref()),
-        "methods": m.methods,
-        "headers": m.headers.iter().map(|h| &h.name).collect::<Vec<_>>(),
-        "query": m.query.iter().map(|q| &q.name).collect::<Vec<_>>(),
-        "identity": m.identity.is_some(),
-    })
-}
-
-/// (filter, sha256, WIT version) of every plugin of a version, for the info metric.
-fn plugin_labels(runtime: &Runtime) -> Vec<(&str, &str, &str)> {
-    runtime
-        .plugins
-        .iter()
-        .map(|(name, p)| (name.as_str(), p.sha256.as_str(), p.wit.as_str()))
-        .collect()
-}
-
-/// The plugins of `new`, each with the hash it had in `old` when that differs (or the
-/// filter is new), so an audit record shows what a reload changed.
-fn plugin_changes(old: Option<&Runtime>, new: &Runtime) -> Value {
-    let before = |name: &str| {
-        old.and_then(|o| o.plugins.iter().find(|(n, _)| n == name))
-            .map(|(_, p)| p.sha256.clone())
-    };
-    new.plugins
-        .iter()
-        .map(|(name, p)| {
-            let previous = before(name);
-            json!({
-                "filter": name,
-                "path": p.path.display().to_string(),
-                "sha256": p.sha256,
-                "wit": p.wit,
-                "changed": previous.as_deref() != Some(p.sha256.as_str()),
-                "previous_sha256": previous,
-            })
-        })
-        .collect()
-}
-
-/// Builds a config version without serving it (`weft check`): every plugin is compiled and
-/// initialised, so what passes here loads at `run`.
-pub async fn check(config: &Config) -> anyhow::Result<String> {
-    Access::new(config.admin.as_ref()).map_err(anyhow::Error::msg)?;
-    let metrics = Arc::new(Metrics::default());
-    let wasm = WasmHost::new(&config.wasm, metrics.clone())?;
-    build(config, 0, &metrics, &wasm, None).await?;
-    Ok([
-        counted(config.listeners.len(), "listener"),
-        counted(config.clusters.len(), "cluster"),
-        counted(config.filters.len(), "filter"),
-        counted(config.routes.len(), "route"),
-    ]
-    .join(", "))
-}
-
-/// `1 route`, `2 routes`, `0 routes`.
-fn counted(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
     }
 }

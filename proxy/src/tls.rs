@@ -1,5 +1,6 @@
-//! TLS: listener configs (SNI, ALPN, client verification), upstream client configs,
-//! identities read from certificates, and development certificates.
+//! TLS: listener configs (SNI, ALPN, client verification), QUIC server configs (`quic`),
+//! upstream client configs, identities read from certificates, and development
+//! certificates.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -16,6 +17,7 @@ use sha2::Digest;
 use crate::config::{ClientAuth, ListenerTlsConfig, UpstreamTlsConfig};
 
 pub mod devcert;
+pub mod quic;
 
 /// ring: quick to build, no cmake; every TLS config of the process uses it.
 pub fn provider() -> Arc<CryptoProvider> {

@@ -62,7 +62,7 @@ pub fn kv_store(config: Option<&KvConfig>, metrics: &Metrics) -> anyhow::Result<
 /// shared KV store (bounded per filter by `limits.kv_keys`/`kv_bytes`: the local store's
 /// memory is at most the sum of the loaded filters' quotas). Create one at start-up; it survives config reloads.
 pub struct WasmHost {
-    runtime: engine::Runtime,
+    engine: engine::Engine,
     metrics: Arc<Metrics>,
     kv: Arc<dyn KvStore>,
 }
@@ -76,7 +76,7 @@ impl WasmHost {
     /// A host whose filters share `kv` (e.g. a store shared by several proxies).
     pub fn with_kv(config: &WasmConfig, metrics: Arc<Metrics>, kv: Arc<dyn KvStore>) -> anyhow::Result<Self> {
         Ok(WasmHost {
-            runtime: engine::Runtime::new(config)?,
+            engine: engine::Engine::new(config)?,
             metrics,
             kv,
         })
@@ -153,7 +153,7 @@ impl WasmHost {
             bail!("limits.log_rate and limits.log_burst must be at least 1");
         }
         let started = Instant::now();
-        let compiled = self.runtime.compile(name, path).await?;
+        let compiled = self.engine.compile(name, path).await?;
         let memory = limits.memory.unwrap_or_else(|| compiled.default_memory());
         let kv = self.kv_space(name, limits);
         let shared = Arc::new(FilterShared {

@@ -67,7 +67,6 @@ impl Refusal {
 
 /// The admin listener's access rule, fixed for the life of the process.
 pub struct Access {
-    config: Option<AdminConfig>,
     /// SHA-256 of the token: comparing digests takes the same time whatever the length
     /// of the token a client sends.
     token: Option<[u8; 32]>,
@@ -81,14 +80,8 @@ impl Access {
             None => None,
         };
         Ok(Access {
-            config: config.cloned(),
             token: token.map(|t| Sha256::digest(t.expose().as_bytes()).into()),
         })
-    }
-
-    /// Whether a reloaded config asks for the same admin listener and rule.
-    pub fn same_config(&self, other: Option<&AdminConfig>) -> bool {
-        self.config.as_ref() == other
     }
 
     pub fn check(&self, method: &Method, host: Option<&str>, headers: &HeaderMap) -> Result<(), Refusal> {

@@ -102,7 +102,7 @@ impl AccessLogConfig {
         if self.buffer == 0 {
             return Err("[access_log] buffer must be more than zero".to_owned());
         }
-        crate::observe::access_log::Format::parse(&self.format).map(|_| ())
+        AccessLogFormat::parse(&self.format).map(|_| ())
     }
 }
 
@@ -187,38 +187,115 @@ pub(super) fn check(config: &super::Config) -> Result<(), super::ConfigError> {
     Ok(())
 }
 
+/// The fields a format string may name, as `%name%`; the JSON keys are the same.
+pub const ACCESS_LOG_FIELDS: &[&str] = &[
+    "time",
+    "client",
+    "listener",
+    "method",
+    "authority",
+    "path",
+    "protocol",
+    "status",
+    "flags",
+    "answered_by",
+    "upstream",
+    "duration_ms",
+    "upstream_ms",
+    "filter_ms",
+    "bytes_received",
+    "bytes_sent",
+    "route",
+    "trace_id",
+];
+
+/// How access-log records are written: parsed here so that a bad format fails the config.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessLogFormat {
+    /// One JSON object a line.
+    Json,
+    /// Literal text and fields, in order.
+    Template(Vec<AccessLogPiece>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessLogPiece {
+    Text(String),
+    Field(usize),
+}
+
+impl AccessLogFormat {
+    /// `"json"`, or text with `%field%` placeholders (`%%` is a literal `%`).
+    pub fn parse(text: &str) -> Result<AccessLogFormat, String> {
+        if text == "json" {
+            return Ok(AccessLogFormat::Json);
+        }
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find('%') {
+            literal.push_str(&rest[..start]);
+            let after = &rest[start + 1..];
+            let end = after.find('%').ok_or_else(|| {
+                format!(
+                    "[access_log] format: a `%` at byte {} is never closed",
+                    text.len() - rest.len() + start
+                )
+            })?;
+            let name = &after[..end];
+            if name.is_empty() {
+                literal.push('%');
+            } else {
+                let field = ACCESS_LOG_FIELDS.iter().position(|f| *f == name).ok_or_else(|| {
+                    format!(
+                        "[access_log] format: unknown field %{name}% (known: {})",
+                        ACCESS_LOG_FIELDS.join(", ")
+                    )
+                })?;
+                if !literal.is_empty() {
+                    pieces.push(AccessLogPiece::Text(std::mem::take(&mut literal)));
+                }
+                pieces.push(AccessLogPiece::Field(field));
+            }
+            rest = &after[end + 1..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            pieces.push(AccessLogPiece::Text(literal));
+        }
+        if !pieces.iter().any(|p| matches!(p, AccessLogPiece::Field(_))) {
+            return Err(
+                "[access_log] format names no field: write \"json\" or e.g. \"%method% %path% %status%\"".to_owned(),
+            );
+        }
+        Ok(AccessLogFormat::Template(pieces))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{MINIMAL, error as rejected};
     use super::super::{Config, ConfigError};
 
-    const ROUTES: &str = r#"
-[[listeners]]
-name = "main"
-address = "127.0.0.1:8080"
+    /// The minimal config, its one route kept out of the access log.
+    fn routes() -> String {
+        format!("{MINIMAL}access_log = false\n")
+    }
 
-[[clusters]]
-name = "web"
-endpoints = ["127.0.0.1:3000"]
-
-[[routes]]
-match = { path_prefix = "/" }
-cluster = "web"
-access_log = false
-"#;
-
+    /// `top` (sections ahead of the routes, so its line numbers are the config's) rejected.
     fn error(top: &str) -> ConfigError {
-        match Config::parse("test.toml", &format!("{top}\n{ROUTES}")) {
-            Ok(_) => panic!("config should be rejected:\n{top}"),
-            Err(e) => e,
-        }
+        rejected(&format!("{top}\n{}", routes()))
     }
 
     #[test]
     fn both_sections_are_off_unless_present_and_take_defaults() {
-        let config = Config::parse("test.toml", ROUTES).expect("valid");
+        let config = Config::parse("test.toml", &routes()).expect("valid");
         assert!(config.access_log.is_none() && config.tracing.is_none());
         assert!(!config.routes[0].get_ref().access_log);
-        let text = format!("[access_log]\n[tracing]\nendpoint = \"http://127.0.0.1:4318/v1/traces\"\n{ROUTES}");
+        let text = format!(
+            "[access_log]\n[tracing]\nendpoint = \"http://127.0.0.1:4318/v1/traces\"\n{}",
+            routes()
+        );
         let config = Config::parse("test.toml", &text).expect("valid");
         let log = config.access_log.expect("on");
         assert_eq!((log.get_ref().format.as_str(), log.get_ref().sample), ("json", 1.0));

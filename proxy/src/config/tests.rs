@@ -1,6 +1,6 @@
 use super::*;
 
-const MINIMAL: &str = r#"
+pub(super) const MINIMAL: &str = r#"
 [[listeners]]
 name = "main"
 address = "127.0.0.1:8080"
@@ -14,7 +14,7 @@ match = { path_prefix = "/" }
 cluster = "web"
 "#;
 
-fn error(text: &str) -> ConfigError {
+pub(super) fn error(text: &str) -> ConfigError {
     match Config::parse("test.toml", text) {
         Ok(_) => panic!("config should be rejected:\n{text}"),
         Err(e) => e,

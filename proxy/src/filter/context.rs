@@ -8,6 +8,10 @@
 
 use std::sync::Arc;
 
+/// The writer name under which filters read the host's request values
+/// (`context::get-from("weft", "trace-id")`).
+pub const HOST_WRITER: &str = "weft";
+
 /// Most values one request holds, across its filters.
 pub const MAX_VALUES: usize = 64;
 /// Most bytes of keys and values one request holds, across its filters.

@@ -15,7 +15,6 @@ use http::{Response, StatusCode};
 use serde::Deserialize;
 
 use super::{Filter, FilterRequest, RequestCtx, RequestDecision, RequestFuture};
-use crate::respond;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,7 +81,7 @@ impl Filter for IdentityFilter {
 }
 
 fn forbidden() -> Response<crate::body::Body> {
-    respond::text(StatusCode::FORBIDDEN, "forbidden\n")
+    crate::body::text(StatusCode::FORBIDDEN, "forbidden\n")
 }
 
 #[cfg(test)]

@@ -1,4 +1,8 @@
 use super::*;
+use crate::conn::ConnInfo;
+use crate::front::FrontDoor;
+use crate::hop::arriving_request;
+use std::sync::Arc;
 
 fn door() -> Arc<FrontDoor> {
     let config = crate::config::Config::parse("t.toml", "[[listeners]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n")

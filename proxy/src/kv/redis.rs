@@ -22,30 +22,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use prometheus_client::metrics::counter::Counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, FromRedisValue, IntoConnectionInfo};
+use redis::{Client, FromRedisValue};
 
 use prometheus_client::metrics::counter::Counter as EvictionCounter;
 
 use super::{KvError, KvFuture, KvQuota, KvSpace, KvStore};
 use crate::config::redact::urls as redact_urls;
 use crate::metrics::{KvLabels, Metrics};
-
-/// Checks a `redis://` URL the way [`RedisKv::new`] will use it (for config validation).
-/// Errors show the URL with its userinfo masked: they reach logs and the admin API.
-pub fn check_url(url: &str) -> Result<(), String> {
-    let shown = redact_urls(url);
-    if !url.starts_with("redis://") {
-        return Err(format!(
-            "kv.url {shown:?} must start with redis:// (TLS and unix sockets are not supported)"
-        ));
-    }
-    url.into_connection_info().map(|_| ()).map_err(|e| {
-        format!(
-            "kv.url {shown:?} is not a valid Redis URL: {}",
-            redact_urls(&e.to_string())
-        )
-    })
-}
 
 /// Allows one log line per interval and counts the ones it held back, so a Redis outage
 /// under load produces a line a second instead of one per request.

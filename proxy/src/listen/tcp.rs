@@ -19,10 +19,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::accept::{Gate, Pass, accept_loop};
 use super::rest::{Protocol, ReadReady, Rewind, sniff};
-use super::watchdog::{Activity, Exchange, Expiry, Watchdog, Watched};
-use crate::body::{Body, BodyError};
+use super::watchdog::{Activity, Expiry, Watchdog, Watched};
+use crate::body::{Body, BodyError, ClientBody, Hold};
 use crate::config::{ListenerConfig, ListenerLimits, ListenerTimeouts};
-use crate::forward::ConnInfo;
+use crate::conn::ConnInfo;
 use crate::front::FrontDoor;
 use crate::state::State;
 use crate::tls::PeerIdentity;
@@ -246,7 +246,12 @@ async fn serve_connection<I>(
                 // driver turns upgrades on before hyper could see a 101.
                 tokio::task::yield_now().await;
             }
-            let req = req.map(|body| Body::from_client(body, &conn.door, receiving));
+            let req = req.map(|body| {
+                Body::from_client(
+                    ClientBody::new(body, conn.door.max_body_bytes, conn.door.body_idle),
+                    receiving,
+                )
+            });
             let resp = crate::proxy::handle(state, conn, req).await;
             drop(in_flight);
             resp.map(|resp| resp.map(|body| Answer { body, _open: sending }))
@@ -421,7 +426,7 @@ pin_project_lite::pin_project! {
     struct Answer {
         #[pin]
         body: Body,
-        _open: Exchange,
+        _open: Hold,
     }
 }
 

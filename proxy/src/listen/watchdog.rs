@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::body::Hold;
 use crate::config::ListenerTimeouts;
 use crate::metrics::ListenerCounters;
 
@@ -31,8 +32,8 @@ pub struct Activity {
     requests: AtomicU64,
     http2: AtomicBool,
     /// Halves of exchanges not yet over: a request body still arriving, a response whose
-    /// body is not yet all handed to the connection ([`Exchange`]).
-    open: AtomicUsize,
+    /// body is not yet all handed to the connection ([`Activity::exchange`]).
+    open: Arc<AtomicUsize>,
     /// The last read found nothing to read (and nothing came since).
     read_pending: AtomicBool,
     /// A flush could not finish: bytes may still wait in a buffer on our side.
@@ -64,9 +65,8 @@ impl Activity {
 
     /// A half of an exchange (a request body, a response) that keeps the connection
     /// from being put at rest until it is dropped.
-    pub fn exchange(self: &Arc<Self>) -> Exchange {
-        self.open.fetch_add(1, Ordering::Relaxed);
-        Exchange(self.clone())
+    pub fn exchange(&self) -> Hold {
+        Hold::new(&self.open)
     }
 
     /// A request asked to switch protocols.
@@ -103,15 +103,6 @@ impl Activity {
             && !self.write_blocked.load(Ordering::Relaxed)
             && !self.flush_pending.load(Ordering::Relaxed)
             && !self.upgrade.load(Ordering::Relaxed)
-    }
-}
-
-/// See [`Activity::exchange`].
-pub struct Exchange(Arc<Activity>);
-
-impl Drop for Exchange {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 
-use crate::config::AccessLogConfig;
+use crate::config::{ACCESS_LOG_FIELDS as FIELDS, AccessLogConfig, AccessLogFormat as Format, AccessLogPiece as Piece};
 
 /// What one request left in the log.
 pub struct Entry {
@@ -47,90 +47,7 @@ pub struct Entry {
     pub trace_id: Option<String>,
 }
 
-/// The fields a format string may name, as `%name%`; the JSON keys are the same.
-const FIELDS: &[&str] = &[
-    "time",
-    "client",
-    "listener",
-    "method",
-    "authority",
-    "path",
-    "protocol",
-    "status",
-    "flags",
-    "answered_by",
-    "upstream",
-    "duration_ms",
-    "upstream_ms",
-    "filter_ms",
-    "bytes_received",
-    "bytes_sent",
-    "route",
-    "trace_id",
-];
-
-/// How records are written.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Format {
-    /// One JSON object a line.
-    Json,
-    /// Literal text and fields, in order.
-    Template(Vec<Piece>),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Piece {
-    Text(String),
-    Field(usize),
-}
-
 impl Format {
-    /// `"json"`, or text with `%field%` placeholders (`%%` is a literal `%`).
-    pub fn parse(text: &str) -> Result<Format, String> {
-        if text == "json" {
-            return Ok(Format::Json);
-        }
-        let mut pieces = Vec::new();
-        let mut literal = String::new();
-        let mut rest = text;
-        while let Some(start) = rest.find('%') {
-            literal.push_str(&rest[..start]);
-            let after = &rest[start + 1..];
-            let end = after.find('%').ok_or_else(|| {
-                format!(
-                    "[access_log] format: a `%` at byte {} is never closed",
-                    text.len() - rest.len() + start
-                )
-            })?;
-            let name = &after[..end];
-            if name.is_empty() {
-                literal.push('%');
-            } else {
-                let field = FIELDS.iter().position(|f| *f == name).ok_or_else(|| {
-                    format!(
-                        "[access_log] format: unknown field %{name}% (known: {})",
-                        FIELDS.join(", ")
-                    )
-                })?;
-                if !literal.is_empty() {
-                    pieces.push(Piece::Text(std::mem::take(&mut literal)));
-                }
-                pieces.push(Piece::Field(field));
-            }
-            rest = &after[end + 1..];
-        }
-        literal.push_str(rest);
-        if !literal.is_empty() {
-            pieces.push(Piece::Text(literal));
-        }
-        if !pieces.iter().any(|p| matches!(p, Piece::Field(_))) {
-            return Err(
-                "[access_log] format names no field: write \"json\" or e.g. \"%method% %path% %status%\"".to_owned(),
-            );
-        }
-        Ok(Format::Template(pieces))
-    }
-
     /// Appends one line for `entry` to `out`.
     pub fn write(&self, entry: &Entry, out: &mut String) {
         match self {

@@ -46,7 +46,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::query::QueryPolicy;
 use crate::config::{OtlpProtocol, TracingConfig};
-use crate::forward::ConnInfo;
+use crate::conn::ConnInfo;
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");

@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use crate::body::Body;
 use crate::config::{DirectResponseConfig, RedirectConfig};
-use crate::forward::ConnInfo;
+use crate::conn::ConnInfo;
 use crate::header_policy::{self, NameError};
 
 pub enum Answer {

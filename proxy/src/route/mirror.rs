@@ -17,7 +17,8 @@ use tokio::sync::oneshot;
 
 use crate::body::{Body, BodyError};
 use crate::config::UpstreamProtocol;
-use crate::forward::{self, ConnInfo};
+use crate::conn::ConnInfo;
+use crate::forward;
 use crate::upstream::Cluster;
 
 use super::fault::Chance;

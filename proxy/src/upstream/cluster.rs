@@ -19,12 +19,14 @@ use prometheus_client::metrics::counter::Counter;
 use rustls::pki_types::ServerName;
 
 use super::balancer::{Balancer, InFlight, Latency, Member, hash};
+use super::error::{Broken, UpstreamError, error_chain};
 use super::health::{self, EndpointHealth, Outlier};
-use super::pool::{ConnLimits, Connector, EndpointPool, PoolError, PooledBody, Replays};
+use super::pool::{ConnLimits, Connector, EndpointPool, PoolError, Replays};
 use super::resolve::{self, Targets};
 use super::retry::{self, RetryPolicy};
 use super::wait::{self, SetBy, Wait};
 use crate::body::Body;
+use crate::body::PooledBody;
 use crate::config::{ClusterConfig, ConfigError, LbPolicy, Source, UpstreamProtocol};
 use crate::metrics::{ClusterCounters, EndpointCounters, Metrics};
 
@@ -95,42 +97,6 @@ struct Guard {
     panic_threshold: u8,
     /// 503s by limit: max_connections, max_pending_requests, max_requests.
     overloaded: [Counter; 3],
-}
-
-/// Why an upstream exchange failed; `respond` turns it into 502, 503 or 504.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("cannot connect to {endpoint}: {reason}")]
-    Connect { endpoint: SocketAddr, reason: String },
-    #[error("exchange with {endpoint} failed: {reason}")]
-    Exchange {
-        endpoint: SocketAddr,
-        reason: String,
-        cause: Broken,
-    },
-    #[error("no response head from {endpoint} within {timeout:?}")]
-    Timeout { endpoint: SocketAddr, timeout: Duration },
-    /// The client's own deadline (a gRPC call's `grpc-timeout`) passed: its doing, not the
-    /// endpoint's failure.
-    #[error("the client's deadline of {deadline:?} passed before {endpoint} answered")]
-    Deadline { endpoint: SocketAddr, deadline: Duration },
-    #[error("the request cannot be sent upstream: {0}")]
-    BadRequest(String),
-    /// The exchange failed because the client's body did (too large, too slow, malformed).
-    #[error("the client's request body failed: {0}")]
-    ClientBody(crate::front::ClientBodyFault),
-    /// The cluster's circuit breaker is open; names the limit.
-    #[error("cluster {cluster:?} is at its {limit} limit")]
-    Overloaded { cluster: Arc<str>, limit: &'static str },
-}
-
-/// How an exchange broke: what the client is told (503 or 502) depends on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Broken {
-    /// Reset or closed before a response head: the upstream is unavailable.
-    Reset,
-    /// A response that is not valid HTTP.
-    Malformed,
 }
 
 const LIMITS: [&str; 3] = ["max_connections", "max_pending_requests", "max_requests"];
@@ -478,7 +444,7 @@ impl Cluster {
         }
 
         // The access log names the endpoint of the last try.
-        if let Some(slot) = req.extensions().get::<Arc<crate::observe::UpstreamSlot>>() {
+        if let Some(slot) = req.extensions().get::<Arc<super::UpstreamSlot>>() {
             slot.set(endpoint.addr);
         }
         endpoint.counters.requests.inc();
@@ -512,7 +478,7 @@ impl Cluster {
             Some(Err(PoolError::Overloaded(limit))) => Err(self.overloaded(limit)),
             // The client's body failing broke the exchange, however the connection tells
             // it (over HTTP/2 the upstream's stream is reset and hyper says only that).
-            Some(Err(PoolError::Exchange(e))) => match crate::front::ClientBodyFault::find(Some(&e))
+            Some(Err(PoolError::Exchange(e))) => match crate::body::ClientBodyFault::find(Some(&e))
                 .or_else(|| upload.as_deref().and_then(crate::body::Upload::fault))
             {
                 Some(fault) => Err(UpstreamError::ClientBody(fault)),
@@ -771,21 +737,6 @@ fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]> {
             (n == name.as_bytes()).then(|| &value[1..])
         })
     })
-}
-
-/// An error and its sources on one line, for logs and error bodies.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -16,25 +16,20 @@
 //! reading it. Such a connection goes back to the pool when its upload ends, or never.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use http::{Request, Response};
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::body::Body;
+use crate::body::{Body, Checkin, PooledBody};
 
 /// How to open a connection to an endpoint of a cluster.
 pub(crate) struct Connector {
@@ -173,7 +168,7 @@ impl EndpointPool {
             let mut sender = self.http2_sender(connector).await?;
             sender.ready().await.map_err(PoolError::Exchange)?;
             let resp = sender.send_request(req).await.map_err(PoolError::Exchange)?;
-            return Ok(resp.map(|body| PooledBody { body, slot: None }));
+            return Ok(resp.map(PooledBody::unpooled));
         }
         let mut req = req;
         let mut replayed = false;
@@ -202,11 +197,8 @@ impl EndpointPool {
             let replay = (reused && !replayed && replays.left > 0 && replayable(&req)).then(|| copy_head(&req));
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    let slot = Some(Slot {
-                        pool: self.clone(),
-                        sender,
-                    });
-                    return Ok(resp.map(|body| PooledBody { body, slot }));
+                    let pool: Arc<dyn Checkin> = self.clone();
+                    return Ok(resp.map(|body| PooledBody::returning(body, pool, sender)));
                 }
                 Err(mut e) => match (e.take_message(), replay) {
                     // Not sent: the reused connection was closed under us. Try another.
@@ -248,17 +240,6 @@ impl EndpointPool {
             return Some(idle.sender);
         }
         None
-    }
-
-    fn checkin(&self, sender: http1::SendRequest<Body>) {
-        if sender.is_closed() {
-            return;
-        }
-        // A full queue drops the surplus connection: bursts do not pin sockets forever.
-        let _ = self.idle.push(Idle {
-            sender,
-            since: Instant::now(),
-        });
     }
 
     async fn http2_sender(&self, connector: &Connector) -> Result<http2::SendRequest<Body>, PoolError> {
@@ -381,6 +362,19 @@ impl EndpointPool {
     }
 }
 
+impl Checkin for EndpointPool {
+    fn checkin(&self, sender: http1::SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        // A full queue drops the surplus connection: bursts do not pin sockets forever.
+        let _ = self.idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+}
+
 enum Io {
     Plain(TcpStream),
     // Boxed: a TLS stream is ten times the size of a TCP one.
@@ -437,72 +431,4 @@ fn copy_head(req: &Request<Body>) -> Request<Body> {
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
     copy
-}
-
-/// Where an HTTP/1.1 connection goes back when its response is done.
-struct Slot {
-    pool: Arc<EndpointPool>,
-    sender: http1::SendRequest<Body>,
-}
-
-pin_project_lite::pin_project! {
-    /// An upstream response body that gives its connection back to the pool once read to
-    /// the end (HTTP/1.1).
-    pub struct PooledBody {
-        #[pin]
-        body: Incoming,
-        slot: Option<Slot>,
-    }
-
-    impl PinnedDrop for PooledBody {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            // A body with nothing left (HEAD, 204, or read to the end but never polled
-            // past it) leaves the connection reusable.
-            if this.body.is_end_stream()
-                && let Some(slot) = this.slot.take()
-            {
-                slot.pool.checkin(slot.sender);
-            }
-        }
-    }
-}
-
-impl HttpBody for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
-        let frame = this.body.poll_frame(cx);
-        match &frame {
-            Poll::Ready(None) => {
-                if let Some(slot) = this.slot.take() {
-                    slot.pool.checkin(slot.sender);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                // The connection is broken: never reuse it.
-                this.slot.take();
-            }
-            _ => {}
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl PooledBody {
-    /// The connection will not be reused (after a protocol switch, the connection
-    /// belongs to the upgraded stream).
-    pub fn detach(&mut self) {
-        self.slot = None;
-    }
 }

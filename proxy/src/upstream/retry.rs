@@ -10,9 +10,9 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use prometheus_client::metrics::counter::Counter;
 
-use super::cluster::UpstreamError;
-use super::pool::PooledBody;
+use super::error::UpstreamError;
 use crate::body::Body;
+use crate::body::PooledBody;
 use crate::config::RetryConfig;
 use crate::metrics::Metrics;
 
@@ -81,7 +81,7 @@ impl RetryPolicy {
         }
         match Limited::new(body, self.max_replay_bytes).collect().await {
             Ok(collected) => Ok((None, Some(collected.to_bytes()))),
-            Err(e) => Err(match crate::front::ClientBodyFault::find(Some(&*e)) {
+            Err(e) => Err(match crate::body::ClientBodyFault::find(Some(&*e)) {
                 Some(fault) => UpstreamError::ClientBody(fault),
                 None => UpstreamError::BadRequest(format!("reading the request body: {e}")),
             }),
@@ -165,7 +165,7 @@ pub fn request(head: &http::request::Parts, body: Body, attempt: u32) -> Request
     *req.uri_mut() = head.uri.clone();
     *req.version_mut() = head.version;
     *req.headers_mut() = head.headers.clone();
-    if let Some(slot) = head.extensions.get::<std::sync::Arc<crate::observe::UpstreamSlot>>() {
+    if let Some(slot) = head.extensions.get::<std::sync::Arc<super::UpstreamSlot>>() {
         req.extensions_mut().insert(slot.clone());
     }
     if let Some(upload) = head.extensions.get::<std::sync::Arc<crate::body::Upload>>() {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, anyhow, bail};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::{Filter as FilterWorld, FilterPre};
 use super::limits::TICK;
@@ -57,8 +57,10 @@ const CACHE_ENTRIES: usize = 256;
 /// Compiled components by sha256 of their bytes, with when each was last used.
 type Cache = HashMap<[u8; 32], (Arc<Compiled>, Instant)>;
 
-pub(crate) struct Runtime {
-    pub engine: Engine,
+/// The component engine of the process: wasmtime's engine, the linker of the host
+/// interfaces, and the compiled components.
+pub(crate) struct Engine {
+    pub engine: wasmtime::Engine,
     linker: Linker<HostState>,
     cache: Mutex<Cache>,
     /// The filters a component was compiled for: a compile for one of them is a changed
@@ -106,22 +108,22 @@ fn engine_config(config: &WasmConfig, pooling: bool) -> anyhow::Result<Config> {
     Ok(c)
 }
 
-impl Runtime {
+impl Engine {
     pub fn new(config: &WasmConfig) -> anyhow::Result<Self> {
-        let engine = match Engine::new(&engine_config(config, true)?) {
+        let engine = match wasmtime::Engine::new(&engine_config(config, true)?) {
             Ok(engine) => engine,
             Err(e) => {
                 // The pooling allocator reserves address space up front; where that is
                 // refused (a low `ulimit -v`), run with on-demand allocation instead.
                 tracing::warn!(error = %e, "the pooling allocator is unavailable; allocating instances on demand");
-                Engine::new(&engine_config(config, false)?).map_err(wasmtime_error)?
+                wasmtime::Engine::new(&engine_config(config, false)?).map_err(wasmtime_error)?
             }
         };
         spawn_ticker(&engine)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasmtime_error)?;
         FilterWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s).map_err(wasmtime_error)?;
-        Ok(Runtime {
+        Ok(Engine {
             engine,
             linker,
             cache: Mutex::new(HashMap::new()),
@@ -235,7 +237,7 @@ fn check_header(bytes: &[u8], path: &Path) -> anyhow::Result<()> {
 }
 
 /// Advances the engine's epoch every [`TICK`]; exits when the engine is dropped.
-fn spawn_ticker(engine: &Engine) -> anyhow::Result<()> {
+fn spawn_ticker(engine: &wasmtime::Engine) -> anyhow::Result<()> {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("weft-wasm-epoch".into())

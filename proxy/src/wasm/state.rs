@@ -67,7 +67,7 @@ pub(crate) struct Meta {
     pub route: Option<Arc<str>>,
     pub scheme: &'static str,
     pub peer: Option<Arc<str>>,
-    pub trace_id: Option<crate::observe::TraceId>,
+    pub trace_id: Option<opentelemetry::trace::TraceId>,
 }
 
 impl Meta {

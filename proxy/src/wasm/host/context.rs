@@ -12,7 +12,7 @@ impl Host for HostState {
 
     fn get_from(&mut self, filter: String, key: String) -> wasmtime::Result<Option<String>> {
         // The host's own values, filed under a name no filter's writes can reach first.
-        if filter == crate::observe::HOST_WRITER && key == "trace-id" {
+        if filter == crate::filter::context::HOST_WRITER && key == "trace-id" {
             return Ok(self.meta.trace_id.map(|id| id.to_string()));
         }
         Ok(self.context.get(&filter, &key).map(str::to_owned))

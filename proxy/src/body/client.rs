@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::body::BodyError;
+use super::BodyError;
 
 /// What went wrong with the client's body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

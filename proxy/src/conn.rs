@@ -1,0 +1,95 @@
+//! What is known of one downstream connection, computed once per connection rather than
+//! per request, and read by every stage that serves its requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use crate::front::FrontDoor;
+use crate::tls::{PeerIdentity, ServerBlocks};
+
+/// Facts of one downstream connection, computed once per connection rather than per request.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub listener: Arc<str>,
+    pub scheme: &'static str,
+    pub trust_forwarded: bool,
+    /// The verified client certificate's identity (mutual TLS).
+    pub identity: Option<Arc<str>>,
+    /// `x-forwarded-client-cert` to send upstream, when the listener forwards it.
+    pub(crate) xfcc: Option<HeaderValue>,
+    /// `Alt-Svc` advertising HTTP/3 on this listener's port.
+    pub alt_svc: Option<HeaderValue>,
+    pub(crate) xff: HeaderValue,
+    pub(crate) forwarded: HeaderValue,
+    /// The listener's front-door policy (limits, path normalisation).
+    pub door: Arc<FrontDoor>,
+    /// The listener's request gauge and byte counters.
+    pub counters: Arc<crate::metrics::ListenerCounters>,
+    /// On TLS: the listener's server blocks and the one the client's SNI chose.
+    pub server_block: Option<(Arc<ServerBlocks>, usize)>,
+}
+
+impl ConnInfo {
+    /// Adds what TLS told about the client: its identity, and the XFCC element to forward.
+    pub fn with_peer(mut self, peer: Option<&PeerIdentity>, forward_client_cert: bool) -> ConnInfo {
+        if let Some(id) = peer {
+            self.identity = Some(id.primary().into());
+            if forward_client_cert {
+                self.xfcc = HeaderValue::try_from(id.xfcc()).ok();
+            }
+        }
+        self
+    }
+
+    /// The server block the client's SNI chose among the listener's certificates.
+    pub fn with_server_block(mut self, blocks: Option<Arc<ServerBlocks>>, sni: Option<&str>) -> ConnInfo {
+        self.server_block = blocks.map(|b| {
+            let chosen = b.chosen(sni);
+            (b, chosen)
+        });
+        self
+    }
+
+    pub fn with_counters(mut self, counters: Arc<crate::metrics::ListenerCounters>) -> ConnInfo {
+        self.counters = counters;
+        self
+    }
+
+    pub fn with_alt_svc(mut self, alt_svc: Option<HeaderValue>) -> ConnInfo {
+        self.alt_svc = alt_svc;
+        self
+    }
+
+    pub fn new(
+        peer: SocketAddr,
+        listener: Arc<str>,
+        scheme: &'static str,
+        trust_forwarded: bool,
+        door: Arc<FrontDoor>,
+    ) -> ConnInfo {
+        let ip = peer.ip();
+        // RFC 7239 §6: an IPv6 node is quoted and bracketed.
+        let node = if ip.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.to_string()
+        };
+        let forwarded = format!("for={node};proto={scheme}");
+        ConnInfo {
+            peer,
+            listener,
+            scheme,
+            trust_forwarded,
+            identity: None,
+            xfcc: None,
+            alt_svc: None,
+            xff: HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static("unknown")),
+            forwarded: HeaderValue::try_from(forwarded).unwrap_or(HeaderValue::from_static("for=unknown")),
+            door,
+            counters: Arc::default(),
+            server_block: None,
+        }
+    }
+}
