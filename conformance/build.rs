@@ -47,7 +47,7 @@ fn main() {
 
     let out = root.join("target/wasm/wasm32-wasip2/release");
     // Test plugins are `plugin-<dir>` crates; first-party plugins keep their crate name.
-    // Library crates (plugins/auth-common) build no component: only a `cdylib` has a .wasm.
+    // Library crates (plugins/plugin-common) build no component: only a `cdylib` has a .wasm.
     let mut crates: Vec<(String, PathBuf)> = Vec::new();
     for (folder, prefix) in [("conformance/plugins", "plugin_"), ("plugins", "")] {
         let Ok(entries) = std::fs::read_dir(root.join(folder)) else {

@@ -169,7 +169,10 @@ async fn open_connections_reach(weft: &Weft, n: usize) {
         if open == n as f64 {
             return;
         }
-        assert!(Instant::now() < deadline, "the listener holds {open} connections, not {n}");
+        assert!(
+            Instant::now() < deadline,
+            "the listener holds {open} connections, not {n}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -4,9 +4,9 @@
 //! config nor a timing side channel gives a key away. The matching key's `id` goes
 //! upstream in `identity_header`. `docs/plugins.md` documents the config.
 
-use auth_common::header;
-use auth_common::scope::Scope;
-use auth_common::token::{Source, Strip};
+use plugin_common::header;
+use plugin_common::scope::Scope;
+use plugin_common::token::{Source, Strip};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

@@ -12,10 +12,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use auth_common::scope::Scope;
-use auth_common::{duration, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use plugin_common::scope::Scope;
+use plugin_common::{duration, header};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use weft_sdk::{Decision, Filter, Options, Phases, Reply, Request, metrics};

@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use auth_common::scope::Scope;
-use auth_common::{duration, header};
+use plugin_common::scope::Scope;
+use plugin_common::{duration, header};
 use serde::Deserialize;
 use weft_sdk::callout::Callout;
 use weft_sdk::{Decision, Filter, Options, Phases, Reply, Request, log, metadata, metrics};

@@ -316,20 +316,20 @@ impl Config {
         if !raw.path.starts_with('/') {
             return Err(format!("path {:?} must start with '/'", raw.path));
         }
-        let timeout = auth_common::duration::parse("timeout", &raw.timeout)?;
+        let timeout = plugin_common::duration::parse("timeout", &raw.timeout)?;
         let forward_headers = raw
             .forward_headers
             .iter()
-            .map(|h| auth_common::header::name("forward_headers", h))
+            .map(|h| plugin_common::header::name("forward_headers", h))
             .collect::<Result<_, _>>()?;
         let required_headers = raw
             .csrf
             .required_headers
             .iter()
-            .map(|h| auth_common::header::name("csrf.required_headers", h))
+            .map(|h| plugin_common::header::name("csrf.required_headers", h))
             .collect::<Result<_, _>>()?;
         let ttl = match &raw.persisted_queries.ttl {
-            Some(t) => auth_common::duration::parse("persisted_queries.ttl", t)?,
+            Some(t) => plugin_common::duration::parse("persisted_queries.ttl", t)?,
             None => Duration::from_secs(24 * 3600),
         };
         let safelist = if raw.persisted_queries.safelist.is_empty() {

@@ -209,7 +209,7 @@ pub fn parse_get(path_and_query: &str) -> Result<Params, HttpError> {
     let query_string = path_and_query.split_once('?').map_or("", |(_, q)| q);
     for pair in query_string.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let Some(name) = percent_decode(name) else {
+        let Some(name) = plugin_common::form::decode(name) else {
             continue;
         };
         let slot = match name.as_str() {
@@ -225,7 +225,7 @@ pub fn parse_get(path_and_query: &str) -> Result<Params, HttpError> {
                 format!("the parameter {name:?} is given more than once"),
             ));
         }
-        let value = percent_decode(value)
+        let value = plugin_common::form::decode(value)
             .ok_or_else(|| HttpError::new(400, format!("invalid percent-encoding in {name:?}")))?;
         match slot {
             0 => params.query = Some(value),
@@ -343,27 +343,6 @@ fn json_param(text: &str, name: &str) -> Result<Map<String, Value>, HttpError> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| HttpError::new(400, format!("\"{name}\" is not valid JSON: {e}")))?;
     object_param(Some(&value), name)
-}
-
-/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 /// 405 for a method GraphQL over HTTP does not use.

@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use auth_common::scope::Scope;
-use auth_common::token::Source;
-use auth_common::{duration, header};
 use jsonwebtoken::Algorithm;
+use plugin_common::scope::Scope;
+use plugin_common::token::Source;
+use plugin_common::{duration, header};
 use serde::Deserialize;
 
 use crate::keys::{self, Key, KeyConfig, parse_alg};

@@ -22,7 +22,7 @@ mod tests;
 use std::cell::{RefCell, RefMut};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use auth_common::token::{Source, Strip};
+use plugin_common::token::{Source, Strip};
 use serde_json::Value;
 use weft_sdk::callout::Callout;
 use weft_sdk::{Decision, Filter, Options, Phases, Reply, Request, kv, log, metrics};

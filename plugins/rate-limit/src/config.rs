@@ -135,8 +135,7 @@ impl Config {
                 .map(|p| part(p))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(at)?;
-            let per = humantime::parse_duration(&l.per)
-                .map_err(|e| at(format!("per = {:?}: {e}; write e.g. \"1s\" or \"500ms\"", l.per)))?;
+            let per = plugin_common::duration::parse("per", &l.per).map_err(at)?;
             if per < Duration::from_millis(1) || per > Duration::from_secs(86_400 * 366) {
                 return Err(at(format!("per = {:?} must be between 1ms and a year", l.per)));
             }

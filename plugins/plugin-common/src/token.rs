@@ -104,7 +104,7 @@ fn query_param(path_and_query: &str, name: &str) -> Option<String> {
     let (_, query) = path_and_query.split_once('?')?;
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k)? == name).then(|| percent_decode(v))?
+        (crate::form::decode(k)? == name).then(|| crate::form::decode(v))?
     })
 }
 
@@ -117,7 +117,7 @@ fn path_without_param(path_and_query: &str, name: &str) -> String {
         .split('&')
         .filter(|pair| {
             let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            percent_decode(key).as_deref() != Some(name)
+            crate::form::decode(key).as_deref() != Some(name)
         })
         .collect();
     if kept.is_empty() {
@@ -125,31 +125,6 @@ fn path_without_param(path_and_query: &str, name: &str) -> String {
     } else {
         format!("{path}?{}", kept.join("&"))
     }
-}
-
-/// `application/x-www-form-urlencoded` decoding; `None` on invalid escapes or UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = text.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
