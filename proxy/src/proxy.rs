@@ -21,7 +21,9 @@ use crate::body::Body;
 use crate::body::ClientBodyFault;
 use crate::config::{FailureMode, UpstreamProtocol};
 use crate::conn::ConnInfo;
-use crate::filter::{ChainEntry, FilterError, FilterRequest, FilterResponse, RequestCtx, RequestDecision, ResponseDecision};
+use crate::filter::{
+    ChainEntry, FilterError, FilterRequest, FilterResponse, RequestCtx, RequestDecision, ResponseDecision,
+};
 use crate::forward;
 use crate::front::{self, Refusal};
 use crate::metrics::UpstreamFailure;
