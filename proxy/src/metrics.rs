@@ -953,7 +953,10 @@ impl RouteDecisions {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod escaping {
     use super::*;
 
     #[test]
