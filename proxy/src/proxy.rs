@@ -26,11 +26,11 @@ use crate::filter::{
 };
 use crate::forward;
 use crate::front::{self, Refusal};
-use crate::metrics::UpstreamFailure;
 use crate::observe::{PhaseOutcome, Recorder};
 use crate::respond::{Dialect, ProxyError, Side, error_response};
 use crate::route::{Abort, Admission, Route, request_host};
 use crate::state::State;
+use crate::upstream::metrics::UpstreamFailure;
 use crate::upstream::{Cluster, SetBy, UpstreamError, Wait};
 
 /// Serves one downstream request. Never fails: every error becomes an answer here.

@@ -18,9 +18,11 @@ use crate::metrics::Metrics;
 use crate::route::Router;
 use crate::upstream::Clusters;
 use crate::wasm::WasmHost;
+pub use metrics::StageMetrics;
 
 mod build;
 mod filters;
+mod metrics;
 mod view;
 
 use build::listener_specs;
@@ -91,6 +93,8 @@ impl ConfigSource {
 pub struct State {
     current: ArcSwap<Version>,
     pub metrics: Arc<Metrics>,
+    /// The families of the stages, which each version's clusters and routes resolve.
+    stage_metrics: StageMetrics,
     pub wasm: WasmHost,
     /// The `[kv]` the host's store was made from: changing it needs a restart.
     kv: Option<KvConfig>,
@@ -122,11 +126,11 @@ impl State {
     pub async fn new(config: &Config, source: ConfigSource) -> anyhow::Result<Arc<State>> {
         let audit_path = config.admin.as_ref().and_then(|a| a.audit_log.as_deref());
         let audit = Audit::open(audit_path).map_err(anyhow::Error::msg)?;
-        let metrics = Arc::new(Metrics::default());
+        let (metrics, stage_metrics) = StageMetrics::register();
         let kv = config.kv.as_ref().map(|k| k.get_ref().clone());
         let store = crate::wasm::kv_store(kv.as_ref(), &metrics)?;
         let wasm = WasmHost::with_kv(&config.wasm, metrics.clone(), store)?;
-        let runtime = build(config, 1, &metrics, &wasm, None).await?;
+        let runtime = build(config, 1, &metrics, &stage_metrics, &wasm, None).await?;
         metrics.serving(1, &plugin_labels(&runtime));
         let mut started = json!({
             "event": "start",
@@ -138,10 +142,11 @@ impl State {
         });
         audit.record(started.clone());
         started["time"] = json!(now_rfc3339());
-        let observe = crate::observe::Observer::start(config, &metrics)?;
+        let observe = crate::observe::Observer::start(config, &stage_metrics.observe)?;
         Ok(Arc::new(State {
             current: ArcSwap::from_pointee(runtime),
             metrics,
+            stage_metrics,
             wasm,
             kv,
             source,
@@ -231,7 +236,15 @@ impl State {
             ));
         }
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
-        let runtime = build(&config, version, &self.metrics, &self.wasm, Some(&running)).await?;
+        let runtime = build(
+            &config,
+            version,
+            &self.metrics,
+            &self.stage_metrics,
+            &self.wasm,
+            Some(&running),
+        )
+        .await?;
         self.observe.reconfigure(&config)?;
         for (name, endpoint) in self
             .quic_endpoints

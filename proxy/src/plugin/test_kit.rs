@@ -136,7 +136,7 @@ async fn clusters(names: &[String]) -> anyhow::Result<Arc<Clusters>> {
         text.push_str(&format!("[[clusters]]\nname = {name}\nendpoints = [\"127.0.0.1:9\"]\n"));
     }
     let config = Config::parse("<test kit clusters>", &text)?;
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let metrics = Arc::new(<crate::upstream::metrics::UpstreamMetrics as crate::metrics::Families>::unregistered());
     let mut clusters = Clusters::new();
     for c in &config.clusters {
         let cluster = Cluster::build(c, &config.source, &metrics, None).await?;

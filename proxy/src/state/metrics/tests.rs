@@ -4,14 +4,17 @@
 use std::time::Duration;
 
 use super::*;
+use crate::metrics::*;
+use crate::route::metrics::RouteCounters;
+use crate::upstream::metrics::{ClusterCounters, UpstreamFailure};
 
 /// Registers every family and touches one series of each with fixed labels and values.
-fn every_family() -> Metrics {
-    let m = Metrics::default();
+fn every_family() -> Arc<Metrics> {
+    let (m, stages) = StageMetrics::register();
     let ok = http::StatusCode::OK;
     let ms = Duration::from_millis(3);
 
-    RouteCounters::new(&m, "r").record(ok, ms);
+    RouteCounters::new(&stages.route, "r").record(ok, ms);
     m.filter_error("f", "trap");
     m.reload("config", "ok");
     let guest = GuestLabels {
@@ -39,7 +42,7 @@ fn every_family() -> Metrics {
     m.kv_evictions("f").inc();
     m.filter_rejected("f", "queue_full").inc();
     m.filter_skipped("f");
-    let cluster = ClusterCounters::new(&m, "c");
+    let cluster = ClusterCounters::new(&stages.upstream, "c");
     cluster.answered(http::StatusCode::BAD_GATEWAY, ms);
     cluster.failed(UpstreamFailure::Timeout);
     let listener = m.listener("l");
@@ -54,18 +57,18 @@ fn every_family() -> Metrics {
     stats.idle.set(1);
     stats.queue_wait.observe(ms);
     m.serving(7, &[("f", "abc", "0.2.0")]);
-    let endpoint = m.upstream.endpoint("c", "127.0.0.1:80".parse().expect("address"));
+    let endpoint = stages.upstream.endpoint("c", "127.0.0.1:80".parse().expect("address"));
     endpoint.requests.inc();
     endpoint.failures.inc();
     endpoint.ejections.inc();
-    m.upstream.retry("c", "status").inc();
-    m.upstream.retry_skipped("c", "budget").inc();
-    m.upstream.overloaded("c", "max_requests").inc();
-    m.decisions.shifted("r", "c").inc();
-    m.decisions.fault("r", "abort").inc();
-    m.decisions.mirrored("r", "c", "sent").inc();
-    m.access_log_dropped.inc();
-    m.trace_spans_dropped.inc();
+    stages.upstream.retry("c", "status").inc();
+    stages.upstream.retry_skipped("c", "budget").inc();
+    stages.upstream.overloaded("c", "max_requests").inc();
+    stages.route.shifted("r", "c").inc();
+    stages.route.fault("r", "abort").inc();
+    stages.route.mirrored("r", "c", "sent").inc();
+    stages.observe.access_log_dropped.inc();
+    stages.observe.trace_spans_dropped.inc();
     m
 }
 
@@ -101,7 +104,7 @@ fn the_exposition_of_every_family_is_unchanged() {
     let text = canonical(&every_family().encode());
     let golden = include_str!("golden.txt");
     if text != golden && std::env::var_os("WEFT_BLESS").is_some() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/metrics/golden.txt");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/state/metrics/golden.txt");
         std::fs::write(path, &text).expect("write the golden exposition");
         return;
     }
