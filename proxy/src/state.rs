@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::audit::{Audit, now_rfc3339};
 use crate::config::{AdminConfig, Config, ConfigError, KvConfig, Source};
 use crate::filter::PluginInfo;
+use crate::filter::metrics::FilterMetrics;
 use crate::metrics::Metrics;
 use crate::route::Router;
 use crate::upstream::Clusters;
@@ -36,6 +37,8 @@ pub struct Version {
     pub router: Router,
     pub clusters: Arc<Clusters>,
     pub metrics: Arc<Metrics>,
+    /// Failures and skips of this version's filters (`filter/metrics.rs`).
+    pub filter_metrics: Arc<FilterMetrics>,
     /// The listeners this version was built for; a reload may not change them.
     pub listeners: Vec<ListenerSpec>,
     /// TLS server configs by listener name (ALPN h2, http/1.1).
@@ -129,7 +132,7 @@ impl State {
         let (metrics, stage_metrics) = StageMetrics::register();
         let kv = config.kv.as_ref().map(|k| k.get_ref().clone());
         let store = crate::wasm::kv_store(kv.as_ref(), &metrics)?;
-        let wasm = WasmHost::with_kv(&config.wasm, metrics.clone(), store)?;
+        let wasm = WasmHost::with_kv(&config.wasm, stage_metrics.filter.clone(), store)?;
         let runtime = build(config, 1, &metrics, &stage_metrics, &wasm, None).await?;
         metrics.serving(1, &plugin_labels(&runtime));
         let mut started = json!({

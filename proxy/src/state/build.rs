@@ -112,7 +112,7 @@ pub async fn build(
             ChainEntry {
                 filter,
                 on_error: f.on_error,
-                stats: metrics.filter_stats(&f.name),
+                stats: stages.filter.filter_stats(&f.name),
             },
         ));
     }
@@ -160,6 +160,7 @@ pub async fn build(
         router: Router::new(routes),
         clusters,
         metrics: metrics.clone(),
+        filter_metrics: stages.filter.clone(),
         listeners: listener_specs(config),
         tls,
         server_blocks,
@@ -181,7 +182,7 @@ pub async fn check(config: &Config) -> anyhow::Result<String> {
         admin.token().map_err(anyhow::Error::msg)?;
     }
     let (metrics, stages) = StageMetrics::register();
-    let wasm = WasmHost::new(&config.wasm, metrics.clone())?;
+    let wasm = WasmHost::new(&config.wasm, stages.filter.clone())?;
     build(config, 0, &metrics, &stages, &wasm, None).await?;
     Ok([
         counted(config.listeners.len(), "listener"),

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::filter::metrics::FilterMetrics;
 use crate::metrics::{Families, Metrics, Registrar};
 use crate::observe::metrics::ObserveMetrics;
 use crate::route::metrics::RouteMetrics;
@@ -12,6 +13,7 @@ use crate::upstream::metrics::UpstreamMetrics;
 /// The stages' families, handed to each stage when a version is built.
 pub struct StageMetrics {
     pub upstream: Arc<UpstreamMetrics>,
+    pub filter: Arc<FilterMetrics>,
     pub route: RouteMetrics,
     pub observe: ObserveMetrics,
 }
@@ -23,6 +25,7 @@ impl StageMetrics {
         let stages = StageMetrics {
             upstream: Arc::new(UpstreamMetrics::register(&mut registrar)),
             route: RouteMetrics::register(&mut registrar),
+            filter: Arc::new(FilterMetrics::register(&mut registrar)),
             observe: ObserveMetrics::register(&mut registrar),
         };
         (Arc::new(Metrics::new(registrar)), stages)

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::filter::metrics::{FilterOnlyLabels, GuestLabels, RejectLabels};
 use crate::metrics::*;
 use crate::route::metrics::RouteCounters;
 use crate::upstream::metrics::{ClusterCounters, UpstreamFailure};
@@ -15,33 +16,37 @@ fn every_family() -> Arc<Metrics> {
     let ms = Duration::from_millis(3);
 
     RouteCounters::new(&stages.route, "r").record(ok, ms);
-    m.filter_error("f", "trap");
+    stages.filter.filter_error("f", "trap");
     m.reload("config", "ok");
     let guest = GuestLabels {
         filter: "f".into(),
         name: "n".into(),
         labels: Box::new([("k".into(), "v".into())]),
     };
-    m.guest_counters.get_or_create(&guest).inc_by(2);
-    m.guest_gauges.get_or_create(&guest).set(-4);
-    m.guest_histograms.get_or_create(&guest).observe(0.5);
+    stages.filter.guest_counters.get_or_create(&guest).inc_by(2);
+    stages.filter.guest_gauges.get_or_create(&guest).set(-4);
+    stages.filter.guest_histograms.get_or_create(&guest).observe(0.5);
     m.kv_errors.get_or_create(&KvLabels { backend: "redis" }).inc();
     m.connections_open("l").set(5);
     m.connection_rejected("l", "max_connections");
     m.connection_closed("l", "idle");
     m.downstream_refused("l", "header_too_large");
-    m.filter_metric_rejected
+    stages
+        .filter
+        .filter_metric_rejected
         .get_or_create(&RejectLabels {
             filter: "f".into(),
             reason: "invalid",
         })
         .inc();
-    m.filter_log_dropped
+    stages
+        .filter
+        .filter_log_dropped
         .get_or_create(&FilterOnlyLabels { filter: "f".into() })
         .inc();
-    m.kv_evictions("f").inc();
-    m.filter_rejected("f", "queue_full").inc();
-    m.filter_skipped("f");
+    stages.filter.kv_evictions("f").inc();
+    stages.filter.filter_rejected("f", "queue_full").inc();
+    stages.filter.filter_skipped("f");
     let cluster = ClusterCounters::new(&stages.upstream, "c");
     cluster.answered(http::StatusCode::BAD_GATEWAY, ms);
     cluster.failed(UpstreamFailure::Timeout);
@@ -50,7 +55,7 @@ fn every_family() -> Arc<Metrics> {
     listener.received.inc_by(100);
     listener.sent.inc_by(200);
     m.tls_handshake("l", "ok");
-    let stats = m.filter_stats("f");
+    let stats = stages.filter.filter_stats("f");
     stats.request.observe(ms);
     stats.response.observe(ms);
     stats.live.set(2);
