@@ -58,12 +58,6 @@ impl EncodeLabelValue for &LabelText {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReloadLabels {
-    pub what: LabelText,
-    pub outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
     pub listener: String,
 }
@@ -75,21 +69,9 @@ pub struct ListenerReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PluginInfoLabels {
-    pub filter: LabelText,
-    pub sha256: String,
-    pub wit: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerOutcomeLabels {
     pub listener: String,
     pub outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KvLabels {
-    pub backend: &'static str,
 }
 
 /// The families the stages register, in the order the exposition has always listed
@@ -208,10 +190,6 @@ pub fn class_index(status: http::StatusCode) -> usize {
 /// with them (`upstream/metrics.rs`, `route/metrics.rs`, `filter/metrics.rs`, `observe/metrics.rs`).
 pub struct Metrics {
     registry: Registry,
-    /// Config and plugin reloads by outcome.
-    pub reloads: Family<ReloadLabels, Counter>,
-    /// Failed operations of the filters' shared KV store, by backend.
-    pub kv_errors: Family<KvLabels, Counter>,
     /// Downstream connections open now, by listener.
     connections_open: Family<ListenerLabels, Gauge>,
     /// Connections closed at accept by a cap, by listener and cap.
@@ -227,10 +205,6 @@ pub struct Metrics {
     sent_bytes: Family<ListenerLabels, Counter>,
     /// TLS handshakes by listener and outcome.
     tls_handshakes: Family<ListenerOutcomeLabels, Counter>,
-    /// The config version serving now.
-    config_version: Gauge,
-    /// One series per loaded Wasm plugin, value 1: its content hash and WIT version.
-    plugin_info: Family<PluginInfoLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -245,8 +219,6 @@ impl Metrics {
     pub fn new(mut registrar: Registrar) -> Self {
         let r = &mut registrar;
         let mut metrics = Metrics {
-            reloads: r.family("reloads", "Config and plugin reloads"),
-            kv_errors: r.family("kv_errors", "Failed KV store operations by backend"),
             connections_open: r.family("connections_open", "Downstream connections open"),
             connections_rejected: r.family(
                 "connections_rejected",
@@ -273,11 +245,6 @@ impl Metrics {
                 "tls_handshakes",
                 "TLS handshakes by listener and outcome (ok, failed, timeout)",
             ),
-            config_version: r.family("config_version", "The config version serving now"),
-            plugin_info: r.family(
-                "plugin_info",
-                "Loaded Wasm plugins of the serving config (value 1): content hash and WIT version",
-            ),
             registry: Registry::default(),
         };
         metrics.registry = registrar.seal();
@@ -292,15 +259,6 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
-    }
-
-    pub fn reload(&self, what: &str, outcome: &'static str) {
-        self.reloads
-            .get_or_create(&ReloadLabels {
-                what: what.into(),
-                outcome,
-            })
-            .inc();
     }
 
     /// The open-connections gauge of a listener (resolved once, at bind).
@@ -356,21 +314,6 @@ impl Metrics {
             outcome,
         };
         self.tls_handshakes.get_or_create(&labels).inc();
-    }
-
-    /// Records the version now serving and its plugins, replacing the previous ones.
-    /// `plugins`: (filter, sha256 hex, WIT version).
-    pub fn serving(&self, version: u64, plugins: &[(&str, &str, &str)]) {
-        self.config_version.set(version as i64);
-        self.plugin_info.clear();
-        for (filter, sha256, wit) in plugins {
-            let labels = PluginInfoLabels {
-                filter: (*filter).into(),
-                sha256: (*sha256).to_owned(),
-                wit: (*wit).to_owned(),
-            };
-            self.plugin_info.get_or_create(&labels).set(1);
-        }
     }
 }
 

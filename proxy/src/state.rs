@@ -131,10 +131,10 @@ impl State {
         let audit = Audit::open(audit_path).map_err(anyhow::Error::msg)?;
         let (metrics, stage_metrics) = StageMetrics::register();
         let kv = config.kv.as_ref().map(|k| k.get_ref().clone());
-        let store = crate::wasm::kv_store(kv.as_ref(), &metrics)?;
+        let store = crate::wasm::kv_store(kv.as_ref(), &stage_metrics.kv)?;
         let wasm = WasmHost::with_kv(&config.wasm, stage_metrics.filter.clone(), store)?;
         let runtime = build(config, 1, &metrics, &stage_metrics, &wasm, None).await?;
-        metrics.serving(1, &plugin_labels(&runtime));
+        stage_metrics.reloads.serving(1, &plugin_labels(&runtime));
         let mut started = json!({
             "event": "start",
             "trigger": "start",
@@ -186,16 +186,16 @@ impl State {
         });
         match &result {
             Ok(version) => {
-                self.metrics.reload(cause, "ok");
+                self.stage_metrics.reloads.reload(cause, "ok");
                 let new = self.current();
-                self.metrics.serving(new.version, &plugin_labels(&new));
+                self.stage_metrics.reloads.serving(new.version, &plugin_labels(&new));
                 record["outcome"] = json!("ok");
                 record["new_version"] = json!(version);
                 record["plugins"] = plugin_changes(Some(&old), &new);
                 tracing::info!(version, cause, "config reloaded");
             }
             Err(e) => {
-                self.metrics.reload(cause, "rejected");
+                self.stage_metrics.reloads.reload(cause, "rejected");
                 record["outcome"] = json!("rejected");
                 // Config errors mask URL passwords and secret-named values (config::redact).
                 record["reason"] = json!(e.to_string());

@@ -19,8 +19,8 @@ use anyhow::{Context, bail};
 use crate::config::{KvBackend, KvConfig, LimitsConfig, WasmConfig};
 use crate::filter::Filter;
 use crate::filter::metrics::FilterMetrics;
+use crate::kv::metrics::KvMetrics;
 use crate::kv::{KvQuota, KvSpace, KvStore, LocalKv};
-use crate::metrics::Metrics;
 use crate::upstream::Clusters;
 
 mod admission;
@@ -43,7 +43,7 @@ use pool::{CreateError, Pool};
 use state::FilterShared;
 
 /// The store a `[kv]` table asks for: in-process by default, or Redis.
-pub fn kv_store(config: Option<&KvConfig>, metrics: &Metrics) -> anyhow::Result<Arc<dyn KvStore>> {
+pub fn kv_store(config: Option<&KvConfig>, metrics: &KvMetrics) -> anyhow::Result<Arc<dyn KvStore>> {
     match config {
         Some(KvConfig {
             backend: KvBackend::Redis,

@@ -17,7 +17,7 @@ fn every_family() -> Arc<Metrics> {
 
     RouteCounters::new(&stages.route, "r").record(ok, ms);
     stages.filter.filter_error("f", "trap");
-    m.reload("config", "ok");
+    stages.reloads.reload("config", "ok");
     let guest = GuestLabels {
         filter: "f".into(),
         name: "n".into(),
@@ -26,7 +26,11 @@ fn every_family() -> Arc<Metrics> {
     stages.filter.guest_counters.get_or_create(&guest).inc_by(2);
     stages.filter.guest_gauges.get_or_create(&guest).set(-4);
     stages.filter.guest_histograms.get_or_create(&guest).observe(0.5);
-    m.kv_errors.get_or_create(&KvLabels { backend: "redis" }).inc();
+    stages
+        .kv
+        .errors
+        .get_or_create(&crate::kv::metrics::KvLabels { backend: "redis" })
+        .inc();
     m.connections_open("l").set(5);
     m.connection_rejected("l", "max_connections");
     m.connection_closed("l", "idle");
@@ -61,7 +65,7 @@ fn every_family() -> Arc<Metrics> {
     stats.live.set(2);
     stats.idle.set(1);
     stats.queue_wait.observe(ms);
-    m.serving(7, &[("f", "abc", "0.2.0")]);
+    stages.reloads.serving(7, &[("f", "abc", "0.2.0")]);
     let endpoint = stages.upstream.endpoint("c", "127.0.0.1:80".parse().expect("address"));
     endpoint.requests.inc();
     endpoint.failures.inc();
