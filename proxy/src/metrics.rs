@@ -122,12 +122,15 @@ const EXPOSITION_ORDER: &[&str] = &[
     "trace_spans_dropped",
 ];
 
+/// A family created and waiting for the registry to be sealed.
+type Pending = Box<dyn FnOnce(&mut Registry)>;
+
 /// The one way a family gets into the exposition. Each stage declares its families in
 /// its own `metrics.rs` and creates them here, once per process, before [`Metrics::new`]
 /// seals the registry; the request path then holds the series it resolved at build.
 #[derive(Default)]
 pub struct Registrar {
-    pending: Vec<(&'static str, Box<dyn FnOnce(&mut Registry)>)>,
+    pending: Vec<(&'static str, Pending)>,
 }
 
 impl Registrar {
@@ -185,9 +188,11 @@ pub fn class_index(status: http::StatusCode) -> usize {
     (status.as_u16() / 100).clamp(1, 5) as usize - 1
 }
 
-/// The process-wide registry, and the families of the listeners, the KV store and
-/// reloads. One per process; survives config reloads. The other stages' families live
-/// with them (`upstream/metrics.rs`, `route/metrics.rs`, `filter/metrics.rs`, `observe/metrics.rs`).
+/// The process-wide registry, and the downstream connection's families. One per process;
+/// survives config reloads. The connection's families stay on the ground because the
+/// door counts them (`conn.rs` holds a listener's [`ListenerCounters`], `proxy.rs` counts
+/// front-door refusals) and `listen/` sits above both. Every other family lives with its
+/// owner (`upstream/`, `route/`, `filter/`, `observe/`, `kv/` and `state/metrics.rs`).
 pub struct Metrics {
     registry: Registry,
     /// Downstream connections open now, by listener.
