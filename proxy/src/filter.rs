@@ -22,6 +22,7 @@ use crate::upstream::Cluster;
 pub mod context;
 pub mod headers;
 pub mod identity;
+pub mod metrics;
 
 pub use context::Context;
 
@@ -270,5 +271,5 @@ pub struct ChainEntry {
     pub filter: Arc<dyn Filter>,
     pub on_error: FailureMode,
     /// The filter's call timings, shared by every chain it is in.
-    pub stats: crate::metrics::FilterStats,
+    pub stats: metrics::FilterStats,
 }

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 
-use crate::metrics::Metrics;
+use metrics::KvMetrics;
 
 mod local;
+pub mod metrics;
 mod redis;
 
 pub use self::redis::RedisKv;
@@ -23,7 +24,7 @@ pub use local::{LocalKv, LocalSpace};
 
 /// The process's store: Redis at `url` with each operation bounded by `timeout` (connected
 /// lazily, so the proxy starts while Redis is down), or the in-process one.
-pub fn store(redis: Option<(&str, Duration)>, metrics: &Metrics) -> anyhow::Result<Arc<dyn KvStore>> {
+pub fn store(redis: Option<(&str, Duration)>, metrics: &KvMetrics) -> anyhow::Result<Arc<dyn KvStore>> {
     Ok(match redis {
         Some((url, timeout)) => RedisKv::new(url, timeout, metrics)?,
         None => LocalKv::new(),

@@ -24,11 +24,12 @@ use prometheus_client::metrics::counter::Counter;
 use crate::body::{Body, BodyError};
 use crate::config::{AccessLogConfig, Config, ConfigError, TracingConfig};
 use crate::conn::ConnInfo;
-use crate::metrics::Metrics;
 use crate::respond::{ProxyError, Side};
 use crate::upstream::{UpstreamError, UpstreamSlot};
+use metrics::ObserveMetrics;
 
 pub mod access_log;
+pub mod metrics;
 mod query;
 pub mod trace;
 
@@ -60,7 +61,7 @@ struct Log {
 
 impl Observer {
     /// Starts what `config` asks for; listens for SIGUSR1 to reopen the log file.
-    pub fn start(config: &Config, metrics: &Metrics) -> Result<Arc<Observer>, ConfigError> {
+    pub fn start(config: &Config, metrics: &ObserveMetrics) -> Result<Arc<Observer>, ConfigError> {
         let observer = Arc::new(Observer {
             on: AtomicBool::new(false),
             active: ArcSwap::from_pointee(Active::default()),

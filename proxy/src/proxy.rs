@@ -26,11 +26,11 @@ use crate::filter::{
 };
 use crate::forward;
 use crate::front::{self, Refusal};
-use crate::metrics::UpstreamFailure;
 use crate::observe::{PhaseOutcome, Recorder};
 use crate::respond::{Dialect, ProxyError, Side, error_response};
 use crate::route::{Abort, Admission, Route, request_host};
 use crate::state::State;
+use crate::upstream::metrics::UpstreamFailure;
 use crate::upstream::{Cluster, SetBy, UpstreamError, Wait};
 
 /// Serves one downstream request. Never fails: every error becomes an answer here.
@@ -265,11 +265,11 @@ async fn filtered(
 /// skipped (fail-open), in either phase. Only the filter's own fault may be skipped: a
 /// host-side failure always fails the request.
 fn filter_failed(runtime: &crate::state::Version, entry: &ChainEntry, error: FilterError) -> Result<(), ProxyError> {
-    runtime.metrics.filter_error(entry.filter.name(), error.kind());
+    runtime.filter_metrics.filter_error(entry.filter.name(), error.kind());
     if entry.on_error == FailureMode::Closed || !error.is_guest_fault() {
         return Err(ProxyError::filter(entry.filter.name(), error));
     }
-    runtime.metrics.filter_skipped(entry.filter.name());
+    runtime.filter_metrics.filter_skipped(entry.filter.name());
     tracing::warn!(filter = entry.filter.name(), %error, "filter failed; continuing (fail-open)");
     Ok(())
 }

@@ -10,12 +10,13 @@ use regex::Regex;
 
 use crate::config::{ConfigError, MatchConfig, Source};
 use crate::filter::ChainEntry;
-use crate::metrics::RouteCounters;
 use crate::upstream::Cluster;
+use metrics::RouteCounters;
 
 mod answer;
 mod cors;
 mod fault;
+pub mod metrics;
 mod mirror;
 mod policy;
 mod rewrite;

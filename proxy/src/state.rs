@@ -14,13 +14,16 @@ use serde_json::{Value, json};
 use crate::audit::{Audit, now_rfc3339};
 use crate::config::{AdminConfig, Config, ConfigError, KvConfig, Source};
 use crate::filter::PluginInfo;
+use crate::filter::metrics::FilterMetrics;
 use crate::metrics::Metrics;
 use crate::route::Router;
 use crate::upstream::Clusters;
 use crate::wasm::WasmHost;
+pub use metrics::StageMetrics;
 
 mod build;
 mod filters;
+mod metrics;
 mod view;
 
 use build::listener_specs;
@@ -34,6 +37,8 @@ pub struct Version {
     pub router: Router,
     pub clusters: Arc<Clusters>,
     pub metrics: Arc<Metrics>,
+    /// Failures and skips of this version's filters (`filter/metrics.rs`).
+    pub filter_metrics: Arc<FilterMetrics>,
     /// The listeners this version was built for; a reload may not change them.
     pub listeners: Vec<ListenerSpec>,
     /// TLS server configs by listener name (ALPN h2, http/1.1).
@@ -91,6 +96,8 @@ impl ConfigSource {
 pub struct State {
     current: ArcSwap<Version>,
     pub metrics: Arc<Metrics>,
+    /// The families of the stages, which each version's clusters and routes resolve.
+    stage_metrics: StageMetrics,
     pub wasm: WasmHost,
     /// The `[kv]` the host's store was made from: changing it needs a restart.
     kv: Option<KvConfig>,
@@ -122,12 +129,12 @@ impl State {
     pub async fn new(config: &Config, source: ConfigSource) -> anyhow::Result<Arc<State>> {
         let audit_path = config.admin.as_ref().and_then(|a| a.audit_log.as_deref());
         let audit = Audit::open(audit_path).map_err(anyhow::Error::msg)?;
-        let metrics = Arc::new(Metrics::default());
+        let (metrics, stage_metrics) = StageMetrics::register();
         let kv = config.kv.as_ref().map(|k| k.get_ref().clone());
-        let store = crate::wasm::kv_store(kv.as_ref(), &metrics)?;
-        let wasm = WasmHost::with_kv(&config.wasm, metrics.clone(), store)?;
-        let runtime = build(config, 1, &metrics, &wasm, None).await?;
-        metrics.serving(1, &plugin_labels(&runtime));
+        let store = crate::wasm::kv_store(kv.as_ref(), &stage_metrics.kv)?;
+        let wasm = WasmHost::with_kv(&config.wasm, stage_metrics.filter.clone(), store)?;
+        let runtime = build(config, 1, &metrics, &stage_metrics, &wasm, None).await?;
+        stage_metrics.reloads.serving(1, &plugin_labels(&runtime));
         let mut started = json!({
             "event": "start",
             "trigger": "start",
@@ -138,10 +145,11 @@ impl State {
         });
         audit.record(started.clone());
         started["time"] = json!(now_rfc3339());
-        let observe = crate::observe::Observer::start(config, &metrics)?;
+        let observe = crate::observe::Observer::start(config, &stage_metrics.observe)?;
         Ok(Arc::new(State {
             current: ArcSwap::from_pointee(runtime),
             metrics,
+            stage_metrics,
             wasm,
             kv,
             source,
@@ -178,16 +186,16 @@ impl State {
         });
         match &result {
             Ok(version) => {
-                self.metrics.reload(cause, "ok");
+                self.stage_metrics.reloads.reload(cause, "ok");
                 let new = self.current();
-                self.metrics.serving(new.version, &plugin_labels(&new));
+                self.stage_metrics.reloads.serving(new.version, &plugin_labels(&new));
                 record["outcome"] = json!("ok");
                 record["new_version"] = json!(version);
                 record["plugins"] = plugin_changes(Some(&old), &new);
                 tracing::info!(version, cause, "config reloaded");
             }
             Err(e) => {
-                self.metrics.reload(cause, "rejected");
+                self.stage_metrics.reloads.reload(cause, "rejected");
                 record["outcome"] = json!("rejected");
                 // Config errors mask URL passwords and secret-named values (config::redact).
                 record["reason"] = json!(e.to_string());
@@ -231,7 +239,15 @@ impl State {
             ));
         }
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
-        let runtime = build(&config, version, &self.metrics, &self.wasm, Some(&running)).await?;
+        let runtime = build(
+            &config,
+            version,
+            &self.metrics,
+            &self.stage_metrics,
+            &self.wasm,
+            Some(&running),
+        )
+        .await?;
         self.observe.reconfigure(&config)?;
         for (name, endpoint) in self
             .quic_endpoints

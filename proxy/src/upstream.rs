@@ -6,6 +6,7 @@ mod balancer;
 mod cluster;
 mod error;
 mod health;
+pub mod metrics;
 mod pool;
 mod resolve;
 mod retry;

@@ -18,8 +18,9 @@ use anyhow::{Context, bail};
 
 use crate::config::{KvBackend, KvConfig, LimitsConfig, WasmConfig};
 use crate::filter::Filter;
+use crate::filter::metrics::FilterMetrics;
+use crate::kv::metrics::KvMetrics;
 use crate::kv::{KvQuota, KvSpace, KvStore, LocalKv};
-use crate::metrics::Metrics;
 use crate::upstream::Clusters;
 
 mod admission;
@@ -42,7 +43,7 @@ use pool::{CreateError, Pool};
 use state::FilterShared;
 
 /// The store a `[kv]` table asks for: in-process by default, or Redis.
-pub fn kv_store(config: Option<&KvConfig>, metrics: &Metrics) -> anyhow::Result<Arc<dyn KvStore>> {
+pub fn kv_store(config: Option<&KvConfig>, metrics: &KvMetrics) -> anyhow::Result<Arc<dyn KvStore>> {
     match config {
         Some(KvConfig {
             backend: KvBackend::Redis,
@@ -63,18 +64,18 @@ pub fn kv_store(config: Option<&KvConfig>, metrics: &Metrics) -> anyhow::Result<
 /// memory is at most the sum of the loaded filters' quotas). Create one at start-up; it survives config reloads.
 pub struct WasmHost {
     engine: engine::Engine,
-    metrics: Arc<Metrics>,
+    metrics: Arc<FilterMetrics>,
     kv: Arc<dyn KvStore>,
 }
 
 impl WasmHost {
     /// A host with the in-process KV store.
-    pub fn new(config: &WasmConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub fn new(config: &WasmConfig, metrics: Arc<FilterMetrics>) -> anyhow::Result<Self> {
         Self::with_kv(config, metrics, LocalKv::new())
     }
 
     /// A host whose filters share `kv` (e.g. a store shared by several proxies).
-    pub fn with_kv(config: &WasmConfig, metrics: Arc<Metrics>, kv: Arc<dyn KvStore>) -> anyhow::Result<Self> {
+    pub fn with_kv(config: &WasmConfig, metrics: Arc<FilterMetrics>, kv: Arc<dyn KvStore>) -> anyhow::Result<Self> {
         Ok(WasmHost {
             engine: engine::Engine::new(config)?,
             metrics,

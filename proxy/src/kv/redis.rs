@@ -26,9 +26,9 @@ use redis::{Client, FromRedisValue};
 
 use prometheus_client::metrics::counter::Counter as EvictionCounter;
 
+use super::metrics::{KvLabels, KvMetrics};
 use super::{KvError, KvFuture, KvQuota, KvSpace, KvStore};
 use crate::config::redact::urls as redact_urls;
-use crate::metrics::{KvLabels, Metrics};
 
 /// Allows one log line per interval and counts the ones it held back, so a Redis outage
 /// under load produces a line a second instead of one per request.
@@ -80,7 +80,7 @@ pub struct RedisKv {
 impl RedisKv {
     /// A store for `url` (no connection yet: it is made on first use and remade after
     /// failures). Needs a Tokio runtime (the manager spawns its reconnect task).
-    pub fn new(url: &str, timeout: Duration, metrics: &Metrics) -> anyhow::Result<Arc<Self>> {
+    pub fn new(url: &str, timeout: Duration, metrics: &KvMetrics) -> anyhow::Result<Arc<Self>> {
         let client = Client::open(url).map_err(|e| {
             anyhow::anyhow!(
                 "invalid Redis URL {:?}: {}",
@@ -98,7 +98,7 @@ impl RedisKv {
             .set_max_delay(Duration::from_millis(200));
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .context("cannot create the Redis connection manager")?;
-        let errors = metrics.kv_errors.get_or_create(&KvLabels { backend: "redis" }).clone();
+        let errors = metrics.errors.get_or_create(&KvLabels { backend: "redis" }).clone();
         Ok(Arc::new(RedisKv {
             conn,
             timeout,

@@ -18,8 +18,9 @@ use tracing::instrument::WithSubscriber as _;
 
 use super::cases::{self, Case, Cases, DecisionKind, Expect, ExpectLog, ExpectMetric, LogText, MetricValue};
 use crate::config::{Config, WasmConfig};
+use crate::filter::metrics::FilterMetrics;
 use crate::filter::{FilterRequest, FilterResponse, RequestCtx, RequestDecision, ResponseDecision};
-use crate::metrics::Metrics;
+use crate::metrics::Families;
 use crate::upstream::{Cluster, Clusters};
 use crate::wasm::{CalloutTransport, CannedCallouts, InstanceReuse, WasmHost};
 
@@ -41,7 +42,7 @@ pub async fn run(wasm: &Path, cases: &Path) -> anyhow::Result<Report> {
 /// Runs cases already read.
 pub async fn run_parsed(wasm: &Path, cases: &Cases) -> anyhow::Result<Report> {
     std::fs::metadata(wasm).with_context(|| format!("cannot read plugin {}", wasm.display()))?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(FilterMetrics::unregistered());
     let host = WasmHost::new(&WasmConfig::default(), metrics.clone())?;
     let mut report = Report::default();
     for case in &cases.cases {
@@ -136,7 +137,7 @@ async fn clusters(names: &[String]) -> anyhow::Result<Arc<Clusters>> {
         text.push_str(&format!("[[clusters]]\nname = {name}\nendpoints = [\"127.0.0.1:9\"]\n"));
     }
     let config = Config::parse("<test kit clusters>", &text)?;
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let metrics = Arc::new(<crate::upstream::metrics::UpstreamMetrics as crate::metrics::Families>::unregistered());
     let mut clusters = Clusters::new();
     for c in &config.clusters {
         let cluster = Cluster::build(c, &config.source, &metrics, None).await?;

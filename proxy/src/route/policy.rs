@@ -10,12 +10,12 @@ use regex::Regex;
 use super::answer::Answer;
 use super::cors::Cors;
 use super::fault::{Abort, Chance, Fault};
+use super::metrics::RouteMetrics;
 use super::mirror::{Mirror, Mirrors};
 use super::rewrite::PathRewrite;
 use super::shift::{Backend, Pin, PinOn, Split};
 use crate::config::{ConfigError, HeaderEditsConfig, RouteConfig, Source};
 use crate::header_policy::HeaderEdits;
-use crate::metrics::Metrics;
 use crate::upstream::{Cluster, Clusters};
 
 /// A route's (or a split entry's) `request_headers` / `response_headers`, through the one
@@ -42,7 +42,7 @@ impl Policy {
         spanned: &toml::Spanned<RouteConfig>,
         route: &str,
         clusters: &Clusters,
-        metrics: &Metrics,
+        metrics: &RouteMetrics,
         src: &Source,
     ) -> Result<Option<Policy>, ConfigError> {
         let r = spanned.get_ref();
@@ -76,7 +76,7 @@ impl Policy {
                 Ok(Pin {
                     on,
                     value: p.value.clone(),
-                    chosen: metrics.decisions.shifted(route, &target.name),
+                    chosen: metrics.shifted(route, &target.name),
                     cluster: target,
                 })
             })
@@ -95,7 +95,7 @@ impl Policy {
                 .map(|s| {
                     let c: Arc<Cluster> = cluster(&s.cluster)?;
                     Ok(Backend {
-                        chosen: metrics.decisions.shifted(route, &c.name),
+                        chosen: metrics.shifted(route, &c.name),
                         cluster: c,
                         weight: s.weight,
                         request_headers: edits(&s.request_headers, "split.request_headers")?,
@@ -134,8 +134,8 @@ impl Policy {
                     header,
                     delay: config.delay.as_ref().map(|d| (d.duration, Chance::percent(d.percent))),
                     abort,
-                    delayed: metrics.decisions.fault(route, "delay"),
-                    aborted: metrics.decisions.fault(route, "abort"),
+                    delayed: metrics.fault(route, "delay"),
+                    aborted: metrics.fault(route, "abort"),
                 })
             }
         };
@@ -177,7 +177,7 @@ impl Policy {
                     .iter()
                     .map(|config| {
                         let target = cluster(&config.cluster)?;
-                        let outcome = |o| metrics.decisions.mirrored(route, &target.name, o);
+                        let outcome = |o| metrics.mirrored(route, &target.name, o);
                         Ok(Mirror {
                             chance: Chance::percent(config.percent),
                             max_body: config.max_body_bytes,

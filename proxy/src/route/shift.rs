@@ -103,7 +103,7 @@ mod tests {
         Cluster::build_fixed(
             &config.clusters[0],
             &config.source,
-            &Arc::new(crate::metrics::Metrics::default()),
+            &Arc::new(<crate::upstream::metrics::UpstreamMetrics as crate::metrics::Families>::unregistered()),
         )
         .expect("cluster")
     }

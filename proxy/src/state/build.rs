@@ -8,10 +8,11 @@ use std::time::SystemTime;
 
 use http::HeaderValue;
 
-use super::{ListenerSpec, Version, filters, view};
+use super::{ListenerSpec, StageMetrics, Version, filters, view};
 use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::filter::{ChainEntry, Filter};
-use crate::metrics::{Metrics, RouteCounters};
+use crate::metrics::Metrics;
+use crate::route::metrics::RouteCounters;
 use crate::route::{Matcher, Policy, Route, Router};
 use crate::upstream::{Cluster, Clusters};
 use crate::wasm::WasmHost;
@@ -41,6 +42,7 @@ pub async fn build(
     config: &Config,
     version: u64,
     metrics: &Arc<Metrics>,
+    stages: &StageMetrics,
     wasm: &WasmHost,
     running: Option<&Version>,
 ) -> Result<Version, ConfigError> {
@@ -56,7 +58,7 @@ pub async fn build(
             );
         }
         let previous = running.and_then(|r| r.clusters.get(c.get_ref().name.as_str()));
-        let cluster = Cluster::build(c, src, metrics, previous.map(|p| &**p)).await?;
+        let cluster = Cluster::build(c, src, &stages.upstream, previous.map(|p| &**p)).await?;
         clusters.insert(cluster.name.clone(), cluster);
     }
     let clusters = Arc::new(clusters);
@@ -110,7 +112,7 @@ pub async fn build(
             ChainEntry {
                 filter,
                 on_error: f.on_error,
-                stats: metrics.filter_stats(&f.name),
+                stats: stages.filter.filter_stats(&f.name),
             },
         ));
     }
@@ -130,7 +132,7 @@ pub async fn build(
                     .ok_or_else(|| src.error_at(c.span(), format!("unknown cluster {:?}", c.get_ref())))
             })
             .transpose()?;
-        let policy = Policy::build(spanned, &name, &clusters, metrics, src)?;
+        let policy = Policy::build(spanned, &name, &clusters, &stages.route, src)?;
         let host_rewrite = r
             .host_rewrite
             .as_deref()
@@ -145,7 +147,7 @@ pub async fn build(
                 .ok_or_else(|| src.error_at(wanted.span(), format!("unknown filter {:?}", wanted.get_ref())))?;
             chain.push(entry.clone());
         }
-        let counters = RouteCounters::new(metrics, &name);
+        let counters = RouteCounters::new(&stages.route, &name);
         routes.push(
             Route::new(name, matcher, cluster, r.timeout, host_rewrite, chain, counters, policy)
                 .with_upgrades(&r.upgrades, r.upgrade_idle_timeout),
@@ -158,6 +160,7 @@ pub async fn build(
         router: Router::new(routes),
         clusters,
         metrics: metrics.clone(),
+        filter_metrics: stages.filter.clone(),
         listeners: listener_specs(config),
         tls,
         server_blocks,
@@ -178,9 +181,9 @@ pub async fn check(config: &Config) -> anyhow::Result<String> {
         // What the admin listener reads at start (`token_file`) must be there.
         admin.token().map_err(anyhow::Error::msg)?;
     }
-    let metrics = Arc::new(Metrics::default());
-    let wasm = WasmHost::new(&config.wasm, metrics.clone())?;
-    build(config, 0, &metrics, &wasm, None).await?;
+    let (metrics, stages) = StageMetrics::register();
+    let wasm = WasmHost::new(&config.wasm, stages.filter.clone())?;
+    build(config, 0, &metrics, &stages, &wasm, None).await?;
     Ok([
         counted(config.listeners.len(), "listener"),
         counted(config.clusters.len(), "cluster"),

@@ -21,6 +21,7 @@ use rustls::pki_types::ServerName;
 use super::balancer::{Balancer, InFlight, Latency, Member, hash};
 use super::error::{Broken, UpstreamError, error_chain};
 use super::health::{self, EndpointHealth, Outlier};
+use super::metrics::{ClusterCounters, EndpointCounters, UpstreamMetrics};
 use super::pool::{ConnLimits, Connector, EndpointPool, PoolError, Replays};
 use super::resolve::{self, Targets};
 use super::retry::{self, RetryPolicy};
@@ -28,7 +29,6 @@ use super::wait::{self, SetBy, Wait};
 use crate::body::Body;
 use crate::body::PooledBody;
 use crate::config::{ClusterConfig, ConfigError, LbPolicy, Source, UpstreamProtocol};
-use crate::metrics::{ClusterCounters, EndpointCounters, Metrics};
 
 /// The clusters of one config version, by name.
 pub type Clusters = HashMap<Arc<str>, Arc<Cluster>>;
@@ -68,7 +68,7 @@ pub struct Cluster {
     pub(super) connector: Connector,
     /// Breaker, retries, outlier detection, health: `None` when none is configured.
     guard: Option<Box<Guard>>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<UpstreamMetrics>,
     /// Responses, failures and latency of this cluster's exchanges, whichever route,
     /// split or filter sent them here.
     pub counters: ClusterCounters,
@@ -115,7 +115,7 @@ impl Cluster {
     pub async fn build(
         spanned: &toml::Spanned<ClusterConfig>,
         src: &Source,
-        metrics: &Arc<Metrics>,
+        metrics: &Arc<UpstreamMetrics>,
         previous: Option<&Cluster>,
     ) -> Result<Arc<Cluster>, ConfigError> {
         let config = spanned.get_ref();
@@ -168,7 +168,7 @@ impl Cluster {
                     ejections: config.outlier_detection.is_some(),
                 },
                 panic_threshold: config.panic_threshold,
-                overloaded: LIMITS.map(|limit| metrics.upstream.overloaded(&name, limit)),
+                overloaded: LIMITS.map(|limit| metrics.overloaded(&name, limit)),
             })
         });
         let hash_on = config.hash_on.as_ref().map(|h| {
@@ -237,7 +237,7 @@ impl Cluster {
     pub fn build_fixed(
         spanned: &toml::Spanned<ClusterConfig>,
         src: &Source,
-        metrics: &Arc<Metrics>,
+        metrics: &Arc<UpstreamMetrics>,
     ) -> Result<Arc<Cluster>, ConfigError> {
         let build = std::pin::pin!(Cluster::build(spanned, src, metrics, None));
         match build.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
@@ -287,7 +287,7 @@ impl Cluster {
             in_flight: InFlight::default(),
             latency: Latency::default(),
             health: EndpointHealth::default(),
-            counters: self.metrics.upstream.endpoint(&self.name, addr),
+            counters: self.metrics.endpoint(&self.name, addr),
         }
     }
 

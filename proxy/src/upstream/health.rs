@@ -12,8 +12,8 @@ use http::HeaderValue;
 use http::uri::PathAndQuery;
 
 use super::cluster::{Cluster, Endpoint};
+use super::metrics::EndpointCounters;
 use crate::config::{HealthCheckConfig, OutlierConfig};
-use crate::metrics::EndpointCounters;
 
 /// Time since the first call: a clock that fits in one atomic.
 pub fn since_start() -> Duration {

@@ -11,10 +11,10 @@ use http_body_util::{BodyExt, Limited};
 use prometheus_client::metrics::counter::Counter;
 
 use super::error::UpstreamError;
+use super::metrics::UpstreamMetrics;
 use crate::body::Body;
 use crate::body::PooledBody;
 use crate::config::RetryConfig;
-use crate::metrics::Metrics;
 
 /// The try number, sent upstream with every try of a cluster that retries.
 pub static ATTEMPT: HeaderName = HeaderName::from_static("x-weft-attempt");
@@ -40,7 +40,7 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub fn new(config: &RetryConfig, cluster: &str, metrics: &Metrics) -> Self {
+    pub fn new(config: &RetryConfig, cluster: &str, metrics: &UpstreamMetrics) -> Self {
         RetryPolicy {
             attempts: config.attempts,
             per_try_timeout: config.per_try_timeout,
@@ -56,8 +56,8 @@ impl RetryPolicy {
                 )
             }),
             max_replay_bytes: config.max_replay_bytes,
-            retried: REASONS.map(|r| metrics.upstream.retry(cluster, r)),
-            skipped: SKIPPED.map(|r| metrics.upstream.retry_skipped(cluster, r)),
+            retried: REASONS.map(|r| metrics.retry(cluster, r)),
+            skipped: SKIPPED.map(|r| metrics.retry_skipped(cluster, r)),
         }
     }
 
@@ -190,7 +190,11 @@ mod tests {
             "budget_percent = {percent}\nmin_retries_per_second = {per_second}\nbackoff_base = \"10ms\"\nbackoff_max = \"80ms\""
         ))
         .expect("valid retry config");
-        RetryPolicy::new(&config, "c", &Metrics::default())
+        RetryPolicy::new(
+            &config,
+            "c",
+            &<UpstreamMetrics as crate::metrics::Families>::unregistered(),
+        )
     }
 
     #[test]

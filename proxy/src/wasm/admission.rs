@@ -18,8 +18,9 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::config::LimitsConfig;
+use crate::filter::metrics::FilterMetrics;
 use crate::filter::{FilterError, Overload};
-use crate::metrics::{LatencyHistogram, Metrics};
+use crate::metrics::LatencyHistogram;
 
 pub(crate) struct Admission {
     permits: Semaphore,
@@ -42,7 +43,7 @@ impl Drop for Waiting<'_> {
 }
 
 impl Admission {
-    pub fn new(filter: &str, limits: &LimitsConfig, metrics: &Metrics) -> Self {
+    pub fn new(filter: &str, limits: &LimitsConfig, metrics: &FilterMetrics) -> Self {
         Admission {
             permits: Semaphore::new(limits.max_concurrency),
             waiting: AtomicUsize::new(0),
@@ -89,15 +90,15 @@ impl Admission {
 mod tests {
     use super::*;
 
-    fn admission(concurrency: usize, queue: usize, timeout_ms: u64) -> (Admission, Metrics) {
-        let metrics = Metrics::default();
+    fn admission(concurrency: usize, queue: usize, timeout_ms: u64) -> (Admission, crate::metrics::Metrics) {
+        let (metrics, exposition) = <FilterMetrics as crate::metrics::Families>::registered();
         let limits = LimitsConfig {
             max_concurrency: concurrency,
             max_queue: queue,
             queue_timeout: Duration::from_millis(timeout_ms),
             ..LimitsConfig::default()
         };
-        (Admission::new("f", &limits, &metrics), metrics)
+        (Admission::new("f", &limits, &metrics), exposition)
     }
 
     #[tokio::test]

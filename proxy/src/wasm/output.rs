@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
-use crate::metrics::{FilterOnlyLabels, Metrics};
+use crate::filter::metrics::{FilterMetrics, FilterOnlyLabels};
 
 /// A token bucket in one atomic: the generic cell rate algorithm (GCRA) keeps the
 /// "theoretical arrival time" of the next token instead of a count and a refill time, so
@@ -82,7 +82,7 @@ pub(crate) struct LogBudget {
 }
 
 impl LogBudget {
-    pub fn new(filter: &str, rate: u32, burst: u32, metrics: &Metrics) -> Self {
+    pub fn new(filter: &str, rate: u32, burst: u32, metrics: &FilterMetrics) -> Self {
         let dropped = metrics
             .filter_log_dropped
             .get_or_create(&FilterOnlyLabels { filter: filter.into() })
@@ -189,16 +189,16 @@ mod tests {
 
     #[test]
     fn lines_over_the_budget_are_dropped_and_counted() {
-        let metrics = Metrics::default();
+        let (metrics, exposition) = <FilterMetrics as crate::metrics::Families>::registered();
         let budget = LogBudget::new("f", 1, 3, &metrics);
         let admitted = (0..10).filter(|_| budget.admit("f")).count();
         assert_eq!(admitted, 3);
         assert!(
-            metrics
+            exposition
                 .encode()
                 .contains("weft_filter_log_dropped_total{filter=\"f\"} 7"),
             "{}",
-            metrics.encode()
+            exposition.encode()
         );
     }
 

@@ -13,7 +13,7 @@ use super::engine::Compiled;
 use super::limits;
 use super::state::{FilterShared, HostState};
 use crate::filter::FilterError;
-use crate::metrics::FilterStats;
+use crate::filter::metrics::FilterStats;
 
 /// Whether instances outlive a request. See `DESIGN.md` for the measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -13,15 +13,15 @@ use super::host::metrics::{MetricCache, MetricNames};
 use super::host::stdio::GuestOutput;
 use super::limits::{Budget, Limiter};
 use super::output::LogBudget;
+use crate::filter::metrics::FilterMetrics;
 use crate::filter::{Context, RequestCtx};
 use crate::kv::KvSpace;
-use crate::metrics::Metrics;
 use crate::upstream::Clusters;
 
 /// What every instance of one loaded filter shares.
 pub(crate) struct FilterShared {
     pub name: Arc<str>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<FilterMetrics>,
     /// This filter's space in the KV store, resolved at load.
     pub kv: Arc<dyn KvSpace>,
     /// Clusters of the config version this filter was loaded with, for callouts.

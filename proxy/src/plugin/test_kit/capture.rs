@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, Layer};
 
-use crate::metrics::{GuestLabels, Metrics};
+use crate::filter::metrics::{FilterMetrics, GuestLabels};
 use crate::plugin::cases::{ExpectMetric, MetricKind};
 
 /// The host logs a guest's line under this target (`wasm/log.rs`).
@@ -78,7 +78,7 @@ pub(crate) fn subscriber(lines: Lines) -> impl tracing::Subscriber + Send + Sync
 
 /// Empties the guest families, so each case starts from no series: a counter's value is
 /// then what this case added.
-pub(crate) fn reset(metrics: &Metrics) {
+pub(crate) fn reset(metrics: &FilterMetrics) {
     metrics.guest_counters.clear();
     metrics.guest_gauges.clear();
     metrics.guest_histograms.clear();
@@ -91,7 +91,7 @@ pub(crate) enum Reading {
     Histogram { count: u64, sum: f64 },
 }
 
-pub(crate) fn read(metrics: &Metrics, filter: &str, expect: &ExpectMetric) -> Option<Reading> {
+pub(crate) fn read(metrics: &FilterMetrics, filter: &str, expect: &ExpectMetric) -> Option<Reading> {
     let labels = GuestLabels {
         filter: filter.into(),
         name: expect.name.as_str().into(),

@@ -81,7 +81,7 @@ fn clusters() -> Clusters {
                 [[clusters]]\nname = \"web\"\nendpoints = [\"127.0.0.1:1\"]\n\
                 [[clusters]]\nname = \"canary\"\nendpoints = [\"127.0.0.1:2\"]\n";
     let config = Config::parse("test", text).expect("valid clusters");
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let metrics = Arc::new(<crate::upstream::metrics::UpstreamMetrics as crate::metrics::Families>::unregistered());
     let mut clusters = Clusters::new();
     for c in &config.clusters {
         let cluster = Cluster::build_fixed(c, &config.source, &metrics).expect("cluster");

@@ -23,7 +23,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::metrics::{GuestLabels, Metrics, RejectLabels};
+use crate::filter::metrics::{FilterMetrics, GuestLabels, RejectLabels};
 use crate::wasm::bindings::metrics::Host;
 use crate::wasm::output::Bucket;
 use crate::wasm::state::HostState;
@@ -188,7 +188,7 @@ pub(crate) struct MetricNames {
 }
 
 impl MetricNames {
-    pub fn new(filter: &str, metrics: &Metrics) -> Self {
+    pub fn new(filter: &str, metrics: &FilterMetrics) -> Self {
         let rejected = Rejection::ALL.map(|r| {
             metrics
                 .filter_metric_rejected
@@ -456,7 +456,7 @@ mod tests {
 
     #[test]
     fn a_filter_gets_max_names_per_kind_whatever_its_instances() {
-        let metrics = Metrics::default();
+        let (metrics, exposition) = <FilterMetrics as crate::metrics::Families>::registered();
         let names = MetricNames::new("f", &metrics);
         for i in 0..MAX_NAMES {
             assert!(names.admit("f", Kind::Counter, &format!("n{i}")));
@@ -467,7 +467,7 @@ mod tests {
         // Each kind has its own bound.
         assert!(names.admit("f", Kind::Gauge, "one_more"));
         assert!(!names.admit("f", Kind::Histogram, "bad name"));
-        let text = metrics.encode();
+        let text = exposition.encode();
         for expected in [
             "weft_filter_metric_rejected_total{filter=\"f\",reason=\"too_many\"} 1",
             "weft_filter_metric_rejected_total{filter=\"f\",reason=\"invalid\"} 1",
@@ -517,7 +517,7 @@ mod tests {
 
     #[test]
     fn past_the_series_bound_new_series_fold_into_the_overflow_one() {
-        let metrics = Metrics::default();
+        let (metrics, exposition) = <FilterMetrics as crate::metrics::Families>::registered();
         let names = MetricNames::new("f", &metrics);
         for i in 0..MAX_SERIES {
             assert!(names.admit_series("f", Kind::Counter, "ops", &labels(&[("op", &format!("o{i}"))])));
@@ -526,7 +526,7 @@ mod tests {
         assert!(!names.admit_series("f", Kind::Counter, "ops", &labels(&[("op", "new")])));
         assert!(names.admit_series("f", Kind::Histogram, "ops", &labels(&[("op", "new")])));
         assert!(
-            metrics
+            exposition
                 .encode()
                 .contains("weft_filter_metric_rejected_total{filter=\"f\",reason=\"overflow\"} 1")
         );
@@ -534,7 +534,7 @@ mod tests {
 
     #[test]
     fn guest_labels_are_escaped_in_the_exposition() {
-        let metrics = Metrics::default();
+        let (metrics, exposition) = <FilterMetrics as crate::metrics::Families>::registered();
         metrics
             .guest_counters
             .get_or_create(&GuestLabels {
@@ -543,7 +543,7 @@ mod tests {
                 labels: vec![("op".into(), "a\"} 1\nforged{x=\"".into())].into(),
             })
             .inc();
-        let text = metrics.encode();
+        let text = exposition.encode();
         assert!(
             text.contains(r#"weft_filter_events_total{filter="f",name="ops",op="a\"} 1\nforged{x=\""} 1"#),
             "{text}"
@@ -555,7 +555,7 @@ mod tests {
         // Repeated: the race this guards against (freezing the set while another caller
         // waits for its lock) shows up in a fraction of runs only.
         for _ in 0..50 {
-            let metrics = Metrics::default();
+            let metrics = <FilterMetrics as crate::metrics::Families>::unregistered();
             let names = std::sync::Arc::new(MetricNames::new("f", &metrics));
             let threads: Vec<_> = (0..4)
                 .map(|t| {
