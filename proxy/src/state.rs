@@ -23,7 +23,7 @@ pub use metrics::StageMetrics;
 
 mod build;
 mod filters;
-mod metrics;
+pub mod metrics;
 mod view;
 
 use build::listener_specs;

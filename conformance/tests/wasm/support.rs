@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use weft::config::{Config, LimitsConfig, WasmConfig};
 use weft::filter::{Filter, FilterError, FilterRequest, FilterResponse, RequestCtx, RequestDecision, ResponseDecision};
-use weft::metrics::Metrics;
+use weft::metrics::{Families, Metrics};
+use weft::state::metrics::StageMetrics;
+use weft::upstream::metrics::UpstreamMetrics;
 use weft::upstream::{Cluster, Clusters};
 use weft::wasm::WasmHost;
 
@@ -16,8 +18,8 @@ use weft::wasm::WasmHost;
 pub fn host() -> &'static (WasmHost, Arc<Metrics>) {
     static HOST: OnceLock<(WasmHost, Arc<Metrics>)> = OnceLock::new();
     HOST.get_or_init(|| {
-        let metrics = Arc::new(Metrics::default());
-        let host = WasmHost::new(&WasmConfig::default(), metrics.clone()).expect("wasm host");
+        let (metrics, stages) = StageMetrics::register();
+        let host = WasmHost::new(&WasmConfig::default(), stages.filter.clone()).expect("wasm host");
         (host, metrics)
     })
 }
@@ -46,7 +48,7 @@ pub fn clusters(list: &[(&str, SocketAddr)]) -> Arc<Clusters> {
         text.push_str(&format!("[[clusters]]\nname = \"{name}\"\nendpoints = [\"{addr}\"]\n"));
     }
     let config = Config::parse("test", &text).expect("valid cluster config");
-    let metrics = Arc::new(weft::metrics::Metrics::default());
+    let metrics = Arc::new(UpstreamMetrics::unregistered());
     let mut clusters = Clusters::new();
     for c in &config.clusters {
         let cluster = Cluster::build_fixed(c, &config.source, &metrics).expect("cluster");
