@@ -91,6 +91,21 @@ async fn jwt_accepts_every_algorithm_family_from_pem_jwk_and_secret() {
 
 #[tokio::test]
 async fn jwt_refuses_bad_tokens_with_a_bearer_challenge() {
+    // The proxy first: the tokens' times are relative to when they are minted, and a
+    // loaded machine can take longer to start it than the 20 s the leeway case has.
+    let web = Upstream::echo("web").await;
+    let filter = json!({
+        "keys": [{ "alg": "HS256", "secret": SECRET }],
+        "issuer": [ISS, "https://other-idp.test"], "audience": "weft", "leeway": "30s", "realm": "test",
+    });
+    let weft = Weft::start(&config(
+        &web,
+        &[],
+        &[("jwt", plugins::JWT_AUTH, filter)],
+        &[("/", &["jwt"])],
+    ))
+    .await;
+
     let cases: Vec<(&str, Value, &str)> = vec![
         ("expired", claims_with(json!({ "exp": now() - 120 })), "token expired"),
         (
@@ -135,19 +150,6 @@ async fn jwt_refuses_bad_tokens_with_a_bearer_challenge() {
     );
     let minted = mint(json!({ "tokens": tokens })).await;
     let token = |n: &str| minted["tokens"][n].as_str().expect("token").to_owned();
-
-    let web = Upstream::echo("web").await;
-    let filter = json!({
-        "keys": [{ "alg": "HS256", "secret": SECRET }],
-        "issuer": [ISS, "https://other-idp.test"], "audience": "weft", "leeway": "30s", "realm": "test",
-    });
-    let weft = Weft::start(&config(
-        &web,
-        &[],
-        &[("jwt", plugins::JWT_AUTH, filter)],
-        &[("/", &["jwt"])],
-    ))
-    .await;
 
     assert_eq!(bearer(&weft, "/x", &token("good")).await.status, 200);
     assert_eq!(bearer(&weft, "/x", &token("leeway")).await.status, 200);
@@ -363,9 +365,9 @@ async fn jwt_caches_a_reused_token_until_it_expires_and_per_filter_policy() {
         &[("/a", &["jwt"]), ("/billing", &["billing"]), ("/nocache", &["nocache"])],
     ))
     .await;
-    // Leeway 0 so the short-lived token really expires within the test (3 s: minting
-    // and twelve requests must fit before it).
-    let exp = now() + 3;
+    // Leeway 0 so the short-lived token really expires within the test (8 s: minting
+    // and twelve requests must fit before it, on a loaded machine too).
+    let exp = now() + 8;
     let claims = json!({ "sub": "alice", "iss": ISS, "aud": "weft", "exp": exp });
     let minted = mint(json!({ "tokens": { "short": job("HS256", secret(SECRET), claims) } })).await;
     let token = minted["tokens"]["short"].as_str().expect("token");
