@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::env::*;
+use super::env::*;
 
 /// `{ users { id id … } }` with `n` lexer tokens (12 for no extra `id`; two per `id`;
 /// a trailing space adds one).

@@ -4,13 +4,9 @@
 //! never by the plugins' own code.
 
 // A test crate root resolves modules beside it, hence the paths.
-#[path = "auth/ext_authz.rs"]
 mod ext_authz;
-#[path = "auth/jwks.rs"]
 mod jwks;
-#[path = "auth/jwt.rs"]
 mod jwt;
-#[path = "auth/keys.rs"]
 mod keys;
 
 use std::net::SocketAddr;
@@ -27,7 +23,7 @@ use weft_conformance::*;
 /// Runs `auth/mint.py` with `spec` on stdin (asynchronously: a blocking wait would starve
 /// the in-process upstreams) and returns its JSON answer.
 pub async fn mint(spec: Value) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/auth/mint.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance/auth/mint.py");
     let mut child = tokio::process::Command::new("python3")
         .arg(script)
         .stdin(Stdio::piped())

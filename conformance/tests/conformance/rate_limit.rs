@@ -16,7 +16,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use weft_conformance::*;
 
-#[path = "rate_limit/global.rs"]
 mod global;
 
 const PLUGIN: &str = plugins::RATE_LIMIT;

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::env::*;
+use super::env::*;
 
 const RESPONSE_TYPE: &str = "application/graphql-response+json";
 

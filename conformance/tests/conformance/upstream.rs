@@ -4,6 +4,8 @@
 //! checks ejecting and readmitting a failing endpoint, names resolved to every address,
 //! an endpoints file, and pooled connections kept across a reload.
 
+mod pool;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};

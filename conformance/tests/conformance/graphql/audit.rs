@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::env::*;
+use super::env::*;
 
 #[tokio::test]
 async fn graphql_http_audits_pass() {

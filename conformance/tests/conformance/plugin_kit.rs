@@ -1,5 +1,5 @@
 //! The filter author's tools through the real binary: `weft plugin test` runs first-party
-//! filters against the cases in `tests/plugin_kit/` and catches a wrong decision and a
+//! filters against the cases in `tests/conformance/plugin_kit/` and catches a wrong decision and a
 //! wrong header change with a diff; `weft plugin new` writes a Rust project that builds
 //! against this checkout's SDK, passes its own cases, and is hot-loaded into a running
 //! proxy — the README's three commands.
@@ -12,7 +12,7 @@ use weft_conformance::*;
 
 fn cases(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/plugin_kit")
+        .join("tests/conformance/plugin_kit")
         .join(name)
 }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::env::*;
+use super::env::*;
 
 #[tokio::test]
 async fn routes_by_root_field_and_merges_like_one_service() {

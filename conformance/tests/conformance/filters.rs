@@ -1,5 +1,5 @@
 //! Wasm filters through the real `weft` binary: what a user configures, sends and sees.
-//! The host-level details (each capability, each limit) are in `tests/wasm/`.
+//! The host-level details (each capability, each limit) are in the `wasm` module.
 
 use std::process::Command;
 use std::time::{Duration, Instant};

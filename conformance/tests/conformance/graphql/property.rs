@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::json;
 
-use crate::env::*;
+use super::env::*;
 
 /// One root field: which, aliased or not, a mask of its sub-fields, how it is wrapped.
 type Spec = (usize, bool, u8, u8);

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::env::*;
+use super::env::*;
 
 fn pq(hash: &str) -> Value {
     json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } })

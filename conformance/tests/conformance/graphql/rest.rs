@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::env::*;
+use super::env::*;
 
 #[tokio::test]
 async fn rest_backed_fields_nested_and_beside_graphql_ones() {

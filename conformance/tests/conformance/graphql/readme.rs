@@ -6,7 +6,7 @@ use std::path::Path;
 
 use weft_conformance::{Weft, plugins};
 
-use crate::env::Service;
+use super::env::Service;
 
 /// The text of the README's "A GraphQL gateway" section.
 fn section() -> String {

@@ -111,7 +111,7 @@ fn classify(info: &str) -> Result<Option<Kind>, String> {
             other => {
                 return Err(format!(
                     "unknown word {other:?} in ```{info}: a toml block is ```toml, ```toml fragment, \
-                     ```toml invalid, ```toml fragment invalid or ```toml cases (see conformance/tests/docs.rs)"
+                     ```toml invalid, ```toml fragment invalid or ```toml cases (see conformance/tests/conformance/docs.rs)"
                 ));
             }
         }
@@ -237,7 +237,7 @@ fn check_block(blocks: &[Block], index: usize, kind: Kind, certs: &Path, wasm_di
     let mut text = materialise(&block.text, dir.path(), certs, wasm_dir)?;
     if kind.fragment && !block.text.lines().any(|l| l.trim() == "[[listeners]]") {
         text.push_str(
-            "\n# added by conformance/tests/docs.rs\n[[listeners]]\nname = \"docs\"\naddress = \"127.0.0.1:8080\"\n",
+            "\n# added by conformance/tests/conformance/docs.rs\n[[listeners]]\nname = \"docs\"\naddress = \"127.0.0.1:8080\"\n",
         );
     }
     let config = dir.path().join("weft.toml");
