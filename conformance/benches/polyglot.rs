@@ -15,8 +15,9 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use weft::config::{LimitsConfig, WasmConfig};
+use weft::filter::metrics::FilterMetrics;
 use weft::filter::{Filter, FilterRequest, FilterResponse, RequestCtx, RequestDecision, ResponseDecision};
-use weft::metrics::Metrics;
+use weft::metrics::Families;
 use weft::upstream::Clusters;
 use weft::wasm::{InstanceReuse, WasmHost};
 use weft_conformance::plugins;
@@ -79,7 +80,7 @@ fn ctx() -> RequestCtx {
 }
 
 fn host() -> WasmHost {
-    WasmHost::new(&WasmConfig::default(), Arc::new(Metrics::default())).unwrap_or_else(|e| panic!("{e:#}"))
+    WasmHost::new(&WasmConfig::default(), Arc::new(FilterMetrics::unregistered())).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn load(

@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use weft::config::{LimitsConfig, WasmConfig};
+use weft::filter::metrics::FilterMetrics;
 use weft::filter::{Filter, FilterRequest, FilterResponse, RequestCtx, RequestDecision, ResponseDecision};
-use weft::metrics::Metrics;
+use weft::metrics::Families;
 use weft::upstream::Clusters;
 use weft::wasm::{InstanceReuse, WasmHost};
 use weft_conformance::plugins;
@@ -86,7 +87,8 @@ fn phases(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    let host = WasmHost::new(&WasmConfig::default(), Arc::new(Metrics::default())).unwrap_or_else(|e| panic!("{e:#}"));
+    let host = WasmHost::new(&WasmConfig::default(), Arc::new(FilterMetrics::unregistered()))
+        .unwrap_or_else(|e| panic!("{e:#}"));
 
     let mut group = c.benchmark_group("request_phase");
     let jwt_cached = jwt_config(r#"{"max_entries": 1024}"#);
@@ -208,8 +210,8 @@ fn phases(c: &mut Criterion) {
     });
     group.bench_function("compile/new_host", |b| {
         b.iter(|| {
-            let host =
-                WasmHost::new(&WasmConfig::default(), Arc::new(Metrics::default())).unwrap_or_else(|e| panic!("{e:#}"));
+            let host = WasmHost::new(&WasmConfig::default(), Arc::new(FilterMetrics::unregistered()))
+                .unwrap_or_else(|e| panic!("{e:#}"));
             load(&rt, &host, plugins::HELLO_FILTER, "{}", InstanceReuse::Pooled)
         })
     });
