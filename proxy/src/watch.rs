@@ -24,10 +24,12 @@ pub fn spawn(state: Arc<State>, mut shutdown: watch::Receiver<bool>) -> anyhow::
             let _ = tx.send(event.paths);
         }
     })?;
+    // Armed before this returns, so before Weft says it is ready: a change made right after
+    // readiness (a deploy script, a test) is never missed while the task is still queued.
+    let mut files = watched_files(&state);
+    let mut dirs = HashSet::new();
+    watch_dirs(&mut watcher, &files, &mut dirs);
     tokio::spawn(async move {
-        let mut files = watched_files(&state);
-        let mut dirs = HashSet::new();
-        watch_dirs(&mut watcher, &files, &mut dirs);
         loop {
             let paths = tokio::select! {
                 paths = rx.recv() => match paths { Some(p) => p, None => return },
