@@ -1155,9 +1155,11 @@ async fn a_flood_of_bad_tokens_cannot_fill_the_audit_log() {
     let refused: Vec<Value> = audit(&weft).into_iter().filter(|r| r["status"] == 401).collect();
     let last = refused.last().expect("refusals recorded");
     assert_eq!(last["path"], "/reload");
+    // Where the gaps fall depends on how fast the flood came (a loaded machine sends it
+    // slower than the bucket refills at times); that they are all counted does not.
     assert!(
-        last["suppressed_before"].as_u64().is_some(),
-        "the gap is counted: {last}"
+        refused.iter().any(|r| r["suppressed_before"].as_u64().is_some()),
+        "the gaps are counted: {last}"
     );
     // Every refusal is a record or counted in the next record's gap.
     let suppressed: u64 = refused.iter().filter_map(|r| r["suppressed_before"].as_u64()).sum();
