@@ -13,6 +13,7 @@ use toml::Spanned;
 
 mod admin;
 mod cluster;
+mod door;
 mod kv;
 mod limits;
 mod observe;
@@ -24,6 +25,7 @@ pub use cluster::{
     BreakerConfig, ClusterConfig, EndpointConfig, HashOnConfig, HealthCheckConfig, LbPolicy, MAX_WEIGHT, OutlierConfig,
     RetryConfig, UpstreamProtocol, UpstreamTlsConfig, split_host_port,
 };
+pub use door::{FrontDoor, PathPolicy};
 pub use kv::check_redis_url;
 pub use limits::{DEFAULT_MEMORY, LimitsConfig};
 pub use observe::{

@@ -6,8 +6,12 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-use crate::front::FrontDoor;
-use crate::tls::{PeerIdentity, ServerBlocks};
+use crate::config::FrontDoor;
+use crate::metrics::ListenerCounters;
+
+mod server_blocks;
+
+pub use server_blocks::ServerBlocks;
 
 /// Facts of one downstream connection, computed once per connection rather than per request.
 pub struct ConnInfo {
@@ -26,20 +30,17 @@ pub struct ConnInfo {
     /// The listener's front-door policy (limits, path normalisation).
     pub door: Arc<FrontDoor>,
     /// The listener's request gauge and byte counters.
-    pub counters: Arc<crate::metrics::ListenerCounters>,
+    pub counters: Arc<ListenerCounters>,
     /// On TLS: the listener's server blocks and the one the client's SNI chose.
     pub server_block: Option<(Arc<ServerBlocks>, usize)>,
 }
 
 impl ConnInfo {
-    /// Adds what TLS told about the client: its identity, and the XFCC element to forward.
-    pub fn with_peer(mut self, peer: Option<&PeerIdentity>, forward_client_cert: bool) -> ConnInfo {
-        if let Some(id) = peer {
-            self.identity = Some(id.primary().into());
-            if forward_client_cert {
-                self.xfcc = HeaderValue::try_from(id.xfcc()).ok();
-            }
-        }
+    /// Adds what TLS told about the client (`tls::client_facts`): its identity, and the
+    /// XFCC element to forward.
+    pub fn with_peer(mut self, identity: Option<Arc<str>>, xfcc: Option<HeaderValue>) -> ConnInfo {
+        self.identity = identity;
+        self.xfcc = xfcc;
         self
     }
 
@@ -52,7 +53,7 @@ impl ConnInfo {
         self
     }
 
-    pub fn with_counters(mut self, counters: Arc<crate::metrics::ListenerCounters>) -> ConnInfo {
+    pub fn with_counters(mut self, counters: Arc<ListenerCounters>) -> ConnInfo {
         self.counters = counters;
         self
     }

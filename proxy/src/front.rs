@@ -13,37 +13,8 @@ use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{StatusCode, Uri, Version, request};
 
-use crate::config::ListenerConfig;
-use path::{PathError, PathPolicy};
-
-/// A listener's front-door policy, built once from its config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrontDoor {
-    pub path: PathPolicy,
-    pub max_uri_bytes: usize,
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub max_body_bytes: u64,
-    /// Longest wait for the next piece of a request body.
-    pub body_idle: std::time::Duration,
-}
-
-impl FrontDoor {
-    pub fn new(config: &ListenerConfig) -> FrontDoor {
-        let l = &config.limits;
-        FrontDoor {
-            path: PathPolicy {
-                merge_slashes: config.merge_slashes,
-                reject_encoded_slashes: config.reject_encoded_slashes,
-            },
-            max_uri_bytes: l.max_uri_bytes,
-            max_header_bytes: l.max_header_bytes,
-            max_headers: l.max_headers,
-            max_body_bytes: l.max_request_body_bytes,
-            body_idle: config.timeouts.body_idle,
-        }
-    }
-}
+use crate::config::{FrontDoor, PathPolicy};
+use path::PathError;
 
 /// Why the front door refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -44,7 +44,7 @@ pub struct Version {
     /// TLS server configs by listener name (ALPN h2, http/1.1).
     pub tls: HashMap<String, Arc<rustls::ServerConfig>>,
     /// The server blocks (names of each certificate) of each TLS listener, for 421.
-    pub server_blocks: HashMap<String, Arc<crate::tls::ServerBlocks>>,
+    pub server_blocks: HashMap<String, Arc<crate::conn::ServerBlocks>>,
     /// QUIC server configs by listener name, for listeners with `http3`.
     pub quic: HashMap<String, quinn::ServerConfig>,
     /// Files this version was built from (plugins, certificates, keys), watched for reloads.
@@ -68,7 +68,7 @@ pub struct ListenerSpec {
     tls: bool,
     http3: bool,
     forward_client_cert: bool,
-    front: crate::front::FrontDoor,
+    front: crate::config::FrontDoor,
     limits: crate::config::ListenerLimits,
     timeouts: crate::config::ListenerTimeouts,
 }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
+use http::HeaderValue;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -15,6 +16,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use sha2::Digest;
 
 use crate::config::{ClientAuth, ListenerTlsConfig, UpstreamTlsConfig};
+use crate::conn::ServerBlocks;
 
 pub mod devcert;
 pub mod quic;
@@ -97,7 +99,7 @@ pub fn server_config(
         names.push(cert_names);
         keys.push(Arc::new(key));
     }
-    let blocks = Arc::new(ServerBlocks { names });
+    let blocks = Arc::new(ServerBlocks::new(names));
     let resolver = SniResolver {
         blocks: blocks.clone(),
         keys,
@@ -105,44 +107,6 @@ pub fn server_config(
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok((config, blocks))
-}
-
-/// The DNS names of each certificate of a TLS listener, in config order: a server block
-/// each. SNI chooses the block a connection serves; a request on it whose host another
-/// block claims is misdirected (RFC 9110 §15.5.20), so HTTP/2 connection reuse or a forged
-/// `Host` cannot reach one server's routes through another's certificate.
-#[derive(Debug)]
-pub struct ServerBlocks {
-    /// Lowercase; `*.example.com` for a wildcard.
-    names: Vec<Vec<String>>,
-}
-
-impl ServerBlocks {
-    /// The block whose names cover the client's SNI; the first (the default certificate)
-    /// otherwise.
-    pub fn chosen(&self, sni: Option<&str>) -> usize {
-        sni.and_then(|name| self.names.iter().position(|names| covers(names, name)))
-            .unwrap_or(0)
-    }
-
-    /// Whether a request for `host` (no port) on a connection of block `chosen` belongs to
-    /// another block: `chosen` does not cover it and another does. A host no block names
-    /// (an address, say) is the default's business, as before.
-    pub fn misdirected(&self, chosen: usize, host: &str) -> bool {
-        // A fully qualified `b.example.` is `b.example`.
-        let host = host.strip_suffix('.').unwrap_or(host);
-        if host.is_empty() || self.names.get(chosen).is_some_and(|names| covers(names, host)) {
-            return false;
-        }
-        self.names
-            .iter()
-            .enumerate()
-            .any(|(i, names)| i != chosen && covers(names, host))
-    }
-}
-
-fn covers(names: &[String], host: &str) -> bool {
-    names.iter().any(|n| dns_name_matches(n, host))
 }
 
 /// Picks the certificate whose DNS names match the client's SNI; the first one otherwise.
@@ -155,17 +119,6 @@ struct SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.keys.get(self.blocks.chosen(hello.server_name())).cloned()
-    }
-}
-
-/// RFC 6125 §6.4.3: a wildcard stands for exactly one leftmost label. Names compare
-/// without case (`pattern` is lowercase).
-fn dns_name_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => name
-            .split_once('.')
-            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix)),
-        None => pattern.eq_ignore_ascii_case(name),
     }
 }
 
@@ -183,6 +136,18 @@ pub fn client_config(tls: &UpstreamTlsConfig, http2: bool) -> Result<ClientConfi
     };
     config.alpn_protocols = vec![if http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
     Ok(config)
+}
+
+/// What a connection keeps of its client's verified certificate: the identity routes and
+/// policies use, and the XFCC element to forward when the listener forwards it.
+pub fn client_facts(peer: Option<&PeerIdentity>, forward_client_cert: bool) -> (Option<Arc<str>>, Option<HeaderValue>) {
+    let Some(id) = peer else { return (None, None) };
+    let xfcc = if forward_client_cert {
+        HeaderValue::try_from(id.xfcc()).ok()
+    } else {
+        None
+    };
+    (Some(id.primary().into()), xfcc)
 }
 
 /// Who a verified certificate says its holder is.
@@ -251,36 +216,6 @@ impl PeerIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wildcards_cover_one_label() {
-        assert!(dns_name_matches("*.example.com", "a.example.com"));
-        assert!(!dns_name_matches("*.example.com", "a.b.example.com"));
-        assert!(!dns_name_matches("*.example.com", "example.com"));
-        assert!(dns_name_matches("example.com", "example.com"));
-    }
-
-    #[test]
-    fn a_host_another_block_names_is_misdirected() {
-        let blocks = ServerBlocks {
-            names: vec![
-                vec!["a.test".to_owned()],
-                vec!["b.test".to_owned(), "*.b.test".to_owned()],
-            ],
-        };
-        assert_eq!(blocks.chosen(Some("B.TEST")), 1);
-        assert_eq!(blocks.chosen(Some("x.b.test")), 1);
-        assert_eq!(blocks.chosen(Some("c.test")), 0);
-        assert_eq!(blocks.chosen(None), 0);
-        for host in ["b.test", "B.Test", "b.test.", "x.b.test"] {
-            assert!(blocks.misdirected(0, host), "{host}");
-        }
-        for host in ["a.test", "A.TEST.", "c.test", "127.0.0.1", "[::1]", "", "x.y.b.test"] {
-            assert!(!blocks.misdirected(0, host), "{host}");
-        }
-        assert!(blocks.misdirected(1, "a.test"));
-        assert!(!blocks.misdirected(1, "y.b.test"));
-    }
 
     #[test]
     fn identity_prefers_spiffe_and_formats_xfcc() {

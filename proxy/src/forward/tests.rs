@@ -1,6 +1,6 @@
 use super::*;
+use crate::config::FrontDoor;
 use crate::conn::ConnInfo;
-use crate::front::FrontDoor;
 use crate::hop::arriving_request;
 use std::sync::Arc;
 

@@ -5,24 +5,7 @@
 
 use std::borrow::Cow;
 
-/// How the path is normalised; per listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PathPolicy {
-    /// Collapse runs of `/` into one.
-    pub merge_slashes: bool,
-    /// Refuse `%2F` and `%5C` (an encoded `/` or `\`). When off they are kept encoded,
-    /// never decoded: decoding them would change which segments the path has.
-    pub reject_encoded_slashes: bool,
-}
-
-impl Default for PathPolicy {
-    fn default() -> Self {
-        PathPolicy {
-            merge_slashes: true,
-            reject_encoded_slashes: true,
-        }
-    }
-}
+use crate::config::PathPolicy;
 
 /// Why a path is refused (400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

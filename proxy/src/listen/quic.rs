@@ -14,11 +14,10 @@ use tokio::sync::{mpsc, watch};
 use super::accept::{Gate, accept_loop};
 use crate::body::ClientBody;
 use crate::body::{Body, BodyError};
-use crate::config::ListenerConfig;
+use crate::config::{FrontDoor, ListenerConfig};
 use crate::conn::ConnInfo;
-use crate::front::FrontDoor;
 use crate::state::State;
-use crate::tls::PeerIdentity;
+use crate::tls::{self, PeerIdentity};
 
 /// Binds the UDP side of an `http3` listener.
 /// Binds the UDP side of `config` at `address` (its TCP side's bound address: the same port).
@@ -83,8 +82,9 @@ pub async fn serve(
                 .and_then(|any| any.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
                 .and_then(|data| data.server_name);
             let blocks = state.current().server_blocks.get(&*name).cloned();
+            let (identity, xfcc) = tls::client_facts(identity.as_ref(), forward_cert);
             let conn = ConnInfo::new(peer, name, "https", trust, door)
-                .with_peer(identity.as_ref(), forward_cert)
+                .with_peer(identity, xfcc)
                 .with_server_block(blocks, sni.as_deref())
                 .with_counters(counters);
             let served = serve_connection(connection, Arc::new(conn), max_field_section, state, shutdown, drained);

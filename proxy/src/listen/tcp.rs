@@ -21,11 +21,10 @@ use super::accept::{Gate, Pass, accept_loop};
 use super::rest::{Protocol, ReadReady, Rewind, sniff};
 use super::watchdog::{Activity, Expiry, Watchdog, Watched};
 use crate::body::{Body, BodyError, ClientBody, Hold};
-use crate::config::{ListenerConfig, ListenerLimits, ListenerTimeouts};
+use crate::config::{FrontDoor, ListenerConfig, ListenerLimits, ListenerTimeouts};
 use crate::conn::ConnInfo;
-use crate::front::FrontDoor;
 use crate::state::State;
-use crate::tls::PeerIdentity;
+use crate::tls::{self, PeerIdentity};
 
 /// What every connection of one listener shares.
 struct Settings {
@@ -195,9 +194,8 @@ async fn tls_connection(
         .and_then(|c| c.first())
         .and_then(PeerIdentity::from_der);
     let sni = stream.get_ref().1.server_name();
-    let conn = conn
-        .with_peer(identity.as_ref(), settings.forward_client_cert)
-        .with_server_block(blocks, sni);
+    let (identity, xfcc) = tls::client_facts(identity.as_ref(), settings.forward_client_cert);
+    let conn = conn.with_peer(identity, xfcc).with_server_block(blocks, sni);
     serve_connection(stream, conn, pass, settings, state, shutdown, drained).await
 }
 

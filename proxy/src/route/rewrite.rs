@@ -13,7 +13,8 @@ use http::uri::PathAndQuery;
 use regex::Regex;
 
 use super::under_prefix;
-use crate::front::path::{PathPolicy, normalize};
+use crate::config::PathPolicy;
+use crate::front::path::normalize;
 
 pub enum PathRewrite {
     Prefix {

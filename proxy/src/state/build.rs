@@ -29,7 +29,7 @@ fn spec(l: &ListenerConfig) -> ListenerSpec {
         tls: l.tls.is_some(),
         http3: l.http3,
         forward_client_cert: l.forward_client_cert,
-        front: crate::front::FrontDoor::new(l),
+        front: crate::config::FrontDoor::new(l),
         limits: l.limits.clone(),
         timeouts: l.timeouts.clone(),
     }
