@@ -2,6 +2,12 @@
 //! config template. It writes text (what a user writes), with the harness's
 //! `{listen}`/`{admin}` placeholders filled by [`crate::Weft::start`].
 //!
+//! The shorthands (`cluster`, `wasm_filter`, `route`, `proxy_to`…) write what most tests
+//! need; a table whose own text is what a test is about (a weighted endpoint list, a quoted
+//! name, a redirect) goes in whole through `clusters`, `filters` or `routes`. A test writes
+//! raw TOML without the builder only where the file's text itself is the subject (a line
+//! number, a broken file, a documented block), and says so.
+//!
 //! ```
 //! use weft_conformance::Config;
 //! let toml = Config::new()
@@ -25,6 +31,7 @@ pub struct Config {
     top: String,
     admin: String,
     listener: String,
+    listeners: String,
     clusters: String,
     filters: String,
     routes: String,
@@ -40,6 +47,16 @@ impl Config {
     pub fn listener(mut self, lines: &str) -> Config {
         self.listener.push_str(lines);
         self.listener.push('\n');
+        self
+    }
+
+    /// Another listener, `name`, on `{listen}` (a port of its own), with extra lines
+    /// (`trust_forwarded = true`, `[listeners.tls]`…); [`crate::Weft::listener`] finds it.
+    pub fn another_listener(mut self, name: &str, lines: &str) -> Config {
+        let _ = write!(
+            self.listeners,
+            "\n[[listeners]]\nname = \"{name}\"\naddress = \"{{listen}}\"\n{lines}\n"
+        );
         self
     }
 
@@ -73,6 +90,12 @@ impl Config {
         self
     }
 
+    /// One cluster, `up`, over `endpoints`, and a route, `all`, sending every request to it.
+    pub fn proxy_to(self, endpoints: &[SocketAddr]) -> Config {
+        self.cluster("up", endpoints)
+            .route("all", "path_prefix = \"/\"", "up", &[], "")
+    }
+
     /// A Wasm filter loaded from `path`, with its `config` table given as inline TOML
     /// key/values and extra lines for the filter (`on_error`, `limits`…).
     pub fn wasm_filter(mut self, name: &str, path: impl AsRef<Path>, config: &str, extra: &str) -> Config {
@@ -103,14 +126,46 @@ impl Config {
         );
         self
     }
+
+    /// Clusters written out as TOML (`[[clusters]]` tables with their keys), after those
+    /// [`Config::cluster`] wrote: for endpoints its shorthand does not say (weights, host
+    /// names).
+    pub fn clusters(mut self, text: &str) -> Config {
+        written(&mut self.clusters, text);
+        self
+    }
+
+    /// Filters written out as TOML (`[[filters]]` tables with their keys), after those
+    /// [`Config::wasm_filter`] and [`Config::native_filter`] wrote: for a filter table that
+    /// is itself what the test is about (a quoted name, no `config`, sub-tables).
+    pub fn filters(mut self, text: &str) -> Config {
+        written(&mut self.filters, text);
+        self
+    }
+
+    /// Routes written out as TOML (`[[routes]]` tables with their keys), after those
+    /// [`Config::route`] wrote: for what its shorthand does not say (redirects, direct
+    /// responses, splits, mirrors, routes without a name), where the route's text is what
+    /// the test is about.
+    pub fn routes(mut self, text: &str) -> Config {
+        written(&mut self.routes, text);
+        self
+    }
+}
+
+/// Appends tables a test wrote out to a section, on lines of their own.
+fn written(section: &mut String, text: &str) {
+    section.push('\n');
+    section.push_str(text);
+    section.push('\n');
 }
 
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}\n[admin]\naddress = \"{{admin}}\"\n{}\n[[listeners]]\nname = \"main\"\naddress = \"{{listen}}\"\n{}{}{}{}",
-            self.top, self.admin, self.listener, self.clusters, self.filters, self.routes
+            "{}\n[admin]\naddress = \"{{admin}}\"\n{}\n[[listeners]]\nname = \"main\"\naddress = \"{{listen}}\"\n{}{}{}{}{}",
+            self.top, self.admin, self.listener, self.listeners, self.clusters, self.filters, self.routes
         )
     }
 }

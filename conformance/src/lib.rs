@@ -262,6 +262,22 @@ impl Weft {
             .unwrap_or(0.0)
     }
 
+    /// `method path` on the first listener with `headers` and `body`, over a fresh
+    /// HTTP/1.1 client.
+    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: impl AsRef<[u8]>) -> Reply {
+        let mut req = Request::builder().method(method).uri(self.url(path));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let body = Full::new(Bytes::copy_from_slice(body.as_ref()));
+        send(&http1_client(), req.body(body).expect("request")).await
+    }
+
+    /// `GET path` on the first listener with `headers`.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request("GET", path, headers, []).await
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         if let Some(child) = &self.child {
@@ -299,6 +315,54 @@ pub fn fill(config: &str) -> String {
     config
         .replace("{listen}", "127.0.0.1:0")
         .replace("{admin}", "127.0.0.1:0")
+}
+
+/// A whole config as a user writes it: the listener `main` on 127.0.0.1:8080, the cluster
+/// `web` and a route to it, whose table ends the text (line 12 is the next key appended).
+/// Raw text with fixed addresses, for tests of what `weft check` or `weft run` say of a
+/// file (its summary, the line an error points at): nothing binds them.
+pub const FILE_CONFIG: &str = r#"[[listeners]]
+name = "main"
+address = "127.0.0.1:8080"
+
+[[clusters]]
+name = "web"
+endpoints = ["127.0.0.1:3000"]
+
+[[routes]]
+match = { path_prefix = "/" }
+cluster = "web"
+"#;
+
+/// `weft check` on `config` (placeholders filled, see [`fill`]), written in a temp dir
+/// beside `files` (name, contents): whether it passed, and what it printed (stdout, then
+/// stderr).
+pub fn weft_check(config: &str, files: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("weft.toml");
+    std::fs::write(&path, fill(config)).expect("write config");
+    for (name, contents) in files {
+        std::fs::write(dir.path().join(name), contents).expect("write file");
+    }
+    let out = Command::new(weft_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run weft check");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// A log as text, its terminal colour codes (`ESC [ … m`) taken out.
+pub fn without_colours(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut rest = log;
+    while let Some(i) = rest.find('\x1b') {
+        out.push_str(&rest[..i]);
+        rest = rest[i..].find('m').map_or("", |end| &rest[i + end + 1..]);
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A plain HTTP/1.1 client (keep-alive pool).

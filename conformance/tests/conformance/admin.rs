@@ -2,8 +2,6 @@
 //! endpoint behind the token when there is one, no reload from a cross-site form, and no
 //! secret from the config echoed by a rejected reload.
 
-use std::process::Command;
-
 use weft_conformance::*;
 
 const TOKEN: &str = "c0ffee-0123456789abcdef-token";
@@ -18,24 +16,7 @@ fn config(up: &Upstream, admin_extra: &str) -> String {
         .to_string()
 }
 
-/// Runs `weft check` on `config` written beside the files `extra` names; returns whether
-/// it passed and everything it printed.
-fn check(config: &str, extra: &[(&str, &str)]) -> (bool, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for (name, text) in extra {
-        std::fs::write(dir.path().join(name), text).expect("write");
-    }
-    let path = dir.path().join("weft.toml");
-    std::fs::write(&path, config).expect("write");
-    let out = Command::new(weft_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run weft check");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
+// Raw text: a non-loopback `[admin]` address (the builder's is always `{admin}`) is the subject.
 const CHECKED: &str = r#"
 [admin]
 address = "0.0.0.0:9901"
@@ -48,7 +29,7 @@ address = "127.0.0.1:8080"
 
 #[test]
 fn check_refuses_a_non_loopback_admin_address_without_a_token() {
-    let (ok, text) = check(&CHECKED.replace("{token}", ""), &[]);
+    let (ok, text) = weft_check(&CHECKED.replace("{token}", ""), &[]);
     assert!(!ok, "{text}");
     assert!(
         text.contains("[admin] address 0.0.0.0:9901 is not a loopback address"),
@@ -56,14 +37,14 @@ fn check_refuses_a_non_loopback_admin_address_without_a_token() {
     );
     assert!(text.contains("token_file = "), "the error says how to fix it: {text}");
 
-    let (ok, text) = check(
+    let (ok, text) = weft_check(
         &CHECKED.replace("{token}", "token_file = \"admin.token\""),
         &[("admin.token", &format!("{TOKEN}\n"))],
     );
     assert!(ok, "{text}");
-    let (ok, text) = check(&CHECKED.replace("{token}", "token_file = \"missing.token\""), &[]);
+    let (ok, text) = weft_check(&CHECKED.replace("{token}", "token_file = \"missing.token\""), &[]);
     assert!(!ok && text.contains("missing.token: cannot read it"), "{text}");
-    let (ok, text) = check(&CHECKED.replace("{token}", "token = \"short\""), &[]);
+    let (ok, text) = weft_check(&CHECKED.replace("{token}", "token = \"short\""), &[]);
     assert!(!ok && text.contains("at least 16"), "{text}");
     assert!(!text.contains("\"short\""), "the error shows the token: {text}");
 }
@@ -197,34 +178,24 @@ const CREDENTIALS: [&str; 8] = [
 ];
 
 fn credential_config(up: &Upstream) -> String {
-    format!(
-        r#"
-[runtime]
-watch = false
-
-[admin]
-address = "{{admin}}"
-
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-
-[[clusters]]
-name = "web"
-endpoints = ["{up}"]
-
-[[filters]]
-name = "tag"
-native = "headers"
-config = {{ request_set = {{ authorization = "Bearer FILTER-AUTHZ-1", Cookie = "sid=FILTER-COOKIE-2" }},
-           response_set = {{ set-cookie = "sid=FILTER-SETCOOKIE-3" }} }}
-
+    Config::new()
+        .top("[runtime]\nwatch = false")
+        .cluster("web", &[up.addr])
+        .native_filter(
+            "tag",
+            "headers",
+            "request_set = { authorization = \"Bearer FILTER-AUTHZ-1\", Cookie = \"sid=FILTER-COOKIE-2\" }, \
+             response_set = { set-cookie = \"sid=FILTER-SETCOOKIE-3\" }",
+        )
+        // The routes' text is the subject: a credential in each place a header value can stand.
+        .routes(
+            r#"
 [[routes]]
 name = "inline"
-match = {{ path_prefix = "/a", headers = [{{ name = "Authorization", exact = "Bearer MATCH-AUTHZ-4" }}, {{ name = "cookie", regex = "sid=MATCH-COOKIE-5.*" }}] }}
+match = { path_prefix = "/a", headers = [{ name = "Authorization", exact = "Bearer MATCH-AUTHZ-4" }, { name = "cookie", regex = "sid=MATCH-COOKIE-5.*" }] }
 cluster = "web"
 filters = ["tag"]
-request_headers = {{ set = {{ "Proxy-Authorization" = "Basic ROUTE-PROXY-6" }} }}
+request_headers = { set = { "Proxy-Authorization" = "Basic ROUTE-PROXY-6" } }
 
 [[routes]]
 name = "tables"
@@ -240,8 +211,8 @@ name = "proxy-authorization"
 [routes.request_headers.set]
 authorization = "Bearer TABLE-AUTHZ-8"
 "#,
-        up = up.addr
-    )
+        )
+        .to_string()
 }
 
 #[tokio::test]

@@ -47,16 +47,19 @@ pub fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
 }
 
+/// A JSON object as the key/values inside a TOML inline table.
+fn fields(map: &serde_json::Map<String, Value>) -> String {
+    let fields: Vec<String> = map
+        .iter()
+        .map(|(k, v)| format!("{} = {}", Value::String(k.clone()), toml(v)))
+        .collect();
+    fields.join(", ")
+}
+
 /// A JSON value as a TOML value (inline tables), for filter configs.
 pub fn toml(value: &Value) -> String {
     match value {
-        Value::Object(map) => {
-            let fields: Vec<String> = map
-                .iter()
-                .map(|(k, v)| format!("{} = {}", Value::String(k.clone()), toml(v)))
-                .collect();
-            format!("{{ {} }}", fields.join(", "))
-        }
+        Value::Object(map) => format!("{{ {} }}", fields(map)),
         Value::Array(items) => format!("[{}]", items.iter().map(toml).collect::<Vec<_>>().join(", ")),
         // JSON string escapes (\n, \", \\, \uXXXX) are valid in TOML basic strings.
         other => other.to_string(),
@@ -71,28 +74,24 @@ pub fn config(
     filters: &[(&str, &str, Value)],
     routes: &[(&str, &[&str])],
 ) -> String {
-    let mut text = format!(
-        "[admin]\naddress = \"{{admin}}\"\n\n[[listeners]]\nname = \"main\"\naddress = \"{{listen}}\"\n\n\
-         [[clusters]]\nname = \"web\"\nendpoints = [\"{}\"]\n",
-        web.addr
-    );
+    let mut config = Config::new().cluster("web", &[web.addr]);
     for (name, addr) in clusters {
-        text += &format!("\n[[clusters]]\nname = \"{name}\"\nendpoints = [\"{addr}\"]\n");
+        config = config.cluster(name, &[*addr]);
     }
-    for (name, wasm, config) in filters {
-        text += &format!(
-            "\n[[filters]]\nname = \"{name}\"\nwasm = \"{wasm}\"\nconfig = {}\n",
-            toml(config)
-        );
+    for (name, wasm, filter_config) in filters {
+        let table = filter_config.as_object().expect("a filter's config is an object");
+        config = config.wasm_filter(name, wasm, &fields(table), "");
     }
     for (i, (prefix, chain)) in routes.iter().enumerate() {
-        let chain: Vec<String> = chain.iter().map(|f| format!("\"{f}\"")).collect();
-        text += &format!(
-            "\n[[routes]]\nname = \"r{i}\"\nmatch = {{ path_prefix = \"{prefix}\" }}\ncluster = \"web\"\nfilters = [{}]\n",
-            chain.join(", ")
+        config = config.route(
+            &format!("r{i}"),
+            &format!("path_prefix = \"{prefix}\""),
+            "web",
+            chain,
+            "",
         );
     }
-    text
+    config.to_string()
 }
 
 /// Gives filter `name` of a [`config`] this CPU budget (`limits.cpu`).
@@ -131,26 +130,4 @@ pub fn refusal(reply: &Reply) -> String {
     );
     let start = challenge.find("error_description=\"").expect("error_description") + 19;
     challenge[start..].trim_end_matches('"').to_owned()
-}
-
-/// Runs `weft check` on a config; returns success and output.
-pub async fn weft_check(config: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("weft.toml");
-    std::fs::write(
-        &path,
-        config
-            .replace("{admin}", "127.0.0.1:1")
-            .replace("{listen}", "127.0.0.1:2"),
-    )
-    .expect("write");
-    let out = tokio::process::Command::new(weft_bin())
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .await
-        .expect("weft check");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
 }

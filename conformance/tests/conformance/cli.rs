@@ -26,18 +26,9 @@ fn check(config: &str) -> (bool, String) {
     (ok, stdout + &stderr)
 }
 
-const GOOD: &str = r#"[[listeners]]
-name = "main"
-address = "127.0.0.1:8080"
-
-[[clusters]]
-name = "web"
-endpoints = ["127.0.0.1:3000"]
-
-[[routes]]
-match = { path_prefix = "/" }
-cluster = "web"
-"#;
+// Raw text: what `weft check` and `weft run` say of a file a user wrote (its summary, the
+// lines errors point at, a fixed address to find taken) is what these tests check.
+const GOOD: &str = FILE_CONFIG;
 
 #[test]
 fn check_accepts_a_good_config_and_summarises_it() {
@@ -123,10 +114,7 @@ fn run_reports_a_port_in_use() {
 #[tokio::test]
 async fn json_logs_on_request() {
     let up = Upstream::echo("a").await;
-    let config = format!(
-        "[[listeners]]\nname = \"main\"\naddress = \"{{listen}}\"\n[[clusters]]\nname = \"up\"\nendpoints = [\"{}\"]\n[[routes]]\ncluster = \"up\"\n",
-        up.addr
-    );
+    let config = Config::new().proxy_to(&[up.addr]).to_string();
     let weft = Weft::start_with(&config, &["--log-format", "json"]).await;
     let log = weft.log();
     let first = log.lines().next().expect("a log line");
@@ -138,13 +126,10 @@ async fn json_logs_on_request() {
 #[tokio::test]
 async fn the_ready_file_names_every_bound_address_and_goes_at_exit() {
     let up = Upstream::echo("a").await;
-    let config = format!(
-        "[admin]\naddress = \"{{admin}}\"\n\
-         [[listeners]]\nname = \"main\"\naddress = \"{{listen}}\"\n\
-         [[listeners]]\nname = \"second\"\naddress = \"127.0.0.1:0\"\n\
-         [[clusters]]\nname = \"up\"\nendpoints = [\"{}\"]\n[[routes]]\ncluster = \"up\"\n",
-        up.addr
-    );
+    let config = Config::new()
+        .proxy_to(&[up.addr])
+        .another_listener("second", "")
+        .to_string();
     let mut weft = Weft::start(&config).await;
     let (main, second) = (weft.listener("main"), weft.listener("second"));
     assert_ne!(main.port(), 0);
@@ -181,8 +166,11 @@ async fn systemd_is_told_when_weft_is_ready_and_when_it_stops() {
     let config_path = dir.path().join("weft.toml");
     std::fs::write(
         &config_path,
-        "[[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:0\"\n\
-         [[clusters]]\nname = \"up\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\ncluster = \"up\"\n",
+        fill(
+            &Config::new()
+                .proxy_to(&["127.0.0.1:9".parse().expect("addr")])
+                .to_string(),
+        ),
     )
     .expect("write");
     let mut child = Command::new(weft_bin())
@@ -212,10 +200,7 @@ async fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
     const ESC: char = '\u{1b}';
     // A file: the harness writes the log to one.
     let up = Upstream::echo("a").await;
-    let config = format!(
-        "[[listeners]]\nname = \"main\"\naddress = \"{{listen}}\"\n[[clusters]]\nname = \"up\"\nendpoints = [\"{}\"]\n[[routes]]\ncluster = \"up\"\n",
-        up.addr
-    );
+    let config = Config::new().proxy_to(&[up.addr]).to_string();
     let weft = Weft::start(&config).await;
     let log = weft.log();
     assert!(log.contains("listening"), "{log}");

@@ -235,6 +235,7 @@ fn check_block(blocks: &[Block], index: usize, kind: Kind, certs: &Path, wasm_di
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut text = materialise(&block.text, dir.path(), certs, wasm_dir)?;
+    // Raw text, not the `Config` builder: the block as the docs show it is the subject.
     if kind.fragment && !block.text.lines().any(|l| l.trim() == "[[listeners]]") {
         text.push_str(
             "\n# added by conformance/tests/conformance/docs.rs\n[[listeners]]\nname = \"docs\"\naddress = \"127.0.0.1:8080\"\n",

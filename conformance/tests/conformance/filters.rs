@@ -1,45 +1,19 @@
 //! Wasm filters through the real `weft` binary: what a user configures, sends and sees.
 //! The host-level details (each capability, each limit) are in the `wasm` module.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 use weft_conformance::*;
 
-/// A config with one route through `filters` to the echo upstream `up`, and a second
-/// cluster `canary` for reroutes. `{filters}` is the `[[filters]]` tables.
-fn config(up: &Upstream, canary: &Upstream, filters: &str, chain: &str) -> String {
-    format!(
-        r#"
-[admin]
-address = "{{admin}}"
-
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-
-[[clusters]]
-name = "web"
-endpoints = ["{up}"]
-
-[[clusters]]
-name = "canary"
-endpoints = ["{canary}"]
-
-{filters}
-
-[[routes]]
-name = "all"
-match = {{ path_prefix = "/" }}
-cluster = "web"
-filters = [{chain}]
-"#,
-        up = up.addr,
-        canary = canary.addr,
-    )
+/// A config with one route through the filters `chain` to the echo upstream `up`, and a
+/// second cluster `canary` for reroutes. `filters` is the `[[filters]]` tables.
+fn config(up: &Upstream, canary: &Upstream, filters: &str, chain: &[&str]) -> String {
+    Config::new()
+        .cluster("web", &[up.addr])
+        .cluster("canary", &[canary.addr])
+        .filters(filters)
+        .route("all", "path_prefix = \"/\"", "web", chain, "")
+        .to_string()
 }
 
 fn filter(name: &str, wasm: &str, extra: &str) -> String {
@@ -51,15 +25,6 @@ async fn metric(weft: &Weft, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
-async fn request(weft: &Weft, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut builder = Request::builder().method(method).uri(weft.url(path));
-    for (n, v) in headers {
-        builder = builder.header(*n, *v);
-    }
-    let req = builder.body(Full::new(Bytes::from(body.to_owned()))).expect("request");
-    send(&http1_client(), req).await
-}
-
 #[tokio::test]
 async fn the_example_filter_denies_stamps_and_counts() {
     let (up, canary) = (Upstream::echo("web").await, Upstream::echo("canary").await);
@@ -68,7 +33,7 @@ async fn the_example_filter_denies_stamps_and_counts() {
         plugins::HELLO_FILTER,
         r#"config = { header_name = "x-hello", header_value = "world", deny_prefix = "/private" }"#,
     );
-    let weft = Weft::start(&config(&up, &canary, &hello, r#""hello""#)).await;
+    let weft = Weft::start(&config(&up, &canary, &hello, &["hello"])).await;
 
     let denied = get(&weft.url("/private/x")).await;
     assert_eq!((denied.status, denied.text().as_str()), (403, "forbidden\n"));
@@ -93,7 +58,7 @@ async fn a_runaway_filter_fails_closed_within_its_budget_and_open_when_configure
             plugins::INFINITE_LOOP,
             "on_error = \"open\"\nlimits = { cpu = \"50ms\" }",
         );
-    let weft = Weft::start(&config(&up, &canary, &filters, r#""spin""#)).await;
+    let weft = Weft::start(&config(&up, &canary, &filters, &["spin"])).await;
     let started = Instant::now();
     let reply = get(&weft.url("/loop")).await;
     assert_eq!(reply.status, 500);
@@ -109,7 +74,7 @@ async fn a_runaway_filter_fails_closed_within_its_budget_and_open_when_configure
     );
     assert!(weft.log().contains("cpu"), "the failure is logged:\n{}", weft.log());
 
-    let open = Weft::start(&config(&up, &canary, &filters, r#""spin-open""#)).await;
+    let open = Weft::start(&config(&up, &canary, &filters, &["spin-open"])).await;
     let reply = get(&open.url("/loop")).await;
     assert_eq!(reply.status, 200, "fail-open: the request goes on without the filter");
 }
@@ -118,36 +83,36 @@ async fn a_runaway_filter_fails_closed_within_its_budget_and_open_when_configure
 async fn capabilities_work_through_the_proxy() {
     let (up, canary) = (Upstream::echo("web").await, Upstream::echo("canary").await);
     let caps = filter("caps", plugins::CAPABILITIES, "config = { request_body = true }");
-    let weft = Weft::start(&config(&up, &canary, &caps, r#""caps""#)).await;
+    let weft = Weft::start(&config(&up, &canary, &caps, &["caps"])).await;
 
-    let rerouted = request(&weft, "GET", "/", &[("x-cap-reroute", "canary")], "").await;
+    let rerouted = weft.request("GET", "/", &[("x-cap-reroute", "canary")], "").await;
     assert_eq!(rerouted.json()["upstream"], "canary");
 
-    let meta = request(&weft, "GET", "/", &[("x-cap-metadata", "1")], "").await.json();
+    let meta = weft.request("GET", "/", &[("x-cap-metadata", "1")], "").await.json();
     assert_eq!(seen_header(&meta, "x-meta-route"), Some("all"));
     assert_eq!(seen_header(&meta, "x-meta-listener"), Some("main"));
     assert!(seen_header(&meta, "x-meta-client").is_some_and(|c| c.starts_with("127.0.0.1:")));
 
-    let body = request(
-        &weft,
-        "POST",
-        "/",
-        &[("x-cap-body", "1"), ("x-cap-set-body", "rewritten")],
-        "original",
-    )
-    .await;
+    let body = weft
+        .request(
+            "POST",
+            "/",
+            &[("x-cap-body", "1"), ("x-cap-set-body", "rewritten")],
+            "original",
+        )
+        .await;
     let seen = body.json();
     assert_eq!(seen_header(&seen, "x-body-len"), Some("8"));
     assert_eq!(seen["body"], "rewritten", "the upstream receives the filter's body");
 
-    let callout = request(
-        &weft,
-        "GET",
-        "/",
-        &[("x-cap-callout", "canary"), ("x-cap-callout-path", "/check")],
-        "",
-    )
-    .await;
+    let callout = weft
+        .request(
+            "GET",
+            "/",
+            &[("x-cap-callout", "canary"), ("x-cap-callout-path", "/check")],
+            "",
+        )
+        .await;
     assert_eq!(callout.status, 200);
     let answer: serde_json::Value = serde_json::from_slice(&callout.body).expect("echo JSON");
     assert_eq!(
@@ -155,12 +120,12 @@ async fn capabilities_work_through_the_proxy() {
         (Some("canary"), Some("/check"))
     );
 
-    let counted = request(&weft, "GET", "/", &[("x-cap-kv-incr", "n")], "").await.json();
+    let counted = weft.request("GET", "/", &[("x-cap-kv-incr", "n")], "").await.json();
     assert_eq!(seen_header(&counted, "x-kv-count"), Some("1"));
-    let counted = request(&weft, "GET", "/", &[("x-cap-kv-incr", "n")], "").await.json();
+    let counted = weft.request("GET", "/", &[("x-cap-kv-incr", "n")], "").await.json();
     assert_eq!(seen_header(&counted, "x-kv-count"), Some("2"));
 
-    request(&weft, "GET", "/", &[("x-cap-log", "guest says hello")], "").await;
+    weft.request("GET", "/", &[("x-cap-log", "guest says hello")], "").await;
     let log = weft.log();
     let line = log
         .lines()
@@ -168,7 +133,7 @@ async fn capabilities_work_through_the_proxy() {
         .unwrap_or_else(|| panic!("not logged:\n{log}"));
     assert!(line.contains("caps"), "the line names the filter: {line}");
 
-    let replied = request(&weft, "GET", "/", &[("x-cap-respond", "429")], "").await;
+    let replied = weft.request("GET", "/", &[("x-cap-respond", "429")], "").await;
     assert_eq!(
         (replied.status, replied.header("x-responded-by")),
         (429, Some("capabilities"))
@@ -182,21 +147,11 @@ async fn capabilities_work_through_the_proxy() {
 
 /// `weft check` on a config whose only filter is `plugin`: its combined output.
 fn check_with(plugin: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("weft.toml");
-    let text = format!(
-        "[[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:0\"\n[[clusters]]\nname = \"web\"\nendpoints = [\"127.0.0.1:9\"]\n\
-         {}[[routes]]\ncluster = \"web\"\nfilters = [\"other\"]\n",
-        filter("other", plugin, "")
-    );
-    std::fs::write(&path, text).expect("write");
-    let out = Command::new(weft_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run weft check");
-    let output = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    (out.status.success(), output)
+    let config = Config::new()
+        .cluster("web", &["127.0.0.1:9".parse().expect("addr")])
+        .filters(&filter("other", plugin, ""))
+        .route("all", "", "web", &["other"], "");
+    weft_check(&config.to_string(), &[])
 }
 
 #[test]
@@ -234,7 +189,7 @@ async fn a_plugin_built_for_an_earlier_0_2_release_still_runs() {
         .wasm_filter("released", plugins::BUILT_FOR_0_2_0, "", "")
         .route("all", r#"path_prefix = "/""#, "web", &["released"], "");
     let weft = Weft::start(&config.to_string()).await;
-    let reply = request(&weft, "GET", "/", &[], "").await;
+    let reply = weft.request("GET", "/", &[], "").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(seen_header(&reply.json(), "x-built-for"), Some("0.2.0"));
 }
@@ -250,14 +205,14 @@ async fn context_crosses_phases_and_filters_and_undeclared_phases_are_skipped() 
         .route("req-only", r#"path_prefix = "/""#, "web", &["reader"], "");
     let weft = Weft::start(&config.to_string()).await;
 
-    let reply = request(
-        &weft,
-        "GET",
-        "/ctx",
-        &[("x-cap-ctx-set", "user=alice"), ("x-cap-ctx-from", "auth/user")],
-        "",
-    )
-    .await;
+    let reply = weft
+        .request(
+            "GET",
+            "/ctx",
+            &[("x-cap-ctx-set", "user=alice"), ("x-cap-ctx-from", "auth/user")],
+            "",
+        )
+        .await;
     assert_eq!(reply.status, 200);
     assert_eq!(
         seen_header(&reply.json(), "x-ctx-from"),
@@ -270,7 +225,9 @@ async fn context_crosses_phases_and_filters_and_undeclared_phases_are_skipped() 
         "the first filter's response phase read what its request phase left"
     );
 
-    let reply = request(&weft, "GET", "/plain", &[("x-cap-ctx-set", "user=bob")], "").await;
+    let reply = weft
+        .request("GET", "/plain", &[("x-cap-ctx-set", "user=bob")], "")
+        .await;
     assert_eq!(reply.status, 200);
     assert_eq!(
         seen_header(&reply.json(), "x-ctx-set"),
@@ -282,20 +239,6 @@ async fn context_crosses_phases_and_filters_and_undeclared_phases_are_skipped() 
         None,
         "a filter that declared only the request phase is never called for the response"
     );
-}
-
-/// `weft check` on `config`: whether it passed, and its combined output.
-fn check(config: &Config) -> (bool, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("weft.toml");
-    std::fs::write(&path, fill(&config.to_string())).expect("write");
-    let out = Command::new(weft_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run weft check");
-    let output = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    (out.status.success(), output)
 }
 
 /// One header policy: a route's edits, a `direct_response`, the native `headers` filter, a
@@ -365,7 +308,7 @@ async fn every_header_writer_refuses_the_same_names() {
             ),
         ];
         for (writer, config) in writers {
-            let (ok, out) = check(&config);
+            let (ok, out) = weft_check(&config.to_string(), &[]);
             assert_eq!(ok, !refused, "{writer} with {name}: {out}");
             if refused {
                 assert!(
@@ -374,9 +317,7 @@ async fn every_header_writer_refuses_the_same_names() {
                 );
             }
         }
-        let seen = request(&weft, "GET", "/", &[("x-cap-fields-set", name)], "")
-            .await
-            .json();
+        let seen = weft.request("GET", "/", &[("x-cap-fields-set", name)], "").await.json();
         let wanted = if refused {
             format!("HeaderError::Forbidden({:?})", name.to_ascii_lowercase())
         } else {

@@ -108,27 +108,16 @@ async fn start_service() -> std::net::SocketAddr {
 }
 
 fn config(endpoint: std::net::SocketAddr, timeout: &str) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-
-[admin]
-address = "{{admin}}"
-
-[[clusters]]
-name = "grpc"
-endpoints = ["{endpoint}"]
-protocol = "http2"
-
-[[routes]]
-name = "grpc"
-match = {{ path_prefix = "/" }}
-cluster = "grpc"
-timeout = "{timeout}"
-"#
-    )
+    Config::new()
+        .cluster_with("grpc", &[endpoint], "protocol = \"http2\"")
+        .route(
+            "grpc",
+            "path_prefix = \"/\"",
+            "grpc",
+            &[],
+            &format!("timeout = \"{timeout}\""),
+        )
+        .to_string()
 }
 
 async fn client(weft: &Weft) -> tonic::client::Grpc<tonic::transport::Channel> {

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Request;
 use http_body_util::Full;
 use weft_conformance::polyglot::{Lang, cache_dir};
 use weft_conformance::*;
@@ -19,60 +18,17 @@ use weft_conformance::*;
 /// One route through `filter` (a `[[filters]]` table named `f`) to the echo upstream
 /// `web`; a second echo upstream is the cluster `side`, for callouts.
 fn config(web: &Upstream, side: &Upstream, filter: &str) -> String {
-    format!(
-        r#"
-[admin]
-address = "{{admin}}"
-
-[wasm]
-cache_dir = "{cache}"
-
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-
-[[clusters]]
-name = "web"
-endpoints = ["{web}"]
-
-[[clusters]]
-name = "side"
-endpoints = ["{side}"]
-
-{filter}
-
-[[routes]]
-name = "all"
-match = {{ path_prefix = "/" }}
-cluster = "web"
-filters = ["f"]
-"#,
-        cache = cache_dir().display(),
-        web = web.addr,
-        side = side.addr,
-    )
+    wasm_cache(Config::new())
+        .cluster("web", &[web.addr])
+        .cluster("side", &[side.addr])
+        .filters(filter)
+        .route("all", "path_prefix = \"/\"", "web", &["f"], "")
+        .to_string()
 }
 
-async fn request(weft: &Weft, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut builder = Request::builder().uri(weft.url(path));
-    for (n, v) in headers {
-        builder = builder.header(*n, *v);
-    }
-    send(&http1_client(), builder.body(Full::new(Bytes::new())).expect("request")).await
-}
-
-/// A log line without its terminal colour codes (`ESC [ ... m`).
-fn without_colours(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|&c| c == 'm');
-        } else {
-            out.push(c);
-        }
-    }
-    out
+/// `config` with the shared component cache (`[wasm] cache_dir`).
+fn wasm_cache(config: Config) -> Config {
+    config.top(&format!("[wasm]\ncache_dir = \"{}\"", cache_dir().display()))
 }
 
 async fn counter(weft: &Weft, series: &str) -> f64 {
@@ -132,24 +88,12 @@ async fn the_js_example_denies_stamps_and_counts() {
 /// A bad config is refused with the SDK's message naming the key, as `serde` does for
 /// a Rust filter.
 async fn a_config_error_names_the_key(lang: Lang) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("weft.toml");
-    let text = format!(
-        "[wasm]\ncache_dir = \"{}\"\n[[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:0\"\n\
-         [[clusters]]\nname = \"web\"\nendpoints = [\"127.0.0.1:9\"]\n\
-         [[filters]]\nname = \"f\"\nwasm = \"{}\"\nconfig = {{ header_nam = \"x\" }}\n\
-         [[routes]]\ncluster = \"web\"\nfilters = [\"f\"]\n",
-        cache_dir().display(),
-        lang.hello().display()
-    );
-    std::fs::write(&path, text).expect("write");
-    let out = std::process::Command::new(weft_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run weft check");
-    let output = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{output}");
+    let config = wasm_cache(Config::new())
+        .cluster("web", &["127.0.0.1:9".parse().expect("addr")])
+        .wasm_filter("f", lang.hello(), "header_nam = \"x\"", "")
+        .route("all", "", "web", &["f"], "");
+    let (ok, output) = weft_check(&config.to_string(), &[]);
+    assert!(!ok, "{output}");
     assert!(
         output.contains("init refused the config") && output.contains("unknown key `header_nam`"),
         "{output}"
@@ -192,10 +136,10 @@ async fn the_sdk_reaches_every_host_interface(lang: Lang) {
         "the config was read"
     );
 
-    let first = request(&weft, "/kv", &[("x-probe", "one")]).await;
+    let first = weft.get_with("/kv", &[("x-probe", "one")]).await;
     assert_eq!((first.status, first.header("x-hits")), (200, Some("1")));
     assert_eq!(first.text(), "one", "kv.set then kv.get");
-    let second = request(&weft, "/kv", &[("x-probe", "two")]).await;
+    let second = weft.get_with("/kv", &[("x-probe", "two")]).await;
     assert_eq!((second.header("x-hits"), second.text().as_str()), (Some("2"), "two"));
 
     let called = get(&weft.url("/callout")).await;
@@ -212,7 +156,7 @@ async fn the_sdk_reaches_every_host_interface(lang: Lang) {
     );
     assert_eq!(side.hits(), 1);
 
-    let passed = request(&weft, "/log", &[("x-probe", "hi")]).await;
+    let passed = weft.get_with("/log", &[("x-probe", "hi")]).await;
     assert_eq!((passed.status, passed.header("x-lang")), (200, Some(lang.name())));
     assert_eq!(passed.json()["uri"], "/log", "the request went upstream");
     let said = format!("probe-{} says hi", if lang == Lang::Python { "py" } else { "js" });
@@ -293,7 +237,7 @@ async fn misbehaviour_is_contained_as_for_rust(lang: Lang) {
 async fn a_python_filter_cannot_reach_files_the_environment_or_the_network() {
     let (web, side) = (Upstream::echo("web").await, Upstream::echo("side").await);
     let weft = Weft::start(&config(&web, &side, &probe(Lang::Python, ROOMY_CPU))).await;
-    let reply = request(&weft, "/escape", &[("x-probe", &side.addr.to_string())]).await;
+    let reply = weft.get_with("/escape", &[("x-probe", &side.addr.to_string())]).await;
     assert_eq!(reply.status, 200, "{}", weft.log());
     let attempts = reply.text();
     assert_eq!(attempts.split(' ').count(), 6, "{attempts}");

@@ -70,42 +70,23 @@ fn config(filter_name: &str, extra_clusters: &str, limits: &str, up: &Upstream) 
     } else {
         limits
     };
-    format!(
-        r#"
-[admin]
-address = "{{admin}}"
-
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-
-[[clusters]]
-name = "web"
-endpoints = ["{up}"]
-{extra_clusters}
-
-[[filters]]
-name = {filter_name}
-wasm = "{wasm}"
-{limits}
-
-[[routes]]
+    // The filter's and the route's tables are written out: their names (quoted, with a
+    // backslash and a newline) are what these tests feed the metrics and logs.
+    Config::new()
+        .cluster("web", &[up.addr])
+        .clusters(extra_clusters)
+        .filters(&format!(
+            "[[filters]]\nname = {filter_name}\nwasm = \"{}\"\n{limits}",
+            plugins::CAPABILITIES
+        ))
+        .routes(&format!(
+            r#"[[routes]]
 name = "route \"quoted\" \\ and\nnewline"
 match = {{ path_prefix = "/" }}
 cluster = "web"
-filters = [{filter_name}]
-"#,
-        up = up.addr,
-        wasm = plugins::CAPABILITIES,
-    )
-}
-
-async fn request(weft: &Weft, headers: &[(&str, &str)]) -> Reply {
-    let mut builder = Request::get(weft.url("/"));
-    for (n, v) in headers {
-        builder = builder.header(*n, *v);
-    }
-    send(&http1_client(), builder.body(Full::new(Bytes::new())).expect("request")).await
+filters = [{filter_name}]"#
+        ))
+        .to_string()
 }
 
 /// Also named with a quote, a backslash and a newline: filter names come from config.
@@ -129,7 +110,7 @@ async fn hostile_metric_names_are_refused_and_metrics_stay_parseable() {
     ];
     let too_long = "a".repeat(129);
     for name in refused.iter().copied().chain([too_long.as_str(), "ok_name"]) {
-        let reply = request(&weft, &[("x-cap-metric", name)]).await;
+        let reply = weft.get_with("/", &[("x-cap-metric", name)]).await;
         assert_eq!(reply.status, 200, "{name}: {}", reply.text());
     }
 
@@ -213,7 +194,7 @@ async fn labelled_series_are_checked_escaped_and_bounded() {
         .copied()
         .chain([long_value.as_str(), "bad name;op=a"])
     {
-        let reply = request(&weft, &[("x-cap-metric-labelled", spec)]).await;
+        let reply = weft.get_with("/", &[("x-cap-metric-labelled", spec)]).await;
         assert_eq!(reply.status, 200, "{spec}: {}", reply.text());
     }
     let samples = scrape(&weft).await;
@@ -260,7 +241,7 @@ async fn labelled_series_are_checked_escaped_and_bounded() {
     const DISTINCT: usize = 1100;
     for i in 0..DISTINCT {
         let spec = format!("ops;operation=op{i}");
-        let reply = request(&weft, &[("x-cap-metric-labelled", spec.as_str())]).await;
+        let reply = weft.get_with("/", &[("x-cap-metric-labelled", spec.as_str())]).await;
         assert_eq!(reply.status, 200);
     }
     let samples = scrape(&weft).await;
@@ -289,7 +270,9 @@ async fn past_the_series_bound_a_guest_varying_its_label_names_adds_one_series()
     for i in 0..1024 {
         let spec = format!("ops;operation=op{i}");
         assert_eq!(
-            request(&weft, &[("x-cap-metric-labelled", spec.as_str())]).await.status,
+            weft.get_with("/", &[("x-cap-metric-labelled", spec.as_str())])
+                .await
+                .status,
             200
         );
     }
@@ -304,7 +287,9 @@ async fn past_the_series_bound_a_guest_varying_its_label_names_adds_one_series()
             _ => format!("ops;x{i}=1;y=2;w{i}=3"),
         };
         assert_eq!(
-            request(&weft, &[("x-cap-metric-labelled", spec.as_str())]).await.status,
+            weft.get_with("/", &[("x-cap-metric-labelled", spec.as_str())])
+                .await
+                .status,
             200
         );
     }
@@ -418,7 +403,9 @@ async fn a_log_flood_is_capped_counted_and_summarised() {
     let up = Upstream::echo("web").await;
     let weft = Weft::start(&config("\"flood\"", "", "", &up)).await;
     let started = Instant::now();
-    let reply = request(&weft, &[("x-cap-log-lines", "1000"), ("x-cap-print-lines", "500")]).await;
+    let reply = weft
+        .get_with("/", &[("x-cap-log-lines", "1000"), ("x-cap-print-lines", "500")])
+        .await;
     assert_eq!(reply.status, 200);
     let elapsed = started.elapsed().as_secs_f64();
 
@@ -442,7 +429,7 @@ async fn a_guest_cannot_forge_a_line_of_the_proxys_log() {
     let weft = Weft::start(&config("\"forger\"", "", "", &up)).await;
     let forged = "2026-01-01T00:00:00.000000Z  INFO weft::state: config reloaded version=99";
     let text = format!(r"innocent\n{forged}\r\e[2K\e]0;owned");
-    let reply = request(&weft, &[("x-cap-log", &text)]).await;
+    let reply = weft.get_with("/", &[("x-cap-log", &text)]).await;
     assert_eq!(reply.status, 200);
 
     let log = weft.log();

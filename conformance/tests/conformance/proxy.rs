@@ -11,27 +11,10 @@ use tokio::net::TcpStream;
 use weft_conformance::*;
 
 fn one_route(upstream: &Upstream, extra_route: &str) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-
-[admin]
-address = "{{admin}}"
-
-[[clusters]]
-name = "up"
-endpoints = ["{}"]
-
-[[routes]]
-name = "all"
-match = {{ path_prefix = "/" }}
-cluster = "up"
-{extra_route}
-"#,
-        upstream.addr
-    )
+    Config::new()
+        .cluster("up", &[upstream.addr])
+        .route("all", "path_prefix = \"/\"", "up", &[], extra_route)
+        .to_string()
 }
 
 fn req(method: &str, url: &str) -> http::request::Builder {
@@ -156,27 +139,12 @@ async fn error_answers_are_readable() {
     })
     .await;
     let dead = dead_addr();
-    let config = format!(
-        r#"
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-[[clusters]]
-name = "slow"
-endpoints = ["{}"]
-[[clusters]]
-name = "dead"
-endpoints = ["{dead}"]
-[[routes]]
-match = {{ path_prefix = "/slow" }}
-cluster = "slow"
-timeout = "300ms"
-[[routes]]
-match = {{ path_prefix = "/dead" }}
-cluster = "dead"
-"#,
-        slow.addr
-    );
+    let config = Config::new()
+        .cluster("slow", &[slow.addr])
+        .cluster("dead", &[dead])
+        .route("slow", "path_prefix = \"/slow\"", "slow", &[], "timeout = \"300ms\"")
+        .route("dead", "path_prefix = \"/dead\"", "dead", &[], "")
+        .to_string();
     let weft = Weft::start(&config).await;
     let none = get(&weft.url("/nowhere")).await;
     assert_eq!(
@@ -213,33 +181,31 @@ async fn routes_match_on_host_path_method_headers_and_query() {
     for n in names {
         ups.push(Upstream::echo(n).await);
     }
-    let mut config = String::from("[[listeners]]\nname = \"main\"\naddress = \"{listen}\"\n");
+    let mut config = Config::new();
     for (n, up) in names.iter().zip(&ups) {
-        config += &format!("[[clusters]]\nname = \"{n}\"\nendpoints = [\"{}\"]\n", up.addr);
+        config = config.cluster(n, &[up.addr]);
     }
-    config += r#"
-[[routes]]
-match = { host = "*.api.example" }
-cluster = "host"
-[[routes]]
-match = { path_exact = "/exact" }
-cluster = "exact"
-[[routes]]
-match = { path_regex = "/items/[0-9]+" }
-cluster = "regex"
-[[routes]]
-match = { methods = ["DELETE"] }
-cluster = "method"
-[[routes]]
-match = { headers = [{ name = "x-canary", exact = "yes" }] }
-cluster = "header"
-[[routes]]
-match = { query = [{ name = "beta", present = true }] }
-cluster = "query"
-[[routes]]
-match = { path_prefix = "/" }
-cluster = "fallback"
-"#;
+    let config = config
+        .route("host", "host = \"*.api.example\"", "host", &[], "")
+        .route("exact", "path_exact = \"/exact\"", "exact", &[], "")
+        .route("regex", "path_regex = \"/items/[0-9]+\"", "regex", &[], "")
+        .route("method", "methods = [\"DELETE\"]", "method", &[], "")
+        .route(
+            "header",
+            "headers = [{ name = \"x-canary\", exact = \"yes\" }]",
+            "header",
+            &[],
+            "",
+        )
+        .route(
+            "query",
+            "query = [{ name = \"beta\", present = true }]",
+            "query",
+            &[],
+            "",
+        )
+        .route("fallback", "path_prefix = \"/\"", "fallback", &[], "")
+        .to_string();
     let weft = Weft::start(&config).await;
     let c = http1_client();
     let who = |r: Reply| r.json()["upstream"].as_str().map(str::to_owned);
@@ -283,11 +249,7 @@ cluster = "fallback"
 #[tokio::test]
 async fn round_robin_spreads_requests_over_endpoints() {
     let (a, b) = (Upstream::echo("a").await, Upstream::echo("b").await);
-    let config = format!(
-        "[[listeners]]\nname = \"main\"\naddress = \"{{listen}}\"\n[[clusters]]\nname = \"up\"\nendpoints = [\"{}\", \"{}\"]\n\
-         [[routes]]\ncluster = \"up\"\n",
-        a.addr, b.addr
-    );
+    let config = Config::new().proxy_to(&[a.addr, b.addr]).to_string();
     let weft = Weft::start(&config).await;
     for _ in 0..10 {
         get(&weft.url("/")).await;

@@ -23,34 +23,12 @@ const PLUGIN: &str = plugins::RATE_LIMIT;
 /// A proxy config: one rate-limit filter named `rl` with `config` (a TOML inline table's
 /// inside) on route `all`, in front of `up`; `extra` goes at the top (e.g. `[kv]`).
 fn config(up: &Upstream, extra: &str, filter_config: &str) -> String {
-    format!(
-        r#"
-{extra}
-
-[admin]
-address = "{{admin}}"
-
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-
-[[clusters]]
-name = "web"
-endpoints = ["{up}"]
-
-[[filters]]
-name = "rl"
-wasm = "{PLUGIN}"
-config = {{ {filter_config} }}
-
-[[routes]]
-name = "all"
-match = {{ path_prefix = "/" }}
-cluster = "web"
-filters = ["rl"]
-"#,
-        up = up.addr,
-    )
+    Config::new()
+        .top(extra)
+        .cluster("web", &[up.addr])
+        .wasm_filter("rl", PLUGIN, filter_config, "")
+        .route("all", "path_prefix = \"/\"", "web", &["rl"], "")
+        .to_string()
 }
 
 /// A client whose connections come from `local` (127.0.0.x: distinct client addresses).
@@ -250,19 +228,9 @@ async fn the_strictest_of_several_limits_wins_and_denials_take_nothing() {
 async fn bad_configs_are_refused_with_the_reason() {
     let up = Upstream::echo("up").await;
     let check = |text: String| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("weft.toml");
-        let text = text
-            .replace("{listen}", "127.0.0.1:1")
-            .replace("{admin}", "127.0.0.1:2");
-        std::fs::write(&path, text).expect("write");
-        let out = std::process::Command::new(weft_bin())
-            .args(["check", "--config"])
-            .arg(&path)
-            .output()
-            .expect("weft check");
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let (ok, out) = weft_check(&text, &[]);
+        assert!(!ok);
+        out
     };
     let err = check(config(
         &up,
@@ -276,7 +244,7 @@ async fn bad_configs_are_refused_with_the_reason() {
     let err = check(config(&up, "", r#"limits = [{ rate = 5, per = "1s", burst = 2 }]"#));
     assert!(err.contains("burst is only for"), "{err}");
     let err = check(config(&up, "[kv]\nbackend = \"redis\"\n", r#"limits = []"#));
-    assert!(err.contains(":2:1: [kv]: backend = \"redis\" needs url"), "{err}");
+    assert!(err.contains(":1:1: [kv]: backend = \"redis\" needs url"), "{err}");
     let err = check(config(
         &up,
         "[kv]\nbackend = \"redis\"\nurl = \"http://x\"\n",

@@ -4,7 +4,6 @@
 //! refused at load with the key and line.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,54 +13,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weft_conformance::*;
 
-/// A listener, the admin API, clusters `a` and `b` (and `c` when given), then `routes`.
+/// A listener, the admin API, clusters `a` and `b`; no file watching.
+fn base(a: &Upstream, b: &Upstream) -> Config {
+    Config::new()
+        .top("[runtime]\nwatch = false")
+        .cluster("a", &[a.addr])
+        .cluster("b", &[b.addr])
+}
+
+/// [`base`], then `routes`.
 fn config(a: &Upstream, b: &Upstream, routes: &str) -> String {
-    format!(
-        r#"
-[runtime]
-watch = false
-
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-
-[admin]
-address = "{{admin}}"
-
-[[clusters]]
-name = "a"
-endpoints = ["{}"]
-
-[[clusters]]
-name = "b"
-endpoints = ["{}"]
-
-{routes}
-"#,
-        a.addr, b.addr
-    )
-}
-
-fn get_with(url: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
-    let mut req = Request::get(url);
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    req.body(Full::new(Bytes::new())).expect("request")
-}
-
-/// `weft check` on `config`: whether it passed, and what it printed.
-fn check(config: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("weft.toml");
-    std::fs::write(&path, config).expect("write");
-    let out = Command::new(weft_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run weft");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    base(a, b).routes(routes).to_string()
 }
 
 /// The raw bytes of one HTTP/1.1 exchange (for targets a client library would clean up).
@@ -97,14 +59,14 @@ redirect = { path = "/", code = 302 }
     let client = http1_client();
     let reply = send(
         &client,
-        get_with(&weft.url("/old/a/b?x=1"), &[("host", "shop.example:8080")]),
+        request("GET", &weft.url("/old/a/b?x=1"), &[("host", "shop.example:8080")]),
     )
     .await;
     assert_eq!(reply.status, 308);
     assert_eq!(reply.header("location"), Some("http://shop.example:8080/new/a/b?x=1"));
     let reply = send(
         &client,
-        get_with(&weft.url("/secure/login?next=/x"), &[("host", "shop.example")]),
+        request("GET", &weft.url("/secure/login?next=/x"), &[("host", "shop.example")]),
     )
     .await;
     assert_eq!(reply.status, 301);
@@ -114,7 +76,7 @@ redirect = { path = "/", code = 302 }
     );
     let reply = send(
         &client,
-        get_with(&weft.url("/home?q=1"), &[("host", "shop.example:8080")]),
+        request("GET", &weft.url("/home?q=1"), &[("host", "shop.example:8080")]),
     )
     .await;
     assert_eq!(reply.status, 302);
@@ -259,7 +221,8 @@ response_headers = { remove = ["server"], set = { cache-control = "no-store" }, 
     let client = http1_client();
     let reply = send(
         &client,
-        get_with(
+        request(
+            "GET",
             &weft.url("/echo"),
             &[("x-debug", "1"), ("x-team", "other"), ("x-tag", "client")],
         ),
@@ -278,18 +241,8 @@ response_headers = { remove = ["server"], set = { cache-control = "no-store" }, 
 
 #[test]
 fn framing_and_hop_by_hop_headers_cannot_be_edited() {
-    let base = r#"[[listeners]]
-name = "main"
-address = "127.0.0.1:8080"
-
-[[clusters]]
-name = "web"
-endpoints = ["127.0.0.1:3000"]
-
-[[routes]]
-match = { path_prefix = "/" }
-cluster = "web"
-"#;
+    // Raw text: the error's line number (`:12:`, the key appended to the route) is checked.
+    let base = FILE_CONFIG;
     for (edit, name) in [
         (
             "request_headers = { set = { transfer-encoding = \"chunked\" } }",
@@ -304,29 +257,24 @@ cluster = "web"
         ("request_headers = { set = { host = \"x\" } }", "host"),
         ("response_headers = { set = { te = \"trailers\" } }", "te"),
     ] {
-        let (ok, text) = check(&format!("{base}{edit}\n"));
+        let (ok, text) = weft_check(&format!("{base}{edit}\n"), &[]);
         assert!(!ok, "{edit} was accepted");
         assert!(
             text.contains(&format!("{name:?}")) && text.contains(":12:"),
             "{edit}: {text}"
         );
     }
-    let (ok, text) = check(&format!("{base}request_headers = {{ set = {{ x-ok = \"1\" }} }}\n"));
+    let (ok, text) = weft_check(
+        &format!("{base}request_headers = {{ set = {{ x-ok = \"1\" }} }}\n"),
+        &[],
+    );
     assert!(ok, "{text}");
 }
 
 #[test]
 fn route_targets_and_rewrites_are_checked_at_load() {
-    let head = r#"[[listeners]]
-name = "main"
-address = "127.0.0.1:8080"
-
-[[clusters]]
-name = "web"
-endpoints = ["127.0.0.1:3000"]
-
-[[routes]]
-"#;
+    // Raw text: `weft check` reads the file a user wrote, and the broken route is its subject.
+    let head = &FILE_CONFIG[..FILE_CONFIG.find("match =").expect("the route's keys")];
     for (route, wanted) in [
         (
             "match = { path_prefix = \"/\" }\n",
@@ -362,7 +310,7 @@ endpoints = ["127.0.0.1:3000"]
             "exactly one of header, cookie",
         ),
     ] {
-        let (ok, text) = check(&format!("{head}{route}"));
+        let (ok, text) = weft_check(&format!("{head}{route}"), &[]);
         assert!(!ok, "{route} was accepted");
         assert!(text.contains(wanted), "{route}: {text}");
     }
@@ -373,7 +321,7 @@ async fn spread(weft: &Weft, n: usize, headers: &[(&str, &str)]) -> HashMap<Stri
     let client = http1_client();
     let mut counts = HashMap::new();
     for _ in 0..n {
-        let reply = send(&client, get_with(&weft.url("/"), headers)).await;
+        let reply = send(&client, request("GET", &weft.url("/"), headers)).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         *counts
             .entry(reply.json()["upstream"].as_str().unwrap_or("?").to_owned())
@@ -474,7 +422,7 @@ fault = { header = "x-chaos", abort = { status = 503, percent = 30.0 } }
     let client = http1_client();
     let mut aborted = 0;
     for _ in 0..1000 {
-        let reply = send(&client, get_with(&weft.url("/"), &[("x-chaos", "1")])).await;
+        let reply = send(&client, request("GET", &weft.url("/"), &[("x-chaos", "1")])).await;
         match reply.status {
             503 => {
                 assert_eq!(reply.text(), "fault injected\n");
@@ -538,7 +486,7 @@ fault = { abort = { reset = true, percent = 100.0 } }
     }
     // Which requests were held is a matter of counting, not timing: the metric says.
     let client = http1_client();
-    let sends = (0..40).map(|_| send(&client, get_with(&weft.url("/half"), &[])));
+    let sends = (0..40).map(|_| send(&client, request("GET", &weft.url("/half"), &[])));
     for reply in futures_util::future::join_all(sends).await {
         assert_eq!(reply.status, 200);
     }
@@ -554,7 +502,7 @@ fault = { abort = { reset = true, percent = 100.0 } }
     );
     let failed = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>()
-        .request(get_with(&weft.url("/cut"), &[]))
+        .request(request("GET", &weft.url("/cut"), &[]))
         .await;
     match failed {
         Err(_) => {}
@@ -603,17 +551,19 @@ async fn the_mirror_receives_copies_of_requests_and_bodies() {
         .await
     };
     drop(shadow);
-    let text = config(&a, &recorder, "")
-        + r#"
+    let text = config(
+        &a,
+        &recorder,
+        r#"
 [[routes]]
 name = "mirrored"
-match = { path_prefix = "/" }
+match = { path_prefix = "/api/" }
 cluster = "a"
 rewrite = { prefix = "/v2/" }
 mirror = { cluster = "b", max_body_bytes = 1024 }
-"#;
-    let weft =
-        Weft::start(&text.replace("match = { path_prefix = \"/\" }", "match = { path_prefix = \"/api/\" }")).await;
+"#,
+    );
+    let weft = Weft::start(&text).await;
     let client = http1_client();
     for i in 0..20 {
         let reply = send(
@@ -656,12 +606,10 @@ async fn a_mirror_that_never_answers_or_is_down_never_slows_or_fails_the_client(
         http::Response::new(full(""))
     })
     .await;
-    let text = config(&a, &stalled, "")
-        + r#"
-[[clusters]]
-name = "down"
-endpoints = ["DOWN"]
-
+    let text = base(&a, &stalled)
+        .cluster("down", &[dead_addr()])
+        .routes(
+            r#"
 [[routes]]
 name = "stalled"
 match = { path_prefix = "/stalled" }
@@ -673,8 +621,10 @@ name = "down"
 match = { path_prefix = "/down" }
 cluster = "a"
 mirror = { cluster = "down" }
-"#;
-    let weft = Weft::start(&text.replace("DOWN", &dead_addr().to_string())).await;
+"#,
+        )
+        .to_string();
+    let weft = Weft::start(&text).await;
     let client = http1_client();
     // Each request completes while its copy still waits on the shadow (which never
     // answers): a mirror that held the client back would take the route timeout, 15 s.
@@ -814,29 +764,23 @@ async fn recorder() -> (Upstream, Seen) {
 async fn a_route_mirrors_to_several_clusters_each_with_its_own_share_and_limit() {
     let a = Upstream::echo("a").await;
     let ((b, to_b), (c, to_c), (d, to_d)) = (recorder().await, recorder().await, recorder().await);
-    let text = config(&a, &b, "")
-        + &format!(
+    let text = base(&a, &b)
+        .cluster("c", &[c.addr])
+        .cluster("d", &[d.addr])
+        .routes(
             r#"
-[[clusters]]
-name = "c"
-endpoints = ["{}"]
-
-[[clusters]]
-name = "d"
-endpoints = ["{}"]
-
 [[routes]]
 name = "mirrored"
-match = {{ path_prefix = "/" }}
+match = { path_prefix = "/" }
 cluster = "a"
 mirror = [
-  {{ cluster = "b", max_body_bytes = 1024 }},
-  {{ cluster = "c", max_body_bytes = 16 }},
-  {{ cluster = "d", percent = 0.0 }},
+  { cluster = "b", max_body_bytes = 1024 },
+  { cluster = "c", max_body_bytes = 16 },
+  { cluster = "d", percent = 0.0 },
 ]
 "#,
-            c.addr, d.addr
-        );
+        )
+        .to_string();
     let weft = Weft::start(&text).await;
     let client = http1_client();
     for i in 0..10 {
@@ -885,7 +829,7 @@ mirror = [
             &text[text.find("mirror = [").expect("mirror")..text.rfind(']').expect("end") + 1],
             &format!("mirror = {mirror}"),
         );
-        let (ok, out) = check(&bad.replace("{listen}", "127.0.0.1:1").replace("{admin}", "127.0.0.1:2"));
+        let (ok, out) = weft_check(&bad, &[]);
         assert!(!ok, "{mirror} was accepted");
         assert!(out.contains(wanted), "{mirror}: {out}");
     }
@@ -913,7 +857,7 @@ split = [
     let client = http1_client();
     let mut seen = HashMap::new();
     for _ in 0..60 {
-        let reply = send(&client, get_with(&weft.url("/"), &[("x-drop", "1")])).await;
+        let reply = send(&client, request("GET", &weft.url("/"), &[("x-drop", "1")])).await;
         let echo = reply.json();
         let upstream = echo["upstream"].as_str().unwrap_or("?").to_owned();
         // The entry's edits follow the route's: the more specific win.
@@ -929,7 +873,7 @@ split = [
 
     // An entry's edits are checked like the route's: framing headers are refused, with the line.
     let bad = text.replace("x-backend = \"b\"", "x-backend = \"b\", content-length = \"1\"");
-    let (ok, out) = check(&bad.replace("{listen}", "127.0.0.1:1").replace("{admin}", "127.0.0.1:2"));
+    let (ok, out) = weft_check(&bad, &[]);
     assert!(
         !ok && out.contains("split.request_headers") && out.contains("content-length"),
         "{out}"
@@ -993,7 +937,7 @@ cluster = "b"
     }
     let client = http1_client();
     for (path, want) in [("/old", "/new"), ("/old/a?x=1", "/new/a?x=1")] {
-        let reply = send(&client, get_with(&weft.url(path), &[("host", "shop.example")])).await;
+        let reply = send(&client, request("GET", &weft.url(path), &[("host", "shop.example")])).await;
         assert_eq!(reply.status, 308, "{path}");
         assert_eq!(
             reply.header("location"),

@@ -6,10 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::future::join_all;
-use http::Request;
-use http_body_util::Full;
 use weft_conformance::*;
 
 /// An upstream answering every request after `delay`, with `status`.
@@ -22,14 +19,6 @@ async fn slow(delay: Duration, status: u16) -> Upstream {
             .expect("response")
     })
     .await
-}
-
-async fn get_with(weft: &Weft, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut builder = Request::get(weft.url(path));
-    for (n, v) in headers {
-        builder = builder.header(*n, *v);
-    }
-    send(&http1_client(), builder.body(Full::new(Bytes::new())).expect("request")).await
 }
 
 const CALLOUT: [(&str, &str); 2] = [("x-cap-callout", "slowsvc"), ("x-cap-callout-timeout-ms", "10000")];
@@ -63,13 +52,13 @@ async fn a_slow_filter_queues_and_refuses_its_own_excess_while_other_routes_answ
 
     // 10 at once: 2 run, 2 wait for them, 6 are refused at once.
     let started = Instant::now();
-    let slow_burst = join_all((0..10).map(|_| get_with(&weft, "/slow", &CALLOUT)));
+    let slow_burst = join_all((0..10).map(|_| weft.get_with("/slow", &CALLOUT)));
     let fast = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut worst = Duration::ZERO;
         for _ in 0..10 {
             let t = Instant::now();
-            let reply = get_with(&weft, "/fast", &[]).await;
+            let reply = weft.get_with("/fast", &[]).await;
             assert_eq!(reply.status, 200, "{}", reply.text());
             worst = worst.max(t.elapsed());
         }
@@ -118,7 +107,7 @@ async fn a_slow_filter_queues_and_refuses_its_own_excess_while_other_routes_answ
     );
 
     // A queue whose wait times out: 1 runs, 2 wait 200 ms and are refused.
-    let replies = join_all((0..3).map(|_| get_with(&weft, "/impatient", &CALLOUT))).await;
+    let replies = join_all((0..3).map(|_| weft.get_with("/impatient", &CALLOUT))).await;
     let mut statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     statuses.sort_unstable();
     assert_eq!(statuses, [200, 503, 503]);
@@ -153,10 +142,10 @@ async fn with_the_instance_pool_exhausted_a_fail_open_auth_filter_is_never_skipp
     let weft = Weft::start(&config.to_string()).await;
 
     // The hog takes what is left of the engine's 4 instances (one is the auth filter's).
-    let hogging = join_all((0..6).map(|_| get_with(&weft, "/hog", &CALLOUT)));
+    let hogging = join_all((0..6).map(|_| weft.get_with("/hog", &CALLOUT)));
     let api = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        join_all((0..10).map(|_| get_with(&weft, "/api/data", &[]))).await
+        join_all((0..10).map(|_| weft.get_with("/api/data", &[]))).await
     };
     let (_, replies) = tokio::join!(hogging, api);
 
@@ -179,7 +168,7 @@ async fn with_the_instance_pool_exhausted_a_fail_open_auth_filter_is_never_skipp
     );
 
     // With the hog gone, the auth filter answers for itself again.
-    let reply = get_with(&weft, "/api/data", &[]).await;
+    let reply = weft.get_with("/api/data", &[]).await;
     assert_eq!(reply.status, 403);
     assert_eq!(web.hits(), 0);
 }

@@ -65,22 +65,21 @@ impl Pki {
     }
 }
 
-fn tls_listener(certs: &[(String, String)], extra: &str) -> String {
+/// A config whose listener, `main`, serves TLS with `certs`; `extra` goes before its
+/// `[listeners.tls]` table.
+fn tls_listener(certs: &[(String, String)], extra: &str) -> Config {
     let list: Vec<String> = certs
         .iter()
         .map(|(c, k)| format!("{{ cert = \"{c}\", key = \"{k}\" }}"))
         .collect();
-    format!(
-        "[[listeners]]\nname = \"tls\"\naddress = \"{{listen}}\"\n{extra}\n[listeners.tls]\ncertificates = [{}]\n",
-        list.join(", ")
-    )
+    Config::new()
+        .listener(extra)
+        .listener(&format!("[listeners.tls]\ncertificates = [{}]", list.join(", ")))
 }
 
-fn cluster_and_route(up: &Upstream) -> String {
-    format!(
-        "[[clusters]]\nname = \"up\"\nendpoints = [\"{}\"]\n[[routes]]\ncluster = \"up\"\n",
-        up.addr
-    )
+/// One cluster, `up`, and a route to it for every request.
+fn cluster_and_route(config: Config, up: &Upstream) -> String {
+    config.proxy_to(&[up.addr]).to_string()
 }
 
 /// Runs curl (without blocking the test's runtime, which also runs the upstreams);
@@ -112,7 +111,7 @@ async fn curl_over_tls_with_http1_and_http2() {
     let pki = Pki::new("CA");
     let server = pki.issue("server", &["localhost"], &[], Usage::Server);
     let up = Upstream::echo("a").await;
-    let weft = Weft::start(&(tls_listener(&[server], "") + &cluster_and_route(&up))).await;
+    let weft = Weft::start(&cluster_and_route(tls_listener(&[server], ""), &up)).await;
     for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
         let (code, out, err) = curl(&[
             flag,
@@ -137,7 +136,7 @@ async fn sni_picks_the_certificate_and_clients_reject_bad_ones() {
     let a = pki.issue("a", &["a.test"], &[], Usage::Server);
     let b = pki.issue("b", &["b.test"], &[], Usage::Server);
     let up = Upstream::echo("a").await;
-    let weft = Weft::start(&(tls_listener(&[a, b], "") + &cluster_and_route(&up))).await;
+    let weft = Weft::start(&cluster_and_route(tls_listener(&[a, b], ""), &up)).await;
     for host in ["a.test", "b.test"] {
         let (code, _, err) = curl(&[
             "--cacert",
@@ -170,15 +169,16 @@ async fn an_expired_server_certificate_is_refused_by_clients() {
     let pki = Pki::new("CA");
     let old = pki.issue_expired("old", &["localhost"], &[], Usage::Server);
     let up = Upstream::echo("a").await;
-    let weft = Weft::start(&(tls_listener(&[old], "") + &cluster_and_route(&up))).await;
+    let weft = Weft::start(&cluster_and_route(tls_listener(&[old], ""), &up)).await;
     let (code, _, err) = curl(&["--cacert", &pki.ca(), &https(&weft, "localhost", "/")]).await;
     assert_eq!(code, 60, "{err}");
     assert!(err.to_lowercase().contains("expired"), "{err}");
 }
 
-fn mtls(pki: &Pki, auth: &str, extra: &str) -> String {
+fn mtls(pki: &Pki, auth: &str, extra: &str) -> Config {
     let server = pki.issue("server", &["localhost"], &[], Usage::Server);
-    tls_listener(&[server], extra) + &format!("client_ca = \"{}\"\nclient_auth = \"{auth}\"\n", pki.ca())
+    // After `[listeners.tls]`: the lines are that table's.
+    tls_listener(&[server], extra).listener(&format!("client_ca = \"{}\"\nclient_auth = \"{auth}\"", pki.ca()))
 }
 
 #[tokio::test]
@@ -189,7 +189,7 @@ async fn mutual_tls_required_checks_client_certificates_and_forwards_the_identit
     let stranger_pki = Pki::new("Other CA");
     let stranger = stranger_pki.issue("x", &[], &["spiffe://evil.org/sa/x"], Usage::Client);
     let up = Upstream::echo("a").await;
-    let config = mtls(&pki, "required", "forward_client_cert = true") + &cluster_and_route(&up);
+    let config = cluster_and_route(mtls(&pki, "required", "forward_client_cert = true"), &up);
     let weft = Weft::start(&config).await;
     let url = https(&weft, "localhost", "/");
 
@@ -243,35 +243,24 @@ async fn identities_route_and_authorize_requests() {
     );
     let (prod_up, other_up) = (Upstream::echo("prod").await, Upstream::echo("other").await);
     let config = mtls(&pki, "optional", "")
-        + &format!(
-            r#"
-[[clusters]]
-name = "prod"
-endpoints = ["{}"]
-[[clusters]]
-name = "other"
-endpoints = ["{}"]
-[[filters]]
-name = "no-legacy"
-native = "identity"
-config = {{ deny = ["spiffe://example.org/ns/prod/sa/legacy"] }}
-[[filters]]
-name = "prod-only"
-native = "identity"
-config = {{ allow = ["spiffe://example.org/ns/prod/*"] }}
-[[routes]]
-match = {{ path_prefix = "/admin" }}
-cluster = "other"
-filters = ["prod-only"]
-[[routes]]
-match = {{ identity = {{ regex = "spiffe://example.org/ns/prod/.*" }} }}
-cluster = "prod"
-filters = ["no-legacy"]
-[[routes]]
-cluster = "other"
-"#,
-            prod_up.addr, other_up.addr
-        );
+        .cluster("prod", &[prod_up.addr])
+        .cluster("other", &[other_up.addr])
+        .native_filter(
+            "no-legacy",
+            "identity",
+            "deny = [\"spiffe://example.org/ns/prod/sa/legacy\"]",
+        )
+        .native_filter("prod-only", "identity", "allow = [\"spiffe://example.org/ns/prod/*\"]")
+        .route("admin", "path_prefix = \"/admin\"", "other", &["prod-only"], "")
+        .route(
+            "prod",
+            "identity = { regex = \"spiffe://example.org/ns/prod/.*\" }",
+            "prod",
+            &["no-legacy"],
+            "",
+        )
+        .route("rest", "", "other", &[], "")
+        .to_string();
     let weft = Weft::start(&config).await;
     let get = async |cert: Option<&(String, String)>, path: &str| {
         let mut args = vec!["--cacert".to_owned(), pki.ca(), "-w".into(), "\n%{http_code}".into()];
@@ -361,23 +350,20 @@ async fn upstream_tls_and_mtls_with_http1_and_http2() {
     let pki = Pki::new("CA");
     let (proxy_cert, proxy_key) = pki.issue("weft", &[], &["spiffe://example.org/ns/edge/sa/weft"], Usage::Client);
     let (addr, seen) = tls_upstream(&pki, &pki.path("ca.pem")).await;
-    for protocol in ["http1", "http2"] {
-        let config = format!(
-            r#"
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-[[clusters]]
-name = "secure"
-endpoints = ["{addr}"]
-protocol = "{protocol}"
-tls = {{ ca = "{}", server_name = "upstream.internal", cert = "{proxy_cert}", key = "{proxy_key}" }}
-[[routes]]
-cluster = "secure"
-"#,
+    // Every request to the cluster `secure`: TLS to `addr` verified as `server_name`, with
+    // the proxy's client certificate.
+    let secure = |protocol: &str, server_name: &str| {
+        let tls = format!(
+            "protocol = \"{protocol}\"\ntls = {{ ca = \"{}\", server_name = \"{server_name}\", cert = \"{proxy_cert}\", key = \"{proxy_key}\" }}",
             pki.ca()
         );
-        let weft = Weft::start(&config).await;
+        Config::new()
+            .cluster_with("secure", &[addr], &tls)
+            .route("all", "", "secure", &[], "")
+            .to_string()
+    };
+    for protocol in ["http1", "http2"] {
+        let weft = Weft::start(&secure(protocol, "upstream.internal")).await;
         let reply = get(&weft.url("/over-tls")).await;
         assert_eq!(reply.status, 200, "{}\n{}", reply.text(), weft.log());
         let echo = reply.json();
@@ -397,12 +383,7 @@ cluster = "secure"
     );
 
     // The wrong server name fails verification: 503 (unreachable), with the reason in the log.
-    let config = format!(
-        "[[listeners]]\nname = \"main\"\naddress = \"{{listen}}\"\n[[clusters]]\nname = \"secure\"\nendpoints = [\"{addr}\"]\n\
-         tls = {{ ca = \"{}\", server_name = \"wrong.internal\", cert = \"{proxy_cert}\", key = \"{proxy_key}\" }}\n[[routes]]\ncluster = \"secure\"\n",
-        pki.ca()
-    );
-    let weft = Weft::start(&config).await;
+    let weft = Weft::start(&secure("http1", "wrong.internal")).await;
     assert_eq!(get(&weft.url("/")).await.status, 503);
     assert!(
         weft.log().contains("NotValidForName") || weft.log().contains("not valid for name"),
@@ -457,7 +438,7 @@ async fn certificates_rotate_under_load_without_failed_requests() {
     let pki = Pki::new("CA");
     let server = pki.issue("server", &["localhost"], &[], Usage::Server);
     let up = Upstream::echo("a").await;
-    let weft = Weft::start(&(tls_listener(&[server], "") + &cluster_and_route(&up))).await;
+    let weft = Weft::start(&cluster_and_route(tls_listener(&[server], ""), &up)).await;
     let (addr, ca) = (weft.addr, pki.path("ca.pem"));
     let (_, first_hash) = tls_request(addr, &ca).await.expect("first request");
 
@@ -570,15 +551,17 @@ async fn http3_on_the_same_port_through_the_same_routes_and_filters() {
     let server = pki.issue("server", &["localhost"], &[], Usage::Server);
     let up = Upstream::echo("a").await;
     let config = tls_listener(&[server], "http3 = true")
-        + &format!(
-            "[[clusters]]\nname = \"up\"\nendpoints = [\"{}\"]\n[[filters]]\nname = \"tag\"\nnative = \"headers\"\n\
-             config = {{ request_set = {{ x-tagged = \"yes\" }}, response_set = {{ x-resp = \"1\" }} }}\n\
-             [[routes]]\ncluster = \"up\"\nfilters = [\"tag\"]\n",
-            up.addr
-        );
+        .cluster("up", &[up.addr])
+        .native_filter(
+            "tag",
+            "headers",
+            "request_set = { x-tagged = \"yes\" }, response_set = { x-resp = \"1\" }",
+        )
+        .route("all", "", "up", &["tag"], "")
+        .to_string();
     let weft = Weft::start(&config).await;
     // Configured on port 0 (the harness's `{listen}`): UDP is bound on the port TCP got.
-    assert_eq!(weft.http3("tls"), weft.addr, "the ready file names the HTTP/3 side");
+    assert_eq!(weft.http3("main"), weft.addr, "the ready file names the HTTP/3 side");
     let (code, out, err) = curl(&["-I", "--cacert", &pki.ca(), &https(&weft, "localhost", "/")]).await;
     assert_eq!(code, 0, "{err}");
     let alt_svc = format!("alt-svc: h3=\":{}\"; ma=86400", weft.addr.port());
@@ -611,8 +594,7 @@ async fn a_host_another_certificate_serves_is_misdirected() {
     let a = pki.issue("a", &["a.test"], &[], Usage::Server);
     let b = pki.issue("b", &["b.test", "*.b.test"], &[], Usage::Server);
     let up = Upstream::echo("a").await;
-    let admin = "[admin]\naddress = \"{admin}\"\n";
-    let weft = Weft::start(&(tls_listener(&[a, b], "http3 = true") + admin + &cluster_and_route(&up))).await;
+    let weft = Weft::start(&cluster_and_route(tls_listener(&[a, b], "http3 = true"), &up)).await;
     let mut answered = 0;
     let mut refused = 0;
     for flag in ["--http1.1", "--http2"] {
@@ -665,7 +647,7 @@ async fn a_host_another_certificate_serves_is_misdirected() {
     }
     assert_eq!(up.hits(), answered, "a misdirected request never reaches the upstream");
     let counted = weft
-        .metric("weft_downstream_refused_total{listener=\"tls\",reason=\"misdirected\"}")
+        .metric("weft_downstream_refused_total{listener=\"main\",reason=\"misdirected\"}")
         .await;
     assert_eq!(counted as usize, refused);
 }

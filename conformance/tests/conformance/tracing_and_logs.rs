@@ -213,14 +213,6 @@ async fn records(path: &Path, n: usize) -> Vec<serde_json::Value> {
     }
 }
 
-async fn get_with(weft: &Weft, path: &str, headers: &[(&str, &str)]) -> weft_conformance::Reply {
-    let mut req = Request::get(weft.url(path));
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    send(&http1_client(), req.body(Full::new(Bytes::new())).expect("request")).await
-}
-
 /// A route to the echo upstream through the capabilities filter, one straight to a
 /// slow upstream with a short timeout, and the rest to the echo upstream.
 fn proxied(echo: SocketAddr, slow: SocketAddr, top: &str) -> String {
@@ -253,13 +245,13 @@ async fn access_log_records_a_success_a_filter_denial_and_an_upstream_timeout() 
     let top = format!("[access_log]\npath = \"{}\"\n", log.display());
     let weft = Weft::start(&proxied(echo.addr, slow.addr, &top)).await;
 
-    let ok = get_with(&weft, "/plain/ok?x=1", &[]).await;
+    let ok = weft.get_with("/plain/ok?x=1", &[]).await;
     assert_eq!(ok.status, 200);
-    let denied = get_with(&weft, "/cap/deny", &[("x-cap-respond", "403")]).await;
+    let denied = weft.get_with("/cap/deny", &[("x-cap-respond", "403")]).await;
     assert_eq!(denied.status, 403);
-    let timeout = get_with(&weft, "/slow", &[]).await;
+    let timeout = weft.get_with("/slow", &[]).await;
     assert_eq!(timeout.status, 504);
-    let quiet = get_with(&weft, "/health", &[]).await;
+    let quiet = weft.get_with("/health", &[]).await;
     assert_eq!(quiet.status, 200);
     // A Host with a tab (legal in a header value) must not break the record's line.
     let host_tab = raw::exchange(
@@ -291,7 +283,7 @@ async fn access_log_records_a_success_a_filter_denial_and_an_upstream_timeout() 
     assert!(ok["upstream_ms"].as_f64().expect("upstream_ms") <= ok["duration_ms"].as_f64().expect("duration"));
     assert_eq!(
         ok["bytes_sent"].as_u64(),
-        Some(get_with(&weft, "/plain/ok?x=1", &[]).await.body.len() as u64)
+        Some(weft.get_with("/plain/ok?x=1", &[]).await.body.len() as u64)
     );
     assert!(ok["time"].as_str().expect("time").ends_with('Z'));
 
@@ -329,7 +321,7 @@ async fn a_format_string_writes_the_named_fields() {
         log.display()
     );
     let weft = Weft::start(&proxied(echo.addr, slow.addr, &top)).await;
-    assert_eq!(get_with(&weft, "/plain/x", &[]).await.status, 200);
+    assert_eq!(weft.get_with("/plain/x", &[]).await.status, 200);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut text = String::new();
     while text.is_empty() && Instant::now() < deadline {
@@ -349,10 +341,10 @@ async fn sigusr1_reopens_the_log_file_after_logrotate_moves_it() {
     let top = format!("[access_log]\npath = \"{}\"\n", log.display());
     let weft = Weft::start(&proxied(echo.addr, slow.addr, &top)).await;
 
-    get_with(&weft, "/before", &[]).await;
+    weft.get_with("/before", &[]).await;
     assert_eq!(records(&log, 1).await.len(), 1);
     std::fs::rename(&log, &rotated).expect("rotate");
-    get_with(&weft, "/between", &[]).await;
+    weft.get_with("/between", &[]).await;
     // Until told, the proxy writes to the file it has open: the rotated one.
     assert_eq!(records(&rotated, 2).await[1]["path"], "/between");
 
@@ -365,7 +357,7 @@ async fn sigusr1_reopens_the_log_file_after_logrotate_moves_it() {
     while !log.exists() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    get_with(&weft, "/after", &[]).await;
+    weft.get_with("/after", &[]).await;
     let fresh = records(&log, 1).await;
     assert_eq!(fresh.len(), 1, "{fresh:#?}");
     assert_eq!(fresh[0]["path"], "/after");
@@ -459,16 +451,16 @@ async fn a_trace_arrives(protocol: &str) {
     };
     let (weft, _echo, _slow) = traced(protocol, otlp, "1.0").await;
     let parent = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
-    let reply = get_with(
-        &weft,
-        "/cap/traced",
-        &[
-            ("traceparent", parent.as_str()),
-            ("tracestate", "vendor=opaque"),
-            ("x-cap-ctx-from", "weft/trace-id"),
-        ],
-    )
-    .await;
+    let reply = weft
+        .get_with(
+            "/cap/traced",
+            &[
+                ("traceparent", parent.as_str()),
+                ("tracestate", "vendor=opaque"),
+                ("x-cap-ctx-from", "weft/trace-id"),
+            ],
+        )
+        .await;
     assert_eq!(reply.status, 200);
     let seen = reply.json();
     let (trace, upstream_parent, flags) = traceparent_parts(seen_header(&seen, "traceparent").expect("traceparent"));
@@ -643,18 +635,18 @@ async fn spans_follow_the_http_semantic_conventions() {
     // A proxied request with secrets in its query, spelled every way an upstream reads.
     let trace = "11111111111111111111111111111111";
     let query = "q=secret1&sig=secret2&flag&%73ig=secret3;token=secret4";
-    let reply = get_with(
-        &weft,
-        &format!("/cap/traced?{query}"),
-        &[
-            ("traceparent", &parent_for(trace)),
-            ("user-agent", "conformance/1.0"),
-            // Claims a listener that does not trust what is in front of it ignores.
-            ("x-forwarded-for", "203.0.113.9"),
-            ("x-forwarded-proto", "https"),
-        ],
-    )
-    .await;
+    let reply = weft
+        .get_with(
+            &format!("/cap/traced?{query}"),
+            &[
+                ("traceparent", &parent_for(trace)),
+                ("user-agent", "conformance/1.0"),
+                // Claims a listener that does not trust what is in front of it ignores.
+                ("x-forwarded-for", "203.0.113.9"),
+                ("x-forwarded-proto", "https"),
+            ],
+        )
+        .await;
     assert_eq!(reply.status, 200);
     let (server, client) = spans_of(&spans, trace, true).await;
     let client = client.expect("client span");
@@ -735,7 +727,7 @@ async fn spans_follow_the_http_semantic_conventions() {
 
     // An upstream timeout: both spans are errors, and say which.
     let trace = "33333333333333333333333333333333";
-    let reply = get_with(&weft, "/slow/x", &[("traceparent", &parent_for(trace))]).await;
+    let reply = weft.get_with("/slow/x", &[("traceparent", &parent_for(trace))]).await;
     assert_eq!(reply.status, 504);
     let (server, client) = spans_of(&spans, trace, true).await;
     let client = client.expect("client span");
@@ -772,8 +764,7 @@ async fn behind_a_trusted_proxy_the_client_and_scheme_are_the_original_ones() {
         .to_string();
     let weft = Weft::start(&config).await;
     let trace = "55555555555555555555555555555555";
-    get_with(
-        &weft,
+    weft.get_with(
         "/x",
         &[
             ("traceparent", &parent_for(trace)),
@@ -803,12 +794,8 @@ async fn query_full_shows_values_but_never_a_credential() {
     let (weft, echo, _slow) = traced_with(otlp, "query = \"full\"").await;
     let trace = "44444444444444444444444444444444";
     let query = "page=2&SIG=s1&api%5Fkey=s2;X-Goog-Signature=s3&password=s4&AWSAccessKeyId=s5";
-    get_with(
-        &weft,
-        &format!("/plain/x?{query}"),
-        &[("traceparent", &parent_for(trace))],
-    )
-    .await;
+    weft.get_with(&format!("/plain/x?{query}"), &[("traceparent", &parent_for(trace))])
+        .await;
     let (server, client) = spans_of(&spans, trace, true).await;
     let shown =
         "page=2&SIG=REDACTED&api%5Fkey=REDACTED;X-Goog-Signature=REDACTED&password=REDACTED&AWSAccessKeyId=REDACTED";
@@ -825,14 +812,16 @@ async fn sample_zero_records_no_new_trace_but_follows_a_sampled_parent() {
     let (otlp, spans) = otlp_http().await;
     let (weft, _echo, _slow) = traced("http", otlp, "0.0").await;
     for _ in 0..5 {
-        let seen = get_with(&weft, "/plain/unsampled", &[]).await.json();
+        let seen = weft.get_with("/plain/unsampled", &[]).await.json();
         let (_, _, flags) = traceparent_parts(seen_header(&seen, "traceparent").expect("propagated anyway"));
         assert_eq!(flags, "00", "not sampled, and says so upstream");
     }
     let unsampled_parent = "00-11111111111111111111111111111111-2222222222222222-00";
-    get_with(&weft, "/plain/parent-says-no", &[("traceparent", unsampled_parent)]).await;
+    weft.get_with("/plain/parent-says-no", &[("traceparent", unsampled_parent)])
+        .await;
     let parent = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
-    let seen = get_with(&weft, "/plain/sampled", &[("traceparent", parent.as_str())])
+    let seen = weft
+        .get_with("/plain/sampled", &[("traceparent", parent.as_str())])
         .await
         .json();
     assert!(seen_header(&seen, "traceparent").expect("traceparent").ends_with("-01"));
@@ -879,7 +868,7 @@ async fn followed(weft: &Weft, rounds: usize) -> usize {
         let trace = format!("{:032x}", 0xabc0_0000 + round);
         for headers in forced_sampling(&trace) {
             let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            let seen = get_with(weft, "/plain/forced", &headers).await.json();
+            let seen = weft.get_with("/plain/forced", &headers).await.json();
             let (id, _, flags) = traceparent_parts(seen_header(&seen, "traceparent").expect("traceparent"));
             assert_eq!(id, trace, "the trace continues, sampled or not: {headers:?}");
             followed += usize::from(flags == "01");
@@ -926,7 +915,8 @@ async fn a_client_cannot_make_every_request_a_sampled_trace() {
     ))
     .await;
     let says_no = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-00");
-    let seen = get_with(&weft, "/plain/unforced", &[("traceparent", says_no.as_str())])
+    let seen = weft
+        .get_with("/plain/unforced", &[("traceparent", says_no.as_str())])
         .await
         .json();
     let (id, _, flags) = traceparent_parts(seen_header(&seen, "traceparent").expect("traceparent"));
@@ -954,7 +944,7 @@ async fn a_client_cannot_make_every_request_a_sampled_trace() {
             vec![("b3", format!("{trace}-{PARENT_SPAN}"))],
         ] {
             let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            let seen = get_with(&weft, "/plain/chosen", &headers).await.json();
+            let seen = weft.get_with("/plain/chosen", &headers).await.json();
             let (_, _, flags) = traceparent_parts(seen_header(&seen, "traceparent").expect("traceparent"));
             sampled += usize::from(flags == "01");
         }
@@ -967,22 +957,22 @@ async fn b3_context_is_accepted_and_sent_on_as_traceparent() {
     let (otlp, _spans) = otlp_http().await;
     let (weft, _echo, _slow) = traced("http", otlp, "1.0").await;
     let single = format!("{PARENT_TRACE}-{PARENT_SPAN}-1");
-    let seen = get_with(&weft, "/plain/b3", &[("b3", single.as_str())]).await.json();
+    let seen = weft.get_with("/plain/b3", &[("b3", single.as_str())]).await.json();
     let (trace, _, flags) = traceparent_parts(seen_header(&seen, "traceparent").expect("traceparent"));
     assert_eq!((trace.as_str(), flags.as_str()), (PARENT_TRACE, "01"));
     assert_eq!(seen_header(&seen, "b3"), None, "the stale B3 context is not passed on");
 
-    let seen = get_with(
-        &weft,
-        "/plain/b3-multi",
-        &[
-            ("x-b3-traceid", "a3ce929d0e0e4736"),
-            ("x-b3-spanid", PARENT_SPAN),
-            ("x-b3-sampled", "1"),
-        ],
-    )
-    .await
-    .json();
+    let seen = weft
+        .get_with(
+            "/plain/b3-multi",
+            &[
+                ("x-b3-traceid", "a3ce929d0e0e4736"),
+                ("x-b3-spanid", PARENT_SPAN),
+                ("x-b3-sampled", "1"),
+            ],
+        )
+        .await
+        .json();
     let (trace, _, _) = traceparent_parts(seen_header(&seen, "traceparent").expect("traceparent"));
     assert_eq!(trace, "0000000000000000a3ce929d0e0e4736");
     assert_eq!(seen_header(&seen, "x-b3-traceid"), None);
@@ -1012,12 +1002,9 @@ async fn hostile_trace_context_starts_a_new_trace_and_never_reaches_the_log() {
     ];
     let mut ids = Vec::new();
     for (i, value) in hostile.iter().enumerate() {
-        let reply = get_with(
-            &weft,
-            &format!("/plain/hostile/{i}"),
-            &[("traceparent", value.as_str())],
-        )
-        .await;
+        let reply = weft
+            .get_with(&format!("/plain/hostile/{i}"), &[("traceparent", value.as_str())])
+            .await;
         assert_eq!(reply.status, 200, "{value}");
         let (trace, _, _) = traceparent_parts(seen_header(&reply.json(), "traceparent").expect("a new context"));
         assert_ne!(trace, PARENT_TRACE, "{value}");
@@ -1071,19 +1058,19 @@ async fn a_reload_moves_the_access_log_and_a_log_that_cannot_open_is_rejected() 
         )
     };
     let weft = Weft::start(&config(&first)).await;
-    get_with(&weft, "/one", &[]).await;
+    weft.get_with("/one", &[]).await;
     assert_eq!(records(&first, 1).await[0]["path"], "/one");
 
     weft.write_config(&config(&second));
     assert_eq!(weft.admin("POST", "/reload").await.0, 200);
-    get_with(&weft, "/two", &[]).await;
+    weft.get_with("/two", &[]).await;
     assert_eq!(records(&second, 1).await[0]["path"], "/two");
 
     weft.write_config(&config(&dir.path().join("no-such-dir/third.log")));
     let (status, body) = weft.admin("POST", "/reload").await;
     assert_ne!(status, 200, "{body}");
     assert!(body.contains("[access_log] cannot open"), "{body}");
-    get_with(&weft, "/three", &[]).await;
+    weft.get_with("/three", &[]).await;
     let kept = records(&second, 2).await;
     assert_eq!(kept.len(), 2, "the running log keeps being written: {kept:#?}");
     assert_eq!(
@@ -1108,7 +1095,7 @@ async fn spans_and_records_still_queued_at_shutdown_are_written() {
     let mut weft = Weft::start(&proxied(echo.addr, slow.addr, &top)).await;
     let parent = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
     assert_eq!(
-        get_with(&weft, "/plain/last", &[("traceparent", parent.as_str())])
+        weft.get_with("/plain/last", &[("traceparent", parent.as_str())])
             .await
             .status,
         200
@@ -1136,7 +1123,7 @@ async fn sample_logs_that_fraction_of_requests() {
     let top = format!("[access_log]\npath = \"{}\"\nsample = 0.25\n", log.display());
     let weft = Weft::start(&proxied(echo.addr, slow.addr, &top)).await;
     for i in 0..20 {
-        assert_eq!(get_with(&weft, &format!("/plain/{i}"), &[]).await.status, 200);
+        assert_eq!(weft.get_with(&format!("/plain/{i}"), &[]).await.status, 200);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(records(&log, 5).await.len(), 5, "a quarter of 20");
@@ -1195,7 +1182,8 @@ async fn a_reload_switches_the_exporter_and_tracing_off() {
     .await;
     let traced = |trace: &'static str| format!("00-{trace}-{PARENT_SPAN}-01");
     let one = "11111111111111111111111111111111";
-    get_with(&weft, "/plain/1", &[("traceparent", traced(one).as_str())]).await;
+    weft.get_with("/plain/1", &[("traceparent", traced(one).as_str())])
+        .await;
     spans_until(&first_spans, |s| s.iter().any(|g| g.trace_id == one)).await;
 
     weft.write_config(&config(&format!(
@@ -1203,7 +1191,8 @@ async fn a_reload_switches_the_exporter_and_tracing_off() {
     )));
     assert_eq!(weft.admin("POST", "/reload").await.0, 200);
     let two = "22222222222222222222222222222222";
-    get_with(&weft, "/plain/2", &[("traceparent", traced(two).as_str())]).await;
+    weft.get_with("/plain/2", &[("traceparent", traced(two).as_str())])
+        .await;
     let got = spans_until(&second_spans, |s| s.iter().any(|g| g.trace_id == two)).await;
     let span = got
         .iter()
@@ -1213,7 +1202,8 @@ async fn a_reload_switches_the_exporter_and_tracing_off() {
 
     weft.write_config(&config(""));
     assert_eq!(weft.admin("POST", "/reload").await.0, 200);
-    let seen = get_with(&weft, "/plain/3", &[("traceparent", traced(PARENT_TRACE).as_str())])
+    let seen = weft
+        .get_with("/plain/3", &[("traceparent", traced(PARENT_TRACE).as_str())])
         .await
         .json();
     assert_eq!(

@@ -32,25 +32,10 @@ async fn echo_server() -> std::net::SocketAddr {
 }
 
 fn config(upstream: std::net::SocketAddr, route_extra: &str) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-
-[admin]
-address = "{{admin}}"
-
-[[clusters]]
-name = "ws"
-endpoints = ["{upstream}"]
-
-[[routes]]
-match = {{ path_prefix = "/" }}
-cluster = "ws"
-{route_extra}
-"#
-    )
+    Config::new()
+        .cluster("ws", &[upstream])
+        .route("all", "path_prefix = \"/\"", "ws", &[], route_extra)
+        .to_string()
 }
 
 async fn connect(weft: &Weft) -> tokio_tungstenite::WebSocketStream<TcpStream> {

@@ -339,7 +339,7 @@ async fn jwt_bad_configs_are_refused_at_load_with_the_reason() {
             &[("jwt", plugins::JWT_AUTH, filter.clone())],
             &[("/", &["jwt"])],
         );
-        let (ok, out) = weft_check(&text).await;
+        let (ok, out) = weft_check(&text, &[]);
         assert!(!ok && out.contains(want), "{filter}: {out}");
     }
 }

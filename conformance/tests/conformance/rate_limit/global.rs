@@ -146,45 +146,24 @@ async fn redis_down_fails_open_or_closed_as_configured_counts_and_recovers() {
     let port = ReservedPort::new();
     let up = Upstream::echo("up").await;
     // Nothing listens on `port` yet: the proxy must start anyway.
-    let text = format!(
-        r#"
-{kv}
-[admin]
-address = "{{admin}}"
-
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-
-[[clusters]]
-name = "web"
-endpoints = ["{up}"]
-
-[[filters]]
-name = "rl-open"
-wasm = "{PLUGIN}"
-config = {{ limits = [{{ key = ["client_ip"], rate = 100, per = "1s" }}], on_store_error = "allow" }}
-
-[[filters]]
-name = "rl-closed"
-wasm = "{PLUGIN}"
-config = {{ limits = [{{ key = ["client_ip"], rate = 100, per = "1s" }}], on_store_error = "deny" }}
-
-[[routes]]
-name = "open"
-match = {{ path_prefix = "/open" }}
-cluster = "web"
-filters = ["rl-open"]
-
-[[routes]]
-name = "closed"
-match = {{ path_prefix = "/closed" }}
-cluster = "web"
-filters = ["rl-closed"]
-"#,
-        kv = kv_table(&format!("redis://127.0.0.1:{}", port.port)),
-        up = up.addr,
-    );
+    let text = Config::new()
+        .top(&kv_table(&format!("redis://127.0.0.1:{}", port.port)))
+        .cluster("web", &[up.addr])
+        .wasm_filter(
+            "rl-open",
+            PLUGIN,
+            r#"limits = [{ key = ["client_ip"], rate = 100, per = "1s" }], on_store_error = "allow""#,
+            "",
+        )
+        .wasm_filter(
+            "rl-closed",
+            PLUGIN,
+            r#"limits = [{ key = ["client_ip"], rate = 100, per = "1s" }], on_store_error = "deny""#,
+            "",
+        )
+        .route("open", "path_prefix = \"/open\"", "web", &["rl-open"], "")
+        .route("closed", "path_prefix = \"/closed\"", "web", &["rl-closed"], "")
+        .to_string();
     let weft = Weft::start(&text).await;
 
     let started = Instant::now();

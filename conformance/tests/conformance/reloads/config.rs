@@ -5,29 +5,21 @@ use std::time::{Duration, Instant};
 
 use weft_conformance::*;
 
+/// One cluster, `up`, and a route to it for the paths under `prefix`.
+fn base(up: &Upstream, prefix: &str) -> Config {
+    Config::new()
+        .cluster("up", &[up.addr])
+        .route("all", &format!("path_prefix = \"{prefix}\""), "up", &[], "")
+}
+
 fn config(up: &Upstream, prefix: &str) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-[admin]
-address = "{{admin}}"
-[[clusters]]
-name = "up"
-endpoints = ["{}"]
-[[routes]]
-match = {{ path_prefix = "{prefix}" }}
-cluster = "up"
-"#,
-        up.addr
-    )
+    base(up, prefix).to_string()
 }
 
 #[tokio::test]
 async fn admin_reload_swaps_in_a_good_config_and_rejects_a_bad_one() {
     let up = Upstream::echo("a").await;
-    let mut text = config(&up, "/v1").replace("[[listeners]]", "[runtime]\nwatch = false\n\n[[listeners]]");
+    let mut text = base(&up, "/v1").top("[runtime]\nwatch = false").to_string();
     let weft = Weft::start(&text).await;
     assert_eq!(get(&weft.url("/v2/x")).await.status, 404);
     assert_eq!(weft.admin("GET", "/version").await, (200, "1\n".to_owned()));
@@ -84,6 +76,7 @@ async fn a_changed_config_file_is_picked_up_by_the_watcher() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A broken edit is rejected and logged; the last good config stays.
+    // Raw text: a file that is not TOML is the subject.
     weft.write_config("this is not toml [");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !weft.log().contains("reload rejected") {

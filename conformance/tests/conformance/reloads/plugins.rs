@@ -10,28 +10,11 @@ use weft_conformance::plugins::{HELLO_FILTER, INFINITE_LOOP, NOOP};
 use weft_conformance::*;
 
 fn config(up: &Upstream, plugin: &std::path::Path) -> String {
-    format!(
-        r#"
-[admin]
-address = "{{admin}}"
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-[[clusters]]
-name = "web"
-endpoints = ["{}"]
-[[filters]]
-name = "hot"
-wasm = "{}"
-config = {{}}
-[[routes]]
-match = {{ path_prefix = "/" }}
-cluster = "web"
-filters = ["hot"]
-"#,
-        up.addr,
-        plugin.display()
-    )
+    Config::new()
+        .cluster("web", &[up.addr])
+        .wasm_filter("hot", plugin, "", "")
+        .route("all", "path_prefix = \"/\"", "web", &["hot"], "")
+        .to_string()
 }
 
 /// Replaces `path` atomically (write aside, rename), as a deploy tool would.
@@ -138,30 +121,13 @@ async fn a_plugin_swapped_under_load_fails_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filter_stuck_in_a_loop_does_not_hold_up_other_requests() {
     let up = Upstream::echo("web").await;
-    let config = format!(
-        r#"
-[[listeners]]
-name = "main"
-address = "{{listen}}"
-[runtime]
-workers = 2
-[[clusters]]
-name = "web"
-endpoints = ["{}"]
-[[filters]]
-name = "spin"
-wasm = "{INFINITE_LOOP}"
-limits = {{ cpu = "2s" }}
-[[routes]]
-match = {{ path_prefix = "/loop" }}
-cluster = "web"
-filters = ["spin"]
-[[routes]]
-match = {{ path_prefix = "/" }}
-cluster = "web"
-"#,
-        up.addr
-    );
+    let config = Config::new()
+        .top("[runtime]\nworkers = 2")
+        .cluster("web", &[up.addr])
+        .wasm_filter("spin", INFINITE_LOOP, "", "limits = { cpu = \"2s\" }")
+        .route("loop", "path_prefix = \"/loop\"", "web", &["spin"], "")
+        .route("rest", "path_prefix = \"/\"", "web", &[], "")
+        .to_string();
     let weft = Weft::start(&config).await;
     let url = weft.url("/loop");
     let stuck: Vec<_> = (0..2)

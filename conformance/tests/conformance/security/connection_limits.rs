@@ -14,11 +14,7 @@ use weft_conformance::raw::{closed_after, read_to_close, status};
 use weft_conformance::*;
 
 async fn start(up: &Upstream, listener: &str) -> Weft {
-    let config =
-        Config::new()
-            .listener(listener)
-            .cluster("up", &[up.addr])
-            .route("all", "path_prefix = \"/\"", "up", &[], "");
+    let config = Config::new().listener(listener).proxy_to(&[up.addr]);
     Weft::start(&config.to_string()).await
 }
 
@@ -322,8 +318,7 @@ async fn idle_keep_alive_connections_give_their_buffers_back_and_still_serve() {
     let config = Config::new()
         .top("[runtime]\nworkers = 1\n")
         .listener("")
-        .cluster("up", &[up.addr])
-        .route("all", "path_prefix = \"/\"", "up", &[], "");
+        .proxy_to(&[up.addr]);
     let weft = Weft::start(&config.to_string()).await;
     let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     let mut warm = TcpStream::connect(weft.addr).await.expect("connect");

@@ -135,8 +135,7 @@ async fn oversized_input_gets_its_status() {
     let up = Upstream::echo("up").await;
     let config = Config::new()
         .listener("limits = { max_uri_bytes = 2048, max_headers = 20, max_request_body_bytes = 1000 }")
-        .cluster("up", &[up.addr])
-        .route("all", "path_prefix = \"/\"", "up", &[], "");
+        .proxy_to(&[up.addr]);
     let weft = Weft::start(&config.to_string()).await;
 
     let big_header = format!("X-Big: {}\r\n", "a".repeat(200 * 1024));
@@ -195,8 +194,7 @@ async fn a_slow_body_gets_408_within_its_timeout() {
     let up = Upstream::echo("up").await;
     let config = Config::new()
         .listener("timeouts = { body_idle = \"500ms\" }")
-        .cluster("up", &[up.addr])
-        .route("all", "path_prefix = \"/\"", "up", &[], "");
+        .proxy_to(&[up.addr]);
     let weft = Weft::start(&config.to_string()).await;
     let started = std::time::Instant::now();
     let mut stream = tokio::net::TcpStream::connect(weft.addr).await.expect("connect");
@@ -231,9 +229,7 @@ async fn http2_takes_the_same_front_door() {
 #[tokio::test]
 async fn ambiguous_framing_never_reaches_the_upstream_ambiguous() {
     let up = Upstream::echo("up").await;
-    let config = Config::new()
-        .cluster("up", &[up.addr])
-        .route("all", "path_prefix = \"/\"", "up", &[], "");
+    let config = Config::new().proxy_to(&[up.addr]);
     let weft = Weft::start(&config.to_string()).await;
     // Content-Length and chunked together (RFC 9112 §6.3): chunked wins, the length is
     // dropped, and the upstream gets one unambiguous message.

@@ -41,9 +41,7 @@ async fn short_keepalive_origin() -> (std::net::SocketAddr, tokio::task::JoinHan
 #[tokio::test]
 async fn a_connection_the_upstream_closed_is_not_a_failed_request() {
     let (origin, _task) = short_keepalive_origin().await;
-    let config = Config::new()
-        .cluster("up", &[origin])
-        .route("all", "path_prefix = \"/\"", "up", &[], "");
+    let config = Config::new().proxy_to(&[origin]);
     let weft = Weft::start(&config.to_string()).await;
     for gap in [0u64, 5, 10, 20, 30, 50] {
         for _ in 0..5 {
@@ -72,9 +70,7 @@ async fn a_response_abandoned_half_read_does_not_poison_the_pool() {
         http::Response::new(full("small"))
     })
     .await;
-    let config = Config::new()
-        .cluster("up", &[up.addr])
-        .route("all", "path_prefix = \"/\"", "up", &[], "");
+    let config = Config::new().proxy_to(&[up.addr]);
     let weft = Weft::start(&config.to_string()).await;
 
     let client = http1_client();
@@ -334,9 +330,7 @@ async fn double_framed_origin() -> (std::net::SocketAddr, tokio::task::JoinHandl
 #[tokio::test]
 async fn a_response_with_both_length_and_chunked_loses_its_length() {
     let (origin, _task) = double_framed_origin().await;
-    let config = Config::new()
-        .cluster("up", &[origin])
-        .route("all", "path_prefix = \"/\"", "up", &[], "");
+    let config = Config::new().proxy_to(&[origin]);
     let weft = Weft::start(&config.to_string()).await;
     for _ in 0..6 {
         let raw =

@@ -43,11 +43,11 @@ pub fn default_limits() -> LimitsConfig {
 
 /// Clusters named `name` → `addr`, built by the proxy's own config code.
 pub fn clusters(list: &[(&str, SocketAddr)]) -> Arc<Clusters> {
-    let mut text = String::from("[[listeners]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n");
+    let mut text = weft_conformance::Config::new();
     for (name, addr) in list {
-        text.push_str(&format!("[[clusters]]\nname = \"{name}\"\nendpoints = [\"{addr}\"]\n"));
+        text = text.cluster(name, &[*addr]);
     }
-    let config = Config::parse("test", &text).expect("valid cluster config");
+    let config = Config::parse("test", &weft_conformance::fill(&text.to_string())).expect("valid cluster config");
     let metrics = Arc::new(UpstreamMetrics::unregistered());
     let mut clusters = Clusters::new();
     for c in &config.clusters {
