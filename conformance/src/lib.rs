@@ -353,6 +353,64 @@ pub fn weft_check(config: &str, files: &[(&str, &str)]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Clients sending `GET url` in a loop until stopped (or for `within` at most), each with
+/// its own connection pool, counting every 200 by the value of one response header: the
+/// load a test keeps up while it swaps a plugin or a config, to show no request failed.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<(Tally, Vec<String>)>>,
+}
+
+/// 200s by the value of the header a [`Load`] counts by (`None`: the header was absent).
+pub type Tally = std::collections::HashMap<Option<String>, u32>;
+
+impl Load {
+    pub fn start(url: String, clients: usize, header: &'static str, within: Duration) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, url) = (stop.clone(), url.clone());
+                tokio::spawn(async move {
+                    let client = http1_client();
+                    let (mut tally, mut failures) = (Tally::new(), Vec::new());
+                    let deadline = Instant::now() + within;
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        let req = Request::get(&url).body(Full::new(Bytes::new())).expect("request");
+                        match client.request(req).await {
+                            Ok(resp) if resp.status() == 200 => {
+                                let value = resp
+                                    .headers()
+                                    .get(header)
+                                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                                *tally.entry(value).or_default() += 1;
+                                let _ = resp.into_body().collect().await;
+                            }
+                            Ok(resp) => failures.push(format!("status {}", resp.status())),
+                            Err(e) => failures.push(e.to_string()),
+                        }
+                    }
+                    (tally, failures)
+                })
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    /// Stops the clients; every 200 counted, and what failed.
+    pub async fn stop(self) -> (Tally, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let (mut tally, mut failures) = (Tally::new(), Vec::new());
+        for client in self.clients {
+            let (t, f) = client.await.expect("client task");
+            for (value, n) in t {
+                *tally.entry(value).or_default() += n;
+            }
+            failures.extend(f);
+        }
+        (tally, failures)
+    }
+}
+
 /// A log as text, its terminal colour codes (`ESC [ … m`) taken out.
 pub fn without_colours(log: &str) -> String {
     let mut out = String::with_capacity(log.len());

@@ -6,8 +6,6 @@
 //! The components are built by the SDKs' build scripts (see `weft_conformance::polyglot`);
 //! the first run installs componentize-py and componentize-js (`scripts/setup` does it).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -302,32 +300,7 @@ async fn a_python_filter_swapped_for_js_and_back_under_load_fails_no_request() {
     let weft = Weft::start(&config(&web, &side, &filter)).await;
     assert_eq!(get(&weft.url("/")).await.header("x-lang"), Some("python"));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let (stop, url) = (stop.clone(), weft.url("/load"));
-        clients.push(tokio::spawn(async move {
-            let client = http1_client();
-            let (mut python, mut js, mut failures) = (0u32, 0u32, Vec::new());
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let req = http::Request::get(&url).body(Full::new(Bytes::new())).expect("req");
-                match client.request(req).await {
-                    Ok(resp) if resp.status() == 200 => {
-                        match resp.headers().get("x-lang").and_then(|v| v.to_str().ok()) {
-                            Some("python") => python += 1,
-                            Some("js") => js += 1,
-                            other => failures.push(format!("x-lang {other:?}")),
-                        }
-                        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
-                    }
-                    Ok(resp) => failures.push(format!("status {}", resp.status())),
-                    Err(e) => failures.push(e.to_string()),
-                }
-            }
-            (python, js, failures)
-        }));
-    }
+    let load = Load::start(weft.url("/load"), 4, "x-lang", Duration::from_secs(120));
 
     for (to, lang) in [(&js, "js"), (&python, "python")] {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -343,18 +316,14 @@ async fn a_python_filter_swapped_for_js_and_back_under_load_fails_no_request() {
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::SeqCst);
-
-    let (mut python, mut js) = (0, 0);
-    for client in clients {
-        let (p, j, failures) = client.await.expect("client task");
-        assert!(
-            failures.is_empty(),
-            "requests failed during the reloads: {failures:?}\n{}",
-            weft.log()
-        );
-        (python, js) = (python + p, js + j);
-    }
+    let (mut tally, failures) = load.stop().await;
+    let python = tally.remove(&Some("python".to_owned())).unwrap_or(0);
+    let js = tally.remove(&Some("js".to_owned())).unwrap_or(0);
+    assert!(
+        failures.is_empty() && tally.is_empty(),
+        "requests failed during the reloads: {failures:?}, other x-lang: {tally:?}\n{}",
+        weft.log()
+    );
     assert!(
         python > 0 && js > 0,
         "load saw both languages ({python} python, {js} js)"

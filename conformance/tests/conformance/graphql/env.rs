@@ -118,22 +118,6 @@ impl Env {
         );
         let dead = dead_addr();
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("graphql-wasm-cache");
-        let config = Config::new()
-            .top(&format!("[wasm]\ncache_dir = \"{}\"", cache.display()))
-            .cluster("users", &[users.addr])
-            .cluster("orders", &[orders.addr])
-            .cluster("reference", &[reference.addr])
-            .cluster("catalog", &[catalog.addr])
-            .cluster("down", &[dead])
-            .route("gql", "path_prefix = \"/graphql\"", "users", &["gql"], "")
-            .route("limited", "path_prefix = \"/limited\"", "users", &["limited"], "")
-            .route("warned", "path_prefix = \"/warned\"", "users", &["warned"], "")
-            .route("open", "path_prefix = \"/open\"", "users", &["open"], "")
-            .route("safe", "path_prefix = \"/safe\"", "users", &["safe"], "")
-            .route("costly", "path_prefix = \"/costly\"", "users", &["costly"], "")
-            .route("reference", "path_prefix = \"/reference\"", "reference", &[], "")
-            .route("calls", "path_exact = \"/calls\"", "catalog", &[], "")
-            .to_string();
         let limits = "max_depth = 3, max_height = 6, max_aliases = 2, max_root_fields = 3, \
                       parser_max_tokens = 100, parser_max_recursion = 12";
         let filters = [
@@ -155,8 +139,23 @@ impl Env {
             ),
         ]
         .concat();
-        // Filters go before the routes, after the clusters.
-        let config = config.replacen("\n[[routes]]", &format!("{filters}\n[[routes]]"), 1);
+        let config = Config::new()
+            .top(&format!("[wasm]\ncache_dir = \"{}\"", cache.display()))
+            .cluster("users", &[users.addr])
+            .cluster("orders", &[orders.addr])
+            .cluster("reference", &[reference.addr])
+            .cluster("catalog", &[catalog.addr])
+            .cluster("down", &[dead])
+            .filters(&filters)
+            .route("gql", "path_prefix = \"/graphql\"", "users", &["gql"], "")
+            .route("limited", "path_prefix = \"/limited\"", "users", &["limited"], "")
+            .route("warned", "path_prefix = \"/warned\"", "users", &["warned"], "")
+            .route("open", "path_prefix = \"/open\"", "users", &["open"], "")
+            .route("safe", "path_prefix = \"/safe\"", "users", &["safe"], "")
+            .route("costly", "path_prefix = \"/costly\"", "users", &["costly"], "")
+            .route("reference", "path_prefix = \"/reference\"", "reference", &[], "")
+            .route("calls", "path_exact = \"/calls\"", "catalog", &[], "")
+            .to_string();
         let weft = Weft::start(&config).await;
         Env {
             weft,

@@ -2,8 +2,6 @@
 //! request, a broken replacement is rejected and the old version keeps serving, and a
 //! misbehaving filter hurts only the requests that run it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use weft_conformance::plugins::{HELLO_FILTER, INFINITE_LOOP, NOOP};
@@ -38,35 +36,7 @@ async fn a_plugin_swapped_under_load_fails_no_request() {
     );
 
     // Load: 4 clients in a loop until told to stop, recording every answer.
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let (stop, url) = (stop.clone(), weft.url("/load"));
-        clients.push(tokio::spawn(async move {
-            let client = http1_client();
-            let (mut ok, mut stamped, mut plain, mut failures) = (0u32, 0u32, 0u32, Vec::new());
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let req = http::Request::get(&url)
-                    .body(http_body_util::Full::new(bytes::Bytes::new()))
-                    .expect("req");
-                match client.request(req).await {
-                    Ok(resp) if resp.status() == 200 => {
-                        ok += 1;
-                        if resp.headers().contains_key("x-hello") {
-                            stamped += 1
-                        } else {
-                            plain += 1
-                        }
-                        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
-                    }
-                    Ok(resp) => failures.push(format!("status {}", resp.status())),
-                    Err(e) => failures.push(e.to_string()),
-                }
-            }
-            (ok, stamped, plain, failures)
-        }));
-    }
+    let load = Load::start(weft.url("/load"), 4, "x-hello", Duration::from_secs(30));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // v2: a different component (noop: no header). The watcher reloads it.
@@ -92,17 +62,13 @@ async fn a_plugin_swapped_under_load_fails_no_request() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::SeqCst);
-
-    let (mut ok, mut stamped, mut plain) = (0, 0, 0);
-    for client in clients {
-        let (o, s, p, failures) = client.await.expect("client task");
-        assert!(failures.is_empty(), "requests failed during the reloads: {failures:?}");
-        (ok, stamped, plain) = (ok + o, stamped + s, plain + p);
-    }
+    let (tally, failures) = load.stop().await;
+    assert!(failures.is_empty(), "requests failed during the reloads: {failures:?}");
+    let plain = tally.get(&None).copied().unwrap_or(0);
+    let stamped = tally.values().sum::<u32>() - plain;
     assert!(
         stamped > 0 && plain > 0,
-        "load saw both versions ({stamped} old, {plain} new, {ok} in all)"
+        "load saw both versions ({stamped} old, {plain} new)"
     );
     assert_eq!(
         get(&weft.url("/")).await.status,
