@@ -359,16 +359,14 @@ fn encode(text: &str) -> String {
 }
 
 fn secret_config(up: &Upstream) -> String {
-    let kv = format!("[kv]\nbackend = \"redis\"\nurl = \"redis://weft:{REDIS_PASSWORD}@127.0.0.1:1\"\n");
-    let base = config(up, &format!("token = \"{TOKEN}\"\naudit_log = \"audit.log\""));
+    let kv = format!("[kv]\nbackend = \"redis\"\nurl = \"redis://weft:{REDIS_PASSWORD}@127.0.0.1:1\"");
     // A secret-named key in a filter's config: a header carrying an API key upstream.
-    let with_secret = base.replace(
-        "[[filters]]",
-        &format!(
-            "[[filters]]\nname = \"keyed\"\nnative = \"headers\"\nconfig = {{ request_set = {{ x-api-key = \"{HMAC}\" }} }}\n\n[[filters]]"
-        ),
+    let keyed = Config::new().top(&kv).native_filter(
+        "keyed",
+        "headers",
+        &format!("request_set = {{ x-api-key = \"{HMAC}\" }}"),
     );
-    format!("{kv}\n{with_secret}")
+    routes(up, &format!("token = \"{TOKEN}\"\naudit_log = \"audit.log\""), keyed)
 }
 
 #[tokio::test]
