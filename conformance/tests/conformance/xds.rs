@@ -600,3 +600,139 @@ fn weft_check_validates_the_documented_bootstrap_and_names_a_wrong_field_by_path
         "an ignored field is named once: {out}"
     );
 }
+
+#[tokio::test]
+async fn a_route_to_a_cluster_whose_endpoints_have_not_arrived_waits_and_the_old_config_serves() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let c = Upstream::echo("c").await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    let url = format!("http://{}/hello", weft.listener("main"));
+    assert_eq!(get(&url).await.json()["upstream"], "a");
+    // Cluster c and a route to it, but no endpoints for c yet: Weft ACKs and waits.
+    ads.push(|r| {
+        set(r, CLUSTER, vec![eds_cluster("a"), eds_cluster("b"), eds_cluster("c")]);
+        set(r, ROUTE, vec![routes("c", "/re+gex")]);
+    });
+    let warming = ads.resources.borrow().version.to_string();
+    ads.wait_request(ROUTE, |r| r.version_info == warming && r.error_detail.is_none())
+        .await;
+    ads.wait_request(ENDPOINT, |r| r.resource_names.iter().any(|n| n == "c"))
+        .await;
+    for _ in 0..5 {
+        let reply = get(&url).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json()["upstream"], "a", "the route to c waits for c's endpoints");
+    }
+    ads.push(|r| {
+        set(
+            r,
+            ENDPOINT,
+            vec![
+                assignment("a", &[a.addr]),
+                assignment("b", &[b.addr]),
+                assignment("c", &[c.addr]),
+            ],
+        )
+    });
+    let mut moved = false;
+    for _ in 0..300 {
+        if get(&url).await.json()["upstream"] == "c" {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(moved, "{}", weft.log());
+}
+
+/// An ADS server that accepts the stream and never answers: Weft binds nothing (no config
+/// is served half-made) and keeps waiting, having sent its node.
+#[tokio::test]
+async fn a_server_that_never_answers_gets_no_listener_bound() {
+    #[derive(Clone)]
+    struct Silent(Arc<Mutex<Vec<DiscoveryRequest>>>);
+    #[tonic::async_trait]
+    impl AggregatedDiscoveryService for Silent {
+        type StreamAggregatedResourcesStream = Responses;
+        type DeltaAggregatedResourcesStream = DeltaResponses;
+        async fn stream_aggregated_resources(
+            &self,
+            request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
+        ) -> Result<tonic::Response<Responses>, tonic::Status> {
+            let mut incoming = request.into_inner();
+            let seen = self.0.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(req)) = incoming.message().await {
+                    seen.lock().expect("requests lock").push(req);
+                }
+            });
+            Ok(tonic::Response::new(Box::pin(futures_util::stream::pending())))
+        }
+        async fn delta_aggregated_resources(
+            &self,
+            _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+        ) -> Result<tonic::Response<DeltaResponses>, tonic::Status> {
+            Err(tonic::Status::unimplemented("delta"))
+        }
+    }
+    let silent = Silent(Arc::new(Mutex::new(Vec::new())));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let service = AggregatedDiscoveryServiceServer::new(silent.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let mut service = service.clone();
+                    async move { tonic::codegen::Service::call(&mut service, req).await }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bootstrap = dir.path().join("bootstrap.json");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            r#"{{"node":{{"id":"silent"}},"dynamic_resources":{{"ads_config":{{"api_type":"GRPC",
+            "grpc_services":[{{"envoy_grpc":{{"cluster_name":"x"}}}}]}},"lds_config":{{"ads":{{}}}},"cds_config":{{"ads":{{}}}}}},
+            "static_resources":{{"clusters":[{{"name":"x","load_assignment":{{"endpoints":[{{"lb_endpoints":
+            [{{"endpoint":{{"address":{{"socket_address":{{"address":"127.0.0.1","port_value":{port}}}}}}}}}]}}]}}}}]}}}}"#
+        ),
+    )
+    .expect("write bootstrap");
+    let ready = dir.path().join("ready.json");
+    let mut child = std::process::Command::new(weft_conformance::weft_bin())
+        .args(["run", "--xds-bootstrap"])
+        .arg(&bootstrap)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start weft");
+    let mut asked = false;
+    for _ in 0..500 {
+        if silent.0.lock().expect("requests lock").len() >= 2 {
+            asked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let requests = silent.0.lock().expect("requests lock").clone();
+    let still_running = child.try_wait().expect("wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(asked, "Weft subscribed: {requests:?}");
+    assert_eq!(requests[0].node.as_ref().map(|n| n.id.as_str()), Some("silent"));
+    assert!(still_running, "Weft keeps waiting for a config");
+    assert!(!ready.exists(), "nothing is bound before a config arrived");
+}
