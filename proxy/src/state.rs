@@ -227,6 +227,11 @@ impl State {
         result
     }
 
+    /// The composition root's own families (reloads, xDS updates), for a config source.
+    pub fn reload_metrics(&self) -> &metrics::ReloadMetrics {
+        &self.stage_metrics.reloads
+    }
+
     /// The recent reloads (and the start), oldest first.
     pub fn recent_reloads(&self) -> Vec<Value> {
         let recent = self.reloads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

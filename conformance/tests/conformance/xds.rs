@@ -522,6 +522,11 @@ async fn each_kind_of_bad_resource_is_nacked_and_the_last_good_config_keeps_serv
             .is_some_and(|r| r.contains("10001 resources")),
         "{view}"
     );
+    // Duplicates and the enormous list: two rejected CDS updates, counted.
+    let rejected = weft
+        .metric("weft_xds_updates_total{type=\"cds\",outcome=\"rejected\"}")
+        .await;
+    assert!(rejected >= 2.0, "{rejected}");
 }
 
 #[tokio::test]
@@ -560,6 +565,7 @@ async fn weft_keeps_serving_while_the_ads_server_is_down_and_resubscribes_with_i
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(moved, "{}", weft.log());
+    assert!(weft.metric("weft_xds_reconnects_total").await >= 1.0);
 }
 
 /// `weft check --xds-bootstrap` on the bootstrap docs/xds.md shows, and on a broken copy.

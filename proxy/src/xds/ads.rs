@@ -86,6 +86,9 @@ impl Client {
                 Ok(()) => tracing::warn!(server = %target, "xDS stream closed by the server"),
                 Err(e) => tracing::warn!(server = %target, error = %e, "xDS stream failed"),
             }
+            if let Some(state) = self.source.state() {
+                state.reload_metrics().xds_reconnect();
+            }
             self.source.status(|s| {
                 s["connection"] = json!("disconnected");
                 s["reconnects"] = json!(s["reconnects"].as_u64().unwrap_or(0) + 1);
@@ -205,6 +208,10 @@ impl Client {
             }
         }
         if let Some(state) = self.source.state() {
+            let outcome_label = if outcome.is_ok() { "accepted" } else { "rejected" };
+            state
+                .reload_metrics()
+                .xds_update(short, outcome_label, started.elapsed());
             let mut record = json!({
                 "event": "xds",
                 "type": short,
