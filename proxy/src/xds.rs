@@ -5,6 +5,7 @@
 //!
 //! - `bootstrap`: the Envoy v3 bootstrap (node, admin, ADS server);
 //! - `ads`: the ADS stream (State of the World): subscriptions, ACK and NACK, reconnects;
+//! - `delta`: the same over Delta xDS (`DELTA_GRPC`);
 //! - `listener`, `route`, `cluster`: one resource type each, mapped onto Weft's tables;
 //! - `snapshot`: the resources held, and the whole config assembled from them once warm;
 //! - `source`: the `state::ConfigProvider` the running state reloads from.
@@ -16,6 +17,7 @@ pub mod ads;
 pub mod bootstrap;
 #[allow(deprecated)]
 pub mod cluster;
+pub mod delta;
 pub mod listener;
 #[allow(deprecated)]
 pub mod route;
@@ -51,12 +53,6 @@ pub async fn start(
     toml: Option<&std::path::Path>,
 ) -> anyhow::Result<(crate::config::Config, std::sync::Arc<XdsSource>)> {
     let bootstrap = Bootstrap::load(bootstrap)?;
-    if bootstrap.api == bootstrap::ApiType::Delta {
-        anyhow::bail!(
-            "{}: dynamic_resources.ads_config.api_type: DELTA_GRPC is not spoken yet: write GRPC",
-            bootstrap.origin
-        );
-    }
     let (base, base_dir) = match toml {
         Some(path) => {
             let text = std::fs::read_to_string(path)?;

@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
 };
 use envoy_types::pb::google::protobuf::Any;
 use futures_util::Stream;
@@ -51,6 +51,7 @@ struct Resources {
 struct Ads {
     resources: watch::Sender<Resources>,
     requests: Arc<Mutex<Vec<DiscoveryRequest>>>,
+    delta_requests: Arc<Mutex<Vec<DeltaDiscoveryRequest>>>,
 }
 
 type Responses = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, tonic::Status>> + Send>>;
@@ -122,10 +123,88 @@ impl AggregatedDiscoveryService for Ads {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+        request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<tonic::Response<DeltaResponses>, tonic::Status> {
-        Err(tonic::Status::unimplemented("delta"))
+        let mut incoming = request.into_inner();
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut changes = self.resources.subscribe();
+        let requests = self.delta_requests.clone();
+        tokio::spawn(async move {
+            // Per type: the version sent and the names it held.
+            let mut sent: Vec<(String, u64, Vec<String>)> = Vec::new();
+            let mut nonce = 0u64;
+            loop {
+                let mut send_types = Vec::new();
+                tokio::select! {
+                    req = incoming.message() => {
+                        let Ok(Some(req)) = req else { return };
+                        requests.lock().expect("requests lock").push(req.clone());
+                        let first = !sent.iter().any(|(t, ..)| *t == req.type_url);
+                        if first || !req.resource_names_subscribe.is_empty() {
+                            send_types.push(req.type_url.clone());
+                        }
+                    }
+                    changed = changes.changed() => {
+                        if changed.is_err() { return }
+                        send_types.extend(sent.iter().map(|(t, ..)| t.clone()));
+                    }
+                }
+                let snapshot = changes.borrow().clone();
+                for type_url in send_types {
+                    let all = snapshot
+                        .by_type
+                        .iter()
+                        .find(|(t, _)| *t == type_url)
+                        .map(|(_, r)| r.clone())
+                        .unwrap_or_default();
+                    let names: Vec<String> = all.iter().map(name_of).collect();
+                    let before = sent
+                        .iter()
+                        .find(|(t, ..)| *t == type_url)
+                        .map(|(_, _, n)| n.clone())
+                        .unwrap_or_default();
+                    let removed_resources = before.into_iter().filter(|n| !names.contains(n)).collect();
+                    let resources = all
+                        .into_iter()
+                        .map(|any| Resource {
+                            name: name_of(&any),
+                            version: snapshot.version.to_string(),
+                            resource: Some(any),
+                            ..Resource::default()
+                        })
+                        .collect();
+                    nonce += 1;
+                    sent.retain(|(t, ..)| *t != type_url);
+                    sent.push((type_url.clone(), snapshot.version, names));
+                    let response = DeltaDiscoveryResponse {
+                        system_version_info: snapshot.version.to_string(),
+                        resources,
+                        type_url,
+                        removed_resources,
+                        nonce: nonce.to_string(),
+                        ..DeltaDiscoveryResponse::default()
+                    };
+                    if tx.send(Ok(response)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let stream: DeltaResponses = Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        Ok(tonic::Response::new(stream))
     }
+}
+
+/// A resource's name, read from its body.
+fn name_of(any: &Any) -> String {
+    let bytes = any.value.as_slice();
+    match any.type_url.as_str() {
+        LISTENER => Listener::decode(bytes).map(|r| r.name),
+        ROUTE => RouteConfiguration::decode(bytes).map(|r| r.name),
+        CLUSTER => Cluster::decode(bytes).map(|r| r.name),
+        _ => ClusterLoadAssignment::decode(bytes).map(|r| r.cluster_name),
+    }
+    .expect("a resource the test encoded")
 }
 
 impl Ads {
@@ -133,6 +212,7 @@ impl Ads {
         Ads {
             resources: watch::Sender::new(resources),
             requests: Arc::new(Mutex::new(Vec::new())),
+            delta_requests: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -351,13 +431,17 @@ fn set(r: &mut Resources, type_url: &str, resources: Vec<Any>) {
 }
 
 async fn start_weft(port: u16) -> (Weft, tempfile::TempDir) {
+    start_weft_with(port, "GRPC").await
+}
+
+async fn start_weft_with(port: u16, api_type: &str) -> (Weft, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let bootstrap = dir.path().join("bootstrap.yaml");
     std::fs::write(
         &bootstrap,
         format!(
             "node: {{ id: weft-test, cluster: test }}\n\
-             dynamic_resources:\n  ads_config: {{ api_type: GRPC, transport_api_version: V3, grpc_services: [{{ envoy_grpc: {{ cluster_name: xds }} }}] }}\n  \
+             dynamic_resources:\n  ads_config: {{ api_type: {api_type}, transport_api_version: V3, grpc_services: [{{ envoy_grpc: {{ cluster_name: xds }} }}] }}\n  \
              lds_config: {{ ads: {{}} }}\n  cds_config: {{ ads: {{}} }}\n\
              static_resources:\n  clusters:\n  - name: xds\n    type: STATIC\n    connect_timeout: 1s\n    \
              load_assignment: {{ cluster_name: xds, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}] }}\n"
@@ -741,4 +825,71 @@ async fn a_server_that_never_answers_gets_no_listener_bound() {
     assert_eq!(requests[0].node.as_ref().map(|n| n.id.as_str()), Some("silent"));
     assert!(still_running, "Weft keeps waiting for a config");
     assert!(!ready.exists(), "nothing is bound before a config arrived");
+}
+
+#[tokio::test]
+async fn delta_xds_serves_the_cascade_applies_a_push_and_nacks_a_bad_listener() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft_with(port.port, "DELTA_GRPC").await;
+    let url = format!("http://{}/hello", weft.listener("main"));
+    assert_eq!(get(&url).await.json()["upstream"], "a");
+    assert!(
+        ads.requests(LISTENER).is_empty(),
+        "Weft spoke Delta, not State of the World"
+    );
+    let delta = |t: &str| -> Vec<DeltaDiscoveryRequest> {
+        let all = ads.delta_requests.lock().expect("requests lock");
+        all.iter().filter(|r| r.type_url == t).cloned().collect()
+    };
+    assert_eq!(
+        ads.delta_requests.lock().expect("requests lock")[0]
+            .node
+            .as_ref()
+            .map(|n| n.id.as_str()),
+        Some("weft-test")
+    );
+    assert!(delta(ROUTE).iter().any(|r| r.resource_names_subscribe == ["routes"]));
+    assert!(
+        delta(ENDPOINT)
+            .iter()
+            .any(|r| r.resource_names_subscribe.contains(&"a".to_owned()))
+    );
+
+    ads.push(|r| set(r, ROUTE, vec![routes("b", "/re+gex")]));
+    let mut moved = false;
+    for _ in 0..300 {
+        if get(&url).await.json()["upstream"] == "b" {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(moved, "{}", weft.log());
+
+    let unknown = HttpFilter {
+        name: "istio.metadata_exchange".into(),
+        ..HttpFilter::default()
+    };
+    ads.push(|r| set(r, LISTENER, vec![listener("main", vec![unknown.clone()])]));
+    let mut nacked = None;
+    for _ in 0..300 {
+        nacked = delta(LISTENER).into_iter().find(|r| r.error_detail.is_some());
+        if nacked.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let nack = nacked.expect("the bad listener is NACKed");
+    assert!(!nack.response_nonce.is_empty());
+    assert!(
+        nack.error_detail
+            .expect("detail")
+            .message
+            .contains("istio.metadata_exchange")
+    );
+    assert_eq!(get(&url).await.json()["upstream"], "b", "the last good config serves");
 }

@@ -22,6 +22,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use toml::Table;
 
+use super::bootstrap::ApiType;
 use super::snapshot::Snapshot;
 use super::{Bootstrap, Rejected, XdsSource, cluster, listener, route};
 
@@ -36,7 +37,7 @@ const ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
 /// More resources than this in one response is a NACK (a server gone wrong, or hostile).
 pub const MAX_RESOURCES: usize = 10_000;
 /// Largest response message accepted.
-const MAX_MESSAGE_BYTES: usize = 32 << 20;
+pub(super) const MAX_MESSAGE_BYTES: usize = 32 << 20;
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
 
@@ -59,6 +60,8 @@ pub struct Client {
     snapshot: Snapshot,
     /// The text last applied, to skip a reload when a response changes nothing served.
     applied: Option<String>,
+    /// A response arrived on the current stream: the backoff starts again from its base.
+    healthy: bool,
 }
 
 impl Client {
@@ -72,17 +75,39 @@ impl Client {
             subs,
             snapshot: Snapshot::default(),
             applied: None,
+            healthy: false,
         }
+    }
+
+    pub(super) fn bootstrap(&self) -> &Bootstrap {
+        &self.bootstrap
+    }
+
+    pub(super) fn source(&self) -> &XdsSource {
+        &self.source
+    }
+
+    pub(super) fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    pub(super) fn mark_healthy(&mut self) {
+        self.healthy = true;
     }
 
     /// Runs for the life of the process.
     pub async fn run(mut self) {
         let mut failures: u32 = 0;
         let mut endpoint = 0usize;
+        let mut delta = super::delta::DeltaState::default();
         loop {
             let target = self.bootstrap.server.endpoints[endpoint % self.bootstrap.server.endpoints.len()].clone();
             self.source.status(|s| s["connection"] = json!("connecting"));
-            match self.stream(&target).await {
+            let result = match self.bootstrap.api {
+                ApiType::Sotw => self.stream(&target).await,
+                ApiType::Delta => self.delta_stream(&target, &mut delta).await,
+            };
+            match result {
                 Ok(()) => tracing::warn!(server = %target, "xDS stream closed by the server"),
                 Err(e) => tracing::warn!(server = %target, error = %e, "xDS stream failed"),
             }
@@ -94,14 +119,14 @@ impl Client {
                 s["reconnects"] = json!(s["reconnects"].as_u64().unwrap_or(0) + 1);
             });
             endpoint += 1;
+            if std::mem::take(&mut self.healthy) {
+                failures = 0;
+            }
             failures = failures.saturating_add(1);
             // Full jitter: a fleet that lost its server does not come back in step.
             let cap = BACKOFF_BASE.saturating_mul(1 << failures.min(8)).min(BACKOFF_MAX);
             let wait = cap.mul_f64(fastrand::f64());
             tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
-            if failures > 3 && self.source.has_config() {
-                failures = 3;
-            }
         }
     }
 
@@ -133,6 +158,7 @@ impl Client {
         self.source.status(|s| s["connection"] = json!("connected"));
         tracing::info!(server = %target, "xDS stream open");
         while let Some(response) = responses.message().await? {
+            self.healthy = true;
             for req in self.on_response(response).await {
                 tx.send(req).await?;
             }
@@ -140,7 +166,7 @@ impl Client {
         Ok(())
     }
 
-    fn node(&self) -> Node {
+    pub(super) fn node(&self) -> Node {
         let n = &self.bootstrap.node;
         let metadata = match pb_value(&n.metadata).kind {
             Some(Kind::StructValue(s)) => Some(s),
@@ -178,28 +204,53 @@ impl Client {
         let started = std::time::Instant::now();
         let before = (self.snapshot.rds_names(), self.snapshot.eds_names());
         let outcome = self.accept(type_url, &resp).await;
-        let short = short_type(type_url);
         let mut out = Vec::new();
         let sub = self.subs.entry(type_url).or_default();
         sub.nonce = resp.nonce.clone();
-        match &outcome {
+        if outcome.is_ok() {
+            sub.version = resp.version_info.clone();
+        }
+        self.answered(type_url, &resp.version_info, &outcome, started);
+        let sub = self.subs.get(type_url).cloned().unwrap_or_default();
+        out.push(request(type_url, &sub, None, outcome.err().as_ref()));
+        // New names to watch: asked for after the ACK that introduced them.
+        let after = (self.snapshot.rds_names(), self.snapshot.eds_names());
+        for (type_url, old, new) in [(ROUTE, &before.0, &after.0), (ENDPOINT, &before.1, &after.1)] {
+            if old != new {
+                let sub = self.subs.entry(type_url).or_default();
+                sub.names = new.clone();
+                out.push(request(type_url, sub, None, None));
+            }
+        }
+        out
+    }
+
+    /// Records an answered response: logs, `/api/xds`, metrics, the audit trail.
+    pub(super) fn answered(
+        &self,
+        type_url: &str,
+        version: &str,
+        outcome: &Result<(), Rejected>,
+        started: std::time::Instant,
+    ) {
+        let short = short_type(type_url);
+        match outcome {
             Ok(()) => {
-                sub.version = resp.version_info.clone();
-                tracing::info!(r#type = short, version = %resp.version_info, "xDS update accepted");
+                tracing::info!(r#type = short, version, "xDS update accepted");
                 self.source.status(|s| {
                     let t = &mut s["types"][short];
-                    t["version"] = json!(resp.version_info);
+                    t["version"] = json!(version);
                     t["updated_at"] = json!(crate::audit::now_rfc3339());
                     t["accepted"] = json!(t["accepted"].as_u64().unwrap_or(0) + 1);
                     t["apply_ms"] = json!(started.elapsed().as_secs_f64() * 1000.0);
                 });
             }
             Err(why) => {
-                tracing::warn!(r#type = short, version = %resp.version_info, reason = %why, "xDS update NACKed; the running config stays");
+                tracing::warn!(r#type = short, version, reason = %why, "xDS update NACKed; the running config stays");
                 self.source.status(|s| {
                     let t = &mut s["types"][short];
                     t["last_nack"] = json!({
-                        "version": resp.version_info,
+                        "version": version,
                         "reason": why.0,
                         "time": crate::audit::now_rfc3339(),
                     });
@@ -215,26 +266,14 @@ impl Client {
             let mut record = json!({
                 "event": "xds",
                 "type": short,
-                "version": resp.version_info,
-                "outcome": if outcome.is_ok() { "accepted" } else { "rejected" },
+                "version": version,
+                "outcome": outcome_label,
             });
-            if let Err(why) = &outcome {
+            if let Err(why) = outcome {
                 record["reason"] = json!(why.0);
             }
             state.audit.record(record);
         }
-        let sub = self.subs.get(type_url).cloned().unwrap_or_default();
-        out.push(request(type_url, &sub, None, outcome.err().as_ref()));
-        // New names to watch: asked for after the ACK that introduced them.
-        let after = (self.snapshot.rds_names(), self.snapshot.eds_names());
-        for (type_url, old, new) in [(ROUTE, &before.0, &after.0), (ENDPOINT, &before.1, &after.1)] {
-            if old != new {
-                let sub = self.subs.entry(type_url).or_default();
-                sub.names = new.clone();
-                out.push(request(type_url, sub, None, None));
-            }
-        }
-        out
     }
 
     /// Validates the response whole and, when the snapshot is warm, applies it.
@@ -246,58 +285,24 @@ impl Client {
             )));
         }
         let mut next = self.snapshot.clone();
+        // State of the World: a listener or cluster response is the whole set.
+        match type_url {
+            LISTENER => next.listeners.clear(),
+            CLUSTER => next.clusters.clear(),
+            _ => {}
+        }
         let mut seen = HashSet::new();
         for any in &resp.resources {
-            if any.type_url != type_url {
-                return Err(Rejected(format!(
-                    "a resource of type {:?} in a {type_url} response",
-                    any.type_url
-                )));
-            }
-            let bytes = any.value.as_slice();
-            let bad = |e: prost::DecodeError| Rejected(format!("a resource does not decode: {e}"));
-            let name = match type_url {
-                LISTENER => {
-                    let l = Listener::decode(bytes).map_err(bad)?;
-                    let name = l.name.clone();
-                    if seen.is_empty() {
-                        next.listeners.clear();
-                    }
-                    next.listeners.insert(name.clone(), listener::map(&l)?);
-                    name
-                }
-                CLUSTER => {
-                    let c = Cluster::decode(bytes).map_err(bad)?;
-                    let name = c.name.clone();
-                    if seen.is_empty() {
-                        next.clusters.clear();
-                    }
-                    next.clusters.insert(name.clone(), cluster::map(&c)?);
-                    name
-                }
-                ROUTE => {
-                    let rc = RouteConfiguration::decode(bytes).map_err(bad)?;
-                    next.routes.insert(rc.name.clone(), route::map(&rc)?);
-                    rc.name
-                }
-                _ => {
-                    let la = ClusterLoadAssignment::decode(bytes).map_err(bad)?;
-                    let at = format!("cluster_load_assignment {:?}", la.cluster_name);
-                    next.assignments
-                        .insert(la.cluster_name.clone(), cluster::endpoints(&la, &at)?);
-                    la.cluster_name
-                }
-            };
+            let name = put(&mut next, type_url, any)?;
             if !seen.insert(name.clone()) {
                 return Err(Rejected(format!("resource {name:?} appears twice in one response")));
             }
         }
-        // State of the World: a listener or cluster response is the whole set.
-        match type_url {
-            LISTENER if resp.resources.is_empty() => next.listeners.clear(),
-            CLUSTER if resp.resources.is_empty() => next.clusters.clear(),
-            _ => {}
-        }
+        self.commit(next).await
+    }
+
+    /// Makes `next` the snapshot held and, once it is warm, the config served.
+    pub(super) async fn commit(&mut self, mut next: Snapshot) -> Result<(), Rejected> {
         // Route configurations and assignments no longer named are dropped.
         let (rds, eds) = (next.rds_names(), next.eds_names());
         next.routes.retain(|name, _| rds.contains(name));
@@ -329,6 +334,56 @@ impl Client {
     }
 }
 
+/// Maps one resource into `next`; its name.
+pub(super) fn put(
+    next: &mut Snapshot,
+    type_url: &str,
+    any: &envoy_types::pb::google::protobuf::Any,
+) -> Result<String, Rejected> {
+    if any.type_url != type_url {
+        return Err(Rejected(format!(
+            "a resource of type {:?} in a {type_url} response",
+            any.type_url
+        )));
+    }
+    let bytes = any.value.as_slice();
+    let bad = |e: prost::DecodeError| Rejected(format!("a resource does not decode: {e}"));
+    Ok(match type_url {
+        LISTENER => {
+            let l = Listener::decode(bytes).map_err(bad)?;
+            next.listeners.insert(l.name.clone(), listener::map(&l)?);
+            l.name
+        }
+        CLUSTER => {
+            let c = Cluster::decode(bytes).map_err(bad)?;
+            next.clusters.insert(c.name.clone(), cluster::map(&c)?);
+            c.name
+        }
+        ROUTE => {
+            let rc = RouteConfiguration::decode(bytes).map_err(bad)?;
+            next.routes.insert(rc.name.clone(), route::map(&rc)?);
+            rc.name
+        }
+        _ => {
+            let la = ClusterLoadAssignment::decode(bytes).map_err(bad)?;
+            let at = format!("cluster_load_assignment {:?}", la.cluster_name);
+            next.assignments
+                .insert(la.cluster_name.clone(), cluster::endpoints(&la, &at)?);
+            la.cluster_name
+        }
+    })
+}
+
+/// Forgets one resource a Delta response removed.
+pub(super) fn remove(next: &mut Snapshot, type_url: &str, name: &str) {
+    match type_url {
+        LISTENER => drop(next.listeners.remove(name)),
+        CLUSTER => drop(next.clusters.remove(name)),
+        ROUTE => drop(next.routes.remove(name)),
+        _ => drop(next.assignments.remove(name)),
+    }
+}
+
 fn request(type_url: &str, sub: &Sub, node: Option<Node>, nack: Option<&Rejected>) -> DiscoveryRequest {
     DiscoveryRequest {
         version_info: sub.version.clone(),
@@ -341,7 +396,7 @@ fn request(type_url: &str, sub: &Sub, node: Option<Node>, nack: Option<&Rejected
     }
 }
 
-fn status(message: &str) -> Status {
+pub(super) fn status(message: &str) -> Status {
     Status {
         // INVALID_ARGUMENT, as Envoy sends.
         code: 3,
