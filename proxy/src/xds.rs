@@ -71,3 +71,6 @@ pub async fn start(
     let config = crate::state::ConfigProvider::load(&*source)?;
     Ok((config, source))
 }
+
+#[cfg(test)]
+mod tests;
