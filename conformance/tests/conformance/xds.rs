@@ -52,6 +52,8 @@ struct Ads {
     resources: watch::Sender<Resources>,
     requests: Arc<Mutex<Vec<DiscoveryRequest>>>,
     delta_requests: Arc<Mutex<Vec<DeltaDiscoveryRequest>>>,
+    /// Raw responses sent as they are on every open SotW stream (hostile tests).
+    raw: tokio::sync::broadcast::Sender<DiscoveryResponse>,
 }
 
 type Responses = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, tonic::Status>> + Send>>;
@@ -70,6 +72,7 @@ impl AggregatedDiscoveryService for Ads {
         let (tx, mut rx) = mpsc::channel(16);
         let mut changes = self.resources.subscribe();
         let requests = self.requests.clone();
+        let mut raw = self.raw.subscribe();
         tokio::spawn(async move {
             let mut sent: Vec<(String, u64)> = Vec::new();
             let mut nonce = 0u64;
@@ -91,6 +94,12 @@ impl AggregatedDiscoveryService for Ads {
                     changed = changes.changed() => {
                         if changed.is_err() { return }
                         send_types.extend(subscribed.iter().cloned());
+                    }
+                    response = raw.recv() => {
+                        let Ok(response) = response else { return };
+                        if tx.send(Ok(response)).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 let snapshot = changes.borrow().clone();
@@ -213,6 +222,7 @@ impl Ads {
             resources: watch::Sender::new(resources),
             requests: Arc::new(Mutex::new(Vec::new())),
             delta_requests: Arc::new(Mutex::new(Vec::new())),
+            raw: tokio::sync::broadcast::channel(16).0,
         }
     }
 
@@ -892,4 +902,62 @@ async fn delta_xds_serves_the_cascade_applies_a_push_and_nacks_a_bad_listener() 
             .contains("istio.metadata_exchange")
     );
     assert_eq!(get(&url).await.json()["upstream"], "b", "the last good config serves");
+}
+
+/// Responses a server should not send: a type Weft never asked for, a resource whose body
+/// is another type's, a nonce used twice, garbage bytes. Each is answered with its own
+/// nonce, the bad ones NACKed, and the config served does not change.
+#[tokio::test]
+async fn hostile_responses_are_each_answered_and_change_nothing() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    let url = format!("http://{}/hello", weft.listener("main"));
+    ads.wait_request(ROUTE, |r| r.version_info == "1" && !r.response_nonce.is_empty())
+        .await;
+    let raw = |type_url: &str, version: &str, nonce: &str, resources: Vec<Any>| DiscoveryResponse {
+        version_info: version.into(),
+        resources,
+        type_url: type_url.into(),
+        nonce: nonce.into(),
+        ..DiscoveryResponse::default()
+    };
+    let garbage = Any {
+        type_url: ROUTE.into(),
+        value: vec![0xff; 64],
+    };
+    let cases = [
+        (
+            raw(
+                "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                "9",
+                "h1",
+                Vec::new(),
+            ),
+            "was not asked for",
+        ),
+        (raw(ROUTE, "9", "h2", vec![eds_cluster("x")]), "a resource of type"),
+        (raw(ROUTE, "9", "h3", vec![garbage]), "does not decode"),
+    ];
+    for (response, reason) in cases {
+        let nonce = response.nonce.clone();
+        let type_url = response.type_url.clone();
+        ads.raw.send(response).expect("a stream is open");
+        let nack = ads.wait_request(&type_url, |r| r.response_nonce == nonce).await;
+        let detail = nack.error_detail.expect("a NACK").message;
+        assert!(detail.contains(reason), "{detail}");
+        assert_ne!(nack.version_info, "9");
+        assert_eq!(get(&url).await.json()["upstream"], "a", "{reason}: nothing changed");
+    }
+    // A good response whose nonce repeats one already used: answered with that nonce, and
+    // applied as any response (the nonce names a response, it is not a version).
+    ads.raw
+        .send(raw(ROUTE, "10", "h3", vec![routes("b", "/re+gex")]))
+        .expect("a stream is open");
+    ads.wait_request(ROUTE, |r| r.response_nonce == "h3" && r.version_info == "10")
+        .await;
+    assert_eq!(get(&url).await.json()["upstream"], "b");
 }
