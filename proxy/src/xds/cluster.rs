@@ -67,8 +67,8 @@ pub fn map(c: &Cluster) -> Result<MappedCluster, Rejected> {
     };
     t.insert("lb".into(), Value::String(lb.into()));
     if matches!(lb, "ring_hash" | "maglev") {
-        // Envoy takes the hash from the route's hash_policy (not mapped yet); the client's
-        // address keeps a client on one endpoint.
+        // Envoy takes the hash from the routes' hash_policy (set at assembly); without one,
+        // the client's address keeps a client on one endpoint.
         let mut h = Table::new();
         h.insert("client_address".into(), Value::Boolean(true));
         t.insert("hash_on".into(), Value::Table(h));

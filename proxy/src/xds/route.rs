@@ -26,6 +26,9 @@ pub struct Routes {
     pub validate_clusters: bool,
     /// Retries per cluster (Envoy's are per route, Weft's per cluster).
     pub retries: BTreeMap<String, Table>,
+    /// What a hashing cluster hashes (Envoy's `hash_policy` is per route, Weft's `hash_on`
+    /// per cluster).
+    pub hash_on: BTreeMap<String, Table>,
 }
 
 pub fn map(rc: &RouteConfiguration) -> Result<Routes, Rejected> {
@@ -60,6 +63,7 @@ pub fn map(rc: &RouteConfiguration) -> Result<Routes, Rejected> {
         routes: Vec::new(),
         validate_clusters: rc.validate_clusters.is_some_and(|v| v.value),
         retries: BTreeMap::new(),
+        hash_on: BTreeMap::new(),
     };
     let mut edits_config = Edits::default();
     edits_config.take(
@@ -91,7 +95,7 @@ pub fn map(rc: &RouteConfiguration) -> Result<Routes, Rejected> {
                 r.name.clone()
             };
             let rat = format!("{vat}: route {name:?}");
-            let mut t = route_table(r, &rat, &mut out.retries)?;
+            let mut t = route_table(r, &rat, &mut out)?;
             t.insert("name".into(), Value::String(format!("{}/{domain}", name)));
             if domain != "*" {
                 let m = t.entry("match").or_insert_with(|| Value::Table(Table::new()));
@@ -125,7 +129,7 @@ fn strip_port(domain: &str) -> &str {
     }
 }
 
-fn route_table(r: &Route, at: &str, retries: &mut BTreeMap<String, Table>) -> Result<Table, Rejected> {
+fn route_table(r: &Route, at: &str, out: &mut Routes) -> Result<Table, Rejected> {
     let no = |what: &str| Rejected(format!("{at}: {what} is not supported"));
     let mut t = Table::new();
     let m = r.r#match.as_ref().ok_or_else(|| no("a route without match"))?;
@@ -181,7 +185,7 @@ fn route_table(r: &Route, at: &str, retries: &mut BTreeMap<String, Table>) -> Re
     }
     t.insert("match".into(), Value::Table(mt));
     match &r.action {
-        Some(route::Action::Route(a)) => action(a, &mut t, at, retries)?,
+        Some(route::Action::Route(a)) => action(a, &mut t, at, out)?,
         Some(route::Action::Redirect(rd)) => {
             t.insert("redirect".into(), Value::Table(redirect(rd, at)?));
         }
@@ -272,10 +276,10 @@ fn query_match(q: &QueryParameterMatcher, at: &str) -> Result<Cond, Rejected> {
     }
 }
 
-fn action(a: &RouteAction, t: &mut Table, at: &str, retries: &mut BTreeMap<String, Table>) -> Result<(), Rejected> {
+fn action(a: &RouteAction, t: &mut Table, at: &str, out: &mut Routes) -> Result<(), Rejected> {
     let no = |what: &str| Rejected(format!("{at}: {what} is not supported"));
-    if !a.hash_policy.is_empty() || a.cors.is_some() || !a.rate_limits.is_empty() || a.hedge_policy.is_some() {
-        return Err(no("hash_policy, cors, rate_limits or hedge_policy on a route"));
+    if a.cors.is_some() || !a.rate_limits.is_empty() || a.hedge_policy.is_some() {
+        return Err(no("cors, rate_limits or hedge_policy on a route"));
     }
     if a.path_rewrite_policy.is_some() || !a.path_rewrite.is_empty() {
         return Err(no("path_rewrite"));
@@ -343,20 +347,13 @@ fn action(a: &RouteAction, t: &mut Table, at: &str, retries: &mut BTreeMap<Strin
         };
         t.insert("timeout".into(), Value::String(text));
     }
+    if !a.hash_policy.is_empty() {
+        let hash = hash_on(&a.hash_policy, at)?;
+        per_cluster(&mut out.hash_on, &targets, hash, at, "hash policies")?;
+    }
     if let Some(rp) = &a.retry_policy {
         let retry = retry(rp, at)?;
-        for cluster in &targets {
-            match retries.get(cluster) {
-                Some(other) if *other != retry => {
-                    return Err(Rejected(format!(
-                        "{at}: routes to cluster {cluster:?} have different retry policies (Weft retries per cluster)"
-                    )));
-                }
-                _ => {
-                    retries.insert(cluster.clone(), retry.clone());
-                }
-            }
-        }
+        per_cluster(&mut out.retries, &targets, retry, at, "retry policies")?;
     }
     if !a.request_mirror_policies.is_empty() {
         let mut mirrors = Vec::new();
@@ -382,6 +379,55 @@ fn action(a: &RouteAction, t: &mut Table, at: &str, retries: &mut BTreeMap<Strin
         t.insert("mirror".into(), Value::Array(mirrors));
     }
     Ok(())
+}
+
+/// Records `value` for each target cluster; routes that disagree on a cluster are a NACK.
+fn per_cluster(
+    map: &mut BTreeMap<String, Table>,
+    targets: &[String],
+    value: Table,
+    at: &str,
+    what: &str,
+) -> Result<(), Rejected> {
+    for cluster in targets {
+        match map.get(cluster) {
+            Some(other) if *other != value => {
+                return Err(Rejected(format!(
+                    "{at}: routes to cluster {cluster:?} have different {what} (Weft sets them per cluster)"
+                )));
+            }
+            _ => {
+                map.insert(cluster.clone(), value.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first hash policy Weft can honour: a header, a cookie, or the client's address.
+fn hash_on(policies: &[route_action::HashPolicy], at: &str) -> Result<Table, Rejected> {
+    use route_action::hash_policy::PolicySpecifier;
+    let [policy] = policies else {
+        return Err(Rejected(format!("{at}: more than one hash_policy is not supported")));
+    };
+    let mut t = Table::new();
+    match &policy.policy_specifier {
+        Some(PolicySpecifier::Header(h)) if h.regex_rewrite.is_none() => {
+            t.insert("header".into(), Value::String(h.header_name.to_ascii_lowercase()));
+        }
+        Some(PolicySpecifier::Cookie(c)) if c.ttl.is_none() => {
+            t.insert("cookie".into(), Value::String(c.name.clone()));
+        }
+        Some(PolicySpecifier::ConnectionProperties(p)) if p.source_ip => {
+            t.insert("client_address".into(), Value::Boolean(true));
+        }
+        _ => {
+            return Err(Rejected(format!(
+                "{at}: a hash_policy other than a header, a cookie without ttl, or source_ip is not supported"
+            )));
+        }
+    }
+    Ok(t)
 }
 
 /// `retry_on` conditions Weft has: connect failures and resets are always retried, 5xx

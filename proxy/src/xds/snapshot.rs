@@ -92,6 +92,10 @@ impl Snapshot {
             if let Some(retry) = routes.retries.get(name) {
                 t.insert("retry".into(), Value::Table(retry.clone()));
             }
+            // Only a hashing cluster takes `hash_on`; a route's hash policy on another is moot.
+            if let (Some(hash), true) = (routes.hash_on.get(name), t.contains_key("hash_on")) {
+                t.insert("hash_on".into(), Value::Table(hash.clone()));
+            }
             usable.insert(name.clone());
             clusters.push(Value::Table(t));
         }

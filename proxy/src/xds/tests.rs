@@ -232,3 +232,33 @@ fn a_route_to_a_cluster_without_usable_endpoints_answers_503_unless_validate_clu
     let nack = snapshot.assemble(&toml::Table::new(), None).expect_err("NACK");
     assert!(nack.0.contains("validate_clusters"), "{nack}");
 }
+
+#[test]
+fn a_route_hash_policy_becomes_its_hashing_clusters_hash_on() {
+    use route_action::hash_policy::{Header, PolicySpecifier};
+    let hashed = |header: &str| {
+        let mut r = simple("c");
+        if let Some(route::Action::Route(a)) = &mut r.action {
+            a.hash_policy = vec![route_action::HashPolicy {
+                policy_specifier: Some(PolicySpecifier::Header(Header {
+                    header_name: header.into(),
+                    ..Header::default()
+                })),
+                ..route_action::HashPolicy::default()
+            }];
+        }
+        r
+    };
+    let rc = RouteConfiguration {
+        virtual_hosts: vec![vhost("v", &["*"], vec![hashed("X-User"), hashed("x-user")])],
+        ..RouteConfiguration::default()
+    };
+    let mapped = xroute::map(&rc).expect("maps");
+    assert_eq!(mapped.hash_on["c"]["header"].as_str(), Some("x-user"));
+    let clash = RouteConfiguration {
+        virtual_hosts: vec![vhost("v", &["*"], vec![hashed("x-user"), hashed("x-tenant")])],
+        ..RouteConfiguration::default()
+    };
+    let nack = xroute::map(&clash).expect_err("NACK");
+    assert!(nack.0.contains("different hash policies"), "{nack}");
+}
