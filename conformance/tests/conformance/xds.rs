@@ -259,6 +259,58 @@ impl Ads {
         stop
     }
 
+    /// Serves over mutual TLS with the `weft cert` bundle in `certs`; counts the client
+    /// certificates it saw.
+    async fn serve_tls(&self, certs: &std::path::Path) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certs.join("server.pem"))
+            .expect("pem")
+            .collect::<Result<_, _>>()
+            .expect("certs");
+        let key = PrivateKeyDer::from_pem_file(certs.join("server-key.pem")).expect("key");
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(certs.join("ca.pem")).expect("pem") {
+            roots.add(c.expect("ca")).expect("add");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .expect("verifier");
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .expect("server config");
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let clients = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = clients.clone();
+        let service = AggregatedDiscoveryServiceServer::new(self.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, service, seen) = (acceptor.clone(), service.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else { return };
+                    if tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()) {
+                        seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let mut service = service.clone();
+                        async move { tonic::codegen::Service::call(&mut service, req).await }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        (port, clients)
+    }
+
     fn push(&self, edit: impl FnOnce(&mut Resources)) {
         self.resources.send_modify(|r| {
             edit(r);
@@ -976,4 +1028,48 @@ async fn hostile_responses_are_each_answered_and_change_nothing() {
     ads.wait_request(ROUTE, |r| r.response_nonce == "h3" && r.version_info == "10")
         .await;
     assert_eq!(get(&url).await.json()["upstream"], "b");
+}
+
+/// The ADS server over mutual TLS: the bootstrap's `transport_socket` names the CA, SNI and
+/// Weft's certificate, relative to the bootstrap.
+#[tokio::test]
+async fn the_ads_server_over_mutual_tls() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let ads = Ads::new(base(&a, &b));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new(weft_conformance::weft_bin())
+        .args(["cert", "--host", "xds.internal", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("weft cert");
+    assert!(status.status.success());
+    let (port, clients) = ads.serve_tls(dir.path()).await;
+    let bootstrap = dir.path().join("bootstrap.yaml");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            "node: {{ id: weft-tls }}\n\
+             dynamic_resources:\n  ads_config: {{ api_type: GRPC, grpc_services: [{{ envoy_grpc: {{ cluster_name: xds }} }}] }}\n  \
+             lds_config: {{ ads: {{}} }}\n  cds_config: {{ ads: {{}} }}\n\
+             static_resources:\n  clusters:\n  - name: xds\n    type: STATIC\n    \
+             transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \
+             \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        \
+             sni: xds.internal\n        common_tls_context:\n          validation_context: {{ trusted_ca: {{ filename: ca.pem }} }}\n          \
+             tls_certificates: [{{ certificate_chain: {{ filename: client.pem }}, private_key: {{ filename: client-key.pem }} }}]\n    \
+             load_assignment: {{ cluster_name: xds, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}] }}\n"
+        ),
+    )
+    .expect("write bootstrap");
+    let weft = Weft::start(&format!(
+        "[admin]\naddress = \"{{admin}}\"\n\n[xds]\nbootstrap = \"{}\"\n",
+        bootstrap.display()
+    ))
+    .await;
+    let reply = get(&format!("http://{}/hello", weft.listener("main"))).await;
+    assert_eq!(reply.json()["upstream"], "a");
+    assert!(
+        clients.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "Weft presented its certificate"
+    );
 }

@@ -79,10 +79,6 @@ impl Client {
         }
     }
 
-    pub(super) fn bootstrap(&self) -> &Bootstrap {
-        &self.bootstrap
-    }
-
     pub(super) fn source(&self) -> &XdsSource {
         &self.source
     }
@@ -130,12 +126,30 @@ impl Client {
         }
     }
 
+    /// A channel to one endpoint of the ADS cluster, over TLS when the bootstrap says so.
+    pub(super) async fn connect(&self, target: &str) -> anyhow::Result<tonic::transport::Channel> {
+        let server = &self.bootstrap.server;
+        let scheme = if server.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{target}"))?
+            .connect_timeout(server.connect_timeout)
+            .http2_keep_alive_interval(Duration::from_secs(30));
+        if let Some(tls) = &server.tls {
+            use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+            let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+            let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&tls.ca)?));
+            if let Some(sni) = &tls.sni {
+                config = config.domain_name(sni.clone());
+            }
+            if let Some((chain, key)) = &tls.identity {
+                config = config.identity(Identity::from_pem(read(chain)?, read(key)?));
+            }
+            endpoint = endpoint.tls_config(config)?;
+        }
+        Ok(endpoint.connect().await?)
+    }
+
     async fn stream(&mut self, target: &str) -> anyhow::Result<()> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{target}"))?
-            .connect_timeout(self.bootstrap.server.connect_timeout)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .connect()
-            .await?;
+        let channel = self.connect(target).await?;
         let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
         let mut node = Some(self.node());

@@ -32,6 +32,19 @@ pub struct AdsServer {
     /// `host:port` of each endpoint, tried in turn.
     pub endpoints: Vec<String>,
     pub connect_timeout: Duration,
+    /// TLS to the server (`transport_socket` with an `UpstreamTlsContext`).
+    pub tls: Option<AdsTls>,
+}
+
+/// Files are relative to the bootstrap's folder.
+#[derive(Debug, Clone)]
+pub struct AdsTls {
+    /// CA bundle the server's certificate must chain to (`validation_context.trusted_ca`).
+    pub ca: std::path::PathBuf,
+    /// Name verified and sent as SNI (`sni`; else the endpoint's host).
+    pub sni: Option<String>,
+    /// Weft's certificate chain and key, for a server that requires mutual TLS.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,7 +87,14 @@ impl Bootstrap {
             path: String::new(),
             message: format!("cannot read the bootstrap: {e}"),
         })?;
-        let bootstrap = Bootstrap::parse(&origin, &text)?;
+        let mut bootstrap = Bootstrap::parse(&origin, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(tls) = &mut bootstrap.server.tls {
+            let files = std::iter::once(&mut tls.ca).chain(tls.identity.iter_mut().flat_map(|(c, k)| [c, k]));
+            for file in files.filter(|f| f.is_relative()) {
+                *file = base.join(&*file);
+            }
+        }
         for field in &bootstrap.ignored {
             tracing::warn!(bootstrap = %origin, field = %field, "bootstrap field ignored: Weft does not use it");
         }
@@ -389,12 +409,11 @@ impl Walk<'_> {
             Some(v) => self.duration(v, &f.at("connect_timeout"))?,
             None => Duration::from_secs(5),
         };
-        if f.take("transport_socket").is_some() {
-            return Err(self.fail(
-                &f.at("transport_socket"),
-                "TLS to the ADS server is not supported yet: reach it over cleartext h2 (a local sidecar or a trusted network)",
-            ));
-        }
+        let ts_path = f.at("transport_socket");
+        let tls = f
+            .take("transport_socket")
+            .map(|ts| self.tls(ts, &ts_path))
+            .transpose()?;
         // h2 is how gRPC is spoken: the options that say so are read and need nothing more.
         f.take("http2_protocol_options");
         f.take("typed_extension_protocol_options");
@@ -448,7 +467,86 @@ impl Walk<'_> {
             cluster: name.to_owned(),
             endpoints,
             connect_timeout,
+            tls,
         })
+    }
+
+    /// `{ name: envoy.transport_sockets.tls, typed_config: { "@type": …UpstreamTlsContext,
+    /// sni, common_tls_context: { validation_context: { trusted_ca: { filename } },
+    /// tls_certificates: [{ certificate_chain: { filename }, private_key: { filename } }] } } }`
+    fn tls(&mut self, v: &Value, path: &str) -> Result<AdsTls, BootstrapError> {
+        let mut f = Fields::new(self.object(v, path)?, path);
+        f.take("name");
+        let tc_path = f.at("typed_config");
+        let tc = f.take("typed_config").ok_or_else(|| self.fail(&tc_path, "missing"))?;
+        self.rest(f);
+        let mut t = Fields::new(self.object(tc, &tc_path)?, &tc_path);
+        const UPSTREAM: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+        if t.take("@type").and_then(Value::as_str) != Some(UPSTREAM) {
+            return Err(self.fail(&t.at("@type"), format!("write {UPSTREAM}")));
+        }
+        let sni = t
+            .take("sni")
+            .map(|v| self.string(v, &format!("{tc_path}.sni")))
+            .transpose()?;
+        let ctx_path = t.at("common_tls_context");
+        let ctx = t
+            .take("common_tls_context")
+            .ok_or_else(|| self.fail(&ctx_path, "missing"))?;
+        self.rest(t);
+        let mut c = Fields::new(self.object(ctx, &ctx_path)?, &ctx_path);
+        let vc_path = c.at("validation_context");
+        let vc = c
+            .take("validation_context")
+            .ok_or_else(|| self.fail(&vc_path, "missing: the CA the ADS server's certificate chains to"))?;
+        let certs_path = c.at("tls_certificates");
+        let certs = c
+            .take("tls_certificates")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        self.rest(c);
+        let mut vf = Fields::new(self.object(vc, &vc_path)?, &vc_path);
+        let ca_path = vf.at("trusted_ca");
+        let ca = vf.take("trusted_ca").ok_or_else(|| self.fail(&ca_path, "missing"))?;
+        let ca = self.filename(ca, &ca_path)?;
+        self.rest(vf);
+        let identity = match certs.as_slice() {
+            [] => None,
+            [one] => {
+                let at = format!("{certs_path}[0]");
+                let mut cf = Fields::new(self.object(one, &at)?, &at);
+                let chain_path = cf.at("certificate_chain");
+                let chain = cf
+                    .take("certificate_chain")
+                    .ok_or_else(|| self.fail(&chain_path, "missing"))?;
+                let chain = self.filename(chain, &chain_path)?;
+                let key_path = cf.at("private_key");
+                let key = cf.take("private_key").ok_or_else(|| self.fail(&key_path, "missing"))?;
+                let key = self.filename(key, &key_path)?;
+                self.rest(cf);
+                Some((chain, key))
+            }
+            _ => return Err(self.fail(&certs_path, "at most one certificate")),
+        };
+        Ok(AdsTls { ca, sni, identity })
+    }
+
+    /// `{ filename }`: inline data and SDS are not read here.
+    fn filename(&mut self, v: &Value, path: &str) -> Result<std::path::PathBuf, BootstrapError> {
+        let mut f = Fields::new(self.object(v, path)?, path);
+        let name_path = f.at("filename");
+        let name = f
+            .take("filename")
+            .ok_or_else(|| {
+                self.fail(
+                    &name_path,
+                    "missing (inline certificates and SDS are not supported here)",
+                )
+            })
+            .and_then(|v| self.string(v, &name_path))?;
+        self.rest(f);
+        Ok(std::path::PathBuf::from(name))
     }
 
     /// proto3 JSON durations: `"5s"`, `"0.25s"`.

@@ -5,7 +5,6 @@
 //! are the State of the World stream's (`ads.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::time::Duration;
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
@@ -26,11 +25,7 @@ pub struct DeltaState {
 
 impl Client {
     pub(super) async fn delta_stream(&mut self, target: &str, held: &mut DeltaState) -> anyhow::Result<()> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{target}"))?
-            .connect_timeout(self.bootstrap().server.connect_timeout)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .connect()
-            .await?;
+        let channel = self.connect(target).await?;
         let mut client =
             AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(super::ads::MAX_MESSAGE_BYTES);
         let (tx, mut rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);

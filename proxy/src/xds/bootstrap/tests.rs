@@ -73,10 +73,11 @@ fn wrong_fields_are_errors_at_their_path() {
     assert!(error(&other).contains("static_resources.clusters: no cluster named \"nowhere\""));
     let no_id = YAML.replace("id: router", "idx: router");
     assert!(error(&no_id).contains("node.id: missing or empty"));
-    let tls = YAML
-        .replace("layered_runtime: {}", "")
-        .replace("    type: STRICT_DNS", "    type: STRICT_DNS\n    transport_socket: {}");
-    assert!(error(&tls).contains("static_resources.clusters[0].transport_socket: TLS to the ADS server"));
+    let tls = YAML.replace("layered_runtime: {}", "").replace(
+        "    type: STRICT_DNS",
+        "    type: STRICT_DNS\n    transport_socket: { typed_config: {} }",
+    );
+    assert!(error(&tls).contains("static_resources.clusters[0].transport_socket.typed_config.@type: write"));
     let rest_lds = YAML.replace(
         "lds_config: { ads: {}, resource_api_version: V3 }",
         "lds_config: { path: /x }",
