@@ -226,6 +226,11 @@ fn api(state: &State, path: &str) -> Option<Value> {
             json!({ "version": runtime.version, "plugins": plugins })
         }
         "/api/reloads" => json!({ "reloads": state.recent_reloads() }),
+        // The xDS stream (docs/xds.md): 404 when the config comes from a file alone.
+        "/api/xds" => match &state.source {
+            crate::state::ConfigSource::Provided(p) => p.status()?,
+            _ => return None,
+        },
         _ => return None,
     })
 }

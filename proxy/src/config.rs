@@ -59,9 +59,19 @@ pub struct Config {
     pub filters: Vec<Spanned<FilterConfig>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteConfig>>,
+    /// Listeners, routes and clusters also come from an xDS server (`docs/xds.md`).
+    pub xds: Option<XdsConfig>,
     /// Where the config came from and its text, to point errors found later at a line.
     #[serde(skip)]
     pub source: Source,
+}
+
+/// `[xds]`: the Envoy bootstrap naming the ADS server whose listeners, routes and clusters
+/// join this file's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XdsConfig {
+    pub bootstrap: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -440,6 +450,14 @@ impl Config {
         Ok(config)
     }
 
+    /// Parses and validates config text whose relative paths are relative to `base` (the
+    /// folder of the file it came from).
+    pub fn parse_in(origin: &str, text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let mut config = Config::parse(origin, text)?;
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
     /// Plugin paths in a file are relative to that file, like `include` in nginx.
     fn resolve_paths(&mut self, base: &Path) {
         for filter in &mut self.filters {
@@ -448,6 +466,7 @@ impl Config {
             }
         }
         let mut paths: Vec<&mut PathBuf> = self.wasm.cache_dir.iter_mut().collect();
+        paths.extend(self.xds.as_mut().map(|x| &mut x.bootstrap));
         if let Some(admin) = &mut self.admin {
             paths.extend(admin.token_file.iter_mut().chain(admin.audit_log.iter_mut()));
         }
@@ -473,7 +492,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let src = &self.source;
-        if self.listeners.is_empty() {
+        if self.listeners.is_empty() && self.xds.is_none() {
             return Err(src.error("no [[listeners]]: the proxy would accept no connections"));
         }
         unique_names(src, &self.listeners, "listener", |l| &l.name)?;

@@ -27,10 +27,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve with a config file (reloaded when it or a plugin changes).
+    /// Serve with a config file (reloaded when it or a plugin changes), or with what an
+    /// xDS server sends (docs/xds.md).
     Run {
-        #[arg(short, long)]
-        config: PathBuf,
+        #[arg(short, long, required_unless_present = "xds_bootstrap")]
+        config: Option<PathBuf>,
+        /// An Envoy v3 bootstrap (JSON or YAML) naming the ADS server.
+        #[arg(long)]
+        xds_bootstrap: Option<PathBuf>,
         /// Once every listener is bound, write their names and bound addresses (port 0
         /// resolved) here as JSON; removed at exit.
         #[arg(long)]
@@ -38,8 +42,11 @@ enum Command {
     },
     /// Validate a config file, plugins included, without serving; explain every error.
     Check {
-        #[arg(short, long)]
-        config: PathBuf,
+        #[arg(short, long, required_unless_present = "xds_bootstrap")]
+        config: Option<PathBuf>,
+        /// Check an Envoy v3 bootstrap instead.
+        #[arg(long, conflicts_with = "config")]
+        xds_bootstrap: Option<PathBuf>,
     },
     /// Write a development CA with server and client certificates (for tests and demos,
     /// not production): ca.pem, server.pem, client.pem and their keys.
@@ -113,8 +120,29 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config, ready_file } => {
-            let parsed = Config::load(&config)?;
+        Command::Run {
+            config,
+            xds_bootstrap,
+            ready_file,
+        } => {
+            let parsed = config.as_deref().map(Config::load).transpose()?;
+            let bootstrap = xds_bootstrap.or_else(|| {
+                parsed
+                    .as_ref()
+                    .and_then(|p| p.xds.as_ref())
+                    .map(|x| x.bootstrap.clone())
+            });
+            if let Some(bootstrap) = bootstrap {
+                let workers = parsed.as_ref().and_then(|p| p.runtime.workers);
+                let rt = weft::server::tokio_runtime(workers)?;
+                return rt.block_on(async {
+                    let (parsed, source) = weft::xds::start(&bootstrap, config.as_deref()).await?;
+                    weft::server::run(parsed, ConfigSource::Provided(source), ready_file.as_deref()).await
+                });
+            }
+            let (Some(parsed), Some(config)) = (parsed, config) else {
+                anyhow::bail!("weft run needs --config or --xds-bootstrap");
+            };
             let rt = weft::server::tokio_runtime(parsed.runtime.workers)?;
             rt.block_on(weft::server::run(
                 parsed,
@@ -122,7 +150,26 @@ fn run(command: Command) -> anyhow::Result<()> {
                 ready_file.as_deref(),
             ))
         }
-        Command::Check { config } => {
+        Command::Check {
+            config: None,
+            xds_bootstrap: Some(bootstrap),
+        } => {
+            let b = weft::xds::Bootstrap::load(&bootstrap)?;
+            println!(
+                "{}: OK (node {:?}, ADS {} at {}, {} field(s) ignored)",
+                bootstrap.display(),
+                b.node.id,
+                match b.api {
+                    weft::xds::bootstrap::ApiType::Sotw => "GRPC",
+                    weft::xds::bootstrap::ApiType::Delta => "DELTA_GRPC",
+                },
+                b.server.endpoints.join(", "),
+                b.ignored.len()
+            );
+            Ok(())
+        }
+        Command::Check { config, .. } => {
+            let config = config.ok_or_else(|| anyhow::anyhow!("weft check needs --config or --xds-bootstrap"))?;
             let parsed = Config::load(&config)?;
             let rt = weft::server::tokio_runtime(Some(1))?;
             let summary = rt.block_on(weft::state::check(&parsed))?;

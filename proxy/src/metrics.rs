@@ -120,6 +120,9 @@ const EXPOSITION_ORDER: &[&str] = &[
     "route_mirrored",
     "access_log_dropped",
     "trace_spans_dropped",
+    "xds_updates",
+    "xds_apply_seconds",
+    "xds_reconnects",
 ];
 
 /// A family created and waiting for the registry to be sealed.

@@ -21,6 +21,9 @@ pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>
     // Read before anything starts, as the rest of the config: a missing `token_file` fails here.
     let access = crate::admin::Access::new(config.admin.as_ref()).map_err(anyhow::Error::msg)?;
     let state = State::new(&config, source).await?;
+    if let ConfigSource::Provided(provider) = &state.source {
+        provider.serving(&state);
+    }
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (drained_tx, mut drained) = mpsc::channel::<()>(1);
 

@@ -81,6 +81,20 @@ pub enum ConfigSource {
         origin: String,
         text: String,
     },
+    /// Pushed by a source that runs beside the state (xDS): it hands the state a new config
+    /// by calling `State::reload`, which reads it back through `load`.
+    Provided(Arc<dyn ConfigProvider>),
+}
+
+/// A config source that pushes changes (xDS): `load` gives its current config, `serving`
+/// hands it the state once that serves, so it can reload it when a change arrives.
+pub trait ConfigProvider: Send + Sync {
+    fn load(&self) -> Result<Config, ConfigError>;
+    fn serving(&self, state: &Arc<State>);
+    /// What the admin API shows of the source (`/api/xds`).
+    fn status(&self) -> Option<Value> {
+        None
+    }
 }
 
 impl ConfigSource {
@@ -88,6 +102,7 @@ impl ConfigSource {
         match self {
             ConfigSource::File(path) => Config::load(path),
             ConfigSource::Embedded { origin, text } => Config::parse(origin, text),
+            ConfigSource::Provided(provider) => provider.load(),
         }
     }
 }
@@ -210,6 +225,11 @@ impl State {
         record["time"] = json!(now_rfc3339());
         recent.push_back(record);
         result
+    }
+
+    /// The composition root's own families (reloads, xDS updates), for a config source.
+    pub fn reload_metrics(&self) -> &metrics::ReloadMetrics {
+        &self.stage_metrics.reloads
     }
 
     /// The recent reloads (and the start), oldest first.

@@ -43,3 +43,5 @@ mod reloads;
 mod security;
 // Long-running traffic
 mod soak;
+// docs/xds.md: driven by an ADS server
+mod xds;

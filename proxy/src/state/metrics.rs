@@ -51,6 +51,12 @@ pub struct ReloadMetrics {
     config_version: Gauge,
     /// One series per loaded Wasm plugin, value 1: its content hash and WIT version.
     plugin_info: Family<PluginInfoLabels, Gauge>,
+    /// xDS responses by type (lds, rds, cds, eds) and outcome (accepted, rejected).
+    xds_updates: Family<XdsLabels, Counter>,
+    /// Time from an xDS response to its ACK or NACK (validating, building, swapping).
+    xds_apply: crate::metrics::LatencyHistogram,
+    /// ADS streams opened again after one broke.
+    xds_reconnects: Counter,
 }
 
 impl Families for ReloadMetrics {
@@ -62,6 +68,12 @@ impl Families for ReloadMetrics {
                 "plugin_info",
                 "Loaded Wasm plugins of the serving config (value 1): content hash and WIT version",
             ),
+            xds_updates: r.family("xds_updates", "xDS responses by type and outcome (accepted or NACKed)"),
+            xds_apply: r.family(
+                "xds_apply_seconds",
+                "Time from an xDS response to its ACK or NACK: validation, build and swap",
+            ),
+            xds_reconnects: r.family("xds_reconnects", "ADS streams opened again after one broke"),
         }
     }
 }
@@ -74,6 +86,16 @@ impl ReloadMetrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// One xDS response answered: `outcome` is `accepted` or `rejected`.
+    pub fn xds_update(&self, r#type: &'static str, outcome: &'static str, took: std::time::Duration) {
+        self.xds_updates.get_or_create(&XdsLabels { r#type, outcome }).inc();
+        self.xds_apply.observe(took);
+    }
+
+    pub fn xds_reconnect(&self) {
+        self.xds_reconnects.inc();
     }
 
     /// Records the version now serving and its plugins, replacing the previous ones.
@@ -95,6 +117,12 @@ impl ReloadMetrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub what: LabelText,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct XdsLabels {
+    pub r#type: &'static str,
     pub outcome: &'static str,
 }
 

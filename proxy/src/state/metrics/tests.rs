@@ -78,6 +78,8 @@ fn every_family() -> Arc<Metrics> {
     stages.route.mirrored("r", "c", "sent").inc();
     stages.observe.access_log_dropped.inc();
     stages.observe.trace_spans_dropped.inc();
+    stages.reloads.xds_update("rds", "rejected", ms);
+    stages.reloads.xds_reconnect();
     m
 }
 

@@ -1,0 +1,1075 @@
+//! Weft driven by an ADS server (State of the World): a real tonic ADS server in the test
+//! serves listeners, routes, clusters and endpoints to the real `weft` binary, which is
+//! started with nothing but `[admin]` and `[xds] bootstrap` in its TOML file.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, AggregatedConfigSource, ConfigSource, SocketAddress, address, config_source, socket_address,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action, route_match,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+};
+use envoy_types::pb::google::protobuf::Any;
+use futures_util::Stream;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use weft_conformance::{ReservedPort, Upstream, Weft, get};
+
+const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+const TYPES: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+
+/// What the ADS server serves: one version of each type's resources.
+#[derive(Clone, Default)]
+struct Resources {
+    version: u64,
+    by_type: Vec<(&'static str, Vec<Any>)>,
+}
+
+/// A State-of-the-World ADS server: sends each type's resources when first asked and
+/// whenever they change; records every request.
+#[derive(Clone)]
+struct Ads {
+    resources: watch::Sender<Resources>,
+    requests: Arc<Mutex<Vec<DiscoveryRequest>>>,
+    delta_requests: Arc<Mutex<Vec<DeltaDiscoveryRequest>>>,
+    /// Raw responses sent as they are on every open SotW stream (hostile tests).
+    raw: tokio::sync::broadcast::Sender<DiscoveryResponse>,
+}
+
+type Responses = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, tonic::Status>> + Send>>;
+type DeltaResponses = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = Responses;
+    type DeltaAggregatedResourcesStream = DeltaResponses;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
+    ) -> Result<tonic::Response<Responses>, tonic::Status> {
+        let mut incoming = request.into_inner();
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut changes = self.resources.subscribe();
+        let requests = self.requests.clone();
+        let mut raw = self.raw.subscribe();
+        tokio::spawn(async move {
+            let mut sent: Vec<(String, u64)> = Vec::new();
+            let mut nonce = 0u64;
+            let mut subscribed: Vec<String> = Vec::new();
+            loop {
+                let mut send_types = Vec::new();
+                tokio::select! {
+                    req = incoming.message() => {
+                        let Ok(Some(req)) = req else { return };
+                        requests.lock().expect("requests lock").push(req.clone());
+                        if !subscribed.contains(&req.type_url) {
+                            subscribed.push(req.type_url.clone());
+                        }
+                        let current = changes.borrow().version;
+                        if !sent.iter().any(|(t, v)| *t == req.type_url && *v == current) {
+                            send_types.push(req.type_url.clone());
+                        }
+                    }
+                    changed = changes.changed() => {
+                        if changed.is_err() { return }
+                        send_types.extend(subscribed.iter().cloned());
+                    }
+                    response = raw.recv() => {
+                        let Ok(response) = response else { return };
+                        if tx.send(Ok(response)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                let snapshot = changes.borrow().clone();
+                for type_url in send_types {
+                    let resources = snapshot
+                        .by_type
+                        .iter()
+                        .find(|(t, _)| *t == type_url)
+                        .map(|(_, r)| r.clone())
+                        .unwrap_or_default();
+                    nonce += 1;
+                    sent.retain(|(t, _)| *t != type_url);
+                    sent.push((type_url.clone(), snapshot.version));
+                    let response = DiscoveryResponse {
+                        version_info: snapshot.version.to_string(),
+                        resources,
+                        type_url,
+                        nonce: nonce.to_string(),
+                        ..DiscoveryResponse::default()
+                    };
+                    if tx.send(Ok(response)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let stream: Responses = Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        Ok(tonic::Response::new(stream))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<tonic::Response<DeltaResponses>, tonic::Status> {
+        let mut incoming = request.into_inner();
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut changes = self.resources.subscribe();
+        let requests = self.delta_requests.clone();
+        tokio::spawn(async move {
+            // Per type: the version sent and the names it held.
+            let mut sent: Vec<(String, u64, Vec<String>)> = Vec::new();
+            let mut nonce = 0u64;
+            loop {
+                let mut send_types = Vec::new();
+                tokio::select! {
+                    req = incoming.message() => {
+                        let Ok(Some(req)) = req else { return };
+                        requests.lock().expect("requests lock").push(req.clone());
+                        let first = !sent.iter().any(|(t, ..)| *t == req.type_url);
+                        if first || !req.resource_names_subscribe.is_empty() {
+                            send_types.push(req.type_url.clone());
+                        }
+                    }
+                    changed = changes.changed() => {
+                        if changed.is_err() { return }
+                        send_types.extend(sent.iter().map(|(t, ..)| t.clone()));
+                    }
+                }
+                let snapshot = changes.borrow().clone();
+                for type_url in send_types {
+                    let all = snapshot
+                        .by_type
+                        .iter()
+                        .find(|(t, _)| *t == type_url)
+                        .map(|(_, r)| r.clone())
+                        .unwrap_or_default();
+                    let names: Vec<String> = all.iter().map(name_of).collect();
+                    let before = sent
+                        .iter()
+                        .find(|(t, ..)| *t == type_url)
+                        .map(|(_, _, n)| n.clone())
+                        .unwrap_or_default();
+                    let removed_resources = before.into_iter().filter(|n| !names.contains(n)).collect();
+                    let resources = all
+                        .into_iter()
+                        .map(|any| Resource {
+                            name: name_of(&any),
+                            version: snapshot.version.to_string(),
+                            resource: Some(any),
+                            ..Resource::default()
+                        })
+                        .collect();
+                    nonce += 1;
+                    sent.retain(|(t, ..)| *t != type_url);
+                    sent.push((type_url.clone(), snapshot.version, names));
+                    let response = DeltaDiscoveryResponse {
+                        system_version_info: snapshot.version.to_string(),
+                        resources,
+                        type_url,
+                        removed_resources,
+                        nonce: nonce.to_string(),
+                        ..DeltaDiscoveryResponse::default()
+                    };
+                    if tx.send(Ok(response)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let stream: DeltaResponses = Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        Ok(tonic::Response::new(stream))
+    }
+}
+
+/// A resource's name, read from its body.
+fn name_of(any: &Any) -> String {
+    let bytes = any.value.as_slice();
+    match any.type_url.as_str() {
+        LISTENER => Listener::decode(bytes).map(|r| r.name),
+        ROUTE => RouteConfiguration::decode(bytes).map(|r| r.name),
+        CLUSTER => Cluster::decode(bytes).map(|r| r.name),
+        _ => ClusterLoadAssignment::decode(bytes).map(|r| r.cluster_name),
+    }
+    .expect("a resource the test encoded")
+}
+
+impl Ads {
+    fn new(resources: Resources) -> Ads {
+        Ads {
+            resources: watch::Sender::new(resources),
+            requests: Arc::new(Mutex::new(Vec::new())),
+            delta_requests: Arc::new(Mutex::new(Vec::new())),
+            raw: tokio::sync::broadcast::channel(16).0,
+        }
+    }
+
+    /// Serves on `port` until the returned sender is dropped or sent to.
+    async fn serve(&self, port: u16) -> tokio::sync::oneshot::Sender<()> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind ADS");
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let service = AggregatedDiscoveryServiceServer::new(self.clone());
+        tokio::spawn(async move {
+            // Dropped when the server stops: every open stream is cut, as a restart cuts them.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => return,
+                    },
+                    _ = &mut stopped => return,
+                };
+                let service = service.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let mut service = service.clone();
+                        async move { tonic::codegen::Service::call(&mut service, req).await }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        stop
+    }
+
+    /// Serves over mutual TLS with the `weft cert` bundle in `certs`; counts the client
+    /// certificates it saw.
+    async fn serve_tls(&self, certs: &std::path::Path) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certs.join("server.pem"))
+            .expect("pem")
+            .collect::<Result<_, _>>()
+            .expect("certs");
+        let key = PrivateKeyDer::from_pem_file(certs.join("server-key.pem")).expect("key");
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(certs.join("ca.pem")).expect("pem") {
+            roots.add(c.expect("ca")).expect("add");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .expect("verifier");
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .expect("server config");
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let clients = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = clients.clone();
+        let service = AggregatedDiscoveryServiceServer::new(self.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, service, seen) = (acceptor.clone(), service.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else { return };
+                    if tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()) {
+                        seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let mut service = service.clone();
+                        async move { tonic::codegen::Service::call(&mut service, req).await }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        (port, clients)
+    }
+
+    fn push(&self, edit: impl FnOnce(&mut Resources)) {
+        self.resources.send_modify(|r| {
+            edit(r);
+            r.version += 1;
+        });
+    }
+
+    /// The requests of `type_url` so far.
+    fn requests(&self, type_url: &str) -> Vec<DiscoveryRequest> {
+        let all = self.requests.lock().expect("requests lock");
+        all.iter().filter(|r| r.type_url == type_url).cloned().collect()
+    }
+
+    /// Waits for a request of `type_url` that passes `check`.
+    async fn wait_request(&self, type_url: &str, check: impl Fn(&DiscoveryRequest) -> bool) -> DiscoveryRequest {
+        for _ in 0..1000 {
+            if let Some(r) = self.requests(type_url).into_iter().find(|r| check(r)) {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no such {type_url} request; got {:#?}", self.requests(type_url));
+    }
+}
+
+fn any(type_url: &str, m: &impl Message) -> Any {
+    Any {
+        type_url: type_url.into(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn socket(host: &str, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: host.into(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+            ..SocketAddress::default()
+        })),
+    }
+}
+
+fn listener(name: &str, extra_filters: Vec<HttpFilter>) -> Any {
+    let mut http_filters = extra_filters;
+    http_filters.push(HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(Any {
+            type_url: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router".into(),
+            value: Vec::new(),
+        })),
+        ..HttpFilter::default()
+    });
+    let hcm = HttpConnectionManager {
+        stat_prefix: "http".into(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            route_config_name: "routes".into(),
+            config_source: Some(ConfigSource {
+                config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+                ..ConfigSource::default()
+            }),
+        })),
+        http_filters,
+        ..HttpConnectionManager::default()
+    };
+    let l = Listener {
+        name: name.into(),
+        address: Some(socket("127.0.0.1", 0)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    &hcm,
+                ))),
+            }],
+            ..FilterChain::default()
+        }],
+        ..Listener::default()
+    };
+    any(LISTENER, &l)
+}
+
+/// Routes: `/` to `cluster`, `/regex` matched by `regex`.
+fn routes(cluster: &str, regex: &str) -> Any {
+    let to = |c: &str| {
+        Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(c.into())),
+            ..RouteAction::default()
+        }))
+    };
+    let rc = RouteConfiguration {
+        name: "routes".into(),
+        virtual_hosts: vec![VirtualHost {
+            name: "all".into(),
+            domains: vec!["*".into()],
+            routes: vec![
+                Route {
+                    name: "re".into(),
+                    r#match: Some(RouteMatch {
+                        path_specifier: Some(route_match::PathSpecifier::SafeRegex(
+                            envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
+                                regex: regex.into(),
+                                ..Default::default()
+                            },
+                        )),
+                        ..RouteMatch::default()
+                    }),
+                    action: to(cluster),
+                    ..Route::default()
+                },
+                Route {
+                    name: "all".into(),
+                    r#match: Some(RouteMatch {
+                        path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                        ..RouteMatch::default()
+                    }),
+                    action: to(cluster),
+                    ..Route::default()
+                },
+            ],
+            ..VirtualHost::default()
+        }],
+        ..RouteConfiguration::default()
+    };
+    any(ROUTE, &rc)
+}
+
+fn eds_cluster(name: &str) -> Any {
+    let c = Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(cluster::EdsClusterConfig {
+            service_name: name.into(),
+            ..Default::default()
+        }),
+        ..Cluster::default()
+    };
+    any(CLUSTER, &c)
+}
+
+/// `healthy` endpoints plus one marked UNHEALTHY (a dead address: any request sent there fails).
+fn assignment(name: &str, healthy: &[std::net::SocketAddr]) -> Any {
+    let ep = |a: std::net::SocketAddr, status: i32| LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(socket(&a.ip().to_string(), a.port())),
+            ..Endpoint::default()
+        })),
+        health_status: status,
+        ..LbEndpoint::default()
+    };
+    let mut lb_endpoints: Vec<LbEndpoint> = healthy.iter().map(|a| ep(*a, 1)).collect();
+    lb_endpoints.push(ep(weft_conformance::dead_addr(), 2));
+    let la = ClusterLoadAssignment {
+        cluster_name: name.into(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints,
+            ..LocalityLbEndpoints::default()
+        }],
+        ..ClusterLoadAssignment::default()
+    };
+    any(ENDPOINT, &la)
+}
+
+fn base(a: &Upstream, b: &Upstream) -> Resources {
+    Resources {
+        version: 1,
+        by_type: vec![
+            (CLUSTER, vec![eds_cluster("a"), eds_cluster("b")]),
+            (ENDPOINT, vec![assignment("a", &[a.addr]), assignment("b", &[b.addr])]),
+            (LISTENER, vec![listener("main", Vec::new())]),
+            (ROUTE, vec![routes("a", "/re+gex")]),
+        ],
+    }
+}
+
+fn set(r: &mut Resources, type_url: &str, resources: Vec<Any>) {
+    if let Some(entry) = r.by_type.iter_mut().find(|(t, _)| *t == type_url) {
+        entry.1 = resources;
+    }
+}
+
+async fn start_weft(port: u16) -> (Weft, tempfile::TempDir) {
+    start_weft_with(port, "GRPC").await
+}
+
+async fn start_weft_with(port: u16, api_type: &str) -> (Weft, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bootstrap = dir.path().join("bootstrap.yaml");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            "node: {{ id: weft-test, cluster: test }}\n\
+             dynamic_resources:\n  ads_config: {{ api_type: {api_type}, transport_api_version: V3, grpc_services: [{{ envoy_grpc: {{ cluster_name: xds }} }}] }}\n  \
+             lds_config: {{ ads: {{}} }}\n  cds_config: {{ ads: {{}} }}\n\
+             static_resources:\n  clusters:\n  - name: xds\n    type: STATIC\n    connect_timeout: 1s\n    \
+             load_assignment: {{ cluster_name: xds, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}] }}\n"
+        ),
+    )
+    .expect("xds test");
+    let weft = Weft::start(&format!(
+        "[admin]\naddress = \"{{admin}}\"\n\n[xds]\nbootstrap = \"{}\"\n",
+        bootstrap.display()
+    ))
+    .await;
+    (weft, dir)
+}
+
+#[tokio::test]
+async fn the_full_cascade_serves_and_a_route_push_applies_under_load_with_zero_failures() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    let url = format!("http://{}/hello", weft.listener("main"));
+    for _ in 0..4 {
+        let reply = get(&url).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json()["upstream"], "a", "the UNHEALTHY endpoint is never used");
+    }
+    // The node went on the first request of the stream, and each type was ACKed.
+    let first = ads.requests.lock().expect("requests lock")[0].clone();
+    assert_eq!(first.node.as_ref().map(|n| n.id.as_str()), Some("weft-test"));
+    for type_url in TYPES {
+        ads.wait_request(type_url, |r| {
+            r.version_info == "1" && r.error_detail.is_none() && !r.response_nonce.is_empty()
+        })
+        .await;
+    }
+    assert!(
+        ads.requests.lock().expect("requests lock")[1..]
+            .iter()
+            .all(|r| r.node.is_none())
+    );
+
+    // Load runs while the route moves to cluster b: no request may fail.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (url, stop) = (url.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed, mut from_b) = (0u32, 0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let reply = get(&url).await;
+                if reply.status == 200 {
+                    ok += 1;
+                    if reply.json()["upstream"] == "b" {
+                        from_b += 1;
+                    }
+                } else {
+                    failed += 1;
+                }
+            }
+            (ok, failed, from_b)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ads.push(|r| set(r, ROUTE, vec![routes("b", "/re+gex")]));
+    ads.wait_request(ROUTE, |r| r.version_info == "2" && r.error_detail.is_none())
+        .await;
+    let mut moved = false;
+    for _ in 0..200 {
+        if get(&url).await.json()["upstream"] == "b" {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed, from_b) = load.await.expect("xds test");
+    assert!(moved, "the pushed route never served:\n{}", weft.log());
+    assert_eq!(failed, 0, "{failed} of {} requests failed during the push", ok + failed);
+    assert!(ok > 0 && from_b > 0);
+    let (status, body) = weft.admin("GET", "/api/xds").await;
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).expect("xds test");
+    assert_eq!(view["connection"], "connected");
+    assert_eq!(view["types"]["rds"]["version"], "2");
+    // Reported, not asserted (numbers come from benchmarks): how long the push took to apply.
+    println!(
+        "xds: route push applied in {} ms; {ok} requests during the test, {from_b} after the push",
+        view["types"]["rds"]["apply_ms"]
+    );
+}
+
+#[tokio::test]
+async fn each_kind_of_bad_resource_is_nacked_and_the_last_good_config_keeps_serving() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    let url = format!("http://{}/hello", weft.listener("main"));
+    assert_eq!(get(&url).await.json()["upstream"], "a");
+
+    let unknown_filter = HttpFilter {
+        name: "istio.stats".into(),
+        ..HttpFilter::default()
+    };
+    type Case = (&'static str, Box<dyn Fn(&mut Resources)>, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            LISTENER,
+            Box::new(move |r| set(r, LISTENER, vec![listener("main", vec![unknown_filter.clone()])])),
+            "HTTP filter \"istio.stats\"",
+        ),
+        (
+            LISTENER,
+            Box::new(|r| {
+                set(
+                    r,
+                    LISTENER,
+                    vec![listener("main", Vec::new()), listener("second", Vec::new())],
+                )
+            }),
+            "changing listeners needs a restart",
+        ),
+        (
+            ROUTE,
+            Box::new(|r| set(r, ROUTE, vec![routes("b", "/(unclosed")])),
+            "invalid regex",
+        ),
+        (
+            CLUSTER,
+            Box::new(|r| set(r, CLUSTER, vec![eds_cluster("a"), eds_cluster("a")])),
+            "appears twice in one response",
+        ),
+        (
+            ENDPOINT,
+            Box::new(|r| {
+                let mut la = ClusterLoadAssignment::decode(assignment("a", &[]).value.as_slice()).expect("xds test");
+                la.endpoints[0].lb_endpoints[0].load_balancing_weight =
+                    Some(envoy_types::pb::google::protobuf::UInt32Value { value: 1000 });
+                la.endpoints[0].lb_endpoints[0].health_status = 1;
+                set(r, ENDPOINT, vec![any(ENDPOINT, &la)]);
+            }),
+            "load_balancing_weight 1000",
+        ),
+        (
+            CLUSTER,
+            Box::new(|r| {
+                let huge = (0..10_001).map(|i| eds_cluster(&format!("c{i}"))).collect();
+                set(r, CLUSTER, huge);
+            }),
+            "10001 resources in one response",
+        ),
+    ];
+    let good = base(&a, &b);
+    for (type_url, edit, reason) in cases {
+        ads.push(|r| {
+            r.by_type = good.by_type.clone();
+            edit(r);
+        });
+        let version = ads.resources.borrow().version.to_string();
+        let nack = ads
+            .wait_request(type_url, |r| {
+                !r.response_nonce.is_empty() && r.error_detail.as_ref().is_some_and(|e| e.message.contains(reason))
+            })
+            .await;
+        assert_ne!(nack.version_info, version, "a NACK carries the last accepted version");
+        let reply = get(&url).await;
+        assert_eq!(reply.status, 200, "{reason}: {}", reply.text());
+        assert_eq!(reply.json()["upstream"], "a", "{reason}: the last good config serves");
+    }
+    let view: serde_json::Value = serde_json::from_str(&weft.admin("GET", "/api/xds").await.1).expect("xds test");
+    assert!(
+        view["types"]["cds"]["last_nack"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("10001 resources")),
+        "{view}"
+    );
+    // Duplicates and the enormous list: two rejected CDS updates, counted.
+    let rejected = weft
+        .metric("weft_xds_updates_total{type=\"cds\",outcome=\"rejected\"}")
+        .await;
+    assert!(rejected >= 2.0, "{rejected}");
+}
+
+#[tokio::test]
+async fn weft_keeps_serving_while_the_ads_server_is_down_and_resubscribes_with_its_versions() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    let url = format!("http://{}/hello", weft.listener("main"));
+    ads.wait_request(ROUTE, |r| r.version_info == "1").await;
+    let _ = server.send(());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        let reply = get(&url).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["upstream"], "a");
+    }
+    // A new server with the next version: Weft comes back, says its node again and the
+    // versions it holds, and takes the new routes.
+    let before = ads.requests.lock().expect("requests lock").len();
+    ads.push(|r| set(r, ROUTE, vec![routes("b", "/re+gex")]));
+    let _server = ads.serve(port.port).await;
+    let again = ads
+        .wait_request(CLUSTER, |r| r.node.is_some() && r.version_info == "1")
+        .await;
+    assert_eq!(again.node.expect("xds test").id, "weft-test");
+    assert!(ads.requests.lock().expect("requests lock").len() > before);
+    let mut moved = false;
+    for _ in 0..300 {
+        if get(&url).await.json()["upstream"] == "b" {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(moved, "{}", weft.log());
+    assert!(weft.metric("weft_xds_reconnects_total").await >= 1.0);
+}
+
+/// `weft check --xds-bootstrap` on the bootstrap docs/xds.md shows, and on a broken copy.
+#[test]
+fn weft_check_validates_the_documented_bootstrap_and_names_a_wrong_field_by_path() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/xds.md")).expect("xds test");
+    let start = doc.find("```yaml\n").expect("a yaml block in docs/xds.md") + "```yaml\n".len();
+    let yaml = &doc[start..start + doc[start..].find("```").expect("xds test")];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |text: &str| {
+        let path = dir.path().join("bootstrap.yaml");
+        std::fs::write(&path, text).expect("xds test");
+        let out = std::process::Command::new(weft_conformance::weft_bin())
+            .args(["check", "--xds-bootstrap"])
+            .arg(&path)
+            .output()
+            .expect("xds test");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = check(yaml);
+    assert!(ok, "{out}");
+    assert!(out.contains("OK (node \"router~10.0.0.1"), "{out}");
+    let (ok, out) = check(&yaml.replace("api_type: GRPC", "api_type: REST"));
+    assert!(!ok);
+    assert!(
+        out.contains("bootstrap.yaml: dynamic_resources.ads_config.api_type: REST: write GRPC or DELTA_GRPC"),
+        "{out}"
+    );
+    let (ok, out) = check(&format!("{yaml}stats_sinks: []\n"));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("field=stats_sinks"),
+        "an ignored field is named once: {out}"
+    );
+}
+
+#[tokio::test]
+async fn a_route_to_a_cluster_whose_endpoints_have_not_arrived_waits_and_the_old_config_serves() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let c = Upstream::echo("c").await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    let url = format!("http://{}/hello", weft.listener("main"));
+    assert_eq!(get(&url).await.json()["upstream"], "a");
+    // Cluster c and a route to it, but no endpoints for c yet: Weft ACKs and waits.
+    ads.push(|r| {
+        set(r, CLUSTER, vec![eds_cluster("a"), eds_cluster("b"), eds_cluster("c")]);
+        set(r, ROUTE, vec![routes("c", "/re+gex")]);
+    });
+    let warming = ads.resources.borrow().version.to_string();
+    ads.wait_request(ROUTE, |r| r.version_info == warming && r.error_detail.is_none())
+        .await;
+    ads.wait_request(ENDPOINT, |r| r.resource_names.iter().any(|n| n == "c"))
+        .await;
+    for _ in 0..5 {
+        let reply = get(&url).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json()["upstream"], "a", "the route to c waits for c's endpoints");
+    }
+    ads.push(|r| {
+        set(
+            r,
+            ENDPOINT,
+            vec![
+                assignment("a", &[a.addr]),
+                assignment("b", &[b.addr]),
+                assignment("c", &[c.addr]),
+            ],
+        )
+    });
+    let mut moved = false;
+    for _ in 0..300 {
+        if get(&url).await.json()["upstream"] == "c" {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(moved, "{}", weft.log());
+}
+
+/// An ADS server that accepts the stream and never answers: Weft binds nothing (no config
+/// is served half-made) and keeps waiting, having sent its node.
+#[tokio::test]
+async fn a_server_that_never_answers_gets_no_listener_bound() {
+    #[derive(Clone)]
+    struct Silent(Arc<Mutex<Vec<DiscoveryRequest>>>);
+    #[tonic::async_trait]
+    impl AggregatedDiscoveryService for Silent {
+        type StreamAggregatedResourcesStream = Responses;
+        type DeltaAggregatedResourcesStream = DeltaResponses;
+        async fn stream_aggregated_resources(
+            &self,
+            request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
+        ) -> Result<tonic::Response<Responses>, tonic::Status> {
+            let mut incoming = request.into_inner();
+            let seen = self.0.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(req)) = incoming.message().await {
+                    seen.lock().expect("requests lock").push(req);
+                }
+            });
+            Ok(tonic::Response::new(Box::pin(futures_util::stream::pending())))
+        }
+        async fn delta_aggregated_resources(
+            &self,
+            _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+        ) -> Result<tonic::Response<DeltaResponses>, tonic::Status> {
+            Err(tonic::Status::unimplemented("delta"))
+        }
+    }
+    let silent = Silent(Arc::new(Mutex::new(Vec::new())));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let service = AggregatedDiscoveryServiceServer::new(silent.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let mut service = service.clone();
+                    async move { tonic::codegen::Service::call(&mut service, req).await }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bootstrap = dir.path().join("bootstrap.json");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            r#"{{"node":{{"id":"silent"}},"dynamic_resources":{{"ads_config":{{"api_type":"GRPC",
+            "grpc_services":[{{"envoy_grpc":{{"cluster_name":"x"}}}}]}},"lds_config":{{"ads":{{}}}},"cds_config":{{"ads":{{}}}}}},
+            "static_resources":{{"clusters":[{{"name":"x","load_assignment":{{"endpoints":[{{"lb_endpoints":
+            [{{"endpoint":{{"address":{{"socket_address":{{"address":"127.0.0.1","port_value":{port}}}}}}}}}]}}]}}}}]}}}}"#
+        ),
+    )
+    .expect("write bootstrap");
+    let ready = dir.path().join("ready.json");
+    let mut child = std::process::Command::new(weft_conformance::weft_bin())
+        .args(["run", "--xds-bootstrap"])
+        .arg(&bootstrap)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start weft");
+    let mut asked = false;
+    for _ in 0..500 {
+        if silent.0.lock().expect("requests lock").len() >= 2 {
+            asked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let requests = silent.0.lock().expect("requests lock").clone();
+    let still_running = child.try_wait().expect("wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(asked, "Weft subscribed: {requests:?}");
+    assert_eq!(requests[0].node.as_ref().map(|n| n.id.as_str()), Some("silent"));
+    assert!(still_running, "Weft keeps waiting for a config");
+    assert!(!ready.exists(), "nothing is bound before a config arrived");
+}
+
+#[tokio::test]
+async fn delta_xds_serves_the_cascade_applies_a_push_and_nacks_a_bad_listener() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft_with(port.port, "DELTA_GRPC").await;
+    let url = format!("http://{}/hello", weft.listener("main"));
+    assert_eq!(get(&url).await.json()["upstream"], "a");
+    assert!(
+        ads.requests(LISTENER).is_empty(),
+        "Weft spoke Delta, not State of the World"
+    );
+    let delta = |t: &str| -> Vec<DeltaDiscoveryRequest> {
+        let all = ads.delta_requests.lock().expect("requests lock");
+        all.iter().filter(|r| r.type_url == t).cloned().collect()
+    };
+    assert_eq!(
+        ads.delta_requests.lock().expect("requests lock")[0]
+            .node
+            .as_ref()
+            .map(|n| n.id.as_str()),
+        Some("weft-test")
+    );
+    assert!(delta(ROUTE).iter().any(|r| r.resource_names_subscribe == ["routes"]));
+    assert!(
+        delta(ENDPOINT)
+            .iter()
+            .any(|r| r.resource_names_subscribe.contains(&"a".to_owned()))
+    );
+
+    ads.push(|r| set(r, ROUTE, vec![routes("b", "/re+gex")]));
+    let mut moved = false;
+    for _ in 0..300 {
+        if get(&url).await.json()["upstream"] == "b" {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(moved, "{}", weft.log());
+
+    let unknown = HttpFilter {
+        name: "istio.metadata_exchange".into(),
+        ..HttpFilter::default()
+    };
+    ads.push(|r| set(r, LISTENER, vec![listener("main", vec![unknown.clone()])]));
+    let mut nacked = None;
+    for _ in 0..300 {
+        nacked = delta(LISTENER).into_iter().find(|r| r.error_detail.is_some());
+        if nacked.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let nack = nacked.expect("the bad listener is NACKed");
+    assert!(!nack.response_nonce.is_empty());
+    assert!(
+        nack.error_detail
+            .expect("detail")
+            .message
+            .contains("istio.metadata_exchange")
+    );
+    assert_eq!(get(&url).await.json()["upstream"], "b", "the last good config serves");
+}
+
+/// Responses a server should not send: a type Weft never asked for, a resource whose body
+/// is another type's, a nonce used twice, garbage bytes. Each is answered with its own
+/// nonce, the bad ones NACKed, and the config served does not change.
+#[tokio::test]
+async fn hostile_responses_are_each_answered_and_change_nothing() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    let url = format!("http://{}/hello", weft.listener("main"));
+    ads.wait_request(ROUTE, |r| r.version_info == "1" && !r.response_nonce.is_empty())
+        .await;
+    let raw = |type_url: &str, version: &str, nonce: &str, resources: Vec<Any>| DiscoveryResponse {
+        version_info: version.into(),
+        resources,
+        type_url: type_url.into(),
+        nonce: nonce.into(),
+        ..DiscoveryResponse::default()
+    };
+    let garbage = Any {
+        type_url: ROUTE.into(),
+        value: vec![0xff; 64],
+    };
+    let cases = [
+        (
+            raw(
+                "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                "9",
+                "h1",
+                Vec::new(),
+            ),
+            "was not asked for",
+        ),
+        (raw(ROUTE, "9", "h2", vec![eds_cluster("x")]), "a resource of type"),
+        (raw(ROUTE, "9", "h3", vec![garbage]), "does not decode"),
+    ];
+    for (response, reason) in cases {
+        let nonce = response.nonce.clone();
+        let type_url = response.type_url.clone();
+        ads.raw.send(response).expect("a stream is open");
+        let nack = ads.wait_request(&type_url, |r| r.response_nonce == nonce).await;
+        let detail = nack.error_detail.expect("a NACK").message;
+        assert!(detail.contains(reason), "{detail}");
+        assert_ne!(nack.version_info, "9");
+        assert_eq!(get(&url).await.json()["upstream"], "a", "{reason}: nothing changed");
+    }
+    // A good response whose nonce repeats one already used: answered with that nonce, and
+    // applied as any response (the nonce names a response, it is not a version).
+    ads.raw
+        .send(raw(ROUTE, "10", "h3", vec![routes("b", "/re+gex")]))
+        .expect("a stream is open");
+    ads.wait_request(ROUTE, |r| r.response_nonce == "h3" && r.version_info == "10")
+        .await;
+    assert_eq!(get(&url).await.json()["upstream"], "b");
+}
+
+/// The ADS server over mutual TLS: the bootstrap's `transport_socket` names the CA, SNI and
+/// Weft's certificate, relative to the bootstrap.
+#[tokio::test]
+async fn the_ads_server_over_mutual_tls() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let ads = Ads::new(base(&a, &b));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new(weft_conformance::weft_bin())
+        .args(["cert", "--host", "xds.internal", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("weft cert");
+    assert!(status.status.success());
+    let (port, clients) = ads.serve_tls(dir.path()).await;
+    let bootstrap = dir.path().join("bootstrap.yaml");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            "node: {{ id: weft-tls }}\n\
+             dynamic_resources:\n  ads_config: {{ api_type: GRPC, grpc_services: [{{ envoy_grpc: {{ cluster_name: xds }} }}] }}\n  \
+             lds_config: {{ ads: {{}} }}\n  cds_config: {{ ads: {{}} }}\n\
+             static_resources:\n  clusters:\n  - name: xds\n    type: STATIC\n    \
+             transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \
+             \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        \
+             sni: xds.internal\n        common_tls_context:\n          validation_context: {{ trusted_ca: {{ filename: ca.pem }} }}\n          \
+             tls_certificates: [{{ certificate_chain: {{ filename: client.pem }}, private_key: {{ filename: client-key.pem }} }}]\n    \
+             load_assignment: {{ cluster_name: xds, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}] }}\n"
+        ),
+    )
+    .expect("write bootstrap");
+    let weft = Weft::start(&format!(
+        "[admin]\naddress = \"{{admin}}\"\n\n[xds]\nbootstrap = \"{}\"\n",
+        bootstrap.display()
+    ))
+    .await;
+    let reply = get(&format!("http://{}/hello", weft.listener("main"))).await;
+    assert_eq!(reply.json()["upstream"], "a");
+    assert!(
+        clients.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "Weft presented its certificate"
+    );
+}

@@ -1,0 +1,137 @@
+//! LDS: a `Listener` with one HTTP connection manager as a `[[listeners]]` table and the
+//! routes it serves (RDS over ADS, or inline).
+
+use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
+use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager::RouteSpecifier, http_filter,
+};
+use prost::Message;
+use toml::{Table, Value};
+
+use super::Rejected;
+use super::route::{self, Routes};
+
+const HCM: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+
+#[derive(Debug, Clone)]
+pub struct MappedListener {
+    pub table: Table,
+    pub routes: RouteRef,
+}
+
+#[derive(Debug, Clone)]
+pub enum RouteRef {
+    /// A `RouteConfiguration` to ask RDS for.
+    Rds(String),
+    Inline(String, Routes),
+}
+
+impl RouteRef {
+    pub fn name(&self) -> &str {
+        match self {
+            RouteRef::Rds(n) | RouteRef::Inline(n, _) => n,
+        }
+    }
+}
+
+pub fn map(l: &Listener) -> Result<MappedListener, Rejected> {
+    let at = format!("listener {:?}", l.name);
+    let no = |what: &str| Rejected(format!("{at}: {what} is not supported"));
+    if l.name.is_empty() {
+        return Err(Rejected("a listener without a name".into()));
+    }
+    let address = match l.address.as_ref().and_then(|a| a.address.as_ref()) {
+        Some(address::Address::SocketAddress(sa)) => {
+            let port = match sa.port_specifier {
+                Some(PortSpecifier::PortValue(p)) => p,
+                _ => return Err(no("an address without port_value")),
+            };
+            let text = if sa.address.contains(':') {
+                format!("[{}]:{port}", sa.address)
+            } else {
+                format!("{}:{port}", sa.address)
+            };
+            text.parse::<std::net::SocketAddr>()
+                .map_err(|_| Rejected(format!("{at}: address {text:?} is not an IP address and port")))?;
+            text
+        }
+        _ => return Err(no("an address that is not a socket address")),
+    };
+    if l.filter_chains.len() != 1 || l.default_filter_chain.is_some() {
+        return Err(no("more or less than one filter chain (filter_chain_match)"));
+    }
+    let chain = &l.filter_chains[0];
+    if chain.filter_chain_match.is_some() {
+        return Err(no("filter_chain_match"));
+    }
+    if chain.transport_socket.is_some() {
+        return Err(no("DownstreamTlsContext (TLS listeners need SDS, not built yet)"));
+    }
+    let [f] = chain.filters.as_slice() else {
+        return Err(no(
+            "a filter chain with other network filters than one http_connection_manager",
+        ));
+    };
+    let any = match &f.config_type {
+        Some(filter::ConfigType::TypedConfig(any)) if any.type_url == HCM => any,
+        _ => {
+            return Err(Rejected(format!(
+                "{at}: network filter {:?} is not an http_connection_manager",
+                f.name
+            )));
+        }
+    };
+    let hcm = HttpConnectionManager::decode(any.value.as_slice())
+        .map_err(|e| Rejected(format!("{at}: http_connection_manager does not decode: {e}")))?;
+    http_filters(&hcm, &at)?;
+    let routes = match &hcm.route_specifier {
+        Some(RouteSpecifier::Rds(rds)) => {
+            use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+            let ads = rds
+                .config_source
+                .as_ref()
+                .is_none_or(|s| matches!(s.config_source_specifier, Some(ConfigSourceSpecifier::Ads(_))));
+            if !ads {
+                return Err(no("rds from a config_source other than ads"));
+            }
+            RouteRef::Rds(rds.route_config_name.clone())
+        }
+        Some(RouteSpecifier::RouteConfig(rc)) => RouteRef::Inline(rc.name.clone(), route::map(rc)?),
+        _ => return Err(no("scoped routes")),
+    };
+    let mut t = Table::new();
+    t.insert("name".into(), Value::String(l.name.clone()));
+    t.insert("address".into(), Value::String(address));
+    Ok(MappedListener { table: t, routes })
+}
+
+/// The router must be there (and last); another filter is skipped when `is_optional`,
+/// otherwise the listener is refused with its name.
+fn http_filters(hcm: &HttpConnectionManager, at: &str) -> Result<(), Rejected> {
+    let mut router = false;
+    for f in &hcm.http_filters {
+        let type_url = match &f.config_type {
+            Some(http_filter::ConfigType::TypedConfig(any)) => any.type_url.as_str(),
+            _ => "",
+        };
+        if type_url == ROUTER || f.name == "envoy.filters.http.router" {
+            router = true;
+        } else if f.is_optional {
+            tracing::info!(filter = %f.name, "xDS: optional HTTP filter skipped (Weft does not run it)");
+        } else {
+            return Err(Rejected(format!(
+                "{at}: HTTP filter {:?} ({type_url}) is not supported (mark it is_optional to skip it)",
+                f.name
+            )));
+        }
+    }
+    if !router {
+        return Err(Rejected(format!(
+            "{at}: the HTTP connection manager has no router filter"
+        )));
+    }
+    Ok(())
+}
