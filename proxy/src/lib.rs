@@ -33,3 +33,4 @@ pub mod tls;
 pub mod upstream;
 pub mod wasm;
 pub mod watch;
+pub mod worker;

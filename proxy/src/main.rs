@@ -21,6 +21,9 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// `weft run`'s worker threads, over `[runtime] workers` (default: one per core).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -101,7 +104,7 @@ fn main() -> ExitCode {
         _ => "info",
     };
     weft::log::init(cli.log_format, level);
-    match run(cli.command) {
+    match run(cli.command, cli.workers.map(usize::from)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<CasesFailed>() => ExitCode::FAILURE,
         Err(e) => {
@@ -111,11 +114,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn run(command: Command, workers: Option<usize>) -> anyhow::Result<()> {
     match command {
         Command::Run { config, ready_file } => {
             let parsed = Config::load(&config)?;
-            let rt = weft::server::tokio_runtime(parsed.runtime.workers)?;
+            let workers = parsed.runtime.workers(workers);
+            let rt = weft::server::runtime(parsed.runtime.scheduler, workers)?;
             rt.block_on(weft::server::run(
                 parsed,
                 ConfigSource::File(config),
@@ -124,7 +128,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Check { config } => {
             let parsed = Config::load(&config)?;
-            let rt = weft::server::tokio_runtime(Some(1))?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let summary = rt.block_on(weft::state::check(&parsed))?;
             println!("{}: OK ({summary})", config.display());
             Ok(())
@@ -140,7 +144,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Plugin { command } => plugin(command),
         Command::Demo { listen, admin, plugins } => {
-            let rt = weft::server::tokio_runtime(None)?;
+            let runtime = weft::config::ProcessConfig::default();
+            let rt = weft::server::runtime(runtime.scheduler, runtime.workers(workers))?;
             rt.block_on(async {
                 let upstream = weft::demo::start_echo_upstream().await?;
                 let text = weft::demo::config_text(listen, admin, upstream, &plugins);
