@@ -79,8 +79,11 @@ pub struct XdsConfig {
 /// `[runtime]`: settings of the process (threads, draining, watching files) rather than
 /// of one config version.
 pub struct ProcessConfig {
-    /// Worker threads; defaults to the number of cores.
+    /// Worker threads; defaults to the number of cores (`weft run --workers` overrides).
     pub workers: Option<usize>,
+    /// How the workers share connections (docs/performance.md, "Thread per core").
+    #[serde(default)]
+    pub scheduler: Scheduler,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[serde(default = "defaults::drain_timeout", deserialize_with = "duration")]
     pub drain_timeout: Duration,
@@ -89,10 +92,35 @@ pub struct ProcessConfig {
     pub watch: bool,
 }
 
+/// `[runtime] scheduler`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheduler {
+    /// One single-threaded runtime per worker, each accepting on its own `SO_REUSEPORT`
+    /// socket: a connection and everything its requests do stay on one thread.
+    #[default]
+    PerCore,
+    /// One tokio runtime whose worker threads steal tasks from each other, on one socket
+    /// per listener: for a few connections carrying most of the load (one HTTP/2
+    /// connection from a load balancer), whose streams per-core workers cannot spread.
+    WorkStealing,
+}
+
+impl ProcessConfig {
+    /// The number of workers: `flag` (the command line's) over the config's, else one per
+    /// core.
+    pub fn workers(&self, flag: Option<usize>) -> usize {
+        flag.or(self.workers)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+}
+
 impl Default for ProcessConfig {
     fn default() -> Self {
         ProcessConfig {
             workers: None,
+            scheduler: Scheduler::default(),
             drain_timeout: defaults::drain_timeout(),
             watch: true,
         }
@@ -500,6 +528,9 @@ impl Config {
         unique_names(src, &self.filters, "filter", |f| &f.name)?;
         if self.wasm.max_instances == 0 {
             return Err(src.error("[wasm] max_instances must be more than zero"));
+        }
+        if self.runtime.workers == Some(0) {
+            return Err(src.error("[runtime] workers must be more than zero (leave it out for one per core)"));
         }
         if let Some(admin) = &self.admin {
             admin.check().map_err(|problem| src.error(problem))?;

@@ -33,4 +33,5 @@ pub mod tls;
 pub mod upstream;
 pub mod wasm;
 pub mod watch;
+pub mod worker;
 pub mod xds;

@@ -21,6 +21,9 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// `weft run`'s worker threads, over `[runtime] workers` (default: one per core).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -108,7 +111,7 @@ fn main() -> ExitCode {
         _ => "info",
     };
     weft::log::init(cli.log_format, level);
-    match run(cli.command) {
+    match run(cli.command, cli.workers.map(usize::from)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<CasesFailed>() => ExitCode::FAILURE,
         Err(e) => {
@@ -118,7 +121,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn run(command: Command, workers: Option<usize>) -> anyhow::Result<()> {
     match command {
         Command::Run {
             config,
@@ -132,9 +135,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                     .and_then(|p| p.xds.as_ref())
                     .map(|x| x.bootstrap.clone())
             });
+            let default_process = weft::config::ProcessConfig::default();
+            let process = parsed.as_ref().map_or(&default_process, |p| &p.runtime);
+            let rt = weft::server::runtime(process.scheduler, process.workers(workers))?;
             if let Some(bootstrap) = bootstrap {
-                let workers = parsed.as_ref().and_then(|p| p.runtime.workers);
-                let rt = weft::server::tokio_runtime(workers)?;
                 return rt.block_on(async {
                     let (parsed, source) = weft::xds::start(&bootstrap, config.as_deref()).await?;
                     weft::server::run(parsed, ConfigSource::Provided(source), ready_file.as_deref()).await
@@ -143,7 +147,6 @@ fn run(command: Command) -> anyhow::Result<()> {
             let (Some(parsed), Some(config)) = (parsed, config) else {
                 anyhow::bail!("weft run needs --config or --xds-bootstrap");
             };
-            let rt = weft::server::tokio_runtime(parsed.runtime.workers)?;
             rt.block_on(weft::server::run(
                 parsed,
                 ConfigSource::File(config),
@@ -171,7 +174,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Check { config, .. } => {
             let config = config.ok_or_else(|| anyhow::anyhow!("weft check needs --config or --xds-bootstrap"))?;
             let parsed = Config::load(&config)?;
-            let rt = weft::server::tokio_runtime(Some(1))?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let summary = rt.block_on(weft::state::check(&parsed))?;
             println!("{}: OK ({summary})", config.display());
             Ok(())
@@ -187,7 +190,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Plugin { command } => plugin(command),
         Command::Demo { listen, admin, plugins } => {
-            let rt = weft::server::tokio_runtime(None)?;
+            let runtime = weft::config::ProcessConfig::default();
+            let rt = weft::server::runtime(runtime.scheduler, runtime.workers(workers))?;
             rt.block_on(async {
                 let upstream = weft::demo::start_echo_upstream().await?;
                 let text = weft::demo::config_text(listen, admin, upstream, &plugins);

@@ -1,15 +1,18 @@
 //! Starting and stopping: bind the listeners, serve, reload on SIGHUP, and drain on
 //! SIGTERM/SIGINT.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, Scheduler};
 use crate::listen::{Gate, Listener};
 use crate::ready::{Bound, BoundListener, ReadyFile, sd_notify};
 use crate::state::{ConfigSource, State};
+use crate::worker;
 
 /// Connections the admin listener holds open at once.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -62,8 +65,9 @@ pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>
         bound.admin = Some(socket.local_addr()?);
     }
 
-    // One gate per listener: its TCP and QUIC sides share the connection caps.
-    let mut gates = std::collections::HashMap::new();
+    // One gate per listener: its TCP and QUIC sides (and every worker) share the
+    // connection caps.
+    let mut gates: HashMap<Arc<str>, Arc<Gate>> = HashMap::new();
     for l in config.listeners.iter().map(|l| l.get_ref()) {
         let gate = Gate::new(
             &l.name,
@@ -71,19 +75,38 @@ pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>
             l.limits.max_connections_per_client,
             state.metrics.clone(),
         );
-        gates.insert(l.name.clone(), gate);
+        gates.insert(l.name.as_str().into(), gate);
     }
-    for listener in listeners {
+    for listener in &listeners {
         tracing::info!(listener = %listener.name, address = %listener.socket.local_addr()?, "listening");
-        let gate = gates[&*listener.name].clone();
-        tokio::spawn(listener.serve(state.clone(), gate, shutdown.clone(), drained_tx.clone()));
+    }
+    // Stops the per-core workers' runtimes once draining is over.
+    let (exit_tx, exit) = watch::channel(false);
+    match config.runtime.scheduler {
+        Scheduler::WorkStealing => {
+            for listener in listeners {
+                let gate = gates[&*listener.name].clone();
+                tokio::spawn(listener.serve(state.clone(), gate, shutdown.clone(), drained_tx.clone()));
+            }
+        }
+        Scheduler::PerCore => {
+            let serve = Serve {
+                state: state.clone(),
+                gates: gates.clone(),
+                shutdown: shutdown.clone(),
+                drained: drained_tx.clone(),
+                exit,
+            };
+            start_workers(listeners, serve)?;
+        }
     }
     for (l, endpoint) in quic {
         tracing::info!(listener = %l.name, address = %endpoint.local_addr()?, "listening for HTTP/3 (UDP)");
         if let Ok(mut endpoints) = state.quic_endpoints.lock() {
             endpoints.insert(l.name.clone(), endpoint.clone());
         }
-        let gate = gates[&l.name].clone();
+        // On the control thread's runtime, where its endpoint was made.
+        let gate = gates[l.name.as_str()].clone();
         tokio::spawn(crate::listen::quic::serve(
             l,
             endpoint,
@@ -130,7 +153,62 @@ pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>
         Ok(_) => tracing::info!("drained; bye"),
         Err(_) => tracing::warn!("drain timeout reached with requests still in flight; closing them"),
     }
+    let _ = exit_tx.send(true);
     state.observe.close(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+/// What every per-core worker serves its listeners with.
+#[derive(Clone)]
+struct Serve {
+    state: Arc<State>,
+    gates: HashMap<Arc<str>, Arc<Gate>>,
+    shutdown: watch::Receiver<bool>,
+    drained: mpsc::Sender<()>,
+    /// Fires when the process is done draining: the worker's runtime then stops.
+    exit: watch::Receiver<bool>,
+}
+
+/// Starts [`worker::count`] worker threads, each with its own single-threaded runtime and
+/// its own socket per listener (the first worker takes the sockets bound at start, the
+/// others bind theirs with `SO_REUSEPORT` on the same ports), so that the kernel spreads
+/// connections over the workers and each connection stays on one thread.
+fn start_workers(listeners: Vec<Listener>, serve: Serve) -> anyhow::Result<()> {
+    let n = worker::count();
+    let mut per_worker: Vec<Vec<Listener>> = (0..n).map(|_| Vec::new()).collect();
+    for listener in listeners {
+        for sockets in per_worker.iter_mut().skip(1) {
+            sockets.push(listener.another()?);
+        }
+        per_worker[0].push(listener);
+    }
+    for (i, listeners) in per_worker.into_iter().enumerate() {
+        // Built here, so that a runtime that cannot start fails the start.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let serve = serve.clone();
+        std::thread::Builder::new()
+            .name(format!("weft-worker-{i}"))
+            .spawn(move || {
+                worker::enter(i);
+                rt.block_on(async move {
+                    let Serve {
+                        state,
+                        gates,
+                        shutdown,
+                        drained,
+                        mut exit,
+                    } = serve;
+                    for listener in listeners {
+                        let gate = gates[&listener.name].clone();
+                        tokio::spawn(listener.serve(state.clone(), gate, shutdown.clone(), drained.clone()));
+                    }
+                    drop(drained);
+                    let _ = exit.wait_for(|done| *done).await;
+                });
+                // Connections still open after the drain timeout are cut here.
+                rt.shutdown_timeout(Duration::from_secs(1));
+            })?;
+    }
     Ok(())
 }
 
@@ -145,7 +223,7 @@ async fn bind_listener(l: &ListenerConfig, state: &State) -> anyhow::Result<(Lis
         1
     };
     loop {
-        let listener = Listener::bind(l, &state.metrics).await?;
+        let listener = Listener::bind(l, &state.metrics, worker::count() > 1)?;
         if !l.http3 {
             return Ok((listener, None));
         }
@@ -175,18 +253,22 @@ fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = &'static st
     })
 }
 
-/// A tokio runtime with the configured number of workers. One worker gets tokio's
-/// current-thread scheduler: no work-stealing queues or cross-thread wakeups on the request
-/// path, which is what a proxy pinned to one core wants.
-pub fn tokio_runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = match workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
+/// The runtime `weft run` starts on. Per core: a single-threaded one for the control
+/// thread (config loads, the admin API, health probes, the watcher, HTTP/3), [`run`]
+/// starting one more per worker; work-stealing: one runtime with `workers` threads
+/// serving everything. Sets [`worker::count`] for the pools built after it.
+pub fn runtime(scheduler: Scheduler, workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = match scheduler {
+        Scheduler::PerCore => {
+            worker::set_count(workers);
+            tokio::runtime::Builder::new_current_thread()
+        }
+        Scheduler::WorkStealing => {
+            worker::set_count(1);
             let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n.max(1));
+            b.worker_threads(workers.max(1));
             b
         }
-        None => tokio::runtime::Builder::new_multi_thread(),
     };
     Ok(builder
         .enable_all()

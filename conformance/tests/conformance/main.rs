@@ -8,6 +8,7 @@
 mod cli;
 mod docs;
 mod examples;
+mod workers;
 // docs/routes.md
 mod grpc;
 mod proxy;

@@ -260,7 +260,9 @@ async fn round_robin_spreads_requests_over_endpoints() {
 #[tokio::test]
 async fn upstream_connections_are_kept_alive_and_reused() {
     let up = Upstream::echo("a").await;
-    let weft = Weft::start(&one_route(&up, "")).await;
+    // Each worker keeps its own idle connections (workers::per_core_workers_…): one
+    // worker, so that every request may reuse the same one.
+    let weft = Weft::start(&format!("[runtime]\nworkers = 1\n{}", one_route(&up, ""))).await;
     for _ in 0..20 {
         assert_eq!(get(&weft.url("/")).await.status, 200);
     }
@@ -312,7 +314,8 @@ async fn http2_downstream_to_http1_upstream_and_back() {
 async fn http2_upstream_when_the_cluster_says_so() {
     let up = Upstream::echo("a").await;
     let config = one_route(&up, "").replace("endpoints = [", "protocol = \"http2\"\nendpoints = [");
-    let weft = Weft::start(&config).await;
+    // One worker: each has its own HTTP/2 connection to an endpoint.
+    let weft = Weft::start(&format!("[runtime]\nworkers = 1\n{config}")).await;
     for _ in 0..3 {
         let echo = get(&weft.url("/")).await.json();
         assert_eq!(echo["version"], "HTTP/2.0");
@@ -461,7 +464,8 @@ async fn trailers_pass_through_http2_end_to_end() {
     })
     .await;
     let config = one_route(&up, "").replace("endpoints = [", "protocol = \"http2\"\nendpoints = [");
-    let weft = Weft::start(&config).await;
+    // One worker: each has its own HTTP/2 connection to an endpoint.
+    let weft = Weft::start(&format!("[runtime]\nworkers = 1\n{config}")).await;
     let resp = h2c_client()
         .request(
             req("POST", &weft.url("/svc.Echo/Say"))

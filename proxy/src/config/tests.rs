@@ -296,3 +296,24 @@ fn upstream_settings_are_checked_where_they_are_written() {
         assert!(e.position.is_some(), "{extra}: located: {e}");
     }
 }
+
+#[test]
+fn runtime_scheduler_defaults_to_per_core_and_zero_workers_or_an_unknown_scheduler_are_refused() {
+    let config = Config::parse("test.toml", MINIMAL).expect("valid");
+    assert_eq!(config.runtime.scheduler, Scheduler::PerCore);
+    assert_eq!(config.runtime.workers(Some(3)), 3, "the command line's count wins");
+    assert!(config.runtime.workers(None) >= 1, "one per core");
+    let stealing = format!("[runtime]\nworkers = 2\nscheduler = \"work-stealing\"\n{MINIMAL}");
+    let config = Config::parse("test.toml", &stealing).expect("valid");
+    assert_eq!(config.runtime.scheduler, Scheduler::WorkStealing);
+    assert_eq!(config.runtime.workers(None), 2);
+    let e = error(&format!("[runtime]\nworkers = 0\n{MINIMAL}"));
+    assert!(e.message.contains("workers must be more than zero"), "{}", e.message);
+    let e = error(&format!("[runtime]\nscheduler = \"per-thread\"\n{MINIMAL}"));
+    assert!(
+        e.message.contains("per-core") && e.message.contains("work-stealing"),
+        "{}",
+        e.message
+    );
+    assert_eq!(e.position.map(|p| p.0), Some(2), "{e}");
+}

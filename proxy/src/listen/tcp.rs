@@ -40,11 +40,31 @@ struct Settings {
     counters: Arc<crate::metrics::ListenerCounters>,
 }
 
-/// A bound listener, ready to serve.
+/// A bound listener, ready to serve. Its socket becomes a tokio one in `serve`, on the
+/// runtime (the worker) that serves it.
 pub struct Listener {
     pub name: Arc<str>,
-    pub socket: TcpListener,
+    pub socket: std::net::TcpListener,
     settings: Arc<Settings>,
+}
+
+/// Pending connections the kernel queues per socket (tokio's default).
+const BACKLOG: i32 = 1024;
+
+/// A listening socket on `addr`; with `reuse_port`, others may bind the same address
+/// (each per-core worker has its own: the kernel spreads new connections over them).
+fn listen(addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As tokio's bind: a restarted proxy binds while old connections are in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// hyper's own limits, from the listener's: HTTP/1.1 heads larger than the read buffer
@@ -75,11 +95,16 @@ fn http_builders(
 }
 
 impl Listener {
-    pub async fn bind(config: &ListenerConfig, metrics: &crate::metrics::Metrics) -> anyhow::Result<Listener> {
+    /// Binds the listener's address; `reuse_port` when more sockets will join it
+    /// ([`Listener::another`]).
+    pub fn bind(
+        config: &ListenerConfig,
+        metrics: &crate::metrics::Metrics,
+        reuse_port: bool,
+    ) -> anyhow::Result<Listener> {
         let (name, addr) = (&config.name, config.address);
-        let socket = TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("listener {name:?} cannot bind {addr}: {e}"))?;
+        let socket =
+            listen(addr, reuse_port).map_err(|e| anyhow::anyhow!("listener {name:?} cannot bind {addr}: {e}"))?;
         // The bound port: the configured one may be 0.
         let port = socket.local_addr()?.port();
         let alt_svc = config
@@ -106,6 +131,20 @@ impl Listener {
         })
     }
 
+    /// One more socket on the same address and port (the bound one, when the configured
+    /// port was 0), with the same settings: for another per-core worker. The first was
+    /// bound with `reuse_port`.
+    pub fn another(&self) -> anyhow::Result<Listener> {
+        let addr = self.socket.local_addr()?;
+        let socket = listen(addr, true)
+            .map_err(|e| anyhow::anyhow!("listener {:?} cannot bind another socket on {addr}: {e}", self.name))?;
+        Ok(Listener {
+            name: self.name.clone(),
+            socket,
+            settings: self.settings.clone(),
+        })
+    }
+
     /// Accepts until `shutdown` fires; then each connection finishes its in-flight
     /// requests and closes. Every connection task holds a clone of `drained`, so the
     /// caller knows all are done when the channel closes.
@@ -117,8 +156,12 @@ impl Listener {
         drained: mpsc::Sender<()>,
     ) {
         let settings = self.settings;
+        let socket = match TcpListener::from_std(self.socket) {
+            Ok(socket) => socket,
+            Err(e) => return tracing::error!(listener = %self.name, error = %e, "cannot serve the listener's socket"),
+        };
         let stop = shutdown.clone();
-        accept_loop(self.socket, gate, stop, move |stream, peer, pass| {
+        accept_loop(socket, gate, stop, move |stream, peer, pass| {
             let _ = stream.set_nodelay(true);
             let (settings, state, shutdown, drained) =
                 (settings.clone(), state.clone(), shutdown.clone(), drained.clone());

@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::body::{Body, Checkin, PooledBody};
+use crate::worker::PerWorker;
 
 /// How to open a connection to an endpoint of a cluster.
 pub(crate) struct Connector {
@@ -137,22 +138,28 @@ struct Idle {
 /// The connections of one endpoint.
 pub(crate) struct EndpointPool {
     addr: SocketAddr,
-    idle: ArrayQueue<Idle>,
+    /// Per worker (`worker.rs`): a connection's driver task runs on the worker that
+    /// opened it, so only that worker's requests use it (another's would wake it for
+    /// every exchange). `max_idle` applies to each worker's queue, as nginx's
+    /// `keepalive` does to each of its worker processes.
+    idle: PerWorker<ArrayQueue<Idle>>,
     idle_timeout: Duration,
-    http2: ArcSwapOption<http2::SendRequest<Body>>,
-    /// One HTTP/2 connect at a time: a burst after the connection dropped waits for one
-    /// new connection instead of opening one each. Never taken while a connection is up.
-    connecting: tokio::sync::Mutex<()>,
+    /// Each worker's HTTP/2 connection, for the same reason.
+    http2: PerWorker<ArcSwapOption<http2::SendRequest<Body>>>,
+    /// One HTTP/2 connect at a time per worker: a burst after the connection dropped
+    /// waits for one new connection instead of opening one each. Never taken while a
+    /// connection is up.
+    connecting: PerWorker<tokio::sync::Mutex<()>>,
 }
 
 impl EndpointPool {
     pub fn new(addr: SocketAddr, max_idle: usize, idle_timeout: Duration) -> Arc<EndpointPool> {
         Arc::new(EndpointPool {
             addr,
-            idle: ArrayQueue::new(max_idle.max(1)),
+            idle: PerWorker::new(|| ArrayQueue::new(max_idle.max(1))),
             idle_timeout,
-            http2: ArcSwapOption::empty(),
-            connecting: tokio::sync::Mutex::new(()),
+            http2: PerWorker::new(ArcSwapOption::empty),
+            connecting: PerWorker::new(|| tokio::sync::Mutex::new(())),
         })
     }
 
@@ -180,7 +187,17 @@ impl EndpointPool {
                 // Boxed: connecting (TCP, TLS, handshake) is the cold path and its state
                 // is large; unboxed, every request's future — and the per-connection
                 // buffer hyper keeps for it — would carry it.
-                None => (Box::pin(self.connect_http1(connector)).await?, false),
+                None => match Box::pin(self.connect_http1(connector)).await {
+                    Ok(sender) => (sender, false),
+                    // The breaker's limit is held by connections idle on other workers:
+                    // borrow one (its driver's worker is woken for this exchange) rather
+                    // than refuse a request the limit allows.
+                    Err(PoolError::Overloaded(limit)) => match self.checkout_elsewhere() {
+                        Some(sender) => (sender, true),
+                        None => return Err(PoolError::Overloaded(limit)),
+                    },
+                    Err(e) => return Err(e),
+                },
             };
             if sender.ready().await.is_err() {
                 if reused {
@@ -219,9 +236,18 @@ impl EndpointPool {
         }
     }
 
-    /// An idle connection young enough, still open and free, if any.
+    /// An idle connection of this worker's, young enough, still open and free, if any.
     fn checkout(self: &Arc<Self>) -> Option<http1::SendRequest<Body>> {
-        while let Some(idle) = self.idle.pop() {
+        self.checkout_from(self.idle.get())
+    }
+
+    /// An idle connection of any worker's (when this one may open no more).
+    fn checkout_elsewhere(self: &Arc<Self>) -> Option<http1::SendRequest<Body>> {
+        self.idle.iter().find_map(|queue| self.checkout_from(queue))
+    }
+
+    fn checkout_from(self: &Arc<Self>, queue: &ArrayQueue<Idle>) -> Option<http1::SendRequest<Body>> {
+        while let Some(idle) = queue.pop() {
             if idle.sender.is_closed() || idle.since.elapsed() >= self.idle_timeout {
                 continue;
             }
@@ -243,7 +269,7 @@ impl EndpointPool {
     }
 
     async fn http2_sender(&self, connector: &Connector) -> Result<http2::SendRequest<Body>, PoolError> {
-        if let Some(sender) = self.http2.load().as_deref()
+        if let Some(sender) = self.http2.get().load().as_deref()
             && !sender.is_closed()
         {
             return Ok(sender.clone());
@@ -253,22 +279,32 @@ impl EndpointPool {
     }
 
     async fn connect_http2(&self, connector: &Connector) -> Result<http2::SendRequest<Body>, PoolError> {
-        let _one = self.connecting.lock().await;
+        let _one = self.connecting.get().lock().await;
         // Someone else may have connected while we waited.
-        if let Some(sender) = self.http2.load().as_deref()
+        if let Some(sender) = self.http2.get().load().as_deref()
             && !sender.is_closed()
         {
             return Ok(sender.clone());
         }
         let (_pending, open) = match &connector.limits {
-            Some(limits) => limits.start_connect().map(|(p, o)| (Some(p), Some(o)))?,
+            Some(limits) => match limits.start_connect() {
+                Ok((pending, open)) => (Some(pending), Some(open)),
+                // As for HTTP/1.1: another worker's connection, rather than a refusal.
+                Err(refused) => {
+                    let other = self
+                        .http2
+                        .iter()
+                        .find_map(|slot| slot.load().as_deref().filter(|sender| !sender.is_closed()).cloned());
+                    return other.ok_or(refused);
+                }
+            },
             None => (None, None),
         };
         let sender = match self.open(connector).await? {
             Io::Plain(tcp) => handshake_http2(tcp, open).await?,
             Io::Tls(tls) => handshake_http2(*tls, open).await?,
         };
-        self.http2.store(Some(Arc::new(sender.clone())));
+        self.http2.get().store(Some(Arc::new(sender.clone())));
         Ok(sender)
     }
 
@@ -368,7 +404,7 @@ impl Checkin for EndpointPool {
             return;
         }
         // A full queue drops the surplus connection: bursts do not pin sockets forever.
-        let _ = self.idle.push(Idle {
+        let _ = self.idle.get().push(Idle {
             sender,
             since: Instant::now(),
         });

@@ -66,6 +66,9 @@ pub(crate) struct Engine {
     /// The filters a component was compiled for: a compile for one of them is a changed
     /// plugin. Filter names come from the config, so this stays small.
     compiled_for: Mutex<HashSet<Box<str>>>,
+    /// Whether the epoch ticker runs: started with the first component, so that a proxy
+    /// without Wasm filters has no thread waking its core a thousand times a second.
+    ticking: Mutex<bool>,
 }
 
 fn wasmtime_error(e: wasmtime::Error) -> anyhow::Error {
@@ -119,7 +122,6 @@ impl Engine {
                 wasmtime::Engine::new(&engine_config(config, false)?).map_err(wasmtime_error)?
             }
         };
-        spawn_ticker(&engine)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasmtime_error)?;
         FilterWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s).map_err(wasmtime_error)?;
@@ -128,6 +130,7 @@ impl Engine {
             linker,
             cache: Mutex::new(HashMap::new()),
             compiled_for: Mutex::default(),
+            ticking: Mutex::new(false),
         })
     }
 
@@ -136,6 +139,8 @@ impl Engine {
     /// and with its outcome: an interpreter (Python, JavaScript) takes seconds, and a
     /// reload would otherwise be silent that long.
     pub async fn compile(&self, filter: &str, path: &Path) -> anyhow::Result<Arc<Compiled>> {
+        // Before any instance of it can run: the guests' CPU budgets count its ticks.
+        self.start_ticker()?;
         let bytes = tokio::fs::read(path)
             .await
             .with_context(|| format!("cannot read plugin {}", path.display()))?;
@@ -165,6 +170,15 @@ impl Engine {
             Err(e) => tracing::warn!(filter, %plugin, ms, error = format!("{e:#}"), "plugin failed to compile"),
         }
         outcome
+    }
+
+    fn start_ticker(&self) -> anyhow::Result<()> {
+        let mut ticking = self.ticking.lock().unwrap_or_else(PoisonError::into_inner);
+        if !*ticking {
+            spawn_ticker(&self.engine)?;
+            *ticking = true;
+        }
+        Ok(())
     }
 
     async fn compile_new(&self, path: &Path, bytes: Vec<u8>, hash: [u8; 32]) -> anyhow::Result<Arc<Compiled>> {

@@ -200,10 +200,11 @@ async fn response_head(stream: &mut tokio::net::TcpStream) -> String {
 #[tokio::test]
 async fn a_connection_still_sending_a_body_is_not_lent_to_the_next_request() {
     let (origin, connections, _task) = early_answering_origin().await;
-    let config =
-        Config::new()
-            .cluster("up", &[origin])
-            .route("all", "path_prefix = \"/\"", "up", &[], "timeout = \"3s\"");
+    // One worker: the connections counted below are one worker's pool.
+    let config = Config::new()
+        .top("[runtime]\nworkers = 1\n")
+        .cluster("up", &[origin])
+        .route("all", "path_prefix = \"/\"", "up", &[], "timeout = \"3s\"");
     let weft = Weft::start(&config.to_string()).await;
 
     // An upload that trickles: the origin answers 401 at once and keeps reading it.
