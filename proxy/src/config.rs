@@ -18,11 +18,12 @@ mod limits;
 mod observe;
 pub(crate) mod redact;
 mod route;
+mod sidecar;
 
 pub use admin::{AdminConfig, MIN_TOKEN_LEN, Secret};
 pub use cluster::{
-    BreakerConfig, ClusterConfig, EndpointConfig, HashOnConfig, HealthCheckConfig, LbPolicy, MAX_WEIGHT, OutlierConfig,
-    RetryConfig, UpstreamProtocol, UpstreamTlsConfig, split_host_port,
+    BreakerConfig, ClusterConfig, ClusterKind, EndpointConfig, HashOnConfig, HealthCheckConfig, LbPolicy, MAX_WEIGHT,
+    OutlierConfig, RetryConfig, UpstreamProtocol, UpstreamTlsConfig, split_host_port,
 };
 pub use kv::check_redis_url;
 pub use limits::{DEFAULT_MEMORY, LimitsConfig};
@@ -35,6 +36,7 @@ pub use route::{
     CorsConfig, DirectResponseConfig, HeaderEditsConfig, MatchConfig, MirrorConfig, MirrorsConfig, PatternConfig,
     RedirectConfig, RouteConfig, ValueMatchConfig,
 };
+pub use sidecar::Transparent;
 
 /// A configuration file, parsed and validated.
 #[derive(Debug, Deserialize)]
@@ -163,6 +165,21 @@ pub struct ListenerConfig {
     pub limits: ListenerLimits,
     #[serde(default)]
     pub timeouts: ListenerTimeouts,
+    /// Sidecar mode: take connections the kernel redirected here (`"redirect"` or
+    /// `"tproxy"`) and serve them for the address the client dialled (docs/sidecar.md).
+    pub transparent: Option<Transparent>,
+    /// On a transparent listener: original destination ports whose traffic is passed on
+    /// byte for byte at once, without waiting for the client to speak (server-speaks-first
+    /// protocols: SMTP, MySQL...).
+    #[serde(default)]
+    pub opaque_ports: Vec<u16>,
+    /// On a transparent listener: how long to wait for the client's first bytes to tell
+    /// HTTP from anything else; a client still silent then is passed through opaque.
+    #[serde(default = "defaults::detect_timeout", deserialize_with = "duration")]
+    pub detect_timeout: Duration,
+    /// `SO_MARK` on the connections a transparent listener opens to pass traffic through,
+    /// so that the interception rules let them out (`weft sidecar rules --mark`).
+    pub passthrough_mark: Option<u32>,
 }
 
 /// `[listeners.limits]`: what one client may make the proxy hold. Each refusal has its
@@ -310,6 +327,9 @@ mod defaults {
     }
     pub fn max_instances() -> u32 {
         1000
+    }
+    pub fn detect_timeout() -> Duration {
+        Duration::from_secs(5)
     }
     pub fn yes() -> bool {
         true
@@ -524,6 +544,7 @@ impl Config {
             if let Some(problem) = problem {
                 return Err(src.error_at(listener.span(), format!("listener {:?}: {problem}", l.name)));
             }
+            sidecar::check(l, listener.span(), src)?;
         }
         for listener in &self.listeners {
             let l = listener.get_ref();

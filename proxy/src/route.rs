@@ -1,6 +1,7 @@
 //! The route table: precompiled matchers, evaluated in config order; the first route whose
 //! every condition holds wins.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use metrics::RouteCounters;
 
 mod answer;
 mod cors;
+pub mod destination;
 mod fault;
 pub mod metrics;
 mod mirror;
@@ -114,10 +116,13 @@ impl Router {
     }
 
     /// The first route matching the request, if any. `identity` is the client's verified
-    /// certificate identity.
-    pub fn find(&self, req: &Parts, identity: Option<&str>) -> Option<&Route> {
+    /// certificate identity; `destination` the connection's original destination, when it
+    /// was intercepted.
+    pub fn find(&self, req: &Parts, identity: Option<&str>, destination: Option<SocketAddr>) -> Option<&Route> {
         let host = request_host(req);
-        self.routes.iter().find(|r| r.matcher.matches(req, host, identity))
+        self.routes
+            .iter()
+            .find(|r| r.matcher.matches(req, host, identity) && r.matcher.destination.matches(destination))
     }
 }
 
@@ -173,6 +178,7 @@ pub struct Matcher {
     headers: Vec<(HeaderName, ValueMatch)>,
     query: Vec<(String, ValueMatch)>,
     identity: Option<ValueMatch>,
+    destination: destination::DestinationMatch,
     /// The path template, as traces name the route (`http.route`): a prefix's segments
     /// with `/*` after them (`/api/*`, `/*`), an exact path, or the regex as written.
     template: Arc<str>,
@@ -227,7 +233,19 @@ impl Matcher {
             .as_ref()
             .map(|p| ValueMatch::build(&p.exact, &p.regex, p.present, src))
             .transpose()?;
+        let cidr = m
+            .destination
+            .as_ref()
+            .map(|d| {
+                destination::Cidr::parse(d)
+                    .map_err(|e| src.error_at(route_span.clone(), format!("match.destination: {e}")))
+            })
+            .transpose()?;
         Ok(Matcher {
+            destination: destination::DestinationMatch {
+                cidr,
+                port: m.destination_port,
+            },
             host,
             path,
             methods,

@@ -39,6 +39,8 @@ struct Settings {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     counters: Arc<crate::metrics::ListenerCounters>,
+    /// A sidecar listener's interception settings (`transparent`).
+    intercept: Option<super::transparent::Intercept>,
 }
 
 /// A bound listener, ready to serve.
@@ -78,9 +80,11 @@ fn http_builders(
 impl Listener {
     pub async fn bind(config: &ListenerConfig, metrics: &crate::metrics::Metrics) -> anyhow::Result<Listener> {
         let (name, addr) = (&config.name, config.address);
-        let socket = TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("listener {name:?} cannot bind {addr}: {e}"))?;
+        let socket = match config.transparent {
+            None => TcpListener::bind(addr).await,
+            Some(mode) => super::transparent::bind(addr, mode),
+        }
+        .map_err(|e| anyhow::anyhow!("listener {name:?} cannot bind {addr}: {e}"))?;
         // The bound port: the configured one may be 0.
         let port = socket.local_addr()?.port();
         let alt_svc = config
@@ -103,8 +107,17 @@ impl Listener {
                 http1,
                 http2,
                 counters: Arc::new(metrics.listener(&config.name)),
+                intercept: super::transparent::Intercept::new(config),
             }),
         })
+    }
+
+    /// Tells a transparent listener every port the process listens on (before serving),
+    /// so that it refuses connections whose original destination is the proxy itself.
+    pub fn set_own_ports(&self, ports: &[u16]) {
+        if let Some(intercept) = &self.settings.intercept {
+            intercept.set_own_ports(ports);
+        }
     }
 
     /// Accepts until `shutdown` fires; then each connection finishes its in-flight
@@ -147,6 +160,13 @@ async fn connection(
     )
     .with_alt_svc(settings.alt_svc.clone())
     .with_counters(settings.counters.clone());
+    if let Some(intercept) = &settings.intercept {
+        // Boxed: detection and passthrough are this listener kind's path only.
+        let Some((stream, conn)) = Box::pin(super::transparent::intercept(stream, conn, intercept)).await else {
+            return;
+        };
+        return serve_connection(stream, conn, pass, settings, state, shutdown, drained).await;
+    }
     if !settings.tls {
         return serve_connection(stream, conn, pass, settings, state, shutdown, drained).await;
     }

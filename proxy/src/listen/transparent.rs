@@ -1,0 +1,173 @@
+//! Sidecar listeners (`transparent = "redirect" | "tproxy"`): connections the kernel
+//! redirected here from the address the client dialled. For each one: its original
+//! destination (`SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST` under `redirect`, chosen by the
+//! client's family as linkerd2-proxy does; the socket's local address under `tproxy`);
+//! a destination that is the proxy itself is refused (a loop); then what the client
+//! speaks decides the rest ([`super::detect`]): HTTP goes to the listener's HTTP service,
+//! anything else is passed on to the original destination byte for byte.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use super::detect::{Detected, detect};
+use crate::config::{ListenerConfig, Transparent};
+use crate::conn::ConnInfo;
+
+/// What a transparent listener's connections share.
+pub struct Intercept {
+    pub mode: Transparent,
+    opaque_ports: Box<[u16]>,
+    detect_timeout: Duration,
+    mark: Option<u32>,
+    /// The ports this process listens on (every listener and the admin API), known once
+    /// all are bound: a destination on one of them at a local address is the proxy itself.
+    own_ports: OnceLock<Box<[u16]>>,
+}
+
+impl Intercept {
+    pub fn new(config: &ListenerConfig) -> Option<Intercept> {
+        Some(Intercept {
+            mode: config.transparent?,
+            opaque_ports: config.opaque_ports.clone().into(),
+            detect_timeout: config.detect_timeout,
+            mark: config.passthrough_mark,
+            own_ports: OnceLock::new(),
+        })
+    }
+
+    /// Tells the listener the ports of the whole process, before it serves.
+    pub fn set_own_ports(&self, ports: &[u16]) {
+        let _ = self.own_ports.set(ports.into());
+    }
+
+    fn is_self(&self, dst: SocketAddr) -> bool {
+        let ports = self.own_ports.get().map_or(&[][..], |p| &p[..]);
+        ports.contains(&dst.port()) && is_local(dst.ip())
+    }
+}
+
+/// Binds a transparent listener: under `tproxy`, `IP_TRANSPARENT` first (it lets the
+/// socket accept connections for addresses that are not the host's; CAP_NET_ADMIN).
+pub fn bind(addr: SocketAddr, mode: Transparent) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if mode == Transparent::Tproxy {
+        let set = if addr.is_ipv4() {
+            socket.set_ip_transparent_v4(true)
+        } else {
+            socket.set_ip_transparent_v6(true)
+        };
+        set.map_err(|e| std::io::Error::new(e.kind(), format!("IP_TRANSPARENT (needs CAP_NET_ADMIN): {e}")))?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// The address the client dialled before the kernel sent its connection here.
+pub fn original_dst(stream: &TcpStream, mode: Transparent) -> std::io::Result<SocketAddr> {
+    let addr = match mode {
+        Transparent::Tproxy => stream.local_addr()?,
+        Transparent::Redirect => {
+            let socket = socket2::SockRef::from(stream);
+            // The client's family says which table conntrack holds the entry in; an IPv4
+            // client of a dual-stack socket shows as IPv4-mapped and is asked as IPv4.
+            let v4 = match stream.peer_addr()?.ip() {
+                IpAddr::V4(_) => true,
+                IpAddr::V6(ip) => ip.to_ipv4_mapped().is_some(),
+            };
+            let found = if v4 {
+                socket.original_dst_v4()?
+            } else {
+                socket.original_dst_v6()?
+            };
+            found
+                .as_socket()
+                .ok_or_else(|| std::io::Error::other("SO_ORIGINAL_DST gave no IP address"))?
+        }
+    };
+    Ok(unmapped(addr))
+}
+
+/// `::ffff:a.b.c.d` as the IPv4 address it is.
+pub fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
+/// Whether `ip` is one of this host's (network namespace's) addresses: binding to it works.
+fn is_local(ip: IpAddr) -> bool {
+    ip.is_unspecified() || ip.is_loopback() || std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// Takes an intercepted connection as far as it goes here: its original destination
+/// found and checked, then passed through when it is not HTTP. Returns the connection
+/// with its facts when it is HTTP, for the listener's HTTP service; `None` when it was
+/// refused or has been passed through to its end.
+pub async fn intercept(stream: TcpStream, conn: ConnInfo, i: &Intercept) -> Option<(TcpStream, ConnInfo)> {
+    let peer = conn.peer;
+    let listener = conn.listener.clone();
+    let dst = match original_dst(&stream, i.mode) {
+        Ok(dst) => dst,
+        Err(e) => {
+            tracing::info!(%listener, %peer, error = %e, "intercepted connection without an original destination: closed");
+            return None;
+        }
+    };
+    if i.is_self(dst) {
+        // Dialled the proxy's own port (directly, or a rule sent it back here): serving it
+        // would loop through the proxy until file descriptors run out.
+        tracing::warn!(%listener, %peer, original_dst = %dst, "original destination is this proxy: refused (loop)");
+        return None;
+    }
+    let detected = if i.opaque_ports.contains(&dst.port()) {
+        Detected::Opaque
+    } else {
+        match detect(&stream, i.detect_timeout).await {
+            Ok(detected) => detected,
+            Err(e) => {
+                tracing::debug!(%listener, %peer, error = %e, "intercepted connection failed before it spoke");
+                return None;
+            }
+        }
+    };
+    match detected {
+        Detected::Http => Some((stream, conn.with_original_dst(Some(dst)))),
+        Detected::Closed => None,
+        Detected::Tls | Detected::Opaque => {
+            passthrough(stream, dst, i.mark, &listener, detected).await;
+            None
+        }
+    }
+}
+
+/// Passes a connection's bytes to `dst` and back, unchanged, until both sides are done.
+async fn passthrough(mut stream: TcpStream, dst: SocketAddr, mark: Option<u32>, listener: &str, detected: Detected) {
+    let peer = stream.peer_addr().ok();
+    let mut upstream = match crate::upstream::connect_marked(dst, mark).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            tracing::info!(%listener, ?peer, original_dst = %dst, error = %e, "passthrough: cannot connect");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let _ = stream.set_nodelay(true);
+    match tokio::io::copy_bidirectional(&mut stream, &mut upstream).await {
+        Ok((up, down)) => tracing::info!(
+            %listener, ?peer, original_dst = %dst, protocol = detected.label(), bytes_up = up, bytes_down = down,
+            "passthrough done"
+        ),
+        Err(e) => tracing::info!(%listener, ?peer, original_dst = %dst, error = %e, "passthrough ended with an error"),
+    }
+}
