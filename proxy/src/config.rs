@@ -36,7 +36,7 @@ pub use route::{
     CorsConfig, DirectResponseConfig, HeaderEditsConfig, MatchConfig, MirrorConfig, MirrorsConfig, PatternConfig,
     RedirectConfig, RouteConfig, ValueMatchConfig,
 };
-pub use sidecar::Transparent;
+pub use sidecar::{Cidr, Transparent};
 
 /// A configuration file, parsed and validated.
 #[derive(Debug, Deserialize)]
@@ -599,8 +599,24 @@ impl Config {
         }
         let clusters: Vec<&str> = self.clusters.iter().map(|c| c.get_ref().name.as_str()).collect();
         let filters: Vec<&str> = self.filters.iter().map(|f| f.get_ref().name.as_str()).collect();
+        let listeners: Vec<&str> = self.listeners.iter().map(|l| l.get_ref().name.as_str()).collect();
         for route in &self.routes {
             route::check(route, src, &clusters, &filters)?;
+            let r = route.get_ref();
+            if let Some(unknown) = r.matches.listeners.iter().find(|l| !listeners.contains(&l.as_str())) {
+                return Err(src.error_at(
+                    route.span(),
+                    format!(
+                        "match.listeners names {unknown:?}, which is no listener (listeners: {})",
+                        list(&listeners)
+                    ),
+                ));
+            }
+            if let Some(d) = &r.matches.destination
+                && let Err(e) = Cidr::parse(d)
+            {
+                return Err(src.error_at(route.span(), format!("match.destination: {e}")));
+            }
         }
         Ok(())
     }

@@ -69,7 +69,7 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             return Ok(rec.finish(error_response(&err, "-", dialect)));
         }
     };
-    let Some(route) = runtime.router.find(&head, conn.identity.as_deref(), conn.original_dst) else {
+    let Some(route) = runtime.router.find(&head, &conn) else {
         let err = ProxyError::NoRoute {
             method: head.method.clone(),
             host: request_host(&head).to_owned(),

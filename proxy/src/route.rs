@@ -1,7 +1,6 @@
 //! The route table: precompiled matchers, evaluated in config order; the first route whose
 //! every condition holds wins.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use http::{HeaderName, Method};
 use regex::Regex;
 
 use crate::config::{ConfigError, MatchConfig, Source};
+use crate::conn::ConnInfo;
 use crate::filter::ChainEntry;
 use crate::upstream::Cluster;
 use metrics::RouteCounters;
@@ -115,14 +115,16 @@ impl Router {
         Router { routes }
     }
 
-    /// The first route matching the request, if any. `identity` is the client's verified
-    /// certificate identity; `destination` the connection's original destination, when it
-    /// was intercepted.
-    pub fn find(&self, req: &Parts, identity: Option<&str>, destination: Option<SocketAddr>) -> Option<&Route> {
+    /// The first route matching the request, if any: its conditions on the request, and on
+    /// the connection (the client's verified certificate identity, an intercepted
+    /// connection's original destination, the listener).
+    pub fn find(&self, req: &Parts, conn: &ConnInfo) -> Option<&Route> {
         let host = request_host(req);
-        self.routes
-            .iter()
-            .find(|r| r.matcher.matches(req, host, identity) && r.matcher.destination.matches(destination))
+        self.routes.iter().find(|r| {
+            r.matcher.matches(req, host, conn.identity.as_deref())
+                && r.matcher.destination.matches(conn.original_dst)
+                && (r.matcher.listeners.is_empty() || r.matcher.listeners.iter().any(|l| **l == *conn.listener))
+        })
     }
 }
 
@@ -179,6 +181,7 @@ pub struct Matcher {
     query: Vec<(String, ValueMatch)>,
     identity: Option<ValueMatch>,
     destination: destination::DestinationMatch,
+    listeners: Box<[Box<str>]>,
     /// The path template, as traces name the route (`http.route`): a prefix's segments
     /// with `/*` after them (`/api/*`, `/*`), an exact path, or the regex as written.
     template: Arc<str>,
@@ -242,6 +245,7 @@ impl Matcher {
             })
             .transpose()?;
         Ok(Matcher {
+            listeners: m.listeners.iter().map(|l| l.as_str().into()).collect(),
             destination: destination::DestinationMatch {
                 cidr,
                 port: m.destination_port,

@@ -53,7 +53,7 @@ impl Rules {
             return Err("--mark and --tproxy-mark must be distinct and not 0 (0 is every unmarked packet)".into());
         }
         for cidr in &self.include_cidrs {
-            crate::route::destination::Cidr::parse(cidr).map_err(|e| format!("--include-cidrs: {e}"))?;
+            crate::config::Cidr::parse(cidr).map_err(|e| format!("--include-cidrs: {e}"))?;
         }
         Ok(())
     }
@@ -125,6 +125,8 @@ impl Rules {
                 );
                 out.push_str("        iifname \"lo\" return\n");
                 let _ = writeln!(out, "        tcp dport {} return", set(&skip));
+                // Answers to connections made from here are not new connections to take.
+                out.push_str("        ct direction reply return\n");
                 // Packets of connections the proxy already holds go to its socket as they are.
                 let _ = writeln!(
                     out,

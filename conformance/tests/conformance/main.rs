@@ -43,3 +43,5 @@ mod reloads;
 mod security;
 // Long-running traffic
 mod soak;
+// docs/sidecar.md
+mod sidecar;

@@ -251,6 +251,10 @@ pub struct MatchConfig {
     pub destination: Option<String>,
     /// The original destination's port.
     pub destination_port: Option<u16>,
+    /// The listeners whose connections the route takes (all when empty): a sidecar's
+    /// inbound and outbound listeners each get routes of their own.
+    #[serde(default)]
+    pub listeners: Vec<String>,
 }
 
 /// A condition on one value: exactly one of `exact`, `regex`, `present`.

@@ -1,6 +1,8 @@
 //! Sidecar settings: how a listener receives intercepted connections (`transparent`) and
 //! what it does with those that are not HTTP, and the checks on them.
 
+use std::net::IpAddr;
+
 use serde::Deserialize;
 
 use super::{ConfigError, ListenerConfig, Source};
@@ -41,4 +43,49 @@ pub(super) fn check(l: &ListenerConfig, span: std::ops::Range<usize>, src: &Sour
         Some(problem) => Err(src.error_at(span, format!("listener {:?}: {problem}", l.name))),
         None => Ok(()),
     }
+}
+
+/// An address block: `10.1.0.0/16`, `fd00::/64`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let net: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR block"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length is 0 to {max}"))?,
+        };
+        Ok(Cidr { net, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.net, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                masked(u32::from(net).into(), 32, self.prefix) == masked(u32::from(ip).into(), 32, self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                masked(u128::from(net), 128, self.prefix) == masked(u128::from(ip), 128, self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn masked(bits: u128, width: u8, prefix: u8) -> u128 {
+    if prefix == 0 { 0 } else { bits >> (width - prefix) }
 }

@@ -63,6 +63,11 @@ pub fn bind(addr: SocketAddr, mode: Transparent) -> std::io::Result<TcpListener>
         };
         set.map_err(|e| std::io::Error::new(e.kind(), format!("IP_TRANSPARENT (needs CAP_NET_ADMIN): {e}")))?;
     }
+    if addr.is_ipv6() {
+        // `[::]:15001` beside `0.0.0.0:15001`: each family its own listener, so an IPv4
+        // client is never seen as IPv4-mapped.
+        socket.set_only_v6(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;

@@ -125,10 +125,15 @@ impl Cluster {
         let name: Arc<str> = config.name.as_str().into();
         let fail = |e: String| src.error_at(spanned.span(), format!("cluster {:?}: {e}", config.name));
         let targets = Targets::from_config(config, src)?;
-        let resolved = targets.resolve().await.map_err(|(span, e)| match span {
-            Some(span) => src.error_at(span, format!("cluster {:?}: {e}", config.name)),
-            None => fail(e),
-        })?;
+        // An original-destination cluster has no endpoints of its own to resolve.
+        let resolved = if config.kind == ClusterKind::OriginalDestination {
+            Vec::new()
+        } else {
+            targets.resolve().await.map_err(|(span, e)| match span {
+                Some(span) => src.error_at(span, format!("cluster {:?}: {e}", config.name)),
+                None => fail(e),
+            })?
+        };
 
         let http2 = config.protocol == UpstreamProtocol::Http2;
         let tls = match &config.tls {

@@ -1,0 +1,401 @@
+//! docs/sidecar.md: Weft as the sidecar of two applications in two network namespaces
+//! ("pods" `a` and `b`, joined by a veth pair), their traffic sent through it by the
+//! nftables rules `weft sidecar rules --apply` writes, with real applications (a Python
+//! HTTP server, a TCP echo, a server-speaks-first echo) and real clients (curl). Needs
+//! root: without it the namespaces cannot be made and the tests fail.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use weft_conformance::{Weft, weft_bin};
+
+mod netns;
+
+use netns::{A4, B4, B6, Netns, Pods};
+
+/// The sidecar's outbound and inbound ports, its admin port, its upstream sockets' mark.
+const OUTBOUND: u16 = 15001;
+const INBOUND: u16 = 15006;
+const ADMIN: u16 = 15000;
+const MARK: u32 = 0x539;
+
+/// One pod's sidecar config: outbound and inbound listeners for each family; inbound
+/// requests through a `headers` filter that names the pod, outbound ones through one that
+/// names it too; everything to the original destination.
+fn sidecar_config(pod: &str, inbound_mode: &str, dir: &Path, max_destinations: usize) -> String {
+    let log = dir.join(format!("access-{pod}.log"));
+    format!(
+        r#"
+[runtime]
+watch = false
+
+[admin]
+address = "127.0.0.1:{ADMIN}"
+
+[access_log]
+path = "{log}"
+format = "json"
+
+[[listeners]]
+name = "outbound"
+address = "0.0.0.0:{OUTBOUND}"
+transparent = "redirect"
+opaque_ports = [2525]
+detect_timeout = "60s"
+passthrough_mark = {MARK}
+
+[[listeners]]
+name = "outbound6"
+address = "[::]:{OUTBOUND}"
+transparent = "redirect"
+opaque_ports = [2525]
+detect_timeout = "60s"
+passthrough_mark = {MARK}
+
+[[listeners]]
+name = "inbound"
+address = "0.0.0.0:{INBOUND}"
+transparent = "{inbound_mode}"
+opaque_ports = [2525]
+detect_timeout = "60s"
+passthrough_mark = {MARK}
+
+[[listeners]]
+name = "inbound6"
+address = "[::]:{INBOUND}"
+transparent = "{inbound_mode}"
+opaque_ports = [2525]
+detect_timeout = "60s"
+passthrough_mark = {MARK}
+
+[[clusters]]
+name = "original"
+kind = "original_destination"
+mark = {MARK}
+max_destinations = {max_destinations}
+
+[[filters]]
+name = "inbound-tag"
+native = "headers"
+config = {{ request_set = {{ x-inbound-sidecar = "{pod}" }} }}
+
+[[filters]]
+name = "outbound-tag"
+native = "headers"
+config = {{ request_set = {{ x-outbound-sidecar = "{pod}" }} }}
+
+[[routes]]
+name = "inbound"
+match = {{ listeners = ["inbound", "inbound6"] }}
+filters = ["inbound-tag"]
+cluster = "original"
+
+[[routes]]
+name = "outbound"
+match = {{ listeners = ["outbound", "outbound6"] }}
+filters = ["outbound-tag"]
+cluster = "original"
+"#,
+        log = log.display()
+    )
+}
+
+/// Two pods, each with the application and its sidecar, and the rules applied in each.
+struct Mesh {
+    // Dropped last: the sidecars go first, then the namespaces.
+    pods: Pods,
+    dir: tempfile::TempDir,
+    sidecar_a: Weft,
+    sidecar_b: Weft,
+}
+
+impl Mesh {
+    async fn start(inbound_mode: &str, max_destinations: usize) -> Mesh {
+        let mut pods = Pods::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/sidecar/app.py");
+        let state = dir.path().join("app-b");
+        std::fs::create_dir(&state).expect("state dir");
+        pods.b.spawn(&[
+            "python3",
+            app.to_str().expect("path"),
+            "serve",
+            "b",
+            state.to_str().expect("path"),
+        ]);
+        let sidecar_a = Weft::start_in_netns(
+            &sidecar_config("a", inbound_mode, dir.path(), max_destinations),
+            &pods.a.name,
+        )
+        .await;
+        let sidecar_b = Weft::start_in_netns(&sidecar_config("b", inbound_mode, dir.path(), 1024), &pods.b.name).await;
+        for ns in [&pods.a, &pods.b] {
+            apply_rules(ns, inbound_mode);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !state.join("ready").exists() {
+            assert!(Instant::now() < deadline, "the application in pod b did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Mesh {
+            pods,
+            dir,
+            sidecar_a,
+            sidecar_b,
+        }
+    }
+
+    fn access_log(&self, pod: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("access-{pod}.log"))).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// The access-log record of `path` in `pod`'s sidecar, waiting for the writer thread.
+    async fn logged(&self, pod: &str, path: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(record) = self.access_log(pod).into_iter().find(|r| r["path"] == path) {
+                return record;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no access-log record of {path} in pod {pod}: {:?}",
+                self.access_log(pod)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// curl in pod `a`, its body as JSON.
+    fn curl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = vec!["curl", "-sS", "--max-time", "20"];
+        full.extend_from_slice(args);
+        let out = self.pods.a.must(&full);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// The TCP client in pod `a`: sends `text` to `host:port`, returns what it read.
+    fn tcp(&self, host: &str, port: u16, text: &str, banner: bool) -> String {
+        let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/sidecar/app.py");
+        let port = port.to_string();
+        let mut args = vec!["python3", app.to_str().expect("path"), "tcp", host, &port, text];
+        if banner {
+            args.push("banner");
+        }
+        let out = self.pods.a.run(&args);
+        let read = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "TCP through the sidecars to {host}:{port}: read {read:?}; {}\nsidecar a:\n{}\nsidecar b:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.sidecar_a.log(),
+            self.sidecar_b.log()
+        );
+        read
+    }
+}
+
+fn apply_rules(ns: &Netns, inbound_mode: &str) {
+    let weft = weft_bin();
+    let weft = weft.to_str().expect("path");
+    let mark = MARK.to_string();
+    let exclude = ADMIN.to_string();
+    ns.must(&[
+        weft,
+        "sidecar",
+        "rules",
+        "--inbound-port",
+        &INBOUND.to_string(),
+        "--outbound-port",
+        &OUTBOUND.to_string(),
+        "--inbound-mode",
+        inbound_mode,
+        "--mark",
+        &mark,
+        "--exclude-ports",
+        &exclude,
+        "--apply",
+    ]);
+    let listed = ns.must(&["nft", "list", "table", "inet", "weft"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&format!("redirect to :{OUTBOUND}")),
+        "the rules are in place"
+    );
+}
+
+/// What both modes must do: HTTP/1.1, h2c and IPv6 from `a` to `b`'s raw address go
+/// through `a`'s outbound and `b`'s inbound sidecar (each access log shows them, `b`'s
+/// filter ran), a forged `x-forwarded-for` is replaced, and a raw TCP echo and a
+/// server-speaks-first protocol pass through byte for byte.
+async fn traffic_flows_through_both_sidecars(mesh: &Mesh) {
+    let url = format!("http://{B4}:8080/hello");
+    let echo = mesh.curl_json(&[
+        "-H",
+        "x-forwarded-for: 203.0.113.66",
+        "-H",
+        "x-inbound-sidecar: forged",
+        &url,
+    ]);
+    assert_eq!(echo["app"], "b", "{echo}");
+    assert_eq!(
+        echo["headers"]["x-outbound-sidecar"], "a",
+        "a's outbound filter ran: {echo}"
+    );
+    assert_eq!(
+        echo["headers"]["x-inbound-sidecar"], "b",
+        "b's inbound filter ran (and set, not appended): {echo}"
+    );
+    let xff = echo["headers"]["x-forwarded-for"].as_str().unwrap_or("");
+    assert!(
+        !xff.contains("203.0.113.66"),
+        "a forged x-forwarded-for is replaced: {xff}"
+    );
+    assert_eq!(xff, A4, "b's sidecar saw a's sidecar, from a's address");
+    let out = mesh.logged("a", "/hello").await;
+    assert_eq!(out["listener"], "outbound", "{out}");
+    assert_eq!(
+        out["upstream"],
+        format!("{B4}:8080"),
+        "a forwarded to the original destination: {out}"
+    );
+    let inbound = mesh.logged("b", "/hello").await;
+    assert_eq!(inbound["listener"], "inbound", "{inbound}");
+    assert_eq!(inbound["upstream"], format!("{B4}:8080"), "{inbound}");
+
+    let echo = mesh.curl_json(&["--http2-prior-knowledge", &format!("http://{B4}:8081/h2c")]);
+    assert_eq!(
+        (echo["app"].as_str(), echo["port"].as_u64()),
+        (Some("b"), Some(8081)),
+        "{echo}"
+    );
+    assert_eq!(echo["headers"]["x-inbound-sidecar"], "b", "{echo}");
+    let h2 = mesh.logged("a", "/h2c").await;
+    assert_eq!(h2["protocol"], "HTTP/2.0", "a took h2c with prior knowledge: {h2}");
+    assert_eq!(h2["upstream"], format!("{B4}:8081"), "{h2}");
+
+    let echo = mesh.curl_json(&["-g", &format!("http://[{B6}]:8080/v6")]);
+    assert_eq!(echo["headers"]["x-outbound-sidecar"], "a", "{echo}");
+    assert_eq!(echo["headers"]["x-inbound-sidecar"], "b", "{echo}");
+    let v6 = mesh.logged("a", "/v6").await;
+    assert_eq!(v6["listener"], "outbound6", "{v6}");
+    assert_eq!(v6["upstream"], format!("[{B6}]:8080"), "{v6}");
+    assert_eq!(mesh.logged("b", "/v6").await["listener"], "inbound6");
+
+    // Not HTTP: bytes that no detector claims, through both sidecars and back unchanged.
+    let binary = "\u{1}\u{2}weft\u{7f} raw bytes \r\n\r\n";
+    assert_eq!(mesh.tcp(B4, 9000, binary, false), binary);
+    assert_eq!(mesh.tcp(B6, 9000, "over IPv6", false), "over IPv6");
+    // Server speaks first: on an opaque port nothing waits for the client to speak (the
+    // detection timeout is 60 s; the client gives up on the banner after 30 s).
+    assert_eq!(mesh.tcp(B4, 2525, "EHLO a\r\n", true), "220 app ready\r\nEHLO a\r\n");
+    for (pod, weft) in [("a", &mesh.sidecar_a), ("b", &mesh.sidecar_b)] {
+        let log = weft.log();
+        assert!(
+            log.contains("passthrough done") && log.contains("original_dst=10.77.0.2:9000"),
+            "pod {pod}'s sidecar passed the echo through:\n{log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_pods_talk_through_their_sidecars_redirect() {
+    let mesh = Mesh::start("redirect", 8).await;
+    traffic_flows_through_both_sidecars(&mesh).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_pods_talk_through_their_sidecars_tproxy() {
+    let mesh = Mesh::start("tproxy", 8).await;
+    traffic_flows_through_both_sidecars(&mesh).await;
+    let listed = mesh.pods.b.must(&["nft", "list", "table", "inet", "weft"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&format!("tproxy ip to :{INBOUND}")));
+}
+
+/// An application connecting to its sidecar's own ports, or to the peer sidecar's, gets
+/// no service: a destination that is the proxy itself would loop through it.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_to_the_sidecar_itself_are_refused() {
+    let mesh = Mesh::start("redirect", 8).await;
+    for url in [
+        format!("http://127.0.0.1:{OUTBOUND}/loop"),
+        format!("http://{A4}:{INBOUND}/loop"),
+        format!("http://{B4}:{INBOUND}/loop"),
+    ] {
+        let out = mesh.pods.a.run(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url,
+        ]);
+        assert!(
+            !out.status.success(),
+            "{url} must not be served: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let (a, b) = (mesh.sidecar_a.log(), mesh.sidecar_b.log());
+    assert!(
+        a.matches("original destination is this proxy").count() >= 2,
+        "sidecar a refused both:\n{a}"
+    );
+    assert!(
+        b.contains("original destination is this proxy"),
+        "sidecar b refused it:\n{b}"
+    );
+    assert!(mesh.access_log("a").iter().all(|r| r["path"] != "/loop"));
+    // The sidecar still serves.
+    let echo = mesh.curl_json(&[&format!("http://{B4}:8080/after")]);
+    assert_eq!(echo["app"], "b");
+}
+
+/// A client dialling many destinations cannot grow the outbound pools without bound: with
+/// `max_destinations = 2` and two destinations busy, a third is refused with 503, and
+/// once they are done a new one is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn distinct_destinations_are_bounded() {
+    let mut mesh = Mesh::start("redirect", 2).await;
+    let state = mesh.dir.path().join("app-b");
+    let held: Vec<usize> = [8081, 8082]
+        .iter()
+        .map(|port| {
+            let url = format!("http://{B4}:{port}/hold");
+            mesh.pods.a.spawn(&["curl", "-sS", "--max-time", "60", &url])
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(state.join("held-8081").exists() && state.join("held-8082").exists()) {
+        assert!(Instant::now() < deadline, "the held requests did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = mesh.pods.a.must(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "20",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://{B4}:8080/third"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "503",
+        "a third destination is refused"
+    );
+    std::fs::write(state.join("release"), "").expect("release");
+    for index in held {
+        let out = mesh.pods.a.wait(index);
+        assert!(out.status.success(), "a held request completes");
+        let echo: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(echo["app"], "b");
+    }
+    let echo = mesh.curl_json(&[&format!("http://{B4}:8080/fourth")]);
+    assert_eq!(echo["path"], "/fourth", "destinations no request uses are let go");
+}
