@@ -36,7 +36,7 @@ pub use route::{
     CorsConfig, DirectResponseConfig, HeaderEditsConfig, MatchConfig, MirrorConfig, MirrorsConfig, PatternConfig,
     RedirectConfig, RouteConfig, ValueMatchConfig,
 };
-pub use sidecar::{Cidr, Transparent};
+pub use sidecar::{Cidr, PeerTls, Transparent};
 
 /// A configuration file, parsed and validated.
 #[derive(Debug, Deserialize)]
@@ -180,6 +180,14 @@ pub struct ListenerConfig {
     /// `SO_MARK` on the connections a transparent listener opens to pass traffic through,
     /// so that the interception rules let them out (`weft sidecar rules --mark`).
     pub passthrough_mark: Option<u32>,
+    /// On a transparent listener with `tls`: `"permissive"` (the default) takes plaintext
+    /// beside TLS; `"strict"` closes plaintext connections.
+    #[serde(default)]
+    pub peer_tls: PeerTls,
+    /// On a transparent listener with `tls`: original destination ports where plaintext is
+    /// refused even when `peer_tls` is permissive.
+    #[serde(default)]
+    pub strict_ports: Vec<u16>,
 }
 
 /// `[listeners.limits]`: what one client may make the proxy hold. Each refusal has its

@@ -111,8 +111,14 @@ struct Mesh {
 
 impl Mesh {
     async fn start(inbound_mode: &str, max_destinations: usize) -> Mesh {
-        let mut pods = Pods::new();
         let dir = tempfile::tempdir().expect("tempdir");
+        let a = sidecar_config("a", inbound_mode, dir.path(), max_destinations);
+        let b = sidecar_config("b", inbound_mode, dir.path(), 1024);
+        Mesh::start_with(inbound_mode, dir, &a, &b).await
+    }
+
+    async fn start_with(inbound_mode: &str, dir: tempfile::TempDir, config_a: &str, config_b: &str) -> Mesh {
+        let mut pods = Pods::new();
         let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/sidecar/app.py");
         let state = dir.path().join("app-b");
         std::fs::create_dir(&state).expect("state dir");
@@ -123,12 +129,8 @@ impl Mesh {
             "b",
             state.to_str().expect("path"),
         ]);
-        let sidecar_a = Weft::start_in_netns(
-            &sidecar_config("a", inbound_mode, dir.path(), max_destinations),
-            &pods.a.name,
-        )
-        .await;
-        let sidecar_b = Weft::start_in_netns(&sidecar_config("b", inbound_mode, dir.path(), 1024), &pods.b.name).await;
+        let sidecar_a = Weft::start_in_netns(config_a, &pods.a.name).await;
+        let sidecar_b = Weft::start_in_netns(config_b, &pods.b.name).await;
         for ns in [&pods.a, &pods.b] {
             apply_rules(ns, inbound_mode);
         }
@@ -398,4 +400,146 @@ async fn distinct_destinations_are_bounded() {
     }
     let echo = mesh.curl_json(&[&format!("http://{B4}:8080/fourth")]);
     assert_eq!(echo["path"], "/fourth", "destinations no request uses are let go");
+}
+
+/// Certificates of one trust domain: pod `b`'s server certificate (its addresses, its
+/// SPIFFE ID) and two client certificates, `web` (allowed) and `intruder` (not).
+fn mesh_certificates(dir: &Path) {
+    use weft::tls::devcert::{Authority, Usage};
+    let ca = Authority::new("mesh CA").expect("ca");
+    let orders = ca
+        .issue(
+            "orders",
+            &[B4, B6],
+            &["spiffe://weft.test/ns/shop/sa/orders"],
+            Usage::Server,
+        )
+        .expect("server");
+    let web = ca
+        .issue("web", &[], &["spiffe://weft.test/ns/shop/sa/web"], Usage::Client)
+        .expect("client");
+    let intruder = ca
+        .issue(
+            "intruder",
+            &[],
+            &["spiffe://weft.test/ns/shop/sa/intruder"],
+            Usage::Client,
+        )
+        .expect("client");
+    std::fs::write(dir.join("ca.pem"), &ca.cert_pem).expect("write");
+    for (name, issued) in [("orders", orders), ("web", web), ("intruder", intruder)] {
+        std::fs::write(dir.join(format!("{name}.pem")), issued.cert_pem).expect("write");
+        std::fs::write(dir.join(format!("{name}-key.pem")), issued.key_pem).expect("write");
+    }
+}
+
+/// Pod `a` calls `b` over mTLS: port 8080 as `web`, 8081 as `intruder`, 8082 in plaintext.
+fn mtls_config_a(dir: &Path) -> String {
+    let d = dir.display();
+    let mut config = sidecar_config("a", "redirect", dir, 8);
+    // The plain outbound route goes last: the first route that matches wins.
+    let plain = config.split_off(config.find("[[routes]]\nname = \"outbound\"").expect("outbound route"));
+    for (cluster, identity, port) in [("mesh-web", "web", 8080), ("mesh-intruder", "intruder", 8081)] {
+        config.push_str(&format!(
+            r#"
+[[clusters]]
+name = "{cluster}"
+kind = "original_destination"
+mark = {MARK}
+tls = {{ ca = "{d}/ca.pem", cert = "{d}/{identity}.pem", key = "{d}/{identity}-key.pem" }}
+
+[[routes]]
+name = "{cluster}"
+match = {{ listeners = ["outbound"], destination = "{B4}", destination_port = {port} }}
+cluster = "{cluster}"
+"#
+        ));
+    }
+    config.push_str(&plain);
+    config
+}
+
+/// Pod `b` takes only mTLS inbound, forwards the caller's certificate, and lets only
+/// `web` through.
+fn mtls_config_b(dir: &Path) -> String {
+    let d = dir.display();
+    let config = sidecar_config("b", "redirect", dir, 1024);
+    let tls = format!(
+        r#"peer_tls = "strict"
+forward_client_cert = true
+tls = {{ certificates = [{{ cert = "{d}/orders.pem", key = "{d}/orders-key.pem" }}], client_ca = "{d}/ca.pem" }}
+"#
+    );
+    let config = config.replacen(
+        "name = \"inbound\"\naddress",
+        &format!("name = \"inbound\"\n{tls}address"),
+        1,
+    );
+    let config = config.replacen(
+        "filters = [\"inbound-tag\"]",
+        "filters = [\"only-web\", \"inbound-tag\"]",
+        1,
+    );
+    format!(
+        r#"{config}
+[[filters]]
+name = "only-web"
+native = "identity"
+config = {{ allow = ["spiffe://weft.test/ns/shop/sa/web"] }}
+"#
+    )
+}
+
+/// Two sidecars speak mTLS with SPIFFE identities: the allowed caller reaches the app
+/// (its identity forwarded), another identity of the same trust domain gets 403 from the
+/// route's policy, and plaintext to a strict inbound listener is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn peer_sidecars_speak_mtls_and_refuse_a_wrong_caller() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    mesh_certificates(dir.path());
+    let (a, b) = (mtls_config_a(dir.path()), mtls_config_b(dir.path()));
+    let mesh = Mesh::start_with("redirect", dir, &a, &b).await;
+
+    let echo = mesh.curl_json(&[&format!("http://{B4}:8080/as-web")]);
+    assert_eq!(echo["app"], "b", "{echo}");
+    assert_eq!(echo["headers"]["x-inbound-sidecar"], "b", "{echo}");
+    let xfcc = echo["headers"]["x-forwarded-client-cert"].as_str().unwrap_or("");
+    assert!(
+        xfcc.contains("URI=spiffe://weft.test/ns/shop/sa/web"),
+        "the caller's identity: {echo}"
+    );
+    assert_eq!(mesh.logged("a", "/as-web").await["route"], "mesh-web");
+    assert_eq!(mesh.logged("b", "/as-web").await["listener"], "inbound");
+
+    let status = |port: u16, path: &str| {
+        let url = format!("http://{B4}:{port}{path}");
+        let out = mesh.pods.a.must(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url,
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        status(8081, "/as-intruder"),
+        "403",
+        "the identity policy refuses another caller"
+    );
+    let plain = status(8082, "/plaintext");
+    assert!(
+        plain.starts_with('5'),
+        "plaintext to a strict inbound listener fails: {plain}"
+    );
+    let log = mesh.sidecar_b.log();
+    assert!(
+        log.contains("plaintext refused"),
+        "b refused the plaintext connection:\n{log}"
+    );
+    assert!(mesh.access_log("b").iter().all(|r| r["path"] != "/plaintext"));
 }

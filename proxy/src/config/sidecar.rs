@@ -28,12 +28,29 @@ impl Transparent {
     }
 }
 
+/// Whether a transparent listener with `tls` also takes plaintext (Istio's
+/// PeerAuthentication modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerTls {
+    /// TLS from peer sidecars is terminated, plaintext taken as well.
+    #[default]
+    Permissive,
+    /// Only TLS: plaintext connections are closed.
+    Strict,
+}
+
 /// What a listener's sidecar settings may not be.
 pub(super) fn check(l: &ListenerConfig, span: std::ops::Range<usize>, src: &Source) -> Result<(), ConfigError> {
     let problem = match l.transparent {
         None if !l.opaque_ports.is_empty() => Some("opaque_ports needs transparent = \"redirect\" or \"tproxy\""),
         None if l.passthrough_mark.is_some() => Some("passthrough_mark needs transparent = \"redirect\" or \"tproxy\""),
-        Some(_) if l.tls.is_some() => Some("a transparent listener takes the client's bytes as they come: no tls"),
+        None if l.peer_tls == PeerTls::Strict || !l.strict_ports.is_empty() => {
+            Some("peer_tls and strict_ports need transparent = \"redirect\" or \"tproxy\"")
+        }
+        Some(_) if l.tls.is_none() && (l.peer_tls == PeerTls::Strict || !l.strict_ports.is_empty()) => {
+            Some("peer_tls = \"strict\" and strict_ports need tls (with client_ca): plaintext refused, TLS terminated")
+        }
         Some(_) if l.http3 => Some("a transparent listener is TCP only: no http3"),
         Some(_) if l.detect_timeout.is_zero() => Some("detect_timeout must be more than zero"),
         Some(_) if l.opaque_ports.contains(&0) => Some("opaque_ports: 0 is no port"),

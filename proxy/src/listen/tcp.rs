@@ -151,23 +151,26 @@ async fn connection(
     shutdown: watch::Receiver<bool>,
     drained: mpsc::Sender<()>,
 ) {
+    let (stream, tls, original_dst) = match &settings.intercept {
+        None => (stream, settings.tls, None),
+        Some(intercept) => {
+            // Boxed: detection and passthrough are this listener kind's path only.
+            let intercepted = Box::pin(super::transparent::intercept(stream, peer, &settings.name, intercept)).await;
+            let Some(i) = intercepted else { return };
+            (i.stream, i.tls, Some(i.original_dst))
+        }
+    };
     let conn = ConnInfo::new(
         peer,
         settings.name.clone(),
-        if settings.tls { "https" } else { "http" },
+        if tls { "https" } else { "http" },
         settings.trust_forwarded,
         settings.door.clone(),
     )
     .with_alt_svc(settings.alt_svc.clone())
-    .with_counters(settings.counters.clone());
-    if let Some(intercept) = &settings.intercept {
-        // Boxed: detection and passthrough are this listener kind's path only.
-        let Some((stream, conn)) = Box::pin(super::transparent::intercept(stream, conn, intercept)).await else {
-            return;
-        };
-        return serve_connection(stream, conn, pass, settings, state, shutdown, drained).await;
-    }
-    if !settings.tls {
+    .with_counters(settings.counters.clone())
+    .with_original_dst(original_dst);
+    if !tls {
         return serve_connection(stream, conn, pass, settings, state, shutdown, drained).await;
     }
     // Boxed: the handshake's state and a TLS stream are large, and every connection's task

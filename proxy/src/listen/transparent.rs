@@ -4,7 +4,10 @@
 //! client's family as linkerd2-proxy does; the socket's local address under `tproxy`);
 //! a destination that is the proxy itself is refused (a loop); then what the client
 //! speaks decides the rest ([`super::detect`]): HTTP goes to the listener's HTTP service,
-//! anything else is passed on to the original destination byte for byte.
+//! and TLS too when the listener has `tls` (a peer sidecar's mTLS: terminated, the
+//! caller's identity checked by the route's filters); anything else is passed on to the
+//! original destination byte for byte. With `peer_tls = "strict"` (or on `strict_ports`)
+//! only TLS is taken.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
@@ -13,8 +16,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::detect::{Detected, detect};
-use crate::config::{ListenerConfig, Transparent};
-use crate::conn::ConnInfo;
+use crate::config::{ListenerConfig, PeerTls, Transparent};
 
 /// What a transparent listener's connections share.
 pub struct Intercept {
@@ -22,6 +24,10 @@ pub struct Intercept {
     opaque_ports: Box<[u16]>,
     detect_timeout: Duration,
     mark: Option<u32>,
+    /// The listener terminates TLS (peer sidecars' mTLS).
+    tls: bool,
+    strict: PeerTls,
+    strict_ports: Box<[u16]>,
     /// The ports this process listens on (every listener and the admin API), known once
     /// all are bound: a destination on one of them at a local address is the proxy itself.
     own_ports: OnceLock<Box<[u16]>>,
@@ -34,6 +40,9 @@ impl Intercept {
             opaque_ports: config.opaque_ports.clone().into(),
             detect_timeout: config.detect_timeout,
             mark: config.passthrough_mark,
+            tls: config.tls.is_some(),
+            strict: config.peer_tls,
+            strict_ports: config.strict_ports.clone().into(),
             own_ports: OnceLock::new(),
         })
     }
@@ -115,13 +124,19 @@ fn is_local(ip: IpAddr) -> bool {
     ip.is_unspecified() || ip.is_loopback() || std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
+/// What the listener's HTTP service is to do with an intercepted connection.
+pub struct Intercepted {
+    pub stream: TcpStream,
+    pub original_dst: SocketAddr,
+    /// A TLS ClientHello on a listener with `tls`: terminate it (a peer sidecar's mTLS).
+    pub tls: bool,
+}
+
 /// Takes an intercepted connection as far as it goes here: its original destination
-/// found and checked, then passed through when it is not HTTP. Returns the connection
-/// with its facts when it is HTTP, for the listener's HTTP service; `None` when it was
-/// refused or has been passed through to its end.
-pub async fn intercept(stream: TcpStream, conn: ConnInfo, i: &Intercept) -> Option<(TcpStream, ConnInfo)> {
-    let peer = conn.peer;
-    let listener = conn.listener.clone();
+/// found and checked, then passed through when it is not HTTP (nor TLS this listener
+/// terminates). Returns it for the listener's HTTP service, or `None` when it was refused
+/// or has been passed through to its end.
+pub async fn intercept(stream: TcpStream, peer: SocketAddr, listener: &str, i: &Intercept) -> Option<Intercepted> {
     let dst = match original_dst(&stream, i.mode) {
         Ok(dst) => dst,
         Err(e) => {
@@ -146,11 +161,26 @@ pub async fn intercept(stream: TcpStream, conn: ConnInfo, i: &Intercept) -> Opti
             }
         }
     };
+    let strict = i.strict == PeerTls::Strict || i.strict_ports.contains(&dst.port());
+    let terminate = detected == Detected::Tls && i.tls;
+    if strict && !terminate && detected != Detected::Closed {
+        tracing::info!(%listener, %peer, original_dst = %dst, protocol = detected.label(), "plaintext refused (peer_tls strict)");
+        return None;
+    }
     match detected {
-        Detected::Http => Some((stream, conn.with_original_dst(Some(dst)))),
         Detected::Closed => None,
+        Detected::Http => Some(Intercepted {
+            stream,
+            original_dst: dst,
+            tls: false,
+        }),
+        Detected::Tls if terminate => Some(Intercepted {
+            stream,
+            original_dst: dst,
+            tls: true,
+        }),
         Detected::Tls | Detected::Opaque => {
-            passthrough(stream, dst, i.mark, &listener, detected).await;
+            passthrough(stream, dst, i.mark, listener, detected).await;
             None
         }
     }
