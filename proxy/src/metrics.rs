@@ -120,6 +120,7 @@ const EXPOSITION_ORDER: &[&str] = &[
     "route_mirrored",
     "access_log_dropped",
     "trace_spans_dropped",
+    "intercepted_connections",
 ];
 
 /// A family created and waiting for the registry to be sealed.
@@ -210,6 +211,9 @@ pub struct Metrics {
     sent_bytes: Family<ListenerLabels, Counter>,
     /// TLS handshakes by listener and outcome.
     tls_handshakes: Family<ListenerOutcomeLabels, Counter>,
+    /// Connections a transparent (sidecar) listener took, by listener and what became of
+    /// them.
+    intercepted_connections: Family<ListenerOutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -249,6 +253,10 @@ impl Metrics {
             tls_handshakes: r.family(
                 "tls_handshakes",
                 "TLS handshakes by listener and outcome (ok, failed, timeout)",
+            ),
+            intercepted_connections: r.family(
+                "intercepted_connections",
+                "Connections a transparent listener took, by listener and outcome (http, tls, opaque, closed, loop, no_original_dst, plaintext_refused, connect_failed)",
             ),
             registry: Registry::default(),
         };
@@ -319,6 +327,16 @@ impl Metrics {
             outcome,
         };
         self.tls_handshakes.get_or_create(&labels).inc();
+    }
+
+    /// What became of a connection a transparent listener took: the protocol it was served
+    /// or passed through as, or why it was refused. Once per connection.
+    pub fn connection_intercepted(&self, listener: &str, outcome: &'static str) {
+        let labels = ListenerOutcomeLabels {
+            listener: listener.to_owned(),
+            outcome,
+        };
+        self.intercepted_connections.get_or_create(&labels).inc();
     }
 }
 

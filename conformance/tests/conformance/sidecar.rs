@@ -291,6 +291,16 @@ async fn traffic_flows_through_both_sidecars(mesh: &Mesh) {
     // Server speaks first: on an opaque port nothing waits for the client to speak (the
     // detection timeout is 60 s; the client gives up on the banner after 30 s).
     assert_eq!(mesh.tcp(B4, 2525, "EHLO a\r\n", true), "220 app ready\r\nEHLO a\r\n");
+    for (ns, listener) in [(&mesh.pods.a, "outbound"), (&mesh.pods.b, "inbound")] {
+        let series = |outcome: &str| {
+            format!(r#"weft_intercepted_connections_total{{listener="{listener}",outcome="{outcome}"}}"#)
+        };
+        assert!(metric(ns, &series("http")) >= 2.0, "{listener}: HTTP/1.1 and h2c");
+        assert!(
+            metric(ns, &series("opaque")) >= 2.0,
+            "{listener}: the echo and the banner"
+        );
+    }
     for (pod, weft) in [("a", &mesh.sidecar_a), ("b", &mesh.sidecar_b)] {
         let log = weft.log();
         assert!(
@@ -351,6 +361,11 @@ async fn connections_to_the_sidecar_itself_are_refused() {
         "sidecar b refused it:\n{b}"
     );
     assert!(mesh.access_log("a").iter().all(|r| r["path"] != "/loop"));
+    // 127.0.0.1:15001 reached the outbound listener, a's own :15006 the inbound one.
+    for listener in ["outbound", "inbound"] {
+        let series = format!(r#"weft_intercepted_connections_total{{listener="{listener}",outcome="loop"}}"#);
+        assert_eq!(metric(&mesh.pods.a, &series), 1.0, "each refusal is counted: {series}");
+    }
     // The sidecar still serves.
     let echo = mesh.curl_json(&[&format!("http://{B4}:8080/after")]);
     assert_eq!(echo["app"], "b");
@@ -542,4 +557,19 @@ async fn peer_sidecars_speak_mtls_and_refuse_a_wrong_caller() {
         "b refused the plaintext connection:\n{log}"
     );
     assert!(mesh.access_log("b").iter().all(|r| r["path"] != "/plaintext"));
+}
+
+/// A series of a sidecar's `/metrics`, read from inside its namespace (0 when absent).
+fn metric(ns: &Netns, series: &str) -> f64 {
+    let out = ns.must(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "20",
+        &format!("http://127.0.0.1:{ADMIN}/metrics"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
 }

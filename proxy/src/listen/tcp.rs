@@ -155,7 +155,14 @@ async fn connection(
         None => (stream, settings.tls, None),
         Some(intercept) => {
             // Boxed: detection and passthrough are this listener kind's path only.
-            let intercepted = Box::pin(super::transparent::intercept(stream, peer, &settings.name, intercept)).await;
+            let intercepted = Box::pin(super::transparent::intercept(
+                stream,
+                peer,
+                &settings.name,
+                intercept,
+                &state.metrics,
+            ))
+            .await;
             let Some(i) = intercepted else { return };
             (i.stream, i.tls, Some(i.original_dst))
         }

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::detect::{Detected, detect};
 use crate::config::{ListenerConfig, PeerTls, Transparent};
+use crate::metrics::Metrics;
 
 /// What a transparent listener's connections share.
 pub struct Intercept {
@@ -136,11 +137,19 @@ pub struct Intercepted {
 /// found and checked, then passed through when it is not HTTP (nor TLS this listener
 /// terminates). Returns it for the listener's HTTP service, or `None` when it was refused
 /// or has been passed through to its end.
-pub async fn intercept(stream: TcpStream, peer: SocketAddr, listener: &str, i: &Intercept) -> Option<Intercepted> {
+pub async fn intercept(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: &str,
+    i: &Intercept,
+    metrics: &Metrics,
+) -> Option<Intercepted> {
+    let count = |outcome: &'static str| metrics.connection_intercepted(listener, outcome);
     let dst = match original_dst(&stream, i.mode) {
         Ok(dst) => dst,
         Err(e) => {
             tracing::info!(%listener, %peer, error = %e, "intercepted connection without an original destination: closed");
+            count("no_original_dst");
             return None;
         }
     };
@@ -148,6 +157,7 @@ pub async fn intercept(stream: TcpStream, peer: SocketAddr, listener: &str, i: &
         // Dialled the proxy's own port (directly, or a rule sent it back here): serving it
         // would loop through the proxy until file descriptors run out.
         tracing::warn!(%listener, %peer, original_dst = %dst, "original destination is this proxy: refused (loop)");
+        count("loop");
         return None;
     }
     let detected = if i.opaque_ports.contains(&dst.port()) {
@@ -157,6 +167,7 @@ pub async fn intercept(stream: TcpStream, peer: SocketAddr, listener: &str, i: &
             Ok(detected) => detected,
             Err(e) => {
                 tracing::debug!(%listener, %peer, error = %e, "intercepted connection failed before it spoke");
+                count("closed");
                 return None;
             }
         }
@@ -165,8 +176,10 @@ pub async fn intercept(stream: TcpStream, peer: SocketAddr, listener: &str, i: &
     let terminate = detected == Detected::Tls && i.tls;
     if strict && !terminate && detected != Detected::Closed {
         tracing::info!(%listener, %peer, original_dst = %dst, protocol = detected.label(), "plaintext refused (peer_tls strict)");
+        count("plaintext_refused");
         return None;
     }
+    count(detected.label());
     match detected {
         Detected::Closed => None,
         Detected::Http => Some(Intercepted {
@@ -180,20 +193,29 @@ pub async fn intercept(stream: TcpStream, peer: SocketAddr, listener: &str, i: &
             tls: true,
         }),
         Detected::Tls | Detected::Opaque => {
-            passthrough(stream, dst, i.mark, listener, detected).await;
+            if !passthrough(stream, dst, i.mark, listener, detected).await {
+                count("connect_failed");
+            }
             None
         }
     }
 }
 
 /// Passes a connection's bytes to `dst` and back, unchanged, until both sides are done.
-async fn passthrough(mut stream: TcpStream, dst: SocketAddr, mark: Option<u32>, listener: &str, detected: Detected) {
+/// `false` when the original destination could not be reached.
+async fn passthrough(
+    mut stream: TcpStream,
+    dst: SocketAddr,
+    mark: Option<u32>,
+    listener: &str,
+    detected: Detected,
+) -> bool {
     let peer = stream.peer_addr().ok();
     let mut upstream = match crate::upstream::connect_marked(dst, mark).await {
         Ok(upstream) => upstream,
         Err(e) => {
             tracing::info!(%listener, ?peer, original_dst = %dst, error = %e, "passthrough: cannot connect");
-            return;
+            return false;
         }
     };
     let _ = upstream.set_nodelay(true);
@@ -205,4 +227,5 @@ async fn passthrough(mut stream: TcpStream, dst: SocketAddr, mark: Option<u32>, 
         ),
         Err(e) => tracing::info!(%listener, ?peer, original_dst = %dst, error = %e, "passthrough ended with an error"),
     }
+    true
 }

@@ -78,6 +78,7 @@ fn every_family() -> Arc<Metrics> {
     stages.route.mirrored("r", "c", "sent").inc();
     stages.observe.access_log_dropped.inc();
     stages.observe.trace_spans_dropped.inc();
+    m.connection_intercepted("l", "opaque");
     m
 }
 
