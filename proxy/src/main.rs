@@ -93,10 +93,10 @@ enum SidecarCommand {
         #[arg(long)]
         proxy_uid: Option<u32>,
         /// The SO_MARK of the proxy's upstream sockets (clusters' and listeners' `mark`).
-        #[arg(long, default_value_t = 0x539)]
+        #[arg(long, default_value = "0x539", value_parser = mark)]
         mark: u32,
         /// The mark `tproxy` gives intercepted inbound packets.
-        #[arg(long, default_value_t = 0x53a)]
+        #[arg(long, default_value = "0x53a", value_parser = mark)]
         tproxy_mark: u32,
         /// Destination ports never redirected (the admin port, ssh), comma-separated.
         #[arg(long, value_delimiter = ',')]
@@ -114,6 +114,15 @@ enum SidecarCommand {
         #[arg(long)]
         remove: bool,
     },
+}
+
+/// A packet mark as nft and ip write it: decimal, or hexadecimal after `0x`.
+fn mark(text: &str) -> Result<u32, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|e| format!("{text:?} is not a mark (1337 or 0x539): {e}"))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -102,3 +102,10 @@ fn rules_that_would_catch_everything_or_nothing_are_refused() {
     assert!(r.check().expect_err("refused").contains("--include-cidrs"));
     assert!(rules(Transparent::Tproxy).check().is_ok());
 }
+
+#[test]
+fn marks_print_as_nft_reads_them() {
+    let mut r = rules(Transparent::Redirect);
+    r.mark = 1337;
+    assert!(r.nft().contains("meta mark 0x539 return"));
+}
