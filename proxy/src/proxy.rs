@@ -398,7 +398,9 @@ async fn send(
     let sent = Instant::now();
     let req = Request::from_parts(head, body);
     let result = if cluster.is_original_destination() {
-        cluster.send_to(conn.original_dst, req, wait).await
+        // Boxed: the sidecar's path only; the request future of every other path stays
+        // as large as its own send.
+        Box::pin(cluster.send_to(conn.original_dst, req, wait)).await
     } else {
         cluster.send(req, wait, Some(conn.peer.ip())).await
     };

@@ -122,6 +122,14 @@ impl Mesh {
         let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/sidecar/app.py");
         let state = dir.path().join("app-b");
         std::fs::create_dir(&state).expect("state dir");
+        // The app's own TLS (HTTPS on 8443), which the sidecars pass through unopened.
+        let ca = weft::tls::devcert::Authority::new("app CA").expect("ca");
+        let app_cert = ca
+            .issue("orders", &[B4], &[], weft::tls::devcert::Usage::Server)
+            .expect("cert");
+        std::fs::write(state.join("app.pem"), app_cert.cert_pem).expect("write");
+        std::fs::write(state.join("app-key.pem"), app_cert.key_pem).expect("write");
+        std::fs::write(state.join("app-ca.pem"), &ca.cert_pem).expect("write");
         pods.b.spawn(&[
             "python3",
             app.to_str().expect("path"),
@@ -201,7 +209,7 @@ impl Mesh {
 fn apply_rules(ns: &Netns, inbound_mode: &str) {
     let weft = weft_bin();
     let weft = weft.to_str().expect("path");
-    let mark = MARK.to_string();
+    let mark = format!("{MARK:#x}"); // as nft writes it: the CLI takes hex too
     let exclude = ADMIN.to_string();
     ns.must(&[
         weft,
@@ -284,6 +292,20 @@ async fn traffic_flows_through_both_sidecars(mesh: &Mesh) {
     assert_eq!(v6["upstream"], format!("[{B6}]:8080"), "{v6}");
     assert_eq!(mesh.logged("b", "/v6").await["listener"], "inbound6");
 
+    // The app's own TLS: a ClientHello the sidecars pass through unopened (the app's
+    // certificate reaches the client, verified against the app's CA).
+    let ca = mesh.dir.path().join("app-b/app-ca.pem");
+    let echo = mesh.curl_json(&[
+        "--cacert",
+        ca.to_str().expect("path"),
+        &format!("https://{B4}:8443/tls"),
+    ]);
+    assert_eq!(echo["path"], "/tls", "{echo}");
+    assert!(
+        echo["headers"].get("x-inbound-sidecar").is_none(),
+        "TLS is not opened: {echo}"
+    );
+
     // Not HTTP: bytes that no detector claims, through both sidecars and back unchanged.
     let binary = "\u{1}\u{2}weft\u{7f} raw bytes \r\n\r\n";
     assert_eq!(mesh.tcp(B4, 9000, binary, false), binary);
@@ -300,6 +322,7 @@ async fn traffic_flows_through_both_sidecars(mesh: &Mesh) {
             metric(ns, &series("opaque")) >= 2.0,
             "{listener}: the echo and the banner"
         );
+        assert_eq!(metric(ns, &series("tls")), 1.0, "{listener}: the app's own TLS");
     }
     for (pod, weft) in [("a", &mesh.sidecar_a), ("b", &mesh.sidecar_b)] {
         let log = weft.log();

@@ -4,7 +4,8 @@
 serve NAME STATE_DIR: HTTP/1.1 on [::]:8080, 8081, 8082 (dual-stack) answering with a
 JSON description of the request (GET /hold waits until STATE_DIR/release exists, after
 touching STATE_DIR/held-PORT); a TCP echo on [::]:9000; a server-speaks-first echo on
-[::]:2525 (a banner first). Writes STATE_DIR/ready once everything is bound.
+[::]:2525 (a banner first); HTTPS on [::]:8443 with STATE_DIR/app.pem and app-key.pem
+when they exist. Writes STATE_DIR/ready once everything is bound.
 
 tcp HOST PORT TEXT [banner]: connects, (reads the banner,) sends TEXT, reads it back,
 prints what it read (banner and echo) and exits 0 when the echo is TEXT.
@@ -73,6 +74,14 @@ def serve(name, state):
         daemon_threads = True
 
     servers += [Tcp(("::", 9000), Echo), Tcp(("::", 2525), Banner)]
+    cert = os.path.join(state, "app.pem")
+    if os.path.exists(cert):
+        import ssl
+        tls = Dual(("::", 8443), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, os.path.join(state, "app-key.pem"))
+        tls.socket = context.wrap_socket(tls.socket, server_side=True)
+        servers.append(tls)
     for s in servers:
         threading.Thread(target=s.serve_forever, daemon=True).start()
     open(os.path.join(state, "ready"), "w").close()
