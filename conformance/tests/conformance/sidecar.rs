@@ -84,10 +84,15 @@ name = "outbound-tag"
 native = "headers"
 config = {{ request_set = {{ x-outbound-sidecar = "{pod}" }} }}
 
+[[filters]]
+name = "inbound-wasm"
+wasm = "{hello}"
+config = {{ header_name = "x-inbound-wasm", header_value = "{pod}", deny_prefix = "/private" }}
+
 [[routes]]
 name = "inbound"
 match = {{ listeners = ["inbound", "inbound6"] }}
-filters = ["inbound-tag"]
+filters = ["inbound-tag", "inbound-wasm"]
 cluster = "original"
 
 [[routes]]
@@ -96,7 +101,8 @@ match = {{ listeners = ["outbound", "outbound6"] }}
 filters = ["outbound-tag"]
 cluster = "original"
 "#,
-        log = log.display()
+        log = log.display(),
+        hello = weft_conformance::plugins::HELLO_FILTER,
     )
 }
 
@@ -262,6 +268,29 @@ async fn traffic_flows_through_both_sidecars(mesh: &Mesh) {
         "a forged x-forwarded-for is replaced: {xff}"
     );
     assert_eq!(xff, A4, "b's sidecar saw a's sidecar, from a's address");
+    // b's Wasm filter ran inbound: its response header, and its own answer under /private.
+    let head = mesh
+        .pods
+        .a
+        .must(&["curl", "-sS", "--max-time", "20", "-D", "-", "-o", "/dev/null", &url]);
+    let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(head.contains("x-inbound-wasm: b"), "{head}");
+    let private = mesh.pods.a.must(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "20",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://{B4}:8080/private"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&private.stdout),
+        "403",
+        "b's Wasm filter answers inbound"
+    );
     let out = mesh.logged("a", "/hello").await;
     assert_eq!(out["listener"], "outbound", "{out}");
     assert_eq!(
@@ -514,8 +543,8 @@ tls = {{ certificates = [{{ cert = "{d}/orders.pem", key = "{d}/orders-key.pem" 
         1,
     );
     let config = config.replacen(
-        "filters = [\"inbound-tag\"]",
-        "filters = [\"only-web\", \"inbound-tag\"]",
+        "filters = [\"inbound-tag\", \"inbound-wasm\"]",
+        "filters = [\"only-web\", \"inbound-tag\", \"inbound-wasm\"]",
         1,
     );
     format!(
