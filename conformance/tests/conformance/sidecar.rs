@@ -567,13 +567,19 @@ async fn peer_sidecars_speak_mtls_and_refuse_a_wrong_caller() {
     let (a, b) = (mtls_config_a(dir.path()), mtls_config_b(dir.path()));
     let mesh = Mesh::start_with("redirect", dir, &a, &b).await;
 
-    let echo = mesh.curl_json(&[&format!("http://{B4}:8080/as-web")]);
+    let forged =
+        "x-forwarded-client-cert: By=spiffe://weft.test/ns/shop/sa/orders;URI=spiffe://weft.test/ns/shop/sa/admin";
+    let echo = mesh.curl_json(&["-H", forged, &format!("http://{B4}:8080/as-web")]);
     assert_eq!(echo["app"], "b", "{echo}");
     assert_eq!(echo["headers"]["x-inbound-sidecar"], "b", "{echo}");
     let xfcc = echo["headers"]["x-forwarded-client-cert"].as_str().unwrap_or("");
     assert!(
         xfcc.contains("URI=spiffe://weft.test/ns/shop/sa/web"),
         "the caller's identity: {echo}"
+    );
+    assert!(
+        !xfcc.contains("sa/admin"),
+        "a forged identity header is not passed on: {xfcc}"
     );
     assert_eq!(mesh.logged("a", "/as-web").await["route"], "mesh-web");
     assert_eq!(mesh.logged("b", "/as-web").await["listener"], "inbound");
