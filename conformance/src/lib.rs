@@ -131,13 +131,25 @@ impl Weft {
     /// bound. No port is picked in advance, so no parallel test can take it first, and the
     /// addresses read are the ones this process bound (the file is written by it alone).
     pub async fn start_with(config: &str, global_args: &[&str]) -> Weft {
+        Weft::start_command(Command::new(weft_bin()), config, global_args).await
+    }
+
+    /// Like [`Weft::start`], inside the network namespace `netns` (`ip netns exec`, which
+    /// execs Weft in place: the process is Weft's own).
+    pub async fn start_in_netns(config: &str, netns: &str) -> Weft {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns]).arg(weft_bin());
+        Weft::start_command(command, config, &[]).await
+    }
+
+    async fn start_command(mut command: Command, config: &str, global_args: &[&str]) -> Weft {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("weft.toml");
         std::fs::write(&config_path, fill(config)).expect("write config");
         let log_path = dir.path().join("weft.log");
         let ready_path = dir.path().join("ready.json");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(weft_bin())
+        let child = command
             .args(global_args)
             .arg("run")
             .arg("--config")

@@ -19,11 +19,12 @@ mod limits;
 mod observe;
 pub(crate) mod redact;
 mod route;
+mod sidecar;
 
 pub use admin::{AdminConfig, MIN_TOKEN_LEN, Secret};
 pub use cluster::{
-    BreakerConfig, ClusterConfig, EndpointConfig, HashOnConfig, HealthCheckConfig, LbPolicy, MAX_WEIGHT, OutlierConfig,
-    RetryConfig, UpstreamProtocol, UpstreamTlsConfig, split_host_port,
+    BreakerConfig, ClusterConfig, ClusterKind, EndpointConfig, HashOnConfig, HealthCheckConfig, LbPolicy, MAX_WEIGHT,
+    OutlierConfig, RetryConfig, UpstreamProtocol, UpstreamTlsConfig, split_host_port,
 };
 pub use door::{FrontDoor, PathPolicy};
 pub use kv::check_redis_url;
@@ -37,6 +38,7 @@ pub use route::{
     CorsConfig, DirectResponseConfig, HeaderEditsConfig, MatchConfig, MirrorConfig, MirrorsConfig, PatternConfig,
     RedirectConfig, RouteConfig, ValueMatchConfig,
 };
+pub use sidecar::{Cidr, PeerTls, Transparent};
 
 /// A configuration file, parsed and validated.
 #[derive(Debug, Deserialize)]
@@ -203,6 +205,29 @@ pub struct ListenerConfig {
     pub limits: ListenerLimits,
     #[serde(default)]
     pub timeouts: ListenerTimeouts,
+    /// Sidecar mode: take connections the kernel redirected here (`"redirect"` or
+    /// `"tproxy"`) and serve them for the address the client dialled (docs/sidecar.md).
+    pub transparent: Option<Transparent>,
+    /// On a transparent listener: original destination ports whose traffic is passed on
+    /// byte for byte at once, without waiting for the client to speak (server-speaks-first
+    /// protocols: SMTP, MySQL...).
+    #[serde(default)]
+    pub opaque_ports: Vec<u16>,
+    /// On a transparent listener: how long to wait for the client's first bytes to tell
+    /// HTTP from anything else; a client still silent then is passed through opaque.
+    #[serde(default = "defaults::detect_timeout", deserialize_with = "duration")]
+    pub detect_timeout: Duration,
+    /// `SO_MARK` on the connections a transparent listener opens to pass traffic through,
+    /// so that the interception rules let them out (`weft sidecar rules --mark`).
+    pub passthrough_mark: Option<u32>,
+    /// On a transparent listener with `tls`: `"permissive"` (the default) takes plaintext
+    /// beside TLS; `"strict"` closes plaintext connections.
+    #[serde(default)]
+    pub peer_tls: PeerTls,
+    /// On a transparent listener with `tls`: original destination ports where plaintext is
+    /// refused even when `peer_tls` is permissive.
+    #[serde(default)]
+    pub strict_ports: Vec<u16>,
 }
 
 /// `[listeners.limits]`: what one client may make the proxy hold. Each refusal has its
@@ -350,6 +375,9 @@ mod defaults {
     }
     pub fn max_instances() -> u32 {
         1000
+    }
+    pub fn detect_timeout() -> Duration {
+        Duration::from_secs(5)
     }
     pub fn yes() -> bool {
         true
@@ -576,6 +604,7 @@ impl Config {
             if let Some(problem) = problem {
                 return Err(src.error_at(listener.span(), format!("listener {:?}: {problem}", l.name)));
             }
+            sidecar::check(l, listener.span(), src)?;
         }
         for listener in &self.listeners {
             let l = listener.get_ref();
@@ -630,8 +659,24 @@ impl Config {
         }
         let clusters: Vec<&str> = self.clusters.iter().map(|c| c.get_ref().name.as_str()).collect();
         let filters: Vec<&str> = self.filters.iter().map(|f| f.get_ref().name.as_str()).collect();
+        let listeners: Vec<&str> = self.listeners.iter().map(|l| l.get_ref().name.as_str()).collect();
         for route in &self.routes {
             route::check(route, src, &clusters, &filters)?;
+            let r = route.get_ref();
+            if let Some(unknown) = r.matches.listeners.iter().find(|l| !listeners.contains(&l.as_str())) {
+                return Err(src.error_at(
+                    route.span(),
+                    format!(
+                        "match.listeners names {unknown:?}, which is no listener (listeners: {})",
+                        list(&listeners)
+                    ),
+                ));
+            }
+            if let Some(d) = &r.matches.destination
+                && let Err(e) = Cidr::parse(d)
+            {
+                return Err(src.error_at(route.span(), format!("match.destination: {e}")));
+            }
         }
         Ok(())
     }

@@ -33,6 +33,9 @@ pub struct ConnInfo {
     pub counters: Arc<ListenerCounters>,
     /// On TLS: the listener's server blocks and the one the client's SNI chose.
     pub server_block: Option<(Arc<ServerBlocks>, usize)>,
+    /// On a transparent (sidecar) listener: the address the client dialled before the
+    /// kernel redirected it here (`SO_ORIGINAL_DST`, or the local address under TPROXY).
+    pub original_dst: Option<SocketAddr>,
 }
 
 impl ConnInfo {
@@ -55,6 +58,11 @@ impl ConnInfo {
 
     pub fn with_counters(mut self, counters: Arc<ListenerCounters>) -> ConnInfo {
         self.counters = counters;
+        self
+    }
+
+    pub fn with_original_dst(mut self, original_dst: Option<SocketAddr>) -> ConnInfo {
+        self.original_dst = original_dst;
         self
     }
 
@@ -91,6 +99,7 @@ impl ConnInfo {
             door,
             counters: Arc::default(),
             server_block: None,
+            original_dst: None,
         }
     }
 }

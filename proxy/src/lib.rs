@@ -28,6 +28,7 @@ pub mod ready;
 pub mod respond;
 pub mod route;
 pub mod server;
+pub mod sidecar;
 pub mod state;
 pub mod tls;
 pub mod upstream;

@@ -69,6 +69,11 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Sidecar mode: the interception rules (docs/sidecar.md).
+    Sidecar {
+        #[command(subcommand)]
+        command: SidecarCommand,
+    },
     /// Serve the embedded demo: a built-in upstream behind the example plugin.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -79,6 +84,61 @@ enum Command {
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm/wasm32-wasip2/release"))]
         plugins: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum SidecarCommand {
+    /// Print the nftables ruleset that sends this network namespace's TCP traffic through
+    /// the sidecar (`table inet weft`); `--apply` applies it, `--remove` deletes it.
+    Rules {
+        #[arg(long, default_value_t = 15006)]
+        inbound_port: u16,
+        #[arg(long, default_value_t = 15001)]
+        outbound_port: u16,
+        /// How inbound connections reach the inbound listener: `redirect` or `tproxy`
+        /// (the listener's `transparent`).
+        #[arg(long, value_enum, default_value = "redirect")]
+        inbound_mode: Mode,
+        /// The uid the proxy runs as: its connections are not redirected.
+        #[arg(long)]
+        proxy_uid: Option<u32>,
+        /// The SO_MARK of the proxy's upstream sockets (clusters' and listeners' `mark`).
+        #[arg(long, default_value = "0x539", value_parser = mark)]
+        mark: u32,
+        /// The mark `tproxy` gives intercepted inbound packets.
+        #[arg(long, default_value = "0x53a", value_parser = mark)]
+        tproxy_mark: u32,
+        /// Destination ports never redirected (the admin port, ssh), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        exclude_ports: Vec<u16>,
+        /// Inbound ports never redirected, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        exclude_inbound_ports: Vec<u16>,
+        /// Redirect outbound connections only to these blocks (all when absent).
+        #[arg(long, value_delimiter = ',')]
+        include_cidrs: Vec<String>,
+        /// Apply the rules in this network namespace with `nft` (root or CAP_NET_ADMIN).
+        #[arg(long, conflicts_with = "remove")]
+        apply: bool,
+        /// Delete the rules (the whole `weft` table) instead.
+        #[arg(long)]
+        remove: bool,
+    },
+}
+
+/// A packet mark as nft and ip write it: decimal, or hexadecimal after `0x`.
+fn mark(text: &str) -> Result<u32, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|e| format!("{text:?} is not a mark (1337 or 0x539): {e}"))
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    Redirect,
+    Tproxy,
 }
 
 #[derive(Subcommand)]
@@ -189,6 +249,7 @@ fn run(command: Command, workers: Option<usize>) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin { command } => plugin(command),
+        Command::Sidecar { command } => sidecar(command),
         Command::Demo { listen, admin, plugins } => {
             let runtime = weft::config::ProcessConfig::default();
             let rt = weft::server::runtime(runtime.scheduler, runtime.workers(workers))?;
@@ -218,6 +279,51 @@ impl std::fmt::Display for CasesFailed {
 }
 
 impl std::error::Error for CasesFailed {}
+
+fn sidecar(command: SidecarCommand) -> anyhow::Result<()> {
+    let SidecarCommand::Rules {
+        inbound_port,
+        outbound_port,
+        inbound_mode,
+        proxy_uid,
+        mark,
+        tproxy_mark,
+        exclude_ports,
+        exclude_inbound_ports,
+        include_cidrs,
+        apply,
+        remove,
+    } = command;
+    if remove {
+        weft::sidecar::remove()?;
+        println!("removed table inet {}", weft::sidecar::TABLE);
+        return Ok(());
+    }
+    let rules = weft::sidecar::Rules {
+        inbound_port,
+        outbound_port,
+        inbound_mode: match inbound_mode {
+            Mode::Redirect => weft::config::Transparent::Redirect,
+            Mode::Tproxy => weft::config::Transparent::Tproxy,
+        },
+        proxy_uid,
+        mark,
+        tproxy_mark,
+        exclude_ports,
+        exclude_inbound_ports,
+        include_cidrs,
+    };
+    rules.check().map_err(anyhow::Error::msg)?;
+    print!("{}", rules.nft());
+    for route in rules.routes() {
+        println!("# and: ip {}", route.join(" "));
+    }
+    if apply {
+        weft::sidecar::apply(&rules)?;
+        eprintln!("applied table inet {}", weft::sidecar::TABLE);
+    }
+    Ok(())
+}
 
 fn plugin(command: PluginCommand) -> anyhow::Result<()> {
     match command {

@@ -123,6 +123,7 @@ const EXPOSITION_ORDER: &[&str] = &[
     "xds_updates",
     "xds_apply_seconds",
     "xds_reconnects",
+    "intercepted_connections",
 ];
 
 /// A family created and waiting for the registry to be sealed.
@@ -213,6 +214,9 @@ pub struct Metrics {
     sent_bytes: Family<ListenerLabels, Counter>,
     /// TLS handshakes by listener and outcome.
     tls_handshakes: Family<ListenerOutcomeLabels, Counter>,
+    /// Connections a transparent (sidecar) listener took, by listener and what became of
+    /// them.
+    intercepted_connections: Family<ListenerOutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -252,6 +256,10 @@ impl Metrics {
             tls_handshakes: r.family(
                 "tls_handshakes",
                 "TLS handshakes by listener and outcome (ok, failed, timeout)",
+            ),
+            intercepted_connections: r.family(
+                "intercepted_connections",
+                "Connections a transparent listener took, by listener and outcome (http, tls, opaque, closed, loop, no_original_dst, plaintext_refused, connect_failed)",
             ),
             registry: Registry::default(),
         };
@@ -322,6 +330,16 @@ impl Metrics {
             outcome,
         };
         self.tls_handshakes.get_or_create(&labels).inc();
+    }
+
+    /// What became of a connection a transparent listener took: the protocol it was served
+    /// or passed through as, or why it was refused. Once per connection.
+    pub fn connection_intercepted(&self, listener: &str, outcome: &'static str) {
+        let labels = ListenerOutcomeLabels {
+            listener: listener.to_owned(),
+            outcome,
+        };
+        self.intercepted_connections.get_or_create(&labels).inc();
     }
 }
 

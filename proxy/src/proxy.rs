@@ -69,7 +69,7 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             return Ok(rec.finish(error_response(&err, "-", dialect)));
         }
     };
-    let Some(route) = runtime.router.find(&head, conn.identity.as_deref()) else {
+    let Some(route) = runtime.router.find(&head, &conn) else {
         let err = ProxyError::NoRoute {
             method: head.method.clone(),
             host: request_host(&head).to_owned(),
@@ -396,9 +396,14 @@ async fn send(
     forward::upstream_request(&mut head, conn, route.host_rewrite.as_ref(), version);
     rec.upstream_start(&mut head, cluster.scheme());
     let sent = Instant::now();
-    let result = cluster
-        .send(Request::from_parts(head, body), wait, Some(conn.peer.ip()))
-        .await;
+    let req = Request::from_parts(head, body);
+    let result = if cluster.is_original_destination() {
+        // Boxed: the sidecar's path only; the request future of every other path stays
+        // as large as its own send.
+        Box::pin(cluster.send_to(conn.original_dst, req, wait)).await
+    } else {
+        cluster.send(req, wait, Some(conn.peer.ip())).await
+    };
     rec.upstream_end(&result);
     let mut resp = match result {
         Ok(resp) => resp,

@@ -9,12 +9,14 @@ use http::{HeaderName, Method};
 use regex::Regex;
 
 use crate::config::{ConfigError, MatchConfig, Source};
+use crate::conn::ConnInfo;
 use crate::filter::ChainEntry;
 use crate::upstream::Cluster;
 use metrics::RouteCounters;
 
 mod answer;
 mod cors;
+pub mod destination;
 mod fault;
 pub mod metrics;
 mod mirror;
@@ -113,11 +115,16 @@ impl Router {
         Router { routes }
     }
 
-    /// The first route matching the request, if any. `identity` is the client's verified
-    /// certificate identity.
-    pub fn find(&self, req: &Parts, identity: Option<&str>) -> Option<&Route> {
+    /// The first route matching the request, if any: its conditions on the request, and on
+    /// the connection (the client's verified certificate identity, an intercepted
+    /// connection's original destination, the listener).
+    pub fn find(&self, req: &Parts, conn: &ConnInfo) -> Option<&Route> {
         let host = request_host(req);
-        self.routes.iter().find(|r| r.matcher.matches(req, host, identity))
+        self.routes.iter().find(|r| {
+            r.matcher.matches(req, host, conn.identity.as_deref())
+                && r.matcher.destination.matches(conn.original_dst)
+                && (r.matcher.listeners.is_empty() || r.matcher.listeners.iter().any(|l| **l == *conn.listener))
+        })
     }
 }
 
@@ -173,6 +180,8 @@ pub struct Matcher {
     headers: Vec<(HeaderName, ValueMatch)>,
     query: Vec<(String, ValueMatch)>,
     identity: Option<ValueMatch>,
+    destination: destination::DestinationMatch,
+    listeners: Box<[Box<str>]>,
     /// The path template, as traces name the route (`http.route`): a prefix's segments
     /// with `/*` after them (`/api/*`, `/*`), an exact path, or the regex as written.
     template: Arc<str>,
@@ -227,7 +236,20 @@ impl Matcher {
             .as_ref()
             .map(|p| ValueMatch::build(&p.exact, &p.regex, p.present, src))
             .transpose()?;
+        let cidr = m
+            .destination
+            .as_ref()
+            .map(|d| {
+                destination::Cidr::parse(d)
+                    .map_err(|e| src.error_at(route_span.clone(), format!("match.destination: {e}")))
+            })
+            .transpose()?;
         Ok(Matcher {
+            listeners: m.listeners.iter().map(|l| l.as_str().into()).collect(),
+            destination: destination::DestinationMatch {
+                cidr,
+                port: m.destination_port,
+            },
             host,
             path,
             methods,

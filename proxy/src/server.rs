@@ -64,6 +64,16 @@ pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>
     if let Some(socket) = &admin {
         bound.admin = Some(socket.local_addr()?);
     }
+    // A sidecar listener refuses connections meant for any of these: the proxy itself.
+    let own_ports: Vec<u16> = bound
+        .listeners
+        .iter()
+        .map(|l| l.address.port())
+        .chain(bound.admin.map(|a| a.port()))
+        .collect();
+    for listener in &listeners {
+        listener.set_own_ports(&own_ports);
+    }
 
     // One gate per listener: its TCP and QUIC sides (and every worker) share the
     // connection caps.

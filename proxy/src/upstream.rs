@@ -4,6 +4,7 @@
 
 mod balancer;
 mod cluster;
+mod destination;
 mod error;
 mod health;
 pub mod metrics;
@@ -15,6 +16,7 @@ mod wait;
 
 pub use cluster::{Cluster, Clusters, Endpoint};
 pub use error::{Broken, UpstreamError, error_chain};
+pub use pool::connect_marked;
 pub use retry::ATTEMPT;
 pub use slot::UpstreamSlot;
 pub use wait::{SetBy, Wait};

@@ -46,3 +46,5 @@ mod security;
 mod soak;
 // docs/xds.md: driven by an ADS server
 mod xds;
+// docs/sidecar.md
+mod sidecar;

@@ -72,6 +72,26 @@ pub struct ClusterConfig {
     pub retry: Option<Spanned<RetryConfig>>,
     pub outlier_detection: Option<Spanned<OutlierConfig>>,
     pub health_check: Option<Spanned<HealthCheckConfig>>,
+    /// `endpoints` (the default): the endpoints listed; `original_destination`: the
+    /// address the client dialled before a sidecar intercepted it (docs/sidecar.md).
+    #[serde(default)]
+    pub kind: ClusterKind,
+    /// For `original_destination`: distinct destinations with a pool at once; a request
+    /// to one more gets 503 (a client dialling many addresses cannot grow the proxy).
+    #[serde(default = "defaults::max_destinations")]
+    pub max_destinations: usize,
+    /// `SO_MARK` on this cluster's upstream sockets, so that a sidecar's interception
+    /// rules let them out instead of redirecting them back to the proxy.
+    pub mark: Option<u32>,
+}
+
+/// Where a cluster's endpoints come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterKind {
+    #[default]
+    Endpoints,
+    OriginalDestination,
 }
 
 /// One endpoint as written.
@@ -244,6 +264,27 @@ impl ClusterConfig {
         {
             return at(span, "tls needs both cert and key, or neither".into());
         }
+        if self.kind == ClusterKind::OriginalDestination {
+            let problem = if !self.endpoints.is_empty() || self.endpoints_file.is_some() {
+                Some(
+                    "kind = \"original_destination\" takes no endpoints: it forwards to the address the client dialled",
+                )
+            } else if self.health_check.is_some() || self.outlier_detection.is_some() {
+                Some("kind = \"original_destination\" has no fixed endpoints to health-check or eject")
+            } else if self.lb.is_some() || self.hash_on.is_some() {
+                Some("kind = \"original_destination\" has one endpoint per request: no lb or hash_on")
+            } else if self.retry.is_some() {
+                Some("kind = \"original_destination\" sends each request once: no retry")
+            } else if self.max_destinations == 0 {
+                Some("max_destinations must be more than zero")
+            } else {
+                None
+            };
+            return match problem {
+                Some(problem) => at(span, problem.into()),
+                None => Ok(()),
+            };
+        }
         if self.endpoints.is_empty() && self.endpoints_file.is_none() {
             return Err(src.error_at(span, format!("cluster {:?} has no endpoints", self.name)));
         }
@@ -394,6 +435,9 @@ pub fn split_host_port(text: &str) -> Option<(&str, u16)> {
 
 mod defaults {
     use std::time::Duration;
+    pub fn max_destinations() -> usize {
+        1024
+    }
     pub fn connect_timeout() -> Duration {
         Duration::from_secs(2)
     }

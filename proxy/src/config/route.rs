@@ -246,6 +246,15 @@ pub struct MatchConfig {
     pub query: Vec<ValueMatchConfig>,
     /// The client's verified certificate identity (SPIFFE URI, else DNS name, else subject).
     pub identity: Option<PatternConfig>,
+    /// The original destination of an intercepted connection (a sidecar listener's): an
+    /// address or a CIDR block, `"10.1.0.0/16"`.
+    pub destination: Option<String>,
+    /// The original destination's port.
+    pub destination_port: Option<u16>,
+    /// The listeners whose connections the route takes (all when empty): a sidecar's
+    /// inbound and outbound listeners each get routes of their own.
+    #[serde(default)]
+    pub listeners: Vec<String>,
 }
 
 /// A condition on one value: exactly one of `exact`, `regex`, `present`.

@@ -317,3 +317,60 @@ fn runtime_scheduler_defaults_to_per_core_and_zero_workers_or_an_unknown_schedul
     );
     assert_eq!(e.position.map(|p| p.0), Some(2), "{e}");
 }
+
+#[test]
+fn sidecar_settings_are_checked_where_they_are_written() {
+    let transparent = MINIMAL.replace(
+        "address = \"127.0.0.1:8080\"",
+        "address = \"127.0.0.1:8080\"\ntransparent = \"redirect\"\nopaque_ports = [25]",
+    );
+    let config = Config::parse("test.toml", &transparent).expect("valid");
+    assert_eq!(config.listeners[0].get_ref().transparent, Some(Transparent::Redirect));
+
+    let e = error(&MINIMAL.replace(
+        "address = \"127.0.0.1:8080\"",
+        "address = \"127.0.0.1:8080\"\nopaque_ports = [25]",
+    ));
+    assert!(e.message.contains("opaque_ports needs transparent"), "{}", e.message);
+    let e = error(&transparent.replace("transparent = \"redirect\"", "transparent = \"nat\""));
+    assert!(
+        e.message.contains("redirect") && e.message.contains("tproxy"),
+        "{}",
+        e.message
+    );
+    let e = error(&transparent.replace("opaque_ports = [25]", "peer_tls = \"strict\""));
+    assert!(e.message.contains("need tls"), "{}", e.message);
+    let e = error(&transparent.replace("opaque_ports = [25]", "http3 = true"));
+    assert!(e.message.contains("http3"), "{}", e.message);
+
+    let original = MINIMAL.replace(
+        "endpoints = [\"127.0.0.1:3000\"]",
+        "kind = \"original_destination\"\nmark = 1337",
+    );
+    let config = Config::parse("test.toml", &original).expect("valid");
+    assert_eq!(config.clusters[0].get_ref().kind, ClusterKind::OriginalDestination);
+    let e = error(&MINIMAL.replace("endpoints = [", "kind = \"original_destination\"\nendpoints = ["));
+    assert!(e.message.contains("takes no endpoints"), "{}", e.message);
+    let e = error(&original.replace("mark = 1337", "max_destinations = 0"));
+    assert!(e.message.contains("max_destinations"), "{}", e.message);
+
+    let e = error(&MINIMAL.replace(
+        "match = { path_prefix = \"/\" }",
+        "match = { listeners = [\"inbound\"] }",
+    ));
+    assert!(
+        e.message
+            .contains("\"inbound\", which is no listener (listeners: main)"),
+        "{}",
+        e.message
+    );
+    let e = error(&MINIMAL.replace(
+        "match = { path_prefix = \"/\" }",
+        "match = { destination = \"10.0.0.0/40\" }",
+    ));
+    assert!(
+        e.message.contains("match.destination") && e.message.contains("0 to 32"),
+        "{}",
+        e.message
+    );
+}

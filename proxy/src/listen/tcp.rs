@@ -21,7 +21,7 @@ use super::accept::{Gate, Pass, accept_loop};
 use super::rest::{Protocol, ReadReady, Rewind, sniff};
 use super::watchdog::{Activity, Expiry, Watchdog, Watched};
 use crate::body::{Body, BodyError, ClientBody, Hold};
-use crate::config::{FrontDoor, ListenerConfig, ListenerLimits, ListenerTimeouts};
+use crate::config::{FrontDoor, ListenerConfig, ListenerLimits, ListenerTimeouts, Transparent};
 use crate::conn::ConnInfo;
 use crate::state::State;
 use crate::tls::{self, PeerIdentity};
@@ -38,6 +38,8 @@ struct Settings {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     counters: Arc<crate::metrics::ListenerCounters>,
+    /// A sidecar listener's interception settings (`transparent`).
+    intercept: Option<super::transparent::Intercept>,
 }
 
 /// A bound listener, ready to serve. Its socket becomes a tokio one in `serve`, on the
@@ -53,9 +55,16 @@ const BACKLOG: i32 = 1024;
 
 /// A listening socket on `addr`; with `reuse_port`, others may bind the same address
 /// (each per-core worker has its own: the kernel spreads new connections over them).
-fn listen(addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+fn listen(
+    addr: std::net::SocketAddr,
+    reuse_port: bool,
+    transparent: Option<Transparent>,
+) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if let Some(mode) = transparent {
+        super::transparent::prepare(&socket, addr, mode)?;
+    }
     // As tokio's bind: a restarted proxy binds while old connections are in TIME_WAIT.
     socket.set_reuse_address(true)?;
     if reuse_port {
@@ -103,8 +112,8 @@ impl Listener {
         reuse_port: bool,
     ) -> anyhow::Result<Listener> {
         let (name, addr) = (&config.name, config.address);
-        let socket =
-            listen(addr, reuse_port).map_err(|e| anyhow::anyhow!("listener {name:?} cannot bind {addr}: {e}"))?;
+        let socket = listen(addr, reuse_port, config.transparent)
+            .map_err(|e| anyhow::anyhow!("listener {name:?} cannot bind {addr}: {e}"))?;
         // The bound port: the configured one may be 0.
         let port = socket.local_addr()?.port();
         let alt_svc = config
@@ -127,6 +136,7 @@ impl Listener {
                 http1,
                 http2,
                 counters: Arc::new(metrics.listener(&config.name)),
+                intercept: super::transparent::Intercept::new(config),
             }),
         })
     }
@@ -136,13 +146,22 @@ impl Listener {
     /// bound with `reuse_port`.
     pub fn another(&self) -> anyhow::Result<Listener> {
         let addr = self.socket.local_addr()?;
-        let socket = listen(addr, true)
+        let transparent = self.settings.intercept.as_ref().map(|i| i.mode);
+        let socket = listen(addr, true, transparent)
             .map_err(|e| anyhow::anyhow!("listener {:?} cannot bind another socket on {addr}: {e}", self.name))?;
         Ok(Listener {
             name: self.name.clone(),
             socket,
             settings: self.settings.clone(),
         })
+    }
+
+    /// Tells a transparent listener every port the process listens on (before serving),
+    /// so that it refuses connections whose original destination is the proxy itself.
+    pub fn set_own_ports(&self, ports: &[u16]) {
+        if let Some(intercept) = &self.settings.intercept {
+            intercept.set_own_ports(ports);
+        }
     }
 
     /// Accepts until `shutdown` fires; then each connection finishes its in-flight
@@ -180,16 +199,33 @@ async fn connection(
     shutdown: watch::Receiver<bool>,
     drained: mpsc::Sender<()>,
 ) {
+    let (stream, tls, original_dst) = match &settings.intercept {
+        None => (stream, settings.tls, None),
+        Some(intercept) => {
+            // Boxed: detection and passthrough are this listener kind's path only.
+            let intercepted = Box::pin(super::transparent::intercept(
+                stream,
+                peer,
+                &settings.name,
+                intercept,
+                &state.metrics,
+            ))
+            .await;
+            let Some(i) = intercepted else { return };
+            (i.stream, i.tls, Some(i.original_dst))
+        }
+    };
     let conn = ConnInfo::new(
         peer,
         settings.name.clone(),
-        if settings.tls { "https" } else { "http" },
+        if tls { "https" } else { "http" },
         settings.trust_forwarded,
         settings.door.clone(),
     )
     .with_alt_svc(settings.alt_svc.clone())
-    .with_counters(settings.counters.clone());
-    if !settings.tls {
+    .with_counters(settings.counters.clone())
+    .with_original_dst(original_dst);
+    if !tls {
         return serve_connection(stream, conn, pass, settings, state, shutdown, drained).await;
     }
     // Boxed: the handshake's state and a TLS stream are large, and every connection's task

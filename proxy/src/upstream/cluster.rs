@@ -19,6 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use rustls::pki_types::ServerName;
 
 use super::balancer::{Balancer, InFlight, Latency, Member, hash};
+use super::destination::{self, Destinations};
 use super::error::{Broken, UpstreamError, error_chain};
 use super::health::{self, EndpointHealth, Outlier};
 use super::metrics::{ClusterCounters, EndpointCounters, UpstreamMetrics};
@@ -28,7 +29,7 @@ use super::retry::{self, RetryPolicy};
 use super::wait::{self, SetBy, Wait};
 use crate::body::Body;
 use crate::body::PooledBody;
-use crate::config::{ClusterConfig, ConfigError, LbPolicy, Source, UpstreamProtocol};
+use crate::config::{ClusterConfig, ClusterKind, ConfigError, LbPolicy, Source, UpstreamProtocol};
 
 /// The clusters of one config version, by name.
 pub type Clusters = HashMap<Arc<str>, Arc<Cluster>>;
@@ -72,6 +73,8 @@ pub struct Cluster {
     /// Responses, failures and latency of this cluster's exchanges, whichever route,
     /// split or filter sent them here.
     pub counters: ClusterCounters,
+    /// `kind = "original_destination"`: an endpoint per address intercepted clients dialled.
+    destinations: Option<Destinations>,
 }
 
 /// What a hashing balancer keys a request by.
@@ -122,10 +125,15 @@ impl Cluster {
         let name: Arc<str> = config.name.as_str().into();
         let fail = |e: String| src.error_at(spanned.span(), format!("cluster {:?}: {e}", config.name));
         let targets = Targets::from_config(config, src)?;
-        let resolved = targets.resolve().await.map_err(|(span, e)| match span {
-            Some(span) => src.error_at(span, format!("cluster {:?}: {e}", config.name)),
-            None => fail(e),
-        })?;
+        // An original-destination cluster has no endpoints of its own to resolve.
+        let resolved = if config.kind == ClusterKind::OriginalDestination {
+            Vec::new()
+        } else {
+            targets.resolve().await.map_err(|(span, e)| match span {
+                Some(span) => src.error_at(span, format!("cluster {:?}: {e}", config.name)),
+                None => fail(e),
+            })?
+        };
 
         let http2 = config.protocol == UpstreamProtocol::Http2;
         let tls = match &config.tls {
@@ -188,6 +196,7 @@ impl Cluster {
         let same_pools = previous.filter(|p| {
             p.protocol == config.protocol
                 && p.connector.tls.is_none()
+                && p.connector.mark == config.mark
                 && config.tls.is_none()
                 && p.pool_settings() == (config.max_idle_per_endpoint.max(1), config.idle_timeout)
         });
@@ -208,10 +217,17 @@ impl Cluster {
                 limits,
                 max_idle: config.max_idle_per_endpoint,
                 idle_timeout: config.idle_timeout,
+                mark: config.mark,
             },
             guard,
             metrics: metrics.clone(),
             counters: ClusterCounters::new(metrics, &config.name),
+            destinations: (config.kind == ClusterKind::OriginalDestination).then(|| {
+                Destinations::new(
+                    config.max_destinations,
+                    metrics.endpoint_labelled(&config.name, destination::LABEL.to_owned()),
+                )
+            }),
         };
         let kept = same_pools.map(|p| p.endpoints_now()).unwrap_or_default();
         let hosts = cluster.hosts_for(&resolved, &kept);
@@ -279,6 +295,10 @@ impl Cluster {
     }
 
     fn endpoint(&self, addr: SocketAddr) -> Endpoint {
+        self.endpoint_counted(addr, self.metrics.endpoint(&self.name, addr))
+    }
+
+    fn endpoint_counted(&self, addr: SocketAddr, counters: super::metrics::EndpointCounters) -> Endpoint {
         let authority = Authority::try_from(addr.to_string()).unwrap_or_else(|_| Authority::from_static("upstream"));
         Endpoint {
             addr,
@@ -287,8 +307,42 @@ impl Cluster {
             in_flight: InFlight::default(),
             latency: Latency::default(),
             health: EndpointHealth::default(),
-            counters: self.metrics.endpoint(&self.name, addr),
+            counters,
         }
+    }
+
+    /// Whether this cluster forwards to the address the client dialled
+    /// (`kind = "original_destination"`): then requests go through [`Cluster::send_to`].
+    pub fn is_original_destination(&self) -> bool {
+        self.destinations.is_some()
+    }
+
+    /// Destinations holding a pool now (an original-destination cluster; 0 otherwise).
+    pub fn destinations_now(&self) -> usize {
+        self.destinations.as_ref().map_or(0, Destinations::len)
+    }
+
+    /// Sends `req` once to `dst`, the original destination of the client's connection
+    /// (`None` when the connection was not intercepted: refused), on that destination's
+    /// pool. The connection's listener has already refused destinations that are the
+    /// proxy itself.
+    pub async fn send_to(
+        &self,
+        dst: Option<SocketAddr>,
+        req: Request<Body>,
+        wait: impl Into<Wait>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        let (Some(destinations), Some(dst)) = (&self.destinations, dst) else {
+            return Err(UpstreamError::BadRequest(format!(
+                "cluster {:?} forwards to the original destination, and this connection has none (not intercepted)",
+                self.name
+            )));
+        };
+        let endpoint = destinations
+            .get(dst, || self.endpoint_counted(dst, destinations.counters.clone()))
+            .ok_or_else(|| self.overloaded("max_destinations"))?;
+        self.attempt(Picked::Snapshot(endpoint), req, wait.into(), Replays::new(1, None))
+            .await
     }
 
     /// Replaces the endpoints (DNS or the endpoints file changed).
@@ -320,6 +374,14 @@ impl Cluster {
     ) -> impl Future<Output = Result<Response<PooledBody>, UpstreamError>> + Send + '_ {
         let wait = wait.into();
         let key = self.key(&req, client);
+        if self.destinations.is_some() {
+            // Mirrors and callouts have no connection whose destination this could be.
+            let refused = UpstreamError::BadRequest(format!(
+                "cluster {:?} forwards only a route's requests to their original destination",
+                self.name
+            ));
+            return Either::Right(Either::Left(std::future::ready(Err(refused))));
+        }
         match &self.guard {
             None => {
                 let endpoint = match &self.hosts {
@@ -330,7 +392,7 @@ impl Cluster {
                 Either::Left(self.attempt(endpoint, req, wait, Replays::new(1, None)))
             }
             // Boxed: retries and their state are the uncommon case.
-            Some(guard) => Either::Right(Box::pin(self.send_guarded(guard, req, wait, key))),
+            Some(guard) => Either::Right(Either::Right(Box::pin(self.send_guarded(guard, req, wait, key)))),
         }
     }
 

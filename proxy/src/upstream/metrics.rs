@@ -96,9 +96,15 @@ impl Families for UpstreamMetrics {
 impl UpstreamMetrics {
     /// An endpoint's series, resolved once when the endpoint is built.
     pub fn endpoint(&self, cluster: &str, endpoint: std::net::SocketAddr) -> EndpointCounters {
+        self.endpoint_labelled(cluster, endpoint.to_string())
+    }
+
+    /// The series of endpoints counted together under one label (an original-destination
+    /// cluster's: its destinations are client-chosen, so never a label each).
+    pub fn endpoint_labelled(&self, cluster: &str, endpoint: String) -> EndpointCounters {
         let labels = EndpointLabels {
             cluster: cluster.into(),
-            endpoint: endpoint.to_string(),
+            endpoint,
         };
         let healthy = self.healthy.get_or_create(&labels).clone();
         healthy.set(1);

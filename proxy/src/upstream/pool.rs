@@ -43,6 +43,8 @@ pub(crate) struct Connector {
     /// Idle connections kept per endpoint, and for how long.
     pub max_idle: usize,
     pub idle_timeout: Duration,
+    /// `SO_MARK` on each socket, so a sidecar's interception rules let it out.
+    pub mark: Option<u32>,
 }
 
 /// Connections open and being opened to a cluster, against its breaker's limits.
@@ -374,7 +376,7 @@ impl EndpointPool {
 
     async fn open(&self, connector: &Connector) -> Result<Io, PoolError> {
         let connect = async {
-            let tcp = TcpStream::connect(self.addr)
+            let tcp = connect_marked(self.addr, connector.mark)
                 .await
                 .map_err(|e| PoolError::Connect(e.to_string()))?;
             let _ = tcp.set_nodelay(true);
@@ -396,6 +398,23 @@ impl EndpointPool {
             .await
             .map_err(|_| PoolError::Connect(format!("no connection within {:?}", connector.connect_timeout)))?
     }
+}
+
+/// A TCP connection to `addr`, its packets carrying `mark` (`SO_MARK`, which needs
+/// CAP_NET_ADMIN) when one is given.
+pub async fn connect_marked(addr: SocketAddr, mark: Option<u32>) -> std::io::Result<TcpStream> {
+    let Some(mark) = mark else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket2::SockRef::from(&socket)
+        .set_mark(mark)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("SO_MARK {mark}: {e}")))?;
+    socket.connect(addr).await
 }
 
 impl Checkin for EndpointPool {

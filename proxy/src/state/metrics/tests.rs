@@ -80,6 +80,7 @@ fn every_family() -> Arc<Metrics> {
     stages.observe.trace_spans_dropped.inc();
     stages.reloads.xds_update("rds", "rejected", ms);
     stages.reloads.xds_reconnect();
+    m.connection_intercepted("l", "opaque");
     m
 }
 
