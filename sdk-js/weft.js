@@ -1,5 +1,5 @@
 // Weft filters in JavaScript: a thin layer over the bindings componentize-js generates
-// from `wit/filter.wit` (`weft:filter@0.2.1`).
+// from `wit/filter.wit` (`weft:filter@0.2.2`).
 //
 // A filter is a subclass of `Filter` with a config schema, exported as `hooks`:
 //
