@@ -39,61 +39,11 @@ struct JwtAuth {
     /// Tokens this instance verified; `None` when `cache.max_entries` is 0. The host pools
     /// instances and keeps their memory between requests, so it outlives a request.
     tokens: Option<RefCell<TokenCache>>,
-    /// What a request is asked for, worked out once (`Lookups::new`).
-    lookups: Lookups,
-}
-
-/// The header names a request phase reads and removes, so it asks the proxy for all of
-/// them in one call each (`get_many`, `delete_many`) instead of one call per header.
-struct Lookups {
-    /// `claims_to_headers`' header names: a client's own copies are removed.
-    claim_headers: Vec<String>,
-    /// The token sources' header names, without duplicates and without the claim
-    /// headers (removed before the token is looked for, so never read).
-    source_headers: Vec<String>,
-    /// For each source, its header's index in `source_headers`.
-    slots: Vec<Option<usize>>,
-    /// Whether the scope or a source reads the path (else the proxy is not asked).
-    reads_path: bool,
-}
-
-impl Lookups {
-    fn new(settings: &Settings) -> Self {
-        let claim_headers: Vec<String> = settings.claims_to_headers.iter().map(|(_, h)| h.clone()).collect();
-        let mut source_headers: Vec<String> = Vec::new();
-        let slots = settings
-            .sources
-            .iter()
-            .map(|source| {
-                let name = source.header_name()?;
-                if claim_headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
-                    return None;
-                }
-                Some(match source_headers.iter().position(|h| h.eq_ignore_ascii_case(name)) {
-                    Some(i) => i,
-                    None => {
-                        source_headers.push(name.to_owned());
-                        source_headers.len() - 1
-                    }
-                })
-            })
-            .collect();
-        let reads_path = settings.scope.reads_path() || settings.sources.iter().any(|s| matches!(s, Source::Query(_)));
-        Lookups {
-            claim_headers,
-            source_headers,
-            slots,
-            reads_path,
-        }
-    }
 }
 
 /// The host side of the JWKS cache: callouts, the shared KV and the wall clock.
 struct Host<'a> {
     jwks: &'a Jwks,
-    /// The request's time, read once per request: a cache hit asks the proxy for the
-    /// clock once, not again to judge the key set's age.
-    now_ms: u64,
 }
 
 const SHARED_KEY: &str = "jwks";
@@ -107,7 +57,7 @@ fn now_ms() -> u64 {
 
 impl jwks::Env for Host<'_> {
     fn now_ms(&self) -> u64 {
-        self.now_ms
+        now_ms()
     }
 
     fn fetch(&self) -> Result<Vec<u8>, String> {
@@ -165,31 +115,22 @@ impl JwtAuth {
             .into()
     }
 
-    /// The first source's token, by its index, given the sources' headers as read.
-    fn find_token(&self, headers: &[Option<String>], path: &str) -> Option<(usize, String)> {
-        self.settings
-            .sources
-            .iter()
-            .enumerate()
-            .find_map(|(i, source)| source.find(self.source_header(headers, i), path).map(|t| (i, t)))
-    }
-
-    /// Source `i`'s header value among `headers` (`Lookups::source_headers` as read).
-    fn source_header<'h>(&self, headers: &'h [Option<String>], i: usize) -> Option<&'h str> {
-        let slot = (*self.lookups.slots.get(i)?)?;
-        headers.get(slot)?.as_deref()
+    fn find_token(&self, request: &Request<'_>, path: &str) -> Option<(usize, String)> {
+        self.settings.sources.iter().enumerate().find_map(|(i, source)| {
+            let header = source.header_name().and_then(|h| request.header(h));
+            source.find(header.as_deref(), path).map(|t| (i, t))
+        })
     }
 
     fn check(&self, token: &str) -> Result<Claims, Failure> {
-        let now = now_ms();
         let Some(cell) = &self.tokens else {
-            return self.verify_now(token, now).map(|v| v.claims);
+            return self.verify_now(token).map(|v| v.claims);
         };
         let (claims, lookup) = cell.borrow_mut().check(
             token,
-            now,
-            |key| self.key_is_current(key, now),
-            || self.verify_now(token, now),
+            now_ms(),
+            |key| self.key_is_current(key),
+            || self.verify_now(token),
         )?;
         if lookup == Lookup::Hit {
             metrics::counter_add("token_cache_hits", 1);
@@ -198,10 +139,9 @@ impl JwtAuth {
     }
 
     /// The JWKS copy, refreshed first if due; `None` without a JWKS.
-    fn fresh_jwks(&self, now_ms: u64) -> Option<(RefMut<'_, jwks::Cache>, Host<'_>)> {
+    fn fresh_jwks(&self) -> Option<(RefMut<'_, jwks::Cache>, Host<'_>)> {
         let host = Host {
             jwks: self.settings.jwks.as_ref()?,
-            now_ms,
         };
         let mut cache = self.jwks.as_ref()?.borrow_mut();
         if let Err(e) = cache.ensure_fresh(&host) {
@@ -212,19 +152,19 @@ impl JwtAuth {
     }
 
     /// Whether the key that verified a cached token is still one we would verify with.
-    fn key_is_current(&self, id: KeyId, now_ms: u64) -> bool {
-        // Inline keys first: they need no refresh.
-        if self.settings.keys.iter().any(|k| k.id == id) {
-            return true;
-        }
-        self.fresh_jwks(now_ms)
-            .is_some_and(|(cache, _)| cache.keys().iter().any(|k| k.id == id))
+    fn key_is_current(&self, id: KeyId) -> bool {
+        let jwks = self.fresh_jwks();
+        self.settings
+            .keys
+            .iter()
+            .chain(jwks.iter().flat_map(|(cache, _)| cache.keys()))
+            .any(|k| k.id == id)
     }
 
-    fn verify_now(&self, token: &str, now_ms: u64) -> Result<Verified, Failure> {
+    fn verify_now(&self, token: &str) -> Result<Verified, Failure> {
         let policy = &self.settings.policy;
         let (alg, kid) = verify::header(token, policy)?;
-        let Some((mut cache, host)) = self.fresh_jwks(now_ms) else {
+        let Some((mut cache, host)) = self.fresh_jwks() else {
             return verify::verify(token, alg, kid.as_deref(), self.settings.keys.iter(), policy);
         };
         let first = verify::verify(
@@ -247,10 +187,10 @@ impl JwtAuth {
     }
 }
 
-/// Takes the token out of the request before it goes upstream; `header` is the source's
-/// header as read.
-fn remove_token(request: &mut Request<'_>, source: &Source, header: Option<&str>, path: &str) {
-    let result = match source.strip(header, path) {
+/// Takes the token out of the request before it goes upstream.
+fn remove_token(request: &mut Request<'_>, source: &Source, path: &str) {
+    let header = source.header_name().and_then(|h| request.header(h));
+    let result = match source.strip(header.as_deref(), path) {
         Strip::RemoveHeader(name) => {
             request.remove_header(name);
             Ok(())
@@ -299,68 +239,37 @@ impl Filter for JwtAuth {
                     .collect(),
             ))
         });
-        let lookups = Lookups::new(&settings);
-        Ok(JwtAuth {
-            settings,
-            jwks,
-            tokens,
-            lookups,
-        })
+        Ok(JwtAuth { settings, jwks, tokens })
     }
 
     fn on_request(&self, request: &mut Request<'_>) -> Decision {
-        let lookups = &self.lookups;
         // Claim headers come from a verified token only: a client's own copies go, on
         // every request, anonymous ones included.
-        if !lookups.claim_headers.is_empty() {
-            request.headers().delete_many(&lookups.claim_headers);
+        for (_, header) in &self.settings.claims_to_headers {
+            request.remove_header(header);
         }
-        let path = if lookups.reads_path {
-            request.path()
-        } else {
-            String::new()
-        };
-        let scope = &self.settings.scope;
-        let method = if scope.reads_method() {
-            request.method()
-        } else {
-            String::new()
-        };
-        if !scope.protects(&method, &path) {
+        let path = request.path();
+        if !self.settings.scope.protects(&request.method(), &path) {
             return Decision::Continue;
         }
-        let headers = if lookups.source_headers.is_empty() {
-            Vec::new()
-        } else {
-            request.headers().get_many(&lookups.source_headers)
-        };
-        let Some((source, token)) = self.find_token(&headers, &path) else {
+        let Some((source, token)) = self.find_token(request, &path) else {
             return self.unauthorized(None);
         };
         let claims = match self.check(&token) {
             Ok(claims) => claims,
             Err(failure) => return self.unauthorized(Some(&failure.description())),
         };
-        let claim_values: Vec<(&str, String)> = self
-            .settings
-            .claims_to_headers
-            .iter()
-            .filter_map(|(claim, header)| Some((header.as_str(), claim_text(claims.get(claim)?))))
-            .collect();
-        if !claim_values.is_empty() && request.headers().set_many(&claim_values).is_err() {
-            // One value is not header text: set the others, and say which one.
-            for (claim, header) in &self.settings.claims_to_headers {
-                if let Some(value) = claims.get(claim)
-                    && let Err(e) = request.set_header(header, &claim_text(value))
-                {
-                    log::warn(&format!("claim {claim:?} cannot go in header {header}: {e}"));
-                }
+        for (claim, header) in &self.settings.claims_to_headers {
+            if let Some(value) = claims.get(claim)
+                && let Err(e) = request.set_header(header, &claim_text(value))
+            {
+                log::warn(&format!("claim {claim:?} cannot go in header {header}: {e}"));
             }
         }
         if self.settings.remove_token
-            && let Some(found) = self.settings.sources.get(source)
+            && let Some(source) = self.settings.sources.get(source)
         {
-            remove_token(request, found, self.source_header(&headers, source), &path);
+            remove_token(request, source, &path);
         }
         metrics::counter_add("allowed", 1);
         Decision::Continue

@@ -36,18 +36,6 @@ impl Scope {
         })
     }
 
-    /// Whether [`protects`](Self::protects) reads the method: a filter asks the proxy for
-    /// it only then.
-    pub fn reads_method(&self) -> bool {
-        !self.methods.is_empty()
-    }
-
-    /// Whether [`protects`](Self::protects) reads the path: without anonymous paths every
-    /// path is protected (the suspicious ones too).
-    pub fn reads_path(&self) -> bool {
-        !self.anonymous.is_empty()
-    }
-
     /// Whether a request with this method and path (and query) must be authenticated.
     pub fn protects(&self, method: &str, path_and_query: &str) -> bool {
         if !self.methods.is_empty() && !self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
@@ -120,19 +108,6 @@ mod tests {
         assert!(s.protects("delete", "/x"));
         assert!(!s.protects("GET", "/x"));
         assert!(scope(&[], &[]).protects("GET", "/x"));
-    }
-
-    #[test]
-    fn what_protects_does_not_read_it_need_not_ask_for() {
-        // A filter skips asking the proxy for the method or path when these say so: the
-        // answer must then be the same whatever they are.
-        let everything = scope(&[], &[]);
-        assert!(!everything.reads_method() && !everything.reads_path());
-        for (method, path) in [("GET", "/x"), ("", ""), ("POST", "/a/../b"), ("", "/public")] {
-            assert!(everything.protects(method, path), "{method} {path}");
-        }
-        assert!(scope(&["/public"], &[]).reads_path());
-        assert!(scope(&[], &["POST"]).reads_method());
     }
 
     #[test]

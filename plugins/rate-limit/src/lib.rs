@@ -145,8 +145,10 @@ impl Filter for RateLimit {
                 reset_ms,
                 retry_after_ms: 0,
             };
-            // One call for the six headers; names and digits are always valid header text.
-            let _ = response.headers().set_many(&headers(&v));
+            for (name, value) in headers(&v) {
+                // Names and digits are always valid header text.
+                let _ = response.set_header(name, &value);
+            }
         }
         ResponseDecision::Continue
     }
