@@ -234,7 +234,7 @@ async fn a_repeated_operation_is_forwarded_as_the_first_and_any_change_is_decide
     // The same body under another content type is refused, cached or not.
     let hits = echoes.one.hits() + echoes.two.hits();
     let req = Request::post(echoes.weft.url("/graphql"))
-        .header("content-type", "text/plain")
+        .header("content-type", "application/xml")
         .body(Full::new(Bytes::from_static(sent_as_is.as_bytes())))
         .expect("request");
     let reply = send(&http1_client(), req).await;
