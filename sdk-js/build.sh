@@ -5,7 +5,7 @@
 #
 # ENTRY.js (in APP_DIR) exports `hooks = exportFilter(YourFilter)` and imports the SDK as
 # "./weft.js": APP_DIR's .js files and sdk-js/weft.js are staged into one folder, which
-# componentize-js bundles into a SpiderMonkey component for `weft:filter@0.2.1` (WIT_DIR,
+# componentize-js bundles into a SpiderMonkey component for `weft:filter@0.2.2` (WIT_DIR,
 # default: the repository's `wit/`).
 #
 # First use installs componentize-js (pinned by package-lock.json: 0.23.0, with jco 1.35.0)

@@ -4,7 +4,7 @@
 #   sdk-python/build.sh APP_DIR MODULE OUT.wasm
 #
 # APP_DIR holds MODULE.py, which defines `Hooks = weft.export(YourFilter)`. The component
-# targets `weft:filter@0.2.1` (WIT_DIR, default: the repository's `wit/`).
+# targets `weft:filter@0.2.2` (WIT_DIR, default: the repository's `wit/`).
 #
 # First use installs componentize-py (the version pinned in requirements.txt, 0.25.1) into
 # a venv under TOOLCHAIN_DIR (default: target/polyglot next to this folder); later builds

@@ -66,6 +66,52 @@ impl Fields {
         self.0.has(name)
     }
 
+    /// The first value of each of `names`, in order: one call into the proxy for all of
+    /// them, where [`get`](Self::get) is one per name (since `weft:filter` 0.2.2).
+    ///
+    /// ```no_run
+    /// # fn phase(request: &weft_sdk::Request<'_>) {
+    /// let values = request.headers().get_many(&["authorization", "user-agent"]);
+    /// let (auth, agent) = (&values[0], &values[1]);
+    /// # }
+    /// ```
+    pub fn get_many(&self, names: &[impl AsRef<str>]) -> Vec<Option<String>> {
+        let owned: Vec<String> = names.iter().map(|name| name.as_ref().to_owned()).collect();
+        let mut values = self.0.get_many(&owned);
+        // One value per name, whatever the host answered.
+        values.resize(names.len(), None);
+        values
+    }
+
+    /// Sets several headers in one call, each replacing its values as
+    /// [`set`](Self::set) does, in order (since `weft:filter` 0.2.2). Every entry is
+    /// checked first: when one is not valid, nothing changes and its error comes back.
+    ///
+    /// ```no_run
+    /// # fn phase(response: &weft_sdk::Response<'_>) -> Result<(), weft_sdk::HeaderError> {
+    /// response.headers().set_many(&[("x-limit", "10"), ("x-remaining", "9")])
+    /// # }
+    /// ```
+    pub fn set_many(&self, entries: &[(impl AsRef<str>, impl AsRef<str>)]) -> Result<(), HeaderError> {
+        let owned: Vec<(String, String)> = entries
+            .iter()
+            .map(|(name, value)| (name.as_ref().to_owned(), value.as_ref().to_owned()))
+            .collect();
+        self.0.set_many(&owned)
+    }
+
+    /// Removes every value of each of `names`, in one call (since `weft:filter` 0.2.2).
+    ///
+    /// ```no_run
+    /// # fn phase(request: &weft_sdk::Request<'_>) {
+    /// request.headers().delete_many(&["cookie", "x-internal"]);
+    /// # }
+    /// ```
+    pub fn delete_many(&self, names: &[impl AsRef<str>]) {
+        let owned: Vec<String> = names.iter().map(|name| name.as_ref().to_owned()).collect();
+        self.0.delete_many(&owned)
+    }
+
     /// Every header as `(name, value)`, one entry per value, in order.
     pub fn entries(&self) -> Vec<(String, String)> {
         self.0.entries()

@@ -310,6 +310,47 @@ async fn access_log_records_a_success_a_filter_denial_and_an_upstream_timeout() 
     );
 }
 
+/// The writer formats what came meanwhile into one batch and writes it with one call:
+/// concurrent requests must each still leave exactly one whole line.
+#[tokio::test]
+async fn a_burst_of_concurrent_requests_leaves_one_whole_record_each() {
+    let echo = Upstream::echo("echo").await;
+    let slow = slow_upstream().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let top = format!("[access_log]\npath = \"{}\"\n", log.display());
+    let weft = Arc::new(Weft::start(&proxied(echo.addr, slow.addr, &top)).await);
+    let (tasks, each) = (16, 40);
+    let mut running = Vec::new();
+    for t in 0..tasks {
+        let weft = weft.clone();
+        running.push(tokio::spawn(async move {
+            let client = http1_client();
+            for i in 0..each {
+                let req = Request::get(weft.url(&format!("/plain/burst/{t}/{i}")))
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                assert_eq!(send(&client, req).await.status, 200);
+            }
+        }));
+    }
+    for task in running {
+        task.await.expect("task");
+    }
+    let all = records(&log, tasks * each).await;
+    let mut paths: Vec<String> = all
+        .iter()
+        .map(|r| r["path"].as_str().expect("path").to_owned())
+        .collect();
+    paths.sort();
+    let mut want: Vec<String> = (0..tasks)
+        .flat_map(|t| (0..each).map(move |i| format!("/plain/burst/{t}/{i}")))
+        .collect();
+    want.sort();
+    assert_eq!(paths, want, "each request logged once, none torn or lost");
+    assert_eq!(weft.metric("weft_access_log_dropped_total").await, 0.0);
+}
+
 #[tokio::test]
 async fn a_format_string_writes_the_named_fields() {
     let echo = Upstream::echo("echo").await;

@@ -26,6 +26,9 @@ impl Graphql {
     /// store when the client sent a hash, and, when `@skip`/`@include` left root fields
     /// out, the operation with only the fields that run (the others' service may not know
     /// them).
+    ///
+    /// Also returns, for a POST forwarded, the body it sent instead of `original` (`None`
+    /// inside when `original` went on untouched): what a repeat does again.
     pub(crate) fn forward(
         &self,
         request: &mut Request<'_>,
@@ -33,8 +36,11 @@ impl Graphql {
         prepared: &Prepared,
         path: &str,
         is_get: bool,
-    ) -> Decision {
+        original: &[u8],
+    ) -> (Decision, Option<Option<Vec<u8>>>) {
         let params = &prepared.params;
+        // For a POST: the body sent on, `None` inside when it is the client's own.
+        let mut sent = None;
         let pruned = prepared
             .pruned
             .then(|| {
@@ -81,13 +87,26 @@ impl Graphql {
             };
             set_path
                 .and_then(|()| forwarded.body().map_err(|e| e.to_string()))
-                .and_then(|body| request.set_body(body.as_bytes()))
+                .and_then(|body| {
+                    // Most clients send exactly what the gateway would rebuild: then the
+                    // body stays as it is, and crosses the boundary once, not twice.
+                    if body.as_bytes() == original {
+                        sent = Some(None);
+                        return Ok(());
+                    }
+                    request.set_body(body.as_bytes())?;
+                    sent = Some(Some(body.into_bytes()));
+                    Ok(())
+                })
         };
         match rebuilt {
-            Ok(()) => Decision::Reroute(cluster.to_owned()),
-            Err(e) => Reply::new(500)
-                .body(format!("graphql: cannot rebuild the request: {e}\n"))
-                .into(),
+            Ok(()) => (Decision::Reroute(cluster.to_owned()), sent),
+            Err(e) => (
+                Reply::new(500)
+                    .body(format!("graphql: cannot rebuild the request: {e}\n"))
+                    .into(),
+                None,
+            ),
         }
     }
 

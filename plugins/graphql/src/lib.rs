@@ -12,6 +12,7 @@ pub mod cache_control;
 pub mod config;
 pub mod cost;
 mod execute;
+pub mod forward_cache;
 pub mod limits;
 pub mod merge;
 pub mod plan;
@@ -31,6 +32,7 @@ use serde_json::{Value, json};
 use weft_sdk::{Decision, Filter, Options, Phases, Reply, Request, Response, ResponseDecision, kv, log, metrics};
 
 use crate::config::{Config, RawConfig};
+use crate::forward_cache::{Forward, ForwardCache};
 use crate::plan::{Coerced, Owner, RootField};
 use crate::transport::{HttpError, MediaType, Params};
 
@@ -38,6 +40,8 @@ struct Graphql {
     config: Config,
     /// Validated documents by SHA-256 of their text, oldest first out.
     cache: RefCell<DocumentCache>,
+    /// Decisions for POSTs forwarded whole, by the exact request (`forward_cache`).
+    forwards: RefCell<ForwardCache>,
 }
 
 #[derive(Default)]
@@ -84,9 +88,13 @@ impl Filter for Graphql {
     type Config = RawConfig;
 
     fn init(raw: RawConfig) -> Result<Self, String> {
+        let config = Config::new(raw)?;
+        // As many entries as the document cache, within the same text budget.
+        let forwards = ForwardCache::new(config.document_cache, CACHE_TEXT_BYTES);
         Ok(Graphql {
-            config: Config::new(raw)?,
+            config,
             cache: RefCell::new(DocumentCache::default()),
+            forwards: RefCell::new(forwards),
         })
     }
 
@@ -157,14 +165,18 @@ struct OperationLabels {
 }
 
 impl OperationLabels {
+    fn kind(operation_type: OperationType) -> &'static str {
+        match operation_type {
+            OperationType::Query => "query",
+            OperationType::Mutation => "mutation",
+            OperationType::Subscription => "subscription",
+        }
+    }
+
     fn of(operation: &Operation) -> Self {
         OperationLabels {
             name: operation.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
-            kind: match operation.operation_type {
-                OperationType::Query => "query",
-                OperationType::Mutation => "mutation",
-                OperationType::Subscription => "subscription",
-            },
+            kind: Self::kind(operation.operation_type),
         }
     }
 
@@ -248,10 +260,19 @@ impl Graphql {
                 .map_err(Stop::Http)?;
         }
         let path = request.path();
+        let body = if is_get {
+            Vec::new()
+        } else {
+            request.body().unwrap_or_default()
+        };
+        // Missing and empty content types are refused below, so never cached under "".
+        let type_key = content_type.as_deref().unwrap_or_default();
+        if !is_get && let Some(hit) = self.forwards.borrow().get(type_key, &body) {
+            return Ok(self.forward_again(request, hit, &path, seen));
+        }
         let params = if is_get {
             transport::parse_get(&path).map_err(Stop::Http)?
         } else {
-            let body = request.body().unwrap_or_default();
             match transport::parse_post(content_type.as_deref(), &body, self.config.batch_max).map_err(Stop::Http)? {
                 transport::Body::One(params) => params,
                 transport::Body::Batch(batch) => {
@@ -260,6 +281,12 @@ impl Graphql {
                 }
             }
         };
+        // Only a decision that depends on the request alone, and leaves nothing else to
+        // do, may be replayed: a hash-only persisted query depends on the KV store, a
+        // registering one writes to it, and with `warn_only` an operation over a limit is
+        // logged and counted each time.
+        let cacheable =
+            !is_get && !params.extensions.contains_key("persistedQuery") && !self.config.limits.warn_only;
         let prepared = self.prepare(params, is_get, seen)?;
         let mut clusters = prepared.fields.iter().filter_map(|f| match &f.owner {
             Owner::Cluster(c) => Some(c.as_str()),
@@ -273,7 +300,20 @@ impl Graphql {
             && all_remote
         {
             metrics::counter_add("forwarded", 1);
-            return Ok(self.forward(request, cluster, &prepared, &path, is_get));
+            let (decision, sent) = self.forward(request, cluster, &prepared, &path, is_get, &body);
+            if cacheable
+                && let Some(rebuilt) = sent
+                && let Some(operation) = seen.as_ref()
+            {
+                let forward = Forward {
+                    cluster: cluster.to_owned(),
+                    rebuilt,
+                    name: operation.name.clone(),
+                    kind: operation.kind,
+                };
+                self.forwards.borrow_mut().insert(type_key, &body, forward);
+            }
+            return Ok(decision);
         }
         metrics::counter_add("split", 1);
         let (body, cache_control) = self.execute(request, &prepared);
@@ -282,6 +322,39 @@ impl Graphql {
             reply = reply.header("cache-control", value);
         }
         Ok(reply.into())
+    }
+
+    /// A repeat of a request forwarded before: the same decision, the same metrics as
+    /// [`prepare`](Self::prepare) and the forward counted, without parsing anything.
+    fn forward_again(
+        &self,
+        request: &mut Request<'_>,
+        hit: &Forward,
+        path: &str,
+        seen: &mut Option<OperationLabels>,
+    ) -> Decision {
+        metrics::counter_add("operations", 1);
+        metrics::counter_add(&format!("operations_{}", hit.kind), 1);
+        metrics::counter_add("forwarded", 1);
+        *seen = Some(OperationLabels {
+            name: hit.name.clone(),
+            kind: hit.kind,
+        });
+        let rebuilt = if path == self.config.path {
+            Ok(())
+        } else {
+            request.set_path(&self.config.path)
+        };
+        let rebuilt = match &hit.rebuilt {
+            Some(body) => rebuilt.and_then(|()| request.set_body(body)),
+            None => rebuilt,
+        };
+        match rebuilt {
+            Ok(()) => Decision::Reroute(hit.cluster.clone()),
+            Err(e) => Reply::new(500)
+                .body(format!("graphql: cannot rebuild the request: {e}\n"))
+                .into(),
+        }
     }
 
     /// A batch (a JSON array): each operation runs as if sent alone (one after the other;

@@ -28,6 +28,11 @@
 //!   error setting `content-length`)
 //! - `x-cap-fields-set: <name>`     sets `x-fields-set` (setting `<name>` on the request:
 //!   `ok` or the error) and `x-fields-own-set` (the same on a new list, a callout's)
+//! - `x-cap-fields-many: <n>`       the batch calls (0.2.2): `get_many` of `x-a`, `X-B` and
+//!   `x-missing` sets `x-many-get` (`a|b|none`); `set_many` sets `x-s1: 1` and `x-s2: 2`;
+//!   `delete_many` removes `x-d1` and `x-d2`; `set_many` of `x-atomic: 1` with
+//!   `content-length: 9` sets `x-many-atomic` (the error: nothing of it applied); then
+//!   `get_many` of `n` names (the host takes at most 64 in one call: more traps)
 //! - `x-cap-fields-leak: <n>`       makes n header lists and never drops them (the host
 //!   allows 64 at once: more traps)
 //! - `x-cap-ctx-set: <key>=<value>` stores a context value; sets `x-ctx-set: ok|<err>`
@@ -146,6 +151,27 @@ fn fields(req: &mut Request<'_>) {
     let _ = req.set_header("x-fields-framing", &framing);
 }
 
+fn fields_many(req: &mut Request<'_>, n: usize) {
+    let headers = req.headers();
+    let got: Vec<String> = headers
+        .get_many(&["x-a", "X-B", "x-missing"])
+        .into_iter()
+        .map(|v| v.unwrap_or_else(|| "none".to_owned()))
+        .collect();
+    let set = outcome(headers.set_many(&[("x-s1", "1"), ("x-s2", "2")]));
+    headers.delete_many(&["x-d1", "x-d2"]);
+    let atomic = outcome(headers.set_many(&[("x-atomic", "1"), ("content-length", "9")]));
+    if n > 0 {
+        let names: Vec<String> = (0..n).map(|i| format!("x-n{i}")).collect();
+        let _ = headers.get_many(&names);
+    }
+    let _ = headers.set_many(&[
+        ("x-many-get", got.join("|").as_str()),
+        ("x-many-set", set.as_str()),
+        ("x-many-atomic", atomic.as_str()),
+    ]);
+}
+
 fn context_flood(req: &mut Request<'_>, n: usize) {
     let value = "v".repeat(1024);
     for i in 0..n {
@@ -257,6 +283,9 @@ impl Filter for Capabilities {
             let own = outcome(weft_sdk::Fields::new().set(&name, "1"));
             let _ = req.set_header("x-fields-set", &on_request);
             let _ = req.set_header("x-fields-own-set", &own);
+        }
+        if let Some(n) = req.header("x-cap-fields-many").and_then(|n| n.parse::<usize>().ok()) {
+            fields_many(req, n);
         }
         if let Some(n) = req.header("x-cap-fields-leak").and_then(|n| n.parse::<usize>().ok()) {
             for _ in 0..n {

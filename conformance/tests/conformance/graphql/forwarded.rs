@@ -204,3 +204,54 @@ async fn skipped_root_fields_are_not_sent() {
     let sent: Value = serde_json::from_str(echo["body"].as_str().expect("body")).expect("JSON");
     assert_eq!(sent, body);
 }
+
+/// The forward cache (`plugins/graphql/src/forward_cache.rs`): a repeat of a forwarded POST
+/// is decided from the exact request it saw before. A repeat goes where the first went,
+/// carrying what the first carried and counted as the first was; anything that differs (a
+/// byte of the body, the content type) is decided afresh.
+#[tokio::test]
+async fn a_repeated_operation_is_forwarded_as_the_first_and_any_change_is_decided_afresh() {
+    let echoes = Echoes::start().await;
+    let rebuilt_differs = r#"{"query":"{ b }","query":"{ a }","junk":1,"variables":{"x":1,"x":2}}"#;
+    let sent_as_is = r#"{"query":"{a}"}"#;
+    for round in 0..3 {
+        let echo = seen(&echoes.post("/graphql", rebuilt_differs).await);
+        assert_eq!(echo["upstream"], "one", "round {round}");
+        let body: Value = serde_json::from_str(echo["body"].as_str().expect("body")).expect("JSON");
+        assert_eq!(body, json!({"query": "{ a }", "variables": {"x": 2}}), "round {round}");
+        let echo = seen(&echoes.post("/api", sent_as_is).await);
+        assert_eq!(
+            (echo["upstream"].as_str(), echo["uri"].as_str(), echo["body"].as_str()),
+            (Some("one"), Some("/graphql"), Some(sent_as_is)),
+            "round {round}: on the gateway's path, the body untouched"
+        );
+    }
+    let forwarded = r#"weft_filter_events_total{filter="gql",name="forwarded"}"#;
+    assert_eq!(echoes.weft.metric(forwarded).await, 6.0, "every repeat is counted");
+    let queries = r#"weft_filter_events_total{filter="gql",name="operations_query"}"#;
+    assert_eq!(echoes.weft.metric(queries).await, 6.0);
+
+    // The same body under another content type is refused, cached or not.
+    let hits = echoes.one.hits() + echoes.two.hits();
+    let req = Request::post(echoes.weft.url("/graphql"))
+        .header("content-type", "application/xml")
+        .body(Full::new(Bytes::from_static(sent_as_is.as_bytes())))
+        .expect("request");
+    let reply = send(&http1_client(), req).await;
+    assert_eq!(reply.status, 415, "{}", reply.text());
+    // One byte more asks for `b`, on the other cluster.
+    let echo = seen(&echoes.post("/graphql", r#"{"query":"{b}"}"#).await);
+    assert_eq!(echo["upstream"], "two");
+    // Trailing whitespace is another request (the same operation): decided afresh, and
+    // sent on rebuilt.
+    let echo = seen(&echoes.post("/graphql", &format!("{sent_as_is} ")).await);
+    assert_eq!(
+        (echo["upstream"].as_str(), echo["body"].as_str()),
+        (Some("one"), Some(sent_as_is))
+    );
+    assert_eq!(
+        echoes.one.hits() + echoes.two.hits(),
+        hits + 2,
+        "the refused one reached no one"
+    );
+}

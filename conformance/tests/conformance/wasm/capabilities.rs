@@ -347,6 +347,55 @@ async fn fields_read_every_value_and_keep_framing_to_the_proxy() {
 }
 
 #[tokio::test]
+async fn batch_header_calls_read_set_and_delete_many_and_set_all_or_nothing() {
+    let filter = caps("cap-many").await;
+    let (decision, req) = run(
+        &*filter,
+        "/",
+        &[
+            ("x-cap-fields-many", "0"),
+            ("x-a", "a"),
+            ("x-b", "b"),
+            ("x-d1", "gone"),
+            ("x-d2", "gone"),
+            ("content-length", "0"),
+        ],
+    )
+    .await;
+    assert!(is_continue(&decision), "{:?}", decision.err());
+    assert_eq!(
+        header(&req, "x-many-get"),
+        Some("a|b|none"),
+        "in order, names case-insensitive"
+    );
+    assert_eq!(header(&req, "x-many-set"), Some("ok"));
+    assert_eq!((header(&req, "x-s1"), header(&req, "x-s2")), (Some("1"), Some("2")));
+    assert_eq!((header(&req, "x-d1"), header(&req, "x-d2")), (None, None));
+    assert_eq!(
+        header(&req, "x-many-atomic"),
+        Some("HeaderError::Forbidden(\"content-length\")")
+    );
+    assert_eq!(header(&req, "x-atomic"), None, "a refused batch changes nothing");
+    assert_eq!(
+        header(&req, "content-length"),
+        Some("0"),
+        "the framing header is the proxy's"
+    );
+}
+
+#[tokio::test]
+async fn a_guest_asking_for_too_many_headers_in_one_call_fails_the_phase() {
+    let filter = caps("cap-many-flood").await;
+    let (decision, _) = run(&*filter, "/", &[("x-cap-fields-many", "64")]).await;
+    assert!(is_continue(&decision), "64 names is the bound: {:?}", decision.err());
+    // A guest could otherwise make the host copy one large header a million times.
+    let (decision, _) = run(&*filter, "/", &[("x-cap-fields-many", "100000")]).await;
+    assert!(decision.is_err(), "over the bound the phase fails (closed)");
+    let (decision, _) = run(&*filter, "/", &[("x-cap-fields-many", "1")]).await;
+    assert!(is_continue(&decision), "the next request runs on a clean instance");
+}
+
+#[tokio::test]
 async fn a_guest_leaking_header_lists_hits_a_limit_not_the_hosts_memory() {
     let filter = caps("cap-leak").await;
     let (decision, _) = run(&*filter, "/", &[("x-cap-fields-leak", "60")]).await;

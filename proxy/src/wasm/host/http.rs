@@ -41,6 +41,20 @@ pub enum Fields {
 /// Most `fields` a guest may hold at once.
 pub const MAX_LIVE_FIELDS: usize = 64;
 
+/// Most names (or entries) one `get-many`, `set-many` or `delete-many` takes. Without a
+/// bound a guest could ask for one 8 KiB header a million times in one call and make the
+/// host copy all of it; over it the call traps (the phase fails, closed).
+pub const MAX_BATCH: usize = 64;
+
+fn within_batch(n: usize, call: &str) -> wasmtime::Result<()> {
+    if n > MAX_BATCH {
+        return Err(wasmtime::Error::msg(format!(
+            "{call} with {n} names: at most {MAX_BATCH} in one call"
+        )));
+    }
+    Ok(())
+}
+
 /// Parses a guest's header through the one header policy: the names only the proxy sets
 /// are `forbidden`, for a phase's message and a callout's own list alike.
 fn parse(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), HeaderError> {
@@ -151,6 +165,46 @@ impl HostFields for HostState {
         // An invalid name cannot be present, and the refused ones are the proxy's.
         if let Ok(name) = header_policy::writable(&name) {
             map.remove(name);
+        }
+        Ok(())
+    }
+
+    fn get_many(&mut self, fields: Resource<Fields>, names: Vec<String>) -> wasmtime::Result<Vec<Option<String>>> {
+        within_batch(names.len(), "get-many")?;
+        let map = self.fields(&fields)?;
+        Ok(names.iter().map(|name| map.get(name.as_str()).map(lossy)).collect())
+    }
+
+    fn set_many(
+        &mut self,
+        fields: Resource<Fields>,
+        entries: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<(), HeaderError>> {
+        within_batch(entries.len(), "set-many")?;
+        // All checked before any is applied: a refused batch changes nothing.
+        let mut parsed = Vec::with_capacity(entries.len());
+        for (name, value) in &entries {
+            match parse(name, value) {
+                Ok(pair) => parsed.push(pair),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        let map = self.fields(&fields)?;
+        for (name, value) in parsed {
+            map.try_insert(name, value)
+                .map_err(|_| wasmtime::Error::msg("set-many: the header list is full"))?;
+        }
+        Ok(Ok(()))
+    }
+
+    fn delete_many(&mut self, fields: Resource<Fields>, names: Vec<String>) -> wasmtime::Result<()> {
+        within_batch(names.len(), "delete-many")?;
+        let map = self.fields(&fields)?;
+        for name in &names {
+            // As `delete`: an invalid name cannot be present, and the refused ones are the proxy's.
+            if let Ok(name) = header_policy::writable(name) {
+                map.remove(name);
+            }
         }
         Ok(())
     }
