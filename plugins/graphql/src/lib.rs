@@ -285,8 +285,7 @@ impl Graphql {
         // do, may be replayed: a hash-only persisted query depends on the KV store, a
         // registering one writes to it, and with `warn_only` an operation over a limit is
         // logged and counted each time.
-        let cacheable =
-            !is_get && !params.extensions.contains_key("persistedQuery") && !self.config.limits.warn_only;
+        let cacheable = !is_get && !params.extensions.contains_key("persistedQuery") && !self.config.limits.warn_only;
         let prepared = self.prepare(params, is_get, seen)?;
         let mut clusters = prepared.fields.iter().filter_map(|f| match &f.owner {
             Owner::Cluster(c) => Some(c.as_str()),

@@ -35,6 +35,8 @@
 //!   `get_many` of `n` names (the host takes at most 64 in one call: more traps)
 //! - `x-cap-fields-leak: <n>`       makes n header lists and never drops them (the host
 //!   allows 64 at once: more traps)
+//! - `x-cap-append-flood: <n>`     appends n headers `x-flood-<i>` to the request (the host's
+//!   header map holds at most 32 768 entries: past that the phase fails, the host survives)
 //! - `x-cap-ctx-set: <key>=<value>` stores a context value; sets `x-ctx-set: ok|<err>`
 //! - `x-cap-ctx-from: <filter>/<key>` sets `x-ctx-from` to that filter's value (or `none`)
 //! - `x-cap-ctx-flood: <n>`         stores n values of 1 KiB; sets `x-ctx-flood: <stored>`
@@ -290,6 +292,12 @@ impl Filter for Capabilities {
         if let Some(n) = req.header("x-cap-fields-leak").and_then(|n| n.parse::<usize>().ok()) {
             for _ in 0..n {
                 std::mem::forget(weft_sdk::Fields::new());
+            }
+        }
+        if let Some(n) = req.header("x-cap-append-flood").and_then(|n| n.parse::<usize>().ok()) {
+            let headers = req.headers();
+            for i in 0..n {
+                let _ = headers.append(&format!("x-flood-{i}"), "1");
             }
         }
         if let Some(pair) = req.header("x-cap-ctx-set") {

@@ -396,6 +396,30 @@ async fn a_guest_asking_for_too_many_headers_in_one_call_fails_the_phase() {
 }
 
 #[tokio::test]
+async fn a_guest_filling_the_header_map_fails_its_phase_and_the_host_survives() {
+    // CPU enough for 40 000 host calls in a debug build: the map's bound, not the budget,
+    // must be what stops the guest.
+    let filter = load_with(
+        "cap-append-flood",
+        plugins::CAPABILITIES,
+        "{}",
+        &limits(64 << 20, Duration::from_secs(30), 1 << 20),
+        clusters(&[]),
+    )
+    .await
+    .expect("load capabilities");
+    let (decision, _) = run(&*filter, "/", &[("x-cap-append-flood", "100")]).await;
+    assert!(is_continue(&decision), "{:?}", decision.err());
+    // `http::HeaderMap` panics past 32 768 entries on a plain append: the host must refuse
+    // the append instead, and fail only this phase.
+    let (decision, _) = run(&*filter, "/", &[("x-cap-append-flood", "40000")]).await;
+    let err = format!("{:?}", decision.err());
+    assert!(err.contains("header list is full"), "{err}");
+    let (decision, _) = run(&*filter, "/", &[("x-cap-append-flood", "1")]).await;
+    assert!(is_continue(&decision), "the next request runs on a clean instance");
+}
+
+#[tokio::test]
 async fn a_guest_leaking_header_lists_hits_a_limit_not_the_hosts_memory() {
     let filter = caps("cap-leak").await;
     let (decision, _) = run(&*filter, "/", &[("x-cap-fields-leak", "60")]).await;

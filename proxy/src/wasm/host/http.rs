@@ -143,9 +143,14 @@ impl HostFields for HostState {
         value: String,
     ) -> wasmtime::Result<Result<(), HeaderError>> {
         let map = self.fields(&fields)?;
-        Ok(parse(&name, &value).map(|(name, value)| {
-            map.insert(name, value);
-        }))
+        match parse(&name, &value) {
+            // A full map would panic in `insert`: the guest's phase fails instead (closed).
+            Ok((name, value)) => map
+                .try_insert(name, value)
+                .map(|_| Ok(()))
+                .map_err(|_| wasmtime::Error::msg("set: the header list is full")),
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     fn append(
@@ -155,9 +160,13 @@ impl HostFields for HostState {
         value: String,
     ) -> wasmtime::Result<Result<(), HeaderError>> {
         let map = self.fields(&fields)?;
-        Ok(parse(&name, &value).map(|(name, value)| {
-            map.append(name, value);
-        }))
+        match parse(&name, &value) {
+            Ok((name, value)) => map
+                .try_append(name, value)
+                .map(|_| Ok(()))
+                .map_err(|_| wasmtime::Error::msg("append: the header list is full")),
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     fn delete(&mut self, fields: Resource<Fields>, name: String) -> wasmtime::Result<()> {
