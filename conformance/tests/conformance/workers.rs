@@ -125,11 +125,17 @@ async fn the_connection_caps_hold_for_the_listener_across_workers() {
 async fn the_workers_flag_overrides_the_config() {
     let up = Upstream::echo("up").await;
     let weft = Weft::start_with(&config(&up, "workers = 1", ""), &["--workers", "3"]).await;
-    let workers = threads(weft.pid())
-        .into_iter()
-        .filter(|n| n.starts_with("weft-worker-"))
-        .count();
-    assert_eq!(workers, 3);
+    // A thread names itself once it runs: on a loaded machine a worker may not have yet.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let names = threads(weft.pid());
+        let workers = names.iter().filter(|n| n.starts_with("weft-worker-")).count();
+        if workers == 3 {
+            break;
+        }
+        assert!(workers < 3 && std::time::Instant::now() < deadline, "{names:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(listening_sockets(weft.addr), 3);
     assert_eq!(one_request(weft.addr).await, Some(200));
 }
@@ -168,8 +174,24 @@ async fn a_breaker_connection_limit_below_the_workers_is_shared_not_a_refusal() 
     let weft = Weft::start(&config).await;
     // Sequential requests on new client connections land on both workers; the one
     // upstream connection the limit allows, idle on one worker, serves the other's too.
+    // A request that arrives before the previous one's connection is back in its pool
+    // finds the limit held and is refused, as it should be (a loaded machine): it is sent
+    // again a moment later. A worker that could not borrow the other's idle connection
+    // would refuse about half of the first tries (the kernel spreads new connections).
+    let mut refused_first = 0;
     for i in 0..20 {
-        assert_eq!(one_request(weft.addr).await, Some(200), "request {i}: {}", weft.log());
+        let mut tries = 0;
+        while one_request(weft.addr).await != Some(200) {
+            tries += 1;
+            assert!(tries < 10, "request {i} refused {tries} times: {}", weft.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        refused_first += usize::from(tries > 0);
     }
+    assert!(
+        refused_first <= 4,
+        "{refused_first} of 20 first tries refused: {}",
+        weft.log()
+    );
     assert_eq!(up.connections(), 1, "never past the breaker's limit");
 }
