@@ -8,7 +8,8 @@
 //! - `delta`: the same over Delta xDS (`DELTA_GRPC`);
 //! - `listener`, `route`, `cluster`: one resource type each, mapped onto Weft's tables;
 //! - `snapshot`: the resources held, and the whole config assembled from them once warm;
-//! - `source`: the `state::ConfigProvider` the running state reloads from.
+//! - `source`: the `state::ConfigProvider` the running state reloads from;
+//! - `wasm`: Wasm filters named in an HTTP connection manager, fetched by hash.
 
 // Control planes still send fields Envoy deprecated (header `exact_match`, a cluster's
 // `http2_protocol_options`): reading them is on purpose.
@@ -23,6 +24,7 @@ pub mod listener;
 pub mod route;
 pub mod snapshot;
 pub mod source;
+pub mod wasm;
 
 pub use bootstrap::Bootstrap;
 pub use source::XdsSource;

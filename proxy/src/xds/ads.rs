@@ -62,13 +62,17 @@ pub struct Client {
     applied: Option<String>,
     /// A response arrived on the current stream: the backoff starts again from its base.
     healthy: bool,
+    /// Wasm components named by listeners, by hash.
+    modules: super::wasm::Modules,
 }
 
 impl Client {
     /// `base` holds the TOML file's tables when `[xds]` came from one.
     pub fn new(bootstrap: Bootstrap, base: Table, source: Arc<XdsSource>) -> Client {
         let subs = ORDER.iter().map(|t| (*t, Sub::default())).collect();
+        let modules = super::wasm::Modules::new(source.base_dir().to_path_buf());
         Client {
+            modules,
             bootstrap,
             base,
             source,
@@ -321,7 +325,19 @@ impl Client {
         let (rds, eds) = (next.rds_names(), next.eds_names());
         next.routes.retain(|name, _| rds.contains(name));
         next.assignments.retain(|name, _| eds.contains(name));
-        match next.assemble(&self.base, self.bootstrap.admin)? {
+        // Wasm components are fetched (or found by hash) before anything is assembled; a
+        // filter whose cluster waits for its endpoints keeps the snapshot warming.
+        let mut wasm = Vec::new();
+        for f in next.wasm_filters()? {
+            match self.modules.resolve(&f, &next).await? {
+                Some(path) => wasm.push((f, path)),
+                None => {
+                    self.snapshot = next;
+                    return Ok(());
+                }
+            }
+        }
+        match next.assemble(&self.base, self.bootstrap.admin, &wasm)? {
             None => {
                 // Warming: held until the resources it names arrive.
                 self.snapshot = next;
