@@ -1235,6 +1235,18 @@ async fn a_wasm_filter_is_fetched_by_hash_and_runs_and_bad_code_is_nacked_with_t
         (with_filter("/endless.wasm", &sha256_hex(b"endless")), "larger than"),
         (with_filter("/silent.wasm", &sha256_hex(b"silent")), "took more than"),
         (with_filter("/hello.wasm", "abc"), "needs sha256"),
+        // The component loads but its init refuses this configuration.
+        (
+            listener(
+                "main",
+                vec![wasm_filter(
+                    "http://plugins.test/hello.wasm",
+                    &hash,
+                    r#"{"deny_prefix": "no-slash"}"#,
+                )],
+            ),
+            "deny_prefix must start with '/'",
+        ),
     ];
     for (bad, reason) in cases {
         ads.push(|r| {
@@ -1293,7 +1305,7 @@ async fn a_wasm_filter_is_fetched_by_hash_and_runs_and_bad_code_is_nacked_with_t
     assert!(
         view["types"]["lds"]["last_nack"]["reason"]
             .as_str()
-            .is_some_and(|r| r.contains("needs sha256")),
+            .is_some_and(|r| r.contains("deny_prefix must start")),
         "{view}"
     );
 }
