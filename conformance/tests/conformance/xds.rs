@@ -497,6 +497,11 @@ async fn start_weft(port: u16) -> (Weft, tempfile::TempDir) {
 }
 
 async fn start_weft_with(port: u16, api_type: &str) -> (Weft, tempfile::TempDir) {
+    start_weft_xds(port, api_type, "").await
+}
+
+/// With `extra` lines in the TOML file's `[xds]` table.
+async fn start_weft_xds(port: u16, api_type: &str, extra: &str) -> (Weft, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let bootstrap = dir.path().join("bootstrap.yaml");
     std::fs::write(
@@ -511,7 +516,7 @@ async fn start_weft_with(port: u16, api_type: &str) -> (Weft, tempfile::TempDir)
     )
     .expect("xds test");
     let weft = Weft::start(&format!(
-        "[admin]\naddress = \"{{admin}}\"\n\n[xds]\nbootstrap = \"{}\"\n",
+        "[admin]\naddress = \"{{admin}}\"\n\n[xds]\nbootstrap = \"{}\"\n{extra}",
         bootstrap.display()
     ))
     .await;
@@ -1308,4 +1313,112 @@ async fn a_wasm_filter_is_fetched_by_hash_and_runs_and_bad_code_is_nacked_with_t
             .is_some_and(|r| r.contains("deny_prefix must start")),
         "{view}"
     );
+}
+
+#[tokio::test]
+async fn with_a_public_key_an_unsigned_or_badly_signed_component_is_nacked() {
+    use ed25519_dalek::Signer;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let plugin = std::fs::read(weft_conformance::plugins::HELLO_FILTER).expect("hello_filter.wasm is built");
+    // The same component with a custom section appended: another hash, still a component.
+    let mut other = plugin.clone();
+    other.extend_from_slice(&[0, 5, 4, b't', b'e', b's', b't']);
+    let files: Vec<(&'static str, Vec<u8>)> = vec![
+        ("/hello.wasm", plugin.clone()),
+        ("/hello.wasm.sig", hex(&key.sign(&plugin).to_bytes()).into_bytes()),
+        ("/unsigned.wasm", other.clone()),
+        ("/bad.wasm", other.clone()),
+        // The signature of other bytes.
+        ("/bad.wasm.sig", key.sign(&plugin).to_bytes().to_vec()),
+        ("/good.wasm", other.clone()),
+        ("/good.wasm.sig", key.sign(&other).to_bytes().to_vec()),
+    ];
+    let server = Upstream::start(move |req| {
+        let found = files
+            .iter()
+            .find(|(p, _)| *p == req.uri().path())
+            .map(|(_, b)| b.clone());
+        async move {
+            match found {
+                Some(b) => http::Response::new(weft_conformance::full(b)),
+                None => {
+                    let mut r = http::Response::new(weft_conformance::full("not found"));
+                    *r.status_mut() = http::StatusCode::NOT_FOUND;
+                    r
+                }
+            }
+        }
+    })
+    .await;
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let config = |value: &str| format!(r#"{{"header_name": "x-greeting", "header_value": "{value}"}}"#);
+    let with_filter = |path: &str, bytes: &[u8], value: &str| {
+        listener(
+            "main",
+            vec![wasm_filter(
+                &format!("http://plugins.test{path}"),
+                &sha256_hex(bytes),
+                &config(value),
+            )],
+        )
+    };
+    let mut resources = base(&a, &b);
+    set(
+        &mut resources,
+        CLUSTER,
+        vec![eds_cluster("a"), eds_cluster("b"), eds_cluster("plugins")],
+    );
+    set(
+        &mut resources,
+        ENDPOINT,
+        vec![
+            assignment("a", &[a.addr]),
+            assignment("b", &[b.addr]),
+            assignment("plugins", &[server.addr]),
+        ],
+    );
+    set(
+        &mut resources,
+        LISTENER,
+        vec![with_filter("/hello.wasm", &plugin, "signed")],
+    );
+    let good = resources.clone();
+    let ads = Ads::new(resources);
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let public = hex(key.verifying_key().as_bytes());
+    let (weft, _dir) = start_weft_xds(port.port, "GRPC", &format!("wasm_public_key = \"{public}\"\n")).await;
+    let url = format!("http://{}/hello", weft.listener("main"));
+    let reply = get(&url).await;
+    assert_eq!(reply.header("x-greeting"), Some("signed"), "{}", weft.log());
+
+    for (path, reason) in [
+        ("/unsigned.wasm", "is unsigned"),
+        ("/bad.wasm", "does not verify with the configured wasm_public_key"),
+    ] {
+        ads.push(|r| {
+            r.by_type = good.by_type.clone();
+            set(r, LISTENER, vec![with_filter(path, &other, "refused")]);
+        });
+        ads.wait_request(LISTENER, |r| {
+            r.error_detail.as_ref().is_some_and(|e| e.message.contains(reason))
+        })
+        .await;
+        assert_eq!(
+            get(&url).await.header("x-greeting"),
+            Some("signed"),
+            "{reason}: the last good filter runs"
+        );
+    }
+    // The same bytes, well signed: accepted (nothing refused was kept under their hash).
+    ads.push(|r| {
+        r.by_type = good.by_type.clone();
+        set(r, LISTENER, vec![with_filter("/good.wasm", &other, "signed-too")]);
+    });
+    let version = ads.resources.borrow().version.to_string();
+    ads.wait_request(LISTENER, |r| r.version_info == version && r.error_detail.is_none())
+        .await;
+    assert_eq!(get(&url).await.header("x-greeting"), Some("signed-too"));
 }

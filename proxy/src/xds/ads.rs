@@ -68,9 +68,15 @@ pub struct Client {
 
 impl Client {
     /// `base` holds the TOML file's tables when `[xds]` came from one.
-    pub fn new(bootstrap: Bootstrap, base: Table, source: Arc<XdsSource>) -> Client {
+    /// `key`: the ed25519 key Wasm components must be signed by.
+    pub fn new(
+        bootstrap: Bootstrap,
+        base: Table,
+        source: Arc<XdsSource>,
+        key: Option<ed25519_dalek::VerifyingKey>,
+    ) -> Client {
         let subs = ORDER.iter().map(|t| (*t, Sub::default())).collect();
-        let modules = super::wasm::Modules::new(source.base_dir().to_path_buf());
+        let modules = super::wasm::Modules::new(source.base_dir().to_path_buf(), key);
         Client {
             modules,
             bootstrap,

@@ -160,20 +160,63 @@ fn json_to_toml(v: &serde_json::Value) -> Result<Value, String> {
     Value::try_from(v).map_err(|e| format!("cannot be a filter config ({e}; TOML has no null)"))
 }
 
+/// The node metadata key that may carry the public key (hex), as `[xds] wasm_public_key`.
+pub const PUBLIC_KEY_METADATA: &str = "WEFT_WASM_PUBLIC_KEY";
+/// Largest signature file read (a signature is 64 bytes, or 128 hex digits).
+const MAX_SIGNATURE_BYTES: usize = 1024;
+
+/// An ed25519 public key written as 64 hex digits.
+pub fn public_key(text: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
+    let bytes: [u8; 32] = unhex(text.trim())
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| "an ed25519 public key is 64 hex digits".to_owned())?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|e| format!("not an ed25519 public key: {e}"))
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+/// Checks the detached signature `sig` (64 bytes, or 128 hex digits) of `bytes`.
+fn verify(key: &ed25519_dalek::VerifyingKey, bytes: &[u8], sig: &[u8]) -> Result<(), String> {
+    let raw: Vec<u8> = if sig.len() == 64 {
+        sig.to_vec()
+    } else {
+        std::str::from_utf8(sig)
+            .ok()
+            .and_then(|t| unhex(t.trim()))
+            .ok_or_else(|| "its signature is neither 64 bytes nor 128 hex digits".to_owned())?
+    };
+    let raw: [u8; 64] = raw
+        .try_into()
+        .map_err(|_| "its signature is neither 64 bytes nor 128 hex digits".to_owned())?;
+    key.verify_strict(bytes, &ed25519_dalek::Signature::from_bytes(&raw))
+        .map_err(|_| "its signature does not verify with the configured wasm_public_key".to_owned())
+}
+
 /// Components held by their SHA-256, in a private folder of this process.
 pub struct Modules {
     dir: PathBuf,
     by_sha: HashMap<String, PathBuf>,
     /// Where a `local` filename that is relative is read from.
     base_dir: PathBuf,
+    /// When set, every component must come with a signature by this key.
+    key: Option<ed25519_dalek::VerifyingKey>,
 }
 
 impl Modules {
-    pub fn new(base_dir: PathBuf) -> Modules {
+    pub fn new(base_dir: PathBuf, key: Option<ed25519_dalek::VerifyingKey>) -> Modules {
         Modules {
             dir: std::env::temp_dir().join(format!("weft-xds-wasm-{}", std::process::id())),
             by_sha: HashMap::new(),
             base_dir,
+            key,
         }
     }
 
@@ -186,6 +229,15 @@ impl Modules {
                 let path = self.base_dir.join(path);
                 let bytes = read_bounded(&path).await.map_err(|e| Rejected(format!("{at}: {e}")))?;
                 check_component(&bytes).map_err(|e| Rejected(format!("{at}: {} {e}", path.display())))?;
+                if let Some(key) = &self.key {
+                    let mut sig_path = path.clone().into_os_string();
+                    sig_path.push(".sig");
+                    let sig_path = PathBuf::from(sig_path);
+                    let sig = read_signature(&sig_path)
+                        .await
+                        .map_err(|e| Rejected(format!("{at}: {} is unsigned: {e}", path.display())))?;
+                    verify(key, &bytes, &sig).map_err(|e| Rejected(format!("{at}: {} {e}", path.display())))?;
+                }
                 Ok(Some(path))
             }
             Code::Remote {
@@ -214,7 +266,7 @@ impl Modules {
                         "{at}: cluster {cluster:?} has no endpoint to fetch its code from"
                     )));
                 };
-                let bytes = match tokio::time::timeout(*timeout, fetch(address, uri)).await {
+                let bytes = match tokio::time::timeout(*timeout, fetch(address, uri, MAX_MODULE_BYTES)).await {
                     Ok(Ok(b)) => b,
                     Ok(Err(e)) => return Err(Rejected(format!("{at}: fetching {uri} from {address}: {e}"))),
                     Err(_) => {
@@ -230,6 +282,20 @@ impl Modules {
                     )));
                 }
                 check_component(&bytes).map_err(|e| Rejected(format!("{at}: {uri} {e}")))?;
+                if let Some(key) = &self.key {
+                    let sig_uri = format!("{uri}.sig");
+                    let sig = match tokio::time::timeout(*timeout, fetch(address, &sig_uri, MAX_SIGNATURE_BYTES)).await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return Err(Rejected(format!("{at}: {uri} is unsigned: {sig_uri}: {e}"))),
+                        Err(_) => {
+                            return Err(Rejected(format!(
+                                "{at}: {uri} is unsigned: {sig_uri} took more than {timeout:?}"
+                            )));
+                        }
+                    };
+                    verify(key, &bytes, &sig).map_err(|e| Rejected(format!("{at}: {uri} {e}")))?;
+                }
                 let path = self
                     .store(sha256, &bytes)
                     .map_err(|e| Rejected(format!("{at}: cannot keep the fetched code: {e}")))?;
@@ -289,9 +355,21 @@ fn check_component(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// GET `uri` from `address` (the cluster's endpoint) over HTTP/1.1, at most
-/// [`MAX_MODULE_BYTES`] of body.
-async fn fetch(address: &str, uri: &str) -> Result<Vec<u8>, String> {
+async fn read_signature(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.len() > MAX_SIGNATURE_BYTES as u64 {
+        return Err(format!("{} is larger than {MAX_SIGNATURE_BYTES} bytes", path.display()));
+    }
+    tokio::fs::read(path)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// GET `uri` from `address` (the cluster's endpoint) over HTTP/1.1, at most `limit` bytes
+/// of body.
+async fn fetch(address: &str, uri: &str, limit: usize) -> Result<Vec<u8>, String> {
     let parsed: http::Uri = uri.parse().map_err(|e| format!("{e}"))?;
     let host = parsed.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
     let path = parsed.path_and_query().map_or("/", |p| p.as_str()).to_owned();
@@ -315,15 +393,13 @@ async fn fetch(address: &str, uri: &str) -> Result<Vec<u8>, String> {
         conn.abort();
         return Err(format!("answered {status}"));
     }
-    let body = http_body_util::Limited::new(response.into_body(), MAX_MODULE_BYTES)
+    let body = http_body_util::Limited::new(response.into_body(), limit)
         .collect()
         .await;
     conn.abort();
     match body {
         Ok(b) => Ok(b.to_bytes().to_vec()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(format!("the body is larger than {MAX_MODULE_BYTES} bytes"))
-        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(format!("the body is larger than {limit} bytes")),
         Err(e) => Err(format!("{e}")),
     }
 }
