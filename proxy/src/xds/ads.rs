@@ -363,6 +363,7 @@ impl Client {
                     .await
                     .map_err(|e| Rejected(format!("the resulting config was refused: {e}")))?;
                 self.applied = Some(text);
+                self.modules.keep(wasm.iter().map(|(f, _)| f));
                 self.snapshot = next;
                 Ok(())
             }

@@ -162,6 +162,8 @@ fn json_to_toml(v: &serde_json::Value) -> Result<Value, String> {
 
 /// The node metadata key that may carry the public key (hex), as `[xds] wasm_public_key`.
 pub const PUBLIC_KEY_METADATA: &str = "WEFT_WASM_PUBLIC_KEY";
+/// Components kept beyond those in use; older unused ones are deleted.
+const MAX_KEPT: usize = 16;
 /// Largest signature file read (a signature is 64 bytes, or 128 hex digits).
 const MAX_SIGNATURE_BYTES: usize = 1024;
 
@@ -306,6 +308,28 @@ impl Modules {
         }
     }
 
+    /// Once more than [`MAX_KEPT`] are held, forgets (and deletes) those `in_use` does not
+    /// name: a control plane cycling through components cannot fill the disk.
+    pub fn keep<'a>(&mut self, in_use: impl IntoIterator<Item = &'a WasmFilter>) {
+        if self.by_sha.len() <= MAX_KEPT {
+            return;
+        }
+        let used: Vec<&str> = in_use
+            .into_iter()
+            .filter_map(|f| match &f.code {
+                Code::Remote { sha256, .. } => Some(sha256.as_str()),
+                Code::Local(_) => None,
+            })
+            .collect();
+        self.by_sha.retain(|sha, path| {
+            let keep = used.contains(&sha.as_str());
+            if !keep {
+                let _ = std::fs::remove_file(path);
+            }
+            keep
+        });
+    }
+
     fn store(&self, sha256: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(&self.dir)?;
         #[cfg(unix)]
@@ -406,4 +430,149 @@ async fn fetch(address: &str, uri: &str, limit: usize) -> Result<Vec<u8>, String
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::core::v3::{
+        AsyncDataSource, DataSource, HttpUri, RemoteDataSource, async_data_source, data_source, http_uri,
+    };
+    use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
+    use envoy_types::pb::envoy::extensions::wasm::v3::{PluginConfig, VmConfig, plugin_config};
+    use envoy_types::pb::google::protobuf::{Any, StringValue};
+    use prost::Message;
+
+    use super::*;
+
+    fn any_wasm(code: async_data_source::Specifier, configuration: Option<Any>) -> Any {
+        let w = Wasm {
+            config: Some(PluginConfig {
+                configuration,
+                vm: Some(plugin_config::Vm::VmConfig(VmConfig {
+                    code: Some(AsyncDataSource { specifier: Some(code) }),
+                    ..VmConfig::default()
+                })),
+                ..PluginConfig::default()
+            }),
+        };
+        Any {
+            type_url: WASM.into(),
+            value: w.encode_to_vec(),
+        }
+    }
+
+    fn remote(uri: &str, sha256: &str) -> async_data_source::Specifier {
+        async_data_source::Specifier::Remote(RemoteDataSource {
+            http_uri: Some(HttpUri {
+                uri: uri.into(),
+                timeout: None,
+                http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster("plugins".into())),
+            }),
+            sha256: sha256.into(),
+            ..RemoteDataSource::default()
+        })
+    }
+
+    #[test]
+    fn remote_and_local_code_and_a_json_configuration_map() {
+        let sha = "AB".repeat(32);
+        let config = Any {
+            type_url: STRING_VALUE.into(),
+            value: StringValue {
+                value: r#"{"a": 1, "b": ["x"]}"#.into(),
+            }
+            .encode_to_vec(),
+        };
+        let f = map(
+            "envoy.filters.http.wasm",
+            &any_wasm(remote("http://p/x.wasm", &sha), Some(config)),
+            "l",
+        )
+        .expect("maps");
+        assert_eq!(f.name, "envoy.filters.http.wasm");
+        assert_eq!(
+            f.code,
+            Code::Remote {
+                uri: "http://p/x.wasm".into(),
+                cluster: "plugins".into(),
+                timeout: DEFAULT_TIMEOUT,
+                sha256: "ab".repeat(32),
+            }
+        );
+        assert_eq!(f.config.and_then(|c| c.get("a").and_then(Value::as_integer)), Some(1));
+        let local = async_data_source::Specifier::Local(DataSource {
+            specifier: Some(data_source::Specifier::Filename("f.wasm".into())),
+            ..DataSource::default()
+        });
+        assert_eq!(
+            map("w", &any_wasm(local, None), "l").expect("maps").code,
+            Code::Local("f.wasm".into())
+        );
+    }
+
+    #[test]
+    fn bad_code_is_refused_with_what_is_wrong() {
+        let cases = [
+            (remote("http://p/x.wasm", ""), "needs sha256"),
+            (remote("http://p/x.wasm", &"g".repeat(64)), "needs sha256"),
+            (remote("https://p/x.wasm", &"a".repeat(64)), "is not an http:// URI"),
+            (
+                async_data_source::Specifier::Local(DataSource {
+                    specifier: Some(data_source::Specifier::InlineBytes(vec![0])),
+                    ..DataSource::default()
+                }),
+                "local code other than a filename",
+            ),
+        ];
+        for (code, reason) in cases {
+            let err = map("w", &any_wasm(code, None), "listener \"l\"").expect_err(reason);
+            assert!(err.0.contains(reason) && err.0.contains("listener \"l\""), "{err}");
+        }
+        let null = Any {
+            type_url: STRING_VALUE.into(),
+            value: StringValue {
+                value: "{\"a\": null}".into(),
+            }
+            .encode_to_vec(),
+        };
+        let err = map("w", &any_wasm(remote("http://p/x", &"a".repeat(64)), Some(null)), "l").expect_err("null");
+        assert!(err.0.contains("TOML has no null"), "{err}");
+    }
+
+    #[test]
+    fn core_modules_and_other_files_are_not_components() {
+        assert!(
+            check_component(b"\0asm\x01\0\0\0")
+                .expect_err("core")
+                .contains("proxy-wasm")
+        );
+        assert!(
+            check_component(b"hello world")
+                .expect_err("text")
+                .contains("not WebAssembly")
+        );
+        assert!(check_component(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn signatures_verify_raw_or_hex_and_nothing_else() {
+        use ed25519_dalek::Signer;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[1u8; 32]);
+        let key = public_key(&hex(signing.verifying_key().as_bytes())).expect("key");
+        let sig = signing.sign(b"component").to_bytes();
+        assert!(verify(&key, b"component", &sig).is_ok());
+        assert!(verify(&key, b"component", format!("{}\n", hex(&sig)).as_bytes()).is_ok());
+        assert!(
+            verify(&key, b"another", &sig)
+                .expect_err("other bytes")
+                .contains("does not verify")
+        );
+        assert!(
+            verify(&key, b"component", &sig[..63])
+                .expect_err("short")
+                .contains("neither")
+        );
+        assert!(public_key("abc").is_err());
+        assert!(public_key(&"zz".repeat(32)).is_err());
+    }
 }
