@@ -74,6 +74,10 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct XdsConfig {
     pub bootstrap: PathBuf,
+    /// An ed25519 public key (64 hex digits): Wasm components delivered by xDS must be
+    /// signed by it (`docs/xds.md`).
+    #[serde(default)]
+    pub wasm_public_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -554,6 +558,14 @@ impl Config {
         unique_names(src, &self.listeners, "listener", |l| &l.name)?;
         unique_names(src, &self.clusters, "cluster", |c| &c.name)?;
         unique_names(src, &self.filters, "filter", |f| &f.name)?;
+        if let Some(key) = self.xds.as_ref().and_then(|x| x.wasm_public_key.as_deref())
+            && (key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(src.error(format!(
+                "[xds] wasm_public_key must be an ed25519 public key in 64 hex digits, got {} characters",
+                key.len()
+            )));
+        }
         if self.wasm.max_instances == 0 {
             return Err(src.error("[wasm] max_instances must be more than zero"));
         }

@@ -8,7 +8,8 @@
 //! - `delta`: the same over Delta xDS (`DELTA_GRPC`);
 //! - `listener`, `route`, `cluster`: one resource type each, mapped onto Weft's tables;
 //! - `snapshot`: the resources held, and the whole config assembled from them once warm;
-//! - `source`: the `state::ConfigProvider` the running state reloads from.
+//! - `source`: the `state::ConfigProvider` the running state reloads from;
+//! - `wasm`: Wasm filters named in an HTTP connection manager, fetched by hash.
 
 // Control planes still send fields Envoy deprecated (header `exact_match`, a cluster's
 // `http2_protocol_options`): reading them is on purpose.
@@ -23,6 +24,7 @@ pub mod listener;
 pub mod route;
 pub mod snapshot;
 pub mod source;
+pub mod wasm;
 
 pub use bootstrap::Bootstrap;
 pub use source::XdsSource;
@@ -61,9 +63,25 @@ pub async fn start(
         }
         None => (toml::Table::new(), std::path::PathBuf::from(".")),
     };
+    // Wasm components must be signed when a key is configured: TOML first, then the node's
+    // metadata (where a control plane's injector can put it).
+    let key = base
+        .get("xds")
+        .and_then(|x| x.get("wasm_public_key"))
+        .and_then(toml::Value::as_str)
+        .map(|k| ("[xds] wasm_public_key", k.to_owned()))
+        .or_else(|| {
+            bootstrap.node.metadata[wasm::PUBLIC_KEY_METADATA]
+                .as_str()
+                .map(|k| ("node.metadata.WEFT_WASM_PUBLIC_KEY", k.to_owned()))
+        });
+    let key = match key {
+        Some((at, text)) => Some(wasm::public_key(&text).map_err(|e| anyhow::anyhow!("{at}: {e}"))?),
+        None => None,
+    };
     let source = XdsSource::new(base_dir);
     tracing::info!(servers = ?bootstrap.server.endpoints, node = %bootstrap.node.id, "waiting for the first config from the ADS server");
-    tokio::spawn(ads::Client::new(bootstrap, base, source.clone()).run());
+    tokio::spawn(ads::Client::new(bootstrap, base, source.clone(), key).run());
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
     while !source.has_config() {
         tick.tick().await;

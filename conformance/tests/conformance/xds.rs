@@ -497,6 +497,11 @@ async fn start_weft(port: u16) -> (Weft, tempfile::TempDir) {
 }
 
 async fn start_weft_with(port: u16, api_type: &str) -> (Weft, tempfile::TempDir) {
+    start_weft_xds(port, api_type, "").await
+}
+
+/// With `extra` lines in the TOML file's `[xds]` table.
+async fn start_weft_xds(port: u16, api_type: &str, extra: &str) -> (Weft, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let bootstrap = dir.path().join("bootstrap.yaml");
     std::fs::write(
@@ -511,7 +516,7 @@ async fn start_weft_with(port: u16, api_type: &str) -> (Weft, tempfile::TempDir)
     )
     .expect("xds test");
     let weft = Weft::start(&format!(
-        "[admin]\naddress = \"{{admin}}\"\n\n[xds]\nbootstrap = \"{}\"\n",
+        "[admin]\naddress = \"{{admin}}\"\n\n[xds]\nbootstrap = \"{}\"\n{extra}",
         bootstrap.display()
     ))
     .await;
@@ -1072,4 +1077,348 @@ async fn the_ads_server_over_mutual_tls() {
         clients.load(std::sync::atomic::Ordering::Relaxed) >= 1,
         "Weft presented its certificate"
     );
+}
+
+/// An HTTP filter `envoy.extensions.filters.http.wasm.v3.Wasm` whose code is fetched from
+/// `uri` through cluster `plugins`, named by `sha256`, with `configuration` (JSON).
+fn wasm_filter(uri: &str, sha256: &str, configuration: &str) -> HttpFilter {
+    use envoy_types::pb::envoy::config::core::v3::{HttpUri, RemoteDataSource, async_data_source};
+    wasm_filter_with(
+        async_data_source::Specifier::Remote(RemoteDataSource {
+            http_uri: Some(HttpUri {
+                uri: uri.into(),
+                timeout: Some(envoy_types::pb::google::protobuf::Duration { seconds: 1, nanos: 0 }),
+                http_upstream_type: Some(
+                    envoy_types::pb::envoy::config::core::v3::http_uri::HttpUpstreamType::Cluster("plugins".into()),
+                ),
+            }),
+            sha256: sha256.into(),
+            ..RemoteDataSource::default()
+        }),
+        configuration,
+    )
+}
+
+fn wasm_filter_with(
+    code: envoy_types::pb::envoy::config::core::v3::async_data_source::Specifier,
+    configuration: &str,
+) -> HttpFilter {
+    use envoy_types::pb::envoy::config::core::v3::AsyncDataSource;
+    use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
+    use envoy_types::pb::envoy::extensions::wasm::v3::{PluginConfig, VmConfig, plugin_config};
+    let wasm = Wasm {
+        config: Some(PluginConfig {
+            name: "hello".into(),
+            configuration: Some(any(
+                "type.googleapis.com/google.protobuf.StringValue",
+                &envoy_types::pb::google::protobuf::StringValue {
+                    value: configuration.into(),
+                },
+            )),
+            vm: Some(plugin_config::Vm::VmConfig(VmConfig {
+                runtime: "envoy.wasm.runtime.v8".into(),
+                code: Some(AsyncDataSource { specifier: Some(code) }),
+                ..VmConfig::default()
+            })),
+            ..PluginConfig::default()
+        }),
+    };
+    HttpFilter {
+        name: "envoy.filters.http.wasm".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(
+            "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            &wasm,
+        ))),
+        ..HttpFilter::default()
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn a_wasm_filter_is_fetched_by_hash_and_runs_and_bad_code_is_nacked_with_the_old_filter_serving() {
+    let plugin = std::fs::read(weft_conformance::plugins::HELLO_FILTER).expect("hello_filter.wasm is built");
+    let hash = sha256_hex(&plugin);
+    // A core module (what a proxy-wasm filter is): the header of version 1, then nothing.
+    let core_module = b"\0asm\x01\0\0\0".to_vec();
+    let core_hash = sha256_hex(&core_module);
+    let fetched = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = {
+        let (plugin, core_module, fetched) = (plugin.clone(), core_module.clone(), fetched.clone());
+        Upstream::start(move |req| {
+            let (plugin, core_module, fetched) = (plugin.clone(), core_module.clone(), fetched.clone());
+            async move {
+                let body = match req.uri().path() {
+                    "/hello.wasm" => {
+                        fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        weft_conformance::full(plugin)
+                    }
+                    "/core.wasm" => weft_conformance::full(core_module),
+                    // Hostile: a body that never ends (Weft must stop reading at its bound).
+                    "/endless.wasm" => {
+                        use http_body_util::BodyExt;
+                        let chunk = bytes::Bytes::from(vec![0u8; 64 << 10]);
+                        let frames = futures_util::stream::repeat_with(move || {
+                            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))
+                        });
+                        http_body_util::StreamBody::new(frames).boxed()
+                    }
+                    // Hostile: never answers (Weft's fetch timeout must end it).
+                    _ => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        weft_conformance::full("")
+                    }
+                };
+                http::Response::new(body)
+            }
+        })
+        .await
+    };
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let config = r#"{"header_name": "x-greeting", "header_value": "from-xds", "deny_prefix": "/private"}"#;
+    let with_filter = |uri: &str, sha: &str| {
+        let f = wasm_filter(&format!("http://plugins.test{uri}"), sha, config);
+        listener("main", vec![f])
+    };
+    let mut resources = base(&a, &b);
+    set(
+        &mut resources,
+        CLUSTER,
+        vec![eds_cluster("a"), eds_cluster("b"), eds_cluster("plugins")],
+    );
+    set(
+        &mut resources,
+        ENDPOINT,
+        vec![
+            assignment("a", &[a.addr]),
+            assignment("b", &[b.addr]),
+            assignment("plugins", &[server.addr]),
+        ],
+    );
+    set(&mut resources, LISTENER, vec![with_filter("/hello.wasm", &hash)]);
+    let good = resources.clone();
+    let ads = Ads::new(resources);
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    let url = |path: &str| format!("http://{}{path}", weft.listener("main"));
+
+    // The filter runs on the routes xDS sent: its header on answers, its 403 on its prefix.
+    let reply = get(&url("/hello")).await;
+    assert_eq!(reply.status, 200, "{}\n{}", reply.text(), weft.log());
+    assert_eq!(reply.header("x-greeting"), Some("from-xds"), "{}", weft.log());
+    assert_eq!(reply.json()["upstream"], "a");
+    assert_eq!(get(&url("/private/x")).await.status, 403);
+    ads.wait_request(LISTENER, |r| r.version_info == "1" && r.error_detail.is_none())
+        .await;
+
+    // A push naming the same hash (the route moves to b) neither fetches nor fails.
+    ads.push(|r| set(r, ROUTE, vec![routes("b", "/re+gex")]));
+    ads.wait_request(ROUTE, |r| r.version_info == "2" && r.error_detail.is_none())
+        .await;
+    let reply = get(&url("/hello")).await;
+    assert_eq!(reply.json()["upstream"], "b");
+    assert_eq!(reply.header("x-greeting"), Some("from-xds"));
+    assert_eq!(
+        fetched.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "fetched once, kept by hash"
+    );
+
+    let wrong_hash = sha256_hex(b"another component");
+    let cases: Vec<(Any, &str)> = vec![
+        (with_filter("/hello.wasm", &wrong_hash), "not the"),
+        (
+            with_filter("/core.wasm", &core_hash),
+            "is a core Wasm module (a proxy-wasm filter?)",
+        ),
+        // Hashes not held yet (the one held would be answered from what Weft keeps).
+        (with_filter("/endless.wasm", &sha256_hex(b"endless")), "larger than"),
+        (with_filter("/silent.wasm", &sha256_hex(b"silent")), "took more than"),
+        (with_filter("/hello.wasm", "abc"), "needs sha256"),
+        // The component loads but its init refuses this configuration.
+        (
+            listener(
+                "main",
+                vec![wasm_filter(
+                    "http://plugins.test/hello.wasm",
+                    &hash,
+                    r#"{"deny_prefix": "no-slash"}"#,
+                )],
+            ),
+            "deny_prefix must start with '/'",
+        ),
+    ];
+    for (bad, reason) in cases {
+        ads.push(|r| {
+            r.by_type = good.by_type.clone();
+            set(r, ROUTE, vec![routes("b", "/re+gex")]);
+            set(r, LISTENER, vec![bad.clone()]);
+        });
+        let nack = ads
+            .wait_request(LISTENER, |r| {
+                r.error_detail.as_ref().is_some_and(|e| e.message.contains(reason))
+            })
+            .await;
+        let pushed = ads.resources.borrow().version.to_string();
+        assert_ne!(nack.version_info, pushed, "a NACK carries the last accepted version");
+        let reply = get(&url("/hello")).await;
+        assert_eq!(reply.status, 200, "{reason}: {}", reply.text());
+        assert_eq!(
+            reply.header("x-greeting"),
+            Some("from-xds"),
+            "{reason}: the last good filter serves"
+        );
+    }
+    // `local { filename }`: a file on the proxy's machine, with its own configuration.
+    let local = wasm_filter_with(
+        envoy_types::pb::envoy::config::core::v3::async_data_source::Specifier::Local(
+            envoy_types::pb::envoy::config::core::v3::DataSource {
+                specifier: Some(
+                    envoy_types::pb::envoy::config::core::v3::data_source::Specifier::Filename(
+                        weft_conformance::plugins::HELLO_FILTER.into(),
+                    ),
+                ),
+                ..Default::default()
+            },
+        ),
+        r#"{"header_name": "x-greeting", "header_value": "from-a-file"}"#,
+    );
+    ads.push(|r| {
+        r.by_type = good.by_type.clone();
+        set(r, LISTENER, vec![listener("main", vec![local])]);
+    });
+    let version = ads.resources.borrow().version.to_string();
+    ads.wait_request(LISTENER, |r| r.version_info == version && r.error_detail.is_none())
+        .await;
+    let reply = get(&url("/private/x")).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "no deny_prefix in this configuration: {}",
+        reply.text()
+    );
+    assert_eq!(reply.header("x-greeting"), Some("from-a-file"));
+
+    // The wrong hash was fetched and checked, not answered from what the right one holds.
+    assert_eq!(fetched.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let view: serde_json::Value = serde_json::from_str(&weft.admin("GET", "/api/xds").await.1).expect("xds test");
+    assert!(
+        view["types"]["lds"]["last_nack"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("deny_prefix must start")),
+        "{view}"
+    );
+}
+
+#[tokio::test]
+async fn with_a_public_key_an_unsigned_or_badly_signed_component_is_nacked() {
+    use ed25519_dalek::Signer;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let plugin = std::fs::read(weft_conformance::plugins::HELLO_FILTER).expect("hello_filter.wasm is built");
+    // The same component with a custom section appended: another hash, still a component.
+    let mut other = plugin.clone();
+    other.extend_from_slice(&[0, 5, 4, b't', b'e', b's', b't']);
+    let files: Vec<(&'static str, Vec<u8>)> = vec![
+        ("/hello.wasm", plugin.clone()),
+        ("/hello.wasm.sig", hex(&key.sign(&plugin).to_bytes()).into_bytes()),
+        ("/unsigned.wasm", other.clone()),
+        ("/bad.wasm", other.clone()),
+        // The signature of other bytes.
+        ("/bad.wasm.sig", key.sign(&plugin).to_bytes().to_vec()),
+        ("/good.wasm", other.clone()),
+        ("/good.wasm.sig", key.sign(&other).to_bytes().to_vec()),
+    ];
+    let server = Upstream::start(move |req| {
+        let found = files
+            .iter()
+            .find(|(p, _)| *p == req.uri().path())
+            .map(|(_, b)| b.clone());
+        async move {
+            match found {
+                Some(b) => http::Response::new(weft_conformance::full(b)),
+                None => {
+                    let mut r = http::Response::new(weft_conformance::full("not found"));
+                    *r.status_mut() = http::StatusCode::NOT_FOUND;
+                    r
+                }
+            }
+        }
+    })
+    .await;
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let config = |value: &str| format!(r#"{{"header_name": "x-greeting", "header_value": "{value}"}}"#);
+    let with_filter = |path: &str, bytes: &[u8], value: &str| {
+        listener(
+            "main",
+            vec![wasm_filter(
+                &format!("http://plugins.test{path}"),
+                &sha256_hex(bytes),
+                &config(value),
+            )],
+        )
+    };
+    let mut resources = base(&a, &b);
+    set(
+        &mut resources,
+        CLUSTER,
+        vec![eds_cluster("a"), eds_cluster("b"), eds_cluster("plugins")],
+    );
+    set(
+        &mut resources,
+        ENDPOINT,
+        vec![
+            assignment("a", &[a.addr]),
+            assignment("b", &[b.addr]),
+            assignment("plugins", &[server.addr]),
+        ],
+    );
+    set(
+        &mut resources,
+        LISTENER,
+        vec![with_filter("/hello.wasm", &plugin, "signed")],
+    );
+    let good = resources.clone();
+    let ads = Ads::new(resources);
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let public = hex(key.verifying_key().as_bytes());
+    let (weft, _dir) = start_weft_xds(port.port, "GRPC", &format!("wasm_public_key = \"{public}\"\n")).await;
+    let url = format!("http://{}/hello", weft.listener("main"));
+    let reply = get(&url).await;
+    assert_eq!(reply.header("x-greeting"), Some("signed"), "{}", weft.log());
+
+    for (path, reason) in [
+        ("/unsigned.wasm", "is unsigned"),
+        ("/bad.wasm", "does not verify with the configured wasm_public_key"),
+    ] {
+        ads.push(|r| {
+            r.by_type = good.by_type.clone();
+            set(r, LISTENER, vec![with_filter(path, &other, "refused")]);
+        });
+        ads.wait_request(LISTENER, |r| {
+            r.error_detail.as_ref().is_some_and(|e| e.message.contains(reason))
+        })
+        .await;
+        assert_eq!(
+            get(&url).await.header("x-greeting"),
+            Some("signed"),
+            "{reason}: the last good filter runs"
+        );
+    }
+    // The same bytes, well signed: accepted (nothing refused was kept under their hash).
+    ads.push(|r| {
+        r.by_type = good.by_type.clone();
+        set(r, LISTENER, vec![with_filter("/good.wasm", &other, "signed-too")]);
+    });
+    let version = ads.resources.borrow().version.to_string();
+    ads.wait_request(LISTENER, |r| r.version_info == version && r.error_detail.is_none())
+        .await;
+    assert_eq!(get(&url).await.header("x-greeting"), Some("signed-too"));
 }

@@ -62,13 +62,23 @@ pub struct Client {
     applied: Option<String>,
     /// A response arrived on the current stream: the backoff starts again from its base.
     healthy: bool,
+    /// Wasm components named by listeners, by hash.
+    modules: super::wasm::Modules,
 }
 
 impl Client {
     /// `base` holds the TOML file's tables when `[xds]` came from one.
-    pub fn new(bootstrap: Bootstrap, base: Table, source: Arc<XdsSource>) -> Client {
+    /// `key`: the ed25519 key Wasm components must be signed by.
+    pub fn new(
+        bootstrap: Bootstrap,
+        base: Table,
+        source: Arc<XdsSource>,
+        key: Option<ed25519_dalek::VerifyingKey>,
+    ) -> Client {
         let subs = ORDER.iter().map(|t| (*t, Sub::default())).collect();
+        let modules = super::wasm::Modules::new(source.base_dir().to_path_buf(), key);
         Client {
+            modules,
             bootstrap,
             base,
             source,
@@ -321,7 +331,19 @@ impl Client {
         let (rds, eds) = (next.rds_names(), next.eds_names());
         next.routes.retain(|name, _| rds.contains(name));
         next.assignments.retain(|name, _| eds.contains(name));
-        match next.assemble(&self.base, self.bootstrap.admin)? {
+        // Wasm components are fetched (or found by hash) before anything is assembled; a
+        // filter whose cluster waits for its endpoints keeps the snapshot warming.
+        let mut wasm = Vec::new();
+        for f in next.wasm_filters()? {
+            match self.modules.resolve(&f, &next).await? {
+                Some(path) => wasm.push((f, path)),
+                None => {
+                    self.snapshot = next;
+                    return Ok(());
+                }
+            }
+        }
+        match next.assemble(&self.base, self.bootstrap.admin, &wasm)? {
             None => {
                 // Warming: held until the resources it names arrive.
                 self.snapshot = next;
@@ -341,6 +363,7 @@ impl Client {
                     .await
                     .map_err(|e| Rejected(format!("the resulting config was refused: {e}")))?;
                 self.applied = Some(text);
+                self.modules.keep(wasm.iter().map(|(f, _)| f));
                 self.snapshot = next;
                 Ok(())
             }

@@ -11,6 +11,7 @@ use toml::{Table, Value};
 
 use super::Rejected;
 use super::route::{self, Routes};
+use super::wasm::{self, WasmFilter};
 
 const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -20,6 +21,8 @@ const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v
 pub struct MappedListener {
     pub table: Table,
     pub routes: RouteRef,
+    /// Its Wasm HTTP filters, in order: every route runs them first.
+    pub wasm: Vec<WasmFilter>,
 }
 
 #[derive(Debug, Clone)]
@@ -86,7 +89,7 @@ pub fn map(l: &Listener) -> Result<MappedListener, Rejected> {
     };
     let hcm = HttpConnectionManager::decode(any.value.as_slice())
         .map_err(|e| Rejected(format!("{at}: http_connection_manager does not decode: {e}")))?;
-    http_filters(&hcm, &at)?;
+    let wasm = http_filters(&hcm, &at)?;
     let routes = match &hcm.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
             use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
@@ -105,13 +108,14 @@ pub fn map(l: &Listener) -> Result<MappedListener, Rejected> {
     let mut t = Table::new();
     t.insert("name".into(), Value::String(l.name.clone()));
     t.insert("address".into(), Value::String(address));
-    Ok(MappedListener { table: t, routes })
+    Ok(MappedListener { table: t, routes, wasm })
 }
 
-/// The router must be there (and last); another filter is skipped when `is_optional`,
-/// otherwise the listener is refused with its name.
-fn http_filters(hcm: &HttpConnectionManager, at: &str) -> Result<(), Rejected> {
+/// The router must be there (and last); a Wasm filter is read; another filter is skipped
+/// when `is_optional`, otherwise the listener is refused with its name.
+fn http_filters(hcm: &HttpConnectionManager, at: &str) -> Result<Vec<WasmFilter>, Rejected> {
     let mut router = false;
+    let mut out: Vec<WasmFilter> = Vec::new();
     for f in &hcm.http_filters {
         let type_url = match &f.config_type {
             Some(http_filter::ConfigType::TypedConfig(any)) => any.type_url.as_str(),
@@ -119,6 +123,15 @@ fn http_filters(hcm: &HttpConnectionManager, at: &str) -> Result<(), Rejected> {
         };
         if type_url == ROUTER || f.name == "envoy.filters.http.router" {
             router = true;
+        } else if type_url == wasm::WASM {
+            let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                continue;
+            };
+            let w = wasm::map(&f.name, any, at)?;
+            if out.iter().any(|o| o.name == w.name) {
+                return Err(Rejected(format!("{at}: two Wasm filters named {:?}", w.name)));
+            }
+            out.push(w);
         } else if f.is_optional {
             tracing::info!(filter = %f.name, "xDS: optional HTTP filter skipped (Weft does not run it)");
         } else {
@@ -133,5 +146,5 @@ fn http_filters(hcm: &HttpConnectionManager, at: &str) -> Result<(), Rejected> {
             "{at}: the HTTP connection manager has no router filter"
         )));
     }
-    Ok(())
+    Ok(out)
 }

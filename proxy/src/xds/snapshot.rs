@@ -11,6 +11,7 @@ use super::Rejected;
 use super::cluster::{Endpoints, MappedCluster};
 use super::listener::{MappedListener, RouteRef};
 use super::route::Routes;
+use super::wasm::WasmFilter;
 
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -43,9 +44,30 @@ impl Snapshot {
             .collect()
     }
 
+    /// The Wasm filters of the listeners, which must agree (the routes they run on are shared).
+    pub fn wasm_filters(&self) -> Result<Vec<WasmFilter>, Rejected> {
+        let mut listeners = self.listeners.iter();
+        let Some((first_name, first)) = listeners.next() else {
+            return Ok(Vec::new());
+        };
+        if let Some((other, _)) = listeners.find(|(_, l)| l.wasm != first.wasm) {
+            return Err(Rejected(format!(
+                "listeners {first_name:?} and {other:?} have different Wasm filters: Weft's routes are \
+                 shared by all its listeners, so all must have the same ones"
+            )));
+        }
+        Ok(first.wasm.clone())
+    }
+
     /// The config text (TOML) this snapshot serves, on top of `base` (the `[xds]` TOML file's
-    /// other tables); `Ok(None)` while warming.
-    pub fn assemble(&self, base: &Table, admin: Option<SocketAddr>) -> Result<Option<String>, Rejected> {
+    /// other tables), with `wasm` (each filter and its component's file) run first on every
+    /// route; `Ok(None)` while warming.
+    pub fn assemble(
+        &self,
+        base: &Table,
+        admin: Option<SocketAddr>,
+        wasm: &[(WasmFilter, std::path::PathBuf)],
+    ) -> Result<Option<String>, Rejected> {
         if self.listeners.is_empty() {
             return Ok(None);
         }
@@ -101,13 +123,25 @@ impl Snapshot {
         }
         let mut route_tables = Vec::new();
         for r in &routes.routes {
-            route_tables.push(Value::Table(resolve_clusters(
-                r,
-                &usable,
-                routes.validate_clusters,
-                &self.clusters,
-            )?));
+            let mut t = resolve_clusters(r, &usable, routes.validate_clusters, &self.clusters)?;
+            if !wasm.is_empty() {
+                let mut names: Vec<Value> = wasm.iter().map(|(f, _)| Value::String(f.name.clone())).collect();
+                if let Some(Value::Array(own)) = t.remove("filters") {
+                    names.extend(own);
+                }
+                t.insert("filters".into(), Value::Array(names));
+            }
+            route_tables.push(Value::Table(t));
         }
+        let filters = wasm.iter().map(|(f, path)| {
+            let mut t = Table::new();
+            t.insert("name".into(), Value::String(f.name.clone()));
+            t.insert("wasm".into(), Value::String(path.display().to_string()));
+            if let Some(c) = &f.config {
+                t.insert("config".into(), c.clone());
+            }
+            Value::Table(t)
+        });
         let mut config = base.clone();
         config.remove("xds");
         append(
@@ -116,6 +150,7 @@ impl Snapshot {
             self.listeners.values().map(|l| Value::Table(l.table.clone())),
         );
         append(&mut config, "clusters", clusters);
+        append(&mut config, "filters", filters);
         append(&mut config, "routes", route_tables);
         if let (Some(admin), false) = (admin, config.contains_key("admin")) {
             let mut a = Table::new();

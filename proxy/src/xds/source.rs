@@ -50,6 +50,11 @@ impl XdsSource {
         }
     }
 
+    /// The folder relative paths are read from.
+    pub fn base_dir(&self) -> &std::path::Path {
+        &self.base_dir
+    }
+
     /// True once a first config was accepted.
     pub fn has_config(&self) -> bool {
         self.lock().is_some()

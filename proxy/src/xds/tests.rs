@@ -204,6 +204,7 @@ fn a_route_to_a_cluster_without_usable_endpoints_answers_503_unless_validate_clu
         MappedListener {
             table: listener,
             routes: RouteRef::Inline("r".into(), xroute::map(&rc).expect("maps")),
+            wasm: Vec::new(),
         },
     );
     let mut c = toml::Table::new();
@@ -215,7 +216,10 @@ fn a_route_to_a_cluster_without_usable_endpoints_answers_503_unless_validate_clu
             endpoints: Endpoints::Static(Vec::new()),
         },
     );
-    let text = snapshot.assemble(&toml::Table::new(), None).expect("ok").expect("warm");
+    let text = snapshot
+        .assemble(&toml::Table::new(), None, &[])
+        .expect("ok")
+        .expect("warm");
     let config = crate::config::Config::parse("xds", &text).expect("valid");
     let route = config.routes[0].get_ref();
     assert_eq!(route.direct_response.as_ref().map(|d| d.get_ref().status), Some(503));
@@ -229,7 +233,7 @@ fn a_route_to_a_cluster_without_usable_endpoints_answers_503_unless_validate_clu
     if let Some(l) = snapshot.listeners.get_mut("l") {
         l.routes = RouteRef::Inline("r".into(), xroute::map(&strict).expect("maps"));
     }
-    let nack = snapshot.assemble(&toml::Table::new(), None).expect_err("NACK");
+    let nack = snapshot.assemble(&toml::Table::new(), None, &[]).expect_err("NACK");
     assert!(nack.0.contains("validate_clusters"), "{nack}");
 }
 
