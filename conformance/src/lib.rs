@@ -6,6 +6,7 @@
 //! file (see [`Weft::start_with`]). Upstreams bind port 0 too: no test picks a port.
 
 mod config;
+pub mod ads;
 pub mod h2raw;
 pub mod plugins;
 pub mod polyglot;

@@ -1,0 +1,494 @@
+//! A real ADS server (State of the World and Delta, over h2c or mutual TLS) and builders of
+//! the resources it serves: the xDS conformance tests and the fleet bench drive the real
+//! `weft` binary with it.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, AggregatedConfigSource, ConfigSource, SocketAddress, address, config_source, socket_address,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action, route_match,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+};
+use envoy_types::pb::google::protobuf::Any;
+use futures_util::Stream;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+
+use crate::Upstream;
+
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const TYPES: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+
+/// What the ADS server serves: one version of each type's resources.
+#[derive(Clone, Default)]
+pub struct Resources {
+    pub version: u64,
+    pub by_type: Vec<(&'static str, Vec<Any>)>,
+}
+
+/// A State-of-the-World ADS server: sends each type's resources when first asked and
+/// whenever they change; records every request.
+#[derive(Clone)]
+pub struct Ads {
+    pub resources: watch::Sender<Resources>,
+    pub requests: Arc<Mutex<Vec<DiscoveryRequest>>>,
+    pub delta_requests: Arc<Mutex<Vec<DeltaDiscoveryRequest>>>,
+    /// Raw responses sent as they are on every open SotW stream (hostile tests).
+    pub raw: tokio::sync::broadcast::Sender<DiscoveryResponse>,
+}
+
+pub type Responses = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, tonic::Status>> + Send>>;
+pub type DeltaResponses = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = Responses;
+    type DeltaAggregatedResourcesStream = DeltaResponses;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
+    ) -> Result<tonic::Response<Responses>, tonic::Status> {
+        let mut incoming = request.into_inner();
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut changes = self.resources.subscribe();
+        let requests = self.requests.clone();
+        let mut raw = self.raw.subscribe();
+        tokio::spawn(async move {
+            let mut sent: Vec<(String, u64)> = Vec::new();
+            let mut nonce = 0u64;
+            let mut subscribed: Vec<String> = Vec::new();
+            loop {
+                let mut send_types = Vec::new();
+                tokio::select! {
+                    req = incoming.message() => {
+                        let Ok(Some(req)) = req else { return };
+                        requests.lock().expect("requests lock").push(req.clone());
+                        if !subscribed.contains(&req.type_url) {
+                            subscribed.push(req.type_url.clone());
+                        }
+                        let current = changes.borrow().version;
+                        if !sent.iter().any(|(t, v)| *t == req.type_url && *v == current) {
+                            send_types.push(req.type_url.clone());
+                        }
+                    }
+                    changed = changes.changed() => {
+                        if changed.is_err() { return }
+                        send_types.extend(subscribed.iter().cloned());
+                    }
+                    response = raw.recv() => {
+                        let Ok(response) = response else { return };
+                        if tx.send(Ok(response)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                let snapshot = changes.borrow().clone();
+                for type_url in send_types {
+                    let resources = snapshot
+                        .by_type
+                        .iter()
+                        .find(|(t, _)| *t == type_url)
+                        .map(|(_, r)| r.clone())
+                        .unwrap_or_default();
+                    nonce += 1;
+                    sent.retain(|(t, _)| *t != type_url);
+                    sent.push((type_url.clone(), snapshot.version));
+                    let response = DiscoveryResponse {
+                        version_info: snapshot.version.to_string(),
+                        resources,
+                        type_url,
+                        nonce: nonce.to_string(),
+                        ..DiscoveryResponse::default()
+                    };
+                    if tx.send(Ok(response)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let stream: Responses = Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        Ok(tonic::Response::new(stream))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<tonic::Response<DeltaResponses>, tonic::Status> {
+        let mut incoming = request.into_inner();
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut changes = self.resources.subscribe();
+        let requests = self.delta_requests.clone();
+        tokio::spawn(async move {
+            // Per type: the version sent and the names it held.
+            let mut sent: Vec<(String, u64, Vec<String>)> = Vec::new();
+            let mut nonce = 0u64;
+            loop {
+                let mut send_types = Vec::new();
+                tokio::select! {
+                    req = incoming.message() => {
+                        let Ok(Some(req)) = req else { return };
+                        requests.lock().expect("requests lock").push(req.clone());
+                        let first = !sent.iter().any(|(t, ..)| *t == req.type_url);
+                        if first || !req.resource_names_subscribe.is_empty() {
+                            send_types.push(req.type_url.clone());
+                        }
+                    }
+                    changed = changes.changed() => {
+                        if changed.is_err() { return }
+                        send_types.extend(sent.iter().map(|(t, ..)| t.clone()));
+                    }
+                }
+                let snapshot = changes.borrow().clone();
+                for type_url in send_types {
+                    let all = snapshot
+                        .by_type
+                        .iter()
+                        .find(|(t, _)| *t == type_url)
+                        .map(|(_, r)| r.clone())
+                        .unwrap_or_default();
+                    let names: Vec<String> = all.iter().map(name_of).collect();
+                    let before = sent
+                        .iter()
+                        .find(|(t, ..)| *t == type_url)
+                        .map(|(_, _, n)| n.clone())
+                        .unwrap_or_default();
+                    let removed_resources = before.into_iter().filter(|n| !names.contains(n)).collect();
+                    let resources = all
+                        .into_iter()
+                        .map(|any| Resource {
+                            name: name_of(&any),
+                            version: snapshot.version.to_string(),
+                            resource: Some(any),
+                            ..Resource::default()
+                        })
+                        .collect();
+                    nonce += 1;
+                    sent.retain(|(t, ..)| *t != type_url);
+                    sent.push((type_url.clone(), snapshot.version, names));
+                    let response = DeltaDiscoveryResponse {
+                        system_version_info: snapshot.version.to_string(),
+                        resources,
+                        type_url,
+                        removed_resources,
+                        nonce: nonce.to_string(),
+                        ..DeltaDiscoveryResponse::default()
+                    };
+                    if tx.send(Ok(response)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let stream: DeltaResponses = Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        Ok(tonic::Response::new(stream))
+    }
+}
+
+/// A resource's name, read from its body.
+pub fn name_of(any: &Any) -> String {
+    let bytes = any.value.as_slice();
+    match any.type_url.as_str() {
+        LISTENER => Listener::decode(bytes).map(|r| r.name),
+        ROUTE => RouteConfiguration::decode(bytes).map(|r| r.name),
+        CLUSTER => Cluster::decode(bytes).map(|r| r.name),
+        _ => ClusterLoadAssignment::decode(bytes).map(|r| r.cluster_name),
+    }
+    .expect("a resource the test encoded")
+}
+
+impl Ads {
+    pub fn new(resources: Resources) -> Ads {
+        Ads {
+            resources: watch::Sender::new(resources),
+            requests: Arc::new(Mutex::new(Vec::new())),
+            pub delta_requests: Arc::new(Mutex::new(Vec::new())),
+            pub raw: tokio::sync::broadcast::channel(16).0,
+        }
+    }
+
+    /// Serves on `port` until the returned sender is dropped or sent to.
+    pub async fn serve(&self, port: u16) -> tokio::sync::oneshot::Sender<()> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind ADS");
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let service = AggregatedDiscoveryServiceServer::new(self.clone());
+        tokio::spawn(async move {
+            // Dropped when the server stops: every open stream is cut, as a restart cuts them.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => return,
+                    },
+                    _ = &mut stopped => return,
+                };
+                let service = service.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let mut service = service.clone();
+                        async move { tonic::codegen::Service::call(&mut service, req).await }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        stop
+    }
+
+    /// Serves over mutual TLS with the `weft cert` bundle in `certs`; counts the client
+    /// certificates it saw.
+    pub async fn serve_tls(&self, certs: &std::path::Path) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certs.join("server.pem"))
+            .expect("pem")
+            .collect::<Result<_, _>>()
+            .expect("certs");
+        let key = PrivateKeyDer::from_pem_file(certs.join("server-key.pem")).expect("key");
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(certs.join("ca.pem")).expect("pem") {
+            roots.add(c.expect("ca")).expect("add");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .expect("verifier");
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .expect("server config");
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let clients = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = clients.clone();
+        let service = AggregatedDiscoveryServiceServer::new(self.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, service, seen) = (acceptor.clone(), service.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else { return };
+                    if tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()) {
+                        seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let mut service = service.clone();
+                        async move { tonic::codegen::Service::call(&mut service, req).await }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        (port, clients)
+    }
+
+    pub fn push(&self, edit: impl FnOnce(&mut Resources)) {
+        self.resources.send_modify(|r| {
+            edit(r);
+            r.version += 1;
+        });
+    }
+
+    /// The requests of `type_url` so far.
+    pub fn requests(&self, type_url: &str) -> Vec<DiscoveryRequest> {
+        let all = self.requests.lock().expect("requests lock");
+        all.iter().filter(|r| r.type_url == type_url).cloned().collect()
+    }
+
+    /// Waits for a request of `type_url` that passes `check`.
+    pub async fn wait_request(&self, type_url: &str, check: impl Fn(&DiscoveryRequest) -> bool) -> DiscoveryRequest {
+        for _ in 0..1000 {
+            if let Some(r) = self.requests(type_url).into_iter().find(|r| check(r)) {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no such {type_url} request; got {:#?}", self.requests(type_url));
+    }
+}
+
+pub fn any(type_url: &str, m: &impl Message) -> Any {
+    Any {
+        type_url: type_url.into(),
+        value: m.encode_to_vec(),
+    }
+}
+
+pub fn socket(host: &str, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: host.into(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+            ..SocketAddress::default()
+        })),
+    }
+}
+
+pub fn listener(name: &str, extra_filters: Vec<HttpFilter>) -> Any {
+    let mut http_filters = extra_filters;
+    http_filters.push(HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(Any {
+            type_url: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router".into(),
+            value: Vec::new(),
+        })),
+        ..HttpFilter::default()
+    });
+    let hcm = HttpConnectionManager {
+        stat_prefix: "http".into(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            route_config_name: "routes".into(),
+            config_source: Some(ConfigSource {
+                config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+                ..ConfigSource::default()
+            }),
+        })),
+        http_filters,
+        ..HttpConnectionManager::default()
+    };
+    let l = Listener {
+        name: name.into(),
+        address: Some(socket("127.0.0.1", 0)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    &hcm,
+                ))),
+            }],
+            ..FilterChain::default()
+        }],
+        ..Listener::default()
+    };
+    any(LISTENER, &l)
+}
+
+/// Routes: `/` to `cluster`, `/regex` matched by `regex`.
+pub fn routes(cluster: &str, regex: &str) -> Any {
+    let to = |c: &str| {
+        Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(c.into())),
+            ..RouteAction::default()
+        }))
+    };
+    let rc = RouteConfiguration {
+        name: "routes".into(),
+        virtual_hosts: vec![VirtualHost {
+            name: "all".into(),
+            domains: vec!["*".into()],
+            routes: vec![
+                Route {
+                    name: "re".into(),
+                    r#match: Some(RouteMatch {
+                        path_specifier: Some(route_match::PathSpecifier::SafeRegex(
+                            envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
+                                regex: regex.into(),
+                                ..Default::default()
+                            },
+                        )),
+                        ..RouteMatch::default()
+                    }),
+                    action: to(cluster),
+                    ..Route::default()
+                },
+                Route {
+                    name: "all".into(),
+                    r#match: Some(RouteMatch {
+                        path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                        ..RouteMatch::default()
+                    }),
+                    action: to(cluster),
+                    ..Route::default()
+                },
+            ],
+            ..VirtualHost::default()
+        }],
+        ..RouteConfiguration::default()
+    };
+    any(ROUTE, &rc)
+}
+
+pub fn eds_cluster(name: &str) -> Any {
+    let c = Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(cluster::EdsClusterConfig {
+            service_name: name.into(),
+            ..Default::default()
+        }),
+        ..Cluster::default()
+    };
+    any(CLUSTER, &c)
+}
+
+/// `healthy` endpoints plus one marked UNHEALTHY (a dead address: any request sent there fails).
+pub fn assignment(name: &str, healthy: &[std::net::SocketAddr]) -> Any {
+    let ep = |a: std::net::SocketAddr, status: i32| LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(socket(&a.ip().to_string(), a.port())),
+            ..Endpoint::default()
+        })),
+        health_status: status,
+        ..LbEndpoint::default()
+    };
+    let mut lb_endpoints: Vec<LbEndpoint> = healthy.iter().map(|a| ep(*a, 1)).collect();
+    lb_endpoints.push(ep(crate::dead_addr(), 2));
+    let la = ClusterLoadAssignment {
+        cluster_name: name.into(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints,
+            ..LocalityLbEndpoints::default()
+        }],
+        ..ClusterLoadAssignment::default()
+    };
+    any(ENDPOINT, &la)
+}
+
+pub fn base(a: &Upstream, b: &Upstream) -> Resources {
+    Resources {
+        version: 1,
+        by_type: vec![
+            (CLUSTER, vec![eds_cluster("a"), eds_cluster("b")]),
+            (ENDPOINT, vec![assignment("a", &[a.addr]), assignment("b", &[b.addr])]),
+            (LISTENER, vec![listener("main", Vec::new())]),
+            (ROUTE, vec![routes("a", "/re+gex")]),
+        ],
+    }
+}
+
+pub fn set(r: &mut Resources, type_url: &str, resources: Vec<Any>) {
+    if let Some(entry) = r.by_type.iter_mut().find(|(t, _)| *t == type_url) {
+        entry.1 = resources;
+    }
+}
