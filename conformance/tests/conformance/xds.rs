@@ -2,35 +2,21 @@
 //! listeners, routes, clusters and endpoints to the real `weft` binary, which is started with
 //! nothing but `[admin]` and `[xds] bootstrap` in its TOML file.
 
-
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ConfigSource, SocketAddress, address, config_source, socket_address,
-};
-use envoy_types::pb::envoy::config::endpoint::v3::{
-    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
-};
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
-use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action, route_match,
-};
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
-};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{HttpFilter, http_filter};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
-use futures_util::Stream;
 use prost::Message;
 use weft_conformance::ads::*;
-use weft_conformance::{ReservedPort, Upstream, Weft, get};
-
+use weft_conformance::{ReservedPort, Upstream, Weft, echo_reply, get, http1_client, send};
 
 async fn start_weft(port: u16) -> (Weft, tempfile::TempDir) {
     start_weft_with(port, "GRPC").await
@@ -157,6 +143,8 @@ async fn each_kind_of_bad_resource_is_nacked_and_the_last_good_config_keeps_serv
         name: "istio.stats".into(),
         ..HttpFilter::default()
     };
+    let admin = weft.admin;
+    let admin_taken: &'static str = format!("listener \"squatter\" cannot bind {admin}").leak();
     type Case = (&'static str, Box<dyn Fn(&mut Resources)>, &'static str);
     let cases: Vec<Case> = vec![
         (
@@ -166,14 +154,16 @@ async fn each_kind_of_bad_resource_is_nacked_and_the_last_good_config_keeps_serv
         ),
         (
             LISTENER,
-            Box::new(|r| {
+            // A listener on Weft's own admin port: the bind fails, naming the address.
+            Box::new(move |r| {
+                let squatter = listener_at("squatter", "127.0.0.1", admin.port(), "routes");
                 set(
                     r,
                     LISTENER,
-                    vec![listener("main", Vec::new()), listener("second", Vec::new())],
+                    vec![listener("main", Vec::new()), any(LISTENER, &squatter)],
                 )
             }),
-            "changing listeners needs a restart",
+            admin_taken,
         ),
         (
             ROUTE,
@@ -961,4 +951,167 @@ async fn with_a_public_key_an_unsigned_or_badly_signed_component_is_nacked() {
     ads.wait_request(LISTENER, |r| r.version_info == version && r.error_detail.is_none())
         .await;
     assert_eq!(get(&url).await.header("x-greeting"), Some("signed-too"));
+}
+
+/// The listeners of `base`, plus `extra`.
+fn listeners_with(extra: Vec<Listener>) -> Vec<Any> {
+    let mut all = vec![listener("main", Vec::new())];
+    all.extend(extra.iter().map(|l| any(LISTENER, l)));
+    all
+}
+
+#[tokio::test]
+async fn a_pushed_listener_serves_and_a_dropped_one_finishes_its_request_in_flight_and_refuses_new_connections() {
+    let a = Upstream::echo("a").await;
+    // `b` holds `/slow` until the test lets it go: a request stays in flight on demand.
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let held = release.clone();
+    let b = Upstream::start(move |req| {
+        let held = held.clone();
+        async move {
+            if req.uri().path() == "/slow" {
+                let _ = held.acquire().await.map(|p| p.forget());
+            }
+            echo_reply("b", req).await
+        }
+    })
+    .await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    let main = format!("http://{}/hello", weft.listener("main"));
+
+    let added = ReservedPort::new();
+    ads.push(|r| {
+        set(
+            r,
+            LISTENER,
+            listeners_with(vec![listener_at("second", "127.0.0.1", added.port, "second")]),
+        );
+        set(r, ROUTE, vec![routes("a", "/re+gex"), route_config("second", "b")]);
+    });
+    ads.wait_request(ROUTE, |r| r.version_info == "2" && r.error_detail.is_none())
+        .await;
+    let second = format!("http://127.0.0.1:{}", added.port);
+    let reply = get(&format!("{second}/hello")).await;
+    assert_eq!(reply.status, 200, "{}\n{}", reply.text(), weft.log());
+    assert_eq!(reply.json()["upstream"], "b", "the new listener serves its own routes");
+    assert_eq!(
+        get(&main).await.json()["upstream"],
+        "a",
+        "the same path on the old listener"
+    );
+
+    // A request in flight on the listener the next push drops.
+    let hits = b.hits();
+    let slow = tokio::spawn({
+        let url = format!("{second}/slow");
+        async move { get(&url).await }
+    });
+    for _ in 0..1000 {
+        if b.hits() > hits {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(b.hits() > hits, "the slow request never reached b");
+    ads.push(|r| set(r, LISTENER, listeners_with(Vec::new())));
+    ads.wait_request(LISTENER, |r| r.version_info == "3" && r.error_detail.is_none())
+        .await;
+    let refused = tokio::net::TcpStream::connect(("127.0.0.1", added.port)).await;
+    assert!(refused.is_err(), "a dropped listener still accepts connections");
+    release.add_permits(1);
+    let reply = slow.await.expect("xds test");
+    assert_eq!(reply.status, 200, "the request in flight completes: {}", reply.text());
+    assert_eq!(reply.json()["upstream"], "b");
+    assert_eq!(get(&main).await.json()["upstream"], "a", "the kept listener serves on");
+    let listeners: serde_json::Value = serde_json::from_str(&weft.admin("GET", "/api/xds").await.1).expect("xds test");
+    assert_eq!(listeners["types"]["lds"]["version"], "3", "{listeners}");
+}
+
+#[tokio::test]
+async fn a_listener_on_an_address_in_use_is_nacked_naming_it_and_nothing_changes() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    let main = format!("http://{}/hello", weft.listener("main"));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let free = ReservedPort::new();
+    // The same update adds a listener that could bind: the update is whole or nothing.
+    ads.push(|r| {
+        set(
+            r,
+            LISTENER,
+            listeners_with(vec![
+                listener_at("fine", "127.0.0.1", free.port, "routes"),
+                listener_at("taken", "127.0.0.1", addr.port(), "routes"),
+            ]),
+        );
+    });
+    let nack = ads
+        .wait_request(LISTENER, |r| {
+            r.error_detail.as_ref().is_some_and(|e| !e.message.is_empty())
+        })
+        .await;
+    let reason = nack.error_detail.map(|e| e.message).unwrap_or_default();
+    assert!(
+        reason.contains(&format!("listener \"taken\" cannot bind {addr}")) && reason.contains("in use"),
+        "{reason}"
+    );
+    assert_eq!(get(&main).await.json()["upstream"], "a", "the old config serves");
+    let fine = tokio::net::TcpStream::connect(("127.0.0.1", free.port)).await;
+    assert!(fine.is_err(), "the listener that could bind was not left bound");
+    drop(taken);
+}
+
+/// Two route configurations for one domain: one per listener.
+fn host_routes(name: &str, cluster: &str) -> Any {
+    let mut rc = RouteConfiguration::decode(route_config(name, cluster).value.as_slice()).expect("xds test");
+    rc.virtual_hosts[0].domains = vec!["shop.example".into()];
+    any(ROUTE, &rc)
+}
+
+#[tokio::test]
+async fn two_listeners_with_their_own_route_configurations_send_the_same_request_to_different_clusters() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let mut resources = base(&a, &b);
+    set(
+        &mut resources,
+        LISTENER,
+        vec![
+            any(LISTENER, &listener_at("one", "127.0.0.1", 0, "one")),
+            any(LISTENER, &listener_at("two", "127.0.0.1", 0, "two")),
+        ],
+    );
+    set(
+        &mut resources,
+        ROUTE,
+        vec![host_routes("one", "a"), host_routes("two", "b")],
+    );
+    let ads = Ads::new(resources);
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    for (listener, upstream) in [("one", "a"), ("two", "b")] {
+        let url = format!("http://{}/cart", weft.listener(listener));
+        let reply = send(
+            &http1_client(),
+            http::Request::get(&url)
+                .header("host", "shop.example")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{listener}: {}", reply.text());
+        assert_eq!(reply.json()["upstream"], upstream, "{listener}");
+        // Another host: neither route configuration has it.
+        let other = weft_conformance::get(&url).await;
+        assert_eq!(other.status, 404, "{listener}: {}", other.text());
+    }
 }

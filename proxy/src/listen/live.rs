@@ -1,0 +1,236 @@
+//! The listeners serving now, and how a reload adds and drops them (a TOML reload and an
+//! xDS update alike). A listener the new config adds is bound before the new version is
+//! swapped in, so that an address in use rejects the reload with nothing changed; it
+//! serves once the version that routes for it is current. A listener the new config drops
+//! stops accepting at once (its sockets close: new connections are refused) and its open
+//! connections finish their in-flight requests, then close, within the drain timeout.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+
+use super::transparent::OwnPorts;
+use super::{Gate, Listener};
+use crate::config::ListenerConfig;
+use crate::state::State;
+
+/// Where listeners are served: the one work-stealing runtime, or every per-core worker's
+/// runtime (each with a socket of its own on the listener's port).
+pub enum Runtimes {
+    Shared(Handle),
+    PerCore(Vec<Handle>),
+}
+
+/// How long a reload waits for a dropped listener's accept loops to close its sockets.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+pub struct Live {
+    runtimes: Runtimes,
+    drain: Duration,
+    own_ports: Arc<OwnPorts>,
+    admin_port: Option<u16>,
+    state: Weak<State>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    running: HashMap<String, Running>,
+    /// Held weakly so the process's drain does not wait on it; gone once shutdown began.
+    drained: Option<mpsc::WeakSender<()>>,
+}
+
+struct Running {
+    bound: SocketAddr,
+    /// Dropping it (or sending `true`) stops the listener and drains its connections.
+    stop: watch::Sender<bool>,
+    /// Closed once every socket of the listener is (its accept loops have ended).
+    closed: Option<mpsc::Receiver<()>>,
+}
+
+/// What each socket of one listener is served with: the listener's stop signal, and a
+/// sender held until its accept loop ends (so a reload knows when its sockets are closed).
+#[derive(Clone)]
+pub struct Serving {
+    stop: watch::Receiver<bool>,
+    open: mpsc::Sender<()>,
+}
+
+impl Serving {
+    pub fn serve(
+        &self,
+        socket: Listener,
+        state: Arc<State>,
+        gate: Arc<Gate>,
+        drained: mpsc::Sender<()>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (stop, open) = (self.stop.clone(), self.open.clone());
+        async move {
+            socket.serve(state, gate, stop, drained).await;
+            drop(open);
+        }
+    }
+}
+
+/// Listeners bound for a reload that has not been swapped in yet; dropping it closes them.
+pub struct Staged {
+    added: Vec<(ListenerConfig, Vec<Listener>)>,
+    removed: Vec<String>,
+}
+
+impl Live {
+    pub fn new(
+        runtimes: Runtimes,
+        drain: Duration,
+        own_ports: Arc<OwnPorts>,
+        admin_port: Option<u16>,
+        state: &Arc<State>,
+        drained: &mpsc::Sender<()>,
+    ) -> Live {
+        Live {
+            runtimes,
+            drain,
+            own_ports,
+            admin_port,
+            state: Arc::downgrade(state),
+            inner: Mutex::new(Inner {
+                running: HashMap::new(),
+                drained: Some(drained.downgrade()),
+            }),
+        }
+    }
+
+    /// The per-core workers' runtimes, once they run.
+    pub fn set_runtimes(&mut self, runtimes: Runtimes) {
+        self.runtimes = runtimes;
+    }
+
+    /// Takes a listener bound at start: each of its sockets is served with [`Serving::serve`].
+    pub fn started(&self, name: &str, bound: SocketAddr) -> Serving {
+        let (stop, rx) = watch::channel(false);
+        let (open, closed) = mpsc::channel::<()>(1);
+        let running = Running {
+            bound,
+            stop,
+            closed: Some(closed),
+        };
+        self.lock().running.insert(name.to_owned(), running);
+        Serving { stop: rx, open }
+    }
+
+    /// Binds `added` (on every worker); an address that cannot be bound is the error, naming
+    /// the listener, the address and the OS's reason, and nothing is kept.
+    pub fn stage<'a>(
+        &self,
+        added: impl IntoIterator<Item = &'a ListenerConfig>,
+        removed: Vec<String>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Staged, String> {
+        if self.lock().drained.is_none() {
+            return Err("shutting down: no listener is bound".into());
+        }
+        let workers = match &self.runtimes {
+            Runtimes::Shared(_) => 1,
+            Runtimes::PerCore(handles) => handles.len(),
+        };
+        let mut staged = Staged {
+            added: Vec::new(),
+            removed,
+        };
+        for l in added {
+            let first = Listener::bind(l, metrics, workers > 1, self.drain).map_err(|e| format!("{e:#}"))?;
+            let mut sockets = Vec::with_capacity(workers);
+            for _ in 1..workers {
+                sockets.push(first.another().map_err(|e| format!("{e:#}"))?);
+            }
+            sockets.insert(0, first);
+            staged.added.push((l.clone(), sockets));
+        }
+        Ok(staged)
+    }
+
+    /// Once the version that routes for them is current: the added listeners serve, the
+    /// removed ones stop accepting and drain. Returns once the removed listeners' sockets
+    /// are closed, so that when a reload is reported done, their addresses refuse
+    /// connections.
+    pub async fn commit(&self, staged: Staged) {
+        let Some(state) = self.state.upgrade() else { return };
+        let mut closing = Vec::new();
+        let mut added = Vec::with_capacity(staged.added.len());
+        {
+            let mut inner = self.lock();
+            for name in &staged.removed {
+                if let Some(r) = inner.running.remove(name) {
+                    let _ = r.stop.send(true);
+                    tracing::info!(listener = %name, address = %r.bound, drain_timeout = ?self.drain, "listener removed: stopped accepting, draining its connections");
+                    closing.extend(r.closed);
+                }
+            }
+            let Some(drained) = inner.drained.as_ref().and_then(mpsc::WeakSender::upgrade) else {
+                return;
+            };
+            for (config, sockets) in staged.added {
+                let Some(bound) = sockets.first().and_then(|s| s.socket.local_addr().ok()) else {
+                    continue;
+                };
+                let (stop, rx) = watch::channel(false);
+                let (open, closed) = mpsc::channel::<()>(1);
+                let running = Running {
+                    bound,
+                    stop,
+                    closed: Some(closed),
+                };
+                inner.running.insert(config.name.clone(), running);
+                added.push((config, bound, sockets, Serving { stop: rx, open }));
+            }
+            self.own_ports.store(Arc::new(own_ports(&inner, self.admin_port)));
+            for (config, bound, sockets, serving) in added {
+                let gate = Gate::new(
+                    &config.name,
+                    config.limits.max_connections,
+                    config.limits.max_connections_per_client,
+                    state.metrics.clone(),
+                );
+                tracing::info!(listener = %config.name, address = %bound, "listener added: listening");
+                for (i, socket) in sockets.into_iter().enumerate() {
+                    socket.set_own_ports(&self.own_ports);
+                    let serve = serving.serve(socket, state.clone(), gate.clone(), drained.clone());
+                    match &self.runtimes {
+                        Runtimes::Shared(handle) => drop(handle.spawn(serve)),
+                        Runtimes::PerCore(handles) => drop(handles[i].spawn(serve)),
+                    }
+                }
+            }
+        }
+        for mut closed in closing {
+            // Every sender is gone once its accept loop ended; a worker that never gets to
+            // it does not hold the reload up.
+            let _ = tokio::time::timeout(CLOSE_WAIT, closed.recv()).await;
+        }
+    }
+
+    /// Every listener stops accepting and drains (the process is shutting down).
+    pub fn stop_all(&self) {
+        let mut inner = self.lock();
+        inner.drained = None;
+        for r in inner.running.values() {
+            let _ = r.stop.send(true);
+        }
+    }
+
+    /// The ports the process listens on now.
+    pub fn ports(&self) -> Box<[u16]> {
+        own_ports(&self.lock(), self.admin_port)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn own_ports(inner: &Inner, admin: Option<u16>) -> Box<[u16]> {
+    inner.running.values().map(|r| r.bound.port()).chain(admin).collect()
+}
