@@ -1028,6 +1028,12 @@ async fn a_pushed_listener_serves_and_a_dropped_one_finishes_its_request_in_flig
     assert_eq!(get(&main).await.json()["upstream"], "a", "the kept listener serves on");
     let listeners: serde_json::Value = serde_json::from_str(&weft.admin("GET", "/api/xds").await.1).expect("xds test");
     assert_eq!(listeners["types"]["lds"]["version"], "3", "{listeners}");
+    // Reported, not asserted: how long dropping the listener took to apply (its sockets
+    // closed before the ACK).
+    println!(
+        "xds: listener removal applied in {} ms",
+        listeners["types"]["lds"]["apply_ms"]
+    );
 }
 
 #[tokio::test]
@@ -1114,4 +1120,70 @@ async fn two_listeners_with_their_own_route_configurations_send_the_same_request
         let other = weft_conformance::get(&url).await;
         assert_eq!(other.status, 404, "{listener}: {}", other.text());
     }
+}
+
+#[tokio::test]
+async fn a_dropped_listeners_request_that_never_finishes_is_cut_at_the_drain_timeout() {
+    let a = Upstream::echo("a").await;
+    // `b` never answers `/stuck`.
+    let b = Upstream::start(|req| async move {
+        if req.uri().path() == "/stuck" {
+            std::future::pending::<()>().await;
+        }
+        echo_reply("b", req).await
+    })
+    .await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    // The work-stealing scheduler: listeners added later are served on its one runtime.
+    let runtime = "\n[runtime]\ndrain_timeout = \"1s\"\nscheduler = \"work-stealing\"\nworkers = 2\n";
+    let (weft, _dir) = start_weft_xds(port.port, "GRPC", runtime).await;
+    let added = ReservedPort::new();
+    ads.push(|r| {
+        set(
+            r,
+            LISTENER,
+            listeners_with(vec![listener_at("second", "127.0.0.1", added.port, "second")]),
+        );
+        set(r, ROUTE, vec![routes("a", "/re+gex"), route_config("second", "b")]);
+    });
+    ads.wait_request(ROUTE, |r| r.version_info == "2" && r.error_detail.is_none())
+        .await;
+    let second = format!("http://127.0.0.1:{}", added.port);
+    let reply = get(&format!("{second}/hello")).await;
+    assert_eq!(reply.json()["upstream"], "b", "{}", weft.log());
+
+    let hits = b.hits();
+    let stuck = tokio::spawn({
+        let url = format!("{second}/stuck");
+        async move {
+            let req = http::Request::get(&url)
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("request");
+            // Bounded so that a drain that never ends fails the test instead of hanging it.
+            tokio::time::timeout(Duration::from_secs(30), http1_client().request(req)).await
+        }
+    });
+    for _ in 0..1000 {
+        if b.hits() > hits {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(b.hits() > hits, "the stuck request never reached b");
+    ads.push(|r| set(r, LISTENER, listeners_with(Vec::new())));
+    ads.wait_request(LISTENER, |r| r.version_info == "3" && r.error_detail.is_none())
+        .await;
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", added.port)).await.is_err());
+    let outcome = stuck.await.expect("xds test");
+    match outcome {
+        Ok(Err(_)) => {}
+        Ok(Ok(resp)) => panic!("a request that never finishes was answered {}", resp.status()),
+        Err(_) => panic!("the connection outlived the drain timeout:\n{}", weft.log()),
+    }
+    assert_eq!(
+        get(&format!("http://{}/hello", weft.listener("main"))).await.json()["upstream"],
+        "a"
+    );
 }

@@ -623,4 +623,63 @@ mod listeners {
         let nack = xcluster::map(&header).expect_err("NACK");
         assert!(nack.0.contains("use_http_header"), "{nack}");
     }
+
+    #[test]
+    fn an_inbound_listener_chooses_its_filter_chain_by_destination_port() {
+        use envoy_types::pb::envoy::config::listener::v3::ListenerFilter;
+        // Istio's virtualInbound: the original_dst listener filter, a chain per port, the
+        // rest passed through to InboundPassthroughCluster.
+        let port = |p: u32| {
+            Some(FilterChainMatch {
+                destination_port: Some(UInt32Value { value: p }),
+                transport_protocol: "raw_buffer".into(),
+                ..FilterChainMatch::default()
+            })
+        };
+        let inbound = Listener {
+            name: "virtualInbound".into(),
+            address: socket("0.0.0.0", 15006),
+            listener_filters: vec![ListenerFilter {
+                name: "envoy.filters.listener.original_dst".into(),
+                ..ListenerFilter::default()
+            }],
+            filter_chains: vec![
+                chain(None, vec![tcp("InboundPassthroughCluster")]),
+                chain(port(8080), vec![hcm("inbound|8080")]),
+            ],
+            ..Listener::default()
+        };
+        let s = snapshot(
+            &[inbound],
+            &[routes("inbound|8080", "*", "app")],
+            &[original_dst("InboundPassthroughCluster"), static_cluster("app")],
+        );
+        let mapped = &s.listeners["virtualInbound"];
+        assert_eq!(mapped.shape, listener::Shape::Transparent { hands_off: false });
+        let config = assembled(&s);
+        assert_eq!(
+            config.listeners[0].get_ref().transparent,
+            Some(crate::config::Transparent::Redirect)
+        );
+        let routes: Vec<(Option<u16>, String)> = config
+            .routes
+            .iter()
+            .map(|r| {
+                let r = r.get_ref();
+                assert_eq!(r.matches.listeners, ["virtualInbound"]);
+                (
+                    r.matches.destination_port,
+                    r.cluster.as_ref().map(|c| c.get_ref().clone()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                (Some(8080), "app".to_owned()),
+                (None, "InboundPassthroughCluster".to_owned())
+            ],
+            "the port's chain first, the passthrough last"
+        );
+    }
 }
