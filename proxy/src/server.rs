@@ -172,6 +172,9 @@ pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>
     // with no drain (cli::systemd_is_told_when_weft_is_ready_and_when_it_stops saw it).
     let stop = stop_signal()?;
     let _ready_file = ready_file.map(|path| ReadyFile::write(path, &bound)).transpose()?;
+    if let Some(path) = ready_file {
+        live.ready_file(path, bound);
+    }
     sd_notify("READY=1");
 
     let signal = stop.await;

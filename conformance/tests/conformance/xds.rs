@@ -953,6 +953,20 @@ async fn with_a_public_key_an_unsigned_or_badly_signed_component_is_nacked() {
     assert_eq!(get(&url).await.header("x-greeting"), Some("signed-too"));
 }
 
+/// The listeners the ready file names now (it follows listeners as they come and go).
+fn ready_listeners(weft: &Weft) -> Vec<(String, u16)> {
+    let text = std::fs::read_to_string(weft.dir.path().join("ready.json")).expect("the ready file");
+    let ready: serde_json::Value = serde_json::from_str(&text).expect("xds test");
+    let listeners = ready["listeners"].as_array().cloned().unwrap_or_default();
+    listeners
+        .iter()
+        .map(|l| {
+            let address: std::net::SocketAddr = l["address"].as_str().unwrap_or("").parse().expect("an address");
+            (l["name"].as_str().unwrap_or("").to_owned(), address.port())
+        })
+        .collect()
+}
+
 /// The listeners of `base`, plus `extra`.
 fn listeners_with(extra: Vec<Listener>) -> Vec<Any> {
     let mut all = vec![listener("main", Vec::new())];
@@ -1002,6 +1016,12 @@ async fn a_pushed_listener_serves_and_a_dropped_one_finishes_its_request_in_flig
         "a",
         "the same path on the old listener"
     );
+    let main_port = weft.listener("main").port();
+    assert_eq!(
+        ready_listeners(&weft),
+        [("main".to_owned(), main_port), ("second".to_owned(), added.port)],
+        "the ready file names the added listener"
+    );
 
     // A request in flight on the listener the next push drops.
     let hits = b.hits();
@@ -1026,6 +1046,7 @@ async fn a_pushed_listener_serves_and_a_dropped_one_finishes_its_request_in_flig
     assert_eq!(reply.status, 200, "the request in flight completes: {}", reply.text());
     assert_eq!(reply.json()["upstream"], "b");
     assert_eq!(get(&main).await.json()["upstream"], "a", "the kept listener serves on");
+    assert_eq!(ready_listeners(&weft), [("main".to_owned(), main_port)]);
     let listeners: serde_json::Value = serde_json::from_str(&weft.admin("GET", "/api/xds").await.1).expect("xds test");
     assert_eq!(listeners["types"]["lds"]["version"], "3", "{listeners}");
     // Reported, not asserted: how long dropping the listener took to apply (its sockets

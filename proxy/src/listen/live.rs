@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use super::transparent::OwnPorts;
 use super::{Gate, Listener};
 use crate::config::ListenerConfig;
+use crate::ready::{Bound, BoundListener, ReadyFile};
 use crate::state::State;
 
 /// Where listeners are served: the one work-stealing runtime, or every per-core worker's
@@ -39,6 +40,8 @@ pub struct Live {
 
 struct Inner {
     running: HashMap<String, Running>,
+    /// The ready file and what it says, rewritten as listeners come and go.
+    ready: Option<(std::path::PathBuf, Bound)>,
     /// Held weakly so the process's drain does not wait on it; gone once shutdown began.
     drained: Option<mpsc::WeakSender<()>>,
 }
@@ -98,6 +101,7 @@ impl Live {
             state: Arc::downgrade(state),
             inner: Mutex::new(Inner {
                 running: HashMap::new(),
+                ready: None,
                 drained: Some(drained.downgrade()),
             }),
         }
@@ -187,6 +191,7 @@ impl Live {
                 added.push((config, bound, sockets, Serving { stop: rx, open }));
             }
             self.own_ports.store(Arc::new(own_ports(&inner, self.admin_port)));
+            rewrite_ready_file(&mut inner);
             for (config, bound, sockets, serving) in added {
                 let gate = Gate::new(
                     &config.name,
@@ -212,10 +217,16 @@ impl Live {
         }
     }
 
+    /// The ready file was written with `bound`: it is kept up to date from now on.
+    pub fn ready_file(&self, path: &std::path::Path, bound: Bound) {
+        self.lock().ready = Some((path.to_owned(), bound));
+    }
+
     /// Every listener stops accepting and drains (the process is shutting down).
     pub fn stop_all(&self) {
         let mut inner = self.lock();
         inner.drained = None;
+        inner.ready = None;
         for r in inner.running.values() {
             let _ = r.stop.send(true);
         }
@@ -228,6 +239,30 @@ impl Live {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The ready file names the listeners serving now (a dropped one's entry goes, an added
+/// one's comes, by name); a failure to write it is logged, never fatal.
+fn rewrite_ready_file(inner: &mut Inner) {
+    let Inner { running, ready, .. } = inner;
+    let Some((path, bound)) = ready else { return };
+    bound
+        .listeners
+        .retain(|l| running.get(&l.name).is_some_and(|r| r.bound == l.address));
+    let mut added: Vec<BoundListener> = running
+        .iter()
+        .filter(|(name, _)| !bound.listeners.iter().any(|l| l.name == **name))
+        .map(|(name, r)| BoundListener {
+            name: name.clone(),
+            address: r.bound,
+            http3: None,
+        })
+        .collect();
+    added.sort_by(|a, b| a.name.cmp(&b.name));
+    bound.listeners.extend(added);
+    if let Err(e) = ReadyFile::rewrite(path, bound) {
+        tracing::warn!(error = %e, "cannot rewrite the ready file");
     }
 }
 
