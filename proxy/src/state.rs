@@ -332,20 +332,11 @@ impl State {
 }
 
 /// The listeners a reload adds and drops (by name): a listener whose settings changed is
-/// dropped and added again. An added one may not take the address of a dropped one (which
-/// still holds it while draining), and HTTP/3 listeners are bound at start only.
+/// dropped and added again (`listen::live` checks their addresses). HTTP/3 listeners are
+/// bound at start only.
 fn listener_changes(running: &[ListenerSpec], wanted: &[ListenerSpec]) -> Result<(Vec<String>, Vec<String>), String> {
     let removed: Vec<&ListenerSpec> = running.iter().filter(|r| !wanted.contains(r)).collect();
     let added: Vec<&ListenerSpec> = wanted.iter().filter(|w| !running.contains(w)).collect();
-    for a in &added {
-        if let Some(r) = removed.iter().find(|r| r.address == a.address && a.address.port() != 0) {
-            return Err(format!(
-                "listener {:?} would take {} from listener {:?}, which holds it while it drains: changing \
-                 listeners needs a restart when the address stays (a listener on another address is bound at once)",
-                a.name, a.address, r.name
-            ));
-        }
-    }
     if let Some(h) = added.iter().chain(&removed).find(|l| l.http3) {
         return Err(format!(
             "listener {:?} has http3: HTTP/3 listeners are bound at start, adding or removing one needs a restart",

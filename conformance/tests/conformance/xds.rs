@@ -1094,6 +1094,31 @@ async fn a_listener_on_an_address_in_use_is_nacked_naming_it_and_nothing_changes
     let fine = tokio::net::TcpStream::connect(("127.0.0.1", free.port)).await;
     assert!(fine.is_err(), "the listener that could bind was not left bound");
     drop(taken);
+
+    // A listener on every address at the port `main` serves: with per-core workers'
+    // SO_REUSEPORT both could bind and split main's connections; refused, naming both.
+    let main_addr = weft.listener("main");
+    ads.push(|r| {
+        let wildcard = listener_at("wildcard", "0.0.0.0", main_addr.port(), "routes");
+        set(r, LISTENER, listeners_with(vec![wildcard]));
+    });
+    let version = ads.resources.borrow().version.to_string();
+    let nack = ads
+        .wait_request(LISTENER, |r| {
+            r.response_nonce != nack.response_nonce
+                && r.error_detail.as_ref().is_some_and(|e| e.message.contains("overlaps"))
+        })
+        .await;
+    let reason = nack.error_detail.map(|e| e.message).unwrap_or_default();
+    assert!(
+        reason.contains(&format!(
+            "listener \"wildcard\" on 0.0.0.0:{} overlaps listener \"main\" on {main_addr}",
+            main_addr.port()
+        )),
+        "{reason}"
+    );
+    assert_ne!(nack.version_info, version);
+    assert_eq!(get(&main).await.json()["upstream"], "a");
 }
 
 /// Two route configurations for one domain: one per listener.

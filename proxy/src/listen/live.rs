@@ -51,7 +51,7 @@ struct Running {
     /// Dropping it (or sending `true`) stops the listener and drains its connections.
     stop: watch::Sender<bool>,
     /// Closed once every socket of the listener is (its accept loops have ended).
-    closed: Option<mpsc::Receiver<()>>,
+    closed: mpsc::Receiver<()>,
 }
 
 /// What each socket of one listener is served with: the listener's stop signal, and a
@@ -116,25 +116,46 @@ impl Live {
     pub fn started(&self, name: &str, bound: SocketAddr) -> Serving {
         let (stop, rx) = watch::channel(false);
         let (open, closed) = mpsc::channel::<()>(1);
-        let running = Running {
-            bound,
-            stop,
-            closed: Some(closed),
-        };
+        let running = Running { bound, stop, closed };
         self.lock().running.insert(name.to_owned(), running);
         Serving { stop: rx, open }
     }
 
     /// Binds `added` (on every worker); an address that cannot be bound is the error, naming
-    /// the listener, the address and the OS's reason, and nothing is kept.
+    /// the listener, the address and the OS's reason, and nothing is kept. An added listener
+    /// may not share the port of a running one at an overlapping address: a dropped one
+    /// holds it while it drains, and beside a kept one both would bind (per-core workers'
+    /// `SO_REUSEPORT`) and the kernel would split the connections between them.
     pub fn stage<'a>(
         &self,
         added: impl IntoIterator<Item = &'a ListenerConfig>,
         removed: Vec<String>,
         metrics: &crate::metrics::Metrics,
     ) -> Result<Staged, String> {
-        if self.lock().drained.is_none() {
-            return Err("shutting down: no listener is bound".into());
+        let added: Vec<&ListenerConfig> = added.into_iter().collect();
+        {
+            let inner = self.lock();
+            if inner.drained.is_none() {
+                return Err("shutting down: no listener is bound".into());
+            }
+            for l in &added {
+                let Some((name, r)) = inner.running.iter().find(|(_, r)| overlaps(r.bound, l.address)) else {
+                    continue;
+                };
+                return Err(if removed.contains(name) {
+                    format!(
+                        "listener {:?} would take {} from listener {name:?} on {}, which holds it while it drains: \
+                         changing listeners needs a restart when the address stays (a listener on another address \
+                         is bound at once)",
+                        l.name, l.address, r.bound
+                    )
+                } else {
+                    format!(
+                        "listener {:?} on {} overlaps listener {name:?} on {}",
+                        l.name, l.address, r.bound
+                    )
+                });
+            }
         }
         let workers = match &self.runtimes {
             Runtimes::Shared(_) => 1,
@@ -170,7 +191,7 @@ impl Live {
                 if let Some(r) = inner.running.remove(name) {
                     let _ = r.stop.send(true);
                     tracing::info!(listener = %name, address = %r.bound, drain_timeout = ?self.drain, "listener removed: stopped accepting, draining its connections");
-                    closing.extend(r.closed);
+                    closing.push(r.closed);
                 }
             }
             let Some(drained) = inner.drained.as_ref().and_then(mpsc::WeakSender::upgrade) else {
@@ -182,11 +203,7 @@ impl Live {
                 };
                 let (stop, rx) = watch::channel(false);
                 let (open, closed) = mpsc::channel::<()>(1);
-                let running = Running {
-                    bound,
-                    stop,
-                    closed: Some(closed),
-                };
+                let running = Running { bound, stop, closed };
                 inner.running.insert(config.name.clone(), running);
                 added.push((config, bound, sockets, Serving { stop: rx, open }));
             }
@@ -268,4 +285,37 @@ fn rewrite_ready_file(inner: &mut Inner) {
 
 fn own_ports(inner: &Inner, admin: Option<u16>) -> Box<[u16]> {
     inner.running.values().map(|r| r.bound.port()).chain(admin).collect()
+}
+
+/// Two listening addresses that would take the same connections: one family and port (not
+/// 0), and one address or a wildcard. (`[::]` beside `0.0.0.0` is how a listener serves
+/// both families: the kernel refuses the pair if the IPv6 socket is dual-stack.)
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4()
+        && a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlaps;
+
+    #[test]
+    fn listening_addresses_overlap_on_one_port_at_one_address_or_a_wildcard() {
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().expect("addr");
+        assert!(overlaps(addr("127.0.0.1:80"), addr("127.0.0.1:80")));
+        assert!(overlaps(addr("0.0.0.0:80"), addr("10.0.0.1:80")));
+        assert!(overlaps(addr("[::]:80"), addr("[fd00::1]:80")));
+        assert!(
+            !overlaps(addr("[::]:15001"), addr("0.0.0.0:15001")),
+            "one listener per family"
+        );
+        assert!(!overlaps(addr("127.0.0.1:80"), addr("127.0.0.2:80")));
+        assert!(!overlaps(addr("0.0.0.0:80"), addr("0.0.0.0:81")));
+        assert!(
+            !overlaps(addr("127.0.0.1:8080"), addr("127.0.0.1:0")),
+            "the kernel picks another port"
+        );
+    }
 }
