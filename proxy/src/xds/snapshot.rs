@@ -255,6 +255,7 @@ impl Snapshot {
                             wasm,
                             handed: handed.then(|| name.clone()),
                             plain,
+                            everyone: false,
                         });
                     }
                     ChainAction::Tcp(cluster) => {
@@ -285,10 +286,14 @@ impl Snapshot {
                             wasm: &[],
                             handed: None,
                             plain: false,
+                            everyone: false,
                         });
                     }
                 }
             }
+        }
+        if let [only] = groups.as_mut_slice() {
+            only.everyone = only.plain;
         }
         // Stable: the most specific match first, passthrough after the routes it backs.
         groups.sort_by_key(|g| {
@@ -317,6 +322,9 @@ struct Group<'a> {
     handed: Option<String>,
     /// Serves its listeners' every connection (no destination match).
     plain: bool,
+    /// Serves every listener: its routes need not name them (one route configuration for
+    /// all, as most gateways have, costs no listener check per route).
+    everyone: bool,
 }
 
 impl Group<'_> {
@@ -330,10 +338,12 @@ impl Group<'_> {
         }
         let m = t.entry("match").or_insert_with(|| Value::Table(Table::new()));
         if let Value::Table(m) = m {
-            m.insert(
-                "listeners".into(),
-                Value::Array(self.listeners.iter().cloned().map(Value::String).collect()),
-            );
+            if !self.everyone {
+                m.insert(
+                    "listeners".into(),
+                    Value::Array(self.listeners.iter().cloned().map(Value::String).collect()),
+                );
+            }
             if let Some(d) = &self.destination {
                 m.insert("destination".into(), Value::String(d.clone()));
             }

@@ -491,6 +491,14 @@ mod listeners {
                 ("cb".to_owned(), vec!["two".to_owned()]),
             ]
         );
+        // One route configuration for every listener: its routes name none (no check per route).
+        let shared = snapshot(
+            &[bound("one", 1, "a"), bound("three", 3, "a")],
+            &[routes("a", "shop.example", "ca")],
+            &[static_cluster("ca")],
+        );
+        let config = assembled(&shared);
+        assert!(config.routes.iter().all(|r| r.get_ref().matches.listeners.is_empty()));
         // Waiting for a route configuration one listener names: warming.
         let mut waiting = s.clone();
         waiting.routes.remove("b");
