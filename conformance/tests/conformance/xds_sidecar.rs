@@ -297,4 +297,43 @@ async fn istios_sidecar_shape_over_xds_serves_a_real_redirect() {
         .await;
     let moved = sidecar.curl(&format!("http://{B4}:8080/orders/8"));
     assert_eq!(moved["port"], 8080, "{moved}");
+
+    // A listener for port 8081 added after start: what the app dials there now takes its
+    // routes (to a cluster of the app's 8080) instead of passing through.
+    let to_8080 = format!("{B4}:8080").parse().expect("addr");
+    ads.push(|r| {
+        set(
+            r,
+            CLUSTER,
+            vec![
+                original_dst_cluster("PassthroughCluster"),
+                static_cluster("outbound|8080||web", to_8080),
+            ],
+        );
+        set(
+            r,
+            LISTENER,
+            vec![
+                any(LISTENER, &virtual_outbound(OUTBOUND, "PassthroughCluster")),
+                any(
+                    LISTENER,
+                    &handed_listener("0.0.0.0", 8081, "8081", "PassthroughCluster"),
+                ),
+            ],
+        );
+        set(
+            r,
+            ROUTE,
+            vec![routes_to("8081", "/", "outbound|8080||web", "PassthroughCluster")],
+        );
+    });
+    ads.wait_request(ROUTE, |r| r.version_info == "3" && r.error_detail.is_none())
+        .await;
+    let added = sidecar.curl(&format!("http://{B4}:8081/added"));
+    assert_eq!(added["port"], 8080, "{added}");
+    // And 8080's listener, dropped by the same update: passed through now.
+    let dropped = sidecar.curl(&format!("http://{B4}:8080/orders/9"));
+    assert_eq!(dropped["port"], 8080, "{dropped}");
+    let record = sidecar.logged("/orders/9").await;
+    assert_eq!(record["route"], "virtualOutbound/passthrough", "{record}");
 }

@@ -8,7 +8,7 @@
 //! `tcp_proxy` to an ORIGINAL_DST cluster (`PassthroughCluster`) is passthrough. Anything
 //! else of Istio's is a NACK naming it.
 
-use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener, filter};
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener, filter, listener_filter};
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use prost::Message;
 use toml::{Table, Value};
@@ -30,9 +30,11 @@ const OBSERVERS: [&str; 3] = [
 pub fn shape(l: &Listener, address: &str, at: &str) -> Result<Option<Shape>, Rejected> {
     let hands_off = l.use_original_dst.is_some_and(|v| v.value);
     let original_dst = l.listener_filters.iter().any(|f| {
-        f.name == ORIGINAL_DST_FILTER
-            || matches!(&f.config_type, Some(envoy_types::pb::envoy::config::listener::v3::listener_filter::ConfigType::TypedConfig(any))
-                if any.type_url.ends_with(".original_dst.v3.OriginalDst"))
+        let typed = match &f.config_type {
+            Some(listener_filter::ConfigType::TypedConfig(any)) => any.type_url.as_str(),
+            _ => "",
+        };
+        f.name == ORIGINAL_DST_FILTER || typed.ends_with(".original_dst.v3.OriginalDst")
     });
     let binds = l.bind_to_port.is_none_or(|v| v.value);
     match (hands_off || original_dst, binds) {
