@@ -1016,6 +1016,12 @@ async fn a_pushed_listener_serves_and_a_dropped_one_finishes_its_request_in_flig
         "a",
         "the same path on the old listener"
     );
+    let view: serde_json::Value = serde_json::from_str(&weft.admin("GET", "/api/xds").await.1).expect("xds test");
+    // Reported, not asserted: the update that bound the listener (its routes' RDS).
+    println!(
+        "xds: listener addition applied in {} ms",
+        view["types"]["rds"]["apply_ms"]
+    );
     let main_port = weft.listener("main").port();
     assert_eq!(
         ready_listeners(&weft),
@@ -1232,4 +1238,38 @@ async fn a_dropped_listeners_request_that_never_finishes_is_cut_at_the_drain_tim
         get(&format!("http://{}/hello", weft.listener("main"))).await.json()["upstream"],
         "a"
     );
+}
+
+#[tokio::test]
+async fn a_pushed_listener_binds_only_once_its_routes_arrived() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    let main = format!("http://{}/hello", weft.listener("main"));
+    let added = ReservedPort::new();
+    // The listener names a route configuration the server does not have (yet).
+    ads.push(|r| {
+        set(
+            r,
+            LISTENER,
+            listeners_with(vec![listener_at("later", "127.0.0.1", added.port, "later")]),
+        )
+    });
+    ads.wait_request(LISTENER, |r| r.version_info == "2" && r.error_detail.is_none())
+        .await;
+    ads.wait_request(ROUTE, |r| r.resource_names.iter().any(|n| n == "later"))
+        .await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", added.port)).await.is_err(),
+        "a listener whose routes have not arrived is bound"
+    );
+    assert_eq!(get(&main).await.json()["upstream"], "a", "the running config serves");
+    ads.push(|r| set(r, ROUTE, vec![routes("a", "/re+gex"), route_config("later", "b")]));
+    ads.wait_request(ROUTE, |r| r.version_info == "3" && r.error_detail.is_none())
+        .await;
+    let reply = get(&format!("http://127.0.0.1:{}/hello", added.port)).await;
+    assert_eq!(reply.json()["upstream"], "b", "{}", reply.text());
 }
