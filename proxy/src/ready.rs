@@ -22,7 +22,7 @@ pub struct Bound {
     pub pid: u32,
 }
 
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Debug)]
 pub struct BoundListener {
     pub name: String,
     /// The TCP address (HTTP/1.1, h2c or TLS).
