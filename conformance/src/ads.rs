@@ -260,6 +260,37 @@ impl Ads {
         stop
     }
 
+    /// Serves on the Unix socket `path` (reachable from another network namespace through
+    /// a relay there) until the returned sender is dropped or sent to.
+    pub async fn serve_unix(&self, path: &std::path::Path) -> tokio::sync::oneshot::Sender<()> {
+        let listener = tokio::net::UnixListener::bind(path).expect("bind ADS");
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let service = AggregatedDiscoveryServiceServer::new(self.clone());
+        tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => return,
+                    },
+                    _ = &mut stopped => return,
+                };
+                let service = service.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let mut service = service.clone();
+                        async move { tonic::codegen::Service::call(&mut service, req).await }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        stop
+    }
+
     /// Serves over mutual TLS with the `weft cert` bundle in `certs`; counts the client
     /// certificates it saw.
     pub async fn serve_tls(&self, certs: &std::path::Path) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
@@ -490,5 +521,186 @@ pub fn base(a: &Upstream, b: &Upstream) -> Resources {
 pub fn set(r: &mut Resources, type_url: &str, resources: Vec<Any>) {
     if let Some(entry) = r.by_type.iter_mut().find(|(t, _)| *t == type_url) {
         entry.1 = resources;
+    }
+}
+
+/// An HTTP connection manager as a network filter: the router, routes from RDS `rds`.
+pub fn hcm_filter(rds: &str) -> Filter {
+    let router = HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(Any {
+            type_url: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router".into(),
+            value: Vec::new(),
+        })),
+        ..HttpFilter::default()
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: "http".into(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            route_config_name: rds.into(),
+            config_source: Some(ConfigSource {
+                config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+                ..ConfigSource::default()
+            }),
+        })),
+        http_filters: vec![router],
+        ..HttpConnectionManager::default()
+    };
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(
+            "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            &hcm,
+        ))),
+    }
+}
+
+/// A `tcp_proxy` network filter to `cluster`.
+pub fn tcp_proxy_filter(cluster: &str) -> Filter {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+    let tcp = TcpProxy {
+        stat_prefix: cluster.into(),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.into())),
+        ..TcpProxy::default()
+    };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(
+            "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            &tcp,
+        ))),
+    }
+}
+
+/// A listener on `host:port` whose one filter chain serves the route configuration `rds`.
+pub fn listener_at(name: &str, host: &str, port: u16, rds: &str) -> Listener {
+    Listener {
+        name: name.into(),
+        address: Some(socket(host, port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![hcm_filter(rds)],
+            ..FilterChain::default()
+        }],
+        ..Listener::default()
+    }
+}
+
+/// A route configuration `name` sending every path of every host to `cluster`.
+pub fn route_config(name: &str, cluster: &str) -> Any {
+    let rc = RouteConfiguration {
+        name: name.into(),
+        virtual_hosts: vec![VirtualHost {
+            name: format!("{name}-all"),
+            domains: vec!["*".into()],
+            routes: vec![Route {
+                name: "all".into(),
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                    ..RouteMatch::default()
+                }),
+                action: Some(route::Action::Route(RouteAction {
+                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.into())),
+                    ..RouteAction::default()
+                })),
+                ..Route::default()
+            }],
+            ..VirtualHost::default()
+        }],
+        ..RouteConfiguration::default()
+    };
+    any(ROUTE, &rc)
+}
+
+/// A STATIC cluster with one endpoint.
+pub fn static_cluster(name: &str, endpoint: std::net::SocketAddr) -> Any {
+    let c = Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.into(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(socket(&endpoint.ip().to_string(), endpoint.port())),
+                        ..Endpoint::default()
+                    })),
+                    ..LbEndpoint::default()
+                }],
+                ..LocalityLbEndpoints::default()
+            }],
+            ..ClusterLoadAssignment::default()
+        }),
+        ..Cluster::default()
+    };
+    any(CLUSTER, &c)
+}
+
+/// An ORIGINAL_DST cluster, as Istio's `PassthroughCluster`.
+pub fn original_dst_cluster(name: &str) -> Any {
+    let c = Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::OriginalDst as i32,
+        )),
+        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+        connect_timeout: Some(envoy_types::pb::google::protobuf::Duration { seconds: 10, nanos: 0 }),
+        ..Cluster::default()
+    };
+    any(CLUSTER, &c)
+}
+
+/// Istio's `virtualOutbound`: `use_original_dst` on `port`, a chain for connections to
+/// the listener itself (Istio's blackhole) and one passing the rest to `passthrough`.
+pub fn virtual_outbound(port: u16, passthrough: &str) -> Listener {
+    use envoy_types::pb::envoy::config::listener::v3::FilterChainMatch;
+    Listener {
+        name: "virtualOutbound".into(),
+        address: Some(socket("0.0.0.0", port)),
+        use_original_dst: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
+        filter_chains: vec![
+            FilterChain {
+                name: "virtualOutbound-blackhole".into(),
+                filter_chain_match: Some(FilterChainMatch {
+                    destination_port: Some(envoy_types::pb::google::protobuf::UInt32Value { value: u32::from(port) }),
+                    ..FilterChainMatch::default()
+                }),
+                filters: vec![tcp_proxy_filter("BlackHoleCluster")],
+                ..FilterChain::default()
+            },
+            FilterChain {
+                name: "virtualOutbound-catchall-tcp".into(),
+                filters: vec![tcp_proxy_filter(passthrough)],
+                ..FilterChain::default()
+            },
+        ],
+        ..Listener::default()
+    }
+}
+
+/// An Istio outbound listener that binds nothing (`bind_to_port: false`), serving the
+/// route configuration `rds` for connections to `host:port` handed over by the virtual
+/// listener; non-HTTP goes to `passthrough`.
+pub fn handed_listener(host: &str, port: u16, rds: &str, passthrough: &str) -> Listener {
+    use envoy_types::pb::envoy::config::listener::v3::FilterChainMatch;
+    Listener {
+        name: format!("{host}_{port}"),
+        address: Some(socket(host, port)),
+        bind_to_port: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
+        filter_chains: vec![FilterChain {
+            filter_chain_match: Some(FilterChainMatch {
+                transport_protocol: "raw_buffer".into(),
+                application_protocols: vec!["http/1.1".into(), "h2c".into()],
+                ..FilterChainMatch::default()
+            }),
+            filters: vec![hcm_filter(rds)],
+            ..FilterChain::default()
+        }],
+        default_filter_chain: Some(FilterChain {
+            filters: vec![tcp_proxy_filter(passthrough)],
+            ..FilterChain::default()
+        }),
+        ..Listener::default()
     }
 }

@@ -2,11 +2,12 @@
 //! (`accept`), TCP with optional TLS serving HTTP/1.1 and HTTP/2 (`tcp`), QUIC serving
 //! HTTP/3 (`quic`), what an idle connection keeps (`rest`), and the time limits on a
 //! connection (`watchdog`); sidecar listeners take intercepted connections (`transparent`,
-//! telling HTTP from the rest with `detect`). Every request they read goes to `proxy::handle`, whose first
+//! telling HTTP from the rest with `detect`); `live` adds and drops listeners on reload. Every request they read goes to `proxy::handle`, whose first
 //! step is the front door (`front`).
 
 pub mod accept;
 pub mod detect;
+pub mod live;
 pub mod quic;
 pub mod rest;
 pub mod tcp;

@@ -41,6 +41,12 @@ impl ReadyFile {
     /// Writes `bound` as JSON to `path` atomically (a temporary file in the same folder,
     /// then a rename): a reader sees no file or the whole file, never a part.
     pub fn write(path: &Path, bound: &Bound) -> anyhow::Result<ReadyFile> {
+        ReadyFile::rewrite(path, bound)?;
+        Ok(ReadyFile { path: path.to_owned() })
+    }
+
+    /// Writes the file again, the same way, when listeners are added or dropped.
+    pub fn rewrite(path: &Path, bound: &Bound) -> anyhow::Result<()> {
         let context = |e: std::io::Error| anyhow::anyhow!("ready file {}: {e}", path.display());
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -51,7 +57,7 @@ impl ReadyFile {
         text.push(b'\n');
         tmp.write_all(&text).map_err(context)?;
         tmp.persist(path).map_err(|e| context(e.error))?;
-        Ok(ReadyFile { path: path.to_owned() })
+        Ok(())
     }
 }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, ListenerConfig, Scheduler};
+use crate::listen::live::{Live, Runtimes, Serving};
+use crate::listen::transparent::OwnPorts;
 use crate::listen::{Gate, Listener};
 use crate::ready::{Bound, BoundListener, ReadyFile, sd_notify};
 use crate::state::{ConfigSource, State};
@@ -34,7 +36,7 @@ pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>
     let mut listeners = Vec::new();
     let mut quic = Vec::new();
     for l in config.listeners.iter().map(|l| l.get_ref()) {
-        let (listener, endpoint) = bind_listener(l, &state).await?;
+        let (listener, endpoint) = bind_listener(l, &state, config.runtime.drain_timeout).await?;
         if let Some(endpoint) = endpoint {
             quic.push((l.clone(), endpoint));
         }
@@ -64,13 +66,26 @@ pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>
     if let Some(socket) = &admin {
         bound.admin = Some(socket.local_addr()?);
     }
+    // Listeners come and go with reloads (`listen::live`); each stops on its own signal.
+    let runtimes = match config.runtime.scheduler {
+        Scheduler::WorkStealing => Runtimes::Shared(tokio::runtime::Handle::current()),
+        Scheduler::PerCore => Runtimes::PerCore(Vec::new()),
+    };
+    let own_ports = Arc::new(OwnPorts::from_pointee(Box::default()));
+    let mut live = Live::new(
+        runtimes,
+        config.runtime.drain_timeout,
+        own_ports.clone(),
+        bound.admin.map(|a| a.port()),
+        &state,
+        &drained_tx,
+    );
+    let mut serving: HashMap<Arc<str>, Serving> = HashMap::new();
+    for l in &bound.listeners {
+        serving.insert(l.name.as_str().into(), live.started(&l.name, l.address));
+    }
     // A sidecar listener refuses connections meant for any of these: the proxy itself.
-    let own_ports: Vec<u16> = bound
-        .listeners
-        .iter()
-        .map(|l| l.address.port())
-        .chain(bound.admin.map(|a| a.port()))
-        .collect();
+    own_ports.store(Arc::new(live.ports()));
     for listener in &listeners {
         listener.set_own_ports(&own_ports);
     }
@@ -96,20 +111,25 @@ pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>
         Scheduler::WorkStealing => {
             for listener in listeners {
                 let gate = gates[&*listener.name].clone();
-                tokio::spawn(listener.serve(state.clone(), gate, shutdown.clone(), drained_tx.clone()));
+                let serve = serving[&*listener.name].serve(listener, state.clone(), gate, drained_tx.clone());
+                tokio::spawn(serve);
             }
+            // Only the sockets' tasks may hold a listener open (`Live::commit` waits on them).
+            drop(serving);
         }
         Scheduler::PerCore => {
             let serve = Serve {
                 state: state.clone(),
                 gates: gates.clone(),
-                shutdown: shutdown.clone(),
+                serving,
                 drained: drained_tx.clone(),
                 exit,
             };
-            start_workers(listeners, serve)?;
+            live.set_runtimes(Runtimes::PerCore(start_workers(listeners, serve)?));
         }
     }
+    let live = Arc::new(live);
+    state.set_live(live.clone());
     for (l, endpoint) in quic {
         tracing::info!(listener = %l.name, address = %endpoint.local_addr()?, "listening for HTTP/3 (UDP)");
         if let Ok(mut endpoints) = state.quic_endpoints.lock() {
@@ -152,11 +172,15 @@ pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>
     // with no drain (cli::systemd_is_told_when_weft_is_ready_and_when_it_stops saw it).
     let stop = stop_signal()?;
     let _ready_file = ready_file.map(|path| ReadyFile::write(path, &bound)).transpose()?;
+    if let Some(path) = ready_file {
+        live.ready_file(path, bound);
+    }
     sd_notify("READY=1");
 
     let signal = stop.await;
     sd_notify("STOPPING=1");
     tracing::info!(signal, drain_timeout = ?config.runtime.drain_timeout, "shutting down: draining in-flight requests");
+    live.stop_all();
     let _ = shutdown_tx.send(true);
     drop(drained_tx);
     match tokio::time::timeout(config.runtime.drain_timeout, drained.recv()).await {
@@ -173,7 +197,8 @@ pub async fn run(config: Config, source: ConfigSource, ready_file: Option<&Path>
 struct Serve {
     state: Arc<State>,
     gates: HashMap<Arc<str>, Arc<Gate>>,
-    shutdown: watch::Receiver<bool>,
+    /// How each listener is served (its stop signal, `Live`).
+    serving: HashMap<Arc<str>, Serving>,
     drained: mpsc::Sender<()>,
     /// Fires when the process is done draining: the worker's runtime then stops.
     exit: watch::Receiver<bool>,
@@ -182,8 +207,9 @@ struct Serve {
 /// Starts [`worker::count`] worker threads, each with its own single-threaded runtime and
 /// its own socket per listener (the first worker takes the sockets bound at start, the
 /// others bind theirs with `SO_REUSEPORT` on the same ports), so that the kernel spreads
-/// connections over the workers and each connection stays on one thread.
-fn start_workers(listeners: Vec<Listener>, serve: Serve) -> anyhow::Result<()> {
+/// connections over the workers and each connection stays on one thread. Returns each
+/// worker's runtime, where listeners added later are served too.
+fn start_workers(listeners: Vec<Listener>, serve: Serve) -> anyhow::Result<Vec<tokio::runtime::Handle>> {
     let n = worker::count();
     let mut per_worker: Vec<Vec<Listener>> = (0..n).map(|_| Vec::new()).collect();
     for listener in listeners {
@@ -192,9 +218,11 @@ fn start_workers(listeners: Vec<Listener>, serve: Serve) -> anyhow::Result<()> {
         }
         per_worker[0].push(listener);
     }
+    let mut handles = Vec::with_capacity(n);
     for (i, listeners) in per_worker.into_iter().enumerate() {
         // Built here, so that a runtime that cannot start fails the start.
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        handles.push(rt.handle().clone());
         let serve = serve.clone();
         std::thread::Builder::new()
             .name(format!("weft-worker-{i}"))
@@ -204,14 +232,16 @@ fn start_workers(listeners: Vec<Listener>, serve: Serve) -> anyhow::Result<()> {
                     let Serve {
                         state,
                         gates,
-                        shutdown,
+                        serving,
                         drained,
                         mut exit,
                     } = serve;
                     for listener in listeners {
                         let gate = gates[&listener.name].clone();
-                        tokio::spawn(listener.serve(state.clone(), gate, shutdown.clone(), drained.clone()));
+                        let serve = serving[&listener.name].serve(listener, state.clone(), gate, drained.clone());
+                        tokio::spawn(serve);
                     }
+                    drop(serving);
                     drop(drained);
                     let _ = exit.wait_for(|done| *done).await;
                 });
@@ -219,13 +249,17 @@ fn start_workers(listeners: Vec<Listener>, serve: Serve) -> anyhow::Result<()> {
                 rt.shutdown_timeout(Duration::from_secs(1));
             })?;
     }
-    Ok(())
+    Ok(handles)
 }
 
 /// Binds one listener's TCP socket and, with `http3`, its UDP socket on the same port
 /// (`Alt-Svc` names one port for both). On port 0 the kernel picks the TCP port, and the
 /// UDP one may be taken there: then both are tried again on another.
-async fn bind_listener(l: &ListenerConfig, state: &State) -> anyhow::Result<(Listener, Option<quinn::Endpoint>)> {
+async fn bind_listener(
+    l: &ListenerConfig,
+    state: &State,
+    drain: Duration,
+) -> anyhow::Result<(Listener, Option<quinn::Endpoint>)> {
     const TRIES_ON_PORT_ZERO: usize = 16;
     let mut tries = if l.http3 && l.address.port() == 0 {
         TRIES_ON_PORT_ZERO
@@ -233,7 +267,7 @@ async fn bind_listener(l: &ListenerConfig, state: &State) -> anyhow::Result<(Lis
         1
     };
     loop {
-        let listener = Listener::bind(l, &state.metrics, worker::count() > 1)?;
+        let listener = Listener::bind(l, &state.metrics, worker::count() > 1, drain)?;
         if !l.http3 {
             return Ok((listener, None));
         }

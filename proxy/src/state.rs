@@ -59,7 +59,8 @@ pub struct Version {
     pub built_at: u64,
 }
 
-/// What identifies a listener's socket and behaviour; fixed for the life of the process.
+/// What identifies a listener's socket and behaviour: a listener whose spec changes on
+/// reload is dropped and bound again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSpec {
     name: String,
@@ -71,6 +72,18 @@ pub struct ListenerSpec {
     front: crate::config::FrontDoor,
     limits: crate::config::ListenerLimits,
     timeouts: crate::config::ListenerTimeouts,
+    /// A sidecar listener's settings (`transparent`, `opaque_ports`, …).
+    sidecar: Option<SidecarSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarSpec {
+    transparent: crate::config::Transparent,
+    opaque_ports: Vec<u16>,
+    detect_timeout: std::time::Duration,
+    passthrough_mark: Option<u32>,
+    peer_tls: crate::config::PeerTls,
+    strict_ports: Vec<u16>,
 }
 
 /// Where the config comes from.
@@ -135,6 +148,8 @@ pub struct State {
     pub draining: AtomicBool,
     /// The access log and tracing, reconfigured with each version.
     pub observe: Arc<crate::observe::Observer>,
+    /// The listeners serving, which a reload adds to and drops from; set once they serve.
+    live: std::sync::OnceLock<Arc<crate::listen::live::Live>>,
 }
 
 /// Reload results kept for the admin API and the status page.
@@ -178,7 +193,13 @@ impl State {
             started_at: SystemTime::now(),
             draining: AtomicBool::new(false),
             observe,
+            live: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Hands the state the listeners serving, so reloads may add and drop listeners.
+    pub fn set_live(&self, live: Arc<crate::listen::live::Live>) {
+        let _ = self.live.set(live);
     }
 
     /// The version serving now.
@@ -242,12 +263,19 @@ impl State {
         let config = self.source.load()?;
         let running = self.current();
         let wanted = listener_specs(&config);
-        if wanted != running.listeners {
-            return Err(config.source.error(
-                "listeners differ from the running ones (name, address, trust_forwarded, tls on/off, \
-                 http3, forward_client_cert, path handling, limits, timeouts): changing listeners needs a restart",
-            ));
-        }
+        let changes = if wanted == running.listeners {
+            None
+        } else {
+            let live = self.live.get().ok_or_else(|| {
+                config
+                    .source
+                    .error("listeners differ from the running ones and Weft is not serving yet")
+            })?;
+            Some((
+                live,
+                listener_changes(&running.listeners, &wanted).map_err(|e| config.source.error(e))?,
+            ))
+        };
         if config.kv.as_ref().map(|k| k.get_ref()) != self.kv.as_ref() {
             return Err(config
                 .source
@@ -268,6 +296,22 @@ impl State {
             Some(&running),
         )
         .await?;
+        // Bound now, before anything changes: an address in use rejects the whole reload.
+        let staged = match changes {
+            Some((live, (added, removed))) => {
+                let added = config
+                    .listeners
+                    .iter()
+                    .map(|l| l.get_ref())
+                    .filter(|l| added.contains(&l.name));
+                Some((
+                    live,
+                    live.stage(added, removed, &self.metrics)
+                        .map_err(|e| config.source.error(e))?,
+                ))
+            }
+            None => None,
+        };
         self.observe.reconfigure(&config)?;
         for (name, endpoint) in self
             .quic_endpoints
@@ -280,6 +324,27 @@ impl State {
             }
         }
         self.current.store(Arc::new(runtime));
+        if let Some((live, staged)) = staged {
+            live.commit(staged).await;
+        }
         Ok(version)
     }
+}
+
+/// The listeners a reload adds and drops (by name): a listener whose settings changed is
+/// dropped and added again (`listen::live` checks their addresses). HTTP/3 listeners are
+/// bound at start only.
+fn listener_changes(running: &[ListenerSpec], wanted: &[ListenerSpec]) -> Result<(Vec<String>, Vec<String>), String> {
+    let removed: Vec<&ListenerSpec> = running.iter().filter(|r| !wanted.contains(r)).collect();
+    let added: Vec<&ListenerSpec> = wanted.iter().filter(|w| !running.contains(w)).collect();
+    if let Some(h) = added.iter().chain(&removed).find(|l| l.http3) {
+        return Err(format!(
+            "listener {:?} has http3: HTTP/3 listeners are bound at start, adding or removing one needs a restart",
+            h.name
+        ));
+    }
+    Ok((
+        added.iter().map(|l| l.name.clone()).collect(),
+        removed.iter().map(|l| l.name.clone()).collect(),
+    ))
 }

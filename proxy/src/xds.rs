@@ -7,6 +7,7 @@
 //! - `ads`: the ADS stream (State of the World): subscriptions, ACK and NACK, reconnects;
 //! - `delta`: the same over Delta xDS (`DELTA_GRPC`);
 //! - `listener`, `route`, `cluster`: one resource type each, mapped onto Weft's tables;
+//! - `sidecar`: Istio's sidecar listeners (`use_original_dst`, `bind_to_port: false`);
 //! - `snapshot`: the resources held, and the whole config assembled from them once warm;
 //! - `source`: the `state::ConfigProvider` the running state reloads from;
 //! - `wasm`: Wasm filters named in an HTTP connection manager, fetched by hash.
@@ -22,6 +23,7 @@ pub mod delta;
 pub mod listener;
 #[allow(deprecated)]
 pub mod route;
+pub mod sidecar;
 pub mod snapshot;
 pub mod source;
 pub mod wasm;

@@ -48,3 +48,5 @@ mod soak;
 mod xds;
 // docs/sidecar.md
 mod sidecar;
+// docs/sidecar.md "Over xDS": Istio's sidecar shape from an ADS server
+mod xds_sidecar;

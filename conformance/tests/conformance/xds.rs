@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{HttpFilter, http_filter};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
@@ -14,7 +16,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use weft_conformance::ads::*;
-use weft_conformance::{ReservedPort, Upstream, Weft, get};
+use weft_conformance::{ReservedPort, Upstream, Weft, echo_reply, get, http1_client, send};
 
 async fn start_weft(port: u16) -> (Weft, tempfile::TempDir) {
     start_weft_with(port, "GRPC").await
@@ -141,6 +143,8 @@ async fn each_kind_of_bad_resource_is_nacked_and_the_last_good_config_keeps_serv
         name: "istio.stats".into(),
         ..HttpFilter::default()
     };
+    let admin = weft.admin;
+    let admin_taken: &'static str = format!("listener \"squatter\" cannot bind {admin}").leak();
     type Case = (&'static str, Box<dyn Fn(&mut Resources)>, &'static str);
     let cases: Vec<Case> = vec![
         (
@@ -150,14 +154,16 @@ async fn each_kind_of_bad_resource_is_nacked_and_the_last_good_config_keeps_serv
         ),
         (
             LISTENER,
-            Box::new(|r| {
+            // A listener on Weft's own admin port: the bind fails, naming the address.
+            Box::new(move |r| {
+                let squatter = listener_at("squatter", "127.0.0.1", admin.port(), "routes");
                 set(
                     r,
                     LISTENER,
-                    vec![listener("main", Vec::new()), listener("second", Vec::new())],
+                    vec![listener("main", Vec::new()), any(LISTENER, &squatter)],
                 )
             }),
-            "changing listeners needs a restart",
+            admin_taken,
         ),
         (
             ROUTE,
@@ -945,4 +951,325 @@ async fn with_a_public_key_an_unsigned_or_badly_signed_component_is_nacked() {
     ads.wait_request(LISTENER, |r| r.version_info == version && r.error_detail.is_none())
         .await;
     assert_eq!(get(&url).await.header("x-greeting"), Some("signed-too"));
+}
+
+/// The listeners the ready file names now (it follows listeners as they come and go).
+fn ready_listeners(weft: &Weft) -> Vec<(String, u16)> {
+    let text = std::fs::read_to_string(weft.dir.path().join("ready.json")).expect("the ready file");
+    let ready: serde_json::Value = serde_json::from_str(&text).expect("xds test");
+    let listeners = ready["listeners"].as_array().cloned().unwrap_or_default();
+    listeners
+        .iter()
+        .map(|l| {
+            let address: std::net::SocketAddr = l["address"].as_str().unwrap_or("").parse().expect("an address");
+            (l["name"].as_str().unwrap_or("").to_owned(), address.port())
+        })
+        .collect()
+}
+
+/// The listeners of `base`, plus `extra`.
+fn listeners_with(extra: Vec<Listener>) -> Vec<Any> {
+    let mut all = vec![listener("main", Vec::new())];
+    all.extend(extra.iter().map(|l| any(LISTENER, l)));
+    all
+}
+
+#[tokio::test]
+async fn a_pushed_listener_serves_and_a_dropped_one_finishes_its_request_in_flight_and_refuses_new_connections() {
+    let a = Upstream::echo("a").await;
+    // `b` holds `/slow` until the test lets it go: a request stays in flight on demand.
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let held = release.clone();
+    let b = Upstream::start(move |req| {
+        let held = held.clone();
+        async move {
+            if req.uri().path() == "/slow" {
+                let _ = held.acquire().await.map(|p| p.forget());
+            }
+            echo_reply("b", req).await
+        }
+    })
+    .await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    let main = format!("http://{}/hello", weft.listener("main"));
+
+    let added = ReservedPort::new();
+    ads.push(|r| {
+        set(
+            r,
+            LISTENER,
+            listeners_with(vec![listener_at("second", "127.0.0.1", added.port, "second")]),
+        );
+        set(r, ROUTE, vec![routes("a", "/re+gex"), route_config("second", "b")]);
+    });
+    ads.wait_request(ROUTE, |r| r.version_info == "2" && r.error_detail.is_none())
+        .await;
+    let second = format!("http://127.0.0.1:{}", added.port);
+    let reply = get(&format!("{second}/hello")).await;
+    assert_eq!(reply.status, 200, "{}\n{}", reply.text(), weft.log());
+    assert_eq!(reply.json()["upstream"], "b", "the new listener serves its own routes");
+    assert_eq!(
+        get(&main).await.json()["upstream"],
+        "a",
+        "the same path on the old listener"
+    );
+    let view: serde_json::Value = serde_json::from_str(&weft.admin("GET", "/api/xds").await.1).expect("xds test");
+    // Reported, not asserted: the update that bound the listener (its routes' RDS).
+    println!(
+        "xds: listener addition applied in {} ms",
+        view["types"]["rds"]["apply_ms"]
+    );
+    let main_port = weft.listener("main").port();
+    assert_eq!(
+        ready_listeners(&weft),
+        [("main".to_owned(), main_port), ("second".to_owned(), added.port)],
+        "the ready file names the added listener"
+    );
+
+    // A request in flight on the listener the next push drops.
+    let hits = b.hits();
+    let slow = tokio::spawn({
+        let url = format!("{second}/slow");
+        async move { get(&url).await }
+    });
+    for _ in 0..1000 {
+        if b.hits() > hits {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(b.hits() > hits, "the slow request never reached b");
+    ads.push(|r| set(r, LISTENER, listeners_with(Vec::new())));
+    ads.wait_request(LISTENER, |r| r.version_info == "3" && r.error_detail.is_none())
+        .await;
+    let refused = tokio::net::TcpStream::connect(("127.0.0.1", added.port)).await;
+    assert!(refused.is_err(), "a dropped listener still accepts connections");
+    release.add_permits(1);
+    let reply = slow.await.expect("xds test");
+    assert_eq!(reply.status, 200, "the request in flight completes: {}", reply.text());
+    assert_eq!(reply.json()["upstream"], "b");
+    assert_eq!(get(&main).await.json()["upstream"], "a", "the kept listener serves on");
+    assert_eq!(ready_listeners(&weft), [("main".to_owned(), main_port)]);
+    let listeners: serde_json::Value = serde_json::from_str(&weft.admin("GET", "/api/xds").await.1).expect("xds test");
+    assert_eq!(listeners["types"]["lds"]["version"], "3", "{listeners}");
+    // Reported, not asserted: how long dropping the listener took to apply (its sockets
+    // closed before the ACK).
+    println!(
+        "xds: listener removal applied in {} ms",
+        listeners["types"]["lds"]["apply_ms"]
+    );
+}
+
+#[tokio::test]
+async fn a_listener_on_an_address_in_use_is_nacked_naming_it_and_nothing_changes() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    let main = format!("http://{}/hello", weft.listener("main"));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let free = ReservedPort::new();
+    // The same update adds a listener that could bind: the update is whole or nothing.
+    ads.push(|r| {
+        set(
+            r,
+            LISTENER,
+            listeners_with(vec![
+                listener_at("fine", "127.0.0.1", free.port, "routes"),
+                listener_at("taken", "127.0.0.1", addr.port(), "routes"),
+            ]),
+        );
+    });
+    let nack = ads
+        .wait_request(LISTENER, |r| {
+            r.error_detail.as_ref().is_some_and(|e| !e.message.is_empty())
+        })
+        .await;
+    let reason = nack.error_detail.map(|e| e.message).unwrap_or_default();
+    assert!(
+        reason.contains(&format!("listener \"taken\" cannot bind {addr}")) && reason.contains("in use"),
+        "{reason}"
+    );
+    assert_eq!(get(&main).await.json()["upstream"], "a", "the old config serves");
+    let fine = tokio::net::TcpStream::connect(("127.0.0.1", free.port)).await;
+    assert!(fine.is_err(), "the listener that could bind was not left bound");
+    drop(taken);
+
+    // A listener on every address at the port `main` serves: with per-core workers'
+    // SO_REUSEPORT both could bind and split main's connections; refused, naming both.
+    let main_addr = weft.listener("main");
+    ads.push(|r| {
+        let wildcard = listener_at("wildcard", "0.0.0.0", main_addr.port(), "routes");
+        set(r, LISTENER, listeners_with(vec![wildcard]));
+    });
+    let version = ads.resources.borrow().version.to_string();
+    let nack = ads
+        .wait_request(LISTENER, |r| {
+            r.response_nonce != nack.response_nonce
+                && r.error_detail.as_ref().is_some_and(|e| e.message.contains("overlaps"))
+        })
+        .await;
+    let reason = nack.error_detail.map(|e| e.message).unwrap_or_default();
+    assert!(
+        reason.contains(&format!(
+            "listener \"wildcard\" on 0.0.0.0:{} overlaps listener \"main\" on {main_addr}",
+            main_addr.port()
+        )),
+        "{reason}"
+    );
+    assert_ne!(nack.version_info, version);
+    assert_eq!(get(&main).await.json()["upstream"], "a");
+}
+
+/// Two route configurations for one domain: one per listener.
+fn host_routes(name: &str, cluster: &str) -> Any {
+    let mut rc = RouteConfiguration::decode(route_config(name, cluster).value.as_slice()).expect("xds test");
+    rc.virtual_hosts[0].domains = vec!["shop.example".into()];
+    any(ROUTE, &rc)
+}
+
+#[tokio::test]
+async fn two_listeners_with_their_own_route_configurations_send_the_same_request_to_different_clusters() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let mut resources = base(&a, &b);
+    set(
+        &mut resources,
+        LISTENER,
+        vec![
+            any(LISTENER, &listener_at("one", "127.0.0.1", 0, "one")),
+            any(LISTENER, &listener_at("two", "127.0.0.1", 0, "two")),
+        ],
+    );
+    set(
+        &mut resources,
+        ROUTE,
+        vec![host_routes("one", "a"), host_routes("two", "b")],
+    );
+    let ads = Ads::new(resources);
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    for (listener, upstream) in [("one", "a"), ("two", "b")] {
+        let url = format!("http://{}/cart", weft.listener(listener));
+        let reply = send(
+            &http1_client(),
+            http::Request::get(&url)
+                .header("host", "shop.example")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{listener}: {}", reply.text());
+        assert_eq!(reply.json()["upstream"], upstream, "{listener}");
+        // Another host: neither route configuration has it.
+        let other = weft_conformance::get(&url).await;
+        assert_eq!(other.status, 404, "{listener}: {}", other.text());
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_listeners_request_that_never_finishes_is_cut_at_the_drain_timeout() {
+    let a = Upstream::echo("a").await;
+    // `b` never answers `/stuck`.
+    let b = Upstream::start(|req| async move {
+        if req.uri().path() == "/stuck" {
+            std::future::pending::<()>().await;
+        }
+        echo_reply("b", req).await
+    })
+    .await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    // The work-stealing scheduler: listeners added later are served on its one runtime.
+    let runtime = "\n[runtime]\ndrain_timeout = \"1s\"\nscheduler = \"work-stealing\"\nworkers = 2\n";
+    let (weft, _dir) = start_weft_xds(port.port, "GRPC", runtime).await;
+    let added = ReservedPort::new();
+    ads.push(|r| {
+        set(
+            r,
+            LISTENER,
+            listeners_with(vec![listener_at("second", "127.0.0.1", added.port, "second")]),
+        );
+        set(r, ROUTE, vec![routes("a", "/re+gex"), route_config("second", "b")]);
+    });
+    ads.wait_request(ROUTE, |r| r.version_info == "2" && r.error_detail.is_none())
+        .await;
+    let second = format!("http://127.0.0.1:{}", added.port);
+    let reply = get(&format!("{second}/hello")).await;
+    assert_eq!(reply.json()["upstream"], "b", "{}", weft.log());
+
+    let hits = b.hits();
+    let stuck = tokio::spawn({
+        let url = format!("{second}/stuck");
+        async move {
+            let req = http::Request::get(&url)
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("request");
+            // Bounded so that a drain that never ends fails the test instead of hanging it.
+            tokio::time::timeout(Duration::from_secs(30), http1_client().request(req)).await
+        }
+    });
+    for _ in 0..1000 {
+        if b.hits() > hits {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(b.hits() > hits, "the stuck request never reached b");
+    ads.push(|r| set(r, LISTENER, listeners_with(Vec::new())));
+    ads.wait_request(LISTENER, |r| r.version_info == "3" && r.error_detail.is_none())
+        .await;
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", added.port)).await.is_err());
+    let outcome = stuck.await.expect("xds test");
+    match outcome {
+        Ok(Err(_)) => {}
+        Ok(Ok(resp)) => panic!("a request that never finishes was answered {}", resp.status()),
+        Err(_) => panic!("the connection outlived the drain timeout:\n{}", weft.log()),
+    }
+    assert_eq!(
+        get(&format!("http://{}/hello", weft.listener("main"))).await.json()["upstream"],
+        "a"
+    );
+}
+
+#[tokio::test]
+async fn a_pushed_listener_binds_only_once_its_routes_arrived() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let ads = Ads::new(base(&a, &b));
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port).await;
+    let main = format!("http://{}/hello", weft.listener("main"));
+    let added = ReservedPort::new();
+    // The listener names a route configuration the server does not have (yet).
+    ads.push(|r| {
+        set(
+            r,
+            LISTENER,
+            listeners_with(vec![listener_at("later", "127.0.0.1", added.port, "later")]),
+        )
+    });
+    ads.wait_request(LISTENER, |r| r.version_info == "2" && r.error_detail.is_none())
+        .await;
+    ads.wait_request(ROUTE, |r| r.resource_names.iter().any(|n| n == "later"))
+        .await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", added.port)).await.is_err(),
+        "a listener whose routes have not arrived is bound"
+    );
+    assert_eq!(get(&main).await.json()["upstream"], "a", "the running config serves");
+    ads.push(|r| set(r, ROUTE, vec![routes("a", "/re+gex"), route_config("later", "b")]));
+    ads.wait_request(ROUTE, |r| r.version_info == "3" && r.error_detail.is_none())
+        .await;
+    let reply = get(&format!("http://127.0.0.1:{}/hello", added.port)).await;
+    assert_eq!(reply.json()["upstream"], "b", "{}", reply.text());
 }

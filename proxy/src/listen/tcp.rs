@@ -40,6 +40,9 @@ struct Settings {
     counters: Arc<crate::metrics::ListenerCounters>,
     /// A sidecar listener's interception settings (`transparent`).
     intercept: Option<super::transparent::Intercept>,
+    /// How long a connection may take to finish its in-flight requests once the listener
+    /// stops (the process's drain, or the listener dropped by a reload); then it is cut.
+    drain: std::time::Duration,
 }
 
 /// A bound listener, ready to serve. Its socket becomes a tokio one in `serve`, on the
@@ -110,6 +113,7 @@ impl Listener {
         config: &ListenerConfig,
         metrics: &crate::metrics::Metrics,
         reuse_port: bool,
+        drain: std::time::Duration,
     ) -> anyhow::Result<Listener> {
         let (name, addr) = (&config.name, config.address);
         let socket = listen(addr, reuse_port, config.transparent)
@@ -137,6 +141,7 @@ impl Listener {
                 http2,
                 counters: Arc::new(metrics.listener(&config.name)),
                 intercept: super::transparent::Intercept::new(config),
+                drain,
             }),
         })
     }
@@ -156,9 +161,10 @@ impl Listener {
         })
     }
 
-    /// Tells a transparent listener every port the process listens on (before serving),
-    /// so that it refuses connections whose original destination is the proxy itself.
-    pub fn set_own_ports(&self, ports: &[u16]) {
+    /// Gives a transparent listener the ports the process listens on (before serving; kept
+    /// up to date as listeners come and go), so that it refuses connections whose original
+    /// destination is the proxy itself.
+    pub fn set_own_ports(&self, ports: &Arc<super::transparent::OwnPorts>) {
         if let Some(intercept) = &self.settings.intercept {
             intercept.set_own_ports(ports);
         }
@@ -370,7 +376,7 @@ async fn serve_connection<I>(
                 Err(e) => break Err(e.into()),
                 Ok(Protocol::Http2) => {
                     let http = settings.http2.serve_connection(TokioIo::new(io), service);
-                    break Box::pin(run(http, &mut shutdown, expired.as_mut(), &closing)).await;
+                    break Box::pin(run(http, &mut shutdown, settings.drain, expired.as_mut(), &closing)).await;
                 }
                 Ok(Protocol::Http1) => {}
             }
@@ -392,7 +398,7 @@ async fn serve_connection<I>(
             _ = shutdown.changed() => {
                 // Finish what is in flight, accept no new request on this connection.
                 Pin::new(&mut *http).graceful_shutdown();
-                break (&mut *http).await.map_err(Into::into);
+                break within(settings.drain, &mut *http).await;
             }
             turn = poll_fn(|cx| match Pin::new(&mut *http).poll(cx) {
                 Poll::Ready(result) => Poll::Ready(Turn::Done(result)),
@@ -406,7 +412,7 @@ async fn serve_connection<I>(
             Turn::Upgrade => {
                 activity.built(false);
                 let http = Box::pin(http.with_upgrades());
-                break run(http, &mut shutdown, expired.as_mut(), &closing).await;
+                break run(http, &mut shutdown, settings.drain, expired.as_mut(), &closing).await;
             }
             Turn::Rest => {
                 activity.built(false);
@@ -434,6 +440,7 @@ async fn serve_connection<I>(
 async fn run<C>(
     mut http: C,
     shutdown: &mut watch::Receiver<bool>,
+    drain: std::time::Duration,
     expired: Pin<&mut impl Future<Output = Expiry>>,
     closing: &impl Fn(Expiry),
 ) -> Result<(), ConnError>
@@ -445,7 +452,7 @@ where
         _ = shutdown.changed() => {
             // Finish what is in flight, accept no new request on this connection.
             Pin::new(&mut http).graceful();
-            http.await.map_err(Into::into)
+            within(drain, http).await
         }
         expiry = expired => {
             closing(expiry);
@@ -456,6 +463,18 @@ where
             }
             Ok(())
         }
+    }
+}
+
+/// A connection told to shut down gracefully, given `drain` to finish; then it is dropped
+/// (closed) with whatever is still in flight.
+async fn within(
+    drain: std::time::Duration,
+    http: impl Future<Output = Result<(), hyper::Error>>,
+) -> Result<(), ConnError> {
+    match tokio::time::timeout(drain, http).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err("the drain timeout passed with requests in flight".into()),
     }
 }
 

@@ -10,7 +10,7 @@
 //! only TLS is taken.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -30,9 +30,13 @@ pub struct Intercept {
     strict: PeerTls,
     strict_ports: Box<[u16]>,
     /// The ports this process listens on (every listener and the admin API), known once
-    /// all are bound: a destination on one of them at a local address is the proxy itself.
-    own_ports: OnceLock<Box<[u16]>>,
+    /// all are bound and replaced as listeners come and go: a destination on one of them at
+    /// a local address is the proxy itself.
+    own_ports: OnceLock<Arc<OwnPorts>>,
 }
+
+/// The ports the process listens on, shared by its transparent listeners.
+pub type OwnPorts = arc_swap::ArcSwap<Box<[u16]>>;
 
 impl Intercept {
     pub fn new(config: &ListenerConfig) -> Option<Intercept> {
@@ -49,13 +53,13 @@ impl Intercept {
     }
 
     /// Tells the listener the ports of the whole process, before it serves.
-    pub fn set_own_ports(&self, ports: &[u16]) {
-        let _ = self.own_ports.set(ports.into());
+    pub fn set_own_ports(&self, ports: &Arc<OwnPorts>) {
+        let _ = self.own_ports.set(ports.clone());
     }
 
     fn is_self(&self, dst: SocketAddr) -> bool {
-        let ports = self.own_ports.get().map_or(&[][..], |p| &p[..]);
-        ports.contains(&dst.port()) && is_local(dst.ip())
+        let own = self.own_ports.get().is_some_and(|p| p.load().contains(&dst.port()));
+        own && is_local(dst.ip())
     }
 }
 

@@ -19,6 +19,8 @@ pub struct MappedCluster {
 #[derive(Debug, Clone)]
 pub enum Endpoints {
     Static(Vec<Value>),
+    /// An ORIGINAL_DST cluster: each request goes where its connection was going.
+    Original,
     /// The `ClusterLoadAssignment` name (`eds_cluster_config.service_name`, else the cluster's).
     Eds(String),
 }
@@ -55,7 +57,7 @@ pub fn map(c: &Cluster) -> Result<MappedCluster, Rejected> {
                 .ok_or_else(|| Rejected(format!("{at}: a {kind:?} cluster needs load_assignment")))?;
             Endpoints::Static(endpoints(la, &at)?)
         }
-        cluster::DiscoveryType::OriginalDst => return Err(no("type ORIGINAL_DST")),
+        cluster::DiscoveryType::OriginalDst => return original_dst(c, t, &at),
     };
     let lb = match cluster::LbPolicy::try_from(c.lb_policy) {
         Ok(cluster::LbPolicy::RoundRobin) => "round_robin",
@@ -160,6 +162,40 @@ pub fn map(c: &Cluster) -> Result<MappedCluster, Rejected> {
         t.insert("health_check".into(), Value::Table(h));
     }
     Ok(MappedCluster { table: t, endpoints })
+}
+
+/// An ORIGINAL_DST cluster (Istio's `PassthroughCluster`, `InboundPassthroughCluster`) as a
+/// `kind = "original_destination"` cluster. Such a cluster sends each request once to the
+/// connection's original destination: a route's retry or hash policy for it is not kept.
+fn original_dst(c: &Cluster, mut t: Table, at: &str) -> Result<MappedCluster, Rejected> {
+    let no = |what: &str| Rejected(format!("{at}: {what} is not supported on an ORIGINAL_DST cluster"));
+    if !matches!(
+        cluster::LbPolicy::try_from(c.lb_policy),
+        Ok(cluster::LbPolicy::ClusterProvided | cluster::LbPolicy::RoundRobin)
+    ) {
+        return Err(no("an lb_policy other than CLUSTER_PROVIDED"));
+    }
+    if let Some(cluster::LbConfig::OriginalDstLbConfig(o)) = &c.lb_config
+        && (o.use_http_header || o.upstream_port_override.is_some())
+    {
+        return Err(no("original_dst_lb_config (use_http_header, upstream_port_override)"));
+    }
+    if !c.health_checks.is_empty() || c.outlier_detection.is_some() {
+        return Err(no("a health check or outlier detection"));
+    }
+    if c.transport_socket.is_some() || !c.transport_socket_matches.is_empty() {
+        return Err(no("UpstreamTlsContext (TLS to endpoints needs SDS, not built yet)"));
+    }
+    t.insert("kind".into(), Value::String("original_destination".into()));
+    if let Some(d) = &c.connect_timeout
+        && let Some(text) = duration_text(d.seconds, d.nanos).filter(|_| d.seconds > 0 || d.nanos > 0)
+    {
+        t.insert("connect_timeout".into(), Value::String(text));
+    }
+    Ok(MappedCluster {
+        table: t,
+        endpoints: Endpoints::Original,
+    })
 }
 
 /// `explicit_http_config.http2_protocol_options` in an `HttpProtocolOptions`.

@@ -13,16 +13,60 @@ use super::Rejected;
 use super::route::{self, Routes};
 use super::wasm::{self, WasmFilter};
 
-const HCM: &str =
+pub(super) const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 
 #[derive(Debug, Clone)]
 pub struct MappedListener {
-    pub table: Table,
-    pub routes: RouteRef,
-    /// Its Wasm HTTP filters, in order: every route runs them first.
-    pub wasm: Vec<WasmFilter>,
+    /// The `[[listeners]]` table; none for a listener that does not bind its port
+    /// (`bind_to_port: false`: it serves what a virtual listener hands it).
+    pub table: Option<Table>,
+    /// What its filter chains do, most specific match first.
+    pub chains: Vec<Chain>,
+    /// How it takes part in a sidecar's handoff (`sidecar.rs`).
+    pub shape: Shape,
+}
+
+/// One filter chain: what it matches of the connection and what it does.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// `filter_chain_match.prefix_ranges` (an address or CIDR block) and `destination_port`.
+    pub destination: Option<String>,
+    pub destination_port: Option<u16>,
+    pub action: ChainAction,
+}
+
+#[derive(Debug, Clone)]
+pub enum ChainAction {
+    /// An HTTP connection manager: its routes, and its Wasm HTTP filters, which every
+    /// route runs first, in order.
+    Http { routes: RouteRef, wasm: Vec<WasmFilter> },
+    /// `tcp_proxy` to a cluster (which must be ORIGINAL_DST: passthrough).
+    Tcp(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Binds its address and serves it.
+    Bound,
+    /// `use_original_dst` or an `original_dst` listener filter: a transparent listener.
+    /// With `use_original_dst` (`hands_off`) it hands each connection to the
+    /// `bind_to_port: false` listener of its original destination, if one exists.
+    Transparent { hands_off: bool },
+    /// `bind_to_port: false`: serves the connections virtual listeners hand it, for its
+    /// address (`0.0.0.0` for any address) and port.
+    Handed(std::net::SocketAddr),
+}
+
+impl MappedListener {
+    /// Its HTTP chains' route configurations and Wasm filters.
+    pub fn http(&self) -> impl Iterator<Item = (&RouteRef, &[WasmFilter])> {
+        self.chains.iter().filter_map(|c| match &c.action {
+            ChainAction::Http { routes, wasm } => Some((routes, wasm.as_slice())),
+            ChainAction::Tcp(_) => None,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +107,9 @@ pub fn map(l: &Listener) -> Result<MappedListener, Rejected> {
         }
         _ => return Err(no("an address that is not a socket address")),
     };
+    if let Some(shape) = super::sidecar::shape(l, &address, &at)? {
+        return super::sidecar::map(l, address, shape, &at);
+    }
     if l.filter_chains.len() != 1 || l.default_filter_chain.is_some() {
         return Err(no("more or less than one filter chain (filter_chain_match)"));
     }
@@ -78,6 +125,28 @@ pub fn map(l: &Listener) -> Result<MappedListener, Rejected> {
             "a filter chain with other network filters than one http_connection_manager",
         ));
     };
+    let (routes, wasm) = http_connection_manager(f, &at)?;
+    let mut t = Table::new();
+    t.insert("name".into(), Value::String(l.name.clone()));
+    t.insert("address".into(), Value::String(address));
+    Ok(MappedListener {
+        table: Some(t),
+        chains: vec![Chain {
+            destination: None,
+            destination_port: None,
+            action: ChainAction::Http { routes, wasm },
+        }],
+        shape: Shape::Bound,
+    })
+}
+
+/// A network filter that must be an HTTP connection manager: the routes it serves (RDS
+/// over ADS, or inline) and its Wasm filters.
+pub(super) fn http_connection_manager(
+    f: &envoy_types::pb::envoy::config::listener::v3::Filter,
+    at: &str,
+) -> Result<(RouteRef, Vec<WasmFilter>), Rejected> {
+    let no = |what: &str| Rejected(format!("{at}: {what} is not supported"));
     let any = match &f.config_type {
         Some(filter::ConfigType::TypedConfig(any)) if any.type_url == HCM => any,
         _ => {
@@ -89,7 +158,7 @@ pub fn map(l: &Listener) -> Result<MappedListener, Rejected> {
     };
     let hcm = HttpConnectionManager::decode(any.value.as_slice())
         .map_err(|e| Rejected(format!("{at}: http_connection_manager does not decode: {e}")))?;
-    let wasm = http_filters(&hcm, &at)?;
+    let wasm = http_filters(&hcm, at)?;
     let routes = match &hcm.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
             use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
@@ -105,10 +174,7 @@ pub fn map(l: &Listener) -> Result<MappedListener, Rejected> {
         Some(RouteSpecifier::RouteConfig(rc)) => RouteRef::Inline(rc.name.clone(), route::map(rc)?),
         _ => return Err(no("scoped routes")),
     };
-    let mut t = Table::new();
-    t.insert("name".into(), Value::String(l.name.clone()));
-    t.insert("address".into(), Value::String(address));
-    Ok(MappedListener { table: t, routes, wasm })
+    Ok((routes, wasm))
 }
 
 /// The router must be there (and last); a Wasm filter is read; another filter is skipped

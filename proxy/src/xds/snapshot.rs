@@ -1,6 +1,8 @@
 //! The resources held, per type, and the whole config built from them. A snapshot is warm
 //! when every route configuration its listeners name and every assignment its EDS clusters
-//! name has arrived; until then the running config keeps serving.
+//! name has arrived; until then the running config keeps serving. Each route configuration's
+//! routes are restricted to the listeners (and filter chains) that name it, so two route
+//! configurations never see each other's requests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -9,7 +11,7 @@ use toml::{Table, Value};
 
 use super::Rejected;
 use super::cluster::{Endpoints, MappedCluster};
-use super::listener::{MappedListener, RouteRef};
+use super::listener::{ChainAction, MappedListener, RouteRef, Shape};
 use super::route::Routes;
 use super::wasm::WasmFilter;
 
@@ -26,7 +28,8 @@ impl Snapshot {
     pub fn rds_names(&self) -> BTreeSet<String> {
         self.listeners
             .values()
-            .filter_map(|l| match &l.routes {
+            .flat_map(|l| l.http())
+            .filter_map(|(routes, _)| match routes {
                 RouteRef::Rds(n) => Some(n.clone()),
                 RouteRef::Inline(..) => None,
             })
@@ -39,99 +42,134 @@ impl Snapshot {
             .values()
             .filter_map(|c| match &c.endpoints {
                 Endpoints::Eds(n) => Some(n.clone()),
-                Endpoints::Static(_) => None,
+                Endpoints::Static(_) | Endpoints::Original => None,
             })
             .collect()
     }
 
-    /// The Wasm filters of the listeners, which must agree (the routes they run on are shared).
+    /// The Wasm filters of all listeners, each once: two listeners may run the same filter,
+    /// but one name names one filter.
     pub fn wasm_filters(&self) -> Result<Vec<WasmFilter>, Rejected> {
-        let mut listeners = self.listeners.iter();
-        let Some((first_name, first)) = listeners.next() else {
-            return Ok(Vec::new());
-        };
-        if let Some((other, _)) = listeners.find(|(_, l)| l.wasm != first.wasm) {
-            return Err(Rejected(format!(
-                "listeners {first_name:?} and {other:?} have different Wasm filters: Weft's routes are \
-                 shared by all its listeners, so all must have the same ones"
-            )));
+        let mut out: Vec<WasmFilter> = Vec::new();
+        for (name, l) in &self.listeners {
+            for f in l.http().flat_map(|(_, wasm)| wasm) {
+                match out.iter().find(|o| o.name == f.name) {
+                    Some(o) if o != f => {
+                        return Err(Rejected(format!(
+                            "listener {name:?}: Wasm filter {:?} differs from another listener's filter of that name \
+                             (a name names one filter)",
+                            f.name
+                        )));
+                    }
+                    Some(_) => {}
+                    None => out.push(f.clone()),
+                }
+            }
         }
-        Ok(first.wasm.clone())
+        Ok(out)
     }
 
     /// The config text (TOML) this snapshot serves, on top of `base` (the `[xds]` TOML file's
-    /// other tables), with `wasm` (each filter and its component's file) run first on every
-    /// route; `Ok(None)` while warming.
+    /// other tables), with `wasm` (each filter and its component's file) run first on the
+    /// routes of the listeners that name it; `Ok(None)` while warming.
     pub fn assemble(
         &self,
         base: &Table,
         admin: Option<SocketAddr>,
         wasm: &[(WasmFilter, std::path::PathBuf)],
     ) -> Result<Option<String>, Rejected> {
-        if self.listeners.is_empty() {
+        if !self.listeners.values().any(|l| l.table.is_some()) {
             return Ok(None);
         }
-        let mut names = self
-            .listeners
-            .values()
-            .map(|l| l.routes.name())
-            .collect::<BTreeSet<_>>();
-        if names.len() > 1 {
-            let first = names.pop_first().unwrap_or_default();
-            return Err(Rejected(format!(
-                "listeners name different route configurations ({first:?}, {:?}…): Weft's routes are shared \
-                 by all its listeners, so all must name the same one",
-                names.pop_first().unwrap_or_default()
-            )));
-        }
-        let Some(first) = self.listeners.values().next() else {
+        let Some(groups) = self.groups()? else {
             return Ok(None);
         };
-        let routes = match &first.routes {
-            RouteRef::Inline(_, r) => r,
-            RouteRef::Rds(name) => match self.routes.get(name) {
-                Some(r) => r,
-                None => return Ok(None),
-            },
-        };
+        let mut retries: BTreeMap<&str, (&str, &Table)> = BTreeMap::new();
+        let mut hashes: BTreeMap<&str, (&str, &Table)> = BTreeMap::new();
+        for g in &groups {
+            let Some(routes) = g.routes else { continue };
+            for (per_cluster, what, into) in [
+                (&routes.retries, "retry policies", &mut retries),
+                (&routes.hash_on, "hash policies", &mut hashes),
+            ] {
+                for (cluster, t) in per_cluster {
+                    match into.get(cluster.as_str()) {
+                        Some((other, seen)) if *seen != t => {
+                            return Err(Rejected(format!(
+                                "route configurations {other:?} and {:?} set different {what} for cluster {cluster:?} \
+                                 (Weft sets them per cluster)",
+                                g.config
+                            )));
+                        }
+                        _ => drop(into.insert(cluster, (&g.config, t))),
+                    }
+                }
+            }
+        }
         let mut clusters = Vec::new();
         let mut usable = BTreeSet::new();
         for (name, c) in &self.clusters {
+            let mut t = c.table.clone();
             let endpoints = match &c.endpoints {
-                Endpoints::Static(e) => e,
+                Endpoints::Original => None,
+                Endpoints::Static(e) => Some(e),
                 Endpoints::Eds(n) => match self.assignments.get(n) {
-                    Some(e) => e,
+                    Some(e) => Some(e),
                     None => return Ok(None),
                 },
             };
-            // No endpoint that may take traffic: the cluster is left out and its routes answer
-            // 503, as Envoy answers for a cluster with no healthy host.
-            if endpoints.is_empty() {
-                continue;
-            }
-            let mut t = c.table.clone();
-            t.insert("endpoints".into(), Value::Array(endpoints.clone()));
-            if let Some(retry) = routes.retries.get(name) {
-                t.insert("retry".into(), Value::Table(retry.clone()));
-            }
-            // Only a hashing cluster takes `hash_on`; a route's hash policy on another is moot.
-            if let (Some(hash), true) = (routes.hash_on.get(name), t.contains_key("hash_on")) {
-                t.insert("hash_on".into(), Value::Table(hash.clone()));
+            // An ORIGINAL_DST cluster has none: it sends each request once where its
+            // connection was going, so a route's retry or hash policy does not apply.
+            if let Some(endpoints) = endpoints {
+                // No endpoint that may take traffic: the cluster is left out and its routes
+                // answer 503, as Envoy answers for a cluster with no healthy host.
+                if endpoints.is_empty() {
+                    continue;
+                }
+                t.insert("endpoints".into(), Value::Array(endpoints.clone()));
+                if let Some((_, retry)) = retries.get(name.as_str()) {
+                    t.insert("retry".into(), Value::Table((*retry).clone()));
+                }
+                // Only a hashing cluster takes `hash_on`; a route's hash policy on another is moot.
+                if let (Some((_, hash)), true) = (hashes.get(name.as_str()), t.contains_key("hash_on")) {
+                    t.insert("hash_on".into(), Value::Table((*hash).clone()));
+                }
             }
             usable.insert(name.clone());
             clusters.push(Value::Table(t));
         }
         let mut route_tables = Vec::new();
-        for r in &routes.routes {
-            let mut t = resolve_clusters(r, &usable, routes.validate_clusters, &self.clusters)?;
-            if !wasm.is_empty() {
-                let mut names: Vec<Value> = wasm.iter().map(|(f, _)| Value::String(f.name.clone())).collect();
-                if let Some(Value::Array(own)) = t.remove("filters") {
-                    names.extend(own);
+        for g in &groups {
+            let Some(routes) = g.routes else {
+                route_tables.push(Value::Table(g.passthrough(&usable)));
+                continue;
+            };
+            for r in &routes.routes {
+                let mut t = resolve_clusters(r, &usable, routes.validate_clusters, &self.clusters)?;
+                g.restrict(&mut t);
+                if !g.wasm.is_empty() {
+                    let mut names: Vec<Value> = g.wasm.iter().map(|f| Value::String(f.name.clone())).collect();
+                    if let Some(Value::Array(own)) = t.remove("filters") {
+                        names.extend(own);
+                    }
+                    t.insert("filters".into(), Value::Array(names));
                 }
-                t.insert("filters".into(), Value::Array(names));
+                route_tables.push(Value::Table(t));
             }
-            route_tables.push(Value::Table(t));
+            if let Some(handed) = &g.handed {
+                // Envoy answers 404 for a request the chosen listener has no route for: it
+                // does not fall through to a less specific listener's routes.
+                let mut t = Table::new();
+                t.insert("name".into(), Value::String(format!("{handed}/no-route")));
+                let mut m = Table::new();
+                m.insert("path_prefix".into(), Value::String("/".into()));
+                t.insert("match".into(), Value::Table(m));
+                g.restrict(&mut t);
+                let mut dr = Table::new();
+                dr.insert("status".into(), Value::Integer(404));
+                t.insert("direct_response".into(), Value::Table(dr));
+                route_tables.push(Value::Table(t));
+            }
         }
         let filters = wasm.iter().map(|(f, path)| {
             let mut t = Table::new();
@@ -147,7 +185,10 @@ impl Snapshot {
         append(
             &mut config,
             "listeners",
-            self.listeners.values().map(|l| Value::Table(l.table.clone())),
+            self.listeners
+                .values()
+                .filter_map(|l| l.table.clone())
+                .map(Value::Table),
         );
         append(&mut config, "clusters", clusters);
         append(&mut config, "filters", filters);
@@ -160,6 +201,178 @@ impl Snapshot {
         toml::to_string(&config)
             .map(Some)
             .map_err(|e| Rejected(format!("the config does not serialise: {e}")))
+    }
+
+    /// The listeners' filter chains as groups of routes, each restricted to the connections
+    /// its chain serves, most specific first; `Ok(None)` while a route configuration has not
+    /// arrived.
+    fn groups(&self) -> Result<Option<Vec<Group<'_>>>, Rejected> {
+        // Where a `bind_to_port: false` listener's connections come from.
+        let virtuals: Vec<String> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.shape == Shape::Transparent { hands_off: true })
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut groups: Vec<Group<'_>> = Vec::new();
+        for (name, l) in &self.listeners {
+            let handed = matches!(l.shape, Shape::Handed(_));
+            let takers = if handed { virtuals.clone() } else { vec![name.clone()] };
+            if takers.is_empty() {
+                // No virtual listener hands it anything.
+                continue;
+            }
+            for c in &l.chains {
+                match &c.action {
+                    ChainAction::Http { routes, wasm } => {
+                        let resolved = match routes {
+                            RouteRef::Inline(_, r) => r,
+                            RouteRef::Rds(n) => match self.routes.get(n) {
+                                Some(r) => r,
+                                None => return Ok(None),
+                            },
+                        };
+                        let plain = !handed && c.destination.is_none() && c.destination_port.is_none();
+                        // Listeners naming one route configuration share its routes.
+                        if plain && let Some(g) = groups.iter_mut().find(|g| g.plain && g.config == routes.name()) {
+                            if g.wasm != wasm.as_slice() {
+                                return Err(Rejected(format!(
+                                    "listeners {:?} and {name:?} name route configuration {:?} with different Wasm \
+                                     filters",
+                                    g.listeners[0],
+                                    routes.name()
+                                )));
+                            }
+                            g.listeners.push(name.clone());
+                            continue;
+                        }
+                        groups.push(Group {
+                            listeners: takers.clone(),
+                            destination: c.destination.clone(),
+                            destination_port: c.destination_port,
+                            config: routes.name().to_owned(),
+                            routes: Some(resolved),
+                            wasm,
+                            handed: handed.then(|| name.clone()),
+                            plain,
+                            everyone: false,
+                        });
+                    }
+                    ChainAction::Tcp(cluster) => {
+                        if let Some(mc) = self.clusters.get(cluster)
+                            && !matches!(mc.endpoints, Endpoints::Original)
+                        {
+                            return Err(Rejected(format!(
+                                "listener {name:?}: tcp_proxy to cluster {cluster:?}, which is not ORIGINAL_DST, is not \
+                                 supported (Weft passes TCP through to the original destination only)"
+                            )));
+                        }
+                        // HTTP on a chain that passes TCP through: forwarded to the original
+                        // destination, unless an HTTP chain takes the same connections.
+                        let http_too = l.chains.iter().any(|o| {
+                            matches!(o.action, ChainAction::Http { .. })
+                                && o.destination == c.destination
+                                && o.destination_port == c.destination_port
+                        });
+                        if handed || http_too {
+                            continue;
+                        }
+                        groups.push(Group {
+                            listeners: takers.clone(),
+                            destination: c.destination.clone(),
+                            destination_port: c.destination_port,
+                            config: cluster.clone(),
+                            routes: None,
+                            wasm: &[],
+                            handed: None,
+                            plain: false,
+                            everyone: false,
+                        });
+                    }
+                }
+            }
+        }
+        if let [only] = groups.as_mut_slice() {
+            only.everyone = only.plain;
+        }
+        // Stable: the most specific match first, passthrough after the routes it backs.
+        groups.sort_by_key(|g| {
+            (
+                g.destination.is_none(),
+                g.destination_port.is_none(),
+                g.routes.is_none(),
+            )
+        });
+        Ok(Some(groups))
+    }
+}
+
+/// Routes serving one filter chain: its listeners (for a `bind_to_port: false` listener,
+/// the virtual listeners that hand it connections) and the destination it matches.
+struct Group<'a> {
+    listeners: Vec<String>,
+    destination: Option<String>,
+    destination_port: Option<u16>,
+    /// The route configuration's name (for a passthrough chain, its cluster's).
+    config: String,
+    /// None: a `tcp_proxy` chain, whose HTTP goes to the cluster `config` (passthrough).
+    routes: Option<&'a Routes>,
+    wasm: &'a [WasmFilter],
+    /// The `bind_to_port: false` listener it serves.
+    handed: Option<String>,
+    /// Serves its listeners' every connection (no destination match).
+    plain: bool,
+    /// Serves every listener: its routes need not name them (one route configuration for
+    /// all, as most gateways have, costs no listener check per route).
+    everyone: bool,
+}
+
+impl Group<'_> {
+    /// Limits a route to the connections this group serves.
+    fn restrict(&self, t: &mut Table) {
+        if let Some(handed) = &self.handed
+            && let Some(Value::String(name)) = t.get_mut("name")
+            && !name.starts_with(handed.as_str())
+        {
+            *name = format!("{handed}/{name}");
+        }
+        let m = t.entry("match").or_insert_with(|| Value::Table(Table::new()));
+        if let Value::Table(m) = m {
+            if !self.everyone {
+                m.insert(
+                    "listeners".into(),
+                    Value::Array(self.listeners.iter().cloned().map(Value::String).collect()),
+                );
+            }
+            if let Some(d) = &self.destination {
+                m.insert("destination".into(), Value::String(d.clone()));
+            }
+            if let Some(p) = self.destination_port {
+                m.insert("destination_port".into(), Value::Integer(i64::from(p)));
+            }
+        }
+    }
+
+    /// The route of a passthrough chain: HTTP to its ORIGINAL_DST cluster.
+    fn passthrough(&self, usable: &BTreeSet<String>) -> Table {
+        let mut t = Table::new();
+        t.insert(
+            "name".into(),
+            Value::String(format!("{}/passthrough", self.listeners.join(","))),
+        );
+        let mut m = Table::new();
+        m.insert("path_prefix".into(), Value::String("/".into()));
+        t.insert("match".into(), Value::Table(m));
+        self.restrict(&mut t);
+        if usable.contains(&self.config) {
+            t.insert("cluster".into(), Value::String(self.config.clone()));
+        } else {
+            let mut dr = Table::new();
+            dr.insert("status".into(), Value::Integer(503));
+            dr.insert("body".into(), Value::String("no healthy upstream\n".into()));
+            t.insert("direct_response".into(), Value::Table(dr));
+        }
+        t
     }
 }
 

@@ -262,6 +262,11 @@ impl Modules {
                         Some(e) => e,
                         None => return Ok(None),
                     },
+                    Endpoints::Original => {
+                        return Err(Rejected(format!(
+                            "{at}: its code's cluster {cluster:?} is ORIGINAL_DST: it has no endpoint to fetch from"
+                        )));
+                    }
                 };
                 let Some(address) = endpoints.iter().find_map(|e| e.get("address").and_then(Value::as_str)) else {
                     return Err(Rejected(format!(

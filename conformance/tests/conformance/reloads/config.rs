@@ -54,14 +54,43 @@ async fn admin_reload_swaps_in_a_good_config_and_rejects_a_bad_one() {
 }
 
 #[tokio::test]
-async fn listener_changes_are_refused_on_reload() {
+async fn a_reload_binds_a_listener_on_its_new_address_and_closes_the_old_one() {
     let up = Upstream::echo("a").await;
-    let text = config(&up, "/");
+    let text = base(&up, "/").top("[runtime]\nwatch = false").to_string();
     let weft = Weft::start(&text).await;
-    weft.write_config(&text.replace("name = \"main\"", "name = \"renamed\""));
+    let new = ReservedPort::new();
+    let moved = text.replace("{listen}", &format!("127.0.0.1:{}", new.port));
+    assert_ne!(moved, text);
+    weft.write_config(&moved);
     let (status, body) = weft.admin("POST", "/reload").await;
-    assert_eq!(status, 409);
-    assert!(body.contains("changing listeners needs a restart"), "{body}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&format!("http://127.0.0.1:{}/x", new.port)).await.status, 200);
+    assert!(
+        tokio::net::TcpStream::connect(weft.addr).await.is_err(),
+        "the old address still accepts"
+    );
+    // Another listener taking the address `main` would leave (and drain from): refused
+    // with the reason, and nothing changes.
+    let other = ReservedPort::new();
+    let taking = text.replace("{listen}", &format!("127.0.0.1:{}", other.port)).replacen(
+        "[[clusters]]",
+        &format!(
+            "[[listeners]]\nname = \"back\"\naddress = \"127.0.0.1:{}\"\n\n[[clusters]]",
+            new.port
+        ),
+        1,
+    );
+    weft.write_config(&taking);
+    let (status, body) = weft.admin("POST", "/reload").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains(&format!(
+            "listener \"back\" would take 127.0.0.1:{} from listener \"main\"",
+            new.port
+        )),
+        "{body}"
+    );
+    assert_eq!(get(&format!("http://127.0.0.1:{}/x", new.port)).await.status, 200);
 }
 
 #[tokio::test]
