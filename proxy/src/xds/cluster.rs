@@ -14,6 +14,8 @@ use crate::config::MAX_WEIGHT;
 pub struct MappedCluster {
     pub table: Table,
     pub endpoints: Endpoints,
+    /// The transport socket's `UpstreamTlsContext`.
+    pub tls: Option<super::secret::UpstreamTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,9 +80,10 @@ pub fn map(c: &Cluster) -> Result<MappedCluster, Rejected> {
     {
         t.insert("connect_timeout".into(), Value::String(text));
     }
-    if c.transport_socket.is_some() || !c.transport_socket_matches.is_empty() {
-        return Err(no("UpstreamTlsContext (TLS to endpoints needs SDS, not built yet)"));
+    if !c.transport_socket_matches.is_empty() {
+        return Err(no("transport_socket_matches (TLS chosen per endpoint)"));
     }
+    let tls = super::secret::upstream(c.transport_socket.as_ref(), &at)?;
     let h2 = c.http2_protocol_options.is_some()
         || c.typed_extension_protocol_options
             .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
@@ -159,7 +162,11 @@ pub fn map(c: &Cluster) -> Result<MappedCluster, Rejected> {
         }
         t.insert("health_check".into(), Value::Table(h));
     }
-    Ok(MappedCluster { table: t, endpoints })
+    Ok(MappedCluster {
+        table: t,
+        endpoints,
+        tls,
+    })
 }
 
 /// `explicit_http_config.http2_protocol_options` in an `HttpProtocolOptions`.

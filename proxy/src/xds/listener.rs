@@ -23,6 +23,8 @@ pub struct MappedListener {
     pub routes: RouteRef,
     /// Its Wasm HTTP filters, in order: every route runs them first.
     pub wasm: Vec<WasmFilter>,
+    /// The filter chain's `DownstreamTlsContext`.
+    pub tls: Option<super::secret::DownstreamTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,9 +72,7 @@ pub fn map(l: &Listener) -> Result<MappedListener, Rejected> {
     if chain.filter_chain_match.is_some() {
         return Err(no("filter_chain_match"));
     }
-    if chain.transport_socket.is_some() {
-        return Err(no("DownstreamTlsContext (TLS listeners need SDS, not built yet)"));
-    }
+    let tls = super::secret::downstream(chain.transport_socket.as_ref(), &at)?;
     let [f] = chain.filters.as_slice() else {
         return Err(no(
             "a filter chain with other network filters than one http_connection_manager",
@@ -108,7 +108,12 @@ pub fn map(l: &Listener) -> Result<MappedListener, Rejected> {
     let mut t = Table::new();
     t.insert("name".into(), Value::String(l.name.clone()));
     t.insert("address".into(), Value::String(address));
-    Ok(MappedListener { table: t, routes, wasm })
+    Ok(MappedListener {
+        table: t,
+        routes,
+        wasm,
+        tls,
+    })
 }
 
 /// The router must be there (and last); a Wasm filter is read; another filter is skipped

@@ -11,6 +11,7 @@ use super::Rejected;
 use super::cluster::{Endpoints, MappedCluster};
 use super::listener::{MappedListener, RouteRef};
 use super::route::Routes;
+use super::secret::Resolved;
 use super::wasm::WasmFilter;
 
 #[derive(Debug, Clone, Default)]
@@ -19,6 +20,10 @@ pub struct Snapshot {
     pub routes: BTreeMap<String, Routes>,
     pub clusters: BTreeMap<String, MappedCluster>,
     pub assignments: BTreeMap<String, Vec<Value>>,
+    /// SDS secrets held, and the names the server has answered for (a name answered but
+    /// not held is a secret the server does not have).
+    pub secrets: super::secret::Secrets,
+    pub sds_answered: BTreeSet<String>,
 }
 
 impl Snapshot {
@@ -94,6 +99,9 @@ impl Snapshot {
                 None => return Ok(None),
             },
         };
+        let Some(listeners) = self.tls_listeners()? else {
+            return Ok(None);
+        };
         let mut clusters = Vec::new();
         let mut usable = BTreeSet::new();
         for (name, c) in &self.clusters {
@@ -110,6 +118,12 @@ impl Snapshot {
                 continue;
             }
             let mut t = c.table.clone();
+            match self.cluster_tls(name, c)? {
+                Resolved::Ready(tls) if tls.is_empty() => {}
+                Resolved::Ready(tls) => drop(t.insert("tls".into(), Value::Table(tls))),
+                Resolved::Warming => return Ok(None),
+                Resolved::Missing(_) => continue,
+            }
             t.insert("endpoints".into(), Value::Array(endpoints.clone()));
             if let Some(retry) = routes.retries.get(name) {
                 t.insert("retry".into(), Value::Table(retry.clone()));
@@ -144,11 +158,7 @@ impl Snapshot {
         });
         let mut config = base.clone();
         config.remove("xds");
-        append(
-            &mut config,
-            "listeners",
-            self.listeners.values().map(|l| Value::Table(l.table.clone())),
-        );
+        append(&mut config, "listeners", listeners);
         append(&mut config, "clusters", clusters);
         append(&mut config, "filters", filters);
         append(&mut config, "routes", route_tables);
@@ -160,6 +170,43 @@ impl Snapshot {
         toml::to_string(&config)
             .map(Some)
             .map_err(|e| Rejected(format!("the config does not serialise: {e}")))
+    }
+}
+
+impl Snapshot {
+    /// The listeners' tables with their `tls`; a listener whose secret the server does not
+    /// have is left out (not bound), as Envoy leaves it warming. None while a secret is
+    /// awaited, or when no listener is left.
+    fn tls_listeners(&self) -> Result<Option<Vec<Value>>, Rejected> {
+        let mut out = Vec::new();
+        for (name, l) in &self.listeners {
+            let mut t = l.table.clone();
+            if let Some(tls) = &l.tls {
+                match super::secret::listener_tls(tls, self, &format!("listener {name:?}"))? {
+                    Resolved::Ready(tls) => drop(t.insert("tls".into(), Value::Table(tls))),
+                    Resolved::Warming => return Ok(None),
+                    Resolved::Missing(secret) => {
+                        tracing::warn!(listener = %name, secret = %secret, "xDS: the server does not have the listener's secret: not bound");
+                        continue;
+                    }
+                }
+            }
+            out.push(Value::Table(t));
+        }
+        Ok(Some(out).filter(|o| !o.is_empty()))
+    }
+
+    /// A cluster's `tls` table (empty when plaintext); Missing leaves the cluster out, so its
+    /// routes answer 503.
+    fn cluster_tls(&self, name: &str, c: &MappedCluster) -> Result<Resolved, Rejected> {
+        let Some(tls) = &c.tls else {
+            return Ok(Resolved::Ready(Table::new()));
+        };
+        let resolved = super::secret::cluster_tls(tls, self, &format!("cluster {name:?}"))?;
+        if let Resolved::Missing(secret) = &resolved {
+            tracing::warn!(cluster = %name, secret = %secret, "xDS: the server does not have the cluster's secret: left out");
+        }
+        Ok(resolved)
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use serde_json::{Value, json};
 
+use super::secret::Secrets;
 use crate::config::{Config, ConfigError};
 use crate::state::{ConfigProvider, State};
 
@@ -13,6 +14,8 @@ use crate::state::{ConfigProvider, State};
 pub struct XdsSource {
     /// (origin, TOML text) of the config last accepted.
     current: Mutex<Option<(String, String)>>,
+    /// The SDS secrets that text names (held here, never in the text).
+    secrets: Mutex<Arc<Secrets>>,
     /// Relative paths in the TOML file's tables are relative to its folder.
     base_dir: PathBuf,
     state: OnceLock<Weak<State>>,
@@ -23,6 +26,7 @@ impl XdsSource {
     pub fn new(base_dir: PathBuf) -> Arc<XdsSource> {
         Arc::new(XdsSource {
             current: Mutex::new(None),
+            secrets: Mutex::new(Arc::default()),
             base_dir,
             state: OnceLock::new(),
             status: Mutex::new(json!({ "connection": "connecting", "types": {} })),
@@ -32,6 +36,37 @@ impl XdsSource {
     /// Parses `text` as the candidate; the running one stays until `commit`.
     pub fn check(&self, origin: &str, text: &str) -> Result<Config, ConfigError> {
         Config::parse_in(origin, text, &self.base_dir)
+    }
+
+    /// `check`, with the bytes of the SDS secrets the text names attached from `secrets`.
+    pub fn check_with(&self, origin: &str, text: &str, secrets: &Secrets) -> Result<Config, ConfigError> {
+        let mut config = self.check(origin, text)?;
+        config.attach_secrets(&|name, sha256, part| {
+            secrets
+                .get(name)
+                .filter(|s| s.sha256 == sha256)
+                .and_then(|s| s.part(part))
+        })?;
+        Ok(config)
+    }
+
+    /// `apply` with the secrets the text names.
+    pub async fn apply_with(
+        &self,
+        origin: String,
+        text: String,
+        secrets: Arc<Secrets>,
+    ) -> Result<Option<u64>, ConfigError> {
+        let previous = std::mem::replace(&mut *self.secrets_lock(), secrets);
+        let result = self.apply(origin, text).await;
+        if result.is_err() {
+            *self.secrets_lock() = previous;
+        }
+        result
+    }
+
+    fn secrets_lock(&self) -> std::sync::MutexGuard<'_, Arc<Secrets>> {
+        self.secrets.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Swaps the text in and, once Weft serves, reloads the state from it; on a rejected
@@ -83,7 +118,10 @@ impl ConfigProvider for XdsSource {
     fn load(&self) -> Result<Config, ConfigError> {
         let current = self.lock().clone();
         match current {
-            Some((origin, text)) => self.check(&origin, &text),
+            Some((origin, text)) => {
+                let secrets = self.secrets_lock().clone();
+                self.check_with(&origin, &text, &secrets)
+            }
             None => Err(crate::config::Source {
                 origin: "xds".into(),
                 text: String::new(),

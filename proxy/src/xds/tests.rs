@@ -205,6 +205,7 @@ fn a_route_to_a_cluster_without_usable_endpoints_answers_503_unless_validate_clu
             table: listener,
             routes: RouteRef::Inline("r".into(), xroute::map(&rc).expect("maps")),
             wasm: Vec::new(),
+            tls: None,
         },
     );
     let mut c = toml::Table::new();
@@ -214,6 +215,7 @@ fn a_route_to_a_cluster_without_usable_endpoints_answers_503_unless_validate_clu
         MappedCluster {
             table: c,
             endpoints: Endpoints::Static(Vec::new()),
+            tls: None,
         },
     );
     let text = snapshot
