@@ -6,7 +6,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -34,7 +33,7 @@ pub use limits::{DEFAULT_MEMORY, LimitsConfig};
 pub use observe::{
     ACCESS_LOG_FIELDS, AccessLogConfig, AccessLogFormat, AccessLogPiece, OtlpProtocol, QueryShown, TracingConfig,
 };
-pub use pem::{Pem, PemPart, SecretRef};
+pub use pem::{FindSecret, Pem, PemPart, SecretRef};
 pub use redact::secret_name;
 pub use redact::urls as redact_urls;
 pub use route::{
@@ -562,7 +561,7 @@ impl Config {
     /// part)` (the xDS source's secrets); an error names the first it lacks.
     pub fn attach_secrets(
         &mut self,
-        find: &dyn Fn(&str, &str, PemPart) -> Option<Arc<[u8]>>,
+        find: FindSecret<'_>,
     ) -> Result<(), ConfigError> {
         let mut wanted: Vec<(&mut Pem, PemPart)> = Vec::new();
         for listener in &mut self.listeners {

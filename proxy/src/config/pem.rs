@@ -28,6 +28,9 @@ pub struct SecretRef {
     pub bytes: Option<Arc<[u8]>>,
 }
 
+/// Finds a secret's part by (name, sha256, part): the xDS source's secrets.
+pub type FindSecret<'a> = &'a dyn Fn(&str, &str, PemPart) -> Option<Arc<[u8]>>;
+
 /// Which part of a secret a reference reads; the field it stands in says which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PemPart {
@@ -93,7 +96,7 @@ impl Pem {
     }
 
     /// Fills a secret's bytes from `find(name, sha256, part)`; false when it has none.
-    pub(super) fn attach(&mut self, part: PemPart, find: &dyn Fn(&str, &str, PemPart) -> Option<Arc<[u8]>>) -> bool {
+    pub(super) fn attach(&mut self, part: PemPart, find: FindSecret<'_>) -> bool {
         match self {
             Pem::File(_) => true,
             Pem::Secret(s) => {
