@@ -721,6 +721,62 @@ mod tests {
         }
     }
 
+    /// The snapshot waits while a secret is awaited, then serves without the listener the
+    /// server has no secret for, and the config it builds gets the bytes attached.
+    #[test]
+    fn a_snapshot_warms_then_leaves_out_the_listener_whose_secret_is_missing() {
+        use super::super::listener::{MappedListener, RouteRef};
+        let ca = Authority::new("CA").expect("ca");
+        let a = ca.issue("a", &["a.test"], &[], Usage::Server).expect("a");
+        let rc = envoy_types::pb::envoy::config::route::v3::RouteConfiguration {
+            name: "r".into(),
+            ..Default::default()
+        };
+        let routes = super::super::route::map(&rc).expect("maps");
+        let listener = |name: &str, secret: Option<&str>| {
+            let mut t = Table::new();
+            t.insert("name".into(), Value::String(name.into()));
+            t.insert("address".into(), Value::String("127.0.0.1:0".into()));
+            MappedListener {
+                table: t,
+                routes: RouteRef::Inline("r".into(), routes.clone()),
+                wasm: Vec::new(),
+                tls: secret.map(|n| DownstreamTls {
+                    certificates: vec![Source::Sds(n.into())],
+                    validation: None,
+                    require_client: false,
+                    min_version: "1.2",
+                }),
+            }
+        };
+        let mut s = Snapshot::default();
+        s.listeners.insert("plain".into(), listener("plain", None));
+        s.listeners.insert("edge".into(), listener("edge", Some("default")));
+        s.listeners.insert("gw".into(), listener("gw", Some("kubernetes://gone")));
+        let assemble = |s: &Snapshot| s.assemble(&Table::new(), None, &[]).expect("assembles");
+        assert_eq!(assemble(&s), None, "warming: no answer for the secrets yet");
+
+        s.sds_answered.extend(["default".to_owned(), "kubernetes://gone".to_owned()]);
+        let secret = map(&cert_secret("default", &a.cert_pem, &a.key_pem)).expect("valid");
+        s.secrets.insert("default".into(), Arc::new(secret));
+        let text = assemble(&s).expect("serves");
+        let mut config = crate::config::Config::parse("xds", &text).expect("valid");
+        let names: Vec<&str> = config.listeners.iter().map(|l| l.get_ref().name.as_str()).collect();
+        assert_eq!(names, ["edge", "plain"], "gw is not bound");
+        let held = held(&s);
+        config
+            .attach_secrets(&|name, sha, part| held.get(name).filter(|s| s.sha256 == sha).and_then(|s| s.part(part)))
+            .expect("attached");
+        let tls = config.listeners[0].get_ref().tls.clone().expect("tls");
+        crate::tls::server_config(&tls, &[b"h2"], false).expect("a rustls server config from memory");
+        let stale = crate::config::Config::parse("xds", &text.replace(&held["default"].sha256, &"0".repeat(64)))
+            .expect("valid")
+            .attach_secrets(&|name, sha, part| held.get(name).filter(|s| s.sha256 == sha).and_then(|s| s.part(part)))
+            .expect_err("another version of the secret");
+        // The name is masked: config errors mask the values under a key named `key`.
+        assert!(stale.to_string().contains("is not held"), "{stale}");
+    }
+
     #[test]
     fn a_listener_warms_until_answered_then_is_missing_or_ready() {
         let ca = Authority::new("CA").expect("ca");
