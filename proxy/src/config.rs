@@ -559,10 +559,7 @@ impl Config {
 
     /// Attaches the bytes of every SDS secret the config names, from `find(name, sha256,
     /// part)` (the xDS source's secrets); an error names the first it lacks.
-    pub fn attach_secrets(
-        &mut self,
-        find: FindSecret<'_>,
-    ) -> Result<(), ConfigError> {
+    pub fn attach_secrets(&mut self, find: FindSecret<'_>) -> Result<(), ConfigError> {
         let mut wanted: Vec<(&mut Pem, PemPart)> = Vec::new();
         for listener in &mut self.listeners {
             if let Some(tls) = &mut listener.get_mut().tls {

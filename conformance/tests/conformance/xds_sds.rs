@@ -18,6 +18,7 @@ use weft_conformance::{ReservedPort, Upstream, Weft, echo_reply, get};
 const WEFT_ID: &str = "spiffe://cluster.local/ns/default/sa/weft";
 const BACKEND_ID: &str = "spiffe://cluster.local/ns/default/sa/backend";
 
+/// Weft with nothing but `[admin]` (its audit log in the returned folder) and `[xds]`.
 async fn start_weft(port: u16, api_type: &str) -> (Weft, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let bootstrap = dir.path().join("bootstrap.yaml");
@@ -33,7 +34,8 @@ async fn start_weft(port: u16, api_type: &str) -> (Weft, tempfile::TempDir) {
     )
     .expect("bootstrap");
     let weft = Weft::start(&format!(
-        "[admin]\naddress = \"{{admin}}\"\n\n[xds]\nbootstrap = \"{}\"\n",
+        "[admin]\naddress = \"{{admin}}\"\naudit_log = \"{}\"\n\n[xds]\nbootstrap = \"{}\"\n",
+        dir.path().join("audit.log").display(),
         bootstrap.display()
     ))
     .await;
@@ -195,7 +197,7 @@ async fn each_kind_of_bad_secret_or_tls_context_is_nacked_and_the_old_certificat
     let ads = Ads::new(tls_resources(&a, &b, &good));
     let port = ReservedPort::new();
     let _server = ads.serve(port.port).await;
-    let (weft, _dir) = start_weft(port.port, "GRPC").await;
+    let (weft, dir) = start_weft(port.port, "GRPC").await;
     let addr = weft.listener("main");
     let good_hash = der_hash(&good.cert_pem);
 
@@ -327,6 +329,21 @@ async fn each_kind_of_bad_secret_or_tls_context_is_nacked_and_the_old_certificat
         "the good certificate serves again:\n{}",
         weft.log()
     );
+
+    // The audit log has every NACK with its reason, and no key.
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).expect("audit log");
+    assert!(
+        audit.contains("private_key does not go with the certificate"),
+        "{audit}"
+    );
+    for key in [&good.key_pem, &other.key_pem, &expired.key_pem] {
+        let body = key.lines().nth(1).expect("a key line");
+        assert!(
+            !audit.contains(body) && !weft.log().contains(body),
+            "a private key was written"
+        );
+    }
+    assert!(!audit.contains("PRIVATE KEY"), "{audit}");
 }
 
 /// The first answer (ACK or NACK) of `type_url` after the first `before` requests: the

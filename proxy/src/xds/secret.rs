@@ -674,6 +674,24 @@ mod tests {
         let again = map(&cert_secret("default", &a.cert_pem, &a.key_pem)).expect("valid");
         assert_eq!(s.sha256, again.sha256, "the hash is the content's");
 
+        // A control plane naming a file that is not PEM learns nothing of its content.
+        let file = PbSecret {
+            name: "default".into(),
+            r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+                certificate_chain: Some(DataSource {
+                    specifier: Some(data_source::Specifier::Filename("/etc/passwd".into())),
+                    ..DataSource::default()
+                }),
+                private_key: inline(&a.key_pem),
+                ..TlsCertificate::default()
+            })),
+        };
+        let refused = map(&file.encode_to_vec()).expect_err("not PEM");
+        assert_eq!(
+            refused.0,
+            "secret \"default\": certificate_chain holds no PEM certificate"
+        );
+
         let wrong = map(&cert_secret("default", &a.cert_pem, &b.key_pem)).expect_err("mismatch");
         assert!(
             wrong.0.starts_with("secret \"default\": private_key does not go with"),
@@ -752,11 +770,13 @@ mod tests {
         let mut s = Snapshot::default();
         s.listeners.insert("plain".into(), listener("plain", None));
         s.listeners.insert("edge".into(), listener("edge", Some("default")));
-        s.listeners.insert("gw".into(), listener("gw", Some("kubernetes://gone")));
+        s.listeners
+            .insert("gw".into(), listener("gw", Some("kubernetes://gone")));
         let assemble = |s: &Snapshot| s.assemble(&Table::new(), None, &[]).expect("assembles");
         assert_eq!(assemble(&s), None, "warming: no answer for the secrets yet");
 
-        s.sds_answered.extend(["default".to_owned(), "kubernetes://gone".to_owned()]);
+        s.sds_answered
+            .extend(["default".to_owned(), "kubernetes://gone".to_owned()]);
         let secret = map(&cert_secret("default", &a.cert_pem, &a.key_pem)).expect("valid");
         s.secrets.insert("default".into(), Arc::new(secret));
         let text = assemble(&s).expect("serves");
