@@ -569,9 +569,29 @@ pub mod sds {
 
     /// A listener's TLS: the certificate secret `cert`; with `client_ca`, mutual TLS.
     pub fn downstream(cert: &str, client_ca: Option<&str>, alpn: &[&str]) -> TransportSocket {
+        downstream_with(Vec::new(), vec![by_ads(cert)], client_ca, alpn)
+    }
+
+    /// A listener's TLS with its certificate inline; with `client_ca`, mutual TLS.
+    pub fn downstream_inline(cert_pem: &str, key_pem: &str, client_ca: Option<&str>) -> TransportSocket {
+        let inline_cert = TlsCertificate {
+            certificate_chain: inline(cert_pem),
+            private_key: inline(key_pem),
+            ..TlsCertificate::default()
+        };
+        downstream_with(vec![inline_cert], Vec::new(), client_ca, &[])
+    }
+
+    fn downstream_with(
+        tls_certificates: Vec<TlsCertificate>,
+        sds: Vec<SdsSecretConfig>,
+        client_ca: Option<&str>,
+        alpn: &[&str],
+    ) -> TransportSocket {
         let ctx = DownstreamTlsContext {
             common_tls_context: Some(CommonTlsContext {
-                tls_certificate_sds_secret_configs: vec![by_ads(cert)],
+                tls_certificates,
+                tls_certificate_sds_secret_configs: sds,
                 validation_context_type: client_ca
                     .map(|ca| common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(by_ads(ca))),
                 alpn_protocols: alpn.iter().map(|p| (*p).to_owned()).collect(),

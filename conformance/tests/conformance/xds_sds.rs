@@ -66,15 +66,32 @@ async fn connect(
     addr: std::net::SocketAddr,
     ca_pem: &str,
 ) -> Result<(hyper::client::conn::http1::SendRequest<Full<Bytes>>, String), String> {
+    connect_as(addr, ca_pem, None).await
+}
+
+/// `connect`, presenting `identity` when given.
+async fn connect_as(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    identity: Option<&Issued>,
+) -> Result<(hyper::client::conn::http1::SendRequest<Full<Bytes>>, String), String> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(id.cert_pem.as_bytes()).map_err(|e| e.to_string())?],
+                PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?,
+    };
     let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").map_err(|e| e.to_string())?, tcp)
@@ -574,4 +591,45 @@ async fn a_listener_naming_a_secret_the_server_does_not_have_stays_unbound_while
         "{}",
         weft.log()
     );
+}
+
+#[tokio::test]
+async fn a_listener_with_an_inline_certificate_and_its_client_ca_from_sds_requires_client_certificates() {
+    let ca = Authority::new("Mesh CA").expect("ca");
+    let stranger_ca = Authority::new("Other CA").expect("ca");
+    let cert = server_cert(&ca);
+    let client = ca.issue("client", &[], &[WEFT_ID], Usage::Client).expect("issue");
+    let stranger = stranger_ca
+        .issue("client", &[], &[WEFT_ID], Usage::Client)
+        .expect("issue");
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let mut r = base(&a, &b);
+    set(
+        &mut r,
+        LISTENER,
+        vec![sds::with_listener_tls(
+            listener("main", Vec::new()),
+            sds::downstream_inline(&cert.cert_pem, &cert.key_pem, Some("ROOTCA")),
+        )],
+    );
+    set_secrets(&mut r, vec![sds::validation("ROOTCA", &ca.cert_pem)]);
+    let ads = Ads::new(r);
+    let port = ReservedPort::new();
+    let _server = ads.serve(port.port).await;
+    let (weft, _dir) = start_weft(port.port, "DELTA_GRPC").await;
+    let addr = weft.listener("main");
+
+    let (mut sender, hash) = connect_as(addr, &ca.cert_pem, Some(&client)).await.expect("mutual TLS");
+    assert_eq!(hash, der_hash(&cert.cert_pem), "the inline certificate");
+    assert_eq!(send(&mut sender).await, Ok(200), "{}", weft.log());
+    for (who, identity) in [("no certificate", None), ("another CA's", Some(&stranger))] {
+        // TLS 1.3: the server's refusal of the client's certificate arrives after the
+        // client's handshake completes, so the request is where it shows.
+        let refused = match connect_as(addr, &ca.cert_pem, identity).await {
+            Err(_) => true,
+            Ok((mut sender, _)) => send(&mut sender).await.is_err(),
+        };
+        assert!(refused, "{who}: served without a client certificate from ROOTCA");
+    }
 }
