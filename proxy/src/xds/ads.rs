@@ -378,10 +378,10 @@ impl Client {
                 let origin = format!("<config from xDS, bootstrap {}>", self.bootstrap.origin);
                 let secrets = Arc::new(super::secret::held(&next));
                 self.source
-                    .check_with(&origin, &text, &secrets)
+                    .check(&origin, &text, &secrets)
                     .map_err(|e| Rejected(format!("the resulting config is invalid: {e}")))?;
                 self.source
-                    .apply_with(origin, text.clone(), secrets)
+                    .apply(origin, text.clone(), secrets)
                     .await
                     .map_err(|e| Rejected(format!("the resulting config was refused: {e}")))?;
                 self.applied = Some(text);

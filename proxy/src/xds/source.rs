@@ -12,10 +12,9 @@ use crate::state::{ConfigProvider, State};
 
 /// Shared by the ADS task (which writes) and the state (which reads on reload).
 pub struct XdsSource {
-    /// (origin, TOML text) of the config last accepted.
-    current: Mutex<Option<(String, String)>>,
-    /// The SDS secrets that text names (held here, never in the text).
-    secrets: Mutex<Arc<Secrets>>,
+    /// (origin, TOML text, the SDS secrets it names) of the config last accepted. The
+    /// secrets are held here, never in the text.
+    current: Mutex<Option<(String, String, Arc<Secrets>)>>,
     /// Relative paths in the TOML file's tables are relative to its folder.
     base_dir: PathBuf,
     state: OnceLock<Weak<State>>,
@@ -26,21 +25,16 @@ impl XdsSource {
     pub fn new(base_dir: PathBuf) -> Arc<XdsSource> {
         Arc::new(XdsSource {
             current: Mutex::new(None),
-            secrets: Mutex::new(Arc::default()),
             base_dir,
             state: OnceLock::new(),
             status: Mutex::new(json!({ "connection": "connecting", "types": {} })),
         })
     }
 
-    /// Parses `text` as the candidate; the running one stays until `commit`.
-    pub fn check(&self, origin: &str, text: &str) -> Result<Config, ConfigError> {
-        Config::parse_in(origin, text, &self.base_dir)
-    }
-
-    /// `check`, with the bytes of the SDS secrets the text names attached from `secrets`.
-    pub fn check_with(&self, origin: &str, text: &str, secrets: &Secrets) -> Result<Config, ConfigError> {
-        let mut config = self.check(origin, text)?;
+    /// Parses `text` as the candidate, with the bytes of the SDS secrets it names attached
+    /// from `secrets`; the running one stays until `apply`.
+    pub fn check(&self, origin: &str, text: &str, secrets: &Secrets) -> Result<Config, ConfigError> {
+        let mut config = Config::parse_in(origin, text, &self.base_dir)?;
         config.attach_secrets(&|name, sha256, part| {
             secrets
                 .get(name)
@@ -50,29 +44,10 @@ impl XdsSource {
         Ok(config)
     }
 
-    /// `apply` with the secrets the text names.
-    pub async fn apply_with(
-        &self,
-        origin: String,
-        text: String,
-        secrets: Arc<Secrets>,
-    ) -> Result<Option<u64>, ConfigError> {
-        let previous = std::mem::replace(&mut *self.secrets_lock(), secrets);
-        let result = self.apply(origin, text).await;
-        if result.is_err() {
-            *self.secrets_lock() = previous;
-        }
-        result
-    }
-
-    fn secrets_lock(&self) -> std::sync::MutexGuard<'_, Arc<Secrets>> {
-        self.secrets.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Swaps the text in and, once Weft serves, reloads the state from it; on a rejected
     /// reload the previous text is put back and the error says why.
-    pub async fn apply(&self, origin: String, text: String) -> Result<Option<u64>, ConfigError> {
-        let previous = self.lock().replace((origin, text));
+    pub async fn apply(&self, origin: String, text: String, secrets: Arc<Secrets>) -> Result<Option<u64>, ConfigError> {
+        let previous = self.lock().replace((origin, text, secrets));
         let Some(state) = self.state.get().and_then(Weak::upgrade) else {
             return Ok(None);
         };
@@ -95,7 +70,7 @@ impl XdsSource {
         self.lock().is_some()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(String, String)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(String, String, Arc<Secrets>)>> {
         self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -118,10 +93,7 @@ impl ConfigProvider for XdsSource {
     fn load(&self) -> Result<Config, ConfigError> {
         let current = self.lock().clone();
         match current {
-            Some((origin, text)) => {
-                let secrets = self.secrets_lock().clone();
-                self.check_with(&origin, &text, &secrets)
-            }
+            Some((origin, text, secrets)) => self.check(&origin, &text, &secrets),
             None => Err(crate::config::Source {
                 origin: "xds".into(),
                 text: String::new(),
