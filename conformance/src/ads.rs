@@ -569,35 +569,51 @@ pub mod sds {
 
     /// A listener's TLS: the certificate secret `cert`; with `client_ca`, mutual TLS.
     pub fn downstream(cert: &str, client_ca: Option<&str>, alpn: &[&str]) -> TransportSocket {
-        downstream_with(Vec::new(), vec![by_ads(cert)], client_ca, alpn)
+        let validation =
+            client_ca.map(|ca| common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(by_ads(ca)));
+        downstream_with(Vec::new(), vec![by_ads(cert)], validation, alpn)
     }
 
-    /// A listener's TLS with its certificate inline; with `client_ca`, mutual TLS.
-    pub fn downstream_inline(cert_pem: &str, key_pem: &str, client_ca: Option<&str>) -> TransportSocket {
+    /// A listener's TLS with its certificate inline and mutual TLS as Istio's inbound side
+    /// writes it: a combined validation context (the CA secret `client_ca`, and a prefix
+    /// clients' names must start with, the trust domain).
+    pub fn downstream_inline(cert_pem: &str, key_pem: &str, client_ca: &str, name_prefix: &str) -> TransportSocket {
         let inline_cert = TlsCertificate {
             certificate_chain: inline(cert_pem),
             private_key: inline(key_pem),
             ..TlsCertificate::default()
         };
-        downstream_with(vec![inline_cert], Vec::new(), client_ca, &[])
+        let validation = common_tls_context::ValidationContextType::CombinedValidationContext(
+            common_tls_context::CombinedCertificateValidationContext {
+                default_validation_context: Some(CertificateValidationContext {
+                    match_subject_alt_names: vec![StringMatcher {
+                        match_pattern: Some(string_matcher::MatchPattern::Prefix(name_prefix.into())),
+                        ..StringMatcher::default()
+                    }],
+                    ..CertificateValidationContext::default()
+                }),
+                validation_context_sds_secret_config: Some(by_ads(client_ca)),
+                ..Default::default()
+            },
+        );
+        downstream_with(vec![inline_cert], Vec::new(), Some(validation), &[])
     }
 
     fn downstream_with(
         tls_certificates: Vec<TlsCertificate>,
         sds: Vec<SdsSecretConfig>,
-        client_ca: Option<&str>,
+        validation: Option<common_tls_context::ValidationContextType>,
         alpn: &[&str],
     ) -> TransportSocket {
         let ctx = DownstreamTlsContext {
+            require_client_certificate: validation.as_ref().map(|_| BoolValue { value: true }),
             common_tls_context: Some(CommonTlsContext {
                 tls_certificates,
                 tls_certificate_sds_secret_configs: sds,
-                validation_context_type: client_ca
-                    .map(|ca| common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(by_ads(ca))),
+                validation_context_type: validation,
                 alpn_protocols: alpn.iter().map(|p| (*p).to_owned()).collect(),
                 ..CommonTlsContext::default()
             }),
-            require_client_certificate: client_ca.map(|_| BoolValue { value: true }),
             ..DownstreamTlsContext::default()
         };
         socket(

@@ -323,6 +323,10 @@ pub struct ListenerTlsConfig {
     /// `optional` lets them in without an identity.
     #[serde(default)]
     pub client_auth: ClientAuth,
+    /// With `client_ca`: a client certificate must also carry one of these URI or DNS names
+    /// (exact, or a prefix ending in `*`), as a mesh admits its own trust domain.
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
     /// Oldest TLS version accepted: "1.2" (the default) or "1.3".
     #[serde(default = "defaults::tls_min")]
     pub min_version: String,
@@ -647,6 +651,12 @@ impl Config {
                 Some(tls) if tls.certificates.is_empty() => Some("tls needs at least one certificate"),
                 Some(tls) if !matches!(tls.min_version.as_str(), "1.2" | "1.3") => {
                     Some("tls.min_version is \"1.2\" or \"1.3\"")
+                }
+                Some(tls) if !tls.subject_alt_names.is_empty() && tls.client_ca.is_none() => {
+                    Some("tls.subject_alt_names needs client_ca (they are checked on client certificates)")
+                }
+                Some(tls) if cluster::bad_san_pattern(&tls.subject_alt_names).is_some() => {
+                    Some("tls.subject_alt_names: each is a name, or a prefix ending in * (no other *)")
                 }
                 _ => None,
             };

@@ -79,7 +79,15 @@ pub fn server_config(
                 ClientAuth::Required => verifier,
                 ClientAuth::Optional => verifier.allow_unauthenticated(),
             };
-            builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("client_ca {ca}: {e}"))?)
+            let verifier = verifier.build().map_err(|e| format!("client_ca {ca}: {e}"))?;
+            if tls.subject_alt_names.is_empty() {
+                builder.with_client_cert_verifier(verifier)
+            } else {
+                builder.with_client_cert_verifier(Arc::new(san::ClientSanVerifier::new(
+                    verifier,
+                    tls.subject_alt_names.clone(),
+                )))
+            }
         }
     };
     let mut names = Vec::with_capacity(tls.certificates.len());

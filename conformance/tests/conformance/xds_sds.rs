@@ -594,11 +594,19 @@ async fn a_listener_naming_a_secret_the_server_does_not_have_stays_unbound_while
 }
 
 #[tokio::test]
-async fn a_listener_with_an_inline_certificate_and_its_client_ca_from_sds_requires_client_certificates() {
+async fn a_listener_with_an_inline_certificate_admits_only_clients_of_its_sds_ca_and_trust_domain() {
     let ca = Authority::new("Mesh CA").expect("ca");
     let stranger_ca = Authority::new("Other CA").expect("ca");
     let cert = server_cert(&ca);
     let client = ca.issue("client", &[], &[WEFT_ID], Usage::Client).expect("issue");
+    let outsider = ca
+        .issue(
+            "outsider",
+            &[],
+            &["spiffe://other.domain/ns/default/sa/weft"],
+            Usage::Client,
+        )
+        .expect("issue");
     let stranger = stranger_ca
         .issue("client", &[], &[WEFT_ID], Usage::Client)
         .expect("issue");
@@ -610,7 +618,7 @@ async fn a_listener_with_an_inline_certificate_and_its_client_ca_from_sds_requir
         LISTENER,
         vec![sds::with_listener_tls(
             listener("main", Vec::new()),
-            sds::downstream_inline(&cert.cert_pem, &cert.key_pem, Some("ROOTCA")),
+            sds::downstream_inline(&cert.cert_pem, &cert.key_pem, "ROOTCA", "spiffe://cluster.local/"),
         )],
     );
     set_secrets(&mut r, vec![sds::validation("ROOTCA", &ca.cert_pem)]);
@@ -623,13 +631,18 @@ async fn a_listener_with_an_inline_certificate_and_its_client_ca_from_sds_requir
     let (mut sender, hash) = connect_as(addr, &ca.cert_pem, Some(&client)).await.expect("mutual TLS");
     assert_eq!(hash, der_hash(&cert.cert_pem), "the inline certificate");
     assert_eq!(send(&mut sender).await, Ok(200), "{}", weft.log());
-    for (who, identity) in [("no certificate", None), ("another CA's", Some(&stranger))] {
+    for (who, identity) in [
+        ("no certificate", None),
+        ("another CA's", Some(&stranger)),
+        ("another trust domain's", Some(&outsider)),
+    ] {
         // TLS 1.3: the server's refusal of the client's certificate arrives after the
         // client's handshake completes, so the request is where it shows.
         let refused = match connect_as(addr, &ca.cert_pem, identity).await {
             Err(_) => true,
             Ok((mut sender, _)) => send(&mut sender).await.is_err(),
         };
-        assert!(refused, "{who}: served without a client certificate from ROOTCA");
+        assert!(refused, "{who}: served");
     }
+    assert!(weft.log().contains("match none of"), "{}", weft.log());
 }

@@ -9,6 +9,13 @@ use toml::Spanned;
 
 use super::{ConfigError, Pem, Source};
 
+/// The first of `patterns` that is not a name or a prefix ending in `*`.
+pub(super) fn bad_san_pattern(patterns: &[String]) -> Option<&String> {
+    patterns
+        .iter()
+        .find(|p| p.is_empty() || p.trim_end_matches('*').contains('*'))
+}
+
 /// TLS to a cluster's endpoints.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,10 +277,7 @@ impl ClusterConfig {
             return at(span, "tls needs both cert and key, or neither".into());
         }
         if let Some(tls) = &self.tls
-            && let Some(bad) = tls
-                .subject_alt_names
-                .iter()
-                .find(|p| p.is_empty() || p.trim_end_matches('*').contains('*'))
+            && let Some(bad) = bad_san_pattern(&tls.subject_alt_names)
         {
             return at(
                 span,

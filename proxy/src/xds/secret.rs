@@ -331,14 +331,6 @@ pub fn downstream(ts: Option<&TransportSocket>, at: &str) -> Result<Option<Downs
         return Err(Rejected(format!("{at}: a DownstreamTlsContext without a certificate")));
     }
     let validation = validation_source(&common, at)?;
-    if let Some(v) = &validation
-        && let Some(Kind::Validation { sans, .. }) = v.default.as_ref().map(|s| &s.kind)
-        && !sans.is_empty()
-    {
-        return Err(Rejected(format!(
-            "{at}: subject alt name matchers on a listener are not supported (the identity filter allows or refuses callers by name)"
-        )));
-    }
     let require_client = ctx.require_client_certificate.is_some_and(|b| b.value);
     if require_client && validation.is_none() {
         return Err(Rejected(format!(
@@ -586,11 +578,17 @@ pub fn listener_tls(tls: &DownstreamTls, s: &Snapshot, at: &str) -> Result<Resol
     t.insert("certificates".into(), Value::Array(certificates));
     t.insert("min_version".into(), Value::String(tls.min_version.into()));
     if let Some(v) = &tls.validation {
-        let (ca, _) = match validation_refs(v, s, at)? {
+        let (ca, sans) = match validation_refs(v, s, at)? {
             Ok(refs) => refs,
             Err(r) => return Ok(r),
         };
         t.insert("client_ca".into(), ca);
+        if !sans.is_empty() {
+            t.insert(
+                "subject_alt_names".into(),
+                Value::Array(sans.into_iter().map(Value::String).collect()),
+            );
+        }
         let auth = if tls.require_client { "required" } else { "optional" };
         t.insert("client_auth".into(), Value::String(auth.into()));
     }
