@@ -576,7 +576,9 @@ pub mod sds {
 
     /// A listener's TLS with its certificate inline and mutual TLS as Istio's inbound side
     /// writes it: a combined validation context (the CA secret `client_ca`, and a prefix
-    /// clients' names must start with, the trust domain).
+    /// clients' names must start with, the trust domain). Istio still writes the deprecated
+    /// `match_subject_alt_names`.
+    #[allow(deprecated)]
     pub fn downstream_inline(cert_pem: &str, key_pem: &str, client_ca: &str, name_prefix: &str) -> TransportSocket {
         let inline_cert = TlsCertificate {
             certificate_chain: inline(cert_pem),
