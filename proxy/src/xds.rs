@@ -7,7 +7,8 @@
 //! - `ads`: the ADS stream (State of the World): subscriptions, ACK and NACK, reconnects;
 //! - `delta`: the same over Delta xDS (`DELTA_GRPC`);
 //! - `listener`, `route`, `cluster`: one resource type each, mapped onto Weft's tables;
-//! - `secret`: SDS secrets and the TLS contexts of listeners and clusters that use them;
+//! - `secret`: SDS secrets, validated and held in memory; `tls`: the TLS contexts of
+//!   listeners and clusters that name them;
 //! - `snapshot`: the resources held, and the whole config assembled from them once warm;
 //! - `source`: the `state::ConfigProvider` the running state reloads from;
 //! - `wasm`: Wasm filters named in an HTTP connection manager, fetched by hash.
@@ -27,6 +28,7 @@ pub mod route;
 pub mod secret;
 pub mod snapshot;
 pub mod source;
+pub mod tls;
 pub mod wasm;
 
 pub use bootstrap::Bootstrap;

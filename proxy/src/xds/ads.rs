@@ -230,7 +230,7 @@ impl Client {
         let before = (
             self.snapshot.rds_names(),
             self.snapshot.eds_names(),
-            super::secret::sds_names(&self.snapshot),
+            super::tls::sds_names(&self.snapshot),
         );
         let outcome = self.accept(type_url, &resp).await;
         let mut out = Vec::new();
@@ -246,7 +246,7 @@ impl Client {
         let after = (
             self.snapshot.rds_names(),
             self.snapshot.eds_names(),
-            super::secret::sds_names(&self.snapshot),
+            super::tls::sds_names(&self.snapshot),
         );
         for (type_url, old, new) in [
             (ROUTE, &before.0, &after.0),
@@ -348,7 +348,7 @@ impl Client {
         let (rds, eds) = (next.rds_names(), next.eds_names());
         next.routes.retain(|name, _| rds.contains(name));
         next.assignments.retain(|name, _| eds.contains(name));
-        let sds = super::secret::sds_names(&next);
+        let sds = super::tls::sds_names(&next);
         next.secrets.retain(|name, _| sds.contains(name));
         next.sds_answered.retain(|name| sds.contains(name));
         // Wasm components are fetched (or found by hash) before anything is assembled; a
@@ -376,7 +376,7 @@ impl Client {
             }
             Some(text) => {
                 let origin = format!("<config from xDS, bootstrap {}>", self.bootstrap.origin);
-                let secrets = Arc::new(super::secret::held(&next));
+                let secrets = Arc::new(super::tls::held(&next));
                 self.source
                     .check(&origin, &text, &secrets)
                     .map_err(|e| Rejected(format!("the resulting config is invalid: {e}")))?;

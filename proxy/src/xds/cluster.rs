@@ -15,7 +15,7 @@ pub struct MappedCluster {
     pub table: Table,
     pub endpoints: Endpoints,
     /// The transport socket's `UpstreamTlsContext`.
-    pub tls: Option<super::secret::UpstreamTls>,
+    pub tls: Option<super::tls::UpstreamTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ pub fn map(c: &Cluster) -> Result<MappedCluster, Rejected> {
     if !c.transport_socket_matches.is_empty() {
         return Err(no("transport_socket_matches (TLS chosen per endpoint)"));
     }
-    let tls = super::secret::upstream(c.transport_socket.as_ref(), &at)?;
+    let tls = super::tls::upstream(c.transport_socket.as_ref(), &at)?;
     let h2 = c.http2_protocol_options.is_some()
         || c.typed_extension_protocol_options
             .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")

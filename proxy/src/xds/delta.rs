@@ -161,7 +161,7 @@ impl Client {
         BTreeMap::from([
             (ROUTE, s.rds_names()),
             (ENDPOINT, s.eds_names()),
-            (SECRET, super::secret::sds_names(s)),
+            (SECRET, super::tls::sds_names(s)),
         ])
     }
 }

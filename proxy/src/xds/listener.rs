@@ -24,7 +24,7 @@ pub struct MappedListener {
     /// Its Wasm HTTP filters, in order: every route runs them first.
     pub wasm: Vec<WasmFilter>,
     /// The filter chain's `DownstreamTlsContext`.
-    pub tls: Option<super::secret::DownstreamTls>,
+    pub tls: Option<super::tls::DownstreamTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,7 +72,7 @@ pub fn map(l: &Listener) -> Result<MappedListener, Rejected> {
     if chain.filter_chain_match.is_some() {
         return Err(no("filter_chain_match"));
     }
-    let tls = super::secret::downstream(chain.transport_socket.as_ref(), &at)?;
+    let tls = super::tls::downstream(chain.transport_socket.as_ref(), &at)?;
     let [f] = chain.filters.as_slice() else {
         return Err(no(
             "a filter chain with other network filters than one http_connection_manager",

@@ -11,7 +11,7 @@ use super::Rejected;
 use super::cluster::{Endpoints, MappedCluster};
 use super::listener::{MappedListener, RouteRef};
 use super::route::Routes;
-use super::secret::Resolved;
+use super::tls::Resolved;
 use super::wasm::WasmFilter;
 
 #[derive(Debug, Clone, Default)]
@@ -182,7 +182,7 @@ impl Snapshot {
         for (name, l) in &self.listeners {
             let mut t = l.table.clone();
             if let Some(tls) = &l.tls {
-                match super::secret::listener_tls(tls, self, &format!("listener {name:?}"))? {
+                match super::tls::listener_tls(tls, self, &format!("listener {name:?}"))? {
                     Resolved::Ready(tls) => drop(t.insert("tls".into(), Value::Table(tls))),
                     Resolved::Warming => return Ok(None),
                     Resolved::Missing(secret) => {
@@ -202,7 +202,7 @@ impl Snapshot {
         let Some(tls) = &c.tls else {
             return Ok(Resolved::Ready(Table::new()));
         };
-        let resolved = super::secret::cluster_tls(tls, self, &format!("cluster {name:?}"))?;
+        let resolved = super::tls::cluster_tls(tls, self, &format!("cluster {name:?}"))?;
         if let Resolved::Missing(secret) = &resolved {
             tracing::warn!(cluster = %name, secret = %secret, "xDS: the server does not have the cluster's secret: left out");
         }

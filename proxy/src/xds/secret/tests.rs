@@ -3,6 +3,11 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SubjectAltNa
 
 use super::*;
 use crate::tls::devcert::{Authority, Usage};
+use crate::xds::snapshot::Snapshot;
+use crate::xds::tls::{DownstreamTls, Resolved, Source, held, listener_tls};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
+use prost::Message;
+use toml::{Table, Value};
 
 fn inline(pem: &str) -> Option<DataSource> {
     Some(DataSource {
