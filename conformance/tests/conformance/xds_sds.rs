@@ -200,6 +200,10 @@ async fn a_tls_listener_from_lds_and_sds_serves_https_and_a_rotated_certificate_
     let (_, xds) = weft.admin("GET", "/api/xds").await;
     let view: serde_json::Value = serde_json::from_str(&xds).expect("json");
     assert_eq!(view["types"]["sds"]["version"], "2", "{xds}");
+    let served = &view["secrets"]["default"];
+    assert_eq!(served["kind"], "certificate", "{xds}");
+    assert!(served["sha256"].as_str().is_some_and(|h| h.len() == 64), "{xds}");
+    assert!(served["not_after"].as_str().is_some(), "{xds}");
     println!(
         "sds: applying the rotation took {} ms",
         view["types"]["sds"]["apply_ms"]
@@ -371,6 +375,17 @@ async fn each_kind_of_bad_secret_or_tls_context_is_nacked_and_the_old_certificat
         );
     }
     assert!(!audit.contains("PRIVATE KEY"), "{audit}");
+}
+
+/// Whether Weft logs `text` (a refused handshake is logged after the peer saw it fail).
+async fn logged(weft: &Weft, text: &str) -> bool {
+    for _ in 0..250 {
+        if weft.log().contains(text) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 /// The first answer (ACK or NACK) of `type_url` after the first `before` requests: the
@@ -561,7 +576,7 @@ async fn an_mtls_cluster_from_cds_and_sds_verifies_the_spiffe_id_and_a_wrong_one
         reached,
         "no request reached the upstream"
     );
-    assert!(weft.log().contains("match none of"), "{}", weft.log());
+    assert!(logged(&weft, "match none of").await, "{}", weft.log());
 }
 
 #[tokio::test]
@@ -654,5 +669,5 @@ async fn a_listener_with_an_inline_certificate_admits_only_clients_of_its_sds_ca
         };
         assert!(refused, "{who}: served");
     }
-    assert!(weft.log().contains("match none of"), "{}", weft.log());
+    assert!(logged(&weft, "match none of").await, "{}", weft.log());
 }

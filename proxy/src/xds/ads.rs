@@ -377,6 +377,7 @@ impl Client {
             Some(text) => {
                 let origin = format!("<config from xDS, bootstrap {}>", self.bootstrap.origin);
                 let secrets = Arc::new(super::tls::held(&next));
+                let served = super::secret::view(&secrets);
                 self.source
                     .check(&origin, &text, &secrets)
                     .map_err(|e| Rejected(format!("the resulting config is invalid: {e}")))?;
@@ -385,6 +386,7 @@ impl Client {
                     .await
                     .map_err(|e| Rejected(format!("the resulting config was refused: {e}")))?;
                 self.applied = Some(text);
+                self.source.status(|s| s["secrets"] = served);
                 self.modules.keep(wasm.iter().map(|(f, _)| f));
                 self.snapshot = next;
                 Ok(())

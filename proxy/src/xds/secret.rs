@@ -26,6 +26,8 @@ pub struct Secret {
     /// SHA-256 of its content: the version a config text names.
     pub sha256: String,
     pub kind: Kind,
+    /// A certificate's end of validity (RFC 3339), for `/api/xds`.
+    pub not_after: Option<String>,
 }
 
 pub enum Kind {
@@ -98,6 +100,22 @@ pub fn map(bytes: &[u8]) -> Result<Secret, Rejected> {
     Ok(with_hash(s.name, kind))
 }
 
+/// What `/api/xds` shows of the secrets served: names, kinds, hashes, validity; no bytes.
+pub fn view(secrets: &Secrets) -> serde_json::Value {
+    let entries = secrets.iter().map(|(name, s)| {
+        let kind = match &s.kind {
+            Kind::Certificate { .. } => "certificate",
+            Kind::Validation { .. } => "validation_context",
+        };
+        let mut v = serde_json::json!({ "kind": kind, "sha256": s.sha256 });
+        if let Some(t) = &s.not_after {
+            v["not_after"] = serde_json::json!(t);
+        }
+        (name.clone(), v)
+    });
+    serde_json::Value::Object(entries.collect())
+}
+
 pub(super) fn with_hash(name: String, kind: Kind) -> Secret {
     let mut h = sha2::Sha256::new();
     match &kind {
@@ -116,12 +134,29 @@ pub(super) fn with_hash(name: String, kind: Kind) -> Secret {
             }
         }
     }
+    let not_after = match &kind {
+        Kind::Certificate { chain, .. } => CertificateDer::pem_slice_iter(chain)
+            .next()
+            .and_then(Result::ok)
+            .and_then(|der| {
+                let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+                let secs = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
+                let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+                Some(humantime::format_rfc3339_seconds(t).to_string())
+            }),
+        Kind::Validation { .. } => None,
+    };
     let sha256 = h.finalize().iter().fold(String::with_capacity(64), |mut s, b| {
         use std::fmt::Write as _;
         let _ = write!(s, "{b:02x}");
         s
     });
-    Secret { name, sha256, kind }
+    Secret {
+        name,
+        sha256,
+        kind,
+        not_after,
+    }
 }
 
 pub(super) fn certificate(c: &TlsCertificate, at: &str) -> Result<Kind, Rejected> {
