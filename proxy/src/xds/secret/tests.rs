@@ -197,3 +197,52 @@ fn a_listener_warms_until_answered_then_is_missing_or_ready() {
     let text = toml::to_string(&t).expect("toml");
     assert!(text.contains(&secret.sha256) && !text.contains("BEGIN"), "{text}");
 }
+
+/// A control plane cannot pass a CA off as a certificate, nor turn verification off.
+#[test]
+fn a_secret_of_the_wrong_kind_or_an_unverified_upstream_is_refused() {
+    use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+    use envoy_types::pb::google::protobuf::Any;
+
+    let ca = Authority::new("CA").expect("ca");
+    let validation_secret = PbSecret {
+        name: "ROOTCA".into(),
+        r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
+            trusted_ca: inline(&ca.cert_pem),
+            ..CertificateValidationContext::default()
+        })),
+    };
+    let mut s = Snapshot::default();
+    s.secrets.insert(
+        "ROOTCA".into(),
+        Arc::new(map(&validation_secret.encode_to_vec()).expect("valid")),
+    );
+    let tls = DownstreamTls {
+        certificates: vec![Source::Sds("ROOTCA".into())],
+        validation: None,
+        require_client: false,
+        min_version: "1.2",
+    };
+    let Err(wrong) = listener_tls(&tls, &s, "listener \"l\"") else {
+        panic!("a CA served as a certificate");
+    };
+    assert!(
+        wrong.0.contains("is a validation context, not a certificate"),
+        "{wrong}"
+    );
+
+    let unverified = TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(Any {
+            type_url: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext".into(),
+            value: UpstreamTlsContext {
+                sni: "x.test".into(),
+                ..UpstreamTlsContext::default()
+            }
+            .encode_to_vec(),
+        })),
+    };
+    let refused = crate::xds::tls::upstream(Some(&unverified), "cluster \"c\"").expect_err("unverified");
+    assert!(refused.0.contains("without a validation context"), "{refused}");
+}
