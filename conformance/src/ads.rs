@@ -20,6 +20,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -38,6 +39,8 @@ pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfigur
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 pub const TYPES: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+/// SDS, asked for once a listener or cluster names a secret.
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// What the ADS server serves: one version of each type's resources.
 #[derive(Clone, Default)]
@@ -212,6 +215,7 @@ pub fn name_of(any: &Any) -> String {
         LISTENER => Listener::decode(bytes).map(|r| r.name),
         ROUTE => RouteConfiguration::decode(bytes).map(|r| r.name),
         CLUSTER => Cluster::decode(bytes).map(|r| r.name),
+        SECRET => Secret::decode(bytes).map(|r| r.name),
         _ => ClusterLoadAssignment::decode(bytes).map(|r| r.cluster_name),
     }
     .expect("a resource the test encoded")
@@ -702,5 +706,185 @@ pub fn handed_listener(host: &str, port: u16, rds: &str, passthrough: &str) -> L
             ..FilterChain::default()
         }),
         ..Listener::default()
+    }
+}
+
+/// SDS: secrets and the TLS contexts that name them, in the shapes Istio sends.
+pub mod sds {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::core::v3::{
+        AggregatedConfigSource, ConfigSource, DataSource, TransportSocket, config_source, data_source, transport_socket,
+    };
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
+        SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext, common_tls_context, secret,
+    };
+    use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+    use envoy_types::pb::google::protobuf::{Any, BoolValue};
+    use prost::Message;
+
+    use super::{CLUSTER, LISTENER, SECRET, any};
+
+    fn inline(pem: &str) -> Option<DataSource> {
+        Some(DataSource {
+            specifier: Some(data_source::Specifier::InlineString(pem.into())),
+            ..DataSource::default()
+        })
+    }
+
+    /// A `tls_certificate` secret with inline PEM.
+    pub fn certificate(name: &str, cert_pem: &str, key_pem: &str) -> Any {
+        any(
+            SECRET,
+            &Secret {
+                name: name.into(),
+                r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+                    certificate_chain: inline(cert_pem),
+                    private_key: inline(key_pem),
+                    ..TlsCertificate::default()
+                })),
+            },
+        )
+    }
+
+    /// A `validation_context` secret: a CA bundle (Istio's `ROOTCA`).
+    pub fn validation(name: &str, ca_pem: &str) -> Any {
+        any(
+            SECRET,
+            &Secret {
+                name: name.into(),
+                r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
+                    trusted_ca: inline(ca_pem),
+                    ..CertificateValidationContext::default()
+                })),
+            },
+        )
+    }
+
+    fn by_ads(name: &str) -> SdsSecretConfig {
+        SdsSecretConfig {
+            name: name.into(),
+            sds_config: Some(ConfigSource {
+                config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+                ..ConfigSource::default()
+            }),
+        }
+    }
+
+    fn socket(type_url: &str, m: &impl Message) -> TransportSocket {
+        TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(any(type_url, m))),
+        }
+    }
+
+    /// A listener's TLS: the certificate secret `cert`; with `client_ca`, mutual TLS.
+    pub fn downstream(cert: &str, client_ca: Option<&str>, alpn: &[&str]) -> TransportSocket {
+        let validation =
+            client_ca.map(|ca| common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(by_ads(ca)));
+        downstream_with(Vec::new(), vec![by_ads(cert)], validation, alpn)
+    }
+
+    /// A listener's TLS with its certificate inline and mutual TLS as Istio's inbound side
+    /// writes it: a combined validation context (the CA secret `client_ca`, and a prefix
+    /// clients' names must start with, the trust domain). Istio still writes the deprecated
+    /// `match_subject_alt_names`.
+    #[allow(deprecated)]
+    pub fn downstream_inline(cert_pem: &str, key_pem: &str, client_ca: &str, name_prefix: &str) -> TransportSocket {
+        let inline_cert = TlsCertificate {
+            certificate_chain: inline(cert_pem),
+            private_key: inline(key_pem),
+            ..TlsCertificate::default()
+        };
+        let validation = common_tls_context::ValidationContextType::CombinedValidationContext(
+            common_tls_context::CombinedCertificateValidationContext {
+                default_validation_context: Some(CertificateValidationContext {
+                    match_subject_alt_names: vec![StringMatcher {
+                        match_pattern: Some(string_matcher::MatchPattern::Prefix(name_prefix.into())),
+                        ..StringMatcher::default()
+                    }],
+                    ..CertificateValidationContext::default()
+                }),
+                validation_context_sds_secret_config: Some(by_ads(client_ca)),
+                ..Default::default()
+            },
+        );
+        downstream_with(vec![inline_cert], Vec::new(), Some(validation), &[])
+    }
+
+    fn downstream_with(
+        tls_certificates: Vec<TlsCertificate>,
+        sds: Vec<SdsSecretConfig>,
+        validation: Option<common_tls_context::ValidationContextType>,
+        alpn: &[&str],
+    ) -> TransportSocket {
+        let ctx = DownstreamTlsContext {
+            require_client_certificate: validation.as_ref().map(|_| BoolValue { value: true }),
+            common_tls_context: Some(CommonTlsContext {
+                tls_certificates,
+                tls_certificate_sds_secret_configs: sds,
+                validation_context_type: validation,
+                alpn_protocols: alpn.iter().map(|p| (*p).to_owned()).collect(),
+                ..CommonTlsContext::default()
+            }),
+            ..DownstreamTlsContext::default()
+        };
+        socket(
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            &ctx,
+        )
+    }
+
+    /// A cluster's TLS as Istio writes an mTLS cluster: `sni`, the client certificate
+    /// secret `cert`, and a combined validation context (the CA secret `ca`, URI SANs).
+    pub fn upstream(sni: &str, cert: Option<&str>, ca: &str, spiffe_ids: &[&str]) -> TransportSocket {
+        let sans = spiffe_ids
+            .iter()
+            .map(|id| SubjectAltNameMatcher {
+                san_type: 3, // URI
+                matcher: Some(StringMatcher {
+                    match_pattern: Some(string_matcher::MatchPattern::Exact((*id).into())),
+                    ..StringMatcher::default()
+                }),
+                ..SubjectAltNameMatcher::default()
+            })
+            .collect();
+        let ctx = UpstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                tls_certificate_sds_secret_configs: cert.map(by_ads).into_iter().collect(),
+                validation_context_type: Some(common_tls_context::ValidationContextType::CombinedValidationContext(
+                    common_tls_context::CombinedCertificateValidationContext {
+                        default_validation_context: Some(CertificateValidationContext {
+                            match_typed_subject_alt_names: sans,
+                            ..CertificateValidationContext::default()
+                        }),
+                        validation_context_sds_secret_config: Some(by_ads(ca)),
+                        ..Default::default()
+                    },
+                )),
+                ..CommonTlsContext::default()
+            }),
+            sni: sni.into(),
+            ..UpstreamTlsContext::default()
+        };
+        socket(
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            &ctx,
+        )
+    }
+
+    /// `listener` (an encoded Listener) with `ts` on its filter chain.
+    pub fn with_listener_tls(listener: Any, ts: TransportSocket) -> Any {
+        let mut l = Listener::decode(listener.value.as_slice()).expect("a listener the test encoded");
+        l.filter_chains[0].transport_socket = Some(ts);
+        any(LISTENER, &l)
+    }
+
+    /// `cluster` (an encoded Cluster) with `ts` as its transport socket.
+    pub fn with_cluster_tls(cluster: Any, ts: TransportSocket) -> Any {
+        let mut c = Cluster::decode(cluster.value.as_slice()).expect("a cluster the test encoded");
+        c.transport_socket = Some(ts);
+        any(CLUSTER, &c)
     }
 }

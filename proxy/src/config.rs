@@ -17,6 +17,7 @@ mod door;
 mod kv;
 mod limits;
 mod observe;
+mod pem;
 pub(crate) mod redact;
 mod route;
 mod sidecar;
@@ -32,6 +33,7 @@ pub use limits::{DEFAULT_MEMORY, LimitsConfig};
 pub use observe::{
     ACCESS_LOG_FIELDS, AccessLogConfig, AccessLogFormat, AccessLogPiece, OtlpProtocol, QueryShown, TracingConfig,
 };
+pub use pem::{FindSecret, Pem, PemPart, SecretRef};
 pub use redact::secret_name;
 pub use redact::urls as redact_urls;
 pub use route::{
@@ -316,11 +318,15 @@ pub struct ListenerTlsConfig {
     /// the first one when nothing matches.
     pub certificates: Vec<CertKeyConfig>,
     /// Verify client certificates against this CA bundle (mutual TLS).
-    pub client_ca: Option<PathBuf>,
+    pub client_ca: Option<Pem>,
     /// With `client_ca`: `required` (the default) refuses clients without a certificate,
     /// `optional` lets them in without an identity.
     #[serde(default)]
     pub client_auth: ClientAuth,
+    /// With `client_ca`: a client certificate must also carry one of these URI or DNS names
+    /// (exact, or a prefix ending in `*`), as a mesh admits its own trust domain.
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
     /// Oldest TLS version accepted: "1.2" (the default) or "1.3".
     #[serde(default = "defaults::tls_min")]
     pub min_version: String,
@@ -329,8 +335,8 @@ pub struct ListenerTlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertKeyConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    pub cert: Pem,
+    pub key: Pem,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -533,21 +539,56 @@ impl Config {
         paths.extend(self.access_log.iter_mut().filter_map(|a| a.get_mut().path.as_mut()));
         for listener in &mut self.listeners {
             if let Some(tls) = &mut listener.get_mut().tls {
-                paths.extend(tls.certificates.iter_mut().flat_map(|c| [&mut c.cert, &mut c.key]));
-                paths.extend(tls.client_ca.iter_mut());
+                paths.extend(
+                    tls.certificates
+                        .iter_mut()
+                        .flat_map(|c| [c.cert.file_mut(), c.key.file_mut()])
+                        .flatten(),
+                );
+                paths.extend(tls.client_ca.as_mut().and_then(Pem::file_mut));
             }
         }
         for cluster in &mut self.clusters {
             let cluster = cluster.get_mut();
             paths.extend(cluster.endpoints_file.as_mut().map(|f| f.get_mut()));
             if let Some(tls) = &mut cluster.tls {
-                paths.push(&mut tls.ca);
-                paths.extend(tls.cert.iter_mut().chain(tls.key.iter_mut()));
+                paths.extend(tls.ca.file_mut());
+                paths.extend(tls.cert.iter_mut().chain(tls.key.iter_mut()).filter_map(Pem::file_mut));
             }
         }
         for path in paths.into_iter().filter(|p| p.is_relative()) {
             *path = base.join(&*path);
         }
+    }
+
+    /// Attaches the bytes of every SDS secret the config names, from `find(name, sha256,
+    /// part)` (the xDS source's secrets); an error names the first it lacks.
+    pub fn attach_secrets(&mut self, find: FindSecret<'_>) -> Result<(), ConfigError> {
+        let mut wanted: Vec<(&mut Pem, PemPart)> = Vec::new();
+        for listener in &mut self.listeners {
+            if let Some(tls) = &mut listener.get_mut().tls {
+                for c in &mut tls.certificates {
+                    wanted.push((&mut c.cert, PemPart::Chain));
+                    wanted.push((&mut c.key, PemPart::Key));
+                }
+                wanted.extend(tls.client_ca.as_mut().map(|ca| (ca, PemPart::TrustedCa)));
+            }
+        }
+        for cluster in &mut self.clusters {
+            if let Some(tls) = &mut cluster.get_mut().tls {
+                wanted.push((&mut tls.ca, PemPart::TrustedCa));
+                wanted.extend(tls.cert.as_mut().map(|c| (c, PemPart::Chain)));
+                wanted.extend(tls.key.as_mut().map(|k| (k, PemPart::Key)));
+            }
+        }
+        for (pem, part) in wanted {
+            if !pem.attach(part, find) {
+                return Err(self
+                    .source
+                    .error(format!("{pem} is not held (or not at the version named)")));
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -610,6 +651,12 @@ impl Config {
                 Some(tls) if tls.certificates.is_empty() => Some("tls needs at least one certificate"),
                 Some(tls) if !matches!(tls.min_version.as_str(), "1.2" | "1.3") => {
                     Some("tls.min_version is \"1.2\" or \"1.3\"")
+                }
+                Some(tls) if !tls.subject_alt_names.is_empty() && tls.client_ca.is_none() => {
+                    Some("tls.subject_alt_names needs client_ca (they are checked on client certificates)")
+                }
+                Some(tls) if cluster::bad_san_pattern(&tls.subject_alt_names).is_some() => {
+                    Some("tls.subject_alt_names: each is a name, or a prefix ending in * (no other *)")
                 }
                 _ => None,
             };

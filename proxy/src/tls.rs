@@ -3,7 +3,6 @@
 //! certificates.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::Arc;
 
 use http::HeaderValue;
@@ -15,37 +14,42 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use sha2::Digest;
 
-use crate::config::{ClientAuth, ListenerTlsConfig, UpstreamTlsConfig};
+use crate::config::{ClientAuth, ListenerTlsConfig, Pem, UpstreamTlsConfig};
 use crate::conn::ServerBlocks;
 
 pub mod devcert;
 pub mod quic;
+mod san;
 
 /// ring: quick to build, no cmake; every TLS config of the process uses it.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
+/// The certificates of a PEM file or SDS secret.
+pub fn load_certs(pem: &Pem) -> Result<Vec<CertificateDer<'static>>, String> {
+    let text = pem.read()?;
+    let certs = CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot read certificates from {pem}: {e}"))?;
     if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
+        return Err(format!("{pem} holds no PEM certificate"));
     }
     Ok(certs)
 }
 
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("cannot read a private key from {}: {e}", path.display()))
+/// The private key of a PEM file or SDS secret. Errors never quote the key.
+pub fn load_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, String> {
+    let text = pem.read()?;
+    PrivateKeyDer::from_pem_slice(&text).map_err(|e| format!("cannot read a private key from {pem}: {e}"))
 }
 
-fn roots(path: &Path) -> Result<RootCertStore, String> {
+pub fn roots(pem: &Pem) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
-    for cert in load_certs(path)? {
+    for cert in load_certs(pem)? {
         roots
             .add(cert)
-            .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
+            .map_err(|e| format!("{pem}: not a usable CA certificate: {e}"))?;
     }
     Ok(roots)
 }
@@ -75,11 +79,15 @@ pub fn server_config(
                 ClientAuth::Required => verifier,
                 ClientAuth::Optional => verifier.allow_unauthenticated(),
             };
-            builder.with_client_cert_verifier(
-                verifier
-                    .build()
-                    .map_err(|e| format!("client_ca {}: {e}", ca.display()))?,
-            )
+            let verifier = verifier.build().map_err(|e| format!("client_ca {ca}: {e}"))?;
+            if tls.subject_alt_names.is_empty() {
+                builder.with_client_cert_verifier(verifier)
+            } else {
+                builder.with_client_cert_verifier(Arc::new(san::ClientSanVerifier::new(
+                    verifier,
+                    tls.subject_alt_names.clone(),
+                )))
+            }
         }
     };
     let mut names = Vec::with_capacity(tls.certificates.len());
@@ -89,13 +97,8 @@ pub fn server_config(
         let cert_names = PeerIdentity::from_der(&chain[0])
             .map(|id| id.dns.into_iter().map(|n| n.to_ascii_lowercase()).collect())
             .unwrap_or_default();
-        let key = CertifiedKey::from_der(chain, load_key(&pair.key)?, &provider).map_err(|e| {
-            format!(
-                "{} and {} do not make a usable pair: {e}",
-                pair.cert.display(),
-                pair.key.display()
-            )
-        })?;
+        let key = CertifiedKey::from_der(chain, load_key(&pair.key)?, &provider)
+            .map_err(|e| format!("{} and {} do not make a usable pair: {e}", pair.cert, pair.key))?;
         names.push(cert_names);
         keys.push(Arc::new(key));
     }
@@ -122,16 +125,29 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// The client side of TLS to a cluster.
+/// The client side of TLS to a cluster: the upstream's certificate chains to `ca` and
+/// names `server_name` (or, with `subject_alt_names`, one of those).
 pub fn client_config(tls: &UpstreamTlsConfig, http2: bool) -> Result<ClientConfig, String> {
-    let builder = ClientConfig::builder_with_provider(provider())
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots(&tls.ca)?);
+        .map_err(|e| e.to_string())?;
+    let roots = roots(&tls.ca)?;
+    let builder = if tls.subject_alt_names.is_empty() {
+        builder.with_root_certificates(roots)
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(san::SanVerifier::new(
+                roots,
+                tls.subject_alt_names.clone(),
+                provider,
+            )))
+    };
     let mut config = match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => builder
             .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
-            .map_err(|e| format!("client certificate {}: {e}", cert.display()))?,
+            .map_err(|e| format!("client certificate {cert}: {e}"))?,
         _ => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![if http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];

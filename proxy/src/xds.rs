@@ -8,6 +8,8 @@
 //! - `delta`: the same over Delta xDS (`DELTA_GRPC`);
 //! - `listener`, `route`, `cluster`: one resource type each, mapped onto Weft's tables;
 //! - `sidecar`: Istio's sidecar listeners (`use_original_dst`, `bind_to_port: false`);
+//! - `secret`: SDS secrets, validated and held in memory; `tls`: the TLS contexts of
+//!   listeners and clusters that name them;
 //! - `snapshot`: the resources held, and the whole config assembled from them once warm;
 //! - `source`: the `state::ConfigProvider` the running state reloads from;
 //! - `wasm`: Wasm filters named in an HTTP connection manager, fetched by hash.
@@ -23,9 +25,12 @@ pub mod delta;
 pub mod listener;
 #[allow(deprecated)]
 pub mod route;
+#[allow(deprecated)]
+pub mod secret;
 pub mod sidecar;
 pub mod snapshot;
 pub mod source;
+pub mod tls;
 pub mod wasm;
 
 pub use bootstrap::Bootstrap;

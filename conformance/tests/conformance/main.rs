@@ -46,6 +46,7 @@ mod security;
 mod soak;
 // docs/xds.md: driven by an ADS server
 mod xds;
+mod xds_sds;
 // docs/sidecar.md
 mod sidecar;
 // docs/sidecar.md "Over xDS": Istio's sidecar shape from an ADS server

@@ -7,19 +7,31 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, Source};
+use super::{ConfigError, Pem, Source};
+
+/// The first of `patterns` that is not a name or a prefix ending in `*`.
+pub(super) fn bad_san_pattern(patterns: &[String]) -> Option<&String> {
+    patterns
+        .iter()
+        .find(|p| p.is_empty() || p.trim_end_matches('*').contains('*'))
+}
 
 /// TLS to a cluster's endpoints.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     /// CA bundle the upstream's certificate must chain to.
-    pub ca: PathBuf,
+    pub ca: Pem,
     /// Name sent as SNI and verified against the certificate (default: the endpoint host).
     pub server_name: Option<String>,
     /// The proxy's own certificate and key, for upstreams that require mutual TLS.
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
+    pub cert: Option<Pem>,
+    pub key: Option<Pem>,
+    /// When set, the certificate is verified by these instead of by `server_name`: one of
+    /// its URI or DNS names must be one of them (exact, or a prefix ending in `*`), as a
+    /// mesh verifies a peer's SPIFFE ID.
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -263,6 +275,14 @@ impl ClusterConfig {
             && tls.cert.is_some() != tls.key.is_some()
         {
             return at(span, "tls needs both cert and key, or neither".into());
+        }
+        if let Some(tls) = &self.tls
+            && let Some(bad) = bad_san_pattern(&tls.subject_alt_names)
+        {
+            return at(
+                span,
+                format!("tls.subject_alt_names: {bad:?}: a name, or a prefix ending in * (no other *)"),
+            );
         }
         if self.kind == ClusterKind::OriginalDestination {
             let problem = if !self.endpoints.is_empty() || self.endpoints_file.is_some() {

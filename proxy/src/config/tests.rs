@@ -374,3 +374,29 @@ fn sidecar_settings_are_checked_where_they_are_written() {
         e.message
     );
 }
+
+#[test]
+fn subject_alt_names_need_a_client_ca_and_are_names_or_prefixes() {
+    let config = |tls: &str, cluster_tls: &str| {
+        format!(
+            "[[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:8443\"\n[listeners.tls]\n\
+             certificates = [{{ cert = \"c.pem\", key = \"k.pem\" }}]\n{tls}\n\n\
+             [[clusters]]\nname = \"web\"\nendpoints = [\"127.0.0.1:3000\"]\n{cluster_tls}\n\n\
+             [[routes]]\nmatch = {{ path_prefix = \"/\" }}\ncluster = \"web\"\n"
+        )
+    };
+    let good = config(
+        "client_ca = \"ca.pem\"\nsubject_alt_names = [\"spiffe://td/*\"]",
+        "tls = { ca = \"ca.pem\", subject_alt_names = [\"spiffe://td/ns/a/sa/b\"] }",
+    );
+    Config::parse("test.toml", &good).expect("valid");
+    let without_ca = error(&config("subject_alt_names = [\"spiffe://td/*\"]", ""));
+    assert!(without_ca.to_string().contains("needs client_ca"), "{without_ca}");
+    let inner_star = error(&config(
+        "",
+        "tls = { ca = \"ca.pem\", subject_alt_names = [\"spiffe://*/ns\"] }",
+    ));
+    assert!(inner_star.to_string().contains("a prefix ending in *"), "{inner_star}");
+    let secret = error(&config("", "tls = { ca = { sds = 1 } }"));
+    assert!(secret.to_string().contains("sds"), "{secret}");
+}

@@ -60,9 +60,10 @@ pub async fn build(
     for c in &config.clusters {
         if let Some(t) = &c.get_ref().tls {
             files.extend(
-                [Some(t.ca.clone()), t.cert.clone(), t.key.clone()]
+                [Some(&t.ca), t.cert.as_ref(), t.key.as_ref()]
                     .into_iter()
-                    .flatten(),
+                    .flatten()
+                    .filter_map(|p| p.file().cloned()),
             );
         }
         let previous = running.and_then(|r| r.clusters.get(c.get_ref().name.as_str()));
@@ -82,9 +83,10 @@ pub async fn build(
             settings
                 .certificates
                 .iter()
-                .flat_map(|c| [c.cert.clone(), c.key.clone()]),
+                .flat_map(|c| [&c.cert, &c.key])
+                .chain(settings.client_ca.as_ref())
+                .filter_map(|p| p.file().cloned()),
         );
-        files.extend(settings.client_ca.iter().cloned());
         let (server, blocks) = crate::tls::server_config(settings, &[b"h2", b"http/1.1"], false).map_err(fail)?;
         tls.insert(l.name.clone(), Arc::new(server));
         server_blocks.insert(l.name.clone(), blocks);

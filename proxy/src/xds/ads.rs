@@ -30,9 +30,10 @@ pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listene
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 /// Subscription order on a new stream: clusters before listeners, as Envoy does, so
 /// routes find their clusters warm.
-const ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+const ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
 
 /// More resources than this in one response is a NACK (a server gone wrong, or hostile).
 pub const MAX_RESOURCES: usize = 10_000;
@@ -169,8 +170,8 @@ impl Client {
                 s.clone()
             });
             let Some(sub) = sub else { continue };
-            // EDS and RDS are asked for only once something names their resources.
-            if matches!(type_url, ENDPOINT | ROUTE) && sub.names.is_empty() {
+            // EDS, RDS and SDS are asked for only once something names their resources.
+            if matches!(type_url, ENDPOINT | ROUTE | SECRET) && sub.names.is_empty() {
                 continue;
             }
             tx.send(request(type_url, &sub, node.take(), None)).await?;
@@ -226,7 +227,11 @@ impl Client {
             }
         };
         let started = std::time::Instant::now();
-        let before = (self.snapshot.rds_names(), self.snapshot.eds_names());
+        let before = (
+            self.snapshot.rds_names(),
+            self.snapshot.eds_names(),
+            super::tls::sds_names(&self.snapshot),
+        );
         let outcome = self.accept(type_url, &resp).await;
         let mut out = Vec::new();
         let sub = self.subs.entry(type_url).or_default();
@@ -238,8 +243,16 @@ impl Client {
         let sub = self.subs.get(type_url).cloned().unwrap_or_default();
         out.push(request(type_url, &sub, None, outcome.err().as_ref()));
         // New names to watch: asked for after the ACK that introduced them.
-        let after = (self.snapshot.rds_names(), self.snapshot.eds_names());
-        for (type_url, old, new) in [(ROUTE, &before.0, &after.0), (ENDPOINT, &before.1, &after.1)] {
+        let after = (
+            self.snapshot.rds_names(),
+            self.snapshot.eds_names(),
+            super::tls::sds_names(&self.snapshot),
+        );
+        for (type_url, old, new) in [
+            (ROUTE, &before.0, &after.0),
+            (ENDPOINT, &before.1, &after.1),
+            (SECRET, &before.2, &after.2),
+        ] {
             if old != new {
                 let sub = self.subs.entry(type_url).or_default();
                 sub.names = new.clone();
@@ -313,6 +326,10 @@ impl Client {
         match type_url {
             LISTENER => next.listeners.clear(),
             CLUSTER => next.clusters.clear(),
+            // The server answered for every secret asked: one it did not send, it lacks.
+            SECRET => next
+                .sds_answered
+                .extend(self.subs.get(SECRET).map(|s| s.names.clone()).unwrap_or_default()),
             _ => {}
         }
         let mut seen = HashSet::new();
@@ -331,6 +348,9 @@ impl Client {
         let (rds, eds) = (next.rds_names(), next.eds_names());
         next.routes.retain(|name, _| rds.contains(name));
         next.assignments.retain(|name, _| eds.contains(name));
+        let sds = super::tls::sds_names(&next);
+        next.secrets.retain(|name, _| sds.contains(name));
+        next.sds_answered.retain(|name| sds.contains(name));
         // Wasm components are fetched (or found by hash) before anything is assembled; a
         // filter whose cluster waits for its endpoints keeps the snapshot warming.
         let mut wasm = Vec::new();
@@ -350,19 +370,23 @@ impl Client {
                 Ok(())
             }
             Some(text) if self.applied.as_ref() == Some(&text) => {
+                // Same text, same secrets (the text names each by its hash).
                 self.snapshot = next;
                 Ok(())
             }
             Some(text) => {
                 let origin = format!("<config from xDS, bootstrap {}>", self.bootstrap.origin);
+                let secrets = Arc::new(super::tls::held(&next));
+                let served = super::secret::view(&secrets);
                 self.source
-                    .check(&origin, &text)
+                    .check(&origin, &text, &secrets)
                     .map_err(|e| Rejected(format!("the resulting config is invalid: {e}")))?;
                 self.source
-                    .apply(origin, text.clone())
+                    .apply(origin, text.clone(), secrets)
                     .await
                     .map_err(|e| Rejected(format!("the resulting config was refused: {e}")))?;
                 self.applied = Some(text);
+                self.source.status(|s| s["secrets"] = served);
                 self.modules.keep(wasm.iter().map(|(f, _)| f));
                 self.snapshot = next;
                 Ok(())
@@ -396,6 +420,12 @@ pub(super) fn put(
             next.clusters.insert(c.name.clone(), cluster::map(&c)?);
             c.name
         }
+        SECRET => {
+            let secret = super::secret::map(bytes)?;
+            let name = secret.name.clone();
+            next.secrets.insert(name.clone(), Arc::new(secret));
+            name
+        }
         ROUTE => {
             let rc = RouteConfiguration::decode(bytes).map_err(bad)?;
             next.routes.insert(rc.name.clone(), route::map(&rc)?);
@@ -417,6 +447,7 @@ pub(super) fn remove(next: &mut Snapshot, type_url: &str, name: &str) {
         LISTENER => drop(next.listeners.remove(name)),
         CLUSTER => drop(next.clusters.remove(name)),
         ROUTE => drop(next.routes.remove(name)),
+        SECRET => drop(next.secrets.remove(name)),
         _ => drop(next.assignments.remove(name)),
     }
 }
@@ -447,6 +478,7 @@ pub fn short_type(type_url: &str) -> &'static str {
         LISTENER => "lds",
         ROUTE => "rds",
         CLUSTER => "cds",
+        SECRET => "sds",
         _ => "eds",
     }
 }

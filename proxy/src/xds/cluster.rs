@@ -14,6 +14,8 @@ use crate::config::MAX_WEIGHT;
 pub struct MappedCluster {
     pub table: Table,
     pub endpoints: Endpoints,
+    /// The transport socket's `UpstreamTlsContext`.
+    pub tls: Option<super::tls::UpstreamTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,9 +82,10 @@ pub fn map(c: &Cluster) -> Result<MappedCluster, Rejected> {
     {
         t.insert("connect_timeout".into(), Value::String(text));
     }
-    if c.transport_socket.is_some() || !c.transport_socket_matches.is_empty() {
-        return Err(no("UpstreamTlsContext (TLS to endpoints needs SDS, not built yet)"));
+    if !c.transport_socket_matches.is_empty() {
+        return Err(no("transport_socket_matches (TLS chosen per endpoint)"));
     }
+    let tls = super::tls::upstream(c.transport_socket.as_ref(), &at)?;
     let h2 = c.http2_protocol_options.is_some()
         || c.typed_extension_protocol_options
             .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
@@ -161,7 +164,11 @@ pub fn map(c: &Cluster) -> Result<MappedCluster, Rejected> {
         }
         t.insert("health_check".into(), Value::Table(h));
     }
-    Ok(MappedCluster { table: t, endpoints })
+    Ok(MappedCluster {
+        table: t,
+        endpoints,
+        tls,
+    })
 }
 
 /// An ORIGINAL_DST cluster (Istio's `PassthroughCluster`, `InboundPassthroughCluster`) as a
@@ -184,7 +191,9 @@ fn original_dst(c: &Cluster, mut t: Table, at: &str) -> Result<MappedCluster, Re
         return Err(no("a health check or outlier detection"));
     }
     if c.transport_socket.is_some() || !c.transport_socket_matches.is_empty() {
-        return Err(no("UpstreamTlsContext (TLS to endpoints needs SDS, not built yet)"));
+        return Err(no(
+            "a transport socket on an ORIGINAL_DST cluster (TLS to original destinations is not mapped)",
+        ));
     }
     t.insert("kind".into(), Value::String("original_destination".into()));
     if let Some(d) = &c.connect_timeout
@@ -195,6 +204,7 @@ fn original_dst(c: &Cluster, mut t: Table, at: &str) -> Result<MappedCluster, Re
     Ok(MappedCluster {
         table: t,
         endpoints: Endpoints::Original,
+        tls: None,
     })
 }
 

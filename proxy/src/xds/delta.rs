@@ -12,10 +12,10 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::Rejected;
-use super::ads::{CLUSTER, Client, ENDPOINT, LISTENER, MAX_RESOURCES, ROUTE, put, remove};
+use super::ads::{CLUSTER, Client, ENDPOINT, LISTENER, MAX_RESOURCES, ROUTE, SECRET, put, remove};
 
 /// Types in the order they are asked for, as in the State of the World.
-const ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+const ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
 
 /// What Delta holds per type across streams: each resource's version.
 #[derive(Debug, Default, Clone)]
@@ -37,7 +37,7 @@ impl Client {
                 LISTENER | CLUSTER => Vec::new(),
                 _ => names.get(type_url).cloned().unwrap_or_default().into_iter().collect(),
             };
-            if matches!(type_url, ENDPOINT | ROUTE) && subscribe.is_empty() {
+            if matches!(type_url, ENDPOINT | ROUTE | SECRET) && subscribe.is_empty() {
                 continue;
             }
             let initial = held.versions.get(type_url).cloned().unwrap_or_default();
@@ -100,7 +100,7 @@ impl Client {
             ..DeltaDiscoveryRequest::default()
         }];
         let after = self.watched();
-        for t in [ROUTE, ENDPOINT] {
+        for t in [ROUTE, ENDPOINT, SECRET] {
             let (old, new) = (
                 before.get(t).cloned().unwrap_or_default(),
                 after.get(t).cloned().unwrap_or_default(),
@@ -128,6 +128,11 @@ impl Client {
             )));
         }
         let mut next = self.snapshot().clone();
+        if type_url == SECRET {
+            // The server answered for the secrets subscribed: one it did not send, it lacks.
+            let asked = self.watched().remove(&SECRET).unwrap_or_default();
+            next.sds_answered.extend(asked);
+        }
         let mut seen = HashSet::new();
         for r in &resp.resources {
             let Some(any) = &r.resource else {
@@ -153,6 +158,10 @@ impl Client {
     /// The route configurations and assignments the snapshot names, by type.
     fn watched(&self) -> BTreeMap<&'static str, BTreeSet<String>> {
         let s = self.snapshot();
-        BTreeMap::from([(ROUTE, s.rds_names()), (ENDPOINT, s.eds_names())])
+        BTreeMap::from([
+            (ROUTE, s.rds_names()),
+            (ENDPOINT, s.eds_names()),
+            (SECRET, super::tls::sds_names(s)),
+        ])
     }
 }

@@ -26,6 +26,8 @@ pub struct MappedListener {
     pub chains: Vec<Chain>,
     /// How it takes part in a sidecar's handoff (`sidecar.rs`).
     pub shape: Shape,
+    /// The filter chain's `DownstreamTlsContext` (a bound listener's one chain).
+    pub tls: Option<super::tls::DownstreamTls>,
 }
 
 /// One filter chain: what it matches of the connection and what it does.
@@ -117,9 +119,7 @@ pub fn map(l: &Listener) -> Result<MappedListener, Rejected> {
     if chain.filter_chain_match.is_some() {
         return Err(no("filter_chain_match"));
     }
-    if chain.transport_socket.is_some() {
-        return Err(no("DownstreamTlsContext (TLS listeners need SDS, not built yet)"));
-    }
+    let tls = super::tls::downstream(chain.transport_socket.as_ref(), &at)?;
     let [f] = chain.filters.as_slice() else {
         return Err(no(
             "a filter chain with other network filters than one http_connection_manager",
@@ -137,6 +137,7 @@ pub fn map(l: &Listener) -> Result<MappedListener, Rejected> {
             action: ChainAction::Http { routes, wasm },
         }],
         shape: Shape::Bound,
+        tls,
     })
 }
 

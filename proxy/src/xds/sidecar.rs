@@ -121,7 +121,12 @@ pub fn map(l: &Listener, address: String, shape: Shape, at: &str) -> Result<Mapp
             Some(t)
         }
     };
-    Ok(MappedListener { table, chains, shape })
+    Ok(MappedListener {
+        table,
+        chains,
+        shape,
+        tls: None,
+    })
 }
 
 /// A chain's match as a destination (an address or CIDR block) and port; what Weft
@@ -133,7 +138,11 @@ fn chain_match(m: &FilterChainMatch, at: &str) -> Result<(Option<String>, Option
     }
     match m.transport_protocol.as_str() {
         "" | "raw_buffer" => {}
-        "tls" => return Err(no("transport_protocol tls (TLS filter chains need SDS, not built yet)")),
+        "tls" => {
+            return Err(no(
+                "transport_protocol tls (a sidecar listener's chains are not chosen by TLS)",
+            ));
+        }
         other => return Err(no(&format!("transport_protocol {other:?}"))),
     }
     if let Some(p) = m
@@ -174,7 +183,7 @@ fn chain_match(m: &FilterChainMatch, at: &str) -> Result<(Option<String>, Option
 fn chain_action(c: &FilterChain, at: &str) -> Result<ChainAction, Rejected> {
     if c.transport_socket.is_some() {
         return Err(Rejected(format!(
-            "{at}: DownstreamTlsContext is not supported (TLS filter chains need SDS, not built yet)"
+            "{at}: DownstreamTlsContext on a sidecar listener's filter chain is not supported (mTLS per inbound chain is not mapped)"
         )));
     }
     let mut action = None;

@@ -13,6 +13,7 @@ use super::Rejected;
 use super::cluster::{Endpoints, MappedCluster};
 use super::listener::{ChainAction, MappedListener, RouteRef, Shape};
 use super::route::Routes;
+use super::tls::Resolved;
 use super::wasm::WasmFilter;
 
 #[derive(Debug, Clone, Default)]
@@ -21,6 +22,10 @@ pub struct Snapshot {
     pub routes: BTreeMap<String, Routes>,
     pub clusters: BTreeMap<String, MappedCluster>,
     pub assignments: BTreeMap<String, Vec<Value>>,
+    /// SDS secrets held, and the names the server has answered for (a name answered but
+    /// not held is a secret the server does not have).
+    pub secrets: super::secret::Secrets,
+    pub sds_answered: BTreeSet<String>,
 }
 
 impl Snapshot {
@@ -106,6 +111,9 @@ impl Snapshot {
                 }
             }
         }
+        let Some(listeners) = self.tls_listeners()? else {
+            return Ok(None);
+        };
         let mut clusters = Vec::new();
         let mut usable = BTreeSet::new();
         for (name, c) in &self.clusters {
@@ -118,6 +126,12 @@ impl Snapshot {
                     None => return Ok(None),
                 },
             };
+            match self.cluster_tls(name, c)? {
+                Resolved::Ready(tls) if tls.is_empty() => {}
+                Resolved::Ready(tls) => drop(t.insert("tls".into(), Value::Table(tls))),
+                Resolved::Warming => return Ok(None),
+                Resolved::Missing(_) => continue,
+            }
             // An ORIGINAL_DST cluster has none: it sends each request once where its
             // connection was going, so a route's retry or hash policy does not apply.
             if let Some(endpoints) = endpoints {
@@ -182,14 +196,7 @@ impl Snapshot {
         });
         let mut config = base.clone();
         config.remove("xds");
-        append(
-            &mut config,
-            "listeners",
-            self.listeners
-                .values()
-                .filter_map(|l| l.table.clone())
-                .map(Value::Table),
-        );
+        append(&mut config, "listeners", listeners);
         append(&mut config, "clusters", clusters);
         append(&mut config, "filters", filters);
         append(&mut config, "routes", route_tables);
@@ -373,6 +380,44 @@ impl Group<'_> {
             t.insert("direct_response".into(), Value::Table(dr));
         }
         t
+    }
+}
+
+impl Snapshot {
+    /// The listeners' tables with their `tls`; a listener whose secret the server does not
+    /// have is left out (not bound), as Envoy leaves it warming. None while a secret is
+    /// awaited, or when no listener is left.
+    fn tls_listeners(&self) -> Result<Option<Vec<Value>>, Rejected> {
+        let mut out = Vec::new();
+        for (name, l) in &self.listeners {
+            // A `bind_to_port: false` listener has no table: it binds nothing.
+            let Some(mut t) = l.table.clone() else { continue };
+            if let Some(tls) = &l.tls {
+                match super::tls::listener_tls(tls, self, &format!("listener {name:?}"))? {
+                    Resolved::Ready(tls) => drop(t.insert("tls".into(), Value::Table(tls))),
+                    Resolved::Warming => return Ok(None),
+                    Resolved::Missing(secret) => {
+                        tracing::warn!(listener = %name, secret = %secret, "xDS: the server does not have the listener's secret: not bound");
+                        continue;
+                    }
+                }
+            }
+            out.push(Value::Table(t));
+        }
+        Ok(Some(out).filter(|o| !o.is_empty()))
+    }
+
+    /// A cluster's `tls` table (empty when plaintext); Missing leaves the cluster out, so its
+    /// routes answer 503.
+    fn cluster_tls(&self, name: &str, c: &MappedCluster) -> Result<Resolved, Rejected> {
+        let Some(tls) = &c.tls else {
+            return Ok(Resolved::Ready(Table::new()));
+        };
+        let resolved = super::tls::cluster_tls(tls, self, &format!("cluster {name:?}"))?;
+        if let Resolved::Missing(secret) = &resolved {
+            tracing::warn!(cluster = %name, secret = %secret, "xDS: the server does not have the cluster's secret: left out");
+        }
+        Ok(resolved)
     }
 }
 

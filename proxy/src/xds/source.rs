@@ -6,13 +6,15 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use serde_json::{Value, json};
 
+use super::secret::Secrets;
 use crate::config::{Config, ConfigError};
 use crate::state::{ConfigProvider, State};
 
 /// Shared by the ADS task (which writes) and the state (which reads on reload).
 pub struct XdsSource {
-    /// (origin, TOML text) of the config last accepted.
-    current: Mutex<Option<(String, String)>>,
+    /// (origin, TOML text, the SDS secrets it names) of the config last accepted. The
+    /// secrets are held here, never in the text.
+    current: Mutex<Option<(String, String, Arc<Secrets>)>>,
     /// Relative paths in the TOML file's tables are relative to its folder.
     base_dir: PathBuf,
     state: OnceLock<Weak<State>>,
@@ -29,15 +31,23 @@ impl XdsSource {
         })
     }
 
-    /// Parses `text` as the candidate; the running one stays until `commit`.
-    pub fn check(&self, origin: &str, text: &str) -> Result<Config, ConfigError> {
-        Config::parse_in(origin, text, &self.base_dir)
+    /// Parses `text` as the candidate, with the bytes of the SDS secrets it names attached
+    /// from `secrets`; the running one stays until `apply`.
+    pub fn check(&self, origin: &str, text: &str, secrets: &Secrets) -> Result<Config, ConfigError> {
+        let mut config = Config::parse_in(origin, text, &self.base_dir)?;
+        config.attach_secrets(&|name, sha256, part| {
+            secrets
+                .get(name)
+                .filter(|s| s.sha256 == sha256)
+                .and_then(|s| s.part(part))
+        })?;
+        Ok(config)
     }
 
     /// Swaps the text in and, once Weft serves, reloads the state from it; on a rejected
     /// reload the previous text is put back and the error says why.
-    pub async fn apply(&self, origin: String, text: String) -> Result<Option<u64>, ConfigError> {
-        let previous = self.lock().replace((origin, text));
+    pub async fn apply(&self, origin: String, text: String, secrets: Arc<Secrets>) -> Result<Option<u64>, ConfigError> {
+        let previous = self.lock().replace((origin, text, secrets));
         let Some(state) = self.state.get().and_then(Weak::upgrade) else {
             return Ok(None);
         };
@@ -60,7 +70,7 @@ impl XdsSource {
         self.lock().is_some()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(String, String)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(String, String, Arc<Secrets>)>> {
         self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -83,7 +93,7 @@ impl ConfigProvider for XdsSource {
     fn load(&self) -> Result<Config, ConfigError> {
         let current = self.lock().clone();
         match current {
-            Some((origin, text)) => self.check(&origin, &text),
+            Some((origin, text, secrets)) => self.check(&origin, &text, &secrets),
             None => Err(crate::config::Source {
                 origin: "xds".into(),
                 text: String::new(),

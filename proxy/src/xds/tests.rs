@@ -219,6 +219,7 @@ fn a_route_to_a_cluster_without_usable_endpoints_answers_503_unless_validate_clu
                 xroute::map(&rc).expect("maps"),
             ))],
             shape: Shape::Bound,
+            tls: None,
         },
     );
     let mut c = toml::Table::new();
@@ -228,6 +229,7 @@ fn a_route_to_a_cluster_without_usable_endpoints_answers_503_unless_validate_clu
         MappedCluster {
             table: c,
             endpoints: Endpoints::Static(Vec::new()),
+            tls: None,
         },
     );
     let text = snapshot
