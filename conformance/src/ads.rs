@@ -222,8 +222,8 @@ impl Ads {
         Ads {
             resources: watch::Sender::new(resources),
             requests: Arc::new(Mutex::new(Vec::new())),
-            pub delta_requests: Arc::new(Mutex::new(Vec::new())),
-            pub raw: tokio::sync::broadcast::channel(16).0,
+            delta_requests: Arc::new(Mutex::new(Vec::new())),
+            raw: tokio::sync::broadcast::channel(16).0,
         }
     }
 
