@@ -5,8 +5,8 @@
 //! the kernel picks when Weft binds them; the harness reads them back from Weft's ready
 //! file (see [`Weft::start_with`]). Upstreams bind port 0 too: no test picks a port.
 
-mod config;
 pub mod ads;
+mod config;
 pub mod h2raw;
 pub mod plugins;
 pub mod polyglot;
