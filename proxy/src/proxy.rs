@@ -66,6 +66,7 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             runtime.metrics.downstream_refused(&conn.listener, refusal.reason());
             let err = ProxyError::Refused(refusal);
             rec.failed(&err);
+            conn.count_answer(err.status());
             return Ok(rec.finish(error_response(&err, "-", dialect)));
         }
     };
@@ -76,6 +77,7 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             path: head.uri.path().to_owned(),
         };
         rec.failed(&err);
+        conn.count_answer(err.status());
         return Ok(rec.finish(error_response(&err, "-", dialect)));
     };
     rec.route(&route.name, route.template());
@@ -94,6 +96,7 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             error_response(&err, &route.name, dialect)
         }
     };
+    conn.count_answer(resp.status());
     if let Some(alt_svc) = &conn.alt_svc {
         resp.headers_mut().insert(http::header::ALT_SVC, alt_svc.clone());
     }

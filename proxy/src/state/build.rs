@@ -154,8 +154,10 @@ pub async fn build(
         );
     }
 
+    let intercept = crate::listen::transparent::Routing::build(config, &clusters)?;
     Ok(Version {
         version,
+        intercept,
         view: view::view(config, &routes),
         router: Router::new(routes),
         clusters,
