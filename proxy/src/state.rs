@@ -73,6 +73,20 @@ pub struct ListenerSpec {
     front: crate::config::FrontDoor,
     limits: crate::config::ListenerLimits,
     timeouts: crate::config::ListenerTimeouts,
+    /// A transparent listener's settings, read once at bind (`listen::transparent`).
+    sidecar: SidecarSpec,
+}
+
+/// What a transparent listener reads at bind: a reload may not change it either.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SidecarSpec {
+    transparent: Option<crate::config::Transparent>,
+    direction: Option<crate::config::Direction>,
+    opaque_ports: Vec<u16>,
+    detect_timeout: std::time::Duration,
+    passthrough_mark: Option<u32>,
+    peer_tls: crate::config::PeerTls,
+    strict_ports: Vec<u16>,
 }
 
 /// Where the config comes from.
@@ -247,7 +261,8 @@ impl State {
         if wanted != running.listeners {
             return Err(config.source.error(
                 "listeners differ from the running ones (name, address, trust_forwarded, tls on/off, \
-                 http3, forward_client_cert, path handling, limits, timeouts): changing listeners needs a restart",
+                 http3, forward_client_cert, path handling, limits, timeouts, sidecar settings): changing \
+                 listeners needs a restart",
             ));
         }
         if config.kv.as_ref().map(|k| k.get_ref()) != self.kv.as_ref() {

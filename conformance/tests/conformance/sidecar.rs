@@ -1017,3 +1017,63 @@ async fn a_sidecar_exempt_by_its_uid_needs_no_mark() {
         "nothing of a's own came back in"
     );
 }
+
+/// A reload may change TLS routes (they are a config version's, like routes) but not a
+/// transparent listener's own settings, which it read at bind: changing those is refused
+/// with the reason, as any listener change is; a bad TLS route is refused and names
+/// itself. The running version keeps serving either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn reloads_change_tls_routes_but_not_a_transparent_listeners_settings() {
+    let config = r#"
+[runtime]
+watch = false
+
+[admin]
+address = "{admin}"
+
+[[listeners]]
+name = "outbound"
+address = "{listen}"
+transparent = "redirect"
+direction = "outbound"
+opaque_ports = [3306]
+
+[[clusters]]
+name = "egress"
+endpoints = ["127.0.0.1:9"]
+
+[[tls_routes]]
+name = "egress"
+hostnames = ["api.example.com"]
+cluster = "egress"
+"#;
+    let weft = Weft::start(config).await;
+    weft.write_config(&config.replace("api.example.com", "*.example.com"));
+    let (status, body) = weft.admin("POST", "/reload").await;
+    assert_eq!(status, 200, "TLS routes change on reload: {body}");
+    for (change, wanted) in [
+        (
+            config.replace("[3306]", "[3306, 5432]"),
+            "changing listeners needs a restart",
+        ),
+        (
+            config.replace("direction = \"outbound\"", "direction = \"inbound\""),
+            "changing listeners needs a restart",
+        ),
+        (
+            config.replace("api.example.com", "api.*.com"),
+            "tls_route \"egress\": hostnames",
+        ),
+        (
+            config.replace("cluster = \"egress\"", "cluster = \"gone\""),
+            "is no cluster",
+        ),
+    ] {
+        weft.write_config(&change);
+        let (status, body) = weft.admin("POST", "/reload").await;
+        assert_ne!(status, 200, "{change}");
+        assert!(body.contains(wanted), "{wanted}: {body}");
+    }
+    let (status, _) = weft.admin("GET", "/ready").await;
+    assert_eq!(status, 200, "the running version keeps serving");
+}

@@ -32,6 +32,15 @@ fn spec(l: &ListenerConfig) -> ListenerSpec {
         front: crate::config::FrontDoor::new(l),
         limits: l.limits.clone(),
         timeouts: l.timeouts.clone(),
+        sidecar: super::SidecarSpec {
+            transparent: l.transparent,
+            direction: l.direction,
+            opaque_ports: l.opaque_ports.clone(),
+            detect_timeout: l.detect_timeout,
+            passthrough_mark: l.passthrough_mark,
+            peer_tls: l.peer_tls,
+            strict_ports: l.strict_ports.clone(),
+        },
     }
 }
 
