@@ -912,6 +912,20 @@ cluster = "payments"
             "TLS is not opened: {echo}"
         );
     }
+    // A ClientHello cut into 64-byte records, each in its own write: read whole, routed.
+    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/sidecar/app.py");
+    let out = mesh.pods.a.must(&[
+        "python3",
+        app.to_str().expect("path"),
+        "tlsfrag",
+        B4,
+        "8443",
+        "payments.shop.test",
+        ca,
+        "/fragmented",
+    ]);
+    let echo: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(echo["port"], 9443, "{echo}");
     // Another name, and no name (an IP address): the original destination, 8443.
     assert_eq!(https("orders", "/unrouted")["port"], 8443);
     let echo = mesh.curl_json(&["--cacert", ca, &format!("https://{B4}:8443/no-sni")]);
@@ -936,7 +950,7 @@ cluster = "payments"
             ],
         )
     };
-    assert_eq!(outcome("tls_routed"), 2.0, "the two names of the route");
+    assert_eq!(outcome("tls_routed"), 3.0, "the two names of the route, one fragmented");
     assert_eq!(outcome("tls"), 2.0, "another name, and none");
     assert_eq!(outcome("tls_invalid"), 3.0, "garbage, oversized, unfinished");
     let log = mesh.sidecar_a.log();

@@ -247,11 +247,6 @@ pub async fn intercept(
         count("plaintext_refused");
         return None;
     }
-    let original = Target {
-        addr: dst,
-        mark: i.mark,
-        connect_timeout: None,
-    };
     if detected == Detected::Closed {
         count("closed");
         return None;
@@ -268,6 +263,11 @@ pub async fn intercept(
             }),
         });
     }
+    let original = Target {
+        addr: dst,
+        mark: i.mark,
+        connect_timeout: None,
+    };
     let (outcome, target, route) = match detected {
         Detected::Tls if runtime.intercept.tls.any_for(listener) => {
             match Box::pin(read_hello(&stream, deadline)).await {

@@ -12,6 +12,10 @@ tcp HOST PORT TEXT [banner]: connects, (reads the banner,) sends TEXT (bytes in 
 it starts with `hex:`), reads it back, prints what it read (banner and echo) and exits 0
 when the echo is TEXT.
 
+tlsfrag HOST PORT SNI CAFILE PATH: a TLS client whose ClientHello (asking for SNI) goes
+out cut into 64-byte records, each in a write of its own; then GET PATH over the
+connection; prints the response body.
+
 flood HOST FIRST COUNT: connects to COUNT ports from FIRST on, sends a byte on each and
 closes it; prints how many connected.
 """
@@ -115,6 +119,59 @@ def client(host, port, text, banner):
     sys.exit(0 if echo == data else 1)
 
 
+def tls_fragmented(host, port, sni, cafile, path):
+    import ssl
+    context = ssl.create_default_context(cafile=cafile)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=sni)
+    s = socket.create_connection((host, int(port)), timeout=30)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = outgoing.read()
+    assert len(hello) == 5 + int.from_bytes(hello[3:5], "big"), "one record"
+    head, body = hello[:3], hello[5:]
+    for i in range(0, len(body), 64):
+        chunk = body[i:i + 64]
+        s.sendall(head + len(chunk).to_bytes(2, "big") + chunk)
+        time.sleep(0.005)
+
+    def flush():
+        data = outgoing.read()
+        if data:
+            s.sendall(data)
+
+    while True:
+        try:
+            tls.do_handshake()
+            flush()
+            break
+        except ssl.SSLWantReadError:
+            flush()
+            data = s.recv(65536)
+            if not data:
+                sys.exit("closed during the handshake")
+            incoming.write(data)
+    tls.write(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path, sni)).encode())
+    flush()
+    response = b""
+    while True:
+        try:
+            chunk = tls.read(65536)
+            if not chunk:
+                break
+            response += chunk
+        except ssl.SSLWantReadError:
+            data = s.recv(65536)
+            if not data:
+                break
+            incoming.write(data)
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            break
+    print(response.split(b"\r\n\r\n", 1)[1].decode(), end="")
+
+
 def flood(host, first, count):
     connected = 0
     for port in range(int(first), int(first) + int(count)):
@@ -131,6 +188,8 @@ def flood(host, first, count):
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "tlsfrag":
+        tls_fragmented(*sys.argv[2:7])
     elif sys.argv[1] == "flood":
         flood(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
