@@ -66,8 +66,9 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             runtime.metrics.downstream_refused(&conn.listener, refusal.reason());
             let err = ProxyError::Refused(refusal);
             rec.failed(&err);
-            conn.count_answer(err.status());
-            return Ok(rec.finish(error_response(&err, "-", dialect)));
+            let resp = error_response(&err, "-", dialect);
+            conn.count_answer(resp.status());
+            return Ok(rec.finish(resp));
         }
     };
     let Some(route) = runtime.router.find(&head, &conn) else {
@@ -77,8 +78,9 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             path: head.uri.path().to_owned(),
         };
         rec.failed(&err);
-        conn.count_answer(err.status());
-        return Ok(rec.finish(error_response(&err, "-", dialect)));
+        let resp = error_response(&err, "-", dialect);
+        conn.count_answer(resp.status());
+        return Ok(rec.finish(resp));
     };
     rec.route(&route.name, route.template());
     let mut resp = match proxy(&runtime, route, &conn, head, body, upgrade, &mut rec).await {
