@@ -439,4 +439,12 @@ fn tls_routes_are_checked_where_they_are_written() {
     assert!(error(&original).message.contains("original_destination"));
     let twice = format!("{good}\n[[tls_routes]]\nname = \"egress\"\nhostnames = [\"b.test\"]\ncluster = \"web\"\n");
     assert!(error(&twice).message.contains("used twice"));
+    let plain = format!("{good}\n[[listeners]]\nname = \"plain\"\naddress = \"127.0.0.1:8081\"\n")
+        .replace("listeners = [\"main\"]", "listeners = [\"main\", \"plain\"]");
+    assert!(error(&plain).message.contains("\"plain\" is not transparent"));
+    let terminating = good.replace(
+        "transparent = \"redirect\"",
+        "transparent = \"redirect\"\ntls = { certificates = [{ cert = \"c.pem\", key = \"k.pem\" }] }",
+    );
+    assert!(error(&terminating).message.contains("terminates TLS"));
 }
