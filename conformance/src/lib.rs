@@ -143,8 +143,29 @@ impl Weft {
         Weft::start_command(command, config, &[]).await
     }
 
-    async fn start_command(mut command: Command, config: &str, global_args: &[&str]) -> Weft {
+    /// Like [`Weft::start_in_netns`], as the user and group `uid` with no supplementary
+    /// groups and no capabilities (`setpriv`): a sidecar the interception rules exempt by
+    /// its uid. Its directory (config, ready file) is handed to `uid`.
+    pub async fn start_in_netns_as(config: &str, netns: &str, uid: u32) -> Weft {
+        let id = uid.to_string();
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", netns, "setpriv"])
+            .args([format!("--reuid={id}"), format!("--regid={id}")])
+            .args(["--clear-groups", "--inh-caps=-all"])
+            .arg(weft_bin());
+        Weft::start_command_owned(command, config, &[], Some(uid)).await
+    }
+
+    async fn start_command(command: Command, config: &str, global_args: &[&str]) -> Weft {
+        Weft::start_command_owned(command, config, global_args, None).await
+    }
+
+    async fn start_command_owned(mut command: Command, config: &str, global_args: &[&str], owner: Option<u32>) -> Weft {
         let dir = tempfile::tempdir().expect("tempdir");
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).expect("chown the sidecar's directory");
+        }
         let config_path = dir.path().join("weft.toml");
         std::fs::write(&config_path, fill(config)).expect("write config");
         let log_path = dir.path().join("weft.log");

@@ -40,7 +40,7 @@ pub use route::{
     CorsConfig, DirectResponseConfig, HeaderEditsConfig, MatchConfig, MirrorConfig, MirrorsConfig, PatternConfig,
     RedirectConfig, RouteConfig, ValueMatchConfig,
 };
-pub use sidecar::{Cidr, PeerTls, Transparent};
+pub use sidecar::{Cidr, Direction, PeerTls, TlsRouteConfig, Transparent};
 
 /// A configuration file, parsed and validated.
 #[derive(Debug, Deserialize)]
@@ -63,6 +63,9 @@ pub struct Config {
     pub filters: Vec<Spanned<FilterConfig>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteConfig>>,
+    /// Sidecar listeners' TLS passed through by its SNI to a cluster (docs/sidecar.md).
+    #[serde(default)]
+    pub tls_routes: Vec<Spanned<TlsRouteConfig>>,
     /// Listeners, routes and clusters also come from an xDS server (`docs/xds.md`).
     pub xds: Option<XdsConfig>,
     /// Where the config came from and its text, to point errors found later at a line.
@@ -234,6 +237,9 @@ pub struct ListenerConfig {
     /// refused even when `peer_tls` is permissive.
     #[serde(default)]
     pub strict_ports: Vec<u16>,
+    /// On a transparent listener: which way its connections go, `"inbound"` (to this
+    /// workload) or `"outbound"` (from it), labelling its metrics and access-log records.
+    pub direction: Option<Direction>,
 }
 
 /// `[listeners.limits]`: what one client may make the proxy hold. Each refusal has its
@@ -737,6 +743,7 @@ impl Config {
                 return Err(src.error_at(route.span(), format!("match.destination: {e}")));
             }
         }
+        sidecar::check_tls_routes(self)?;
         Ok(())
     }
 }

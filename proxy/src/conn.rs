@@ -36,6 +36,18 @@ pub struct ConnInfo {
     /// On a transparent (sidecar) listener: the address the client dialled before the
     /// kernel redirected it here (`SO_ORIGINAL_DST`, or the local address under TPROXY).
     pub original_dst: Option<SocketAddr>,
+    /// On a transparent listener: its direction and the answer counters of the
+    /// connection's destination label.
+    pub interception: Option<Box<Interception>>,
+}
+
+/// What an intercepted connection's requests are labelled and counted by.
+pub struct Interception {
+    /// `inbound`, `outbound` or `unspecified` (the listener's `direction`).
+    pub direction: &'static str,
+    /// `weft_intercepted_responses_total` of this listener, direction and destination, by
+    /// status class.
+    pub responses: [prometheus_client::metrics::counter::Counter; 5],
 }
 
 impl ConnInfo {
@@ -64,6 +76,18 @@ impl ConnInfo {
     pub fn with_original_dst(mut self, original_dst: Option<SocketAddr>) -> ConnInfo {
         self.original_dst = original_dst;
         self
+    }
+
+    pub fn with_interception(mut self, interception: Option<Box<Interception>>) -> ConnInfo {
+        self.interception = interception;
+        self
+    }
+
+    /// Counts an answer to a request of an intercepted connection (nothing otherwise).
+    pub fn count_answer(&self, status: http::StatusCode) {
+        if let Some(i) = &self.interception {
+            i.responses[crate::metrics::class_index(status)].inc();
+        }
     }
 
     pub fn with_alt_svc(mut self, alt_svc: Option<HeaderValue>) -> ConnInfo {
@@ -100,6 +124,7 @@ impl ConnInfo {
             counters: Arc::default(),
             server_block: None,
             original_dst: None,
+            interception: None,
         }
     }
 }

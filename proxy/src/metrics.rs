@@ -74,6 +74,59 @@ pub struct ListenerOutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Where an intercepted connection was going, as a label: its original destination's port
+/// when the config names that port (a route's `destination_port`, the listener's
+/// `opaque_ports` or `strict_ports`), else `other`. Never the address, nor any port a
+/// client picks: a client dialling every port makes one series more, not 65 535.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Destination {
+    Port(u16),
+    Other,
+}
+
+impl EncodeLabelValue for Destination {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match self {
+            Destination::Port(port) => write!(encoder, "{port}"),
+            Destination::Other => encoder.write_str("other"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InterceptedLabels {
+    pub listener: String,
+    pub direction: &'static str,
+    pub destination: Destination,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InterceptedClassLabels {
+    pub listener: String,
+    pub direction: &'static str,
+    pub destination: Destination,
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PassthroughBytesLabels {
+    pub listener: String,
+    pub direction: &'static str,
+    pub destination: Destination,
+    /// `client` (read from the intercepted client) or `server` (from where it went).
+    pub from: &'static str,
+}
+
+/// What an intercepted connection is labelled with: its listener, direction and bounded
+/// destination.
+#[derive(Clone, Copy, Debug)]
+pub struct Interception<'a> {
+    pub listener: &'a str,
+    pub direction: &'static str,
+    pub destination: Destination,
+}
+
 /// The families the stages register, in the order the exposition has always listed
 /// them: scrapers, dashboards and the golden test (`metrics/tests.rs`) see the same text
 /// whichever stage registers first. A family not named here comes after these, in the
@@ -124,6 +177,8 @@ const EXPOSITION_ORDER: &[&str] = &[
     "xds_apply_seconds",
     "xds_reconnects",
     "intercepted_connections",
+    "intercepted_responses",
+    "passthrough_bytes",
 ];
 
 /// A family created and waiting for the registry to be sealed.
@@ -214,9 +269,13 @@ pub struct Metrics {
     sent_bytes: Family<ListenerLabels, Counter>,
     /// TLS handshakes by listener and outcome.
     tls_handshakes: Family<ListenerOutcomeLabels, Counter>,
-    /// Connections a transparent (sidecar) listener took, by listener and what became of
-    /// them.
-    intercepted_connections: Family<ListenerOutcomeLabels, Counter>,
+    /// Connections a transparent (sidecar) listener took, by listener, direction,
+    /// destination and what became of them.
+    intercepted_connections: Family<InterceptedLabels, Counter>,
+    /// Intercepted HTTP requests' answers, by the same and status class.
+    intercepted_responses: Family<InterceptedClassLabels, Counter>,
+    /// Bytes passed through (not HTTP, TLS not terminated), by the same and side.
+    passthrough_bytes: Family<PassthroughBytesLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -259,7 +318,15 @@ impl Metrics {
             ),
             intercepted_connections: r.family(
                 "intercepted_connections",
-                "Connections a transparent listener took, by listener and outcome (http, tls, opaque, closed, loop, no_original_dst, plaintext_refused, connect_failed)",
+                "Connections a transparent listener took, by listener, direction, destination port (named by the config, else other) and outcome (http, tls, tls_routed, tls_invalid, opaque, closed, loop, no_original_dst, plaintext_refused, connect_failed)",
+            ),
+            intercepted_responses: r.family(
+                "intercepted_responses",
+                "Answers to HTTP requests on intercepted connections, by listener, direction, destination port and status class",
+            ),
+            passthrough_bytes: r.family(
+                "passthrough_bytes",
+                "Bytes of intercepted connections passed through unopened, by listener, direction, destination port and the side that sent them (client, server)",
             ),
             registry: Registry::default(),
         };
@@ -334,12 +401,42 @@ impl Metrics {
 
     /// What became of a connection a transparent listener took: the protocol it was served
     /// or passed through as, or why it was refused. Once per connection.
-    pub fn connection_intercepted(&self, listener: &str, outcome: &'static str) {
-        let labels = ListenerOutcomeLabels {
-            listener: listener.to_owned(),
+    pub fn connection_intercepted(&self, at: Interception<'_>, outcome: &'static str) {
+        let labels = InterceptedLabels {
+            listener: at.listener.to_owned(),
+            direction: at.direction,
+            destination: at.destination,
             outcome,
         };
         self.intercepted_connections.get_or_create(&labels).inc();
+    }
+
+    /// The answer counters of an intercepted HTTP connection, by status class (resolved
+    /// once per connection; a request adds to one).
+    pub fn intercepted_responses(&self, at: Interception<'_>) -> [Counter; 5] {
+        ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
+            let labels = InterceptedClassLabels {
+                listener: at.listener.to_owned(),
+                direction: at.direction,
+                destination: at.destination,
+                class,
+            };
+            self.intercepted_responses.get_or_create(&labels).clone()
+        })
+    }
+
+    /// The byte counters of a passed-through connection: from the client, from the server.
+    pub fn passthrough_bytes(&self, at: Interception<'_>) -> (Counter, Counter) {
+        let side = |from| {
+            let labels = PassthroughBytesLabels {
+                listener: at.listener.to_owned(),
+                direction: at.direction,
+                destination: at.destination,
+                from,
+            };
+            self.passthrough_bytes.get_or_create(&labels).clone()
+        };
+        (side("client"), side("server"))
     }
 }
 

@@ -175,6 +175,8 @@ impl Observer {
             time: SystemTime::now(),
             client: conn.peer,
             listener: conn.listener.clone(),
+            direction: conn.interception.as_ref().map(|i| i.direction),
+            original_dst: conn.original_dst,
             method: head.method.clone(),
             authority: authority(head),
             path: head
@@ -243,6 +245,8 @@ struct Record {
     time: SystemTime,
     client: SocketAddr,
     listener: Arc<str>,
+    direction: Option<&'static str>,
+    original_dst: Option<SocketAddr>,
     method: http::Method,
     authority: String,
     path: String,
@@ -434,6 +438,8 @@ impl Finish {
             bytes_sent: self.sent,
             route: record.route.take(),
             trace_id: record.trace_id.map(|id| id.to_string()),
+            direction: record.direction,
+            original_dst: record.original_dst,
         };
         if let Some(trace) = &mut record.trace {
             trace.finish(&entry);

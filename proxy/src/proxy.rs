@@ -66,7 +66,9 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             runtime.metrics.downstream_refused(&conn.listener, refusal.reason());
             let err = ProxyError::Refused(refusal);
             rec.failed(&err);
-            return Ok(rec.finish(error_response(&err, "-", dialect)));
+            let resp = error_response(&err, "-", dialect);
+            conn.count_answer(resp.status());
+            return Ok(rec.finish(resp));
         }
     };
     let Some(route) = runtime.router.find(&head, &conn) else {
@@ -76,7 +78,9 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             path: head.uri.path().to_owned(),
         };
         rec.failed(&err);
-        return Ok(rec.finish(error_response(&err, "-", dialect)));
+        let resp = error_response(&err, "-", dialect);
+        conn.count_answer(resp.status());
+        return Ok(rec.finish(resp));
     };
     rec.route(&route.name, route.template());
     let mut resp = match proxy(&runtime, route, &conn, head, body, upgrade, &mut rec).await {
@@ -94,6 +98,7 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
             error_response(&err, &route.name, dialect)
         }
     };
+    conn.count_answer(resp.status());
     if let Some(alt_svc) = &conn.alt_svc {
         resp.headers_mut().insert(http::header::ALT_SVC, alt_svc.clone());
     }

@@ -45,6 +45,8 @@ pub struct Version {
     pub tls: HashMap<String, Arc<rustls::ServerConfig>>,
     /// The server blocks (names of each certificate) of each TLS listener, for 421.
     pub server_blocks: HashMap<String, Arc<crate::conn::ServerBlocks>>,
+    /// What transparent (sidecar) listeners route by: TLS routes, named ports.
+    pub intercept: crate::listen::transparent::Routing,
     /// QUIC server configs by listener name, for listeners with `http3`.
     pub quic: HashMap<String, quinn::ServerConfig>,
     /// Files this version was built from (plugins, certificates, keys), watched for reloads.
@@ -79,6 +81,7 @@ pub struct ListenerSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SidecarSpec {
     transparent: crate::config::Transparent,
+    direction: Option<crate::config::Direction>,
     opaque_ports: Vec<u16>,
     detect_timeout: std::time::Duration,
     passthrough_mark: Option<u32>,

@@ -43,6 +43,7 @@ transparent = "redirect"
 opaque_ports = [2525]
 detect_timeout = "60s"
 passthrough_mark = {MARK}
+direction = "outbound"
 
 [[listeners]]
 name = "outbound6"
@@ -51,6 +52,7 @@ transparent = "redirect"
 opaque_ports = [2525]
 detect_timeout = "60s"
 passthrough_mark = {MARK}
+direction = "outbound"
 
 [[listeners]]
 name = "inbound"
@@ -59,6 +61,7 @@ transparent = "{inbound_mode}"
 opaque_ports = [2525]
 detect_timeout = "60s"
 passthrough_mark = {MARK}
+direction = "inbound"
 
 [[listeners]]
 name = "inbound6"
@@ -67,6 +70,7 @@ transparent = "{inbound_mode}"
 opaque_ports = [2525]
 detect_timeout = "60s"
 passthrough_mark = {MARK}
+direction = "inbound"
 
 [[clusters]]
 name = "original"
@@ -88,6 +92,13 @@ config = {{ request_set = {{ x-outbound-sidecar = "{pod}" }} }}
 name = "inbound-wasm"
 wasm = "{hello}"
 config = {{ header_name = "x-inbound-wasm", header_value = "{pod}", deny_prefix = "/private" }}
+
+# The app's port, named: intercepted connections to it are labelled 8080, not `other`.
+[[routes]]
+name = "inbound-app"
+match = {{ listeners = ["inbound", "inbound6"], destination_port = 8080 }}
+filters = ["inbound-tag", "inbound-wasm"]
+cluster = "original"
 
 [[routes]]
 name = "inbound"
@@ -124,17 +135,42 @@ impl Mesh {
     }
 
     async fn start_with(inbound_mode: &str, dir: tempfile::TempDir, config_a: &str, config_b: &str) -> Mesh {
+        Mesh::start_full(inbound_mode, dir, config_a, config_b, None).await
+    }
+
+    /// Pod `a`'s sidecar runs as `uid_a` when given (and its rules exempt that uid), else
+    /// as root like `b`'s.
+    async fn start_full(
+        inbound_mode: &str,
+        dir: tempfile::TempDir,
+        config_a: &str,
+        config_b: &str,
+        uid_a: Option<u32>,
+    ) -> Mesh {
         let mut pods = Pods::new();
+        // Pod a calls pod b by name too.
+        pods.a.hosts(&format!("{B4} orders\n"));
         let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/sidecar/app.py");
         let state = dir.path().join("app-b");
         std::fs::create_dir(&state).expect("state dir");
         // The app's own TLS (HTTPS on 8443), which the sidecars pass through unopened.
         let ca = weft::tls::devcert::Authority::new("app CA").expect("ca");
         let app_cert = ca
-            .issue("orders", &[B4], &[], weft::tls::devcert::Usage::Server)
+            .issue("orders", &[B4, "orders"], &[], weft::tls::devcert::Usage::Server)
             .expect("cert");
         std::fs::write(state.join("app.pem"), app_cert.cert_pem).expect("write");
         std::fs::write(state.join("app-key.pem"), app_cert.key_pem).expect("write");
+        // Another TLS service of pod b (port 9443), reached by TLS routes' SNI.
+        let payments = ca
+            .issue(
+                "payments",
+                &["payments.shop.test", "eu.payments.test"],
+                &[],
+                weft::tls::devcert::Usage::Server,
+            )
+            .expect("cert");
+        std::fs::write(state.join("payments.pem"), payments.cert_pem).expect("write");
+        std::fs::write(state.join("payments-key.pem"), payments.key_pem).expect("write");
         std::fs::write(state.join("app-ca.pem"), &ca.cert_pem).expect("write");
         pods.b.spawn(&[
             "python3",
@@ -143,11 +179,17 @@ impl Mesh {
             "b",
             state.to_str().expect("path"),
         ]);
-        let sidecar_a = Weft::start_in_netns(config_a, &pods.a.name).await;
+        let sidecar_a = match uid_a {
+            Some(uid) => {
+                // Its access log is written in `dir`.
+                std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).expect("chown");
+                Weft::start_in_netns_as(config_a, &pods.a.name, uid).await
+            }
+            None => Weft::start_in_netns(config_a, &pods.a.name).await,
+        };
         let sidecar_b = Weft::start_in_netns(config_b, &pods.b.name).await;
-        for ns in [&pods.a, &pods.b] {
-            apply_rules(ns, inbound_mode);
-        }
+        apply_rules(&pods.a, inbound_mode, uid_a);
+        apply_rules(&pods.b, inbound_mode, None);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !state.join("ready").exists() {
             assert!(Instant::now() < deadline, "the application in pod b did not start");
@@ -212,19 +254,23 @@ impl Mesh {
     }
 }
 
-fn apply_rules(ns: &Netns, inbound_mode: &str) {
+/// `weft sidecar rules --apply` in `ns`; with `proxy_uid`, that uid's connections are let
+/// out too (`--proxy-uid`), besides marked ones.
+fn apply_rules(ns: &Netns, inbound_mode: &str, proxy_uid: Option<u32>) {
     let weft = weft_bin();
     let weft = weft.to_str().expect("path");
     let mark = format!("{MARK:#x}"); // as nft writes it: the CLI takes hex too
     let exclude = ADMIN.to_string();
-    ns.must(&[
+    let uid = proxy_uid.map(|u| u.to_string());
+    let (inbound, outbound) = (INBOUND.to_string(), OUTBOUND.to_string());
+    let mut args = vec![
         weft,
         "sidecar",
         "rules",
         "--inbound-port",
-        &INBOUND.to_string(),
+        &inbound,
         "--outbound-port",
-        &OUTBOUND.to_string(),
+        &outbound,
         "--inbound-mode",
         inbound_mode,
         "--mark",
@@ -232,7 +278,11 @@ fn apply_rules(ns: &Netns, inbound_mode: &str) {
         "--exclude-ports",
         &exclude,
         "--apply",
-    ]);
+    ];
+    if let Some(uid) = &uid {
+        args.extend(["--proxy-uid", uid]);
+    }
+    ns.must(&args);
     let listed = ns.must(&["nft", "list", "table", "inet", "weft"]);
     assert!(
         String::from_utf8_lossy(&listed.stdout).contains(&format!("redirect to :{OUTBOUND}")),
@@ -298,9 +348,44 @@ async fn traffic_flows_through_both_sidecars(mesh: &Mesh) {
         format!("{B4}:8080"),
         "a forwarded to the original destination: {out}"
     );
+    assert_eq!(
+        (out["direction"].as_str(), out["original_dst"].as_str()),
+        (Some("outbound"), Some("10.77.0.2:8080")),
+        "{out}"
+    );
     let inbound = mesh.logged("b", "/hello").await;
     assert_eq!(inbound["listener"], "inbound", "{inbound}");
     assert_eq!(inbound["upstream"], format!("{B4}:8080"), "{inbound}");
+    assert_eq!(
+        (inbound["direction"].as_str(), inbound["original_dst"].as_str()),
+        (Some("inbound"), Some("10.77.0.2:8080")),
+        "{inbound}"
+    );
+
+    // By name: the app resolves `orders` (its hosts file) and dials the address; the
+    // sidecar takes it like any other, the name kept in the request.
+    for (flags, path) in [
+        (&[][..], "/by-name"),
+        (&["--http2-prior-knowledge"][..], "/by-name-h2c"),
+    ] {
+        let port = if flags.is_empty() { 8080 } else { 8081 };
+        let mut args = flags.to_vec();
+        let url = format!("http://orders:{port}{path}");
+        args.push(&url);
+        let echo = mesh.curl_json(&args);
+        assert_eq!(
+            (echo["app"].as_str(), echo["port"].as_u64()),
+            (Some("b"), Some(port)),
+            "{echo}"
+        );
+        assert_eq!(echo["headers"]["x-outbound-sidecar"], "a", "{echo}");
+        assert_eq!(echo["headers"]["x-inbound-sidecar"], "b", "{echo}");
+        let out = mesh.logged("a", path).await;
+        assert_eq!(out["authority"], format!("orders:{port}"), "{out}");
+        assert_eq!(out["upstream"], format!("{B4}:{port}"), "{out}");
+        assert_eq!(out["original_dst"], format!("{B4}:{port}"), "{out}");
+        assert_eq!(mesh.logged("b", path).await["direction"], "inbound");
+    }
 
     let echo = mesh.curl_json(&["--http2-prior-knowledge", &format!("http://{B4}:8081/h2c")]);
     assert_eq!(
@@ -342,16 +427,62 @@ async fn traffic_flows_through_both_sidecars(mesh: &Mesh) {
     // Server speaks first: on an opaque port nothing waits for the client to speak (the
     // detection timeout is 60 s; the client gives up on the banner after 30 s).
     assert_eq!(mesh.tcp(B4, 2525, "EHLO a\r\n", true), "220 app ready\r\nEHLO a\r\n");
+    // Counted by direction and destination: 8080 is named by a route, 2525 is opaque,
+    // 8081 and 9000 are nothing the config names.
     for (ns, listener) in [(&mesh.pods.a, "outbound"), (&mesh.pods.b, "inbound")] {
-        let series = |outcome: &str| {
-            format!(r#"weft_intercepted_connections_total{{listener="{listener}",outcome="{outcome}"}}"#)
+        let metrics = Metrics::read(ns);
+        let conns = |labels: &[(&str, &str)]| {
+            let mut all = vec![("listener", listener), ("direction", listener)];
+            all.extend_from_slice(labels);
+            metrics.sum("weft_intercepted_connections_total", &all)
         };
-        assert!(metric(ns, &series("http")) >= 2.0, "{listener}: HTTP/1.1 and h2c");
+        // (b sees fewer: a's sidecar keeps its connections to b open for the next request.)
+        assert!(conns(&[("outcome", "http")]) >= 2.0, "{listener}: HTTP/1.1 and h2c");
         assert!(
-            metric(ns, &series("opaque")) >= 2.0,
+            conns(&[("destination", "8080"), ("outcome", "http")]) >= 1.0,
+            "{listener}"
+        );
+        assert!(
+            conns(&[("destination", "other"), ("outcome", "http")]) >= 1.0,
+            "{listener}: 8081"
+        );
+        assert!(
+            conns(&[("outcome", "opaque")]) >= 2.0,
             "{listener}: the echo and the banner"
         );
-        assert_eq!(metric(ns, &series("tls")), 1.0, "{listener}: the app's own TLS");
+        assert_eq!(
+            conns(&[("destination", "2525"), ("outcome", "opaque")]),
+            1.0,
+            "{listener}"
+        );
+        assert_eq!(conns(&[("outcome", "tls")]), 1.0, "{listener}: the app's own TLS");
+        let answers = |class: &str| {
+            metrics.sum(
+                "weft_intercepted_responses_total",
+                &[
+                    ("listener", listener),
+                    ("direction", listener),
+                    ("destination", "8080"),
+                    ("class", class),
+                ],
+            )
+        };
+        assert!(answers("2xx") >= 2.0, "{listener}");
+        assert_eq!(answers("4xx"), 1.0, "{listener}: b's Wasm filter's 403");
+        let bytes = |destination: &str, from: &str| {
+            metrics.sum(
+                "weft_passthrough_bytes_total",
+                &[
+                    ("listener", listener),
+                    ("direction", listener),
+                    ("destination", destination),
+                    ("from", from),
+                ],
+            )
+        };
+        assert_eq!(bytes("2525", "client"), 8.0, "{listener}: EHLO a\\r\\n");
+        assert_eq!(bytes("2525", "server"), 23.0, "{listener}: the banner and the echo");
+        assert!(bytes("other", "client") >= binary.len() as f64, "{listener}: the echo");
     }
     for (pod, weft) in [("a", &mesh.sidecar_a), ("b", &mesh.sidecar_b)] {
         let log = weft.log();
@@ -415,8 +546,12 @@ async fn connections_to_the_sidecar_itself_are_refused() {
     assert!(mesh.access_log("a").iter().all(|r| r["path"] != "/loop"));
     // 127.0.0.1:15001 reached the outbound listener, a's own :15006 the inbound one.
     for listener in ["outbound", "inbound"] {
-        let series = format!(r#"weft_intercepted_connections_total{{listener="{listener}",outcome="loop"}}"#);
-        assert_eq!(metric(&mesh.pods.a, &series), 1.0, "each refusal is counted: {series}");
+        let labels = [("listener", listener), ("direction", listener), ("outcome", "loop")];
+        assert_eq!(
+            metric(&mesh.pods.a, "weft_intercepted_connections_total", &labels),
+            1.0,
+            "each refusal is counted: {labels:?}"
+        );
     }
     // The sidecar still serves.
     let echo = mesh.curl_json(&[&format!("http://{B4}:8080/after")]);
@@ -542,10 +677,9 @@ tls = {{ certificates = [{{ cert = "{d}/orders.pem", key = "{d}/orders-key.pem" 
         &format!("name = \"inbound\"\n{tls}address"),
         1,
     );
-    let config = config.replacen(
+    let config = config.replace(
         "filters = [\"inbound-tag\", \"inbound-wasm\"]",
         "filters = [\"only-web\", \"inbound-tag\", \"inbound-wasm\"]",
-        1,
     );
     format!(
         r#"{config}
@@ -617,17 +751,343 @@ async fn peer_sidecars_speak_mtls_and_refuse_a_wrong_caller() {
     assert!(mesh.access_log("b").iter().all(|r| r["path"] != "/plaintext"));
 }
 
-/// A series of a sidecar's `/metrics`, read from inside its namespace (0 when absent).
-fn metric(ns: &Netns, series: &str) -> f64 {
-    let out = ns.must(&[
-        "curl",
-        "-sS",
-        "--max-time",
-        "20",
-        &format!("http://127.0.0.1:{ADMIN}/metrics"),
+/// A sidecar's `/metrics`, read from inside its namespace.
+struct Metrics(String);
+
+impl Metrics {
+    fn read(ns: &Netns) -> Metrics {
+        let out = ns.must(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "20",
+            &format!("http://127.0.0.1:{ADMIN}/metrics"),
+        ]);
+        Metrics(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The series of `name` (with `_total`) whose labels include all of `labels`.
+    fn series<'m>(&'m self, name: &str, labels: &[(&str, &str)]) -> Vec<(&'m str, f64)> {
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        self.0
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+                let (set, value) = rest.split_once("} ")?;
+                let mine: Vec<&str> = set.split(',').collect();
+                wanted
+                    .iter()
+                    .all(|w| mine.contains(&w.as_str()))
+                    .then(|| (set, value.trim().parse().unwrap_or(0.0)))
+            })
+            .collect()
+    }
+
+    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.series(name, labels).iter().map(|(_, v)| v).sum()
+    }
+}
+
+/// One series of a sidecar's `/metrics` (0 when absent), or the sum of those that carry
+/// its labels.
+fn metric(ns: &Netns, name: &str, labels: &[(&str, &str)]) -> f64 {
+    Metrics::read(ns).sum(name, labels)
+}
+
+/// A client dialling hundreds of distinct original destination ports cannot grow the
+/// metrics: every port the config does not name is `destination="other"`, so the flood
+/// adds a handful of series, however many ports it tries — and each connection is counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_destination_ports_makes_a_bounded_number_of_series() {
+    const PORTS: usize = 400;
+    let mesh = Mesh::start("redirect", 8).await;
+    let families = [
+        "weft_intercepted_connections_total",
+        "weft_intercepted_responses_total",
+        "weft_passthrough_bytes_total",
+    ];
+    let count = |m: &Metrics| families.iter().map(|f| m.series(f, &[]).len()).sum::<usize>();
+    let before = (count(&Metrics::read(&mesh.pods.a)), count(&Metrics::read(&mesh.pods.b)));
+    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/sidecar/app.py");
+    let out = mesh.pods.a.must(&[
+        "python3",
+        app.to_str().expect("path"),
+        "flood",
+        B4,
+        "20000",
+        &PORTS.to_string(),
     ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        PORTS.to_string(),
+        "every connection was taken by a's sidecar"
+    );
+    // The sidecar counts each once it has been detected: wait for all of them.
+    let other = [
+        ("listener", "outbound"),
+        ("destination", "other"),
+        ("outcome", "opaque"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&mesh.pods.a, "weft_intercepted_connections_total", &other) < PORTS as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "a's sidecar counted {} of {PORTS} connections:\n{}",
+            metric(&mesh.pods.a, "weft_intercepted_connections_total", &other),
+            Metrics::read(&mesh.pods.a).0
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (a, b) = (Metrics::read(&mesh.pods.a), Metrics::read(&mesh.pods.b));
+    let after = (count(&a), count(&b));
+    assert!(
+        after.0 <= before.0 + 6 && after.1 <= before.1 + 6,
+        "{PORTS} ports made {} new series in a and {} in b:\n{}",
+        after.0 - before.0,
+        after.1 - before.1,
+        a.0
+    );
+    for m in [&a, &b] {
+        for family in families {
+            for (labels, _) in m.series(family, &[]) {
+                assert!(
+                    !(20000..20000 + PORTS).any(|p| labels.contains(&format!("\"{p}\""))),
+                    "a client-chosen port became a label: {family}{{{labels}}}"
+                );
+            }
+        }
+    }
+    let echo = mesh.curl_json(&[&format!("http://{B4}:8080/after-flood")]);
+    assert_eq!(echo["app"], "b", "the sidecars still serve");
+}
+
+/// Pod `a`'s sidecar sends TLS it does not terminate by its SNI: `payments.shop.test` and
+/// `*.payments.test` to the `payments` cluster (pod b's port 9443, whose certificate
+/// names them), any other name and no name to the original destination, bytes unchanged
+/// either way. A ClientHello that is garbage, larger than the sidecar reads, or never
+/// finished (within `detect_timeout`) is passed on opaque and counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_is_routed_by_its_sni_without_being_opened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a =
+        sidecar_config("a", "redirect", dir.path(), 8).replace("detect_timeout = \"60s\"", "detect_timeout = \"3s\"");
+    a.push_str(&format!(
+        r#"
+[[clusters]]
+name = "payments"
+endpoints = ["{B4}:9443"]
+mark = {MARK}
+
+[[tls_routes]]
+name = "payments"
+listeners = ["outbound"]
+hostnames = ["payments.shop.test", "*.payments.test"]
+cluster = "payments"
+"#
+    ));
+    let b = sidecar_config("b", "redirect", dir.path(), 1024);
+    let mesh = Mesh::start_with("redirect", dir, &a, &b).await;
+    let ca = mesh.dir.path().join("app-b/app-ca.pem");
+    let ca = ca.to_str().expect("path");
+    let https = |name: &str, path: &str| {
+        let resolve = format!("{name}:8443:{B4}");
+        mesh.curl_json(&[
+            "--cacert",
+            ca,
+            "--resolve",
+            &resolve,
+            &format!("https://{name}:8443{path}"),
+        ])
+    };
+    // Dialled 8443; the SNI sends it to 9443, and the certificate there is verified.
+    for name in ["payments.shop.test", "eu.payments.test"] {
+        let echo = https(name, "/routed");
+        assert_eq!(
+            (echo["port"].as_u64(), echo["path"].as_str()),
+            (Some(9443), Some("/routed")),
+            "{name}: {echo}"
+        );
+        assert!(
+            echo["headers"].get("x-inbound-sidecar").is_none(),
+            "TLS is not opened: {echo}"
+        );
+    }
+    // A ClientHello cut into 64-byte records, each in its own write: read whole, routed.
+    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/sidecar/app.py");
+    let out = mesh.pods.a.must(&[
+        "python3",
+        app.to_str().expect("path"),
+        "tlsfrag",
+        B4,
+        "8443",
+        "payments.shop.test",
+        ca,
+        "/fragmented",
+    ]);
+    let echo: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(echo["port"], 9443, "{echo}");
+    // Another name, and no name (an IP address): the original destination, 8443.
+    assert_eq!(https("orders", "/unrouted")["port"], 8443);
+    let echo = mesh.curl_json(&["--cacert", ca, &format!("https://{B4}:8443/no-sni")]);
+    assert_eq!(echo["port"], 8443, "{echo}");
+
+    // Not ClientHellos the sidecar understands: the echo (9000) gets the bytes as they are.
+    let garbage = "hex:160301000568656c6c6f";
+    let oversized = format!("hex:1603014000{}{}", "01007f00", "41".repeat(16_380));
+    let unfinished = "hex:16030100c8010000c40303";
+    // (`tcp` fails unless the echo is the bytes sent.)
+    for bytes in [garbage, &oversized, unfinished] {
+        mesh.tcp(B4, 9000, bytes, false);
+    }
+    let outcome = |outcome: &str| {
+        metric(
+            &mesh.pods.a,
+            "weft_intercepted_connections_total",
+            &[
+                ("listener", "outbound"),
+                ("direction", "outbound"),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(outcome("tls_routed"), 3.0, "the two names of the route, one fragmented");
+    assert_eq!(outcome("tls"), 2.0, "another name, and none");
+    assert_eq!(outcome("tls_invalid"), 3.0, "garbage, oversized, unfinished");
+    let log = mesh.sidecar_a.log();
+    assert!(log.contains("route=Some(\"payments\")"), "{log}");
+    for problem in ["malformed", "oversized", "timeout"] {
+        assert!(
+            log.contains(&format!("problem=\"{problem}\"")) || log.contains(&format!("problem={problem}")),
+            "{problem}:\n{log}"
+        );
+    }
+    let echo = mesh.curl_json(&[&format!("http://{B4}:8080/after-tls")]);
+    assert_eq!(echo["app"], "b", "the sidecar still serves");
+}
+
+/// The uid the sidecar of the next test runs as, and the rules exempt.
+const PROXY_UID: u32 = 1337;
+
+/// Pod `a`'s sidecar runs as an unprivileged uid with no capabilities, so it cannot mark
+/// its sockets: its config sets no mark, and its rules let that uid's connections out
+/// (`--proxy-uid`). Its own upstream connections are not caught again — each request
+/// crosses it once — and HTTP and a raw TCP echo reach pod b.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sidecar_exempt_by_its_uid_needs_no_mark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = sidecar_config("a", "redirect", dir.path(), 8)
+        .replace(&format!("passthrough_mark = {MARK}\n"), "")
+        .replace(&format!("mark = {MARK}\n"), "");
+    assert!(!a.contains("mark"), "no mark anywhere in a's config:\n{a}");
+    let b = sidecar_config("b", "redirect", dir.path(), 1024);
+    let mesh = Mesh::start_full("redirect", dir, &a, &b, Some(PROXY_UID)).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", mesh.sidecar_a.pid())).expect("status");
+    let uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        uid.split_whitespace().skip(1).all(|u| u == PROXY_UID.to_string()),
+        "a's sidecar runs as {PROXY_UID}: {uid}"
+    );
+    let rules = mesh.pods.a.must(&["nft", "list", "table", "inet", "weft"]);
+    assert!(
+        String::from_utf8_lossy(&rules.stdout).contains("meta skuid"),
+        "the rules exempt the uid"
+    );
+
+    for path in ["/uid-1", "/uid-2"] {
+        let echo = mesh.curl_json(&[&format!("http://{B4}:8080{path}")]);
+        assert_eq!(echo["app"], "b", "{echo}");
+        assert_eq!(echo["headers"]["x-outbound-sidecar"], "a", "{echo}");
+        assert_eq!(echo["headers"]["x-inbound-sidecar"], "b", "{echo}");
+        let logged = mesh.logged("a", path).await;
+        assert_eq!(logged["upstream"], format!("{B4}:8080"), "{logged}");
+    }
+    mesh.logged("b", "/uid-2").await;
+    // A loop would show as more than one record per request, or as refusals.
+    for (pod, path) in [("a", "/uid-1"), ("a", "/uid-2"), ("b", "/uid-1"), ("b", "/uid-2")] {
+        let records = mesh.access_log(pod).into_iter().filter(|r| r["path"] == path).count();
+        assert_eq!(records, 1, "pod {pod} saw {path} once");
+    }
+    assert_eq!(mesh.tcp(B4, 9000, "unmarked bytes", false), "unmarked bytes");
+    let a_metrics = Metrics::read(&mesh.pods.a);
+    assert_eq!(
+        a_metrics.sum("weft_intercepted_connections_total", &[("outcome", "loop")]),
+        0.0
+    );
+    assert_eq!(
+        a_metrics.sum(
+            "weft_intercepted_connections_total",
+            &[("listener", "outbound"), ("outcome", "opaque")]
+        ),
+        1.0,
+        "the echo crossed a's outbound listener once"
+    );
+    assert_eq!(
+        a_metrics.sum("weft_intercepted_connections_total", &[("listener", "inbound")]),
+        0.0,
+        "nothing of a's own came back in"
+    );
+}
+
+/// A reload may change TLS routes (they are a config version's, like routes) but not a
+/// transparent listener's own settings, which it read at bind: changing those is refused
+/// with the reason, as any listener change is; a bad TLS route is refused and names
+/// itself. The running version keeps serving either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn reloads_change_tls_routes_but_not_a_transparent_listeners_settings() {
+    let config = r#"
+[runtime]
+watch = false
+
+[admin]
+address = "{admin}"
+
+[[listeners]]
+name = "outbound"
+address = "{listen}"
+transparent = "redirect"
+direction = "outbound"
+opaque_ports = [3306]
+
+[[clusters]]
+name = "egress"
+endpoints = ["127.0.0.1:9"]
+
+[[tls_routes]]
+name = "egress"
+hostnames = ["api.example.com"]
+cluster = "egress"
+"#;
+    let weft = Weft::start(config).await;
+    weft.write_config(&config.replace("api.example.com", "*.example.com"));
+    let (status, body) = weft.admin("POST", "/reload").await;
+    assert_eq!(status, 200, "TLS routes change on reload: {body}");
+    for (change, wanted) in [
+        (
+            config.replace("[3306]", "[3306, 5432]"),
+            "changing listeners needs a restart",
+        ),
+        (
+            config.replace("direction = \"outbound\"", "direction = \"inbound\""),
+            "changing listeners needs a restart",
+        ),
+        (
+            config.replace("api.example.com", "api.*.com"),
+            "tls_route \"egress\": hostnames",
+        ),
+        (
+            config.replace("cluster = \"egress\"", "cluster = \"gone\""),
+            "is no cluster",
+        ),
+    ] {
+        weft.write_config(&change);
+        let (status, body) = weft.admin("POST", "/reload").await;
+        assert_ne!(status, 200, "{change}");
+        assert!(body.contains(wanted), "{wanted}: {body}");
+    }
+    let (status, _) = weft.admin("GET", "/ready").await;
+    assert_eq!(status, 200, "the running version keeps serving");
 }

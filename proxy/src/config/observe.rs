@@ -207,6 +207,8 @@ pub const ACCESS_LOG_FIELDS: &[&str] = &[
     "bytes_sent",
     "route",
     "trace_id",
+    "direction",
+    "original_dst",
 ];
 
 /// How access-log records are written: parsed here so that a bad format fails the config.

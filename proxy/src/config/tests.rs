@@ -400,3 +400,77 @@ fn subject_alt_names_need_a_client_ca_and_are_names_or_prefixes() {
     let secret = error(&config("", "tls = { ca = { sds = 1 } }"));
     assert!(secret.to_string().contains("sds"), "{secret}");
 }
+
+#[test]
+fn a_transparent_listener_may_say_its_direction_and_no_other_may() {
+    let inbound = MINIMAL.replace(
+        "address = \"127.0.0.1:8080\"",
+        "address = \"127.0.0.1:8080\"\ntransparent = \"redirect\"\ndirection = \"inbound\"",
+    );
+    let config = Config::parse("test.toml", &inbound).expect("valid");
+    assert_eq!(config.listeners[0].get_ref().direction, Some(Direction::Inbound));
+    let e = error(&inbound.replace("\"inbound\"", "\"sideways\""));
+    assert!(
+        e.message.contains("inbound") && e.message.contains("outbound"),
+        "{}",
+        e.message
+    );
+    let e = error(&inbound.replace("transparent = \"redirect\"\n", ""));
+    assert!(e.message.contains("direction needs transparent"), "{}", e.message);
+}
+
+#[test]
+fn tls_routes_are_checked_where_they_are_written() {
+    let base = MINIMAL.replace(
+        "address = \"127.0.0.1:8080\"",
+        "address = \"127.0.0.1:8080\"\ntransparent = \"redirect\"",
+    );
+    let route = |body: &str| format!("{base}\n[[tls_routes]]\nname = \"egress\"\n{body}\n");
+    let good = route("listeners = [\"main\"]\nhostnames = [\"api.example.com\", \"*.shop.test\"]\ncluster = \"web\"");
+    let config = Config::parse("test.toml", &good).expect("valid");
+    assert_eq!(config.tls_routes[0].get_ref().hostnames.len(), 2);
+
+    for (body, wanted) in [
+        ("hostnames = []\ncluster = \"web\"", "at least one name"),
+        ("hostnames = [\"a.*.example.com\"]\ncluster = \"web\"", "not a DNS name"),
+        ("hostnames = [\"*\"]\ncluster = \"web\"", "not a DNS name"),
+        (
+            "hostnames = [\"api.example.com:443\"]\ncluster = \"web\"",
+            "not a DNS name",
+        ),
+        ("hostnames = [\"a.test\"]\ncluster = \"nope\"", "is no cluster"),
+        (
+            "listeners = [\"elsewhere\"]\nhostnames = [\"a.test\"]\ncluster = \"web\"",
+            "which is no listener",
+        ),
+        (
+            "hostnames = [\"a.test\"]\ncluster = \"web\"\nport = 443",
+            "unknown field",
+        ),
+    ] {
+        let e = error(&route(body));
+        assert!(e.message.contains(wanted), "{body}: {}", e.message);
+    }
+    let e = error(&format!(
+        "{}\n[[tls_routes]]\nname = \"egress\"\nhostnames = [\"a.test\"]\ncluster = \"web\"\n",
+        MINIMAL
+    ));
+    assert!(e.message.contains("no transparent listener"), "{}", e.message);
+    let with_tls = good.replace(
+        "endpoints = [\"127.0.0.1:3000\"]",
+        "endpoints = [\"127.0.0.1:3000\"]\ntls = { ca = \"ca.pem\" }",
+    );
+    assert!(error(&with_tls).message.contains("has tls"));
+    let original = good.replace("endpoints = [\"127.0.0.1:3000\"]", "kind = \"original_destination\"");
+    assert!(error(&original).message.contains("original_destination"));
+    let twice = format!("{good}\n[[tls_routes]]\nname = \"egress\"\nhostnames = [\"b.test\"]\ncluster = \"web\"\n");
+    assert!(error(&twice).message.contains("used twice"));
+    let plain = format!("{good}\n[[listeners]]\nname = \"plain\"\naddress = \"127.0.0.1:8081\"\n")
+        .replace("listeners = [\"main\"]", "listeners = [\"main\", \"plain\"]");
+    assert!(error(&plain).message.contains("\"plain\" is not transparent"));
+    let terminating = good.replace(
+        "transparent = \"redirect\"",
+        "transparent = \"redirect\"\ntls = { certificates = [{ cert = \"c.pem\", key = \"k.pem\" }] }",
+    );
+    assert!(error(&terminating).message.contains("terminates TLS"));
+}

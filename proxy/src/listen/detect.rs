@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detected {
     Http,
-    /// A TLS ClientHello: passed through, not terminated.
+    /// A TLS handshake record: terminated, routed by its SNI, or passed through.
     Tls,
     Opaque,
     /// The client closed before sending anything.
@@ -64,9 +64,8 @@ pub fn classify(bytes: &[u8]) -> Option<Detected> {
     }
 }
 
-/// Waits for enough of the client's first bytes to tell, at most `timeout`.
-pub async fn detect(stream: &TcpStream, timeout: Duration) -> std::io::Result<Detected> {
-    let deadline = tokio::time::Instant::now() + timeout;
+/// Waits for enough of the client's first bytes to tell, at most until `deadline`.
+pub async fn detect(stream: &TcpStream, deadline: tokio::time::Instant) -> std::io::Result<Detected> {
     let mut buf = [0u8; H2_PREFACE.len()];
     loop {
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {

@@ -205,8 +205,8 @@ async fn connection(
     shutdown: watch::Receiver<bool>,
     drained: mpsc::Sender<()>,
 ) {
-    let (stream, tls, original_dst) = match &settings.intercept {
-        None => (stream, settings.tls, None),
+    let (stream, tls, original_dst, interception) = match &settings.intercept {
+        None => (stream, settings.tls, None, None),
         Some(intercept) => {
             // Boxed: detection and passthrough are this listener kind's path only.
             let intercepted = Box::pin(super::transparent::intercept(
@@ -214,11 +214,11 @@ async fn connection(
                 peer,
                 &settings.name,
                 intercept,
-                &state.metrics,
+                &state,
             ))
             .await;
             let Some(i) = intercepted else { return };
-            (i.stream, i.tls, Some(i.original_dst))
+            (i.stream, i.tls, Some(i.original_dst), Some(i.interception))
         }
     };
     let conn = ConnInfo::new(
@@ -230,7 +230,8 @@ async fn connection(
     )
     .with_alt_svc(settings.alt_svc.clone())
     .with_counters(settings.counters.clone())
-    .with_original_dst(original_dst);
+    .with_original_dst(original_dst)
+    .with_interception(interception);
     if !tls {
         return serve_connection(stream, conn, pass, settings, state, shutdown, drained).await;
     }

@@ -5,23 +5,61 @@
 //! a destination that is the proxy itself is refused (a loop); then what the client
 //! speaks decides the rest ([`super::detect`]): HTTP goes to the listener's HTTP service,
 //! and TLS too when the listener has `tls` (a peer sidecar's mTLS: terminated, the
-//! caller's identity checked by the route's filters); anything else is passed on to the
+//! caller's identity checked by the route's filters); TLS that is not terminated goes by
+//! its SNI to a TLS route's cluster ([`super::sni`]) or else, like anything else, to the
 //! original destination byte for byte. With `peer_tls = "strict"` (or on `strict_ports`)
-//! only TLS is taken.
+//! only TLS is taken. Every connection is counted by listener, direction and a destination
+//! label the config bounds ([`Destination`]), never by an address a client chose.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::detect::{Detected, detect};
-use crate::config::{ListenerConfig, PeerTls, Transparent};
-use crate::metrics::Metrics;
+use super::sni::{Hello, TlsRoutes, read_hello};
+use crate::config::{Config, ConfigError, Direction, ListenerConfig, PeerTls, Transparent};
+use crate::conn::Interception as ConnInterception;
+use crate::metrics::{Destination, Interception};
+use crate::state::State;
+use crate::upstream::Clusters;
+
+/// What a config version tells its transparent listeners: the TLS routes, and the
+/// original destination ports its routes name (which become destination labels).
+#[derive(Default)]
+pub struct Routing {
+    pub tls: TlsRoutes,
+    /// Sorted: every route's `destination_port`.
+    ports: Box<[u16]>,
+}
+
+impl Routing {
+    pub fn build(config: &Config, clusters: &Clusters) -> Result<Routing, ConfigError> {
+        let mut ports: Vec<u16> = config
+            .routes
+            .iter()
+            .filter_map(|r| r.get_ref().matches.destination_port)
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        Ok(Routing {
+            tls: TlsRoutes::build(&config.tls_routes, clusters, &config.source)?,
+            ports: ports.into(),
+        })
+    }
+}
 
 /// What a transparent listener's connections share.
 pub struct Intercept {
     pub mode: Transparent,
+    /// `inbound`, `outbound` or `unspecified`.
+    direction: &'static str,
     opaque_ports: Box<[u16]>,
     detect_timeout: Duration,
     mark: Option<u32>,
@@ -42,6 +80,7 @@ impl Intercept {
     pub fn new(config: &ListenerConfig) -> Option<Intercept> {
         Some(Intercept {
             mode: config.transparent?,
+            direction: Direction::label(config.direction),
             opaque_ports: config.opaque_ports.clone().into(),
             detect_timeout: config.detect_timeout,
             mark: config.passthrough_mark,
@@ -60,6 +99,21 @@ impl Intercept {
     fn is_self(&self, dst: SocketAddr) -> bool {
         let own = self.own_ports.get().is_some_and(|p| p.load().contains(&dst.port()));
         own && is_local(dst.ip())
+    }
+
+    /// The destination label of `dst`: its port when this listener's settings or the
+    /// version's routes name it, else `other`.
+    fn destination(&self, dst: Option<SocketAddr>, routing: &Routing) -> Destination {
+        match dst.map(|d| d.port()) {
+            Some(port)
+                if self.opaque_ports.contains(&port)
+                    || self.strict_ports.contains(&port)
+                    || routing.ports.binary_search(&port).is_ok() =>
+            {
+                Destination::Port(port)
+            }
+            _ => Destination::Other,
+        }
     }
 }
 
@@ -129,6 +183,15 @@ pub struct Intercepted {
     pub original_dst: SocketAddr,
     /// A TLS ClientHello on a listener with `tls`: terminate it (a peer sidecar's mTLS).
     pub tls: bool,
+    /// The direction and answer counters of its requests.
+    pub interception: Box<ConnInterception>,
+}
+
+/// Where a passed-through connection goes.
+struct Target {
+    addr: SocketAddr,
+    mark: Option<u32>,
+    connect_timeout: Option<Duration>,
 }
 
 /// Takes an intercepted connection as far as it goes here: its original destination
@@ -140,10 +203,21 @@ pub async fn intercept(
     peer: SocketAddr,
     listener: &str,
     i: &Intercept,
-    metrics: &Metrics,
+    state: &State,
 ) -> Option<Intercepted> {
-    let count = |outcome: &'static str| metrics.connection_intercepted(listener, outcome);
-    let dst = match original_dst(&stream, i.mode) {
+    let metrics = &state.metrics;
+    // Detection and the ClientHello share one deadline: a client trickling bytes holds
+    // the listener's attention for `detect_timeout` at most.
+    let deadline = Instant::now() + i.detect_timeout;
+    let runtime = state.current();
+    let found = original_dst(&stream, i.mode);
+    let at = Interception {
+        listener,
+        direction: i.direction,
+        destination: i.destination(found.as_ref().ok().copied(), &runtime.intercept),
+    };
+    let count = |outcome: &'static str| metrics.connection_intercepted(at, outcome);
+    let dst = match found {
         Ok(dst) => dst,
         Err(e) => {
             tracing::info!(%listener, %peer, error = %e, "intercepted connection without an original destination: closed");
@@ -161,7 +235,7 @@ pub async fn intercept(
     let detected = if i.opaque_ports.contains(&dst.port()) {
         Detected::Opaque
     } else {
-        match detect(&stream, i.detect_timeout).await {
+        match detect(&stream, deadline).await {
             Ok(detected) => detected,
             Err(e) => {
                 tracing::debug!(%listener, %peer, error = %e, "intercepted connection failed before it spoke");
@@ -177,53 +251,149 @@ pub async fn intercept(
         count("plaintext_refused");
         return None;
     }
-    count(detected.label());
-    match detected {
-        Detected::Closed => None,
-        Detected::Http => Some(Intercepted {
-            stream,
-            original_dst: dst,
-            tls: false,
-        }),
-        Detected::Tls if terminate => Some(Intercepted {
-            stream,
-            original_dst: dst,
-            tls: true,
-        }),
-        Detected::Tls | Detected::Opaque => {
-            if !passthrough(stream, dst, i.mark, listener, detected).await {
-                count("connect_failed");
-            }
-            None
-        }
+    if detected == Detected::Closed {
+        count("closed");
+        return None;
     }
+    if detected == Detected::Http || terminate {
+        count(detected.label());
+        return Some(Intercepted {
+            stream,
+            original_dst: dst,
+            tls: terminate,
+            interception: Box::new(ConnInterception {
+                direction: i.direction,
+                responses: metrics.intercepted_responses(at),
+            }),
+        });
+    }
+    let original = Target {
+        addr: dst,
+        mark: i.mark,
+        connect_timeout: None,
+    };
+    let (outcome, target, route) = match detected {
+        Detected::Tls if runtime.intercept.tls.any_for(listener) => {
+            match Box::pin(read_hello(&stream, deadline)).await {
+                Ok(Hello::Sni(Some(sni))) => match runtime.intercept.tls.find(listener, &sni) {
+                    Some(route) => {
+                        let Some((addr, mark, timeout)) = route.cluster.pick_for_passthrough() else {
+                            tracing::info!(%listener, %peer, %sni, route = %route.name, "TLS route's cluster has no endpoint: closed");
+                            count("connect_failed");
+                            return None;
+                        };
+                        let target = Target {
+                            addr,
+                            mark: mark.or(i.mark),
+                            connect_timeout: Some(timeout),
+                        };
+                        ("tls_routed", target, Some(route.name.clone()))
+                    }
+                    None => ("tls", original, None),
+                },
+                Ok(Hello::Sni(None)) => ("tls", original, None),
+                Ok(Hello::Invalid(why)) => {
+                    tracing::info!(%listener, %peer, original_dst = %dst, problem = why, "TLS ClientHello not understood: passed on opaque");
+                    ("tls_invalid", original, None)
+                }
+                Ok(Hello::Closed) | Err(_) => {
+                    count("closed");
+                    return None;
+                }
+            }
+        }
+        Detected::Tls => ("tls", original, None),
+        _ => ("opaque", original, None),
+    };
+    // The version is not held while the bytes flow: the cluster was taken out of it.
+    drop(runtime);
+    count(outcome);
+    let bytes = metrics.passthrough_bytes(at);
+    if !passthrough(stream, dst, target, listener, outcome, route.as_deref(), bytes).await {
+        count("connect_failed");
+    }
+    None
 }
 
-/// Passes a connection's bytes to `dst` and back, unchanged, until both sides are done.
-/// `false` when the original destination could not be reached.
+/// Passes a connection's bytes to `target` (its original destination `original_dst`, or a
+/// TLS route's endpoint) and back, unchanged, until both sides are done, counting them as
+/// they go. `false` when the target could not be reached.
 async fn passthrough(
-    mut stream: TcpStream,
-    dst: SocketAddr,
-    mark: Option<u32>,
+    stream: TcpStream,
+    original_dst: SocketAddr,
+    target: Target,
     listener: &str,
-    detected: Detected,
+    protocol: &'static str,
+    route: Option<&str>,
+    (from_client, from_server): (Counter, Counter),
 ) -> bool {
     let peer = stream.peer_addr().ok();
-    let mut upstream = match crate::upstream::connect_marked(dst, mark).await {
+    let dst = target.addr;
+    let connect = crate::upstream::connect_marked(dst, target.mark);
+    let connected = match target.connect_timeout {
+        Some(limit) => tokio::time::timeout(limit, connect)
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))),
+        None => connect.await,
+    };
+    let upstream = match connected {
         Ok(upstream) => upstream,
         Err(e) => {
-            tracing::info!(%listener, ?peer, original_dst = %dst, error = %e, "passthrough: cannot connect");
+            tracing::info!(%listener, ?peer, %original_dst, to = %dst, ?route, error = %e, "passthrough: cannot connect");
             return false;
         }
     };
     let _ = upstream.set_nodelay(true);
     let _ = stream.set_nodelay(true);
-    match tokio::io::copy_bidirectional(&mut stream, &mut upstream).await {
+    let mut client = CountedStream {
+        inner: stream,
+        read: from_client,
+    };
+    let mut server = CountedStream {
+        inner: upstream,
+        read: from_server,
+    };
+    match tokio::io::copy_bidirectional(&mut client, &mut server).await {
         Ok((up, down)) => tracing::info!(
-            %listener, ?peer, original_dst = %dst, protocol = detected.label(), bytes_up = up, bytes_down = down,
+            %listener, ?peer, %original_dst, to = %dst, ?route, protocol, bytes_up = up, bytes_down = down,
             "passthrough done"
         ),
-        Err(e) => tracing::info!(%listener, ?peer, original_dst = %dst, error = %e, "passthrough ended with an error"),
+        Err(e) => {
+            tracing::info!(%listener, ?peer, %original_dst, to = %dst, ?route, error = %e, "passthrough ended with an error")
+        }
     }
     true
+}
+
+/// A socket whose bytes read are added to a counter as they arrive: a long-lived
+/// passthrough shows in the metrics while it runs, and one cut by an error is counted too.
+struct CountedStream {
+    inner: TcpStream,
+    read: Counter,
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read.inc_by(n as u64);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

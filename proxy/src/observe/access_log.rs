@@ -45,6 +45,10 @@ pub struct Entry {
     pub route: Option<Arc<str>>,
     /// 32 lowercase hex digits.
     pub trace_id: Option<String>,
+    /// An intercepted connection's listener direction (`inbound`, `outbound`,
+    /// `unspecified`) and the address its client dialled.
+    pub direction: Option<&'static str>,
+    pub original_dst: Option<SocketAddr>,
 }
 
 impl Format {
@@ -98,6 +102,8 @@ const BYTES_RECEIVED: usize = 14;
 const BYTES_SENT: usize = 15;
 const ROUTE: usize = 16;
 const TRACE_ID: usize = 17;
+const DIRECTION: usize = 18;
+const ORIGINAL_DST: usize = 19;
 
 /// Writes field `i` of `entry`: as a JSON value, or as escaped text (`-` when absent).
 /// Straight into `out`: no field allocates.
@@ -161,14 +167,21 @@ fn field(entry: &Entry, i: usize, out: &mut String, json: bool, clock: &mut Stam
             Some(name) => text(name, out),
             None => absent(out),
         },
-        UPSTREAM => match entry.upstream {
-            Some(addr) => {
-                quote(out);
-                let _ = write!(out, "{addr}");
-                quote(out);
+        UPSTREAM | ORIGINAL_DST => {
+            let addr = if i == UPSTREAM {
+                entry.upstream
+            } else {
+                entry.original_dst
+            };
+            match addr {
+                Some(addr) => {
+                    quote(out);
+                    let _ = write!(out, "{addr}");
+                    quote(out);
+                }
+                None => absent(out),
             }
-            None => absent(out),
-        },
+        }
         DURATION_MS => ms(entry.duration, out),
         UPSTREAM_MS => match entry.upstream_duration {
             Some(d) => ms(d, out),
@@ -209,6 +222,14 @@ fn field(entry: &Entry, i: usize, out: &mut String, json: bool, clock: &mut Stam
         },
         TRACE_ID => match &entry.trace_id {
             Some(id) => text(id, out),
+            None => absent(out),
+        },
+        DIRECTION => match entry.direction {
+            Some(direction) => {
+                quote(out);
+                out.push_str(direction);
+                quote(out);
+            }
             None => absent(out),
         },
         _ => absent(out),
@@ -546,6 +567,8 @@ mod tests {
             bytes_sent: 10,
             route: Some("r".into()),
             trace_id: None,
+            direction: Some("inbound"),
+            original_dst: Some("10.0.0.2:8080".parse().expect("addr")),
         }
     }
 
@@ -565,6 +588,8 @@ mod tests {
         assert_eq!(value["filter_ms"]["auth.request"], 0.25);
         assert_eq!(value["upstream"], serde_json::Value::Null);
         assert_eq!(value["protocol"], "HTTP/1.1");
+        assert_eq!(value["direction"], "inbound");
+        assert_eq!(value["original_dst"], "10.0.0.2:8080");
         for field in FIELDS {
             assert!(value.get(field).is_some(), "{field} missing from {out}");
         }
@@ -618,6 +643,8 @@ mod tests {
             (BYTES_SENT, "bytes_sent"),
             (ROUTE, "route"),
             (TRACE_ID, "trace_id"),
+            (DIRECTION, "direction"),
+            (ORIGINAL_DST, "original_dst"),
         ];
         assert_eq!(named.len(), FIELDS.len(), "a field was added: give it a position here");
         for (i, name) in named {

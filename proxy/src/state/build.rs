@@ -34,6 +34,7 @@ fn spec(l: &ListenerConfig) -> ListenerSpec {
         timeouts: l.timeouts.clone(),
         sidecar: l.transparent.map(|transparent| super::SidecarSpec {
             transparent,
+            direction: l.direction,
             opaque_ports: l.opaque_ports.clone(),
             detect_timeout: l.detect_timeout,
             passthrough_mark: l.passthrough_mark,
@@ -164,8 +165,10 @@ pub async fn build(
         );
     }
 
+    let intercept = crate::listen::transparent::Routing::build(config, &clusters)?;
     Ok(Version {
         version,
+        intercept,
         view: view::view(config, &routes),
         router: Router::new(routes),
         clusters,

@@ -345,6 +345,28 @@ impl Cluster {
             .await
     }
 
+    /// Where a connection passed through whole goes (a TLS route's, by SNI): the address
+    /// of the endpoint the balancer picks, with the cluster's `mark` and connect timeout.
+    /// `None` when the cluster has no endpoint now (or forwards to original destinations).
+    pub fn pick_for_passthrough(&self) -> Option<(SocketAddr, Option<u32>, Duration)> {
+        if self.destinations.is_some() {
+            return None;
+        }
+        let key = fastrand::u64(..);
+        let addr = match &self.hosts {
+            HostsCell::Fixed(hosts) if !hosts.endpoints.is_empty() => self.pick(hosts, key, None).addr,
+            HostsCell::Dynamic(cell) => {
+                let hosts = cell.load();
+                if hosts.endpoints.is_empty() {
+                    return None;
+                }
+                self.pick(&hosts, key, None).addr
+            }
+            HostsCell::Fixed(_) => return None,
+        };
+        Some((addr, self.connector.mark, self.connector.connect_timeout))
+    }
+
     /// Replaces the endpoints (DNS or the endpoints file changed).
     pub(super) fn set_hosts(&self, hosts: Hosts) {
         if let HostsCell::Dynamic(cell) = &self.hosts {

@@ -118,6 +118,12 @@ pub fn map(l: &Listener, address: String, shape: Shape, at: &str) -> Result<Mapp
             t.insert("name".into(), Value::String(l.name.clone()));
             t.insert("address".into(), Value::String(address));
             t.insert("transparent".into(), Value::String("redirect".into()));
+            // Envoy's traffic_direction (1 INBOUND, 2 OUTBOUND) labels the listener's metrics.
+            match l.traffic_direction {
+                1 => drop(t.insert("direction".into(), Value::String("inbound".into()))),
+                2 => drop(t.insert("direction".into(), Value::String("outbound".into()))),
+                _ => {}
+            }
             Some(t)
         }
     };

@@ -380,6 +380,7 @@ mod listeners {
             name: "virtualOutbound".into(),
             address: socket("0.0.0.0", 15001),
             use_original_dst: Some(BoolValue { value: true }),
+            traffic_direction: 2, // OUTBOUND
             filter_chains: vec![
                 chain(
                     Some(FilterChainMatch {
@@ -527,6 +528,7 @@ mod listeners {
         assert_eq!(listeners.len(), 1, "bind_to_port: false listeners bind nothing");
         assert_eq!(listeners[0].name, "virtualOutbound");
         assert_eq!(listeners[0].transparent, Some(crate::config::Transparent::Redirect));
+        assert_eq!(listeners[0].direction, Some(crate::config::Direction::Outbound));
         let passthrough = config
             .clusters
             .iter()

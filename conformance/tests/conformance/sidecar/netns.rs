@@ -1,6 +1,7 @@
 //! Network namespaces for the sidecar tests: two of them ("pods") joined by a veth pair,
 //! named uniquely per test run, and deleted when dropped — on panic too — which takes their
-//! interfaces, nftables rules and routes with them. Creating them needs root (CAP_SYS_ADMIN
+//! interfaces, nftables rules and routes with them, and their `/etc/netns/<name>/` (the
+//! files `ip netns exec` mounts over `/etc`: a pod's `hosts`). Creating them needs root (CAP_SYS_ADMIN
 //! and CAP_NET_ADMIN); a test that cannot create them fails, it never skips.
 
 use std::process::{Child, Command, Output, Stdio};
@@ -46,6 +47,15 @@ impl Netns {
         };
         ns.must(&["ip", "link", "set", "lo", "up"]);
         ns
+    }
+
+    /// The pod's `/etc/hosts`: `ip netns exec` mounts `/etc/netns/<name>/hosts` over it,
+    /// so names resolve inside as `lines` say.
+    pub fn hosts(&self, lines: &str) {
+        let dir = format!("/etc/netns/{}", self.name);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot make {dir}: {e}"));
+        let text = format!("127.0.0.1 localhost\n::1 localhost\n{lines}");
+        std::fs::write(format!("{dir}/hosts"), text).unwrap_or_else(|e| panic!("cannot write {dir}/hosts: {e}"));
     }
 
     /// `args` run inside, its output; panics unless it succeeds.
@@ -95,6 +105,7 @@ impl Drop for Netns {
         // Processes still inside (a sidecar whose Weft handle outlived this) keep the
         // namespace's interfaces alive but not its name; deleting the name is what matters.
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
     }
 }
 

@@ -80,7 +80,18 @@ fn every_family() -> Arc<Metrics> {
     stages.observe.trace_spans_dropped.inc();
     stages.reloads.xds_update("rds", "rejected", ms);
     stages.reloads.xds_reconnect();
-    m.connection_intercepted("l", "opaque");
+    let at = crate::metrics::Interception {
+        listener: "l",
+        direction: "outbound",
+        destination: crate::metrics::Destination::Port(3306),
+    };
+    m.connection_intercepted(at, "opaque");
+    m.intercepted_responses(crate::metrics::Interception {
+        destination: crate::metrics::Destination::Other,
+        ..at
+    })[1]
+        .inc();
+    m.passthrough_bytes(at).0.inc_by(10);
     m
 }
 
