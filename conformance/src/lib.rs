@@ -5,8 +5,8 @@
 //! the kernel picks when Weft binds them; the harness reads them back from Weft's ready
 //! file (see [`Weft::start_with`]). Upstreams bind port 0 too: no test picks a port.
 
-mod config;
 pub mod ads;
+mod config;
 pub mod h2raw;
 pub mod plugins;
 pub mod polyglot;
@@ -143,7 +143,9 @@ impl Weft {
         Weft::start_command(command, config, &[]).await
     }
 
-    async fn start_command(mut command: Command, config: &str, global_args: &[&str]) -> Weft {
+    /// Like [`Weft::start_with`], with `command` as the program (the `weft` binary, or a
+    /// wrapper that execs it in place, such as `taskset -c 0 weft`).
+    pub async fn start_command(mut command: Command, config: &str, global_args: &[&str]) -> Weft {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("weft.toml");
         std::fs::write(&config_path, fill(config)).expect("write config");
