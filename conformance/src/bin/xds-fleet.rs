@@ -1,8 +1,8 @@
 //! `xds-fleet`: one ADS server (`weft_conformance::ads`), a fleet of simulated ADS
 //! subscribers and real `weft` proxies under load. It pushes route changes and measures how
 //! long each subscriber takes to converge, the bytes each push costs the server and what an
-//! applied update costs Weft. `bench/xds-fleet` builds and runs it; bench/README.md says
-//! what each number means.
+//! applied update costs Weft. `bench/xds-fleet` builds and runs it; docs/xds.md ("A fleet")
+//! says what each number means.
 //!
 //! A simulated subscriber is one ADS stream on its own connection, with its own node id,
 //! subscribing as Weft does (CDS and LDS, then EDS and RDS for the names they reference)

@@ -46,5 +46,6 @@ mod security;
 mod soak;
 // docs/xds.md: driven by an ADS server
 mod xds;
+mod xds_istio;
 // docs/sidecar.md
 mod sidecar;
