@@ -174,8 +174,9 @@ impl AggregatedDiscoveryService for Ads {
         let requests = self.delta_requests.clone();
         let counter = self.sent.clone();
         tokio::spawn(async move {
-            // Per type: the resources last sent, by name.
-            let mut sent: HashMap<String, HashMap<String, Any>> = HashMap::new();
+            // Per type: the name of each resource last sent, by its encoded body, so that a
+            // push decodes only the resources it changed.
+            let mut sent: HashMap<String, HashMap<Vec<u8>, String>> = HashMap::new();
             let mut nonce = 0u64;
             loop {
                 // A type and whether to send all its resources (a new subscription) or
@@ -196,24 +197,26 @@ impl AggregatedDiscoveryService for Ads {
                 }
                 let snapshot = changes.borrow().clone();
                 for (type_url, all) in send_types {
-                    let now: HashMap<String, Any> = of_type(&snapshot, &type_url)
-                        .into_iter()
-                        .map(|a| (name_of(&a), a))
-                        .collect();
                     let before = sent.remove(&type_url).unwrap_or_default();
+                    let mut now: HashMap<Vec<u8>, String> = HashMap::new();
+                    let mut resources = Vec::new();
+                    for any in of_type(&snapshot, &type_url) {
+                        let known = before.get(&any.value);
+                        let name = known.cloned().unwrap_or_else(|| name_of(&any));
+                        now.insert(any.value.clone(), name.clone());
+                        if all || known.is_none() {
+                            resources.push(Resource {
+                                name,
+                                version: snapshot.version.to_string(),
+                                resource: Some(any),
+                                ..Resource::default()
+                            });
+                        }
+                    }
+                    let names: std::collections::HashSet<&String> = now.values().collect();
                     let mut removed_resources: Vec<String> =
-                        before.keys().filter(|n| !now.contains_key(*n)).cloned().collect();
+                        before.values().filter(|n| !names.contains(n)).cloned().collect();
                     removed_resources.sort();
-                    let mut resources: Vec<Resource> = now
-                        .iter()
-                        .filter(|(name, any)| all || before.get(*name) != Some(*any))
-                        .map(|(name, any)| Resource {
-                            name: name.clone(),
-                            version: snapshot.version.to_string(),
-                            resource: Some(any.clone()),
-                            ..Resource::default()
-                        })
-                        .collect();
                     resources.sort_by(|a, b| a.name.cmp(&b.name));
                     sent.insert(type_url.clone(), now);
                     if !all && resources.is_empty() && removed_resources.is_empty() {

@@ -145,6 +145,8 @@ struct Seen {
     types: [Mutex<(u64, u64)>; 4],
     /// From the subscriber's start to its first full config (nanoseconds; 0 before).
     ready_ns: AtomicU64,
+    /// From the subscriber's start to its connection being up (TCP and HTTP/2 handshakes).
+    connected_ns: AtomicU64,
 }
 
 impl Seen {
@@ -165,7 +167,11 @@ impl Seen {
 
 /// Nanoseconds since `epoch`.
 fn since(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    nanos(epoch.elapsed())
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 async fn run(args: &Args, roles: &Roles) -> anyhow::Result<bool> {
@@ -235,6 +241,10 @@ async fn run(args: &Args, roles: &Roles) -> anyhow::Result<bool> {
         .iter()
         .map(|s| Duration::from_nanos(s.ready_ns.load(Ordering::Relaxed)))
         .collect();
+    let sim_connected: Vec<Duration> = sims
+        .iter()
+        .map(|s| Duration::from_nanos(s.connected_ns.load(Ordering::Relaxed)))
+        .collect();
     let weft_ready: Vec<Duration> = wefts.iter().map(|w| w.ready).collect();
 
     // Load on every Weft, then the pushes.
@@ -268,6 +278,7 @@ async fn run(args: &Args, roles: &Roles) -> anyhow::Result<bool> {
         args,
         mode,
         sim_ready,
+        sim_connected,
         weft_ready,
         under_load,
         idle,
@@ -419,6 +430,7 @@ fn outgoing<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures_util::
 async fn sotw_subscriber(id: usize, server: SocketAddr, seen: &Seen, epoch: Instant) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut client = AggregatedDiscoveryServiceClient::new(channel(server).await?).max_decoding_message_size(32 << 20);
+    seen.connected_ns.store(nanos(start.elapsed()), Ordering::Relaxed);
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
     let request = |type_url: &str, names: &BTreeSet<String>, version: &str, nonce: &str| DiscoveryRequest {
         type_url: type_url.into(),
@@ -475,6 +487,7 @@ async fn sotw_subscriber(id: usize, server: SocketAddr, seen: &Seen, epoch: Inst
 async fn delta_subscriber(id: usize, server: SocketAddr, seen: &Seen, epoch: Instant) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut client = AggregatedDiscoveryServiceClient::new(channel(server).await?).max_decoding_message_size(32 << 20);
+    seen.connected_ns.store(nanos(start.elapsed()), Ordering::Relaxed);
     let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
     let subscribe = |type_url: &str, names: Vec<String>| DeltaDiscoveryRequest {
         type_url: type_url.into(),
@@ -529,7 +542,7 @@ fn acked(seen: &Seen, held: &mut [bool; 4], type_url: &str, version: &str, start
         held[i] = true;
     }
     if held.iter().all(|h| *h) && seen.ready_ns.load(Ordering::Relaxed) == 0 {
-        let after = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
+        let after = nanos(start.elapsed()).max(1);
         seen.ready_ns.store(after, Ordering::Relaxed);
     }
 }
@@ -884,6 +897,7 @@ struct Report<'a> {
     args: &'a Args,
     mode: &'a str,
     sim_ready: Vec<Duration>,
+    sim_connected: Vec<Duration>,
     weft_ready: Vec<Duration>,
     under_load: Vec<Push>,
     idle: Vec<Push>,
@@ -946,6 +960,10 @@ impl Report<'_> {
         println!(
             "| time to ready, simulated (stream open → full config ACKed), p50 / p99 / max ms | {} |",
             spread(&self.sim_ready)
+        );
+        println!(
+            "| … of which connecting (TCP and HTTP/2 handshakes), p50 / p99 / max ms | {} |",
+            spread(&self.sim_connected)
         );
         println!(
             "| time to ready, Weft (process start → first 200), ms | {} |",
