@@ -2,7 +2,9 @@
 //! the resources it serves: the xDS conformance tests and the fleet bench drive the real
 //! `weft` binary with it.
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,8 +51,10 @@ pub struct Resources {
     pub by_type: Vec<(&'static str, Vec<Any>)>,
 }
 
-/// A State-of-the-World ADS server: sends each type's resources when first asked and
-/// whenever they change; records every request.
+/// An ADS server. State of the World: each type's resources when first asked, when a
+/// request names other resources, and whenever they change (a push sends only the types it
+/// changed, as a server with a version per type does). Delta: the resources a push changed
+/// or removed. Records every request.
 #[derive(Clone)]
 pub struct Ads {
     pub resources: watch::Sender<Resources>,
@@ -58,6 +62,32 @@ pub struct Ads {
     pub delta_requests: Arc<Mutex<Vec<DeltaDiscoveryRequest>>>,
     /// Raw responses sent as they are on every open SotW stream (hostile tests).
     pub raw: tokio::sync::broadcast::Sender<DiscoveryResponse>,
+    /// What the server sent on all its streams (the fleet bench's bytes per push).
+    pub sent: Arc<Sent>,
+}
+
+/// Responses sent and their encoded size, over all streams.
+#[derive(Default)]
+pub struct Sent {
+    pub responses: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl Sent {
+    fn count(&self, response: &impl Message) {
+        self.responses.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(response.encoded_len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The resources of `type_url` in `snapshot`.
+fn of_type(snapshot: &Resources, type_url: &str) -> Vec<Any> {
+    snapshot
+        .by_type
+        .iter()
+        .find(|(t, _)| *t == type_url)
+        .map(|(_, r)| r.clone())
+        .unwrap_or_default()
 }
 
 pub type Responses = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, tonic::Status>> + Send>>;
@@ -77,8 +107,11 @@ impl AggregatedDiscoveryService for Ads {
         let mut changes = self.resources.subscribe();
         let requests = self.requests.clone();
         let mut raw = self.raw.subscribe();
+        let counter = self.sent.clone();
         tokio::spawn(async move {
-            let mut sent: Vec<(String, u64)> = Vec::new();
+            // Per type: the resources last sent and the names last asked for.
+            let mut sent: HashMap<String, Vec<Any>> = HashMap::new();
+            let mut asked: HashMap<String, Vec<String>> = HashMap::new();
             let mut nonce = 0u64;
             let mut subscribed: Vec<String> = Vec::new();
             loop {
@@ -90,14 +123,19 @@ impl AggregatedDiscoveryService for Ads {
                         if !subscribed.contains(&req.type_url) {
                             subscribed.push(req.type_url.clone());
                         }
-                        let current = changes.borrow().version;
-                        if !sent.iter().any(|(t, v)| *t == req.type_url && *v == current) {
+                        let names_changed = asked.insert(req.type_url.clone(), req.resource_names.clone())
+                            .is_none_or(|before| before != req.resource_names);
+                        let current = of_type(&changes.borrow(), &req.type_url);
+                        if names_changed || sent.get(&req.type_url) != Some(&current) {
                             send_types.push(req.type_url.clone());
                         }
                     }
                     changed = changes.changed() => {
                         if changed.is_err() { return }
-                        send_types.extend(subscribed.iter().cloned());
+                        let snapshot = changes.borrow();
+                        send_types.extend(
+                            subscribed.iter().filter(|t| sent.get(*t) != Some(&of_type(&snapshot, t))).cloned(),
+                        );
                     }
                     response = raw.recv() => {
                         let Ok(response) = response else { return };
@@ -108,15 +146,9 @@ impl AggregatedDiscoveryService for Ads {
                 }
                 let snapshot = changes.borrow().clone();
                 for type_url in send_types {
-                    let resources = snapshot
-                        .by_type
-                        .iter()
-                        .find(|(t, _)| *t == type_url)
-                        .map(|(_, r)| r.clone())
-                        .unwrap_or_default();
+                    let resources = of_type(&snapshot, &type_url);
                     nonce += 1;
-                    sent.retain(|(t, _)| *t != type_url);
-                    sent.push((type_url.clone(), snapshot.version));
+                    sent.insert(type_url.clone(), resources.clone());
                     let response = DiscoveryResponse {
                         version_info: snapshot.version.to_string(),
                         resources,
@@ -124,6 +156,7 @@ impl AggregatedDiscoveryService for Ads {
                         nonce: nonce.to_string(),
                         ..DiscoveryResponse::default()
                     };
+                    counter.count(&response);
                     if tx.send(Ok(response)).await.is_err() {
                         return;
                     }
@@ -142,53 +175,57 @@ impl AggregatedDiscoveryService for Ads {
         let (tx, mut rx) = mpsc::channel(16);
         let mut changes = self.resources.subscribe();
         let requests = self.delta_requests.clone();
+        let counter = self.sent.clone();
         tokio::spawn(async move {
-            // Per type: the version sent and the names it held.
-            let mut sent: Vec<(String, u64, Vec<String>)> = Vec::new();
+            // Per type: the name of each resource last sent, by its encoded body, so that a
+            // push decodes only the resources it changed.
+            let mut sent: HashMap<String, HashMap<Vec<u8>, String>> = HashMap::new();
             let mut nonce = 0u64;
             loop {
-                let mut send_types = Vec::new();
+                // A type and whether to send all its resources (a new subscription) or
+                // only those changed since the last response.
+                let mut send_types: Vec<(String, bool)> = Vec::new();
                 tokio::select! {
                     req = incoming.message() => {
                         let Ok(Some(req)) = req else { return };
                         requests.lock().expect("requests lock").push(req.clone());
-                        let first = !sent.iter().any(|(t, ..)| *t == req.type_url);
-                        if first || !req.resource_names_subscribe.is_empty() {
-                            send_types.push(req.type_url.clone());
+                        if !sent.contains_key(&req.type_url) || !req.resource_names_subscribe.is_empty() {
+                            send_types.push((req.type_url.clone(), true));
                         }
                     }
                     changed = changes.changed() => {
                         if changed.is_err() { return }
-                        send_types.extend(sent.iter().map(|(t, ..)| t.clone()));
+                        send_types.extend(sent.keys().map(|t| (t.clone(), false)));
                     }
                 }
                 let snapshot = changes.borrow().clone();
-                for type_url in send_types {
-                    let all = snapshot
-                        .by_type
-                        .iter()
-                        .find(|(t, _)| *t == type_url)
-                        .map(|(_, r)| r.clone())
-                        .unwrap_or_default();
-                    let names: Vec<String> = all.iter().map(name_of).collect();
-                    let before = sent
-                        .iter()
-                        .find(|(t, ..)| *t == type_url)
-                        .map(|(_, _, n)| n.clone())
-                        .unwrap_or_default();
-                    let removed_resources = before.into_iter().filter(|n| !names.contains(n)).collect();
-                    let resources = all
-                        .into_iter()
-                        .map(|any| Resource {
-                            name: name_of(&any),
-                            version: snapshot.version.to_string(),
-                            resource: Some(any),
-                            ..Resource::default()
-                        })
-                        .collect();
+                for (type_url, all) in send_types {
+                    let before = sent.remove(&type_url).unwrap_or_default();
+                    let mut now: HashMap<Vec<u8>, String> = HashMap::new();
+                    let mut resources = Vec::new();
+                    for any in of_type(&snapshot, &type_url) {
+                        let known = before.get(&any.value);
+                        let name = known.cloned().unwrap_or_else(|| name_of(&any));
+                        now.insert(any.value.clone(), name.clone());
+                        if all || known.is_none() {
+                            resources.push(Resource {
+                                name,
+                                version: snapshot.version.to_string(),
+                                resource: Some(any),
+                                ..Resource::default()
+                            });
+                        }
+                    }
+                    let names: std::collections::HashSet<&String> = now.values().collect();
+                    let mut removed_resources: Vec<String> =
+                        before.values().filter(|n| !names.contains(n)).cloned().collect();
+                    removed_resources.sort();
+                    resources.sort_by(|a, b| a.name.cmp(&b.name));
+                    sent.insert(type_url.clone(), now);
+                    if !all && resources.is_empty() && removed_resources.is_empty() {
+                        continue;
+                    }
                     nonce += 1;
-                    sent.retain(|(t, ..)| *t != type_url);
-                    sent.push((type_url.clone(), snapshot.version, names));
                     let response = DeltaDiscoveryResponse {
                         system_version_info: snapshot.version.to_string(),
                         resources,
@@ -197,6 +234,7 @@ impl AggregatedDiscoveryService for Ads {
                         nonce: nonce.to_string(),
                         ..DeltaDiscoveryResponse::default()
                     };
+                    counter.count(&response);
                     if tx.send(Ok(response)).await.is_err() {
                         return;
                     }
@@ -228,6 +266,7 @@ impl Ads {
             requests: Arc::new(Mutex::new(Vec::new())),
             delta_requests: Arc::new(Mutex::new(Vec::new())),
             raw: tokio::sync::broadcast::channel(16).0,
+            sent: Arc::new(Sent::default()),
         }
     }
 

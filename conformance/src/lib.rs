@@ -157,7 +157,9 @@ impl Weft {
         Weft::start_command_owned(command, config, &[], Some(uid)).await
     }
 
-    async fn start_command(command: Command, config: &str, global_args: &[&str]) -> Weft {
+    /// Like [`Weft::start_with`], with `command` as the program (the `weft` binary, or a
+    /// wrapper that execs it in place, such as `taskset -c 0 weft`).
+    pub async fn start_command(command: Command, config: &str, global_args: &[&str]) -> Weft {
         Weft::start_command_owned(command, config, global_args, None).await
     }
 

@@ -46,6 +46,7 @@ mod security;
 mod soak;
 // docs/xds.md: driven by an ADS server
 mod xds;
+mod xds_istio;
 mod xds_sds;
 // docs/sidecar.md
 mod sidecar;
