@@ -18,6 +18,7 @@ mod answer;
 mod cors;
 pub mod destination;
 mod fault;
+pub mod intercept;
 pub mod metrics;
 mod mirror;
 mod policy;

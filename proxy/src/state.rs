@@ -46,7 +46,7 @@ pub struct Version {
     /// The server blocks (names of each certificate) of each TLS listener, for 421.
     pub server_blocks: HashMap<String, Arc<crate::conn::ServerBlocks>>,
     /// What transparent (sidecar) listeners route by: TLS routes, named ports.
-    pub intercept: crate::listen::transparent::Routing,
+    pub intercept: crate::route::intercept::Routing,
     /// QUIC server configs by listener name, for listeners with `http3`.
     pub quic: HashMap<String, quinn::ServerConfig>,
     /// Files this version was built from (plugins, certificates, keys), watched for reloads.
@@ -152,8 +152,25 @@ pub struct State {
     /// The access log and tracing, reconfigured with each version.
     pub observe: Arc<crate::observe::Observer>,
     /// The listeners serving, which a reload adds to and drops from; set once they serve.
-    live: std::sync::OnceLock<Arc<crate::listen::live::Live>>,
+    live: std::sync::OnceLock<Arc<dyn Listeners>>,
 }
+
+/// The listeners serving (`listen::live`, which stands above the state and is handed to
+/// it once they serve): a reload's added listeners are bound by [`Listeners::stage`]
+/// before anything changes, so an address in use refuses the reload; the returned
+/// [`Commit`] runs once the new version is current.
+pub trait Listeners: Send + Sync {
+    fn stage(
+        self: Arc<Self>,
+        added: Vec<&crate::config::ListenerConfig>,
+        removed: Vec<String>,
+        metrics: &Metrics,
+    ) -> Result<Commit, String>;
+}
+
+/// A staged listener change: the added listeners start serving and the removed ones stop
+/// accepting and drain; done once the removed ones' sockets are closed.
+pub type Commit = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Reload results kept for the admin API and the status page.
 const RECENT_RELOADS: usize = 32;
@@ -201,7 +218,7 @@ impl State {
     }
 
     /// Hands the state the listeners serving, so reloads may add and drop listeners.
-    pub fn set_live(&self, live: Arc<crate::listen::live::Live>) {
+    pub fn set_live(&self, live: Arc<dyn Listeners>) {
         let _ = self.live.set(live);
     }
 
@@ -307,11 +324,11 @@ impl State {
                     .iter()
                     .map(|l| l.get_ref())
                     .filter(|l| added.contains(&l.name));
-                Some((
-                    live,
-                    live.stage(added, removed, &self.metrics)
+                Some(
+                    live.clone()
+                        .stage(added.collect(), removed, &self.metrics)
                         .map_err(|e| config.source.error(e))?,
-                ))
+                )
             }
             None => None,
         };
@@ -327,8 +344,8 @@ impl State {
             }
         }
         self.current.store(Arc::new(runtime));
-        if let Some((live, staged)) = staged {
-            live.commit(staged).await;
+        if let Some(commit) = staged {
+            commit.await;
         }
         Ok(version)
     }

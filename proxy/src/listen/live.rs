@@ -17,7 +17,7 @@ use super::transparent::OwnPorts;
 use super::{Gate, Listener};
 use crate::config::ListenerConfig;
 use crate::ready::{Bound, BoundListener, ReadyFile};
-use crate::state::State;
+use crate::state::{Commit, Listeners, State};
 
 /// Where listeners are served: the one work-stealing runtime, or every per-core worker's
 /// runtime (each with a socket of its own on the listener's port).
@@ -79,9 +79,21 @@ impl Serving {
 }
 
 /// Listeners bound for a reload that has not been swapped in yet; dropping it closes them.
-pub struct Staged {
+struct Staged {
     added: Vec<(ListenerConfig, Vec<Listener>)>,
     removed: Vec<String>,
+}
+
+impl Listeners for Live {
+    fn stage(
+        self: Arc<Self>,
+        added: Vec<&ListenerConfig>,
+        removed: Vec<String>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Commit, String> {
+        let staged = self.bind_added(added, removed, metrics)?;
+        Ok(Box::pin(async move { self.commit(staged).await }))
+    }
 }
 
 impl Live {
@@ -126,13 +138,12 @@ impl Live {
     /// may not share the port of a running one at an overlapping address: a dropped one
     /// holds it while it drains, and beside a kept one both would bind (per-core workers'
     /// `SO_REUSEPORT`) and the kernel would split the connections between them.
-    pub fn stage<'a>(
+    fn bind_added(
         &self,
-        added: impl IntoIterator<Item = &'a ListenerConfig>,
+        added: Vec<&ListenerConfig>,
         removed: Vec<String>,
         metrics: &crate::metrics::Metrics,
     ) -> Result<Staged, String> {
-        let added: Vec<&ListenerConfig> = added.into_iter().collect();
         {
             let inner = self.lock();
             if inner.drained.is_none() {
@@ -181,7 +192,7 @@ impl Live {
     /// removed ones stop accepting and drain. Returns once the removed listeners' sockets
     /// are closed, so that when a reload is reported done, their addresses refuse
     /// connections.
-    pub async fn commit(&self, staged: Staged) {
+    async fn commit(&self, staged: Staged) {
         let Some(state) = self.state.upgrade() else { return };
         let mut closing = Vec::new();
         let mut added = Vec::with_capacity(staged.added.len());

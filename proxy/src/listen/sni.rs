@@ -1,17 +1,12 @@
 //! SNI routing of intercepted TLS that is not terminated (`[[tls_routes]]`, the Gateway
-//! API's TLSRoute): the ClientHello is read without consuming it (`peek`), parsed by
-//! rustls's `Acceptor`, and its server name picks a route's cluster; the client's bytes
-//! then go there unchanged. Reading is bounded in size ([`MAX_HELLO`]) and in time (the
+//! API's TLSRoute, matched by `route::intercept`): the ClientHello is read without
+//! consuming it (`peek`), parsed by rustls's `Acceptor`, and its server name picks a
+//! route's cluster; the client's bytes then go there unchanged. Reading is bounded in size ([`MAX_HELLO`]) and in time (the
 //! listener's detection deadline), so a client trickling a ClientHello holds nothing
 //! past `detect_timeout`, and one sending a huge or malformed one is passed on opaque.
 
-use std::sync::Arc;
-
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-
-use crate::config::{ConfigError, TlsRouteConfig};
-use crate::upstream::{Cluster, Clusters};
 
 /// The most of a ClientHello read before giving up on it: one full TLS record and some.
 /// Real ones are under 2 KiB (a post-quantum key share included); rustls caps a handshake
@@ -20,83 +15,6 @@ pub const MAX_HELLO: usize = 16 * 1024;
 
 /// While the ClientHello is incomplete, how long before looking again (as `detect`).
 const MORE_BYTES: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// One TLS route, built.
-pub struct TlsRoute {
-    pub name: Arc<str>,
-    listeners: Box<[Box<str>]>,
-    hostnames: Hostnames,
-    pub cluster: Arc<Cluster>,
-}
-
-impl TlsRoute {
-    fn takes(&self, listener: &str) -> bool {
-        self.listeners.is_empty() || self.listeners.iter().any(|l| &**l == listener)
-    }
-}
-
-/// A route's `hostnames`: exact names (lowercase), and `*.example.com` as `.example.com`.
-struct Hostnames {
-    exact: Box<[Box<str>]>,
-    suffixes: Box<[Box<str>]>,
-}
-
-impl Hostnames {
-    fn new(patterns: &[String]) -> Hostnames {
-        let (suffixes, exact): (Vec<&String>, Vec<&String>) = patterns.iter().partition(|h| h.starts_with("*."));
-        Hostnames {
-            exact: exact.iter().map(|h| h.to_ascii_lowercase().into()).collect(),
-            suffixes: suffixes.iter().map(|h| h[1..].to_ascii_lowercase().into()).collect(),
-        }
-    }
-
-    fn names(&self, sni: &str) -> bool {
-        self.exact.iter().any(|e| sni.eq_ignore_ascii_case(e))
-            || self.suffixes.iter().any(|s| {
-                sni.len() > s.len() && sni.as_bytes()[sni.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
-            })
-    }
-}
-
-/// A config version's TLS routes, in config order: the first that names the SNI wins.
-#[derive(Default)]
-pub struct TlsRoutes {
-    routes: Vec<TlsRoute>,
-}
-
-impl TlsRoutes {
-    pub fn build(
-        configs: &[toml::Spanned<TlsRouteConfig>],
-        clusters: &Clusters,
-        src: &crate::config::Source,
-    ) -> Result<TlsRoutes, ConfigError> {
-        let mut routes = Vec::with_capacity(configs.len());
-        for spanned in configs {
-            let r = spanned.get_ref();
-            let cluster = clusters
-                .get(r.cluster.as_str())
-                .cloned()
-                .ok_or_else(|| src.error_at(spanned.span(), format!("unknown cluster {:?}", r.cluster)))?;
-            routes.push(TlsRoute {
-                name: r.name.as_str().into(),
-                listeners: r.listeners.iter().map(|l| l.as_str().into()).collect(),
-                hostnames: Hostnames::new(&r.hostnames),
-                cluster,
-            });
-        }
-        Ok(TlsRoutes { routes })
-    }
-
-    /// Whether any route takes `listener`'s connections: only then is a ClientHello read.
-    pub fn any_for(&self, listener: &str) -> bool {
-        self.routes.iter().any(|r| r.takes(listener))
-    }
-
-    /// The route of `listener` that names `sni`.
-    pub fn find(&self, listener: &str, sni: &str) -> Option<&TlsRoute> {
-        self.routes.iter().find(|r| r.takes(listener) && r.hostnames.names(sni))
-    }
-}
 
 /// What the start of a TLS connection said.
 #[derive(Debug, PartialEq, Eq)]

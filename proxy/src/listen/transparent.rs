@@ -23,37 +23,12 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::detect::{Detected, detect};
-use super::sni::{Hello, TlsRoutes, read_hello};
-use crate::config::{Config, ConfigError, Direction, ListenerConfig, PeerTls, Transparent};
+use super::sni::{Hello, read_hello};
+use crate::config::{Direction, ListenerConfig, PeerTls, Transparent};
 use crate::conn::Interception as ConnInterception;
 use crate::metrics::{Destination, Interception};
+use crate::route::intercept::Routing;
 use crate::state::State;
-use crate::upstream::Clusters;
-
-/// What a config version tells its transparent listeners: the TLS routes, and the
-/// original destination ports its routes name (which become destination labels).
-#[derive(Default)]
-pub struct Routing {
-    pub tls: TlsRoutes,
-    /// Sorted: every route's `destination_port`.
-    ports: Box<[u16]>,
-}
-
-impl Routing {
-    pub fn build(config: &Config, clusters: &Clusters) -> Result<Routing, ConfigError> {
-        let mut ports: Vec<u16> = config
-            .routes
-            .iter()
-            .filter_map(|r| r.get_ref().matches.destination_port)
-            .collect();
-        ports.sort_unstable();
-        ports.dedup();
-        Ok(Routing {
-            tls: TlsRoutes::build(&config.tls_routes, clusters, &config.source)?,
-            ports: ports.into(),
-        })
-    }
-}
 
 /// What a transparent listener's connections share.
 pub struct Intercept {
@@ -108,7 +83,7 @@ impl Intercept {
             Some(port)
                 if self.opaque_ports.contains(&port)
                     || self.strict_ports.contains(&port)
-                    || routing.ports.binary_search(&port).is_ok() =>
+                    || routing.names_port(port) =>
             {
                 Destination::Port(port)
             }

@@ -165,7 +165,7 @@ pub async fn build(
         );
     }
 
-    let intercept = crate::listen::transparent::Routing::build(config, &clusters)?;
+    let intercept = crate::route::intercept::Routing::build(config, &clusters)?;
     Ok(Version {
         version,
         intercept,
