@@ -44,6 +44,21 @@ pub const TYPES: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
 /// SDS, asked for once a listener or cluster names a secret.
 pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
+/// An Envoy v3 bootstrap (YAML) pointing Weft at the ADS server on `ads`: `node` is the
+/// node as a YAML flow mapping (`{ id: …, cluster: … }`), `api_type` is `GRPC` (State of
+/// the World) or `DELTA_GRPC`.
+pub fn bootstrap(node: &str, api_type: &str, ads: std::net::SocketAddr) -> String {
+    format!(
+        "node: {node}\n\
+         dynamic_resources:\n  ads_config: {{ api_type: {api_type}, transport_api_version: V3, grpc_services: [{{ envoy_grpc: {{ cluster_name: xds }} }}] }}\n  \
+         lds_config: {{ ads: {{}} }}\n  cds_config: {{ ads: {{}} }}\n\
+         static_resources:\n  clusters:\n  - name: xds\n    type: STATIC\n    connect_timeout: 1s\n    \
+         load_assignment: {{ cluster_name: xds, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {port} }} }} }} }}] }}] }}\n",
+        ip = ads.ip(),
+        port = ads.port()
+    )
+}
+
 /// What the ADS server serves: one version of each type's resources.
 #[derive(Clone, Default)]
 pub struct Resources {
@@ -275,6 +290,17 @@ impl Ads {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind ADS");
+        self.serve_h2c(Accept::Tcp(listener))
+    }
+
+    /// Serves on the Unix socket `path` (reachable from another network namespace through
+    /// a relay there) until the returned sender is dropped or sent to.
+    pub async fn serve_unix(&self, path: &std::path::Path) -> tokio::sync::oneshot::Sender<()> {
+        let listener = tokio::net::UnixListener::bind(path).expect("bind ADS");
+        self.serve_h2c(Accept::Unix(listener))
+    }
+
+    fn serve_h2c(&self, listener: Accept) -> tokio::sync::oneshot::Sender<()> {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let service = AggregatedDiscoveryServiceServer::new(self.clone());
         tokio::spawn(async move {
@@ -283,38 +309,7 @@ impl Ads {
             loop {
                 let stream = tokio::select! {
                     accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => stream,
-                        Err(_) => return,
-                    },
-                    _ = &mut stopped => return,
-                };
-                let service = service.clone();
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let mut service = service.clone();
-                        async move { tonic::codegen::Service::call(&mut service, req).await }
-                    });
-                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        stop
-    }
-
-    /// Serves on the Unix socket `path` (reachable from another network namespace through
-    /// a relay there) until the returned sender is dropped or sent to.
-    pub async fn serve_unix(&self, path: &std::path::Path) -> tokio::sync::oneshot::Sender<()> {
-        let listener = tokio::net::UnixListener::bind(path).expect("bind ADS");
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let service = AggregatedDiscoveryServiceServer::new(self.clone());
-        tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                let stream = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => stream,
+                        Ok(stream) => stream,
                         Err(_) => return,
                     },
                     _ = &mut stopped => return,
@@ -408,6 +403,25 @@ impl Ads {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("no such {type_url} request; got {:#?}", self.requests(type_url));
+    }
+}
+
+/// Where an h2c ADS server takes connections from.
+enum Accept {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// A connection of either kind.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+impl Accept {
+    async fn accept(&self) -> std::io::Result<Box<dyn Io>> {
+        Ok(match self {
+            Accept::Tcp(l) => Box::new(l.accept().await?.0),
+            Accept::Unix(l) => Box::new(l.accept().await?.0),
+        })
     }
 }
 

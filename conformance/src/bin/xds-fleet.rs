@@ -558,19 +558,11 @@ struct FleetWeft {
 async fn start_weft(args: &Args, i: usize, server: SocketAddr, dir: &std::path::Path) -> anyhow::Result<FleetWeft> {
     let bootstrap = dir.join(format!("bootstrap-{i}.yaml"));
     let api_type = if args.delta { "DELTA_GRPC" } else { "GRPC" };
-    std::fs::write(
-        &bootstrap,
-        format!(
-            "node: {{ id: \"router~127.0.0.{n}~weft-{i}.fleet~fleet.svc.cluster.local\", cluster: fleet-gateway }}\n\
-             dynamic_resources:\n  ads_config: {{ api_type: {api_type}, transport_api_version: V3, grpc_services: [{{ envoy_grpc: {{ cluster_name: xds }} }}] }}\n  \
-             lds_config: {{ ads: {{}} }}\n  cds_config: {{ ads: {{}} }}\n\
-             static_resources:\n  clusters:\n  - name: xds\n    type: STATIC\n    connect_timeout: 1s\n    \
-             load_assignment: {{ cluster_name: xds, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {port} }} }} }} }}] }}] }}\n",
-            n = i + 1,
-            ip = server.ip(),
-            port = server.port(),
-        ),
-    )?;
+    let node = format!(
+        "{{ id: \"router~127.0.0.{n}~weft-{i}.fleet~fleet.svc.cluster.local\", cluster: fleet-gateway }}",
+        n = i + 1
+    );
+    std::fs::write(&bootstrap, weft_conformance::ads::bootstrap(&node, api_type, server))?;
     let config = format!(
         "[runtime]\nworkers = 1\n\n[admin]\naddress = \"{{admin}}\"\n\n[xds]\nbootstrap = \"{}\"\n",
         bootstrap.display()

@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
-use weft_conformance::ads::*;
+use weft_conformance::ads::{bootstrap as bootstrap_yaml, *};
 use weft_conformance::{ReservedPort, Upstream, Weft, echo_reply, get, http1_client, send};
 
 async fn start_weft(port: u16) -> (Weft, tempfile::TempDir) {
@@ -30,15 +30,10 @@ async fn start_weft_with(port: u16, api_type: &str) -> (Weft, tempfile::TempDir)
 async fn start_weft_xds(port: u16, api_type: &str, extra: &str) -> (Weft, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let bootstrap = dir.path().join("bootstrap.yaml");
+    let ads = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     std::fs::write(
         &bootstrap,
-        format!(
-            "node: {{ id: weft-test, cluster: test }}\n\
-             dynamic_resources:\n  ads_config: {{ api_type: {api_type}, transport_api_version: V3, grpc_services: [{{ envoy_grpc: {{ cluster_name: xds }} }}] }}\n  \
-             lds_config: {{ ads: {{}} }}\n  cds_config: {{ ads: {{}} }}\n\
-             static_resources:\n  clusters:\n  - name: xds\n    type: STATIC\n    connect_timeout: 1s\n    \
-             load_assignment: {{ cluster_name: xds, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}] }}\n"
-        ),
+        bootstrap_yaml("{ id: weft-test, cluster: test }", api_type, ads),
     )
     .expect("xds test");
     let weft = Weft::start(&format!(
@@ -974,6 +969,43 @@ fn listeners_with(extra: Vec<Listener>) -> Vec<Any> {
     all
 }
 
+/// Pushes a listener "second" on a port of its own whose route configuration sends
+/// everything to cluster `b`, and waits for Weft's ACK of its routes (version 2): its port
+/// (held for the test) and base URL.
+async fn push_second_listener(ads: &Ads) -> (ReservedPort, String) {
+    let added = ReservedPort::new();
+    ads.push(|r| {
+        set(
+            r,
+            LISTENER,
+            listeners_with(vec![listener_at("second", "127.0.0.1", added.port, "second")]),
+        );
+        set(r, ROUTE, vec![routes("a", "/re+gex"), route_config("second", "b")]);
+    });
+    ads.wait_request(ROUTE, |r| r.version_info == "2" && r.error_detail.is_none())
+        .await;
+    let second = format!("http://127.0.0.1:{}", added.port);
+    (added, second)
+}
+
+/// Once `b` has seen a request beyond `hits` (one now in flight on the second listener),
+/// pushes the listeners without it and waits for the ACK (version 3): by then its port
+/// refuses new connections.
+async fn drop_second_listener_once_in_flight(ads: &Ads, b: &Upstream, hits: usize, port: u16) {
+    for _ in 0..1000 {
+        if b.hits() > hits {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(b.hits() > hits, "the request in flight never reached b");
+    ads.push(|r| set(r, LISTENER, listeners_with(Vec::new())));
+    ads.wait_request(LISTENER, |r| r.version_info == "3" && r.error_detail.is_none())
+        .await;
+    let refused = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+    assert!(refused.is_err(), "a dropped listener still accepts connections");
+}
+
 #[tokio::test]
 async fn a_pushed_listener_serves_and_a_dropped_one_finishes_its_request_in_flight_and_refuses_new_connections() {
     let a = Upstream::echo("a").await;
@@ -996,18 +1028,7 @@ async fn a_pushed_listener_serves_and_a_dropped_one_finishes_its_request_in_flig
     let (weft, _dir) = start_weft(port.port).await;
     let main = format!("http://{}/hello", weft.listener("main"));
 
-    let added = ReservedPort::new();
-    ads.push(|r| {
-        set(
-            r,
-            LISTENER,
-            listeners_with(vec![listener_at("second", "127.0.0.1", added.port, "second")]),
-        );
-        set(r, ROUTE, vec![routes("a", "/re+gex"), route_config("second", "b")]);
-    });
-    ads.wait_request(ROUTE, |r| r.version_info == "2" && r.error_detail.is_none())
-        .await;
-    let second = format!("http://127.0.0.1:{}", added.port);
+    let (added, second) = push_second_listener(&ads).await;
     let reply = get(&format!("{second}/hello")).await;
     assert_eq!(reply.status, 200, "{}\n{}", reply.text(), weft.log());
     assert_eq!(reply.json()["upstream"], "b", "the new listener serves its own routes");
@@ -1035,18 +1056,7 @@ async fn a_pushed_listener_serves_and_a_dropped_one_finishes_its_request_in_flig
         let url = format!("{second}/slow");
         async move { get(&url).await }
     });
-    for _ in 0..1000 {
-        if b.hits() > hits {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(b.hits() > hits, "the slow request never reached b");
-    ads.push(|r| set(r, LISTENER, listeners_with(Vec::new())));
-    ads.wait_request(LISTENER, |r| r.version_info == "3" && r.error_detail.is_none())
-        .await;
-    let refused = tokio::net::TcpStream::connect(("127.0.0.1", added.port)).await;
-    assert!(refused.is_err(), "a dropped listener still accepts connections");
+    drop_second_listener_once_in_flight(&ads, &b, hits, added.port).await;
     release.add_permits(1);
     let reply = slow.await.expect("xds test");
     assert_eq!(reply.status, 200, "the request in flight completes: {}", reply.text());
@@ -1191,18 +1201,7 @@ async fn a_dropped_listeners_request_that_never_finishes_is_cut_at_the_drain_tim
     // The work-stealing scheduler: listeners added later are served on its one runtime.
     let runtime = "\n[runtime]\ndrain_timeout = \"1s\"\nscheduler = \"work-stealing\"\nworkers = 2\n";
     let (weft, _dir) = start_weft_xds(port.port, "GRPC", runtime).await;
-    let added = ReservedPort::new();
-    ads.push(|r| {
-        set(
-            r,
-            LISTENER,
-            listeners_with(vec![listener_at("second", "127.0.0.1", added.port, "second")]),
-        );
-        set(r, ROUTE, vec![routes("a", "/re+gex"), route_config("second", "b")]);
-    });
-    ads.wait_request(ROUTE, |r| r.version_info == "2" && r.error_detail.is_none())
-        .await;
-    let second = format!("http://127.0.0.1:{}", added.port);
+    let (added, second) = push_second_listener(&ads).await;
     let reply = get(&format!("{second}/hello")).await;
     assert_eq!(reply.json()["upstream"], "b", "{}", weft.log());
 
@@ -1217,17 +1216,7 @@ async fn a_dropped_listeners_request_that_never_finishes_is_cut_at_the_drain_tim
             tokio::time::timeout(Duration::from_secs(30), http1_client().request(req)).await
         }
     });
-    for _ in 0..1000 {
-        if b.hits() > hits {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(b.hits() > hits, "the stuck request never reached b");
-    ads.push(|r| set(r, LISTENER, listeners_with(Vec::new())));
-    ads.wait_request(LISTENER, |r| r.version_info == "3" && r.error_detail.is_none())
-        .await;
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", added.port)).await.is_err());
+    drop_second_listener_once_in_flight(&ads, &b, hits, added.port).await;
     let outcome = stuck.await.expect("xds test");
     match outcome {
         Ok(Err(_)) => {}

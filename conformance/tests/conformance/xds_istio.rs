@@ -129,14 +129,11 @@ fn spawn_gateway(ads_port: u16, dir: &std::path::Path) -> Child {
 }
 
 fn bootstrap_yaml(ads_port: u16) -> String {
-    format!(
-        "node:\n  id: {NODE}\n  cluster: istio-ingressgateway.istio-system\n  \
-         metadata: {{ ISTIO_VERSION: 1.20.8, CLUSTER_ID: Kubernetes, NAMESPACE: istio-system, MESH_ID: cluster.local }}\n\
-         dynamic_resources:\n  ads_config: {{ api_type: GRPC, transport_api_version: V3, grpc_services: [{{ envoy_grpc: {{ cluster_name: xds-grpc }} }}] }}\n  \
-         lds_config: {{ ads: {{}} }}\n  cds_config: {{ ads: {{}} }}\n\
-         static_resources:\n  clusters:\n  - name: xds-grpc\n    type: STATIC\n    connect_timeout: 1s\n    \
-         load_assignment: {{ cluster_name: xds-grpc, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {ads_port} }} }} }} }}] }}] }}\n"
-    )
+    let node = format!(
+        "{{ id: {NODE}, cluster: istio-ingressgateway.istio-system, metadata: {{ ISTIO_VERSION: 1.20.8, \
+         CLUSTER_ID: Kubernetes, NAMESPACE: istio-system, MESH_ID: cluster.local }} }}"
+    );
+    ads::bootstrap(&node, "GRPC", std::net::SocketAddr::from(([127, 0, 0, 1], ads_port)))
 }
 
 /// Pushes `resources` of `type_url` (which must differ from those served: the server sends

@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use weft::tls::devcert::{Authority, Issued, Usage};
-use weft_conformance::ads::*;
+use weft_conformance::ads::{bootstrap as bootstrap_yaml, *};
 use weft_conformance::{ReservedPort, Upstream, Weft, echo_reply, get};
 
 const WEFT_ID: &str = "spiffe://cluster.local/ns/default/sa/weft";
@@ -22,15 +22,10 @@ const BACKEND_ID: &str = "spiffe://cluster.local/ns/default/sa/backend";
 async fn start_weft(port: u16, api_type: &str) -> (Weft, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let bootstrap = dir.path().join("bootstrap.yaml");
+    let ads = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     std::fs::write(
         &bootstrap,
-        format!(
-            "node: {{ id: weft-test, cluster: test }}\n\
-             dynamic_resources:\n  ads_config: {{ api_type: {api_type}, transport_api_version: V3, grpc_services: [{{ envoy_grpc: {{ cluster_name: xds }} }}] }}\n  \
-             lds_config: {{ ads: {{}} }}\n  cds_config: {{ ads: {{}} }}\n\
-             static_resources:\n  clusters:\n  - name: xds\n    type: STATIC\n    connect_timeout: 1s\n    \
-             load_assignment: {{ cluster_name: xds, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}] }}\n"
-        ),
+        bootstrap_yaml("{ id: weft-test, cluster: test }", api_type, ads),
     )
     .expect("bootstrap");
     let weft = Weft::start(&format!(

@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action, route_match,
 };
 use weft_conformance::Weft;
-use weft_conformance::ads::*;
+use weft_conformance::ads::{bootstrap as bootstrap_yaml, *};
 
 // The sidecar tests' namespaces, compiled again here: `sidecar.rs` keeps its module private.
 #[allow(dead_code, clippy::duplicate_mod)]
@@ -199,17 +199,9 @@ async fn istios_sidecar_shape_over_xds_serves_a_real_redirect() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let bootstrap = dir.path().join("bootstrap.yaml");
-    std::fs::write(
-        &bootstrap,
-        format!(
-            "node: {{ id: sidecar~10.77.0.1~orders-client.default~default.svc.cluster.local, cluster: client }}\n\
-             dynamic_resources:\n  ads_config: {{ api_type: GRPC, transport_api_version: V3, grpc_services: [{{ envoy_grpc: {{ cluster_name: xds }} }}] }}\n  \
-             lds_config: {{ ads: {{}} }}\n  cds_config: {{ ads: {{}} }}\n\
-             static_resources:\n  clusters:\n  - name: xds\n    type: STATIC\n    connect_timeout: 1s\n    \
-             load_assignment: {{ cluster_name: xds, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {ADS_PORT} }} }} }} }}] }}] }}\n"
-        ),
-    )
-    .expect("bootstrap");
+    let node = "{ id: sidecar~10.77.0.1~orders-client.default~default.svc.cluster.local, cluster: client }";
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], ADS_PORT));
+    std::fs::write(&bootstrap, bootstrap_yaml(node, "GRPC", server)).expect("bootstrap");
     let config = format!(
         "[runtime]\nwatch = false\n\n[admin]\naddress = \"127.0.0.1:{ADMIN}\"\n\n\
          [access_log]\npath = \"{}\"\nformat = \"json\"\n\n[xds]\nbootstrap = \"{}\"\n",
