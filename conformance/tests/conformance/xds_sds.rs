@@ -611,6 +611,41 @@ async fn a_listener_naming_a_secret_the_server_does_not_have_stays_unbound_while
         "{}",
         weft.log()
     );
+
+    // The secret arrives: the listener is then one added after start, bound and serving
+    // with it.
+    ads.push(|r| {
+        set_secrets(
+            r,
+            vec![
+                sds::certificate("default", &cert.cert_pem, &cert.key_pem),
+                sds::certificate("kubernetes://missing", &cert.cert_pem, &cert.key_pem),
+            ],
+        )
+    });
+    let mut gateway = None;
+    for _ in 0..500 {
+        gateway = bound_listener(&weft, "gateway");
+        if gateway.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let gateway = gateway.unwrap_or_else(|| panic!("the listener was not bound once its secret came:\n{}", weft.log()));
+    assert!(
+        wait_for_certificate(gateway, &ca.cert_pem, &der_hash(&cert.cert_pem)).await,
+        "HTTPS on the late listener with its secret's certificate"
+    );
+}
+
+/// The address the ready file names for listener `name` now (it is rewritten as
+/// listeners come and go).
+fn bound_listener(weft: &Weft, name: &str) -> Option<std::net::SocketAddr> {
+    let text = std::fs::read_to_string(weft.dir.path().join("ready.json")).ok()?;
+    let ready: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let listeners = ready["listeners"].as_array()?;
+    let l = listeners.iter().find(|l| l["name"] == name)?;
+    l["address"].as_str()?.parse().ok()
 }
 
 #[tokio::test]
