@@ -332,29 +332,8 @@ impl Ads {
     /// Serves over mutual TLS with the `weft cert` bundle in `certs`; counts the client
     /// certificates it saw.
     pub async fn serve_tls(&self, certs: &std::path::Path) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certs.join("server.pem"))
-            .expect("pem")
-            .collect::<Result<_, _>>()
-            .expect("certs");
-        let key = PrivateKeyDer::from_pem_file(certs.join("server-key.pem")).expect("key");
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(certs.join("ca.pem")).expect("pem") {
-            roots.add(c.expect("ca")).expect("add");
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .expect("verifier");
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .expect("server config");
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let read = |name: &str| std::fs::read(certs.join(name)).expect("the weft cert bundle");
+        let acceptor = crate::mtls_acceptor(&read("server.pem"), &read("server-key.pem"), &read("ca.pem"), &[b"h2"]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let clients = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -96,6 +96,34 @@ impl Default for ReservedPort {
     }
 }
 
+/// A TLS acceptor for a test server presenting `chain_pem` with `key_pem`, requiring a
+/// client certificate from the CA `ca_pem` (mutual TLS), offering `alpn`.
+pub fn mtls_acceptor(chain_pem: &[u8], key_pem: &[u8], ca_pem: &[u8], alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<_, _>>()
+        .expect("certificate PEM");
+    let key = PrivateKeyDer::from_pem_slice(key_pem).expect("key PEM");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(c.expect("CA PEM")).expect("a CA certificate");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(std::sync::Arc::new(roots), provider.clone())
+            .build()
+            .expect("verifier");
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .expect("server config");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}
+
 /// The port a server announced in its output after `marker` (`ChromeDriver was started
 /// successfully on port `, `msg="Listening on" address=127.0.0.1:`): how a process started
 /// on port 0 tells which port it got.

@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use weft::tls::devcert::{Authority, Usage};
 use weft_conformance::*;
 
@@ -294,27 +294,13 @@ async fn identities_route_and_authorize_requests() {
 /// it saw and the ALPN protocol negotiated.
 async fn tls_upstream(pki: &Pki, client_ca: &Path) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
     let (cert, key) = pki.issue("upstream", &["upstream.internal"], &[], Usage::Server);
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
-        .expect("pem")
-        .collect::<Result<_, _>>()
-        .expect("certs");
-    let key = PrivateKeyDer::from_pem_file(&key).expect("key");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(client_ca).expect("pem") {
-        roots.add(c.expect("ca")).expect("add");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .expect("verifier");
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .expect("server config");
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let read = |path: &Path| std::fs::read(path).expect("PEM file");
+    let acceptor = mtls_acceptor(
+        &read(Path::new(&cert)),
+        &read(Path::new(&key)),
+        &read(client_ca),
+        &[b"h2", b"http/1.1"],
+    );
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = socket.local_addr().expect("addr");
     let seen = Arc::new(Mutex::new(Vec::new()));

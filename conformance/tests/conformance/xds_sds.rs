@@ -402,24 +402,12 @@ async fn answer_after(ads: &Ads, type_url: &str, before: usize) -> DiscoveryRequ
 /// A TLS upstream that requires a client certificate from `ca` and presents `cert`;
 /// records each client identity it saw and counts the requests that reached it.
 async fn mtls_upstream(ca: &Authority, cert: &Issued) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let chain = vec![CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).expect("pem")];
-    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key");
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).expect("ca"))
-        .expect("add");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .expect("verifier");
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .expect("server config");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = weft_conformance::mtls_acceptor(
+        cert.cert_pem.as_bytes(),
+        cert.key_pem.as_bytes(),
+        ca.cert_pem.as_bytes(),
+        &[b"http/1.1"],
+    );
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = socket.local_addr().expect("addr");
     let seen = Arc::new(Mutex::new(Vec::new()));
