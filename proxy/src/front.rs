@@ -196,15 +196,22 @@ fn drop_root_dot(head: &mut request::Parts) -> Result<(), Refusal> {
         parts.authority = Some(fixed.parse().map_err(|_| Refusal::Host("invalid authority"))?);
         head.uri = Uri::from_parts(parts).map_err(|_| Refusal::Host("invalid authority"))?;
     }
+    // Parsed again only when it may end in a dot: a parse copies the value.
     let header = head
         .headers
         .get(header::HOST)
+        .filter(|v| may_end_in_dot(v.as_bytes()))
         .and_then(|v| v.to_str().ok()?.parse::<Authority>().ok());
     if let Some(fixed) = header.as_ref().map(fix).transpose()?.flatten() {
         let value = HeaderValue::from_str(&fixed).map_err(|_| Refusal::Host("invalid Host header"))?;
         head.headers.insert(header::HOST, value);
     }
     Ok(())
+}
+
+/// Whether a `Host` value's host part may end in a dot: a dot last, or before the port.
+fn may_end_in_dot(host: &[u8]) -> bool {
+    host.ends_with(b".") || host.windows(2).any(|w| w == b".:")
 }
 
 fn normal_path(head: &mut request::Parts, policy: PathPolicy) -> Result<(), Refusal> {

@@ -35,7 +35,8 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// the scan (measured: the removes were 7% of the proxy's user-space instructions).
 #[derive(Default)]
 pub(crate) struct Seen {
-    pub(crate) hop_by_hop: bool,
+    /// The fixed hop-by-hop names present (bits of [`HOP_BY_HOP`]): only those are removed.
+    hop_by_hop: u8,
     pub(crate) transfer_encoding: bool,
     pub(crate) content_length: bool,
     pub(crate) te: bool,
@@ -45,23 +46,29 @@ pub(crate) struct Seen {
     pub(crate) host: bool,
 }
 
+/// The hop-by-hop headers every message loses (RFC 9110 §7.6.1), besides those its
+/// `Connection` names. `Upgrade` is last: it stays for a protocol switch.
+static HOP_BY_HOP: [&HeaderName; 7] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &header::TRANSFER_ENCODING,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::UPGRADE,
+];
+const CONNECTION_BIT: u8 = 1;
+const UPGRADE_BIT: u8 = 1 << 6;
+
 impl Seen {
     pub(crate) fn scan(headers: &HeaderMap) -> Seen {
         let mut seen = Seen::default();
         for name in headers.keys() {
-            if *name == header::TRANSFER_ENCODING {
-                seen.hop_by_hop = true;
-                seen.transfer_encoding = true;
+            if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+                seen.hop_by_hop |= 1 << i;
+                seen.transfer_encoding |= *name == header::TRANSFER_ENCODING;
             } else if *name == header::CONTENT_LENGTH {
                 seen.content_length = true;
-            } else if *name == header::CONNECTION
-                || *name == header::UPGRADE
-                || *name == header::PROXY_AUTHENTICATE
-                || *name == header::PROXY_AUTHORIZATION
-                || *name == KEEP_ALIVE
-                || *name == PROXY_CONNECTION
-            {
-                seen.hop_by_hop = true;
             } else if *name == header::TE {
                 seen.te = true;
             } else if *name == header::EXPECT {
@@ -80,30 +87,31 @@ impl Seen {
 
 /// Removes the hop-by-hop headers: those named by `Connection`, and the fixed list.
 /// `keep_upgrade` keeps `Upgrade` and a `Connection: upgrade` for a protocol switch.
+/// Only names the scan saw are looked up: each removal hashes its name.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, seen: &Seen, keep_upgrade: bool) {
-    if seen.hop_by_hop {
-        if headers.contains_key(header::CONNECTION) {
-            let named: Vec<HeaderName> = headers
+    if seen.hop_by_hop & CONNECTION_BIT != 0 {
+        // The names `Connection` lists beyond the fixed ones (`close` among them, in case
+        // a header bears that name); collected only when there is one, which is rare.
+        let listed = || {
+            headers
                 .get_all(header::CONNECTION)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                .collect();
-            headers.remove(header::CONNECTION);
-            for name in named {
-                if !(keep_upgrade && name == header::UPGRADE) {
-                    headers.remove(name);
-                }
-            }
+                .map(str::trim)
+                .filter(|t| !t.is_empty() && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h.as_str())))
+        };
+        let named: Vec<HeaderName> = match listed().next() {
+            None => Vec::new(),
+            Some(_) => listed().filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect(),
+        };
+        for name in named {
+            headers.remove(name);
         }
-        headers.remove(&KEEP_ALIVE);
-        headers.remove(header::TRANSFER_ENCODING);
-        headers.remove(&PROXY_CONNECTION);
-        headers.remove(header::PROXY_AUTHENTICATE);
-        headers.remove(header::PROXY_AUTHORIZATION);
-        if !keep_upgrade {
-            headers.remove(header::UPGRADE);
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if seen.hop_by_hop & (1 << i) != 0 && !(keep_upgrade && 1 << i == UPGRADE_BIT) {
+            headers.remove(*name);
         }
     }
     if keep_upgrade {

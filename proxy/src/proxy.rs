@@ -60,48 +60,47 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: Request<Body>) 
         Some((blocks, chosen)) if blocks.misdirected(*chosen, request_host(&head)) => Err(Refusal::Misdirected),
         _ => Ok(admitted),
     });
-    let upgrade = match admitted {
-        Ok(admitted) => admitted.upgrade,
-        Err(refusal) => {
-            runtime.metrics.downstream_refused(&conn.listener, refusal.reason());
-            let err = ProxyError::Refused(refusal);
-            rec.failed(&err);
-            let resp = error_response(&err, "-", dialect);
-            conn.count_answer(resp.status());
-            return Ok(rec.finish(resp));
-        }
-    };
-    let Some(route) = runtime.router.find(&head, &conn) else {
-        let err = ProxyError::NoRoute {
-            method: head.method.clone(),
-            host: request_host(&head).to_owned(),
-            path: head.uri.path().to_owned(),
-        };
-        rec.failed(&err);
-        let resp = error_response(&err, "-", dialect);
-        conn.count_answer(resp.status());
-        return Ok(rec.finish(resp));
-    };
-    rec.route(&route.name, route.template());
-    let mut resp = match proxy(&runtime, route, &conn, head, body, upgrade, &mut rec).await {
-        Ok(resp) => {
-            route.counters.record(resp.status(), started.elapsed());
-            resp
-        }
-        Err(err) => {
-            if let Some(reason) = err.client_fault() {
-                runtime.metrics.downstream_refused(&conn.listener, reason);
+    let resp = 'answer: {
+        let upgrade = match admitted {
+            Ok(admitted) => admitted.upgrade,
+            Err(refusal) => {
+                runtime.metrics.downstream_refused(&conn.listener, refusal.reason());
+                let err = ProxyError::Refused(refusal);
+                rec.failed(&err);
+                break 'answer error_response(&err, "-", dialect);
             }
-            // Counted by what went wrong, also when a gRPC client is told with a 200.
-            route.counters.record(err.status(), started.elapsed());
+        };
+        let Some(route) = runtime.router.find(&head, &conn) else {
+            let err = ProxyError::NoRoute {
+                method: head.method.clone(),
+                host: request_host(&head).to_owned(),
+                path: head.uri.path().to_owned(),
+            };
             rec.failed(&err);
-            error_response(&err, &route.name, dialect)
+            break 'answer error_response(&err, "-", dialect);
+        };
+        rec.route(&route.name, route.template());
+        let mut resp = match proxy(&runtime, route, &conn, head, body, upgrade, &mut rec).await {
+            Ok(resp) => {
+                route.counters.record(resp.status(), started.elapsed());
+                resp
+            }
+            Err(err) => {
+                if let Some(reason) = err.client_fault() {
+                    runtime.metrics.downstream_refused(&conn.listener, reason);
+                }
+                // Counted by what went wrong, also when a gRPC client is told with a 200.
+                route.counters.record(err.status(), started.elapsed());
+                rec.failed(&err);
+                error_response(&err, &route.name, dialect)
+            }
+        };
+        if let Some(alt_svc) = &conn.alt_svc {
+            resp.headers_mut().insert(http::header::ALT_SVC, alt_svc.clone());
         }
+        resp
     };
     conn.count_answer(resp.status());
-    if let Some(alt_svc) = &conn.alt_svc {
-        resp.headers_mut().insert(http::header::ALT_SVC, alt_svc.clone());
-    }
     Ok(rec.finish(resp))
 }
 

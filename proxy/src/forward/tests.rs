@@ -175,3 +175,44 @@ fn http2_upstreams_get_the_host_as_authority_and_no_host_header() {
     assert_eq!(h2.uri.to_string(), "http://internal.example/x?q=1");
     assert!(!h2.headers.contains_key(header::HOST));
 }
+
+#[test]
+fn every_name_connection_lists_goes_on_any_line_in_any_case() {
+    // The strip looks up only the fixed names the scan saw, and the listed names beyond
+    // them: none may slip through, whatever the spelling or the line they are on.
+    let mut resp = http::Response::builder()
+        .header("connection", "Keep-Alive , X-One")
+        .header("connection", "close,te,,X-TWO")
+        .header("x-one", "1")
+        .header("x-two", "2")
+        .header("close", "3")
+        .header("te", "trailers")
+        .header("keep-alive", "timeout=5")
+        .header("x-kept", "yes")
+        .body(())
+        .expect("response")
+        .into_parts()
+        .0;
+    downstream_response(&mut resp, false);
+    for gone in ["connection", "x-one", "x-two", "close", "te", "keep-alive"] {
+        assert!(!resp.headers.contains_key(gone), "{gone} should be removed");
+    }
+    assert_eq!(resp.headers["x-kept"], "yes");
+
+    // A protocol switch keeps Upgrade and says `Connection: upgrade`, and nothing else.
+    let mut switched = http::Response::builder()
+        .status(101)
+        .header("connection", "Upgrade, x-one")
+        .header("upgrade", "websocket")
+        .header("x-one", "1")
+        .header("proxy-connection", "keep-alive")
+        .body(())
+        .expect("response")
+        .into_parts()
+        .0;
+    downstream_response(&mut switched, true);
+    assert_eq!(switched.headers["upgrade"], "websocket");
+    assert_eq!(switched.headers["connection"], "upgrade");
+    assert!(!switched.headers.contains_key("x-one"));
+    assert!(!switched.headers.contains_key("proxy-connection"));
+}

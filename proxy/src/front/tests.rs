@@ -106,6 +106,10 @@ fn connection_cannot_name_what_filters_will_set() {
 fn a_trailing_dot_names_the_same_host() {
     let h = admit_h1("/", &[("host", "Admin.example.com.:8080")]).expect("admitted");
     assert_eq!(h.headers[header::HOST], "Admin.example.com:8080");
+    let h = admit_h1("/", &[("host", "admin.example.com..")]).expect("admitted");
+    assert_eq!(h.headers[header::HOST], "admin.example.com");
+    let h = admit_h1("/", &[("host", "[::ffff:10.0.0.1]:8080")]).expect("admitted");
+    assert_eq!(h.headers[header::HOST], "[::ffff:10.0.0.1]:8080");
     let mut h2 = head(Version::HTTP_2, "http://admin.example.com./x", &[]);
     admit(&mut h2, &door()).expect("admitted");
     assert_eq!(h2.uri.host(), Some("admin.example.com"));

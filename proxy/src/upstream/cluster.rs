@@ -542,7 +542,12 @@ impl Cluster {
             SetBy::Route => upload.as_deref(),
             SetBy::Client => None,
         };
-        let exchange = endpoint.pool.send(&self.connector, req, replays.borrow_mut());
+        // Boxed: the exchange's state (the request, hyper's send, a replay's copy) is the
+        // largest part of a request's future. Unboxed, every layer above — the timeout,
+        // this try, `proxy::send`, `proxy::handle`, hyper's slot for the service future —
+        // would hold it again and copy it as each future moves into the next (memcpy was
+        // 16 % of a request's instructions). One allocation instead.
+        let exchange = Box::pin(endpoint.pool.send(&self.connector, req, replays.borrow_mut()));
         let result = match wait::within(wait.limit, followed, exchange).await {
             None => Err(match wait.set_by {
                 SetBy::Route => UpstreamError::Timeout {
