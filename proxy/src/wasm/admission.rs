@@ -7,15 +7,19 @@
 //! takes every instance and all other filters fail. With it, a slow filter queues its
 //! own requests and leaves the rest of the pool to the others.
 //!
-//! The fast path is one `try_acquire` on a `tokio::sync::Semaphore` (a CAS); only a
-//! request that must wait touches the queue counter and a timer. The semaphore is fair,
-//! so waiters are served in arrival order and a newcomer cannot overtake them.
+//! The fast path takes no lock: a free turn is a CAS on an atomic count, and giving it
+//! back is an atomic add and a load. Only a request that must wait touches the queue
+//! counter, a timer and a `tokio::sync::Semaphore`, which is the queue: while requests
+//! wait, a finishing phase hands its turn to the semaphore (not to the free count), so
+//! waiters are served in arrival order and a newcomer cannot overtake them. (Taking and
+//! giving back a semaphore permit for every phase, as before, locks the semaphore's
+//! waiter list on every give-back, waiters or not.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::Semaphore;
 
 use crate::config::LimitsConfig;
 use crate::filter::metrics::FilterMetrics;
@@ -23,7 +27,12 @@ use crate::filter::{FilterError, Overload};
 use crate::metrics::LatencyHistogram;
 
 pub(crate) struct Admission {
-    permits: Semaphore,
+    /// Free turns: `limits.max_concurrency` minus the turns held, minus those handed to
+    /// `queue`.
+    free: AtomicUsize,
+    /// Where waiters wait: a turn given back while someone waits is added here (as one
+    /// permit), and the fair semaphore hands it to the oldest waiter.
+    queue: Semaphore,
     waiting: AtomicUsize,
     max_queue: usize,
     timeout: Duration,
@@ -31,6 +40,15 @@ pub(crate) struct Admission {
     queue_timeout: Counter,
     /// How long the requests that had to wait waited.
     queue_wait: LatencyHistogram,
+}
+
+/// A turn at the filter, given back when dropped.
+pub(crate) struct Turn<'a>(&'a Admission);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.give_back();
+    }
 }
 
 /// Leaves the queue when the wait ends, however it ends (the client may hang up).
@@ -45,7 +63,8 @@ impl Drop for Waiting<'_> {
 impl Admission {
     pub fn new(filter: &str, limits: &LimitsConfig, metrics: &FilterMetrics) -> Self {
         Admission {
-            permits: Semaphore::new(limits.max_concurrency),
+            free: AtomicUsize::new(limits.max_concurrency),
+            queue: Semaphore::new(0),
             waiting: AtomicUsize::new(0),
             max_queue: limits.max_queue,
             timeout: limits.queue_timeout,
@@ -55,27 +74,68 @@ impl Admission {
         }
     }
 
+    /// A free turn, if there is one: one CAS, no lock, no future. `None` means wait
+    /// with [`enter`](Self::enter).
+    pub fn try_enter(&self) -> Option<Turn<'_>> {
+        let mut free = self.free.load(Ordering::Relaxed);
+        while free > 0 {
+            match self
+                .free
+                .compare_exchange_weak(free, free - 1, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(Turn(self)),
+                Err(now) => free = now,
+            }
+        }
+        None
+    }
+
+    /// Gives a turn back: to the queue when a request waits, else to the free count.
+    fn give_back(&self) {
+        self.free.fetch_add(1, Ordering::SeqCst);
+        // A waiter counts itself in, then tries the free count once more before it
+        // waits (see `enter`); this side adds to the free count, then looks for
+        // waiters. With both orders sequentially consistent at least one side sees the
+        // other's write, so a turn is never left free while someone waits for it.
+        if self.waiting.load(Ordering::SeqCst) > 0
+            && let Some(turn) = self.try_enter()
+        {
+            // Moved to the queue, where the oldest waiter takes it.
+            std::mem::forget(turn);
+            self.queue.add_permits(1);
+        }
+    }
+
     /// A turn at the filter, held for one phase. `admitted`: the request already had a
     /// turn in its request phase (this is its response phase) and the upstream has
     /// answered; it waits without the queue bound, so a burst of new requests cannot
     /// throw away exchanges the upstream has already carried out (a client would retry a
     /// request that had taken effect). It still waits at most `queue_timeout`.
-    pub async fn enter(&self, admitted: bool) -> Result<SemaphorePermit<'_>, FilterError> {
-        if let Ok(permit) = self.permits.try_acquire() {
-            return Ok(permit);
+    pub async fn enter(&self, admitted: bool) -> Result<Turn<'_>, FilterError> {
+        if let Some(turn) = self.try_enter() {
+            return Ok(turn);
         }
         // Counted in before the check, so two arrivals cannot both take the last place.
-        let ahead = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let ahead = self.waiting.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&self.waiting);
         if ahead >= self.max_queue && !admitted {
             self.queue_full.inc();
             return Err(FilterError::Overloaded(Overload::QueueFull));
         }
+        // A turn given back between the first try and the count above went to the free
+        // count: take it rather than wait for a hand-off that will not come.
+        if let Some(turn) = self.try_enter() {
+            return Ok(turn);
+        }
         let started = std::time::Instant::now();
-        let turn = tokio::time::timeout(self.timeout, self.permits.acquire()).await;
+        let turn = tokio::time::timeout(self.timeout, self.queue.acquire()).await;
         self.queue_wait.observe(started.elapsed());
         match turn {
-            Ok(Ok(permit)) => Ok(permit),
+            Ok(Ok(permit)) => {
+                // The handed-off turn is this request's now; its `Turn` gives it back.
+                permit.forget();
+                Ok(Turn(self))
+            }
             // The semaphore is never closed; if it were, no turn could ever be had.
             Ok(Err(_closed)) => Err(FilterError::Host("the filter's admission is closed".to_owned())),
             Err(_elapsed) => {
@@ -137,6 +197,34 @@ mod tests {
             drop(held);
         });
         assert!(turn.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn turns_given_back_under_contention_reach_the_waiters_and_never_exceed_the_limit() {
+        use std::sync::Arc;
+        let (a, _) = admission(2, 1024, 10_000);
+        let a = Arc::new(a);
+        let held = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (a, held) = (a.clone(), held.clone());
+                tokio::spawn(async move {
+                    for _ in 0..500 {
+                        let turn = a.enter(false).await.expect("a turn within the timeout");
+                        assert!(held.fetch_add(1, Ordering::SeqCst) < 2, "more turns than the limit");
+                        tokio::task::yield_now().await;
+                        held.fetch_sub(1, Ordering::SeqCst);
+                        drop(turn);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("no task failed");
+        }
+        assert_eq!(a.waiting.load(Ordering::SeqCst), 0);
+        // Every turn is back: free, or handed to the queue and not yet taken.
+        assert_eq!(a.free.load(Ordering::SeqCst) + a.queue.available_permits(), 2);
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use wasmtime::component::Resource;
 use super::admission::Admission;
 use super::bindings::{Options, Phases, Reply, WitRequestDecision, WitResponseDecision};
 use super::limits;
-use super::pool::Pool;
+use super::pool::{Instance, Pool};
 use crate::body::Body;
 use crate::filter::{
     Filter, FilterError, FilterRequest, FilterResponse, Limit, RequestCtx, RequestDecision, RequestFuture,
@@ -105,16 +105,23 @@ impl WasmFilter {
         ctx: &mut RequestCtx,
     ) -> Result<RequestDecision, FilterError> {
         // Held until the instance is back in the pool (or dropped).
-        let _turn = self.admission.enter(false).await?;
-        let mut instance = self.pool.acquire().await?;
+        // The fast paths (a free turn, an idle instance) are plain calls; only a request
+        // that must wait or instantiate builds (and boxes) the slower futures.
+        let _turn = match self.admission.try_enter() {
+            Some(turn) => turn,
+            None => Box::pin(self.admission.enter(false)).await?,
+        };
+        let mut instance = match self.pool.try_acquire() {
+            Some(instance) => instance,
+            None => Box::pin(self.pool.acquire()).await?,
+        };
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.req_head, &mut req.head);
         state.phase.req_body = req.body.take();
         state.enter_phase(ctx);
         limits::start_call(&mut instance.store, self.cpu);
-        let hooks = instance.world.weft_filter_hooks();
-        let clock = instance.store.data().budget.slices.clone();
-        let call = hooks.call_on_request(&mut instance.store, Resource::new_borrow(0));
+        let Instance { store, world, clock, .. } = &mut instance;
+        let call = world.weft_filter_hooks().call_on_request(&mut *store, Resource::new_borrow(0));
         let result = limits::sliced(clock, call).await;
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.req_head, &mut req.head);
@@ -134,16 +141,23 @@ impl WasmFilter {
         resp: &mut FilterResponse,
         ctx: &mut RequestCtx,
     ) -> Result<ResponseDecision, FilterError> {
-        let _turn = self.admission.enter(true).await?;
-        let mut instance = self.pool.acquire().await?;
+        // The fast paths (a free turn, an idle instance) are plain calls; only a request
+        // that must wait or instantiate builds (and boxes) the slower futures.
+        let _turn = match self.admission.try_enter() {
+            Some(turn) => turn,
+            None => Box::pin(self.admission.enter(true)).await?,
+        };
+        let mut instance = match self.pool.try_acquire() {
+            Some(instance) => instance,
+            None => Box::pin(self.pool.acquire()).await?,
+        };
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.resp_head, &mut resp.head);
         state.phase.resp_body = resp.body.take();
         state.enter_phase(ctx);
         limits::start_call(&mut instance.store, self.cpu);
-        let hooks = instance.world.weft_filter_hooks();
-        let clock = instance.store.data().budget.slices.clone();
-        let call = hooks.call_on_response(&mut instance.store, Resource::new_borrow(0));
+        let Instance { store, world, clock, .. } = &mut instance;
+        let call = world.weft_filter_hooks().call_on_response(&mut *store, Resource::new_borrow(0));
         let result = limits::sliced(clock, call).await;
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.resp_head, &mut resp.head);

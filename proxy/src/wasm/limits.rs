@@ -140,7 +140,7 @@ impl SliceClock {
 
 /// Runs a call into the guest so that the time between its slices — when it has yielded
 /// and other requests run on the worker thread — is not charged to its CPU budget.
-pub(crate) async fn sliced<F: Future>(clock: Arc<SliceClock>, call: F) -> F::Output {
+pub(crate) async fn sliced<F: Future>(clock: &SliceClock, call: F) -> F::Output {
     let mut call = std::pin::pin!(call);
     std::future::poll_fn(|cx| {
         clock.resumed();

@@ -30,6 +30,9 @@ pub enum InstanceReuse {
 pub(crate) struct Instance {
     pub store: Store<HostState>,
     pub world: FilterWorld,
+    /// The store's slice clock (`budget.slices`), held here so a call borrows it beside
+    /// the store instead of cloning the `Arc` for every call.
+    pub clock: Arc<limits::SliceClock>,
     _live: Live,
 }
 
@@ -107,13 +110,13 @@ impl Pool {
         // Instantiation runs the guest's start-up code: it is budgeted like `init`.
         limits::start_call(&mut store, self.init_budget);
         let clock = store.data().budget.slices.clone();
-        let world = match limits::sliced(clock.clone(), self.compiled.pre.instantiate_async(&mut store)).await {
+        let world = match limits::sliced(&clock, self.compiled.pre.instantiate_async(&mut store)).await {
             Ok(world) => world,
             Err(e) => return Err(CreateError::Failed(limits::classify(&e, store.data_mut()))),
         };
         limits::start_call(&mut store, self.init_budget);
         match limits::sliced(
-            clock,
+            &clock,
             world.weft_filter_hooks().call_init(&mut store, &self.config_json),
         )
         .await
@@ -125,6 +128,7 @@ impl Pool {
                     Instance {
                         store,
                         world,
+                        clock,
                         _live: live,
                     },
                     options,
@@ -135,10 +139,16 @@ impl Pool {
         }
     }
 
+    /// An idle instance, if there is one: a lock-free pop, no future.
+    pub fn try_acquire(&self) -> Option<Instance> {
+        let instance = self.idle.pop()?;
+        self.stats.idle.dec();
+        Some(instance)
+    }
+
     /// An idle instance, or a new one.
     pub async fn acquire(&self) -> Result<Instance, FilterError> {
-        if let Some(instance) = self.idle.pop() {
-            self.stats.idle.dec();
+        if let Some(instance) = self.try_acquire() {
             return Ok(instance);
         }
         // Boxed: instantiation's future is kilobytes, and every phase's future would
