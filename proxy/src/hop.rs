@@ -103,7 +103,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, seen: &Seen, keep_upgrad
         };
         let named: Vec<HeaderName> = match listed().next() {
             None => Vec::new(),
-            Some(_) => listed().filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect(),
+            Some(_) => listed()
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+                .collect(),
         };
         for name in named {
             headers.remove(name);

@@ -120,8 +120,12 @@ impl WasmFilter {
         state.phase.req_body = req.body.take();
         state.enter_phase(ctx);
         limits::start_call(&mut instance.store, self.cpu);
-        let Instance { store, world, clock, .. } = &mut instance;
-        let call = world.weft_filter_hooks().call_on_request(&mut *store, Resource::new_borrow(0));
+        let Instance {
+            store, world, clock, ..
+        } = &mut instance;
+        let call = world
+            .weft_filter_hooks()
+            .call_on_request(&mut *store, Resource::new_borrow(0));
         let result = limits::sliced(clock, call).await;
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.req_head, &mut req.head);
@@ -156,8 +160,12 @@ impl WasmFilter {
         state.phase.resp_body = resp.body.take();
         state.enter_phase(ctx);
         limits::start_call(&mut instance.store, self.cpu);
-        let Instance { store, world, clock, .. } = &mut instance;
-        let call = world.weft_filter_hooks().call_on_response(&mut *store, Resource::new_borrow(0));
+        let Instance {
+            store, world, clock, ..
+        } = &mut instance;
+        let call = world
+            .weft_filter_hooks()
+            .call_on_response(&mut *store, Resource::new_borrow(0));
         let result = limits::sliced(clock, call).await;
         let state = instance.store.data_mut();
         std::mem::swap(&mut state.phase.resp_head, &mut resp.head);
