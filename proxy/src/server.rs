@@ -229,6 +229,7 @@ fn start_workers(listeners: Vec<Listener>, serve: Serve) -> anyhow::Result<Vec<t
             .spawn(move || {
                 worker::enter(i);
                 rt.block_on(async move {
+                    tokio::spawn(worker::deadlines::drive());
                     let Serve {
                         state,
                         gates,

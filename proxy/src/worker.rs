@@ -10,6 +10,8 @@
 //! Outside a worker (the control thread: admin API, health probes, reloads; or every
 //! thread of the work-stealing scheduler) the index is 0.
 
+pub mod deadlines;
+
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -54,7 +54,7 @@ impl Wait {
 /// still without waiting on the client (an upstream that stopped reading it).
 pub async fn within<F: Future>(limit: Duration, upload: Option<&Upload>, exchange: F) -> Option<F::Output> {
     let Some(upload) = upload.filter(|u| u.ended().is_none()) else {
-        return tokio::time::timeout(limit, exchange).await.ok();
+        return crate::worker::deadlines::within(limit, exchange).await;
     };
     let mut exchange = std::pin::pin!(exchange);
     let sleep = tokio::time::sleep(limit);

@@ -7,15 +7,18 @@
 //! takes every instance and all other filters fail. With it, a slow filter queues its
 //! own requests and leaves the rest of the pool to the others.
 //!
-//! The fast path takes no lock: a free turn is a CAS on an atomic count, and giving it
-//! back is an atomic add and a load. Only a request that must wait touches the queue
-//! counter, a timer and a `tokio::sync::Semaphore`, which is the queue: while requests
-//! wait, a finishing phase hands its turn to the semaphore (not to the free count), so
-//! waiters are served in arrival order and a newcomer cannot overtake them. (Taking and
-//! giving back a semaphore permit for every phase, as before, locks the semaphore's
-//! waiter list on every give-back, waiters or not.)
+//! The fast path takes no lock: a free turn is a CAS on one atomic word, and giving it
+//! back is another. That word holds both the free turns and the waiting requests, so a
+//! give-back decides in one step, against the waiters as they are: with someone waiting,
+//! the turn goes to a `tokio::sync::Semaphore`, which is the queue and serves waiters in
+//! arrival order; with no one, it goes back to the free count. A request counts itself
+//! in as a waiter only when no turn is free, in the same way. So there are never free
+//! turns and waiters at once, and a newcomer can never take a turn ahead of a request
+//! that waits. (Taking and giving back a semaphore permit for every phase, as before,
+//! locks the semaphore's waiter list on every give-back, waiters or not; two separate
+//! counts, as next, left a window in which a newcomer took a turn meant for a waiter.)
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -27,13 +30,13 @@ use crate::filter::{FilterError, Overload};
 use crate::metrics::LatencyHistogram;
 
 pub(crate) struct Admission {
-    /// Free turns: `limits.max_concurrency` minus the turns held, minus those handed to
-    /// `queue`.
-    free: AtomicUsize,
+    /// The free turns (low 32 bits: `limits.max_concurrency` minus the turns held, minus
+    /// those handed to `queue`) and the requests waiting (high 32 bits). One of the two
+    /// is always zero.
+    turns: AtomicU64,
     /// Where waiters wait: a turn given back while someone waits is added here (as one
     /// permit), and the fair semaphore hands it to the oldest waiter.
     queue: Semaphore,
-    waiting: AtomicUsize,
     max_queue: usize,
     timeout: Duration,
     queue_full: Counter,
@@ -51,21 +54,34 @@ impl Drop for Turn<'_> {
     }
 }
 
+/// One free turn, in [`Admission::turns`].
+const FREE: u64 = 1;
+/// One waiting request, in [`Admission::turns`].
+const WAITER: u64 = 1 << 32;
+
+fn free(turns: u64) -> u64 {
+    turns & (WAITER - 1)
+}
+
+fn waiting(turns: u64) -> u64 {
+    turns >> 32
+}
+
 /// Leaves the queue when the wait ends, however it ends (the client may hang up).
-struct Waiting<'a>(&'a AtomicUsize);
+struct Waiting<'a>(&'a AtomicU64);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(WAITER, Ordering::AcqRel);
     }
 }
 
 impl Admission {
     pub fn new(filter: &str, limits: &LimitsConfig, metrics: &FilterMetrics) -> Self {
         Admission {
-            free: AtomicUsize::new(limits.max_concurrency),
+            // Config validation keeps `max_concurrency` far below 2^32.
+            turns: AtomicU64::new(limits.max_concurrency as u64),
             queue: Semaphore::new(0),
-            waiting: AtomicUsize::new(0),
             max_queue: limits.max_queue,
             timeout: limits.queue_timeout,
             queue_full: metrics.filter_rejected(filter, Overload::QueueFull.reason()),
@@ -77,32 +93,37 @@ impl Admission {
     /// A free turn, if there is one: one CAS, no lock, no future. `None` means wait
     /// with [`enter`](Self::enter).
     pub fn try_enter(&self) -> Option<Turn<'_>> {
-        let mut free = self.free.load(Ordering::Relaxed);
-        while free > 0 {
+        let mut turns = self.turns.load(Ordering::Relaxed);
+        while free(turns) > 0 {
             match self
-                .free
-                .compare_exchange_weak(free, free - 1, Ordering::SeqCst, Ordering::Relaxed)
+                .turns
+                .compare_exchange_weak(turns, turns - FREE, Ordering::AcqRel, Ordering::Relaxed)
             {
                 Ok(_) => return Some(Turn(self)),
-                Err(now) => free = now,
+                Err(now) => turns = now,
             }
         }
         None
     }
 
-    /// Gives a turn back: to the queue when a request waits, else to the free count.
+    /// Gives a turn back: to the queue when a request waits, else to the free count,
+    /// decided in the CAS that sees the waiters.
     fn give_back(&self) {
-        self.free.fetch_add(1, Ordering::SeqCst);
-        // A waiter counts itself in, then tries the free count once more before it
-        // waits (see `enter`); this side adds to the free count, then looks for
-        // waiters. With both orders sequentially consistent at least one side sees the
-        // other's write, so a turn is never left free while someone waits for it.
-        if self.waiting.load(Ordering::SeqCst) > 0
-            && let Some(turn) = self.try_enter()
-        {
-            // Moved to the queue, where the oldest waiter takes it.
-            std::mem::forget(turn);
-            self.queue.add_permits(1);
+        let mut turns = self.turns.load(Ordering::Relaxed);
+        loop {
+            if waiting(turns) > 0 {
+                // The oldest waiter takes it. Should that waiter leave first (its timeout,
+                // a client hanging up), the permit stays for the next one to wait.
+                self.queue.add_permits(1);
+                return;
+            }
+            match self
+                .turns
+                .compare_exchange_weak(turns, turns + FREE, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(now) => turns = now,
+            }
         }
     }
 
@@ -112,21 +133,28 @@ impl Admission {
     /// throw away exchanges the upstream has already carried out (a client would retry a
     /// request that had taken effect). It still waits at most `queue_timeout`.
     pub async fn enter(&self, admitted: bool) -> Result<Turn<'_>, FilterError> {
-        if let Some(turn) = self.try_enter() {
-            return Ok(turn);
+        // A free turn is taken, or the request counts itself in as a waiter, in one
+        // step: a turn given back after it sees the waiter and goes to the queue.
+        let mut turns = self.turns.load(Ordering::Relaxed);
+        loop {
+            let (next, outcome) = if free(turns) > 0 {
+                (turns - FREE, true)
+            } else if waiting(turns) >= self.max_queue as u64 && !admitted {
+                self.queue_full.inc();
+                return Err(FilterError::Overloaded(Overload::QueueFull));
+            } else {
+                (turns + WAITER, false)
+            };
+            match self
+                .turns
+                .compare_exchange_weak(turns, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) if outcome => return Ok(Turn(self)),
+                Ok(_) => break,
+                Err(now) => turns = now,
+            }
         }
-        // Counted in before the check, so two arrivals cannot both take the last place.
-        let ahead = self.waiting.fetch_add(1, Ordering::SeqCst);
-        let _waiting = Waiting(&self.waiting);
-        if ahead >= self.max_queue && !admitted {
-            self.queue_full.inc();
-            return Err(FilterError::Overloaded(Overload::QueueFull));
-        }
-        // A turn given back between the first try and the count above went to the free
-        // count: take it rather than wait for a hand-off that will not come.
-        if let Some(turn) = self.try_enter() {
-            return Ok(turn);
-        }
+        let _waiting = Waiting(&self.turns);
         let started = std::time::Instant::now();
         let turn = tokio::time::timeout(self.timeout, self.queue.acquire()).await;
         self.queue_wait.observe(started.elapsed());
@@ -148,6 +176,9 @@ impl Admission {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
 
     fn admission(concurrency: usize, queue: usize, timeout_ms: u64) -> (Admission, crate::metrics::Metrics) {
@@ -174,7 +205,11 @@ mod tests {
         });
         assert!(matches!(waited, Err(FilterError::Overloaded(Overload::QueueTimeout))));
         assert!(matches!(refused, Err(FilterError::Overloaded(Overload::QueueFull))));
-        assert_eq!(a.waiting.load(Ordering::Relaxed), 0, "the queue is left on every path");
+        assert_eq!(
+            waiting(a.turns.load(Ordering::Relaxed)),
+            0,
+            "the queue is left on every path"
+        );
         drop(held);
         assert!(a.enter(false).await.is_ok(), "a freed turn is taken");
         let text = metrics.encode();
@@ -205,6 +240,26 @@ mod tests {
         let (a, _) = admission(2, 1024, 10_000);
         let a = Arc::new(a);
         let held = Arc::new(AtomicUsize::new(0));
+        // Free turns while requests wait would let a newcomer overtake them: a watcher
+        // reads the word throughout and must never see both.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (a, done) = (a.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut seen = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    let turns = a.turns.load(Ordering::Acquire);
+                    assert!(
+                        free(turns) == 0 || waiting(turns) == 0,
+                        "{} free turns while {} wait",
+                        free(turns),
+                        waiting(turns)
+                    );
+                    seen += 1;
+                }
+                seen
+            })
+        };
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let (a, held) = (a.clone(), held.clone());
@@ -222,9 +277,24 @@ mod tests {
         for task in tasks {
             task.await.expect("no task failed");
         }
-        assert_eq!(a.waiting.load(Ordering::SeqCst), 0);
+        done.store(true, Ordering::Relaxed);
+        assert!(watcher.join().expect("the watcher saw no overtaking") > 0);
+        let turns = a.turns.load(Ordering::SeqCst);
+        assert_eq!(waiting(turns), 0);
         // Every turn is back: free, or handed to the queue and not yet taken.
-        assert_eq!(a.free.load(Ordering::SeqCst) + a.queue.available_permits(), 2);
+        assert_eq!(free(turns) as usize + a.queue.available_permits(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_turn_given_back_while_a_request_waits_is_the_waiters() {
+        let (a, _) = admission(1, 4, 5_000);
+        let held = a.enter(false).await.expect("first turn");
+        let mut waiter = std::pin::pin!(a.enter(false));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(waiter.as_mut().poll(&mut cx).is_pending(), "no turn is free: it waits");
+        drop(held);
+        assert!(a.try_enter().is_none(), "a newcomer does not take the waiter's turn");
+        assert!(waiter.await.is_ok());
     }
 
     #[tokio::test]
