@@ -15,12 +15,14 @@ mod execute;
 pub mod forward_cache;
 pub mod limits;
 pub mod merge;
+pub mod operation;
 pub mod plan;
 pub mod rest;
 pub mod transport;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,6 +35,7 @@ use weft_sdk::{Decision, Filter, Options, Phases, Reply, Request, Response, Resp
 
 use crate::config::{Config, RawConfig};
 use crate::forward_cache::{Forward, ForwardCache};
+use crate::operation::{OperationLabels, operations_counter};
 use crate::plan::{Coerced, Owner, RootField};
 use crate::transport::{HttpError, MediaType, Params};
 
@@ -148,51 +151,16 @@ impl Filter for Graphql {
         metrics::histogram_observe("request_phase_seconds", seconds);
         if let Some(operation) = seen {
             operation.count();
-            metrics::histogram_observe_labelled("operation_seconds", &operation.labels(), seconds);
+            operation.observe(seconds);
         }
         decision
-    }
-}
-
-/// The operation a request ran, once its document validated: the per-operation metrics'
-/// labels, as Apollo Router names them (`graphql.operation.name`, `.type`). Only a valid
-/// document's operation is named, never the client's `operationName` alone; the host
-/// folds series past its bound into one `overflow="true"` series, and a safelist bounds names outright.
-struct OperationLabels {
-    /// `""` for an anonymous operation.
-    name: String,
-    kind: &'static str,
-}
-
-impl OperationLabels {
-    fn kind(operation_type: OperationType) -> &'static str {
-        match operation_type {
-            OperationType::Query => "query",
-            OperationType::Mutation => "mutation",
-            OperationType::Subscription => "subscription",
-        }
-    }
-
-    fn of(operation: &Operation) -> Self {
-        OperationLabels {
-            name: operation.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
-            kind: Self::kind(operation.operation_type),
-        }
-    }
-
-    fn labels(&self) -> [(&str, &str); 2] {
-        [("operation", &self.name), ("type", self.kind)]
-    }
-
-    fn count(&self) {
-        metrics::counter_add_labelled("operation_requests", &self.labels(), 1);
     }
 }
 
 /// `errors_<code>` per refusal: the codes are this filter's own (a bounded set), so the
 /// metric names stay within the per-filter cap. With the operation known, also
 /// `operation_errors{operation, type, code}`.
-fn count_codes(stop: &Stop, operation: Option<&OperationLabels>) {
+fn count_codes(stop: &Stop, operation: Option<&Rc<OperationLabels>>) {
     let codes: Vec<&str> = match stop {
         Stop::Http(e) => e.code.into_iter().collect(),
         Stop::Request(errors) | Stop::RequestStatus(_, errors) => {
@@ -202,8 +170,7 @@ fn count_codes(stop: &Stop, operation: Option<&OperationLabels>) {
     for code in codes {
         metrics::counter_add(&format!("errors_{}", code.to_ascii_lowercase()), 1);
         if let Some(operation) = operation {
-            let [name, kind] = operation.labels();
-            metrics::counter_add_labelled("operation_errors", &[name, kind, ("code", code)], 1);
+            operation.count_error(code);
         }
     }
 }
@@ -240,7 +207,7 @@ impl Graphql {
         &self,
         request: &mut Request<'_>,
         media: MediaType,
-        seen: &mut Option<OperationLabels>,
+        seen: &mut Option<Rc<OperationLabels>>,
     ) -> Result<Decision, Stop> {
         let method = request.method();
         let is_get = match method.as_str() {
@@ -250,12 +217,15 @@ impl Graphql {
         };
         let content_type = request.header("content-type");
         if self.config.csrf.enabled {
-            let preflighted = self
-                .config
-                .csrf
-                .required_headers
-                .iter()
-                .any(|h| request.headers().has(h));
+            // The headers are asked for only when the content type would not make a
+            // browser preflight (a host call each).
+            let preflighted = || {
+                self.config
+                    .csrf
+                    .required_headers
+                    .iter()
+                    .any(|h| request.headers().has(h))
+            };
             transport::csrf_check(if is_get { None } else { content_type.as_deref() }, preflighted)
                 .map_err(Stop::Http)?;
         }
@@ -307,8 +277,7 @@ impl Graphql {
                 let forward = Forward {
                     cluster: cluster.to_owned(),
                     rebuilt,
-                    name: operation.name.clone(),
-                    kind: operation.kind,
+                    operation: operation.clone(),
                 };
                 self.forwards.borrow_mut().insert(type_key, &body, forward);
             }
@@ -330,15 +299,12 @@ impl Graphql {
         request: &mut Request<'_>,
         hit: &Forward,
         path: &str,
-        seen: &mut Option<OperationLabels>,
+        seen: &mut Option<Rc<OperationLabels>>,
     ) -> Decision {
         metrics::counter_add("operations", 1);
-        metrics::counter_add(&format!("operations_{}", hit.kind), 1);
+        metrics::counter_add(operations_counter(hit.operation.kind()), 1);
         metrics::counter_add("forwarded", 1);
-        *seen = Some(OperationLabels {
-            name: hit.name.clone(),
-            kind: hit.kind,
-        });
+        *seen = Some(hit.operation.clone());
         let rebuilt = if path == self.config.path {
             Ok(())
         } else {
@@ -383,7 +349,12 @@ impl Graphql {
 
     /// Everything between the parameters and the clusters: persisted queries, parsing and
     /// validation, the operation, limits, introspection, and who answers each root field.
-    fn prepare(&self, mut params: Params, is_get: bool, seen: &mut Option<OperationLabels>) -> Result<Prepared, Stop> {
+    fn prepare(
+        &self,
+        mut params: Params,
+        is_get: bool,
+        seen: &mut Option<Rc<OperationLabels>>,
+    ) -> Result<Prepared, Stop> {
         let register = self.persisted(&mut params)?;
         let Some(query) = params.query.clone() else {
             return Err(Stop::Http(HttpError::new(400, "Must provide query string.")));
@@ -408,7 +379,13 @@ impl Graphql {
                 Stop::Request(vec![error(e.message().to_string(), code)])
             })?
             .clone();
-        *seen = Some(OperationLabels::of(&operation));
+        let kind = match operation.operation_type {
+            OperationType::Query => "query",
+            OperationType::Mutation => "mutation",
+            OperationType::Subscription => "subscription",
+        };
+        let name = operation.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        *seen = Some(Rc::new(OperationLabels::new(name, kind)));
         if is_get && operation.operation_type != OperationType::Query {
             return Err(Stop::Http(transport::method_not_allowed("POST")));
         }
@@ -437,14 +414,7 @@ impl Graphql {
             )]));
         }
         metrics::counter_add("operations", 1);
-        metrics::counter_add(
-            match operation.operation_type {
-                OperationType::Query => "operations_query",
-                OperationType::Mutation => "operations_mutation",
-                OperationType::Subscription => "operations_subscription",
-            },
-            1,
-        );
+        metrics::counter_add(operations_counter(kind), 1);
         Ok(Prepared {
             params,
             document,

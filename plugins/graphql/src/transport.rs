@@ -67,20 +67,26 @@ pub fn negotiate(accept: Option<&str>) -> Option<MediaType> {
         return Some(MediaType::Json);
     };
     let mut best: Option<MediaType> = None;
+    // Compared in place (no lower-cased or space-stripped copies): this runs on every
+    // request.
     for range in accept.split(',') {
         let mut parts = range.split(';');
-        let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = parts.next().unwrap_or("").trim();
         let refused = parts.any(|p| {
-            let p = p.trim().replace(' ', "");
-            p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
+            let p = p.trim().bytes().filter(|b| *b != b' ');
+            ["q=0", "q=0.0", "q=0.00", "q=0.000"]
+                .iter()
+                .any(|zero| p.clone().eq(zero.bytes()))
         });
         if refused {
             continue;
         }
-        match essence.as_str() {
-            "application/graphql-response+json" => return Some(MediaType::GraphqlResponse),
-            "application/json" | "application/*" | "*/*" => best = Some(MediaType::Json),
-            _ => {}
+        let is = |media: &str| essence.eq_ignore_ascii_case(media);
+        if is("application/graphql-response+json") {
+            return Some(MediaType::GraphqlResponse);
+        }
+        if is("application/json") || is("application/*") || is("*/*") {
+            best = Some(MediaType::Json);
         }
     }
     best
@@ -89,22 +95,19 @@ pub fn negotiate(accept: Option<&str>) -> Option<MediaType> {
 /// Cross-site request forgery protection as Apollo Router does it: a request is let
 /// through only when a browser would have preflighted it — a `content-type` that is not
 /// one of the three "simple" ones, or one of `required_headers`. GET has no content type.
-pub fn csrf_check(content_type: Option<&str>, has_required_header: bool) -> Result<(), HttpError> {
-    if has_required_header {
-        return Ok(());
-    }
+/// `has_required_header` is asked only when the content type does not settle it.
+pub fn csrf_check(content_type: Option<&str>, has_required_header: impl FnOnce() -> bool) -> Result<(), HttpError> {
     let simple = match content_type {
         None => true,
         Some(ct) => {
-            let essence = essence(ct);
+            let essence = ct.split(';').next().unwrap_or("").trim();
             essence.is_empty()
-                || matches!(
-                    essence.as_str(),
-                    "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
-                )
+                || ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+                    .iter()
+                    .any(|simple| essence.eq_ignore_ascii_case(simple))
         }
     };
-    if simple {
+    if simple && !has_required_header() {
         return Err(HttpError::new(
             400,
             "This operation has been blocked as a potential Cross-Site Request Forgery (CSRF). \
@@ -366,14 +369,32 @@ mod tests {
         assert_eq!(negotiate(Some("*/*")), Some(MediaType::Json));
         assert_eq!(negotiate(Some("text/html")), None);
         assert_eq!(negotiate(Some("application/json;q=0, text/html")), None);
+        assert_eq!(negotiate(Some("application/json; q = 0.00, */*;q=0.000")), None);
+        assert_eq!(negotiate(Some("application/json;q=0.5")), Some(MediaType::Json));
+        assert_eq!(negotiate(Some("application/json;q=0.01")), Some(MediaType::Json));
+        assert_eq!(
+            negotiate(Some(" Application/GraphQL-Response+JSON ; charset=utf-8")),
+            Some(MediaType::GraphqlResponse)
+        );
+        assert_eq!(negotiate(Some("APPLICATION/*")), Some(MediaType::Json));
+        assert_eq!(negotiate(Some("text/*, application/jsonx")), None);
+        assert_eq!(negotiate(Some("")), None);
     }
 
     #[test]
     fn csrf_needs_a_preflighted_content_type_or_a_header() {
-        assert!(csrf_check(None, false).is_err());
-        assert!(csrf_check(Some("text/plain; charset=utf-8"), false).is_err());
-        assert!(csrf_check(Some("application/json"), false).is_ok());
-        assert!(csrf_check(None, true).is_ok());
+        let never = || -> bool { unreachable!("a preflighted content type settles it") };
+        assert!(csrf_check(None, || false).is_err());
+        assert!(csrf_check(Some("text/plain; charset=utf-8"), || false).is_err());
+        assert!(csrf_check(Some(" Text/Plain ;charset=utf-8"), || false).is_err());
+        assert!(csrf_check(Some("multipart/form-data; boundary=x"), || false).is_err());
+        assert!(csrf_check(Some("APPLICATION/X-WWW-FORM-URLENCODED"), || false).is_err());
+        assert!(csrf_check(Some(""), || false).is_err());
+        assert!(csrf_check(Some("application/json"), never).is_ok());
+        assert!(csrf_check(Some("Application/JSON; charset=utf-8"), never).is_ok());
+        assert!(csrf_check(Some("text/plainx"), never).is_ok());
+        assert!(csrf_check(None, || true).is_ok());
+        assert!(csrf_check(Some("text/plain"), || true).is_ok());
     }
 
     #[test]

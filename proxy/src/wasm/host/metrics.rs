@@ -15,6 +15,7 @@
 //! Prometheus would drop. Refused names and labels, and folded series, are counted in
 //! `weft_filter_metric_rejected_total{filter, reason}` and logged at most now and then.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -262,16 +263,25 @@ fn series_key(name: &str, labels: &[(String, String)]) -> String {
     key
 }
 
-/// Handles resolved by name, per instance: after the first use a guest metric costs a
-/// hash lookup and an atomic add, not a family lookup with owned label strings.
+/// The per-instance caches' hasher: keyed per map (foldhash's per-hasher seed on a random
+/// process seed), so a guest cannot aim its names at one bucket, and several times
+/// cheaper than the std library's SipHash on the short names and labels guests use (a
+/// repeat call hashes its name once, issue 22).
+type Fast = foldhash::fast::RandomState;
+
+/// Handles resolved by name, per instance: after the first use a guest metric costs one
+/// hash lookup and an atomic add, not a family lookup with owned label strings. Only
+/// names the filter-wide [`MetricNames`] admitted are cached (at most [`MAX_NAMES`] per
+/// kind), labelled series at most [`MAX_CACHED_SERIES`] per kind: a guest calling with
+/// ever new names grows neither.
 #[derive(Default)]
 pub(crate) struct MetricCache {
-    counters: HashMap<String, Counter>,
-    gauges: HashMap<String, Gauge>,
-    histograms: HashMap<String, Histogram>,
-    labelled_counters: HashMap<SeriesKey, Counter>,
-    labelled_gauges: HashMap<SeriesKey, Gauge>,
-    labelled_histograms: HashMap<SeriesKey, Histogram>,
+    counters: HashMap<String, Counter, Fast>,
+    gauges: HashMap<String, Gauge, Fast>,
+    histograms: HashMap<String, Histogram, Fast>,
+    labelled_counters: HashMap<SeriesKey, Counter, Fast>,
+    labelled_gauges: HashMap<SeriesKey, Gauge, Fast>,
+    labelled_histograms: HashMap<SeriesKey, Histogram, Fast>,
 }
 
 /// A labelled series as the guest named it (the cache's key, also for folded ones).
@@ -281,37 +291,42 @@ type SeriesKey = (String, Vec<(String, String)>);
 /// by request data must not grow an instance's memory either.
 const MAX_CACHED_SERIES: usize = 2 * MAX_SERIES;
 
-/// Looks `name` up in `cache`, creating it if the filter's shared names admit it.
+/// Looks `name` up in `cache`, creating it if the filter's shared names admit it. One
+/// hash of the name on a hit; the name the guest sent becomes the key on a miss (no copy).
 fn resolve<'a, M>(
-    cache: &'a mut HashMap<String, M>,
+    cache: &'a mut HashMap<String, M, Fast>,
     name: String,
     kind: Kind,
-    state: &crate::wasm::state::FilterShared,
+    names: &MetricNames,
+    filter: &str,
     make: impl FnOnce(&GuestLabels) -> M,
 ) -> Option<&'a M> {
-    if !cache.contains_key(&name) {
-        if !state.metric_names.admit(&state.name, kind, &name) {
-            return None;
+    match cache.entry(name) {
+        Entry::Occupied(hit) => Some(hit.into_mut()),
+        Entry::Vacant(miss) => {
+            if !names.admit(filter, kind, miss.key()) {
+                return None;
+            }
+            let labels = GuestLabels {
+                filter: filter.into(),
+                name: miss.key().as_str().into(),
+                labels: Box::new([]),
+            };
+            let metric = make(&labels);
+            Some(miss.insert(metric))
         }
-        let labels = GuestLabels {
-            filter: (*state.name).into(),
-            name: name.as_str().into(),
-            labels: Box::new([]),
-        };
-        let metric = make(&labels);
-        cache.insert(name.clone(), metric);
     }
-    cache.get(&name)
 }
 
 /// [`resolve`] for a labelled series: the name is admitted as for an unlabelled call, the
 /// labels are sorted by name and checked, and the series is the guest's own or the name's
 /// overflow one.
 fn resolve_labelled<'a, M>(
-    cache: &'a mut HashMap<SeriesKey, M>,
+    cache: &'a mut HashMap<SeriesKey, M, Fast>,
     mut key: SeriesKey,
     kind: Kind,
-    state: &crate::wasm::state::FilterShared,
+    names: &MetricNames,
+    filter: &str,
     make: impl FnOnce(&GuestLabels) -> M,
 ) -> Option<&'a M> {
     // Sorted in place (no allocation), and only a list short enough to be admitted: the
@@ -323,19 +338,19 @@ fn resolve_labelled<'a, M>(
         cache.clear();
     }
     match cache.entry(key) {
-        std::collections::hash_map::Entry::Occupied(hit) => Some(hit.into_mut()),
-        std::collections::hash_map::Entry::Vacant(miss) => {
+        Entry::Occupied(hit) => Some(hit.into_mut()),
+        Entry::Vacant(miss) => {
             let (name, labels) = miss.key();
             if let Err(reason) = check_labels(labels) {
-                state.metric_names.refuse(&state.name, name, reason);
+                names.refuse(filter, name, reason);
                 return None;
             }
-            if !state.metric_names.admit(&state.name, kind, name) {
+            if !names.admit(filter, kind, name) {
                 return None;
             }
-            let own = state.metric_names.admit_series(&state.name, kind, name, labels);
+            let own = names.admit_series(filter, kind, name, labels);
             let series = GuestLabels {
-                filter: (*state.name).into(),
+                filter: filter.into(),
                 name: name.as_str().into(),
                 labels: if own {
                     labels
@@ -361,7 +376,14 @@ impl Host for HostState {
         let family = &self.shared.metrics.guest_counters;
         let make = |l: &GuestLabels| family.get_or_create(l).clone();
         let cache = &mut self.metric_cache.labelled_counters;
-        if let Some(c) = resolve_labelled(cache, (name, labels), Kind::Counter, &self.shared, make) {
+        if let Some(c) = resolve_labelled(
+            cache,
+            (name, labels),
+            Kind::Counter,
+            &self.shared.metric_names,
+            &self.shared.name,
+            make,
+        ) {
             c.inc_by(delta);
         }
         Ok(())
@@ -371,7 +393,14 @@ impl Host for HostState {
         let family = &self.shared.metrics.guest_gauges;
         let make = |l: &GuestLabels| family.get_or_create(l).clone();
         let cache = &mut self.metric_cache.labelled_gauges;
-        if let Some(g) = resolve_labelled(cache, (name, labels), Kind::Gauge, &self.shared, make) {
+        if let Some(g) = resolve_labelled(
+            cache,
+            (name, labels),
+            Kind::Gauge,
+            &self.shared.metric_names,
+            &self.shared.name,
+            make,
+        ) {
             g.set(value);
         }
         Ok(())
@@ -386,7 +415,14 @@ impl Host for HostState {
         let family = &self.shared.metrics.guest_histograms;
         let make = |l: &GuestLabels| family.get_or_create(l).clone();
         let cache = &mut self.metric_cache.labelled_histograms;
-        if let Some(h) = resolve_labelled(cache, (name, labels), Kind::Histogram, &self.shared, make) {
+        if let Some(h) = resolve_labelled(
+            cache,
+            (name, labels),
+            Kind::Histogram,
+            &self.shared.metric_names,
+            &self.shared.name,
+            make,
+        ) {
             h.observe(value);
         }
         Ok(())
@@ -395,7 +431,14 @@ impl Host for HostState {
     fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
         let family = &self.shared.metrics.guest_counters;
         let make = |l: &GuestLabels| family.get_or_create(l).clone();
-        if let Some(c) = resolve(&mut self.metric_cache.counters, name, Kind::Counter, &self.shared, make) {
+        if let Some(c) = resolve(
+            &mut self.metric_cache.counters,
+            name,
+            Kind::Counter,
+            &self.shared.metric_names,
+            &self.shared.name,
+            make,
+        ) {
             c.inc_by(delta);
         }
         Ok(())
@@ -404,7 +447,14 @@ impl Host for HostState {
     fn gauge_set(&mut self, name: String, value: i64) -> wasmtime::Result<()> {
         let family = &self.shared.metrics.guest_gauges;
         let make = |l: &GuestLabels| family.get_or_create(l).clone();
-        if let Some(g) = resolve(&mut self.metric_cache.gauges, name, Kind::Gauge, &self.shared, make) {
+        if let Some(g) = resolve(
+            &mut self.metric_cache.gauges,
+            name,
+            Kind::Gauge,
+            &self.shared.metric_names,
+            &self.shared.name,
+            make,
+        ) {
             g.set(value);
         }
         Ok(())
@@ -417,7 +467,8 @@ impl Host for HostState {
             &mut self.metric_cache.histograms,
             name,
             Kind::Histogram,
-            &self.shared,
+            &self.shared.metric_names,
+            &self.shared.name,
             make,
         ) {
             h.observe(value);
@@ -548,6 +599,101 @@ mod tests {
             text.contains(r#"weft_filter_events_total{filter="f",name="ops",op="a\"} 1\nforged{x=\""} 1"#),
             "{text}"
         );
+    }
+
+    /// Two instances' caches over one filter's names: a name both use is one series (one
+    /// count in the exposition), and the caches do not let the filter past its bounds.
+    #[test]
+    fn instance_caches_share_one_series_and_the_filter_bounds() {
+        let (metrics, exposition) = <FilterMetrics as crate::metrics::Families>::registered();
+        let names = MetricNames::new("f", &metrics);
+        let family = &metrics.guest_counters;
+        let make = |l: &GuestLabels| family.get_or_create(l).clone();
+        let (mut a, mut b) = (MetricCache::default(), MetricCache::default());
+        for cache in [&mut a, &mut b] {
+            for _ in 0..2 {
+                let c = resolve(&mut cache.counters, "shared".into(), Kind::Counter, &names, "f", make);
+                c.expect("admitted").inc();
+            }
+        }
+        let text = exposition.encode();
+        assert!(
+            text.contains("weft_filter_events_total{filter=\"f\",name=\"shared\"} 4"),
+            "{text}"
+        );
+        // Instance a fills the bound; b, whose cache holds only "shared", gets no more.
+        for i in 1..MAX_NAMES {
+            assert!(resolve(&mut a.counters, format!("n{i}"), Kind::Counter, &names, "f", make).is_some());
+        }
+        assert!(resolve(&mut b.counters, "n1".into(), Kind::Counter, &names, "f", make).is_some());
+        for i in 0..10_000 {
+            assert!(resolve(&mut b.counters, format!("x{i}"), Kind::Counter, &names, "f", make).is_none());
+            assert!(resolve(&mut a.counters, format!("x{i}"), Kind::Counter, &names, "f", make).is_none());
+        }
+        // Refused names are not cached: the caches hold admitted names only.
+        assert_eq!(a.counters.len(), MAX_NAMES);
+        assert_eq!(b.counters.len(), 2);
+        assert!(
+            exposition
+                .encode()
+                .contains("weft_filter_metric_rejected_total{filter=\"f\",reason=\"too_many\"} 20000")
+        );
+    }
+
+    /// A guest labelling by ever new values: one instance's cache starts over past its
+    /// bound, the filter-wide series stay at [`MAX_SERIES`] with the rest folded, and one
+    /// label set in two orders is one cache entry and one series.
+    #[test]
+    fn labelled_caches_stay_bounded() {
+        let (metrics, exposition) = <FilterMetrics as crate::metrics::Families>::registered();
+        let names = MetricNames::new("f", &metrics);
+        let family = &metrics.guest_counters;
+        let make = |l: &GuestLabels| family.get_or_create(l).clone();
+        let mut cache = MetricCache::default();
+        let key = |pairs: &[(&str, &str)]| ("ops".to_owned(), labels(pairs));
+        for pair in [[("a", "1"), ("b", "2")], [("b", "2"), ("a", "1")]] {
+            let c = resolve_labelled(
+                &mut cache.labelled_counters,
+                key(&pair),
+                Kind::Counter,
+                &names,
+                "f",
+                make,
+            );
+            c.expect("admitted").inc();
+        }
+        assert_eq!(cache.labelled_counters.len(), 1);
+        for i in 0..3 * MAX_SERIES {
+            let value = format!("v{i}");
+            let c = resolve_labelled(
+                &mut cache.labelled_counters,
+                key(&[("op", &value)]),
+                Kind::Counter,
+                &names,
+                "f",
+                make,
+            );
+            c.expect("admitted or folded").inc();
+            assert!(cache.labelled_counters.len() <= MAX_CACHED_SERIES);
+        }
+        let text = exposition.encode();
+        assert!(
+            text.contains("weft_filter_events_total{filter=\"f\",name=\"ops\",a=\"1\",b=\"2\"} 2"),
+            "{text}"
+        );
+        // The first series took one of the bound's places; the rest past it are folded.
+        let folded = 3 * MAX_SERIES - (MAX_SERIES - 1);
+        assert!(
+            text.contains(&format!(
+                "weft_filter_events_total{{filter=\"f\",name=\"ops\",overflow=\"true\"}} {folded}"
+            )),
+            "{text}"
+        );
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("weft_filter_events_total{"))
+            .count();
+        assert_eq!(series, MAX_SERIES + 1);
     }
 
     #[test]
