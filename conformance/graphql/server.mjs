@@ -11,7 +11,10 @@
 // "listening <port>" once the port accepts (port 0, the default, lets the kernel pick).
 // Mutations sleep 50 ms between their two timestamps, so a test can tell serial execution
 // from parallel. `order(id: "boom")` fails with a stack trace in its error's extensions.
+// The GraphQL services gzip their answers for a request that accepts gzip, as a service
+// behind compression middleware does.
 import http from 'node:http';
+import zlib from 'node:zlib';
 import { GraphQLError, buildSchema } from 'graphql';
 import { createHandler } from 'graphql-http/lib/use/http';
 
@@ -99,6 +102,34 @@ const rest = (req, res) => {
   json(404, { error: 'not found' });
 };
 
+// The whole answer gzipped when the request accepts gzip: what graphql-http writes is
+// held back, then sent once, encoded.
+const compressing = (inner) => (req, res) => {
+  if (!/\bgzip\b/i.test(req.headers['accept-encoding'] ?? '')) return inner(req, res);
+  const writeHead = res.writeHead.bind(res);
+  const end = res.end.bind(res);
+  let head = [res.statusCode];
+  const chunks = [];
+  res.writeHead = (...args) => {
+    head = args;
+    return res;
+  };
+  res.write = (chunk) => {
+    chunks.push(Buffer.from(chunk));
+    return true;
+  };
+  res.end = (chunk) => {
+    if (chunk) chunks.push(Buffer.from(chunk));
+    const body = zlib.gzipSync(Buffer.concat(chunks));
+    const [status, ...rest] = head;
+    const given = rest.length && typeof rest[rest.length - 1] === 'object' ? rest[rest.length - 1] : {};
+    const headers = Object.fromEntries(Object.entries(given).filter(([k]) => k.toLowerCase() !== 'content-length'));
+    writeHead(status, { ...headers, 'content-encoding': 'gzip', 'content-length': body.length });
+    return end(body);
+  };
+  return inner(req, res);
+};
+
 // Every path is the endpoint: the tests' plain route to the reference keeps its own path.
-const server = http.createServer(service === 'rest' ? rest : handler);
+const server = http.createServer(service === 'rest' ? rest : compressing(handler));
 server.listen(Number(port ?? 0), '127.0.0.1', () => console.log(`listening ${server.address().port}`));

@@ -99,7 +99,7 @@ impl Graphql {
                     Ok(())
                 })
         };
-        match rebuilt {
+        match rebuilt.and_then(|()| self.plain_answer(request)) {
             Ok(()) => (Decision::Reroute(cluster.to_owned()), sent),
             Err(e) => (
                 Reply::new(500)
@@ -108,6 +108,16 @@ impl Graphql {
                 None,
             ),
         }
+    }
+
+    /// A rerouted answer is read for errors to redact (`on_response`), so it must come as
+    /// the service's plain bytes: a client's `Accept-Encoding: gzip` would otherwise have
+    /// the service compress it, and errors in a compressed body go through unseen.
+    pub(crate) fn plain_answer(&self, request: &mut Request<'_>) -> Result<(), String> {
+        if self.config.include_subgraph_errors {
+            return Ok(());
+        }
+        Ok(request.set_header("accept-encoding", "identity")?)
     }
 
     fn callout(&self, request: &Request<'_>, body: String, accept: &str) -> Callout {

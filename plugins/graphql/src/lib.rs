@@ -115,6 +115,16 @@ impl Filter for Graphql {
     /// A service's own answer (an operation rerouted whole) keeps of its errors only what
     /// a client may see, as the answers this filter builds do ([`merge::redact_answer`]).
     fn on_response(&self, response: &mut Response<'_>) -> ResponseDecision {
+        // Errors in an encoded body cannot be seen (the request asked for the plain bytes,
+        // `Graphql::plain_answer`; a service that encodes anyway is not trusted to have
+        // no errors in it): fail closed.
+        if let Some(coding) = response.header("content-encoding")
+            && !coding.trim().eq_ignore_ascii_case("identity")
+        {
+            return Reply::new(502)
+                .body("subgraph answer is content-encoded and cannot be checked for errors to redact")
+                .into();
+        }
         if let Some(body) = response.body()
             && let Some(redacted) = merge::redact_answer(&body)
             && response.set_body(redacted.as_bytes()).is_err()
@@ -314,7 +324,7 @@ impl Graphql {
             Some(body) => rebuilt.and_then(|()| request.set_body(body)),
             None => rebuilt,
         };
-        match rebuilt {
+        match rebuilt.and_then(|()| self.plain_answer(request)) {
             Ok(()) => Decision::Reroute(hit.cluster.clone()),
             Err(e) => Reply::new(500)
                 .body(format!("graphql: cannot rebuild the request: {e}\n"))

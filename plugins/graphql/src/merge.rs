@@ -175,9 +175,10 @@ pub fn merge(
 /// carry more than a client may see; `None` when it has none (the answer goes as it is)
 /// or is no JSON object (then it holds no GraphQL errors to redact).
 pub(crate) fn redact_answer(body: &[u8]) -> Option<String> {
-    // Most answers have no errors: a byte search spares them the parse.
+    // Most answers have no errors: a byte search spares them the parse. A key may also
+    // be written with escapes (`"\u0065rrors"`): a body with any escape is parsed.
     const ERRORS: &[u8] = b"\"errors\"";
-    if !body.windows(ERRORS.len()).any(|w| w == ERRORS) {
+    if !body.windows(ERRORS.len()).any(|w| w == ERRORS) && !body.windows(2).any(|w| w == b"\\u") {
         return None;
     }
     let mut answer: Map<String, Value> = serde_json::from_slice(body).ok()?;
@@ -247,6 +248,16 @@ mod tests {
         assert_eq!(redact_answer(br#"{"data":{"a":1}}"#), None);
         assert_eq!(redact_answer(br#"{"errors":[{"message":"m","path":["a"]}]}"#), None);
         assert_eq!(redact_answer(b"not json \"errors\""), None);
+    }
+
+    #[test]
+    fn an_errors_key_written_with_escapes_is_redacted_too() {
+        let body = br#"{"\u0065rrors":[{"message":"boom","extensions":{"stacktrace":["at /srv/app.js:1"]}}]}"#;
+        let redacted: Value = serde_json::from_str(&redact_answer(body).expect("redacted")).unwrap();
+        assert_eq!(redacted, json!({"errors":[{"message":"boom"}]}));
+        let body = br#"{"errors":[{"message":"boom","extensions":{"\u0073tacktrace":["x"]}}]}"#;
+        let redacted: Value = serde_json::from_str(&redact_answer(body).expect("redacted")).unwrap();
+        assert_eq!(redacted, json!({"errors":[{"message":"boom"}]}));
     }
 
     fn field(key: &str, cluster: &str, non_null: bool) -> RootField {

@@ -331,6 +331,24 @@ async fn service_errors_reach_the_client_redacted() {
         !whole.text().contains("10.0.0.7") && !whole.text().contains("/srv/"),
         "{answer}"
     );
+    // A client that accepts gzip (every browser): the service, which compresses when
+    // asked, is asked for the plain answer, so its errors are still seen and redacted.
+    let gzip = env
+        .post_with(
+            "/graphql",
+            json!({"query": "{ order(id: \"boom\") { id } }"}).to_string(),
+            &[
+                ("accept", "application/graphql-response+json"),
+                ("accept-encoding", "gzip"),
+            ],
+        )
+        .await;
+    assert_eq!(gzip.status, 200, "{}", gzip.text());
+    assert_eq!(
+        gzip.json()["errors"][0]["extensions"],
+        json!({"code": "DOWNSTREAM_FAILED"})
+    );
+    assert!(!gzip.text().contains("/srv/"), "{}", gzip.text());
     // Details on request (`include_subgraph_errors = true` on /open).
     let open = env.post("/open", &body).await.json();
     assert_eq!(open["errors"][0]["extensions"]["service"], "orders", "{open}");
