@@ -965,7 +965,7 @@ mod tests {
                 let value: serde_json::Value =
                     serde_json::from_str(line).unwrap_or_else(|e| panic!("torn record ({e}): {line:?}"));
                 assert!(
-                    !line.contains(['\u{1}', '\u{1b}', '\u{2028}']),
+                    !line.contains(['\u{1}', '\u{1b}', '\n']),
                     "raw control character: {line:?}"
                 );
                 value["path"].as_str().expect("path").to_owned()
