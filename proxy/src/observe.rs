@@ -164,7 +164,8 @@ impl Observer {
         }
         let trace_id = match &trace {
             Some(trace) => Some(trace.trace_id()),
-            None => trace::incoming_trace_id(&head.headers),
+            None if may_carry_trace_context(&head.headers) => trace::incoming_trace_id(&head.headers),
+            None => None,
         };
         Recorder(Some(Box::new(Record {
             active,
@@ -179,10 +180,8 @@ impl Observer {
             original_dst: conn.original_dst,
             method: head.method.clone(),
             authority: authority(head),
-            path: head
-                .uri
-                .path_and_query()
-                .map_or_else(|| head.uri.path().to_owned(), |p| p.as_str().to_owned()),
+            // Shared, not copied: the request's bytes are reference-counted.
+            path: head.uri.path_and_query().cloned(),
             protocol: head.version,
             route: None,
             flags: Vec::new(),
@@ -196,16 +195,51 @@ impl Observer {
     }
 }
 
-/// `:authority` or `Host`, as the client sent it.
-fn authority(head: &request::Parts) -> String {
+/// `:authority` or `Host`, as the client sent it: shared with the request, not copied.
+enum Authority {
+    Uri(http::uri::Authority),
+    Host(http::HeaderValue),
+    None,
+}
+
+fn authority(head: &request::Parts) -> Authority {
     match head.uri.authority() {
-        Some(authority) => authority.as_str().to_owned(),
-        None => head
-            .headers
-            .get(http::header::HOST)
-            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
-            .unwrap_or_default(),
+        Some(authority) => Authority::Uri(authority.clone()),
+        None => match head.headers.get(http::header::HOST) {
+            Some(host) => Authority::Host(host.clone()),
+            None => Authority::None,
+        },
     }
+}
+
+impl Authority {
+    fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Authority::Uri(authority) => authority.as_str().into(),
+            // Checked whole first: faster than the lossy walk for the valid text nearly
+            // every client sends.
+            Authority::Host(host) => match std::str::from_utf8(host.as_bytes()) {
+                Ok(text) => text.into(),
+                Err(_) => String::from_utf8_lossy(host.as_bytes()),
+            },
+            Authority::None => "".into(),
+        }
+    }
+}
+
+/// Whether a request names a header an incoming trace context is read from
+/// (`traceparent`, `b3`, `x-b3-traceid`): one pass over the names, cheaper than the
+/// lookups `trace::incoming_trace_id` makes, which nearly every request would miss.
+fn may_carry_trace_context(headers: &http::HeaderMap) -> bool {
+    headers.keys().any(|name| {
+        let name = name.as_str();
+        match name.len() {
+            2 => name == "b3",
+            11 => name == "traceparent",
+            12 => name == "x-b3-traceid",
+            _ => false,
+        }
+    })
 }
 
 /// Which requests `sample` lets through: exactly that fraction, spread evenly, with no
@@ -248,8 +282,8 @@ struct Record {
     direction: Option<&'static str>,
     original_dst: Option<SocketAddr>,
     method: http::Method,
-    authority: String,
-    path: String,
+    authority: Authority,
+    path: Option<http::uri::PathAndQuery>,
     protocol: http::Version,
     route: Option<Arc<str>>,
     flags: Vec<&'static str>,
@@ -419,35 +453,38 @@ impl Finish {
         if !complete && self.status != 101 {
             record.flags.push("incomplete");
         }
+        // The trace ends first: it needs itself mutably, the entry borrows the rest.
+        let mut trace = record.trace.take();
+        let authority = record.authority.text();
         let entry = access_log::Entry {
             time: record.time,
             client: record.client,
-            listener: record.listener.clone(),
-            method: std::mem::take(&mut record.method),
-            authority: std::mem::take(&mut record.authority),
-            path: std::mem::take(&mut record.path),
+            listener: &record.listener,
+            method: &record.method,
+            authority: &authority,
+            path: record.path.as_ref().map_or("", http::uri::PathAndQuery::as_str),
             protocol: record.protocol,
             status: self.status,
-            flags: std::mem::take(&mut record.flags),
-            answered_by: record.answered_by.take(),
+            flags: &record.flags,
+            answered_by: record.answered_by.as_deref(),
             upstream: record.upstream.as_ref().and_then(|slot| slot.get()),
             duration: record.start.elapsed(),
             upstream_duration: record.upstream_duration,
-            filters: std::mem::take(&mut record.filters),
+            filters: &record.filters,
             bytes_received: record.received.as_ref().map_or(0, |r| r.load(Ordering::Relaxed)),
             bytes_sent: self.sent,
-            route: record.route.take(),
-            trace_id: record.trace_id.map(|id| id.to_string()),
+            route: record.route.as_deref(),
+            trace_id: record.trace_id,
             direction: record.direction,
             original_dst: record.original_dst,
         };
-        if let Some(trace) = &mut record.trace {
+        if let Some(trace) = &mut trace {
             trace.finish(&entry);
         }
         if record.logged
             && let Some(log) = &record.active.log
         {
-            log.sink.send(entry);
+            log.sink.send(&entry);
         }
     }
 }

@@ -52,9 +52,13 @@ pub struct PerWorker<T> {
 impl<T> PerWorker<T> {
     /// [`count`] slots, each from `make`.
     pub fn new(make: impl FnMut() -> T) -> PerWorker<T> {
-        let mut make = make;
+        PerWorker::with_count(count(), make)
+    }
+
+    /// `n` slots (at least one), each from `make`.
+    pub fn with_count(n: usize, mut make: impl FnMut() -> T) -> PerWorker<T> {
         PerWorker {
-            slots: (0..count()).map(|_| make()).collect(),
+            slots: (0..n.max(1)).map(|_| make()).collect(),
         }
     }
 

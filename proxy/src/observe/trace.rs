@@ -550,7 +550,7 @@ impl Trace {
     }
 
     /// Ends the request's span with what the access log also records.
-    pub fn finish(&mut self, entry: &super::access_log::Entry) {
+    pub fn finish(&mut self, entry: &super::access_log::Entry<'_>) {
         if let Some(upstream) = self.upstream.take() {
             drop(upstream.span);
         }
@@ -559,7 +559,7 @@ impl Trace {
             let mut attributes = Vec::with_capacity(6);
             attributes.push(KeyValue::new("http.response.status_code", i64::from(entry.status)));
             if let Some((name, template)) = &self.route {
-                span.update_name(format!("{} {template}", span_method(&entry.method)));
+                span.update_name(format!("{} {template}", span_method(entry.method)));
                 attributes.push(KeyValue::new("http.route", template.to_string()));
                 attributes.push(KeyValue::new("weft.route", name.to_string()));
             }
