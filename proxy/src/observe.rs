@@ -186,7 +186,7 @@ impl Observer {
             route: None,
             flags: Vec::new(),
             answered_by: None,
-            upstream: None,
+            upstream: UpstreamSlot::default(),
             upstream_started: None,
             upstream_duration: None,
             filters: Vec::new(),
@@ -288,7 +288,7 @@ struct Record {
     route: Option<Arc<str>>,
     flags: Vec<&'static str>,
     answered_by: Option<Arc<str>>,
-    upstream: Option<Arc<UpstreamSlot>>,
+    upstream: UpstreamSlot,
     upstream_started: Option<Instant>,
     upstream_duration: Option<std::time::Duration>,
     filters: Vec<(Arc<str>, &'static str, std::time::Duration)>,
@@ -354,24 +354,26 @@ impl Recorder {
     }
 
     /// The request is about to go upstream to a cluster reached with `scheme`: its trace
-    /// context goes with it, and the cluster is asked to note the endpoint.
+    /// context goes with it.
     pub fn upstream_start(&mut self, head: &mut request::Parts, scheme: &'static str) {
         let Some(record) = &mut self.0 else { return };
         if let Some(trace) = &mut record.trace {
             trace.upstream_request(head, scheme);
         }
-        let slot = Arc::new(UpstreamSlot::default());
-        head.extensions.insert(slot.clone());
-        record.upstream = Some(slot);
         record.upstream_started = Some(Instant::now());
+    }
+
+    /// Where the cluster notes the endpoints it sends to, when this request is recorded.
+    pub fn upstream_slot(&self) -> Option<&UpstreamSlot> {
+        self.0.as_ref().map(|record| &record.upstream)
     }
 
     /// The upstream answered (its response head) or failed.
     pub fn upstream_end<B>(&mut self, result: &Result<Response<B>, UpstreamError>) {
         let Some(record) = &mut self.0 else { return };
         record.upstream_duration = record.upstream_started.map(|s| s.elapsed());
-        let endpoint = record.upstream.as_ref().and_then(|slot| slot.get());
-        let tries = record.upstream.as_ref().map_or(0, |slot| slot.tries());
+        let endpoint = record.upstream.get();
+        let tries = record.upstream.tries();
         if let Some(trace) = &mut record.trace {
             let answer = match result {
                 Ok(resp) => Ok((resp.status().as_u16(), resp.version())),
@@ -467,7 +469,7 @@ impl Finish {
             status: self.status,
             flags: &record.flags,
             answered_by: record.answered_by.as_deref(),
-            upstream: record.upstream.as_ref().and_then(|slot| slot.get()),
+            upstream: record.upstream.get(),
             duration: record.start.elapsed(),
             upstream_duration: record.upstream_duration,
             filters: &record.filters,

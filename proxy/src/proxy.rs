@@ -404,9 +404,9 @@ async fn send(
     let result = if cluster.is_original_destination() {
         // Boxed: the sidecar's path only; the request future of every other path stays
         // as large as its own send.
-        Box::pin(cluster.send_to(conn.original_dst, req, wait)).await
+        Box::pin(cluster.send_to(conn.original_dst, req, wait, rec.upstream_slot())).await
     } else {
-        cluster.send(req, wait, Some(conn.peer.ip())).await
+        cluster.send(req, wait, Some(conn.peer.ip()), rec.upstream_slot()).await
     };
     rec.upstream_end(&result);
     let mut resp = match result {

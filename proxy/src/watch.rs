@@ -2,8 +2,9 @@
 //! plugin files, watched on disk, and SIGHUP.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
@@ -17,16 +18,23 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// Watches the files the running config depends on and reloads when one changes.
 pub fn spawn(state: Arc<State>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+    let mut files = watched_files(&state);
+    // The watched directories hold other files too (an access log written beside the
+    // config, say): their events stop here, by name, without waking the task below.
+    let names = Arc::new(RwLock::new(file_names(&state, &files)));
+    let wanted = names.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
             && (event.kind.is_create() || event.kind.is_modify() || event.kind.is_remove())
         {
-            let _ = tx.send(event.paths);
+            let wanted = wanted.read().unwrap_or_else(PoisonError::into_inner);
+            if event.paths.iter().any(|p| p.file_name().is_some_and(|n| wanted.contains(n))) {
+                let _ = tx.send(event.paths);
+            }
         }
     })?;
     // Armed before this returns, so before Weft says it is ready: a change made right after
     // readiness (a deploy script, a test) is never missed while the task is still queued.
-    let mut files = watched_files(&state);
     let mut dirs = HashSet::new();
     watch_dirs(&mut watcher, &files, &mut dirs);
     tokio::spawn(async move {
@@ -43,6 +51,7 @@ pub fn spawn(state: Arc<State>, mut shutdown: watch::Receiver<bool>) -> anyhow::
             // The result is logged and counted by `reload`; a rejected change keeps the old config.
             let _ = state.reload("watch").await;
             files = watched_files(&state);
+            *names.write().unwrap_or_else(PoisonError::into_inner) = file_names(&state, &files);
             watch_dirs(&mut watcher, &files, &mut dirs);
         }
     });
@@ -71,6 +80,22 @@ fn watched_files(state: &State) -> HashSet<PathBuf> {
         files.insert(absolute(path));
     }
     files
+}
+
+/// The names an event may carry for a watched file: each file's own and, where it is a
+/// link, the name it was configured by.
+fn file_names(state: &State, files: &HashSet<PathBuf>) -> HashSet<OsString> {
+    let current = state.current();
+    let configured = current.files.iter().map(PathBuf::as_path).chain(match &state.source {
+        ConfigSource::File(path) => Some(path.as_path()),
+        _ => None,
+    });
+    files
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(configured)
+        .filter_map(|p| p.file_name().map(OsString::from))
+        .collect()
 }
 
 /// Directories rather than files: a file replaced by rename keeps being watched.

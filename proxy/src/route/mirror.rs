@@ -137,7 +137,7 @@ impl Shadow {
             }
             Ok(bytes) => {
                 let request = Request::from_parts(head, Body::full(bytes));
-                match self.cluster.send(request, timeout, None).await {
+                match self.cluster.send(request, timeout, None, None).await {
                     Ok(resp) => {
                         self.sent.inc();
                         // Read to the end so the connection can go back to the pool, each

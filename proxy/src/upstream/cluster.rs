@@ -26,6 +26,7 @@ use super::metrics::{ClusterCounters, EndpointCounters, UpstreamMetrics};
 use super::pool::{ConnLimits, Connector, EndpointPool, PoolError, Replays};
 use super::resolve::{self, Targets};
 use super::retry::{self, RetryPolicy};
+use super::slot::UpstreamSlot;
 use super::wait::{self, SetBy, Wait};
 use crate::body::Body;
 use crate::body::PooledBody;
@@ -325,12 +326,13 @@ impl Cluster {
     /// Sends `req` once to `dst`, the original destination of the client's connection
     /// (`None` when the connection was not intercepted: refused), on that destination's
     /// pool. The connection's listener has already refused destinations that are the
-    /// proxy itself.
+    /// proxy itself. `noted`, when the request is recorded, learns the endpoint.
     pub async fn send_to(
         &self,
         dst: Option<SocketAddr>,
         req: Request<Body>,
         wait: impl Into<Wait>,
+        noted: Option<&UpstreamSlot>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let (Some(destinations), Some(dst)) = (&self.destinations, dst) else {
             return Err(UpstreamError::BadRequest(format!(
@@ -341,7 +343,7 @@ impl Cluster {
         let endpoint = destinations
             .get(dst, || self.endpoint_counted(dst, destinations.counters.clone()))
             .ok_or_else(|| self.overloaded("max_destinations"))?;
-        self.attempt(Picked::Snapshot(endpoint), req, wait.into(), Replays::new(1, None))
+        self.attempt(Picked::Snapshot(endpoint), req, wait.into(), Replays::new(1, None), noted)
             .await
     }
 
@@ -383,17 +385,19 @@ impl Cluster {
 
     /// Sends `req` to an endpoint and waits at most `wait` for the response head (all
     /// tries together; a bare `Duration` is a route's timeout). `client` is the downstream
-    /// address, for `hash_on.client_address`.
+    /// address, for `hash_on.client_address`. `noted`, when the request is recorded,
+    /// learns the endpoint of each try (the access log names the last one).
     ///
     /// Not an `async fn`: without a guard the endpoint is picked here and the one try's
     /// future is returned as it is, so a request's future carries no wrapper around it
     /// (a wrapper is a larger future, copied as the request's future moves).
-    pub fn send(
-        &self,
+    pub fn send<'a>(
+        &'a self,
         req: Request<Body>,
         wait: impl Into<Wait>,
         client: Option<IpAddr>,
-    ) -> impl Future<Output = Result<Response<PooledBody>, UpstreamError>> + Send + '_ {
+        noted: Option<&'a UpstreamSlot>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, UpstreamError>> + Send + 'a {
         let wait = wait.into();
         let key = self.key(&req, client);
         if self.destinations.is_some() {
@@ -411,10 +415,10 @@ impl Cluster {
                     HostsCell::Dynamic(cell) => Picked::Snapshot(self.pick(&cell.load(), key, None).clone()),
                 };
                 // The pool may send it again once, uncounted: this cluster counts no tries.
-                Either::Left(self.attempt(endpoint, req, wait, Replays::new(1, None)))
+                Either::Left(self.attempt(endpoint, req, wait, Replays::new(1, None), noted))
             }
             // Boxed: retries and their state are the uncommon case.
-            Some(guard) => Either::Right(Either::Right(Box::pin(self.send_guarded(guard, req, wait, key)))),
+            Some(guard) => Either::Right(Either::Right(Box::pin(self.send_guarded(guard, req, wait, key, noted)))),
         }
     }
 
@@ -489,6 +493,7 @@ impl Cluster {
         mut req: Request<Body>,
         wait: Wait,
         mut replays: R,
+        noted: Option<&UpstreamSlot>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         if self.connector.http2 {
             // HTTP/2 carries the target as :scheme and :authority. The authority is the
@@ -527,9 +532,8 @@ impl Cluster {
             *req.uri_mut() = Uri::from(path);
         }
 
-        // The access log names the endpoint of the last try.
-        if let Some(slot) = req.extensions().get::<Arc<super::UpstreamSlot>>() {
-            slot.set(endpoint.addr);
+        if let Some(noted) = noted {
+            noted.set(endpoint.addr);
         }
         endpoint.counters.requests.inc();
         let _in_flight = (self.lb == LbPolicy::LeastRequest).then(|| endpoint.in_flight.enter());
@@ -610,6 +614,7 @@ impl Cluster {
         req: Request<Body>,
         wait: Wait,
         key: u64,
+        noted: Option<&UpstreamSlot>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let _active =
             Entered::new(&guard.active_requests, guard.max_requests).ok_or_else(|| self.overloaded("max_requests"))?;
@@ -617,7 +622,7 @@ impl Cluster {
         let Some(policy) = &guard.retry else {
             let endpoint = self.pick(&hosts, key, None);
             let result = self
-                .attempt(Picked::Fixed(endpoint), req, wait, Replays::new(1, None))
+                .attempt(Picked::Fixed(endpoint), req, wait, Replays::new(1, None), noted)
                 .await;
             self.observe(guard, endpoint, &result);
             return result;
@@ -654,7 +659,7 @@ impl Cluster {
             } else {
                 wait.with_limit(try_timeout)
             };
-            let result = self.attempt(Picked::Fixed(endpoint), req, try_wait, &mut replays).await;
+            let result = self.attempt(Picked::Fixed(endpoint), req, try_wait, &mut replays, noted).await;
             attempt += replays.used;
             self.observe(guard, endpoint, &result);
 

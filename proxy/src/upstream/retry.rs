@@ -165,9 +165,6 @@ pub fn request(head: &http::request::Parts, body: Body, attempt: u32) -> Request
     *req.uri_mut() = head.uri.clone();
     *req.version_mut() = head.version;
     *req.headers_mut() = head.headers.clone();
-    if let Some(slot) = head.extensions.get::<std::sync::Arc<super::UpstreamSlot>>() {
-        req.extensions_mut().insert(slot.clone());
-    }
     if let Some(upload) = head.extensions.get::<std::sync::Arc<crate::body::Upload>>() {
         req.extensions_mut().insert(upload.clone());
     }

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Where the cluster notes the endpoint it picked for each try (a request extension,
-/// present only when the request is being recorded).
+/// Where the cluster notes the endpoint it picked for each try: part of a recorded
+/// request's record, lent to `Cluster::send` for the exchange (no allocation, nothing
+/// carried in the request's extensions).
 #[derive(Default)]
 pub struct UpstreamSlot {
     last: Mutex<Option<SocketAddr>>,

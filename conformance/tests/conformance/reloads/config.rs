@@ -118,3 +118,34 @@ async fn a_changed_config_file_is_picked_up_by_the_watcher() {
     }
     assert_eq!(get(&weft.url("/new")).await.status, 200);
 }
+
+#[tokio::test]
+async fn files_written_beside_the_config_do_not_reload_it_and_a_renamed_config_does() {
+    let up = Upstream::echo("a").await;
+    let text = config(&up, "/old");
+    let weft = Weft::start(&text).await;
+    let reloads = r#"weft_reloads_total{what="watch",outcome="ok"}"#;
+    // A log, an editor's swap file, a file named like the config in a subdirectory: the
+    // watched directory's other files.
+    let beside = weft.dir.path();
+    std::fs::create_dir_all(beside.join("sub")).expect("mkdir");
+    for n in 0..50 {
+        std::fs::write(beside.join("access.log"), format!("line {n}\n")).expect("write");
+        std::fs::write(beside.join(".weft.toml.swp"), "x").expect("write");
+        std::fs::write(beside.join("sub").join("weft.toml"), "not a config").expect("write");
+    }
+    // Longer than the watcher's settling time: a reload would have been counted.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(weft.metric(reloads).await, 0.0, "{}", weft.log());
+    // A deploy tool writes aside and renames over the config: the rename is an event on
+    // the config's name, so it reloads.
+    let aside = beside.join("next.toml.tmp");
+    std::fs::write(&aside, fill(&text.replace("/old", "/new"))).expect("write aside");
+    std::fs::rename(&aside, &weft.config_path).expect("rename");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&weft.url("/new")).await.status != 200 {
+        assert!(Instant::now() < deadline, "the watcher did not reload:\n{}", weft.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(weft.metric(reloads).await, 1.0, "{}", weft.log());
+}

@@ -215,7 +215,7 @@ async fn exchange(
     let request = request(cluster, method, path, headers, body, limit)?;
 
     let deadline = tokio::time::Instant::now() + timeout;
-    let response = target.send(request, timeout, None).await.map_err(|e| match e {
+    let response = target.send(request, timeout, None, None).await.map_err(|e| match e {
         UpstreamError::Timeout { .. } => CalloutError::Timeout,
         UpstreamError::Connect { .. } => CalloutError::ConnectFailed(e.to_string()),
         UpstreamError::BadRequest(why) => CalloutError::InvalidRequest(why),

@@ -366,41 +366,97 @@ fn resolve_labelled<'a, M>(
     }
 }
 
+/// One kind of guest metric: how its series is made, and this instance's caches of it.
+trait GuestMetric: Sized {
+    const KIND: Kind;
+    fn create(metrics: &FilterMetrics, labels: &GuestLabels) -> Self;
+    fn caches(cache: &mut MetricCache) -> (&mut HashMap<String, Self, Fast>, &mut HashMap<SeriesKey, Self, Fast>);
+}
+
+impl GuestMetric for Counter {
+    const KIND: Kind = Kind::Counter;
+    fn create(metrics: &FilterMetrics, labels: &GuestLabels) -> Self {
+        metrics.guest_counters.get_or_create(labels).clone()
+    }
+    fn caches(cache: &mut MetricCache) -> (&mut HashMap<String, Self, Fast>, &mut HashMap<SeriesKey, Self, Fast>) {
+        (&mut cache.counters, &mut cache.labelled_counters)
+    }
+}
+
+impl GuestMetric for Gauge {
+    const KIND: Kind = Kind::Gauge;
+    fn create(metrics: &FilterMetrics, labels: &GuestLabels) -> Self {
+        metrics.guest_gauges.get_or_create(labels).clone()
+    }
+    fn caches(cache: &mut MetricCache) -> (&mut HashMap<String, Self, Fast>, &mut HashMap<SeriesKey, Self, Fast>) {
+        (&mut cache.gauges, &mut cache.labelled_gauges)
+    }
+}
+
+impl GuestMetric for Histogram {
+    const KIND: Kind = Kind::Histogram;
+    fn create(metrics: &FilterMetrics, labels: &GuestLabels) -> Self {
+        metrics.guest_histograms.get_or_create(labels).clone()
+    }
+    fn caches(cache: &mut MetricCache) -> (&mut HashMap<String, Self, Fast>, &mut HashMap<SeriesKey, Self, Fast>) {
+        (&mut cache.histograms, &mut cache.labelled_histograms)
+    }
+}
+
+impl HostState {
+    /// The guest's metric `name`, unlabelled; `None` when refused.
+    fn guest_metric<M: GuestMetric>(&mut self, name: String) -> Option<&M> {
+        let shared = &self.shared;
+        let make = |labels: &GuestLabels| M::create(&shared.metrics, labels);
+        let (cache, _) = M::caches(&mut self.metric_cache);
+        resolve(cache, name, M::KIND, &shared.metric_names, &shared.name, make)
+    }
+
+    /// The guest's series `name` with `labels`; `None` when refused.
+    fn guest_series<M: GuestMetric>(&mut self, name: String, labels: Vec<(String, String)>) -> Option<&M> {
+        let shared = &self.shared;
+        let make = |labels: &GuestLabels| M::create(&shared.metrics, labels);
+        let (_, cache) = M::caches(&mut self.metric_cache);
+        resolve_labelled(cache, (name, labels), M::KIND, &shared.metric_names, &shared.name, make)
+    }
+}
+
 impl Host for HostState {
+    fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
+        if let Some(c) = self.guest_metric::<Counter>(name) {
+            c.inc_by(delta);
+        }
+        Ok(())
+    }
+
+    fn gauge_set(&mut self, name: String, value: i64) -> wasmtime::Result<()> {
+        if let Some(g) = self.guest_metric::<Gauge>(name) {
+            g.set(value);
+        }
+        Ok(())
+    }
+
+    fn histogram_observe(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
+        if let Some(h) = self.guest_metric::<Histogram>(name) {
+            h.observe(value);
+        }
+        Ok(())
+    }
+
     fn counter_add_labelled(
         &mut self,
         name: String,
         labels: Vec<(String, String)>,
         delta: u64,
     ) -> wasmtime::Result<()> {
-        let family = &self.shared.metrics.guest_counters;
-        let make = |l: &GuestLabels| family.get_or_create(l).clone();
-        let cache = &mut self.metric_cache.labelled_counters;
-        if let Some(c) = resolve_labelled(
-            cache,
-            (name, labels),
-            Kind::Counter,
-            &self.shared.metric_names,
-            &self.shared.name,
-            make,
-        ) {
+        if let Some(c) = self.guest_series::<Counter>(name, labels) {
             c.inc_by(delta);
         }
         Ok(())
     }
 
     fn gauge_set_labelled(&mut self, name: String, labels: Vec<(String, String)>, value: i64) -> wasmtime::Result<()> {
-        let family = &self.shared.metrics.guest_gauges;
-        let make = |l: &GuestLabels| family.get_or_create(l).clone();
-        let cache = &mut self.metric_cache.labelled_gauges;
-        if let Some(g) = resolve_labelled(
-            cache,
-            (name, labels),
-            Kind::Gauge,
-            &self.shared.metric_names,
-            &self.shared.name,
-            make,
-        ) {
+        if let Some(g) = self.guest_series::<Gauge>(name, labels) {
             g.set(value);
         }
         Ok(())
@@ -412,65 +468,7 @@ impl Host for HostState {
         labels: Vec<(String, String)>,
         value: f64,
     ) -> wasmtime::Result<()> {
-        let family = &self.shared.metrics.guest_histograms;
-        let make = |l: &GuestLabels| family.get_or_create(l).clone();
-        let cache = &mut self.metric_cache.labelled_histograms;
-        if let Some(h) = resolve_labelled(
-            cache,
-            (name, labels),
-            Kind::Histogram,
-            &self.shared.metric_names,
-            &self.shared.name,
-            make,
-        ) {
-            h.observe(value);
-        }
-        Ok(())
-    }
-
-    fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
-        let family = &self.shared.metrics.guest_counters;
-        let make = |l: &GuestLabels| family.get_or_create(l).clone();
-        if let Some(c) = resolve(
-            &mut self.metric_cache.counters,
-            name,
-            Kind::Counter,
-            &self.shared.metric_names,
-            &self.shared.name,
-            make,
-        ) {
-            c.inc_by(delta);
-        }
-        Ok(())
-    }
-
-    fn gauge_set(&mut self, name: String, value: i64) -> wasmtime::Result<()> {
-        let family = &self.shared.metrics.guest_gauges;
-        let make = |l: &GuestLabels| family.get_or_create(l).clone();
-        if let Some(g) = resolve(
-            &mut self.metric_cache.gauges,
-            name,
-            Kind::Gauge,
-            &self.shared.metric_names,
-            &self.shared.name,
-            make,
-        ) {
-            g.set(value);
-        }
-        Ok(())
-    }
-
-    fn histogram_observe(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
-        let family = &self.shared.metrics.guest_histograms;
-        let make = |l: &GuestLabels| family.get_or_create(l).clone();
-        if let Some(h) = resolve(
-            &mut self.metric_cache.histograms,
-            name,
-            Kind::Histogram,
-            &self.shared.metric_names,
-            &self.shared.name,
-            make,
-        ) {
+        if let Some(h) = self.guest_series::<Histogram>(name, labels) {
             h.observe(value);
         }
         Ok(())
