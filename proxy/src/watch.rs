@@ -28,7 +28,11 @@ pub fn spawn(state: Arc<State>, mut shutdown: watch::Receiver<bool>) -> anyhow::
             && (event.kind.is_create() || event.kind.is_modify() || event.kind.is_remove())
         {
             let wanted = wanted.read().unwrap_or_else(PoisonError::into_inner);
-            if event.paths.iter().any(|p| p.file_name().is_some_and(|n| wanted.contains(n))) {
+            if event
+                .paths
+                .iter()
+                .any(|p| p.file_name().is_some_and(|n| wanted.contains(n)))
+            {
                 let _ = tx.send(event.paths);
             }
         }

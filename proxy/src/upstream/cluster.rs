@@ -343,8 +343,14 @@ impl Cluster {
         let endpoint = destinations
             .get(dst, || self.endpoint_counted(dst, destinations.counters.clone()))
             .ok_or_else(|| self.overloaded("max_destinations"))?;
-        self.attempt(Picked::Snapshot(endpoint), req, wait.into(), Replays::new(1, None), noted)
-            .await
+        self.attempt(
+            Picked::Snapshot(endpoint),
+            req,
+            wait.into(),
+            Replays::new(1, None),
+            noted,
+        )
+        .await
     }
 
     /// Where a connection passed through whole goes (a TLS route's, by SNI): the address
@@ -659,7 +665,9 @@ impl Cluster {
             } else {
                 wait.with_limit(try_timeout)
             };
-            let result = self.attempt(Picked::Fixed(endpoint), req, try_wait, &mut replays, noted).await;
+            let result = self
+                .attempt(Picked::Fixed(endpoint), req, try_wait, &mut replays, noted)
+                .await;
             attempt += replays.used;
             self.observe(guard, endpoint, &result);
 
