@@ -1,5 +1,5 @@
 // Weft filters in JavaScript: a thin layer over the bindings componentize-js generates
-// from `wit/filter.wit` (`weft:filter@0.2.2`).
+// from `wit/filter.wit` (`weft:filter@0.2.3`).
 //
 // A filter is a subclass of `Filter` with a config schema, exported as `hooks`:
 //
@@ -20,13 +20,13 @@
 // refuses it with your message. Any other exception during a phase fails that request like
 // a Rust panic (500, or skipped with `on_error = "open"`), and the instance is discarded.
 
-import * as wlog from "weft:filter/log@0.2.2";
-import * as wmetrics from "weft:filter/metrics@0.2.2";
-import * as wmetadata from "weft:filter/metadata@0.2.2";
-import * as wcontext from "weft:filter/context@0.2.2";
-import * as wkv from "weft:filter/kv@0.2.2";
-import * as wcallout from "weft:filter/callout@0.2.2";
-import { Fields } from "weft:filter/types@0.2.2";
+import * as wlog from "weft:filter/log@0.2.3";
+import * as wmetrics from "weft:filter/metrics@0.2.3";
+import * as wmetadata from "weft:filter/metadata@0.2.3";
+import * as wcontext from "weft:filter/context@0.2.3";
+import * as wkv from "weft:filter/kv@0.2.3";
+import * as wcallout from "weft:filter/callout@0.2.3";
+import { Fields } from "weft:filter/types@0.2.3";
 
 // ------------------------------------------------------------------------- decisions
 

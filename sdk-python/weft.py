@@ -1,5 +1,5 @@
 """Weft filters in Python: a thin layer over the bindings componentize-py generates from
-`wit/filter.wit` (`weft:filter@0.2.2`).
+`wit/filter.wit` (`weft:filter@0.2.3`).
 
 A filter is a subclass of `Filter` with a `Config` dataclass, exported with `export`:
 

@@ -441,3 +441,56 @@ async fn a_guest_cannot_forge_a_line_of_the_proxys_log() {
     assert!(!log.contains("\u{1b}[2K") && !log.contains("\u{1b}]0;"), "{log:?}");
     assert!(log.contains("\\u{1b}[2K"), "{log}");
 }
+
+/// Metric handles (0.2.3) from a guest calling them raw: a handle updates its own series
+/// only; used as another kind's, made up, or asked for a refused name it changes nothing;
+/// and one instance gets at most 4096 of them, however many series it names.
+#[tokio::test]
+async fn metric_handles_update_their_own_series_and_are_bounded_per_instance() {
+    let up = Upstream::echo("web").await;
+    let weft = Weft::start(&config("\"caps\"", "", "", &up)).await;
+    let reply = weft.get_with("/", &[("x-cap-metric-handles", "by_handle")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let echoed = reply.json();
+    let header = |name: &str| echoed["headers"][name][0].as_str().map(str::to_owned);
+    assert!(header("x-handle").is_some_and(|h| h.parse::<u32>().is_ok()), "{echoed}");
+    assert_eq!(header("x-handle-refused").as_deref(), Some("none"), "{echoed}");
+
+    let reply = weft.get_with("/", &[("x-cap-metric-handle-flood", "5000")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let given: u32 = reply.json()["headers"]["x-handles-given"][0]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .expect("x-handles-given");
+    // The first request's instance may serve this one too: its one handle counts.
+    assert!((4095..=4096).contains(&given), "{given} handles given");
+
+    let samples = scrape(&weft).await;
+    let filter = ("filter", "caps");
+    assert_eq!(
+        value(&samples, "weft_filter_events_total", &[filter, ("name", "by_handle")]),
+        Some(2.0),
+        "+2 through the handle; the made-up handle's +5 went nowhere"
+    );
+    assert_eq!(
+        value(&samples, "weft_filter_value", &[filter, ("name", "by_handle")]),
+        None,
+        "a counter's handle used as a gauge's set nothing"
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "weft_filter_metric_rejected_total",
+            &[filter, ("reason", "invalid")]
+        ),
+        Some(1.0),
+        "the refused name was counted once, when its handle was asked for"
+    );
+    // Every handle given added 1: the labelled series plus the overflow one hold it all.
+    let flooded: f64 = samples
+        .iter()
+        .filter(|s| s["name"] == "weft_filter_events_total" && s["labels"]["name"] == "flood")
+        .filter_map(|s| s["value"].as_f64())
+        .sum();
+    assert_eq!(flooded, f64::from(given));
+}

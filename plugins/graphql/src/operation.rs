@@ -8,13 +8,25 @@
 //! take (owned pairs), and shared (`Rc`) with the forward cache: a repeat of a forwarded
 //! operation records its two labelled metrics without building a label, where the SDK's
 //! `&[(&str, &str)]` calls copy every label into owned strings on each call (issue 22).
+//! Its two series per request go through metric handles (`weft:filter` 0.2.3) once the
+//! operation repeats: a repeat carries no label across the boundary at all, and an
+//! operation seen once (not cached: its labels are made for that request) takes no handle.
+
+use std::cell::{Cell, OnceCell};
 
 use weft_sdk::bindings::weft::filter::metrics as host;
+use weft_sdk::metrics::Series;
 
 pub struct OperationLabels {
     kind: &'static str,
     /// `[("operation", name), ("type", kind)]`; the name is `""` for an anonymous one.
     labels: Vec<(String, String)>,
+    /// This instance's handles to the two series every request of the operation updates
+    /// (the labels live in the instance's forward cache, as the handles must).
+    requests: OnceCell<Series>,
+    seconds: OnceCell<Series>,
+    /// Requests counted with these labels: handles are made from the second on.
+    counted: Cell<u32>,
 }
 
 impl OperationLabels {
@@ -22,6 +34,9 @@ impl OperationLabels {
         OperationLabels {
             kind,
             labels: vec![("operation".to_owned(), name), ("type".to_owned(), kind.to_owned())],
+            requests: OnceCell::new(),
+            seconds: OnceCell::new(),
+            counted: Cell::new(0),
         }
     }
 
@@ -37,12 +52,36 @@ impl OperationLabels {
 
     /// `operation_requests{operation, type}`.
     pub fn count(&self) {
-        host::counter_add_labelled("operation_requests", &self.labels, 1);
+        self.counted.set(self.counted.get().saturating_add(1));
+        match self.repeated() {
+            true => self
+                .requests
+                .get_or_init(|| Series::counter("operation_requests", &self.pairs()))
+                .add(1),
+            false => host::counter_add_labelled("operation_requests", &self.labels, 1),
+        }
     }
 
     /// `operation_seconds{operation, type}`.
     pub fn observe(&self, seconds: f64) {
-        host::histogram_observe_labelled("operation_seconds", &self.labels, seconds);
+        match self.repeated() {
+            true => self
+                .seconds
+                .get_or_init(|| Series::histogram("operation_seconds", &self.pairs()))
+                .observe(seconds),
+            false => host::histogram_observe_labelled("operation_seconds", &self.labels, seconds),
+        }
+    }
+
+    fn repeated(&self) -> bool {
+        self.counted.get() > 1
+    }
+
+    fn pairs(&self) -> [(&str, &str); 2] {
+        [
+            (&self.labels[0].0, &self.labels[0].1),
+            (&self.labels[1].0, &self.labels[1].1),
+        ]
     }
 
     /// `operation_errors{operation, type, code}`.

@@ -9,6 +9,12 @@
 //! - `x-cap-metric: <name>`         counter +1, gauge = 7, histogram observe 0.5
 //! - `x-cap-metric-labelled: <name>;<key>=<value>;...` the same three calls for that
 //!   labelled series (`metrics::*_labelled`)
+//! - `x-cap-metric-handles: <name>` the raw handle calls (0.2.3): counter `<name>` +2
+//!   through its handle, then that handle used as a gauge's, a handle never given
+//!   (4 000 000) and the handle of a refused name (`bad name`); sets `x-handle` (the
+//!   handle, or `none`) and `x-handle-refused` (`none`, or the handle given)
+//! - `x-cap-metric-handle-flood: <n>` asks for handles to n new labelled series of counter
+//!   `flood` and adds 1 through each; sets `x-handles-given: <handles given>`
 //! - `x-cap-metadata: 1`            sets `x-meta-{client,listener,route,scheme,peer}`
 //! - `x-cap-kv-set: <key>=<value>`  `x-cap-kv-ttl-ms` optional; sets `x-kv-set: ok|<err>`
 //! - `x-cap-kv-get: <key>`          sets `x-kv-value` (or `x-kv-missing: 1`)
@@ -243,6 +249,34 @@ impl Filter for Capabilities {
             metrics::counter_add_labelled(name, &labels, 1);
             metrics::gauge_set_labelled(name, &labels, 7);
             metrics::histogram_observe_labelled(name, &labels, 0.5);
+        }
+        if let Some(name) = req.header("x-cap-metric-handles") {
+            use weft_sdk::bindings::weft::filter::metrics as raw;
+            let handle = raw::series(raw::MetricKind::Counter, &name, &[]);
+            if let Some(h) = handle {
+                raw::counter_add_by_handle(h, 2);
+                raw::gauge_set_by_handle(h, 7);
+            }
+            raw::counter_add_by_handle(4_000_000, 5);
+            let refused = raw::series(raw::MetricKind::Counter, "bad name", &[]);
+            let shown = |h: Option<u32>| h.map_or("none".to_owned(), |h| h.to_string());
+            let _ = req.set_header("x-handle", &shown(handle));
+            let _ = req.set_header("x-handle-refused", &shown(refused));
+        }
+        if let Some(n) = req
+            .header("x-cap-metric-handle-flood")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            use weft_sdk::bindings::weft::filter::metrics as raw;
+            let mut given = 0;
+            for i in 0..n {
+                let labels = [("n".to_owned(), i.to_string())];
+                if let Some(h) = raw::series(raw::MetricKind::Counter, "flood", &labels) {
+                    raw::counter_add_by_handle(h, 1);
+                    given += 1;
+                }
+            }
+            let _ = req.set_header("x-handles-given", &given.to_string());
         }
         if req.header("x-cap-metadata").is_some() {
             let _ = req.set_header("x-meta-client", &metadata::client_address());

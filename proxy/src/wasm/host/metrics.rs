@@ -25,7 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::filter::metrics::{FilterMetrics, GuestLabels, RejectLabels};
-use crate::wasm::bindings::metrics::Host;
+use crate::wasm::bindings::metrics::{Host, MetricKind};
 use crate::wasm::output::Bucket;
 use crate::wasm::state::HostState;
 
@@ -41,6 +41,10 @@ pub(crate) const MAX_SERIES: usize = 1024;
 /// Labels one labelled call may carry, and the longest label value, in bytes.
 pub(crate) const MAX_LABELS: usize = 4;
 pub(crate) const MAX_LABEL_VALUE_LEN: usize = 128;
+
+/// Handles one instance may hold (`metrics.series`): each is a few bytes and a
+/// reference to a series that exists anyway, and past this the guest updates by name.
+pub(crate) const MAX_HANDLES: usize = 4096;
 
 /// The one label of a folded series (beside `filter` and `name`), with its value.
 pub(crate) const OVERFLOW: (&str, &str) = ("overflow", "true");
@@ -282,6 +286,15 @@ pub(crate) struct MetricCache {
     labelled_counters: HashMap<SeriesKey, Counter, Fast>,
     labelled_gauges: HashMap<SeriesKey, Gauge, Fast>,
     labelled_histograms: HashMap<SeriesKey, Histogram, Fast>,
+    /// The series behind this instance's handles, by handle.
+    handles: Vec<Handle>,
+}
+
+/// The series a handle stands for.
+enum Handle {
+    Counter(Counter),
+    Gauge(Gauge),
+    Histogram(Histogram),
 }
 
 /// A labelled series as the guest named it (the cache's key, also for folded ones).
@@ -367,14 +380,18 @@ fn resolve_labelled<'a, M>(
 }
 
 /// One kind of guest metric: how its series is made, and this instance's caches of it.
-trait GuestMetric: Sized {
+trait GuestMetric: Sized + Clone {
     const KIND: Kind;
     fn create(metrics: &FilterMetrics, labels: &GuestLabels) -> Self;
+    fn handle(self) -> Handle;
     fn caches(cache: &mut MetricCache) -> (&mut HashMap<String, Self, Fast>, &mut HashMap<SeriesKey, Self, Fast>);
 }
 
 impl GuestMetric for Counter {
     const KIND: Kind = Kind::Counter;
+    fn handle(self) -> Handle {
+        Handle::Counter(self)
+    }
     fn create(metrics: &FilterMetrics, labels: &GuestLabels) -> Self {
         metrics.guest_counters.get_or_create(labels).clone()
     }
@@ -385,6 +402,9 @@ impl GuestMetric for Counter {
 
 impl GuestMetric for Gauge {
     const KIND: Kind = Kind::Gauge;
+    fn handle(self) -> Handle {
+        Handle::Gauge(self)
+    }
     fn create(metrics: &FilterMetrics, labels: &GuestLabels) -> Self {
         metrics.guest_gauges.get_or_create(labels).clone()
     }
@@ -395,6 +415,9 @@ impl GuestMetric for Gauge {
 
 impl GuestMetric for Histogram {
     const KIND: Kind = Kind::Histogram;
+    fn handle(self) -> Handle {
+        Handle::Histogram(self)
+    }
     fn create(metrics: &FilterMetrics, labels: &GuestLabels) -> Self {
         metrics.guest_histograms.get_or_create(labels).clone()
     }
@@ -419,9 +442,64 @@ impl HostState {
         let (_, cache) = M::caches(&mut self.metric_cache);
         resolve_labelled(cache, (name, labels), M::KIND, &shared.metric_names, &shared.name, make)
     }
+
+    /// A handle to the series `name` with `labels` (none: the unlabelled one), admitted
+    /// as an update by name would be; `None` when refused or the handles are all taken.
+    fn guest_handle<M: GuestMetric>(&mut self, name: String, labels: Vec<(String, String)>) -> Option<u32> {
+        if self.metric_cache.handles.len() >= MAX_HANDLES {
+            return None;
+        }
+        let series = if labels.is_empty() {
+            self.guest_metric::<M>(name)
+        } else {
+            self.guest_series::<M>(name, labels)
+        }?
+        .clone();
+        let handles = &mut self.metric_cache.handles;
+        handles.push(series.handle());
+        u32::try_from(handles.len() - 1).ok()
+    }
+
+    fn by_handle(&self, handle: u32) -> Option<&Handle> {
+        self.metric_cache.handles.get(handle as usize)
+    }
 }
 
 impl Host for HostState {
+    fn series(
+        &mut self,
+        kind: MetricKind,
+        name: String,
+        labels: Vec<(String, String)>,
+    ) -> wasmtime::Result<Option<u32>> {
+        Ok(match kind {
+            MetricKind::Counter => self.guest_handle::<Counter>(name, labels),
+            MetricKind::Gauge => self.guest_handle::<Gauge>(name, labels),
+            MetricKind::Histogram => self.guest_handle::<Histogram>(name, labels),
+        })
+    }
+
+    fn counter_add_by_handle(&mut self, series: u32, delta: u64) -> wasmtime::Result<()> {
+        if let Some(Handle::Counter(c)) = self.by_handle(series) {
+            c.inc_by(delta);
+        }
+        Ok(())
+    }
+
+    fn gauge_set_by_handle(&mut self, series: u32, value: i64) -> wasmtime::Result<()> {
+        if let Some(Handle::Gauge(g)) = self.by_handle(series) {
+            g.set(value);
+        }
+        Ok(())
+    }
+
+    fn histogram_observe_by_handle(&mut self, series: u32, value: f64) -> wasmtime::Result<()> {
+        if let Some(Handle::Histogram(h)) = self.by_handle(series) {
+            h.observe(value);
+        }
+        Ok(())
+    }
+
     fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
         if let Some(c) = self.guest_metric::<Counter>(name) {
             c.inc_by(delta);
