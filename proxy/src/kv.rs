@@ -89,6 +89,12 @@ pub trait KvSpace: Send + Sync + 'static {
     /// applies when the key is created. Returns the new value. Integers are stored as
     /// decimal text, as Redis `INCRBY` does, so `get` reads them.
     fn incr<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> KvFuture<'a, i64>;
+    /// [`incr`](Self::incr) done on the spot, for a store that never waits (the local
+    /// one): no boxed future. `None` when the store must be awaited (Redis).
+    fn incr_now(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Option<Result<i64, KvError>> {
+        let _ = (key, delta, ttl);
+        None
+    }
 }
 
 /// Longest key a guest may use.

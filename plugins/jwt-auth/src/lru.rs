@@ -4,7 +4,7 @@
 //! (The `lru` crate does the same with raw pointers; this one is safe code.)
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
 
 const NIL: usize = usize::MAX;
 
@@ -17,8 +17,8 @@ struct Slot<K, V> {
     older: usize,
 }
 
-pub struct Lru<K, V> {
-    index: HashMap<K, usize>,
+pub struct Lru<K, V, S = RandomState> {
+    index: HashMap<K, usize, S>,
     slots: Vec<Slot<K, V>>,
     /// Slots whose entry was removed, reused before the slab grows.
     free: Vec<usize>,
@@ -29,9 +29,18 @@ pub struct Lru<K, V> {
 
 impl<K: Hash + Eq + Copy, V> Lru<K, V> {
     /// A map holding at most `capacity` entries (0: holds nothing).
+    #[cfg(test)]
     pub fn new(capacity: usize) -> Lru<K, V> {
+        Lru::with_hasher(capacity, RandomState::new())
+    }
+}
+
+impl<K: Hash + Eq + Copy, V, S: BuildHasher> Lru<K, V, S> {
+    /// A map holding at most `capacity` entries (0: holds nothing), hashing keys with
+    /// `hasher`.
+    pub fn with_hasher(capacity: usize, hasher: S) -> Lru<K, V, S> {
         Lru {
-            index: HashMap::new(),
+            index: HashMap::with_hasher(hasher),
             slots: Vec::new(),
             free: Vec::new(),
             newest: NIL,
@@ -51,10 +60,23 @@ impl<K: Hash + Eq + Copy, V> Lru<K, V> {
     }
 
     /// The entry, now the most recently used.
+    #[cfg(test)]
     pub fn get(&mut self, key: &K) -> Option<&V> {
+        let at = self.touch(key)?;
+        self.at(at)
+    }
+
+    /// Where the entry is, now the most recently used: [`get`](Self::get) for a caller
+    /// that may [`remove`](Self::remove) it after reading it ([`at`](Self::at)).
+    pub fn touch(&mut self, key: &K) -> Option<usize> {
         let at = *self.index.get(key)?;
         self.unlink(at);
         self.link_newest(at);
+        Some(at)
+    }
+
+    /// The entry [`touch`](Self::touch) found, while nothing was inserted or removed since.
+    pub fn at(&self, at: usize) -> Option<&V> {
         self.slots.get(at).map(|s| &s.value)
     }
 

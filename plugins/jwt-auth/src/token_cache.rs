@@ -25,7 +25,7 @@
 
 use std::time::Duration;
 
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 
 use serde_json::Value;
 use siphasher::sip128::{Hasher128, SipHasher24};
@@ -34,7 +34,40 @@ use crate::keys::KeyId;
 use crate::lru::Lru;
 use crate::verify::{Claims, Failure, Verified};
 
-type Digest = [u8; 16];
+/// The token's keyed 128-bit SipHash. Being a keyed PRF's output, it is spread evenly
+/// and unpredictably already, so the map uses its first 64 bits as the hash ([`Spread`])
+/// instead of hashing it again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Digest([u8; 16]);
+
+impl Hash for Digest {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(word));
+    }
+}
+
+/// The hasher of [`Digest`] keys: the word they hash to, as it is.
+#[derive(Default)]
+struct Spread(u64);
+
+impl Hasher for Spread {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `Digest`; anything else still hashes, byte by byte.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = word;
+    }
+}
 
 /// The per-instance SipHash key, from the platform's randomness (WASI `random` in a
 /// guest) through std's randomly keyed `RandomState`.
@@ -63,7 +96,7 @@ pub enum Lookup {
 
 pub struct TokenCache {
     key: (u64, u64),
-    entries: Lru<Digest, Entry>,
+    entries: Lru<Digest, Entry, BuildHasherDefault<Spread>>,
     ttl_ms: Option<u64>,
     leeway_secs: u64,
     /// The claims kept per entry.
@@ -84,7 +117,7 @@ impl TokenCache {
     pub fn new(max_entries: usize, ttl: Option<Duration>, leeway_secs: u64, forwarded: Vec<String>) -> TokenCache {
         TokenCache {
             key: secret_key(),
-            entries: Lru::new(max_entries),
+            entries: Lru::with_hasher(max_entries, BuildHasherDefault::default()),
             ttl_ms: ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             leeway_secs,
             forwarded,
@@ -99,6 +132,7 @@ impl TokenCache {
     /// The token's claims: from the cache when a fresh entry exists and `key_is_current`
     /// says the key that verified it is still there (asked only after the time checks
     /// pass), else from `verify`, whose success is cached.
+    #[cfg(test)]
     pub fn check(
         &mut self,
         token: &str,
@@ -106,35 +140,49 @@ impl TokenCache {
         key_is_current: impl FnOnce(KeyId) -> bool,
         verify: impl FnOnce() -> Result<Verified, Failure>,
     ) -> Result<(Claims, Lookup), Failure> {
+        self.check_with(token, now_ms, key_is_current, verify, Claims::clone)
+    }
+
+    /// [`check`](Self::check), handing the claims to `read` in place: a hit copies none
+    /// of them (it reads the cached ones; a miss, the verified token's).
+    pub fn check_with<R>(
+        &mut self,
+        token: &str,
+        now_ms: u64,
+        key_is_current: impl FnOnce(KeyId) -> bool,
+        verify: impl FnOnce() -> Result<Verified, Failure>,
+        read: impl FnOnce(&Claims) -> R,
+    ) -> Result<(R, Lookup), Failure> {
         let digest = self.digest(token);
-        if let Some(claims) = self.hit(&digest, now_ms, key_is_current) {
-            return Ok((claims, Lookup::Hit));
+        if let Some(entry) = self.hit(&digest, now_ms, key_is_current) {
+            return Ok((read(&entry.claims), Lookup::Hit));
         }
         let verified = verify()?;
         self.insert(digest, &verified, now_ms);
-        Ok((verified.claims, Lookup::Verified))
+        Ok((read(&verified.claims), Lookup::Verified))
     }
 
     fn digest(&self, token: &str) -> Digest {
         let mut hasher = SipHasher24::new_with_keys(self.key.0, self.key.1);
         hasher.write(token.as_bytes());
-        hasher.finish128().as_bytes()
+        Digest(hasher.finish128().as_bytes())
     }
 
-    fn hit(&mut self, digest: &Digest, now_ms: u64, key_is_current: impl FnOnce(KeyId) -> bool) -> Option<Claims> {
+    fn hit(&mut self, digest: &Digest, now_ms: u64, key_is_current: impl FnOnce(KeyId) -> bool) -> Option<&Entry> {
         let leeway = self.leeway_secs;
-        let entry = self.entries.get(digest)?;
+        let at = self.entries.touch(digest)?;
+        let entry = self.entries.at(at)?;
         let now = now_ms / 1000;
         // The verifier's own comparisons (jsonwebtoken's `validate`).
         let fresh = entry.exp.is_none_or(|exp| exp >= now.saturating_sub(leeway))
             && entry.nbf.is_none_or(|nbf| nbf <= now.saturating_add(leeway))
             && entry.stale_at_ms.is_none_or(|at| now_ms < at)
             && key_is_current(entry.key);
-        if fresh {
-            return Some(entry.claims.clone());
+        if !fresh {
+            self.entries.remove(digest);
+            return None;
         }
-        self.entries.remove(digest);
-        None
+        self.entries.at(at)
     }
 
     fn insert(&mut self, digest: Digest, verified: &Verified, now_ms: u64) {

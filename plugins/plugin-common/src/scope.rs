@@ -36,6 +36,13 @@ impl Scope {
         })
     }
 
+    /// Whether every request must be authenticated (no `anonymous_paths`, no `methods`):
+    /// then [`protects`](Self::protects) is `true` whatever the method and path, and a
+    /// filter need not ask the proxy for them.
+    pub fn protects_all(&self) -> bool {
+        self.methods.is_empty() && self.anonymous.is_empty()
+    }
+
     /// Whether a request with this method and path (and query) must be authenticated.
     pub fn protects(&self, method: &str, path_and_query: &str) -> bool {
         if !self.methods.is_empty() && !self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
@@ -108,6 +115,17 @@ mod tests {
         assert!(s.protects("delete", "/x"));
         assert!(!s.protects("GET", "/x"));
         assert!(scope(&[], &[]).protects("GET", "/x"));
+    }
+
+    #[test]
+    fn protects_all_only_when_nothing_is_exempt() {
+        let all = scope(&[], &[]);
+        assert!(all.protects_all());
+        for (method, path) in [("GET", "/"), ("POST", "/a/../b"), ("get", "/x?y=%2e"), ("", "")] {
+            assert!(all.protects(method, path), "{method} {path}");
+        }
+        assert!(!scope(&["/public"], &[]).protects_all());
+        assert!(!scope(&[], &["POST"]).protects_all());
     }
 
     #[test]

@@ -174,6 +174,35 @@ pub fn strictest(verdicts: &[Verdict]) -> Option<Verdict> {
         .copied()
 }
 
+/// [`strictest`] worked out as the verdicts come, without keeping them: the same choice,
+/// ties included (the last of the longest denials, the first of the fewest left).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Strictest {
+    denied: Option<Verdict>,
+    fewest: Option<Verdict>,
+}
+
+impl Strictest {
+    pub fn add(&mut self, v: Verdict) {
+        if !v.allowed && self.denied.is_none_or(|d| v.retry_after_ms >= d.retry_after_ms) {
+            self.denied = Some(v);
+        }
+        let rank = |v: &Verdict| (v.remaining, std::cmp::Reverse(v.reset_ms));
+        if self.fewest.is_none_or(|f| rank(&v) < rank(&f)) {
+            self.fewest = Some(v);
+        }
+    }
+
+    /// Whether a verdict so far denied the request.
+    pub fn denied(&self) -> bool {
+        self.denied.is_some()
+    }
+
+    pub fn verdict(&self) -> Option<Verdict> {
+        self.denied.or(self.fewest)
+    }
+}
+
 /// Whole seconds for headers, rounded up (a client waiting the floor would be early).
 pub fn secs(ms: u64) -> u64 {
     ms.div_ceil(1000)

@@ -15,8 +15,8 @@ pub struct Config {
     /// What to do when the KV store fails (e.g. Redis down).
     #[serde(default)]
     pub on_store_error: OnStoreError,
-    /// Put `RateLimit-*` headers on allowed responses too (costs a store write, read and
-    /// delete per request to carry the numbers to the response phase).
+    /// Put `RateLimit-*` headers on allowed responses too (costs the response phase: a
+    /// context write and read to carry the numbers there, and six header writes).
     #[serde(default = "yes")]
     pub response_headers: bool,
 }

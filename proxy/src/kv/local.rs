@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
@@ -112,6 +111,10 @@ impl KvSpace for LocalSpace {
 
     fn incr<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> KvFuture<'a, i64> {
         Box::pin(std::future::ready(self.space.incr(self.quota, key, delta, ttl)))
+    }
+
+    fn incr_now(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Option<Result<i64, KvError>> {
+        Some(self.space.incr(self.quota, key, delta, ttl))
     }
 }
 
@@ -214,9 +217,28 @@ fn add_in_place(slot: &mut Slot, delta: i64) -> Result<(i64, isize), KvError> {
     let next = current.checked_add(delta).ok_or(KvError::Overflow)?;
     let before = slot.value.len();
     slot.value.clear();
-    // Writing to a Vec cannot fail.
-    let _ = write!(slot.value, "{next}");
+    write_decimal(&mut slot.value, next);
     Ok((next, slot.value.len() as isize - before as isize))
+}
+
+/// Appends `n` as `n.to_string()` writes it, without `core::fmt` (the rate limiter's
+/// hot path writes one number a request).
+pub(super) fn write_decimal(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// One filter's entries.

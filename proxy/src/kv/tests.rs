@@ -43,6 +43,33 @@ fn incr_counts_and_expires() {
 }
 
 #[test]
+fn counters_are_written_as_to_string_writes_them() {
+    for n in [0, 1, -1, 9, 10, -10, 12_345, i64::MAX, i64::MIN, i64::MIN + 1] {
+        let mut out = b"old".to_vec();
+        out.clear();
+        super::local::write_decimal(&mut out, n);
+        assert_eq!(out, n.to_string().into_bytes());
+    }
+}
+
+#[test]
+fn incr_on_the_spot_is_incr() {
+    use super::KvSpace;
+    let kv = LocalKv::new();
+    let s = big(&kv, "f", 10);
+    assert_eq!(s.incr_now("k", 2, MIN), Some(Ok(2)));
+    assert_eq!(s.incr_now("k", -5, MIN), Some(Ok(-3)));
+    assert_eq!(get(&s, "k").as_deref(), Some(&b"-3"[..]));
+    let q = KvQuota {
+        keys: 10,
+        bytes: 1 << 30,
+    };
+    s.inner().set(q, "s", b"abc".to_vec(), None).ok();
+    assert_eq!(s.incr_now("s", 1, None), Some(Err(KvError::NotAnInteger)));
+    assert_exact(&s);
+}
+
+#[test]
 fn incr_refuses_non_integers_and_overflow() {
     let kv = LocalKv::new();
     let s = big(&kv, "f", 10);

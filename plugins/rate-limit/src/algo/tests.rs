@@ -110,3 +110,33 @@ fn strictest_prefers_the_longest_denial_then_the_fewest_left() {
     assert_eq!(strictest(&[]), None);
     assert_eq!((secs(1), secs(1000), secs(1001)), (1, 1, 2));
 }
+
+#[test]
+fn strictest_as_they_come_chooses_as_strictest_does() {
+    // Small values, so ties in every field are common.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |m: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % m
+    };
+    for _ in 0..20_000 {
+        let n = next(5) as usize;
+        let verdicts: Vec<Verdict> = (0..n)
+            .map(|i| Verdict {
+                allowed: next(3) != 0,
+                limit: i as u64,
+                remaining: next(3),
+                reset_ms: next(3),
+                retry_after_ms: next(3),
+            })
+            .collect();
+        let mut s = Strictest::default();
+        for v in &verdicts {
+            s.add(*v);
+        }
+        assert_eq!(s.verdict(), strictest(&verdicts), "{verdicts:?}");
+        assert_eq!(s.denied(), verdicts.iter().any(|v| !v.allowed));
+    }
+}
