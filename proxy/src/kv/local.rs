@@ -217,28 +217,10 @@ fn add_in_place(slot: &mut Slot, delta: i64) -> Result<(i64, isize), KvError> {
     let next = current.checked_add(delta).ok_or(KvError::Overflow)?;
     let before = slot.value.len();
     slot.value.clear();
-    write_decimal(&mut slot.value, next);
+    // Without `core::fmt`: the rate limiter's hot path writes one number a request.
+    slot.value
+        .extend_from_slice(itoa::Buffer::new().format(next).as_bytes());
     Ok((next, slot.value.len() as isize - before as isize))
-}
-
-/// Appends `n` as `n.to_string()` writes it, without `core::fmt` (the rate limiter's
-/// hot path writes one number a request).
-pub(super) fn write_decimal(out: &mut Vec<u8>, n: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// One filter's entries.

@@ -43,16 +43,6 @@ fn incr_counts_and_expires() {
 }
 
 #[test]
-fn counters_are_written_as_to_string_writes_them() {
-    for n in [0, 1, -1, 9, 10, -10, 12_345, i64::MAX, i64::MIN, i64::MIN + 1] {
-        let mut out = b"old".to_vec();
-        out.clear();
-        super::local::write_decimal(&mut out, n);
-        assert_eq!(out, n.to_string().into_bytes());
-    }
-}
-
-#[test]
 fn incr_on_the_spot_is_incr() {
     use super::KvSpace;
     let kv = LocalKv::new();

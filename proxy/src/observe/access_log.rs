@@ -279,36 +279,9 @@ const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
     6061626364656667686970717273747576777879\
     8081828384858687888990919293949596979899";
 
-/// `n` in decimal at the end of `buf`; returns where it starts.
-fn digits(mut n: u64, buf: &mut [u8; 20]) -> usize {
-    let mut at = buf.len();
-    while n >= 100 {
-        let pair = (n % 100) as usize * 2;
-        n /= 100;
-        at -= 2;
-        buf[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    }
-    if n >= 10 {
-        let pair = n as usize * 2;
-        at -= 2;
-        buf[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    } else {
-        at -= 1;
-        buf[at] = b'0' + n as u8;
-    }
-    at
-}
-
-/// A number in decimal, without `fmt`'s machinery.
+/// `n` in decimal (`itoa`: no `core::fmt`, no allocation).
 fn push_u64(n: u64, out: &mut Vec<u8>) {
-    // Statuses aside, most numbers in a record are small (sizes, whole milliseconds).
-    if n < 10 {
-        out.push(b'0' + n as u8);
-        return;
-    }
-    let mut buf = [0u8; 20];
-    let at = digits(n, &mut buf);
-    out.extend_from_slice(&buf[at..]);
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// An address as `Display` writes it (`1.2.3.4:80`, `[::1]:80`); IPv4 by hand, without
