@@ -118,7 +118,14 @@ async fn answers(mut stream: TcpStream) -> bool {
 #[tokio::test]
 async fn one_client_cannot_hold_the_proxys_sockets() {
     let up = Upstream::echo("up").await;
-    let weft = start(&up, "limits = { max_connections = 5, max_connections_per_client = 3 }").await;
+    // The held connections say nothing: a header-read timeout longer than any wait here
+    // keeps them open however slowly a loaded machine runs the steps (the default 10 s
+    // once closed all five mid-test).
+    let weft = start(
+        &up,
+        "limits = { max_connections = 5, max_connections_per_client = 3 }\ntimeouts = { header_read = \"120s\" }",
+    )
+    .await;
 
     // 127.0.0.2 holds its three; a fourth from it is closed at accept.
     let mut held = Vec::new();
